@@ -1,0 +1,33 @@
+/**
+ * Regenerates the tables in docs/ that are derived from code: the error codes
+ * (docs/errors.md, from ERROR_CODES) and the relay's variables
+ * (docs/configuration.md, from relayConfigSpec). `npm run docs`. Tests fail
+ * when a table is stale, so run this after changing either source.
+ */
+import { readFileSync, writeFileSync } from 'node:fs';
+import { relayConfigSpec } from '../services/relay/src/config.js';
+import { describeConfig } from '../shared/src/config.js';
+import { ERROR_CODES } from '../shared/src/errors.js';
+
+function replaceBetween(path: string, marker: string, body: string): void {
+  const file = new URL(`../${path}`, import.meta.url);
+  const doc = readFileSync(file, 'utf8');
+  const re = new RegExp(`<!-- ${marker}:begin -->\\n[\\s\\S]*?<!-- ${marker}:end -->`);
+  if (!re.test(doc)) throw new Error(`${path}: markers <!-- ${marker}:begin/end --> not found`);
+  // A function replacement, so `$` in the table is not read as a replacement pattern.
+  writeFileSync(
+    file,
+    doc.replace(re, () => `<!-- ${marker}:begin -->\n${body.trimEnd()}\n<!-- ${marker}:end -->`),
+  );
+}
+
+const errorRows = Object.entries(ERROR_CODES).map(
+  ([code, info]) => `| \`${code}\` | 0x${info.wire.toString(16).padStart(4, '0')} | ${info.summary} |`,
+);
+replaceBetween(
+  'docs/errors.md',
+  'error-codes',
+  ['| code | wire | meaning |', '| --- | --- | --- |', ...errorRows].join('\n'),
+);
+replaceBetween('docs/configuration.md', 'relay-config', describeConfig(relayConfigSpec));
+console.log('docs: regenerated docs/errors.md and docs/configuration.md tables');

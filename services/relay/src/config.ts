@@ -1,0 +1,187 @@
+/**
+ * The relay's configuration: the one place the relay reads the environment.
+ * Each variable's default, accepted values and description live together in
+ * `relayConfigSpec`; `docs/configuration.md` carries the table that
+ * `describeConfig(relayConfigSpec)` produces (a test keeps them equal).
+ */
+import {
+  bool,
+  type ConfigOf,
+  type ConfigProblem,
+  type ConfigSpec,
+  type Env,
+  int,
+  oneOf,
+  port,
+  readConfig,
+  str,
+  url,
+} from '@libertaria/shared';
+
+/** Every relay variable starts with this, except the shared `REDIS_URL`; unknown ones are rejected. */
+export const RELAY_ENV_PREFIX = 'RELAY_';
+
+export const relayConfigSpec = {
+  REDIS_URL: url({
+    default: 'redis://127.0.0.1:6379',
+    protocols: ['redis:', 'rediss:'],
+    doc: 'Redis holding presence, routes and durable queues. `rediss:` connects over TLS; credentials go in the URL.',
+  }),
+  RELAY_NODE_ID: str({
+    default: undefined,
+    pattern: /^[A-Za-z0-9._-]{1,64}$/,
+    doc: 'Name of this node in the cluster. Unset: derived from the host name plus a random suffix at start.',
+  }),
+  RELAY_HOST: str({
+    default: '0.0.0.0',
+    pattern: /^[A-Za-z0-9.:%_-]{1,253}$/,
+    accepted: 'a host name or IP address',
+    doc: 'Address the WebSocket, TCP and admin listeners bind to.',
+  }),
+  RELAY_WS_PORT: port({ default: 8080, doc: 'WebSocket listener port; 0 picks a free port.' }),
+  RELAY_TCP_PORT: port({ default: 8081, doc: 'Raw TCP listener port; 0 picks a free port.' }),
+  RELAY_ADMIN_PORT: port({ default: 9090, doc: 'Admin listener port (health, metrics); 0 picks a free port.' }),
+  RELAY_TCP_ENABLED: bool({ default: true, doc: 'Whether to open the raw TCP listener.' }),
+  RELAY_TLS_CERT_FILE: str({
+    default: undefined,
+    maxLength: 4096,
+    doc: 'PEM certificate chain file. Set together with `RELAY_TLS_KEY_FILE` to serve TLS, or neither.',
+  }),
+  RELAY_TLS_KEY_FILE: str({
+    default: undefined,
+    maxLength: 4096,
+    doc: 'PEM private key file. Set together with `RELAY_TLS_CERT_FILE` to serve TLS, or neither.',
+  }),
+  RELAY_IDENTITY: str({
+    default: 'libertaria-relay',
+    pattern: /^[\x20-\x7E]{1,255}$/,
+    maxLength: 255,
+    accepted: '1 to 255 printable ASCII characters',
+    doc: 'Relay identity that peers sign into their auth transcript; every node of a cluster uses the same one.',
+  }),
+  RELAY_MAX_PAYLOAD_BYTES: int({
+    default: 65536,
+    min: 1,
+    max: 1048576,
+    doc: 'Largest SEND payload accepted, in bytes (64 KiB).',
+  }),
+  RELAY_SEND_QUEUE_FRAMES: int({
+    default: 512,
+    min: 1,
+    max: 65536,
+    doc: 'Most frames waiting in the outbound queue of one connection before it overflows.',
+  }),
+  RELAY_SEND_QUEUE_BYTES: int({
+    default: 4194304,
+    min: 65536,
+    max: 268435456,
+    doc: 'Most bytes waiting in the outbound queue of one connection before it overflows (4 MiB).',
+  }),
+  RELAY_HANDSHAKE_TIMEOUT_MS: int({
+    default: 5000,
+    min: 100,
+    max: 120000,
+    doc: 'Time a connection has to finish HELLO/AUTH, in milliseconds.',
+  }),
+  RELAY_AUTH_FAILURES_PER_MINUTE: int({
+    default: 20,
+    min: 1,
+    max: 100000,
+    doc: 'Failed handshakes allowed per source address per minute before further attempts are refused.',
+  }),
+  RELAY_RATE_FRAMES_PER_SECOND: int({
+    default: 5000,
+    min: 1,
+    max: 1000000,
+    doc: 'Sustained frame rate of one connection (token bucket refill per second).',
+  }),
+  RELAY_RATE_BURST: int({
+    default: 10000,
+    min: 1,
+    max: 10000000,
+    doc: 'Frames one connection may send in a burst (token bucket size).',
+  }),
+  RELAY_QUEUE_MAX_FRAMES: int({
+    default: 10000,
+    min: 1,
+    max: 10000000,
+    doc: 'Most frames held in the durable queue of one recipient.',
+  }),
+  RELAY_QUEUE_MAX_BYTES: int({
+    default: 67108864,
+    min: 1024,
+    max: 17179869184,
+    doc: 'Most bytes held in the durable queue of one recipient (64 MiB).',
+  }),
+  RELAY_QUEUE_TTL_SECONDS: int({
+    default: 2592000,
+    min: 60,
+    max: 31536000,
+    doc: 'Longest time a durable frame is kept, in seconds (30 days); also the largest TTL a sender may ask for.',
+  }),
+  RELAY_PRESENCE_TTL_MS: int({
+    default: 15000,
+    min: 1000,
+    max: 600000,
+    doc: 'How long the presence and routes of a node live in Redis without a heartbeat, in milliseconds.',
+  }),
+  RELAY_HEARTBEAT_MS: int({
+    default: 5000,
+    min: 100,
+    max: 300000,
+    doc: 'Interval at which a node refreshes its presence, in milliseconds; must be less than `RELAY_PRESENCE_TTL_MS`.',
+  }),
+  RELAY_DRAIN_TIMEOUT_MS: int({
+    default: 10000,
+    min: 0,
+    max: 600000,
+    doc: 'On shutdown, time given to connections to drain before they are closed, in milliseconds.',
+  }),
+  RELAY_REDIS_PREFIX: str({
+    default: 'lr',
+    pattern: /^[A-Za-z0-9:_-]{1,32}$/,
+    doc: 'Prefix of every Redis key the relay writes, so clusters can share one Redis.',
+  }),
+  RELAY_LOG_LEVEL: oneOf(['debug', 'info', 'warn', 'error'], {
+    default: 'info',
+    doc: 'Least severe log level written.',
+  }),
+} satisfies ConfigSpec;
+
+/** The relay's configuration, keyed by environment variable name. */
+export type RelayConfig = ConfigOf<typeof relayConfigSpec>;
+
+/** Checks that involve more than one variable; they run once every variable is valid on its own. */
+export function relayConfigProblems(config: RelayConfig): ConfigProblem[] {
+  const problems: ConfigProblem[] = [];
+  const cert = config.RELAY_TLS_CERT_FILE;
+  const key = config.RELAY_TLS_KEY_FILE;
+  if ((cert === undefined) !== (key === undefined)) {
+    const [set, unset] =
+      cert === undefined
+        ? ['RELAY_TLS_KEY_FILE', 'RELAY_TLS_CERT_FILE']
+        : ['RELAY_TLS_CERT_FILE', 'RELAY_TLS_KEY_FILE'];
+    problems.push({
+      variable: unset,
+      message: `${set} is set but ${unset} is not: set both to serve TLS, or neither`,
+    });
+  }
+  if (config.RELAY_HEARTBEAT_MS >= config.RELAY_PRESENCE_TTL_MS) {
+    problems.push({
+      variable: 'RELAY_HEARTBEAT_MS',
+      message:
+        `RELAY_HEARTBEAT_MS=${config.RELAY_HEARTBEAT_MS} is not less than RELAY_PRESENCE_TTL_MS=${config.RELAY_PRESENCE_TTL_MS}: ` +
+        'presence would expire between heartbeats; lower the heartbeat or raise the TTL',
+    });
+  }
+  return problems;
+}
+
+/**
+ * Reads and validates the relay's configuration. Throws one
+ * `ConfigValidationError` (code CONFIG_INVALID) listing every problem,
+ * including unknown `RELAY_*` variables.
+ */
+export function loadRelayConfig(env: Env = process.env): RelayConfig {
+  return readConfig(relayConfigSpec, env, { prefix: RELAY_ENV_PREFIX, validate: relayConfigProblems });
+}

@@ -1,0 +1,171 @@
+import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import { describe, it } from 'node:test';
+import { ConfigError, ConfigValidationError, describeConfig, type Env } from '@libertaria/shared';
+import { loadRelayConfig, type RelayConfig, relayConfigSpec } from '../src/config.js';
+
+/** The ConfigValidationError `env` must produce. */
+function rejection(env: Env): ConfigValidationError {
+  try {
+    loadRelayConfig(env);
+  } catch (err) {
+    assert.ok(err instanceof ConfigValidationError, `expected a ConfigValidationError, got ${String(err)}`);
+    return err;
+  }
+  assert.fail(`expected ${JSON.stringify(env)} to be rejected`);
+}
+
+describe('loadRelayConfig', () => {
+  it('loads the documented defaults from an empty environment', () => {
+    const expected: RelayConfig = {
+      REDIS_URL: 'redis://127.0.0.1:6379',
+      RELAY_NODE_ID: undefined,
+      RELAY_HOST: '0.0.0.0',
+      RELAY_WS_PORT: 8080,
+      RELAY_TCP_PORT: 8081,
+      RELAY_ADMIN_PORT: 9090,
+      RELAY_TCP_ENABLED: true,
+      RELAY_TLS_CERT_FILE: undefined,
+      RELAY_TLS_KEY_FILE: undefined,
+      RELAY_IDENTITY: 'libertaria-relay',
+      RELAY_MAX_PAYLOAD_BYTES: 65536,
+      RELAY_SEND_QUEUE_FRAMES: 512,
+      RELAY_SEND_QUEUE_BYTES: 4194304,
+      RELAY_HANDSHAKE_TIMEOUT_MS: 5000,
+      RELAY_AUTH_FAILURES_PER_MINUTE: 20,
+      RELAY_RATE_FRAMES_PER_SECOND: 5000,
+      RELAY_RATE_BURST: 10000,
+      RELAY_QUEUE_MAX_FRAMES: 10000,
+      RELAY_QUEUE_MAX_BYTES: 67108864,
+      RELAY_QUEUE_TTL_SECONDS: 2592000,
+      RELAY_PRESENCE_TTL_MS: 15000,
+      RELAY_HEARTBEAT_MS: 5000,
+      RELAY_DRAIN_TIMEOUT_MS: 10000,
+      RELAY_REDIS_PREFIX: 'lr',
+      RELAY_LOG_LEVEL: 'info',
+    };
+    assert.deepEqual(loadRelayConfig({}), expected);
+  });
+
+  it('reads every kind of variable', () => {
+    const config = loadRelayConfig({
+      REDIS_URL: 'rediss://:pw@redis.internal:6380/2',
+      RELAY_NODE_ID: 'relay-eu-1.a',
+      RELAY_WS_PORT: '0',
+      RELAY_TCP_ENABLED: 'no',
+      RELAY_TLS_CERT_FILE: '/etc/relay/cert.pem',
+      RELAY_TLS_KEY_FILE: '/etc/relay/key.pem',
+      RELAY_IDENTITY: 'relay.example.org',
+      RELAY_QUEUE_MAX_BYTES: '17179869184',
+      RELAY_LOG_LEVEL: 'debug',
+      PATH: '/usr/bin',
+    });
+    assert.equal(config.REDIS_URL, 'rediss://:pw@redis.internal:6380/2');
+    assert.equal(config.RELAY_NODE_ID, 'relay-eu-1.a');
+    assert.equal(config.RELAY_WS_PORT, 0);
+    assert.equal(config.RELAY_TCP_ENABLED, false);
+    assert.equal(config.RELAY_TLS_CERT_FILE, '/etc/relay/cert.pem');
+    assert.equal(config.RELAY_TLS_KEY_FILE, '/etc/relay/key.pem');
+    assert.equal(config.RELAY_IDENTITY, 'relay.example.org');
+    assert.equal(config.RELAY_QUEUE_MAX_BYTES, 17179869184);
+    assert.equal(config.RELAY_LOG_LEVEL, 'debug');
+  });
+
+  it('requires the TLS certificate and key together', () => {
+    const certOnly = rejection({ RELAY_TLS_CERT_FILE: '/etc/relay/cert.pem' });
+    assert.ok(certOnly instanceof ConfigError);
+    assert.equal(certOnly.code, 'CONFIG_INVALID');
+    assert.deepEqual(certOnly.problems, [
+      {
+        variable: 'RELAY_TLS_KEY_FILE',
+        message: 'RELAY_TLS_CERT_FILE is set but RELAY_TLS_KEY_FILE is not: set both to serve TLS, or neither',
+      },
+    ]);
+    const keyOnly = rejection({ RELAY_TLS_KEY_FILE: '/etc/relay/key.pem' });
+    assert.equal(keyOnly.variable, 'RELAY_TLS_CERT_FILE');
+    assert.match(keyOnly.message, /RELAY_TLS_KEY_FILE is set but RELAY_TLS_CERT_FILE is not/);
+  });
+
+  it('requires the heartbeat to be shorter than the presence TTL', () => {
+    for (const env of [
+      { RELAY_HEARTBEAT_MS: '15000' },
+      { RELAY_HEARTBEAT_MS: '20000' },
+      { RELAY_PRESENCE_TTL_MS: '5000' },
+      { RELAY_PRESENCE_TTL_MS: '1000', RELAY_HEARTBEAT_MS: '1000' },
+    ]) {
+      const err = rejection(env);
+      assert.equal(err.variable, 'RELAY_HEARTBEAT_MS');
+      assert.equal(err.problems.length, 1);
+      assert.match(err.message, /RELAY_HEARTBEAT_MS=\d+ is not less than RELAY_PRESENCE_TTL_MS=\d+/);
+    }
+    assert.equal(loadRelayConfig({ RELAY_PRESENCE_TTL_MS: '1000', RELAY_HEARTBEAT_MS: '999' }).RELAY_HEARTBEAT_MS, 999);
+  });
+
+  it('reports both cross-field problems together', () => {
+    const err = rejection({ RELAY_TLS_KEY_FILE: '/k.pem', RELAY_HEARTBEAT_MS: '60000' });
+    assert.deepEqual(
+      err.problems.map((p) => p.variable),
+      ['RELAY_TLS_CERT_FILE', 'RELAY_HEARTBEAT_MS'],
+    );
+  });
+
+  it('rejects an unknown RELAY_ variable and suggests the intended one', () => {
+    const err = rejection({ RELAY_WS_PROT: '9000' });
+    assert.equal(err.variable, 'RELAY_WS_PROT');
+    assert.equal(
+      err.problems[0]?.message,
+      'RELAY_WS_PROT is set but is not a known variable; did you mean RELAY_WS_PORT?',
+    );
+    assert.match(rejection({ RELAY_LOGLEVEL: 'debug' }).message, /did you mean RELAY_LOG_LEVEL\?/);
+  });
+
+  it('names the variable and its range when a value is out of range', () => {
+    const port = rejection({ RELAY_WS_PORT: '70000' });
+    assert.equal(port.variable, 'RELAY_WS_PORT');
+    assert.equal(
+      port.problems[0]?.message,
+      'RELAY_WS_PORT="70000" is not accepted: expected an integer from 0 to 65535 (default 8080)',
+    );
+    const ttl = rejection({ RELAY_QUEUE_TTL_SECONDS: '59' });
+    assert.equal(ttl.variable, 'RELAY_QUEUE_TTL_SECONDS');
+    assert.match(ttl.message, /RELAY_QUEUE_TTL_SECONDS="59" is not accepted: expected an integer from 60 to 31536000/);
+    const payload = rejection({ RELAY_MAX_PAYLOAD_BYTES: '1048577' });
+    assert.match(payload.message, /RELAY_MAX_PAYLOAD_BYTES="1048577" is not accepted: .* from 1 to 1048576/);
+  });
+
+  it('rejects malformed string values', () => {
+    assert.equal(rejection({ REDIS_URL: 'http://127.0.0.1:6379' }).variable, 'REDIS_URL');
+    assert.equal(rejection({ RELAY_NODE_ID: 'has space' }).variable, 'RELAY_NODE_ID');
+    assert.equal(rejection({ RELAY_NODE_ID: 'n'.repeat(65) }).variable, 'RELAY_NODE_ID');
+    assert.equal(rejection({ RELAY_IDENTITY: 'relay\u00e9' }).variable, 'RELAY_IDENTITY');
+    assert.equal(rejection({ RELAY_IDENTITY: 'r'.repeat(256) }).variable, 'RELAY_IDENTITY');
+    assert.equal(rejection({ RELAY_REDIS_PREFIX: 'a/b' }).variable, 'RELAY_REDIS_PREFIX');
+    assert.equal(rejection({ RELAY_LOG_LEVEL: 'trace' }).variable, 'RELAY_LOG_LEVEL');
+    assert.equal(rejection({ RELAY_TCP_ENABLED: 'on' }).variable, 'RELAY_TCP_ENABLED');
+  });
+
+  it('reports every problem at once', () => {
+    const err = rejection({ RELAY_WS_PORT: 'abc', RELAY_LOG_LEVEL: 'loud', RELAY_TYPO: '1' });
+    assert.deepEqual(
+      err.problems.map((p) => p.variable),
+      ['RELAY_WS_PORT', 'RELAY_LOG_LEVEL', 'RELAY_TYPO'],
+    );
+    assert.equal(err.message.split('\n').length, 4);
+  });
+});
+
+describe('docs/configuration.md', () => {
+  it('carries exactly the table describeConfig(relayConfigSpec) produces', () => {
+    const doc = readFileSync(new URL('../../../docs/configuration.md', import.meta.url), 'utf8');
+    const begin = '<!-- relay-config:begin -->';
+    const end = '<!-- relay-config:end -->';
+    const from = doc.indexOf(begin);
+    const to = doc.indexOf(end);
+    assert.ok(from >= 0 && to > from, 'docs/configuration.md needs the relay-config markers, begin before end');
+    assert.equal(
+      doc.slice(from + begin.length, to).trim(),
+      describeConfig(relayConfigSpec),
+      'docs/configuration.md is out of date: paste describeConfig(relayConfigSpec) between the markers',
+    );
+  });
+});

@@ -1,0 +1,104 @@
+/**
+ * Every error the cluster raises or sends carries one of these stable string
+ * codes. The table is the single source of truth: `docs/errors.md` mirrors it
+ * (a test checks they agree) and the wire number is what ERROR and NACK frames
+ * carry, so codes must never be renumbered, only added.
+ *
+ * Wire numbers are grouped by the high byte:
+ *   0x01xx codec, 0x02xx authentication, 0x03xx routing and queues,
+ *   0x04xx identity, 0x05xx configuration, 0x0fxx generic.
+ */
+export const ERROR_CODES = {
+  // Codec: the bytes could not be decoded.
+  TRUNCATED: { wire: 0x0101, summary: 'the input ends before the frame does' },
+  FRAME_TOO_LARGE: { wire: 0x0102, summary: 'a frame body is longer than the configured limit' },
+  UNKNOWN_FRAME_TYPE: { wire: 0x0103, summary: 'the frame type byte names no known frame' },
+  UNSUPPORTED_VERSION: { wire: 0x0104, summary: 'the protocol version is not one this side speaks' },
+  BAD_LENGTH: { wire: 0x0105, summary: 'a length field disagrees with the frame layout' },
+  TRAILING_BYTES: { wire: 0x0106, summary: 'bytes are left over after the last field of a frame' },
+  BAD_FIELD: { wire: 0x0107, summary: 'a field holds a value its type does not allow' },
+
+  // Authentication.
+  AUTH_FAILED: { wire: 0x0201, summary: 'the signature, key or DID in AUTH did not verify' },
+  AUTH_TIMEOUT: { wire: 0x0202, summary: 'the handshake did not finish within the allowed time' },
+  AUTH_RATE_LIMITED: { wire: 0x0203, summary: 'too many failed handshakes from this address' },
+  NOT_AUTHENTICATED: { wire: 0x0204, summary: 'a frame other than HELLO/AUTH arrived before WELCOME' },
+  UNEXPECTED_FRAME: { wire: 0x0205, summary: 'the frame is not valid in this direction or state' },
+
+  // Routing and queues.
+  SOURCE_MISMATCH: { wire: 0x0301, summary: "a SEND's source hint is not the sender's own" },
+  QUEUE_FULL: { wire: 0x0302, summary: "the recipient's durable queue holds its maximum count of frames" },
+  QUEUE_BYTES_FULL: { wire: 0x0303, summary: "the recipient's durable queue holds its maximum bytes" },
+  RATE_LIMITED: { wire: 0x0304, summary: 'the sender exceeded its frame rate' },
+  SEND_QUEUE_OVERFLOW: { wire: 0x0305, summary: "a connection's outbound queue overflowed" },
+  STORE_UNAVAILABLE: { wire: 0x0306, summary: 'Redis did not confirm the write; the frame is not stored' },
+  DRAINING: { wire: 0x0307, summary: 'the node is shutting down and takes no new work' },
+  UNSUPPORTED_FRAME: { wire: 0x0308, summary: 'the frame type is known but this node does not handle it yet' },
+  TTL_TOO_LONG: { wire: 0x0309, summary: "a durable frame's TTL exceeds the relay's maximum" },
+
+  // Identity (local; never expected on the wire but numbered for completeness).
+  INVALID_DID: { wire: 0x0401, summary: 'the string is not a well-formed DID' },
+  UNSUPPORTED_DID_METHOD: { wire: 0x0402, summary: 'the DID method is neither did:libertaria nor did:key' },
+  INVALID_KEY: { wire: 0x0403, summary: 'the key bytes are not a valid Ed25519 key' },
+  INVALID_KEY_FILE: { wire: 0x0404, summary: 'the key file is unreadable, malformed or inconsistent' },
+  BAD_SIGNATURE: { wire: 0x0405, summary: 'a signature did not verify' },
+  INVALID_HINT: { wire: 0x0406, summary: 'a routing hint is not 24 bytes (48 hex digits)' },
+  INVALID_AUTH_PARAMS: {
+    wire: 0x0407,
+    summary: 'the auth transcript inputs are malformed (a bug on the calling side)',
+  },
+
+  // Configuration.
+  CONFIG_INVALID: { wire: 0x0501, summary: 'an environment variable holds a value that is not accepted' },
+
+  // Generic.
+  INTERNAL: { wire: 0x0f01, summary: 'an unexpected failure inside the node; it is logged there' },
+  UNKNOWN_ERROR: { wire: 0x0fff, summary: 'the peer sent a wire code this version does not know' },
+} as const satisfies Record<string, { wire: number; summary: string }>;
+
+export type ErrorCode = keyof typeof ERROR_CODES;
+
+const byWire = new Map<number, ErrorCode>();
+for (const [code, info] of Object.entries(ERROR_CODES)) byWire.set(info.wire, code as ErrorCode);
+
+/** The wire number of a code, for ERROR and NACK frames. */
+export function errorCodeToWire(code: ErrorCode): number {
+  return ERROR_CODES[code].wire;
+}
+
+/** The code for a wire number; numbers from a newer peer map to UNKNOWN_ERROR. */
+export function errorCodeFromWire(wire: number): ErrorCode {
+  return byWire.get(wire) ?? 'UNKNOWN_ERROR';
+}
+
+export function isErrorCode(value: string): value is ErrorCode {
+  return Object.hasOwn(ERROR_CODES, value);
+}
+
+/** Base of every error the project throws on purpose: it always has a stable `code`. */
+export class LibertariaError extends Error {
+  readonly code: ErrorCode;
+  constructor(code: ErrorCode, message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.code = code;
+    this.name = new.target.name;
+  }
+}
+
+/** Bytes that could not be decoded as frames. */
+export class ProtocolError extends LibertariaError {}
+
+/** A DID, key, key file or signature that is not acceptable. */
+export class IdentityError extends LibertariaError {}
+
+/** An environment variable that is not acceptable; names the variable. */
+export class ConfigError extends LibertariaError {
+  readonly variable: string;
+  constructor(variable: string, message: string) {
+    super('CONFIG_INVALID', message);
+    this.variable = variable;
+  }
+}
+
+/** An error reported by the relay (ERROR or NACK frame) or raised by the client SDK. */
+export class RelayError extends LibertariaError {}

@@ -1,0 +1,874 @@
+/**
+ * Libertaria relay wire protocol, version 1.
+ *
+ * The relay carries sealed session frames between peers identified by DIDs.
+ * It routes by 24-byte routing hints (BLAKE3-256 of the peer's Ed25519 key,
+ * truncated) and never needs to read a payload. docs/protocol.md describes the
+ * same protocol with one table per frame; a test checks that every frame in
+ * that document round-trips through this codec.
+ *
+ * Framing. Every frame is
+ *
+ *     0  u8   version      protocol version of this frame (1)
+ *     1  u8   type         one of FrameType
+ *     2  u32  bodyLength   big-endian; the body follows
+ *     6  ...  body         bodyLength bytes, layout per type
+ *
+ * Frames are self-delimiting, so a WebSocket message or a TCP stream is just
+ * frames back to back: a WebSocket message holds one or more whole frames
+ * (batching amortizes the per-message cost), a TCP stream is read with
+ * FrameStreamDecoder, which reassembles frames across reads. All integers are
+ * big-endian. Strings are UTF-8 with an explicit length prefix.
+ *
+ * Protocol flow:
+ *
+ *     client -> HELLO {minVersion, maxVersion}
+ *     relay  -> CHALLENGE {version, nonce, relayIdentity}
+ *     client -> AUTH {publicKey, signature, did}   signature over the auth
+ *               transcript: nonce ‖ relayIdentity ‖ transport binding
+ *     relay  -> WELCOME {hint, connectionId, limits, nodeId}
+ *     then SEND/DELIVER/ACK/NACK/RESUME/PING/PONG/... in any order;
+ *     relay  -> GOAWAY before it closes on purpose (drain, restart);
+ *     either -> ERROR {code} (FATAL flag: the sender closes afterwards).
+ *
+ * Version negotiation: HELLO, CHALLENGE and the envelope layout above are
+ * frozen for all versions. The client offers [minVersion, maxVersion]; the
+ * relay picks the highest version both speak and names it in CHALLENGE, or
+ * answers ERROR UNSUPPORTED_VERSION (FATAL). Every later frame carries the
+ * chosen version; a decoder rejects versions it does not speak.
+ *
+ * Decoding is strict: a truncated frame, a body longer than the limit, an
+ * unknown type or version, a length that disagrees with the layout, a field
+ * value the type forbids or bytes left over all raise ProtocolError with a
+ * stable code. Lengths are checked against the limit before anything is
+ * read, and the decoder never allocates a buffer sized by a length field:
+ * decoded byte fields are views (subarrays) into the input, so a caller that
+ * keeps a frame beyond the life of the input buffer must copy what it keeps.
+ *
+ * This module is deliberately free of Node-only imports: the WebSocket client
+ * path runs in browsers too.
+ */
+import { ProtocolError } from '../errors.js';
+
+export const PROTOCOL_VERSION = 1;
+export const MIN_PROTOCOL_VERSION = 1;
+export const MAX_PROTOCOL_VERSION = 1;
+
+export const FRAME_HEADER_SIZE = 6;
+export const HINT_SIZE = 24;
+export const ID_SIZE = 16;
+export const NONCE_SIZE = 32;
+export const PUBLIC_KEY_SIZE = 32;
+export const SIGNATURE_SIZE = 64;
+
+/** Default largest SEND/DELIVER payload; configurable per relay (RELAY_MAX_PAYLOAD_BYTES). */
+export const DEFAULT_MAX_PAYLOAD = 64 * 1024;
+/** Hard ceiling on any payload whatever the configuration: no body is ever larger than this plus the routed header. */
+export const MAX_PAYLOAD_LIMIT = 1024 * 1024;
+/** Longest UTF-8 message in ERROR, NACK and GOAWAY. */
+export const MAX_TEXT_BYTES = 1024;
+/** Longest DID accepted in AUTH. */
+export const MAX_DID_BYTES = 128;
+/** Longest relay identity, node id and migration proof. */
+export const MAX_SHORT_TEXT_BYTES = 255;
+/** Positions are u64 on the wire but kept below 2^53 so they are exact JavaScript numbers. */
+export const MAX_POSITION = Number.MAX_SAFE_INTEGER;
+
+/** Frame type byte values. 0x0_ handshake, 0x1_ data, 0x2_ liveness, 0x3_ presence and control. */
+export const FrameType = {
+  HELLO: 0x01, // client -> relay: u8 minVersion, u8 maxVersion, u32 features
+  CHALLENGE: 0x02, // relay -> client: u8 version, 32B nonce, u8 len + relay identity
+  AUTH: 0x03, // client -> relay: u8 keyType, 32B public key, 64B signature, u8 len + DID
+  WELCOME: 0x04, // relay -> client: 24B hint, 16B connection id, u32 maxPayload, u32 heartbeatMs, u8 len + node id
+  SEND: 0x10, // client -> relay: routed header (93B) + payload
+  DELIVER: 0x11, // relay -> client: routed header (93B) + payload; same layout as SEND
+  ACK: 0x12, // both: 16B message id, u64 position
+  NACK: 0x13, // relay -> client: 16B message id, u16 error code, u16 len + message
+  RESUME: 0x14, // client -> relay: u64 last acknowledged position
+  MIGRATE: 0x15, // client -> relay: 16B session id, u8 len + resumption proof
+  PING: 0x20, // both: 8B opaque data
+  PONG: 0x21, // both: 8B data echoed from PING
+  PEER_PRESENT: 0x30, // relay -> client: 24B hint
+  PEER_GONE: 0x31, // relay -> client: 24B hint, 16B message id (zero when not about a SEND)
+  PRESENCE_QUERY: 0x32, // client -> relay: 24B hint
+  GOAWAY: 0x3e, // relay -> client: u32 reconnectAfterMs, u16 len + reconnect hint, u16 len + reason
+  ERROR: 0x3f, // both: u16 error code, u8 flags, u16 len + message
+} as const;
+
+export type FrameTypeName = keyof typeof FrameType;
+export type FrameTypeValue = (typeof FrameType)[FrameTypeName];
+
+const typeNames: (FrameTypeName | undefined)[] = new Array(256);
+for (const [name, value] of Object.entries(FrameType)) typeNames[value] = name as FrameTypeName;
+
+/** The name of a frame type byte, or undefined if it names no frame. */
+export function frameTypeName(value: number): FrameTypeName | undefined {
+  return typeNames[value];
+}
+
+/** SEND/DELIVER flags. Undefined bits must be zero. */
+export const SendFlags = {
+  /** Store in the recipient's durable queue; acknowledge the sender once Redis confirmed. */
+  DURABLE: 0x01,
+} as const;
+const KNOWN_SEND_FLAGS = SendFlags.DURABLE;
+
+/** ERROR flags. Undefined bits must be zero. */
+export const ErrorFlags = {
+  /** The sender of this ERROR closes the connection after it. */
+  FATAL: 0x01,
+} as const;
+const KNOWN_ERROR_FLAGS = ErrorFlags.FATAL;
+
+export const KeyType = { ED25519: 1 } as const;
+
+/**
+ * Byte offsets inside the body of SEND and DELIVER, in routing order, so a
+ * relay can route without decoding the whole frame (add FRAME_HEADER_SIZE for
+ * offsets inside the frame).
+ */
+export const Routed = {
+  DEST: 0,
+  SOURCE: 24,
+  SESSION: 48,
+  MESSAGE_ID: 64,
+  FLAGS: 80,
+  TTL: 81,
+  POSITION: 85,
+  PAYLOAD: 93,
+} as const;
+export const ROUTED_HEADER_SIZE = Routed.PAYLOAD;
+
+// ---------------------------------------------------------------------------
+// Frame objects
+
+export interface HelloFrame {
+  type: 'HELLO';
+  minVersion: number;
+  maxVersion: number;
+  /** Feature bits; none are defined in version 1 and unknown bits are ignored. */
+  features: number;
+}
+export interface ChallengeFrame {
+  type: 'CHALLENGE';
+  version: number;
+  nonce: Uint8Array;
+  relayIdentity: string;
+}
+export interface AuthFrame {
+  type: 'AUTH';
+  keyType: number;
+  publicKey: Uint8Array;
+  signature: Uint8Array;
+  did: string;
+}
+export interface WelcomeFrame {
+  type: 'WELCOME';
+  hint: Uint8Array;
+  connectionId: Uint8Array;
+  maxPayload: number;
+  heartbeatMs: number;
+  nodeId: string;
+}
+interface RoutedFields {
+  dest: Uint8Array;
+  source: Uint8Array;
+  sessionId: Uint8Array;
+  messageId: Uint8Array;
+  flags: number;
+  /** Durable retention in seconds; 0 means the relay's default. */
+  ttl: number;
+  /** Queue position of a durable DELIVER; 0 in SEND and in fast DELIVER. */
+  position: number;
+  payload: Uint8Array;
+}
+export interface SendFrame extends RoutedFields {
+  type: 'SEND';
+}
+export interface DeliverFrame extends RoutedFields {
+  type: 'DELIVER';
+}
+export interface AckFrame {
+  type: 'ACK';
+  messageId: Uint8Array;
+  position: number;
+}
+export interface NackFrame {
+  type: 'NACK';
+  messageId: Uint8Array;
+  /** Wire error code; see errors.ts (errorCodeFromWire). */
+  code: number;
+  message: string;
+}
+export interface ResumeFrame {
+  type: 'RESUME';
+  lastAcked: number;
+}
+export interface MigrateFrame {
+  type: 'MIGRATE';
+  sessionId: Uint8Array;
+  proof: Uint8Array;
+}
+export interface PingFrame {
+  type: 'PING';
+  data: Uint8Array;
+}
+export interface PongFrame {
+  type: 'PONG';
+  data: Uint8Array;
+}
+export interface PeerPresentFrame {
+  type: 'PEER_PRESENT';
+  hint: Uint8Array;
+}
+export interface PeerGoneFrame {
+  type: 'PEER_GONE';
+  hint: Uint8Array;
+  messageId: Uint8Array;
+}
+export interface PresenceQueryFrame {
+  type: 'PRESENCE_QUERY';
+  hint: Uint8Array;
+}
+export interface GoawayFrame {
+  type: 'GOAWAY';
+  reconnectAfterMs: number;
+  /** Comma-separated relay URLs the client may use instead; empty for "any". */
+  reconnectHint: string;
+  reason: string;
+}
+export interface ErrorFrame {
+  type: 'ERROR';
+  code: number;
+  flags: number;
+  message: string;
+}
+
+export type Frame =
+  | HelloFrame
+  | ChallengeFrame
+  | AuthFrame
+  | WelcomeFrame
+  | SendFrame
+  | DeliverFrame
+  | AckFrame
+  | NackFrame
+  | ResumeFrame
+  | MigrateFrame
+  | PingFrame
+  | PongFrame
+  | PeerPresentFrame
+  | PeerGoneFrame
+  | PresenceQueryFrame
+  | GoawayFrame
+  | ErrorFrame;
+
+export interface CodecOptions {
+  /** Largest SEND/DELIVER payload accepted (default DEFAULT_MAX_PAYLOAD, never above MAX_PAYLOAD_LIMIT). */
+  maxPayload?: number;
+}
+
+/** The largest body any frame may have under the given payload limit. */
+export function maxBodySize(maxPayload: number = DEFAULT_MAX_PAYLOAD): number {
+  return ROUTED_HEADER_SIZE + Math.min(maxPayload, MAX_PAYLOAD_LIMIT);
+}
+
+// ---------------------------------------------------------------------------
+// Decoding
+
+// ignoreBOM keeps a leading U+FEFF as text, so decode then encode gives back the same bytes.
+const utf8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
+const utf8Encoder = new TextEncoder();
+
+function fail(code: 'TRUNCATED' | 'BAD_LENGTH' | 'BAD_FIELD' | 'TRAILING_BYTES', message: string): never {
+  throw new ProtocolError(code, message);
+}
+
+function u16(b: Uint8Array, o: number): number {
+  return (b[o]! << 8) | b[o + 1]!;
+}
+function u32(b: Uint8Array, o: number): number {
+  return ((b[o]! << 24) | (b[o + 1]! << 16) | (b[o + 2]! << 8) | b[o + 3]!) >>> 0;
+}
+function u64(b: Uint8Array, o: number, field: string): number {
+  const hi = u32(b, o);
+  // Anything at or above 2^53 cannot be represented exactly; such positions are never issued.
+  if (hi > 0x1fffff) fail('BAD_FIELD', `${field} exceeds 2^53-1`);
+  return hi * 0x100000000 + u32(b, o + 4);
+}
+
+/**
+ * A bounds-checked cursor over one frame body. Every read checks the body
+ * end first, so a lying length can only produce TRUNCATED/BAD_LENGTH, never a
+ * read past the frame.
+ */
+class BodyReader {
+  private pos: number;
+  constructor(
+    private readonly buf: Uint8Array,
+    start: number,
+    private readonly end: number,
+    private readonly frame: FrameTypeName,
+  ) {
+    this.pos = start;
+  }
+  private need(n: number, field: string): number {
+    const at = this.pos;
+    if (at + n > this.end) fail('BAD_LENGTH', `${this.frame}: body too short for ${field}`);
+    this.pos = at + n;
+    return at;
+  }
+  u8(field: string): number {
+    return this.buf[this.need(1, field)]!;
+  }
+  u16(field: string): number {
+    return u16(this.buf, this.need(2, field));
+  }
+  u32(field: string): number {
+    return u32(this.buf, this.need(4, field));
+  }
+  u64(field: string): number {
+    return u64(this.buf, this.need(8, field), `${this.frame}.${field}`);
+  }
+  bytes(n: number, field: string): Uint8Array {
+    const at = this.need(n, field);
+    return this.buf.subarray(at, at + n);
+  }
+  rest(): Uint8Array {
+    const at = this.pos;
+    this.pos = this.end;
+    return this.buf.subarray(at, this.end);
+  }
+  text(lenBytes: 1 | 2, max: number, field: string, min = 0): string {
+    const n = lenBytes === 1 ? this.u8(`${field} length`) : this.u16(`${field} length`);
+    if (n < min || n > max) fail('BAD_FIELD', `${this.frame}.${field}: length ${n} outside ${min}..${max}`);
+    const bytes = this.bytes(n, field);
+    try {
+      return utf8.decode(bytes);
+    } catch {
+      return fail('BAD_FIELD', `${this.frame}.${field}: not valid UTF-8`);
+    }
+  }
+  done(): void {
+    if (this.pos !== this.end)
+      fail('TRAILING_BYTES', `${this.frame}: ${this.end - this.pos} bytes after the last field`);
+  }
+}
+
+function decodeRouted(r: BodyReader, type: 'SEND' | 'DELIVER', maxPayload: number): SendFrame | DeliverFrame {
+  const dest = r.bytes(HINT_SIZE, 'dest');
+  const source = r.bytes(HINT_SIZE, 'source');
+  const sessionId = r.bytes(ID_SIZE, 'sessionId');
+  const messageId = r.bytes(ID_SIZE, 'messageId');
+  const flags = r.u8('flags');
+  if ((flags & ~KNOWN_SEND_FLAGS) !== 0)
+    fail('BAD_FIELD', `${type}.flags: undefined bits set (0x${flags.toString(16)})`);
+  const ttl = r.u32('ttl');
+  const position = r.u64('position');
+  if (type === 'SEND' && position !== 0) fail('BAD_FIELD', 'SEND.position must be 0');
+  const payload = r.rest();
+  if (payload.length > maxPayload) {
+    throw new ProtocolError('FRAME_TOO_LARGE', `${type}: payload of ${payload.length} bytes exceeds ${maxPayload}`);
+  }
+  return { type, dest, source, sessionId, messageId, flags, ttl, position, payload };
+}
+
+function decodeBody(typeName: FrameTypeName, buf: Uint8Array, start: number, end: number, maxPayload: number): Frame {
+  const r = new BodyReader(buf, start, end, typeName);
+  let frame: Frame;
+  switch (typeName) {
+    case 'HELLO': {
+      const minVersion = r.u8('minVersion');
+      const maxVersion = r.u8('maxVersion');
+      if (minVersion < 1 || maxVersion < minVersion) {
+        fail('BAD_FIELD', `HELLO: version range ${minVersion}..${maxVersion} is empty or starts below 1`);
+      }
+      frame = { type: typeName, minVersion, maxVersion, features: r.u32('features') };
+      break;
+    }
+    case 'CHALLENGE': {
+      const version = r.u8('version');
+      const nonce = r.bytes(NONCE_SIZE, 'nonce');
+      const relayIdentity = r.text(1, MAX_SHORT_TEXT_BYTES, 'relayIdentity', 1);
+      frame = { type: typeName, version, nonce, relayIdentity };
+      break;
+    }
+    case 'AUTH': {
+      const keyType = r.u8('keyType');
+      if (keyType !== KeyType.ED25519) fail('BAD_FIELD', `AUTH.keyType ${keyType} is not Ed25519 (1)`);
+      const publicKey = r.bytes(PUBLIC_KEY_SIZE, 'publicKey');
+      const signature = r.bytes(SIGNATURE_SIZE, 'signature');
+      const did = r.text(1, MAX_DID_BYTES, 'did', 1);
+      frame = { type: typeName, keyType, publicKey, signature, did };
+      break;
+    }
+    case 'WELCOME': {
+      const hint = r.bytes(HINT_SIZE, 'hint');
+      const connectionId = r.bytes(ID_SIZE, 'connectionId');
+      const maxPayloadField = r.u32('maxPayload');
+      const heartbeatMs = r.u32('heartbeatMs');
+      const nodeId = r.text(1, MAX_SHORT_TEXT_BYTES, 'nodeId', 1);
+      frame = { type: typeName, hint, connectionId, maxPayload: maxPayloadField, heartbeatMs, nodeId };
+      break;
+    }
+    case 'SEND':
+    case 'DELIVER':
+      frame = decodeRouted(r, typeName, maxPayload);
+      break;
+    case 'ACK':
+      frame = { type: typeName, messageId: r.bytes(ID_SIZE, 'messageId'), position: r.u64('position') };
+      break;
+    case 'NACK': {
+      const messageId = r.bytes(ID_SIZE, 'messageId');
+      const code = r.u16('code');
+      frame = { type: typeName, messageId, code, message: r.text(2, MAX_TEXT_BYTES, 'message') };
+      break;
+    }
+    case 'RESUME':
+      frame = { type: typeName, lastAcked: r.u64('lastAcked') };
+      break;
+    case 'MIGRATE': {
+      const sessionId = r.bytes(ID_SIZE, 'sessionId');
+      const n = r.u8('proof length');
+      if (n === 0) fail('BAD_FIELD', 'MIGRATE.proof must not be empty');
+      frame = { type: typeName, sessionId, proof: r.bytes(n, 'proof') };
+      break;
+    }
+    case 'PING':
+    case 'PONG':
+      frame = { type: typeName, data: r.bytes(8, 'data') };
+      break;
+    case 'PEER_PRESENT':
+    case 'PRESENCE_QUERY':
+      frame = { type: typeName, hint: r.bytes(HINT_SIZE, 'hint') };
+      break;
+    case 'PEER_GONE':
+      frame = { type: typeName, hint: r.bytes(HINT_SIZE, 'hint'), messageId: r.bytes(ID_SIZE, 'messageId') };
+      break;
+    case 'GOAWAY': {
+      const reconnectAfterMs = r.u32('reconnectAfterMs');
+      const reconnectHint = r.text(2, MAX_TEXT_BYTES, 'reconnectHint');
+      frame = { type: typeName, reconnectAfterMs, reconnectHint, reason: r.text(2, MAX_TEXT_BYTES, 'reason') };
+      break;
+    }
+    case 'ERROR': {
+      const code = r.u16('code');
+      const flags = r.u8('flags');
+      if ((flags & ~KNOWN_ERROR_FLAGS) !== 0)
+        fail('BAD_FIELD', `ERROR.flags: undefined bits set (0x${flags.toString(16)})`);
+      frame = { type: typeName, code, flags, message: r.text(2, MAX_TEXT_BYTES, 'message') };
+      break;
+    }
+    default: {
+      const unreachable: never = typeName;
+      throw new ProtocolError('UNKNOWN_FRAME_TYPE', `unhandled frame type ${String(unreachable)}`);
+    }
+  }
+  r.done();
+  return frame;
+}
+
+function effectiveMaxPayload(options?: CodecOptions): number {
+  const m = options?.maxPayload ?? DEFAULT_MAX_PAYLOAD;
+  return Math.min(Math.max(0, m), MAX_PAYLOAD_LIMIT);
+}
+
+/**
+ * Checks the 6-byte envelope at `offset` and returns the body length. Throws
+ * TRUNCATED if fewer than 6 bytes remain, and UNSUPPORTED_VERSION,
+ * UNKNOWN_FRAME_TYPE or FRAME_TOO_LARGE from the header alone, so a stream
+ * reader can refuse a frame before buffering its body.
+ */
+export function readFrameHeader(buf: Uint8Array, offset: number, maxBody: number): number {
+  if (buf.length - offset < FRAME_HEADER_SIZE) {
+    fail('TRUNCATED', `frame header needs ${FRAME_HEADER_SIZE} bytes, ${buf.length - offset} left`);
+  }
+  const version = buf[offset]!;
+  if (version < MIN_PROTOCOL_VERSION || version > MAX_PROTOCOL_VERSION) {
+    throw new ProtocolError(
+      'UNSUPPORTED_VERSION',
+      `frame version ${version} is not supported (${MIN_PROTOCOL_VERSION}..${MAX_PROTOCOL_VERSION})`,
+    );
+  }
+  const type = buf[offset + 1]!;
+  if (typeNames[type] === undefined) {
+    throw new ProtocolError('UNKNOWN_FRAME_TYPE', `frame type 0x${type.toString(16).padStart(2, '0')} is unknown`);
+  }
+  const bodyLength = u32(buf, offset + 2);
+  if (bodyLength > maxBody) {
+    throw new ProtocolError('FRAME_TOO_LARGE', `frame body of ${bodyLength} bytes exceeds ${maxBody}`);
+  }
+  return bodyLength;
+}
+
+/** Decodes the frame starting at `offset`; returns it and the offset just past it. */
+export function decodeFrameAt(buf: Uint8Array, offset: number, options?: CodecOptions): { frame: Frame; next: number } {
+  const maxPayload = effectiveMaxPayload(options);
+  const bodyLength = readFrameHeader(buf, offset, ROUTED_HEADER_SIZE + maxPayload);
+  const start = offset + FRAME_HEADER_SIZE;
+  const end = start + bodyLength;
+  if (end > buf.length) fail('TRUNCATED', `frame body needs ${bodyLength} bytes, ${buf.length - start} left`);
+  const frame = decodeBody(typeNames[buf[offset + 1]!]!, buf, start, end, maxPayload);
+  return { frame, next: end };
+}
+
+/** Decodes exactly one frame; bytes after it are an error (TRAILING_BYTES). */
+export function decodeFrame(buf: Uint8Array, options?: CodecOptions): Frame {
+  const { frame, next } = decodeFrameAt(buf, 0, options);
+  if (next !== buf.length) fail('TRAILING_BYTES', `${buf.length - next} bytes after the frame`);
+  return frame;
+}
+
+/** Decodes a transport message holding one or more whole frames (a WebSocket message). */
+export function decodeFrames(buf: Uint8Array, options?: CodecOptions): Frame[] {
+  if (buf.length === 0) fail('TRUNCATED', 'empty message holds no frame');
+  const frames: Frame[] = [];
+  let offset = 0;
+  while (offset < buf.length) {
+    const { frame, next } = decodeFrameAt(buf, offset, options);
+    frames.push(frame);
+    offset = next;
+  }
+  return frames;
+}
+
+/**
+ * Reassembles frames from a byte stream (raw TCP). Chunks are kept by
+ * reference until a whole frame is present; the only copy made is when a
+ * frame straddles chunks. A frame header that announces a body above the
+ * limit is refused as soon as its 6 bytes arrive, so a hostile length never
+ * makes the decoder buffer or allocate that much. After an error the stream
+ * is unusable (the connection must be closed): there is no resynchronizing a
+ * length-prefixed stream.
+ */
+export class FrameStreamDecoder {
+  private chunks: Uint8Array[] = [];
+  private buffered = 0;
+  private failed: ProtocolError | undefined;
+  private readonly maxPayload: number;
+  private readonly maxBody: number;
+
+  constructor(options?: CodecOptions) {
+    this.maxPayload = effectiveMaxPayload(options);
+    this.maxBody = ROUTED_HEADER_SIZE + this.maxPayload;
+  }
+
+  /** Bytes held waiting for the rest of a frame. */
+  get pendingBytes(): number {
+    return this.buffered;
+  }
+
+  /**
+   * Adds a chunk and returns the raw bytes of each frame completed by it
+   * (each a whole frame, header included, validated by decodeFrame-able
+   * header checks). Use decodeFrame on each, or route the bytes directly.
+   */
+  push(chunk: Uint8Array): Uint8Array[] {
+    if (this.failed) throw this.failed;
+    if (chunk.length === 0) return [];
+    this.chunks.push(chunk);
+    this.buffered += chunk.length;
+    const out: Uint8Array[] = [];
+    try {
+      for (;;) {
+        if (this.buffered < FRAME_HEADER_SIZE) break;
+        const head = this.peek(FRAME_HEADER_SIZE);
+        const total = FRAME_HEADER_SIZE + readFrameHeader(head, 0, this.maxBody);
+        if (this.buffered < total) break;
+        out.push(this.take(total));
+      }
+    } catch (err) {
+      this.failed = err instanceof ProtocolError ? err : new ProtocolError('INTERNAL', String(err));
+      this.chunks = [];
+      this.buffered = 0;
+      throw this.failed;
+    }
+    return out;
+  }
+
+  /** Decodes every frame completed by the chunk. */
+  pushFrames(chunk: Uint8Array): Frame[] {
+    const opts = { maxPayload: this.maxPayload };
+    return this.push(chunk).map((bytes) => decodeFrame(bytes, opts));
+  }
+
+  private peek(n: number): Uint8Array {
+    const first = this.chunks[0]!;
+    if (first.length >= n) return first;
+    const out = new Uint8Array(n);
+    let filled = 0;
+    for (const c of this.chunks) {
+      const k = Math.min(c.length, n - filled);
+      out.set(c.subarray(0, k), filled);
+      filled += k;
+      if (filled === n) break;
+    }
+    return out;
+  }
+
+  private take(n: number): Uint8Array {
+    const first = this.chunks[0]!;
+    this.buffered -= n;
+    if (first.length === n) {
+      this.chunks.shift();
+      return first;
+    }
+    if (first.length > n) {
+      this.chunks[0] = first.subarray(n);
+      return first.subarray(0, n);
+    }
+    const out = new Uint8Array(n);
+    let filled = 0;
+    while (filled < n) {
+      const c = this.chunks[0]!;
+      const k = Math.min(c.length, n - filled);
+      out.set(c.subarray(0, k), filled);
+      filled += k;
+      if (k === c.length) this.chunks.shift();
+      else this.chunks[0] = c.subarray(k);
+    }
+    return out;
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Encoding
+
+function checkLen(bytes: Uint8Array, size: number, field: string): void {
+  if (bytes.length !== size) fail('BAD_FIELD', `${field} must be ${size} bytes, got ${bytes.length}`);
+}
+function checkUint(value: number, max: number, field: string): void {
+  if (!Number.isInteger(value) || value < 0 || value > max) fail('BAD_FIELD', `${field} must be an integer 0..${max}`);
+}
+
+class BodyWriter {
+  readonly buf: Uint8Array;
+  pos = FRAME_HEADER_SIZE;
+  constructor(type: FrameTypeValue, bodyLength: number, version: number) {
+    this.buf = new Uint8Array(FRAME_HEADER_SIZE + bodyLength);
+    this.buf[0] = version;
+    this.buf[1] = type;
+    writeU32(this.buf, 2, bodyLength);
+  }
+  u8(v: number): void {
+    this.buf[this.pos++] = v;
+  }
+  u16(v: number): void {
+    this.buf[this.pos++] = v >>> 8;
+    this.buf[this.pos++] = v & 0xff;
+  }
+  u32(v: number): void {
+    writeU32(this.buf, this.pos, v);
+    this.pos += 4;
+  }
+  u64(v: number): void {
+    writeU32(this.buf, this.pos, Math.floor(v / 0x100000000));
+    writeU32(this.buf, this.pos + 4, v >>> 0);
+    this.pos += 8;
+  }
+  bytes(b: Uint8Array): void {
+    this.buf.set(b, this.pos);
+    this.pos += b.length;
+  }
+}
+
+function writeU32(b: Uint8Array, o: number, v: number): void {
+  b[o] = v >>> 24;
+  b[o + 1] = (v >>> 16) & 0xff;
+  b[o + 2] = (v >>> 8) & 0xff;
+  b[o + 3] = v & 0xff;
+}
+
+function textBytes(s: string, max: number, field: string, min = 0): Uint8Array {
+  const b = utf8Encoder.encode(s);
+  if (b.length < min || b.length > max) fail('BAD_FIELD', `${field}: ${b.length} UTF-8 bytes, allowed ${min}..${max}`);
+  return b;
+}
+
+/**
+ * Encodes one frame into a fresh buffer of exactly its size. Fields are
+ * validated with the same rules the decoder applies, so whatever this
+ * produces decodes (given a payload limit at least as large).
+ */
+export function encodeFrame(frame: Frame, version: number = PROTOCOL_VERSION): Uint8Array {
+  const t = FrameType[frame.type];
+  switch (frame.type) {
+    case 'HELLO': {
+      checkUint(frame.minVersion, 255, 'HELLO.minVersion');
+      checkUint(frame.maxVersion, 255, 'HELLO.maxVersion');
+      checkUint(frame.features, 0xffffffff, 'HELLO.features');
+      // HELLO is frozen at version 1 framing so any relay can read it.
+      const w = new BodyWriter(t, 6, MIN_PROTOCOL_VERSION);
+      w.u8(frame.minVersion);
+      w.u8(frame.maxVersion);
+      w.u32(frame.features);
+      return w.buf;
+    }
+    case 'CHALLENGE': {
+      checkUint(frame.version, 255, 'CHALLENGE.version');
+      checkLen(frame.nonce, NONCE_SIZE, 'CHALLENGE.nonce');
+      const id = textBytes(frame.relayIdentity, MAX_SHORT_TEXT_BYTES, 'CHALLENGE.relayIdentity', 1);
+      const w = new BodyWriter(t, 1 + NONCE_SIZE + 1 + id.length, MIN_PROTOCOL_VERSION);
+      w.u8(frame.version);
+      w.bytes(frame.nonce);
+      w.u8(id.length);
+      w.bytes(id);
+      return w.buf;
+    }
+    case 'AUTH': {
+      checkLen(frame.publicKey, PUBLIC_KEY_SIZE, 'AUTH.publicKey');
+      checkLen(frame.signature, SIGNATURE_SIZE, 'AUTH.signature');
+      if (frame.keyType !== KeyType.ED25519) fail('BAD_FIELD', 'AUTH.keyType must be 1 (Ed25519)');
+      const did = textBytes(frame.did, MAX_DID_BYTES, 'AUTH.did', 1);
+      const w = new BodyWriter(t, 1 + PUBLIC_KEY_SIZE + SIGNATURE_SIZE + 1 + did.length, version);
+      w.u8(frame.keyType);
+      w.bytes(frame.publicKey);
+      w.bytes(frame.signature);
+      w.u8(did.length);
+      w.bytes(did);
+      return w.buf;
+    }
+    case 'WELCOME': {
+      checkLen(frame.hint, HINT_SIZE, 'WELCOME.hint');
+      checkLen(frame.connectionId, ID_SIZE, 'WELCOME.connectionId');
+      checkUint(frame.maxPayload, 0xffffffff, 'WELCOME.maxPayload');
+      checkUint(frame.heartbeatMs, 0xffffffff, 'WELCOME.heartbeatMs');
+      const node = textBytes(frame.nodeId, MAX_SHORT_TEXT_BYTES, 'WELCOME.nodeId', 1);
+      const w = new BodyWriter(t, HINT_SIZE + ID_SIZE + 8 + 1 + node.length, version);
+      w.bytes(frame.hint);
+      w.bytes(frame.connectionId);
+      w.u32(frame.maxPayload);
+      w.u32(frame.heartbeatMs);
+      w.u8(node.length);
+      w.bytes(node);
+      return w.buf;
+    }
+    case 'SEND':
+    case 'DELIVER': {
+      checkLen(frame.dest, HINT_SIZE, `${frame.type}.dest`);
+      checkLen(frame.source, HINT_SIZE, `${frame.type}.source`);
+      checkLen(frame.sessionId, ID_SIZE, `${frame.type}.sessionId`);
+      checkLen(frame.messageId, ID_SIZE, `${frame.type}.messageId`);
+      checkUint(frame.flags, KNOWN_SEND_FLAGS, `${frame.type}.flags`);
+      checkUint(frame.ttl, 0xffffffff, `${frame.type}.ttl`);
+      checkUint(frame.position, frame.type === 'SEND' ? 0 : MAX_POSITION, `${frame.type}.position`);
+      if (frame.payload.length > MAX_PAYLOAD_LIMIT)
+        fail('BAD_FIELD', `${frame.type}.payload exceeds ${MAX_PAYLOAD_LIMIT}`);
+      const w = new BodyWriter(t, ROUTED_HEADER_SIZE + frame.payload.length, version);
+      w.bytes(frame.dest);
+      w.bytes(frame.source);
+      w.bytes(frame.sessionId);
+      w.bytes(frame.messageId);
+      w.u8(frame.flags);
+      w.u32(frame.ttl);
+      w.u64(frame.position);
+      w.bytes(frame.payload);
+      return w.buf;
+    }
+    case 'ACK': {
+      checkLen(frame.messageId, ID_SIZE, 'ACK.messageId');
+      checkUint(frame.position, MAX_POSITION, 'ACK.position');
+      const w = new BodyWriter(t, ID_SIZE + 8, version);
+      w.bytes(frame.messageId);
+      w.u64(frame.position);
+      return w.buf;
+    }
+    case 'NACK': {
+      checkLen(frame.messageId, ID_SIZE, 'NACK.messageId');
+      checkUint(frame.code, 0xffff, 'NACK.code');
+      const msg = textBytes(frame.message, MAX_TEXT_BYTES, 'NACK.message');
+      const w = new BodyWriter(t, ID_SIZE + 2 + 2 + msg.length, version);
+      w.bytes(frame.messageId);
+      w.u16(frame.code);
+      w.u16(msg.length);
+      w.bytes(msg);
+      return w.buf;
+    }
+    case 'RESUME': {
+      checkUint(frame.lastAcked, MAX_POSITION, 'RESUME.lastAcked');
+      const w = new BodyWriter(t, 8, version);
+      w.u64(frame.lastAcked);
+      return w.buf;
+    }
+    case 'MIGRATE': {
+      checkLen(frame.sessionId, ID_SIZE, 'MIGRATE.sessionId');
+      if (frame.proof.length < 1 || frame.proof.length > MAX_SHORT_TEXT_BYTES) {
+        fail('BAD_FIELD', `MIGRATE.proof must be 1..${MAX_SHORT_TEXT_BYTES} bytes`);
+      }
+      const w = new BodyWriter(t, ID_SIZE + 1 + frame.proof.length, version);
+      w.bytes(frame.sessionId);
+      w.u8(frame.proof.length);
+      w.bytes(frame.proof);
+      return w.buf;
+    }
+    case 'PING':
+    case 'PONG': {
+      checkLen(frame.data, 8, `${frame.type}.data`);
+      const w = new BodyWriter(t, 8, version);
+      w.bytes(frame.data);
+      return w.buf;
+    }
+    case 'PEER_PRESENT':
+    case 'PRESENCE_QUERY': {
+      checkLen(frame.hint, HINT_SIZE, `${frame.type}.hint`);
+      const w = new BodyWriter(t, HINT_SIZE, version);
+      w.bytes(frame.hint);
+      return w.buf;
+    }
+    case 'PEER_GONE': {
+      checkLen(frame.hint, HINT_SIZE, 'PEER_GONE.hint');
+      checkLen(frame.messageId, ID_SIZE, 'PEER_GONE.messageId');
+      const w = new BodyWriter(t, HINT_SIZE + ID_SIZE, version);
+      w.bytes(frame.hint);
+      w.bytes(frame.messageId);
+      return w.buf;
+    }
+    case 'GOAWAY': {
+      checkUint(frame.reconnectAfterMs, 0xffffffff, 'GOAWAY.reconnectAfterMs');
+      const hint = textBytes(frame.reconnectHint, MAX_TEXT_BYTES, 'GOAWAY.reconnectHint');
+      const reason = textBytes(frame.reason, MAX_TEXT_BYTES, 'GOAWAY.reason');
+      const w = new BodyWriter(t, 4 + 2 + hint.length + 2 + reason.length, version);
+      w.u32(frame.reconnectAfterMs);
+      w.u16(hint.length);
+      w.bytes(hint);
+      w.u16(reason.length);
+      w.bytes(reason);
+      return w.buf;
+    }
+    case 'ERROR': {
+      checkUint(frame.code, 0xffff, 'ERROR.code');
+      checkUint(frame.flags, KNOWN_ERROR_FLAGS, 'ERROR.flags');
+      const msg = textBytes(frame.message, MAX_TEXT_BYTES, 'ERROR.message');
+      // ERROR may answer a HELLO whose version we refused, so it uses the frozen framing too.
+      const w = new BodyWriter(t, 2 + 1 + 2 + msg.length, MIN_PROTOCOL_VERSION);
+      w.u16(frame.code);
+      w.u8(frame.flags);
+      w.u16(msg.length);
+      w.bytes(msg);
+      return w.buf;
+    }
+    default: {
+      const unreachable: never = frame;
+      return fail('BAD_FIELD', `cannot encode ${String((unreachable as { type: unknown }).type)}`);
+    }
+  }
+}
+
+/** Encodes frames back to back into one transport message (one WebSocket message, or a TCP write). */
+export function encodeFrames(frames: readonly Frame[], version: number = PROTOCOL_VERSION): Uint8Array {
+  const parts = frames.map((f) => encodeFrame(f, version));
+  return concatBytes(parts);
+}
+
+/** Joins already-encoded frames (or any byte strings) into one buffer. */
+export function concatBytes(parts: readonly Uint8Array[]): Uint8Array {
+  let total = 0;
+  for (const p of parts) total += p.length;
+  const out = new Uint8Array(total);
+  let o = 0;
+  for (const p of parts) {
+    out.set(p, o);
+    o += p.length;
+  }
+  return out;
+}

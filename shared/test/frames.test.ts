@@ -1,0 +1,261 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { ProtocolError } from '../src/errors.js';
+import {
+  decodeFrame,
+  decodeFrames,
+  encodeFrame,
+  encodeFrames,
+  type Frame,
+  FrameStreamDecoder,
+  FrameType,
+  MAX_PAYLOAD_LIMIT,
+} from '../src/protocol/frames.js';
+
+const hex = (s: string): Uint8Array => Uint8Array.from(Buffer.from(s.replace(/\s+/g, ''), 'hex'));
+const toHex = (b: Uint8Array): string => Buffer.from(b).toString('hex');
+const fill = (n: number, b: number): Uint8Array => new Uint8Array(n).fill(b);
+const seq = (n: number, start: number): Uint8Array => Uint8Array.from({ length: n }, (_, i) => (start + i) & 0xff);
+const text = (s: string): Uint8Array => new TextEncoder().encode(s);
+
+const D1 = 'd1'.repeat(24);
+const S51 = '51'.repeat(24);
+const SESSION = '5e'.repeat(16);
+const MSG = '1d'.repeat(16);
+
+/** One fixture per frame type: the object and its exact bytes, checked in both directions. */
+const fixtures: Array<{ frame: Frame; hex: string }> = [
+  { frame: { type: 'HELLO', minVersion: 1, maxVersion: 1, features: 0 }, hex: '0101 00000006 01 01 00000000' },
+  {
+    frame: { type: 'CHALLENGE', version: 1, nonce: seq(32, 0), relayIdentity: 'relay.example' },
+    hex: `0102 0000002f 01 ${toHex(seq(32, 0))} 0d ${toHex(text('relay.example'))}`,
+  },
+  {
+    frame: { type: 'AUTH', keyType: 1, publicKey: fill(32, 0xaa), signature: fill(64, 0x55), did: 'did:key:z6Mk' },
+    hex: `0103 0000006e 01 ${'aa'.repeat(32)} ${'55'.repeat(64)} 0c ${toHex(text('did:key:z6Mk'))}`,
+  },
+  {
+    frame: {
+      type: 'WELCOME',
+      hint: fill(24, 0xd1),
+      connectionId: fill(16, 0xc0),
+      maxPayload: 65536,
+      heartbeatMs: 5000,
+      nodeId: 'node-1',
+    },
+    hex: `0104 00000037 ${D1} ${'c0'.repeat(16)} 00010000 00001388 06 ${toHex(text('node-1'))}`,
+  },
+  {
+    frame: {
+      type: 'SEND',
+      dest: fill(24, 0xd1),
+      source: fill(24, 0x51),
+      sessionId: fill(16, 0x5e),
+      messageId: fill(16, 0x1d),
+      flags: 1,
+      ttl: 3600,
+      position: 0,
+      payload: text('hi'),
+    },
+    hex: `0110 0000005f ${D1} ${S51} ${SESSION} ${MSG} 01 00000e10 0000000000000000 6869`,
+  },
+  {
+    frame: {
+      type: 'DELIVER',
+      dest: fill(24, 0xd1),
+      source: fill(24, 0x51),
+      sessionId: fill(16, 0x5e),
+      messageId: fill(16, 0x1d),
+      flags: 0,
+      ttl: 0,
+      position: 2 ** 40 + 5,
+      payload: new Uint8Array(0),
+    },
+    hex: `0111 0000005d ${D1} ${S51} ${SESSION} ${MSG} 00 00000000 0000010000000005`,
+  },
+  {
+    frame: { type: 'ACK', messageId: fill(16, 0x1d), position: 42 },
+    hex: `0112 00000018 ${MSG} 000000000000002a`,
+  },
+  {
+    frame: { type: 'NACK', messageId: fill(16, 0x1d), code: 0x0302, message: 'queue full' },
+    hex: `0113 0000001e ${MSG} 0302 000a ${toHex(text('queue full'))}`,
+  },
+  { frame: { type: 'RESUME', lastAcked: 41 }, hex: '0114 00000008 0000000000000029' },
+  {
+    frame: { type: 'MIGRATE', sessionId: fill(16, 0x5e), proof: seq(4, 1) },
+    hex: `0115 00000015 ${SESSION} 04 01020304`,
+  },
+  { frame: { type: 'PING', data: seq(8, 1) }, hex: '0120 00000008 0102030405060708' },
+  { frame: { type: 'PONG', data: seq(8, 1) }, hex: '0121 00000008 0102030405060708' },
+  { frame: { type: 'PEER_PRESENT', hint: fill(24, 0xd1) }, hex: `0130 00000018 ${D1}` },
+  {
+    frame: { type: 'PEER_GONE', hint: fill(24, 0xd1), messageId: fill(16, 0x1d) },
+    hex: `0131 00000028 ${D1} ${MSG}`,
+  },
+  { frame: { type: 'PRESENCE_QUERY', hint: fill(24, 0xd1) }, hex: `0132 00000018 ${D1}` },
+  {
+    frame: { type: 'GOAWAY', reconnectAfterMs: 1000, reconnectHint: 'ws://r2:8080', reason: 'drain' },
+    hex: `013e 00000019 000003e8 000c ${toHex(text('ws://r2:8080'))} 0005 ${toHex(text('drain'))}`,
+  },
+  {
+    frame: { type: 'ERROR', code: 0x0201, flags: 1, message: 'bad sig' },
+    hex: `013f 0000000c 0201 01 0007 ${toHex(text('bad sig'))}`,
+  },
+];
+
+function expectCode(fn: () => unknown, code: string): void {
+  assert.throws(fn, (err: unknown) => {
+    assert.ok(err instanceof ProtocolError, `expected ProtocolError, got ${String(err)}`);
+    assert.equal(err.code, code, err.message);
+    return true;
+  });
+}
+
+/** Compares a decoded frame to the expected object, Uint8Array fields by content. */
+function assertFrameEqual(actual: Frame, expected: Frame): void {
+  const norm = (f: Frame) =>
+    Object.fromEntries(Object.entries(f).map(([k, v]) => [k, v instanceof Uint8Array ? toHex(v) : v]));
+  assert.deepEqual(norm(actual), norm(expected));
+}
+
+describe('frame codec fixtures', () => {
+  it('has a fixture for every frame type', () => {
+    assert.deepEqual(new Set(fixtures.map((f) => f.frame.type)), new Set(Object.keys(FrameType)));
+  });
+  for (const { frame, hex: h } of fixtures) {
+    it(`encodes ${frame.type} to its fixture bytes`, () => {
+      assert.equal(toHex(encodeFrame(frame)), h.replace(/\s+/g, ''));
+    });
+    it(`decodes ${frame.type} from its fixture bytes`, () => {
+      assertFrameEqual(decodeFrame(hex(h)), frame);
+    });
+  }
+  it('decodes several frames from one message, in order', () => {
+    const batch = encodeFrames(fixtures.map((f) => f.frame));
+    const frames = decodeFrames(batch);
+    assert.equal(frames.length, fixtures.length);
+    for (const [i, f] of frames.entries()) assertFrameEqual(f, fixtures[i]!.frame);
+  });
+  it('decoded byte fields are views into the input, not copies', () => {
+    const bytes = hex(fixtures.find((f) => f.frame.type === 'SEND')!.hex);
+    const frame = decodeFrame(bytes) as Extract<Frame, { type: 'SEND' }>;
+    assert.equal(frame.payload.buffer, bytes.buffer);
+  });
+});
+
+describe('strict decoding', () => {
+  const sendHex = fixtures.find((f) => f.frame.type === 'SEND')!.hex;
+  it('refuses an empty message', () => expectCode(() => decodeFrames(new Uint8Array(0)), 'TRUNCATED'));
+  it('refuses a truncated header', () => expectCode(() => decodeFrame(hex('0120 0000')), 'TRUNCATED'));
+  it('refuses a truncated body', () => expectCode(() => decodeFrame(hex('0120 00000008 01020304')), 'TRUNCATED'));
+  it('refuses an unknown frame type', () => expectCode(() => decodeFrame(hex('0177 00000000')), 'UNKNOWN_FRAME_TYPE'));
+  it('refuses an unsupported version', () => {
+    expectCode(() => decodeFrame(hex('0220 00000008 0102030405060708')), 'UNSUPPORTED_VERSION');
+    expectCode(() => decodeFrame(hex('0020 00000008 0102030405060708')), 'UNSUPPORTED_VERSION');
+  });
+  it('refuses a body length above the limit from the header alone', () => {
+    // Announces 4 GiB but carries nothing: refused before any body is read.
+    expectCode(() => decodeFrame(hex('0110 ffffffff')), 'FRAME_TOO_LARGE');
+  });
+  it('refuses a payload above the configured limit', () => {
+    const big = encodeFrame({
+      ...(fixtures[4]!.frame as Extract<Frame, { type: 'SEND' }>),
+      payload: new Uint8Array(101),
+    });
+    assert.doesNotThrow(() => decodeFrame(big, { maxPayload: 101 }));
+    expectCode(() => decodeFrame(big, { maxPayload: 100 }), 'FRAME_TOO_LARGE');
+  });
+  it('never accepts more than the hard payload ceiling, whatever the option says', () => {
+    const head = new Uint8Array(6);
+    head.set([1, 0x10]);
+    new DataView(head.buffer).setUint32(2, 93 + MAX_PAYLOAD_LIMIT + 1);
+    expectCode(() => decodeFrame(head, { maxPayload: 10 * MAX_PAYLOAD_LIMIT }), 'FRAME_TOO_LARGE');
+  });
+  it('refuses a body shorter than the fixed fields', () => {
+    expectCode(() => decodeFrame(hex('0120 00000004 01020304')), 'BAD_LENGTH');
+    expectCode(() => decodeFrame(hex(`0110 00000018 ${D1}`)), 'BAD_LENGTH');
+    expectCode(() => decodeFrame(hex('0112 00000000')), 'BAD_LENGTH');
+  });
+  it('refuses bytes after the last field of a fixed frame', () => {
+    expectCode(() => decodeFrame(hex('0120 00000009 010203040506070809')), 'TRAILING_BYTES');
+  });
+  it('refuses bytes after the frame when one frame is expected', () => {
+    expectCode(() => decodeFrame(hex('0120 00000008 0102030405060708 00')), 'TRAILING_BYTES');
+  });
+  it('refuses a batch whose last frame is cut short', () => {
+    expectCode(() => decodeFrames(hex('0120 00000008 0102030405060708 0121 0000')), 'TRUNCATED');
+  });
+  it('refuses undefined flag bits', () => {
+    expectCode(() => decodeFrame(hex(sendHex.replace(' 01 00000e10', ' 03 00000e10'))), 'BAD_FIELD');
+    expectCode(() => decodeFrame(hex('013f 00000005 0201 02 0000')), 'BAD_FIELD');
+  });
+  it('refuses a position at or above 2^53 and a non-zero SEND position', () => {
+    expectCode(() => decodeFrame(hex(`0112 00000018 ${MSG} 0020000000000000`)), 'BAD_FIELD');
+    assert.equal(
+      (decodeFrame(hex(`0112 00000018 ${MSG} 001fffffffffffff`)) as { position: number }).position,
+      2 ** 53 - 1,
+    );
+    expectCode(() => decodeFrame(hex(sendHex.replace('0000000000000000', '0000000000000001'))), 'BAD_FIELD');
+  });
+  it('refuses invalid UTF-8 and bad inner string lengths', () => {
+    expectCode(() => decodeFrame(hex('013f 00000007 0201 00 0002 c328')), 'BAD_FIELD');
+    expectCode(() => decodeFrame(hex('013f 00000007 0201 00 0003 4142')), 'BAD_LENGTH');
+    expectCode(() => decodeFrame(hex(`0104 00000031 ${D1} ${'c0'.repeat(16)} 00010000 00001388 00`)), 'BAD_FIELD');
+    const longText = '00'.repeat(1025);
+    expectCode(() => decodeFrame(hex(`013f 00000406 0201 00 0401 ${longText}`)), 'BAD_FIELD');
+  });
+  it('keeps a leading byte-order mark so re-encoding is exact', () => {
+    const bytes = hex('013f 00000008 0201 00 0003 efbbbf');
+    assert.equal(toHex(encodeFrame(decodeFrame(bytes))), toHex(bytes));
+  });
+  it('refuses an empty or inverted HELLO version range and a non-Ed25519 key type', () => {
+    expectCode(() => decodeFrame(hex('0101 00000006 00 01 00000000')), 'BAD_FIELD');
+    expectCode(() => decodeFrame(hex('0101 00000006 02 01 00000000')), 'BAD_FIELD');
+    const auth = fixtures.find((f) => f.frame.type === 'AUTH')!.hex.replace('0103 0000006e 01', '0103 0000006e 02');
+    expectCode(() => decodeFrame(hex(auth)), 'BAD_FIELD');
+  });
+  it('refuses an empty migration proof', () => {
+    expectCode(() => decodeFrame(hex(`0115 00000011 ${SESSION} 00`)), 'BAD_FIELD');
+  });
+});
+
+describe('encoder validation', () => {
+  it('refuses fields of the wrong size or range with BAD_FIELD', () => {
+    expectCode(() => encodeFrame({ type: 'PING', data: new Uint8Array(7) }), 'BAD_FIELD');
+    expectCode(() => encodeFrame({ type: 'ACK', messageId: fill(16, 1), position: -1 }), 'BAD_FIELD');
+    expectCode(() => encodeFrame({ type: 'ACK', messageId: fill(16, 1), position: 2 ** 53 }), 'BAD_FIELD');
+    expectCode(() => encodeFrame({ type: 'ERROR', code: 70000, flags: 0, message: '' }), 'BAD_FIELD');
+    expectCode(() => encodeFrame({ type: 'ERROR', code: 1, flags: 0, message: 'x'.repeat(1025) }), 'BAD_FIELD');
+    const send = fixtures[4]!.frame as Extract<Frame, { type: 'SEND' }>;
+    expectCode(() => encodeFrame({ ...send, position: 1 }), 'BAD_FIELD');
+    expectCode(() => encodeFrame({ ...send, flags: 2 }), 'BAD_FIELD');
+  });
+});
+
+describe('FrameStreamDecoder (TCP)', () => {
+  const stream = encodeFrames(fixtures.map((f) => f.frame));
+  it('reassembles frames split at every byte boundary', () => {
+    for (const step of [1, 2, 5, 7, 64, 1000]) {
+      const d = new FrameStreamDecoder();
+      const got: Frame[] = [];
+      for (let o = 0; o < stream.length; o += step) got.push(...d.pushFrames(stream.subarray(o, o + step)));
+      assert.equal(got.length, fixtures.length, `step ${step}`);
+      for (const [i, f] of got.entries()) assertFrameEqual(f, fixtures[i]!.frame);
+      assert.equal(d.pendingBytes, 0);
+    }
+  });
+  it('refuses an oversized frame as soon as its header arrives, holding nothing', () => {
+    const d = new FrameStreamDecoder({ maxPayload: 1000 });
+    expectCode(() => d.push(hex('0110 7fffffff')), 'FRAME_TOO_LARGE');
+    assert.equal(d.pendingBytes, 0);
+    // The stream is dead after an error: it cannot be resynchronized.
+    expectCode(() => d.push(hex('0120 00000008 0102030405060708')), 'FRAME_TOO_LARGE');
+  });
+  it('holds a partial frame until the rest arrives', () => {
+    const d = new FrameStreamDecoder();
+    assert.deepEqual(d.push(hex('0120 0000')), []);
+    assert.equal(d.pendingBytes, 4);
+    assert.equal(d.push(hex('0008 0102030405060708')).length, 1);
+  });
+});
