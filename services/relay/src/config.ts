@@ -59,6 +59,13 @@ export const relayConfigSpec = {
     accepted: '1 to 255 printable ASCII characters',
     doc: 'Relay identity that peers sign into their auth transcript; every node of a cluster uses the same one.',
   }),
+  RELAY_PUBLIC_URLS: str({
+    default: undefined,
+    pattern: /^(?:(?:wss?|tcp|tls):\/\/[^\s,]+)(?:,(?:wss?|tcp|tls):\/\/[^\s,]+)*$/,
+    maxLength: 1024,
+    accepted: 'comma-separated ws://, wss://, tcp:// or tls:// URLs, or unset',
+    doc: 'URLs at which peers reach this node, announced in Redis so draining nodes can name it in GOAWAY reconnect hints. Unset: this node is not proposed to others.',
+  }),
   RELAY_MAX_PAYLOAD_BYTES: int({
     default: 65536,
     min: 1,
@@ -173,6 +180,16 @@ export function relayConfigProblems(config: RelayConfig): ConfigProblem[] {
         `RELAY_HEARTBEAT_MS=${config.RELAY_HEARTBEAT_MS} is not less than RELAY_PRESENCE_TTL_MS=${config.RELAY_PRESENCE_TTL_MS}: ` +
         'presence would expire between heartbeats; lower the heartbeat or raise the TTL',
     });
+  }
+  // 93 is the routed header of SEND/DELIVER and 6 the frame envelope: one largest frame must always fit.
+  const largestFrame = config.RELAY_MAX_PAYLOAD_BYTES + 99;
+  for (const variable of ['RELAY_SEND_QUEUE_BYTES', 'RELAY_QUEUE_MAX_BYTES'] as const) {
+    if (config[variable] < largestFrame) {
+      problems.push({
+        variable,
+        message: `${variable}=${config[variable]} cannot hold one largest frame (RELAY_MAX_PAYLOAD_BYTES + 99 = ${largestFrame})`,
+      });
+    }
   }
   return problems;
 }

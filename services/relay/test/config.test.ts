@@ -20,6 +20,7 @@ describe('loadRelayConfig', () => {
     const expected: RelayConfig = {
       REDIS_URL: 'redis://127.0.0.1:6379',
       RELAY_NODE_ID: undefined,
+      RELAY_PUBLIC_URLS: undefined,
       RELAY_HOST: '0.0.0.0',
       RELAY_WS_PORT: 8080,
       RELAY_TCP_PORT: 8081,
@@ -167,5 +168,19 @@ describe('docs/configuration.md', () => {
       describeConfig(relayConfigSpec),
       'docs/configuration.md is out of date: paste describeConfig(relayConfigSpec) between the markers',
     );
+  });
+});
+
+describe('relay cross-field checks on queue sizes', () => {
+  it('refuses queues that cannot hold one largest frame', () => {
+    assert.throws(
+      () => loadRelayConfig({ RELAY_MAX_PAYLOAD_BYTES: '1048576', RELAY_SEND_QUEUE_BYTES: '1048000' }),
+      (err: unknown) =>
+        err instanceof ConfigValidationError && err.problems.some((p) => p.variable === 'RELAY_SEND_QUEUE_BYTES'),
+    );
+  });
+  it('accepts a list of public URLs and refuses a bad one', () => {
+    assert.equal(loadRelayConfig({ RELAY_PUBLIC_URLS: 'ws://a:1,tcp://b:2' }).RELAY_PUBLIC_URLS, 'ws://a:1,tcp://b:2');
+    assert.throws(() => loadRelayConfig({ RELAY_PUBLIC_URLS: 'http://a' }), ConfigValidationError);
   });
 });

@@ -1,0 +1,83 @@
+#!/usr/bin/env node
+// `npm start`: runs one relay node configured by the environment
+// (docs/configuration.md). If no Redis answers at REDIS_URL and redis-server
+// is on the PATH, starts a private one (in-memory, no persistence) for this
+// run and says so; otherwise explains how to get Redis.
+import { spawn, spawnSync } from 'node:child_process';
+import { existsSync, mkdtempSync } from 'node:fs';
+import { createConnection } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+
+const root = new URL('..', import.meta.url).pathname;
+const main = join(root, 'services/relay/dist/main.js');
+const redisUrl = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
+
+function ping(host, port) {
+  return new Promise((resolve) => {
+    const sock = createConnection({ host, port }, () => sock.write('PING\r\n'));
+    sock.setTimeout(1000, () => {
+      sock.destroy();
+      resolve(false);
+    });
+    // An answer of any kind (+PONG, or -NOAUTH when a password is needed) means a Redis is there.
+    sock.on('data', (d) => {
+      sock.destroy();
+      resolve(/^[+-]/.test(d.toString()));
+    });
+    sock.on('error', () => resolve(false));
+  });
+}
+
+async function ensureRedis() {
+  let url;
+  try {
+    url = new URL(redisUrl);
+  } catch {
+    console.error(`start: REDIS_URL=${JSON.stringify(redisUrl)} is not a URL`);
+    process.exit(2);
+  }
+  const host = url.hostname || '127.0.0.1';
+  const port = Number(url.port || 6379);
+  if (await ping(host, port)) return undefined;
+  const local = ['127.0.0.1', 'localhost', '::1'].includes(host);
+  const found = spawnSync('redis-server', ['--version'], { stdio: 'ignore' }).status === 0;
+  if (!local || !found) {
+    console.error(
+      `start: no Redis answers at ${redisUrl}.\n` +
+        '  Start one (e.g. `apt-get install redis-server && redis-server --daemonize yes`),\n' +
+        '  or point REDIS_URL at yours (redis://[user:password@]host:port).',
+    );
+    process.exit(1);
+  }
+  const dir = mkdtempSync(join(tmpdir(), 'lrelay-redis-'));
+  console.error(
+    `start: no Redis at ${redisUrl}; starting a private redis-server on ${host}:${port} (in memory, data in ${dir})`,
+  );
+  const redis = spawn(
+    'redis-server',
+    ['--bind', host, '--port', String(port), '--save', '', '--appendonly', 'no', '--dir', dir],
+    {
+      stdio: 'ignore',
+    },
+  );
+  for (let i = 0; i < 100; i++) {
+    if (await ping(host, port)) return redis;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  console.error('start: the private redis-server did not come up');
+  redis.kill('SIGKILL');
+  process.exit(1);
+}
+
+if (!existsSync(main)) {
+  console.error('start: services/relay/dist/main.js is missing; run `npm run build` (npm ci builds it too)');
+  process.exit(1);
+}
+const redis = await ensureRedis();
+const relay = spawn(process.execPath, [main], { stdio: 'inherit' });
+for (const sig of ['SIGTERM', 'SIGINT']) process.on(sig, () => relay.kill(sig));
+relay.on('exit', (code, signal) => {
+  redis?.kill('SIGTERM');
+  process.exit(code ?? (signal ? 1 : 0));
+});

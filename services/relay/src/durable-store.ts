@@ -1,0 +1,694 @@
+/**
+ * The durable per-recipient queue behind durable SEND/DELIVER/ACK/RESUME
+ * (docs/durable-queue.md explains the design; docs/protocol.md the frames).
+ *
+ * Relay nodes are stateless: a recipient's queue lives in Redis, as five keys
+ * that share the Redis Cluster hash tag `{hintHex}` so one Lua script can
+ * touch all of them atomically (and so they land in one Cluster slot):
+ *
+ *   ${prefix}:q:{hintHex}:z  ZSET  messageId → position     (delivery order)
+ *   ${prefix}:q:{hintHex}:d  HASH  messageId → frame bytes   (the DELIVER frame, position 0)
+ *   ${prefix}:q:{hintHex}:e  ZSET  messageId → expiresAtMs   (per-frame TTL)
+ *   ${prefix}:q:{hintHex}:m  HASH  seq → last position issued, bytes → sum of stored frame sizes
+ *   ${prefix}:q:{hintHex}:x  ZSET  acknowledged messageId → position (≤ maxFrames newest)
+ *
+ * Every mutation is one Lua script, so idempotency on the sender's
+ * messageId, the frame and byte limits, position assignment and expiry are
+ * decided in one atomic step no matter how many relay nodes enqueue for the
+ * same recipient at once. Time is always the caller's `nowMs` (never Redis
+ * TIME), so relay nodes and tests control it.
+ *
+ * Connection requirements (see DURABLE_STORE_REDIS_OPTIONS): the relay's
+ * ioredis connection should use `enableAutoPipelining` (concurrent enqueues
+ * from many connections coalesce into one socket write per tick), and must
+ * fail fast rather than queue commands while Redis is unreachable
+ * (`enableOfflineQueue: false`, `maxRetriesPerRequest: 1`, `commandTimeout`),
+ * so a SEND is NACKed with STORE_UNAVAILABLE instead of hanging.
+ */
+import {
+  FRAME_HEADER_SIZE,
+  HINT_SIZE,
+  hintToHex,
+  ID_SIZE,
+  LibertariaError,
+  RelayError,
+  Routed,
+} from '@libertaria/shared';
+import type { ChainableCommander, Redis, RedisOptions } from 'ioredis';
+
+export interface DurableStoreOptions {
+  /** Key prefix (RELAY_REDIS_PREFIX). */
+  prefix: string;
+  /** Most frames one recipient's queue holds (RELAY_QUEUE_MAX_FRAMES); also how many acknowledged ids are remembered. */
+  maxFrames: number;
+  /** Most bytes (sum of stored frame sizes) one queue holds (RELAY_QUEUE_MAX_BYTES). */
+  maxBytes: number;
+  /** Longest TTL a sender may ask for, and the TTL of a frame that asks for 0 (RELAY_QUEUE_TTL_SECONDS). */
+  maxTtlSeconds: number;
+}
+
+export type EnqueueResult = { status: 'stored' | 'duplicate'; position: number };
+
+export interface EnqueueItem {
+  dest: Uint8Array;
+  messageId: Uint8Array;
+  frame: Uint8Array;
+  ttlSeconds: number;
+}
+
+/** One item's outcome in enqueueMany: its result, or the error enqueue would have thrown (RelayError, or IdentityError INVALID_HINT). */
+export type EnqueueOutcome = EnqueueResult | { status: 'rejected'; error: LibertariaError };
+
+export interface StoredFrame {
+  position: number;
+  messageId: Buffer;
+  /** The stored DELIVER frame with its position written at FRAME_POSITION_OFFSET. */
+  frame: Buffer;
+}
+
+/**
+ * ioredis options the relay's Redis connection should use with this store.
+ * - enableAutoPipelining: concurrent commands issued in one tick go out in
+ *   one write; the hot path (many SENDs at once) then costs one syscall.
+ * - enableOfflineQueue false: while disconnected, commands fail at once
+ *   (→ STORE_UNAVAILABLE) instead of piling up in memory and resolving
+ *   minutes later; wait for the 'ready' event before serving traffic.
+ * - maxRetriesPerRequest 1: a command in flight when the connection drops is
+ *   resent at most once after a reconnect, then fails. Resending is safe:
+ *   every script is idempotent (enqueue on messageId, ack on id+position).
+ * - commandTimeout: a Redis that accepts the connection but stalls still
+ *   yields STORE_UNAVAILABLE. A timed-out enqueue may have been applied; the
+ *   sender's retry then gets `duplicate` with the original position.
+ * Do not set `keyPrefix`: keys are prefixed by the store itself.
+ */
+export const DURABLE_STORE_REDIS_OPTIONS = {
+  enableAutoPipelining: true,
+  enableOfflineQueue: false,
+  maxRetriesPerRequest: 1,
+  commandTimeout: 2000,
+  connectTimeout: 5000,
+} as const satisfies RedisOptions;
+
+/** Offset of the u64 position inside a whole DELIVER frame (header included): 6 + 85 = 91. */
+export const FRAME_POSITION_OFFSET = FRAME_HEADER_SIZE + Routed.POSITION;
+/** Smallest valid DELIVER frame: envelope plus the routed header, empty payload. */
+const MIN_FRAME_SIZE = FRAME_HEADER_SIZE + Routed.PAYLOAD;
+const FRAME_DEST_OFFSET = FRAME_HEADER_SIZE + Routed.DEST;
+const FRAME_MESSAGE_ID_OFFSET = FRAME_HEADER_SIZE + Routed.MESSAGE_ID;
+
+/** Expired frames an enqueue purges per call: keeps the hot path's script short. */
+const ENQUEUE_PURGE_BATCH = 100;
+/** Expired frames fetch/depth purge per call; they must see no expired frame, so they loop. */
+const READ_PURGE_BATCH = 1000;
+/** Frames one ackUpTo script call removes; the method loops, so no single call blocks Redis long. */
+const ACK_UP_TO_BATCH = 1000;
+
+// ---------------------------------------------------------------------------
+// Lua. Every script opens with its contract. Lua numbers are doubles, exact
+// for the integers used here (positions and times stay below 2^53); Redis
+// formats numeric arguments to redis.call with %.17g, so they round-trip.
+
+/** Result codes shared by the scripts; mapped to errors only in scriptError(). */
+const Code = {
+  OK: 0,
+  DUPLICATE: 1,
+  QUEUE_FULL: 2,
+  QUEUE_BYTES_FULL: 3,
+  /** Expired frames are left after this call's purge budget: call again. */
+  AGAIN: 4,
+} as const;
+
+const PURGE_LUA = `
+-- Removes up to budget frames whose expiresAtMs <= now (the oldest expiries
+-- first) and subtracts their sizes from the byte count. Returns how many.
+local function purge(z, d, e, m, now, budget)
+  local ids = redis.call('ZRANGEBYSCORE', e, '-inf', now, 'LIMIT', 0, budget)
+  local n = #ids
+  if n == 0 then return 0 end
+  local freed = 0
+  for i = 1, n do freed = freed + redis.call('HSTRLEN', d, ids[i]) end
+  redis.call('HDEL', d, unpack(ids))
+  redis.call('ZREM', z, unpack(ids))
+  redis.call('ZREM', e, unpack(ids))
+  redis.call('HINCRBY', m, 'bytes', -freed)
+  return n
+end
+-- A purge that used its whole budget may have left expired frames behind.
+local function expiredLeft(e, now, purged, budget)
+  return purged == budget and redis.call('ZCOUNT', e, '-inf', now) > 0
+end
+-- Records acknowledged ids (so a re-send is answered as a duplicate), keeps
+-- only the maxAcked newest, and lets the set expire together with m.
+local function remember(x, m, entries, maxAcked)
+  if #entries == 0 then return end
+  redis.call('ZADD', x, unpack(entries))
+  redis.call('ZREMRANGEBYRANK', x, 0, -(maxAcked + 1))
+  local ttl = redis.call('PTTL', m)
+  if ttl > 0 then redis.call('PEXPIRE', x, ttl) end
+end
+`;
+
+const ENQUEUE_LUA = `--[[
+  Appends one frame to a recipient's durable queue, idempotent on messageId.
+  Input:
+    KEYS[1] z  ZSET messageId -> position
+    KEYS[2] d  HASH messageId -> frame bytes
+    KEYS[3] e  ZSET messageId -> expiresAtMs
+    KEYS[4] m  HASH seq, bytes
+    KEYS[5] x  ZSET acknowledged messageId -> position
+    ARGV[1] messageId (16 raw bytes)
+    ARGV[2] frame (stored as is)
+    ARGV[3] nowMs
+    ARGV[4] expiresAtMs of this frame
+    ARGV[5] maxFrames
+    ARGV[6] maxBytes
+    ARGV[7] metaRetentionMs: m and x outlive the latest frame expiry by this
+    ARGV[8] purge budget
+  Output: {code, position}
+    0 stored, position newly issued
+    1 duplicate, position of the original (stored or already acknowledged)
+    2 QUEUE_FULL        (nothing stored, nothing evicted)
+    3 QUEUE_BYTES_FULL  (nothing stored, nothing evicted)
+    4 again: at a limit while expired frames remain; call again
+]]
+${PURGE_LUA}
+local z, d, e, m, x = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local id, frame, now = ARGV[1], ARGV[2], ARGV[3]
+local budget = tonumber(ARGV[8])
+local purged = purge(z, d, e, m, now, budget)
+
+local pos = redis.call('ZSCORE', z, id) or redis.call('ZSCORE', x, id)
+if pos then return {1, tonumber(pos)} end
+
+local full = nil
+if redis.call('ZCARD', z) >= tonumber(ARGV[5]) then
+  full = 2
+elseif tonumber(redis.call('HGET', m, 'bytes') or '0') + #frame > tonumber(ARGV[6]) then
+  full = 3
+end
+if full then
+  if expiredLeft(e, now, purged, budget) then return {4, 0} end
+  return {full, 0}
+end
+
+local position = redis.call('HINCRBY', m, 'seq', 1)
+redis.call('ZADD', z, position, id)
+redis.call('HSET', d, id, frame)
+redis.call('ZADD', e, ARGV[4], id)
+redis.call('HINCRBY', m, 'bytes', #frame)
+-- The frame keys live exactly as long as their latest-expiring frame, so an
+-- abandoned queue disappears; m (the position counter) and x outlive it so a
+-- returning recipient's positions stay comparable.
+local latest = tonumber(redis.call('ZRANGE', e, -1, -1, 'WITHSCORES')[2])
+redis.call('PEXPIREAT', z, latest)
+redis.call('PEXPIREAT', d, latest)
+redis.call('PEXPIREAT', e, latest)
+redis.call('PEXPIREAT', m, latest + tonumber(ARGV[7]))
+if redis.call('EXISTS', x) == 1 then redis.call('PEXPIREAT', x, latest + tonumber(ARGV[7])) end
+return {0, position}
+`;
+
+const FETCH_LUA = `--[[
+  Reads frames after a position, in position order, none expired.
+  Input:
+    KEYS[1] z, KEYS[2] d, KEYS[3] e, KEYS[4] m   (as in enqueue)
+    ARGV[1] afterPosition
+    ARGV[2] limit (>= 1)
+    ARGV[3] nowMs
+    ARGV[4] purge budget
+  Output: {code, position1, messageId1, frame1, position2, ...}
+    0 ok (no triples: nothing after afterPosition)
+    4 again: expired frames remain after the purge budget; call again
+  An afterPosition above the last position issued cannot come from this
+  queue: the recipient remembers an earlier queue that expired entirely, so
+  everything stored now is new to it and is read from the start.
+]]
+${PURGE_LUA}
+local z, d, e, m = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local now = ARGV[3]
+local budget = tonumber(ARGV[4])
+if expiredLeft(e, now, purge(z, d, e, m, now, budget), budget) then return {4} end
+
+local after = ARGV[1]
+if tonumber(after) > tonumber(redis.call('HGET', m, 'seq') or '0') then after = '0' end
+local rows = redis.call('ZRANGEBYSCORE', z, '(' .. after, '+inf', 'WITHSCORES', 'LIMIT', 0, ARGV[2])
+local out = {0}
+if #rows == 0 then return out end
+local ids = {}
+for i = 1, #rows, 2 do ids[#ids + 1] = rows[i] end
+local frames = redis.call('HMGET', d, unpack(ids))
+for i = 1, #ids do
+  local frame = frames[i]
+  if frame then
+    out[#out + 1] = tonumber(rows[2 * i])
+    out[#out + 1] = ids[i]
+    out[#out + 1] = frame
+  end
+end
+return out
+`;
+
+const ACK_LUA = `--[[
+  Removes one frame on the recipient's ACK, only if messageId is stored at
+  exactly that position, and remembers the id as acknowledged.
+  Input:
+    KEYS[1] z, KEYS[2] d, KEYS[3] e, KEYS[4] m, KEYS[5] x   (as in enqueue)
+    ARGV[1] messageId
+    ARGV[2] position
+    ARGV[3] maxAcked: how many acknowledged ids x keeps
+  Output: 1 removed, 0 nothing matched (unknown id, other position, already removed)
+]]
+${PURGE_LUA}
+local z, d, e, m, x = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local id = ARGV[1]
+local pos = redis.call('ZSCORE', z, id)
+if not pos or tonumber(pos) ~= tonumber(ARGV[2]) then return 0 end
+redis.call('HINCRBY', m, 'bytes', -redis.call('HSTRLEN', d, id))
+redis.call('HDEL', d, id)
+redis.call('ZREM', z, id)
+redis.call('ZREM', e, id)
+remember(x, m, {pos, id}, tonumber(ARGV[3]))
+return 1
+`;
+
+const ACK_UP_TO_LUA = `--[[
+  Cumulative ack (RESUME lastAcked): removes frames with position <= upTo,
+  at most batch of them per call, and remembers their ids as acknowledged.
+  Input:
+    KEYS[1] z, KEYS[2] d, KEYS[3] e, KEYS[4] m, KEYS[5] x   (as in enqueue)
+    ARGV[1] upTo
+    ARGV[2] batch
+    ARGV[3] maxAcked
+  Output: {removed, more}  more = 1 when the batch was full: call again
+  An upTo above the last position issued acknowledges positions this queue
+  never issued (the recipient remembers an earlier queue that expired
+  entirely): nothing is removed, so the frames it has never seen survive.
+]]
+${PURGE_LUA}
+local z, d, e, m, x = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local batch = tonumber(ARGV[2])
+if tonumber(ARGV[1]) > tonumber(redis.call('HGET', m, 'seq') or '0') then return {0, 0} end
+local rows = redis.call('ZRANGEBYSCORE', z, '-inf', ARGV[1], 'WITHSCORES', 'LIMIT', 0, batch)
+local n = #rows / 2
+if n == 0 then return {0, 0} end
+local ids, entries, freed = {}, {}, 0
+for i = 1, #rows, 2 do
+  local id = rows[i]
+  ids[#ids + 1] = id
+  entries[#entries + 1] = rows[i + 1]
+  entries[#entries + 1] = id
+  freed = freed + redis.call('HSTRLEN', d, id)
+end
+redis.call('HDEL', d, unpack(ids))
+redis.call('ZREM', z, unpack(ids))
+redis.call('ZREM', e, unpack(ids))
+redis.call('HINCRBY', m, 'bytes', -freed)
+remember(x, m, entries, tonumber(ARGV[3]))
+if n == batch then return {n, 1} end
+return {n, 0}
+`;
+
+const DEPTH_LUA = `--[[
+  Counts a queue's unexpired frames and their bytes.
+  Input:
+    KEYS[1] z, KEYS[2] d, KEYS[3] e, KEYS[4] m   (as in enqueue)
+    ARGV[1] nowMs
+    ARGV[2] purge budget
+  Output: {0, frames, bytes}, or {4} when expired frames remain: call again
+]]
+${PURGE_LUA}
+local z, d, e, m = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local budget = tonumber(ARGV[2])
+if expiredLeft(e, ARGV[1], purge(z, d, e, m, ARGV[1], budget), budget) then return {4} end
+return {0, redis.call('ZCARD', z), tonumber(redis.call('HGET', m, 'bytes') or '0')}
+`;
+
+// Command names are namespaced: defineCommand attaches them to the shared
+// connection, where other modules may define their own scripts.
+const CMD = {
+  enqueue: 'libertariaQueueEnqueue',
+  fetch: 'libertariaQueueFetch',
+  ack: 'libertariaQueueAck',
+  ackUpTo: 'libertariaQueueAckUpTo',
+  depth: 'libertariaQueueDepth',
+} as const;
+
+type ScriptArg = string | number | Buffer;
+type ScriptCall = (...args: ScriptArg[]) => Promise<unknown>;
+/** What defineCommand adds to the connection (ioredis types it only by module augmentation, which would leak). */
+type QueueCommands = {
+  [K in (typeof CMD)[keyof typeof CMD]]: ScriptCall;
+} & { libertariaQueueFetchBuffer: ScriptCall };
+type QueuePipeline = ChainableCommander & {
+  libertariaQueueEnqueue(...args: ScriptArg[]): QueuePipeline;
+};
+
+// ---------------------------------------------------------------------------
+
+/** The one place script result codes become errors. */
+function scriptError(code: number, dest: string): RelayError {
+  switch (code) {
+    case Code.QUEUE_FULL:
+      return new RelayError('QUEUE_FULL', `durable queue of ${dest} holds its maximum number of frames`);
+    case Code.QUEUE_BYTES_FULL:
+      return new RelayError('QUEUE_BYTES_FULL', `durable queue of ${dest} holds its maximum number of bytes`);
+    case Code.AGAIN:
+      // Only reached when a retry loop gave up: expired frames are purged
+      // in bounded batches and this many batches did not free room.
+      return new RelayError('QUEUE_FULL', `durable queue of ${dest} is still purging expired frames; retry`);
+    default:
+      return new RelayError('INTERNAL', `durable queue script returned unknown code ${code}`);
+  }
+}
+
+/** Anything Redis or ioredis throws means the operation is not confirmed: STORE_UNAVAILABLE. */
+function toStoreError(err: unknown): LibertariaError {
+  // Our own refusals (limits, validation, INVALID_HINT) pass through unchanged.
+  if (err instanceof LibertariaError) return err;
+  const detail = err instanceof Error ? err.message : String(err);
+  return new RelayError('STORE_UNAVAILABLE', `Redis did not confirm: ${detail}`, { cause: err });
+}
+
+/** A Buffer view of the bytes (no copy): ioredis sends only Buffers binary, other views it would stringify. */
+function asBuffer(bytes: Uint8Array): Buffer {
+  return Buffer.isBuffer(bytes) ? bytes : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+}
+
+function reply(value: unknown): unknown[] {
+  if (!Array.isArray(value)) throw new RelayError('INTERNAL', 'durable queue script returned a non-array reply');
+  return value;
+}
+function int(value: unknown): number {
+  if (typeof value !== 'number' || !Number.isSafeInteger(value)) {
+    throw new RelayError('INTERNAL', `durable queue script returned ${String(value)} where an integer belongs`);
+  }
+  return value;
+}
+function buf(value: unknown): Buffer {
+  if (!Buffer.isBuffer(value)) throw new RelayError('INTERNAL', 'durable queue script returned a non-binary field');
+  return value;
+}
+
+function checkCount(value: number, name: string, min: number): void {
+  if (!Number.isSafeInteger(value) || value < min) {
+    throw new RelayError('BAD_FIELD', `${name} must be an integer >= ${min}, got ${value}`);
+  }
+}
+function checkMessageId(messageId: Uint8Array): void {
+  if (messageId.length !== ID_SIZE) {
+    throw new RelayError('BAD_FIELD', `messageId must be ${ID_SIZE} bytes, got ${messageId.length}`);
+  }
+}
+
+/** Writes a position (< 2^53) as a big-endian u64 in place. */
+function writePosition(frame: Buffer, position: number): void {
+  frame.writeUInt32BE(Math.floor(position / 0x1_0000_0000), FRAME_POSITION_OFFSET);
+  frame.writeUInt32BE(position >>> 0, FRAME_POSITION_OFFSET + 4);
+}
+
+export class DurableStore {
+  private readonly redis: Redis;
+  private readonly commands: QueueCommands;
+  private readonly prefix: string;
+  private readonly maxFrames: number;
+  private readonly maxBytes: number;
+  private readonly maxTtlSeconds: number;
+  /** How long m (position counter) and x (acked ids) outlive the latest frame. */
+  private readonly metaRetentionMs: number;
+
+  constructor(redis: Redis, options: DurableStoreOptions) {
+    checkCount(options.maxFrames, 'maxFrames', 1);
+    checkCount(options.maxBytes, 'maxBytes', 1);
+    checkCount(options.maxTtlSeconds, 'maxTtlSeconds', 1);
+    this.redis = redis;
+    this.prefix = options.prefix;
+    this.maxFrames = options.maxFrames;
+    this.maxBytes = options.maxBytes;
+    this.maxTtlSeconds = options.maxTtlSeconds;
+    this.metaRetentionMs = options.maxTtlSeconds * 1000;
+    // defineCommand sends EVALSHA and falls back to EVAL on NOSCRIPT, so a
+    // Redis restart or SCRIPT FLUSH needs no handling here.
+    redis.defineCommand(CMD.enqueue, { numberOfKeys: 5, lua: ENQUEUE_LUA });
+    redis.defineCommand(CMD.fetch, { numberOfKeys: 4, lua: FETCH_LUA });
+    redis.defineCommand(CMD.ack, { numberOfKeys: 5, lua: ACK_LUA });
+    redis.defineCommand(CMD.ackUpTo, { numberOfKeys: 5, lua: ACK_UP_TO_LUA });
+    redis.defineCommand(CMD.depth, { numberOfKeys: 4, lua: DEPTH_LUA });
+    this.commands = redis as unknown as QueueCommands;
+  }
+
+  /** The queue's five keys [z, d, e, m, x]; all share the hash tag {hintHex}. */
+  keys(dest: Uint8Array): [string, string, string, string, string] {
+    const base = `${this.prefix}:q:{${hintToHex(dest)}}:`;
+    return [`${base}z`, `${base}d`, `${base}e`, `${base}m`, `${base}x`];
+  }
+
+  /**
+   * Appends a durable frame for `dest`. `frame` is the complete DELIVER frame
+   * (header included, position 0), stored as is. ttlSeconds 0 means
+   * maxTtlSeconds; more than that → TTL_TOO_LONG. Idempotent on messageId: a
+   * frame already stored, or acknowledged recently (within the last
+   * maxFrames acks), returns `duplicate` with the original position and
+   * stores nothing. Over maxFrames → QUEUE_FULL, over maxBytes →
+   * QUEUE_BYTES_FULL; nothing is ever evicted. Expired frames of the queue
+   * are purged first (≤ 100 per call). Resolves only once Redis confirmed;
+   * any Redis failure → STORE_UNAVAILABLE with the cause attached.
+   *
+   * Concurrent calls are pipelined on the connection (ioredis writes each
+   * command without waiting for earlier replies; with enableAutoPipelining
+   * one tick's commands share one write); enqueueMany forces one write.
+   */
+  async enqueue(
+    dest: Uint8Array,
+    messageId: Uint8Array,
+    frame: Uint8Array,
+    ttlSeconds: number,
+    nowMs: number = Date.now(),
+  ): Promise<EnqueueResult> {
+    const args = this.enqueueArgs(dest, messageId, frame, ttlSeconds, nowMs);
+    const destHex = hintToHex(dest);
+    // A queue at its limit whose expired frames exceed one purge batch asks
+    // to be called again; each call frees up to a batch, so this is bounded.
+    const maxAttempts = Math.ceil(this.maxFrames / ENQUEUE_PURGE_BATCH) + 1;
+    for (let attempt = 0; attempt < maxAttempts; attempt++) {
+      let result: unknown;
+      try {
+        result = await this.commands[CMD.enqueue](...args);
+      } catch (err) {
+        throw toStoreError(err);
+      }
+      const outcome = this.enqueueOutcome(result, destHex);
+      if (outcome !== Code.AGAIN) return outcome;
+    }
+    throw scriptError(Code.AGAIN, destHex);
+  }
+
+  /**
+   * Enqueues many frames in one pipeline (one socket write, one round trip).
+   * Each item gets the outcome enqueue would have produced: an error of
+   * validation, limits or Redis is reported per item rather than thrown.
+   * Redis Cluster: ioredis refuses a pipeline spanning slots, so give a
+   * Cluster connection items of one recipient only (or use enqueue with
+   * enableAutoPipelining, which groups per node by itself).
+   */
+  async enqueueMany(items: readonly EnqueueItem[], nowMs: number = Date.now()): Promise<EnqueueOutcome[]> {
+    const outcomes: Array<EnqueueOutcome | undefined> = new Array(items.length);
+    const sent: number[] = [];
+    const pipeline = this.redis.pipeline() as QueuePipeline;
+    items.forEach((item, i) => {
+      try {
+        pipeline.libertariaQueueEnqueue(
+          ...this.enqueueArgs(item.dest, item.messageId, item.frame, item.ttlSeconds, nowMs),
+        );
+        sent.push(i);
+      } catch (err) {
+        outcomes[i] = { status: 'rejected', error: toStoreError(err) };
+      }
+    });
+    let replies: Array<[Error | null, unknown]> | null = [];
+    if (sent.length > 0) {
+      try {
+        replies = await pipeline.exec();
+      } catch (err) {
+        replies = null;
+        const error = toStoreError(err);
+        for (const i of sent) outcomes[i] = { status: 'rejected', error };
+      }
+    }
+    const retry: number[] = [];
+    if (replies !== null) {
+      sent.forEach((itemIndex, k) => {
+        const [err, result] = replies?.[k] ?? [new Error('pipeline returned no reply'), null];
+        if (err) {
+          outcomes[itemIndex] = { status: 'rejected', error: toStoreError(err) };
+          return;
+        }
+        const item = items[itemIndex]!;
+        try {
+          const outcome = this.enqueueOutcome(result, hintToHex(item.dest));
+          if (outcome === Code.AGAIN) retry.push(itemIndex);
+          else outcomes[itemIndex] = outcome;
+        } catch (error) {
+          outcomes[itemIndex] = { status: 'rejected', error: toStoreError(error) };
+        }
+      });
+    }
+    // Rare: a full queue still purging expired frames; finish those one by one.
+    for (const i of retry) {
+      const item = items[i]!;
+      try {
+        outcomes[i] = await this.enqueue(item.dest, item.messageId, item.frame, item.ttlSeconds, nowMs);
+      } catch (err) {
+        outcomes[i] = { status: 'rejected', error: toStoreError(err) };
+      }
+    }
+    return outcomes.map((o) => o ?? { status: 'rejected', error: new RelayError('INTERNAL', 'no outcome') });
+  }
+
+  /**
+   * Up to `limit` unexpired frames with position > afterPosition, in
+   * position order. Each frame is the Buffer ioredis returned, with its
+   * position written in place at FRAME_POSITION_OFFSET (no copy); every other
+   * byte is as stored. An afterPosition above the last position ever issued
+   * (the recipient remembers a queue that expired entirely) reads from the
+   * start.
+   */
+  async fetch(
+    dest: Uint8Array,
+    afterPosition: number,
+    limit: number,
+    nowMs: number = Date.now(),
+  ): Promise<StoredFrame[]> {
+    checkCount(afterPosition, 'afterPosition', 0);
+    checkCount(limit, 'limit', 0);
+    if (limit === 0) return [];
+    const [z, d, e, m] = this.keys(dest);
+    let result: unknown[] = [Code.AGAIN];
+    // Each call purges at most READ_PURGE_BATCH expired frames; it says AGAIN
+    // until none is left, so the frames finally read are all unexpired.
+    while (result[0] === Code.AGAIN) {
+      try {
+        result = reply(
+          await this.commands.libertariaQueueFetchBuffer(z, d, e, m, afterPosition, limit, nowMs, READ_PURGE_BATCH),
+        );
+      } catch (err) {
+        throw toStoreError(err);
+      }
+    }
+    if (result[0] !== Code.OK) throw scriptError(int(result[0]), hintToHex(dest));
+    const out: StoredFrame[] = [];
+    for (let i = 1; i + 2 < result.length; i += 3) {
+      const position = int(result[i]);
+      const frame = buf(result[i + 2]);
+      if (frame.length < MIN_FRAME_SIZE) throw new RelayError('INTERNAL', `stored frame at ${position} is too short`);
+      writePosition(frame, position);
+      out.push({ position, messageId: buf(result[i + 1]), frame });
+    }
+    return out;
+  }
+
+  /** Removes one frame on the recipient's ACK, only if `messageId` is stored at `position`. */
+  async ack(dest: Uint8Array, messageId: Uint8Array, position: number): Promise<boolean> {
+    checkMessageId(messageId);
+    checkCount(position, 'position', 0);
+    const [z, d, e, m, x] = this.keys(dest);
+    try {
+      return int(await this.commands[CMD.ack](z, d, e, m, x, asBuffer(messageId), position, this.maxFrames)) === 1;
+    } catch (err) {
+      throw toStoreError(err);
+    }
+  }
+
+  /**
+   * Cumulative ack of RESUME: removes every frame with position <= upTo and
+   * returns how many. Runs in batches of ACK_UP_TO_BATCH (one script call
+   * each) so Redis is never blocked long. An upTo above the last position
+   * issued removes nothing (see the script).
+   */
+  async ackUpTo(dest: Uint8Array, upTo: number): Promise<number> {
+    checkCount(upTo, 'upTo', 0);
+    if (upTo === 0) return 0;
+    const [z, d, e, m, x] = this.keys(dest);
+    let removed = 0;
+    for (;;) {
+      let result: unknown[];
+      try {
+        result = reply(await this.commands[CMD.ackUpTo](z, d, e, m, x, upTo, ACK_UP_TO_BATCH, this.maxFrames));
+      } catch (err) {
+        throw toStoreError(err);
+      }
+      removed += int(result[0]);
+      if (int(result[1]) !== 1) return removed;
+    }
+  }
+
+  /** Unexpired frames and their bytes in the queue (expired ones are purged first). */
+  async depth(dest: Uint8Array, nowMs: number = Date.now()): Promise<{ frames: number; bytes: number }> {
+    const [z, d, e, m] = this.keys(dest);
+    let result: unknown[] = [Code.AGAIN];
+    while (result[0] === Code.AGAIN) {
+      try {
+        result = reply(await this.commands[CMD.depth](z, d, e, m, nowMs, READ_PURGE_BATCH));
+      } catch (err) {
+        throw toStoreError(err);
+      }
+    }
+    return { frames: int(result[1]), bytes: int(result[2]) };
+  }
+
+  /** Validates an enqueue and builds its script arguments (throws RelayError). */
+  private enqueueArgs(
+    dest: Uint8Array,
+    messageId: Uint8Array,
+    frame: Uint8Array,
+    ttlSeconds: number,
+    nowMs: number,
+  ): ScriptArg[] {
+    checkMessageId(messageId);
+    checkCount(ttlSeconds, 'ttlSeconds', 0);
+    checkCount(nowMs, 'nowMs', 0);
+    if (ttlSeconds > this.maxTtlSeconds) {
+      throw new RelayError(
+        'TTL_TOO_LONG',
+        `TTL of ${ttlSeconds} s exceeds the relay's maximum of ${this.maxTtlSeconds} s`,
+      );
+    }
+    const keys = this.keys(dest);
+    // The frame must be the DELIVER for this (dest, messageId): fetch writes
+    // into it at offset 91, and a mix-up here would deliver to the wrong peer.
+    const bytes = asBuffer(frame);
+    if (
+      bytes.length < MIN_FRAME_SIZE ||
+      !bytes.subarray(FRAME_DEST_OFFSET, FRAME_DEST_OFFSET + HINT_SIZE).equals(asBuffer(dest)) ||
+      !bytes.subarray(FRAME_MESSAGE_ID_OFFSET, FRAME_MESSAGE_ID_OFFSET + ID_SIZE).equals(asBuffer(messageId))
+    ) {
+      throw new RelayError('BAD_FIELD', 'frame is not a DELIVER frame for this dest and messageId');
+    }
+    const ttl = ttlSeconds === 0 ? this.maxTtlSeconds : ttlSeconds;
+    return [
+      ...keys,
+      asBuffer(messageId),
+      bytes,
+      nowMs,
+      nowMs + ttl * 1000,
+      this.maxFrames,
+      this.maxBytes,
+      this.metaRetentionMs,
+      ENQUEUE_PURGE_BATCH,
+    ];
+  }
+
+  /** The result of an enqueue script, AGAIN, or a thrown RelayError for a refusal. */
+  private enqueueOutcome(result: unknown, destHex: string): EnqueueResult | typeof Code.AGAIN {
+    const [code, position] = reply(result);
+    switch (int(code)) {
+      case Code.OK:
+        return { status: 'stored', position: int(position) };
+      case Code.DUPLICATE:
+        return { status: 'duplicate', position: int(position) };
+      case Code.AGAIN:
+        return Code.AGAIN;
+      default:
+        throw scriptError(int(code), destHex);
+    }
+  }
+}

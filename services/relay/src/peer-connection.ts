@@ -1,0 +1,532 @@
+/**
+ * One peer connection, whatever the transport: the handshake, then frame
+ * dispatch. The hot path (a SEND from an authenticated peer) reads the routed
+ * header in place, rewrites the type byte to DELIVER and hands the same bytes
+ * on: no decode into objects, no re-encode, no copy.
+ *
+ * Outbound bounds. Every write goes to the transport's own buffer; the
+ * connection refuses to grow it beyond RELAY_SEND_QUEUE_BYTES, and counts the
+ * frames written while the transport was backed up (reset when it drains)
+ * against RELAY_SEND_QUEUE_FRAMES. Fast frames beyond either bound are dropped
+ * and counted; durable frames are never dropped: they wait in Redis and the
+ * delivery pump resumes when the transport drains.
+ */
+import { randomBytes } from 'node:crypto';
+import {
+  decodeFrame,
+  type ErrorCode,
+  ErrorFlags,
+  encodeFrame,
+  errorCodeToWire,
+  FRAME_HEADER_SIZE,
+  type Frame,
+  FrameType,
+  HINT_SIZE,
+  hintToHex,
+  MAX_PROTOCOL_VERSION,
+  MIN_PROTOCOL_VERSION,
+  PROTOCOL_VERSION,
+  type ProtocolError,
+  RelayError,
+  ROUTED_HEADER_SIZE,
+  Routed,
+  routingHint,
+  SendFlags,
+  verifyAuth,
+} from '@libertaria/shared';
+import type { AuthFailureReason } from './metrics.js';
+import { TokenBucket } from './rate-limits.js';
+import type { RelayContext } from './relay-context.js';
+import type { PeerTransport, TransportSink } from './transport/types.js';
+
+type State = 'hello' | 'auth' | 'attaching' | 'open' | 'closed';
+
+const SEND_TYPE = FrameType.SEND;
+const DELIVER_TYPE = FrameType.DELIVER;
+const FLAGS_AT = FRAME_HEADER_SIZE + Routed.FLAGS;
+const SOURCE_AT = FRAME_HEADER_SIZE + Routed.SOURCE;
+const DEST_AT = FRAME_HEADER_SIZE + Routed.DEST;
+const MSGID_AT = FRAME_HEADER_SIZE + Routed.MESSAGE_ID;
+const TTL_AT = FRAME_HEADER_SIZE + Routed.TTL;
+const POSITION_AT = FRAME_HEADER_SIZE + Routed.POSITION;
+/** Control frames (ACK, NACK, PONG…) may exceed the byte bound by this much: they are small and losing them costs retries. */
+const CONTROL_SLACK_BYTES = 64 * 1024;
+/** How many durable frames one Redis read fetches for a catching-up connection. */
+const PUMP_BATCH = 256;
+
+export class PeerConnection implements TransportSink {
+  state: State = 'hello';
+  /** The authenticated peer's routing hint (set at WELCOME). */
+  hint: Buffer | undefined;
+  /** `hint` as a latin1 string: the router's map key. */
+  hintKey = '';
+  did = '';
+  readonly id = randomBytes(16);
+
+  private version = PROTOCOL_VERSION;
+  private nonce: Buffer | undefined;
+  private handshakeTimer: NodeJS.Timeout | undefined;
+  private readonly bucket: TokenBucket;
+  private backedUpFrames = 0;
+  /** In the router's table (from AUTH success until release). */
+  private attached = false;
+  private released = false;
+
+  // Durable delivery: `cursor` is the highest position written to this
+  // connection; RESUME sets it, the pump and live offers advance it.
+  private resumed = false;
+  private cursor = 0;
+  private pumping = false;
+  private pumpAgain = false;
+  private pumpWaitsForDrain = false;
+  private pumpRetryTimer: NodeJS.Timeout | undefined;
+
+  constructor(
+    private readonly ctx: RelayContext,
+    readonly transport: PeerTransport,
+  ) {
+    const c = ctx.config;
+    this.bucket = new TokenBucket(c.RELAY_RATE_FRAMES_PER_SECOND, c.RELAY_RATE_BURST);
+    ctx.metrics.connections.labels(transport.kind).inc();
+    if (ctx.authLimiter.isBlocked(transport.remoteAddress)) {
+      this.failAuth('rate_limited', 'AUTH_RATE_LIMITED', 'too many failed handshakes from this address; try later');
+      return;
+    }
+    if (ctx.isDraining()) {
+      this.fatal('DRAINING', 'this node is shutting down');
+      return;
+    }
+    this.handshakeTimer = setTimeout(
+      () => this.failAuth('timeout', 'AUTH_TIMEOUT', 'handshake not finished in time'),
+      c.RELAY_HANDSHAKE_TIMEOUT_MS,
+    );
+  }
+
+  // ---------------------------------------------------------------------------
+  // Transport callbacks
+
+  onFrame(frame: Buffer): void {
+    if (this.state === 'closed') return;
+    const type = frame[1]!;
+    this.ctx.metrics.frame(type, 'in', frame.length);
+    if (type === SEND_TYPE && this.state === 'open') {
+      this.onSend(frame);
+      return;
+    }
+    let decoded: Frame;
+    try {
+      decoded = decodeFrame(frame, { maxPayload: this.ctx.config.RELAY_MAX_PAYLOAD_BYTES });
+    } catch (err) {
+      this.onProtocolError(err as ProtocolError);
+      return;
+    }
+    this.dispatch(decoded);
+  }
+
+  onProtocolError(err: ProtocolError): void {
+    if (this.state === 'closed') return;
+    if (this.state !== 'open') this.ctx.metrics.authFailures.labels('protocol').inc();
+    this.ctx.log.debug('protocol error', { conn: this.id.toString('hex'), code: err.code, err: err.message });
+    this.fatal(err.code, err.message);
+  }
+
+  onDrain(): void {
+    if (this.transport.bufferedBytes() === 0) this.backedUpFrames = 0;
+    if (this.pumpWaitsForDrain && this.hasRoom(0)) {
+      this.pumpWaitsForDrain = false;
+      this.requestPump();
+    }
+  }
+
+  onClose(): void {
+    this.state = 'closed';
+    this.release();
+  }
+
+  /** Frees what the connection holds, exactly once: timers, the gauge, its place in the router. */
+  private release(): void {
+    if (this.released) return;
+    this.released = true;
+    clearTimeout(this.handshakeTimer);
+    clearTimeout(this.pumpRetryTimer);
+    this.ctx.metrics.connections.labels(this.transport.kind).dec();
+    if (this.attached) this.ctx.router.detach(this);
+  }
+
+  // ---------------------------------------------------------------------------
+  // Handshake and control frames
+
+  private dispatch(frame: Frame): void {
+    switch (this.state) {
+      case 'hello':
+        if (frame.type !== 'HELLO')
+          return this.failAuth('protocol', 'NOT_AUTHENTICATED', `expected HELLO, got ${frame.type}`);
+        return this.onHello(frame.minVersion, frame.maxVersion);
+      case 'auth':
+        if (frame.type !== 'AUTH')
+          return this.failAuth('protocol', 'NOT_AUTHENTICATED', `expected AUTH, got ${frame.type}`);
+        return this.onAuth(frame);
+      case 'attaching':
+        return this.fatal('NOT_AUTHENTICATED', 'wait for WELCOME before sending');
+      case 'closed':
+        return;
+      case 'open':
+        break;
+    }
+    switch (frame.type) {
+      case 'ACK':
+        return this.onAck(frame.messageId, frame.position);
+      case 'RESUME':
+        return this.onResume(frame.lastAcked);
+      case 'PING':
+        this.writeControl(encodeFrame({ type: 'PONG', data: frame.data }, this.version));
+        return;
+      case 'PONG':
+        return;
+      case 'PRESENCE_QUERY':
+        return this.onPresenceQuery(Buffer.from(frame.hint));
+      case 'MIGRATE':
+        // Session migration is specified with the sessions work; say so instead of ignoring it.
+        this.writeControl(
+          encodeFrame({
+            type: 'ERROR',
+            code: errorCodeToWire('UNSUPPORTED_FRAME'),
+            flags: 0,
+            message: 'MIGRATE is not handled by this relay version',
+          }),
+        );
+        return;
+      case 'ERROR':
+        this.ctx.log.debug('peer reported error', { did: this.did, code: frame.code, message: frame.message });
+        if (frame.flags & ErrorFlags.FATAL) this.close();
+        return;
+      case 'SEND': // handled on the hot path before decoding
+      case 'HELLO':
+      case 'AUTH':
+      case 'CHALLENGE':
+      case 'WELCOME':
+      case 'DELIVER':
+      case 'NACK':
+      case 'PEER_PRESENT':
+      case 'PEER_GONE':
+      case 'GOAWAY':
+        return this.fatal('UNEXPECTED_FRAME', `${frame.type} is not valid from a peer at this point`);
+      default: {
+        const unreachable: never = frame;
+        return this.fatal('UNEXPECTED_FRAME', `unhandled ${(unreachable as Frame).type}`);
+      }
+    }
+  }
+
+  private onHello(minVersion: number, maxVersion: number): void {
+    if (maxVersion < MIN_PROTOCOL_VERSION || minVersion > MAX_PROTOCOL_VERSION) {
+      return this.failAuth(
+        'version',
+        'UNSUPPORTED_VERSION',
+        `this relay speaks versions ${MIN_PROTOCOL_VERSION}..${MAX_PROTOCOL_VERSION}, the client ${minVersion}..${maxVersion}`,
+      );
+    }
+    this.version = Math.min(maxVersion, MAX_PROTOCOL_VERSION);
+    this.nonce = randomBytes(32);
+    this.state = 'auth';
+    this.writeControl(
+      encodeFrame({
+        type: 'CHALLENGE',
+        version: this.version,
+        nonce: this.nonce,
+        relayIdentity: this.ctx.config.RELAY_IDENTITY,
+      }),
+    );
+  }
+
+  private onAuth(frame: Extract<Frame, { type: 'AUTH' }>): void {
+    const ok = verifyAuth({
+      did: frame.did,
+      publicKey: frame.publicKey,
+      signature: frame.signature,
+      nonce: this.nonce!,
+      relayIdentity: this.ctx.config.RELAY_IDENTITY,
+      binding: this.transport.kind,
+    });
+    if (!ok) return this.failAuth('bad_signature', 'AUTH_FAILED', 'signature, key or DID did not verify');
+    clearTimeout(this.handshakeTimer);
+    this.nonce = undefined;
+    this.hint = Buffer.from(routingHint(frame.publicKey));
+    this.hintKey = this.hint.toString('latin1');
+    this.did = frame.did;
+    this.state = 'attaching';
+    this.attached = true;
+    // Presence is registered before WELCOME, so a durable frame stored after
+    // this point is either seen by our RESUME fetch or announced to us.
+    this.ctx.router.attach(this).then(
+      () => {
+        if (this.state !== 'attaching') return;
+        this.state = 'open';
+        this.writeControl(
+          encodeFrame(
+            {
+              type: 'WELCOME',
+              hint: this.hint!,
+              connectionId: this.id,
+              maxPayload: this.ctx.config.RELAY_MAX_PAYLOAD_BYTES,
+              heartbeatMs: this.ctx.config.RELAY_HEARTBEAT_MS,
+              nodeId: this.ctx.nodeId,
+            },
+            this.version,
+          ),
+        );
+        this.ctx.log.debug('peer authenticated', { did: this.did, transport: this.transport.kind });
+      },
+      (err: unknown) => {
+        this.ctx.metrics.redisErrors.labels('presence').inc();
+        this.ctx.log.warn('presence registration failed', { did: this.did, err });
+        this.fatal('STORE_UNAVAILABLE', 'cannot register presence; try another node');
+      },
+    );
+  }
+
+  private failAuth(reason: AuthFailureReason, code: ErrorCode, message: string): void {
+    this.ctx.metrics.authFailures.labels(reason).inc();
+    // A peer that is merely slow or speaks another version is not an attacker; only count what looks like one.
+    if (reason === 'bad_signature' || reason === 'protocol' || reason === 'timeout') {
+      this.ctx.authLimiter.recordFailure(this.transport.remoteAddress);
+    }
+    this.fatal(code, message);
+  }
+
+  private onPresenceQuery(hint: Buffer): void {
+    if (this.ctx.router.isLocal(hint.toString('latin1'))) {
+      this.writeControl(encodeFrame({ type: 'PEER_PRESENT', hint }, this.version));
+      return;
+    }
+    this.ctx.router.lookupRemote(hint).then(
+      (nodes) => {
+        const frame: Frame =
+          nodes.length > 0
+            ? { type: 'PEER_PRESENT', hint }
+            : { type: 'PEER_GONE', hint, messageId: new Uint8Array(16) };
+        this.writeControl(encodeFrame(frame, this.version));
+      },
+      () => this.ctx.metrics.redisErrors.labels('presence').inc(),
+    );
+  }
+
+  // ---------------------------------------------------------------------------
+  // Data path
+
+  /** The hot path: validate the routed header in place and forward or store. */
+  private onSend(frame: Buffer): void {
+    const bodyLength = frame.length - FRAME_HEADER_SIZE;
+    if (bodyLength < ROUTED_HEADER_SIZE) return this.fatal('BAD_LENGTH', 'SEND: body too short for the routed header');
+    const flags = frame[FLAGS_AT]!;
+    if ((flags & ~SendFlags.DURABLE) !== 0) return this.fatal('BAD_FIELD', 'SEND.flags: undefined bits set');
+    if (frame.readUInt32BE(POSITION_AT) !== 0 || frame.readUInt32BE(POSITION_AT + 4) !== 0) {
+      return this.fatal('BAD_FIELD', 'SEND.position must be 0');
+    }
+    if (frame.compare(this.hint!, 0, HINT_SIZE, SOURCE_AT, SOURCE_AT + HINT_SIZE) !== 0) {
+      this.ctx.metrics.drop('source_mismatch');
+      return this.nack(frame, 'SOURCE_MISMATCH', 'source hint is not your own');
+    }
+    if (!this.bucket.take()) {
+      this.ctx.metrics.drop('rate_limited');
+      return this.nack(frame, 'RATE_LIMITED', 'frame rate exceeded');
+    }
+    frame[1] = DELIVER_TYPE;
+    if ((flags & SendFlags.DURABLE) === 0) {
+      this.ctx.router.forwardFast(frame, this);
+      return;
+    }
+    this.storeDurable(frame);
+  }
+
+  private storeDurable(frame: Buffer): void {
+    const ctx = this.ctx;
+    const dest = frame.subarray(DEST_AT, DEST_AT + HINT_SIZE);
+    const messageId = frame.subarray(MSGID_AT, MSGID_AT + 16);
+    const ttl = frame.readUInt32BE(TTL_AT);
+    const started = performance.now();
+    const work = ctx.store.enqueue(dest, messageId, frame, ttl).then(
+      (result) => {
+        ctx.metrics.durableStoreSeconds.observe((performance.now() - started) / 1000);
+        ctx.metrics.durableStored.labels(result.status).inc();
+        this.writeControl(encodeFrame({ type: 'ACK', messageId, position: result.position }, this.version));
+        if (result.status === 'stored') {
+          writePosition(frame, result.position);
+          ctx.router.announceDurable(frame, result.position, dest);
+        }
+      },
+      (err: unknown) => {
+        const code: ErrorCode = err instanceof RelayError ? err.code : 'STORE_UNAVAILABLE';
+        ctx.metrics.durableStored.labels(code).inc();
+        if (code === 'STORE_UNAVAILABLE') {
+          ctx.metrics.redisErrors.labels('enqueue').inc();
+          ctx.log.warn('durable store failed', { err });
+        }
+        this.nack(frame, code, err instanceof Error ? err.message : String(err));
+      },
+    );
+    ctx.trackDurableWrite(work);
+  }
+
+  private nack(frame: Buffer, code: ErrorCode, message: string): void {
+    const messageId = frame.subarray(MSGID_AT, MSGID_AT + 16);
+    this.writeControl(encodeFrame({ type: 'NACK', messageId, code: errorCodeToWire(code), message }, this.version));
+  }
+
+  private onAck(messageId: Uint8Array, position: number): void {
+    this.ctx.store.ack(this.hint!, messageId, position).catch((err: unknown) => {
+      this.ctx.metrics.redisErrors.labels('ack').inc();
+      this.ctx.log.warn('ack failed', { err });
+    });
+  }
+
+  private onResume(lastAcked: number): void {
+    // RESUME is a cumulative ack: the peer holds everything up to lastAcked.
+    this.resumed = true;
+    this.cursor = lastAcked;
+    const hint = this.hint!;
+    const run = lastAcked > 0 ? this.ctx.store.ackUpTo(hint, lastAcked) : Promise.resolve(0);
+    run.then(
+      () => this.requestPump(),
+      (err: unknown) => {
+        this.ctx.metrics.redisErrors.labels('ack').inc();
+        this.ctx.log.warn('resume ack failed', { err });
+        this.requestPump();
+      },
+    );
+  }
+
+  /** A durable frame was stored for this peer (here or on another node). */
+  offerDurable(frame: Buffer, position: number): void {
+    if (!this.resumed || this.state !== 'open' || position <= this.cursor) return;
+    if (position === this.cursor + 1 && !this.pumping && this.hasRoom(frame.length)) {
+      this.writeOut(frame);
+      this.cursor = position;
+      return;
+    }
+    // A gap (frames stored concurrently elsewhere) or backpressure: Redis has them in order.
+    this.requestPump();
+  }
+
+  /** Re-reads the queue after a possible gap (e.g. the pub/sub link was down). */
+  requestPump(): void {
+    if (!this.resumed || this.state !== 'open') return;
+    if (this.pumping) {
+      this.pumpAgain = true;
+      return;
+    }
+    this.pumping = true;
+    void this.pump();
+  }
+
+  private async pump(): Promise<void> {
+    const hint = this.hint!;
+    try {
+      do {
+        this.pumpAgain = false;
+        for (;;) {
+          if (!this.hasRoom(0)) {
+            this.pumpWaitsForDrain = true;
+            return;
+          }
+          const after = this.cursor;
+          const batch = await this.ctx.store.fetch(hint, after, PUMP_BATCH);
+          if (this.state !== 'open') return;
+          if (batch.length > 0 && batch[0]!.position <= after) {
+            // The queue expired entirely and restarted at 1 (the store reads
+            // from the start when asked past its last position): follow it.
+            this.ctx.log.warn('durable queue restarted; resetting cursor', { did: this.did, from: after });
+            this.cursor = batch[0]!.position - 1;
+          }
+          for (const item of batch) {
+            if (item.position <= this.cursor) continue;
+            this.writeOut(item.frame);
+            this.cursor = item.position;
+          }
+          if (batch.length < PUMP_BATCH) break;
+        }
+      } while (this.pumpAgain);
+    } catch (err) {
+      this.ctx.metrics.redisErrors.labels('fetch').inc();
+      this.ctx.log.warn('durable fetch failed; retrying', { err });
+      clearTimeout(this.pumpRetryTimer);
+      this.pumpRetryTimer = setTimeout(() => this.requestPump(), 1000);
+    } finally {
+      this.pumping = false;
+    }
+  }
+
+  /** A fast frame for this peer: written if the bounds allow, else dropped and counted. */
+  deliverFast(frame: Buffer): boolean {
+    if (this.state !== 'open') return false;
+    if (!this.hasRoom(frame.length)) {
+      this.ctx.metrics.drop('send_queue_overflow');
+      return false;
+    }
+    this.writeOut(frame);
+    return true;
+  }
+
+  /** A fast SEND of this peer found its recipient connected nowhere. */
+  sendPeerGone(hint: Uint8Array, messageId: Uint8Array): void {
+    this.writeControl(encodeFrame({ type: 'PEER_GONE', hint, messageId }, this.version));
+  }
+
+  /** Tells the peer this node is going away, with where to go instead. */
+  goAway(reconnectAfterMs: number, reconnectHint: string, reason: string): void {
+    if (this.state === 'closed') return;
+    this.writeControl(encodeFrame({ type: 'GOAWAY', reconnectAfterMs, reconnectHint, reason }, this.version));
+  }
+
+  /** Graceful close: flush, then end. */
+  close(): void {
+    if (this.state === 'closed') return;
+    this.transport.end();
+  }
+
+  // ---------------------------------------------------------------------------
+  // Output
+
+  private hasRoom(extraBytes: number): boolean {
+    const c = this.ctx.config;
+    const buffered = this.transport.bufferedBytes();
+    if (buffered === 0) return true;
+    return buffered + extraBytes <= c.RELAY_SEND_QUEUE_BYTES && this.backedUpFrames < c.RELAY_SEND_QUEUE_FRAMES;
+  }
+
+  private writeOut(frame: Buffer): void {
+    if (this.transport.bufferedBytes() > 0) this.backedUpFrames++;
+    this.ctx.metrics.frame(frame[1]!, 'out', frame.length);
+    this.transport.write(frame);
+  }
+
+  private writeControl(bytes: Uint8Array): void {
+    if (this.state === 'closed') return;
+    if (this.transport.bufferedBytes() > this.ctx.config.RELAY_SEND_QUEUE_BYTES + CONTROL_SLACK_BYTES) {
+      this.ctx.metrics.drop('send_queue_overflow');
+      return;
+    }
+    this.ctx.metrics.frame(bytes[1]!, 'out', bytes.length);
+    this.transport.write(bytes);
+  }
+
+  /** Sends ERROR with the FATAL flag and closes. */
+  private fatal(code: ErrorCode, message: string): void {
+    if (this.state === 'closed') return;
+    this.writeControl(encodeFrame({ type: 'ERROR', code: errorCodeToWire(code), flags: ErrorFlags.FATAL, message }));
+    this.state = 'closed';
+    // Out of the router now, so nothing more is routed here while the goodbye flushes.
+    this.release();
+    this.transport.end();
+  }
+
+  describe(): string {
+    return this.hint ? `${this.did} (${hintToHex(this.hint)})` : 'unauthenticated';
+  }
+}
+
+/** Writes a queue position into a DELIVER frame's u64 position field. */
+export function writePosition(frame: Buffer, position: number): void {
+  frame.writeUInt32BE(Math.floor(position / 0x100000000), POSITION_AT);
+  frame.writeUInt32BE(position >>> 0, POSITION_AT + 4);
+}

@@ -1,0 +1,20 @@
+import type { RelayConfig } from './config.js';
+import type { DurableStore } from './durable-store.js';
+import type { Logger } from './log.js';
+import type { RelayMetrics } from './metrics.js';
+import type { AuthFailureLimiter } from './rate-limits.js';
+import type { Router } from './router.js';
+
+/** What a connection needs from its node. One object, built once by RelayNode. */
+export interface RelayContext {
+  readonly config: RelayConfig;
+  readonly nodeId: string;
+  readonly log: Logger;
+  readonly metrics: RelayMetrics;
+  readonly router: Router;
+  readonly store: DurableStore;
+  readonly authLimiter: AuthFailureLimiter;
+  isDraining(): boolean;
+  /** Registers a durable write in flight, so a drain waits for it. */
+  trackDurableWrite(work: Promise<unknown>): void;
+}

@@ -1,0 +1,287 @@
+/**
+ * A relay node: listeners, Redis connections, router, durable store,
+ * presence heartbeat, admin port and drain. Holds nothing that must survive
+ * it: queues, presence and routes live in Redis.
+ */
+import { randomBytes } from 'node:crypto';
+import { hostname } from 'node:os';
+import { maxBodySize } from '@libertaria/shared';
+import { Redis } from 'ioredis';
+import { listenAdmin } from './admin.js';
+import type { RelayConfig } from './config.js';
+import { DURABLE_STORE_REDIS_OPTIONS, DurableStore } from './durable-store.js';
+import { createLogger, type Logger } from './log.js';
+import { RelayMetrics } from './metrics.js';
+import { PeerConnection } from './peer-connection.js';
+import { PresenceRegistry } from './presence.js';
+import { AuthFailureLimiter } from './rate-limits.js';
+import type { RelayContext } from './relay-context.js';
+import { nodeChannel, Router } from './router.js';
+import { listenTcp } from './transport/tcp.js';
+import type { Listener } from './transport/types.js';
+import { listenWebSocket } from './transport/ws.js';
+
+export interface RelayPorts {
+  ws: number;
+  tcp: number | undefined;
+  admin: number;
+}
+
+/** Derives a node id from the host name when RELAY_NODE_ID is unset. */
+export function defaultNodeId(): string {
+  const host =
+    hostname()
+      .replace(/[^A-Za-z0-9._-]/g, '-')
+      .slice(0, 48) || 'relay';
+  return `${host}-${randomBytes(3).toString('hex')}`;
+}
+
+/** ioredis options for a connection of this node (see docs/durable-queue.md for why). */
+function redisOptions(connectionName: string) {
+  return {
+    ...DURABLE_STORE_REDIS_OPTIONS,
+    connectionName,
+    retryStrategy: (times: number) => Math.min(100 * 2 ** Math.min(times, 6), 5000),
+  };
+}
+
+export class RelayNode {
+  private draining = false;
+  private readonly pendingDurable = new Set<Promise<unknown>>();
+  private heartbeat: NodeJS.Timeout | undefined;
+  private listeners: Listener[] = [];
+  private adminClose: (() => Promise<void>) | undefined;
+  private redisErrorLogged = 0;
+  ports: RelayPorts = { ws: 0, tcp: undefined, admin: 0 };
+
+  private constructor(
+    readonly config: RelayConfig,
+    readonly nodeId: string,
+    readonly log: Logger,
+    readonly metrics: RelayMetrics,
+    private readonly redis: Redis,
+    private readonly subscriber: Redis,
+    private readonly presence: PresenceRegistry,
+    readonly router: Router,
+    private readonly ctx: RelayContext,
+  ) {}
+
+  static async start(config: RelayConfig, logger?: Logger): Promise<RelayNode> {
+    const nodeId = config.RELAY_NODE_ID ?? defaultNodeId();
+    const log = logger ?? createLogger(config.RELAY_LOG_LEVEL, { node: nodeId });
+    const metrics = new RelayMetrics(nodeId);
+    const prefix = config.RELAY_REDIS_PREFIX;
+    const redis = new Redis(config.REDIS_URL, redisOptions(`relay:${nodeId}`));
+    const subscriber = new Redis(config.REDIS_URL, {
+      ...redisOptions(`relay-sub:${nodeId}`),
+      enableAutoPipelining: false,
+    });
+    const presence = new PresenceRegistry(redis, { prefix, nodeId, leaseMs: config.RELAY_PRESENCE_TTL_MS });
+    const store = new DurableStore(redis, {
+      prefix,
+      maxFrames: config.RELAY_QUEUE_MAX_FRAMES,
+      maxBytes: config.RELAY_QUEUE_MAX_BYTES,
+      maxTtlSeconds: config.RELAY_QUEUE_TTL_SECONDS,
+    });
+    const router = new Router(redis, presence, nodeId, prefix, metrics, log);
+    const authLimiter = new AuthFailureLimiter(config.RELAY_AUTH_FAILURES_PER_MINUTE);
+    let node: RelayNode | undefined;
+    const ctx: RelayContext = {
+      config,
+      nodeId,
+      log,
+      metrics,
+      router,
+      store,
+      authLimiter,
+      isDraining: () => node?.draining ?? false,
+      trackDurableWrite: (work) => node?.track(work),
+    };
+    node = new RelayNode(config, nodeId, log, metrics, redis, subscriber, presence, router, ctx);
+    await node.connectRedis(prefix);
+    await node.listen();
+    node.startHeartbeat();
+    return node;
+  }
+
+  private track(work: Promise<unknown>): void {
+    this.pendingDurable.add(work);
+    void work.finally(() => this.pendingDurable.delete(work));
+  }
+
+  private async connectRedis(prefix: string): Promise<void> {
+    const onError = (which: string) => (err: Error) => {
+      this.metrics.redisErrors.labels(`connection_${which}`).inc();
+      // Reconnect attempts repeat the same error; log the first few, then every hundredth.
+      if (this.redisErrorLogged++ < 5 || this.redisErrorLogged % 100 === 0) {
+        this.log.warn('redis connection error', { which, err });
+      }
+    };
+    this.redis.on('error', onError('command'));
+    // Without an offline queue, commands before 'ready' would fail: serve only once Redis answers.
+    if (this.redis.status !== 'ready') {
+      this.log.info('waiting for redis', { url: redactUrl(this.config.REDIS_URL) });
+      await new Promise<void>((resolve) => this.redis.once('ready', () => resolve()));
+    }
+    this.subscriber.on('error', onError('subscriber'));
+    let subscribedOnce = false;
+    this.subscriber.on('ready', () => {
+      // ioredis re-subscribes by itself; announcements sent meanwhile are lost, so re-read queues.
+      if (subscribedOnce) this.router.resyncAll();
+    });
+    this.subscriber.on('messageBuffer', (_channel: Buffer, message: Buffer) => this.router.onRemoteFrame(message));
+    await this.subscriber.subscribe(nodeChannel(prefix, this.nodeId));
+    subscribedOnce = true;
+  }
+
+  private async listen(): Promise<void> {
+    const c = this.config;
+    const maxBody = maxBodySize(c.RELAY_MAX_PAYLOAD_BYTES);
+    const accept = (transport: ConstructorParameters<typeof PeerConnection>[1]) =>
+      new PeerConnection(this.ctx, transport);
+    // uWS idle timeouts have a 4 s granularity; peers are told to send something every heartbeat.
+    const idleSeconds = Math.max(8, Math.ceil((3 * c.RELAY_HEARTBEAT_MS) / 4000) * 4);
+    const ws = await listenWebSocket(
+      {
+        host: c.RELAY_HOST,
+        port: c.RELAY_WS_PORT,
+        maxBody,
+        maxMessageBytes: Math.min(16 * 1024 * 1024, Math.max(1024 * 1024, 16 * (maxBody + 6))),
+        maxBackpressure: c.RELAY_SEND_QUEUE_BYTES + 1024 * 1024,
+        idleTimeoutSeconds: idleSeconds,
+      },
+      accept,
+    );
+    this.listeners.push(ws);
+    this.ports.ws = ws.port;
+    if (c.RELAY_TCP_ENABLED) {
+      const tls =
+        c.RELAY_TLS_CERT_FILE && c.RELAY_TLS_KEY_FILE
+          ? { certFile: c.RELAY_TLS_CERT_FILE, keyFile: c.RELAY_TLS_KEY_FILE }
+          : undefined;
+      const tcp = await listenTcp(
+        {
+          host: c.RELAY_HOST,
+          port: c.RELAY_TCP_PORT,
+          maxPayload: c.RELAY_MAX_PAYLOAD_BYTES,
+          tls,
+          idleTimeoutMs: idleSeconds * 1000,
+        },
+        accept,
+      );
+      this.listeners.push(tcp);
+      this.ports.tcp = tcp.port;
+    }
+    const admin = await listenAdmin(c.RELAY_HOST, c.RELAY_ADMIN_PORT, {
+      registry: this.metrics.registry,
+      readiness: () => this.readiness(),
+    });
+    this.ports.admin = admin.port;
+    this.adminClose = () => new Promise((resolve) => admin.server.close(() => resolve()));
+  }
+
+  private publicUrls(): string[] {
+    return this.config.RELAY_PUBLIC_URLS?.split(',') ?? [];
+  }
+
+  private startHeartbeat(): void {
+    const beat = async (): Promise<void> => {
+      try {
+        await this.presence.renew(this.router.localHints());
+        await this.presence.announceNode(this.publicUrls());
+      } catch (err) {
+        this.metrics.redisErrors.labels('heartbeat').inc();
+        this.log.warn('heartbeat failed', { err });
+      }
+    };
+    void beat();
+    this.heartbeat = setInterval(() => void beat(), this.config.RELAY_HEARTBEAT_MS);
+  }
+
+  /** Null when ready; otherwise why not. Checks that Redis accepts a write, not only that a socket is open. */
+  async readiness(): Promise<string | null> {
+    if (this.draining) return 'draining';
+    if (this.redis.status !== 'ready') return `redis ${this.redis.status}`;
+    try {
+      const key = `${this.config.RELAY_REDIS_PREFIX}:health:${this.nodeId}`;
+      const reply = await withTimeout(this.redis.set(key, '1', 'PX', 10_000), 1000);
+      return reply === 'OK' ? null : `redis answered ${String(reply)}`;
+    } catch (err) {
+      return `redis write failed: ${err instanceof Error ? err.message : String(err)}`;
+    }
+  }
+
+  /**
+   * SIGTERM: stop being ready and accepting, tell every peer where to go
+   * (GOAWAY with the other live nodes' URLs), wait up to half of
+   * RELAY_DRAIN_TIMEOUT_MS for peers to leave, let durable writes in flight
+   * finish, close the remaining connections, withdraw presence. The caller
+   * bounds the total time (RELAY_DRAIN_TIMEOUT_MS).
+   */
+  async drain(): Promise<void> {
+    if (this.draining) return;
+    this.draining = true;
+    this.log.info('draining', { connections: this.router.connections().length, pending: this.pendingDurable.size });
+    for (const l of this.listeners) l.stopAccepting();
+    let hint = '';
+    try {
+      const others = (await withTimeout(this.presence.liveNodes(), 1000)).filter((n) => n.nodeId !== this.nodeId);
+      hint = others
+        .flatMap((n) => n.publicUrls)
+        .join(',')
+        .slice(0, 1024);
+    } catch {
+      // Without the registry the hint stays empty: "any relay you know".
+    }
+    for (const conn of this.router.connections()) {
+      // Spread reconnects over half a second so survivors don't take the whole storm at once.
+      conn.goAway(Math.floor(Math.random() * 500), hint, 'draining');
+    }
+    // Give peers up to half the drain budget to leave by themselves (they got
+    // GOAWAY); frames they send meanwhile are still served.
+    const graceEnds = Date.now() + this.config.RELAY_DRAIN_TIMEOUT_MS / 2;
+    while (this.router.connections().length > 0 && Date.now() < graceEnds) {
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    await Promise.allSettled([...this.pendingDurable]);
+    const hints = this.router.localHints();
+    for (const conn of this.router.connections()) conn.close();
+    await Promise.allSettled([...this.pendingDurable]);
+    clearInterval(this.heartbeat);
+    try {
+      await withTimeout(this.presence.withdraw(hints), 1000);
+    } catch (err) {
+      this.log.warn('presence withdraw failed; leases will expire', { err });
+    }
+    await this.adminClose?.();
+    await Promise.allSettled([this.redis.quit(), this.subscriber.quit()]);
+    this.log.info('drained');
+  }
+}
+
+function withTimeout<T>(p: Promise<T>, ms: number): Promise<T> {
+  return new Promise((resolve, reject) => {
+    const t = setTimeout(() => reject(new Error(`timed out after ${ms} ms`)), ms);
+    p.then(
+      (v) => {
+        clearTimeout(t);
+        resolve(v);
+      },
+      (e: unknown) => {
+        clearTimeout(t);
+        reject(e);
+      },
+    );
+  });
+}
+
+/** A Redis URL without its password, for logs. */
+function redactUrl(url: string): string {
+  try {
+    const u = new URL(url);
+    if (u.password) u.password = '***';
+    return u.toString();
+  } catch {
+    return 'invalid URL';
+  }
+}

@@ -1,0 +1,176 @@
+/**
+ * Where frames go. Each node keeps the connections of its own peers in
+ * memory, keyed by routing hint; the presence registry in Redis says which
+ * nodes hold a peer; frames for peers on other nodes travel over Redis
+ * pub/sub on the channel of each node that holds the recipient
+ * (`<prefix>:node:<nodeId>`), as the same DELIVER bytes.
+ *
+ * Fast frames prefer local connections and are never stored; when the
+ * recipient is connected nowhere the sender gets PEER_GONE. Durable frames
+ * are announced to every node holding the recipient after Redis stored
+ * them; the announcement is only a shortcut — Redis is the source of truth
+ * and each connection re-reads its queue whenever it sees a gap.
+ */
+import { FRAME_HEADER_SIZE, HINT_SIZE, Routed, SendFlags } from '@libertaria/shared';
+import type { Redis } from 'ioredis';
+import type { Logger } from './log.js';
+import type { RelayMetrics } from './metrics.js';
+import type { PeerConnection } from './peer-connection.js';
+import type { PresenceRegistry } from './presence.js';
+
+const DEST_AT = FRAME_HEADER_SIZE + Routed.DEST;
+const MSGID_AT = FRAME_HEADER_SIZE + Routed.MESSAGE_ID;
+const FLAGS_AT = FRAME_HEADER_SIZE + Routed.FLAGS;
+const POSITION_AT = FRAME_HEADER_SIZE + Routed.POSITION;
+/** Fast-path lookups of remote peers are cached this long (positive answers only). */
+const REMOTE_CACHE_MS = 1000;
+const REMOTE_CACHE_MAX = 100_000;
+
+export function nodeChannel(prefix: string, nodeId: string): string {
+  return `${prefix}:node:${nodeId}`;
+}
+
+export class Router {
+  private readonly local = new Map<string, Set<PeerConnection>>();
+  private readonly remoteCache = new Map<string, { nodes: string[]; expires: number }>();
+
+  constructor(
+    private readonly redis: Redis,
+    private readonly presence: PresenceRegistry,
+    private readonly nodeId: string,
+    private readonly prefix: string,
+    private readonly metrics: RelayMetrics,
+    private readonly log: Logger,
+  ) {}
+
+  /** Adds an authenticated connection; the first of its peer on this node registers presence. */
+  async attach(conn: PeerConnection): Promise<void> {
+    let set = this.local.get(conn.hintKey);
+    const first = set === undefined;
+    if (!set) {
+      set = new Set();
+      this.local.set(conn.hintKey, set);
+      this.metrics.peers.inc();
+    }
+    // A peer may hold several connections (paths); a new one never replaces an old one.
+    set.add(conn);
+    if (first) await this.presence.add(conn.hint!);
+  }
+
+  detach(conn: PeerConnection): void {
+    const set = this.local.get(conn.hintKey);
+    if (!set?.delete(conn)) return;
+    if (set.size > 0) return;
+    this.local.delete(conn.hintKey);
+    this.metrics.peers.dec();
+    this.presence.remove(conn.hint!).catch((err: unknown) => {
+      // The lease expires on its own; a failed removal only delays that.
+      this.metrics.redisErrors.labels('presence').inc();
+      this.log.debug('presence removal failed', { err });
+    });
+  }
+
+  isLocal(hintKey: string): boolean {
+    return this.local.has(hintKey);
+  }
+
+  localHints(): Buffer[] {
+    const hints: Buffer[] = [];
+    for (const set of this.local.values()) {
+      const first = set.values().next().value;
+      if (first?.hint) hints.push(first.hint);
+    }
+    return hints;
+  }
+
+  connections(): PeerConnection[] {
+    const all: PeerConnection[] = [];
+    for (const set of this.local.values()) for (const c of set) all.push(c);
+    return all;
+  }
+
+  /** Nodes other than this one that hold the peer (fresh from Redis). */
+  async lookupRemote(hint: Uint8Array): Promise<string[]> {
+    const started = performance.now();
+    const nodes = await this.presence.lookup(hint);
+    this.metrics.remoteForwardSeconds.observe((performance.now() - started) / 1000);
+    return nodes.filter((n) => n !== this.nodeId);
+  }
+
+  /** Forwards a fast DELIVER (already retyped from SEND) from `sender`. */
+  forwardFast(frame: Buffer, sender: PeerConnection): void {
+    const key = frame.toString('latin1', DEST_AT, DEST_AT + HINT_SIZE);
+    const set = this.local.get(key);
+    if (set) {
+      for (const conn of set) conn.deliverFast(frame);
+      return;
+    }
+    const cached = this.remoteCache.get(key);
+    if (cached && cached.expires > Date.now()) {
+      this.publish(cached.nodes, frame);
+      return;
+    }
+    this.lookupRemote(frame.subarray(DEST_AT, DEST_AT + HINT_SIZE)).then(
+      (nodes) => {
+        if (nodes.length === 0) {
+          this.metrics.drop('peer_gone');
+          sender.sendPeerGone(frame.subarray(DEST_AT, DEST_AT + HINT_SIZE), frame.subarray(MSGID_AT, MSGID_AT + 16));
+          return;
+        }
+        if (this.remoteCache.size >= REMOTE_CACHE_MAX) this.remoteCache.clear();
+        this.remoteCache.set(key, { nodes, expires: Date.now() + REMOTE_CACHE_MS });
+        this.publish(nodes, frame);
+      },
+      (err: unknown) => {
+        this.metrics.redisErrors.labels('presence').inc();
+        this.log.debug('presence lookup failed', { err });
+      },
+    );
+  }
+
+  /** A durable frame was stored at `position` for `dest`: offer it to local connections and announce it to other nodes. */
+  announceDurable(frame: Buffer, position: number, dest: Uint8Array): void {
+    const key = Buffer.from(dest.buffer, dest.byteOffset, HINT_SIZE).toString('latin1');
+    const set = this.local.get(key);
+    if (set) for (const conn of set) conn.offerDurable(frame, position);
+    // Always a fresh lookup: a stale cache could miss a peer that just moved here from elsewhere.
+    this.lookupRemote(dest).then(
+      (nodes) => this.publish(nodes, frame),
+      (err: unknown) => {
+        // The recipient's next RESUME or gap re-read finds the frame in Redis.
+        this.metrics.redisErrors.labels('presence').inc();
+        this.log.debug('presence lookup failed', { err });
+      },
+    );
+  }
+
+  private publish(nodes: string[], frame: Buffer): void {
+    for (const node of nodes) {
+      this.redis.publish(nodeChannel(this.prefix, node), frame).catch((err: unknown) => {
+        this.metrics.redisErrors.labels('publish').inc();
+        this.log.debug('publish failed', { err });
+      });
+    }
+  }
+
+  /** A DELIVER frame from another node's pub/sub message. */
+  onRemoteFrame(frame: Buffer): void {
+    if (frame.length < FRAME_HEADER_SIZE + Routed.PAYLOAD) return;
+    const set = this.local.get(frame.toString('latin1', DEST_AT, DEST_AT + HINT_SIZE));
+    if (!set) {
+      this.metrics.drop('no_local_recipient');
+      return;
+    }
+    if ((frame[FLAGS_AT]! & SendFlags.DURABLE) !== 0) {
+      const position = frame.readUInt32BE(POSITION_AT) * 0x100000000 + frame.readUInt32BE(POSITION_AT + 4);
+      for (const conn of set) conn.offerDurable(frame, position);
+    } else {
+      for (const conn of set) conn.deliverFast(frame);
+    }
+  }
+
+  /** After the pub/sub link was down, announcements may be lost: every connection re-reads its queue. */
+  resyncAll(): void {
+    for (const set of this.local.values()) for (const conn of set) conn.requestPump();
+  }
+}

@@ -1,0 +1,81 @@
+/**
+ * The raw TCP listener (TLS through node:tls when a certificate is
+ * configured): frames back to back on a stream, reassembled with
+ * FrameStreamDecoder. Node's socket.write keeps a reference to the bytes it is
+ * given until they are sent; frames handed to write() are never mutated
+ * afterwards (see PeerConnection), so no copy is needed here.
+ */
+import { readFileSync } from 'node:fs';
+import { createServer as createNetServer, type Server, type Socket } from 'node:net';
+import { createServer as createTlsServer } from 'node:tls';
+import { FrameStreamDecoder, ProtocolError } from '@libertaria/shared';
+import type { AcceptConnection, Listener, PeerTransport } from './types.js';
+
+export interface TcpListenerOptions {
+  host: string;
+  port: number;
+  maxPayload: number;
+  tls?: { certFile: string; keyFile: string };
+  idleTimeoutMs: number;
+}
+
+class TcpTransport implements PeerTransport {
+  constructor(
+    private readonly socket: Socket,
+    readonly kind: 'tcp' | 'tls',
+    readonly remoteAddress: string,
+  ) {}
+  write(bytes: Uint8Array): void {
+    if (!this.socket.destroyed && this.socket.writable) this.socket.write(bytes);
+  }
+  bufferedBytes(): number {
+    return this.socket.writableLength;
+  }
+  end(): void {
+    this.socket.end();
+    // A peer that never reads would hold the socket open; bound the goodbye.
+    setTimeout(() => this.socket.destroy(), 2000).unref();
+  }
+  destroy(): void {
+    this.socket.destroy();
+  }
+}
+
+export function listenTcp(options: TcpListenerOptions, accept: AcceptConnection): Promise<Listener> {
+  const kind = options.tls ? 'tls' : 'tcp';
+  const onSocket = (socket: Socket): void => {
+    socket.setNoDelay(true);
+    socket.setTimeout(options.idleTimeoutMs);
+    const transport = new TcpTransport(socket, kind, socket.remoteAddress ?? 'unknown');
+    const sink = accept(transport);
+    const decoder = new FrameStreamDecoder({ maxPayload: options.maxPayload });
+    let failed = false;
+    socket.on('data', (chunk: Buffer) => {
+      if (failed) return;
+      let frames: Uint8Array[];
+      try {
+        frames = decoder.push(chunk);
+      } catch (err) {
+        failed = true;
+        sink.onProtocolError(err instanceof ProtocolError ? err : new ProtocolError('INTERNAL', String(err)));
+        return;
+      }
+      for (const f of frames) sink.onFrame(Buffer.from(f.buffer, f.byteOffset, f.byteLength));
+    });
+    socket.on('drain', () => sink.onDrain());
+    socket.on('timeout', () => socket.destroy());
+    socket.on('error', () => socket.destroy());
+    socket.on('close', () => sink.onClose());
+  };
+  const server: Server = options.tls
+    ? createTlsServer({ cert: readFileSync(options.tls.certFile), key: readFileSync(options.tls.keyFile) }, onSocket)
+    : createNetServer(onSocket);
+  return new Promise((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(options.port, options.host, () => {
+      const addr = server.address();
+      const port = typeof addr === 'object' && addr ? addr.port : options.port;
+      resolve({ port, stopAccepting: () => server.close() });
+    });
+  });
+}

@@ -1,0 +1,39 @@
+import type { ProtocolError } from '@libertaria/shared';
+import type { Transport } from '../metrics.js';
+
+/** What the connection logic needs from a transport: write, measure backpressure, close. */
+export interface PeerTransport {
+  readonly kind: Transport;
+  readonly remoteAddress: string;
+  /** Writes one or more whole frames. The transport takes the bytes as they are now (copy or reference: see below). */
+  write(bytes: Uint8Array): void;
+  /** Bytes accepted by write() but not yet handed to the kernel. */
+  bufferedBytes(): number;
+  /** Flushes what is buffered, then closes. */
+  end(): void;
+  /** Closes at once, dropping what is buffered. */
+  destroy(): void;
+}
+
+/**
+ * What a transport calls back into. Frames are handed over whole (one frame
+ * per call, header included) and their bytes stay valid after the call
+ * returns: transports copy transient receive buffers once per read, so the
+ * connection logic may keep views (forward, store) without copying again.
+ */
+export interface TransportSink {
+  onFrame(frame: Buffer): void;
+  /** The bytes could not be split into frames (bad header, oversized, truncated message). */
+  onProtocolError(err: ProtocolError): void;
+  onDrain(): void;
+  onClose(): void;
+}
+
+/** Creates the connection logic for a new transport connection. */
+export type AcceptConnection = (transport: PeerTransport) => TransportSink;
+
+export interface Listener {
+  readonly port: number;
+  /** Stops accepting new connections; open ones are untouched. */
+  stopAccepting(): void;
+}

@@ -1,0 +1,143 @@
+/**
+ * The WebSocket listener: the only module that touches uWebSockets.js (an npm
+ * alias of @trufflesuite/uws-js-unofficial 20.30; no TLS and no compression
+ * in that build — terminate TLS in front of it, see DESIGN §2).
+ *
+ * Binary messages carry one or more whole frames. The subprotocol
+ * `libertaria-relay.v1` is required: it names the framing, so a client of
+ * another protocol is refused at the upgrade instead of failing later.
+ */
+
+import uWS from 'uWebSockets.js';
+import { FRAME_HEADER_SIZE, ProtocolError, readFrameHeader } from '@libertaria/shared';
+import type { AcceptConnection, Listener, PeerTransport, TransportSink } from './types.js';
+
+export const WS_SUBPROTOCOL = 'libertaria-relay.v1';
+
+export interface WsListenerOptions {
+  host: string;
+  port: number;
+  /** Largest frame body accepted; a message may batch frames up to maxMessageBytes in all. */
+  maxBody: number;
+  maxMessageBytes: number;
+  /** Above this many buffered bytes uWS drops sends (we never let it get there: see PeerConnection). */
+  maxBackpressure: number;
+  idleTimeoutSeconds: number;
+}
+
+interface SocketData {
+  remoteAddress: string;
+  sink?: TransportSink;
+  transport?: WsTransport;
+}
+
+class WsTransport implements PeerTransport {
+  readonly kind = 'ws' as const;
+  closed = false;
+  constructor(
+    private readonly ws: uWS.WebSocket<SocketData>,
+    readonly remoteAddress: string,
+  ) {}
+  write(bytes: Uint8Array): void {
+    // uWS copies into its own buffer synchronously, so views are fine here.
+    if (!this.closed) this.ws.send(bytes, true, false);
+  }
+  bufferedBytes(): number {
+    return this.closed ? 0 : this.ws.getBufferedAmount();
+  }
+  end(): void {
+    if (!this.closed) this.ws.end(1000, 'bye');
+  }
+  destroy(): void {
+    if (!this.closed) this.ws.close();
+  }
+}
+
+/** Splits one WebSocket message into whole frames; a message must not end inside a frame. */
+function forEachFrame(message: Buffer, maxBody: number, sink: TransportSink): void {
+  let offset = 0;
+  while (offset < message.length) {
+    const bodyLength = readFrameHeader(message, offset, maxBody);
+    const end = offset + FRAME_HEADER_SIZE + bodyLength;
+    if (end > message.length) {
+      throw new ProtocolError('TRUNCATED', `message ends ${end - message.length} bytes inside a frame`);
+    }
+    sink.onFrame(message.subarray(offset, end));
+    offset = end;
+  }
+  if (message.length === 0) throw new ProtocolError('TRUNCATED', 'empty message holds no frame');
+}
+
+export function listenWebSocket(options: WsListenerOptions, accept: AcceptConnection): Promise<Listener> {
+  const app = uWS.App();
+  app.ws<SocketData>('/*', {
+    compression: uWS.DISABLED,
+    maxPayloadLength: options.maxMessageBytes,
+    maxBackpressure: options.maxBackpressure,
+    closeOnBackpressureLimit: 0,
+    idleTimeout: options.idleTimeoutSeconds,
+    sendPingsAutomatically: true,
+    upgrade: (res, req, context) => {
+      const protocols = req.getHeader('sec-websocket-protocol');
+      const offered = protocols.split(',').map((p) => p.trim());
+      if (!offered.includes(WS_SUBPROTOCOL)) {
+        res.writeStatus('426 Upgrade Required').end(`WebSocket subprotocol ${WS_SUBPROTOCOL} required\n`);
+        return;
+      }
+      const remoteAddress = Buffer.from(res.getRemoteAddressAsText()).toString();
+      res.upgrade<SocketData>(
+        { remoteAddress },
+        req.getHeader('sec-websocket-key'),
+        WS_SUBPROTOCOL,
+        req.getHeader('sec-websocket-extensions'),
+        context,
+      );
+    },
+    open: (ws) => {
+      const data = ws.getUserData();
+      const transport = new WsTransport(ws, data.remoteAddress);
+      data.transport = transport;
+      data.sink = accept(transport);
+    },
+    message: (ws, message, isBinary) => {
+      const data = ws.getUserData();
+      const sink = data.sink;
+      if (!sink) return;
+      if (!isBinary) {
+        sink.onProtocolError(new ProtocolError('BAD_FIELD', 'text messages are not part of the protocol'));
+        return;
+      }
+      // uWS neuters `message` when this callback returns; one copy per message
+      // (not per frame) lets frames outlive the callback (Redis, TCP writes).
+      const bytes = Buffer.from(message.slice(0));
+      try {
+        forEachFrame(bytes, options.maxBody, sink);
+      } catch (err) {
+        if (err instanceof ProtocolError) sink.onProtocolError(err);
+        else throw err;
+      }
+    },
+    drain: (ws) => ws.getUserData().sink?.onDrain(),
+    close: (ws) => {
+      const data = ws.getUserData();
+      if (data.transport) data.transport.closed = true;
+      data.sink?.onClose();
+    },
+  });
+  return new Promise((resolve, reject) => {
+    app.listen(options.host, options.port, (listenSocket) => {
+      if (!listenSocket) {
+        reject(new Error(`cannot listen for WebSocket on ${options.host}:${options.port}`));
+        return;
+      }
+      let open = true;
+      resolve({
+        port: uWS.us_socket_local_port(listenSocket as unknown as uWS.us_socket),
+        stopAccepting: () => {
+          if (open) uWS.us_listen_socket_close(listenSocket);
+          open = false;
+        },
+      });
+    });
+  });
+}

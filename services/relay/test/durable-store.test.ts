@@ -1,0 +1,553 @@
+/**
+ * The durable queue against a real redis-server of its own (never mocked):
+ * positions, idempotency, limits, expiry, acks, two relay nodes racing on
+ * one recipient, Redis going away, and bytes of every value.
+ */
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { after, before, describe, it } from 'node:test';
+import { decodeFrame, encodeFrame, LibertariaError, RelayError, SendFlags } from '@libertaria/shared';
+import { Redis, type RedisOptions } from 'ioredis';
+import { type RedisHandle, startRedis } from '../../../test-support/redis.js';
+import {
+  DURABLE_STORE_REDIS_OPTIONS,
+  DurableStore,
+  type DurableStoreOptions,
+  FRAME_POSITION_OFFSET,
+} from '../src/durable-store.js';
+
+const hint = (): Uint8Array => new Uint8Array(randomBytes(24));
+const messageId = (): Uint8Array => new Uint8Array(randomBytes(16));
+
+/** The DELIVER frame a relay stores: header included, position 0. */
+function deliver(dest: Uint8Array, id: Uint8Array, payload: Uint8Array = new Uint8Array([0x68, 0x69])): Uint8Array {
+  return encodeFrame({
+    type: 'DELIVER',
+    dest,
+    source: new Uint8Array(24).fill(0x51),
+    sessionId: new Uint8Array(16).fill(0x5e),
+    messageId: id,
+    flags: SendFlags.DURABLE,
+    ttl: 0,
+    position: 0,
+    payload,
+  });
+}
+
+/** The u64 big-endian bytes of a position. */
+function u64(position: number): Buffer {
+  const b = Buffer.alloc(8);
+  b.writeBigUInt64BE(BigInt(position));
+  return b;
+}
+
+async function rejectsWith(promise: Promise<unknown>, code: string): Promise<LibertariaError> {
+  try {
+    await promise;
+  } catch (err) {
+    assert.ok(err instanceof LibertariaError, `expected a LibertariaError, got ${String(err)}`);
+    assert.equal(err.code, code, err.message);
+    return err;
+  }
+  assert.fail(`expected a rejection with ${code}`);
+}
+
+describe('DurableStore', () => {
+  let server: RedisHandle;
+  const connections: Redis[] = [];
+
+  /** A connection with the options the relay uses (fail fast, auto-pipelining), ready before use. */
+  async function connect(url: string, extra: RedisOptions = {}): Promise<Redis> {
+    const redis = new Redis(url, { ...DURABLE_STORE_REDIS_OPTIONS, lazyConnect: true, ...extra });
+    redis.on('error', () => {}); // reconnect noise in the Redis-down test; failures surface on commands
+    await redis.connect();
+    connections.push(redis);
+    return redis;
+  }
+
+  let redis: Redis;
+  before(async () => {
+    server = await startRedis();
+    redis = await connect(server.url);
+  });
+  after(async () => {
+    for (const c of connections) c.disconnect();
+    await server.stop();
+  });
+
+  /** Options under a fresh random prefix, so tests share nothing. */
+  function storeOptions(overrides: Partial<DurableStoreOptions> = {}): DurableStoreOptions {
+    return {
+      prefix: `t${randomBytes(4).toString('hex')}`,
+      maxFrames: 1000,
+      maxBytes: 1 << 24,
+      maxTtlSeconds: 3600,
+      ...overrides,
+    };
+  }
+  function store(overrides: Partial<DurableStoreOptions> = {}, connection: Redis = redis): DurableStore {
+    return new DurableStore(connection, storeOptions(overrides));
+  }
+
+  it('issues positions 1, 2, 3, … and fetches in position order', async () => {
+    const s = store();
+    const dest = hint();
+    const ids = Array.from({ length: 5 }, messageId);
+    for (const [i, id] of ids.entries()) {
+      assert.deepEqual(await s.enqueue(dest, id, deliver(dest, id), 0), { status: 'stored', position: i + 1 });
+    }
+    const frames = await s.fetch(dest, 0, 10);
+    assert.deepEqual(
+      frames.map((f) => f.position),
+      [1, 2, 3, 4, 5],
+    );
+    for (const [i, f] of frames.entries()) {
+      assert.deepEqual(new Uint8Array(f.messageId), ids[i]);
+      const decoded = decodeFrame(f.frame);
+      assert.equal(decoded.type, 'DELIVER');
+      assert.equal(decoded.type === 'DELIVER' && decoded.position, i + 1);
+    }
+    assert.deepEqual(await s.depth(dest), { frames: 5, bytes: 5 * deliver(dest, ids[0]!).length });
+  });
+
+  it('writes the position into the frame at offset 91 and leaves every other byte as stored', async () => {
+    const s = store();
+    const dest = hint();
+    // Start high so the upper 32 bits of the u64 are exercised too.
+    const [, , , m] = s.keys(dest);
+    await redis.hset(m, 'seq', 2 ** 40 + 0x1234);
+    const id = messageId();
+    const original = deliver(dest, id, new Uint8Array(randomBytes(300)));
+    const { position } = await s.enqueue(dest, id, original, 0);
+    assert.equal(position, 2 ** 40 + 0x1235);
+    const [f] = await s.fetch(dest, 0, 1);
+    assert.ok(f);
+    assert.equal(FRAME_POSITION_OFFSET, 91);
+    assert.equal(f.frame.length, original.length);
+    assert.deepEqual(f.frame.subarray(91, 99), u64(position));
+    assert.deepEqual(f.frame.subarray(0, 91), Buffer.from(original.subarray(0, 91)));
+    assert.deepEqual(f.frame.subarray(99), Buffer.from(original.subarray(99)));
+    assert.deepEqual(original.subarray(91, 99), new Uint8Array(8), 'the caller’s frame is not modified');
+  });
+
+  it('is idempotent on messageId, also after the frame was acknowledged', async () => {
+    const s = store();
+    const dest = hint();
+    const id = messageId();
+    const frame = deliver(dest, id);
+    const first = messageId();
+    assert.deepEqual(await s.enqueue(dest, first, deliver(dest, first), 0), { status: 'stored', position: 1 });
+    assert.deepEqual(await s.enqueue(dest, id, frame, 0), { status: 'stored', position: 2 });
+    assert.deepEqual(await s.enqueue(dest, id, frame, 0), { status: 'duplicate', position: 2 });
+    assert.deepEqual(await s.depth(dest), { frames: 2, bytes: 2 * frame.length });
+    assert.equal(await s.ack(dest, id, 2), true);
+    assert.deepEqual(await s.enqueue(dest, id, frame, 0), { status: 'duplicate', position: 2 });
+    assert.deepEqual(await s.depth(dest), { frames: 1, bytes: frame.length });
+    assert.deepEqual(
+      (await s.fetch(dest, 0, 10)).map((f) => f.position),
+      [1],
+    );
+    // The same id for another recipient is another message.
+    const other = hint();
+    assert.deepEqual(await s.enqueue(other, id, deliver(other, id), 0), { status: 'stored', position: 1 });
+  });
+
+  it('remembers at most maxFrames acknowledged ids', async () => {
+    const s = store({ maxFrames: 3 });
+    const dest = hint();
+    const ids = Array.from({ length: 5 }, messageId);
+    for (const [i, id] of ids.entries()) {
+      await s.enqueue(dest, id, deliver(dest, id), 0);
+      assert.equal(await s.ack(dest, id, i + 1), true);
+    }
+    const [, , , , x] = s.keys(dest);
+    assert.equal(await redis.zcard(x), 3);
+    // The newest acknowledged ids are still duplicates; the oldest has been forgotten.
+    assert.deepEqual(await s.enqueue(dest, ids[4]!, deliver(dest, ids[4]!), 0), { status: 'duplicate', position: 5 });
+    assert.deepEqual(await s.enqueue(dest, ids[2]!, deliver(dest, ids[2]!), 0), { status: 'duplicate', position: 3 });
+    assert.deepEqual(await s.enqueue(dest, ids[0]!, deliver(dest, ids[0]!), 0), { status: 'stored', position: 6 });
+  });
+
+  it('refuses QUEUE_FULL exactly at maxFrames and evicts nothing', async () => {
+    const s = store({ maxFrames: 4 });
+    const dest = hint();
+    const ids = Array.from({ length: 4 }, messageId);
+    for (const id of ids) assert.equal((await s.enqueue(dest, id, deliver(dest, id), 0)).status, 'stored');
+    const extra = messageId();
+    const err = await rejectsWith(s.enqueue(dest, extra, deliver(dest, extra), 0), 'QUEUE_FULL');
+    assert.ok(err instanceof RelayError);
+    // A duplicate is still answered while full.
+    assert.deepEqual(await s.enqueue(dest, ids[1]!, deliver(dest, ids[1]!), 0), { status: 'duplicate', position: 2 });
+    const frames = await s.fetch(dest, 0, 10);
+    assert.deepEqual(
+      frames.map((f) => [f.position, Buffer.from(f.messageId).toString('hex')]),
+      ids.map((id, i) => [i + 1, Buffer.from(id).toString('hex')]),
+    );
+    // Room after an ack; the refused attempt did not use up a position.
+    assert.equal(await s.ack(dest, ids[0]!, 1), true);
+    assert.deepEqual(await s.enqueue(dest, extra, deliver(dest, extra), 0), { status: 'stored', position: 5 });
+  });
+
+  it('refuses QUEUE_BYTES_FULL beyond maxBytes and evicts nothing', async () => {
+    const dest = hint();
+    const size = deliver(dest, messageId()).length;
+    const s = store({ maxBytes: 3 * size });
+    const ids = Array.from({ length: 3 }, messageId);
+    // Exactly at the limit is accepted.
+    for (const id of ids) assert.equal((await s.enqueue(dest, id, deliver(dest, id), 0)).status, 'stored');
+    const extra = messageId();
+    await rejectsWith(s.enqueue(dest, extra, deliver(dest, extra, new Uint8Array(0)), 0), 'QUEUE_BYTES_FULL');
+    assert.deepEqual(await s.depth(dest), { frames: 3, bytes: 3 * size });
+    assert.equal((await s.fetch(dest, 0, 10)).length, 3);
+    await s.ackUpTo(dest, 1);
+    assert.deepEqual(await s.enqueue(dest, extra, deliver(dest, extra), 0), { status: 'stored', position: 4 });
+    assert.deepEqual(await s.depth(dest), { frames: 3, bytes: 3 * size });
+  });
+
+  it('refuses TTL_TOO_LONG and applies the default TTL for 0', async () => {
+    const s = store({ maxTtlSeconds: 600 });
+    const dest = hint();
+    const now = Date.now();
+    const tooLong = messageId();
+    await rejectsWith(s.enqueue(dest, tooLong, deliver(dest, tooLong), 601, now), 'TTL_TOO_LONG');
+    assert.deepEqual(await s.depth(dest, now), { frames: 0, bytes: 0 });
+    const [z, d, e, m] = s.keys(dest);
+    const atMax = messageId();
+    await s.enqueue(dest, atMax, deliver(dest, atMax), 600, now);
+    const byDefault = messageId();
+    await s.enqueue(dest, byDefault, deliver(dest, byDefault), 0, now + 5);
+    assert.equal(Number(await redis.zscore(e, Buffer.from(atMax))), now + 600_000);
+    assert.equal(Number(await redis.zscore(e, Buffer.from(byDefault))), now + 5 + 600_000);
+    // Keys expire with the latest frame; the counter outlives it by maxTtl.
+    for (const key of [z, d, e]) assert.equal(await redis.pexpiretime(key), now + 5 + 600_000);
+    assert.equal(await redis.pexpiretime(m), now + 5 + 2 * 600_000);
+  });
+
+  it('neither fetches nor counts expired frames, and frees their room', async () => {
+    const dest = hint();
+    const size = deliver(dest, messageId()).length;
+    const s = store({ maxFrames: 3 });
+    const base = Date.now();
+    const ids = Array.from({ length: 3 }, messageId);
+    await s.enqueue(dest, ids[0]!, deliver(dest, ids[0]!), 1, base);
+    await s.enqueue(dest, ids[1]!, deliver(dest, ids[1]!), 3600, base);
+    await s.enqueue(dest, ids[2]!, deliver(dest, ids[2]!), 2, base);
+    assert.deepEqual(
+      (await s.fetch(dest, 0, 10, base + 999)).map((f) => f.position),
+      [1, 2, 3],
+    );
+    const late = messageId();
+    await rejectsWith(s.enqueue(dest, late, deliver(dest, late), 0, base + 999), 'QUEUE_FULL');
+    // expiresAt = now + ttl; at that instant the frame is gone.
+    assert.deepEqual(
+      (await s.fetch(dest, 0, 10, base + 1000)).map((f) => f.position),
+      [2, 3],
+    );
+    assert.deepEqual(await s.depth(dest, base + 2000), { frames: 1, bytes: size });
+    assert.deepEqual(await s.enqueue(dest, late, deliver(dest, late), 0, base + 2000), {
+      status: 'stored',
+      position: 4,
+    });
+    assert.equal(await s.ack(dest, ids[0]!, 1), false, 'an expired frame is gone');
+    // An expired id is not a duplicate: it was never delivered.
+    assert.equal((await s.enqueue(dest, ids[0]!, deliver(dest, ids[0]!), 0, base + 2000)).status, 'stored');
+  });
+
+  it('purges a large expired backlog in bounded steps', async () => {
+    const dest = hint();
+    const small = deliver(dest, messageId()).length;
+    const s = store({ maxFrames: 5000, maxBytes: 1500 * small });
+    const base = Date.now();
+    const outcomes = await s.enqueueMany(
+      Array.from({ length: 1500 }, () => {
+        const id = messageId();
+        return { dest, messageId: id, frame: deliver(dest, id), ttlSeconds: 1 };
+      }),
+      base,
+    );
+    assert.ok(outcomes.every((o) => o.status === 'stored'));
+    const live = messageId();
+    // Needs ~300 small frames' room: more than one enqueue purge batch (100) frees.
+    const big = deliver(dest, live, new Uint8Array(300 * small - 99));
+    await rejectsWith(s.enqueue(dest, live, big, 0, base), 'QUEUE_BYTES_FULL');
+    assert.equal((await s.enqueue(dest, live, big, 0, base + 1000)).status, 'stored');
+    // fetch and depth purge at most 1,000 per call and loop until none is left.
+    assert.deepEqual(
+      (await s.fetch(dest, 0, 10, base + 1000)).map((f) => f.position),
+      [1501],
+    );
+    assert.deepEqual(await s.depth(dest, base + 1000), { frames: 1, bytes: big.length });
+    const [z, , e] = s.keys(dest);
+    assert.equal(await redis.zcard(z), 1);
+    assert.equal(await redis.zcard(e), 1);
+  });
+
+  it('lets an abandoned queue disappear entirely', async () => {
+    const s = store({ maxTtlSeconds: 1 });
+    const dest = hint();
+    const id = messageId();
+    await s.enqueue(dest, id, deliver(dest, id), 1);
+    await s.ack(dest, id, 1);
+    const other = messageId();
+    await s.enqueue(dest, other, deliver(dest, other), 1);
+    assert.equal(await redis.exists(...s.keys(dest)), 5);
+    await new Promise((r) => setTimeout(r, 2300));
+    assert.equal(await redis.exists(...s.keys(dest)), 0);
+  });
+
+  it('acks only the matching (messageId, position)', async () => {
+    const s = store();
+    const dest = hint();
+    const ids = Array.from({ length: 3 }, messageId);
+    for (const id of ids) await s.enqueue(dest, id, deliver(dest, id), 0);
+    const size = deliver(dest, ids[0]!).length;
+    assert.equal(await s.ack(dest, ids[1]!, 1), false, 'right id, wrong position');
+    assert.equal(await s.ack(dest, messageId(), 2), false, 'unknown id');
+    assert.equal(await s.ack(hint(), ids[1]!, 2), false, 'another recipient');
+    assert.equal(await s.ack(dest, ids[1]!, 2), true);
+    assert.equal(await s.ack(dest, ids[1]!, 2), false, 'already removed');
+    assert.deepEqual(await s.depth(dest), { frames: 2, bytes: 2 * size });
+    assert.deepEqual(
+      (await s.fetch(dest, 0, 10)).map((f) => f.position),
+      [1, 3],
+    );
+  });
+
+  it('acks cumulatively up to a position (RESUME)', async () => {
+    const s = store();
+    const dest = hint();
+    const ids = Array.from({ length: 10 }, messageId);
+    for (const id of ids) await s.enqueue(dest, id, deliver(dest, id), 0);
+    assert.equal(await s.ackUpTo(dest, 0), 0);
+    assert.equal(await s.ackUpTo(dest, 4), 4);
+    assert.deepEqual(
+      (await s.fetch(dest, 0, 20)).map((f) => f.position),
+      [5, 6, 7, 8, 9, 10],
+    );
+    assert.equal(await s.ackUpTo(dest, 4), 0);
+    assert.equal(await s.ack(dest, ids[6]!, 7), true);
+    assert.equal(await s.ackUpTo(dest, 10), 5);
+    assert.deepEqual(await s.depth(dest), { frames: 0, bytes: 0 });
+    assert.deepEqual(await s.enqueue(dest, ids[2]!, deliver(dest, ids[2]!), 0), { status: 'duplicate', position: 3 });
+    const next = messageId();
+    assert.deepEqual(await s.enqueue(dest, next, deliver(dest, next), 0), { status: 'stored', position: 11 });
+  });
+
+  it('never removes frames for an ack beyond the last position issued (a queue that expired and restarted)', async () => {
+    const s = store();
+    const dest = hint();
+    const ids = Array.from({ length: 3 }, messageId);
+    for (const id of ids) await s.enqueue(dest, id, deliver(dest, id), 0);
+    // The recipient remembers lastAcked 41 of a queue that expired entirely.
+    assert.equal(await s.ackUpTo(dest, 41), 0);
+    assert.deepEqual(
+      (await s.fetch(dest, 41, 10)).map((f) => f.position),
+      [1, 2, 3],
+    );
+    assert.deepEqual(
+      (await s.fetch(dest, 3, 10)).map((f) => f.position),
+      [],
+    );
+  });
+
+  it('fetches after a position, at most limit frames', async () => {
+    const s = store();
+    const dest = hint();
+    for (let i = 0; i < 10; i++) {
+      const id = messageId();
+      await s.enqueue(dest, id, deliver(dest, id), 0);
+    }
+    const positions = async (after: number, limit: number) =>
+      (await s.fetch(dest, after, limit)).map((f) => f.position);
+    assert.deepEqual(await positions(3, 4), [4, 5, 6, 7]);
+    assert.deepEqual(await positions(7, 100), [8, 9, 10]);
+    assert.deepEqual(await positions(10, 5), []);
+    assert.deepEqual(await positions(0, 0), []);
+    assert.deepEqual(await positions(0, 1), [1]);
+    assert.deepEqual(await s.fetch(hint(), 0, 10), []);
+  });
+
+  it('gives 2,000 concurrent enqueues from two nodes 2,000 distinct positions', async (t) => {
+    const second = await connect(server.url);
+    const options = storeOptions({ maxFrames: 5000 });
+    const nodeA = new DurableStore(redis, options);
+    const nodeB = new DurableStore(second, options);
+    const dest = hint();
+    const ids = Array.from({ length: 2000 }, messageId);
+    const started = performance.now();
+    const results = await Promise.all(
+      ids.map((id, i) => (i % 2 === 0 ? nodeA : nodeB).enqueue(dest, id, deliver(dest, id), 0)),
+    );
+    const elapsed = performance.now() - started;
+    t.diagnostic(`2,000 concurrent enqueues over two connections: ${elapsed.toFixed(0)} ms`);
+    assert.ok(results.every((r) => r.status === 'stored'));
+    assert.deepEqual(
+      results.map((r) => r.position).sort((x, y) => x - y),
+      Array.from({ length: 2000 }, (_, i) => i + 1),
+    );
+    const fetched = await nodeB.fetch(dest, 0, 5000);
+    assert.equal(fetched.length, 2000);
+    const byId = new Map(ids.map((id, i) => [Buffer.from(id).toString('hex'), results[i]!.position]));
+    for (const f of fetched) assert.equal(byId.get(f.messageId.toString('hex')), f.position);
+    assert.equal((await nodeA.depth(dest)).frames, 2000);
+    // RESUME over 2,000 frames runs in bounded batches.
+    assert.equal(await nodeA.ackUpTo(dest, 2000), 2000);
+    assert.deepEqual(await nodeB.depth(dest), { frames: 0, bytes: 0 });
+  });
+
+  it('stores the same 500 ids once when both nodes receive them concurrently', async () => {
+    const second = await connect(server.url);
+    const options = storeOptions();
+    const a = new DurableStore(redis, options);
+    const b = new DurableStore(second, options);
+    const dest = hint();
+    const ids = Array.from({ length: 500 }, messageId);
+    const [fromA, fromB] = await Promise.all([
+      Promise.all(ids.map((id) => a.enqueue(dest, id, deliver(dest, id), 0))),
+      Promise.all(ids.map((id) => b.enqueue(dest, id, deliver(dest, id), 0))),
+    ]);
+    const all = [...fromA, ...fromB];
+    assert.equal(all.filter((r) => r.status === 'stored').length, 500);
+    assert.equal(all.filter((r) => r.status === 'duplicate').length, 500);
+    for (let i = 0; i < 500; i++) {
+      assert.equal(fromA[i]!.position, fromB[i]!.position);
+      assert.notEqual(fromA[i]!.status, fromB[i]!.status);
+    }
+    assert.deepEqual(
+      fromA.map((r) => r.position).sort((x, y) => x - y),
+      Array.from({ length: 500 }, (_, i) => i + 1),
+    );
+    assert.equal((await a.depth(dest)).frames, 500);
+  });
+
+  it('enqueues a batch in one pipeline and reports each item', async () => {
+    const s = store({ maxTtlSeconds: 60 });
+    const dest = hint();
+    const ids = Array.from({ length: 3 }, messageId);
+    const outcomes = await s.enqueueMany([
+      { dest, messageId: ids[0]!, frame: deliver(dest, ids[0]!), ttlSeconds: 0 },
+      { dest, messageId: ids[1]!, frame: deliver(dest, ids[1]!), ttlSeconds: 61 },
+      { dest, messageId: ids[0]!, frame: deliver(dest, ids[0]!), ttlSeconds: 0 },
+      { dest: new Uint8Array(5), messageId: ids[2]!, frame: deliver(dest, ids[2]!), ttlSeconds: 0 },
+      { dest, messageId: ids[2]!, frame: deliver(dest, ids[1]!), ttlSeconds: 0 },
+      { dest, messageId: ids[2]!, frame: deliver(dest, ids[2]!), ttlSeconds: 0 },
+    ]);
+    const summary = outcomes.map((o) => (o.status === 'rejected' ? o.error.code : `${o.status}@${o.position}`));
+    assert.deepEqual(summary, ['stored@1', 'TTL_TOO_LONG', 'duplicate@1', 'INVALID_HINT', 'BAD_FIELD', 'stored@2']);
+    assert.deepEqual(await s.enqueueMany([]), []);
+  });
+
+  it('fails with STORE_UNAVAILABLE, fast, when Redis is gone', async () => {
+    const doomed = await startRedis();
+    try {
+      const conn = await connect(doomed.url);
+      const s = store({}, conn);
+      const dest = hint();
+      const id = messageId();
+      assert.equal((await s.enqueue(dest, id, deliver(dest, id), 0)).status, 'stored');
+      await doomed.stop();
+      const started = performance.now();
+      const next = messageId();
+      const err = await rejectsWith(s.enqueue(dest, next, deliver(dest, next), 0), 'STORE_UNAVAILABLE');
+      assert.ok(err instanceof RelayError);
+      assert.ok(err.cause instanceof Error, 'the ioredis error is attached as cause');
+      await rejectsWith(s.fetch(dest, 0, 10), 'STORE_UNAVAILABLE');
+      await rejectsWith(s.ack(dest, id, 1), 'STORE_UNAVAILABLE');
+      await rejectsWith(s.ackUpTo(dest, 1), 'STORE_UNAVAILABLE');
+      await rejectsWith(s.depth(dest), 'STORE_UNAVAILABLE');
+      const [outcome] = await s.enqueueMany([{ dest, messageId: next, frame: deliver(dest, next), ttlSeconds: 0 }]);
+      assert.equal(outcome?.status === 'rejected' && outcome.error.code, 'STORE_UNAVAILABLE');
+      assert.ok(performance.now() - started < 1000, 'no command waits for a reconnect');
+    } finally {
+      await doomed.stop();
+    }
+  });
+
+  it('fails with STORE_UNAVAILABLE when Redis stalls (commandTimeout)', async () => {
+    const conn = await connect(server.url, { commandTimeout: 300 });
+    const s = store({}, conn);
+    const dest = hint();
+    const id = messageId();
+    // CLIENT PAUSE WRITE holds every script call, like a Redis stuck on a slow disk.
+    await redis.call('CLIENT', 'PAUSE', '1000', 'WRITE');
+    try {
+      const started = performance.now();
+      await rejectsWith(s.enqueue(dest, id, deliver(dest, id), 0), 'STORE_UNAVAILABLE');
+      assert.ok(performance.now() - started < 900);
+    } finally {
+      await redis.call('CLIENT', 'UNPAUSE');
+    }
+    // The timed-out write may still have been applied; the retry is then a duplicate of it.
+    const retry = await s.enqueue(dest, id, deliver(dest, id), 0);
+    assert.equal(retry.position, 1);
+  });
+
+  it('keeps every key of a queue under the {hintHex} hash tag', async () => {
+    const { prefix } = storeOptions();
+    const s = new DurableStore(redis, storeOptions({ prefix }));
+    const dests = [hint(), hint(), hint()];
+    for (const dest of dests) {
+      for (let i = 0; i < 2; i++) {
+        const id = messageId();
+        await s.enqueue(dest, id, deliver(dest, id), 0);
+        if (i === 0) await s.ack(dest, id, 1);
+      }
+    }
+    const keys = await redis.keys(`${prefix}:*`);
+    assert.equal(keys.length, 15);
+    const hexes = new Set(dests.map((d) => Buffer.from(d).toString('hex')));
+    for (const key of keys) {
+      const match = /^(.+):q:\{([0-9a-f]{48})\}:([zdemx])$/.exec(key);
+      assert.ok(match, `${key} carries no hash tag`);
+      assert.equal(match[1], prefix);
+      assert.ok(hexes.has(match[2]!));
+    }
+  });
+
+  it('is binary-safe for ids, hints and payloads of every byte value', async () => {
+    const s = store();
+    const every = new Uint8Array(256).map((_, i) => i);
+    // 16 ids cover 0x00..0xff; two more differ from another only in their last byte.
+    const ids = Array.from({ length: 16 }, (_, i) => every.slice(16 * i, 16 * i + 16));
+    ids.push(new Uint8Array(16), new Uint8Array(16).fill(0, 0, 15).fill(1, 15));
+    const dests = [every.slice(0, 24), every.slice(232, 256), new Uint8Array(24), new Uint8Array(24).fill(0xff)];
+    const payload = new Uint8Array(1024).map((_, i) => (i * 7 + 3) & 0xff);
+    payload.set(every, 0);
+    for (const dest of dests) {
+      const frames = ids.map((id) => deliver(dest, id, payload));
+      for (const [i, id] of ids.entries()) {
+        assert.deepEqual(await s.enqueue(dest, id, frames[i]!, 0), { status: 'stored', position: i + 1 });
+      }
+      for (const [i, id] of ids.entries()) {
+        assert.deepEqual(await s.enqueue(dest, id, frames[i]!, 0), { status: 'duplicate', position: i + 1 });
+      }
+      const fetched = await s.fetch(dest, 0, 100);
+      assert.equal(fetched.length, ids.length);
+      for (const [i, f] of fetched.entries()) {
+        assert.deepEqual(new Uint8Array(f.messageId), ids[i]);
+        const decoded = decodeFrame(f.frame);
+        assert.ok(decoded.type === 'DELIVER');
+        assert.deepEqual(new Uint8Array(decoded.dest), dest);
+        assert.deepEqual(new Uint8Array(decoded.messageId), ids[i]);
+        assert.deepEqual(new Uint8Array(decoded.payload), payload);
+        assert.equal(decoded.position, i + 1);
+      }
+      assert.equal(await s.ack(dest, ids[17]!, 18), true);
+      assert.equal(await s.ack(dest, ids[16]!, 18), false);
+      assert.equal((await s.depth(dest)).frames, ids.length - 1);
+    }
+  });
+
+  it('rejects malformed arguments with stable codes', async () => {
+    const s = store();
+    const dest = hint();
+    const id = messageId();
+    await rejectsWith(s.enqueue(new Uint8Array(23), id, deliver(dest, id), 0), 'INVALID_HINT');
+    await rejectsWith(s.enqueue(dest, new Uint8Array(15), deliver(dest, id), 0), 'BAD_FIELD');
+    await rejectsWith(s.enqueue(dest, id, deliver(dest, id).subarray(0, 98), 0), 'BAD_FIELD');
+    await rejectsWith(s.enqueue(dest, id, deliver(hint(), id), 0), 'BAD_FIELD');
+    await rejectsWith(s.enqueue(dest, id, deliver(dest, id), -1), 'BAD_FIELD');
+    await rejectsWith(s.fetch(dest, -1, 10), 'BAD_FIELD');
+    assert.deepEqual(await s.depth(dest), { frames: 0, bytes: 0 });
+  });
+});

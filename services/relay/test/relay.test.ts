@@ -1,0 +1,323 @@
+/**
+ * The relay as operators run it: real node processes on one real Redis,
+ * peers over WebSocket and TCP speaking the wire protocol byte for byte.
+ */
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { after, before, describe, it } from 'node:test';
+import { Ed25519Identity, encodeFrame, errorCodeFromWire, type Frame, FrameType, SendFlags } from '@libertaria/shared';
+import { RawPeer } from '../../../test-support/raw-peer.js';
+import { type RedisHandle, startRedis } from '../../../test-support/redis.js';
+import { type RelayHandle, startRelay } from '../../../test-support/relay-process.js';
+
+const text = (s: string) => new TextEncoder().encode(s);
+
+function sendFrame(
+  from: Ed25519Identity,
+  to: Ed25519Identity,
+  payload: Uint8Array,
+  durable: boolean,
+  messageId = randomBytes(16),
+): Frame {
+  return {
+    type: 'SEND',
+    dest: to.hint,
+    source: from.hint,
+    sessionId: new Uint8Array(16),
+    messageId,
+    flags: durable ? SendFlags.DURABLE : 0,
+    ttl: 0,
+    position: 0,
+    payload,
+  };
+}
+
+async function peer(url: string, id = Ed25519Identity.generate()): Promise<{ id: Ed25519Identity; p: RawPeer }> {
+  const p = await RawPeer.connect(url);
+  await p.authenticate(id);
+  return { id, p };
+}
+
+async function resumed(url: string, id: Ed25519Identity, lastAcked = 0): Promise<RawPeer> {
+  const p = await RawPeer.connect(url);
+  await p.authenticate(id);
+  p.send({ type: 'RESUME', lastAcked });
+  return p;
+}
+
+describe('relay nodes on one Redis', () => {
+  let redis: RedisHandle;
+  let a: RelayHandle;
+  let b: RelayHandle;
+  let c: RelayHandle;
+  const open: RawPeer[] = [];
+  const track = (p: RawPeer) => {
+    open.push(p);
+    return p;
+  };
+
+  before(async () => {
+    redis = await startRedis();
+    [a, b, c] = await Promise.all([
+      startRelay({ redisUrl: redis.url }),
+      startRelay({ redisUrl: redis.url }),
+      startRelay({ redisUrl: redis.url, env: { RELAY_QUEUE_MAX_FRAMES: '5', RELAY_AUTH_FAILURES_PER_MINUTE: '3' } }),
+    ]);
+  });
+  after(async () => {
+    for (const p of open) p.close();
+    await Promise.all([a?.stop(), b?.stop(), c?.stop()]);
+    await redis?.stop();
+  });
+
+  it('serves /healthz, /readyz and /metrics on the admin port', async () => {
+    assert.equal((await fetch(`${a.adminUrl}/healthz`)).status, 200);
+    const ready = await fetch(`${a.adminUrl}/readyz`);
+    assert.equal(ready.status, 200, await ready.text());
+    const metrics = await (await fetch(`${a.adminUrl}/metrics`)).text();
+    for (const name of ['relay_connections', 'relay_frames_total', 'relay_drops_total', 'relay_auth_failures_total']) {
+      assert.match(metrics, new RegExp(name));
+    }
+  });
+
+  it('forwards fast frames between peers on one node and across nodes, over ws and tcp', async () => {
+    const alice = await peer(a.wsUrl);
+    const bob = await peer(b.tcpUrl);
+    const carol = await peer(a.tcpUrl);
+    for (const x of [alice, bob, carol]) track(x.p);
+    alice.p.send(sendFrame(alice.id, carol.id, text('local'), false));
+    const local = await carol.p.next('DELIVER');
+    assert.equal(Buffer.from(local.payload).toString(), 'local');
+    assert.deepEqual(Buffer.from(local.source), Buffer.from(alice.id.hint));
+    assert.equal(local.position, 0);
+    alice.p.send(sendFrame(alice.id, bob.id, text('remote'), false));
+    const remote = await bob.p.next('DELIVER');
+    assert.equal(Buffer.from(remote.payload).toString(), 'remote');
+    bob.p.send(sendFrame(bob.id, alice.id, text('back'), false));
+    assert.equal(Buffer.from((await alice.p.next('DELIVER')).payload).toString(), 'back');
+  });
+
+  it('answers PEER_GONE for a fast frame to a peer connected nowhere', async () => {
+    const alice = await peer(b.wsUrl);
+    track(alice.p);
+    const nobody = Ed25519Identity.generate();
+    const msg = sendFrame(alice.id, nobody, text('x'), false);
+    alice.p.send(msg);
+    const gone = await alice.p.next('PEER_GONE');
+    assert.deepEqual(Buffer.from(gone.hint), Buffer.from(nobody.hint));
+    assert.deepEqual(Buffer.from(gone.messageId), Buffer.from((msg as { messageId: Uint8Array }).messageId));
+    alice.p.send({ type: 'PRESENCE_QUERY', hint: nobody.hint });
+    await alice.p.next('PEER_GONE');
+    alice.p.send({ type: 'PRESENCE_QUERY', hint: alice.id.hint });
+    await alice.p.next('PEER_PRESENT');
+  });
+
+  it('stores durable frames for an offline peer and delivers them in order on connect, on another node', async () => {
+    const alice = await peer(a.wsUrl);
+    track(alice.p);
+    const bobId = Ed25519Identity.generate();
+    const positions: number[] = [];
+    for (let i = 0; i < 5; i++) {
+      alice.p.send(sendFrame(alice.id, bobId, text(`m${i}`), true));
+      positions.push((await alice.p.next('ACK')).position);
+    }
+    assert.deepEqual(positions, [1, 2, 3, 4, 5]);
+    const bob = track(await resumed(b.tcpUrl, bobId));
+    for (let i = 0; i < 5; i++) {
+      const d = await bob.next('DELIVER');
+      assert.equal(Buffer.from(d.payload).toString(), `m${i}`);
+      assert.equal(d.position, i + 1);
+      assert.equal(d.flags & SendFlags.DURABLE, SendFlags.DURABLE);
+      if (i < 3) bob.send({ type: 'ACK', messageId: d.messageId, position: d.position });
+    }
+    bob.close();
+    // Reconnect: the two unacknowledged frames come back, the acknowledged ones do not.
+    const bob2 = track(await resumed(a.wsUrl, bobId, 3));
+    assert.equal(Buffer.from((await bob2.next('DELIVER')).payload).toString(), 'm3');
+    assert.equal(Buffer.from((await bob2.next('DELIVER')).payload).toString(), 'm4');
+    // Live delivery to a connected, resumed peer on another node.
+    alice.p.send(sendFrame(alice.id, bobId, text('live'), true));
+    const ack = await alice.p.next('ACK');
+    const live = await bob2.next('DELIVER');
+    assert.equal(Buffer.from(live.payload).toString(), 'live');
+    assert.equal(live.position, ack.position);
+  });
+
+  it('stores a repeated message id once and acknowledges both sends with the same position', async () => {
+    const alice = await peer(a.tcpUrl);
+    track(alice.p);
+    const bobId = Ed25519Identity.generate();
+    const id = randomBytes(16);
+    alice.p.send(sendFrame(alice.id, bobId, text('once'), true, id));
+    alice.p.send(sendFrame(alice.id, bobId, text('once'), true, id));
+    const [first, second] = [await alice.p.next('ACK'), await alice.p.next('ACK')];
+    assert.equal(first.position, second.position);
+    const bob = track(await resumed(b.wsUrl, bobId));
+    await bob.next('DELIVER');
+    await assert.rejects(bob.next('DELIVER', 500), /timed out/);
+  });
+
+  it('refuses durable sends beyond the queue limit with QUEUE_FULL and evicts nothing', async () => {
+    const alice = await peer(c.wsUrl);
+    track(alice.p);
+    const bobId = Ed25519Identity.generate();
+    for (let i = 0; i < 5; i++) {
+      alice.p.send(sendFrame(alice.id, bobId, text(`q${i}`), true));
+      await alice.p.next('ACK');
+    }
+    alice.p.send(sendFrame(alice.id, bobId, text('q5'), true));
+    const nack = await alice.p.next('NACK');
+    assert.equal(errorCodeFromWire(nack.code), 'QUEUE_FULL');
+    const bob = track(await resumed(c.tcpUrl, bobId));
+    for (let i = 0; i < 5; i++) assert.equal(Buffer.from((await bob.next('DELIVER')).payload).toString(), `q${i}`);
+  });
+
+  it('lets a peer hold several connections at once; a new one does not close the old', async () => {
+    const id = Ed25519Identity.generate();
+    const first = track(await resumed(a.wsUrl, id));
+    const second = track(await resumed(a.tcpUrl, id));
+    const alice = await peer(b.wsUrl);
+    track(alice.p);
+    alice.p.send(sendFrame(alice.id, id, text('both'), true));
+    await alice.p.next('ACK');
+    assert.equal(Buffer.from((await first.next('DELIVER')).payload).toString(), 'both');
+    assert.equal(Buffer.from((await second.next('DELIVER')).payload).toString(), 'both');
+    assert.equal(first.closed, false);
+  });
+
+  it('refuses forged and replayed authentication', async () => {
+    const id = Ed25519Identity.generate();
+    const other = Ed25519Identity.generate();
+    const cases: Array<Parameters<RawPeer['authenticate']>[1]> = [
+      { relayIdentity: 'some-other-relay' },
+      { binding: 'tcp' }, // signed for another transport than the one used (ws)
+      { did: other.did }, // a DID that is not this key's
+      { publicKey: other.publicKey }, // signature by another key
+    ];
+    for (const tamper of cases) {
+      const p = await RawPeer.connect(a.wsUrl);
+      await assert.rejects(p.authenticate(id, tamper), /closed/);
+      const err = p.frames.find((f) => f.type === 'ERROR');
+      assert.ok(err && err.type === 'ERROR' && errorCodeFromWire(err.code) === 'AUTH_FAILED', JSON.stringify(tamper));
+    }
+    // Replay: an AUTH signed for one connection's nonce, sent on another connection.
+    const p1 = await RawPeer.connect(a.wsUrl);
+    track(p1);
+    p1.send({ type: 'HELLO', minVersion: 1, maxVersion: 1, features: 0 });
+    const ch = await p1.next('CHALLENGE');
+    const { authTranscript } = await import('@libertaria/shared');
+    const sig = id.sign(authTranscript({ nonce: ch.nonce, relayIdentity: ch.relayIdentity, binding: 'ws' }));
+    const p2 = await RawPeer.connect(a.wsUrl);
+    p2.send({ type: 'HELLO', minVersion: 1, maxVersion: 1, features: 0 });
+    await p2.next('CHALLENGE');
+    p2.send({ type: 'AUTH', keyType: 1, publicKey: id.publicKey, signature: sig, did: id.did });
+    const err = await p2.next('ERROR');
+    assert.equal(errorCodeFromWire(err.code), 'AUTH_FAILED');
+    await p2.closedPromise;
+  });
+
+  it('rate-limits failed handshakes per source address', async () => {
+    const id = Ed25519Identity.generate();
+    for (let i = 0; i < 3; i++) {
+      const p = await RawPeer.connect(c.tcpUrl);
+      await assert.rejects(p.authenticate(id, { relayIdentity: 'wrong' }));
+    }
+    const p = await RawPeer.connect(c.tcpUrl);
+    const err = await p.next('ERROR');
+    assert.equal(errorCodeFromWire(err.code), 'AUTH_RATE_LIMITED');
+    await p.closedPromise;
+    const metrics = await (await fetch(`${c.adminUrl}/metrics`)).text();
+    assert.match(metrics, /relay_auth_failures_total\{reason="bad_signature"[^}]*\} 3/);
+    assert.match(metrics, /relay_auth_failures_total\{reason="rate_limited"[^}]*\} 1/);
+  });
+
+  it('answers garbage and oversized frames with an error frame and a close, leaving other peers untouched', async () => {
+    const alice = await peer(b.wsUrl);
+    const bob = await peer(b.wsUrl);
+    track(alice.p);
+    track(bob.p);
+    const bad: Array<[string, Uint8Array, string]> = [
+      ['garbage type', Uint8Array.from([1, 0x77, 0, 0, 0, 0]), 'UNKNOWN_FRAME_TYPE'],
+      ['bad version', Uint8Array.from([9, 0x20, 0, 0, 0, 8, 1, 2, 3, 4, 5, 6, 7, 8]), 'UNSUPPORTED_VERSION'],
+      ['oversized', Uint8Array.from([1, FrameType.SEND, 0x00, 0x10, 0x00, 0x00]), 'FRAME_TOO_LARGE'],
+    ];
+    for (const [label, bytes, code] of bad) {
+      for (const url of [b.wsUrl, b.tcpUrl]) {
+        const { p } = await peer(url);
+        p.send(bytes);
+        const err = await p.next('ERROR');
+        assert.equal(errorCodeFromWire(err.code), code, `${label} over ${url}`);
+        assert.equal(err.flags & 1, 1);
+        await p.closedPromise;
+      }
+    }
+    // A payload just over the configured limit (64 KiB by default).
+    const { p } = await peer(b.tcpUrl);
+    p.send(encodeFrame(sendFrame(alice.id, bob.id, new Uint8Array(65537), false)));
+    assert.equal(errorCodeFromWire((await p.next('ERROR')).code), 'FRAME_TOO_LARGE');
+    await p.closedPromise;
+    // The others still talk.
+    alice.p.send(sendFrame(alice.id, bob.id, text('still here'), false));
+    assert.equal(Buffer.from((await bob.p.next('DELIVER')).payload).toString(), 'still here');
+  });
+
+  it('refuses a SEND whose source is not the sender', async () => {
+    const alice = await peer(a.wsUrl);
+    track(alice.p);
+    const mallory = Ed25519Identity.generate();
+    alice.p.send(sendFrame(mallory, alice.id, text('spoof'), false));
+    assert.equal(errorCodeFromWire((await alice.p.next('NACK')).code), 'SOURCE_MISMATCH');
+  });
+
+  it('closes a connection that does not finish the handshake in time', async () => {
+    const slow = await startRelay({ redisUrl: redis.url, env: { RELAY_HANDSHAKE_TIMEOUT_MS: '300' } });
+    try {
+      const p = await RawPeer.connect(slow.tcpUrl);
+      const err = await p.next('ERROR', 3000);
+      assert.equal(errorCodeFromWire(err.code), 'AUTH_TIMEOUT');
+      await p.closedPromise;
+    } finally {
+      await slow.stop();
+    }
+  });
+});
+
+describe('relay drain on SIGTERM', () => {
+  it('turns unready, sends GOAWAY with the other nodes as hint, finishes durable writes and exits in time', async () => {
+    const redis = await startRedis();
+    const survivor = await startRelay({ redisUrl: redis.url, env: { RELAY_PUBLIC_URLS: 'ws://survivor:1' } });
+    const leaving = await startRelay({
+      redisUrl: redis.url,
+      env: { RELAY_DRAIN_TIMEOUT_MS: '5000', RELAY_HEARTBEAT_MS: '200' },
+    });
+    try {
+      await new Promise((r) => setTimeout(r, 300)); // a heartbeat announces the survivor's URLs
+      const alice = await peer(leaving.wsUrl);
+      const bobId = Ed25519Identity.generate();
+      for (let i = 0; i < 50; i++) alice.p.send(sendFrame(alice.id, bobId, text(`d${i}`), true));
+      const started = Date.now();
+      leaving.process.kill('SIGTERM');
+      const goaway = await alice.p.next('GOAWAY');
+      assert.equal(goaway.reason, 'draining');
+      assert.match(goaway.reconnectHint, /ws:\/\/survivor:1/);
+      // Alice stays connected, so the node is still in its grace period: not ready.
+      const ready = await fetch(`${leaving.adminUrl}/readyz`);
+      assert.equal(ready.status, 503);
+      assert.match(await ready.text(), /draining/);
+      const code = await leaving.exited;
+      assert.equal(code, 0);
+      const took = Date.now() - started;
+      assert.ok(took < 5000, `drain took ${took} ms`);
+      // Every durable SEND the node acknowledged is in Redis: the recipient gets them all from the survivor.
+      const acked = alice.p.frames.filter((f) => f.type === 'ACK').length;
+      const bob = await resumed(survivor.wsUrl, bobId);
+      for (let i = 0; i < acked; i++) await bob.next('DELIVER');
+      bob.close();
+      alice.p.close();
+    } finally {
+      await survivor.stop();
+      await leaving.stop();
+      await redis.stop();
+    }
+  });
+});

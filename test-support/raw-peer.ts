@@ -1,0 +1,143 @@
+/**
+ * A minimal protocol peer for relay tests, built straight on the codec and
+ * independent of the client SDK: it lets tests send exactly the bytes they
+ * want (forged auth, garbage, oversized frames) and read exactly what the
+ * relay answers.
+ */
+import { connect as netConnect, type Socket } from 'node:net';
+import {
+  authTranscript,
+  decodeFrame,
+  decodeFrames,
+  type Ed25519Identity,
+  encodeFrame,
+  type Frame,
+  FrameStreamDecoder,
+  MAX_PAYLOAD_LIMIT,
+  type WelcomeFrame,
+} from '@libertaria/shared';
+import WebSocket from 'ws';
+
+export class RawPeer {
+  readonly frames: Frame[] = [];
+  private waiters: Array<() => void> = [];
+  closed = false;
+  readonly closedPromise: Promise<void>;
+  private markClosed!: () => void;
+  private constructor(
+    private readonly writeBytes: (b: Uint8Array) => void,
+    private readonly closeFn: () => void,
+    readonly binding: 'ws' | 'tcp',
+  ) {
+    this.closedPromise = new Promise((r) => {
+      this.markClosed = r;
+    });
+  }
+
+  static async connect(url: string): Promise<RawPeer> {
+    if (url.startsWith('ws://')) {
+      const ws = new WebSocket(url, 'libertaria-relay.v1');
+      ws.binaryType = 'nodebuffer';
+      const peer = new RawPeer(
+        (b) => ws.send(b),
+        () => ws.close(),
+        'ws',
+      );
+      ws.on('message', (data: Buffer) => peer.receive(decodeFrames(data, { maxPayload: MAX_PAYLOAD_LIMIT })));
+      ws.on('close', () => peer.onClose());
+      ws.on('error', () => peer.onClose());
+      await new Promise<void>((resolve, reject) => {
+        ws.once('open', () => resolve());
+        ws.once('error', reject);
+      });
+      return peer;
+    }
+    const u = new URL(url);
+    const sock: Socket = netConnect({ host: u.hostname, port: Number(u.port) });
+    const decoder = new FrameStreamDecoder({ maxPayload: MAX_PAYLOAD_LIMIT });
+    const peer = new RawPeer(
+      (b) => sock.write(b),
+      () => sock.destroy(),
+      'tcp',
+    );
+    sock.on('data', (d: Buffer) =>
+      peer.receive(decoder.push(d).map((f) => decodeFrame(f, { maxPayload: MAX_PAYLOAD_LIMIT }))),
+    );
+    sock.on('close', () => peer.onClose());
+    sock.on('error', () => peer.onClose());
+    await new Promise<void>((resolve, reject) => {
+      sock.once('connect', () => resolve());
+      sock.once('error', reject);
+    });
+    return peer;
+  }
+
+  private receive(frames: Frame[]): void {
+    this.frames.push(...frames);
+    const w = this.waiters;
+    this.waiters = [];
+    for (const f of w) f();
+  }
+  private onClose(): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.markClosed();
+    const w = this.waiters;
+    this.waiters = [];
+    for (const f of w) f();
+  }
+
+  send(frame: Frame | Uint8Array): void {
+    this.writeBytes(frame instanceof Uint8Array ? frame : encodeFrame(frame));
+  }
+
+  close(): void {
+    this.closeFn();
+  }
+
+  /** Waits for (and removes) the first frame matching `pred`. */
+  async next<T extends Frame['type']>(
+    type: T | ((f: Frame) => boolean),
+    timeoutMs = 5000,
+  ): Promise<Extract<Frame, { type: T }>> {
+    const pred = typeof type === 'function' ? type : (f: Frame) => f.type === type;
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const i = this.frames.findIndex(pred);
+      if (i >= 0) return this.frames.splice(i, 1)[0] as Extract<Frame, { type: T }>;
+      if (this.closed)
+        throw new Error(`connection closed while waiting; frames: ${this.frames.map((f) => f.type).join(',')}`);
+      const left = deadline - Date.now();
+      if (left <= 0) throw new Error(`timed out waiting; frames: ${this.frames.map((f) => f.type).join(',')}`);
+      await new Promise<void>((resolve) => {
+        const t = setTimeout(resolve, left);
+        this.waiters.push(() => {
+          clearTimeout(t);
+          resolve();
+        });
+      });
+    }
+  }
+
+  /** HELLO → CHALLENGE → AUTH → WELCOME. `tamper` may change what is signed or sent. */
+  async authenticate(
+    identity: Ed25519Identity,
+    tamper: { relayIdentity?: string; binding?: string; did?: string; publicKey?: Uint8Array } = {},
+  ): Promise<WelcomeFrame> {
+    this.send({ type: 'HELLO', minVersion: 1, maxVersion: 1, features: 0 });
+    const challenge = await this.next('CHALLENGE');
+    const transcript = authTranscript({
+      nonce: challenge.nonce,
+      relayIdentity: tamper.relayIdentity ?? challenge.relayIdentity,
+      binding: tamper.binding ?? this.binding,
+    });
+    this.send({
+      type: 'AUTH',
+      keyType: 1,
+      publicKey: tamper.publicKey ?? identity.publicKey,
+      signature: identity.sign(transcript),
+      did: tamper.did ?? identity.did,
+    });
+    return this.next('WELCOME');
+  }
+}
