@@ -59,6 +59,9 @@ async function ensureRedis() {
     ['--bind', host, '--port', String(port), '--save', '', '--appendonly', 'no', '--dir', dir],
     {
       stdio: 'ignore',
+      // Its own process group: Ctrl-C reaches the relay, which drains while
+      // Redis is still up; this script stops Redis once the relay has exited.
+      detached: true,
     },
   );
   for (let i = 0; i < 100; i++) {

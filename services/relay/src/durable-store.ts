@@ -47,7 +47,8 @@ export interface DurableStoreOptions {
   maxTtlSeconds: number;
 }
 
-export type EnqueueResult = { status: 'stored' | 'duplicate'; position: number };
+/** `depth`: frames in the recipient's queue after a store (absent for duplicates). */
+export type EnqueueResult = { status: 'stored' | 'duplicate'; position: number; depth?: number };
 
 export interface EnqueueItem {
   dest: Uint8Array;
@@ -164,8 +165,8 @@ const ENQUEUE_LUA = `--[[
     ARGV[6] maxBytes
     ARGV[7] metaRetentionMs: m and x outlive the latest frame expiry by this
     ARGV[8] purge budget
-  Output: {code, position}
-    0 stored, position newly issued
+  Output: {code, position, depth}
+    0 stored, position newly issued; depth = frames now queued (for metrics)
     1 duplicate, position of the original (stored or already acknowledged)
     2 QUEUE_FULL        (nothing stored, nothing evicted)
     3 QUEUE_BYTES_FULL  (nothing stored, nothing evicted)
@@ -205,7 +206,7 @@ redis.call('PEXPIREAT', d, latest)
 redis.call('PEXPIREAT', e, latest)
 redis.call('PEXPIREAT', m, latest + tonumber(ARGV[7]))
 if redis.call('EXISTS', x) == 1 then redis.call('PEXPIREAT', x, latest + tonumber(ARGV[7])) end
-return {0, position}
+return {0, position, redis.call('ZCARD', z)}
 `;
 
 const FETCH_LUA = `--[[
@@ -679,10 +680,10 @@ export class DurableStore {
 
   /** The result of an enqueue script, AGAIN, or a thrown RelayError for a refusal. */
   private enqueueOutcome(result: unknown, destHex: string): EnqueueResult | typeof Code.AGAIN {
-    const [code, position] = reply(result);
+    const [code, position, depth] = reply(result);
     switch (int(code)) {
       case Code.OK:
-        return { status: 'stored', position: int(position) };
+        return { status: 'stored', position: int(position), depth: int(depth) };
       case Code.DUPLICATE:
         return { status: 'duplicate', position: int(position) };
       case Code.AGAIN:

@@ -34,7 +34,6 @@ export class RelayMetrics {
   readonly durableStored: Counter<'result'>;
   readonly durableQueueDepth: Histogram;
   readonly durableStoreSeconds: Histogram;
-  readonly durableDeliverySeconds: Histogram;
   readonly remoteForwardSeconds: Histogram;
 
   private readonly frameChildren: BoundCounter[][] = [[], []];
@@ -90,7 +89,7 @@ export class RelayMetrics {
     });
     this.durableQueueDepth = new Histogram({
       name: 'relay_durable_queue_depth',
-      help: "Recipient's queue position lag (frames not yet acknowledged) observed at each durable store",
+      help: "Frames in the recipient's durable queue, observed after each store",
       buckets: [0, 1, 10, 100, 1000, 10000, 100000],
       registers: r,
     });
@@ -98,12 +97,6 @@ export class RelayMetrics {
       name: 'relay_durable_store_seconds',
       help: 'Time from receiving a durable SEND to Redis confirming it',
       buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1],
-      registers: r,
-    });
-    this.durableDeliverySeconds = new Histogram({
-      name: 'relay_durable_delivery_seconds',
-      help: 'Time from a durable frame being stored to its DELIVER being written to a connected recipient on this node',
-      buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 10],
       registers: r,
     });
     this.remoteForwardSeconds = new Histogram({

@@ -349,6 +349,7 @@ export class PeerConnection implements TransportSink {
       (result) => {
         ctx.metrics.durableStoreSeconds.observe((performance.now() - started) / 1000);
         ctx.metrics.durableStored.labels(result.status).inc();
+        if (result.depth !== undefined) ctx.metrics.durableQueueDepth.observe(result.depth);
         this.writeControl(encodeFrame({ type: 'ACK', messageId, position: result.position }, this.version));
         if (result.status === 'stored') {
           writePosition(frame, result.position);

@@ -72,9 +72,15 @@ export class RelayNode {
     const metrics = new RelayMetrics(nodeId);
     const prefix = config.RELAY_REDIS_PREFIX;
     const redis = new Redis(config.REDIS_URL, redisOptions(`relay:${nodeId}`));
+    // The subscriber keeps its offline queue (SUBSCRIBE must wait for the
+    // connection, not fail) and connects only once the command connection is
+    // ready (see connectRedis), so it never races a Redis that is starting.
     const subscriber = new Redis(config.REDIS_URL, {
       ...redisOptions(`relay-sub:${nodeId}`),
       enableAutoPipelining: false,
+      enableOfflineQueue: true,
+      commandTimeout: undefined,
+      lazyConnect: true,
     });
     const presence = new PresenceRegistry(redis, { prefix, nodeId, leaseMs: config.RELAY_PRESENCE_TTL_MS });
     const store = new DurableStore(redis, {
@@ -130,6 +136,7 @@ export class RelayNode {
       if (subscribedOnce) this.router.resyncAll();
     });
     this.subscriber.on('messageBuffer', (_channel: Buffer, message: Buffer) => this.router.onRemoteFrame(message));
+    await this.subscriber.connect();
     await this.subscriber.subscribe(nodeChannel(prefix, this.nodeId));
     subscribedOnce = true;
   }

@@ -13,8 +13,15 @@ import {
   DURABLE_STORE_REDIS_OPTIONS,
   DurableStore,
   type DurableStoreOptions,
+  type EnqueueResult,
   FRAME_POSITION_OFFSET,
 } from '../src/durable-store.js';
+
+/** Enqueue results without the `depth` metric field (checked on its own below). */
+function withoutDepth(r: EnqueueResult): EnqueueResult {
+  const { depth: _depth, ...rest } = r;
+  return rest;
+}
 
 const hint = (): Uint8Array => new Uint8Array(randomBytes(24));
 const messageId = (): Uint8Array => new Uint8Array(randomBytes(16));
@@ -89,12 +96,26 @@ describe('DurableStore', () => {
     return new DurableStore(connection, storeOptions(overrides));
   }
 
+  it('reports the queue depth after each store, and none for a duplicate', async () => {
+    const s = store();
+    const dest = hint();
+    const ids = Array.from({ length: 3 }, messageId);
+    for (const [i, id] of ids.entries()) assert.equal((await s.enqueue(dest, id, deliver(dest, id), 0)).depth, i + 1);
+    assert.equal(await s.ack(dest, ids[0]!, 1), true);
+    const next = messageId();
+    assert.equal((await s.enqueue(dest, next, deliver(dest, next), 0)).depth, 3);
+    assert.equal((await s.enqueue(dest, next, deliver(dest, next), 0)).depth, undefined);
+  });
+
   it('issues positions 1, 2, 3, … and fetches in position order', async () => {
     const s = store();
     const dest = hint();
     const ids = Array.from({ length: 5 }, messageId);
     for (const [i, id] of ids.entries()) {
-      assert.deepEqual(await s.enqueue(dest, id, deliver(dest, id), 0), { status: 'stored', position: i + 1 });
+      assert.deepEqual(withoutDepth(await s.enqueue(dest, id, deliver(dest, id), 0)), {
+        status: 'stored',
+        position: i + 1,
+      });
     }
     const frames = await s.fetch(dest, 0, 10);
     assert.deepEqual(
@@ -136,12 +157,15 @@ describe('DurableStore', () => {
     const id = messageId();
     const frame = deliver(dest, id);
     const first = messageId();
-    assert.deepEqual(await s.enqueue(dest, first, deliver(dest, first), 0), { status: 'stored', position: 1 });
-    assert.deepEqual(await s.enqueue(dest, id, frame, 0), { status: 'stored', position: 2 });
-    assert.deepEqual(await s.enqueue(dest, id, frame, 0), { status: 'duplicate', position: 2 });
+    assert.deepEqual(withoutDepth(await s.enqueue(dest, first, deliver(dest, first), 0)), {
+      status: 'stored',
+      position: 1,
+    });
+    assert.deepEqual(withoutDepth(await s.enqueue(dest, id, frame, 0)), { status: 'stored', position: 2 });
+    assert.deepEqual(withoutDepth(await s.enqueue(dest, id, frame, 0)), { status: 'duplicate', position: 2 });
     assert.deepEqual(await s.depth(dest), { frames: 2, bytes: 2 * frame.length });
     assert.equal(await s.ack(dest, id, 2), true);
-    assert.deepEqual(await s.enqueue(dest, id, frame, 0), { status: 'duplicate', position: 2 });
+    assert.deepEqual(withoutDepth(await s.enqueue(dest, id, frame, 0)), { status: 'duplicate', position: 2 });
     assert.deepEqual(await s.depth(dest), { frames: 1, bytes: frame.length });
     assert.deepEqual(
       (await s.fetch(dest, 0, 10)).map((f) => f.position),
@@ -149,7 +173,10 @@ describe('DurableStore', () => {
     );
     // The same id for another recipient is another message.
     const other = hint();
-    assert.deepEqual(await s.enqueue(other, id, deliver(other, id), 0), { status: 'stored', position: 1 });
+    assert.deepEqual(withoutDepth(await s.enqueue(other, id, deliver(other, id), 0)), {
+      status: 'stored',
+      position: 1,
+    });
   });
 
   it('remembers at most maxFrames acknowledged ids', async () => {
@@ -163,9 +190,18 @@ describe('DurableStore', () => {
     const [, , , , x] = s.keys(dest);
     assert.equal(await redis.zcard(x), 3);
     // The newest acknowledged ids are still duplicates; the oldest has been forgotten.
-    assert.deepEqual(await s.enqueue(dest, ids[4]!, deliver(dest, ids[4]!), 0), { status: 'duplicate', position: 5 });
-    assert.deepEqual(await s.enqueue(dest, ids[2]!, deliver(dest, ids[2]!), 0), { status: 'duplicate', position: 3 });
-    assert.deepEqual(await s.enqueue(dest, ids[0]!, deliver(dest, ids[0]!), 0), { status: 'stored', position: 6 });
+    assert.deepEqual(withoutDepth(await s.enqueue(dest, ids[4]!, deliver(dest, ids[4]!), 0)), {
+      status: 'duplicate',
+      position: 5,
+    });
+    assert.deepEqual(withoutDepth(await s.enqueue(dest, ids[2]!, deliver(dest, ids[2]!), 0)), {
+      status: 'duplicate',
+      position: 3,
+    });
+    assert.deepEqual(withoutDepth(await s.enqueue(dest, ids[0]!, deliver(dest, ids[0]!), 0)), {
+      status: 'stored',
+      position: 6,
+    });
   });
 
   it('refuses QUEUE_FULL exactly at maxFrames and evicts nothing', async () => {
@@ -177,7 +213,10 @@ describe('DurableStore', () => {
     const err = await rejectsWith(s.enqueue(dest, extra, deliver(dest, extra), 0), 'QUEUE_FULL');
     assert.ok(err instanceof RelayError);
     // A duplicate is still answered while full.
-    assert.deepEqual(await s.enqueue(dest, ids[1]!, deliver(dest, ids[1]!), 0), { status: 'duplicate', position: 2 });
+    assert.deepEqual(withoutDepth(await s.enqueue(dest, ids[1]!, deliver(dest, ids[1]!), 0)), {
+      status: 'duplicate',
+      position: 2,
+    });
     const frames = await s.fetch(dest, 0, 10);
     assert.deepEqual(
       frames.map((f) => [f.position, Buffer.from(f.messageId).toString('hex')]),
@@ -185,7 +224,10 @@ describe('DurableStore', () => {
     );
     // Room after an ack; the refused attempt did not use up a position.
     assert.equal(await s.ack(dest, ids[0]!, 1), true);
-    assert.deepEqual(await s.enqueue(dest, extra, deliver(dest, extra), 0), { status: 'stored', position: 5 });
+    assert.deepEqual(withoutDepth(await s.enqueue(dest, extra, deliver(dest, extra), 0)), {
+      status: 'stored',
+      position: 5,
+    });
   });
 
   it('refuses QUEUE_BYTES_FULL beyond maxBytes and evicts nothing', async () => {
@@ -200,7 +242,10 @@ describe('DurableStore', () => {
     assert.deepEqual(await s.depth(dest), { frames: 3, bytes: 3 * size });
     assert.equal((await s.fetch(dest, 0, 10)).length, 3);
     await s.ackUpTo(dest, 1);
-    assert.deepEqual(await s.enqueue(dest, extra, deliver(dest, extra), 0), { status: 'stored', position: 4 });
+    assert.deepEqual(withoutDepth(await s.enqueue(dest, extra, deliver(dest, extra), 0)), {
+      status: 'stored',
+      position: 4,
+    });
     assert.deepEqual(await s.depth(dest), { frames: 3, bytes: 3 * size });
   });
 
@@ -244,7 +289,7 @@ describe('DurableStore', () => {
       [2, 3],
     );
     assert.deepEqual(await s.depth(dest, base + 2000), { frames: 1, bytes: size });
-    assert.deepEqual(await s.enqueue(dest, late, deliver(dest, late), 0, base + 2000), {
+    assert.deepEqual(withoutDepth(await s.enqueue(dest, late, deliver(dest, late), 0, base + 2000)), {
       status: 'stored',
       position: 4,
     });
@@ -328,9 +373,15 @@ describe('DurableStore', () => {
     assert.equal(await s.ack(dest, ids[6]!, 7), true);
     assert.equal(await s.ackUpTo(dest, 10), 5);
     assert.deepEqual(await s.depth(dest), { frames: 0, bytes: 0 });
-    assert.deepEqual(await s.enqueue(dest, ids[2]!, deliver(dest, ids[2]!), 0), { status: 'duplicate', position: 3 });
+    assert.deepEqual(withoutDepth(await s.enqueue(dest, ids[2]!, deliver(dest, ids[2]!), 0)), {
+      status: 'duplicate',
+      position: 3,
+    });
     const next = messageId();
-    assert.deepEqual(await s.enqueue(dest, next, deliver(dest, next), 0), { status: 'stored', position: 11 });
+    assert.deepEqual(withoutDepth(await s.enqueue(dest, next, deliver(dest, next), 0)), {
+      status: 'stored',
+      position: 11,
+    });
   });
 
   it('never removes frames for an ack beyond the last position issued (a queue that expired and restarted)', async () => {
@@ -516,10 +567,13 @@ describe('DurableStore', () => {
     for (const dest of dests) {
       const frames = ids.map((id) => deliver(dest, id, payload));
       for (const [i, id] of ids.entries()) {
-        assert.deepEqual(await s.enqueue(dest, id, frames[i]!, 0), { status: 'stored', position: i + 1 });
+        assert.deepEqual(withoutDepth(await s.enqueue(dest, id, frames[i]!, 0)), { status: 'stored', position: i + 1 });
       }
       for (const [i, id] of ids.entries()) {
-        assert.deepEqual(await s.enqueue(dest, id, frames[i]!, 0), { status: 'duplicate', position: i + 1 });
+        assert.deepEqual(withoutDepth(await s.enqueue(dest, id, frames[i]!, 0)), {
+          status: 'duplicate',
+          position: i + 1,
+        });
       }
       const fetched = await s.fetch(dest, 0, 100);
       assert.equal(fetched.length, ids.length);

@@ -170,6 +170,11 @@ describe('relay nodes on one Redis', () => {
     assert.equal(errorCodeFromWire(nack.code), 'QUEUE_FULL');
     const bob = track(await resumed(c.tcpUrl, bobId));
     for (let i = 0; i < 5; i++) assert.equal(Buffer.from((await bob.next('DELIVER')).payload).toString(), `q${i}`);
+    const metrics = await (await fetch(`${c.adminUrl}/metrics`)).text();
+    assert.match(metrics, /relay_durable_sends_total\{result="QUEUE_FULL"[^}]*\} 1\n/);
+    assert.match(metrics, /relay_durable_sends_total\{result="stored"[^}]*\} 5\n/);
+    assert.match(metrics, /relay_durable_queue_depth_count\{[^}]*\} 5\n/);
+    assert.match(metrics, /relay_durable_queue_depth_bucket\{le="10"[^}]*\} 5\n/);
   });
 
   it('lets a peer hold several connections at once; a new one does not close the old', async () => {
