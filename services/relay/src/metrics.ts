@@ -12,9 +12,7 @@ export type DropReason =
   | 'peer_gone'
   | 'rate_limited'
   | 'source_mismatch'
-  | 'no_local_recipient'
-  | 'draining'
-  | 'closed';
+  | 'no_local_recipient';
 export type AuthFailureReason = 'bad_signature' | 'timeout' | 'rate_limited' | 'protocol' | 'version';
 export type Transport = 'ws' | 'tcp' | 'tls';
 

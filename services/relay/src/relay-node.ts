@@ -136,9 +136,25 @@ export class RelayNode {
       if (subscribedOnce) this.router.resyncAll();
     });
     this.subscriber.on('messageBuffer', (_channel: Buffer, message: Buffer) => this.router.onRemoteFrame(message));
+    await this.checkEvictionPolicy();
     await this.subscriber.connect();
     await this.subscriber.subscribe(nodeChannel(prefix, this.nodeId));
     subscribedOnce = true;
+  }
+
+  /** Evicting queue keys would silently lose acknowledged frames: say so loudly. */
+  private async checkEvictionPolicy(): Promise<void> {
+    try {
+      const reply = (await this.redis.config('GET', 'maxmemory-policy')) as string[];
+      const policy = reply[1];
+      if (policy !== undefined && policy !== 'noeviction') {
+        this.log.warn('redis maxmemory-policy is not noeviction: durable frames may be evicted under memory pressure', {
+          policy,
+        });
+      }
+    } catch {
+      // Managed Redis often forbids CONFIG; nothing to check then.
+    }
   }
 
   private async listen(): Promise<void> {
