@@ -62,6 +62,12 @@ function ping(port: number): Promise<boolean> {
   });
 }
 
+/** Servers still running; killed if the test process exits without stopping them (a failed or interrupted suite). */
+const running = new Set<ChildProcess>();
+process.once('exit', () => {
+  for (const child of running) child.kill('SIGKILL');
+});
+
 export async function startRedis(options: StartRedisOptions = {}): Promise<RedisHandle> {
   const external = process.env.TEST_REDIS_URL;
   if (external) {
@@ -97,6 +103,8 @@ export async function startRedis(options: StartRedisOptions = {}): Promise<Redis
       output += d;
     });
     child = proc;
+    running.add(proc);
+    proc.once('exit', () => running.delete(proc));
     const deadline = Date.now() + 10_000;
     while (Date.now() < deadline) {
       if (proc.exitCode !== null) throw new Error(`redis-server exited: ${output}`);

@@ -6,7 +6,8 @@
  *
  * Wire numbers are grouped by the high byte:
  *   0x01xx codec, 0x02xx authentication, 0x03xx routing and queues,
- *   0x04xx identity, 0x05xx configuration, 0x0fxx generic.
+ *   0x04xx identity, 0x05xx configuration, 0x06xx client SDK and CLI,
+ *   0x0fxx generic.
  */
 export const ERROR_CODES = {
   // Codec: the bytes could not be decoded.
@@ -50,6 +51,21 @@ export const ERROR_CODES = {
 
   // Configuration.
   CONFIG_INVALID: { wire: 0x0501, summary: 'an environment variable holds a value that is not accepted' },
+
+  // Client SDK and CLI (raised locally, never sent by a relay).
+  CONNECTION_FAILED: { wire: 0x0601, summary: 'no relay could be reached, or the connection was lost' },
+  TIMEOUT: { wire: 0x0602, summary: 'an answer (PONG, presence, messages) did not arrive in time' },
+  CLIENT_CLOSED: { wire: 0x0603, summary: 'the client was closed while the operation was pending' },
+  INVALID_RELAY_URL: {
+    wire: 0x0604,
+    summary: 'a relay URL is not ws://, wss://, tcp:// or tls:// with a host and port',
+  },
+  INBOUND_OVERFLOW: {
+    wire: 0x0605,
+    summary: 'fast messages were dropped because the application did not consume them',
+  },
+  PEER_GONE: { wire: 0x0606, summary: 'the recipient of a fast send is connected nowhere' },
+  USAGE: { wire: 0x0607, summary: 'the command line is not valid (lrelay exits 2)' },
 
   // Generic.
   INTERNAL: { wire: 0x0f01, summary: 'an unexpected failure inside the node; it is logged there' },

@@ -2,6 +2,7 @@
  * @libertaria/shared: the wire protocol, identities, config reader and errors
  * that relay nodes, bridges, the client SDK and the CLI all build on.
  */
+export * from './client/index.js';
 export * from './config.js';
 export * from './errors.js';
 export * from './identity/index.js';

@@ -68,6 +68,13 @@ export class PeerConnection implements TransportSink {
   private handshakeTimer: NodeJS.Timeout | undefined;
   private readonly bucket: TokenBucket;
   private backedUpFrames = 0;
+  /**
+   * Earlier frames whose answer waits on Redis (durable stores, presence
+   * lookups). PONGs wait for them, so PING is a barrier: every ACK, NACK or
+   * PEER_GONE owed for frames sent before the PING arrives before its PONG.
+   */
+  private asyncWork = 0;
+  private deferredPongs: Uint8Array[] = [];
   /** In the router's table (from AUTH success until release). */
   private attached = false;
   private released = false;
@@ -178,9 +185,12 @@ export class PeerConnection implements TransportSink {
         return this.onAck(frame.messageId, frame.position);
       case 'RESUME':
         return this.onResume(frame.lastAcked);
-      case 'PING':
-        this.writeControl(encodeFrame({ type: 'PONG', data: frame.data }, this.version));
+      case 'PING': {
+        const pong = encodeFrame({ type: 'PONG', data: frame.data }, this.version);
+        if (this.asyncWork > 0) this.deferredPongs.push(pong);
+        else this.writeControl(pong);
         return;
+      }
       case 'PONG':
         return;
       case 'PRESENCE_QUERY':
@@ -299,6 +309,7 @@ export class PeerConnection implements TransportSink {
       this.writeControl(encodeFrame({ type: 'PEER_PRESENT', hint }, this.version));
       return;
     }
+    this.beginAsync();
     this.ctx.router.lookupRemote(hint).then(
       (nodes) => {
         const frame: Frame =
@@ -306,9 +317,26 @@ export class PeerConnection implements TransportSink {
             ? { type: 'PEER_PRESENT', hint }
             : { type: 'PEER_GONE', hint, messageId: new Uint8Array(16) };
         this.writeControl(encodeFrame(frame, this.version));
+        this.endAsync();
       },
-      () => this.ctx.metrics.redisErrors.labels('presence').inc(),
+      () => {
+        this.ctx.metrics.redisErrors.labels('presence').inc();
+        this.endAsync();
+      },
     );
+  }
+
+  /** Marks the start of work whose answer to this peer waits on Redis. */
+  beginAsync(): void {
+    this.asyncWork++;
+  }
+
+  /** The answer has been written; release PONGs that waited for it. */
+  endAsync(): void {
+    if (--this.asyncWork > 0 || this.deferredPongs.length === 0) return;
+    const pongs = this.deferredPongs;
+    this.deferredPongs = [];
+    for (const pong of pongs) this.writeControl(pong);
   }
 
   // ---------------------------------------------------------------------------
@@ -345,12 +373,14 @@ export class PeerConnection implements TransportSink {
     const messageId = frame.subarray(MSGID_AT, MSGID_AT + 16);
     const ttl = frame.readUInt32BE(TTL_AT);
     const started = performance.now();
+    this.beginAsync();
     const work = ctx.store.enqueue(dest, messageId, frame, ttl).then(
       (result) => {
         ctx.metrics.durableStoreSeconds.observe((performance.now() - started) / 1000);
         ctx.metrics.durableStored.labels(result.status).inc();
         if (result.depth !== undefined) ctx.metrics.durableQueueDepth.observe(result.depth);
         this.writeControl(encodeFrame({ type: 'ACK', messageId, position: result.position }, this.version));
+        this.endAsync();
         if (result.status === 'stored') {
           writePosition(frame, result.position);
           ctx.router.announceDurable(frame, result.position, dest);
@@ -364,6 +394,7 @@ export class PeerConnection implements TransportSink {
           ctx.log.warn('durable store failed', { err });
         }
         this.nack(frame, code, err instanceof Error ? err.message : String(err));
+        this.endAsync();
       },
     );
     ctx.trackDurableWrite(work);

@@ -110,20 +110,24 @@ export class Router {
       this.publish(cached.nodes, frame);
       return;
     }
+    // The sender's PONGs wait for this lookup, so a PING after the SEND sees any PEER_GONE first.
+    sender.beginAsync();
     this.lookupRemote(frame.subarray(DEST_AT, DEST_AT + HINT_SIZE)).then(
       (nodes) => {
         if (nodes.length === 0) {
           this.metrics.drop('peer_gone');
           sender.sendPeerGone(frame.subarray(DEST_AT, DEST_AT + HINT_SIZE), frame.subarray(MSGID_AT, MSGID_AT + 16));
-          return;
+        } else {
+          if (this.remoteCache.size >= REMOTE_CACHE_MAX) this.remoteCache.clear();
+          this.remoteCache.set(key, { nodes, expires: Date.now() + REMOTE_CACHE_MS });
+          this.publish(nodes, frame);
         }
-        if (this.remoteCache.size >= REMOTE_CACHE_MAX) this.remoteCache.clear();
-        this.remoteCache.set(key, { nodes, expires: Date.now() + REMOTE_CACHE_MS });
-        this.publish(nodes, frame);
+        sender.endAsync();
       },
       (err: unknown) => {
         this.metrics.redisErrors.labels('presence').inc();
         this.log.debug('presence lookup failed', { err });
+        sender.endAsync();
       },
     );
   }

@@ -266,6 +266,19 @@ describe('relay nodes on one Redis', () => {
     assert.equal(Buffer.from((await bob.p.next('DELIVER')).payload).toString(), 'still here');
   });
 
+  it('answers PING only after the answers owed for earlier frames (PING is a barrier)', async () => {
+    const alice = await peer(a.tcpUrl);
+    track(alice.p);
+    for (let i = 0; i < 20; i++) {
+      const data = Uint8Array.from([0, 0, 0, 0, 0, 0, 0, i]);
+      alice.p.send(sendFrame(alice.id, Ed25519Identity.generate(), text('x'), false));
+      alice.p.send({ type: 'PING', data });
+      await alice.p.next('PONG');
+      // The PEER_GONE for the SEND must already be here: it was owed before the PONG.
+      await alice.p.next('PEER_GONE', 1);
+    }
+  });
+
   it('refuses a SEND whose source is not the sender', async () => {
     const alice = await peer(a.wsUrl);
     track(alice.p);

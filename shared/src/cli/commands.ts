@@ -1,0 +1,336 @@
+/**
+ * `lrelay`: the command-line client of the relay. The commands live here,
+ * free of process globals (streams, exit), so lrelay.ts stays a thin entry
+ * point. See docs/client.md for the reference and exit codes.
+ *
+ * Every failure is one line `error: CODE: message` on stderr, never a stack
+ * trace. CODE is an error code from errors.ts, or one of the CLI's own:
+ * USAGE (bad command line), PEER_GONE (a fast message found no recipient),
+ * TIMEOUT (listen --count not reached in time).
+ */
+import { lstat } from 'node:fs/promises';
+import { createInterface } from 'node:readline';
+import { parseArgs } from 'node:util';
+import { toHex } from '../client/bytes.js';
+import { type InboundMessage, RelayClient } from '../client/client.js';
+import { ClientErrorCode } from '../client/codes.js';
+import { parseRelayUrls } from '../client/url.js';
+import { LibertariaError } from '../errors.js';
+import { Ed25519Identity, parseDid, readKeyFile, writeKeyFile } from '../identity/index.js';
+
+export const EXIT_OK = 0;
+export const EXIT_FAILURE = 1;
+export const EXIT_USAGE = 2;
+export const EXIT_TIMEOUT = 3;
+export const EXIT_INTERRUPTED = 130;
+
+export const USAGE = `usage: lrelay keygen --out FILE
+       lrelay whoami --key FILE
+       lrelay send --relay URL[,URL...] --key FILE --to DID [--fast] (--text STRING | --stdin)
+       lrelay listen --relay URL[,URL...] --key FILE [--count N] [--timeout SECONDS]`;
+
+/** How many rounds over the relay list the CLI tries before it gives up (the SDK default is forever). */
+const SEND_CONNECT_ROUNDS = 5;
+const LISTEN_CONNECT_ROUNDS = 10;
+/** Durable sends awaiting ACK at once from --stdin, so a huge input is streamed, not buffered. */
+const SEND_WINDOW = 256;
+
+export interface CliIo {
+  stdin: NodeJS.ReadableStream;
+  stdout: NodeJS.WritableStream;
+  stderr: NodeJS.WritableStream;
+  /** Aborted on SIGINT/SIGTERM: the command closes its client and exits 130. */
+  signal?: AbortSignal;
+}
+
+/** A failure with the CLI's code and exit status. */
+export class CliError extends Error {
+  readonly code: string;
+  readonly exitCode: number;
+  constructor(code: string, message: string, exitCode: number = EXIT_FAILURE) {
+    super(message);
+    this.code = code;
+    this.exitCode = exitCode;
+  }
+}
+
+function usage(message: string): CliError {
+  return new CliError('USAGE', message, EXIT_USAGE);
+}
+
+/** A bad option value (URL, DID) is a usage error: exit 2, with the library's code. */
+function badValue(error: unknown): never {
+  if (error instanceof LibertariaError) throw new CliError(error.code, error.message, EXIT_USAGE);
+  throw error;
+}
+
+function write(stream: NodeJS.WritableStream, text: string): Promise<void> {
+  return new Promise((resolve, reject) => {
+    stream.write(text, (error) => (error ? reject(error) : resolve()));
+  });
+}
+
+type OptionSpec = Record<string, { type: 'string' | 'boolean' }>;
+
+function parse<O extends OptionSpec>(args: string[], options: O) {
+  try {
+    return parseArgs({ args, options, strict: true, allowPositionals: false }).values;
+  } catch (error) {
+    // parseArgs messages are plain sentences naming the option; keep them.
+    throw usage(error instanceof Error ? error.message : String(error));
+  }
+}
+
+function required(value: string | undefined, flag: string): string {
+  if (value === undefined || value === '') throw usage(`${flag} is required`);
+  return value;
+}
+
+function positiveInteger(value: string, flag: string): number {
+  if (!/^[0-9]+$/.test(value) || Number(value) < 1 || !Number.isSafeInteger(Number(value))) {
+    throw usage(`${flag} must be a positive integer`);
+  }
+  return Number(value);
+}
+
+function positiveSeconds(value: string, flag: string): number {
+  if (!/^[0-9]+(\.[0-9]+)?$/.test(value) || !(Number(value) > 0) || Number(value) > 2_147_483) {
+    throw usage(`${flag} must be a positive number of seconds`);
+  }
+  return Number(value);
+}
+
+async function keygen(args: string[], io: CliIo): Promise<number> {
+  const values = parse(args, { out: { type: 'string' } });
+  const out = required(values.out, '--out');
+  // writeKeyFile refuses atomically too; this check only gives the CLI user a plainer message.
+  if (
+    await lstat(out).then(
+      () => true,
+      () => false,
+    )
+  ) {
+    throw new CliError('INVALID_KEY_FILE', `${out} already exists; refusing to overwrite it`);
+  }
+  const identity = Ed25519Identity.generate();
+  await writeKeyFile(out, identity);
+  await write(io.stdout, `${identity.did}\n`);
+  return EXIT_OK;
+}
+
+async function whoami(args: string[], io: CliIo): Promise<number> {
+  const values = parse(args, { key: { type: 'string' } });
+  const identity = await readKeyFile(required(values.key, '--key'));
+  await write(io.stdout, `${identity.did}\n`);
+  return EXIT_OK;
+}
+
+/** Yields the messages to send: the --text, or each line of stdin. */
+async function* inputs(text: string | undefined, io: CliIo): AsyncGenerator<string> {
+  if (text !== undefined) {
+    yield text;
+    return;
+  }
+  // crlfDelay: a \r\n split across reads still counts as one line end.
+  const lines = createInterface({ input: io.stdin, crlfDelay: Number.POSITIVE_INFINITY, terminal: false });
+  try {
+    for await (const line of lines) yield line;
+  } finally {
+    lines.close();
+  }
+}
+
+function closeOnAbort(client: RelayClient, signal: AbortSignal | undefined): () => boolean {
+  if (signal === undefined) return () => false;
+  const onAbort = (): void => void client.close();
+  signal.addEventListener('abort', onAbort, { once: true });
+  return () => signal.aborted;
+}
+
+async function send(args: string[], io: CliIo): Promise<number> {
+  const values = parse(args, {
+    relay: { type: 'string' },
+    key: { type: 'string' },
+    to: { type: 'string' },
+    fast: { type: 'boolean' },
+    text: { type: 'string' },
+    stdin: { type: 'boolean' },
+  });
+  const relayList = required(values.relay, '--relay');
+  const keyFile = required(values.key, '--key');
+  const to = required(values.to, '--to');
+  if ((values.text !== undefined) === (values.stdin === true)) throw usage('give exactly one of --text or --stdin');
+  const relays = (() => {
+    try {
+      return parseRelayUrls(relayList).map((u) => u.href);
+    } catch (error) {
+      return badValue(error);
+    }
+  })();
+  try {
+    parseDid(to);
+  } catch (error) {
+    badValue(error);
+  }
+  const identity = await readKeyFile(keyFile);
+  const durable = values.fast !== true;
+  const encoder = new TextEncoder();
+
+  const client = new RelayClient({ relays, identity, reconnect: { maxAttempts: SEND_CONNECT_ROUNDS } });
+  const interrupted = closeOnAbort(client, io.signal);
+  const fastIds = new Set<string>();
+  let peerGone = false;
+  let firstError: unknown;
+  client.events.on('peer-gone', ({ messageId }) => {
+    if (fastIds.has(toHex(messageId))) peerGone = true;
+  });
+  client.events.on('error', ({ error, messageId }) => {
+    // A NACK for one of our fast messages (RATE_LIMITED, ...) is that message's failure.
+    if (messageId !== undefined && fastIds.has(toHex(messageId))) firstError ??= error;
+  });
+  try {
+    await client.connect();
+    const inFlight = new Set<Promise<unknown>>();
+    for await (const text of inputs(values.text, io)) {
+      if (firstError !== undefined || interrupted()) break;
+      const payload = encoder.encode(text);
+      if (!durable) {
+        const { messageId } = await client.send(to, payload, { durable: false });
+        fastIds.add(toHex(messageId));
+        continue;
+      }
+      const pending: Promise<unknown> = client.send(to, payload).then(
+        () => inFlight.delete(pending),
+        (error: unknown) => {
+          inFlight.delete(pending);
+          firstError ??= error;
+        },
+      );
+      inFlight.add(pending);
+      if (inFlight.size >= SEND_WINDOW) await Promise.race(inFlight);
+    }
+    await Promise.all(inFlight);
+    if (!durable && firstError === undefined && !interrupted()) {
+      // Barrier: a PEER_GONE for our messages must arrive before we call them delivered.
+      await client.ping();
+      // The relay answers PING at once but PEER_GONE only after a presence lookup in Redis;
+      // a PRESENCE_QUERY for the same peer takes that same path, so its answer comes after.
+      await client.presence(to);
+    }
+  } catch (error) {
+    firstError ??= error;
+  } finally {
+    await client.close();
+  }
+  if (interrupted()) return EXIT_INTERRUPTED;
+  if (firstError !== undefined) throw firstError;
+  if (peerGone) throw new CliError('PEER_GONE', 'recipient is connected nowhere');
+  return EXIT_OK;
+}
+
+function messageLine(message: InboundMessage, decoder: { decode(bytes: Uint8Array): string }): string {
+  return `${JSON.stringify({
+    id: toHex(message.messageId),
+    from: message.from,
+    to: message.to,
+    text: decoder.decode(message.payload),
+    durable: message.durable,
+  })}\n`;
+}
+
+async function listen(args: string[], io: CliIo): Promise<number> {
+  const values = parse(args, {
+    relay: { type: 'string' },
+    key: { type: 'string' },
+    count: { type: 'string' },
+    timeout: { type: 'string' },
+  });
+  const relayList = required(values.relay, '--relay');
+  const keyFile = required(values.key, '--key');
+  const count = values.count === undefined ? undefined : positiveInteger(values.count, '--count');
+  const timeoutS = values.timeout === undefined ? undefined : positiveSeconds(values.timeout, '--timeout');
+  const relays = (() => {
+    try {
+      return parseRelayUrls(relayList).map((u) => u.href);
+    } catch (error) {
+      return badValue(error);
+    }
+  })();
+  const identity = await readKeyFile(keyFile);
+  // Not fatal: replacement characters stand in for bytes that are not UTF-8.
+  const decoder = new TextDecoder('utf-8');
+
+  const client = new RelayClient({ relays, identity, reconnect: { maxAttempts: LISTEN_CONNECT_ROUNDS } });
+  const interrupted = closeOnAbort(client, io.signal);
+  let timedOut = false;
+  const timer =
+    timeoutS === undefined
+      ? undefined
+      : setTimeout(() => {
+          timedOut = true;
+          void client.close();
+        }, timeoutS * 1000);
+  let received = 0;
+  try {
+    await client.connect();
+    for await (const message of client.messages()) {
+      await write(io.stdout, messageLine(message, decoder));
+      // Acknowledged only once printed: a crash before this point means redelivery, not loss.
+      await message.ack();
+      received++;
+      if (count !== undefined && received >= count) break;
+    }
+  } catch (error) {
+    // close() from the timer or a signal makes connect() reject: that is not a failure.
+    if (!timedOut && !interrupted()) throw error;
+  } finally {
+    if (timer !== undefined) clearTimeout(timer);
+    await client.close();
+  }
+  if (count !== undefined && received >= count) return EXIT_OK;
+  if (interrupted()) return EXIT_INTERRUPTED;
+  if (timedOut && client.stats.connections === 0) {
+    // Never connected is a failure, not a quiet listen.
+    throw new CliError(ClientErrorCode.unreachable, `no relay reachable within ${timeoutS} s`);
+  }
+  if (timedOut && count !== undefined) {
+    throw new CliError('TIMEOUT', `received ${received} of ${count} message(s) within ${timeoutS} s`, EXIT_TIMEOUT);
+  }
+  return EXIT_OK;
+}
+
+const COMMANDS: Record<string, (args: string[], io: CliIo) => Promise<number>> = { keygen, whoami, send, listen };
+
+/** Runs one command line; returns the exit status. Prints `error: CODE: message` for every failure. */
+export async function runLrelay(argv: readonly string[], io: CliIo): Promise<number> {
+  const [command, ...rest] = argv;
+  try {
+    if (command === '--help' || command === '-h' || command === 'help') {
+      await write(io.stdout, `${USAGE}\n`);
+      return EXIT_OK;
+    }
+    if (command === undefined) throw usage('no command given');
+    const run = Object.hasOwn(COMMANDS, command) ? COMMANDS[command] : undefined;
+    if (run === undefined) throw usage(`unknown command ${JSON.stringify(command)}`);
+    return await run(rest, io);
+  } catch (error) {
+    let code: string;
+    let exitCode: number;
+    let message: string;
+    if (error instanceof CliError) {
+      ({ code, exitCode, message } = error);
+    } else if (error instanceof LibertariaError) {
+      code = error.code;
+      exitCode = EXIT_FAILURE;
+      message = error.message;
+    } else {
+      // Not expected: still one line, no stack trace.
+      code = 'INTERNAL';
+      exitCode = EXIT_FAILURE;
+      message = error instanceof Error ? error.message : String(error);
+    }
+    const usageLine = exitCode === EXIT_USAGE ? `${USAGE}\n` : '';
+    await write(io.stderr, `error: ${code}: ${message.replace(/\s*\n\s*/g, ' ')}\n${usageLine}`).catch(() => {});
+    return exitCode;
+  }
+}

@@ -1,0 +1,1172 @@
+/**
+ * RelayClient: one authenticated connection at a time to the first relay of
+ * a failover list that works, with reconnection, durable-send retries,
+ * RESUME and duplicate suppression. See docs/client.md for the guarantees.
+ *
+ * Outbound durable sends live in `#outbound` (insertion order = send order)
+ * until the relay ACKs or NACKs them. At most `maxInFlight` of them are on
+ * the wire at once; after a reconnect every one of them is written again
+ * with the same messageId (the relay is idempotent on it), so a durable send
+ * is never lost and never reported as done without an ACK.
+ *
+ * Inbound messages go through DedupeTracker (dedupe.ts) and a bounded
+ * Inbox; a durable message is acknowledged to the relay only when the
+ * application calls ack(). RESUME carries the tracker's watermark.
+ *
+ * No Node-only imports here: with the WebSocket transport this runs in
+ * browsers (the identity module still needs a browser port, see the docs).
+ */
+import { errorCodeFromWire, LibertariaError, RelayError } from '../errors.js';
+import { type Ed25519Identity, HINT_LENGTH, hintFromDid } from '../identity/index.js';
+import {
+  type AckFrame,
+  type DeliverFrame,
+  ErrorFlags,
+  encodeFrame,
+  type Frame,
+  type GoawayFrame,
+  ID_SIZE,
+  MAX_PAYLOAD_LIMIT,
+  type NackFrame,
+  SendFlags,
+  type SendFrame,
+} from '../protocol/frames.js';
+import { backoffDelay, type ReconnectOptions, resolveReconnectOptions } from './backoff.js';
+import { bytesEqual, copyBytes, randomBytes, toHex } from './bytes.js';
+import { ClientErrorCode } from './codes.js';
+import { DedupeTracker } from './dedupe.js';
+import { TypedEmitter } from './emitter.js';
+import { checkEnvelopeSender, decodeEnvelope, encodeEnvelope } from './envelope.js';
+import { type Handshake, isPermanentRefusal, performHandshake, type Welcome } from './handshake.js';
+import { Inbox } from './inbox.js';
+import type { TlsClientOptions, Transport } from './transport.js';
+import { parseRelayUrl, parseRelayUrls, type RelayUrl } from './url.js';
+
+export interface ClientLogger {
+  debug?(message: string, fields?: Record<string, unknown>): void;
+  info?(message: string, fields?: Record<string, unknown>): void;
+  warn?(message: string, fields?: Record<string, unknown>): void;
+  error?(message: string, fields?: Record<string, unknown>): void;
+}
+
+export interface RelayClientOptions {
+  /** ws://, wss://, tcp:// or tls:// URLs, tried in order (failover). */
+  relays: readonly string[];
+  identity: Ed25519Identity;
+  /** Refuse (before signing) any relay whose CHALLENGE names another identity. */
+  expectRelayIdentity?: string;
+  reconnect?: Partial<ReconnectOptions>;
+  /** Time to open the transport and finish HELLO..WELCOME (default 10 s). */
+  handshakeTimeoutMs?: number;
+  /**
+   * A durable SEND without ACK for this long means the connection is stuck:
+   * it is replaced and the send written again (default 15 s). Also the PING
+   * timeout.
+   */
+  ackTimeoutMs?: number;
+  logger?: ClientLogger;
+  /** Messages waiting for messages() before fast ones are dropped and durable ones left with the relay (default 1024). */
+  inboundBufferSize?: number;
+  /** Durable messages yielded and not yet ack()ed before further ones are left with the relay (default 4096). */
+  maxUnackedInbound?: number;
+  /** Durable sends on the wire awaiting ACK (default 256); more wait in order. */
+  maxInFlight?: number;
+  /** Message ids remembered for duplicate suppression (default 100,000). */
+  dedupeSize?: number;
+  /** Fast sends are refused (SEND_QUEUE_OVERFLOW) while the transport buffers more than this (default 8 MiB). */
+  maxBufferedBytes?: number;
+  /** TLS settings for wss:// and tls:// (Node only). */
+  tls?: TlsClientOptions;
+}
+
+export interface SendOptions {
+  /** Stored by the relay and acknowledged (default true); false = fast, forwarded from memory only. */
+  durable?: boolean;
+  /** 16 bytes; random by default. Reuse it to retry a send idempotently. */
+  messageId?: Uint8Array;
+  /** 16 bytes, the end-to-end session (opaque to the relay); zero by default. */
+  sessionId?: Uint8Array;
+  /** Durable retention; 0 or unset = the relay's default. */
+  ttlSeconds?: number;
+}
+
+export interface SendResult {
+  messageId: Uint8Array;
+  /** Queue position the relay stored a durable message at; absent for fast sends. */
+  position?: number;
+}
+
+export interface InboundMessage {
+  readonly messageId: Uint8Array;
+  /** Sender DID, verified against the source hint the relay authenticated. */
+  readonly from: string;
+  readonly fromHint: Uint8Array;
+  /** Our own DID. */
+  readonly to: string;
+  readonly payload: Uint8Array;
+  readonly durable: boolean;
+  /** Position in our durable queue; 0 for fast messages. */
+  readonly position: number;
+  readonly sessionId: Uint8Array;
+  /**
+   * Tells the relay the message is processed, so it is deleted from the
+   * queue. Until then it is redelivered after a reconnect (and hidden as a
+   * duplicate while this client still holds it). A no-op for fast messages.
+   */
+  ack(): Promise<void>;
+}
+
+export interface RelayClientEvents {
+  connected: { url: string; nodeId: string; connectionId: string; maxPayload: number };
+  disconnected: { url: string; error?: Error };
+  goaway: { url: string; reconnectAfterMs: number; reconnectHint: string[]; reason: string };
+  'peer-gone': { hint: Uint8Array; messageId: Uint8Array };
+  /**
+   * Something went wrong that no pending call reports: a relay ERROR, a
+   * NACK for a fast send, a dropped inbound frame (`dropped` counts fast
+   * frames dropped so far), a relay refused for good.
+   */
+  error: { error: LibertariaError; url?: string; messageId?: Uint8Array; dropped?: number };
+}
+
+export interface RelayClientStats {
+  /** Durable sends not yet ACKed or NACKed. */
+  pendingSends: number;
+  /** Durable inbound messages yielded but not yet ack()ed. */
+  unackedInbound: number;
+  /** Inbound messages waiting for messages(). */
+  bufferedInbound: number;
+  /** The RESUME watermark. */
+  lastAcked: number;
+  /** Inbound fast frames dropped because the buffer was full. */
+  droppedFast: number;
+  /** Redelivered or repeated inbound frames hidden from the application. */
+  duplicates: number;
+  /** Successful handshakes so far. */
+  connections: number;
+}
+
+interface OutboundEntry {
+  readonly key: string;
+  readonly messageId: Uint8Array;
+  readonly frame: SendFrame;
+  readonly resolve: (result: SendResult) => void;
+  readonly reject: (error: Error) => void;
+  /** The session it was last written on; a new session writes it again. */
+  session: Session | undefined;
+  sentAt: number;
+}
+
+interface PendingPing {
+  readonly session: Session;
+  readonly startedAt: number;
+  readonly resolve: (rtt: number) => void;
+  readonly reject: (error: Error) => void;
+}
+
+interface PendingPresence {
+  readonly session: Session;
+  readonly startedAt: number;
+  /** Timed out: kept until its late answer arrives, so that answer is not taken for a newer query's. */
+  expired: boolean;
+  readonly resolve: (present: boolean) => void;
+  readonly reject: (error: Error) => void;
+}
+
+interface SessionEnd {
+  /** When the session's WELCOME arrived (set by #endSession). */
+  startedAt?: number;
+  error?: Error;
+  goaway?: GoawayFrame;
+  /** Replace the connection at once so the relay redelivers what was left unread. */
+  resync?: boolean;
+  /** The relay refused us for good (AUTH_FAILED after WELCOME). */
+  refused?: RelayError;
+}
+
+interface Session {
+  readonly url: RelayUrl;
+  readonly transport: Transport;
+  readonly version: number;
+  readonly welcome: Welcome;
+  readonly ended: Promise<SessionEnd>;
+  readonly transportClosed: Promise<void>;
+  resolveEnded: (end: SessionEnd) => void;
+  over: boolean;
+  inFlight: number;
+  lastRx: number;
+  lastTx: number;
+  lastKeepalive: number;
+  readonly startedAt: number;
+  /** A durable frame was left unread on this connection: every later one is too, until it is replaced. */
+  leavingUnread: boolean;
+  timer: ReturnType<typeof setInterval> | undefined;
+}
+
+const DEFAULT_HANDSHAKE_TIMEOUT_MS = 10_000;
+const DEFAULT_ACK_TIMEOUT_MS = 15_000;
+const ZERO_SESSION = new Uint8Array(ID_SIZE);
+const PING_APP = 0x01;
+const PING_KEEPALIVE = 0x02;
+const MAX_TTL = 0xffffffff;
+
+/** A FIFO of keys with O(1) shift (Array#shift is O(n)). */
+class KeyQueue {
+  #items: string[] = [];
+  #head = 0;
+  push(key: string): void {
+    this.#items.push(key);
+  }
+  shift(): string | undefined {
+    if (this.#head >= this.#items.length) return undefined;
+    const key = this.#items[this.#head++];
+    if (this.#head > 1024 && this.#head * 2 > this.#items.length) {
+      this.#items = this.#items.slice(this.#head);
+      this.#head = 0;
+    }
+    return key;
+  }
+  reset(keys: Iterable<string>): void {
+    this.#items = [...keys];
+    this.#head = 0;
+  }
+}
+
+function positiveInt(value: number | undefined, fallback: number, name: string): number {
+  if (value === undefined) return fallback;
+  if (!Number.isInteger(value) || value < 1) {
+    throw new RelayError(ClientErrorCode.invalidArgument, `${name} must be a positive integer`);
+  }
+  return value;
+}
+
+function toError(error: unknown): Error {
+  return error instanceof Error ? error : new Error(String(error));
+}
+
+function toLibertariaError(error: unknown, fallback: string): LibertariaError {
+  if (error instanceof LibertariaError) return error;
+  return new RelayError(ClientErrorCode.unreachable, `${fallback}: ${toError(error).message}`, { cause: error });
+}
+
+/** Timers must not keep Node alive on their own (the socket does); browsers have no unref. */
+function unref(timer: ReturnType<typeof setTimeout>): void {
+  const t = timer as { unref?: () => void };
+  t.unref?.();
+}
+
+export class RelayClient {
+  readonly events: TypedEmitter<RelayClientEvents>;
+  /** Our own did:libertaria DID. */
+  readonly did: string;
+
+  readonly #identity: Ed25519Identity;
+  readonly #hint: Uint8Array;
+  readonly #relays: RelayUrl[];
+  readonly #expectRelayIdentity: string | undefined;
+  readonly #reconnect: ReconnectOptions;
+  readonly #handshakeTimeoutMs: number;
+  readonly #ackTimeoutMs: number;
+  readonly #maxInFlight: number;
+  readonly #maxUnacked: number;
+  readonly #maxBufferedBytes: number;
+  readonly #tls: TlsClientOptions | undefined;
+  readonly #log: ClientLogger;
+
+  #state: 'idle' | 'running' | 'closed' | 'failed' = 'idle';
+  #failure: LibertariaError | undefined;
+  #session: Session | undefined;
+  #connected: Promise<void> | undefined;
+  #resolveConnected: (() => void) | undefined;
+  #rejectConnected: ((error: Error) => void) | undefined;
+  #abort: AbortController | undefined;
+  #wake: (() => void) | undefined;
+  #connections = 0;
+
+  readonly #outbound = new Map<string, OutboundEntry>();
+  readonly #unsent = new KeyQueue();
+  readonly #pings = new Map<string, PendingPing>();
+  #pingCounter = 0;
+  /** PRESENCE_QUERY answers carry only the hint: queries per hint are answered in order. */
+  readonly #presence = new Map<string, PendingPresence[]>();
+
+  readonly #tracker: DedupeTracker;
+  readonly #inbox: Inbox<InboundMessage>;
+  #droppedFast = 0;
+  #duplicates = 0;
+
+  /** Per relay href: do not connect before this time (GOAWAY reconnectAfterMs). */
+  readonly #notBefore = new Map<string, number>();
+  /** Relays that refused us for good (AUTH_FAILED, UNSUPPORTED_VERSION, wrong identity). */
+  readonly #refused = new Set<string>();
+
+  constructor(options: RelayClientOptions) {
+    this.#identity = options.identity;
+    this.did = options.identity.did;
+    this.#hint = options.identity.hint;
+    this.#relays = parseRelayUrls(options.relays);
+    this.#expectRelayIdentity = options.expectRelayIdentity;
+    this.#reconnect = resolveReconnectOptions(options.reconnect);
+    this.#handshakeTimeoutMs = positiveInt(
+      options.handshakeTimeoutMs,
+      DEFAULT_HANDSHAKE_TIMEOUT_MS,
+      'handshakeTimeoutMs',
+    );
+    this.#ackTimeoutMs = positiveInt(options.ackTimeoutMs, DEFAULT_ACK_TIMEOUT_MS, 'ackTimeoutMs');
+    this.#maxInFlight = positiveInt(options.maxInFlight, 256, 'maxInFlight');
+    this.#maxUnacked = positiveInt(options.maxUnackedInbound, 4096, 'maxUnackedInbound');
+    this.#maxBufferedBytes = positiveInt(options.maxBufferedBytes, 8 * 1024 * 1024, 'maxBufferedBytes');
+    this.#tls = options.tls;
+    this.#log = options.logger ?? {};
+    this.#tracker = new DedupeTracker({ maxIds: positiveInt(options.dedupeSize, 100_000, 'dedupeSize') });
+    this.#inbox = new Inbox(positiveInt(options.inboundBufferSize, 1024, 'inboundBufferSize'), () =>
+      this.#maybeResync(),
+    );
+    this.events = new TypedEmitter((error, event) =>
+      this.#log.error?.('event listener threw', { event: String(event), error: toError(error).message }),
+    );
+  }
+
+  /** Whether a relay connection is authenticated right now. */
+  get connected(): boolean {
+    return this.#session !== undefined && !this.#session.over;
+  }
+
+  get stats(): RelayClientStats {
+    return {
+      pendingSends: this.#outbound.size,
+      unackedInbound: this.#tracker.unacked,
+      bufferedInbound: this.#inbox.length,
+      lastAcked: this.#tracker.lastAcked,
+      droppedFast: this.#droppedFast,
+      duplicates: this.#duplicates,
+      connections: this.#connections,
+    };
+  }
+
+  /**
+   * Starts connecting (and reconnecting, for the life of the client).
+   * Resolves on the first WELCOME; rejects with a RelayError only when the
+   * client gives up: every relay failed for `reconnect.maxAttempts` rounds,
+   * or every relay refused us for good, or close() was called first.
+   */
+  connect(): Promise<void> {
+    if (this.#state === 'closed') return Promise.reject(this.#closedError('connect'));
+    if (this.#state === 'failed') return Promise.reject(this.#failure);
+    if (this.#connected !== undefined) return this.#connected;
+    this.#state = 'running';
+    this.#connected = new Promise<void>((resolve, reject) => {
+      this.#resolveConnected = resolve;
+      this.#rejectConnected = reject;
+    });
+    void this.#run().catch((error: unknown) => this.#fail(toLibertariaError(error, 'connection loop failed')));
+    return this.#connected;
+  }
+
+  /**
+   * Sends `payload` to a DID or a 24-byte routing hint.
+   *
+   * Durable (default): resolves with the queue position once the relay
+   * ACKed; rejects with the relay's code on NACK. Survives reconnects (the
+   * same messageId is written again). Rejects without an ACK only when the
+   * client is closed or gives up; the message may then or may not be stored.
+   *
+   * Fast: resolves once written to the current connection; rejects when
+   * there is none. If the recipient is connected nowhere the relay answers
+   * PEER_GONE, surfaced as the 'peer-gone' event.
+   */
+  async send(to: string | Uint8Array, payload: Uint8Array, options: SendOptions = {}): Promise<SendResult> {
+    if (this.#state === 'closed') throw this.#closedError('send');
+    if (this.#state === 'failed') throw this.#failure;
+    if (this.#state === 'idle') throw new RelayError(ClientErrorCode.unreachable, 'send: call connect() first');
+    const dest = this.#destination(to);
+    if (!(payload instanceof Uint8Array)) {
+      throw new RelayError(ClientErrorCode.invalidArgument, 'send: payload must be a Uint8Array');
+    }
+    const durable = options.durable ?? true;
+    const messageId = options.messageId === undefined ? randomBytes(ID_SIZE) : copyBytes(options.messageId);
+    if (messageId.length !== ID_SIZE) {
+      throw new RelayError(ClientErrorCode.invalidArgument, `send: messageId must be ${ID_SIZE} bytes`);
+    }
+    const sessionId = options.sessionId === undefined ? ZERO_SESSION : copyBytes(options.sessionId);
+    if (sessionId.length !== ID_SIZE) {
+      throw new RelayError(ClientErrorCode.invalidArgument, `send: sessionId must be ${ID_SIZE} bytes`);
+    }
+    const ttl = options.ttlSeconds ?? 0;
+    if (!Number.isInteger(ttl) || ttl < 0 || ttl > MAX_TTL) {
+      throw new RelayError(ClientErrorCode.invalidArgument, `send: ttlSeconds must be an integer 0..${MAX_TTL}`);
+    }
+    // encodeEnvelope copies the payload, so the caller may reuse its buffer at once.
+    const body = encodeEnvelope(this.did, payload);
+    const limit = this.#session?.welcome.maxPayload ?? MAX_PAYLOAD_LIMIT;
+    if (body.length > limit) {
+      throw new RelayError(
+        ClientErrorCode.payloadTooLarge,
+        `send: ${payload.length} bytes plus a ${body.length - payload.length}-byte envelope exceed the relay's ${limit}`,
+      );
+    }
+    const frame: SendFrame = {
+      type: 'SEND',
+      dest,
+      source: this.#hint,
+      sessionId,
+      messageId,
+      flags: durable ? SendFlags.DURABLE : 0,
+      ttl: durable ? ttl : 0,
+      position: 0,
+      payload: body,
+    };
+    const key = toHex(messageId);
+    if (!durable) {
+      const session = this.#session;
+      if (session === undefined || session.over) {
+        throw new RelayError(ClientErrorCode.unreachable, 'send: not connected (fast messages are not queued)');
+      }
+      if (session.transport.bufferedAmount > this.#maxBufferedBytes) {
+        throw new RelayError(
+          ClientErrorCode.outboundOverflow,
+          `send: ${session.transport.bufferedAmount} bytes already buffered; fast message refused`,
+        );
+      }
+      if (!this.#write(session, frame)) {
+        throw new RelayError(ClientErrorCode.unreachable, 'send: connection lost while writing');
+      }
+      return { messageId };
+    }
+    if (this.#outbound.has(key)) {
+      throw new RelayError(ClientErrorCode.invalidArgument, `send: message ${key} is already pending`);
+    }
+    return new Promise<SendResult>((resolve, reject) => {
+      this.#outbound.set(key, { key, messageId, frame, resolve, reject, session: undefined, sentAt: 0 });
+      this.#unsent.push(key);
+      const session = this.#session;
+      if (session !== undefined) this.#pump(session);
+    });
+  }
+
+  /**
+   * Inbound messages, in arrival order, without duplicates. Several
+   * iterators share one buffer. Ends when the client is closed; throws the
+   * error the client gave up with.
+   */
+  messages(): AsyncIterable<InboundMessage> {
+    return { [Symbol.asyncIterator]: () => this.#inbox.iterator() };
+  }
+
+  /**
+   * Round-trip time to the relay in milliseconds. The relay answers frames
+   * of a connection in order, so the PONG also means every frame sent
+   * before the PING was handled (a barrier). Rejects when the connection
+   * is lost first or no PONG comes within ackTimeoutMs.
+   */
+  ping(): Promise<number> {
+    const session = this.#session;
+    if (session === undefined || session.over) {
+      return Promise.reject(new RelayError(ClientErrorCode.unreachable, 'ping: not connected'));
+    }
+    return new Promise<number>((resolve, reject) => {
+      const data = this.#pingData(PING_APP);
+      this.#pings.set(toHex(data), { session, startedAt: performance.now(), resolve, reject });
+      this.#write(session, { type: 'PING', data });
+    });
+  }
+
+  /**
+   * Whether the peer (a DID or a 24-byte hint) is connected to some relay
+   * of the cluster right now (PRESENCE_QUERY). Rejects when the connection
+   * is lost first or no answer comes within ackTimeoutMs.
+   */
+  presence(peer: string | Uint8Array): Promise<boolean> {
+    let hint: Uint8Array;
+    try {
+      hint = this.#destination(peer);
+    } catch (error) {
+      return Promise.reject(error);
+    }
+    const session = this.#session;
+    if (session === undefined || session.over) {
+      return Promise.reject(new RelayError(ClientErrorCode.unreachable, 'presence: not connected'));
+    }
+    return new Promise<boolean>((resolve, reject) => {
+      const key = toHex(hint);
+      const list = this.#presence.get(key) ?? [];
+      list.push({ session, startedAt: performance.now(), expired: false, resolve, reject });
+      this.#presence.set(key, list);
+      this.#write(session, { type: 'PRESENCE_QUERY', hint });
+    });
+  }
+
+  /**
+   * Stops for good: pending durable sends and pings reject (code CLIENT_CLOSED,
+   * see codes.ts), messages() ends, the connection is closed (its queued
+   * writes, e.g. ACKs, are flushed first).
+   */
+  async close(): Promise<void> {
+    if (this.#state === 'closed' || this.#state === 'failed') return;
+    this.#state = 'closed';
+    await this.#shutdown(this.#closedError('close'), undefined);
+  }
+
+  // ---------------------------------------------------------------------------
+  // Connection loop
+
+  async #run(): Promise<void> {
+    let failedRounds = 0;
+    /** Sessions in a row that ended soon after WELCOME: a relay that accepts and then drops us. */
+    let shortSessions = 0;
+    let preferred: RelayUrl[] = [];
+    while (this.#state === 'running') {
+      const candidates = this.#candidates(preferred);
+      preferred = [];
+      if (candidates.length === 0) {
+        this.#fail(new RelayError('AUTH_FAILED', 'every relay refused this client for good; see the error events'));
+        return;
+      }
+      let lastError: RelayError | undefined;
+      let ranSession = false;
+      for (const url of candidates) {
+        if (this.#state !== 'running') return;
+        if (this.#refused.has(url.href)) continue;
+        const wait = (this.#notBefore.get(url.href) ?? 0) - Date.now();
+        if (wait > 0) await this.#sleep(wait);
+        if (this.#state !== 'running') return;
+        let handshake: Handshake;
+        try {
+          handshake = await this.#handshake(url);
+        } catch (error) {
+          lastError =
+            error instanceof RelayError ? error : new RelayError(ClientErrorCode.unreachable, toError(error).message);
+          this.#connectFailed(url, lastError);
+          continue;
+        }
+        if (this.#state !== 'running') {
+          handshake.transport.close();
+          return;
+        }
+        failedRounds = 0;
+        ranSession = true;
+        const end = await this.#runSession(url, handshake);
+        if (end.refused !== undefined) this.#refuse(url, end.refused);
+        if (end.goaway !== undefined) {
+          this.#notBefore.set(url.href, Date.now() + end.goaway.reconnectAfterMs);
+          preferred = this.#hintedUrls(end.goaway.reconnectHint);
+        } else if (end.resync !== true && this.#state === 'running') {
+          // Jitter spreads the reconnects of everyone who lost this relay at the same moment; a
+          // session that died young counts as a failure, so a flapping relay is not hammered.
+          const lived = Date.now() - (end.startedAt ?? 0);
+          shortSessions = lived < this.#reconnect.maxDelayMs ? shortSessions + 1 : 0;
+          await this.#sleep(backoffDelay(Math.max(0, shortSessions - 1), this.#reconnect));
+        }
+        break;
+      }
+      if (ranSession || this.#state !== 'running') continue;
+      failedRounds++;
+      const maxRounds = this.#reconnect.maxAttempts;
+      if (this.#relays.every((u) => this.#refused.has(u.href))) {
+        this.#fail(lastError ?? new RelayError('AUTH_FAILED', 'every relay refused this client'));
+        return;
+      }
+      if (maxRounds > 0 && failedRounds >= maxRounds) {
+        const code = lastError?.code ?? ClientErrorCode.unreachable;
+        this.#fail(
+          new RelayError(
+            code,
+            `no relay reachable after ${failedRounds} round(s) over ${this.#relays.length} relay(s); last: ${lastError?.message ?? 'none'}`,
+            { cause: lastError },
+          ),
+        );
+        return;
+      }
+      await this.#sleep(backoffDelay(failedRounds - 1, this.#reconnect));
+    }
+  }
+
+  /** Hinted URLs first, then the configured list; relays still inside a GOAWAY delay go last. */
+  #candidates(preferred: RelayUrl[]): RelayUrl[] {
+    const seen = new Set<string>();
+    const ready: RelayUrl[] = [];
+    const later: RelayUrl[] = [];
+    const now = Date.now();
+    for (const [href, until] of this.#notBefore) if (until <= now) this.#notBefore.delete(href);
+    for (const url of [...preferred, ...this.#relays]) {
+      if (seen.has(url.href) || this.#refused.has(url.href)) continue;
+      seen.add(url.href);
+      if ((this.#notBefore.get(url.href) ?? 0) > now) later.push(url);
+      else ready.push(url);
+    }
+    later.sort((a, b) => (this.#notBefore.get(a.href) ?? 0) - (this.#notBefore.get(b.href) ?? 0));
+    return [...ready, ...later];
+  }
+
+  #hintedUrls(hint: string): RelayUrl[] {
+    const out: RelayUrl[] = [];
+    for (const part of hint.split(',')) {
+      const text = part.trim();
+      if (text === '') continue;
+      try {
+        out.push(parseRelayUrl(text));
+      } catch (error) {
+        this.#log.warn?.('ignoring unusable GOAWAY reconnect hint', { hint: text, error: toError(error).message });
+      }
+    }
+    return out;
+  }
+
+  async #handshake(url: RelayUrl): Promise<Handshake> {
+    const abort = new AbortController();
+    this.#abort = abort;
+    try {
+      const pending = performHandshake(url, {
+        identity: this.#identity,
+        expectRelayIdentity: this.#expectRelayIdentity,
+        timeoutMs: this.#handshakeTimeoutMs,
+        tls: this.#tls,
+      });
+      // close() must not wait for a handshake timeout; the late transport is closed when it resolves.
+      const aborted = new Promise<never>((_, reject) => {
+        abort.signal.addEventListener('abort', () => reject(this.#closedError('connect')), { once: true });
+      });
+      pending.then(
+        (h) => {
+          if (abort.signal.aborted) h.transport.close();
+        },
+        () => {},
+      );
+      return await Promise.race([pending, aborted]);
+    } finally {
+      if (this.#abort === abort) this.#abort = undefined;
+    }
+  }
+
+  #connectFailed(url: RelayUrl, error: RelayError): void {
+    this.#log.debug?.('relay connection failed', { url: url.href, code: error.code, error: error.message });
+    if (isPermanentRefusal(error)) this.#refuse(url, error);
+  }
+
+  /** AUTH_FAILED and friends will not improve by retrying: skip the relay from now on and say so. */
+  #refuse(url: RelayUrl, error: RelayError): void {
+    if (this.#refused.has(url.href)) return;
+    this.#refused.add(url.href);
+    this.#log.warn?.('relay refused this client; not retrying it', { url: url.href, code: error.code });
+    this.#emitError({ error, url: url.href });
+  }
+
+  #sleep(ms: number): Promise<void> {
+    if (ms <= 0 || this.#state !== 'running') return Promise.resolve();
+    return new Promise<void>((resolve) => {
+      const timer = setTimeout(done, ms);
+      function done(): void {
+        clearTimeout(timer);
+        resolve();
+      }
+      this.#wake = done;
+    });
+  }
+
+  // ---------------------------------------------------------------------------
+  // Session
+
+  #runSession(url: RelayUrl, handshake: Handshake): Promise<SessionEnd> {
+    let resolveEnded: (end: SessionEnd) => void = () => {};
+    const ended = new Promise<SessionEnd>((r) => {
+      resolveEnded = r;
+    });
+    let resolveClosed: () => void = () => {};
+    const transportClosed = new Promise<void>((r) => {
+      resolveClosed = r;
+    });
+    const now = Date.now();
+    const session: Session = {
+      url,
+      transport: handshake.transport,
+      version: handshake.version,
+      welcome: handshake.welcome,
+      ended,
+      transportClosed,
+      resolveEnded,
+      over: false,
+      inFlight: 0,
+      lastRx: now,
+      lastTx: now,
+      lastKeepalive: now,
+      startedAt: now,
+      leavingUnread: false,
+      timer: undefined,
+    };
+    this.#session = session;
+    this.#connections++;
+    handshake.transport.onClose = (error) => {
+      resolveClosed();
+      this.#endSession(session, error === undefined ? {} : { error });
+    };
+    if (session.over) return ended;
+
+    // RESUME first: the relay then redelivers everything after the watermark.
+    const lastAcked = this.#tracker.lastAcked;
+    if (!this.#write(session, { type: 'RESUME', lastAcked })) return ended;
+    this.#tracker.newConnection();
+    this.#unsent.reset(this.#outbound.keys());
+    this.#pump(session);
+
+    const hb = session.welcome.heartbeatMs;
+    const tick = Math.max(50, Math.min(1000, this.#ackTimeoutMs / 4, hb > 0 ? hb / 4 : 1000));
+    session.timer = setInterval(() => this.#tick(session), tick);
+    unref(session.timer);
+
+    this.#log.info?.('connected to relay', { url: url.href, nodeId: session.welcome.nodeId, lastAcked });
+    this.events.emit('connected', {
+      url: url.href,
+      nodeId: session.welcome.nodeId,
+      connectionId: toHex(session.welcome.connectionId),
+      maxPayload: session.welcome.maxPayload,
+    });
+    this.#resolveConnected?.();
+    if (!session.over) this.#onFrames(session, handshake.leftover);
+    if (!session.over) handshake.transport.onFrames = (frames) => this.#onFrames(session, frames);
+    return ended;
+  }
+
+  #endSession(session: Session, end: SessionEnd): void {
+    if (session.over) return;
+    session.over = true;
+    if (session.timer !== undefined) clearInterval(session.timer);
+    if (this.#session === session) this.#session = undefined;
+    session.transport.onFrames = undefined;
+    session.transport.close();
+    const lost = end.error ?? new RelayError(ClientErrorCode.unreachable, `${session.url.href}: connection closed`);
+    for (const [key, ping] of this.#pings) {
+      if (ping.session !== session) continue;
+      this.#pings.delete(key);
+      ping.reject(new RelayError(ClientErrorCode.unreachable, `ping: connection lost before PONG (${lost.message})`));
+    }
+    this.#settlePresence(
+      (p) => p.session === session,
+      () =>
+        new RelayError(ClientErrorCode.unreachable, `presence: connection lost before the answer (${lost.message})`),
+    );
+    this.#log.info?.('disconnected from relay', { url: session.url.href, error: end.error?.message });
+    end.startedAt = session.startedAt;
+    this.events.emit(
+      'disconnected',
+      end.error === undefined ? { url: session.url.href } : { url: session.url.href, error: end.error },
+    );
+    session.resolveEnded(end);
+  }
+
+  /** Periodic per-connection duties: keepalive, liveness, stuck ACKs, ping timeouts. */
+  #tick(session: Session): void {
+    if (session.over) return;
+    const now = Date.now();
+    const hb = session.welcome.heartbeatMs;
+    if (hb > 0 && now - session.lastRx > Math.max(2 * hb, this.#ackTimeoutMs)) {
+      this.#endSession(session, {
+        error: new RelayError(
+          ClientErrorCode.unreachable,
+          `${session.url.href}: relay silent for ${now - session.lastRx} ms`,
+        ),
+      });
+      return;
+    }
+    const oldest = this.#outbound.values().next();
+    if (!oldest.done && oldest.value.session === session && now - oldest.value.sentAt > this.#ackTimeoutMs) {
+      // The relay ACKs after Redis confirms; this long without one means the path is stuck. Retry elsewhere.
+      this.#endSession(session, {
+        error: new RelayError(
+          ClientErrorCode.unreachable,
+          `${session.url.href}: no ACK within ${this.#ackTimeoutMs} ms; reconnecting to send again`,
+        ),
+      });
+      return;
+    }
+    const perf = performance.now();
+    for (const [key, ping] of this.#pings) {
+      if (ping.session === session && perf - ping.startedAt > this.#ackTimeoutMs) {
+        this.#pings.delete(key);
+        ping.reject(new RelayError(ClientErrorCode.timeout, `ping: no PONG within ${this.#ackTimeoutMs} ms`));
+      }
+    }
+    for (const list of this.#presence.values()) {
+      for (const p of list) {
+        if (p.expired || p.session !== session || perf - p.startedAt <= this.#ackTimeoutMs) continue;
+        p.expired = true;
+        p.reject(new RelayError(ClientErrorCode.timeout, `presence: no answer within ${this.#ackTimeoutMs} ms`));
+      }
+    }
+    // Ping when either direction is quiet: the relay wants traffic from us, and we want proof it is alive
+    // (a client that only sends fast frames would otherwise hear nothing and declare the relay silent).
+    const half = hb / 2;
+    if (
+      hb > 0 &&
+      (now - session.lastTx >= half || now - session.lastRx >= half) &&
+      now - session.lastKeepalive >= half
+    ) {
+      session.lastKeepalive = now;
+      this.#write(session, { type: 'PING', data: this.#pingData(PING_KEEPALIVE) });
+    }
+  }
+
+  /** Writes one frame; on failure the session ends and false is returned. */
+  #write(session: Session, frame: Frame): boolean {
+    if (session.over) return false;
+    try {
+      session.transport.send(encodeFrame(frame, session.version));
+      session.lastTx = Date.now();
+      return true;
+    } catch (error) {
+      this.#endSession(session, { error: toError(error) });
+      return false;
+    }
+  }
+
+  /** Writes waiting durable sends while the in-flight window has room. */
+  #pump(session: Session): void {
+    while (!session.over && session.inFlight < this.#maxInFlight) {
+      const key = this.#unsent.shift();
+      if (key === undefined) return;
+      const entry = this.#outbound.get(key);
+      if (entry === undefined || entry.session === session) continue;
+      if (entry.frame.payload.length > session.welcome.maxPayload) {
+        this.#outbound.delete(key);
+        entry.reject(
+          new RelayError(
+            ClientErrorCode.payloadTooLarge,
+            `send: ${entry.frame.payload.length} bytes exceed ${session.url.href}'s limit of ${session.welcome.maxPayload}`,
+          ),
+        );
+        continue;
+      }
+      entry.session = session;
+      entry.sentAt = Date.now();
+      session.inFlight++;
+      if (!this.#write(session, entry.frame)) return;
+    }
+  }
+
+  /** Rejects and forgets the presence queries `match` selects (their connection is gone: no answer can come). */
+  #settlePresence(match: (p: PendingPresence) => boolean, error: () => Error): void {
+    for (const [key, list] of this.#presence) {
+      const keep = list.filter((p) => {
+        if (!match(p)) return true;
+        if (!p.expired) p.reject(error());
+        return false;
+      });
+      if (keep.length === 0) this.#presence.delete(key);
+      else this.#presence.set(key, keep);
+    }
+  }
+
+  #pingData(kind: number): Uint8Array {
+    this.#pingCounter = (this.#pingCounter + 1) % 0x100000000;
+    const data = new Uint8Array(8);
+    data[0] = kind;
+    const n = this.#pingCounter;
+    data[4] = n >>> 24;
+    data[5] = (n >>> 16) & 0xff;
+    data[6] = (n >>> 8) & 0xff;
+    data[7] = n & 0xff;
+    return data;
+  }
+
+  // ---------------------------------------------------------------------------
+  // Inbound frames
+
+  #onFrames(session: Session, frames: Frame[]): void {
+    for (const frame of frames) {
+      if (session.over) return;
+      session.lastRx = Date.now();
+      try {
+        this.#onFrame(session, frame);
+      } catch (error) {
+        this.#emitError({ error: toLibertariaError(error, 'handling a frame'), url: session.url.href });
+      }
+    }
+  }
+
+  #onFrame(session: Session, frame: Frame): void {
+    switch (frame.type) {
+      case 'DELIVER':
+        this.#onDeliver(session, frame);
+        return;
+      case 'ACK':
+        this.#onAck(session, frame);
+        return;
+      case 'NACK':
+        this.#onNack(session, frame);
+        return;
+      case 'PING':
+        this.#write(session, { type: 'PONG', data: frame.data });
+        return;
+      case 'PONG': {
+        const key = toHex(frame.data);
+        const ping = this.#pings.get(key);
+        if (ping !== undefined) {
+          this.#pings.delete(key);
+          ping.resolve(performance.now() - ping.startedAt);
+        }
+        return;
+      }
+      case 'PEER_GONE':
+        // A zero messageId answers PRESENCE_QUERY; otherwise a fast SEND found nobody.
+        if (frame.messageId.every((b) => b === 0) && this.#answerPresence(frame.hint, false)) return;
+        this.events.emit('peer-gone', { hint: copyBytes(frame.hint), messageId: copyBytes(frame.messageId) });
+        return;
+      case 'PEER_PRESENT':
+        this.#answerPresence(frame.hint, true);
+        return;
+      case 'GOAWAY': {
+        const hint = frame.reconnectHint
+          .split(',')
+          .map((s) => s.trim())
+          .filter((s) => s !== '');
+        this.#log.info?.('relay sent GOAWAY', { url: session.url.href, reason: frame.reason });
+        this.events.emit('goaway', {
+          url: session.url.href,
+          reconnectAfterMs: frame.reconnectAfterMs,
+          reconnectHint: hint,
+          reason: frame.reason,
+        });
+        this.#endSession(session, {
+          goaway: { ...frame },
+          error: new RelayError('DRAINING', `${session.url.href}: GOAWAY: ${frame.reason || 'no reason given'}`),
+        });
+        return;
+      }
+      case 'ERROR': {
+        const error = new RelayError(errorCodeFromWire(frame.code), `${session.url.href}: ${frame.message}`);
+        if ((frame.flags & ErrorFlags.FATAL) === 0) {
+          this.#emitError({ error, url: session.url.href });
+          return;
+        }
+        const end: SessionEnd = { error };
+        if (isPermanentRefusal(error)) end.refused = error;
+        this.#endSession(session, end);
+        return;
+      }
+      default:
+        this.#emitError({
+          error: new RelayError(
+            ClientErrorCode.unexpectedFrame,
+            `${session.url.href}: unexpected ${frame.type} from relay`,
+          ),
+          url: session.url.href,
+        });
+    }
+  }
+
+  #answerPresence(hint: Uint8Array, present: boolean): boolean {
+    const key = toHex(hint);
+    const list = this.#presence.get(key);
+    const first = list?.shift();
+    if (list !== undefined && list.length === 0) this.#presence.delete(key);
+    if (first !== undefined && !first.expired) first.resolve(present);
+    return first !== undefined;
+  }
+
+  #onAck(session: Session, frame: AckFrame): void {
+    const entry = this.#take(frame.messageId, session);
+    // An ACK for nothing pending is a late duplicate (we sent the message again); harmless.
+    entry?.resolve({ messageId: entry.messageId, position: frame.position });
+  }
+
+  #onNack(session: Session, frame: NackFrame): void {
+    const code = errorCodeFromWire(frame.code);
+    const key = toHex(frame.messageId);
+    const error = new RelayError(code, `relay refused message ${key}: ${frame.message || code}`);
+    const entry = this.#take(frame.messageId, session);
+    if (entry !== undefined) entry.reject(error);
+    else this.#emitError({ error, url: session.url.href, messageId: copyBytes(frame.messageId) });
+  }
+
+  #take(messageId: Uint8Array, session: Session): OutboundEntry | undefined {
+    const key = toHex(messageId);
+    const entry = this.#outbound.get(key);
+    if (entry === undefined) return undefined;
+    this.#outbound.delete(key);
+    if (entry.session === session) {
+      session.inFlight--;
+      this.#pump(session);
+    }
+    return entry;
+  }
+
+  #onDeliver(session: Session, frame: DeliverFrame): void {
+    const durable = (frame.flags & SendFlags.DURABLE) !== 0;
+    const position = durable ? frame.position : 0;
+    const url = session.url.href;
+    if (durable && position === 0) {
+      this.#emitError({
+        error: new RelayError(ClientErrorCode.unexpectedFrame, `${url}: durable DELIVER without a queue position`),
+        url,
+      });
+      return;
+    }
+    const key = toHex(frame.messageId);
+    const verdict = this.#tracker.check(key, position);
+    if (verdict !== 'new') this.#duplicates++;
+    if (verdict === 'ack-again') {
+      this.#tracker.ack(key, position);
+      this.#write(session, { type: 'ACK', messageId: frame.messageId, position });
+      return;
+    }
+    if (verdict === 'drop') return;
+
+    let from: string;
+    let body: Uint8Array;
+    try {
+      if (!bytesEqual(frame.dest, this.#hint)) {
+        throw new RelayError(ClientErrorCode.unexpectedFrame, `DELIVER addressed to ${toHex(frame.dest)}, not to us`);
+      }
+      const envelope = decodeEnvelope(frame.payload);
+      checkEnvelopeSender(envelope, frame.source);
+      from = envelope.senderDid;
+      body = envelope.body;
+    } catch (error) {
+      // A frame we will never accept: acknowledge it so it cannot block the queue, and say so.
+      if (durable) {
+        this.#tracker.ack(key, position);
+        this.#write(session, { type: 'ACK', messageId: frame.messageId, position });
+      } else {
+        this.#tracker.accept(key, 0);
+      }
+      this.#emitError({
+        error: toLibertariaError(error, 'inbound message'),
+        url,
+        messageId: copyBytes(frame.messageId),
+      });
+      return;
+    }
+
+    if (durable) {
+      if (session.leavingUnread || this.#inbox.full || this.#tracker.unacked >= this.#maxUnacked) {
+        // Not acknowledged, so the relay keeps it; it comes back once the connection is replaced.
+        if (!session.leavingUnread) {
+          this.#log.warn?.('inbound buffer full; leaving durable messages with the relay', { url, position });
+        }
+        session.leavingUnread = true;
+        this.#tracker.leaveUnread(position);
+        return;
+      }
+    } else if (this.#inbox.full) {
+      this.#droppedFast++;
+      this.#emitError({
+        error: new RelayError(
+          ClientErrorCode.inboundOverflow,
+          `inbound buffer full (${this.#inbox.capacity}); fast message dropped (${this.#droppedFast} so far)`,
+        ),
+        url,
+        messageId: copyBytes(frame.messageId),
+        dropped: this.#droppedFast,
+      });
+      return;
+    }
+
+    const messageId = copyBytes(frame.messageId);
+    let acked = !durable;
+    const message: InboundMessage = {
+      messageId,
+      from,
+      fromHint: copyBytes(frame.source),
+      to: this.did,
+      // A copy: the frame is a view into the transport's buffer.
+      payload: copyBytes(body),
+      durable,
+      position,
+      sessionId: copyBytes(frame.sessionId),
+      ack: () => {
+        if (acked) return Promise.resolve();
+        acked = true;
+        this.#ackInbound(key, messageId, position);
+        return Promise.resolve();
+      },
+    };
+    this.#tracker.accept(key, position);
+    this.#inbox.push(message);
+  }
+
+  #ackInbound(key: string, messageId: Uint8Array, position: number): void {
+    this.#tracker.ack(key, position);
+    const session = this.#session;
+    // Without a connection the next RESUME (or a redelivery acked again) tells the relay.
+    if (session !== undefined) this.#write(session, { type: 'ACK', messageId, position });
+    this.#maybeResync();
+  }
+
+  /** Once the application has drained enough, replace a connection that left frames unread. */
+  #maybeResync(): void {
+    const session = this.#session;
+    if (session === undefined || !session.leavingUnread || session.over) return;
+    if (this.#inbox.length > this.#inbox.capacity / 2 || this.#tracker.unacked > this.#maxUnacked / 2) return;
+    this.#log.info?.('inbound buffer drained; reconnecting to receive what was left with the relay', {
+      url: session.url.href,
+    });
+    this.#endSession(session, { resync: true });
+  }
+
+  // ---------------------------------------------------------------------------
+  // Helpers
+
+  #destination(to: string | Uint8Array): Uint8Array {
+    if (typeof to === 'string') return hintFromDid(to);
+    if (to instanceof Uint8Array && to.length === HINT_LENGTH) return copyBytes(to);
+    throw new RelayError(ClientErrorCode.invalidArgument, `send: "to" must be a DID or a ${HINT_LENGTH}-byte hint`);
+  }
+
+  #emitError(event: RelayClientEvents['error']): void {
+    if (!this.events.emit('error', event)) {
+      this.#log.warn?.('relay client error', { code: event.error.code, error: event.error.message, url: event.url });
+    }
+  }
+
+  #closedError(operation: string): RelayError {
+    return new RelayError(ClientErrorCode.closed, `${operation}: the client is closed`);
+  }
+
+  #fail(error: LibertariaError): void {
+    if (this.#state === 'closed' || this.#state === 'failed') return;
+    this.#state = 'failed';
+    this.#failure = error;
+    this.#log.error?.('relay client gave up', { code: error.code, error: error.message });
+    this.#emitError({ error });
+    void this.#shutdown(error, error);
+  }
+
+  async #shutdown(reason: LibertariaError, inboxError: LibertariaError | undefined): Promise<void> {
+    this.#rejectConnected?.(reason);
+    this.#resolveConnected = undefined;
+    this.#rejectConnected = undefined;
+    this.#abort?.abort();
+    this.#wake?.();
+    for (const entry of this.#outbound.values()) {
+      entry.reject(
+        new RelayError(
+          reason.code,
+          `message ${entry.key} not acknowledged (${reason.message}); it may or may not have been stored`,
+          { cause: reason },
+        ),
+      );
+    }
+    this.#outbound.clear();
+    for (const ping of this.#pings.values()) ping.reject(reason);
+    this.#pings.clear();
+    this.#settlePresence(
+      () => true,
+      () => reason,
+    );
+    // Queued messages were never acknowledged: the relay keeps them for the next client.
+    this.#inbox.clear();
+    this.#inbox.end(inboxError);
+    const session = this.#session;
+    if (session !== undefined) {
+      this.#endSession(session, {});
+      // Let the transport flush (ACKs written just before close) and finish; bounded so close() cannot hang.
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      await Promise.race([
+        session.transportClosed,
+        new Promise<void>((r) => {
+          timer = setTimeout(r, 2000);
+        }),
+      ]);
+      if (timer !== undefined) clearTimeout(timer);
+    }
+  }
+}

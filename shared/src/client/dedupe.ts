@@ -1,0 +1,189 @@
+/**
+ * Duplicate suppression and the RESUME watermark, as a pure class (no I/O,
+ * no timers) so the rules can be tested on their own.
+ *
+ * Why duplicates happen: a durable frame stays in the relay's queue until the
+ * application acknowledges it, and after a reconnect the relay redelivers
+ * everything after the RESUME position, including frames that were delivered
+ * before but not yet acknowledged (or whose ACK was lost with the
+ * connection). Senders also retry with the same messageId. The application
+ * should see each message once.
+ *
+ * Rules, for a frame with id `id` and queue position `p` (0 for fast frames):
+ *   - durable and p ≤ lastAcked: already acknowledged → `ack-again`
+ *     (ACK it once more so the relay can delete it, do not yield it);
+ *   - id seen and acknowledged (or seen as a fast frame) → `ack-again` for a
+ *     durable frame, `drop` for a fast one;
+ *   - id seen, yielded, not yet acknowledged by the application → `drop`
+ *     (its ack() is still to come and will acknowledge it);
+ *   - otherwise → `new`.
+ *
+ * lastAcked (the RESUME watermark) is the highest position such that every
+ * durable frame at or below it was acknowledged by the application. The
+ * relay delivers a queue in position order, so positions the client never
+ * saw below the first outstanding one do not exist in the queue any more.
+ * Durable frames the client had to leave unread (inbound buffer full) form a
+ * "hole" from the lowest to the highest such position: it pins the watermark
+ * below its low end until a later connection delivers a frame at or beyond
+ * its high end (in-order delivery: by then the relay has redelivered every
+ * frame of the hole that still exists, and those are outstanding again).
+ *
+ * Memory: ids are kept in an LRU of `maxIds` entries; outstanding positions
+ * are bounded by the client's limit on unacknowledged inbound messages.
+ */
+
+export type DedupeVerdict = 'new' | 'ack-again' | 'drop';
+
+const PENDING = 0;
+const ACKED = 1;
+type IdState = typeof PENDING | typeof ACKED;
+
+export interface DedupeOptions {
+  /** Message ids remembered (default 100,000). */
+  maxIds?: number;
+}
+
+export class DedupeTracker {
+  readonly #maxIds: number;
+  /** id → state; Map iteration order is insertion order, which makes it an LRU. */
+  readonly #ids = new Map<string, IdState>();
+  /** Positions yielded to the application and not yet acknowledged, ascending. */
+  readonly #outstanding: number[] = [];
+  #highestAcked = 0;
+  #watermark = 0;
+  /** Lowest and highest durable positions left unread and not yet passed again. */
+  #hole: { low: number; high: number } | undefined;
+  /** Connection generation the hole was left on. */
+  #holeGeneration = 0;
+  #generation = 0;
+
+  constructor(options: DedupeOptions = {}) {
+    this.#maxIds = Math.max(1, options.maxIds ?? 100_000);
+  }
+
+  /** The RESUME position: every durable frame at or below it was acknowledged by the application. */
+  get lastAcked(): number {
+    return this.#watermark;
+  }
+
+  /** Durable messages yielded to the application and not yet acknowledged. */
+  get unacked(): number {
+    return this.#outstanding.length;
+  }
+
+  /** Ids currently remembered. */
+  get size(): number {
+    return this.#ids.size;
+  }
+
+  /** Classifies an inbound frame; does not record it. */
+  check(id: string, position: number): DedupeVerdict {
+    const durable = position > 0;
+    if (durable && position <= this.#watermark) return 'ack-again';
+    const state = this.#ids.get(id);
+    if (state === undefined) return 'new';
+    if (state === PENDING) return 'drop';
+    return durable ? 'ack-again' : 'drop';
+  }
+
+  /**
+   * Records a frame handed to the application. A durable one stays
+   * outstanding until ack(); a fast one is only remembered by id.
+   */
+  accept(id: string, position: number): void {
+    this.#passed(position);
+    if (position > 0) {
+      this.#remember(id, PENDING);
+      insertSorted(this.#outstanding, position);
+      this.#recompute();
+    } else {
+      this.#remember(id, ACKED);
+    }
+  }
+
+  /** Records the application's acknowledgement (or a frame acknowledged without yielding it, e.g. a poison frame). */
+  ack(id: string, position: number): void {
+    this.#remember(id, ACKED);
+    if (position <= 0) return;
+    this.#passed(position);
+    removeSorted(this.#outstanding, position);
+    if (position > this.#highestAcked) this.#highestAcked = position;
+    this.#recompute();
+  }
+
+  /** Records a durable frame left unread (not acknowledged, will be redelivered on the next connection). */
+  leaveUnread(position: number): void {
+    if (position <= 0) return;
+    this.#passed(position);
+    if (this.#hole === undefined) {
+      this.#hole = { low: position, high: position };
+    } else {
+      this.#hole.low = Math.min(this.#hole.low, position);
+      this.#hole.high = Math.max(this.#hole.high, position);
+    }
+    this.#holeGeneration = this.#generation;
+    this.#recompute();
+  }
+
+  /** Whether a frame was left unread and has not been redelivered yet. */
+  get hasHole(): boolean {
+    return this.#hole !== undefined;
+  }
+
+  /** Call when a new connection has sent RESUME {lastAcked}: the relay now redelivers every hole in order. */
+  newConnection(): void {
+    this.#generation++;
+  }
+
+  /** A durable frame at `position` arrived: on a later connection than the hole, at or beyond its end, the relay got past it. */
+  #passed(position: number): void {
+    if (this.#hole !== undefined && this.#generation > this.#holeGeneration && position >= this.#hole.high) {
+      this.#hole = undefined;
+    }
+  }
+
+  #remember(id: string, state: IdState): void {
+    this.#ids.delete(id);
+    this.#ids.set(id, state);
+    if (this.#ids.size > this.#maxIds) {
+      const oldest = this.#ids.keys().next();
+      if (!oldest.done) this.#ids.delete(oldest.value);
+    }
+  }
+
+  #recompute(): void {
+    let candidate = this.#highestAcked;
+    const first = this.#outstanding[0];
+    if (first !== undefined) candidate = Math.min(candidate, first - 1);
+    if (this.#hole !== undefined) candidate = Math.min(candidate, this.#hole.low - 1);
+    // Never moves back: RESUME already told the relay everything at or below it is done.
+    if (candidate > this.#watermark) this.#watermark = candidate;
+  }
+}
+
+function lowerBound(list: readonly number[], value: number): number {
+  let lo = 0;
+  let hi = list.length;
+  while (lo < hi) {
+    const mid = (lo + hi) >>> 1;
+    if (list[mid]! < value) lo = mid + 1;
+    else hi = mid;
+  }
+  return lo;
+}
+
+function insertSorted(list: number[], value: number): void {
+  // Deliveries come in order, so this is nearly always an append.
+  const last = list[list.length - 1];
+  if (last === undefined || last < value) {
+    list.push(value);
+    return;
+  }
+  const at = lowerBound(list, value);
+  if (list[at] !== value) list.splice(at, 0, value);
+}
+
+function removeSorted(list: number[], value: number): void {
+  const at = lowerBound(list, value);
+  if (list[at] === value) list.splice(at, 1);
+}

@@ -1,0 +1,210 @@
+/**
+ * The opening of a relay connection: HELLO → CHALLENGE → AUTH → WELCOME.
+ *
+ * Everything that can go wrong becomes a RelayError whose code says what to
+ * do next (client.ts decides): AUTH_FAILED and UNSUPPORTED_VERSION will not
+ * get better by retrying the same relay; everything else may.
+ */
+
+import { errorCodeFromWire, LibertariaError, RelayError } from '../errors.js';
+import { type Ed25519Identity, signAuth } from '../identity/index.js';
+import {
+  ErrorFlags,
+  encodeFrame,
+  type Frame,
+  MAX_PAYLOAD_LIMIT,
+  MAX_PROTOCOL_VERSION,
+  MIN_PROTOCOL_VERSION,
+} from '../protocol/frames.js';
+import { bytesEqual, copyBytes, toHex } from './bytes.js';
+import { ClientErrorCode } from './codes.js';
+import { openTransport, type TlsClientOptions, type Transport } from './transport.js';
+import type { RelayUrl } from './url.js';
+
+export interface Welcome {
+  readonly hint: Uint8Array;
+  readonly connectionId: Uint8Array;
+  readonly maxPayload: number;
+  readonly heartbeatMs: number;
+  readonly nodeId: string;
+}
+
+export interface Handshake {
+  readonly transport: Transport;
+  /** Protocol version chosen in CHALLENGE; every later frame is encoded with it. */
+  readonly version: number;
+  readonly relayIdentity: string;
+  readonly welcome: Welcome;
+  /** Frames that arrived in the same message as WELCOME, to be handled first. */
+  readonly leftover: Frame[];
+}
+
+export interface HandshakeOptions {
+  identity: Ed25519Identity;
+  expectRelayIdentity?: string | undefined;
+  timeoutMs: number;
+  tls?: TlsClientOptions | undefined;
+}
+
+/** A relay-reported error carries whether the relay marked it FATAL. */
+export class HandshakeError extends RelayError {
+  readonly fatal: boolean;
+  constructor(code: RelayError['code'], message: string, fatal = false, cause?: unknown) {
+    super(code, message, cause === undefined ? undefined : { cause });
+    this.fatal = fatal;
+  }
+}
+
+function asRelayError(url: RelayUrl, error: unknown): RelayError {
+  if (error instanceof RelayError) return error;
+  if (error instanceof LibertariaError)
+    return new RelayError(error.code, `${url.href}: ${error.message}`, { cause: error });
+  const message = error instanceof Error ? error.message : String(error);
+  return new RelayError(ClientErrorCode.unreachable, `${url.href}: ${message}`, { cause: error });
+}
+
+/** Connects to `url` and authenticates; rejects with a RelayError. */
+export async function performHandshake(url: RelayUrl, options: HandshakeOptions): Promise<Handshake> {
+  const deadline = Date.now() + options.timeoutMs;
+  let transport: Transport;
+  try {
+    transport = await openTransport(url, {
+      timeoutMs: options.timeoutMs,
+      maxPayload: MAX_PAYLOAD_LIMIT,
+      tls: options.tls,
+    });
+  } catch (error) {
+    throw asRelayError(url, error);
+  }
+  return new Promise<Handshake>((resolve, reject) => {
+    let step: 'challenge' | 'welcome' | 'done' = 'challenge';
+    let version = MIN_PROTOCOL_VERSION;
+    let relayIdentity = '';
+    const fail = (error: RelayError): void => {
+      if (step === 'done') return;
+      step = 'done';
+      clearTimeout(timer);
+      transport.onFrames = undefined;
+      transport.onClose = undefined;
+      transport.close();
+      reject(error);
+    };
+    const timer = setTimeout(
+      () =>
+        fail(
+          new RelayError(
+            ClientErrorCode.handshakeTimeout,
+            `${url.href}: handshake not finished within ${options.timeoutMs} ms`,
+          ),
+        ),
+      Math.max(0, deadline - Date.now()),
+    );
+
+    const onFrame = (frame: Frame): boolean => {
+      if (frame.type === 'ERROR') {
+        const fatal = (frame.flags & ErrorFlags.FATAL) !== 0;
+        fail(new HandshakeError(errorCodeFromWire(frame.code), `${url.href}: relay refused: ${frame.message}`, fatal));
+        return false;
+      }
+      if (step === 'challenge' && frame.type === 'CHALLENGE') {
+        if (frame.version < MIN_PROTOCOL_VERSION || frame.version > MAX_PROTOCOL_VERSION) {
+          fail(new RelayError('UNSUPPORTED_VERSION', `${url.href}: relay chose version ${frame.version}`));
+          return false;
+        }
+        if (options.expectRelayIdentity !== undefined && frame.relayIdentity !== options.expectRelayIdentity) {
+          // Refused before signing: our signature should only ever name the relay we meant.
+          fail(
+            new RelayError(
+              ClientErrorCode.wrongRelay,
+              `${url.href}: relay identity ${JSON.stringify(frame.relayIdentity)} is not the expected ${JSON.stringify(options.expectRelayIdentity)}`,
+            ),
+          );
+          return false;
+        }
+        version = frame.version;
+        relayIdentity = frame.relayIdentity;
+        const signature = signAuth(options.identity, { nonce: frame.nonce, relayIdentity, binding: url.binding });
+        transport.send(
+          encodeFrame(
+            { type: 'AUTH', keyType: 1, publicKey: options.identity.publicKey, signature, did: options.identity.did },
+            version,
+          ),
+        );
+        step = 'welcome';
+        return true;
+      }
+      if (step === 'welcome' && frame.type === 'WELCOME') {
+        if (!bytesEqual(frame.hint, options.identity.hint)) {
+          fail(
+            new RelayError(
+              ClientErrorCode.wrongRelay,
+              `${url.href}: relay assigned hint ${toHex(frame.hint)}, ours is ${toHex(options.identity.hint)}`,
+            ),
+          );
+          return false;
+        }
+        return true;
+      }
+      fail(
+        new RelayError(ClientErrorCode.unexpectedFrame, `${url.href}: unexpected ${frame.type} during the handshake`),
+      );
+      return false;
+    };
+
+    transport.onClose = (error) =>
+      fail(
+        error instanceof LibertariaError
+          ? asRelayError(url, error)
+          : new RelayError(
+              ClientErrorCode.unreachable,
+              `${url.href}: connection closed during the handshake${error ? ` (${error.message})` : ''}`,
+            ),
+      );
+    transport.onFrames = (frames) => {
+      for (let i = 0; i < frames.length; i++) {
+        if (step === 'done') return;
+        const frame = frames[i]!;
+        let ok: boolean;
+        try {
+          ok = onFrame(frame);
+        } catch (error) {
+          fail(asRelayError(url, error));
+          return;
+        }
+        if (ok && frame.type === 'WELCOME') {
+          step = 'done';
+          clearTimeout(timer);
+          // Frames from here on are the client's; it installs its own handlers.
+          transport.onFrames = undefined;
+          transport.onClose = undefined;
+          resolve({
+            transport,
+            version,
+            relayIdentity,
+            welcome: {
+              hint: copyBytes(frame.hint),
+              connectionId: copyBytes(frame.connectionId),
+              maxPayload: frame.maxPayload,
+              heartbeatMs: frame.heartbeatMs,
+              nodeId: frame.nodeId,
+            },
+            leftover: frames.slice(i + 1),
+          });
+          return;
+        }
+      }
+    };
+    try {
+      transport.send(
+        encodeFrame({ type: 'HELLO', minVersion: MIN_PROTOCOL_VERSION, maxVersion: MAX_PROTOCOL_VERSION, features: 0 }),
+      );
+    } catch (error) {
+      fail(asRelayError(url, error));
+    }
+  });
+}
+
+/** Codes after which retrying the same relay cannot succeed. */
+export function isPermanentRefusal(error: RelayError): boolean {
+  return error.code === 'AUTH_FAILED' || error.code === 'UNSUPPORTED_VERSION';
+}

@@ -1,0 +1,41 @@
+/**
+ * Client SDK of the Libertaria relay: RelayClient (connect, send, messages,
+ * ping, close), the payload envelope, relay URLs and the pieces the client
+ * is built from (backoff schedule, duplicate tracker, transports), exported
+ * for tests, tools and custom clients. See docs/client.md.
+ */
+export {
+  backoffBounds,
+  backoffDelay,
+  DEFAULT_RECONNECT,
+  type ReconnectOptions,
+  resolveReconnectOptions,
+} from './backoff.js';
+export { bytesEqual, copyBytes, randomBytes, toHex } from './bytes.js';
+export {
+  type ClientLogger,
+  type InboundMessage,
+  RelayClient,
+  type RelayClientEvents,
+  type RelayClientOptions,
+  type RelayClientStats,
+  type SendOptions,
+  type SendResult,
+} from './client.js';
+export { ClientErrorCode } from './codes.js';
+export { type DedupeOptions, DedupeTracker, type DedupeVerdict } from './dedupe.js';
+export { type Listener, TypedEmitter } from './emitter.js';
+export {
+  checkEnvelopeSender,
+  decodeEnvelope,
+  ENVELOPE_HEADER_SIZE,
+  ENVELOPE_VERSION,
+  type Envelope,
+  encodeEnvelope,
+  envelopeOverhead,
+} from './envelope.js';
+export { type Handshake, HandshakeError, type HandshakeOptions, performHandshake, type Welcome } from './handshake.js';
+export { Inbox } from './inbox.js';
+export { openTransport, type TlsClientOptions, type Transport, type TransportOptions } from './transport.js';
+export { parseRelayUrl, parseRelayUrls, type RelayScheme, type RelayUrl, type TransportBinding } from './url.js';
+export { WS_SUBPROTOCOL } from './ws-transport.js';
