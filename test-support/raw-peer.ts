@@ -28,6 +28,8 @@ export class RawPeer {
     private readonly writeBytes: (b: Uint8Array) => void,
     private readonly closeFn: () => void,
     readonly binding: 'ws' | 'tcp',
+    /** Stops reading from the socket (a slow or stuck peer). */
+    readonly pauseReading: () => void,
   ) {
     this.closedPromise = new Promise((r) => {
       this.markClosed = r;
@@ -42,6 +44,7 @@ export class RawPeer {
         (b) => ws.send(b),
         () => ws.close(),
         'ws',
+        () => ws.pause(),
       );
       ws.on('message', (data: Buffer) => peer.receive(decodeFrames(data, { maxPayload: MAX_PAYLOAD_LIMIT })));
       ws.on('close', () => peer.onClose());
@@ -59,6 +62,7 @@ export class RawPeer {
       (b) => sock.write(b),
       () => sock.destroy(),
       'tcp',
+      () => sock.pause(),
     );
     sock.on('data', (d: Buffer) =>
       peer.receive(decoder.push(d).map((f) => decodeFrame(f, { maxPayload: MAX_PAYLOAD_LIMIT }))),

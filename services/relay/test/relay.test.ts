@@ -300,6 +300,54 @@ describe('relay nodes on one Redis', () => {
   });
 });
 
+describe('a slow peer', () => {
+  it('costs bounded memory: fast frames beyond its send queue are dropped and counted, other peers are not stalled', async () => {
+    const redis = await startRedis();
+    const relay = await startRelay({
+      redisUrl: redis.url,
+      env: {
+        RELAY_MAX_PAYLOAD_BYTES: '1024',
+        RELAY_SEND_QUEUE_BYTES: '65536',
+        RELAY_RATE_FRAMES_PER_SECOND: '1000000',
+        RELAY_RATE_BURST: '1000000',
+      },
+    });
+    try {
+      const alice = await peer(relay.tcpUrl);
+      const carol = await peer(relay.tcpUrl);
+      // A peer that authenticates and then never reads: its kernel buffers
+      // fill, then the relay's per-connection bound applies.
+      const slowId = Ed25519Identity.generate();
+      const stuckPeer = await RawPeer.connect(relay.tcpUrl);
+      await stuckPeer.authenticate(slowId);
+      stuckPeer.pauseReading();
+      const payload = new Uint8Array(1024);
+      const toSlow = encodeFrame(sendFrame(alice.id, slowId, payload, false));
+      const batch = Buffer.concat(Array.from({ length: 200 }, () => toSlow));
+      for (let i = 0; i < 150; i++) alice.p.send(batch); // 30,000 frames, 30 MiB for a peer that reads nothing
+      // Carol is served promptly all the same.
+      alice.p.send(sendFrame(alice.id, carol.id, text('not stalled'), false));
+      const started = Date.now();
+      assert.equal(Buffer.from((await carol.p.next('DELIVER', 10_000)).payload).toString(), 'not stalled');
+      const waited = Date.now() - started;
+      const metrics = await (await fetch(`${relay.adminUrl}/metrics`)).text();
+      const drops = Number(/relay_drops_total\{reason="send_queue_overflow"[^}]*\} (\d+)/.exec(metrics)?.[1] ?? 0);
+      const rss = Number(/process_resident_memory_bytes\{[^}]*\} (\d+)/.exec(metrics)?.[1] ?? 0);
+      assert.ok(drops > 10_000, `expected most frames dropped for the stuck peer, got ${drops}`);
+      assert.ok(rss < 300 * 1024 * 1024, `relay RSS ${rss} bytes`);
+      console.log(
+        `slow peer: ${drops} of 30000 frames dropped, carol served after ${waited} ms, relay rss ${Math.round(rss / 2 ** 20)} MiB`,
+      );
+      alice.p.close();
+      carol.p.close();
+      stuckPeer.close();
+    } finally {
+      await relay.stop();
+      await redis.stop();
+    }
+  });
+});
+
 describe('relay drain on SIGTERM', () => {
   it('turns unready, sends GOAWAY with the other nodes as hint, finishes durable writes and exits in time', async () => {
     const redis = await startRedis();
