@@ -9,6 +9,10 @@ it('frame decoders survive 100,000 random and mutated inputs', () => {
   assert.equal(stats.inputs, 100_000);
   // Both outcomes must be exercised, or the fuzzer is not reaching the decoders.
   assert.ok(stats.decoded > 1000, `only ${stats.decoded} inputs decoded`);
+  assert.ok(
+    stats.routedChecked > 1000,
+    `only ${stats.routedChecked} SEND/DELIVER inputs compared with the hot-path check`,
+  );
   for (const code of [
     'TRUNCATED',
     'BAD_LENGTH',

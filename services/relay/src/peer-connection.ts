@@ -13,6 +13,8 @@
  */
 import { randomBytes } from 'node:crypto';
 import {
+  type CodecOptions,
+  checkRoutedFrame,
   decodeFrame,
   type ErrorCode,
   ErrorFlags,
@@ -28,7 +30,6 @@ import {
   PROTOCOL_VERSION,
   type ProtocolError,
   RelayError,
-  ROUTED_HEADER_SIZE,
   Routed,
   routingHint,
   SendFlags,
@@ -67,6 +68,7 @@ export class PeerConnection implements TransportSink {
   private nonce: Buffer | undefined;
   private handshakeTimer: NodeJS.Timeout | undefined;
   private readonly bucket: TokenBucket;
+  private readonly codecOptions: CodecOptions;
   private backedUpFrames = 0;
   /**
    * Earlier frames whose answer waits on Redis (durable stores, presence
@@ -94,6 +96,7 @@ export class PeerConnection implements TransportSink {
   ) {
     const c = ctx.config;
     this.bucket = new TokenBucket(c.RELAY_RATE_FRAMES_PER_SECOND, c.RELAY_RATE_BURST);
+    this.codecOptions = { maxPayload: c.RELAY_MAX_PAYLOAD_BYTES };
     ctx.metrics.connections.labels(transport.kind).inc();
     if (ctx.authLimiter.isBlocked(transport.remoteAddress)) {
       this.failAuth('rate_limited', 'AUTH_RATE_LIMITED', 'too many failed handshakes from this address; try later');
@@ -122,7 +125,7 @@ export class PeerConnection implements TransportSink {
     }
     let decoded: Frame;
     try {
-      decoded = decodeFrame(frame, { maxPayload: this.ctx.config.RELAY_MAX_PAYLOAD_BYTES });
+      decoded = decodeFrame(frame, this.codecOptions);
     } catch (err) {
       this.onProtocolError(err as ProtocolError);
       return;
@@ -344,13 +347,13 @@ export class PeerConnection implements TransportSink {
 
   /** The hot path: validate the routed header in place and forward or store. */
   private onSend(frame: Buffer): void {
-    const bodyLength = frame.length - FRAME_HEADER_SIZE;
-    if (bodyLength < ROUTED_HEADER_SIZE) return this.fatal('BAD_LENGTH', 'SEND: body too short for the routed header');
-    const flags = frame[FLAGS_AT]!;
-    if ((flags & ~SendFlags.DURABLE) !== 0) return this.fatal('BAD_FIELD', 'SEND.flags: undefined bits set');
-    if (frame.readUInt32BE(POSITION_AT) !== 0 || frame.readUInt32BE(POSITION_AT + 4) !== 0) {
-      return this.fatal('BAD_FIELD', 'SEND.position must be 0');
+    try {
+      // Same rules as decodeFrame (fuzz-tested), without building an object.
+      checkRoutedFrame(frame, this.codecOptions);
+    } catch (err) {
+      return this.onProtocolError(err as ProtocolError);
     }
+    const flags = frame[FLAGS_AT]!;
     if (frame.compare(this.hint!, 0, HINT_SIZE, SOURCE_AT, SOURCE_AT + HINT_SIZE) !== 0) {
       this.ctx.metrics.drop('source_mismatch');
       return this.nack(frame, 'SOURCE_MISMATCH', 'source hint is not your own');

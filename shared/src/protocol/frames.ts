@@ -501,6 +501,38 @@ export function readFrameHeader(buf: Uint8Array, offset: number, maxBody: number
   return bodyLength;
 }
 
+/**
+ * Checks one whole SEND or DELIVER frame (header included, as a transport
+ * hands it over) without decoding it into an object: the relay's hot path.
+ * Throws exactly when decodeFrame would (the fuzz test holds them to that),
+ * so forwarding the bytes as they are is as strict as decoding them.
+ */
+export function checkRoutedFrame(frame: Uint8Array, options?: CodecOptions): void {
+  const maxPayload = effectiveMaxPayload(options);
+  const bodyLength = readFrameHeader(frame, 0, ROUTED_HEADER_SIZE + maxPayload);
+  const type = frame[1];
+  if (type !== FrameType.SEND && type !== FrameType.DELIVER) {
+    fail('BAD_FIELD', `checkRoutedFrame: type 0x${type!.toString(16)} is not SEND or DELIVER`);
+  }
+  const name = type === FrameType.SEND ? 'SEND' : 'DELIVER';
+  const end = FRAME_HEADER_SIZE + bodyLength;
+  if (frame.length < end)
+    fail('TRUNCATED', `frame body needs ${bodyLength} bytes, ${frame.length - FRAME_HEADER_SIZE} left`);
+  if (bodyLength < ROUTED_HEADER_SIZE) fail('BAD_LENGTH', `${name}: body too short for the routed header`);
+  const flags = frame[FRAME_HEADER_SIZE + Routed.FLAGS]!;
+  if ((flags & ~KNOWN_SEND_FLAGS) !== 0)
+    fail('BAD_FIELD', `${name}.flags: undefined bits set (0x${flags.toString(16)})`);
+  const position = u64(frame, FRAME_HEADER_SIZE + Routed.POSITION, `${name}.position`);
+  if (name === 'SEND' && position !== 0) fail('BAD_FIELD', 'SEND.position must be 0');
+  if (bodyLength - ROUTED_HEADER_SIZE > maxPayload) {
+    throw new ProtocolError(
+      'FRAME_TOO_LARGE',
+      `${name}: payload of ${bodyLength - ROUTED_HEADER_SIZE} bytes exceeds ${maxPayload}`,
+    );
+  }
+  if (frame.length !== end) fail('TRAILING_BYTES', `${frame.length - end} bytes after the frame`);
+}
+
 /** Decodes the frame starting at `offset`; returns it and the offset just past it. */
 export function decodeFrameAt(buf: Uint8Array, offset: number, options?: CodecOptions): { frame: Frame; next: number } {
   const maxPayload = effectiveMaxPayload(options);

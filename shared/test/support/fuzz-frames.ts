@@ -1,5 +1,7 @@
 import { isErrorCode, ProtocolError } from '../../src/errors.js';
 import {
+  checkRoutedFrame,
+  decodeFrame,
   decodeFrames,
   encodeFrame,
   encodeFrames,
@@ -21,6 +23,8 @@ import {
 export interface FuzzStats {
   inputs: number;
   decoded: number;
+  /** Inputs typed SEND/DELIVER on which the hot-path check was compared with the decoder. */
+  routedChecked: number;
   errors: Record<string, number>;
   heapGrowthBytes: number;
 }
@@ -155,6 +159,28 @@ function checkOne(input: Uint8Array, rnd: () => number, stats: FuzzStats): void 
     }
     code = err.code;
   }
+  // The relay's hot-path check must accept and refuse exactly what the decoder does.
+  if (input.length >= 2 && (input[1] === FrameType.SEND || input[1] === FrameType.DELIVER)) {
+    let single: string | undefined;
+    try {
+      decodeFrame(input, { maxPayload: MAX_PAYLOAD });
+    } catch (err) {
+      single = (err as ProtocolError).code;
+    }
+    let checked: string | undefined;
+    try {
+      checkRoutedFrame(input, { maxPayload: MAX_PAYLOAD });
+    } catch (err) {
+      if (!(err instanceof ProtocolError)) throw new Error(`checkRoutedFrame: untyped exception ${String(err)}`);
+      checked = err.code;
+    }
+    if ((single === undefined) !== (checked === undefined)) {
+      throw new Error(
+        `checkRoutedFrame (${checked}) disagrees with decodeFrame (${single}) on ${Buffer.from(input).toString('hex')}`,
+      );
+    }
+    stats.routedChecked++;
+  }
   if (frames) {
     stats.decoded++;
     const again = encodeFrames(frames);
@@ -194,7 +220,7 @@ function checkOne(input: Uint8Array, rnd: () => number, stats: FuzzStats): void 
 export function fuzzFrames(iterations: number, seed: number): FuzzStats {
   const rnd = prng(seed);
   const seeds = corpus();
-  const stats: FuzzStats = { inputs: 0, decoded: 0, errors: {}, heapGrowthBytes: 0 };
+  const stats: FuzzStats = { inputs: 0, decoded: 0, routedChecked: 0, errors: {}, heapGrowthBytes: 0 };
   globalThis.gc?.();
   const heapBefore = process.memoryUsage().heapUsed;
   for (let i = 0; i < iterations; i++) {
