@@ -468,6 +468,32 @@ describe('bytes', () => {
 });
 
 describe('browser safety', () => {
+  it('the client, its envelope, handshake and WebSocket transport bundle for a browser with no Node module', async () => {
+    const { build } = await import('esbuild');
+    // esbuild follows static and literal dynamic imports; a Node built-in or
+    // `ws` anywhere in that graph fails a browser-platform bundle.
+    const result = await build({
+      stdin: {
+        contents:
+          "export { RelayClient } from './client.js';\n" +
+          "export { openWebSocketTransport } from './ws-transport.js';\n" +
+          "export { authTranscript } from '../identity/auth-transcript.js';\n" +
+          "export { hintFromDid, routingHint, formatLibertariaDid } from '../identity/did.js';\n" +
+          "export { decodeFrames, encodeFrame } from '../protocol/frames.js';\n",
+        resolveDir: new URL('../src/client/', import.meta.url).pathname,
+        loader: 'ts',
+      },
+      bundle: true,
+      platform: 'browser',
+      format: 'esm',
+      write: false,
+      logLevel: 'silent',
+    });
+    assert.equal(result.errors.length, 0);
+    const code = result.outputFiles[0]!.text;
+    assert.doesNotMatch(code, /require\(["']node:|from ["']node:/);
+    assert.ok(code.length > 10_000, 'the bundle holds the client');
+  });
   it('ws-transport.ts and the modules it needs import nothing from Node', () => {
     for (const file of ['ws-transport.ts', 'transport.ts', 'codes.ts', 'bytes.ts', 'url.ts']) {
       const source = readFileSync(new URL(`../src/client/${file}`, import.meta.url), 'utf8');

@@ -17,7 +17,8 @@
  * browsers (the identity module still needs a browser port, see the docs).
  */
 import { errorCodeFromWire, LibertariaError, RelayError } from '../errors.js';
-import { type Ed25519Identity, HINT_LENGTH, hintFromDid } from '../identity/index.js';
+import type { PeerSigner } from '../identity/auth.js';
+import { HINT_LENGTH, hintFromDid } from '../identity/did.js';
 import {
   type AckFrame,
   type DeliverFrame,
@@ -52,7 +53,7 @@ export interface ClientLogger {
 export interface RelayClientOptions {
   /** ws://, wss://, tcp:// or tls:// URLs, tried in order (failover). */
   relays: readonly string[];
-  identity: Ed25519Identity;
+  identity: PeerSigner;
   /** Refuse (before signing) any relay whose CHALLENGE names another identity. */
   expectRelayIdentity?: string;
   reconnect?: Partial<ReconnectOptions>;
@@ -260,7 +261,7 @@ export class RelayClient {
   /** Our own did:libertaria DID. */
   readonly did: string;
 
-  readonly #identity: Ed25519Identity;
+  readonly #identity: PeerSigner;
   readonly #hint: Uint8Array;
   readonly #relays: RelayUrl[];
   readonly #expectRelayIdentity: string | undefined;

@@ -21,7 +21,7 @@
  * sender check is RelayError SOURCE_MISMATCH. See docs/client.md.
  */
 import { LibertariaError, ProtocolError, RelayError } from '../errors.js';
-import { hintFromDid, parseDid } from '../identity/index.js';
+import { hintFromDid, parseDid } from '../identity/did.js';
 import { MAX_DID_BYTES } from '../protocol/frames.js';
 import { bytesEqual, toHex } from './bytes.js';
 import { ClientErrorCode } from './codes.js';

@@ -7,7 +7,8 @@
  */
 
 import { errorCodeFromWire, LibertariaError, RelayError } from '../errors.js';
-import { type Ed25519Identity, signAuth } from '../identity/index.js';
+import type { PeerSigner } from '../identity/auth.js';
+import { authTranscript } from '../identity/auth-transcript.js';
 import {
   ErrorFlags,
   encodeFrame,
@@ -40,7 +41,7 @@ export interface Handshake {
 }
 
 export interface HandshakeOptions {
-  identity: Ed25519Identity;
+  identity: PeerSigner;
   expectRelayIdentity?: string | undefined;
   timeoutMs: number;
   tls?: TlsClientOptions | undefined;
@@ -123,7 +124,9 @@ export async function performHandshake(url: RelayUrl, options: HandshakeOptions)
         }
         version = frame.version;
         relayIdentity = frame.relayIdentity;
-        const signature = signAuth(options.identity, { nonce: frame.nonce, relayIdentity, binding: url.binding });
+        const signature = options.identity.sign(
+          authTranscript({ nonce: frame.nonce, relayIdentity, binding: url.binding }),
+        );
         transport.send(
           encodeFrame(
             { type: 'AUTH', keyType: 1, publicKey: options.identity.publicKey, signature, did: options.identity.did },

@@ -1,31 +1,33 @@
 /**
- * What a peer signs to authenticate to a relay (see docs/identity.md):
- *
- *   "libertaria-relay-auth/1" || 0x00 || nonce (32 bytes)
- *   || u8 len || relay identity (UTF-8, 1..255 bytes)
- *   || u8 len || transport binding (UTF-8, 1..255 bytes)
- *
- * The domain string keeps these signatures from being valid for any other
- * purpose, the nonce stops replay, the relay identity stops a relay from
- * forwarding a peer's signature to another relay, and the binding stops a
- * signature made on one transport from being replayed on another.
+ * Signing and verifying the relay auth transcript (auth-transcript.ts builds
+ * it). Verification uses node:crypto (relay side); signing needs only a
+ * PeerSigner, so a browser can bring its own Ed25519 implementation.
  */
-import { IdentityError } from '../errors.js';
+import { type AuthParams, authTranscript } from './auth-transcript.js';
 import { didMatchesKey } from './did.js';
-import { type Ed25519Identity, verifyEd25519 } from './keys.js';
+import { verifyEd25519 } from './keys.js';
 
-export const AUTH_DOMAIN = 'libertaria-relay-auth/1';
-export const AUTH_NONCE_LENGTH = 32;
-/** Relay identity and binding are length-prefixed with one byte. */
-export const AUTH_MAX_FIELD_BYTES = 255;
+export {
+  AUTH_DOMAIN,
+  AUTH_MAX_FIELD_BYTES,
+  AUTH_NONCE_LENGTH,
+  type AuthParams,
+  authTranscript,
+} from './auth-transcript.js';
 
-export interface AuthParams {
-  /** The relay's fresh random challenge; exactly 32 bytes. */
-  nonce: Uint8Array;
-  /** The relay the peer means to talk to (its DID or configured name). */
-  relayIdentity: string;
-  /** The transport the handshake runs over, e.g. "ws", "tcp", "tls". */
-  binding: string;
+/**
+ * What signs for a peer: an Ed25519Identity in Node, or any object with the
+ * same public shape (e.g. a WebCrypto- or noble-backed key in a browser).
+ */
+export interface PeerSigner {
+  /** did:libertaria or did:key of the key. */
+  readonly did: string;
+  /** Raw 32-byte Ed25519 public key. */
+  readonly publicKey: Uint8Array;
+  /** 24-byte routing hint of the key. */
+  readonly hint: Uint8Array;
+  /** Ed25519 signature (64 bytes) over data. */
+  sign(data: Uint8Array): Uint8Array;
 }
 
 export interface VerifyAuthParams extends AuthParams {
@@ -37,59 +39,8 @@ export interface VerifyAuthParams extends AuthParams {
   signature: Uint8Array;
 }
 
-const utf8 = new TextEncoder();
-// ignoreBOM: a leading U+FEFF is content here, and must survive the round trip below.
-const utf8Decoder = new TextDecoder('utf-8', { ignoreBOM: true });
-const DOMAIN_BYTES = utf8.encode(AUTH_DOMAIN);
-
-/**
- * UTF-8 of a length-prefixed field. Lone surrogates are rejected because
- * TextEncoder would turn them into U+FFFD, letting two different strings sign
- * the same bytes.
- */
-function encodeField(name: string, value: string): Uint8Array {
-  if (typeof value !== 'string') throw new IdentityError('INVALID_AUTH_PARAMS', `auth ${name} must be a string`);
-  const bytes = utf8.encode(value);
-  if (utf8Decoder.decode(bytes) !== value) {
-    throw new IdentityError('INVALID_AUTH_PARAMS', `auth ${name} is not well-formed Unicode`);
-  }
-  if (bytes.length < 1 || bytes.length > AUTH_MAX_FIELD_BYTES) {
-    throw new IdentityError(
-      'INVALID_AUTH_PARAMS',
-      `auth ${name} must be 1..${AUTH_MAX_FIELD_BYTES} UTF-8 bytes, got ${bytes.length}`,
-    );
-  }
-  return bytes;
-}
-
-/**
- * The bytes a peer signs. Throws IdentityError INVALID_AUTH_PARAMS when the params
- * cannot form a transcript (no signature over them could be valid); these come
- * from the relay's own side, so that is a programmer error.
- */
-export function authTranscript({ nonce, relayIdentity, binding }: AuthParams): Uint8Array {
-  if (!(nonce instanceof Uint8Array) || nonce.length !== AUTH_NONCE_LENGTH) {
-    throw new IdentityError('INVALID_AUTH_PARAMS', `auth nonce must be exactly ${AUTH_NONCE_LENGTH} bytes`);
-  }
-  const relay = encodeField('relayIdentity', relayIdentity);
-  const transport = encodeField('binding', binding);
-  const out = new Uint8Array(DOMAIN_BYTES.length + 1 + nonce.length + 1 + relay.length + 1 + transport.length);
-  let at = 0;
-  out.set(DOMAIN_BYTES, at);
-  at += DOMAIN_BYTES.length;
-  out[at++] = 0x00;
-  out.set(nonce, at);
-  at += nonce.length;
-  out[at++] = relay.length;
-  out.set(relay, at);
-  at += relay.length;
-  out[at++] = transport.length;
-  out.set(transport, at);
-  return out;
-}
-
 /** The peer side: the 64-byte signature over the transcript. */
-export function signAuth(identity: Ed25519Identity, params: AuthParams): Uint8Array {
+export function signAuth(identity: PeerSigner, params: AuthParams): Uint8Array {
   return identity.sign(authTranscript(params));
 }
 

@@ -8,7 +8,6 @@
  *
  * 'z' is the multibase prefix for base58btc. See docs/identity.md.
  */
-import { timingSafeEqual } from 'node:crypto';
 import { blake3 } from '@noble/hashes/blake3.js';
 import { base58 } from '@scure/base';
 import { IdentityError } from '../errors.js';
@@ -118,8 +117,15 @@ export function parseDid(did: string): ParsedDid {
   );
 }
 
+/**
+ * Compares without an early exit. DIDs and keys are public, so timing is not a
+ * secret here; the loop just keeps this module free of node:crypto (browsers).
+ */
 function bytesEqual(a: Uint8Array, b: Uint8Array): boolean {
-  return a.length === b.length && timingSafeEqual(a, b);
+  if (a.length !== b.length) return false;
+  let diff = 0;
+  for (let i = 0; i < a.length; i++) diff |= a[i]! ^ b[i]!;
+  return diff === 0;
 }
 
 /**

@@ -5,6 +5,7 @@ export {
   AUTH_NONCE_LENGTH,
   type AuthParams,
   authTranscript,
+  type PeerSigner,
   signAuth,
   type VerifyAuthParams,
   verifyAuth,
