@@ -1,0 +1,140 @@
+/**
+ * Pre-encoded relay frames for the load generator.
+ *
+ * A SEND template is encoded once (shared codec, then masked into a WebSocket
+ * message); sending is a memcpy of the template plus, where the scenario
+ * needs it, a few patched bytes (message id, send timestamp, sequence number)
+ * masked in place. Payload layout used by every scenario:
+ *
+ *   0   f64 LE  send time, performance.now() of the generator process (ms)
+ *   8   u32 BE  sequence number (per sender)
+ *   12  ...     random filler up to the payload size
+ */
+import { randomBytes } from 'node:crypto';
+import { encodeFrame, FRAME_HEADER_SIZE, Routed, SendFlags } from '@libertaria/shared';
+import { clientHeaderSize, encodeClientMessage, patchMasked } from './raw-ws.js';
+
+export const DELIVER = 0x11;
+export const ACK = 0x12;
+export const NACK = 0x13;
+export const PEER_GONE = 0x31;
+export const ERROR = 0x3f;
+
+/** Offsets inside a whole SEND/DELIVER frame (envelope included). */
+export const AT = {
+  MESSAGE_ID: FRAME_HEADER_SIZE + Routed.MESSAGE_ID,
+  POSITION: FRAME_HEADER_SIZE + Routed.POSITION,
+  FLAGS: FRAME_HEADER_SIZE + Routed.FLAGS,
+  PAYLOAD: FRAME_HEADER_SIZE + Routed.PAYLOAD,
+} as const;
+export const PAYLOAD_TS = 0;
+export const PAYLOAD_SEQ = 8;
+/** The low 4 bytes of the 16-byte message id carry the per-sender counter; the rest is random per sender. */
+export const MSGID_SEQ = 12;
+
+export interface SendTemplate {
+  /** One masked WebSocket message holding `framesPerMessage` SEND frames. */
+  message: Buffer;
+  framesPerMessage: number;
+  frameSize: number;
+  /** Where the (masked) payload of the WebSocket message starts in `message`. */
+  wsHeader: number;
+}
+
+/** Builds the masked WebSocket message carrying `framesPerMessage` identical SEND frames. */
+export function sendTemplate(opts: {
+  dest: Uint8Array;
+  source: Uint8Array;
+  durable: boolean;
+  payloadBytes: number;
+  framesPerMessage: number;
+}): SendTemplate {
+  const messageId = randomBytes(16);
+  messageId.fill(0, MSGID_SEQ);
+  const payload = randomBytes(opts.payloadBytes);
+  payload.fill(0, 0, 16);
+  const frame = encodeFrame({
+    type: 'SEND',
+    dest: opts.dest,
+    source: opts.source,
+    sessionId: randomBytes(16),
+    messageId,
+    flags: opts.durable ? SendFlags.DURABLE : 0,
+    ttl: 0,
+    position: 0,
+    payload,
+  });
+  const batch = Buffer.allocUnsafe(frame.length * opts.framesPerMessage);
+  for (let i = 0; i < opts.framesPerMessage; i++) batch.set(frame, i * frame.length);
+  return {
+    message: encodeClientMessage(batch),
+    framesPerMessage: opts.framesPerMessage,
+    frameSize: frame.length,
+    wsHeader: clientHeaderSize(batch.length),
+  };
+}
+
+/** `count` copies of the template message back to back: one socket write for many messages. */
+export function repeat(template: SendTemplate, count: number): Buffer {
+  const out = Buffer.allocUnsafe(template.message.length * count);
+  for (let i = 0; i < count; i++) template.message.copy(out, i * template.message.length);
+  return out;
+}
+
+const scratch = Buffer.alloc(8);
+
+/**
+ * Fills `out` (at `offset`) with one copy of a single-frame template whose
+ * message id counter, payload timestamp and sequence are set to `seq` and
+ * `now`. Returns the next offset.
+ */
+export function writeNumbered(template: SendTemplate, out: Buffer, offset: number, seq: number, now: number): number {
+  template.message.copy(out, offset);
+  const base = offset + template.wsHeader;
+  scratch.writeUInt32BE(seq >>> 0, 0);
+  patchMasked(out, base, AT.MESSAGE_ID + MSGID_SEQ, scratch.subarray(0, 4));
+  patchMasked(out, base, AT.PAYLOAD + PAYLOAD_SEQ, scratch.subarray(0, 4));
+  scratch.writeDoubleLE(now, 0);
+  patchMasked(out, base, AT.PAYLOAD + PAYLOAD_TS, scratch);
+  return offset + template.message.length;
+}
+
+/** An ACK frame (envelope + messageId + position) is this long. */
+export const ACK_FRAME_SIZE = FRAME_HEADER_SIZE + 16 + 8;
+
+/**
+ * Collects ACK frames for DELIVERs read from one socket read, and sends them
+ * as one WebSocket message (several frames per message, as the protocol
+ * allows) when flushed.
+ */
+export class AckBatcher {
+  private buf = Buffer.allocUnsafe(ACK_FRAME_SIZE * 256);
+  private used = 0;
+  count = 0;
+  constructor(private readonly write: (msg: Buffer) => void) {}
+
+  /** Acknowledges the DELIVER frame at `frameStart` in `src`. */
+  add(src: Buffer, frameStart: number): void {
+    if (this.used + ACK_FRAME_SIZE > this.buf.length) this.flush();
+    const b = this.buf;
+    const at = this.used;
+    b[at] = 1;
+    b[at + 1] = ACK;
+    b.writeUInt32BE(24, at + 2);
+    src.copy(b, at + 6, frameStart + AT.MESSAGE_ID, frameStart + AT.MESSAGE_ID + 16);
+    src.copy(b, at + 22, frameStart + AT.POSITION, frameStart + AT.POSITION + 8);
+    this.used += ACK_FRAME_SIZE;
+    this.count++;
+  }
+
+  flush(): void {
+    if (this.used === 0) return;
+    this.write(encodeClientMessage(this.buf.subarray(0, this.used)));
+    this.used = 0;
+  }
+}
+
+/** Reads the u64 position of a DELIVER at `frameStart` (kept below 2^53 by the protocol). */
+export function readPosition(buf: Buffer, frameStart: number): number {
+  return buf.readUInt32BE(frameStart + AT.POSITION) * 0x1_0000_0000 + buf.readUInt32BE(frameStart + AT.POSITION + 4);
+}

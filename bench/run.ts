@@ -1,0 +1,701 @@
+/**
+ * `npm run bench`: the relay cluster's benchmark (docs/benchmarks.md).
+ *
+ * Processes: a private redis-server, two relay nodes (A and B, the built
+ * services/relay/dist/main.js), the `ws` baseline forwarder, the capacity
+ * sink, and the load generator; this process only orchestrates (it is idle
+ * while a trial runs). Each figure is measured over several trials and
+ * reported as the median (min–max); the relay and the baseline are measured
+ * in alternating trials of the same run, so their ratio sees the same noise.
+ *
+ * BENCH_QUICK=1 runs a ~30 s version (fewer, shorter trials; a 10k backlog).
+ * Overrides: BENCH_TRIALS, BENCH_DURATION_MS, BENCH_DRAIN_FRAMES, BENCH_PAIRS,
+ * BENCH_WINDOW, BENCH_BATCH, BENCH_DURABLE_WINDOW; BENCH_ONLY=capacity,fast,batched,cross,durable,drain,latency
+ * runs a subset (for exploring; the report then lacks the other figures).
+ */
+import { execFileSync } from 'node:child_process';
+import { existsSync, mkdirSync, readdirSync, statSync, writeFileSync } from 'node:fs';
+import { cpus, loadavg, totalmem } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { startRedis } from '../test-support/redis.js';
+import { startRelay } from '../test-support/relay-process.js';
+import {
+  counterDelta,
+  GeneratorProcess,
+  parseInfo,
+  redisCommand,
+  redisCommandCalls,
+  relayCounters,
+  type ServiceHandle,
+  startService,
+} from './procs.js';
+import { human, median, round, type Summary, summarize } from './stats.js';
+
+const QUICK = process.env.BENCH_QUICK === '1';
+const envInt = (name: string, fallback: number) => {
+  const v = process.env[name];
+  return v === undefined || v === '' ? fallback : Number(v);
+};
+
+const ONLY = new Set((process.env.BENCH_ONLY ?? '').split(',').filter(Boolean));
+const runs = (name: string) => ONLY.size === 0 || ONLY.has(name);
+
+const config = {
+  quick: QUICK,
+  payloadBytes: 1024,
+  /** Throughput trials per figure (the relay/baseline comparison gets these many of each). */
+  trials: envInt('BENCH_TRIALS', QUICK ? 2 : 5),
+  /** Trials for the slower figures (cross-node, durable, drain, latency, capacity). */
+  slowTrials: envInt('BENCH_TRIALS', QUICK ? 1 : 3),
+  warmupMs: QUICK ? 300 : 500,
+  durationMs: envInt('BENCH_DURATION_MS', QUICK ? 1000 : 3000),
+  /** Fast path: sender/receiver pairs, frames in flight per pair, messages per socket write. */
+  pairs: envInt('BENCH_PAIRS', 4),
+  window: envInt('BENCH_WINDOW', 256),
+  messagesPerWrite: 16,
+  /** Frames per WebSocket message in the batched variant. */
+  batch: envInt('BENCH_BATCH', 16),
+  durablePairs: envInt('BENCH_PAIRS', 4),
+  durableWindow: envInt('BENCH_DURABLE_WINDOW', 512),
+  drainFrames: envInt('BENCH_DRAIN_FRAMES', QUICK ? 10_000 : 100_000),
+  latencyRate: 10_000,
+  /** A second durable latency figure at a rate the durable path is not saturated by. */
+  latencyLowRate: 1_000,
+  latencyMs: envInt('BENCH_DURATION_MS', QUICK ? 1000 : 3000),
+  /**
+   * Relay settings for the run: defaults except the per-connection rate limit
+   * (5k frames/s by default would NACK a benchmark sender) and the durable
+   * queue caps (10k frames / 64 MiB by default cannot hold a 100k backlog).
+   */
+  relayEnv: {
+    RELAY_RATE_FRAMES_PER_SECOND: '1000000',
+    RELAY_RATE_BURST: '10000000',
+    RELAY_QUEUE_MAX_FRAMES: '1000000',
+    RELAY_QUEUE_MAX_BYTES: String(2 ** 30),
+  },
+};
+
+const log = (msg: string) => process.stderr.write(`[bench ${((Date.now() - started) / 1000).toFixed(0)}s] ${msg}\n`);
+const started = Date.now();
+
+async function main(): Promise<void> {
+  const relayMain = fileURLToPath(new URL('../services/relay/dist/main.js', import.meta.url));
+  if (!existsSync(relayMain)) {
+    process.stderr.write('bench: services/relay/dist/main.js is missing; build first with `npx tsc -b`\n');
+    process.exit(1);
+  }
+  // Recorded before the relays load their code: what this run measures.
+  const source = sourceState();
+  if (source.staleBuild) log(`WARNING: ${source.staleBuild}`);
+  log(`mode ${QUICK ? 'quick' : 'full'}; starting redis, 2 relay nodes, baseline, sink, generator`);
+  const cleanups: Array<() => Promise<unknown>> = [];
+  const cleanup = async () => {
+    for (const c of cleanups.reverse()) await c().catch(() => {});
+  };
+  process.on('SIGINT', () => {
+    void cleanup().then(() => process.exit(130));
+  });
+  try {
+    const redis = await startRedis();
+    cleanups.push(() => redis.stop());
+    const relayA = await startRelay({ redisUrl: redis.url, nodeId: 'bench-a', env: config.relayEnv });
+    cleanups.push(() => relayA.stop());
+    const relayB = await startRelay({ redisUrl: redis.url, nodeId: 'bench-b', env: config.relayEnv });
+    cleanups.push(() => relayB.stop());
+    const baseline: ServiceHandle = await startService('./baseline-ws-forwarder.ts');
+    cleanups.push(() => baseline.stop());
+    const sink: ServiceHandle = await startService('./sink.ts', { BENCH_PAYLOAD_BYTES: String(config.payloadBytes) });
+    cleanups.push(() => sink.stop());
+    const gen = new GeneratorProcess();
+    cleanups.push(() => gen.stop());
+    const redisPid = Number(parseInfo(await redisCommand(redis.url, 'INFO', 'server')).get('process_id'));
+
+    const pids = {
+      relayA: relayA.process.pid!,
+      relayB: relayB.process.pid!,
+      baseline: baseline.process.pid!,
+      redis: redisPid,
+      sink: sink.process.pid!,
+    };
+    const baselineUrl = `ws://127.0.0.1:${baseline.port}`;
+    const sinkUrl = `ws://127.0.0.1:${sink.port}`;
+    const common = {
+      payloadBytes: config.payloadBytes,
+      warmupMs: config.warmupMs,
+      durationMs: config.durationMs,
+      pids,
+    };
+
+    const raw: Record<string, unknown[]> = {};
+    const record = (key: string, value: unknown) => {
+      raw[key] ??= [];
+      raw[key].push(value);
+    };
+    const counters = async () => ({ a: await relayCounters(relayA.adminUrl), b: await relayCounters(relayB.adminUrl) });
+    const relayEvents: Record<string, unknown> = {};
+    const watch = async <T>(name: string, body: () => Promise<T>): Promise<T> => {
+      const before = await counters();
+      const calls0 = await redisCommandCalls(redis.url);
+      const out = await body();
+      const after = await counters();
+      const calls1 = await redisCommandCalls(redis.url);
+      relayEvents[name] = {
+        relayA: counterDelta(before.a, after.a),
+        relayB: counterDelta(before.b, after.b),
+        redisCalls: counterDelta(calls0, calls1),
+      };
+      return out;
+    };
+
+    type Rate = { rate: number; cpu: Record<string, number>; lost?: number; problems?: string[] };
+    const rates = (key: string) => (raw[key] as Rate[] | undefined)?.map((r) => r.rate) ?? [];
+
+    // 1. Generator capacity against the do-nothing sink.
+    await watch('capacity', async () => {
+      for (let t = 0; t < (runs('capacity') ? config.slowTrials : 0); t++) {
+        const args = { ...common, sinkUrl, connections: config.pairs, messagesPerWrite: config.messagesPerWrite };
+        record('capacitySend', await gen.request('capacitySend', args));
+        record('capacityReceive', await gen.request('capacityReceive', args));
+      }
+    });
+    log(
+      `generator capacity: write ${human(median(rates('capacitySend')))}/s, read ${human(median(rates('capacityReceive')))}/s`,
+    );
+
+    // 2. Fast path, one node, relay vs baseline in alternating trials; then the batched variant.
+    const fastArgs = (url: string, framesPerMessage: number) => ({
+      ...common,
+      senderUrl: url,
+      receiverUrl: url,
+      pairs: config.pairs,
+      window: config.window,
+      framesPerMessage,
+      messagesPerWrite:
+        framesPerMessage > 1
+          ? Math.max(1, Math.round(config.messagesPerWrite / framesPerMessage))
+          : config.messagesPerWrite,
+    });
+    for (const [suffix, fpm] of [
+      ['', 1],
+      ['Batched', config.batch],
+    ] as const) {
+      if (!runs(suffix === '' ? 'fast' : 'batched')) continue;
+      await watch(`fast${suffix}`, async () => {
+        for (let t = 0; t < config.trials; t++) {
+          const order = t % 2 === 0 ? (['relay', 'baseline'] as const) : (['baseline', 'relay'] as const);
+          for (const target of order) {
+            const url = target === 'relay' ? relayA.wsUrl : baselineUrl;
+            record(`fast${suffix}_${target}`, await gen.request('fast', fastArgs(url, fpm)));
+          }
+        }
+      });
+      log(
+        `fast${suffix ? ' batched' : ''}: relay ${human(median(rates(`fast${suffix}_relay`)))}/s, baseline ${human(median(rates(`fast${suffix}_baseline`)))}/s`,
+      );
+    }
+
+    // 3. Fast path across two nodes (sender on A, receiver on B, Redis pub/sub between).
+    await watch('crossNode', async () => {
+      for (let t = 0; t < (runs('cross') ? config.slowTrials : 0); t++) {
+        record('crossNode', await gen.request('fast', { ...fastArgs(relayA.wsUrl, 1), receiverUrl: relayB.wsUrl }));
+      }
+    });
+    log(`cross-node: ${human(median(rates('crossNode')))}/s`);
+
+    // 4. Durable end to end (sender and recipient on node A).
+    await watch('durable', async () => {
+      for (let t = 0; t < (runs('durable') ? config.slowTrials : 0); t++) {
+        const r = await gen.request<{ recipientHints: string[] }>('durable', {
+          ...common,
+          senderUrl: relayA.wsUrl,
+          receiverUrl: relayA.wsUrl,
+          pairs: config.durablePairs,
+          window: config.durableWindow,
+        });
+        const { recipientHints, ...rest } = r;
+        record('durable', { ...rest, leftInQueues: await queueDepths(redis.url, recipientHints) });
+      }
+    });
+    log(`durable e2e: ${human(median(rates('durable')))}/s`);
+
+    // 5. Backlog drain.
+    await watch('drain', async () => {
+      for (let t = 0; t < (runs('drain') ? config.slowTrials : 0); t++) {
+        const r = await gen.request<{ recipientHint: string }>(
+          'drain',
+          {
+            url: relayA.wsUrl,
+            frames: config.drainFrames,
+            window: config.durableWindow * config.durablePairs,
+            payloadBytes: config.payloadBytes,
+            pids,
+            timeoutMs: 60_000,
+          },
+          150_000,
+        );
+        const { recipientHint, ...rest } = r;
+        record('drain', { ...rest, leftInQueue: await queueDepths(redis.url, [recipientHint]) });
+      }
+    });
+    const drains = (raw['drain'] ?? []) as Array<{ drainSeconds: number; fillRate: number }>;
+    log(`drain of ${config.drainFrames}: ${median(drains.map((d) => d.drainSeconds)).toFixed(2)} s`);
+
+    // 6. Latency at a fixed rate.
+    await watch('latency', async () => {
+      const targets = [
+        ['latencyRelay', relayA.wsUrl, false, config.latencyRate],
+        ['latencyBaseline', baselineUrl, false, config.latencyRate],
+        ['latencyDurable', relayA.wsUrl, true, config.latencyRate],
+        ['latencyDurableLow', relayA.wsUrl, true, config.latencyLowRate],
+      ] as const;
+      for (let t = 0; t < (runs('latency') ? config.slowTrials : 0); t++) {
+        for (let i = 0; i < targets.length; i++) {
+          const [key, url, durable, rate] = targets[(i + t) % targets.length]!;
+          record(
+            key,
+            await gen.request('latency', {
+              ...common,
+              durationMs: config.latencyMs,
+              senderUrl: url,
+              receiverUrl: url,
+              durable,
+              rate,
+            }),
+          );
+        }
+      }
+    });
+    log('latency done');
+
+    const report = buildReport(raw, relayEvents, { relayA: relayA.logs, relayB: relayB.logs }, source);
+    printTable(report);
+    const outDir = fileURLToPath(new URL('./results/', import.meta.url));
+    mkdirSync(outDir, { recursive: true });
+    // Rounded so a re-run diffs readably: rates to whole frames/s, times to microseconds.
+    const rounded = (_k: string, v: unknown) =>
+      typeof v === 'number' && !Number.isInteger(v) ? (Math.abs(v) >= 100 ? Math.round(v) : round(v, 3)) : v;
+    writeFileSync(`${outDir}latest.json`, `${JSON.stringify(report, rounded, 2)}\n`);
+    log(`wrote bench/results/latest.json (${((Date.now() - started) / 1000).toFixed(0)} s in all)`);
+  } finally {
+    await cleanup();
+  }
+}
+
+async function queueDepths(redisUrl: string, hints: string[]): Promise<number> {
+  let total = 0;
+  // Key layout of services/relay/src/durable-store.ts, default RELAY_REDIS_PREFIX.
+  for (const h of hints) total += Number(await redisCommand(redisUrl, 'ZCARD', `lr:q:{${h}}:z`));
+  return total;
+}
+
+// ---------------------------------------------------------------------------
+// Report
+
+type Row = {
+  rate: number;
+  cpu: Record<string, number>;
+  lost?: number;
+  stalls?: number;
+  peerGone?: number;
+  nacked?: number;
+  problems?: string[];
+  closed?: string[];
+};
+
+function buildReport(
+  raw: Record<string, unknown[]>,
+  relayEvents: Record<string, unknown>,
+  logs: Record<string, string[]>,
+  source: SourceState,
+) {
+  const rows = (key: string) => (raw[key] ?? []) as Row[];
+  const rate = (key: string) => summarize(rows(key).map((r) => r.rate));
+  const cpuMedian = (key: string) => medianCpu(rows(key).map((r) => r.cpu));
+  const health = (key: string) => {
+    const rs = rows(key);
+    return {
+      lost: rs.reduce((s, r) => s + (r.lost ?? 0), 0),
+      stalls: rs.reduce((s, r) => s + (r.stalls ?? 0), 0),
+      peerGone: rs.reduce((s, r) => s + (r.peerGone ?? 0), 0),
+      nacked: rs.reduce((s, r) => s + (r.nacked ?? 0), 0),
+      problems: [...new Set(rs.flatMap((r) => r.problems ?? []))],
+      closed: [...new Set(rs.flatMap((r) => r.closed ?? []))],
+    };
+  };
+  /** Ratio of paired trials (trial i of a / trial i of b), summarized. */
+  const pairedRatio = (a: string, b: string) => {
+    const ra = rows(a).map((r) => r.rate);
+    const rb = rows(b).map((r) => r.rate);
+    return summarize(ra.map((v, i) => v / (rb[i] ?? Number.NaN)).filter(Number.isFinite));
+  };
+
+  const durableRows = (raw['durable'] ?? []) as Array<
+    Row & {
+      storeAckRate: number;
+      gaps: number;
+      duplicates: number;
+      settled: boolean;
+      leftInQueues: number;
+      sent: number;
+      delivered: number;
+    }
+  >;
+  const drainRows = (raw['drain'] ?? []) as Array<{
+    frames: number;
+    fillRate: number;
+    fillCpu: Record<string, number>;
+    drainSeconds: number;
+    drainRate: number;
+    firstDeliverMs: number;
+    drained: boolean;
+    gaps: number;
+    duplicates: number;
+    leftInQueue: number;
+    cpu: Record<string, number>;
+    problems: string[];
+  }>;
+  type Lat = {
+    p50: number;
+    p90: number;
+    p99: number;
+    p999: number;
+    max: number;
+    lost: number;
+    samples: number;
+    cpu: Record<string, number>;
+    achievedRate: number;
+    problems: string[];
+  };
+  const lat = (key: string) => {
+    const rs = (raw[key] ?? []) as Lat[];
+    return {
+      p50: summarize(rs.map((r) => r.p50)),
+      p99: summarize(rs.map((r) => r.p99)),
+      p999: summarize(rs.map((r) => r.p999)),
+      max: summarize(rs.map((r) => r.max)),
+      lost: rs.reduce((s, r) => s + r.lost, 0),
+      samplesPerTrial: median(rs.map((r) => r.samples)),
+      achievedRate: median(rs.map((r) => r.achievedRate)),
+      cpu: medianCpu(rs.map((r) => r.cpu)),
+      problems: [...new Set(rs.flatMap((r) => r.problems))],
+    };
+  };
+
+  const figures = {
+    generatorWrite: { ...rate('capacitySend'), cpu: cpuMedian('capacitySend') },
+    generatorRead: { ...rate('capacityReceive'), cpu: cpuMedian('capacityReceive') },
+    fastRelay: { ...rate('fast_relay'), cpu: cpuMedian('fast_relay'), health: health('fast_relay') },
+    fastBaseline: { ...rate('fast_baseline'), cpu: cpuMedian('fast_baseline'), health: health('fast_baseline') },
+    fastBatchedRelay: {
+      ...rate('fastBatched_relay'),
+      cpu: cpuMedian('fastBatched_relay'),
+      health: health('fastBatched_relay'),
+    },
+    fastBatchedBaseline: {
+      ...rate('fastBatched_baseline'),
+      cpu: cpuMedian('fastBatched_baseline'),
+      health: health('fastBatched_baseline'),
+    },
+    crossNode: { ...rate('crossNode'), cpu: cpuMedian('crossNode'), health: health('crossNode') },
+    durable: {
+      ...rate('durable'),
+      storeAckRate: summarize(durableRows.map((r) => r.storeAckRate)),
+      cpu: cpuMedian('durable'),
+      health: {
+        ...health('durable'),
+        gaps: durableRows.reduce((s, r) => s + r.gaps, 0),
+        duplicates: durableRows.reduce((s, r) => s + r.duplicates, 0),
+        unsettledTrials: durableRows.filter((r) => !r.settled).length,
+        leftInQueues: durableRows.reduce((s, r) => s + r.leftInQueues, 0),
+        sent: durableRows.reduce((s, r) => s + r.sent, 0),
+        delivered: durableRows.reduce((s, r) => s + r.delivered, 0),
+      },
+    },
+    drain: {
+      frames: drainRows[0]?.frames ?? 0,
+      seconds: summarize(drainRows.map((r) => r.drainSeconds)),
+      rate: summarize(drainRows.map((r) => r.drainRate)),
+      firstDeliverMs: summarize(drainRows.map((r) => r.firstDeliverMs)),
+      fillRate: summarize(drainRows.map((r) => r.fillRate)),
+      cpu: medianCpu(drainRows.map((r) => r.cpu)),
+      fillCpu: medianCpu(drainRows.map((r) => r.fillCpu)),
+      health: {
+        incompleteTrials: drainRows.filter((r) => !r.drained).length,
+        gaps: drainRows.reduce((s, r) => s + r.gaps, 0),
+        duplicates: drainRows.reduce((s, r) => s + r.duplicates, 0),
+        leftInQueue: drainRows.reduce((s, r) => s + r.leftInQueue, 0),
+        problems: [...new Set(drainRows.flatMap((r) => r.problems))],
+      },
+    },
+    latencyRelay: lat('latencyRelay'),
+    latencyBaseline: lat('latencyBaseline'),
+    latencyDurable: lat('latencyDurable'),
+    latencyDurableLow: lat('latencyDurableLow'),
+  };
+  const ratios = {
+    fastRelayOverBaseline: figures.fastRelay.median / figures.fastBaseline.median,
+    fastRelayOverBaselinePaired: pairedRatio('fast_relay', 'fast_baseline'),
+    batchedRelayOverBaselineBatched: figures.fastBatchedRelay.median / figures.fastBatchedBaseline.median,
+    batchedRelayOverBaselineBatchedPaired: pairedRatio('fastBatched_relay', 'fastBatched_baseline'),
+    batchedRelayOverBaselineSingle: figures.fastBatchedRelay.median / figures.fastBaseline.median,
+    crossNodeOverOneNode: figures.crossNode.median / figures.fastRelay.median,
+    generatorWriteOverRelay: figures.generatorWrite.median / figures.fastRelay.median,
+    generatorReadOverRelay: figures.generatorRead.median / figures.fastRelay.median,
+  };
+  const full = !config.quick;
+  const targets = [
+    {
+      target: 'fast path, one node: >= 1.5x a plain ws forwarder (same generator, same run)',
+      measured: `${ratios.fastRelayOverBaseline.toFixed(2)}x (paired trials ${ratios.fastRelayOverBaselinePaired.min.toFixed(2)}-${ratios.fastRelayOverBaselinePaired.max.toFixed(2)}x)`,
+      met: ratios.fastRelayOverBaseline >= 1.5,
+    },
+    {
+      target: 'batching lifts it further',
+      measured: `${config.batch} frames/message: ${ratios.batchedRelayOverBaselineSingle.toFixed(2)}x the unbatched baseline, ${ratios.batchedRelayOverBaselineBatched.toFixed(2)}x the batched baseline`,
+      met: figures.fastBatchedRelay.median > figures.fastRelay.median,
+    },
+    {
+      target: 'durable send -> Redis -> deliver -> ack: >= 25k frames/s with pipelining',
+      measured: `${human(figures.durable.median)} frames/s`,
+      met: figures.durable.median >= 25_000,
+    },
+    {
+      target: 'a queued backlog of 100k frames drains in <= 5 s',
+      measured: `${figures.drain.frames} frames in ${figures.drain.seconds.median.toFixed(2)} s${full ? '' : ' (quick run: smaller backlog, not the target size)'}`,
+      met: full && figures.drain.frames >= 100_000 ? figures.drain.seconds.median <= 5 : null,
+    },
+    {
+      target: 'latency at 10k frames/s: p99 <= 5 ms fast path',
+      measured: `p99 ${figures.latencyRelay.p99.median.toFixed(2)} ms (baseline ${figures.latencyBaseline.p99.median.toFixed(2)} ms)`,
+      met: figures.latencyRelay.p99.median <= 5,
+    },
+    {
+      target: 'latency at 10k frames/s: p99 <= 20 ms durable',
+      measured: `p99 ${figures.latencyDurable.p99.median.toFixed(2)} ms`,
+      met: figures.latencyDurable.p99.median <= 20,
+    },
+  ];
+  const relayWarnings = Object.fromEntries(
+    Object.entries(logs).map(([k, lines]) => [
+      k,
+      lines.filter((l) => /"level":"(warn|error)"/.test(l) || !l.startsWith('{')).slice(0, 10),
+    ]),
+  );
+  return {
+    date: new Date().toISOString(),
+    machine: {
+      cores: cpus().length,
+      cpuModel: cpus()[0]?.model ?? 'unknown',
+      memoryGiB: round(totalmem() / 2 ** 30, 1),
+      loadAverageAtEnd: loadavg().map((v) => round(v, 2)),
+    },
+    node: process.version,
+    source,
+    config,
+    figures,
+    ratios,
+    targets,
+    relayEvents,
+    relayWarnings,
+    raw,
+  };
+}
+
+function printTable(report: ReturnType<typeof buildReport>): void {
+  const f = report.figures;
+  const rateRow = (label: string, s: Summary, unit = 'frames/s', note = ''): string[] => [
+    label,
+    human(s.median),
+    `${human(s.min)}-${human(s.max)}`,
+    unit,
+    String(s.trials.length),
+    note,
+  ];
+  const cpuNote = (cpu: Record<string, number>) =>
+    Object.entries(cpu)
+      .map(([k, v]) => `${k} ${v}%`)
+      .join(', ');
+  const ms = (s: Summary) => `${s.median.toFixed(2)}`;
+  const msRange = (s: Summary) => `${s.min.toFixed(2)}-${s.max.toFixed(2)}`;
+  const rows: string[][] = [
+    ['figure', 'median', 'min-max', 'unit', 'trials', 'notes (median CPU % of one core)'],
+    rateRow('generator write capacity (sink)', f.generatorWrite, 'frames/s', cpuNote(f.generatorWrite.cpu)),
+    rateRow('generator read capacity (sink)', f.generatorRead, 'frames/s', cpuNote(f.generatorRead.cpu)),
+    rateRow('fast, 1 node: relay', f.fastRelay, 'frames/s', cpuNote(f.fastRelay.cpu)),
+    rateRow('fast, 1 node: ws baseline', f.fastBaseline, 'frames/s', cpuNote(f.fastBaseline.cpu)),
+    [
+      'ratio relay / baseline',
+      report.ratios.fastRelayOverBaseline.toFixed(2),
+      `${report.ratios.fastRelayOverBaselinePaired.min.toFixed(2)}-${report.ratios.fastRelayOverBaselinePaired.max.toFixed(2)}`,
+      'x',
+      String(report.ratios.fastRelayOverBaselinePaired.trials.length),
+      'min-max over paired trials',
+    ],
+    rateRow(
+      `fast batched (${config.batch}/msg): relay`,
+      f.fastBatchedRelay,
+      'frames/s',
+      cpuNote(f.fastBatchedRelay.cpu),
+    ),
+    rateRow(
+      `fast batched (${config.batch}/msg): baseline`,
+      f.fastBatchedBaseline,
+      'frames/s',
+      cpuNote(f.fastBatchedBaseline.cpu),
+    ),
+    [
+      'ratio batched relay / baseline',
+      report.ratios.batchedRelayOverBaselineBatched.toFixed(2),
+      `${report.ratios.batchedRelayOverBaselineBatchedPaired.min.toFixed(2)}-${report.ratios.batchedRelayOverBaselineBatchedPaired.max.toFixed(2)}`,
+      'x',
+      String(report.ratios.batchedRelayOverBaselineBatchedPaired.trials.length),
+      `vs unbatched baseline: ${report.ratios.batchedRelayOverBaselineSingle.toFixed(2)}x`,
+    ],
+    rateRow('fast, 2 nodes (A -> Redis -> B)', f.crossNode, 'frames/s', cpuNote(f.crossNode.cpu)),
+    rateRow('durable e2e (send-store-deliver-ack)', f.durable, 'frames/s', cpuNote(f.durable.cpu)),
+    [
+      `drain ${f.drain.frames} queued frames`,
+      ms(f.drain.seconds),
+      msRange(f.drain.seconds),
+      's',
+      String(f.drain.seconds.trials.length),
+      `${human(f.drain.rate.median)} frames/s; ${cpuNote(f.drain.cpu)}`,
+    ],
+    rateRow('durable store, recipient offline', f.drain.fillRate, 'frames/s', cpuNote(f.drain.fillCpu)),
+  ];
+  for (const [label, l] of [
+    ['latency fast relay', f.latencyRelay],
+    ['latency fast baseline', f.latencyBaseline],
+    ['latency durable relay', f.latencyDurable],
+    ['latency durable @1k/s', f.latencyDurableLow],
+  ] as const) {
+    rows.push([
+      `${label} p50`,
+      ms(l.p50),
+      msRange(l.p50),
+      'ms',
+      String(l.p50.trials.length),
+      `paced at ${human(l.achievedRate)} frames/s${l.lost > 0 ? `; ${l.lost} not received` : ''}`,
+    ]);
+    rows.push([
+      `${label} p99`,
+      ms(l.p99),
+      msRange(l.p99),
+      'ms',
+      String(l.p99.trials.length),
+      `p99.9 ${ms(l.p999)} ms, max ${ms(l.max)} ms; ${cpuNote(l.cpu)}`,
+    ]);
+  }
+  const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => (r[i] ?? '').length)));
+  const line = (r: string[]) => `| ${r.map((c, i) => c.padEnd(widths[i]!)).join(' | ')} |`;
+  const out = [line(rows[0]!), `|${widths.map((w) => '-'.repeat(w + 2)).join('|')}|`, ...rows.slice(1).map(line)];
+  out.push('');
+  out.push('targets (DESIGN §5):');
+  for (const t of report.targets) {
+    out.push(`  [${t.met === null ? ' n/a ' : t.met ? ' met ' : ' NOT '}] ${t.target}: ${t.measured}`);
+  }
+  const issues: string[] = [];
+  for (const [name, fig] of Object.entries(report.figures)) {
+    const h = (fig as { health?: Record<string, unknown> }).health;
+    if (!h) continue;
+    const bad = Object.entries(h).filter(
+      ([k, v]) =>
+        (typeof v === 'number' && v !== 0 && k !== 'sent' && k !== 'delivered') || (Array.isArray(v) && v.length > 0),
+    );
+    if (bad.length > 0) issues.push(`  ${name}: ${bad.map(([k, v]) => `${k}=${JSON.stringify(v)}`).join(', ')}`);
+  }
+  for (const [name, ev] of Object.entries(report.relayEvents)) {
+    const e = ev as { relayA: Record<string, number>; relayB: Record<string, number> };
+    const moved = { ...prefixKeys('A ', e.relayA), ...prefixKeys('B ', e.relayB) };
+    const bad = Object.entries(moved).filter(([k]) => !k.includes('durable_sends_total{stored}'));
+    if (bad.length > 0) issues.push(`  relay counters during ${name}: ${bad.map(([k, v]) => `${k}=${v}`).join(', ')}`);
+  }
+  out.push('');
+  out.push(
+    issues.length > 0
+      ? `anomalies:\n${issues.join('\n')}`
+      : 'anomalies: none (no loss, drops, NACKs, gaps or duplicates)',
+  );
+  out.push('');
+  out.push(
+    `${report.machine.cores} cores (${report.machine.cpuModel}), node ${report.node}, ${report.config.quick ? 'QUICK run' : 'full run'}; ` +
+      'baseline AUTH is not signature-checked',
+  );
+  const src = report.source;
+  out.push(
+    `measured: commit ${src.commit}` +
+      (src.uncommittedRelayChanges > 0
+        ? ` + ${src.uncommittedRelayChanges} uncommitted files in services/, shared/`
+        : '') +
+      `, built ${src.builtAt}${src.staleBuild ? ` (WARNING: ${src.staleBuild})` : ''}`,
+  );
+  out.push(
+    `relay settings: defaults except ${Object.entries(report.config.relayEnv)
+      .map(([k, v]) => `${k}=${v}`)
+      .join(' ')}`,
+  );
+  process.stdout.write(`${out.join('\n')}\n`);
+}
+
+/** Median CPU % per process over trials; processes that stayed idle (< 2 %) are left out. */
+function medianCpu(samples: Array<Record<string, number>>): Record<string, number> {
+  const out: Record<string, number> = {};
+  for (const n of new Set(samples.flatMap((c) => Object.keys(c)))) {
+    const v = median(samples.map((c) => c[n] ?? 0));
+    if (v >= 2) out[n] = Math.round(v);
+  }
+  return out;
+}
+
+interface SourceState {
+  commit: string;
+  /** Files under services/ or shared/ that differ from the commit. */
+  uncommittedRelayChanges: number;
+  /** When the newest file of the built relay and shared library was written. */
+  builtAt: string;
+  /** Set when a source file is newer than the build: the run measures older code. */
+  staleBuild?: string;
+}
+
+/** Which relay code is measured: the commit, uncommitted changes, and whether dist/ is older than src/. */
+function sourceState(): SourceState {
+  const root = fileURLToPath(new URL('..', import.meta.url));
+  const git = (...args: string[]) => {
+    try {
+      return execFileSync('git', args, { cwd: root, encoding: 'utf8' }).trim();
+    } catch {
+      return '';
+    }
+  };
+  const newest = (dir: string, ext: string): number => {
+    let t = 0;
+    for (const entry of readdirSync(join(root, dir), { recursive: true, withFileTypes: true })) {
+      if (entry.isFile() && entry.name.endsWith(ext))
+        t = Math.max(t, statSync(join(entry.parentPath, entry.name)).mtimeMs);
+    }
+    return t;
+  };
+  const relayBuilt = newest('services/relay/dist', '.js');
+  const sharedBuilt = newest('shared/dist', '.js');
+  const stale =
+    newest('services/relay/src', '.ts') > relayBuilt || newest('shared/src', '.ts') > sharedBuilt
+      ? { staleBuild: 'a source file is newer than services/relay/dist or shared/dist: run `npx tsc -b`' }
+      : {};
+  const dirty = git('status', '--porcelain', '--', 'services', 'shared');
+  return {
+    commit: git('rev-parse', '--short', 'HEAD'),
+    uncommittedRelayChanges: dirty ? dirty.split('\n').length : 0,
+    builtAt: new Date(Math.max(relayBuilt, sharedBuilt)).toISOString(),
+    ...stale,
+  };
+}
+
+function prefixKeys(prefix: string, o: Record<string, number>): Record<string, number> {
+  return Object.fromEntries(Object.entries(o).map(([k, v]) => [prefix + k, v]));
+}
+
+main().catch((err: unknown) => {
+  process.stderr.write(`bench failed: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
+  process.exit(1);
+});
