@@ -1,15 +1,15 @@
 /**
  * The raw TCP listener (TLS through node:tls when a certificate is
  * configured): frames back to back on a stream, reassembled with
- * FrameStreamDecoder. Node's socket.write keeps a reference to the bytes it is
- * given until they are sent; frames handed to write() are never mutated
- * afterwards (see PeerConnection), so no copy is needed here.
+ * FrameStreamDecoder. Writes are gathered per event-loop turn and written as
+ * one buffer (write-batch.ts).
  */
 import { readFileSync } from 'node:fs';
 import { createServer as createNetServer, type Server, type Socket } from 'node:net';
 import { createServer as createTlsServer } from 'node:tls';
 import { FrameStreamDecoder, ProtocolError } from '@libertaria/shared';
 import type { AcceptConnection, Listener, PeerTransport } from './types.js';
+import { type Flushable, scheduleFlush } from './write-batch.js';
 
 export interface TcpListenerOptions {
   host: string;
@@ -19,19 +19,29 @@ export interface TcpListenerOptions {
   idleTimeoutMs: number;
 }
 
-class TcpTransport implements PeerTransport {
+class TcpTransport implements PeerTransport, Flushable {
+  private pending: Uint8Array[] = [];
   constructor(
     private readonly socket: Socket,
     readonly kind: 'tcp' | 'tls',
     readonly remoteAddress: string,
   ) {}
   write(bytes: Uint8Array): void {
-    if (!this.socket.destroyed && this.socket.writable) this.socket.write(bytes);
+    if (this.pending.push(bytes) === 1) scheduleFlush(this);
+  }
+  flush(): void {
+    const frames = this.pending;
+    this.pending = [];
+    if (this.socket.destroyed || !this.socket.writable || frames.length === 0) return;
+    // One buffer per turn: one syscall, and the socket never holds views into
+    // other connections' receive buffers (a slow reader would pin them).
+    this.socket.write(frames.length === 1 ? Buffer.from(frames[0]!) : Buffer.concat(frames));
   }
   bufferedBytes(): number {
     return this.socket.writableLength;
   }
   end(): void {
+    this.flush();
     this.socket.end();
     // A peer that never reads would hold the socket open; bound the goodbye.
     setTimeout(() => this.socket.destroy(), 2000).unref();

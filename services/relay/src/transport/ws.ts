@@ -11,6 +11,7 @@
 import uWS from 'uWebSockets.js';
 import { FRAME_HEADER_SIZE, ProtocolError, readFrameHeader } from '@libertaria/shared';
 import type { AcceptConnection, Listener, PeerTransport, TransportSink } from './types.js';
+import { type Flushable, SlabCopier, scheduleFlush } from './write-batch.js';
 
 export const WS_SUBPROTOCOL = 'libertaria-relay.v1';
 
@@ -31,22 +32,34 @@ interface SocketData {
   transport?: WsTransport;
 }
 
-class WsTransport implements PeerTransport {
+class WsTransport implements PeerTransport, Flushable {
   readonly kind = 'ws' as const;
   closed = false;
+  private pending: Uint8Array[] = [];
   constructor(
     private readonly ws: uWS.WebSocket<SocketData>,
     readonly remoteAddress: string,
   ) {}
   write(bytes: Uint8Array): void {
-    // uWS copies into its own buffer synchronously, so views are fine here.
-    if (!this.closed) this.ws.send(bytes, true, false);
+    if (this.closed) return;
+    if (this.pending.push(bytes) === 1) scheduleFlush(this);
+  }
+  flush(): void {
+    const frames = this.pending;
+    this.pending = [];
+    if (this.closed) return;
+    // One corked burst: uWS copies each frame into its buffer and writes once.
+    this.ws.cork(() => {
+      for (const f of frames) this.ws.send(f, true, false);
+    });
   }
   bufferedBytes(): number {
     return this.closed ? 0 : this.ws.getBufferedAmount();
   }
   end(): void {
-    if (!this.closed) this.ws.end(1000, 'bye');
+    if (this.closed) return;
+    this.flush();
+    this.ws.end(1000, 'bye');
   }
   destroy(): void {
     if (!this.closed) this.ws.close();
@@ -70,6 +83,7 @@ function forEachFrame(message: Buffer, maxBody: number, sink: TransportSink): vo
 
 export function listenWebSocket(options: WsListenerOptions, accept: AcceptConnection): Promise<Listener> {
   const app = uWS.App();
+  const slabs = new SlabCopier();
   app.ws<SocketData>('/*', {
     compression: uWS.DISABLED,
     maxPayloadLength: options.maxMessageBytes,
@@ -108,8 +122,8 @@ export function listenWebSocket(options: WsListenerOptions, accept: AcceptConnec
         return;
       }
       // uWS neuters `message` when this callback returns; one copy per message
-      // (not per frame) lets frames outlive the callback (Redis, TCP writes).
-      const bytes = Buffer.from(message.slice(0));
+      // (not per frame, into a shared slab) lets frames outlive the callback.
+      const bytes = slabs.copy(message);
       try {
         forEachFrame(bytes, options.maxBody, sink);
       } catch (err) {
