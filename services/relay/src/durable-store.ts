@@ -47,8 +47,17 @@ export interface DurableStoreOptions {
   maxTtlSeconds: number;
 }
 
-/** `depth`: frames in the recipient's queue after a store (absent for duplicates). */
-export type EnqueueResult = { status: 'stored' | 'duplicate'; position: number; depth?: number };
+/**
+ * `depth`: frames in the recipient's queue after a store; `holders`: node ids
+ * with a live presence lease on the recipient at that instant (both absent
+ * for duplicates).
+ */
+export type EnqueueResult = {
+  status: 'stored' | 'duplicate';
+  position: number;
+  depth?: number;
+  holders?: string[];
+};
 
 export interface EnqueueItem {
   dest: Uint8Array;
@@ -156,7 +165,8 @@ const ENQUEUE_LUA = `--[[
     KEYS[2] d  HASH messageId -> frame bytes
     KEYS[3] e  ZSET messageId -> expiresAtMs
     KEYS[4] m  HASH seq, bytes
-    KEYS[5] x  ZSET acknowledged messageId -> position
+        KEYS[5] x  ZSET acknowledged messageId -> position
+    KEYS[6] p  presence HASH nodeId -> leaseExpiryMs (presence.ts; same hash tag)
     ARGV[1] messageId (16 raw bytes)
     ARGV[2] frame (stored as is)
     ARGV[3] nowMs
@@ -165,15 +175,17 @@ const ENQUEUE_LUA = `--[[
     ARGV[6] maxBytes
     ARGV[7] metaRetentionMs: m and x outlive the latest frame expiry by this
     ARGV[8] purge budget
-  Output: {code, position, depth}
-    0 stored, position newly issued; depth = frames now queued (for metrics)
+    Output: {code, position, depth, node...}
+    0 stored, position newly issued; depth = frames now queued (for metrics),
+      then the nodes holding an unexpired presence lease on the recipient, so
+      the relay can announce the frame without another round trip
     1 duplicate, position of the original (stored or already acknowledged)
     2 QUEUE_FULL        (nothing stored, nothing evicted)
     3 QUEUE_BYTES_FULL  (nothing stored, nothing evicted)
     4 again: at a limit while expired frames remain; call again
 ]]
 ${PURGE_LUA}
-local z, d, e, m, x = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local z, d, e, m, x, p = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local id, frame, now = ARGV[1], ARGV[2], ARGV[3]
 local budget = tonumber(ARGV[8])
 local purged = purge(z, d, e, m, now, budget)
@@ -206,7 +218,12 @@ redis.call('PEXPIREAT', d, latest)
 redis.call('PEXPIREAT', e, latest)
 redis.call('PEXPIREAT', m, latest + tonumber(ARGV[7]))
 if redis.call('EXISTS', x) == 1 then redis.call('PEXPIREAT', x, latest + tonumber(ARGV[7])) end
-return {0, position, redis.call('ZCARD', z)}
+local out = {0, position, redis.call('ZCARD', z)}
+local holders = redis.call('HGETALL', p)
+for i = 1, #holders, 2 do
+  if tonumber(holders[i + 1]) > tonumber(now) then out[#out + 1] = holders[i] end
+end
+return out
 `;
 
 const FETCH_LUA = `--[[
@@ -429,7 +446,7 @@ export class DurableStore {
     this.metaRetentionMs = options.maxTtlSeconds * 1000;
     // defineCommand sends EVALSHA and falls back to EVAL on NOSCRIPT, so a
     // Redis restart or SCRIPT FLUSH needs no handling here.
-    redis.defineCommand(CMD.enqueue, { numberOfKeys: 5, lua: ENQUEUE_LUA });
+    redis.defineCommand(CMD.enqueue, { numberOfKeys: 6, lua: ENQUEUE_LUA });
     redis.defineCommand(CMD.fetch, { numberOfKeys: 4, lua: FETCH_LUA });
     redis.defineCommand(CMD.ack, { numberOfKeys: 5, lua: ACK_LUA });
     redis.defineCommand(CMD.ackUpTo, { numberOfKeys: 5, lua: ACK_UP_TO_LUA });
@@ -653,7 +670,8 @@ export class DurableStore {
         `TTL of ${ttlSeconds} s exceeds the relay's maximum of ${this.maxTtlSeconds} s`,
       );
     }
-    const keys = this.keys(dest);
+    // The presence key as presence.ts writes it (same prefix and hash tag).
+    const keys = [...this.keys(dest), `${this.prefix}:pr:{${hintToHex(dest)}}`];
     // The frame must be the DELIVER for this (dest, messageId): fetch writes
     // into it at offset 91, and a mix-up here would deliver to the wrong peer.
     const bytes = asBuffer(frame);
@@ -680,10 +698,15 @@ export class DurableStore {
 
   /** The result of an enqueue script, AGAIN, or a thrown RelayError for a refusal. */
   private enqueueOutcome(result: unknown, destHex: string): EnqueueResult | typeof Code.AGAIN {
-    const [code, position, depth] = reply(result);
+    const [code, position, depth, ...holders] = reply(result);
     switch (int(code)) {
       case Code.OK:
-        return { status: 'stored', position: int(position), depth: int(depth) };
+        return {
+          status: 'stored',
+          position: int(position),
+          depth: int(depth),
+          holders: holders.map((h) => (Buffer.isBuffer(h) ? h.toString() : String(h))),
+        };
       case Code.DUPLICATE:
         return { status: 'duplicate', position: int(position) };
       case Code.AGAIN:

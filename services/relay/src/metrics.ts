@@ -13,7 +13,8 @@ export type DropReason =
   | 'peer_gone'
   | 'rate_limited'
   | 'source_mismatch'
-  | 'no_local_recipient';
+  | 'no_local_recipient'
+  | 'bad_remote_message';
 export type AuthFailureReason = 'bad_signature' | 'timeout' | 'rate_limited' | 'protocol' | 'version';
 export type Transport = 'ws' | 'tcp' | 'tls';
 

@@ -386,7 +386,7 @@ export class PeerConnection implements TransportSink {
         this.endAsync();
         if (result.status === 'stored') {
           writePosition(frame, result.position);
-          ctx.router.announceDurable(frame, result.position, dest);
+          ctx.router.announceDurable(frame, result.position, dest, result.holders ?? []);
         }
       },
       (err: unknown) => {

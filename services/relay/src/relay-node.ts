@@ -135,7 +135,7 @@ export class RelayNode {
       // ioredis re-subscribes by itself; announcements sent meanwhile are lost, so re-read queues.
       if (subscribedOnce) this.router.resyncAll();
     });
-    this.subscriber.on('messageBuffer', (_channel: Buffer, message: Buffer) => this.router.onRemoteFrame(message));
+    this.subscriber.on('messageBuffer', (_channel: Buffer, message: Buffer) => this.router.onRemoteMessage(message));
     await this.checkEvictionPolicy();
     await this.subscriber.connect();
     await this.subscriber.subscribe(nodeChannel(prefix, this.nodeId));

@@ -7,11 +7,12 @@
  *
  * Fast frames prefer local connections and are never stored; when the
  * recipient is connected nowhere the sender gets PEER_GONE. Durable frames
- * are announced to every node holding the recipient after Redis stored
- * them; the announcement is only a shortcut — Redis is the source of truth
- * and each connection re-reads its queue whenever it sees a gap.
+ * are announced to every node holding the recipient when Redis stored them;
+ * the announcement is only a shortcut — Redis is the source of truth and
+ * each connection re-reads its queue whenever it sees a gap. Frames for one
+ * node in one event-loop turn travel as one pub/sub message.
  */
-import { FRAME_HEADER_SIZE, HINT_SIZE, Routed, SendFlags } from '@libertaria/shared';
+import { FRAME_HEADER_SIZE, FrameType, HINT_SIZE, Routed, SendFlags } from '@libertaria/shared';
 import type { Redis } from 'ioredis';
 import type { Logger } from './log.js';
 import type { RelayMetrics } from './metrics.js';
@@ -33,6 +34,9 @@ export function nodeChannel(prefix: string, nodeId: string): string {
 export class Router {
   private readonly local = new Map<string, Set<PeerConnection>>();
   private readonly remoteCache = new Map<string, { nodes: string[]; expires: number }>();
+  private readonly lookups = new Map<string, Promise<string[]>>();
+  private readonly outbox = new Map<string, Buffer[]>();
+  private outboxScheduled = false;
 
   constructor(
     private readonly redis: Redis,
@@ -110,9 +114,17 @@ export class Router {
       this.publish(cached.nodes, frame);
       return;
     }
+    // Frames arriving while a lookup for the same recipient is in flight share it.
+    let lookup = this.lookups.get(key);
+    if (!lookup) {
+      lookup = this.lookupRemote(frame.subarray(DEST_AT, DEST_AT + HINT_SIZE));
+      this.lookups.set(key, lookup);
+      const forget = () => this.lookups.delete(key);
+      lookup.then(forget, forget);
+    }
     // The sender's PONGs wait for this lookup, so a PING after the SEND sees any PEER_GONE first.
     sender.beginAsync();
-    this.lookupRemote(frame.subarray(DEST_AT, DEST_AT + HINT_SIZE)).then(
+    lookup.then(
       (nodes) => {
         if (nodes.length === 0) {
           this.metrics.drop('peer_gone');
@@ -132,34 +144,66 @@ export class Router {
     );
   }
 
-  /** A durable frame was stored at `position` for `dest`: offer it to local connections and announce it to other nodes. */
-  announceDurable(frame: Buffer, position: number, dest: Uint8Array): void {
+  /**
+   * A durable frame was stored at `position` for `dest`: offer it to local
+   * connections and announce it to the other nodes that held a presence lease
+   * on the recipient when Redis stored it (`holders`, read in the same
+   * script). A peer that attaches after that instant registered presence
+   * before its RESUME, so its own queue read finds the frame.
+   */
+  announceDurable(frame: Buffer, position: number, dest: Uint8Array, holders: readonly string[]): void {
     const key = Buffer.from(dest.buffer, dest.byteOffset, HINT_SIZE).toString('latin1');
     const set = this.local.get(key);
     if (set) for (const conn of set) conn.offerDurable(frame, position);
-    // Always a fresh lookup: a stale cache could miss a peer that just moved here from elsewhere.
-    this.lookupRemote(dest).then(
-      (nodes) => this.publish(nodes, frame),
-      (err: unknown) => {
-        // The recipient's next RESUME or gap re-read finds the frame in Redis.
-        this.metrics.redisErrors.labels('presence').inc();
-        this.log.debug('presence lookup failed', { err });
-      },
+    this.publish(
+      holders.filter((n) => n !== this.nodeId),
+      frame,
     );
   }
 
-  private publish(nodes: string[], frame: Buffer): void {
+  /** Queues a frame for other nodes; frames for one node in one turn travel as one pub/sub message. */
+  private publish(nodes: readonly string[], frame: Buffer): void {
     for (const node of nodes) {
-      this.redis.publish(nodeChannel(this.prefix, node), frame).catch((err: unknown) => {
+      const queued = this.outbox.get(node);
+      if (queued) queued.push(frame);
+      else this.outbox.set(node, [frame]);
+    }
+    if (nodes.length > 0 && !this.outboxScheduled) {
+      this.outboxScheduled = true;
+      setImmediate(() => this.flushOutbox());
+    }
+  }
+
+  private flushOutbox(): void {
+    this.outboxScheduled = false;
+    for (const [node, frames] of this.outbox) {
+      const message = frames.length === 1 ? frames[0]! : Buffer.concat(frames);
+      this.redis.publish(nodeChannel(this.prefix, node), message).catch((err: unknown) => {
         this.metrics.redisErrors.labels('publish').inc();
         this.log.debug('publish failed', { err });
       });
     }
+    this.outbox.clear();
   }
 
-  /** A DELIVER frame from another node's pub/sub message. */
-  onRemoteFrame(frame: Buffer): void {
-    if (frame.length < FRAME_HEADER_SIZE + Routed.PAYLOAD) return;
+  /** A pub/sub message from another node: one or more whole DELIVER frames back to back. */
+  onRemoteMessage(message: Buffer): void {
+    let offset = 0;
+    while (offset + FRAME_HEADER_SIZE <= message.length) {
+      const end = offset + FRAME_HEADER_SIZE + message.readUInt32BE(offset + 2);
+      if (end > message.length) break;
+      this.onRemoteFrame(message.subarray(offset, end));
+      offset = end;
+    }
+    if (offset !== message.length) this.metrics.drop('bad_remote_message');
+  }
+
+  /** A DELIVER frame from another node. */
+  private onRemoteFrame(frame: Buffer): void {
+    if (frame.length < FRAME_HEADER_SIZE + Routed.PAYLOAD || frame[1] !== FrameType.DELIVER) {
+      this.metrics.drop('bad_remote_message');
+      return;
+    }
     const set = this.local.get(frame.toString('latin1', DEST_AT, DEST_AT + HINT_SIZE));
     if (!set) {
       this.metrics.drop('no_local_recipient');

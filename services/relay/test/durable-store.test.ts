@@ -16,10 +16,11 @@ import {
   type EnqueueResult,
   FRAME_POSITION_OFFSET,
 } from '../src/durable-store.js';
+import { PresenceRegistry } from '../src/presence.js';
 
-/** Enqueue results without the `depth` metric field (checked on its own below). */
+/** Enqueue results without the `depth` and `holders` fields (checked on their own below). */
 function withoutDepth(r: EnqueueResult): EnqueueResult {
-  const { depth: _depth, ...rest } = r;
+  const { depth: _depth, holders: _holders, ...rest } = r;
   return rest;
 }
 
@@ -105,6 +106,21 @@ describe('DurableStore', () => {
     const next = messageId();
     assert.equal((await s.enqueue(dest, next, deliver(dest, next), 0)).depth, 3);
     assert.equal((await s.enqueue(dest, next, deliver(dest, next), 0)).depth, undefined);
+  });
+
+  it('names the nodes holding a live presence lease on the recipient, as presence.ts writes them', async () => {
+    const { prefix } = storeOptions();
+    const s = new DurableStore(redis, storeOptions({ prefix }));
+    const dest = hint();
+    const first = messageId();
+    assert.deepEqual((await s.enqueue(dest, first, deliver(dest, first), 0)).holders, []);
+    const now = Date.now();
+    const nodeA = new PresenceRegistry(redis, { prefix, nodeId: 'node-a', leaseMs: 10_000 });
+    const nodeB = new PresenceRegistry(redis, { prefix, nodeId: 'node-b', leaseMs: 10 });
+    await nodeA.add(dest, now);
+    await nodeB.add(dest, now - 1000); // its lease has already run out
+    const next = messageId();
+    assert.deepEqual((await s.enqueue(dest, next, deliver(dest, next), 0, now)).holders, ['node-a']);
   });
 
   it('issues positions 1, 2, 3, … and fetches in position order', async () => {
