@@ -158,6 +158,9 @@ local function remember(x, m, entries, maxAcked)
 end
 `;
 
+/** Most ACK pairs per script call: keeps Lua's unpack() far below its stack limit. */
+const ACK_BATCH = 256;
+
 const ENQUEUE_LUA = `--[[
   Appends one frame to a recipient's durable queue, idempotent on messageId.
   Input:
@@ -267,26 +270,34 @@ return out
 `;
 
 const ACK_LUA = `--[[
-  Removes one frame on the recipient's ACK, only if messageId is stored at
-  exactly that position, and remembers the id as acknowledged.
+    Removes frames on the recipient's ACKs, each only if its messageId is
+  stored at exactly that position, and remembers the ids as acknowledged.
   Input:
     KEYS[1] z, KEYS[2] d, KEYS[3] e, KEYS[4] m, KEYS[5] x   (as in enqueue)
-    ARGV[1] messageId
-    ARGV[2] position
-    ARGV[3] maxAcked: how many acknowledged ids x keeps
-  Output: 1 removed, 0 nothing matched (unknown id, other position, already removed)
+    ARGV[1] maxAcked: how many acknowledged ids x keeps
+    ARGV[2], ARGV[3], ...: messageId, position pairs (at most ACK_BATCH)
+  Output: how many frames were removed (an unknown id, another position or
+    an already removed frame counts 0)
 ]]
 ${PURGE_LUA}
 local z, d, e, m, x = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
-local id = ARGV[1]
-local pos = redis.call('ZSCORE', z, id)
-if not pos or tonumber(pos) ~= tonumber(ARGV[2]) then return 0 end
-redis.call('HINCRBY', m, 'bytes', -redis.call('HSTRLEN', d, id))
-redis.call('HDEL', d, id)
-redis.call('ZREM', z, id)
-redis.call('ZREM', e, id)
-remember(x, m, {pos, id}, tonumber(ARGV[3]))
-return 1
+local removed, freed, acked = 0, 0, {}
+for i = 2, #ARGV, 2 do
+  local id = ARGV[i]
+  local pos = redis.call('ZSCORE', z, id)
+  if pos and tonumber(pos) == tonumber(ARGV[i + 1]) then
+    freed = freed + redis.call('HSTRLEN', d, id)
+    redis.call('HDEL', d, id)
+    redis.call('ZREM', z, id)
+    redis.call('ZREM', e, id)
+    acked[#acked + 1] = pos
+    acked[#acked + 1] = id
+    removed = removed + 1
+  end
+end
+if freed > 0 then redis.call('HINCRBY', m, 'bytes', -freed) end
+remember(x, m, acked, tonumber(ARGV[1]))
+return removed
 `;
 
 const ACK_UP_TO_LUA = `--[[
@@ -606,14 +617,32 @@ export class DurableStore {
 
   /** Removes one frame on the recipient's ACK, only if `messageId` is stored at `position`. */
   async ack(dest: Uint8Array, messageId: Uint8Array, position: number): Promise<boolean> {
-    checkMessageId(messageId);
-    checkCount(position, 'position', 0);
+    return (await this.ackMany(dest, [{ messageId, position }])) === 1;
+  }
+
+  /**
+   * Several ACKs of one recipient in one script call per ACK_BATCH (a
+   * recipient acknowledging a burst costs one round trip, not one each).
+   * Returns how many frames were removed.
+   */
+  async ackMany(dest: Uint8Array, acks: ReadonlyArray<{ messageId: Uint8Array; position: number }>): Promise<number> {
+    const args: ScriptArg[] = [];
+    for (const { messageId, position } of acks) {
+      checkMessageId(messageId);
+      checkCount(position, 'position', 0);
+      args.push(asBuffer(messageId), position);
+    }
     const [z, d, e, m, x] = this.keys(dest);
+    let removed = 0;
     try {
-      return int(await this.commands[CMD.ack](z, d, e, m, x, asBuffer(messageId), position, this.maxFrames)) === 1;
+      for (let i = 0; i < args.length; i += 2 * ACK_BATCH) {
+        const chunk = args.slice(i, i + 2 * ACK_BATCH);
+        removed += int(await this.commands[CMD.ack](z, d, e, m, x, this.maxFrames, ...chunk));
+      }
     } catch (err) {
       throw toStoreError(err);
     }
+    return removed;
   }
 
   /**

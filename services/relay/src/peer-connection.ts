@@ -77,6 +77,7 @@ export class PeerConnection implements TransportSink {
    */
   private asyncWork = 0;
   private deferredPongs: Uint8Array[] = [];
+  private pendingAcks: Array<{ messageId: Uint8Array; position: number }> = [];
   /** In the router's table (from AUTH success until release). */
   private attached = false;
   private released = false;
@@ -408,10 +409,17 @@ export class PeerConnection implements TransportSink {
     this.writeControl(encodeFrame({ type: 'NACK', messageId, code: errorCodeToWire(code), message }, this.version));
   }
 
+  /** ACKs arriving in one turn are removed from the queue in one script call. */
   private onAck(messageId: Uint8Array, position: number): void {
-    this.ctx.store.ack(this.hint!, messageId, position).catch((err: unknown) => {
-      this.ctx.metrics.redisErrors.labels('ack').inc();
-      this.ctx.log.warn('ack failed', { err });
+    if (this.pendingAcks.push({ messageId, position }) > 1) return;
+    setImmediate(() => {
+      const acks = this.pendingAcks;
+      this.pendingAcks = [];
+      this.ctx.store.ackMany(this.hint!, acks).catch((err: unknown) => {
+        // The frames stay queued and come back after a reconnect; the client drops them as duplicates.
+        this.ctx.metrics.redisErrors.labels('ack').inc();
+        this.ctx.log.warn('ack failed', { err });
+      });
     });
   }
 

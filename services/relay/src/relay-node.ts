@@ -42,6 +42,7 @@ function redisOptions(connectionName: string) {
     ...DURABLE_STORE_REDIS_OPTIONS,
     connectionName,
     retryStrategy: (times: number) => Math.min(100 * 2 ** Math.min(times, 6), 5000),
+    enableAutoPipelining: false,
   };
 }
 

@@ -123,6 +123,24 @@ describe('DurableStore', () => {
     assert.deepEqual((await s.enqueue(dest, next, deliver(dest, next), 0, now)).holders, ['node-a']);
   });
 
+  it('removes a burst of ACKs in one call, ignoring wrong positions and repeats, across the batch limit', async () => {
+    const s = store({ maxFrames: 1000 });
+    const dest = hint();
+    const ids = Array.from({ length: 600 }, messageId);
+    for (const id of ids) await s.enqueue(dest, id, deliver(dest, id), 0);
+    const acks = ids.slice(0, 550).map((id, i) => ({ messageId: id, position: i + 1 }));
+    acks.push({ messageId: ids[590]!, position: 7 }); // stored elsewhere: ignored
+    acks.push({ messageId: ids[0]!, position: 1 }); // repeated: counted once
+    assert.equal(await s.ackMany(dest, acks), 550);
+    assert.deepEqual(
+      (await s.fetch(dest, 0, 100)).map((f) => f.position),
+      Array.from({ length: 50 }, (_, i) => 551 + i),
+    );
+    assert.equal((await s.depth(dest)).frames, 50);
+    // Acknowledged ids stay duplicates: a re-send is not stored again.
+    assert.equal((await s.enqueue(dest, ids[3]!, deliver(dest, ids[3]!), 0)).status, 'duplicate');
+  });
+
   it('issues positions 1, 2, 3, … and fetches in position order', async () => {
     const s = store();
     const dest = hint();
