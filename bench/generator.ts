@@ -13,7 +13,7 @@
  * as lost.
  */
 import { performance } from 'node:perf_hooks';
-import { Ed25519Identity, routingHint } from '@libertaria/shared';
+import { backoffDelay, DEFAULT_RECONNECT, Ed25519Identity, routingHint } from '@libertaria/shared';
 import {
   AckBatcher,
   AT,
@@ -542,6 +542,179 @@ async function latency(a: LatencyArgs) {
 }
 
 // ---------------------------------------------------------------------------
+// Connections (BENCH_ONLY=connections): many authenticated idle peers held
+// open across several requests, and a reconnect storm after a kill -9.
+
+/** Connects `count` peers (full handshake each, at most `concurrency` at once) and appends them to `into`. */
+async function openMany(url: string, count: number, concurrency: number, into: BenchPeer[]) {
+  let next = 0;
+  let failed = 0;
+  const errors: string[] = [];
+  const worker = async () => {
+    while (next < count) {
+      next++;
+      try {
+        into.push(await BenchPeer.connect(url));
+      } catch (err) {
+        failed++;
+        if (errors.length < 5) errors.push(err instanceof Error ? err.message : String(err));
+      }
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(concurrency, count) }, worker));
+  return { failed, errors };
+}
+
+/** Idle peers held between idleOpen and idleClose. */
+const idlePeers: BenchPeer[] = [];
+
+interface OpenArgs {
+  url: string;
+  count: number;
+  concurrency: number;
+  pids: Pids;
+}
+
+/** Opens `count` more idle peers (HELLO → WELCOME, then silent but for answering WebSocket pings). */
+async function idleOpen(a: OpenArgs) {
+  const all = { ...a.pids, generator: process.pid };
+  const cpu0 = cpuSnapshot(all);
+  const t0 = performance.now();
+  const before = idlePeers.length;
+  const { failed, errors } = await openMany(a.url, a.count, a.concurrency, idlePeers);
+  const seconds = (performance.now() - t0) / 1000;
+  return {
+    opened: idlePeers.length - before,
+    failed,
+    errors,
+    seconds,
+    handshakesPerSecond: (idlePeers.length - before) / seconds,
+    cpu: cpuPercent(cpu0, cpuSnapshot(all), seconds),
+    held: idlePeers.length,
+    generatorRssBytes: process.memoryUsage.rss(),
+  };
+}
+
+/** How many idle peers are still open, and why the others closed. */
+async function idleStatus() {
+  const closed = idlePeers.filter((p) => p.ws.closed);
+  return {
+    held: idlePeers.length - closed.length,
+    closed: closed.length,
+    closeReasons: [...new Set(closed.map((p) => p.ws.closeReason))].slice(0, 5),
+    problems: problems(idlePeers),
+  };
+}
+
+async function idleClose() {
+  const n = idlePeers.length;
+  closeAll(idlePeers);
+  idlePeers.length = 0;
+  return { closed: n };
+}
+
+/**
+ * Reconnect storm. stormConnect connects `count` peers to the node about to
+ * be killed; when a peer's connection drops it waits what the client SDK
+ * waits after losing a session (backoffDelay(0), 200-300 ms with the default
+ * jitter), connects to the survivor with the same identity, authenticates
+ * and sends RESUME {0}, as RelayClient does; a failed attempt is retried on
+ * the SDK's schedule. stormWait resolves when every peer is back (or on timeout).
+ */
+interface StormEntry {
+  identity: Ed25519Identity;
+  closedAt: number;
+  reconnectedAt: number;
+  attempts: number;
+}
+const storm = {
+  entries: [] as StormEntry[],
+  survivorUrl: '',
+  back: [] as BenchPeer[],
+  errors: [] as string[],
+};
+
+function reconnect(entry: StormEntry, attempt: number): void {
+  setTimeout(
+    () => {
+      entry.attempts++;
+      BenchPeer.connect(storm.survivorUrl, entry.identity).then(
+        (peer) => {
+          entry.reconnectedAt = Date.now();
+          peer.sendFrame({ type: 'RESUME', lastAcked: 0 });
+          storm.back.push(peer);
+        },
+        (err: unknown) => {
+          if (storm.errors.length < 5) storm.errors.push(err instanceof Error ? err.message : String(err));
+          reconnect(entry, attempt + 1);
+        },
+      );
+    },
+    backoffDelay(attempt, DEFAULT_RECONNECT),
+  );
+}
+
+async function stormConnect(a: OpenArgs & { survivorUrl: string }) {
+  const t0 = performance.now();
+  const peers: BenchPeer[] = [];
+  const { failed, errors } = await openMany(a.url, a.count, a.concurrency, peers);
+  storm.entries = [];
+  storm.back = [];
+  storm.errors = [];
+  storm.survivorUrl = a.survivorUrl;
+  for (const peer of peers) {
+    const entry: StormEntry = { identity: peer.identity, closedAt: 0, reconnectedAt: 0, attempts: 0 };
+    storm.entries.push(entry);
+    peer.onClosed = () => {
+      entry.closedAt = Date.now();
+      reconnect(entry, 0);
+    };
+  }
+  const seconds = (performance.now() - t0) / 1000;
+  return { connected: peers.length, failed, errors, seconds, handshakesPerSecond: peers.length / seconds };
+}
+
+/** Waits until every storm peer re-authenticated on the survivor; times are from `killedAt` (Date.now() at kill -9). */
+async function stormWait(a: { killedAt: number; timeoutMs: number; pids: Pids }) {
+  const all = { ...a.pids, generator: process.pid };
+  const cpu0 = cpuSnapshot(all);
+  const t0 = performance.now();
+  const entries = storm.entries;
+  const complete = await until(() => entries.every((e) => e.reconnectedAt > 0), a.timeoutMs);
+  const seconds = (performance.now() - t0) / 1000;
+  const cpu = cpuPercent(cpu0, cpuSnapshot(all), seconds);
+  const back = entries.filter((e) => e.reconnectedAt > 0);
+  const times = Float64Array.from(back.map((e) => (e.reconnectedAt - a.killedAt) / 1000)).sort();
+  const detected = Float64Array.from(
+    entries.filter((e) => e.closedAt > 0).map((e) => (e.closedAt - a.killedAt) / 1000),
+  ).sort();
+  await sleep(200); // RESUMEs reach the survivor before the peers leave
+  const result = {
+    peers: entries.length,
+    reconnected: back.length,
+    complete,
+    allClosedWithinSeconds: detected.length > 0 ? detected[detected.length - 1]! : Number.NaN,
+    firstSeconds: times.length > 0 ? times[0]! : Number.NaN,
+    p50Seconds: percentile(times, 50),
+    p99Seconds: percentile(times, 99),
+    lastSeconds: times.length > 0 ? times[times.length - 1]! : Number.NaN,
+    /** Peers back on the survivor per 0.5 s after the kill. */
+    timeline: Array.from({ length: times.length > 0 ? Math.floor(times[times.length - 1]! / 0.5) + 1 : 0 }, (_, i) =>
+      times.reduce((n, t) => n + (t >= i * 0.5 && t < (i + 1) * 0.5 ? 1 : 0), 0),
+    ),
+    attempts: entries.reduce((s, e) => s + e.attempts, 0),
+    retried: entries.filter((e) => e.attempts > 1).length,
+    errors: storm.errors,
+    cpu,
+    problems: problems(storm.back),
+  };
+  closeAll(storm.back);
+  storm.entries = [];
+  storm.back = [];
+  return result;
+}
+
+// ---------------------------------------------------------------------------
 
 const ops: Record<string, (args: never) => Promise<unknown>> = {
   capacitySend,
@@ -550,6 +723,11 @@ const ops: Record<string, (args: never) => Promise<unknown>> = {
   durable,
   drain,
   latency,
+  idleOpen,
+  idleStatus,
+  idleClose,
+  stormConnect,
+  stormWait,
 };
 
 process.on('message', (m: { id: number; op: string; args: unknown }) => {

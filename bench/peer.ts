@@ -33,6 +33,8 @@ export class BenchPeer {
   onDeliver: ((buf: Buffer, frameStart: number) => void) | undefined;
   /** Called after each socket read was parsed (flush ACK batches, refill send windows). */
   afterRead: (() => void) | undefined;
+  /** Called once when the connection closes, whoever closed it (the reconnect storm). */
+  onClosed: ((reason: string) => void) | undefined;
 
   private open = false;
   private handshakeFrames: Frame[] = [];
@@ -46,7 +48,10 @@ export class BenchPeer {
     ws.setHandlers({
       onMessage: (buf, start, end) => (this.open ? this.onHot(buf, start, end) : this.onHandshake(buf, start, end)),
       onReadDone: () => this.afterRead?.(),
-      onClose: () => this.wake?.(),
+      onClose: (reason) => {
+        this.wake?.();
+        this.onClosed?.(reason);
+      },
     });
   }
 

@@ -24,19 +24,60 @@ export function cpuSeconds(pid: number): number | undefined {
 
 export type CpuSnapshot = Record<string, number | undefined>;
 
+/** Machine-wide CPU seconds from /proc/stat: user+nice+system (what processes are charged), softirq, steal. */
+function machineSeconds(): { busy: number; softirq: number; steal: number } | undefined {
+  try {
+    const f = readFileSync('/proc/stat', 'latin1').split('\n', 1)[0]!.split(/\s+/).slice(1).map(Number);
+    const [user = 0, nice = 0, system = 0, , , , softirq = 0, steal = 0] = f;
+    return {
+      busy: (user + nice + system) / CLOCK_TICKS_PER_SECOND,
+      softirq: softirq / CLOCK_TICKS_PER_SECOND,
+      steal: steal / CLOCK_TICKS_PER_SECOND,
+    };
+  } catch {
+    return undefined;
+  }
+}
+
+/** CPU seconds of each named process, and of the whole machine (keys starting with `~`). */
 export function cpuSnapshot(pids: Record<string, number>): CpuSnapshot {
   const out: CpuSnapshot = {};
   for (const [name, pid] of Object.entries(pids)) out[name] = cpuSeconds(pid);
+  const m = machineSeconds();
+  out['~busy'] = m?.busy;
+  out['~softirq'] = m?.softirq;
+  out['~steal'] = m?.steal;
   return out;
 }
 
-/** Percent of one core each process used between two snapshots taken `seconds` apart. */
+/**
+ * Percent of one core each process used between two snapshots taken
+ * `seconds` apart, plus three machine-wide entries: `other` (CPU used by
+ * processes outside the benchmark: a noisy neighbour inside this machine),
+ * `softirq` (kernel network processing, mostly the benchmark's own loopback
+ * traffic) and `steal` (time the hypervisor gave to other machines).
+ */
 export function cpuPercent(before: CpuSnapshot, after: CpuSnapshot, seconds: number): Record<string, number> {
   const out: Record<string, number> = {};
-  for (const name of Object.keys(after)) {
+  if (seconds <= 0) return out;
+  const delta = (name: string) => {
     const a = before[name];
     const b = after[name];
-    if (a !== undefined && b !== undefined && seconds > 0) out[name] = Math.round(((b - a) / seconds) * 100);
+    return a !== undefined && b !== undefined ? b - a : undefined;
+  };
+  let ours = 0;
+  for (const name of Object.keys(after)) {
+    if (name.startsWith('~')) continue;
+    const d = delta(name);
+    if (d === undefined) continue;
+    ours += d;
+    out[name] = Math.round((d / seconds) * 100);
+  }
+  const busy = delta('~busy');
+  if (busy !== undefined) out['other'] = Math.max(0, Math.round(((busy - ours) / seconds) * 100));
+  for (const k of ['softirq', 'steal']) {
+    const d = delta(`~${k}`);
+    if (d !== undefined) out[k] = Math.round((d / seconds) * 100);
   }
   return out;
 }
@@ -223,6 +264,62 @@ export function counterDelta(before: Record<string, number>, after: Record<strin
   for (const [k, v] of Object.entries(after)) {
     const d = v - (before[k] ?? 0);
     if (d !== 0) out[k] = d;
+  }
+  return out;
+}
+
+/** Memory and connection gauges of a relay from its /metrics (summed over label sets). */
+export async function relayGauges(adminUrl: string): Promise<{
+  rssBytes: number;
+  heapUsedBytes: number;
+  externalBytes: number;
+  connections: number;
+  peers: number;
+}> {
+  const res = await fetch(`${adminUrl}/metrics`);
+  const text = await res.text();
+  const sums = new Map<string, number>();
+  for (const line of text.split('\n')) {
+    const m = /^([a-z_]+)(?:\{[^}]*\})? ([0-9.e+-]+)$/.exec(line);
+    if (m) sums.set(m[1]!, (sums.get(m[1]!) ?? 0) + Number(m[2]));
+  }
+  return {
+    rssBytes: sums.get('process_resident_memory_bytes') ?? Number.NaN,
+    heapUsedBytes: sums.get('nodejs_heap_size_used_bytes') ?? Number.NaN,
+    externalBytes: sums.get('nodejs_external_memory_bytes') ?? Number.NaN,
+    connections: sums.get('relay_connections') ?? Number.NaN,
+    peers: sums.get('relay_peers') ?? Number.NaN,
+  };
+}
+
+/** The soft limit on open files of this process (children inherit it), from /proc/self/limits. */
+export function openFileLimit(): number {
+  try {
+    const m = /^Max open files\s+(\d+|unlimited)/m.exec(readFileSync('/proc/self/limits', 'latin1'));
+    return m ? (m[1] === 'unlimited' ? Number.POSITIVE_INFINITY : Number(m[1])) : Number.NaN;
+  } catch {
+    return Number.NaN;
+  }
+}
+
+/**
+ * Kernel TCP counters of this network namespace (/proc/net/netstat): accept
+ * queues that overflowed (the SYN is dropped and the client retransmits it
+ * after 1 s, then 2 s, ...) and SYN retransmissions.
+ */
+export function tcpCounters(): Record<string, number> {
+  const out: Record<string, number> = {};
+  try {
+    const lines = readFileSync('/proc/net/netstat', 'latin1').split('\n');
+    const i = lines.findIndex((l) => l.startsWith('TcpExt:'));
+    const names = lines[i]!.split(/\s+/);
+    const values = lines[i + 1]!.split(/\s+/);
+    for (const key of ['ListenOverflows', 'ListenDrops', 'TCPSynRetrans', 'TCPReqQFullDoCookies']) {
+      const at = names.indexOf(key);
+      if (at > 0) out[key] = Number(values[at]);
+    }
+  } catch {
+    // Not Linux, or /proc is not mounted: no counters.
   }
   return out;
 }

@@ -12,23 +12,34 @@
  * Overrides: BENCH_TRIALS, BENCH_DURATION_MS, BENCH_DRAIN_FRAMES, BENCH_PAIRS,
  * BENCH_WINDOW, BENCH_BATCH, BENCH_DURABLE_WINDOW; BENCH_ONLY=capacity,fast,batched,cross,durable,drain,latency
  * runs a subset (for exploring; the report then lacks the other figures).
+ *
+ * Not in the default run: BENCH_ONLY=connections (or idle, storm) holds many
+ * authenticated idle peers on relay A and reads its RSS from /metrics, then
+ * connects 10k peers to relay B, kills B with SIGKILL and times their
+ * re-authentication on A (BENCH_IDLE_CONNECTIONS, BENCH_STORM_PEERS).
+ * Only the full default run writes results/latest.json; a quick or subset run
+ * writes results/latest-quick.json or results/only-<names>.json.
  */
 import { execFileSync } from 'node:child_process';
 import { existsSync, mkdirSync, readdirSync, statSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg, totalmem } from 'node:os';
 import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import { startRedis } from '../test-support/redis.js';
 import { startRelay } from '../test-support/relay-process.js';
 import {
   counterDelta,
   GeneratorProcess,
+  openFileLimit,
   parseInfo,
   redisCommand,
   redisCommandCalls,
   relayCounters,
+  relayGauges,
   type ServiceHandle,
   startService,
+  tcpCounters,
 } from './procs.js';
 import { human, median, round, type Summary, summarize } from './stats.js';
 
@@ -40,6 +51,18 @@ const envInt = (name: string, fallback: number) => {
 
 const ONLY = new Set((process.env.BENCH_ONLY ?? '').split(',').filter(Boolean));
 const runs = (name: string) => ONLY.size === 0 || ONLY.has(name);
+/** The connection scenarios run only when asked for: they need many file descriptors and kill relay B. */
+const runsExplicitly = (name: string) => ONLY.has(name) || ONLY.has('connections');
+
+/**
+ * Idle connections the machine can hold on one relay: both the relay and the
+ * generator need a descriptor per connection, and both inherit this
+ * process's open-file limit. Capped at the DESIGN target of 50k.
+ */
+const fileLimit = openFileLimit();
+const idleDefault = Number.isFinite(fileLimit)
+  ? Math.max(1000, Math.min(50_000, Math.floor((fileLimit - 1000) / 1000) * 1000))
+  : 50_000;
 
 const config = {
   quick: QUICK,
@@ -63,6 +86,15 @@ const config = {
   /** A second durable latency figure at a rate the durable path is not saturated by. */
   latencyLowRate: 1_000,
   latencyMs: envInt('BENCH_DURATION_MS', QUICK ? 1000 : 3000),
+  /** Open-file limit of the bench processes (relay and generator inherit it). */
+  openFileLimit: Number.isFinite(fileLimit) ? fileLimit : null,
+  /** Idle peers held on relay A (BENCH_ONLY=connections), opened in 4 steps, then held. */
+  idleConnections: envInt('BENCH_IDLE_CONNECTIONS', QUICK ? Math.min(2000, idleDefault) : idleDefault),
+  idleHoldMs: envInt('BENCH_IDLE_HOLD_MS', QUICK ? 5000 : 20_000),
+  /** Handshakes in flight at once while opening idle peers or the storm's peers. */
+  connectConcurrency: 256,
+  /** Peers of the node killed in the reconnect storm. */
+  stormPeers: envInt('BENCH_STORM_PEERS', QUICK ? 1000 : 10_000),
   /**
    * Relay settings for the run: defaults except the per-connection rate limit
    * (5k frames/s by default would NACK a benchmark sender) and the durable
@@ -132,7 +164,11 @@ async function main(): Promise<void> {
       raw[key] ??= [];
       raw[key].push(value);
     };
-    const counters = async () => ({ a: await relayCounters(relayA.adminUrl), b: await relayCounters(relayB.adminUrl) });
+    // Relay B is gone after the reconnect storm: its counters then read as empty.
+    const counters = async () => ({
+      a: await relayCounters(relayA.adminUrl),
+      b: await relayCounters(relayB.adminUrl).catch(() => ({})),
+    });
     const relayEvents: Record<string, unknown> = {};
     const watch = async <T>(name: string, body: () => Promise<T>): Promise<T> => {
       const before = await counters();
@@ -268,19 +304,99 @@ async function main(): Promise<void> {
     });
     log('latency done');
 
+    // 7. Idle connections (only with BENCH_ONLY=connections or idle): relay A's RSS as peers are added.
+    if (runsExplicitly('idle')) {
+      await watch('idle', async () => {
+        const n = config.idleConnections;
+        const steps = [0, 0.25, 0.5, 0.75, 1].map((f) => Math.round(n * f));
+        const points: Array<Record<string, unknown>> = [];
+        const opens: unknown[] = [];
+        let held = 0;
+        for (const target of steps) {
+          if (target > held) {
+            const r = await gen.request<{ held: number }>(
+              'idleOpen',
+              { url: relayA.wsUrl, count: target - held, concurrency: config.connectConcurrency, pids },
+              300_000,
+            );
+            opens.push(r);
+            held = r.held;
+          }
+          await sleep(2000); // handshakes' garbage and presence writes settle
+          points.push({ held, ...(await relayGauges(relayA.adminUrl)) });
+          log(`idle: ${held} peers held`);
+        }
+        // Hold them: uWS pings them and the node's heartbeats renew their presence meanwhile.
+        // RSS moves with garbage collection (each heartbeat renews every lease), so it is sampled throughout.
+        const hold: Array<Record<string, unknown>> = [];
+        const holdEnd = Date.now() + config.idleHoldMs;
+        while (Date.now() < holdEnd) {
+          await sleep(Math.min(2000, Math.max(0, holdEnd - Date.now())));
+          hold.push({ atMs: config.idleHoldMs - (holdEnd - Date.now()), ...(await relayGauges(relayA.adminUrl)) });
+        }
+        const status = await gen.request<{ held: number }>('idleStatus', {});
+        const heldGauges = { held: status.held, ...(await relayGauges(relayA.adminUrl)) };
+        await gen.request('idleClose', {});
+        const gone = Date.now() + 15_000;
+        while ((await relayGauges(relayA.adminUrl)).connections > 0 && Date.now() < gone) await sleep(250);
+        const afterClose = await relayGauges(relayA.adminUrl);
+        record('idle', { target: n, points, opens, hold, status, heldGauges, afterClose });
+        log(`idle: ${status.held} of ${n} held ${config.idleHoldMs / 1000} s; RSS ${mib(heldGauges.rssBytes)} MiB`);
+      });
+    }
+
+    // 8. Reconnect storm (only with BENCH_ONLY=connections or storm; last, since it kills relay B).
+    if (runsExplicitly('storm')) {
+      await watch('storm', async () => {
+        const connect = await gen.request<{ connected: number }>(
+          'stormConnect',
+          {
+            url: relayB.wsUrl,
+            survivorUrl: relayA.wsUrl,
+            count: config.stormPeers,
+            concurrency: config.connectConcurrency,
+            pids,
+          },
+          300_000,
+        );
+        log(`storm: ${connect.connected} peers on relay B; kill -9`);
+        await sleep(1000);
+        const before = await relayGauges(relayA.adminUrl);
+        const tcp0 = tcpCounters();
+        const killedAt = Date.now();
+        relayB.kill('SIGKILL');
+        const r = await gen.request<{ lastSeconds: number; reconnected: number }>(
+          'stormWait',
+          { killedAt, timeoutMs: 60_000, pids },
+          90_000,
+        );
+        const after = await relayGauges(relayA.adminUrl);
+        const tcp = counterDelta(tcp0, tcpCounters());
+        record('storm', { ...r, connect, tcp, survivorBefore: before, survivorAfter: after });
+        log(
+          `storm: ${r.reconnected} of ${connect.connected} back on relay A, the last ${r.lastSeconds.toFixed(2)} s after the kill`,
+        );
+      });
+    }
+
     const report = buildReport(raw, relayEvents, { relayA: relayA.logs, relayB: relayB.logs }, source);
     printTable(report);
     const outDir = fileURLToPath(new URL('./results/', import.meta.url));
     mkdirSync(outDir, { recursive: true });
+    // latest.json is the full default run that docs/benchmarks.md reports; other runs do not overwrite it.
+    const outName =
+      ONLY.size > 0 ? `only-${[...ONLY].sort().join('-')}${QUICK ? '-quick' : ''}` : QUICK ? 'latest-quick' : 'latest';
     // Rounded so a re-run diffs readably: rates to whole frames/s, times to microseconds.
     const rounded = (_k: string, v: unknown) =>
       typeof v === 'number' && !Number.isInteger(v) ? (Math.abs(v) >= 100 ? Math.round(v) : round(v, 3)) : v;
-    writeFileSync(`${outDir}latest.json`, `${JSON.stringify(report, rounded, 2)}\n`);
-    log(`wrote bench/results/latest.json (${((Date.now() - started) / 1000).toFixed(0)} s in all)`);
+    writeFileSync(`${outDir}${outName}.json`, `${JSON.stringify(report, rounded, 2)}\n`);
+    log(`wrote bench/results/${outName}.json (${((Date.now() - started) / 1000).toFixed(0)} s in all)`);
   } finally {
     await cleanup();
   }
 }
+
+const mib = (bytes: number) => (bytes / 2 ** 20).toFixed(0);
 
 async function queueDepths(redisUrl: string, hints: string[]): Promise<number> {
   let total = 0;
@@ -382,6 +498,7 @@ function buildReport(
     };
   };
 
+  const connections = connectionFigures(raw);
   const figures = {
     generatorWrite: { ...rate('capacitySend'), cpu: cpuMedian('capacitySend') },
     generatorRead: { ...rate('capacityReceive'), cpu: cpuMedian('capacityReceive') },
@@ -432,6 +549,7 @@ function buildReport(
     latencyBaseline: lat('latencyBaseline'),
     latencyDurable: lat('latencyDurable'),
     latencyDurableLow: lat('latencyDurableLow'),
+    ...connections,
   };
   const ratios = {
     fastRelayOverBaseline: figures.fastRelay.median / figures.fastBaseline.median,
@@ -444,37 +562,54 @@ function buildReport(
     generatorReadOverRelay: figures.generatorRead.median / figures.fastRelay.median,
   };
   const full = !config.quick;
+  const has = (s: Summary) => s.trials.length > 0;
+  const notMeasured = 'not measured in this run';
   const targets = [
     {
       target: 'fast path, one node: >= 1.5x a plain ws forwarder (same generator, same run)',
-      measured: `${ratios.fastRelayOverBaseline.toFixed(2)}x (paired trials ${ratios.fastRelayOverBaselinePaired.min.toFixed(2)}-${ratios.fastRelayOverBaselinePaired.max.toFixed(2)}x)`,
-      met: ratios.fastRelayOverBaseline >= 1.5,
+      measured: has(figures.fastRelay)
+        ? `${ratios.fastRelayOverBaseline.toFixed(2)}x (paired trials ${ratios.fastRelayOverBaselinePaired.min.toFixed(2)}-${ratios.fastRelayOverBaselinePaired.max.toFixed(2)}x)`
+        : notMeasured,
+      met: has(figures.fastRelay) ? ratios.fastRelayOverBaseline >= 1.5 : null,
     },
     {
       target: 'batching lifts it further',
-      measured: `${config.batch} frames/message: ${ratios.batchedRelayOverBaselineSingle.toFixed(2)}x the unbatched baseline, ${ratios.batchedRelayOverBaselineBatched.toFixed(2)}x the batched baseline`,
-      met: figures.fastBatchedRelay.median > figures.fastRelay.median,
+      measured: has(figures.fastBatchedRelay)
+        ? `${config.batch} frames/message: ${ratios.batchedRelayOverBaselineSingle.toFixed(2)}x the unbatched baseline, ${ratios.batchedRelayOverBaselineBatched.toFixed(2)}x the batched baseline`
+        : notMeasured,
+      met:
+        has(figures.fastBatchedRelay) && has(figures.fastRelay)
+          ? figures.fastBatchedRelay.median > figures.fastRelay.median
+          : null,
     },
     {
       target: 'durable send -> Redis -> deliver -> ack: >= 25k frames/s with pipelining',
-      measured: `${human(figures.durable.median)} frames/s`,
-      met: figures.durable.median >= 25_000,
+      measured: has(figures.durable) ? `${human(figures.durable.median)} frames/s` : notMeasured,
+      met: has(figures.durable) ? figures.durable.median >= 25_000 : null,
     },
     {
       target: 'a queued backlog of 100k frames drains in <= 5 s',
-      measured: `${figures.drain.frames} frames in ${figures.drain.seconds.median.toFixed(2)} s${full ? '' : ' (quick run: smaller backlog, not the target size)'}`,
+      measured: has(figures.drain.seconds)
+        ? `${figures.drain.frames} frames in ${figures.drain.seconds.median.toFixed(2)} s${full ? '' : ' (quick run: smaller backlog, not the target size)'}`
+        : notMeasured,
       met: full && figures.drain.frames >= 100_000 ? figures.drain.seconds.median <= 5 : null,
     },
     {
       target: 'latency at 10k frames/s: p99 <= 5 ms fast path',
-      measured: `p99 ${figures.latencyRelay.p99.median.toFixed(2)} ms (baseline ${figures.latencyBaseline.p99.median.toFixed(2)} ms)`,
-      met: figures.latencyRelay.p99.median <= 5,
+      measured: has(figures.latencyRelay.p99)
+        ? `p99 ${figures.latencyRelay.p99.median.toFixed(2)} ms (baseline ${figures.latencyBaseline.p99.median.toFixed(2)} ms)`
+        : notMeasured,
+      met: has(figures.latencyRelay.p99) ? figures.latencyRelay.p99.median <= 5 : null,
     },
     {
       target: 'latency at 10k frames/s: p99 <= 20 ms durable',
-      measured: `p99 ${figures.latencyDurable.p99.median.toFixed(2)} ms`,
-      met: figures.latencyDurable.p99.median <= 20,
+      measured: has(figures.latencyDurable.p99)
+        ? `p99 ${figures.latencyDurable.p99.median.toFixed(2)} ms`
+        : notMeasured,
+      met: has(figures.latencyDurable.p99) ? figures.latencyDurable.p99.median <= 20 : null,
     },
+    connectionTarget(connections.idle),
+    stormTarget(connections.storm),
   ];
   const relayWarnings = Object.fromEntries(
     Object.entries(logs).map(([k, lines]) => [
@@ -500,6 +635,111 @@ function buildReport(
     relayWarnings,
     raw,
   };
+}
+
+type Gauges = { held: number; rssBytes: number; heapUsedBytes: number; externalBytes: number; connections: number };
+type IdleRaw = {
+  target: number;
+  points: Gauges[];
+  opens: Array<{ handshakesPerSecond: number; failed: number; errors: string[]; cpu: Record<string, number> }>;
+  hold: Array<Omit<Gauges, 'held'> & { atMs: number }>;
+  status: { held: number; closed: number; closeReasons: string[]; problems: string[] };
+  heldGauges: Gauges;
+  afterClose: Omit<Gauges, 'held'>;
+};
+type StormRaw = {
+  peers: number;
+  reconnected: number;
+  complete: boolean;
+  allClosedWithinSeconds: number;
+  firstSeconds: number;
+  p50Seconds: number;
+  p99Seconds: number;
+  lastSeconds: number;
+  attempts: number;
+  retried: number;
+  errors: string[];
+  cpu: Record<string, number>;
+  problems: string[];
+  connect: { connected: number; failed: number; handshakesPerSecond: number };
+  tcp: Record<string, number>;
+  timeline: number[];
+};
+const GIB = 2 ** 30;
+const MIB = 2 ** 20;
+
+/** The idle-connection and storm figures, when BENCH_ONLY asked for them. */
+function connectionFigures(raw: Record<string, unknown[]>) {
+  const idleRaw = (raw['idle'] ?? [])[0] as IdleRaw | undefined;
+  const stormRaw = (raw['storm'] ?? [])[0] as StormRaw | undefined;
+  let idle: ReturnType<typeof idleFigure> | undefined;
+  if (idleRaw) idle = idleFigure(idleRaw);
+  let storm: (StormRaw & { target: number }) | undefined;
+  if (stormRaw) storm = { ...stormRaw, target: config.stormPeers };
+  return { idle, storm };
+}
+
+function idleFigure(r: IdleRaw) {
+  const base = r.points[0]!;
+  const full = r.points[r.points.length - 1]!;
+  const mid = r.points[Math.floor(r.points.length / 2)]!;
+  const held = r.heldGauges;
+  // The largest RSS seen while all peers were held (it moves with garbage collection).
+  const rssValues = [full.rssBytes, held.rssBytes, ...r.hold.map((h) => h.rssBytes)];
+  const heapValues = [full.heapUsedBytes, held.heapUsedBytes, ...r.hold.map((h) => h.heapUsedBytes)];
+  const rssMax = Math.max(...rssValues);
+  // Bytes of RSS per peer: at that largest RSS, and over the upper half of the ramp (is it linear?).
+  const perPeer = held.held > 0 ? (rssMax - base.rssBytes) / held.held : Number.NaN;
+  const upperHalf = full.held > mid.held ? (full.rssBytes - mid.rssBytes) / (full.held - mid.held) : Number.NaN;
+  const slope = Math.max(perPeer, Number.isFinite(upperHalf) ? upperHalf : perPeer);
+  return {
+    target: r.target,
+    held: r.status.held,
+    closedDuringHold: r.status.closed,
+    closeReasons: r.status.closeReasons,
+    failedHandshakes: r.opens.reduce((s, o) => s + o.failed, 0),
+    handshakesPerSecond: median(r.opens.map((o) => o.handshakesPerSecond)),
+    handshakeCpu: medianCpu(r.opens.map((o) => o.cpu)),
+    relayConnectionsGauge: held.connections,
+    rssBaseMiB: base.rssBytes / MIB,
+    rssAtFullMiB: full.rssBytes / MIB,
+    /** Largest and smallest RSS while every peer was held (ramp end, hold samples). */
+    rssHeldMiB: rssMax / MIB,
+    rssHeldMinMiB: Math.min(...rssValues) / MIB,
+    heapUsedHeldMiB: { min: Math.min(...heapValues) / MIB, max: Math.max(...heapValues) / MIB },
+    holdSeconds: config.idleHoldMs / 1000,
+    rssAfterCloseMiB: r.afterClose.rssBytes / MIB,
+    rssPerPeerKiB: perPeer / 1024,
+    rssPerPeerUpperHalfKiB: upperHalf / 1024,
+    /** Linear extrapolation to 50k peers with the larger of the two slopes: a projection, not a measurement. */
+    projected50kGiB: (base.rssBytes + 50_000 * slope) / GIB,
+    curve: r.points.map((p) => ({ peers: p.held, rssMiB: p.rssBytes / MIB, heapUsedMiB: p.heapUsedBytes / MIB })),
+  };
+}
+
+function connectionTarget(idle: ReturnType<typeof idleFigure> | undefined) {
+  const target = '50k authenticated idle WebSocket peers on one node with <= 1.5 GiB RSS';
+  if (!idle) return { target, measured: 'not measured (BENCH_ONLY=connections)', met: null };
+  const measured =
+    `${idle.held} peers held: RSS up to ${idle.rssHeldMiB.toFixed(0)} MiB (${idle.rssBaseMiB.toFixed(0)} MiB before, ` +
+    `${idle.rssPerPeerKiB.toFixed(1)} KiB per peer)`;
+  if (idle.target >= 50_000 && idle.held >= 50_000)
+    return { target, measured, met: idle.rssHeldMiB * MIB <= 1.5 * GIB };
+  return {
+    target,
+    measured: `${measured}; 50k not reached (open-file limit ${config.openFileLimit}), linear projection to 50k: ${idle.projected50kGiB.toFixed(2)} GiB`,
+    met: null,
+  };
+}
+
+function stormTarget(storm: (StormRaw & { target: number }) | undefined) {
+  const target = '10k peers of a killed node re-authenticated on the survivors in <= 10 s';
+  if (!storm) return { target, measured: 'not measured (BENCH_ONLY=connections)', met: null };
+  const measured =
+    `${storm.reconnected} of ${storm.peers} back on the one survivor, the last ${storm.lastSeconds.toFixed(2)} s ` +
+    `after kill -9 (p50 ${storm.p50Seconds.toFixed(2)} s)`;
+  if (storm.peers < 10_000) return { target, measured: `${measured}; fewer than 10k peers`, met: null };
+  return { target, measured, met: storm.complete && storm.lastSeconds <= 10 };
 }
 
 function printTable(report: ReturnType<typeof buildReport>): void {
@@ -587,6 +827,38 @@ function printTable(report: ReturnType<typeof buildReport>): void {
       `p99.9 ${ms(l.p999)} ms, max ${ms(l.max)} ms; ${cpuNote(l.cpu)}`,
     ]);
   }
+  const idle = f.idle;
+  if (idle) {
+    rows.push([
+      `idle peers held on relay A (of ${idle.target})`,
+      String(idle.held),
+      '',
+      'peers',
+      '1',
+      `RSS ${idle.rssBaseMiB.toFixed(0)} MiB before, ${idle.rssHeldMinMiB.toFixed(0)}-${idle.rssHeldMiB.toFixed(0)} MiB held ${idle.holdSeconds} s; ${idle.rssPerPeerKiB.toFixed(1)} KiB/peer at the max; 50k projected ${idle.projected50kGiB.toFixed(2)} GiB`,
+    ]);
+    rows.push([
+      'handshakes while opening them (fresh keys)',
+      human(idle.handshakesPerSecond),
+      '',
+      'peers/s',
+      String(Math.max(0, idle.curve.length - 1)),
+      `${config.connectConcurrency} at once; ${cpuNote(idle.handshakeCpu)}`,
+    ]);
+  }
+  const storm = f.storm;
+  if (storm) {
+    rows.push([
+      `reconnect storm: ${storm.peers} peers, B killed`,
+      storm.lastSeconds.toFixed(2),
+      `${storm.firstSeconds.toFixed(2)}-${storm.lastSeconds.toFixed(2)}`,
+      's',
+      '1',
+      `last re-auth on A after kill -9; p50 ${storm.p50Seconds.toFixed(2)} s, p99 ${storm.p99Seconds.toFixed(2)} s; ${storm.reconnected} back, ${storm.retried} retried; SYNs dropped by a full accept queue ${storm.tcp['ListenDrops'] ?? 'n/a'}; ${cpuNote(storm.cpu)}`,
+    ]);
+  }
+  // A subset run (BENCH_ONLY) leaves figures without trials: leave their rows out.
+  rows.splice(1, rows.length - 1, ...rows.slice(1).filter((r) => r[4] !== '0'));
   const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => (r[i] ?? '').length)));
   const line = (r: string[]) => `| ${r.map((c, i) => c.padEnd(widths[i]!)).join(' | ')} |`;
   const out = [line(rows[0]!), `|${widths.map((w) => '-'.repeat(w + 2)).join('|')}|`, ...rows.slice(1).map(line)];
@@ -597,13 +869,23 @@ function printTable(report: ReturnType<typeof buildReport>): void {
   }
   const issues: string[] = [];
   for (const [name, fig] of Object.entries(report.figures)) {
-    const h = (fig as { health?: Record<string, unknown> }).health;
+    const h = (fig as { health?: Record<string, unknown> } | undefined)?.health;
     if (!h) continue;
     const bad = Object.entries(h).filter(
       ([k, v]) =>
         (typeof v === 'number' && v !== 0 && k !== 'sent' && k !== 'delivered') || (Array.isArray(v) && v.length > 0),
     );
     if (bad.length > 0) issues.push(`  ${name}: ${bad.map(([k, v]) => `${k}=${JSON.stringify(v)}`).join(', ')}`);
+  }
+  if (idle && (idle.closedDuringHold > 0 || idle.failedHandshakes > 0 || idle.held < idle.target)) {
+    issues.push(
+      `  idle: ${idle.held} of ${idle.target} held, ${idle.failedHandshakes} handshakes failed, ${idle.closedDuringHold} closed while idle ${JSON.stringify(idle.closeReasons)}`,
+    );
+  }
+  if (storm && (!storm.complete || storm.problems.length > 0 || storm.connect.failed > 0)) {
+    issues.push(
+      `  storm: ${storm.reconnected} of ${storm.peers} back (${storm.connect.failed} failed to connect first), problems ${JSON.stringify(storm.problems)}, errors ${JSON.stringify(storm.errors)}`,
+    );
   }
   for (const [name, ev] of Object.entries(report.relayEvents)) {
     const e = ev as { relayA: Record<string, number>; relayB: Record<string, number> };
@@ -616,6 +898,16 @@ function printTable(report: ReturnType<typeof buildReport>): void {
     issues.length > 0
       ? `anomalies:\n${issues.join('\n')}`
       : 'anomalies: none (no loss, drops, NACKs, gaps or duplicates)',
+  );
+  // Figures measured while something outside the benchmark took CPU: not comparable with quiet runs.
+  const noisy = Object.entries(report.figures)
+    .map(([name, fig]) => [name, (fig as { cpu?: Record<string, number> } | undefined)?.cpu] as const)
+    .filter(([, cpu]) => cpu !== undefined && ((cpu['other'] ?? 0) >= NOISY_CPU || (cpu['steal'] ?? 0) >= NOISY_CPU))
+    .map(([name, cpu]) => `${name} (other ${cpu!['other'] ?? 0}%, steal ${cpu!['steal'] ?? 0}%)`);
+  out.push(
+    noisy.length > 0
+      ? `NOISY: other processes or the hypervisor took >= ${NOISY_CPU}% of a core (median over trials) during: ${noisy.join(', ')}`
+      : `quiet: no figure saw other processes or steal take >= ${NOISY_CPU}% of a core (median over trials)`,
   );
   out.push('');
   out.push(
@@ -637,6 +929,9 @@ function printTable(report: ReturnType<typeof buildReport>): void {
   );
   process.stdout.write(`${out.join('\n')}\n`);
 }
+
+/** CPU % of one core taken by processes outside the benchmark (or steal) above which a figure is flagged noisy. */
+const NOISY_CPU = 20;
 
 /** Median CPU % per process over trials; processes that stayed idle (< 2 %) are left out. */
 function medianCpu(samples: Array<Record<string, number>>): Record<string, number> {
