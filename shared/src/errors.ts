@@ -67,6 +67,48 @@ export const ERROR_CODES = {
   PEER_GONE: { wire: 0x0606, summary: 'the recipient of a fast send is connected nowhere' },
   USAGE: { wire: 0x0607, summary: 'the command line is not valid (lrelay exits 2)' },
 
+  // Session crypto (0x08xx): raised on the peers by the end-to-end session layer (shared/src/session).
+  PREKEY_BUNDLE_INVALID: {
+    wire: 0x0801,
+    summary: 'a prekey bundle or handshake has a key, signature or DID binding that does not verify',
+  },
+  PREKEY_UNAVAILABLE: {
+    wire: 0x0802,
+    summary: 'a handshake names a prekey the responder does not hold; a one-time prekey is gone once used',
+  },
+  DECRYPT_FAILED: { wire: 0x0803, summary: 'a session message did not authenticate: tampered, or for another session' },
+  DUPLICATE_MESSAGE: {
+    wire: 0x0804,
+    summary: 'the message key is spent or no longer held: a duplicate, a replay or an evicted skipped key',
+  },
+  TOO_MANY_SKIPPED: { wire: 0x0805, summary: 'a message would skip more message keys than the ratchet bound allows' },
+  INVALID_PUBLIC_KEY: {
+    wire: 0x0806,
+    summary: 'a DH or KEM public key is malformed, or a DH with it gives the all-zero secret',
+  },
+  SESSION_STATE_INVALID: {
+    wire: 0x0807,
+    summary: 'a serialized session state is malformed, inconsistent or of an unknown version',
+  },
+  REPLAYED: {
+    wire: 0x0808,
+    summary: 'a single-use message (0-RTT ticket, anonymous request, last-resort handshake) was seen before',
+  },
+  TICKET_UNKNOWN: { wire: 0x0809, summary: 'a 0-RTT ticket id names no ticket of this session' },
+  SESSION_EXPIRED: {
+    wire: 0x080a,
+    summary: 'the session, ticket or ephemeral exchange is past its lifetime or counter limit',
+  },
+
+  // Prekeys (0x07xx): the relays' prekey service (PREKEY_* frames) and prekey signature checks.
+  PREKEY_NOT_FOUND: { wire: 0x0701, summary: 'the peer has published no prekeys, or they expired' },
+  PREKEY_BAD_SIGNATURE: { wire: 0x0702, summary: 'a prekey signature does not verify under the identity key' },
+  PREKEY_IDENTITY_MISMATCH: {
+    wire: 0x0703,
+    summary: "the prekeys' identity key is not the publisher's (or the fetched peer's) key",
+  },
+  PREKEY_RATE_LIMITED: { wire: 0x0704, summary: 'too many prekey requests from this connection; retry later' },
+
   // Generic.
   INTERNAL: { wire: 0x0f01, summary: 'an unexpected failure inside the node; it is logged there' },
   UNKNOWN_ERROR: { wire: 0x0fff, summary: 'the peer sent a wire code this version does not know' },

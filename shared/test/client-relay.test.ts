@@ -16,6 +16,7 @@ import { after, before, describe, it } from 'node:test';
 import { createServer as createTlsServer } from 'node:tls';
 import { fileURLToPath } from 'node:url';
 import { Ed25519Identity as SharedIdentity } from '@libertaria/shared';
+import { makePublication } from '../../test-support/prekeys.js';
 import { RawPeer } from '../../test-support/raw-peer.js';
 import { freePort, type RedisHandle, startRedis } from '../../test-support/redis.js';
 import { type RelayHandle, startRelay } from '../../test-support/relay-process.js';
@@ -28,7 +29,7 @@ import {
   randomBytes,
 } from '../src/client/index.js';
 import { type LibertariaError, RelayError } from '../src/errors.js';
-import { Ed25519Identity, writeKeyFile } from '../src/identity/index.js';
+import { Ed25519Identity, verifyEd25519, writeKeyFile } from '../src/identity/index.js';
 import { SendFlags } from '../src/protocol/frames.js';
 
 const text = (s: string): Uint8Array => new TextEncoder().encode(s);
@@ -568,6 +569,84 @@ describe('RelayClient against a real relay', { timeout: 120_000 }, () => {
     await assert.rejects(alice.connect(), /closed/);
     await assert.rejects(alice.ping(), /not connected/);
     await alice.close(); // idempotent
+  });
+
+  describe('prekeys', () => {
+    it('publishes a publication larger than a frame, fetches verified bundles by DID and by hint, reports status', async () => {
+      const aliceId = Ed25519Identity.generate();
+      const alice = await connected([relay.wsUrl], { identity: aliceId });
+      const bob = await connected([relay.tcpUrl]);
+      // 100 one-time KEM prekeys are 125 KB: three PREKEY_PUBLISH frames under the 64 KiB limit.
+      const pub = makePublication(aliceId, { oneTimeX25519: 100, oneTimeKem: 100 });
+      const status = await within(alice.publishPrekeys(pub), 10_000, 'publishPrekeys');
+      assert.deepEqual(status, {
+        published: true,
+        oneTimeX25519: 100,
+        oneTimeKem: 100,
+        cap: 100,
+        lowWater: 10,
+        lastOneTimeX25519Id: 100,
+        lastOneTimeKemId: 100,
+      });
+      const byDid = await bob.fetchPrekeys(alice.did, { verify: verifyEd25519 });
+      assert.equal(byDid.oneTimePrekey?.id, 1);
+      assert.equal(byDid.oneTimeKemPrekey?.id, 1);
+      assert.deepEqual(byDid.identityKey, aliceId.publicKey);
+      const byHint = await bob.fetchPrekeys(aliceId.hint, { verify: verifyEd25519 });
+      assert.equal(byHint.oneTimePrekey?.id, 2);
+      assert.deepEqual(byHint.lastResortKemPrekey.publicKey, pub.lastResortKemPrekey.publicKey);
+      const after = await alice.prekeyStatus();
+      assert.deepEqual([after.oneTimeX25519, after.oneTimeKem], [98, 98]);
+      const metrics = await (await fetch(`${relay.adminUrl}/metrics`)).text();
+      const stored = Number(/relay_prekey_publishes_total\{result="stored"[^}]*\} (\d+)/.exec(metrics)?.[1] ?? 0);
+      assert.ok(stored >= 3, `expected the publication in 3 frames, ${stored} stored`);
+    });
+
+    it("emits 'prekeys-low' when fetches leave fewer one-time prekeys than the relay's low-water mark", async () => {
+      const carolId = Ed25519Identity.generate();
+      const carol = await connected([relay.tcpUrl], { identity: carolId });
+      const bob = await connected([relay.wsUrl]);
+      await carol.publishPrekeys(makePublication(carolId, { oneTimeX25519: 11, oneTimeKem: 11 }));
+      const low = nextEvent(carol, 'prekeys-low');
+      await bob.fetchPrekeys(carol.did);
+      await bob.fetchPrekeys(carol.did);
+      const event = await low;
+      assert.deepEqual([event.oneTimeX25519, event.oneTimeKem, event.lowWater], [9, 9, 10]);
+    });
+
+    it('rejects with typed errors and keeps the connection', async () => {
+      const aliceId = Ed25519Identity.generate();
+      const alice = await connected([relay.wsUrl], { identity: aliceId });
+      const code = (c: string) => (error: unknown) => error instanceof RelayError && error.code === c;
+      await assert.rejects(alice.fetchPrekeys(Ed25519Identity.generate().did), code('PREKEY_NOT_FOUND'));
+      await assert.rejects(
+        alice.publishPrekeys(makePublication(Ed25519Identity.generate())),
+        code('PREKEY_IDENTITY_MISMATCH'),
+      );
+      const pub = makePublication(aliceId, { oneTimeKem: 1 });
+      const forged = { ...pub, oneTimeKemPrekeys: [{ ...pub.oneTimeKemPrekeys[0]!, id: 2 }] };
+      await assert.rejects(alice.publishPrekeys(forged), code('PREKEY_BAD_SIGNATURE'));
+      await assert.rejects(alice.publishPrekeys({ ...pub, identityKey: new Uint8Array(31) }), code('BAD_FIELD'));
+      await assert.rejects(alice.fetchPrekeys(new Uint8Array(5)), code('BAD_FIELD'));
+      assert.ok(alice.connected);
+      assert.equal((await alice.prekeyStatus()).published, false);
+    });
+
+    it('times out a prekey request without an answer, and refuses one while not connected', async () => {
+      const proxy = await startProxy(relay.ports.tcp);
+      proxies.push(proxy);
+      const alice = await connected([proxy.url('tcp')], { ackTimeoutMs: 400 });
+      proxy.hold('down');
+      await assert.rejects(
+        alice.fetchPrekeys(Ed25519Identity.generate().did),
+        (error: unknown) => error instanceof RelayError && error.code === 'TIMEOUT',
+      );
+      await alice.close();
+      await assert.rejects(
+        alice.prekeyStatus(),
+        (error: unknown) => error instanceof RelayError && error.code === 'CLIENT_CLOSED',
+      );
+    });
   });
 
   describe('lrelay CLI end to end', () => {

@@ -10,6 +10,8 @@ import {
   FrameStreamDecoder,
   FrameType,
   MAX_PAYLOAD_LIMIT,
+  MIN_BODY_LIMIT,
+  maxBodySize,
 } from '../src/protocol/frames.js';
 
 const hex = (s: string): Uint8Array => Uint8Array.from(Buffer.from(s.replace(/\s+/g, ''), 'hex'));
@@ -19,6 +21,21 @@ const seq = (n: number, start: number): Uint8Array => Uint8Array.from({ length: 
 const text = (s: string): Uint8Array => new TextEncoder().encode(s);
 
 const D1 = 'd1'.repeat(24);
+const REQ = '7e'.repeat(16);
+const r = (byte: string, n: number): string => byte.repeat(n);
+
+/** The prekeys of the docs/protocol.md examples: every byte field a repeated byte. */
+const signedKeys = {
+  identityKey: fill(32, 0xaa),
+  identityDhKey: { id: 0, publicKey: fill(32, 0x11), signature: fill(64, 0x51) },
+  signedPrekey: { id: 7, publicKey: fill(32, 0x22), signature: fill(64, 0x52) },
+  lastResortKemPrekey: { id: 9, publicKey: fill(1184, 0x33), signature: fill(64, 0x53) },
+};
+const oneTimePrekey = { id: 100, publicKey: fill(32, 0x44) };
+const oneTimeKemPrekey = { id: 200, publicKey: fill(1184, 0x55), signature: fill(64, 0x54) };
+const SIGNED_HEX = `${r('aa', 32)} 00000000 ${r('11', 32)} ${r('51', 64)} 00000007 ${r('22', 32)} ${r('52', 64)} 00000009 ${r('33', 1184)} ${r('53', 64)}`;
+const OTP_HEX = `00000064 ${r('44', 32)}`;
+const OTK_HEX = `000000c8 ${r('55', 1184)} ${r('54', 64)}`;
 const S51 = '51'.repeat(24);
 const SESSION = '5e'.repeat(16);
 const MSG = '1d'.repeat(16);
@@ -102,6 +119,43 @@ const fixtures: Array<{ frame: Frame; hex: string }> = [
     frame: { type: 'ERROR', code: 0x0201, flags: 1, message: 'bad sig' },
     hex: `013f 0000000c 0201 01 0007 ${toHex(text('bad sig'))}`,
   },
+  {
+    frame: {
+      type: 'PREKEY_PUBLISH',
+      requestId: fill(16, 0x7e),
+      flags: 0,
+      publication: { ...signedKeys, oneTimePrekeys: [oneTimePrekey], oneTimeKemPrekeys: [oneTimeKemPrekey] },
+    },
+    hex: `0140 00000aea ${REQ} 00 01 ${SIGNED_HEX} 0001 ${OTP_HEX} 0001 ${OTK_HEX}`,
+  },
+  {
+    frame: { type: 'PREKEY_FETCH', requestId: fill(16, 0x7e), hint: fill(24, 0xd1) },
+    hex: `0141 00000028 ${REQ} ${D1}`,
+  },
+  {
+    frame: {
+      type: 'PREKEY_BUNDLE',
+      requestId: fill(16, 0x7e),
+      bundle: { ...signedKeys, oneTimePrekey, oneTimeKemPrekey },
+    },
+    hex: `0142 00000ae6 ${REQ} 01 03 ${SIGNED_HEX} ${OTP_HEX} ${OTK_HEX}`,
+  },
+  {
+    frame: {
+      type: 'PREKEY_STATUS',
+      hint: fill(24, 0xd1),
+      requestId: new Uint8Array(16),
+      flags: 7,
+      oneTimeX25519: 9,
+      oneTimeKem: 0,
+      cap: 100,
+      lowWater: 10,
+      lastOneTimeX25519Id: 100,
+      lastOneTimeKemId: 200,
+    },
+    hex: `0143 00000039 ${D1} ${'00'.repeat(16)} 07 0009 0000 0064 000a 00000064 000000c8`,
+  },
+  { frame: { type: 'PREKEY_STATUS_QUERY', requestId: fill(16, 0x7e) }, hex: `0144 00000010 ${REQ}` },
 ];
 
 function expectCode(fn: () => unknown, code: string): void {
@@ -112,10 +166,16 @@ function expectCode(fn: () => unknown, code: string): void {
   });
 }
 
-/** Compares a decoded frame to the expected object, Uint8Array fields by content. */
+/** Compares a decoded frame to the expected object, Uint8Array fields (also nested ones) by content. */
 function assertFrameEqual(actual: Frame, expected: Frame): void {
-  const norm = (f: Frame) =>
-    Object.fromEntries(Object.entries(f).map(([k, v]) => [k, v instanceof Uint8Array ? toHex(v) : v]));
+  const norm = (v: unknown): unknown =>
+    v instanceof Uint8Array
+      ? toHex(v)
+      : Array.isArray(v)
+        ? v.map(norm)
+        : typeof v === 'object' && v !== null
+          ? Object.fromEntries(Object.entries(v).map(([k, x]) => [k, norm(x)]))
+          : v;
   assert.deepEqual(norm(actual), norm(expected));
 }
 
@@ -217,6 +277,30 @@ describe('strict decoding', () => {
   });
   it('refuses an empty migration proof', () => {
     expectCode(() => decodeFrame(hex(`0115 00000011 ${SESSION} 00`)), 'BAD_FIELD');
+  });
+  it('refuses malformed prekey frames', () => {
+    const publish = fixtures.find((f) => f.frame.type === 'PREKEY_PUBLISH')!.hex.replace(/\s+/g, '');
+    // Undefined PREKEY_PUBLISH flag bit.
+    expectCode(() => decodeFrame(hex(publish.replace(`${REQ}00`, `${REQ}02`))), 'BAD_FIELD');
+    // A publication cut short (body length adjusted so the frame itself is whole).
+    expectCode(() => decodeFrame(hex(`0140 00000015 ${REQ} 00 01 aabbcc`)), 'BAD_LENGTH');
+    // Undefined status flags, and a last id without its flag.
+    const status = `${D1} ${'00'.repeat(16)}`;
+    expectCode(() => decodeFrame(hex(`0143 00000039 ${status} 08 0000 0000 0064 000a 00000000 00000000`)), 'BAD_FIELD');
+    expectCode(() => decodeFrame(hex(`0143 00000039 ${status} 01 0000 0000 0064 000a 00000001 00000000`)), 'BAD_FIELD');
+    expectCode(() => decodeFrame(hex(`0141 00000029 ${REQ} ${D1} 00`)), 'TRAILING_BYTES');
+    expectCode(() => decodeFrame(hex(`0144 0000000f ${'7e'.repeat(15)}`)), 'BAD_LENGTH');
+  });
+  it('accepts bodies up to MIN_BODY_LIMIT whatever the payload limit, and SEND payloads only up to it', () => {
+    const bundle = hex(fixtures.find((f) => f.frame.type === 'PREKEY_BUNDLE')!.hex);
+    assert.equal(decodeFrame(bundle, { maxPayload: 1 }).type, 'PREKEY_BUNDLE');
+    assert.equal(maxBodySize(1), MIN_BODY_LIMIT);
+    assert.equal(maxBodySize(65536), 93 + 65536);
+    const send = encodeFrame({
+      ...(fixtures[4]!.frame as Extract<Frame, { type: 'SEND' }>),
+      payload: new Uint8Array(2),
+    });
+    expectCode(() => decodeFrame(send, { maxPayload: 1 }), 'FRAME_TOO_LARGE');
   });
 });
 

@@ -18,7 +18,9 @@ const examples = [...doc.matchAll(/```hex frame=([A-Z_]+)\n([\s\S]*?)```/g)].map
       m[2]!
         .split('\n')
         .map((line) => line.replace(/#.*$/, ''))
-        .join('')
+        .join(' ')
+        // `xx*N`: the byte xx repeated N times (keeps 1,184-byte keys readable).
+        .replace(/\b([0-9a-f]{2})\*(\d+)\b/g, (_, byte: string, n: string) => byte.repeat(Number(n)))
         .replace(/\s+/g, ''),
       'hex',
     ),

@@ -144,6 +144,42 @@ export const relayConfigSpec = {
     max: 600000,
     doc: 'On shutdown, time given to connections to drain before they are closed, in milliseconds.',
   }),
+  RELAY_PREKEY_MAX_ONE_TIME: int({
+    default: 100,
+    min: 1,
+    max: 10000,
+    doc: 'Most one-time prekeys of each kind (X25519, ML-KEM) stored per peer; a publication beyond it is stored up to it.',
+  }),
+  RELAY_PREKEY_LOW_WATER: int({
+    default: 10,
+    min: 0,
+    max: 10000,
+    doc: 'A fetch that leaves a peer fewer one-time prekeys of a kind than this sends the peer a PREKEY_STATUS notice; 0 sends none. At most `RELAY_PREKEY_MAX_ONE_TIME`.',
+  }),
+  RELAY_PREKEY_FETCHES_PER_MINUTE: int({
+    default: 30,
+    min: 1,
+    max: 100000,
+    doc: 'PREKEY_FETCH frames one connection may send per minute (token bucket, burst of the same size); beyond it `NACK PREKEY_RATE_LIMITED`.',
+  }),
+  RELAY_PREKEY_TARGET_FETCHES_PER_MINUTE: int({
+    default: 60,
+    min: 1,
+    max: 1000000,
+    doc: "Fetches of one peer's prekeys per minute across the cluster (counted in Redis) that may consume one-time prekeys; beyond it bundles carry the signed and last-resort keys only.",
+  }),
+  RELAY_PREKEY_PUBLISHES_PER_MINUTE: int({
+    default: 30,
+    min: 1,
+    max: 100000,
+    doc: 'PREKEY_PUBLISH and PREKEY_STATUS_QUERY frames one connection may send per minute (token bucket, burst of the same size); beyond it `NACK PREKEY_RATE_LIMITED`.',
+  }),
+  RELAY_PREKEY_TTL_SECONDS: int({
+    default: 7776000,
+    min: 60,
+    max: 31536000,
+    doc: "How long a peer's prekeys are kept after its last publication, in seconds (90 days).",
+  }),
   RELAY_REDIS_PREFIX: str({
     default: 'lr',
     pattern: /^[A-Za-z0-9:_-]{1,32}$/,
@@ -179,6 +215,12 @@ export function relayConfigProblems(config: RelayConfig): ConfigProblem[] {
       message:
         `RELAY_HEARTBEAT_MS=${config.RELAY_HEARTBEAT_MS} is not less than RELAY_PRESENCE_TTL_MS=${config.RELAY_PRESENCE_TTL_MS}: ` +
         'presence would expire between heartbeats; lower the heartbeat or raise the TTL',
+    });
+  }
+  if (config.RELAY_PREKEY_LOW_WATER > config.RELAY_PREKEY_MAX_ONE_TIME) {
+    problems.push({
+      variable: 'RELAY_PREKEY_LOW_WATER',
+      message: `RELAY_PREKEY_LOW_WATER=${config.RELAY_PREKEY_LOW_WATER} is above RELAY_PREKEY_MAX_ONE_TIME=${config.RELAY_PREKEY_MAX_ONE_TIME}: peers would be told to refill a store they cannot fill`,
     });
   }
   // 93 is the routed header of SEND/DELIVER and 6 the frame envelope: one largest frame must always fit.

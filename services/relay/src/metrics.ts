@@ -6,6 +6,7 @@
  */
 import { FrameType, type FrameTypeName, frameTypeName } from '@libertaria/shared';
 import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client';
+import { failedFlushes } from './transport/write-batch.js';
 
 export type Direction = 'in' | 'out';
 export type DropReason =
@@ -35,6 +36,9 @@ export class RelayMetrics {
   readonly durableQueueDepth: Histogram;
   readonly durableStoreSeconds: Histogram;
   readonly remoteForwardSeconds: Histogram;
+  readonly prekeyPublishes: Counter<'result'>;
+  readonly prekeyFetches: Counter<'result'>;
+  readonly prekeyLowNotices: Counter<'route'>;
 
   // [direction][type byte] → totals since start, and what was already reported.
   private readonly frameCounts = [new Float64Array(256), new Float64Array(256)];
@@ -71,6 +75,16 @@ export class RelayMetrics {
       registers: r,
       collect() {
         metrics.fold(this, metrics.byteCounts, metrics.byteReported);
+      },
+    });
+    let reportedFlushFailures = 0;
+    new Counter({
+      name: 'relay_write_failures_total',
+      help: 'Batched writes that threw because the socket closed under them (their fast frames are lost)',
+      registers: r,
+      collect() {
+        this.inc(failedFlushes - reportedFlushFailures);
+        reportedFlushFailures = failedFlushes;
       },
     });
     this.drops = new Counter({
@@ -113,6 +127,24 @@ export class RelayMetrics {
       name: 'relay_remote_lookup_seconds',
       help: 'Time to look up which nodes hold a recipient that is not on this node',
       buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1],
+      registers: r,
+    });
+    this.prekeyPublishes = new Counter({
+      name: 'relay_prekey_publishes_total',
+      help: 'PREKEY_PUBLISH frames by result (stored, or the refusal code)',
+      labelNames: ['result'],
+      registers: r,
+    });
+    this.prekeyFetches = new Counter({
+      name: 'relay_prekey_fetches_total',
+      help: 'PREKEY_FETCH frames by result: both, x25519_only, kem_only, last_resort, throttled, or the refusal code',
+      labelNames: ['result'],
+      registers: r,
+    });
+    this.prekeyLowNotices = new Counter({
+      name: 'relay_prekey_low_notices_total',
+      help: 'Low-water PREKEY_STATUS notices by route: local, remote (pub/sub), offline (owner connected nowhere)',
+      labelNames: ['route'],
       registers: r,
     });
   }

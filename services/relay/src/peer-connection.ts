@@ -10,6 +10,11 @@
  * against RELAY_SEND_QUEUE_FRAMES. Fast frames beyond either bound are dropped
  * and counted; durable frames are never dropped: they wait in Redis and the
  * delivery pump resumes when the transport drains.
+ *
+ * Prekeys (PREKEY_PUBLISH/FETCH/STATUS_QUERY, docs/relay.md#prekeys): a
+ * publication is accepted only for the connection's own authenticated key
+ * with every signature verified; answers wait on Redis like durable stores,
+ * so PING stays a barrier for them too.
  */
 import { randomBytes } from 'node:crypto';
 import {
@@ -25,17 +30,24 @@ import {
   FrameType,
   HINT_SIZE,
   hintToHex,
+  ID_SIZE,
+  LibertariaError,
   MAX_PROTOCOL_VERSION,
   MIN_PROTOCOL_VERSION,
   PROTOCOL_VERSION,
+  PrekeyPublishFlags,
+  type PrekeyPublishFrame,
   type ProtocolError,
   RelayError,
   Routed,
   routingHint,
   SendFlags,
   verifyAuth,
+  verifyEd25519,
+  verifyPublication,
 } from '@libertaria/shared';
 import type { AuthFailureReason } from './metrics.js';
+import type { PrekeyCounts } from './prekey-store.js';
 import { TokenBucket } from './rate-limits.js';
 import type { RelayContext } from './relay-context.js';
 import type { PeerTransport, TransportSink } from './transport/types.js';
@@ -62,12 +74,16 @@ export class PeerConnection implements TransportSink {
   /** `hint` as a latin1 string: the router's map key. */
   hintKey = '';
   did = '';
+  /** The authenticated Ed25519 key (a copy); the only key this connection may publish prekeys for. */
+  private publicKey: Buffer | undefined;
   readonly id = randomBytes(16);
 
   private version = PROTOCOL_VERSION;
   private nonce: Buffer | undefined;
   private handshakeTimer: NodeJS.Timeout | undefined;
   private readonly bucket: TokenBucket;
+  private readonly prekeyFetchBucket: TokenBucket;
+  private readonly prekeyPublishBucket: TokenBucket;
   private readonly codecOptions: CodecOptions;
   private backedUpFrames = 0;
   /**
@@ -97,6 +113,11 @@ export class PeerConnection implements TransportSink {
   ) {
     const c = ctx.config;
     this.bucket = new TokenBucket(c.RELAY_RATE_FRAMES_PER_SECOND, c.RELAY_RATE_BURST);
+    this.prekeyFetchBucket = new TokenBucket(c.RELAY_PREKEY_FETCHES_PER_MINUTE / 60, c.RELAY_PREKEY_FETCHES_PER_MINUTE);
+    this.prekeyPublishBucket = new TokenBucket(
+      c.RELAY_PREKEY_PUBLISHES_PER_MINUTE / 60,
+      c.RELAY_PREKEY_PUBLISHES_PER_MINUTE,
+    );
     this.codecOptions = { maxPayload: c.RELAY_MAX_PAYLOAD_BYTES };
     ctx.metrics.connections.labels(transport.kind).inc();
     if (ctx.authLimiter.isBlocked(transport.remoteAddress)) {
@@ -199,6 +220,12 @@ export class PeerConnection implements TransportSink {
         return;
       case 'PRESENCE_QUERY':
         return this.onPresenceQuery(Buffer.from(frame.hint));
+      case 'PREKEY_PUBLISH':
+        return this.onPrekeyPublish(frame);
+      case 'PREKEY_FETCH':
+        return this.onPrekeyFetch(Buffer.from(frame.requestId), Buffer.from(frame.hint));
+      case 'PREKEY_STATUS_QUERY':
+        return this.onPrekeyStatusQuery(Buffer.from(frame.requestId));
       case 'MIGRATE':
         // Session migration is specified with the sessions work; say so instead of ignoring it.
         this.writeControl(
@@ -224,6 +251,8 @@ export class PeerConnection implements TransportSink {
       case 'PEER_PRESENT':
       case 'PEER_GONE':
       case 'GOAWAY':
+      case 'PREKEY_BUNDLE':
+      case 'PREKEY_STATUS':
         return this.fatal('UNEXPECTED_FRAME', `${frame.type} is not valid from a peer at this point`);
       default: {
         const unreachable: never = frame;
@@ -265,6 +294,7 @@ export class PeerConnection implements TransportSink {
     if (!ok) return this.failAuth('bad_signature', 'AUTH_FAILED', 'signature, key or DID did not verify');
     clearTimeout(this.handshakeTimer);
     this.nonce = undefined;
+    this.publicKey = Buffer.from(frame.publicKey);
     this.hint = Buffer.from(routingHint(frame.publicKey));
     this.hintKey = this.hint.toString('latin1');
     this.did = frame.did;
@@ -328,6 +358,141 @@ export class PeerConnection implements TransportSink {
         this.endAsync();
       },
     );
+  }
+
+  // ---------------------------------------------------------------------------
+  // Prekeys
+
+  private onPrekeyPublish(frame: PrekeyPublishFrame): void {
+    const { metrics, prekeys } = this.ctx;
+    const requestId = Buffer.from(frame.requestId);
+    if (!this.prekeyPublishBucket.take()) {
+      metrics.prekeyPublishes.labels('PREKEY_RATE_LIMITED').inc();
+      return this.nackRequest(requestId, 'PREKEY_RATE_LIMITED', 'prekey publish rate exceeded; retry later');
+    }
+    try {
+      // The DID's key signs; the publication must be for the key this connection authenticated with.
+      verifyPublication(frame.publication, this.publicKey!, verifyEd25519);
+    } catch (err) {
+      const code: ErrorCode = err instanceof LibertariaError ? err.code : 'INTERNAL';
+      metrics.prekeyPublishes.labels(code).inc();
+      return this.nackRequest(requestId, code, err instanceof Error ? err.message : String(err));
+    }
+    const owner = this.hint!;
+    const replace = (frame.flags & PrekeyPublishFlags.REPLACE_ONE_TIME) !== 0;
+    this.beginAsync();
+    // publish() copies the publication before it returns: the frame's fields are views into the transport buffer.
+    const work = prekeys.publish(owner, frame.publication, replace).then(
+      (result) => {
+        metrics.prekeyPublishes.labels('stored').inc();
+        this.writeStatus(requestId, result);
+        this.endAsync();
+      },
+      (err: unknown) => {
+        this.prekeyStoreFailed(err, 'publish', metrics.prekeyPublishes, requestId);
+        this.endAsync();
+      },
+    );
+    this.ctx.trackDurableWrite(work);
+  }
+
+  private onPrekeyFetch(requestId: Buffer, target: Buffer): void {
+    const { metrics, prekeys, router } = this.ctx;
+    if (!this.prekeyFetchBucket.take()) {
+      metrics.prekeyFetches.labels('PREKEY_RATE_LIMITED').inc();
+      return this.nackRequest(requestId, 'PREKEY_RATE_LIMITED', 'prekey fetch rate exceeded; retry later');
+    }
+    this.beginAsync();
+    prekeys.fetch(target).then(
+      (result) => {
+        try {
+          if (result.status === 'not_found') {
+            metrics.prekeyFetches.labels('PREKEY_NOT_FOUND').inc();
+            this.nackRequest(requestId, 'PREKEY_NOT_FOUND', `no prekeys published for ${hintToHex(target)}`);
+            return;
+          }
+          const { bundle } = result;
+          const outcome =
+            result.status === 'throttled'
+              ? 'throttled'
+              : bundle.oneTimePrekey && bundle.oneTimeKemPrekey
+                ? 'both'
+                : bundle.oneTimePrekey
+                  ? 'x25519_only'
+                  : bundle.oneTimeKemPrekey
+                    ? 'kem_only'
+                    : 'last_resort';
+          metrics.prekeyFetches.labels(outcome).inc();
+          this.writeControl(encodeFrame({ type: 'PREKEY_BUNDLE', requestId, bundle }, this.version));
+          if (result.notify !== undefined) {
+            const notice = encodeFrame(prekeys.statusFrame(target, new Uint8Array(ID_SIZE), result.counts));
+            metrics.prekeyLowNotices
+              .labels(
+                router.notifyOwner(Buffer.from(notice.buffer, notice.byteOffset, notice.byteLength), result.notify),
+              )
+              .inc();
+          }
+        } catch (err) {
+          this.prekeyStoreFailed(err, 'fetch', metrics.prekeyFetches, requestId);
+        } finally {
+          this.endAsync();
+        }
+      },
+      (err: unknown) => {
+        this.prekeyStoreFailed(err, 'fetch', metrics.prekeyFetches, requestId);
+        this.endAsync();
+      },
+    );
+  }
+
+  private onPrekeyStatusQuery(requestId: Buffer): void {
+    const { prekeys } = this.ctx;
+    if (!this.prekeyPublishBucket.take()) {
+      return this.nackRequest(requestId, 'PREKEY_RATE_LIMITED', 'prekey status rate exceeded; retry later');
+    }
+    this.beginAsync();
+    prekeys.status(this.hint!).then(
+      (counts) => {
+        this.writeStatus(requestId, counts);
+        this.endAsync();
+      },
+      (err: unknown) => {
+        this.prekeyStoreFailed(err, 'status', undefined, requestId);
+        this.endAsync();
+      },
+    );
+  }
+
+  private writeStatus(requestId: Uint8Array, counts: PrekeyCounts): void {
+    this.writeControl(encodeFrame(this.ctx.prekeys.statusFrame(this.hint!, requestId, counts), this.version));
+  }
+
+  /** A prekey operation failed in Redis (STORE_UNAVAILABLE) or on our side (INTERNAL): NACK it and count it. */
+  private prekeyStoreFailed(
+    err: unknown,
+    operation: string,
+    counter: { labels(result: string): { inc(): void } } | undefined,
+    requestId: Uint8Array,
+  ): void {
+    const code: ErrorCode = err instanceof RelayError ? err.code : 'INTERNAL';
+    counter?.labels(code).inc();
+    if (code === 'STORE_UNAVAILABLE') this.ctx.metrics.redisErrors.labels(`prekey_${operation}`).inc();
+    this.ctx.log.warn(`prekey ${operation} failed`, { did: this.did, code, err });
+    this.nackRequest(requestId, code, code === 'STORE_UNAVAILABLE' ? 'Redis did not confirm' : 'internal error');
+  }
+
+  /** NACK for a prekey request: the same frame that refuses a SEND, carrying the request id. */
+  private nackRequest(requestId: Uint8Array, code: ErrorCode, message: string): void {
+    const text = message.length > 512 ? `${message.slice(0, 509)}...` : message;
+    this.writeControl(
+      encodeFrame({ type: 'NACK', messageId: requestId, code: errorCodeToWire(code), message: text }, this.version),
+    );
+  }
+
+  /** An unsolicited PREKEY_STATUS (low-water notice) for this peer, from this node or another. */
+  deliverNotice(frame: Uint8Array): void {
+    if (this.state !== 'open') return;
+    this.writeControl(frame);
   }
 
   /** Marks the start of work whose answer to this peer waits on Redis. */

@@ -2,6 +2,7 @@ import type { RelayConfig } from './config.js';
 import type { DurableStore } from './durable-store.js';
 import type { Logger } from './log.js';
 import type { RelayMetrics } from './metrics.js';
+import type { PrekeyStore } from './prekey-store.js';
 import type { AuthFailureLimiter } from './rate-limits.js';
 import type { Router } from './router.js';
 
@@ -13,8 +14,9 @@ export interface RelayContext {
   readonly metrics: RelayMetrics;
   readonly router: Router;
   readonly store: DurableStore;
+  readonly prekeys: PrekeyStore;
   readonly authLimiter: AuthFailureLimiter;
   isDraining(): boolean;
-  /** Registers a durable write in flight, so a drain waits for it. */
+  /** Registers a durable write (a durable SEND, a prekey publication) in flight, so a drain waits for it. */
   trackDurableWrite(work: Promise<unknown>): void;
 }

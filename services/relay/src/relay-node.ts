@@ -13,6 +13,7 @@ import { DURABLE_STORE_REDIS_OPTIONS, DurableStore } from './durable-store.js';
 import { createLogger, type Logger } from './log.js';
 import { RelayMetrics } from './metrics.js';
 import { PeerConnection } from './peer-connection.js';
+import { PrekeyStore } from './prekey-store.js';
 import { PresenceRegistry } from './presence.js';
 import { AuthFailureLimiter } from './rate-limits.js';
 import type { RelayContext } from './relay-context.js';
@@ -42,7 +43,6 @@ function redisOptions(connectionName: string) {
     ...DURABLE_STORE_REDIS_OPTIONS,
     connectionName,
     retryStrategy: (times: number) => Math.min(100 * 2 ** Math.min(times, 6), 5000),
-    enableAutoPipelining: false,
   };
 }
 
@@ -90,6 +90,13 @@ export class RelayNode {
       maxBytes: config.RELAY_QUEUE_MAX_BYTES,
       maxTtlSeconds: config.RELAY_QUEUE_TTL_SECONDS,
     });
+    const prekeys = new PrekeyStore(redis, {
+      prefix,
+      maxOneTime: config.RELAY_PREKEY_MAX_ONE_TIME,
+      lowWater: config.RELAY_PREKEY_LOW_WATER,
+      targetFetchesPerMinute: config.RELAY_PREKEY_TARGET_FETCHES_PER_MINUTE,
+      ttlSeconds: config.RELAY_PREKEY_TTL_SECONDS,
+    });
     const router = new Router(redis, presence, nodeId, prefix, metrics, log);
     const authLimiter = new AuthFailureLimiter(config.RELAY_AUTH_FAILURES_PER_MINUTE);
     let node: RelayNode | undefined;
@@ -100,6 +107,7 @@ export class RelayNode {
       metrics,
       router,
       store,
+      prekeys,
       authLimiter,
       isDraining: () => node?.draining ?? false,
       trackDurableWrite: (work) => node?.track(work),

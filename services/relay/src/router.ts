@@ -11,8 +11,19 @@
  * the announcement is only a shortcut — Redis is the source of truth and
  * each connection re-reads its queue whenever it sees a gap. Frames for one
  * node in one event-loop turn travel as one pub/sub message.
+ *
+ * The same channels carry PREKEY_STATUS low-water notices to the nodes that
+ * hold a prekey owner: the frame opens with the owner's hint, at the offset
+ * where DELIVER has its recipient's.
  */
-import { FRAME_HEADER_SIZE, FrameType, HINT_SIZE, Routed, SendFlags } from '@libertaria/shared';
+import {
+  FRAME_HEADER_SIZE,
+  FrameType,
+  HINT_SIZE,
+  PREKEY_STATUS_BODY_SIZE,
+  Routed,
+  SendFlags,
+} from '@libertaria/shared';
 import type { Redis } from 'ioredis';
 import type { Logger } from './log.js';
 import type { RelayMetrics } from './metrics.js';
@@ -161,6 +172,20 @@ export class Router {
     );
   }
 
+  /**
+   * Sends a PREKEY_STATUS notice (a whole frame, opening with its owner's
+   * hint) to every connection of the owner: this node's directly, other
+   * `holders` (from the presence registry) over pub/sub. Best effort, like
+   * fast frames. Returns how it went, for metrics.
+   */
+  notifyOwner(frame: Buffer, holders: readonly string[]): 'local' | 'remote' | 'offline' {
+    const set = this.local.get(frame.toString('latin1', DEST_AT, DEST_AT + HINT_SIZE));
+    if (set) for (const conn of set) conn.deliverNotice(frame);
+    const remote = holders.filter((n) => n !== this.nodeId);
+    this.publish(remote, frame);
+    return set ? 'local' : remote.length > 0 ? 'remote' : 'offline';
+  }
+
   /** Queues a frame for other nodes; frames for one node in one turn travel as one pub/sub message. */
   private publish(nodes: readonly string[], frame: Buffer): void {
     for (const node of nodes) {
@@ -198,8 +223,14 @@ export class Router {
     if (offset !== message.length) this.metrics.drop('bad_remote_message');
   }
 
-  /** A DELIVER frame from another node. */
+  /** A DELIVER frame (or a PREKEY_STATUS notice) from another node. */
   private onRemoteFrame(frame: Buffer): void {
+    if (frame[1] === FrameType.PREKEY_STATUS && frame.length === FRAME_HEADER_SIZE + PREKEY_STATUS_BODY_SIZE) {
+      const owner = this.local.get(frame.toString('latin1', DEST_AT, DEST_AT + HINT_SIZE));
+      if (owner) for (const conn of owner) conn.deliverNotice(frame);
+      else this.metrics.drop('no_local_recipient');
+      return;
+    }
     if (frame.length < FRAME_HEADER_SIZE + Routed.PAYLOAD || frame[1] !== FrameType.DELIVER) {
       this.metrics.drop('bad_remote_message');
       return;

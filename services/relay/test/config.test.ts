@@ -42,6 +42,12 @@ describe('loadRelayConfig', () => {
       RELAY_PRESENCE_TTL_MS: 15000,
       RELAY_HEARTBEAT_MS: 5000,
       RELAY_DRAIN_TIMEOUT_MS: 10000,
+      RELAY_PREKEY_MAX_ONE_TIME: 100,
+      RELAY_PREKEY_LOW_WATER: 10,
+      RELAY_PREKEY_FETCHES_PER_MINUTE: 30,
+      RELAY_PREKEY_TARGET_FETCHES_PER_MINUTE: 60,
+      RELAY_PREKEY_PUBLISHES_PER_MINUTE: 30,
+      RELAY_PREKEY_TTL_SECONDS: 7776000,
       RELAY_REDIS_PREFIX: 'lr',
       RELAY_LOG_LEVEL: 'info',
     };
@@ -177,6 +183,17 @@ describe('relay cross-field checks on queue sizes', () => {
       () => loadRelayConfig({ RELAY_MAX_PAYLOAD_BYTES: '1048576', RELAY_SEND_QUEUE_BYTES: '1048000' }),
       (err: unknown) =>
         err instanceof ConfigValidationError && err.problems.some((p) => p.variable === 'RELAY_SEND_QUEUE_BYTES'),
+    );
+  });
+  it('refuses a prekey low-water mark above the cap', () => {
+    assert.throws(
+      () => loadRelayConfig({ RELAY_PREKEY_MAX_ONE_TIME: '10', RELAY_PREKEY_LOW_WATER: '11' }),
+      (err: unknown) =>
+        err instanceof ConfigValidationError && err.problems.some((p) => p.variable === 'RELAY_PREKEY_LOW_WATER'),
+    );
+    assert.equal(
+      loadRelayConfig({ RELAY_PREKEY_MAX_ONE_TIME: '10', RELAY_PREKEY_LOW_WATER: '10' }).RELAY_PREKEY_LOW_WATER,
+      10,
     );
   });
   it('accepts a list of public URLs and refuses a bad one', () => {

@@ -13,12 +13,17 @@
  * Inbox; a durable message is acknowledged to the relay only when the
  * application calls ack(). RESUME carries the tracker's watermark.
  *
+ * Prekeys: publishPrekeys, fetchPrekeys and prekeyStatus are requests
+ * correlated by a random 16-byte request id (answered by PREKEY_STATUS,
+ * PREKEY_BUNDLE or a NACK carrying the id); unsolicited low-water notices
+ * are the 'prekeys-low' event. They are not retried across reconnects.
+ *
  * No Node-only imports here: with the WebSocket transport this runs in
  * browsers (the identity module still needs a browser port, see the docs).
  */
 import { errorCodeFromWire, LibertariaError, RelayError } from '../errors.js';
 import type { PeerSigner } from '../identity/auth.js';
-import { HINT_LENGTH, hintFromDid } from '../identity/did.js';
+import { didMatchesKey, HINT_LENGTH, hintFromDid, routingHint } from '../identity/did.js';
 import {
   type AckFrame,
   type DeliverFrame,
@@ -28,10 +33,24 @@ import {
   type GoawayFrame,
   ID_SIZE,
   MAX_PAYLOAD_LIMIT,
+  maxBodySize,
   type NackFrame,
+  PREKEY_PUBLISH_HEADER_SIZE,
+  type PrekeyBundleFrame,
+  PrekeyPublishFlags,
+  PrekeyStatusFlags,
+  type PrekeyStatusFrame,
   SendFlags,
   type SendFrame,
 } from '../protocol/frames.js';
+import {
+  decodePrekeyBundle,
+  encodePrekeyBundle,
+  type PrekeyVerifier,
+  splitPrekeyPublication,
+  verifyBundle,
+} from '../session/prekey-bundle.js';
+import type { PrekeyBundle, PrekeyPublication } from '../session/prekey-types.js';
 import { backoffDelay, type ReconnectOptions, resolveReconnectOptions } from './backoff.js';
 import { bytesEqual, copyBytes, randomBytes, toHex } from './bytes.js';
 import { ClientErrorCode } from './codes.js';
@@ -117,11 +136,45 @@ export interface InboundMessage {
   ack(): Promise<void>;
 }
 
+/** What the relay stores of our prekeys (PREKEY_STATUS). */
+export interface PrekeyStatus {
+  /** Signed prekeys are stored: peers can fetch a bundle. */
+  published: boolean;
+  /** One-time X25519 prekeys left. */
+  oneTimeX25519: number;
+  /** One-time ML-KEM prekeys left. */
+  oneTimeKem: number;
+  /** Most one-time prekeys of each kind the relay keeps. */
+  cap: number;
+  /** Below this many of a kind the relay sends 'prekeys-low'. */
+  lowWater: number;
+  /** Highest one-time X25519 id ever stored: new ones must be above it. Absent: none yet. */
+  lastOneTimeX25519Id?: number;
+  /** Highest one-time KEM id ever stored: new ones must be above it. Absent: none yet. */
+  lastOneTimeKemId?: number;
+}
+
+export interface PublishPrekeysOptions {
+  /** Discard every one-time prekey the relay holds for us before appending these (e.g. after losing local state). */
+  replaceOneTime?: boolean;
+}
+
+export interface FetchPrekeysOptions {
+  /**
+   * Ed25519 verifier (verifyEd25519 in Node): when given, every signature of
+   * the bundle is checked (PREKEY_BAD_SIGNATURE). Without it the session
+   * layer must check them (verifyBundle) before using the keys.
+   */
+  verify?: PrekeyVerifier;
+}
+
 export interface RelayClientEvents {
   connected: { url: string; nodeId: string; connectionId: string; maxPayload: number };
   disconnected: { url: string; error?: Error };
   goaway: { url: string; reconnectAfterMs: number; reconnectHint: string[]; reason: string };
   'peer-gone': { hint: Uint8Array; messageId: Uint8Array };
+  /** The relay says fetches left fewer one-time prekeys than its low-water mark: publish more. */
+  'prekeys-low': PrekeyStatus;
   /**
    * Something went wrong that no pending call reports: a relay ERROR, a
    * NACK for a fast send, a dropped inbound frame (`dropped` counts fast
@@ -171,6 +224,16 @@ interface PendingPresence {
   /** Timed out: kept until its late answer arrives, so that answer is not taken for a newer query's. */
   expired: boolean;
   readonly resolve: (present: boolean) => void;
+  readonly reject: (error: Error) => void;
+}
+
+interface PendingPrekeyRequest {
+  readonly session: Session;
+  readonly startedAt: number;
+  /** The answer it expects: PREKEY_BUNDLE for a fetch, PREKEY_STATUS otherwise. */
+  readonly expects: 'PREKEY_BUNDLE' | 'PREKEY_STATUS';
+  readonly operation: string;
+  readonly resolve: (frame: PrekeyBundleFrame | PrekeyStatusFrame) => void;
   readonly reject: (error: Error) => void;
 }
 
@@ -241,6 +304,19 @@ function positiveInt(value: number | undefined, fallback: number, name: string):
   return value;
 }
 
+function prekeyStatusOf(frame: PrekeyStatusFrame): PrekeyStatus {
+  const status: PrekeyStatus = {
+    published: (frame.flags & PrekeyStatusFlags.PUBLISHED) !== 0,
+    oneTimeX25519: frame.oneTimeX25519,
+    oneTimeKem: frame.oneTimeKem,
+    cap: frame.cap,
+    lowWater: frame.lowWater,
+  };
+  if (frame.flags & PrekeyStatusFlags.X25519_ID) status.lastOneTimeX25519Id = frame.lastOneTimeX25519Id;
+  if (frame.flags & PrekeyStatusFlags.KEM_ID) status.lastOneTimeKemId = frame.lastOneTimeKemId;
+  return status;
+}
+
 function toError(error: unknown): Error {
   return error instanceof Error ? error : new Error(String(error));
 }
@@ -290,6 +366,8 @@ export class RelayClient {
   #pingCounter = 0;
   /** PRESENCE_QUERY answers carry only the hint: queries per hint are answered in order. */
   readonly #presence = new Map<string, PendingPresence[]>();
+  /** Prekey requests by request id (hex). */
+  readonly #prekeyRequests = new Map<string, PendingPrekeyRequest>();
 
   readonly #tracker: DedupeTracker;
   readonly #inbox: Inbox<InboundMessage>;
@@ -495,6 +573,83 @@ export class RelayClient {
       this.#presence.set(key, list);
       this.#write(session, { type: 'PRESENCE_QUERY', hint });
     });
+  }
+
+  /**
+   * Publishes our prekeys (PREKEY_PUBLISH): the relay replaces our signed
+   * keys and appends the one-time keys whose ids are above the highest it
+   * ever stored for their kind, up to its cap (so publishing the same keys
+   * again changes nothing). A publication larger than one frame is sent as
+   * several, one after the other, each repeating the signed keys. Resolves
+   * with the status after the last; rejects with the relay's code
+   * (PREKEY_BAD_SIGNATURE, PREKEY_IDENTITY_MISMATCH, PREKEY_RATE_LIMITED,
+   * STORE_UNAVAILABLE), BAD_FIELD for a malformed publication,
+   * CONNECTION_FAILED when not connected or the connection is lost (parts
+   * already answered are stored; publishing again is safe), TIMEOUT after
+   * ackTimeoutMs per part.
+   */
+  async publishPrekeys(pub: PrekeyPublication, options: PublishPrekeysOptions = {}): Promise<PrekeyStatus> {
+    const session = this.#session;
+    if (session === undefined || session.over) {
+      throw new RelayError(ClientErrorCode.unreachable, 'publishPrekeys: not connected');
+    }
+    let parts: PrekeyPublication[];
+    try {
+      parts = splitPrekeyPublication(pub, maxBodySize(session.welcome.maxPayload) - PREKEY_PUBLISH_HEADER_SIZE);
+    } catch (error) {
+      throw new RelayError(ClientErrorCode.invalidArgument, `publishPrekeys: ${toError(error).message}`);
+    }
+    let status: PrekeyStatus | undefined;
+    for (const [i, publication] of parts.entries()) {
+      const flags = i === 0 && options.replaceOneTime === true ? PrekeyPublishFlags.REPLACE_ONE_TIME : 0;
+      const answer = await this.#prekeyRequest('publishPrekeys', 'PREKEY_STATUS', (requestId) => ({
+        type: 'PREKEY_PUBLISH',
+        requestId,
+        flags,
+        publication,
+      }));
+      status = prekeyStatusOf(answer as PrekeyStatusFrame);
+    }
+    return status!;
+  }
+
+  /**
+   * Fetches a peer's prekey bundle (PREKEY_FETCH), consuming one of its
+   * one-time prekeys of each kind on the relay (absent from the bundle when
+   * none are left: then only the signed and last-resort keys come back).
+   * `to` is a DID or a 24-byte hint; the bundle's identity key must be the
+   * one the DID (or hint) names, else PREKEY_IDENTITY_MISMATCH: the relay is
+   * not trusted with identities. With `verify`, every signature is checked
+   * (PREKEY_BAD_SIGNATURE). Other rejections: PREKEY_NOT_FOUND,
+   * PREKEY_RATE_LIMITED, STORE_UNAVAILABLE, CONNECTION_FAILED, TIMEOUT.
+   */
+  async fetchPrekeys(to: string | Uint8Array, options: FetchPrekeysOptions = {}): Promise<PrekeyBundle> {
+    const hint = this.#destination(to);
+    const answer = (await this.#prekeyRequest('fetchPrekeys', 'PREKEY_BUNDLE', (requestId) => ({
+      type: 'PREKEY_FETCH',
+      requestId,
+      hint,
+    }))) as PrekeyBundleFrame;
+    // Re-encoded into a buffer of its own: the frame's fields are views into the transport's.
+    const bundle = decodePrekeyBundle(encodePrekeyBundle(answer.bundle));
+    const belongs =
+      typeof to === 'string'
+        ? didMatchesKey(to, bundle.identityKey)
+        : bytesEqual(routingHint(bundle.identityKey), hint);
+    if (!belongs) {
+      throw new RelayError('PREKEY_IDENTITY_MISMATCH', `fetchPrekeys: the relay returned another identity's bundle`);
+    }
+    if (options.verify !== undefined) verifyBundle(bundle, options.verify);
+    return bundle;
+  }
+
+  /** What the relay stores of our prekeys (PREKEY_STATUS_QUERY); call it after connecting to learn whether to refill. */
+  async prekeyStatus(): Promise<PrekeyStatus> {
+    const answer = await this.#prekeyRequest('prekeyStatus', 'PREKEY_STATUS', (requestId) => ({
+      type: 'PREKEY_STATUS_QUERY',
+      requestId,
+    }));
+    return prekeyStatusOf(answer as PrekeyStatusFrame);
   }
 
   /**
@@ -745,6 +900,14 @@ export class RelayClient {
       () =>
         new RelayError(ClientErrorCode.unreachable, `presence: connection lost before the answer (${lost.message})`),
     );
+    this.#settlePrekeyRequests(
+      (p) => p.session === session,
+      (p) =>
+        new RelayError(
+          ClientErrorCode.unreachable,
+          `${p.operation}: connection lost before the answer (${lost.message})`,
+        ),
+    );
     this.#log.info?.('disconnected from relay', { url: session.url.href, error: end.error?.message });
     end.startedAt = session.startedAt;
     this.events.emit(
@@ -786,6 +949,10 @@ export class RelayClient {
         ping.reject(new RelayError(ClientErrorCode.timeout, `ping: no PONG within ${this.#ackTimeoutMs} ms`));
       }
     }
+    this.#settlePrekeyRequests(
+      (p) => p.session === session && perf - p.startedAt > this.#ackTimeoutMs,
+      (p) => new RelayError(ClientErrorCode.timeout, `${p.operation}: no answer within ${this.#ackTimeoutMs} ms`),
+    );
     for (const list of this.#presence.values()) {
       for (const p of list) {
         if (p.expired || p.session !== session || perf - p.startedAt <= this.#ackTimeoutMs) continue;
@@ -856,6 +1023,66 @@ export class RelayClient {
     }
   }
 
+  /** Writes one prekey request on the current connection and waits for the answer carrying its request id. */
+  #prekeyRequest(
+    operation: string,
+    expects: PendingPrekeyRequest['expects'],
+    build: (requestId: Uint8Array) => Frame,
+  ): Promise<PrekeyBundleFrame | PrekeyStatusFrame> {
+    if (this.#state === 'closed') return Promise.reject(this.#closedError(operation));
+    const session = this.#session;
+    if (session === undefined || session.over) {
+      return Promise.reject(new RelayError(ClientErrorCode.unreachable, `${operation}: not connected`));
+    }
+    const requestId = randomBytes(ID_SIZE);
+    const frame = build(requestId);
+    try {
+      // Encoded once here so a malformed argument is refused instead of failing the connection's write.
+      encodeFrame(frame, session.version);
+    } catch (error) {
+      return Promise.reject(new RelayError(ClientErrorCode.invalidArgument, `${operation}: ${toError(error).message}`));
+    }
+    return new Promise((resolve, reject) => {
+      this.#prekeyRequests.set(toHex(requestId), {
+        session,
+        startedAt: performance.now(),
+        expects,
+        operation,
+        resolve,
+        reject,
+      });
+      this.#write(session, frame);
+    });
+  }
+
+  /** Rejects and forgets the prekey requests `match` selects. */
+  #settlePrekeyRequests(match: (p: PendingPrekeyRequest) => boolean, error: (p: PendingPrekeyRequest) => Error): void {
+    for (const [key, pending] of this.#prekeyRequests) {
+      if (!match(pending)) continue;
+      this.#prekeyRequests.delete(key);
+      pending.reject(error(pending));
+    }
+  }
+
+  #onPrekeyAnswer(frame: PrekeyBundleFrame | PrekeyStatusFrame): void {
+    const key = toHex(frame.requestId);
+    const pending = this.#prekeyRequests.get(key);
+    if (pending !== undefined) {
+      this.#prekeyRequests.delete(key);
+      if (frame.type === pending.expects) pending.resolve(frame);
+      else {
+        pending.reject(
+          new RelayError(ClientErrorCode.unexpectedFrame, `${pending.operation}: relay answered with ${frame.type}`),
+        );
+      }
+      return;
+    }
+    if (frame.type === 'PREKEY_STATUS' && frame.requestId.every((b) => b === 0) && bytesEqual(frame.hint, this.#hint)) {
+      this.events.emit('prekeys-low', prekeyStatusOf(frame));
+    }
+    // Otherwise a late answer to a request that timed out: nothing waits for it.
+  }
+
   #pingData(kind: number): Uint8Array {
     this.#pingCounter = (this.#pingCounter + 1) % 0x100000000;
     const data = new Uint8Array(8);
@@ -913,6 +1140,10 @@ export class RelayClient {
         return;
       case 'PEER_PRESENT':
         this.#answerPresence(frame.hint, true);
+        return;
+      case 'PREKEY_BUNDLE':
+      case 'PREKEY_STATUS':
+        this.#onPrekeyAnswer(frame);
         return;
       case 'GOAWAY': {
         const hint = frame.reconnectHint
@@ -972,6 +1203,12 @@ export class RelayClient {
   #onNack(session: Session, frame: NackFrame): void {
     const code = errorCodeFromWire(frame.code);
     const key = toHex(frame.messageId);
+    const prekeyRequest = this.#prekeyRequests.get(key);
+    if (prekeyRequest !== undefined) {
+      this.#prekeyRequests.delete(key);
+      prekeyRequest.reject(new RelayError(code, `${prekeyRequest.operation}: ${frame.message || code}`));
+      return;
+    }
     const error = new RelayError(code, `relay refused message ${key}: ${frame.message || code}`);
     const entry = this.#take(frame.messageId, session);
     if (entry !== undefined) entry.reject(error);
@@ -1150,6 +1387,10 @@ export class RelayClient {
     for (const ping of this.#pings.values()) ping.reject(reason);
     this.#pings.clear();
     this.#settlePresence(
+      () => true,
+      () => reason,
+    );
+    this.#settlePrekeyRequests(
       () => true,
       () => reason,
     );

@@ -14,7 +14,10 @@ export {
 export { bytesEqual, copyBytes, randomBytes, toHex } from './bytes.js';
 export {
   type ClientLogger,
+  type FetchPrekeysOptions,
   type InboundMessage,
+  type PrekeyStatus,
+  type PublishPrekeysOptions,
   RelayClient,
   type RelayClientEvents,
   type RelayClientOptions,

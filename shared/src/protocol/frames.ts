@@ -28,6 +28,9 @@
  *               transcript: nonce ‖ relayIdentity ‖ transport binding
  *     relay  -> WELCOME {hint, connectionId, limits, nodeId}
  *     then SEND/DELIVER/ACK/NACK/RESUME/PING/PONG/... in any order;
+ *     client -> PREKEY_PUBLISH / PREKEY_FETCH / PREKEY_STATUS_QUERY {requestId}
+ *     relay  -> PREKEY_STATUS / PREKEY_BUNDLE / NACK {requestId}, and
+ *               PREKEY_STATUS with a zero requestId as a low-water notice;
  *     relay  -> GOAWAY before it closes on purpose (drain, restart);
  *     either -> ERROR {code} (FATAL flag: the sender closes afterwards).
  *
@@ -45,10 +48,20 @@
  * decoded byte fields are views (subarrays) into the input, so a caller that
  * keeps a frame beyond the life of the input buffer must copy what it keeps.
  *
+ * Prekey frames (0x4_) carry the prekey model of session/prekey-types.ts in
+ * the encodings of session/prekey-bundle.ts, decoded just as strictly.
+ *
  * This module is deliberately free of Node-only imports: the WebSocket client
  * path runs in browsers too.
  */
 import { ProtocolError } from '../errors.js';
+import {
+  decodePrekeyBundle,
+  decodePrekeyPublication,
+  encodePrekeyBundle,
+  encodePrekeyPublication,
+} from '../session/prekey-bundle.js';
+import type { PrekeyBundle, PrekeyPublication } from '../session/prekey-types.js';
 
 export const PROTOCOL_VERSION = 1;
 export const MIN_PROTOCOL_VERSION = 1;
@@ -65,6 +78,13 @@ export const SIGNATURE_SIZE = 64;
 export const DEFAULT_MAX_PAYLOAD = 64 * 1024;
 /** Hard ceiling on any payload whatever the configuration: no body is ever larger than this plus the routed header. */
 export const MAX_PAYLOAD_LIMIT = 1024 * 1024;
+/**
+ * Every side accepts frame bodies of at least this many bytes whatever its
+ * payload limit, so a PREKEY_BUNDLE (at most 2,790 bytes) and a
+ * PREKEY_PUBLISH with the signed keys and two one-time KEM prekeys always fit.
+ * SEND/DELIVER payloads are still held to the payload limit.
+ */
+export const MIN_BODY_LIMIT = 4096;
 /** Longest UTF-8 message in ERROR, NACK and GOAWAY. */
 export const MAX_TEXT_BYTES = 1024;
 /** Longest DID accepted in AUTH. */
@@ -74,7 +94,7 @@ export const MAX_SHORT_TEXT_BYTES = 255;
 /** Positions are u64 on the wire but kept below 2^53 so they are exact JavaScript numbers. */
 export const MAX_POSITION = Number.MAX_SAFE_INTEGER;
 
-/** Frame type byte values. 0x0_ handshake, 0x1_ data, 0x2_ liveness, 0x3_ presence and control. */
+/** Frame type byte values. 0x0_ handshake, 0x1_ data, 0x2_ liveness, 0x3_ presence and control, 0x4_ prekeys. */
 export const FrameType = {
   HELLO: 0x01, // client -> relay: u8 minVersion, u8 maxVersion, u32 features
   CHALLENGE: 0x02, // relay -> client: u8 version, 32B nonce, u8 len + relay identity
@@ -83,7 +103,7 @@ export const FrameType = {
   SEND: 0x10, // client -> relay: routed header (93B) + payload
   DELIVER: 0x11, // relay -> client: routed header (93B) + payload; same layout as SEND
   ACK: 0x12, // both: 16B message id, u64 position
-  NACK: 0x13, // relay -> client: 16B message id, u16 error code, u16 len + message
+  NACK: 0x13, // relay -> client: 16B message id (or prekey request id), u16 error code, u16 len + message
   RESUME: 0x14, // client -> relay: u64 last acknowledged position
   MIGRATE: 0x15, // client -> relay: 16B session id, u8 len + resumption proof
   PING: 0x20, // both: 8B opaque data
@@ -93,6 +113,11 @@ export const FrameType = {
   PRESENCE_QUERY: 0x32, // client -> relay: 24B hint
   GOAWAY: 0x3e, // relay -> client: u32 reconnectAfterMs, u16 len + reconnect hint, u16 len + reason
   ERROR: 0x3f, // both: u16 error code, u8 flags, u16 len + message
+  PREKEY_PUBLISH: 0x40, // client -> relay: 16B request id, u8 flags, prekey publication
+  PREKEY_FETCH: 0x41, // client -> relay: 16B request id, 24B hint of the peer whose prekeys are wanted
+  PREKEY_BUNDLE: 0x42, // relay -> client: 16B request id, prekey bundle
+  PREKEY_STATUS: 0x43, // relay -> client: 24B hint, 16B request id, u8 flags, 4 x u16 counts, 2 x u32 ids
+  PREKEY_STATUS_QUERY: 0x44, // client -> relay: 16B request id
 } as const;
 
 export type FrameTypeName = keyof typeof FrameType;
@@ -122,6 +147,24 @@ const KNOWN_ERROR_FLAGS = ErrorFlags.FATAL;
 
 export const KeyType = { ED25519: 1 } as const;
 
+/** PREKEY_PUBLISH flags. Undefined bits must be zero. */
+export const PrekeyPublishFlags = {
+  /** Discard every stored one-time prekey (both kinds) before appending this publication's. */
+  REPLACE_ONE_TIME: 0x01,
+} as const;
+const KNOWN_PREKEY_PUBLISH_FLAGS = PrekeyPublishFlags.REPLACE_ONE_TIME;
+
+/** PREKEY_STATUS flags. Undefined bits must be zero. */
+export const PrekeyStatusFlags = {
+  /** Signed prekeys are stored: a fetch gets a bundle. */
+  PUBLISHED: 0x01,
+  /** lastOneTimeX25519Id holds the highest one-time X25519 prekey id ever stored (else it is 0). */
+  X25519_ID: 0x02,
+  /** lastOneTimeKemId holds the highest one-time KEM prekey id ever stored (else it is 0). */
+  KEM_ID: 0x04,
+} as const;
+const KNOWN_PREKEY_STATUS_FLAGS = PrekeyStatusFlags.PUBLISHED | PrekeyStatusFlags.X25519_ID | PrekeyStatusFlags.KEM_ID;
+
 /**
  * Byte offsets inside the body of SEND and DELIVER, in routing order, so a
  * relay can route without decoding the whole frame (add FRAME_HEADER_SIZE for
@@ -138,6 +181,10 @@ export const Routed = {
   PAYLOAD: 93,
 } as const;
 export const ROUTED_HEADER_SIZE = Routed.PAYLOAD;
+/** PREKEY_STATUS body: hint, request id, flags, four u16 counts, two u32 ids. */
+export const PREKEY_STATUS_BODY_SIZE = HINT_SIZE + ID_SIZE + 1 + 4 * 2 + 2 * 4;
+/** PREKEY_PUBLISH body bytes before the publication: request id and flags. */
+export const PREKEY_PUBLISH_HEADER_SIZE = ID_SIZE + 1;
 
 // ---------------------------------------------------------------------------
 // Frame objects
@@ -243,6 +290,50 @@ export interface ErrorFrame {
   flags: number;
   message: string;
 }
+export interface PrekeyPublishFrame {
+  type: 'PREKEY_PUBLISH';
+  /** Chosen by the client; the answer (PREKEY_STATUS or NACK) carries it. */
+  requestId: Uint8Array;
+  /** PrekeyPublishFlags. */
+  flags: number;
+  publication: PrekeyPublication;
+}
+export interface PrekeyFetchFrame {
+  type: 'PREKEY_FETCH';
+  requestId: Uint8Array;
+  /** Routing hint of the peer whose prekeys are wanted. */
+  hint: Uint8Array;
+}
+export interface PrekeyBundleFrame {
+  type: 'PREKEY_BUNDLE';
+  requestId: Uint8Array;
+  bundle: PrekeyBundle;
+}
+export interface PrekeyStatusFrame {
+  type: 'PREKEY_STATUS';
+  /** The owner of the prekeys: the receiving peer's own hint. */
+  hint: Uint8Array;
+  /** The PREKEY_PUBLISH or PREKEY_STATUS_QUERY answered; zero in an unsolicited low-water notice. */
+  requestId: Uint8Array;
+  /** PrekeyStatusFlags. */
+  flags: number;
+  /** One-time X25519 prekeys left. */
+  oneTimeX25519: number;
+  /** One-time ML-KEM prekeys left. */
+  oneTimeKem: number;
+  /** Most one-time prekeys of each kind the relay stores (RELAY_PREKEY_MAX_ONE_TIME). */
+  cap: number;
+  /** Below this many of a kind the relay sends unsolicited notices (RELAY_PREKEY_LOW_WATER). */
+  lowWater: number;
+  /** Highest one-time X25519 id ever stored (valid with the X25519_ID flag, else 0). */
+  lastOneTimeX25519Id: number;
+  /** Highest one-time KEM id ever stored (valid with the KEM_ID flag, else 0). */
+  lastOneTimeKemId: number;
+}
+export interface PrekeyStatusQueryFrame {
+  type: 'PREKEY_STATUS_QUERY';
+  requestId: Uint8Array;
+}
 
 export type Frame =
   | HelloFrame
@@ -261,16 +352,21 @@ export type Frame =
   | PeerGoneFrame
   | PresenceQueryFrame
   | GoawayFrame
-  | ErrorFrame;
+  | ErrorFrame
+  | PrekeyPublishFrame
+  | PrekeyFetchFrame
+  | PrekeyBundleFrame
+  | PrekeyStatusFrame
+  | PrekeyStatusQueryFrame;
 
 export interface CodecOptions {
   /** Largest SEND/DELIVER payload accepted (default DEFAULT_MAX_PAYLOAD, never above MAX_PAYLOAD_LIMIT). */
   maxPayload?: number;
 }
 
-/** The largest body any frame may have under the given payload limit. */
+/** The largest body any frame may have under the given payload limit: 93 + maxPayload, but at least MIN_BODY_LIMIT. */
 export function maxBodySize(maxPayload: number = DEFAULT_MAX_PAYLOAD): number {
-  return ROUTED_HEADER_SIZE + Math.min(maxPayload, MAX_PAYLOAD_LIMIT);
+  return Math.max(MIN_BODY_LIMIT, ROUTED_HEADER_SIZE + Math.min(Math.max(0, maxPayload), MAX_PAYLOAD_LIMIT));
 }
 
 // ---------------------------------------------------------------------------
@@ -459,6 +555,57 @@ function decodeBody(typeName: FrameTypeName, buf: Uint8Array, start: number, end
       frame = { type: typeName, code, flags, message: r.text(2, MAX_TEXT_BYTES, 'message') };
       break;
     }
+    case 'PREKEY_PUBLISH': {
+      const requestId = r.bytes(ID_SIZE, 'requestId');
+      const flags = r.u8('flags');
+      if ((flags & ~KNOWN_PREKEY_PUBLISH_FLAGS) !== 0)
+        fail('BAD_FIELD', `PREKEY_PUBLISH.flags: undefined bits set (0x${flags.toString(16)})`);
+      frame = { type: typeName, requestId, flags, publication: decodePrekeyPublication(r.rest()) };
+      break;
+    }
+    case 'PREKEY_FETCH':
+      frame = { type: typeName, requestId: r.bytes(ID_SIZE, 'requestId'), hint: r.bytes(HINT_SIZE, 'hint') };
+      break;
+    case 'PREKEY_BUNDLE': {
+      const requestId = r.bytes(ID_SIZE, 'requestId');
+      frame = { type: typeName, requestId, bundle: decodePrekeyBundle(r.rest()) };
+      break;
+    }
+    case 'PREKEY_STATUS': {
+      const hint = r.bytes(HINT_SIZE, 'hint');
+      const requestId = r.bytes(ID_SIZE, 'requestId');
+      const flags = r.u8('flags');
+      if ((flags & ~KNOWN_PREKEY_STATUS_FLAGS) !== 0)
+        fail('BAD_FIELD', `PREKEY_STATUS.flags: undefined bits set (0x${flags.toString(16)})`);
+      const oneTimeX25519 = r.u16('oneTimeX25519');
+      const oneTimeKem = r.u16('oneTimeKem');
+      const cap = r.u16('cap');
+      const lowWater = r.u16('lowWater');
+      const lastOneTimeX25519Id = r.u32('lastOneTimeX25519Id');
+      const lastOneTimeKemId = r.u32('lastOneTimeKemId');
+      if (
+        (!(flags & PrekeyStatusFlags.X25519_ID) && lastOneTimeX25519Id !== 0) ||
+        (!(flags & PrekeyStatusFlags.KEM_ID) && lastOneTimeKemId !== 0)
+      ) {
+        fail('BAD_FIELD', 'PREKEY_STATUS: a last one-time id without its flag must be 0');
+      }
+      frame = {
+        type: typeName,
+        hint,
+        requestId,
+        flags,
+        oneTimeX25519,
+        oneTimeKem,
+        cap,
+        lowWater,
+        lastOneTimeX25519Id,
+        lastOneTimeKemId,
+      };
+      break;
+    }
+    case 'PREKEY_STATUS_QUERY':
+      frame = { type: typeName, requestId: r.bytes(ID_SIZE, 'requestId') };
+      break;
     default: {
       const unreachable: never = typeName;
       throw new ProtocolError('UNKNOWN_FRAME_TYPE', `unhandled frame type ${String(unreachable)}`);
@@ -509,7 +656,7 @@ export function readFrameHeader(buf: Uint8Array, offset: number, maxBody: number
  */
 export function checkRoutedFrame(frame: Uint8Array, options?: CodecOptions): void {
   const maxPayload = effectiveMaxPayload(options);
-  const bodyLength = readFrameHeader(frame, 0, ROUTED_HEADER_SIZE + maxPayload);
+  const bodyLength = readFrameHeader(frame, 0, maxBodySize(maxPayload));
   const type = frame[1];
   if (type !== FrameType.SEND && type !== FrameType.DELIVER) {
     fail('BAD_FIELD', `checkRoutedFrame: type 0x${type!.toString(16)} is not SEND or DELIVER`);
@@ -536,7 +683,7 @@ export function checkRoutedFrame(frame: Uint8Array, options?: CodecOptions): voi
 /** Decodes the frame starting at `offset`; returns it and the offset just past it. */
 export function decodeFrameAt(buf: Uint8Array, offset: number, options?: CodecOptions): { frame: Frame; next: number } {
   const maxPayload = effectiveMaxPayload(options);
-  const bodyLength = readFrameHeader(buf, offset, ROUTED_HEADER_SIZE + maxPayload);
+  const bodyLength = readFrameHeader(buf, offset, maxBodySize(maxPayload));
   const start = offset + FRAME_HEADER_SIZE;
   const end = start + bodyLength;
   if (end > buf.length) fail('TRUNCATED', `frame body needs ${bodyLength} bytes, ${buf.length - start} left`);
@@ -582,7 +729,7 @@ export class FrameStreamDecoder {
 
   constructor(options?: CodecOptions) {
     this.maxPayload = effectiveMaxPayload(options);
-    this.maxBody = ROUTED_HEADER_SIZE + this.maxPayload;
+    this.maxBody = maxBodySize(this.maxPayload);
   }
 
   /** Bytes held waiting for the rest of a frame. */
@@ -877,6 +1024,67 @@ export function encodeFrame(frame: Frame, version: number = PROTOCOL_VERSION): U
       w.u8(frame.flags);
       w.u16(msg.length);
       w.bytes(msg);
+      return w.buf;
+    }
+    case 'PREKEY_PUBLISH': {
+      checkLen(frame.requestId, ID_SIZE, 'PREKEY_PUBLISH.requestId');
+      checkUint(frame.flags, KNOWN_PREKEY_PUBLISH_FLAGS, 'PREKEY_PUBLISH.flags');
+      const publication = encodePrekeyPublication(frame.publication);
+      const w = new BodyWriter(t, ID_SIZE + 1 + publication.length, version);
+      w.bytes(frame.requestId);
+      w.u8(frame.flags);
+      w.bytes(publication);
+      return w.buf;
+    }
+    case 'PREKEY_FETCH': {
+      checkLen(frame.requestId, ID_SIZE, 'PREKEY_FETCH.requestId');
+      checkLen(frame.hint, HINT_SIZE, 'PREKEY_FETCH.hint');
+      const w = new BodyWriter(t, ID_SIZE + HINT_SIZE, version);
+      w.bytes(frame.requestId);
+      w.bytes(frame.hint);
+      return w.buf;
+    }
+    case 'PREKEY_BUNDLE': {
+      checkLen(frame.requestId, ID_SIZE, 'PREKEY_BUNDLE.requestId');
+      const bundle = encodePrekeyBundle(frame.bundle);
+      const w = new BodyWriter(t, ID_SIZE + bundle.length, version);
+      w.bytes(frame.requestId);
+      w.bytes(bundle);
+      return w.buf;
+    }
+    case 'PREKEY_STATUS': {
+      checkLen(frame.hint, HINT_SIZE, 'PREKEY_STATUS.hint');
+      checkLen(frame.requestId, ID_SIZE, 'PREKEY_STATUS.requestId');
+      checkUint(frame.flags, KNOWN_PREKEY_STATUS_FLAGS, 'PREKEY_STATUS.flags');
+      for (const field of ['oneTimeX25519', 'oneTimeKem', 'cap', 'lowWater'] as const) {
+        checkUint(frame[field], 0xffff, `PREKEY_STATUS.${field}`);
+      }
+      checkUint(
+        frame.lastOneTimeX25519Id,
+        frame.flags & PrekeyStatusFlags.X25519_ID ? 0xffffffff : 0,
+        'PREKEY_STATUS.lastOneTimeX25519Id',
+      );
+      checkUint(
+        frame.lastOneTimeKemId,
+        frame.flags & PrekeyStatusFlags.KEM_ID ? 0xffffffff : 0,
+        'PREKEY_STATUS.lastOneTimeKemId',
+      );
+      const w = new BodyWriter(t, PREKEY_STATUS_BODY_SIZE, version);
+      w.bytes(frame.hint);
+      w.bytes(frame.requestId);
+      w.u8(frame.flags);
+      w.u16(frame.oneTimeX25519);
+      w.u16(frame.oneTimeKem);
+      w.u16(frame.cap);
+      w.u16(frame.lowWater);
+      w.u32(frame.lastOneTimeX25519Id);
+      w.u32(frame.lastOneTimeKemId);
+      return w.buf;
+    }
+    case 'PREKEY_STATUS_QUERY': {
+      checkLen(frame.requestId, ID_SIZE, 'PREKEY_STATUS_QUERY.requestId');
+      const w = new BodyWriter(t, ID_SIZE, version);
+      w.bytes(frame.requestId);
       return w.buf;
     }
     default: {

@@ -44,8 +44,18 @@ export function prng(seed: number): () => number {
 
 const MAX_PAYLOAD = 4096;
 
+const FRAME_TYPES = Object.values(FrameType) as number[];
+
 function corpus(): Uint8Array[] {
   const b = (n: number, v: number) => new Uint8Array(n).fill(v);
+  const signed = {
+    identityKey: b(32, 29),
+    identityDhKey: { id: 0, publicKey: b(32, 30), signature: b(64, 31) },
+    signedPrekey: { id: 5, publicKey: b(32, 32), signature: b(64, 33) },
+    lastResortKemPrekey: { id: 6, publicKey: b(1184, 34), signature: b(64, 35) },
+  };
+  const otp = { id: 7, publicKey: b(32, 36) };
+  const otk = { id: 9, publicKey: b(1184, 37), signature: b(64, 38) };
   const frames: Frame[] = [
     { type: 'HELLO', minVersion: 1, maxVersion: 3, features: 7 },
     { type: 'CHALLENGE', version: 1, nonce: b(32, 1), relayIdentity: 'relay' },
@@ -84,9 +94,31 @@ function corpus(): Uint8Array[] {
     { type: 'PRESENCE_QUERY', hint: b(24, 21) },
     { type: 'GOAWAY', reconnectAfterMs: 10, reconnectHint: 'ws://x', reason: 'r' },
     { type: 'ERROR', code: 1, flags: 1, message: 'é' },
+    {
+      type: 'PREKEY_PUBLISH',
+      requestId: b(16, 22),
+      flags: 1,
+      publication: { ...signed, oneTimePrekeys: [otp, { ...otp, id: 8 }], oneTimeKemPrekeys: [otk] },
+    },
+    { type: 'PREKEY_FETCH', requestId: b(16, 23), hint: b(24, 24) },
+    { type: 'PREKEY_BUNDLE', requestId: b(16, 25), bundle: { ...signed, oneTimePrekey: otp, oneTimeKemPrekey: otk } },
+    { type: 'PREKEY_BUNDLE', requestId: b(16, 26), bundle: signed },
+    {
+      type: 'PREKEY_STATUS',
+      hint: b(24, 27),
+      requestId: b(16, 0),
+      flags: 5,
+      oneTimeX25519: 3,
+      oneTimeKem: 4,
+      cap: 100,
+      lowWater: 10,
+      lastOneTimeX25519Id: 0,
+      lastOneTimeKemId: 77,
+    },
+    { type: 'PREKEY_STATUS_QUERY', requestId: b(16, 28) },
   ];
   const one = frames.map((f) => encodeFrame(f));
-  return [...one, encodeFrames(frames.slice(0, 5)), encodeFrames(frames.slice(5))];
+  return [...one, encodeFrames(frames.slice(0, 5)), encodeFrames(frames.slice(5, 17)), encodeFrames(frames.slice(17))];
 }
 
 function mutate(seed: Uint8Array, rnd: () => number): Uint8Array {
@@ -121,8 +153,7 @@ function mutate(seed: Uint8Array, rnd: () => number): Uint8Array {
           );
         break;
       case 5: // change the type or version byte
-        if (out.length >= 2)
-          out[rnd() % 2] = rnd() % 3 === 0 ? (Object.values(FrameType)[rnd() % 17] as number) : rnd() & 0xff;
+        if (out.length >= 2) out[rnd() % 2] = rnd() % 3 === 0 ? FRAME_TYPES[rnd() % FRAME_TYPES.length]! : rnd() & 0xff;
         break;
       default: {
         // splice two regions
@@ -143,7 +174,7 @@ function randomBytes(rnd: () => number): Uint8Array {
   // Often start with a plausible header so the fuzzer reaches the body decoders.
   if (out.length >= 2 && rnd() % 2 === 0) {
     out[0] = 1;
-    out[1] = Object.values(FrameType)[rnd() % 17] as number;
+    out[1] = FRAME_TYPES[rnd() % FRAME_TYPES.length]!;
   }
   return out;
 }

@@ -12,9 +12,20 @@ export interface Flushable {
 const dirty = new Set<Flushable>();
 let scheduled = false;
 
+/** Flushes that threw (a socket closed under us); exposed for metrics and tests. */
+export let failedFlushes = 0;
+
 function flushAll(): void {
   scheduled = false;
-  for (const t of dirty) t.flush();
+  for (const t of dirty) {
+    try {
+      t.flush();
+    } catch {
+      // One dead socket must not take the process or the other connections
+      // down. Its fast frames are lost (as on any drop); durable ones are in Redis.
+      failedFlushes++;
+    }
+  }
   dirty.clear();
 }
 

@@ -1,0 +1,74 @@
+/**
+ * Fixtures for the session-layer tests: identities with their X25519
+ * identity DH keys, published prekeys and the responder's private side.
+ */
+import { Ed25519Identity } from '../../src/identity/keys.js';
+import type { CryptoProvider } from '../../src/session/crypto-provider.js';
+import { InMemoryResponderPrekeys } from '../../src/session/prekey-store.js';
+import type { PrekeyBundle, PrekeyPublication } from '../../src/session/prekey-types.js';
+import {
+  generateIdentityDhKey,
+  generatePrekeyPublication,
+  type LocalIdentity,
+  type PrekeySecrets,
+} from '../../src/session/prekeys.js';
+
+export interface Peer {
+  signer: Ed25519Identity;
+  identity: LocalIdentity;
+  did: string;
+}
+
+export interface Responder extends Peer {
+  publication: PrekeyPublication;
+  secrets: PrekeySecrets;
+  prekeys: InMemoryResponderPrekeys;
+}
+
+export function makePeer(p: CryptoProvider, seed?: Uint8Array): Peer {
+  const signer = seed ? Ed25519Identity.fromSeed(seed) : Ed25519Identity.generate();
+  return { signer, identity: { signer, identityDh: generateIdentityDhKey(p, signer) }, did: signer.did };
+}
+
+export function makeResponder(p: CryptoProvider, oneTime = 4, oneTimeKem = 2): Responder {
+  const peer = makePeer(p);
+  const { publication, secrets } = generatePrekeyPublication(p, peer.identity, {
+    signedPrekeyId: 7,
+    lastResortKemPrekeyId: 9,
+    oneTimePrekeyIds: { first: 100, count: oneTime },
+    oneTimeKemPrekeyIds: { first: 200, count: oneTimeKem },
+  });
+  return { ...peer, publication, secrets, prekeys: InMemoryResponderPrekeys.fromSecrets(p, peer.identity, secrets) };
+}
+
+/** What a relay would hand out: the signed keys and, by choice, one one-time key of each kind. */
+export function bundleOf(
+  pub: PrekeyPublication,
+  options: { oneTime?: number; oneTimeKem?: number } = {},
+): PrekeyBundle {
+  const bundle: PrekeyBundle = {
+    identityKey: pub.identityKey,
+    identityDhKey: pub.identityDhKey,
+    signedPrekey: pub.signedPrekey,
+    lastResortKemPrekey: pub.lastResortKemPrekey,
+  };
+  if (options.oneTime !== undefined) bundle.oneTimePrekey = pub.oneTimePrekeys[options.oneTime]!;
+  if (options.oneTimeKem !== undefined) bundle.oneTimeKemPrekey = pub.oneTimeKemPrekeys[options.oneTimeKem]!;
+  return bundle;
+}
+
+export const enc = (s: string): Uint8Array => new TextEncoder().encode(s);
+export const dec = (b: Uint8Array): string => new TextDecoder().decode(b);
+export const hex = (b: Uint8Array): string => Buffer.from(b).toString('hex');
+export const unhex = (s: string): Uint8Array => new Uint8Array(Buffer.from(s, 'hex'));
+
+/** Every single-bit flip of `bytes`, one at a time. */
+export function* bitFlips(bytes: Uint8Array): Generator<{ index: number; bit: number; flipped: Uint8Array }> {
+  for (let index = 0; index < bytes.length; index++) {
+    for (let bit = 0; bit < 8; bit++) {
+      const flipped = Uint8Array.from(bytes);
+      flipped[index]! ^= 1 << bit;
+      yield { index, bit, flipped };
+    }
+  }
+}
