@@ -28,7 +28,7 @@ import {
   type OneTimePrekeyStore,
 } from '../src/session/prekey-store.js';
 import { type PrekeyBundle, PrekeyKind } from '../src/session/prekey-types.js';
-import { generateIdentityDhKey, prekeyTranscript, signPrekey, verifyPrekeyBundle } from '../src/session/prekeys.js';
+import { generateIdentityDhKey, prekeyTranscript, verifyPrekeyBundle } from '../src/session/prekeys.js';
 import { acceptPersistentSession, initiatePersistentSession } from '../src/session/session.js';
 import { InMemoryTicketStore } from '../src/session/ticket-store.js';
 import {
@@ -111,13 +111,15 @@ describe('prekey bundle verification', () => {
       (b) => {
         b.signedPrekey = { ...b.signedPrekey, publicKey: p.x25519Generate().publicKey };
       },
-      // An identity DH key id other than 0 (even if signed so).
+      // An identity DH key id other than 0, even if signed so (our transcript
+      // builder refuses such an id, so the signed bytes are assembled by hand).
       (b) => {
-        b.identityDhKey = {
-          ...b.identityDhKey,
-          id: 1,
-          signature: signPrekey(bob.signer, PrekeyKind.IDENTITY_DH, 1, b.identityDhKey.publicKey),
-        };
+        const bytes = Buffer.concat([
+          Buffer.from('libertaria-prekey/1\0'),
+          Buffer.from([PrekeyKind.IDENTITY_DH, 0, 0, 0, 1]),
+          b.identityDhKey.publicKey,
+        ]);
+        b.identityDhKey = { ...b.identityDhKey, id: 1, signature: bob.signer.sign(bytes) };
       },
       // A non-canonical X25519 key: the top bit is ignored by X25519 but not by us.
       (b) => {

@@ -8,9 +8,10 @@
  */
 import type { PeerSigner } from '../identity/auth.js';
 import { didMatchesKey } from '../identity/did.js';
-import { concatBytes, isCanonicalX25519PublicKey, u32be, utf8 } from './bytes.js';
+import { isCanonicalX25519PublicKey } from './bytes.js';
 import type { CryptoProvider, KemKeyPair, X25519KeyPair } from './crypto-provider.js';
 import { SessionError } from './errors.js';
+import { prekeySignatureMessage } from './prekey-bundle.js';
 import {
   ED25519_SIGNATURE_SIZE,
   MLKEM768_PUBLIC_KEY_SIZE,
@@ -24,15 +25,17 @@ import {
   X25519_KEY_SIZE,
 } from './prekey-types.js';
 
-export const PREKEY_SIGNATURE_DOMAIN = 'libertaria-prekey/1';
 export const MAX_PREKEY_ID = 0xffffffff;
-const DOMAIN_BYTES = utf8(PREKEY_SIGNATURE_DOMAIN);
 const ED25519_KEY_SIZE = 32;
 
-/** The bytes the DID key signs for one prekey. */
+/**
+ * The bytes the DID key signs for one prekey: one definition, shared with the
+ * relay's publication checks (prekey-bundle.ts), so signer and verifier can
+ * never disagree. Throws ProtocolError BAD_FIELD for an id or key size the
+ * transcript cannot carry.
+ */
 export function prekeyTranscript(kind: PrekeyKindValue, id: number, publicKey: Uint8Array): Uint8Array {
-  if (!Number.isInteger(id) || id < 0 || id > MAX_PREKEY_ID) throw new RangeError(`a prekey id is a u32, got ${id}`);
-  return concatBytes(DOMAIN_BYTES, Uint8Array.of(0x00, kind), u32be(id), publicKey);
+  return prekeySignatureMessage(kind, id, publicKey);
 }
 
 export function signPrekey(signer: PeerSigner, kind: PrekeyKindValue, id: number, publicKey: Uint8Array): Uint8Array {
@@ -47,8 +50,14 @@ export function verifyPrekeySignature(
   publicKey: Uint8Array,
   signature: Uint8Array,
 ): boolean {
-  if (!Number.isInteger(id) || id < 0 || id > MAX_PREKEY_ID) return false;
-  return p.verifyEd25519(identityKey, prekeyTranscript(kind, id, publicKey), signature);
+  let transcript: Uint8Array;
+  try {
+    transcript = prekeyTranscript(kind, id, publicKey);
+  } catch {
+    // An id or key the transcript cannot carry was never signed: not valid, not an exception.
+    return false;
+  }
+  return p.verifyEd25519(identityKey, transcript, signature);
 }
 
 /** The X25519 identity DH key (IK_dh) with its kind-1 signature: part of a peer's long-term identity. */
