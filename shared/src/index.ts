@@ -3,6 +3,7 @@
  * that relay nodes, bridges, the client SDK and the CLI all build on.
  */
 export * from './client/index.js';
+export { FileSessionStore, stateDirForKeyFile } from './client/session-store-file.js';
 export * from './config.js';
 export * from './errors.js';
 export * from './identity/index.js';

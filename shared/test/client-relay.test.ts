@@ -666,7 +666,7 @@ describe('RelayClient against a real relay', { timeout: 120_000 }, () => {
 
     it('send --stdin (durable) then listen --count prints and acknowledges each message', async () => {
       const sent = await cli(
-        ['send', '--relay', relay.tcpUrl, '--key', aliceKey, '--to', bob.did, '--stdin'],
+        ['send', '--unsealed', '--relay', relay.tcpUrl, '--key', aliceKey, '--to', bob.did, '--stdin'],
         'first line\nsecond line, with "quotes" and ünïcode\n',
       ).done;
       assert.equal(sent.code, 0, sent.stderr);
@@ -675,6 +675,7 @@ describe('RelayClient against a real relay', { timeout: 120_000 }, () => {
       const dead = await freePort();
       const heard = await cli([
         'listen',
+        '--unsealed',
         '--relay',
         `ws://127.0.0.1:${dead},${relay.wsUrl}`,
         '--key',
@@ -701,18 +702,40 @@ describe('RelayClient against a real relay', { timeout: 120_000 }, () => {
       }
 
       // They were acknowledged: another listen times out empty-handed, exit 3.
-      const empty = await cli(['listen', '--relay', relay.tcpUrl, '--key', bobKey, '--count', '1', '--timeout', '1'])
-        .done;
+      const empty = await cli([
+        'listen',
+        '--unsealed',
+        '--relay',
+        relay.tcpUrl,
+        '--key',
+        bobKey,
+        '--count',
+        '1',
+        '--timeout',
+        '1',
+      ]).done;
       assert.equal(empty.code, 3, empty.stderr);
       assert.equal(empty.stdout, '');
       assert.match(empty.stderr, /^error: TIMEOUT: received 0 of 1 message\(s\) within 1 s\n$/);
       // Without --count, the timeout is the normal end.
-      const idle = await cli(['listen', '--relay', relay.wsUrl, '--key', bobKey, '--timeout', '0.5']).done;
+      const idle = await cli(['listen', '--unsealed', '--relay', relay.wsUrl, '--key', bobKey, '--timeout', '0.5'])
+        .done;
       assert.equal(idle.code, 0, idle.stderr);
     });
 
     it('send --fast reaches a listening peer and exits 0', async () => {
-      const listener = cli(['listen', '--relay', relay.wsUrl, '--key', bobKey, '--count', '1', '--timeout', '20']);
+      const listener = cli([
+        'listen',
+        '--unsealed',
+        '--relay',
+        relay.wsUrl,
+        '--key',
+        bobKey,
+        '--count',
+        '1',
+        '--timeout',
+        '20',
+      ]);
       // Wait until the listener is connected, or the fast message would find nobody.
       const probe = await connected([relay.tcpUrl]);
       const deadline = Date.now() + 15_000;
@@ -722,6 +745,7 @@ describe('RelayClient against a real relay', { timeout: 120_000 }, () => {
       }
       const sent = await cli([
         'send',
+        '--unsealed',
         '--relay',
         relay.tcpUrl,
         '--key',
@@ -744,6 +768,7 @@ describe('RelayClient against a real relay', { timeout: 120_000 }, () => {
       const nobody = Ed25519Identity.generate();
       const result = await cli([
         'send',
+        '--unsealed',
         '--relay',
         relay.wsUrl,
         '--key',
@@ -761,7 +786,7 @@ describe('RelayClient against a real relay', { timeout: 120_000 }, () => {
     it('send exits 1 with the NACK code when the queue is full', async () => {
       const nobody = Ed25519Identity.generate();
       const result = await cli(
-        ['send', '--relay', smallRelay.wsUrl, '--key', aliceKey, '--to', nobody.did, '--stdin'],
+        ['send', '--unsealed', '--relay', smallRelay.wsUrl, '--key', aliceKey, '--to', nobody.did, '--stdin'],
         'a\nb\nc\n',
       ).done;
       assert.equal(result.code, 1);

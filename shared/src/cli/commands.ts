@@ -14,9 +14,12 @@ import { parseArgs } from 'node:util';
 import { toHex } from '../client/bytes.js';
 import { type InboundMessage, RelayClient } from '../client/client.js';
 import { ClientErrorCode } from '../client/codes.js';
+import { FileSessionStore, stateDirForKeyFile } from '../client/session-store-file.js';
+import { SessionManager } from '../client/sessions.js';
 import { parseRelayUrls } from '../client/url.js';
 import { LibertariaError } from '../errors.js';
-import { Ed25519Identity, parseDid, readKeyFile, writeKeyFile } from '../identity/index.js';
+import { Ed25519Identity, parseDid, readKeyFile, verifyEd25519, writeKeyFile } from '../identity/index.js';
+import { nodeCrypto } from '../session/crypto-node.js';
 
 export const EXIT_OK = 0;
 export const EXIT_FAILURE = 1;
@@ -26,8 +29,8 @@ export const EXIT_INTERRUPTED = 130;
 
 export const USAGE = `usage: lrelay keygen --out FILE
        lrelay whoami --key FILE
-       lrelay send --relay URL[,URL...] --key FILE --to DID [--fast] (--text STRING | --stdin)
-       lrelay listen --relay URL[,URL...] --key FILE [--count N] [--timeout SECONDS]`;
+       lrelay send --relay URL[,URL...] --key FILE --to DID [--fast] [--unsealed] (--text STRING | --stdin)
+       lrelay listen --relay URL[,URL...] --key FILE [--count N] [--timeout SECONDS] [--unsealed]`;
 
 /** How many rounds over the relay list the CLI tries before it gives up (the SDK default is forever). */
 const SEND_CONNECT_ROUNDS = 5;
@@ -140,6 +143,35 @@ async function* inputs(text: string | undefined, io: CliIo): AsyncGenerator<stri
   }
 }
 
+/**
+ * The CLI's client: sealed by default, with its sessions and prekeys in
+ * `<keyfile>.state/` so consecutive runs keep them; `--unsealed` sends and
+ * receives plain payloads.
+ */
+function cliClient(
+  relays: string[],
+  identity: Ed25519Identity,
+  keyFile: string,
+  unsealed: boolean,
+  maxAttempts: number,
+): { client: RelayClient; sessions: SessionManager | undefined } {
+  const sessions = unsealed
+    ? undefined
+    : new SessionManager({
+        identity,
+        store: new FileSessionStore(stateDirForKeyFile(keyFile)),
+        provider: nodeCrypto,
+        verify: verifyEd25519,
+      });
+  const client = new RelayClient({
+    relays,
+    identity,
+    reconnect: { maxAttempts },
+    ...(sessions === undefined ? {} : { sessions }),
+  });
+  return { client, sessions };
+}
+
 function closeOnAbort(client: RelayClient, signal: AbortSignal | undefined): () => boolean {
   if (signal === undefined) return () => false;
   const onAbort = (): void => void client.close();
@@ -155,6 +187,7 @@ async function send(args: string[], io: CliIo): Promise<number> {
     fast: { type: 'boolean' },
     text: { type: 'string' },
     stdin: { type: 'boolean' },
+    unsealed: { type: 'boolean' },
   });
   const relayList = required(values.relay, '--relay');
   const keyFile = required(values.key, '--key');
@@ -176,7 +209,7 @@ async function send(args: string[], io: CliIo): Promise<number> {
   const durable = values.fast !== true;
   const encoder = new TextEncoder();
 
-  const client = new RelayClient({ relays, identity, reconnect: { maxAttempts: SEND_CONNECT_ROUNDS } });
+  const { client } = cliClient(relays, identity, keyFile, values.unsealed === true, SEND_CONNECT_ROUNDS);
   const interrupted = closeOnAbort(client, io.signal);
   const fastIds = new Set<string>();
   let peerGone = false;
@@ -244,6 +277,7 @@ async function listen(args: string[], io: CliIo): Promise<number> {
     key: { type: 'string' },
     count: { type: 'string' },
     timeout: { type: 'string' },
+    unsealed: { type: 'boolean' },
   });
   const relayList = required(values.relay, '--relay');
   const keyFile = required(values.key, '--key');
@@ -260,7 +294,7 @@ async function listen(args: string[], io: CliIo): Promise<number> {
   // Not fatal: replacement characters stand in for bytes that are not UTF-8.
   const decoder = new TextDecoder('utf-8');
 
-  const client = new RelayClient({ relays, identity, reconnect: { maxAttempts: LISTEN_CONNECT_ROUNDS } });
+  const { client, sessions } = cliClient(relays, identity, keyFile, values.unsealed === true, LISTEN_CONNECT_ROUNDS);
   const interrupted = closeOnAbort(client, io.signal);
   let timedOut = false;
   const timer =
@@ -273,6 +307,8 @@ async function listen(args: string[], io: CliIo): Promise<number> {
   let received = 0;
   try {
     await client.connect();
+    // Senders need our prekeys to start a session: published before we report anything.
+    if (sessions !== undefined) await sessions.ensurePublished(client);
     for await (const message of client.messages()) {
       await write(io.stdout, messageLine(message, decoder));
       // Acknowledged only once printed: a crash before this point means redelivery, not loss.

@@ -59,6 +59,7 @@ import { TypedEmitter } from './emitter.js';
 import { checkEnvelopeSender, decodeEnvelope, encodeEnvelope } from './envelope.js';
 import { type Handshake, isPermanentRefusal, performHandshake, type Welcome } from './handshake.js';
 import { Inbox } from './inbox.js';
+import type { SessionManager } from './sessions.js';
 import type { TlsClientOptions, Transport } from './transport.js';
 import { parseRelayUrl, parseRelayUrls, type RelayUrl } from './url.js';
 
@@ -97,6 +98,15 @@ export interface RelayClientOptions {
   maxBufferedBytes?: number;
   /** TLS settings for wss:// and tls:// (Node only). */
   tls?: TlsClientOptions;
+  /**
+   * End-to-end sessions (docs/client.md#sealed-sessions). When given, payloads
+   * are sealed and opened by it (unless `sealing: false`), and our prekeys
+   * are published on every connect and refilled on 'prekeys-low'. Without
+   * it payloads travel as given (unsealed).
+   */
+  sessions?: SessionManager;
+  /** With `sessions`: false sends and receives unsealed payloads anyway (default true). */
+  sealing?: boolean;
 }
 
 export interface SendOptions {
@@ -349,6 +359,10 @@ export class RelayClient {
   readonly #maxBufferedBytes: number;
   readonly #tls: TlsClientOptions | undefined;
   readonly #log: ClientLogger;
+  readonly #sessions: SessionManager | undefined;
+  /** Inbound sealed frames are opened one at a time, in arrival order. */
+  #opening: Promise<void> = Promise.resolve();
+  #pendingOpens = 0;
 
   #state: 'idle' | 'running' | 'closed' | 'failed' = 'idle';
   #failure: LibertariaError | undefined;
@@ -404,6 +418,25 @@ export class RelayClient {
     this.events = new TypedEmitter((error, event) =>
       this.#log.error?.('event listener threw', { event: String(event), error: toError(error).message }),
     );
+    this.#sessions = options.sealing === false ? undefined : options.sessions;
+    const sessions = this.#sessions;
+    if (sessions !== undefined) {
+      if (sessions.identity.did !== this.did) {
+        throw new RelayError(ClientErrorCode.invalidArgument, 'sessions: the SessionManager is for another identity');
+      }
+      const publish = (): void => {
+        sessions.ensurePublished(this).catch((error: unknown) => {
+          if (this.#state === 'running') this.#emitError({ error: toLibertariaError(error, 'publishing prekeys') });
+        });
+      };
+      this.events.on('connected', publish);
+      this.events.on('prekeys-low', publish);
+    }
+  }
+
+  /** Whether payloads are sealed end to end (a SessionManager was given and sealing not turned off). */
+  get sealed(): boolean {
+    return this.#sessions !== undefined;
   }
 
   /** Whether a relay connection is authenticated right now. */
@@ -458,6 +491,22 @@ export class RelayClient {
     if (this.#state === 'closed') throw this.#closedError('send');
     if (this.#state === 'failed') throw this.#failure;
     if (this.#state === 'idle') throw new RelayError(ClientErrorCode.unreachable, 'send: call connect() first');
+    const sessions = this.#sessions;
+    if (sessions === undefined) return this.#send(to, payload, options);
+    if (typeof to !== 'string') {
+      throw new RelayError(ClientErrorCode.invalidArgument, 'send: sealing needs the recipient DID, not a hint');
+    }
+    this.#destination(to);
+    if (!(payload instanceof Uint8Array)) {
+      throw new RelayError(ClientErrorCode.invalidArgument, 'send: payload must be a Uint8Array');
+    }
+    const { body, sessionId } = await sessions.seal(this, to, payload);
+    return this.#send(to, body, { ...options, sessionId });
+  }
+
+  async #send(to: string | Uint8Array, payload: Uint8Array, options: SendOptions): Promise<SendResult> {
+    if (this.#state === 'closed') throw this.#closedError('send');
+    if (this.#state === 'failed') throw this.#failure;
     const dest = this.#destination(to);
     if (!(payload instanceof Uint8Array)) {
       throw new RelayError(ClientErrorCode.invalidArgument, 'send: payload must be a Uint8Array');
@@ -1274,8 +1323,9 @@ export class RelayClient {
       return;
     }
 
+    const full = this.#inbox.full || this.#inbox.length + this.#pendingOpens >= this.#inbox.capacity;
     if (durable) {
-      if (session.leavingUnread || this.#inbox.full || this.#tracker.unacked >= this.#maxUnacked) {
+      if (session.leavingUnread || full || this.#tracker.unacked + this.#pendingOpens >= this.#maxUnacked) {
         // Not acknowledged, so the relay keeps it; it comes back once the connection is replaced.
         if (!session.leavingUnread) {
           this.#log.warn?.('inbound buffer full; leaving durable messages with the relay', { url, position });
@@ -1284,7 +1334,7 @@ export class RelayClient {
         this.#tracker.leaveUnread(position);
         return;
       }
-    } else if (this.#inbox.full) {
+    } else if (full) {
       this.#droppedFast++;
       this.#emitError({
         error: new RelayError(
@@ -1299,17 +1349,57 @@ export class RelayClient {
     }
 
     const messageId = copyBytes(frame.messageId);
+    const fromHint = copyBytes(frame.source);
+    // Copies: the frame is a view into the transport's buffer.
+    const sessionId = copyBytes(frame.sessionId);
+    const sessions = this.#sessions;
+    if (sessions !== undefined) {
+      // Held (duplicates hidden) while it is opened; never yielded unless it opens.
+      this.#tracker.accept(key, position);
+      const sealed = copyBytes(body);
+      this.#pendingOpens++;
+      this.#opening = this.#opening.then(async () => {
+        let plaintext: Uint8Array;
+        try {
+          plaintext = await sessions.open(from, sessionId, sealed);
+        } catch (error) {
+          this.#pendingOpens--;
+          // A poison frame must not block the queue: acknowledged, reported, never delivered.
+          if (durable) this.#ackInbound(key, messageId, position);
+          this.#emitError({ error: toLibertariaError(error, 'opening a sealed message'), url, messageId });
+          return;
+        }
+        this.#pendingOpens--;
+        this.#inbox.push(this.#inboundMessage(key, messageId, from, fromHint, plaintext, durable, position, sessionId));
+      });
+      return;
+    }
+    this.#tracker.accept(key, position);
+    this.#inbox.push(
+      this.#inboundMessage(key, messageId, from, fromHint, copyBytes(body), durable, position, sessionId),
+    );
+  }
+
+  #inboundMessage(
+    key: string,
+    messageId: Uint8Array,
+    from: string,
+    fromHint: Uint8Array,
+    payload: Uint8Array,
+    durable: boolean,
+    position: number,
+    sessionId: Uint8Array,
+  ): InboundMessage {
     let acked = !durable;
-    const message: InboundMessage = {
+    return {
       messageId,
       from,
-      fromHint: copyBytes(frame.source),
+      fromHint,
       to: this.did,
-      // A copy: the frame is a view into the transport's buffer.
-      payload: copyBytes(body),
+      payload,
       durable,
       position,
-      sessionId: copyBytes(frame.sessionId),
+      sessionId,
       ack: () => {
         if (acked) return Promise.resolve();
         acked = true;
@@ -1317,8 +1407,6 @@ export class RelayClient {
         return Promise.resolve();
       },
     };
-    this.#tracker.accept(key, position);
-    this.#inbox.push(message);
   }
 
   #ackInbound(key: string, messageId: Uint8Array, position: number): void {

@@ -39,6 +39,21 @@ export {
 } from './envelope.js';
 export { type Handshake, HandshakeError, type HandshakeOptions, performHandshake, type Welcome } from './handshake.js';
 export { Inbox } from './inbox.js';
+export {
+  InMemorySessionStore,
+  packFields,
+  readU32,
+  type SessionStore,
+  u32,
+  unpackFields,
+} from './session-store.js';
+export {
+  type PrekeyStatusLike,
+  SealedType,
+  SessionManager,
+  type SessionManagerOptions,
+  type SessionTransport,
+} from './sessions.js';
 export { openTransport, type TlsClientOptions, type Transport, type TransportOptions } from './transport.js';
 export { parseRelayUrl, parseRelayUrls, type RelayScheme, type RelayUrl, type TransportBinding } from './url.js';
 export { WS_SUBPROTOCOL } from './ws-transport.js';

@@ -1,0 +1,425 @@
+/**
+ * Sealed by default: the SessionManager a RelayClient uses when given the
+ * `sessions` option (docs/client.md#sealed-sessions). It keeps this peer's
+ * prekey private keys and one PersistentSession per remote DID (plus a few
+ * older ones, so messages in flight under them still open) in a
+ * SessionStore, publishes and refills prekeys, seals outbound payloads and
+ * opens inbound ones.
+ *
+ * Sealed payload (the body inside the DID envelope):
+ *   u8 type ‖ message
+ * type 0x01 = initial: a PQXDH initial message (pqxdh-message.ts) whose
+ *   ratchet message carries the payload; the initiator sends every message
+ *   as an initial one until it has received from the responder, so any of
+ *   them can start the session (the responder recognizes the same handshake
+ *   by its ephemeral key and just decrypts the ratchet message);
+ * type 0x02 = ratchet: a Double Ratchet message of the session whose 16-byte
+ *   id travels in the SEND's sessionId field.
+ *
+ * Browser-safe: no Node imports (the provider and verifier are passed in).
+ */
+import { ProtocolError } from '../errors.js';
+import type { PeerSigner } from '../identity/auth.js';
+import type { CryptoProvider } from '../session/crypto-provider.js';
+import { SessionError } from '../session/errors.js';
+import { decodeInitialMessage } from '../session/pqxdh-message.js';
+import { type PrekeyVerifier, verifyBundle } from '../session/prekey-bundle.js';
+import type { OneTimePrekeyKind, OneTimePrekeyStore, ResponderPrekeys } from '../session/prekey-store.js';
+import { type PrekeyBundle, PrekeyKind, type PrekeyPublication } from '../session/prekey-types.js';
+import {
+  generateKemPrekey,
+  generateOneTimePrekeys,
+  generatePrekeyPublication,
+  type IdentityDhKey,
+  identityDhKeyFromPrivate,
+  type LocalIdentity,
+  signPrekey,
+} from '../session/prekeys.js';
+import { acceptPersistentSession, initiatePersistentSession, PersistentSession } from '../session/session.js';
+import { toHex } from './bytes.js';
+import { packFields, readU32, type SessionStore, u32, unpackFields } from './session-store.js';
+
+export const SealedType = { INITIAL: 0x01, RATCHET: 0x02 } as const;
+
+/** What a SessionManager needs from the RelayClient it serves. */
+export interface SessionTransport {
+  publishPrekeys(publication: PrekeyPublication, options?: { replaceOneTime?: boolean }): Promise<PrekeyStatusLike>;
+  fetchPrekeys(to: string): Promise<PrekeyBundle>;
+  prekeyStatus(): Promise<PrekeyStatusLike>;
+}
+
+export interface PrekeyStatusLike {
+  published: boolean;
+  oneTimeX25519: number;
+  oneTimeKem: number;
+  lowWater: number;
+  lastOneTimeX25519Id?: number;
+  lastOneTimeKemId?: number;
+}
+
+export interface SessionManagerOptions {
+  identity: PeerSigner;
+  store: SessionStore;
+  /** nodeCrypto in Node, nobleCrypto in a browser. */
+  provider: CryptoProvider;
+  /** Ed25519 verifier for fetched bundles (verifyEd25519 in Node). */
+  verify: PrekeyVerifier;
+  /** One-time prekeys of each kind to keep published (default 20). */
+  oneTimePrekeys?: number;
+  /** Older sessions per peer kept for messages in flight (default 3). */
+  maxOldSessions?: number;
+}
+
+interface PeerEntry {
+  session: PersistentSession;
+  /** Initiator, until the peer answered: the initial message's fields without the ratchet message. */
+  header?: Uint8Array;
+  /** Responder: the initiator's ephemeral key (hex), to recognize repeated initial messages. */
+  ephemeral?: string;
+}
+
+interface PeerSessions {
+  /** Newest first; [0] is the one we send with. */
+  entries: PeerEntry[];
+}
+
+interface PrekeyState {
+  identityDh: IdentityDhKey;
+  spkId: number;
+  spkPrivate: Uint8Array;
+  spkPublic: Uint8Array;
+  lrId: number;
+  lrSecret: Uint8Array;
+  lrPublic: Uint8Array;
+  nextX25519: number;
+  nextKem: number;
+}
+
+const RECORD_PREKEYS = 'prekeys';
+const otkName = (kind: OneTimePrekeyKind, id: number): string => `otk-${kind}-${id}`;
+
+function sessionRecordName(peerDid: string, provider: CryptoProvider): string {
+  // A DID may hold characters file names should not; the record is named by a hash of it.
+  return `session-${toHex(provider.hkdf(new TextEncoder().encode(peerDid), new Uint8Array(32), new TextEncoder().encode('libertaria-session-record/1'), 16))}`;
+}
+
+function bad(message: string): ProtocolError {
+  return new ProtocolError('BAD_FIELD', `sealed payload: ${message}`);
+}
+
+export class SessionManager {
+  readonly identity: PeerSigner;
+  readonly store: SessionStore;
+  readonly #p: CryptoProvider;
+  readonly #verify: PrekeyVerifier;
+  readonly #oneTimeTarget: number;
+  readonly #maxOld: number;
+  #prekeys: PrekeyState | undefined;
+  #loaded: Promise<void> | undefined;
+  readonly #peers = new Map<string, PeerSessions>();
+  /** Per-peer chains: seal and open of one peer's sessions run one at a time. */
+  readonly #locks = new Map<string, Promise<unknown>>();
+  #publishing: Promise<void> | undefined;
+
+  constructor(options: SessionManagerOptions) {
+    this.identity = options.identity;
+    this.store = options.store;
+    this.#p = options.provider;
+    this.#verify = options.verify;
+    this.#oneTimeTarget = options.oneTimePrekeys ?? 20;
+    this.#maxOld = options.maxOldSessions ?? 3;
+  }
+
+  #lock<T>(key: string, work: () => Promise<T>): Promise<T> {
+    const previous = this.#locks.get(key) ?? Promise.resolve();
+    const next = previous.then(work, work);
+    const tail = next.catch(() => undefined);
+    this.#locks.set(key, tail);
+    void tail.then(() => {
+      if (this.#locks.get(key) === tail) this.#locks.delete(key);
+    });
+    return next;
+  }
+
+  #localIdentity(): LocalIdentity {
+    if (this.#prekeys === undefined) throw new SessionError('PREKEY_UNAVAILABLE', 'prekeys not loaded');
+    return { signer: this.identity, identityDh: this.#prekeys.identityDh };
+  }
+
+  /** Loads (or creates) the identity DH key and the signed prekeys. */
+  load(): Promise<void> {
+    this.#loaded ??= this.#lock('prekeys', async () => {
+      const bytes = await this.store.get(RECORD_PREKEYS);
+      if (bytes !== undefined) {
+        const f = unpackFields(bytes);
+        if (f.length !== 8) throw new SessionError('SESSION_STATE_INVALID', 'prekey record is malformed');
+        this.#prekeys = {
+          identityDh: identityDhKeyFromPrivate(this.#p, this.identity, f[0] as Uint8Array),
+          spkId: readU32(f[1]),
+          spkPrivate: f[2] as Uint8Array,
+          spkPublic: this.#p.x25519PublicKey(f[2] as Uint8Array),
+          lrId: readU32(f[3]),
+          lrSecret: f[4] as Uint8Array,
+          lrPublic: f[5] as Uint8Array,
+          nextX25519: readU32(f[6]),
+          nextKem: readU32(f[7]),
+        };
+        return;
+      }
+      const idh = this.#p.x25519Generate();
+      const identityDh = identityDhKeyFromPrivate(this.#p, this.identity, idh.privateKey);
+      const { secrets } = generatePrekeyPublication(
+        this.#p,
+        { signer: this.identity, identityDh },
+        { signedPrekeyId: 1, lastResortKemPrekeyId: 1 },
+      );
+      this.#prekeys = {
+        identityDh,
+        spkId: 1,
+        spkPrivate: secrets.signedPrekey.privateKey,
+        spkPublic: secrets.signedPrekey.public.publicKey,
+        lrId: 1,
+        lrSecret: secrets.lastResortKemPrekey.secretKey,
+        lrPublic: secrets.lastResortKemPrekey.public.publicKey,
+        nextX25519: 1,
+        nextKem: 1,
+      };
+      await this.#savePrekeys();
+    });
+    return this.#loaded;
+  }
+
+  async #savePrekeys(): Promise<void> {
+    const k = this.#prekeys;
+    if (k === undefined) return;
+    await this.store.put(
+      RECORD_PREKEYS,
+      packFields([
+        k.identityDh.privateKey,
+        u32(k.spkId),
+        k.spkPrivate,
+        u32(k.lrId),
+        k.lrSecret,
+        k.lrPublic,
+        u32(k.nextX25519),
+        u32(k.nextKem),
+      ]),
+    );
+  }
+
+  /**
+   * Makes sure the relay holds our signed prekeys and about `oneTimePrekeys`
+   * one-time keys of each kind; publishes what is missing. Called on every
+   * connect and on 'prekeys-low'. Concurrent calls share one run.
+   */
+  ensurePublished(relay: SessionTransport): Promise<void> {
+    this.#publishing ??= this.#publish(relay).finally(() => {
+      this.#publishing = undefined;
+    });
+    return this.#publishing;
+  }
+
+  async #publish(relay: SessionTransport): Promise<void> {
+    await this.load();
+    const k = this.#prekeys as PrekeyState;
+    const status = await relay.prekeyStatus();
+    const localX = (await this.store.list('otk-x25519-')).length;
+    const localKem = (await this.store.list('otk-kem-')).length;
+    // One-time keys the relay holds but we do not (lost state) can never be used: start over with them.
+    const replaceOneTime = status.published && (status.oneTimeX25519 > localX || status.oneTimeKem > localKem);
+    const haveX = replaceOneTime ? 0 : status.oneTimeX25519;
+    const haveKem = replaceOneTime ? 0 : status.oneTimeKem;
+    const low = Math.max(status.lowWater, Math.ceil(this.#oneTimeTarget / 2));
+    const addX = status.published && haveX >= low ? 0 : Math.max(0, this.#oneTimeTarget - haveX);
+    const addKem = status.published && haveKem >= low ? 0 : Math.max(0, this.#oneTimeTarget - haveKem);
+    if (status.published && addX === 0 && addKem === 0) return;
+    k.nextX25519 = Math.max(k.nextX25519, (status.lastOneTimeX25519Id ?? 0) + 1);
+    k.nextKem = Math.max(k.nextKem, (status.lastOneTimeKemId ?? 0) + 1);
+    const oneTimeX = generateOneTimePrekeys(this.#p, k.nextX25519, addX);
+    const oneTimeKem = [];
+    for (let i = 0; i < addKem; i++) {
+      oneTimeKem.push(generateKemPrekey(this.#p, this.identity, k.nextKem + i, PrekeyKind.ONE_TIME_KEM));
+    }
+    // Private halves are stored before the public ones are published: a fetched key is always openable.
+    for (const key of oneTimeX) await this.store.put(otkName('x25519', key.public.id), key.privateKey);
+    for (const key of oneTimeKem) await this.store.put(otkName('kem', key.public.id), key.secretKey);
+    k.nextX25519 += addX;
+    k.nextKem += addKem;
+    await this.#savePrekeys();
+    const publication: PrekeyPublication = {
+      identityKey: this.identity.publicKey,
+      identityDhKey: { id: 0, publicKey: k.identityDh.publicKey, signature: k.identityDh.signature },
+      signedPrekey: {
+        id: k.spkId,
+        publicKey: k.spkPublic,
+        signature: signPrekey(this.identity, PrekeyKind.SIGNED_X25519, k.spkId, k.spkPublic),
+      },
+      lastResortKemPrekey: {
+        id: k.lrId,
+        publicKey: k.lrPublic,
+        signature: signPrekey(this.identity, PrekeyKind.LAST_RESORT_KEM, k.lrId, k.lrPublic),
+      },
+      oneTimePrekeys: oneTimeX.map((x) => x.public),
+      oneTimeKemPrekeys: oneTimeKem.map((x) => x.public),
+    };
+    await relay.publishPrekeys(publication, { replaceOneTime });
+  }
+
+  #responderPrekeys(): ResponderPrekeys {
+    const k = this.#prekeys as PrekeyState;
+    const store = this.store;
+    const oneTime: OneTimePrekeyStore = { consume: (kind, id) => store.take(otkName(kind, id)) };
+    return {
+      identity: this.#localIdentity(),
+      signedPrekey: (id) => (id === k.spkId ? { privateKey: k.spkPrivate, publicKey: k.spkPublic } : undefined),
+      lastResortKemPrekey: (id) => (id === k.lrId ? k.lrSecret : undefined),
+      oneTime,
+    };
+  }
+
+  async #peer(peerDid: string): Promise<PeerSessions> {
+    let peer = this.#peers.get(peerDid);
+    if (peer !== undefined) return peer;
+    peer = { entries: [] };
+    const bytes = await this.store.get(sessionRecordName(peerDid, this.#p));
+    if (bytes !== undefined) {
+      const f = unpackFields(bytes);
+      for (let i = 0; i + 2 < f.length; i += 3) {
+        const session = PersistentSession.restore(this.#p, f[i] as Uint8Array);
+        const header = f[i + 1] as Uint8Array;
+        const ephemeral = f[i + 2] as Uint8Array;
+        peer.entries.push({
+          session,
+          ...(header.length > 0 ? { header } : {}),
+          ...(ephemeral.length > 0 ? { ephemeral: toHex(ephemeral) } : {}),
+        });
+      }
+    }
+    this.#peers.set(peerDid, peer);
+    return peer;
+  }
+
+  async #savePeer(peerDid: string, peer: PeerSessions): Promise<void> {
+    const fields: Uint8Array[] = [];
+    const enc = (hex: string | undefined): Uint8Array =>
+      hex === undefined ? new Uint8Array(0) : Uint8Array.from(hex.match(/../g) ?? [], (h) => Number.parseInt(h, 16));
+    for (const e of peer.entries) fields.push(e.session.serialize(), e.header ?? new Uint8Array(0), enc(e.ephemeral));
+    await this.store.put(sessionRecordName(peerDid, this.#p), packFields(fields));
+  }
+
+  #adopt(peer: PeerSessions, entry: PeerEntry): void {
+    peer.entries.unshift(entry);
+    while (peer.entries.length > 1 + this.#maxOld) peer.entries.pop()?.session.destroy();
+  }
+
+  /** Whether we hold a session with this peer (loaded from the store if need be). */
+  async hasSession(peerDid: string): Promise<boolean> {
+    return (await this.#peer(peerDid)).entries.length > 0;
+  }
+
+  /**
+   * Seals `payload` for `peerDid`: returns the sealed body and the 16-byte
+   * session id to put in the SEND. Without a session it fetches the peer's
+   * bundle (which consumes one of its one-time prekeys), verifies it and runs
+   * PQXDH; the session state is stored before the body is returned.
+   */
+  seal(
+    relay: SessionTransport,
+    peerDid: string,
+    payload: Uint8Array,
+  ): Promise<{ body: Uint8Array; sessionId: Uint8Array }> {
+    return this.#lock(peerDid, async () => {
+      await this.load();
+      const peer = await this.#peer(peerDid);
+      let entry = peer.entries[0];
+      let body: Uint8Array;
+      if (entry === undefined) {
+        const bundle = await relay.fetchPrekeys(peerDid);
+        verifyBundle(bundle, this.#verify);
+        const { session, initialMessage } = initiatePersistentSession({
+          provider: this.#p,
+          identity: this.#localIdentity(),
+          peerDid,
+          bundle,
+          payload,
+        });
+        const { ratchetMessage } = decodeInitialMessage(initialMessage);
+        // The handshake part, repeated in front of every message until the peer answers.
+        entry = { session, header: initialMessage.slice(0, initialMessage.length - ratchetMessage.length) };
+        this.#adopt(peer, entry);
+        body = withType(SealedType.INITIAL, initialMessage);
+      } else if (entry.header !== undefined && entry.session.messagesReceived === 0) {
+        const ratchet = entry.session.encrypt(payload);
+        body = new Uint8Array(1 + entry.header.length + ratchet.length);
+        body[0] = SealedType.INITIAL;
+        body.set(entry.header, 1);
+        body.set(ratchet, 1 + entry.header.length);
+      } else {
+        entry.header = undefined;
+        body = withType(SealedType.RATCHET, entry.session.encrypt(payload));
+      }
+      await this.#savePeer(peerDid, peer);
+      return { body, sessionId: entry.session.sessionId };
+    });
+  }
+
+  /**
+   * Opens a sealed body from `fromDid` (already authenticated by the DID
+   * envelope). Throws (ProtocolError, SessionError) on anything that does not
+   * open; state is stored before the plaintext is returned.
+   */
+  open(fromDid: string, sessionId: Uint8Array, body: Uint8Array): Promise<Uint8Array> {
+    return this.#lock(fromDid, async () => {
+      await this.load();
+      if (body.length < 2) throw bad('too short');
+      const type = body[0];
+      const message = body.subarray(1);
+      const peer = await this.#peer(fromDid);
+      if (type === SealedType.INITIAL) {
+        const decoded = decodeInitialMessage(message);
+        const ephemeral = toHex(decoded.ephemeralKey);
+        const known = peer.entries.find((e) => e.ephemeral === ephemeral);
+        if (known !== undefined) {
+          const plaintext = known.session.decrypt(decoded.ratchetMessage);
+          await this.#savePeer(fromDid, peer);
+          return plaintext;
+        }
+        const { session, payload } = await acceptPersistentSession({
+          provider: this.#p,
+          prekeys: this.#responderPrekeys(),
+          initialMessage: message,
+        });
+        if (session.peerDid !== fromDid) {
+          session.destroy();
+          throw new SessionError(
+            'PREKEY_BUNDLE_INVALID',
+            `initial message names ${session.peerDid}, but ${fromDid} sent it`,
+          );
+        }
+        this.#adopt(peer, { session, ephemeral });
+        await this.#savePeer(fromDid, peer);
+        return payload;
+      }
+      if (type === SealedType.RATCHET) {
+        const id = toHex(sessionId);
+        const entry = peer.entries.find((e) => toHex(e.session.sessionId) === id);
+        if (entry === undefined) {
+          throw new SessionError('DECRYPT_FAILED', `no session ${id} with ${fromDid}`);
+        }
+        const plaintext = entry.session.decrypt(message);
+        // The peer answered: this session is confirmed, stop repeating the handshake.
+        entry.header = undefined;
+        await this.#savePeer(fromDid, peer);
+        return plaintext;
+      }
+      throw bad(`unknown type ${type}`);
+    });
+  }
+}
+
+function withType(type: number, message: Uint8Array): Uint8Array {
+  const out = new Uint8Array(1 + message.length);
+  out[0] = type;
+  out.set(message, 1);
+  return out;
+}

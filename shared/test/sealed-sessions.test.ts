@@ -1,0 +1,337 @@
+/**
+ * Sealed by default: RelayClient with a SessionManager against real relay
+ * processes on a private Redis. Sealed durable and fast messages both ways,
+ * the first message to an offline peer, sessions across restarts of both
+ * peers (file store), poison frames, the CLI (two runs reuse the session),
+ * and a scan of every key and value in Redis for plaintext.
+ */
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { mkdtemp, readdir, rm, stat } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { fileURLToPath } from 'node:url';
+import { Redis } from 'ioredis';
+import { type RedisHandle, startRedis } from '../../test-support/redis.js';
+import { type RelayHandle, startRelay } from '../../test-support/relay-process.js';
+import {
+  type InboundMessage,
+  InMemorySessionStore,
+  RelayClient,
+  type RelayClientEvents,
+  SessionManager,
+  type SessionStore,
+} from '../src/client/index.js';
+import { FileSessionStore, stateDirForKeyFile } from '../src/client/session-store-file.js';
+import { Ed25519Identity, verifyEd25519, writeKeyFile } from '../src/identity/index.js';
+import { nodeCrypto } from '../src/session/crypto-node.js';
+
+const text = (s: string): Uint8Array => new TextEncoder().encode(s);
+const str = (b: Uint8Array): string => new TextDecoder().decode(b);
+const cliEntry = fileURLToPath(new URL('../src/cli/lrelay.ts', import.meta.url));
+const root = fileURLToPath(new URL('../..', import.meta.url));
+
+function within<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  return Promise.race([
+    promise.finally(() => clearTimeout(timer)),
+    new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms waiting for ${what}`)), ms);
+    }),
+  ]);
+}
+
+const iterators = new WeakMap<RelayClient, AsyncIterator<InboundMessage>>();
+async function nextMessage(client: RelayClient, ms = 10_000): Promise<InboundMessage> {
+  let it = iterators.get(client);
+  if (it === undefined) {
+    it = client.messages()[Symbol.asyncIterator]();
+    iterators.set(client, it);
+  }
+  const result = await within(it.next(), ms, 'a message');
+  assert.ok(!result.done, 'message stream ended');
+  return result.value;
+}
+
+async function receive(client: RelayClient, n: number): Promise<InboundMessage[]> {
+  const out: InboundMessage[] = [];
+  for (let i = 0; i < n; i++) {
+    const m = await nextMessage(client);
+    await m.ack();
+    out.push(m);
+  }
+  return out;
+}
+
+interface CliRun {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+}
+
+function cli(args: string[], input = ''): Promise<CliRun> {
+  const child = spawn(process.execPath, ['--import', 'tsx', cliEntry, ...args], {
+    cwd: root,
+    stdio: ['pipe', 'pipe', 'pipe'],
+  });
+  let stdout = '';
+  let stderr = '';
+  child.stdout.on('data', (d: Buffer) => {
+    stdout += d.toString();
+  });
+  child.stderr.on('data', (d: Buffer) => {
+    stderr += d.toString();
+  });
+  child.stdin.end(input);
+  const done = new Promise<CliRun>((resolve, reject) => {
+    child.on('error', reject);
+    child.on('close', (code) => resolve({ code, stdout, stderr }));
+  });
+  return within(done, 30_000, `lrelay ${args[0]}`);
+}
+
+/** Every key and every value in Redis, whatever its type, as buffers. */
+async function dumpRedis(url: string): Promise<Buffer[]> {
+  const redis = new Redis(url);
+  try {
+    const out: Buffer[] = [];
+    let cursor = '0';
+    do {
+      const [next, keys] = await redis.scanBuffer(cursor, 'COUNT', 1000);
+      cursor = String(next);
+      for (const key of keys) {
+        out.push(key);
+        const type = await redis.type(key);
+        if (type === 'string') {
+          const v = await redis.getBuffer(key);
+          if (v) out.push(v);
+        } else if (type === 'list') out.push(...(await redis.lrangeBuffer(key, 0, -1)));
+        else if (type === 'hash') {
+          const h = await redis.hgetallBuffer(key);
+          for (const [k, v] of Object.entries(h)) out.push(Buffer.from(k), v);
+        } else if (type === 'set') out.push(...(await redis.smembersBuffer(key)));
+        else if (type === 'zset') out.push(...(await redis.zrangeBuffer(key, 0, -1)));
+        else if (type === 'stream') {
+          for (const [id, fields] of await redis.xrangeBuffer(key, '-', '+')) out.push(id, ...fields);
+        } else assert.fail(`unexpected Redis type ${type} for ${key.toString('hex')}`);
+      }
+    } while (cursor !== '0');
+    return out;
+  } finally {
+    redis.disconnect();
+  }
+}
+
+describe('sealed sessions against a real relay', { timeout: 120_000 }, () => {
+  let redis: RedisHandle;
+  let relay: RelayHandle;
+  let dir: string;
+  const clients: RelayClient[] = [];
+
+  function manager(identity: Ed25519Identity, store: SessionStore): SessionManager {
+    return new SessionManager({ identity, store, provider: nodeCrypto, verify: verifyEd25519, oneTimePrekeys: 5 });
+  }
+
+  async function peer(
+    identity: Ed25519Identity,
+    store: SessionStore,
+    url: string = relay.wsUrl,
+  ): Promise<{ client: RelayClient; sessions: SessionManager; errors: RelayClientEvents['error'][] }> {
+    const sessions = manager(identity, store);
+    const client = new RelayClient({
+      relays: [url],
+      identity,
+      sessions,
+      reconnect: { initialDelayMs: 50, maxDelayMs: 500 },
+    });
+    const errors: RelayClientEvents['error'][] = [];
+    client.events.on('error', (e) => errors.push(e));
+    clients.push(client);
+    await within(client.connect(), 10_000, 'connect');
+    await within(sessions.ensurePublished(client), 10_000, 'prekeys published');
+    return { client, sessions, errors };
+  }
+
+  before(async () => {
+    redis = await startRedis();
+    relay = await startRelay({ redisUrl: redis.url });
+    dir = await mkdtemp(join(tmpdir(), 'lrelay-sealed-'));
+  });
+
+  after(async () => {
+    await Promise.all(clients.map((c) => c.close()));
+    await relay?.stop();
+    await redis?.stop();
+    if (dir) await rm(dir, { recursive: true, force: true });
+  });
+
+  it('two clients exchange sealed durable and fast messages both ways', async () => {
+    const aliceId = Ed25519Identity.generate();
+    const bobId = Ed25519Identity.generate();
+    const alice = await peer(aliceId, new InMemorySessionStore(), relay.wsUrl);
+    const bob = await peer(bobId, new InMemorySessionStore(), relay.tcpUrl);
+    assert.ok(alice.client.sealed);
+
+    await alice.client.send(bobId.did, text('hello bob'));
+    const [first] = await receive(bob.client, 1);
+    assert.equal(str(first!.payload), 'hello bob');
+    assert.equal(first!.from, aliceId.did);
+
+    await bob.client.send(aliceId.did, text('hello alice'));
+    await bob.client.send(aliceId.did, text('fast to alice'), { durable: false });
+    const replies = await receive(alice.client, 2);
+    assert.deepEqual(
+      replies.map((m) => [str(m.payload), m.durable]),
+      [
+        ['hello alice', true],
+        ['fast to alice', false],
+      ],
+    );
+    await alice.client.send(bobId.did, text('fast to bob'), { durable: false });
+    for (let i = 0; i < 5; i++) await alice.client.send(bobId.did, text(`durable ${i}`));
+    const more = await receive(bob.client, 6);
+    assert.deepEqual(
+      more.map((m) => str(m.payload)),
+      ['fast to bob', 'durable 0', 'durable 1', 'durable 2', 'durable 3', 'durable 4'],
+    );
+    // One session each way: the sealed frames carry its id.
+    assert.deepEqual(more[1]!.sessionId, replies[0]!.sessionId);
+    assert.deepEqual(alice.errors, []);
+    assert.deepEqual(bob.errors, []);
+  });
+
+  it('seals the first messages to an offline peer; Redis holds no plaintext; the peer opens them later', async () => {
+    const marker = `PLAINTEXT-MARKER-${Date.now()}-zq8`;
+    const control = `CONTROL-MARKER-${Date.now()}-zq8`;
+    const aliceId = Ed25519Identity.generate();
+    const carolId = Ed25519Identity.generate();
+    const carolStore = new InMemorySessionStore();
+    // Carol publishes once, then goes offline.
+    const carolOnce = await peer(carolId, carolStore);
+    await carolOnce.client.close();
+    const oneTimeBefore = (await carolStore.list('otk-')).length;
+
+    const alice = await peer(aliceId, new InMemorySessionStore());
+    for (let i = 0; i < 3; i++) await alice.client.send(carolId.did, text(`${marker} #${i}`));
+    // The scan is able to find plaintext: an unsealed message carrying the control marker.
+    const plain = new RelayClient({ relays: [relay.wsUrl], identity: Ed25519Identity.generate(), sealing: false });
+    clients.push(plain);
+    await plain.connect();
+    await plain.send(Ed25519Identity.generate().did, text(control));
+
+    const values = await dumpRedis(redis.url);
+    assert.ok(values.length > 10, 'Redis holds the queues');
+    assert.ok(
+      values.some((v) => v.includes(control)),
+      'the scan finds an unsealed payload',
+    );
+    for (const v of values) assert.ok(!v.includes(marker), 'a sealed payload was found in plaintext in Redis');
+    assert.ok(!values.some((v) => v.includes('PLAINTEXT-MARKER')));
+
+    // Carol restarts with her stored prekeys and opens all three.
+    const carol = await peer(carolId, carolStore);
+    const got = await receive(carol.client, 3);
+    assert.deepEqual(
+      got.map((m) => str(m.payload)),
+      [0, 1, 2].map((i) => `${marker} #${i}`),
+    );
+    // Exactly one one-time prekey of each kind was consumed (then refilled to the target count on connect).
+    assert.equal(oneTimeBefore, 10);
+    assert.deepEqual(carol.errors, []);
+    // And she can answer in the same session.
+    await carol.client.send(aliceId.did, text('got them'));
+    const [answer] = await receive(alice.client, 1);
+    assert.equal(str(answer!.payload), 'got them');
+  });
+
+  it('reports and acknowledges a frame that does not open, and delivers the next one', async () => {
+    const aliceId = Ed25519Identity.generate();
+    const bobId = Ed25519Identity.generate();
+    const bob = await peer(bobId, new InMemorySessionStore());
+    const alice = await peer(aliceId, new InMemorySessionStore());
+    const raw = new RelayClient({ relays: [relay.wsUrl], identity: aliceId, sealing: false });
+    clients.push(raw);
+    await raw.connect();
+    await raw.send(bobId.did, text('not sealed at all'));
+    await alice.client.send(bobId.did, text('sealed one'));
+    const [m] = await receive(bob.client, 1);
+    assert.equal(str(m!.payload), 'sealed one');
+    assert.equal(bob.errors.length, 1);
+    assert.equal(bob.errors[0]!.error.code, 'BAD_FIELD');
+    // Acknowledged: after a reconnect nothing comes back.
+    assert.equal(bob.client.stats.unackedInbound, 0);
+    assert.equal(bob.client.stats.pendingSends, 0);
+  });
+
+  it('keeps sessions and prekeys across a restart of both peers (file store)', async () => {
+    const aliceId = Ed25519Identity.generate();
+    const bobId = Ed25519Identity.generate();
+    const aliceDir = join(dir, 'alice.state');
+    const bobDir = join(dir, 'bob.state');
+    let alice = await peer(aliceId, new FileSessionStore(aliceDir));
+    let bob = await peer(bobId, new FileSessionStore(bobDir));
+    await alice.client.send(bobId.did, text('before restart'));
+    assert.equal(str((await receive(bob.client, 1))[0]!.payload), 'before restart');
+    await bob.client.send(aliceId.did, text('reply before restart'));
+    assert.equal(str((await receive(alice.client, 1))[0]!.payload), 'reply before restart');
+    await Promise.all([alice.client.close(), bob.client.close()]);
+
+    const files = await readdir(bobDir);
+    assert.ok(files.some((f) => f.startsWith('session-')));
+    assert.ok(files.includes('prekeys'));
+    for (const f of files) assert.equal((await stat(join(bobDir, f))).mode & 0o777, 0o600, f);
+    const bobOneTime = files.filter((f) => f.startsWith('otk-')).sort();
+
+    alice = await peer(aliceId, new FileSessionStore(aliceDir));
+    bob = await peer(bobId, new FileSessionStore(bobDir));
+    await alice.client.send(bobId.did, text('after restart'));
+    await alice.client.send(bobId.did, text('after restart, fast'), { durable: false });
+    assert.deepEqual(
+      (await receive(bob.client, 2)).map((m) => str(m.payload)),
+      ['after restart', 'after restart, fast'],
+    );
+    await bob.client.send(aliceId.did, text('reply after restart'));
+    assert.equal(str((await receive(alice.client, 1))[0]!.payload), 'reply after restart');
+    // No new handshake: none of Bob's one-time prekeys was used.
+    assert.deepEqual((await readdir(bobDir)).filter((f) => f.startsWith('otk-')).sort(), bobOneTime);
+    assert.deepEqual(alice.errors, []);
+    assert.deepEqual(bob.errors, []);
+  });
+
+  it('lrelay send → listen is sealed by default, and a second run reuses the session', async () => {
+    const alice = Ed25519Identity.generate();
+    const bob = Ed25519Identity.generate();
+    const aliceKey = join(dir, 'cli-alice.json');
+    const bobKey = join(dir, 'cli-bob.json');
+    await writeKeyFile(aliceKey, alice);
+    await writeKeyFile(bobKey, bob);
+    // Bob listens once: that publishes his prekeys.
+    const publish = await cli(['listen', '--relay', relay.wsUrl, '--key', bobKey, '--timeout', '1']);
+    assert.equal(publish.code, 0, publish.stderr);
+    const bobState = stateDirForKeyFile(bobKey);
+    const oneTimeAfterPublish = (await readdir(bobState)).filter((f) => f.startsWith('otk-'));
+    assert.ok(oneTimeAfterPublish.length > 0);
+
+    const sentTexts: string[] = [];
+    for (const round of [1, 2]) {
+      const message = `sealed cli round ${round}`;
+      sentTexts.push(message);
+      const sent = await cli(['send', '--relay', relay.tcpUrl, '--key', aliceKey, '--to', bob.did, '--text', message]);
+      assert.equal(sent.code, 0, sent.stderr);
+      const heard = await cli(['listen', '--relay', relay.wsUrl, '--key', bobKey, '--count', '1', '--timeout', '20']);
+      assert.equal(heard.code, 0, heard.stderr);
+      const line = JSON.parse(heard.stdout) as Record<string, unknown>;
+      assert.equal(line['text'], message);
+      assert.equal(line['from'], alice.did);
+      assert.equal(line['durable'], true);
+      const aliceState = await readdir(stateDirForKeyFile(aliceKey));
+      assert.equal(aliceState.filter((f) => f.startsWith('session-')).length, 1, `round ${round}`);
+      assert.equal((await readdir(bobState)).filter((f) => f.startsWith('session-')).length, 1);
+    }
+    // Only the first run made a handshake: exactly one X25519 and one KEM one-time prekey of Bob's are gone.
+    const left = (await readdir(bobState)).filter((f) => f.startsWith('otk-'));
+    assert.equal(left.length, oneTimeAfterPublish.length - 2);
+    assert.deepEqual(sentTexts.length, 2);
+  });
+});
