@@ -7,14 +7,13 @@
  * (an ACK that never arrives), without touching the relay.
  */
 import assert from 'node:assert/strict';
-import { execFileSync, spawn } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { createConnection, createServer, type Server, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { createServer as createTlsServer } from 'node:tls';
-import { fileURLToPath } from 'node:url';
 import { Ed25519Identity as SharedIdentity } from '@libertaria/shared';
 import { makePublication } from '../../test-support/prekeys.js';
 import { RawPeer } from '../../test-support/raw-peer.js';
@@ -22,7 +21,6 @@ import { freePort, type RedisHandle, startRedis } from '../../test-support/redis
 import { type RelayHandle, startRelay } from '../../test-support/relay-process.js';
 import {
   encodeEnvelope,
-  type InboundMessage,
   RelayClient,
   type RelayClientEvents,
   type RelayClientOptions,
@@ -31,21 +29,7 @@ import {
 import { type LibertariaError, RelayError } from '../src/errors.js';
 import { Ed25519Identity, verifyEd25519, writeKeyFile } from '../src/identity/index.js';
 import { SendFlags } from '../src/protocol/frames.js';
-
-const text = (s: string): Uint8Array => new TextEncoder().encode(s);
-const str = (b: Uint8Array): string => new TextDecoder().decode(b);
-const cliEntry = fileURLToPath(new URL('../src/cli/lrelay.ts', import.meta.url));
-const root = fileURLToPath(new URL('../..', import.meta.url));
-
-function within<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  return Promise.race([
-    promise.finally(() => clearTimeout(timer)),
-    new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms waiting for ${what}`)), ms);
-    }),
-  ]);
-}
+import { cli, iteratorOf, nextMessage, str, text, within } from './support/client-harness.js';
 
 function nextEvent<K extends keyof RelayClientEvents>(
   client: RelayClient,
@@ -64,17 +48,6 @@ function nextEvent<K extends keyof RelayClientEvents>(
   return within(seen, ms, `event ${String(event)}`).finally(off);
 }
 
-/** One iterator per client, so tests can take messages one at a time. */
-const iterators = new WeakMap<RelayClient, AsyncIterator<InboundMessage>>();
-function iteratorOf(client: RelayClient): AsyncIterator<InboundMessage> {
-  let it = iterators.get(client);
-  if (it === undefined) {
-    it = client.messages()[Symbol.asyncIterator]();
-    iterators.set(client, it);
-  }
-  return it;
-}
-
 /**
  * RawPeer is typed against the package build (@libertaria/shared), whose
  * Ed25519Identity is a distinct class for the type checker: hand it one made
@@ -90,12 +63,6 @@ async function until(condition: () => boolean, ms: number, what: string): Promis
     if (Date.now() > deadline) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
     await new Promise((r) => setTimeout(r, 20));
   }
-}
-
-async function nextMessage(client: RelayClient, ms = 10_000): Promise<InboundMessage> {
-  const result = await within(iteratorOf(client).next(), ms, 'a message');
-  assert.ok(!result.done, 'message stream ended');
-  return result.value;
 }
 
 /** Asserts nothing arrives for `ms`; the pending read is withdrawn so no later message is lost. */
@@ -166,33 +133,6 @@ async function startProxy(target: number): Promise<Proxy> {
         server.close(() => resolve());
       }),
   };
-}
-
-interface CliRun {
-  code: number | null;
-  stdout: string;
-  stderr: string;
-}
-
-function cli(args: string[], input = ''): { done: Promise<CliRun>; kill: () => void } {
-  const child = spawn(process.execPath, ['--import', 'tsx', cliEntry, ...args], {
-    cwd: root,
-    stdio: ['pipe', 'pipe', 'pipe'],
-  });
-  let stdout = '';
-  let stderr = '';
-  child.stdout.on('data', (d: Buffer) => {
-    stdout += d.toString();
-  });
-  child.stderr.on('data', (d: Buffer) => {
-    stderr += d.toString();
-  });
-  child.stdin.end(input);
-  const done = new Promise<CliRun>((resolve, reject) => {
-    child.on('error', reject);
-    child.on('close', (code) => resolve({ code, stdout, stderr }));
-  });
-  return { done: within(done, 30_000, `lrelay ${args[0]}`), kill: () => child.kill('SIGKILL') };
 }
 
 describe('RelayClient against a real relay', { timeout: 120_000 }, () => {

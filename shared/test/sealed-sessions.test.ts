@@ -6,12 +6,10 @@
  * and a scan of every key and value in Redis for plaintext.
  */
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { mkdtemp, readdir, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { fileURLToPath } from 'node:url';
 import { Redis } from 'ioredis';
 import { type RedisHandle, startRedis } from '../../test-support/redis.js';
 import { type RelayHandle, startRelay } from '../../test-support/relay-process.js';
@@ -26,33 +24,9 @@ import {
 import { FileSessionStore, stateDirForKeyFile } from '../src/client/session-store-file.js';
 import { Ed25519Identity, verifyEd25519, writeKeyFile } from '../src/identity/index.js';
 import { nodeCrypto } from '../src/session/crypto-node.js';
+import { nextMessage, cli as runCli, str, text, within } from './support/client-harness.js';
 
-const text = (s: string): Uint8Array => new TextEncoder().encode(s);
-const str = (b: Uint8Array): string => new TextDecoder().decode(b);
-const cliEntry = fileURLToPath(new URL('../src/cli/lrelay.ts', import.meta.url));
-const root = fileURLToPath(new URL('../..', import.meta.url));
-
-function within<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  return Promise.race([
-    promise.finally(() => clearTimeout(timer)),
-    new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms waiting for ${what}`)), ms);
-    }),
-  ]);
-}
-
-const iterators = new WeakMap<RelayClient, AsyncIterator<InboundMessage>>();
-async function nextMessage(client: RelayClient, ms = 10_000): Promise<InboundMessage> {
-  let it = iterators.get(client);
-  if (it === undefined) {
-    it = client.messages()[Symbol.asyncIterator]();
-    iterators.set(client, it);
-  }
-  const result = await within(it.next(), ms, 'a message');
-  assert.ok(!result.done, 'message stream ended');
-  return result.value;
-}
+const cli = (args: string[], input = '') => runCli(args, input).done;
 
 async function receive(client: RelayClient, n: number): Promise<InboundMessage[]> {
   const out: InboundMessage[] = [];
@@ -62,33 +36,6 @@ async function receive(client: RelayClient, n: number): Promise<InboundMessage[]
     out.push(m);
   }
   return out;
-}
-
-interface CliRun {
-  code: number | null;
-  stdout: string;
-  stderr: string;
-}
-
-function cli(args: string[], input = ''): Promise<CliRun> {
-  const child = spawn(process.execPath, ['--import', 'tsx', cliEntry, ...args], {
-    cwd: root,
-    stdio: ['pipe', 'pipe', 'pipe'],
-  });
-  let stdout = '';
-  let stderr = '';
-  child.stdout.on('data', (d: Buffer) => {
-    stdout += d.toString();
-  });
-  child.stderr.on('data', (d: Buffer) => {
-    stderr += d.toString();
-  });
-  child.stdin.end(input);
-  const done = new Promise<CliRun>((resolve, reject) => {
-    child.on('error', reject);
-    child.on('close', (code) => resolve({ code, stdout, stderr }));
-  });
-  return within(done, 30_000, `lrelay ${args[0]}`);
 }
 
 /** Every key and every value in Redis, whatever its type, as buffers. */

@@ -1,0 +1,70 @@
+/**
+ * What the client tests that run against a real relay share: small byte
+ * helpers, a timeout wrapper, one message iterator per client, and a runner
+ * for the lrelay CLI (through tsx, from the source).
+ */
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import type { InboundMessage, RelayClient } from '../../src/client/index.js';
+
+export const text = (s: string): Uint8Array => new TextEncoder().encode(s);
+export const str = (b: Uint8Array): string => new TextDecoder().decode(b);
+
+const cliEntry = fileURLToPath(new URL('../../src/cli/lrelay.ts', import.meta.url));
+const root = fileURLToPath(new URL('../../..', import.meta.url));
+
+export function within<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  return Promise.race([
+    promise.finally(() => clearTimeout(timer)),
+    new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms waiting for ${what}`)), ms);
+    }),
+  ]);
+}
+
+/** One iterator per client, so tests can take messages one at a time. */
+const iterators = new WeakMap<RelayClient, AsyncIterator<InboundMessage>>();
+export function iteratorOf(client: RelayClient): AsyncIterator<InboundMessage> {
+  let it = iterators.get(client);
+  if (it === undefined) {
+    it = client.messages()[Symbol.asyncIterator]();
+    iterators.set(client, it);
+  }
+  return it;
+}
+
+export async function nextMessage(client: RelayClient, ms = 10_000): Promise<InboundMessage> {
+  const result = await within(iteratorOf(client).next(), ms, 'a message');
+  assert.ok(!result.done, 'message stream ended');
+  return result.value;
+}
+
+export interface CliRun {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+}
+
+/** Runs `lrelay ARGS` with `input` on stdin; `done` settles within 30 s. */
+export function cli(args: string[], input = ''): { done: Promise<CliRun>; kill: () => void } {
+  const child = spawn(process.execPath, ['--import', 'tsx', cliEntry, ...args], {
+    cwd: root,
+    stdio: ['pipe', 'pipe', 'pipe'],
+  });
+  let stdout = '';
+  let stderr = '';
+  child.stdout.on('data', (d: Buffer) => {
+    stdout += d.toString();
+  });
+  child.stderr.on('data', (d: Buffer) => {
+    stderr += d.toString();
+  });
+  child.stdin.end(input);
+  const done = new Promise<CliRun>((resolve, reject) => {
+    child.on('error', reject);
+    child.on('close', (code) => resolve({ code, stdout, stderr }));
+  });
+  return { done: within(done, 30_000, `lrelay ${args[0]}`), kill: () => child.kill('SIGKILL') };
+}
