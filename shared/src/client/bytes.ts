@@ -3,21 +3,8 @@
  * browser build of the SDK needs nothing from Node.
  */
 
-const HEX = Array.from({ length: 256 }, (_, i) => i.toString(16).padStart(2, '0'));
-
-/** Lower-case hex of any bytes (message ids, hints). */
-export function toHex(bytes: Uint8Array): string {
-  let out = '';
-  for (const b of bytes) out += HEX[b];
-  return out;
-}
-
-/** Constant-length comparison is not needed here: nothing compared with it is secret. */
-export function bytesEqual(a: Uint8Array, b: Uint8Array): boolean {
-  if (a.length !== b.length) return false;
-  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
-  return true;
-}
+// Nothing the client compares is secret, so the early-exit comparison serves.
+export { bytesEqual, toHex } from '../bytes.js';
 
 /**
  * Random bytes from the Web Crypto API, which both Node 20 and browsers expose

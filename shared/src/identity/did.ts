@@ -10,6 +10,7 @@
  */
 import { blake3 } from '@noble/hashes/blake3.js';
 import { base58 } from '@scure/base';
+import { bytesEqual } from '../bytes.js';
 import { IdentityError } from '../errors.js';
 
 export const HINT_LENGTH = 24;
@@ -115,17 +116,6 @@ export function parseDid(did: string): ParsedDid {
     'UNSUPPORTED_DID_METHOD',
     `${quote(did)}: DID method ${quote(method)} is not supported (use did:libertaria or did:key)`,
   );
-}
-
-/**
- * Compares without an early exit. DIDs and keys are public, so timing is not a
- * secret here; the loop just keeps this module free of node:crypto (browsers).
- */
-function bytesEqual(a: Uint8Array, b: Uint8Array): boolean {
-  if (a.length !== b.length) return false;
-  let diff = 0;
-  for (let i = 0; i < a.length; i++) diff |= a[i]! ^ b[i]!;
-  return diff === 0;
 }
 
 /**

@@ -54,6 +54,7 @@
  * This module is deliberately free of Node-only imports: the WebSocket client
  * path runs in browsers too.
  */
+import { concatBytes, writeU32 } from '../bytes.js';
 import { ProtocolError } from '../errors.js';
 import {
   decodePrekeyBundle,
@@ -851,13 +852,6 @@ class BodyWriter {
   }
 }
 
-function writeU32(b: Uint8Array, o: number, v: number): void {
-  b[o] = v >>> 24;
-  b[o + 1] = (v >>> 16) & 0xff;
-  b[o + 2] = (v >>> 8) & 0xff;
-  b[o + 3] = v & 0xff;
-}
-
 function textBytes(s: string, max: number, field: string, min = 0): Uint8Array {
   const b = utf8Encoder.encode(s);
   if (b.length < min || b.length > max) fail('BAD_FIELD', `${field}: ${b.length} UTF-8 bytes, allowed ${min}..${max}`);
@@ -1101,14 +1095,4 @@ export function encodeFrames(frames: readonly Frame[], version: number = PROTOCO
 }
 
 /** Joins already-encoded frames (or any byte strings) into one buffer. */
-export function concatBytes(parts: readonly Uint8Array[]): Uint8Array {
-  let total = 0;
-  for (const p of parts) total += p.length;
-  const out = new Uint8Array(total);
-  let o = 0;
-  for (const p of parts) {
-    out.set(p, o);
-    o += p.length;
-  }
-  return out;
-}
+export { concatBytes };

@@ -2,28 +2,17 @@
  * Byte helpers for the session layer. Free of Node's Buffer and of any Node
  * import: the ratchet and PQXDH core run in browsers too.
  */
+import { concatBytes as joinBytes } from '../bytes.js';
 import { ProtocolError } from '../errors.js';
 
-const HEX = Array.from({ length: 256 }, (_, i) => i.toString(16).padStart(2, '0'));
 const utf8Encoder = new TextEncoder();
 const utf8Decoder = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
 
-export function toHex(bytes: Uint8Array): string {
-  let out = '';
-  for (const b of bytes) out += HEX[b];
-  return out;
-}
+export { constantTimeEqual, toHex } from '../bytes.js';
 
+/** Variadic form of the shared concatBytes, as the session codecs call it. */
 export function concatBytes(...parts: readonly Uint8Array[]): Uint8Array {
-  let length = 0;
-  for (const p of parts) length += p.length;
-  const out = new Uint8Array(length);
-  let at = 0;
-  for (const p of parts) {
-    out.set(p, at);
-    at += p.length;
-  }
-  return out;
+  return joinBytes(parts);
 }
 
 export function u32be(value: number): Uint8Array {
@@ -34,17 +23,6 @@ export function u32be(value: number): Uint8Array {
 
 export function utf8(text: string): Uint8Array {
   return utf8Encoder.encode(text);
-}
-
-/**
- * Equality without an early exit, for anything that might be secret (MACs,
- * keys). AEAD tags are checked inside the AEAD; this is for the rest.
- */
-export function constantTimeEqual(a: Uint8Array, b: Uint8Array): boolean {
-  if (a.length !== b.length) return false;
-  let diff = 0;
-  for (let i = 0; i < a.length; i++) diff |= a[i]! ^ b[i]!;
-  return diff === 0;
 }
 
 /**

@@ -27,6 +27,7 @@
  * No Node-only imports: the client SDK runs in browsers, so signature checks
  * take the Ed25519 verifier as a parameter (the relay passes verifyEd25519).
  */
+import { bytesEqual, writeU32 } from '../bytes.js';
 import { IdentityError, ProtocolError } from '../errors.js';
 import {
   ED25519_SIGNATURE_SIZE,
@@ -238,12 +239,6 @@ function checkBytes(value: Uint8Array, size: number, field: string): void {
     );
   }
 }
-function writeU32(b: Uint8Array, o: number, v: number): void {
-  b[o] = v >>> 24;
-  b[o + 1] = (v >>> 16) & 0xff;
-  b[o + 2] = (v >>> 8) & 0xff;
-  b[o + 3] = v & 0xff;
-}
 
 class Writer {
   readonly buf: Uint8Array;
@@ -395,12 +390,6 @@ export function splitPrekeyPublication(pub: PrekeyPublication, maxBytes: number)
 
 // ---------------------------------------------------------------------------
 // Verification
-
-function bytesEqual(a: Uint8Array, b: Uint8Array): boolean {
-  if (a.length !== b.length) return false;
-  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
-  return true;
-}
 
 function checkSignature(
   verify: PrekeyVerifier,
