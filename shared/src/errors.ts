@@ -25,6 +25,15 @@ export const ERROR_CODES = {
   AUTH_RATE_LIMITED: { wire: 0x0203, summary: 'too many failed handshakes from this address' },
   NOT_AUTHENTICATED: { wire: 0x0204, summary: 'a frame other than HELLO/AUTH arrived before WELCOME' },
   UNEXPECTED_FRAME: { wire: 0x0205, summary: 'the frame is not valid in this direction or state' },
+  ANON_DISABLED: { wire: 0x0206, summary: 'this relay does not accept anonymous connections (RELAY_ANON_ENABLED)' },
+  ANON_BAD_STAMP: {
+    wire: 0x0207,
+    summary: "an anonymous connection's proof-of-work stamp does not meet the announced difficulty",
+  },
+  ANON_TOO_COSTLY: {
+    wire: 0x0208,
+    summary: 'the relay asks for more proof of work than this client agreed to spend (maxPowBits)',
+  },
 
   // Routing and queues.
   SOURCE_MISMATCH: { wire: 0x0301, summary: "a SEND's source hint is not the sender's own" },
@@ -36,6 +45,15 @@ export const ERROR_CODES = {
   DRAINING: { wire: 0x0307, summary: 'the node is shutting down and takes no new work' },
   UNSUPPORTED_FRAME: { wire: 0x0308, summary: 'the frame type is known but this node does not handle it yet' },
   TTL_TOO_LONG: { wire: 0x0309, summary: "a durable frame's TTL exceeds the relay's maximum" },
+  ANON_NOT_PERMITTED: {
+    wire: 0x030a,
+    summary: 'anonymous connections may only fetch prekeys and send fast frames; this request needs a DID',
+  },
+  ANON_LIMIT_REACHED: {
+    wire: 0x030b,
+    summary: 'this anonymous connection has used its sends; open a new one (with a new stamp)',
+  },
+  ONCE_RETENTION_TOO_LONG: { wire: 0x030c, summary: "a single-use id's retention exceeds the relay's maximum" },
 
   // Identity (local; never expected on the wire but numbered for completeness).
   INVALID_DID: { wire: 0x0401, summary: 'the string is not a well-formed DID' },

@@ -8,6 +8,7 @@ export * from './config.js';
 export * from './errors.js';
 export * from './identity/index.js';
 export * from './protocol/frames.js';
+export { leadingZeroBits, solvePowStamp, verifyPowStamp } from './protocol/pow.js';
 export { nodeCrypto } from './session/crypto-node.js';
 export * from './session/index.js';
 export * from './session/prekey-bundle.js';

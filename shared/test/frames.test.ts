@@ -156,6 +156,24 @@ const fixtures: Array<{ frame: Frame; hex: string }> = [
     hex: `0143 00000039 ${D1} ${'00'.repeat(16)} 07 0009 0000 0064 000a 00000064 000000c8`,
   },
   { frame: { type: 'PREKEY_STATUS_QUERY', requestId: fill(16, 0x7e) }, hex: `0144 00000010 ${REQ}` },
+  {
+    frame: {
+      type: 'ANON_CHALLENGE',
+      version: 1,
+      nonce: fill(32, 0x4e),
+      powBits: 16,
+      maxSends: 4,
+      lifetimeMs: 60000,
+      relayIdentity: 'relay',
+    },
+    hex: `0105 0000002e 01 ${r('4e', 32)} 10 0004 0000ea60 05 ${toHex(text('relay'))}`,
+  },
+  { frame: { type: 'ANON_AUTH', stamp: hex('0000000000012345') }, hex: '0106 00000008 0000000000012345' },
+  {
+    frame: { type: 'ONCE_CHECK', requestId: fill(16, 0x7e), retentionSeconds: 360, id: fill(16, 0x1d) },
+    hex: `0150 00000025 ${REQ} 00000168 10 ${r('1d', 16)}`,
+  },
+  { frame: { type: 'ONCE_RESULT', requestId: fill(16, 0x7e), fresh: true }, hex: `0151 00000011 ${REQ} 01` },
 ];
 
 function expectCode(fn: () => unknown, code: string): void {
@@ -341,5 +359,49 @@ describe('FrameStreamDecoder (TCP)', () => {
     assert.deepEqual(d.push(hex('0120 0000')), []);
     assert.equal(d.pendingBytes, 4);
     assert.equal(d.push(hex('0008 0102030405060708')).length, 1);
+  });
+});
+
+describe('anonymous and single-use id frames refuse bad fields', () => {
+  it('ANON_CHALLENGE.powBits above 32 is BAD_FIELD', () => {
+    expectCode(
+      () => decodeFrame(hex(`0105 0000002e 01 ${r('4e', 32)} 21 0004 0000ea60 05 ${toHex(text('relay'))}`)),
+      'BAD_FIELD',
+    );
+    expectCode(
+      () =>
+        encodeFrame({
+          type: 'ANON_CHALLENGE',
+          version: 1,
+          nonce: fill(32, 0),
+          powBits: 33,
+          maxSends: 1,
+          lifetimeMs: 1,
+          relayIdentity: 'r',
+        }),
+      'BAD_FIELD',
+    );
+  });
+  it('ANON_AUTH stamp must be 8 bytes', () => {
+    expectCode(() => decodeFrame(hex('0106 00000007 00000000000123')), 'BAD_LENGTH');
+    expectCode(() => decodeFrame(hex('0106 00000009 000000000001234500')), 'TRAILING_BYTES');
+    expectCode(() => encodeFrame({ type: 'ANON_AUTH', stamp: fill(7, 0) }), 'BAD_FIELD');
+  });
+  it('ONCE_CHECK needs a retention of at least 1 s and an id of 1..64 bytes', () => {
+    expectCode(() => decodeFrame(hex(`0150 00000025 ${REQ} 00000000 10 ${r('1d', 16)}`)), 'BAD_FIELD');
+    expectCode(() => decodeFrame(hex(`0150 00000015 ${REQ} 00000168 00`)), 'BAD_FIELD');
+    expectCode(() => decodeFrame(hex(`0150 00000056 ${REQ} 00000168 41 ${r('1d', 65)}`)), 'BAD_FIELD');
+    expectCode(
+      () => encodeFrame({ type: 'ONCE_CHECK', requestId: fill(16, 0), retentionSeconds: 1, id: fill(65, 1) }),
+      'BAD_FIELD',
+    );
+    expectCode(
+      () => encodeFrame({ type: 'ONCE_CHECK', requestId: fill(16, 0), retentionSeconds: 0, id: fill(1, 1) }),
+      'BAD_FIELD',
+    );
+  });
+  it('ONCE_RESULT.fresh is 0 or 1', () => {
+    expectCode(() => decodeFrame(hex(`0151 00000011 ${REQ} 02`)), 'BAD_FIELD');
+    assert.equal((decodeFrame(hex(`0151 00000011 ${REQ} 00`)) as { fresh: boolean }).fresh, false);
   });
 });

@@ -180,6 +180,46 @@ export const relayConfigSpec = {
     max: 31536000,
     doc: "How long a peer's prekeys are kept after its last publication, in seconds (90 days).",
   }),
+  RELAY_ANON_ENABLED: bool({
+    default: true,
+    doc: 'Whether anonymous connections (ephemeral sessions: no DID, a proof-of-work stamp instead) are accepted. Off: such a HELLO gets `ERROR ANON_DISABLED`.',
+  }),
+  RELAY_ANON_POW_BITS: int({
+    default: 16,
+    min: 0,
+    max: 32,
+    doc: 'Proof-of-work difficulty announced to anonymous connections: leading zero bits of SHA-256 (2^bits hashes on average; 16 takes a client about 0.1 s here, each bit doubles it). 0 asks for none.',
+  }),
+  RELAY_ANON_MAX_SENDS: int({
+    default: 4,
+    min: 1,
+    max: 65535,
+    doc: 'Fast SENDs one anonymous connection may make (requests); beyond it `NACK ANON_LIMIT_REACHED`. Durable sends are never allowed anonymously.',
+  }),
+  RELAY_ANON_LIFETIME_MS: int({
+    default: 60000,
+    min: 1000,
+    max: 3600000,
+    doc: 'An anonymous connection is closed (GOAWAY) this long after WELCOME: time enough for its requests and their responses.',
+  }),
+  RELAY_ANON_MAX_CONNECTIONS: int({
+    default: 10000,
+    min: 1,
+    max: 1000000,
+    doc: 'Anonymous connections one node holds at once, handshaking included; beyond it new ones get `ERROR ANON_LIMIT_REACHED`.',
+  }),
+  RELAY_ONCE_MAX_RETENTION_SECONDS: int({
+    default: 604800,
+    min: 1,
+    max: 31536000,
+    doc: 'Longest a peer may ask the cluster to remember a single-use id (ONCE_CHECK: 0-RTT tickets, anonymous request ids), in seconds (7 days); beyond it `NACK ONCE_RETENTION_TOO_LONG`.',
+  }),
+  RELAY_ONCE_CHECKS_PER_MINUTE: int({
+    default: 600,
+    min: 1,
+    max: 1000000,
+    doc: 'ONCE_CHECK frames one connection may send per minute (token bucket, burst of the same size); beyond it `NACK RATE_LIMITED`.',
+  }),
   RELAY_REDIS_PREFIX: str({
     default: 'lr',
     pattern: /^[A-Za-z0-9:_-]{1,32}$/,

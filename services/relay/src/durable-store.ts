@@ -393,7 +393,7 @@ function scriptError(code: number, dest: string): RelayError {
 }
 
 /** Anything Redis or ioredis throws means the operation is not confirmed: STORE_UNAVAILABLE. */
-function toStoreError(err: unknown): LibertariaError {
+export function toStoreError(err: unknown): LibertariaError {
   // Our own refusals (limits, validation, INVALID_HINT) pass through unchanged.
   if (err instanceof LibertariaError) return err;
   const detail = err instanceof Error ? err.message : String(err);

@@ -16,7 +16,7 @@ export type DropReason =
   | 'source_mismatch'
   | 'no_local_recipient'
   | 'bad_remote_message';
-export type AuthFailureReason = 'bad_signature' | 'timeout' | 'rate_limited' | 'protocol' | 'version';
+export type AuthFailureReason = 'bad_signature' | 'bad_stamp' | 'timeout' | 'rate_limited' | 'protocol' | 'version';
 export type Transport = 'ws' | 'tcp' | 'tls';
 
 interface BoundCounter {
@@ -39,6 +39,9 @@ export class RelayMetrics {
   readonly prekeyPublishes: Counter<'result'>;
   readonly prekeyFetches: Counter<'result'>;
   readonly prekeyLowNotices: Counter<'route'>;
+  readonly anonConnections: Counter<'result'>;
+  readonly anonSends: Counter<'result'>;
+  readonly onceChecks: Counter<'result'>;
 
   // [direction][type byte] → totals since start, and what was already reported.
   private readonly frameCounts = [new Float64Array(256), new Float64Array(256)];
@@ -138,6 +141,24 @@ export class RelayMetrics {
     this.prekeyFetches = new Counter({
       name: 'relay_prekey_fetches_total',
       help: 'PREKEY_FETCH frames by result: both, x25519_only, kem_only, last_resort, throttled, or the refusal code',
+      labelNames: ['result'],
+      registers: r,
+    });
+    this.anonConnections = new Counter({
+      name: 'relay_anon_connections_total',
+      help: 'Anonymous connections by outcome: welcomed, bad_stamp, disabled, full',
+      labelNames: ['result'],
+      registers: r,
+    });
+    this.anonSends = new Counter({
+      name: 'relay_anon_sends_total',
+      help: 'SENDs on anonymous connections: forwarded, or refused (ANON_NOT_PERMITTED, ANON_LIMIT_REACHED)',
+      labelNames: ['result'],
+      registers: r,
+    });
+    this.onceChecks = new Counter({
+      name: 'relay_once_checks_total',
+      help: 'ONCE_CHECK frames by result: fresh, seen, or the refusal code',
       labelNames: ['result'],
       registers: r,
     });

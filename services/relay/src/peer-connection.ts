@@ -15,6 +15,13 @@
  * publication is accepted only for the connection's own authenticated key
  * with every signature verified; answers wait on Redis like durable stores,
  * so PING stays a barrier for them too.
+ *
+ * Anonymous connections (docs/relay.md#anonymous-connections): a HELLO with
+ * the ANONYMOUS feature gets ANON_CHALLENGE; a valid proof-of-work stamp gets
+ * WELCOME with a random reply hint. No DID or key is ever learned. Such a
+ * connection may fetch prekeys (without consuming one-time keys) and make a
+ * few fast SENDs, and is closed after its lifetime; everything that needs an
+ * identity (durable sends, prekey publication, single-use ids) is refused.
  */
 import { randomBytes } from 'node:crypto';
 import {
@@ -28,6 +35,7 @@ import {
   FRAME_HEADER_SIZE,
   type Frame,
   FrameType,
+  HelloFeatures,
   HINT_SIZE,
   hintToHex,
   ID_SIZE,
@@ -44,6 +52,7 @@ import {
   SendFlags,
   verifyAuth,
   verifyEd25519,
+  verifyPowStamp,
   verifyPublication,
 } from '@libertaria/shared';
 import type { AuthFailureReason } from './metrics.js';
@@ -52,7 +61,16 @@ import { TokenBucket } from './rate-limits.js';
 import type { RelayContext } from './relay-context.js';
 import type { PeerTransport, TransportSink } from './transport/types.js';
 
-type State = 'hello' | 'auth' | 'attaching' | 'open' | 'closed';
+type State = 'hello' | 'auth' | 'anon_auth' | 'attaching' | 'open' | 'closed';
+
+/** Frames an anonymous connection may send once open (SEND has its own checks on the hot path). */
+const ANON_ALLOWED: Partial<Record<Frame['type'], true>> = {
+  PING: true,
+  PONG: true,
+  PRESENCE_QUERY: true,
+  PREKEY_FETCH: true,
+  ERROR: true,
+};
 
 const SEND_TYPE = FrameType.SEND;
 const DELIVER_TYPE = FrameType.DELIVER;
@@ -84,6 +102,11 @@ export class PeerConnection implements TransportSink {
   private readonly bucket: TokenBucket;
   private readonly prekeyFetchBucket: TokenBucket;
   private readonly prekeyPublishBucket: TokenBucket;
+  private readonly onceBucket: TokenBucket;
+  /** No DID: a proof-of-work stamp opened this connection (it holds one of ctx.anonSlots). */
+  private anonymous = false;
+  private anonSendsLeft = 0;
+  private anonTimer: NodeJS.Timeout | undefined;
   private readonly codecOptions: CodecOptions;
   private backedUpFrames = 0;
   /**
@@ -118,6 +141,7 @@ export class PeerConnection implements TransportSink {
       c.RELAY_PREKEY_PUBLISHES_PER_MINUTE / 60,
       c.RELAY_PREKEY_PUBLISHES_PER_MINUTE,
     );
+    this.onceBucket = new TokenBucket(c.RELAY_ONCE_CHECKS_PER_MINUTE / 60, c.RELAY_ONCE_CHECKS_PER_MINUTE);
     this.codecOptions = { maxPayload: c.RELAY_MAX_PAYLOAD_BYTES };
     ctx.metrics.connections.labels(transport.kind).inc();
     if (ctx.authLimiter.isBlocked(transport.remoteAddress)) {
@@ -181,6 +205,8 @@ export class PeerConnection implements TransportSink {
     this.released = true;
     clearTimeout(this.handshakeTimer);
     clearTimeout(this.pumpRetryTimer);
+    clearTimeout(this.anonTimer);
+    if (this.anonymous) this.ctx.anonSlots.release();
     this.ctx.metrics.connections.labels(this.transport.kind).dec();
     if (this.attached) this.ctx.router.detach(this);
   }
@@ -193,11 +219,15 @@ export class PeerConnection implements TransportSink {
       case 'hello':
         if (frame.type !== 'HELLO')
           return this.failAuth('protocol', 'NOT_AUTHENTICATED', `expected HELLO, got ${frame.type}`);
-        return this.onHello(frame.minVersion, frame.maxVersion);
+        return this.onHello(frame.minVersion, frame.maxVersion, frame.features);
       case 'auth':
         if (frame.type !== 'AUTH')
           return this.failAuth('protocol', 'NOT_AUTHENTICATED', `expected AUTH, got ${frame.type}`);
         return this.onAuth(frame);
+      case 'anon_auth':
+        if (frame.type !== 'ANON_AUTH')
+          return this.failAuth('protocol', 'NOT_AUTHENTICATED', `expected ANON_AUTH, got ${frame.type}`);
+        return this.onAnonAuth(frame.stamp);
       case 'attaching':
         return this.fatal('NOT_AUTHENTICATED', 'wait for WELCOME before sending');
       case 'closed':
@@ -205,6 +235,7 @@ export class PeerConnection implements TransportSink {
       case 'open':
         break;
     }
+    if (this.anonymous && !ANON_ALLOWED[frame.type]) return this.refuseAnonymous(frame);
     switch (frame.type) {
       case 'ACK':
         return this.onAck(frame.messageId, frame.position);
@@ -226,6 +257,8 @@ export class PeerConnection implements TransportSink {
         return this.onPrekeyFetch(Buffer.from(frame.requestId), Buffer.from(frame.hint));
       case 'PREKEY_STATUS_QUERY':
         return this.onPrekeyStatusQuery(Buffer.from(frame.requestId));
+      case 'ONCE_CHECK':
+        return this.onOnceCheck(Buffer.from(frame.requestId), frame.retentionSeconds, Buffer.from(frame.id));
       case 'MIGRATE':
         // Session migration is specified with the sessions work; say so instead of ignoring it.
         this.writeControl(
@@ -253,6 +286,9 @@ export class PeerConnection implements TransportSink {
       case 'GOAWAY':
       case 'PREKEY_BUNDLE':
       case 'PREKEY_STATUS':
+      case 'ANON_CHALLENGE':
+      case 'ANON_AUTH':
+      case 'ONCE_RESULT':
         return this.fatal('UNEXPECTED_FRAME', `${frame.type} is not valid from a peer at this point`);
       default: {
         const unreachable: never = frame;
@@ -261,7 +297,7 @@ export class PeerConnection implements TransportSink {
     }
   }
 
-  private onHello(minVersion: number, maxVersion: number): void {
+  private onHello(minVersion: number, maxVersion: number, features: number): void {
     if (maxVersion < MIN_PROTOCOL_VERSION || minVersion > MAX_PROTOCOL_VERSION) {
       return this.failAuth(
         'version',
@@ -271,6 +307,7 @@ export class PeerConnection implements TransportSink {
     }
     this.version = Math.min(maxVersion, MAX_PROTOCOL_VERSION);
     this.nonce = randomBytes(32);
+    if ((features & HelloFeatures.ANONYMOUS) !== 0) return this.offerAnonymous();
     this.state = 'auth';
     this.writeControl(
       encodeFrame({
@@ -298,6 +335,10 @@ export class PeerConnection implements TransportSink {
     this.hint = Buffer.from(routingHint(frame.publicKey));
     this.hintKey = this.hint.toString('latin1');
     this.did = frame.did;
+    this.attachAndWelcome();
+  }
+
+  private attachAndWelcome(): void {
     this.state = 'attaching';
     this.attached = true;
     // Presence is registered before WELCOME, so a durable frame stored after
@@ -319,7 +360,7 @@ export class PeerConnection implements TransportSink {
             this.version,
           ),
         );
-        this.ctx.log.debug('peer authenticated', { did: this.did, transport: this.transport.kind });
+        this.ctx.log.debug('peer authenticated', { peer: this.describe(), transport: this.transport.kind });
       },
       (err: unknown) => {
         this.ctx.metrics.redisErrors.labels('presence').inc();
@@ -329,10 +370,112 @@ export class PeerConnection implements TransportSink {
     );
   }
 
+  private offerAnonymous(): void {
+    const c = this.ctx.config;
+    if (!c.RELAY_ANON_ENABLED) {
+      this.ctx.metrics.anonConnections.labels('disabled').inc();
+      return this.fatal('ANON_DISABLED', 'this relay does not accept anonymous connections');
+    }
+    if (!this.ctx.anonSlots.tryTake()) {
+      this.ctx.metrics.anonConnections.labels('full').inc();
+      return this.fatal('ANON_LIMIT_REACHED', 'this node holds its maximum of anonymous connections; try later');
+    }
+    this.anonymous = true;
+    this.state = 'anon_auth';
+    this.writeControl(
+      encodeFrame(
+        {
+          type: 'ANON_CHALLENGE',
+          version: this.version,
+          nonce: this.nonce!,
+          powBits: c.RELAY_ANON_POW_BITS,
+          maxSends: c.RELAY_ANON_MAX_SENDS,
+          lifetimeMs: c.RELAY_ANON_LIFETIME_MS,
+          relayIdentity: c.RELAY_IDENTITY,
+        },
+        this.version,
+      ),
+    );
+  }
+
+  private onAnonAuth(stamp: Uint8Array): void {
+    const c = this.ctx.config;
+    if (!verifyPowStamp(this.nonce!, stamp, c.RELAY_ANON_POW_BITS)) {
+      this.ctx.metrics.anonConnections.labels('bad_stamp').inc();
+      return this.failAuth(
+        'bad_stamp',
+        'ANON_BAD_STAMP',
+        `the stamp does not have ${c.RELAY_ANON_POW_BITS} leading zero bits for this connection's nonce`,
+      );
+    }
+    clearTimeout(this.handshakeTimer);
+    this.nonce = undefined;
+    // A random reply address: unlinkable to any DID, and to the requester's other connections.
+    this.hint = randomBytes(HINT_SIZE);
+    this.hintKey = this.hint.toString('latin1');
+    this.anonSendsLeft = c.RELAY_ANON_MAX_SENDS;
+    this.ctx.metrics.anonConnections.labels('welcomed').inc();
+    this.attachAndWelcome();
+    this.anonTimer = setTimeout(() => {
+      this.goAway(0, '', 'anonymous connection lifetime over');
+      this.close();
+    }, c.RELAY_ANON_LIFETIME_MS);
+  }
+
+  /** What an anonymous connection may not do: refused with ANON_NOT_PERMITTED, the connection stays. */
+  private refuseAnonymous(frame: Frame): void {
+    const message = `${frame.type} needs an authenticated DID; anonymous connections may fetch prekeys and send fast frames`;
+    if ('requestId' in frame) return this.nackRequest(frame.requestId, 'ANON_NOT_PERMITTED', message);
+    this.writeControl(
+      encodeFrame({ type: 'ERROR', code: errorCodeToWire('ANON_NOT_PERMITTED'), flags: 0, message }, this.version),
+    );
+  }
+
+  /** The SEND checks only anonymous connections pay: fast only, and a bounded count. */
+  private anonSendAllowed(frame: Buffer, flags: number): boolean {
+    const metrics = this.ctx.metrics;
+    if ((flags & SendFlags.DURABLE) !== 0) {
+      metrics.anonSends.labels('ANON_NOT_PERMITTED').inc();
+      this.nack(frame, 'ANON_NOT_PERMITTED', 'anonymous connections send fast frames only; durable needs a DID');
+      return false;
+    }
+    if (this.anonSendsLeft <= 0) {
+      metrics.anonSends.labels('ANON_LIMIT_REACHED').inc();
+      this.nack(frame, 'ANON_LIMIT_REACHED', 'this anonymous connection has used its sends');
+      return false;
+    }
+    this.anonSendsLeft--;
+    metrics.anonSends.labels('forwarded').inc();
+    return true;
+  }
+
+  private onOnceCheck(requestId: Buffer, retentionSeconds: number, id: Buffer): void {
+    const { metrics, once } = this.ctx;
+    if (!this.onceBucket.take()) {
+      metrics.onceChecks.labels('RATE_LIMITED').inc();
+      return this.nackRequest(requestId, 'RATE_LIMITED', 'single-use id check rate exceeded; retry later');
+    }
+    this.beginAsync();
+    once.consume(this.hint!, id, retentionSeconds).then(
+      (fresh) => {
+        metrics.onceChecks.labels(fresh ? 'fresh' : 'seen').inc();
+        this.writeControl(encodeFrame({ type: 'ONCE_RESULT', requestId, fresh }, this.version));
+        this.endAsync();
+      },
+      (err: unknown) => {
+        const code: ErrorCode = err instanceof RelayError ? err.code : 'INTERNAL';
+        metrics.onceChecks.labels(code).inc();
+        if (code === 'STORE_UNAVAILABLE') metrics.redisErrors.labels('once').inc();
+        this.nackRequest(requestId, code, err instanceof Error ? err.message : String(err));
+        this.endAsync();
+      },
+    );
+  }
+
   private failAuth(reason: AuthFailureReason, code: ErrorCode, message: string): void {
     this.ctx.metrics.authFailures.labels(reason).inc();
     // A peer that is merely slow or speaks another version is not an attacker; only count what looks like one.
-    if (reason === 'bad_signature' || reason === 'protocol' || reason === 'timeout') {
+    if (reason === 'bad_signature' || reason === 'bad_stamp' || reason === 'protocol' || reason === 'timeout') {
       this.ctx.authLimiter.recordFailure(this.transport.remoteAddress);
     }
     this.fatal(code, message);
@@ -403,7 +546,7 @@ export class PeerConnection implements TransportSink {
       return this.nackRequest(requestId, 'PREKEY_RATE_LIMITED', 'prekey fetch rate exceeded; retry later');
     }
     this.beginAsync();
-    prekeys.fetch(target).then(
+    prekeys.fetch(target, Date.now(), !this.anonymous).then(
       (result) => {
         try {
           if (result.status === 'not_found') {
@@ -528,6 +671,7 @@ export class PeerConnection implements TransportSink {
       this.ctx.metrics.drop('rate_limited');
       return this.nack(frame, 'RATE_LIMITED', 'frame rate exceeded');
     }
+    if (this.anonymous && !this.anonSendAllowed(frame, flags)) return;
     frame[1] = DELIVER_TYPE;
     if ((flags & SendFlags.DURABLE) === 0) {
       this.ctx.router.forwardFast(frame, this);
@@ -729,7 +873,8 @@ export class PeerConnection implements TransportSink {
   }
 
   describe(): string {
-    return this.hint ? `${this.did} (${hintToHex(this.hint)})` : 'unauthenticated';
+    if (this.hint === undefined) return 'unauthenticated';
+    return `${this.anonymous ? 'anonymous' : this.did} (${hintToHex(this.hint)})`;
   }
 }
 

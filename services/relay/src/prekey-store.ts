@@ -34,7 +34,6 @@ import {
   decodePrekeyBundle,
   encodePrekeyBundle,
   hintToHex,
-  LibertariaError,
   MLKEM768_PUBLIC_KEY_SIZE,
   ONE_TIME_X25519_KEY_ENCODED_SIZE,
   type PrekeyBundle,
@@ -45,6 +44,7 @@ import {
   SIGNED_KEM_KEY_ENCODED_SIZE,
 } from '@libertaria/shared';
 import type { Redis } from 'ioredis';
+import { toStoreError } from './durable-store.js';
 
 export interface PrekeyStoreOptions {
   /** Key prefix (RELAY_REDIS_PREFIX). */
@@ -153,6 +153,8 @@ const FETCH_LUA = `--[[
     ARGV[2] window length in ms
     ARGV[3] nowMs (for presence leases)
     ARGV[4] lowWater
+    ARGV[5] '1' to count and consume; '0' (anonymous fetches) neither counts
+            against the window nor consumes: the bundle's last-resort keys only
   Output: {1} not found (no signed keys), or
     {code, signed, xEntry|nil, kEntry|nil, lenX, lenK, lastX25519Id, lastKemId, node...}
     code 0: entries popped if any were left; 2: over the window's limit, nothing popped.
@@ -162,9 +164,12 @@ const FETCH_LUA = `--[[
 local m, x, k, r, p = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local signed = redis.call('HGET', m, 's')
 if not signed then return {1} end
-local count = redis.call('INCR', r)
-if redis.call('PTTL', r) < 0 then redis.call('PEXPIRE', r, ARGV[2]) end
 local code, ex, ek = 2, false, false
+local count = math.huge
+if ARGV[5] == '1' then
+  count = redis.call('INCR', r)
+  if redis.call('PTTL', r) < 0 then redis.call('PEXPIRE', r, ARGV[2]) end
+end
 if count <= tonumber(ARGV[1]) then
   code = 0
   ex = redis.call('LPOP', x)
@@ -203,12 +208,6 @@ const CMD = {
 type ScriptArg = string | number | Buffer;
 type ScriptCall = (...args: ScriptArg[]) => Promise<unknown>;
 type PrekeyCommands = { [K in (typeof CMD)[keyof typeof CMD]]: ScriptCall };
-
-function toStoreError(err: unknown): LibertariaError {
-  if (err instanceof LibertariaError) return err;
-  const detail = err instanceof Error ? err.message : String(err);
-  return new RelayError('STORE_UNAVAILABLE', `Redis did not confirm: ${detail}`, { cause: err });
-}
 
 function reply(value: unknown): unknown[] {
   if (!Array.isArray(value)) throw new RelayError('INTERNAL', 'prekey script returned a non-array reply');
@@ -318,8 +317,14 @@ export class PrekeyStore {
     return { addedX25519: int(result[0]), addedKem: int(result[1]), ...countsFrom(result.slice(2), true) };
   }
 
-  /** Hands out `target`'s bundle (see the module comment); `not_found` when it published nothing (or it expired). */
-  async fetch(target: Uint8Array, nowMs: number = Date.now()): Promise<PrekeyFetchResult> {
+  /**
+   * Hands out `target`'s bundle (see the module comment); `not_found` when it
+   * published nothing (or it expired). `consume: false` (anonymous requesters,
+   * whose ephemeral sessions use the last-resort keys) takes no one-time key
+   * and does not count against the target's fetch window; the status is then
+   * `throttled`, like any bundle without one-time keys.
+   */
+  async fetch(target: Uint8Array, nowMs: number = Date.now(), consume = true): Promise<PrekeyFetchResult> {
     const [m, x, k, r] = this.keys(target);
     const presence = `${this.prefix}:pr:{${hintToHex(target)}}`;
     let result: unknown[];
@@ -335,6 +340,7 @@ export class PrekeyStore {
           WINDOW_MS,
           nowMs,
           this.lowWater,
+          consume ? '1' : '0',
         ),
       );
     } catch (err) {

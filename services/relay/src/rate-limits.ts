@@ -71,3 +71,23 @@ export class TokenBucket {
     return true;
   }
 }
+
+/** A bounded count of things held at once (anonymous connections): take before, release after. */
+export class ConcurrencyLimit {
+  private held = 0;
+  constructor(private readonly max: number) {}
+
+  get active(): number {
+    return this.held;
+  }
+
+  tryTake(): boolean {
+    if (this.held >= this.max) return false;
+    this.held++;
+    return true;
+  }
+
+  release(): void {
+    if (this.held > 0) this.held--;
+  }
+}

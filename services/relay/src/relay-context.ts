@@ -2,8 +2,9 @@ import type { RelayConfig } from './config.js';
 import type { DurableStore } from './durable-store.js';
 import type { Logger } from './log.js';
 import type { RelayMetrics } from './metrics.js';
+import type { OnceStore } from './once-store.js';
 import type { PrekeyStore } from './prekey-store.js';
-import type { AuthFailureLimiter } from './rate-limits.js';
+import type { AuthFailureLimiter, ConcurrencyLimit } from './rate-limits.js';
 import type { Router } from './router.js';
 
 /** What a connection needs from its node. One object, built once by RelayNode. */
@@ -15,7 +16,10 @@ export interface RelayContext {
   readonly router: Router;
   readonly store: DurableStore;
   readonly prekeys: PrekeyStore;
+  readonly once: OnceStore;
   readonly authLimiter: AuthFailureLimiter;
+  /** Anonymous connections held by this node (RELAY_ANON_MAX_CONNECTIONS). */
+  readonly anonSlots: ConcurrencyLimit;
   isDraining(): boolean;
   /** Registers a durable write (a durable SEND, a prekey publication) in flight, so a drain waits for it. */
   trackDurableWrite(work: Promise<unknown>): void;

@@ -12,10 +12,11 @@ import type { RelayConfig } from './config.js';
 import { DURABLE_STORE_REDIS_OPTIONS, DurableStore } from './durable-store.js';
 import { createLogger, type Logger } from './log.js';
 import { RelayMetrics } from './metrics.js';
+import { OnceStore } from './once-store.js';
 import { PeerConnection } from './peer-connection.js';
 import { PrekeyStore } from './prekey-store.js';
 import { PresenceRegistry } from './presence.js';
-import { AuthFailureLimiter } from './rate-limits.js';
+import { AuthFailureLimiter, ConcurrencyLimit } from './rate-limits.js';
 import type { RelayContext } from './relay-context.js';
 import { nodeChannel, Router } from './router.js';
 import { listenTcp } from './transport/tcp.js';
@@ -98,6 +99,7 @@ export class RelayNode {
       ttlSeconds: config.RELAY_PREKEY_TTL_SECONDS,
     });
     const router = new Router(redis, presence, nodeId, prefix, metrics, log);
+    const once = new OnceStore(redis, { prefix, maxRetentionSeconds: config.RELAY_ONCE_MAX_RETENTION_SECONDS });
     const authLimiter = new AuthFailureLimiter(config.RELAY_AUTH_FAILURES_PER_MINUTE);
     let node: RelayNode | undefined;
     const ctx: RelayContext = {
@@ -108,7 +110,9 @@ export class RelayNode {
       router,
       store,
       prekeys,
+      once,
       authLimiter,
+      anonSlots: new ConcurrencyLimit(config.RELAY_ANON_MAX_CONNECTIONS),
       isDraining: () => node?.draining ?? false,
       trackDurableWrite: (work) => node?.track(work),
     };

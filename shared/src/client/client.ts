@@ -35,6 +35,7 @@ import {
   MAX_PAYLOAD_LIMIT,
   maxBodySize,
   type NackFrame,
+  type OnceResultFrame,
   PREKEY_PUBLISH_HEADER_SIZE,
   type PrekeyBundleFrame,
   PrekeyPublishFlags,
@@ -51,6 +52,8 @@ import {
   verifyBundle,
 } from '../session/prekey-bundle.js';
 import type { PrekeyBundle, PrekeyPublication } from '../session/prekey-types.js';
+import type { TicketStore } from '../session/ticket-store.js';
+import { ANON_REQUEST_RETENTION_MS, ANONYMOUS_REQUEST_KIND, decodeAnonymousPlaintext } from './anonymous.js';
 import { backoffDelay, type ReconnectOptions, resolveReconnectOptions } from './backoff.js';
 import { bytesEqual, copyBytes, randomBytes, toHex } from './bytes.js';
 import { ClientErrorCode } from './codes.js';
@@ -59,6 +62,7 @@ import { TypedEmitter } from './emitter.js';
 import { checkEnvelopeSender, decodeEnvelope, encodeEnvelope } from './envelope.js';
 import { type Handshake, isPermanentRefusal, performHandshake, type Welcome } from './handshake.js';
 import { Inbox } from './inbox.js';
+import { RelayTicketStore } from './relay-ticket-store.js';
 import type { SessionManager } from './sessions.js';
 import type { TlsClientOptions, Transport } from './transport.js';
 import { parseRelayUrl, parseRelayUrls, type RelayUrl } from './url.js';
@@ -107,6 +111,27 @@ export interface RelayClientOptions {
   sessions?: SessionManager;
   /** With `sessions`: false sends and receives unsealed payloads anyway (default true). */
   sealing?: boolean;
+  /**
+   * Answers anonymous requests (client/anonymous.ts, docs/client.md#anonymous-requests):
+   * called with the opened request, returns the response, which is sealed to
+   * the requester's ephemeral keys and sent back fast. Needs `sessions` (the
+   * request is sealed to our prekeys). Without it anonymous requests are
+   * dropped and reported as ANON_NOT_PERMITTED errors.
+   */
+  onAnonymousRequest?: (request: AnonymousRequest) => Uint8Array | Promise<Uint8Array>;
+  /**
+   * Refuses replayed anonymous requests. Default: the relay cluster
+   * (RelayTicketStore over this client, ONCE_CHECK), so every device of this
+   * DID shares it.
+   */
+  anonymousReplayGuard?: TicketStore;
+}
+
+/** An anonymous request as onAnonymousRequest sees it: no sender DID exists. */
+export interface AnonymousRequest {
+  readonly payload: Uint8Array;
+  /** The exchange's id (random to us; links nothing). */
+  readonly sessionId: Uint8Array;
 }
 
 export interface SendOptions {
@@ -240,12 +265,14 @@ interface PendingPresence {
 interface PendingPrekeyRequest {
   readonly session: Session;
   readonly startedAt: number;
-  /** The answer it expects: PREKEY_BUNDLE for a fetch, PREKEY_STATUS otherwise. */
-  readonly expects: 'PREKEY_BUNDLE' | 'PREKEY_STATUS';
+  /** The answer it expects: PREKEY_BUNDLE for a fetch, ONCE_RESULT for a single-use id, else PREKEY_STATUS. */
+  readonly expects: 'PREKEY_BUNDLE' | 'PREKEY_STATUS' | 'ONCE_RESULT';
   readonly operation: string;
-  readonly resolve: (frame: PrekeyBundleFrame | PrekeyStatusFrame) => void;
+  readonly resolve: (frame: RequestAnswer) => void;
   readonly reject: (error: Error) => void;
 }
+
+type RequestAnswer = PrekeyBundleFrame | PrekeyStatusFrame | OnceResultFrame;
 
 interface SessionEnd {
   /** When the session's WELCOME arrived (set by #endSession). */
@@ -360,6 +387,8 @@ export class RelayClient {
   readonly #tls: TlsClientOptions | undefined;
   readonly #log: ClientLogger;
   readonly #sessions: SessionManager | undefined;
+  readonly #onAnonymous: RelayClientOptions['onAnonymousRequest'];
+  readonly #anonymousReplayGuard: TicketStore;
   /** Inbound sealed frames are opened one at a time, in arrival order. */
   #opening: Promise<void> = Promise.resolve();
   #pendingOpens = 0;
@@ -419,6 +448,10 @@ export class RelayClient {
       this.#log.error?.('event listener threw', { event: String(event), error: toError(error).message }),
     );
     this.#sessions = options.sealing === false ? undefined : options.sessions;
+    this.#onAnonymous = options.onAnonymousRequest;
+    this.#anonymousReplayGuard =
+      options.anonymousReplayGuard ??
+      new RelayTicketStore(this, { retentionMs: ANON_REQUEST_RETENTION_MS, label: 'anon-request' });
     const sessions = this.#sessions;
     if (sessions !== undefined) {
       if (sessions.identity.did !== this.did) {
@@ -690,6 +723,28 @@ export class RelayClient {
     }
     if (options.verify !== undefined) verifyBundle(bundle, options.verify);
     return bundle;
+  }
+
+  /**
+   * True the first time this DID presents `id` to the relay cluster within
+   * `retentionMs` (rounded up to whole seconds), false every later time, from
+   * any node and any connection of this DID (ONCE_CHECK; one Redis SET NX).
+   * The replay guard behind RelayTicketStore. Rejections:
+   * ONCE_RETENTION_TOO_LONG, RATE_LIMITED, STORE_UNAVAILABLE,
+   * CONNECTION_FAILED, TIMEOUT.
+   */
+  async consumeOnce(id: Uint8Array, retentionMs: number): Promise<boolean> {
+    if (!Number.isFinite(retentionMs) || retentionMs <= 0) {
+      throw new RelayError(ClientErrorCode.invalidArgument, 'consumeOnce: retentionMs must be positive');
+    }
+    const retentionSeconds = Math.ceil(retentionMs / 1000);
+    const answer = (await this.#prekeyRequest('consumeOnce', 'ONCE_RESULT', (requestId) => ({
+      type: 'ONCE_CHECK',
+      requestId,
+      retentionSeconds,
+      id,
+    }))) as OnceResultFrame;
+    return answer.fresh;
   }
 
   /** What the relay stores of our prekeys (PREKEY_STATUS_QUERY); call it after connecting to learn whether to refill. */
@@ -1077,7 +1132,7 @@ export class RelayClient {
     operation: string,
     expects: PendingPrekeyRequest['expects'],
     build: (requestId: Uint8Array) => Frame,
-  ): Promise<PrekeyBundleFrame | PrekeyStatusFrame> {
+  ): Promise<RequestAnswer> {
     if (this.#state === 'closed') return Promise.reject(this.#closedError(operation));
     const session = this.#session;
     if (session === undefined || session.over) {
@@ -1113,7 +1168,7 @@ export class RelayClient {
     }
   }
 
-  #onPrekeyAnswer(frame: PrekeyBundleFrame | PrekeyStatusFrame): void {
+  #onPrekeyAnswer(frame: RequestAnswer): void {
     const key = toHex(frame.requestId);
     const pending = this.#prekeyRequests.get(key);
     if (pending !== undefined) {
@@ -1192,6 +1247,7 @@ export class RelayClient {
         return;
       case 'PREKEY_BUNDLE':
       case 'PREKEY_STATUS':
+      case 'ONCE_RESULT':
         this.#onPrekeyAnswer(frame);
         return;
       case 'GOAWAY': {
@@ -1296,6 +1352,10 @@ export class RelayClient {
       return;
     }
     if (verdict === 'drop') return;
+    if (frame.payload[0] === ANONYMOUS_REQUEST_KIND) {
+      this.#onAnonymousRequest(session, frame, key, durable, position);
+      return;
+    }
 
     let from: string;
     let body: Uint8Array;
@@ -1378,6 +1438,63 @@ export class RelayClient {
     this.#inbox.push(
       this.#inboundMessage(key, messageId, from, fromHint, copyBytes(body), durable, position, sessionId),
     );
+  }
+
+  /**
+   * An anonymous request: opened with our prekeys, answered by the
+   * application's handler, the response sent back fast to the requester's
+   * reply hint. Never yielded by messages(): it has no sender DID.
+   */
+  #onAnonymousRequest(session: Session, frame: DeliverFrame, key: string, durable: boolean, position: number): void {
+    const url = session.url.href;
+    const messageId = copyBytes(frame.messageId);
+    // Anonymous connections cannot send durably; acknowledge anything odd so it cannot block the queue.
+    if (durable) this.#ackInbound(key, messageId, position);
+    else this.#tracker.accept(key, 0);
+    const sessions = this.#sessions;
+    const handler = this.#onAnonymous;
+    if (sessions === undefined || handler === undefined || durable) {
+      this.#emitError({
+        error: new RelayError(
+          'ANON_NOT_PERMITTED',
+          durable
+            ? 'a durable anonymous request was refused (anonymous requests are fast only)'
+            : 'an anonymous request arrived but this client has no onAnonymousRequest handler (or no sessions)',
+        ),
+        url,
+        messageId,
+      });
+      return;
+    }
+    const replyTo = copyBytes(frame.source);
+    const sessionId = copyBytes(frame.sessionId);
+    const request = frame.payload.slice(1);
+    const guard = this.#anonymousReplayGuard;
+    void (async () => {
+      try {
+        const responder = await sessions.acceptAnonymousRequest(request, guard);
+        const payload = decodeAnonymousPlaintext(responder.payload, Date.now());
+        const answer = await handler({ payload, sessionId: responder.sessionId });
+        const body = encodeEnvelope(this.did, responder.sealResponse(answer));
+        const current = this.#session;
+        if (current === undefined || current.over) {
+          throw new RelayError(ClientErrorCode.unreachable, 'the connection ended before the response could be sent');
+        }
+        this.#write(current, {
+          type: 'SEND',
+          dest: replyTo,
+          source: this.#hint,
+          sessionId,
+          messageId: randomBytes(ID_SIZE),
+          flags: 0,
+          ttl: 0,
+          position: 0,
+          payload: body,
+        });
+      } catch (error) {
+        this.#emitError({ error: toLibertariaError(error, 'answering an anonymous request'), url, messageId });
+      }
+    })();
   }
 
   #inboundMessage(

@@ -1,5 +1,7 @@
 /**
- * The opening of a relay connection: HELLO → CHALLENGE → AUTH → WELCOME.
+ * The opening of a relay connection: HELLO → CHALLENGE → AUTH → WELCOME, or
+ * for an anonymous connection HELLO(ANONYMOUS) → ANON_CHALLENGE → ANON_AUTH
+ * (a proof-of-work stamp) → WELCOME with a random reply hint.
  *
  * Everything that can go wrong becomes a RelayError whose code says what to
  * do next (client.ts decides): AUTH_FAILED and UNSUPPORTED_VERSION will not
@@ -13,10 +15,12 @@ import {
   ErrorFlags,
   encodeFrame,
   type Frame,
+  HelloFeatures,
   MAX_PAYLOAD_LIMIT,
   MAX_PROTOCOL_VERSION,
   MIN_PROTOCOL_VERSION,
 } from '../protocol/frames.js';
+import { solvePowStamp } from '../protocol/pow.js';
 import { bytesEqual, copyBytes, toHex } from './bytes.js';
 import { ClientErrorCode } from './codes.js';
 import { openTransport, type TlsClientOptions, type Transport } from './transport.js';
@@ -38,10 +42,24 @@ export interface Handshake {
   readonly welcome: Welcome;
   /** Frames that arrived in the same message as WELCOME, to be handled first. */
   readonly leftover: Frame[];
+  /** For an anonymous connection: what the relay announced in ANON_CHALLENGE. */
+  readonly anonymous?: AnonymousTerms;
 }
 
+export interface AnonymousTerms {
+  readonly powBits: number;
+  readonly maxSends: number;
+  readonly lifetimeMs: number;
+}
+
+/** Default bound on the proof of work an anonymous client agrees to do (2^24 hashes: seconds, not minutes). */
+export const DEFAULT_MAX_POW_BITS = 24;
+
 export interface HandshakeOptions {
-  identity: PeerSigner;
+  /** The DID to authenticate as; absent for an anonymous connection (then `anonymous` is required). */
+  identity?: PeerSigner | undefined;
+  /** Open an anonymous connection, refusing (ANON_TOO_COSTLY) a relay that asks for more than maxPowBits. */
+  anonymous?: { maxPowBits: number } | undefined;
   expectRelayIdentity?: string | undefined;
   timeoutMs: number;
   tls?: TlsClientOptions | undefined;
@@ -67,6 +85,14 @@ function asRelayError(url: RelayUrl, error: unknown): RelayError {
 /** Connects to `url` and authenticates; rejects with a RelayError. */
 export async function performHandshake(url: RelayUrl, options: HandshakeOptions): Promise<Handshake> {
   const deadline = Date.now() + options.timeoutMs;
+  const identity = options.identity;
+  const anonymous = options.anonymous;
+  if ((identity === undefined) === (anonymous === undefined)) {
+    throw new RelayError(
+      ClientErrorCode.invalidArgument,
+      'performHandshake: give exactly one of identity and anonymous',
+    );
+  }
   let transport: Transport;
   try {
     transport = await openTransport(url, {
@@ -81,6 +107,7 @@ export async function performHandshake(url: RelayUrl, options: HandshakeOptions)
     let step: 'challenge' | 'welcome' | 'done' = 'challenge';
     let version = MIN_PROTOCOL_VERSION;
     let relayIdentity = '';
+    let terms: AnonymousTerms | undefined;
     const fail = (error: RelayError): void => {
       if (step === 'done') return;
       step = 'done';
@@ -107,7 +134,44 @@ export async function performHandshake(url: RelayUrl, options: HandshakeOptions)
         fail(new HandshakeError(errorCodeFromWire(frame.code), `${url.href}: relay refused: ${frame.message}`, fatal));
         return false;
       }
-      if (step === 'challenge' && frame.type === 'CHALLENGE') {
+      if (step === 'challenge' && frame.type === 'ANON_CHALLENGE' && anonymous !== undefined) {
+        if (frame.version < MIN_PROTOCOL_VERSION || frame.version > MAX_PROTOCOL_VERSION) {
+          fail(new RelayError('UNSUPPORTED_VERSION', `${url.href}: relay chose version ${frame.version}`));
+          return false;
+        }
+        if (options.expectRelayIdentity !== undefined && frame.relayIdentity !== options.expectRelayIdentity) {
+          fail(
+            new RelayError(
+              ClientErrorCode.wrongRelay,
+              `${url.href}: relay identity ${JSON.stringify(frame.relayIdentity)} is not the expected ${JSON.stringify(options.expectRelayIdentity)}`,
+            ),
+          );
+          return false;
+        }
+        if (frame.powBits > anonymous.maxPowBits) {
+          fail(
+            new RelayError(
+              'ANON_TOO_COSTLY',
+              `${url.href}: relay asks for ${frame.powBits} bits of proof of work, more than maxPowBits ${anonymous.maxPowBits}`,
+            ),
+          );
+          return false;
+        }
+        version = frame.version;
+        relayIdentity = frame.relayIdentity;
+        terms = { powBits: frame.powBits, maxSends: frame.maxSends, lifetimeMs: frame.lifetimeMs };
+        // Synchronous: 2^powBits hashes (about 0.1 s at 16 bits here), bounded by maxPowBits above.
+        const stamp = solvePowStamp(frame.nonce, frame.powBits);
+        transport.send(encodeFrame({ type: 'ANON_AUTH', stamp }, version));
+        step = 'welcome';
+        return true;
+      }
+      if (step === 'challenge' && frame.type === 'CHALLENGE' && anonymous !== undefined) {
+        // A relay that ignores the ANONYMOUS feature bit (an older version): we have no DID to offer.
+        fail(new RelayError('ANON_DISABLED', `${url.href}: relay does not offer anonymous connections`));
+        return false;
+      }
+      if (step === 'challenge' && frame.type === 'CHALLENGE' && identity !== undefined) {
         if (frame.version < MIN_PROTOCOL_VERSION || frame.version > MAX_PROTOCOL_VERSION) {
           fail(new RelayError('UNSUPPORTED_VERSION', `${url.href}: relay chose version ${frame.version}`));
           return false;
@@ -124,12 +188,10 @@ export async function performHandshake(url: RelayUrl, options: HandshakeOptions)
         }
         version = frame.version;
         relayIdentity = frame.relayIdentity;
-        const signature = options.identity.sign(
-          authTranscript({ nonce: frame.nonce, relayIdentity, binding: url.binding }),
-        );
+        const signature = identity.sign(authTranscript({ nonce: frame.nonce, relayIdentity, binding: url.binding }));
         transport.send(
           encodeFrame(
-            { type: 'AUTH', keyType: 1, publicKey: options.identity.publicKey, signature, did: options.identity.did },
+            { type: 'AUTH', keyType: 1, publicKey: identity.publicKey, signature, did: identity.did },
             version,
           ),
         );
@@ -137,11 +199,12 @@ export async function performHandshake(url: RelayUrl, options: HandshakeOptions)
         return true;
       }
       if (step === 'welcome' && frame.type === 'WELCOME') {
-        if (!bytesEqual(frame.hint, options.identity.hint)) {
+        // An anonymous connection's hint is whatever random reply address the relay chose.
+        if (identity !== undefined && !bytesEqual(frame.hint, identity.hint)) {
           fail(
             new RelayError(
               ClientErrorCode.wrongRelay,
-              `${url.href}: relay assigned hint ${toHex(frame.hint)}, ours is ${toHex(options.identity.hint)}`,
+              `${url.href}: relay assigned hint ${toHex(frame.hint)}, ours is ${toHex(identity.hint)}`,
             ),
           );
           return false;
@@ -192,6 +255,7 @@ export async function performHandshake(url: RelayUrl, options: HandshakeOptions)
               nodeId: frame.nodeId,
             },
             leftover: frames.slice(i + 1),
+            ...(terms !== undefined ? { anonymous: terms } : {}),
           });
           return;
         }
@@ -199,7 +263,12 @@ export async function performHandshake(url: RelayUrl, options: HandshakeOptions)
     };
     try {
       transport.send(
-        encodeFrame({ type: 'HELLO', minVersion: MIN_PROTOCOL_VERSION, maxVersion: MAX_PROTOCOL_VERSION, features: 0 }),
+        encodeFrame({
+          type: 'HELLO',
+          minVersion: MIN_PROTOCOL_VERSION,
+          maxVersion: MAX_PROTOCOL_VERSION,
+          features: anonymous !== undefined ? HelloFeatures.ANONYMOUS : 0,
+        }),
       );
     } catch (error) {
       fail(asRelayError(url, error));

@@ -4,6 +4,18 @@
  * is built from (backoff schedule, duplicate tracker, transports), exported
  * for tests, tools and custom clients. See docs/client.md.
  */
+
+export {
+  ANON_REQUEST_MAX_AGE_MS,
+  ANON_REQUEST_RETENTION_MS,
+  ANON_REQUEST_SKEW_MS,
+  ANONYMOUS_REQUEST_KIND,
+  type AnonymousRequestOptions,
+  type AnonymousResponse,
+  anonymousRequest,
+  decodeAnonymousPlaintext,
+  encodeAnonymousPlaintext,
+} from './anonymous.js';
 export {
   backoffBounds,
   backoffDelay,
@@ -13,6 +25,7 @@ export {
 } from './backoff.js';
 export { bytesEqual, copyBytes, randomBytes, toHex } from './bytes.js';
 export {
+  type AnonymousRequest,
   type ClientLogger,
   type FetchPrekeysOptions,
   type InboundMessage,
@@ -37,8 +50,17 @@ export {
   encodeEnvelope,
   envelopeOverhead,
 } from './envelope.js';
-export { type Handshake, HandshakeError, type HandshakeOptions, performHandshake, type Welcome } from './handshake.js';
+export {
+  type AnonymousTerms,
+  DEFAULT_MAX_POW_BITS,
+  type Handshake,
+  HandshakeError,
+  type HandshakeOptions,
+  performHandshake,
+  type Welcome,
+} from './handshake.js';
 export { Inbox } from './inbox.js';
+export { type OnceChecker, RelayTicketStore, type RelayTicketStoreOptions } from './relay-ticket-store.js';
 export {
   InMemorySessionStore,
   packFields,

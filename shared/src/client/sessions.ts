@@ -21,6 +21,7 @@
 import { ProtocolError } from '../errors.js';
 import type { PeerSigner } from '../identity/auth.js';
 import type { CryptoProvider } from '../session/crypto-provider.js';
+import { acceptEphemeralRequest, type EphemeralResponder } from '../session/ephemeral.js';
 import { SessionError } from '../session/errors.js';
 import { decodeInitialMessage } from '../session/pqxdh-message.js';
 import { type PrekeyVerifier, verifyBundle } from '../session/prekey-bundle.js';
@@ -36,6 +37,7 @@ import {
   signPrekey,
 } from '../session/prekeys.js';
 import { acceptPersistentSession, initiatePersistentSession, PersistentSession } from '../session/session.js';
+import type { TicketStore } from '../session/ticket-store.js';
 import { toHex } from './bytes.js';
 import { packFields, readU32, type SessionStore, u32, unpackFields } from './session-store.js';
 
@@ -263,6 +265,19 @@ export class SessionManager {
       oneTimeKemPrekeys: oneTimeKem.map((x) => x.public),
     };
     await relay.publishPrekeys(publication, { replaceOneTime });
+  }
+
+  /**
+   * Opens an anonymous request (client/anonymous.ts) sealed to our signed
+   * and last-resort prekeys; `replayGuard` refuses a request seen before.
+   */
+  acceptAnonymousRequest(request: Uint8Array, replayGuard?: TicketStore): Promise<EphemeralResponder> {
+    return acceptEphemeralRequest({
+      provider: this.#p,
+      prekeys: this.#responderPrekeys(),
+      request,
+      ...(replayGuard !== undefined ? { replayGuard } : {}),
+    });
   }
 
   #responderPrekeys(): ResponderPrekeys {

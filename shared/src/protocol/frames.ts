@@ -31,8 +31,17 @@
  *     client -> PREKEY_PUBLISH / PREKEY_FETCH / PREKEY_STATUS_QUERY {requestId}
  *     relay  -> PREKEY_STATUS / PREKEY_BUNDLE / NACK {requestId}, and
  *               PREKEY_STATUS with a zero requestId as a low-water notice;
+ *     client -> ONCE_CHECK {requestId, retention, id}: a single-use id seen
+ *               before? (0-RTT tickets, anonymous requests; Redis-backed)
+ *     relay  -> ONCE_RESULT {requestId, fresh} or NACK {requestId};
  *     relay  -> GOAWAY before it closes on purpose (drain, restart);
  *     either -> ERROR {code} (FATAL flag: the sender closes afterwards).
+ *
+ * Anonymous connections (ephemeral sessions): HELLO with the ANONYMOUS
+ * feature bit is answered by ANON_CHALLENGE {version, nonce, powBits, terms,
+ * relayIdentity} instead of CHALLENGE; the client answers ANON_AUTH {stamp}
+ * (proof of work over the nonce, pow.ts) and gets WELCOME with a random reply
+ * hint. No DID and no key is ever sent on such a connection.
  *
  * Version negotiation: HELLO, CHALLENGE and the envelope layout above are
  * frozen for all versions. The client offers [minVersion, maxVersion]; the
@@ -95,12 +104,17 @@ export const MAX_SHORT_TEXT_BYTES = 255;
 /** Positions are u64 on the wire but kept below 2^53 so they are exact JavaScript numbers. */
 export const MAX_POSITION = Number.MAX_SAFE_INTEGER;
 
-/** Frame type byte values. 0x0_ handshake, 0x1_ data, 0x2_ liveness, 0x3_ presence and control, 0x4_ prekeys. */
+/**
+ * Frame type byte values. 0x0_ handshake, 0x1_ data, 0x2_ liveness, 0x3_ presence and control, 0x4_ prekeys,
+ * 0x5_ single-use ids.
+ */
 export const FrameType = {
   HELLO: 0x01, // client -> relay: u8 minVersion, u8 maxVersion, u32 features
   CHALLENGE: 0x02, // relay -> client: u8 version, 32B nonce, u8 len + relay identity
   AUTH: 0x03, // client -> relay: u8 keyType, 32B public key, 64B signature, u8 len + DID
   WELCOME: 0x04, // relay -> client: 24B hint, 16B connection id, u32 maxPayload, u32 heartbeatMs, u8 len + node id
+  ANON_CHALLENGE: 0x05, // relay -> client: u8 version, 32B nonce, u8 powBits, u16 maxSends, u32 lifetimeMs, u8 len + relay identity
+  ANON_AUTH: 0x06, // client -> relay: u64 proof-of-work stamp
   SEND: 0x10, // client -> relay: routed header (93B) + payload
   DELIVER: 0x11, // relay -> client: routed header (93B) + payload; same layout as SEND
   ACK: 0x12, // both: 16B message id, u64 position
@@ -119,6 +133,8 @@ export const FrameType = {
   PREKEY_BUNDLE: 0x42, // relay -> client: 16B request id, prekey bundle
   PREKEY_STATUS: 0x43, // relay -> client: 24B hint, 16B request id, u8 flags, 4 x u16 counts, 2 x u32 ids
   PREKEY_STATUS_QUERY: 0x44, // client -> relay: 16B request id
+  ONCE_CHECK: 0x50, // client -> relay: 16B request id, u32 retentionSeconds, u8 len + id
+  ONCE_RESULT: 0x51, // relay -> client: 16B request id, u8 fresh (1 first time, 0 seen before)
 } as const;
 
 export type FrameTypeName = keyof typeof FrameType;
@@ -147,6 +163,18 @@ export const ErrorFlags = {
 const KNOWN_ERROR_FLAGS = ErrorFlags.FATAL;
 
 export const KeyType = { ED25519: 1 } as const;
+
+/** HELLO feature bits. Unknown bits are ignored by the relay (so an older relay answers CHALLENGE). */
+export const HelloFeatures = {
+  /** Open an anonymous connection (ephemeral sessions): no DID, a proof-of-work stamp instead. */
+  ANONYMOUS: 0x00000001,
+} as const;
+/** Largest proof-of-work difficulty a relay may announce (leading zero bits of SHA-256). */
+export const MAX_POW_BITS = 32;
+/** Single-use ids (ONCE_CHECK) are 1..64 bytes. */
+export const MAX_ONCE_ID_BYTES = 64;
+/** Bytes of an ANON_AUTH proof-of-work stamp. */
+export const POW_STAMP_SIZE = 8;
 
 /** PREKEY_PUBLISH flags. Undefined bits must be zero. */
 export const PrekeyPublishFlags = {
@@ -194,8 +222,25 @@ export interface HelloFrame {
   type: 'HELLO';
   minVersion: number;
   maxVersion: number;
-  /** Feature bits; none are defined in version 1 and unknown bits are ignored. */
+  /** Feature bits (HelloFeatures); unknown bits are ignored. */
   features: number;
+}
+export interface AnonChallengeFrame {
+  type: 'ANON_CHALLENGE';
+  version: number;
+  nonce: Uint8Array;
+  /** Leading zero bits the stamp's hash must have (0..MAX_POW_BITS). */
+  powBits: number;
+  /** Fast SENDs this connection may make. */
+  maxSends: number;
+  /** The relay closes the connection this long after WELCOME. */
+  lifetimeMs: number;
+  relayIdentity: string;
+}
+export interface AnonAuthFrame {
+  type: 'ANON_AUTH';
+  /** 8 bytes found by the client: SHA-256(pow domain ‖ nonce ‖ stamp) meets powBits (pow.ts). */
+  stamp: Uint8Array;
 }
 export interface ChallengeFrame {
   type: 'CHALLENGE';
@@ -335,6 +380,20 @@ export interface PrekeyStatusQueryFrame {
   type: 'PREKEY_STATUS_QUERY';
   requestId: Uint8Array;
 }
+export interface OnceCheckFrame {
+  type: 'ONCE_CHECK';
+  requestId: Uint8Array;
+  /** How long the relay remembers the id, in seconds (1..the relay's RELAY_ONCE_MAX_RETENTION_SECONDS). */
+  retentionSeconds: number;
+  /** The single-use id, 1..MAX_ONCE_ID_BYTES bytes; namespaced by the relay under the sender's hint. */
+  id: Uint8Array;
+}
+export interface OnceResultFrame {
+  type: 'ONCE_RESULT';
+  requestId: Uint8Array;
+  /** True the first time the id was checked (within its retention), false every later time. */
+  fresh: boolean;
+}
 
 export type Frame =
   | HelloFrame
@@ -358,7 +417,11 @@ export type Frame =
   | PrekeyFetchFrame
   | PrekeyBundleFrame
   | PrekeyStatusFrame
-  | PrekeyStatusQueryFrame;
+  | PrekeyStatusQueryFrame
+  | AnonChallengeFrame
+  | AnonAuthFrame
+  | OnceCheckFrame
+  | OnceResultFrame;
 
 export interface CodecOptions {
   /** Largest SEND/DELIVER payload accepted (default DEFAULT_MAX_PAYLOAD, never above MAX_PAYLOAD_LIMIT). */
@@ -607,6 +670,37 @@ function decodeBody(typeName: FrameTypeName, buf: Uint8Array, start: number, end
     case 'PREKEY_STATUS_QUERY':
       frame = { type: typeName, requestId: r.bytes(ID_SIZE, 'requestId') };
       break;
+    case 'ANON_CHALLENGE': {
+      const version = r.u8('version');
+      const nonce = r.bytes(NONCE_SIZE, 'nonce');
+      const powBits = r.u8('powBits');
+      if (powBits > MAX_POW_BITS) fail('BAD_FIELD', `ANON_CHALLENGE.powBits ${powBits} above ${MAX_POW_BITS}`);
+      const maxSends = r.u16('maxSends');
+      const lifetimeMs = r.u32('lifetimeMs');
+      const relayIdentity = r.text(1, MAX_SHORT_TEXT_BYTES, 'relayIdentity', 1);
+      frame = { type: typeName, version, nonce, powBits, maxSends, lifetimeMs, relayIdentity };
+      break;
+    }
+    case 'ANON_AUTH':
+      frame = { type: typeName, stamp: r.bytes(POW_STAMP_SIZE, 'stamp') };
+      break;
+    case 'ONCE_CHECK': {
+      const requestId = r.bytes(ID_SIZE, 'requestId');
+      const retentionSeconds = r.u32('retentionSeconds');
+      if (retentionSeconds === 0) fail('BAD_FIELD', 'ONCE_CHECK.retentionSeconds must be at least 1');
+      const n = r.u8('id length');
+      if (n < 1 || n > MAX_ONCE_ID_BYTES)
+        fail('BAD_FIELD', `ONCE_CHECK.id: length ${n} outside 1..${MAX_ONCE_ID_BYTES}`);
+      frame = { type: typeName, requestId, retentionSeconds, id: r.bytes(n, 'id') };
+      break;
+    }
+    case 'ONCE_RESULT': {
+      const requestId = r.bytes(ID_SIZE, 'requestId');
+      const fresh = r.u8('fresh');
+      if (fresh > 1) fail('BAD_FIELD', `ONCE_RESULT.fresh ${fresh} is neither 0 nor 1`);
+      frame = { type: typeName, requestId, fresh: fresh === 1 };
+      break;
+    }
     default: {
       const unreachable: never = typeName;
       throw new ProtocolError('UNKNOWN_FRAME_TYPE', `unhandled frame type ${String(unreachable)}`);
@@ -1079,6 +1173,50 @@ export function encodeFrame(frame: Frame, version: number = PROTOCOL_VERSION): U
       checkLen(frame.requestId, ID_SIZE, 'PREKEY_STATUS_QUERY.requestId');
       const w = new BodyWriter(t, ID_SIZE, version);
       w.bytes(frame.requestId);
+      return w.buf;
+    }
+    case 'ANON_CHALLENGE': {
+      checkUint(frame.version, 255, 'ANON_CHALLENGE.version');
+      checkLen(frame.nonce, NONCE_SIZE, 'ANON_CHALLENGE.nonce');
+      checkUint(frame.powBits, MAX_POW_BITS, 'ANON_CHALLENGE.powBits');
+      checkUint(frame.maxSends, 0xffff, 'ANON_CHALLENGE.maxSends');
+      checkUint(frame.lifetimeMs, 0xffffffff, 'ANON_CHALLENGE.lifetimeMs');
+      const id = textBytes(frame.relayIdentity, MAX_SHORT_TEXT_BYTES, 'ANON_CHALLENGE.relayIdentity', 1);
+      const w = new BodyWriter(t, 1 + NONCE_SIZE + 1 + 2 + 4 + 1 + id.length, version);
+      w.u8(frame.version);
+      w.bytes(frame.nonce);
+      w.u8(frame.powBits);
+      w.u16(frame.maxSends);
+      w.u32(frame.lifetimeMs);
+      w.u8(id.length);
+      w.bytes(id);
+      return w.buf;
+    }
+    case 'ANON_AUTH': {
+      checkLen(frame.stamp, POW_STAMP_SIZE, 'ANON_AUTH.stamp');
+      const w = new BodyWriter(t, POW_STAMP_SIZE, version);
+      w.bytes(frame.stamp);
+      return w.buf;
+    }
+    case 'ONCE_CHECK': {
+      checkLen(frame.requestId, ID_SIZE, 'ONCE_CHECK.requestId');
+      checkUint(frame.retentionSeconds, 0xffffffff, 'ONCE_CHECK.retentionSeconds');
+      if (frame.retentionSeconds === 0) fail('BAD_FIELD', 'ONCE_CHECK.retentionSeconds must be at least 1');
+      if (!(frame.id instanceof Uint8Array) || frame.id.length < 1 || frame.id.length > MAX_ONCE_ID_BYTES) {
+        fail('BAD_FIELD', `ONCE_CHECK.id must be 1..${MAX_ONCE_ID_BYTES} bytes`);
+      }
+      const w = new BodyWriter(t, ID_SIZE + 4 + 1 + frame.id.length, version);
+      w.bytes(frame.requestId);
+      w.u32(frame.retentionSeconds);
+      w.u8(frame.id.length);
+      w.bytes(frame.id);
+      return w.buf;
+    }
+    case 'ONCE_RESULT': {
+      checkLen(frame.requestId, ID_SIZE, 'ONCE_RESULT.requestId');
+      const w = new BodyWriter(t, ID_SIZE + 1, version);
+      w.bytes(frame.requestId);
+      w.u8(frame.fresh ? 1 : 0);
       return w.buf;
     }
     default: {

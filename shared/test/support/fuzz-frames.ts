@@ -116,6 +116,18 @@ function corpus(): Uint8Array[] {
       lastOneTimeKemId: 77,
     },
     { type: 'PREKEY_STATUS_QUERY', requestId: b(16, 28) },
+    {
+      type: 'ANON_CHALLENGE',
+      version: 1,
+      nonce: b(32, 29),
+      powBits: 16,
+      maxSends: 4,
+      lifetimeMs: 60000,
+      relayIdentity: 'relay',
+    },
+    { type: 'ANON_AUTH', stamp: b(8, 30) },
+    { type: 'ONCE_CHECK', requestId: b(16, 31), retentionSeconds: 360, id: b(16, 32) },
+    { type: 'ONCE_RESULT', requestId: b(16, 33), fresh: false },
   ];
   const one = frames.map((f) => encodeFrame(f));
   return [...one, encodeFrames(frames.slice(0, 5)), encodeFrames(frames.slice(5, 17)), encodeFrames(frames.slice(17))];
