@@ -112,6 +112,10 @@ export const ERROR_CODES = {
     wire: 0x0808,
     summary: 'a single-use message (0-RTT ticket, anonymous request, last-resort handshake) was seen before',
   },
+  ILLEGAL_TRANSITION: {
+    wire: 0x0810,
+    summary: 'a session lifecycle event that the current state does not allow (a bug in the caller)',
+  },
   TICKET_UNKNOWN: { wire: 0x0809, summary: 'a 0-RTT ticket id names no ticket of this session' },
   SESSION_EXPIRED: {
     wire: 0x080a,

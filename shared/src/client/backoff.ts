@@ -65,3 +65,29 @@ export function backoffDelay(attempt: number, o: ReconnectOptions, random: () =>
   const { min, max } = backoffBounds(attempt, o);
   return Math.round(min + (max - min) * random());
 }
+
+/**
+ * The seed's ReconnectionPolicy, in its own names: `{maxAttempts (0 =
+ * infinite), initialDelay, maxDelay, backoffMultiplier}`, durations in ms.
+ * The seed's example (1 s, 2 s, 4 s, 8 s, 16 s, 30 s, 30 s, …) is
+ * `{ maxAttempts: 0, initialDelay: 1000, maxDelay: 30000, backoffMultiplier: 2 }`.
+ */
+export interface ReconnectionPolicy {
+  maxAttempts: number;
+  initialDelay: number;
+  maxDelay: number;
+  backoffMultiplier: number;
+  /** Not in the seed: the random spread around each delay, 0..1 (default 0.2; 0 reproduces the schedule exactly). */
+  jitter?: number;
+}
+
+/** The RelayClient `reconnect` options for a ReconnectionPolicy; validated like any other. */
+export function fromReconnectionPolicy(policy: ReconnectionPolicy): ReconnectOptions {
+  return resolveReconnectOptions({
+    maxAttempts: policy.maxAttempts,
+    initialDelayMs: policy.initialDelay,
+    maxDelayMs: policy.maxDelay,
+    multiplier: policy.backoffMultiplier,
+    jitter: policy.jitter ?? DEFAULT_RECONNECT.jitter,
+  });
+}

@@ -44,6 +44,7 @@ import {
   SendFlags,
   type SendFrame,
 } from '../protocol/frames.js';
+import { type LifecycleState, type LifecycleTransition, SessionLifecycle } from '../session/lifecycle.js';
 import {
   decodePrekeyBundle,
   encodePrekeyBundle,
@@ -60,9 +61,10 @@ import { ClientErrorCode } from './codes.js';
 import { DedupeTracker } from './dedupe.js';
 import { TypedEmitter } from './emitter.js';
 import { checkEnvelopeSender, decodeEnvelope, encodeEnvelope } from './envelope.js';
-import { type Handshake, isPermanentRefusal, performHandshake, type Welcome } from './handshake.js';
+import { type Handshake, HandshakeError, isPermanentRefusal, performHandshake, type Welcome } from './handshake.js';
 import { Inbox } from './inbox.js';
 import { RelayTicketStore } from './relay-ticket-store.js';
+import { RttEstimator } from './rtt.js';
 import type { SessionManager } from './sessions.js';
 import type { TlsClientOptions, Transport } from './transport.js';
 import { parseRelayUrl, parseRelayUrls, type RelayUrl } from './url.js';
@@ -89,6 +91,15 @@ export interface RelayClientOptions {
    * timeout.
    */
   ackTimeoutMs?: number;
+  /**
+   * Stretch the ACK, PING, presence, prekey and handshake timeouts with the
+   * measured round trip (PING/PONG and handshake durations), so a link with
+   * tens of seconds of one-way delay stays up (default true). The configured
+   * ackTimeoutMs and handshakeTimeoutMs remain the floors.
+   */
+  adaptiveTimeouts?: boolean;
+  /** Cap on any adapted timeout (default 10 minutes). */
+  maxTimeoutMs?: number;
   logger?: ClientLogger;
   /** Messages waiting for messages() before fast ones are dropped and durable ones left with the relay (default 1024). */
   inboundBufferSize?: number;
@@ -216,6 +227,8 @@ export interface RelayClientEvents {
    * frames dropped so far), a relay refused for good.
    */
   error: { error: LibertariaError; url?: string; messageId?: Uint8Array; dropped?: number };
+  /** The connection's lifecycle moved (session/lifecycle.ts): handshaking, active, degraded, migrating, suspended, closing, closed. */
+  state: LifecycleTransition;
 }
 
 export interface RelayClientStats {
@@ -233,6 +246,12 @@ export interface RelayClientStats {
   duplicates: number;
   /** Successful handshakes so far. */
   connections: number;
+  /** Smoothed round trip to the relay in ms (undefined before the first measurement). */
+  rttMs: number | undefined;
+  /** The ACK/PING timeout in force now (ackTimeoutMs, stretched by the measured round trip). */
+  ackTimeoutMs: number;
+  /** Lifecycle state of the connection to the cluster. */
+  state: LifecycleState;
 }
 
 interface OutboundEntry {
@@ -302,10 +321,17 @@ interface Session {
   /** A durable frame was left unread on this connection: every later one is too, until it is replaced. */
   leavingUnread: boolean;
   timer: ReturnType<typeof setInterval> | undefined;
+  /** Keepalive PINGs in flight (hex data → performance.now() at send), for RTT samples. */
+  keepalives: Map<string, number>;
+  /** The PING after RESUME on a new path: its PONG ends the migration (PING is a barrier on the relay). */
+  migrationPing: string | undefined;
 }
 
 const DEFAULT_HANDSHAKE_TIMEOUT_MS = 10_000;
 const DEFAULT_ACK_TIMEOUT_MS = 15_000;
+const DEFAULT_MAX_TIMEOUT_MS = 10 * 60_000;
+/** Keepalive PINGs tracked per connection for RTT; older ones are forgotten (their PONGs still count as traffic). */
+const MAX_TRACKED_KEEPALIVES = 64;
 const ZERO_SESSION = new Uint8Array(ID_SIZE);
 const PING_APP = 0x01;
 const PING_KEEPALIVE = 0x02;
@@ -387,6 +413,23 @@ export class RelayClient {
   readonly #tls: TlsClientOptions | undefined;
   readonly #log: ClientLogger;
   readonly #sessions: SessionManager | undefined;
+  readonly #adaptive: boolean;
+  readonly #maxTimeoutMs: number;
+  readonly #rtt = new RttEstimator();
+  /**
+   * Doubles after each handshake that ran out of time, up to maxTimeoutMs,
+   * and resets on success: before the first measurement nothing else tells
+   * a 10 ms link from a light-minutes one (TCP backs off its SYN timer alike).
+   */
+  #handshakeStretch = 1;
+  /** Href of the relay URL the last connection used: a different one on reconnect is a migration. */
+  #lastPath: string | undefined;
+  /**
+   * The lifecycle of this client's link to the cluster (the seed's
+   * SessionState for the relay path): transitions are logged and emitted as
+   * 'state' events.
+   */
+  readonly lifecycle: SessionLifecycle;
   readonly #onAnonymous: RelayClientOptions['onAnonymousRequest'];
   readonly #anonymousReplayGuard: TicketStore;
   /** Inbound sealed frames are opened one at a time, in arrival order. */
@@ -435,6 +478,8 @@ export class RelayClient {
       'handshakeTimeoutMs',
     );
     this.#ackTimeoutMs = positiveInt(options.ackTimeoutMs, DEFAULT_ACK_TIMEOUT_MS, 'ackTimeoutMs');
+    this.#adaptive = options.adaptiveTimeouts !== false;
+    this.#maxTimeoutMs = positiveInt(options.maxTimeoutMs, DEFAULT_MAX_TIMEOUT_MS, 'maxTimeoutMs');
     this.#maxInFlight = positiveInt(options.maxInFlight, 256, 'maxInFlight');
     this.#maxUnacked = positiveInt(options.maxUnackedInbound, 4096, 'maxUnackedInbound');
     this.#maxBufferedBytes = positiveInt(options.maxBufferedBytes, 8 * 1024 * 1024, 'maxBufferedBytes');
@@ -447,6 +492,8 @@ export class RelayClient {
     this.events = new TypedEmitter((error, event) =>
       this.#log.error?.('event listener threw', { event: String(event), error: toError(error).message }),
     );
+    this.lifecycle = new SessionLifecycle({ name: `relay link ${this.did}`, log: this.#log });
+    this.lifecycle.onTransition((t) => this.events.emit('state', t));
     this.#sessions = options.sealing === false ? undefined : options.sessions;
     this.#onAnonymous = options.onAnonymousRequest;
     this.#anonymousReplayGuard =
@@ -486,6 +533,9 @@ export class RelayClient {
       droppedFast: this.#droppedFast,
       duplicates: this.#duplicates,
       connections: this.#connections,
+      rttMs: this.#rtt.srtt,
+      ackTimeoutMs: this.#ackTimeout(),
+      state: this.lifecycle.state,
     };
   }
 
@@ -764,7 +814,9 @@ export class RelayClient {
   async close(): Promise<void> {
     if (this.#state === 'closed' || this.#state === 'failed') return;
     this.#state = 'closed';
+    this.lifecycle.applyIfAllowed('close');
     await this.#shutdown(this.#closedError('close'), undefined);
+    this.lifecycle.applyIfAllowed('closed');
   }
 
   // ---------------------------------------------------------------------------
@@ -879,18 +931,29 @@ export class RelayClient {
       const pending = performHandshake(url, {
         identity: this.#identity,
         expectRelayIdentity: this.#expectRelayIdentity,
-        timeoutMs: this.#handshakeTimeoutMs,
+        timeoutMs: this.#handshakeTimeout(),
         tls: this.#tls,
       });
       // close() must not wait for a handshake timeout; the late transport is closed when it resolves.
       const aborted = new Promise<never>((_, reject) => {
         abort.signal.addEventListener('abort', () => reject(this.#closedError('connect')), { once: true });
       });
+      const started = performance.now();
       pending.then(
         (h) => {
           if (abort.signal.aborted) h.transport.close();
+          else {
+            // HELLO → CHALLENGE → AUTH → WELCOME is two round trips (and a signature each side).
+            this.#rtt.sample((performance.now() - started) / 2);
+            this.#handshakeStretch = 1;
+          }
         },
-        () => {},
+        (error: unknown) => {
+          // Our own timer ran out (not a relay's refusal): allow the next attempt longer.
+          const ours =
+            !(error instanceof HandshakeError) && (error as RelayError).code === ClientErrorCode.handshakeTimeout;
+          if (this.#adaptive && ours) this.#handshakeStretch = Math.min(this.#handshakeStretch * 2, 1 << 20);
+        },
       );
       return await Promise.race([pending, aborted]);
     } finally {
@@ -952,6 +1015,8 @@ export class RelayClient {
       startedAt: now,
       leavingUnread: false,
       timer: undefined,
+      keepalives: new Map(),
+      migrationPing: undefined,
     };
     this.#session = session;
     this.#connections++;
@@ -964,6 +1029,7 @@ export class RelayClient {
     // RESUME first: the relay then redelivers everything after the watermark.
     const lastAcked = this.#tracker.lastAcked;
     if (!this.#write(session, { type: 'RESUME', lastAcked })) return ended;
+    this.#enterSession(session);
     this.#tracker.newConnection();
     this.#unsent.reset(this.#outbound.keys());
     this.#pump(session);
@@ -1013,6 +1079,7 @@ export class RelayClient {
         ),
     );
     this.#log.info?.('disconnected from relay', { url: session.url.href, error: end.error?.message });
+    if (this.#state === 'running') this.lifecycle.applyIfAllowed('path_lost', lost.message);
     end.startedAt = session.startedAt;
     this.events.emit(
       'disconnected',
@@ -1021,12 +1088,51 @@ export class RelayClient {
     session.resolveEnded(end);
   }
 
+  /** The handshake timeout: the floor, stretched by the measured round trip and by earlier timeouts. */
+  #handshakeTimeout(): number {
+    if (!this.#adaptive) return this.#handshakeTimeoutMs;
+    const floor = Math.min(this.#maxTimeoutMs, this.#handshakeTimeoutMs * this.#handshakeStretch);
+    return this.#rtt.timeout(floor, 3, this.#maxTimeoutMs);
+  }
+
+  /** The ACK/PING/request timeout in force: the configured floor, stretched by the measured round trip. */
+  #ackTimeout(): number {
+    return this.#adaptive ? this.#rtt.timeout(this.#ackTimeoutMs, 2, this.#maxTimeoutMs) : this.#ackTimeoutMs;
+  }
+
+  /**
+   * Lifecycle on a new connection: the first one establishes the link; after
+   * a loss, the same relay URL is a reconnection and another one (address,
+   * node or transport) a migration, which ends when the relay has answered a
+   * PING sent after RESUME (PING is a barrier, so the redelivery is under way).
+   */
+  #enterSession(session: Session): void {
+    const href = session.url.href;
+    const previous = this.#lastPath;
+    this.#lastPath = href;
+    const state = this.lifecycle.state;
+    if (state === 'handshaking') {
+      this.lifecycle.apply('established', href);
+      return;
+    }
+    if (state !== 'suspended') return;
+    if (previous === href) {
+      this.lifecycle.apply('reconnected', href);
+      return;
+    }
+    this.lifecycle.apply('path_changed', `${previous ?? 'none'} -> ${href}`);
+    const data = this.#pingData(PING_KEEPALIVE);
+    session.migrationPing = toHex(data);
+    this.#write(session, { type: 'PING', data });
+  }
+
   /** Periodic per-connection duties: keepalive, liveness, stuck ACKs, ping timeouts. */
   #tick(session: Session): void {
     if (session.over) return;
     const now = Date.now();
     const hb = session.welcome.heartbeatMs;
-    if (hb > 0 && now - session.lastRx > Math.max(2 * hb, this.#ackTimeoutMs)) {
+    const ackTimeout = this.#ackTimeout();
+    if (hb > 0 && now - session.lastRx > Math.max(2 * hb, ackTimeout)) {
       this.#endSession(session, {
         error: new RelayError(
           ClientErrorCode.unreachable,
@@ -1035,33 +1141,37 @@ export class RelayClient {
       });
       return;
     }
+    if (hb > 0 && this.lifecycle.state === 'active' && now - session.lastRx > hb + this.#rtt.rto) {
+      // We ping at hb/2 when quiet, so more than hb (plus a round trip) without a byte is a missed heartbeat.
+      this.lifecycle.apply('heartbeat_missed', `${now - session.lastRx} ms without traffic`);
+    }
     const oldest = this.#outbound.values().next();
-    if (!oldest.done && oldest.value.session === session && now - oldest.value.sentAt > this.#ackTimeoutMs) {
+    if (!oldest.done && oldest.value.session === session && now - oldest.value.sentAt > ackTimeout) {
       // The relay ACKs after Redis confirms; this long without one means the path is stuck. Retry elsewhere.
       this.#endSession(session, {
         error: new RelayError(
           ClientErrorCode.unreachable,
-          `${session.url.href}: no ACK within ${this.#ackTimeoutMs} ms; reconnecting to send again`,
+          `${session.url.href}: no ACK within ${ackTimeout} ms; reconnecting to send again`,
         ),
       });
       return;
     }
     const perf = performance.now();
     for (const [key, ping] of this.#pings) {
-      if (ping.session === session && perf - ping.startedAt > this.#ackTimeoutMs) {
+      if (ping.session === session && perf - ping.startedAt > ackTimeout) {
         this.#pings.delete(key);
-        ping.reject(new RelayError(ClientErrorCode.timeout, `ping: no PONG within ${this.#ackTimeoutMs} ms`));
+        ping.reject(new RelayError(ClientErrorCode.timeout, `ping: no PONG within ${ackTimeout} ms`));
       }
     }
     this.#settlePrekeyRequests(
-      (p) => p.session === session && perf - p.startedAt > this.#ackTimeoutMs,
-      (p) => new RelayError(ClientErrorCode.timeout, `${p.operation}: no answer within ${this.#ackTimeoutMs} ms`),
+      (p) => p.session === session && perf - p.startedAt > ackTimeout,
+      (p) => new RelayError(ClientErrorCode.timeout, `${p.operation}: no answer within ${ackTimeout} ms`),
     );
     for (const list of this.#presence.values()) {
       for (const p of list) {
-        if (p.expired || p.session !== session || perf - p.startedAt <= this.#ackTimeoutMs) continue;
+        if (p.expired || p.session !== session || perf - p.startedAt <= ackTimeout) continue;
         p.expired = true;
-        p.reject(new RelayError(ClientErrorCode.timeout, `presence: no answer within ${this.#ackTimeoutMs} ms`));
+        p.reject(new RelayError(ClientErrorCode.timeout, `presence: no answer within ${ackTimeout} ms`));
       }
     }
     // Ping when either direction is quiet: the relay wants traffic from us, and we want proof it is alive
@@ -1073,7 +1183,10 @@ export class RelayClient {
       now - session.lastKeepalive >= half
     ) {
       session.lastKeepalive = now;
-      this.#write(session, { type: 'PING', data: this.#pingData(PING_KEEPALIVE) });
+      const data = this.#pingData(PING_KEEPALIVE);
+      if (session.keepalives.size >= MAX_TRACKED_KEEPALIVES) session.keepalives.clear();
+      session.keepalives.set(toHex(data), performance.now());
+      this.#write(session, { type: 'PING', data });
     }
   }
 
@@ -1206,6 +1319,7 @@ export class RelayClient {
     for (const frame of frames) {
       if (session.over) return;
       session.lastRx = Date.now();
+      if (this.lifecycle.state === 'degraded') this.lifecycle.apply('heartbeat_ok');
       try {
         this.#onFrame(session, frame);
       } catch (error) {
@@ -1233,7 +1347,18 @@ export class RelayClient {
         const ping = this.#pings.get(key);
         if (ping !== undefined) {
           this.#pings.delete(key);
-          ping.resolve(performance.now() - ping.startedAt);
+          const rtt = performance.now() - ping.startedAt;
+          this.#rtt.sample(rtt);
+          ping.resolve(rtt);
+        }
+        const sentAt = session.keepalives.get(key);
+        if (sentAt !== undefined) {
+          session.keepalives.delete(key);
+          this.#rtt.sample(performance.now() - sentAt);
+        }
+        if (session.migrationPing === key) {
+          session.migrationPing = undefined;
+          this.lifecycle.applyIfAllowed('migrated', session.url.href);
         }
         return;
       }
@@ -1568,6 +1693,10 @@ export class RelayClient {
     if (this.#state === 'closed' || this.#state === 'failed') return;
     this.#state = 'failed';
     this.#failure = error;
+    if (!this.lifecycle.applyIfAllowed('failed', error.code)) {
+      this.lifecycle.applyIfAllowed('close', error.code);
+      this.lifecycle.applyIfAllowed('closed', error.code);
+    }
     this.#log.error?.('relay client gave up', { code: error.code, error: error.message });
     this.#emitError({ error });
     void this.#shutdown(error, error);

@@ -20,6 +20,8 @@ export {
   backoffBounds,
   backoffDelay,
   DEFAULT_RECONNECT,
+  fromReconnectionPolicy,
+  type ReconnectionPolicy,
   type ReconnectOptions,
   resolveReconnectOptions,
 } from './backoff.js';

@@ -41,6 +41,14 @@ export {
   ROOT_KDF_INFO,
 } from './kdf.js';
 export {
+  type LifecycleEvent,
+  type LifecycleLogger,
+  type LifecycleState,
+  type LifecycleTransition,
+  nextState,
+  SessionLifecycle,
+} from './lifecycle.js';
+export {
   encodeIdentity,
   type PqxdhInitiatorParams,
   type PqxdhInitiatorResult,
