@@ -16,6 +16,13 @@
  * type 0x02 = ratchet: a Double Ratchet message of the session whose 16-byte
  *   id travels in the SEND's sessionId field.
  *
+ * Rotation: every session counts its messages and knows its age
+ * (PersistentSession.rotationDue, under the manager's `rotation` policy).
+ * When the current session with a peer is due, the next seal runs a fresh
+ * PQXDH (a new bundle, a new session id) and the old session moves among the
+ * older ones, so messages still in flight under it open. Either side rotates
+ * this way: the responder of a due session becomes the initiator of the next.
+ *
  * Browser-safe: no Node imports (the provider and verifier are passed in).
  */
 import { ProtocolError } from '../errors.js';
@@ -35,7 +42,15 @@ import {
   type LocalIdentity,
   signPrekey,
 } from '../session/prekeys.js';
-import { acceptPersistentSession, initiatePersistentSession, PersistentSession } from '../session/session.js';
+import {
+  acceptPersistentSession,
+  DEFAULT_ROTATION_POLICY,
+  initiatePersistentSession,
+  PersistentSession,
+  type RotationPolicy,
+  type RotationReason,
+  type SessionOptions,
+} from '../session/session.js';
 import { toHex } from './bytes.js';
 import { packFields, readU32, type SessionStore, u32, unpackFields } from './session-store.js';
 
@@ -68,6 +83,35 @@ export interface SessionManagerOptions {
   oneTimePrekeys?: number;
   /** Older sessions per peer kept for messages in flight (default 3). */
   maxOldSessions?: number;
+  /**
+   * When a session is due for replacement by a fresh PQXDH: after
+   * `maxMessages` messages (sent + received) or `maxAgeMs` of age, whichever
+   * comes first (defaults DEFAULT_ROTATION_POLICY: 100,000 messages, 7 days).
+   * Applies to stored sessions too when they are loaded.
+   */
+  rotation?: Partial<RotationPolicy>;
+  /** Milliseconds since the epoch (default Date.now); sessions' ages are measured with it. */
+  clock?: () => number;
+  /** Called after a seal started a new session because the current one was due. */
+  onRotation?: (event: RotationEvent) => void;
+}
+
+export interface RotationEvent {
+  peerDid: string;
+  reason: RotationReason;
+  /** The session that was due (still kept among the older ones). */
+  previousSessionId: Uint8Array;
+  sessionId: Uint8Array;
+}
+
+function rotationPolicy(policy: Partial<RotationPolicy> | undefined): RotationPolicy {
+  const merged = { ...DEFAULT_ROTATION_POLICY, ...policy };
+  for (const [name, value] of Object.entries(merged)) {
+    if (!Number.isSafeInteger(value) || value <= 0) {
+      throw new ProtocolError('BAD_FIELD', `sessions: rotation.${name} must be a positive integer`);
+    }
+  }
+  return merged;
 }
 
 interface PeerEntry {
@@ -114,6 +158,9 @@ export class SessionManager {
   readonly #verify: PrekeyVerifier;
   readonly #oneTimeTarget: number;
   readonly #maxOld: number;
+  readonly #policy: RotationPolicy;
+  readonly #clock: () => number;
+  readonly #onRotation: ((event: RotationEvent) => void) | undefined;
   #prekeys: PrekeyState | undefined;
   #loaded: Promise<void> | undefined;
   readonly #peers = new Map<string, PeerSessions>();
@@ -128,6 +175,19 @@ export class SessionManager {
     this.#verify = options.verify;
     this.#oneTimeTarget = options.oneTimePrekeys ?? 20;
     this.#maxOld = options.maxOldSessions ?? 3;
+    this.#policy = rotationPolicy(options.rotation);
+    this.#clock = options.clock ?? Date.now;
+    this.#onRotation = options.onRotation;
+  }
+
+  /** The rotation policy in force (defaults filled in). */
+  get rotation(): RotationPolicy {
+    return { ...this.#policy };
+  }
+
+  /** What every session this manager creates or loads is given. */
+  #sessionOptions(): SessionOptions {
+    return { policy: this.#policy, clock: this.#clock };
   }
 
   #lock<T>(key: string, work: () => Promise<T>): Promise<T> {
@@ -285,7 +345,7 @@ export class SessionManager {
     if (bytes !== undefined) {
       const f = unpackFields(bytes);
       for (let i = 0; i + 2 < f.length; i += 3) {
-        const session = PersistentSession.restore(this.#p, f[i] as Uint8Array);
+        const session = PersistentSession.restore(this.#p, f[i] as Uint8Array, this.#sessionOptions());
         const header = f[i + 1] as Uint8Array;
         const ephemeral = f[i + 2] as Uint8Array;
         peer.entries.push({
@@ -317,11 +377,37 @@ export class SessionManager {
     return (await this.#peer(peerDid)).entries.length > 0;
   }
 
+  /** A fresh PQXDH against `bundle`: the new session becomes the current one. */
+  #initiate(
+    peer: PeerSessions,
+    peerDid: string,
+    bundle: PrekeyBundle,
+    payload: Uint8Array,
+  ): { entry: PeerEntry; body: Uint8Array } {
+    verifyBundle(bundle, this.#verify);
+    const { session, initialMessage } = initiatePersistentSession({
+      ...this.#sessionOptions(),
+      provider: this.#p,
+      identity: this.#localIdentity(),
+      peerDid,
+      bundle,
+      payload,
+    });
+    const { ratchetMessage } = decodeInitialMessage(initialMessage);
+    // The handshake part, repeated in front of every message until the peer answers.
+    const entry = { session, header: initialMessage.slice(0, initialMessage.length - ratchetMessage.length) };
+    this.#adopt(peer, entry);
+    return { entry, body: withType(SealedType.INITIAL, initialMessage) };
+  }
+
   /**
    * Seals `payload` for `peerDid`: returns the sealed body and the 16-byte
-   * session id to put in the SEND. Without a session it fetches the peer's
-   * bundle (which consumes one of its one-time prekeys), verifies it and runs
-   * PQXDH; the session state is stored before the body is returned.
+   * session id to put in the SEND. Without a session, or when the current one
+   * is due for rotation, it fetches the peer's bundle (which consumes one of
+   * its one-time prekeys), verifies it and runs PQXDH; the session state is
+   * stored before the body is returned. A rotation whose bundle fetch fails
+   * (rate limit, no connection) seals with the current session instead and
+   * tries again on the next seal: rotation is never worth a lost message.
    */
   seal(
     relay: SessionTransport,
@@ -331,32 +417,40 @@ export class SessionManager {
     return this.#lock(peerDid, async () => {
       await this.load();
       const peer = await this.#peer(peerDid);
-      let entry = peer.entries[0];
+      const current = peer.entries[0];
+      const due = current?.session.rotationDue();
+      let entry: PeerEntry;
       let body: Uint8Array;
-      if (entry === undefined) {
-        const bundle = await relay.fetchPrekeys(peerDid);
-        verifyBundle(bundle, this.#verify);
-        const { session, initialMessage } = initiatePersistentSession({
-          provider: this.#p,
-          identity: this.#localIdentity(),
-          peerDid,
-          bundle,
-          payload,
-        });
-        const { ratchetMessage } = decodeInitialMessage(initialMessage);
-        // The handshake part, repeated in front of every message until the peer answers.
-        entry = { session, header: initialMessage.slice(0, initialMessage.length - ratchetMessage.length) };
-        this.#adopt(peer, entry);
-        body = withType(SealedType.INITIAL, initialMessage);
-      } else if (entry.header !== undefined && entry.session.messagesReceived === 0) {
-        const ratchet = entry.session.encrypt(payload);
-        body = new Uint8Array(1 + entry.header.length + ratchet.length);
-        body[0] = SealedType.INITIAL;
-        body.set(entry.header, 1);
-        body.set(ratchet, 1 + entry.header.length);
+      // Without a session a failed fetch fails the send; a due rotation keeps the current session instead.
+      const bundle =
+        current === undefined
+          ? await relay.fetchPrekeys(peerDid)
+          : due !== undefined
+            ? await relay.fetchPrekeys(peerDid).catch(() => undefined)
+            : undefined;
+      if (bundle !== undefined) {
+        ({ entry, body } = this.#initiate(peer, peerDid, bundle, payload));
+        if (current !== undefined && due !== undefined) {
+          const event: RotationEvent = {
+            peerDid,
+            reason: due,
+            previousSessionId: current.session.sessionId,
+            sessionId: entry.session.sessionId,
+          };
+          queueMicrotask(() => this.#onRotation?.(event));
+        }
       } else {
-        entry.header = undefined;
-        body = withType(SealedType.RATCHET, entry.session.encrypt(payload));
+        entry = current as PeerEntry;
+        if (entry.header !== undefined && entry.session.messagesReceived === 0) {
+          const ratchet = entry.session.encrypt(payload);
+          body = new Uint8Array(1 + entry.header.length + ratchet.length);
+          body[0] = SealedType.INITIAL;
+          body.set(entry.header, 1);
+          body.set(ratchet, 1 + entry.header.length);
+        } else {
+          entry.header = undefined;
+          body = withType(SealedType.RATCHET, entry.session.encrypt(payload));
+        }
       }
       await this.#savePeer(peerDid, peer);
       return { body, sessionId: entry.session.sessionId };
@@ -385,6 +479,7 @@ export class SessionManager {
           return plaintext;
         }
         const { session, payload } = await acceptPersistentSession({
+          ...this.#sessionOptions(),
           provider: this.#p,
           prekeys: this.#responderPrekeys(),
           initialMessage: message,
