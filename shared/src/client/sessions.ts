@@ -23,8 +23,15 @@
  * older ones, so messages still in flight under it open. Either side rotates
  * this way: the responder of a due session becomes the initiator of the next.
  *
+ * Opened, not yet acknowledged: a durable message's plaintext is stored in
+ * the peer's record, in the same atomic put as the ratchet state that
+ * consumed its key, until the application acknowledges it
+ * (acknowledge()). A redelivery of that frame (same message id, same sealed
+ * bytes) after a crash gets the stored plaintext instead of a spent key.
+ *
  * Browser-safe: no Node imports (the provider and verifier are passed in).
  */
+import { bytesEqual } from '../bytes.js';
 import { ProtocolError } from '../errors.js';
 import type { PeerSigner } from '../identity/auth.js';
 import type { CryptoProvider } from '../session/crypto-provider.js';
@@ -46,12 +53,12 @@ import {
   acceptPersistentSession,
   DEFAULT_ROTATION_POLICY,
   initiatePersistentSession,
-  PersistentSession,
   type RotationPolicy,
   type RotationReason,
   type SessionOptions,
 } from '../session/session.js';
 import { toHex } from './bytes.js';
+import { decodePeerRecord, encodePeerRecord, type PeerEntry, type PeerSessions } from './peer-record.js';
 import { packFields, readU32, type SessionStore, u32, unpackFields } from './session-store.js';
 
 export const SealedType = { INITIAL: 0x01, RATCHET: 0x02 } as const;
@@ -94,6 +101,12 @@ export interface SessionManagerOptions {
   clock?: () => number;
   /** Called after a seal started a new session because the current one was due. */
   onRotation?: (event: RotationEvent) => void;
+  /**
+   * Durable messages per peer kept opened but not yet acknowledged (default
+   * 4096, the client's maxUnackedInbound). Beyond it the oldest is
+   * forgotten: if its frame is redelivered it no longer opens.
+   */
+  maxOpenedPerPeer?: number;
 }
 
 export interface RotationEvent {
@@ -114,19 +127,6 @@ function rotationPolicy(policy: Partial<RotationPolicy> | undefined): RotationPo
   return merged;
 }
 
-interface PeerEntry {
-  session: PersistentSession;
-  /** Initiator, until the peer answered: the initial message's fields without the ratchet message. */
-  header?: Uint8Array;
-  /** Responder: the initiator's ephemeral key (hex), to recognize repeated initial messages. */
-  ephemeral?: string;
-}
-
-interface PeerSessions {
-  /** Newest first; [0] is the one we send with. */
-  entries: PeerEntry[];
-}
-
 interface PrekeyState {
   identityDh: IdentityDhKey;
   spkId: number;
@@ -140,6 +140,7 @@ interface PrekeyState {
 }
 
 const RECORD_PREKEYS = 'prekeys';
+const OPENED_HASH_INFO = new TextEncoder().encode('libertaria-opened-body/1');
 const otkName = (kind: OneTimePrekeyKind, id: number): string => `otk-${kind}-${id}`;
 
 function sessionRecordName(peerDid: string, provider: CryptoProvider): string {
@@ -161,6 +162,7 @@ export class SessionManager {
   readonly #policy: RotationPolicy;
   readonly #clock: () => number;
   readonly #onRotation: ((event: RotationEvent) => void) | undefined;
+  readonly #maxOpened: number;
   #prekeys: PrekeyState | undefined;
   #loaded: Promise<void> | undefined;
   readonly #peers = new Map<string, PeerSessions>();
@@ -178,6 +180,10 @@ export class SessionManager {
     this.#policy = rotationPolicy(options.rotation);
     this.#clock = options.clock ?? Date.now;
     this.#onRotation = options.onRotation;
+    this.#maxOpened = options.maxOpenedPerPeer ?? 4096;
+    if (!Number.isSafeInteger(this.#maxOpened) || this.#maxOpened < 1) {
+      throw new ProtocolError('BAD_FIELD', 'sessions: maxOpenedPerPeer must be a positive integer');
+    }
   }
 
   /** The rotation policy in force (defaults filled in). */
@@ -340,31 +346,22 @@ export class SessionManager {
   async #peer(peerDid: string): Promise<PeerSessions> {
     let peer = this.#peers.get(peerDid);
     if (peer !== undefined) return peer;
-    peer = { entries: [] };
     const bytes = await this.store.get(sessionRecordName(peerDid, this.#p));
-    if (bytes !== undefined) {
-      const f = unpackFields(bytes);
-      for (let i = 0; i + 2 < f.length; i += 3) {
-        const session = PersistentSession.restore(this.#p, f[i] as Uint8Array, this.#sessionOptions());
-        const header = f[i + 1] as Uint8Array;
-        const ephemeral = f[i + 2] as Uint8Array;
-        peer.entries.push({
-          session,
-          ...(header.length > 0 ? { header } : {}),
-          ...(ephemeral.length > 0 ? { ephemeral: toHex(ephemeral) } : {}),
-        });
-      }
-    }
+    peer =
+      bytes === undefined
+        ? { entries: [], opened: new Map() }
+        : decodePeerRecord(this.#p, bytes, this.#sessionOptions());
     this.#peers.set(peerDid, peer);
     return peer;
   }
 
   async #savePeer(peerDid: string, peer: PeerSessions): Promise<void> {
-    const fields: Uint8Array[] = [];
-    const enc = (hex: string | undefined): Uint8Array =>
-      hex === undefined ? new Uint8Array(0) : Uint8Array.from(hex.match(/../g) ?? [], (h) => Number.parseInt(h, 16));
-    for (const e of peer.entries) fields.push(e.session.serialize(), e.header ?? new Uint8Array(0), enc(e.ephemeral));
-    await this.store.put(sessionRecordName(peerDid, this.#p), packFields(fields));
+    await this.store.put(sessionRecordName(peerDid, this.#p), encodePeerRecord(peer));
+  }
+
+  /** What a redelivered frame is recognized by: a hash of its sealed bytes. */
+  #bodyHash(body: Uint8Array): Uint8Array {
+    return this.#p.hkdf(body, new Uint8Array(32), OPENED_HASH_INFO, 32);
   }
 
   #adopt(peer: PeerSessions, entry: PeerEntry): void {
@@ -461,54 +458,100 @@ export class SessionManager {
    * Opens a sealed body from `fromDid` (already authenticated by the DID
    * envelope). Throws (ProtocolError, SessionError) on anything that does not
    * open; state is stored before the plaintext is returned.
+   *
+   * With `messageId` (durable frames: the relay redelivers them until
+   * acknowledged) the plaintext is kept in the same stored record until
+   * acknowledge(fromDid, messageId), and a frame with that id and the same
+   * sealed bytes returns the kept plaintext instead of being decrypted again
+   * (its key is spent). Any other frame, including a replay of the same
+   * bytes under a new message id, is decrypted as usual.
    */
-  open(fromDid: string, sessionId: Uint8Array, body: Uint8Array): Promise<Uint8Array> {
+  open(fromDid: string, sessionId: Uint8Array, body: Uint8Array, messageId?: Uint8Array): Promise<Uint8Array> {
     return this.#lock(fromDid, async () => {
       await this.load();
-      if (body.length < 2) throw bad('too short');
-      const type = body[0];
-      const message = body.subarray(1);
       const peer = await this.#peer(fromDid);
-      if (type === SealedType.INITIAL) {
-        const decoded = decodeInitialMessage(message);
-        const ephemeral = toHex(decoded.ephemeralKey);
-        const known = peer.entries.find((e) => e.ephemeral === ephemeral);
-        if (known !== undefined) {
-          const plaintext = known.session.decrypt(decoded.ratchetMessage);
-          await this.#savePeer(fromDid, peer);
-          return plaintext;
-        }
-        const { session, payload } = await acceptPersistentSession({
-          ...this.#sessionOptions(),
-          provider: this.#p,
-          prekeys: this.#responderPrekeys(),
-          initialMessage: message,
-        });
-        if (session.peerDid !== fromDid) {
-          session.destroy();
-          throw new SessionError(
-            'PREKEY_BUNDLE_INVALID',
-            `initial message names ${session.peerDid}, but ${fromDid} sent it`,
-          );
-        }
-        this.#adopt(peer, { session, ephemeral });
-        await this.#savePeer(fromDid, peer);
-        return payload;
+      const key = messageId === undefined ? undefined : toHex(messageId);
+      const bodyHash = key === undefined ? undefined : this.#bodyHash(body);
+      if (key !== undefined && bodyHash !== undefined) {
+        const kept = peer.opened.get(key);
+        if (kept !== undefined && bytesEqual(kept.bodyHash, bodyHash)) return Uint8Array.from(kept.plaintext);
       }
-      if (type === SealedType.RATCHET) {
-        const id = toHex(sessionId);
-        const entry = peer.entries.find((e) => toHex(e.session.sessionId) === id);
-        if (entry === undefined) {
-          throw new SessionError('DECRYPT_FAILED', `no session ${id} with ${fromDid}`);
+      const plaintext = await this.#openSealed(peer, fromDid, sessionId, body);
+      if (key !== undefined && bodyHash !== undefined) {
+        peer.opened.delete(key);
+        peer.opened.set(key, { bodyHash, plaintext: Uint8Array.from(plaintext) });
+        for (const [oldest, m] of peer.opened) {
+          if (peer.opened.size <= this.#maxOpened) break;
+          m.plaintext.fill(0);
+          peer.opened.delete(oldest);
         }
-        const plaintext = entry.session.decrypt(message);
-        // The peer answered: this session is confirmed, stop repeating the handshake.
-        entry.header = undefined;
-        await this.#savePeer(fromDid, peer);
-        return plaintext;
       }
-      throw bad(`unknown type ${type}`);
+      await this.#savePeer(fromDid, peer);
+      return plaintext;
     });
+  }
+
+  /**
+   * The application is done with durable message `messageId` from `fromDid`:
+   * forgets its kept plaintext (stored before this resolves). Call it before
+   * acknowledging the frame to the relay, so a crash in between means a
+   * redelivery that is refused as a duplicate, never a plaintext kept forever.
+   */
+  acknowledge(fromDid: string, messageId: Uint8Array): Promise<void> {
+    return this.#lock(fromDid, async () => {
+      const peer = await this.#peer(fromDid);
+      const key = toHex(messageId);
+      const kept = peer.opened.get(key);
+      if (kept === undefined) return;
+      kept.plaintext.fill(0);
+      peer.opened.delete(key);
+      await this.#savePeer(fromDid, peer);
+    });
+  }
+
+  /** Durable messages from `peerDid` opened and not yet acknowledged (kept in the store). */
+  openedUnacknowledged(peerDid: string): Promise<number> {
+    return this.#lock(peerDid, async () => (await this.#peer(peerDid)).opened.size);
+  }
+
+  /** Decrypts (and, for a new handshake, accepts) a sealed body; the caller stores the peer's state. */
+  async #openSealed(peer: PeerSessions, fromDid: string, sessionId: Uint8Array, body: Uint8Array): Promise<Uint8Array> {
+    if (body.length < 2) throw bad('too short');
+    const type = body[0];
+    const message = body.subarray(1);
+    if (type === SealedType.INITIAL) {
+      const decoded = decodeInitialMessage(message);
+      const ephemeral = toHex(decoded.ephemeralKey);
+      const known = peer.entries.find((e) => e.ephemeral === ephemeral);
+      if (known !== undefined) return known.session.decrypt(decoded.ratchetMessage);
+      const { session, payload } = await acceptPersistentSession({
+        ...this.#sessionOptions(),
+        provider: this.#p,
+        prekeys: this.#responderPrekeys(),
+        initialMessage: message,
+      });
+      if (session.peerDid !== fromDid) {
+        session.destroy();
+        throw new SessionError(
+          'PREKEY_BUNDLE_INVALID',
+          `initial message names ${session.peerDid}, but ${fromDid} sent it`,
+        );
+      }
+      this.#adopt(peer, { session, ephemeral });
+      return payload;
+    }
+    if (type === SealedType.RATCHET) {
+      const id = toHex(sessionId);
+      const entry = peer.entries.find((e) => toHex(e.session.sessionId) === id);
+      if (entry === undefined) {
+        throw new SessionError('DECRYPT_FAILED', `no session ${id} with ${fromDid}`);
+      }
+      const plaintext = entry.session.decrypt(message);
+      // The peer answered: this session is confirmed, stop repeating the handshake.
+      entry.header = undefined;
+      return plaintext;
+    }
+    throw bad(`unknown type ${type}`);
   }
 }
 
