@@ -34,6 +34,8 @@ export interface PeerEntry {
 
 /** A durable message opened and handed to the application, not yet acknowledged by it. */
 export interface OpenedMessage {
+  /** The 16-byte message id (the map key is its hex). */
+  messageId: Uint8Array;
   /** A hash of the sealed body, so only a redelivery of the same frame gets the stored plaintext. */
   bodyHash: Uint8Array;
   plaintext: Uint8Array;
@@ -59,7 +61,7 @@ export function encodePeerRecord(peer: PeerSessions): Uint8Array {
   for (const e of peer.entries) {
     fields.push(e.session.serialize(), e.header ?? new Uint8Array(0), fromHex(e.ephemeral ?? ''));
   }
-  for (const [id, m] of peer.opened) fields.push(fromHex(id), m.bodyHash, m.plaintext);
+  for (const m of peer.opened.values()) fields.push(m.messageId, m.bodyHash, m.plaintext);
   return packFields(fields);
 }
 
@@ -96,7 +98,7 @@ export function decodePeerRecord(p: CryptoProvider, bytes: Uint8Array, options: 
     const id = f[at] as Uint8Array;
     const bodyHash = f[at + 1] as Uint8Array;
     if (id.length !== 16 || bodyHash.length !== 32) throw invalid('opened message id or hash has the wrong size');
-    peer.opened.set(toHex(id), { bodyHash, plaintext: f[at + 2] as Uint8Array });
+    peer.opened.set(toHex(id), { messageId: id, bodyHash, plaintext: f[at + 2] as Uint8Array });
   }
   return peer;
 }

@@ -479,7 +479,11 @@ export class SessionManager {
       const plaintext = await this.#openSealed(peer, fromDid, sessionId, body);
       if (key !== undefined && bodyHash !== undefined) {
         peer.opened.delete(key);
-        peer.opened.set(key, { bodyHash, plaintext: Uint8Array.from(plaintext) });
+        peer.opened.set(key, {
+          messageId: Uint8Array.from(messageId as Uint8Array),
+          bodyHash,
+          plaintext: Uint8Array.from(plaintext),
+        });
         for (const [oldest, m] of peer.opened) {
           if (peer.opened.size <= this.#maxOpened) break;
           m.plaintext.fill(0);
