@@ -166,6 +166,7 @@ export class SessionManager {
   #prekeys: PrekeyState | undefined;
   #loaded: Promise<void> | undefined;
   readonly #peers = new Map<string, PeerSessions>();
+  readonly #recordNames = new Map<string, string>();
   /** Per-peer chains: seal and open of one peer's sessions run one at a time. */
   readonly #locks = new Map<string, Promise<unknown>>();
   #publishing: Promise<void> | undefined;
@@ -343,10 +344,20 @@ export class SessionManager {
     };
   }
 
+  /** The record's name, derived once per peer (an HKDF per save showed up in profiles). */
+  #recordName(peerDid: string): string {
+    let name = this.#recordNames.get(peerDid);
+    if (name === undefined) {
+      name = sessionRecordName(peerDid, this.#p);
+      this.#recordNames.set(peerDid, name);
+    }
+    return name;
+  }
+
   async #peer(peerDid: string): Promise<PeerSessions> {
     let peer = this.#peers.get(peerDid);
     if (peer !== undefined) return peer;
-    const bytes = await this.store.get(sessionRecordName(peerDid, this.#p));
+    const bytes = await this.store.get(this.#recordName(peerDid));
     peer =
       bytes === undefined
         ? { entries: [], opened: new Map() }
@@ -356,7 +367,7 @@ export class SessionManager {
   }
 
   async #savePeer(peerDid: string, peer: PeerSessions): Promise<void> {
-    await this.store.put(sessionRecordName(peerDid, this.#p), encodePeerRecord(peer));
+    await this.store.put(this.#recordName(peerDid), encodePeerRecord(peer));
   }
 
   /** What a redelivered frame is recognized by: a hash of its sealed bytes. */
