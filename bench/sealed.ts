@@ -105,6 +105,8 @@ export async function sealedDurable(a: SealedDurableArgs): Promise<SealedDurable
     let delivered = 0;
     let running = true;
     let wake: (() => void) | undefined;
+    /** Sends the relay has not ACKed yet: a message can be delivered before its ACK reaches the sender. */
+    const unacked = new Set<Promise<unknown>>();
     const receiving = (async () => {
       for (;;) {
         const next = await inbox.next();
@@ -124,7 +126,11 @@ export async function sealedDurable(a: SealedDurableArgs): Promise<SealedDurable
           continue;
         }
         sent++;
-        sender.client.send(recipientId.did, payload).catch(note('send'));
+        const pending: Promise<unknown> = sender.client
+          .send(recipientId.did, payload)
+          .catch(note('send'))
+          .finally(() => unacked.delete(pending));
+        unacked.add(pending);
         // Let the seals and writes run: send() seals before it returns to the loop.
         if (sent % 32 === 0) await new Promise((r) => setImmediate(r));
       }
@@ -143,7 +149,7 @@ export async function sealedDurable(a: SealedDurableArgs): Promise<SealedDurable
     wake?.();
     await sending;
     const deadline = performance.now() + 10_000;
-    while (delivered < sent && performance.now() < deadline) await sleep(10);
+    while ((delivered < sent || unacked.size > 0) && performance.now() < deadline) await sleep(10);
     await Promise.all([sender.client.close(), recipient.client.close()]);
     await receiving;
     return {
