@@ -327,18 +327,23 @@ async function listen(args: string[], io: CliIo): Promise<number> {
   );
   const interrupted = closeOnAbort(client, io.signal);
   let timedOut = false;
+  // `listen --timeout 1` is how a peer publishes its prekeys: a timeout never cuts a publication short.
+  let publishing: Promise<void> = Promise.resolve();
   const timer =
     timeoutS === undefined
       ? undefined
       : setTimeout(() => {
           timedOut = true;
-          void client.close();
+          void publishing.catch(() => undefined).finally(() => client.close());
         }, timeoutS * 1000);
   let received = 0;
   try {
     await client.connect();
     // Senders need our prekeys to start a session: published before we report anything.
-    if (sessions !== undefined) await sessions.ensurePublished(client);
+    if (sessions !== undefined) {
+      publishing = sessions.ensurePublished(client);
+      await publishing;
+    }
     for await (const message of client.messages()) {
       await write(io.stdout, messageLine(message, decoder));
       // Acknowledged only once printed: a crash before this point means redelivery, not loss.
