@@ -126,7 +126,6 @@ describe('session rotation against a real relay', { timeout: 120_000 }, () => {
     const [a, b, c] = [ids(got)[0], ids(got)[3], ids(got)[6]];
     assert.deepEqual(ids(got), [a, a, a, b, b, b, c]);
     assert.equal(new Set([a, b, c]).size, 3, 'three distinct sessions');
-    await new Promise((r) => setImmediate(r));
     assert.deepEqual(
       alice.rotations.map((e) => [e.reason, toHex(e.previousSessionId), toHex(e.sessionId)]),
       [
@@ -164,7 +163,6 @@ describe('session rotation against a real relay', { timeout: 120_000 }, () => {
     const [a, b] = [ids(got)[0], ids(got)[2]];
     assert.notEqual(a, b);
     assert.deepEqual(ids(got), [a, a, b]);
-    await new Promise((r) => setImmediate(r));
     assert.deepEqual(
       alice.rotations.map((e) => e.reason),
       ['age'],
@@ -233,25 +231,57 @@ describe('session rotation against a real relay', { timeout: 120_000 }, () => {
     assert.deepEqual([...alice.errors, ...bob.errors], []);
   });
 
-  it('a rotation whose bundle fetch is refused keeps the current session', async () => {
-    // One prekey fetch per minute per connection: the first handshake uses it, the rotation is refused.
+  it('a rotation whose bundle fetch is refused keeps the current session, and retries after rotationRetryMs', async () => {
+    // One prekey fetch per minute per connection: the first handshake uses it, the rotations are refused.
     const strict = await startRelay({ redisUrl: redis.url, env: { RELAY_PREKEY_FETCHES_PER_MINUTE: '1' } });
+    const refused = async (): Promise<number> => {
+      const text = await (await fetch(`${strict.adminUrl}/metrics`)).text();
+      const line = text
+        .split('\n')
+        .find((l) => l.startsWith('relay_prekey_fetches_total{') && l.includes('result="PREKEY_RATE_LIMITED"'));
+      return line === undefined ? 0 : Number(line.split(' ').pop());
+    };
     try {
       const aliceId = Ed25519Identity.generate();
       const bobId = Ed25519Identity.generate();
+      let now = Date.now();
       const bob = await peer(bobId);
-      const alice = await peer(aliceId, { rotation: { maxMessages: 1 } }, new InMemorySessionStore(), strict.wsUrl);
-      await alice.client.send(bobId.did, text('first'));
-      await alice.client.send(bobId.did, text('second'));
-      const got = await receive(bob.client, 2);
-      assert.deepEqual(
-        got.map((m) => str(m.payload)),
-        ['first', 'second'],
+      const alice = await peer(
+        aliceId,
+        { rotation: { maxMessages: 1 }, rotationRetryMs: 60_000, clock: () => now },
+        new InMemorySessionStore(),
+        strict.wsUrl,
       );
-      assert.deepEqual(ids(got), [ids(got)[0], ids(got)[0]]);
+      await alice.client.send(bobId.did, text('first'));
+      assert.equal(await refused(), 0);
+      await alice.client.send(bobId.did, text('second: rotation refused'));
+      assert.equal(await refused(), 1);
+      now += 59_999;
+      await alice.client.send(bobId.did, text('third: no new attempt yet'));
+      assert.equal(await refused(), 1);
+      now += 1;
+      await alice.client.send(bobId.did, text('fourth: tried again'));
+      assert.equal(await refused(), 2);
+      const got = await receive(bob.client, 4);
+      assert.deepEqual(
+        got.map((m) => str(m.payload).split(':')[0]),
+        ['first', 'second', 'third', 'fourth'],
+      );
+      assert.equal(new Set(ids(got)).size, 1, 'all in the first session');
       assert.deepEqual(alice.rotations, []);
       assert.deepEqual([...alice.errors, ...bob.errors], []);
       await alice.client.close();
+      assert.throws(
+        () =>
+          new SessionManager({
+            identity: aliceId,
+            store: new InMemorySessionStore(),
+            provider: nodeCrypto,
+            verify: verifyEd25519,
+            rotationRetryMs: -1,
+          }),
+        { code: 'BAD_FIELD' },
+      );
     } finally {
       await strict.stop();
     }

@@ -99,8 +99,14 @@ export interface SessionManagerOptions {
   rotation?: Partial<RotationPolicy>;
   /** Milliseconds since the epoch (default Date.now); sessions' ages are measured with it. */
   clock?: () => number;
-  /** Called after a seal started a new session because the current one was due. */
+  /** Called after a seal started (and stored) a new session because the current one was due; a throw is ignored. */
   onRotation?: (event: RotationEvent) => void;
+  /**
+   * After a rotation's bundle fetch failed, the wait before the next seal to
+   * that peer tries again (default 60,000: the relay's fetch limit is per
+   * minute); meanwhile seals use the due session without asking the relay.
+   */
+  rotationRetryMs?: number;
   /**
    * Durable messages per peer kept opened but not yet acknowledged (default
    * 4096, the client's maxUnackedInbound). Beyond it the oldest is
@@ -163,6 +169,9 @@ export class SessionManager {
   readonly #clock: () => number;
   readonly #onRotation: ((event: RotationEvent) => void) | undefined;
   readonly #maxOpened: number;
+  readonly #rotationRetryMs: number;
+  /** Peer DID → clock time before which a failed rotation is not tried again. */
+  readonly #rotationRetryAt = new Map<string, number>();
   #prekeys: PrekeyState | undefined;
   #loaded: Promise<void> | undefined;
   readonly #peers = new Map<string, PeerSessions>();
@@ -182,6 +191,10 @@ export class SessionManager {
     this.#clock = options.clock ?? Date.now;
     this.#onRotation = options.onRotation;
     this.#maxOpened = options.maxOpenedPerPeer ?? 4096;
+    this.#rotationRetryMs = options.rotationRetryMs ?? 60_000;
+    if (!Number.isSafeInteger(this.#rotationRetryMs) || this.#rotationRetryMs < 0) {
+      throw new ProtocolError('BAD_FIELD', 'sessions: rotationRetryMs must be a non-negative integer');
+    }
     if (!Number.isSafeInteger(this.#maxOpened) || this.#maxOpened < 1) {
       throw new ProtocolError('BAD_FIELD', 'sessions: maxOpenedPerPeer must be a positive integer');
     }
@@ -426,26 +439,29 @@ export class SessionManager {
       await this.load();
       const peer = await this.#peer(peerDid);
       const current = peer.entries[0];
-      const due = current?.session.rotationDue();
+      const now = this.#clock();
+      const due = current?.session.rotationDue(now);
       let entry: PeerEntry;
       let body: Uint8Array;
+      let rotated: RotationEvent | undefined;
       // Without a session a failed fetch fails the send; a due rotation keeps the current session instead.
-      const bundle =
-        current === undefined
-          ? await relay.fetchPrekeys(peerDid)
-          : due !== undefined
-            ? await relay.fetchPrekeys(peerDid).catch(() => undefined)
-            : undefined;
+      let bundle: PrekeyBundle | undefined;
+      if (current === undefined) {
+        bundle = await relay.fetchPrekeys(peerDid);
+      } else if (due !== undefined && now >= (this.#rotationRetryAt.get(peerDid) ?? 0)) {
+        bundle = await relay.fetchPrekeys(peerDid).catch(() => undefined);
+        if (bundle === undefined) this.#rotationRetryAt.set(peerDid, now + this.#rotationRetryMs);
+        else this.#rotationRetryAt.delete(peerDid);
+      }
       if (bundle !== undefined) {
         ({ entry, body } = this.#initiate(peer, peerDid, bundle, payload));
         if (current !== undefined && due !== undefined) {
-          const event: RotationEvent = {
+          rotated = {
             peerDid,
             reason: due,
             previousSessionId: current.session.sessionId,
             sessionId: entry.session.sessionId,
           };
-          queueMicrotask(() => this.#onRotation?.(event));
         }
       } else {
         entry = current as PeerEntry;
@@ -461,6 +477,13 @@ export class SessionManager {
         }
       }
       await this.#savePeer(peerDid, peer);
+      if (rotated !== undefined) {
+        try {
+          this.#onRotation?.(rotated);
+        } catch {
+          // An observer's failure is not the send's: the new session is stored and in use.
+        }
+      }
       return { body, sessionId: entry.session.sessionId };
     });
   }
