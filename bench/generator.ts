@@ -26,6 +26,7 @@ import {
 } from './frames.js';
 import { BenchPeer } from './peer.js';
 import { cpuPercent, cpuSnapshot } from './procs.js';
+import { sealedDurable } from './sealed.js';
 import { percentile } from './stats.js';
 
 type Pids = Record<string, number>;
@@ -728,6 +729,7 @@ const ops: Record<string, (args: never) => Promise<unknown>> = {
   idleClose,
   stormConnect,
   stormWait,
+  sealedDurable,
 };
 
 process.on('message', (m: { id: number; op: string; args: unknown }) => {

@@ -10,8 +10,9 @@
  *
  * BENCH_QUICK=1 runs a ~30 s version (fewer, shorter trials; a 10k backlog).
  * Overrides: BENCH_TRIALS, BENCH_DURATION_MS, BENCH_DRAIN_FRAMES, BENCH_PAIRS,
- * BENCH_WINDOW, BENCH_BATCH, BENCH_DURABLE_WINDOW; BENCH_ONLY=capacity,fast,batched,cross,durable,drain,latency
- * runs a subset (for exploring; the report then lacks the other figures).
+ * BENCH_WINDOW, BENCH_BATCH, BENCH_DURABLE_WINDOW, BENCH_SEALED_ROUNDS;
+ * BENCH_ONLY=capacity,fast,batched,cross,durable,sealed,drain,latency runs a
+ * subset (for exploring; the report then lacks the other figures).
  *
  * Not in the default run: BENCH_ONLY=connections (or idle, storm) holds many
  * authenticated idle peers on relay A and reads its RSS from /metrics, then
@@ -41,6 +42,7 @@ import {
   startService,
   tcpCounters,
 } from './procs.js';
+import { SEALED_VARIANTS } from './sealed.js';
 import { human, median, round, type Summary, summarize } from './stats.js';
 
 const QUICK = process.env.BENCH_QUICK === '1';
@@ -82,6 +84,9 @@ const config = {
   durablePairs: envInt('BENCH_PAIRS', 4),
   durableWindow: envInt('BENCH_DURABLE_WINDOW', 512),
   drainFrames: envInt('BENCH_DRAIN_FRAMES', QUICK ? 10_000 : 100_000),
+  /** Sealed vs unsealed durable (bench/sealed.ts): rounds of the three variants, frames in flight. */
+  sealedRounds: envInt('BENCH_SEALED_ROUNDS', QUICK ? 3 : 5),
+  sealedWindow: 256,
   latencyRate: 10_000,
   /** A second durable latency figure at a rate the durable path is not saturated by. */
   latencyLowRate: 1_000,
@@ -254,6 +259,27 @@ async function main(): Promise<void> {
       }
     });
     log(`durable e2e: ${human(median(rates('durable')))}/s`);
+
+    // 4b. The cost of sealing on the durable path: SDK clients unsealed vs sealed, variants rotated per round.
+    await watch('sealed', async () => {
+      for (let t = 0; t < (runs('sealed') ? config.sealedRounds : 0); t++) {
+        for (let i = 0; i < SEALED_VARIANTS.length; i++) {
+          const variant = SEALED_VARIANTS[(i + t) % SEALED_VARIANTS.length]!;
+          record(
+            `sealed_${variant}`,
+            await gen.request('sealedDurable', {
+              ...common,
+              url: relayA.wsUrl,
+              variant,
+              window: config.sealedWindow,
+            }),
+          );
+        }
+      }
+    });
+    log(
+      `sealed vs unsealed durable (SDK): unsealed ${human(median(rates('sealed_unsealed')))}/s, sealed ${human(median(rates('sealed_sealed-memory')))}/s (memory store), ${human(median(rates('sealed_sealed-file')))}/s (file store)`,
+    );
 
     // 5. Backlog drain.
     await watch('drain', async () => {
@@ -545,6 +571,21 @@ function buildReport(
         problems: [...new Set(drainRows.flatMap((r) => r.problems))],
       },
     },
+    sealedUnsealed: {
+      ...rate('sealed_unsealed'),
+      cpu: cpuMedian('sealed_unsealed'),
+      health: health('sealed_unsealed'),
+    },
+    sealedMemory: {
+      ...rate('sealed_sealed-memory'),
+      cpu: cpuMedian('sealed_sealed-memory'),
+      health: health('sealed_sealed-memory'),
+    },
+    sealedFile: {
+      ...rate('sealed_sealed-file'),
+      cpu: cpuMedian('sealed_sealed-file'),
+      health: health('sealed_sealed-file'),
+    },
     latencyRelay: lat('latencyRelay'),
     latencyBaseline: lat('latencyBaseline'),
     latencyDurable: lat('latencyDurable'),
@@ -560,6 +601,9 @@ function buildReport(
     crossNodeOverOneNode: figures.crossNode.median / figures.fastRelay.median,
     generatorWriteOverRelay: figures.generatorWrite.median / figures.fastRelay.median,
     generatorReadOverRelay: figures.generatorRead.median / figures.fastRelay.median,
+    /** Sealed / unsealed durable through the SDK, per round (the same round's trials), summarized. */
+    sealedMemoryOverUnsealed: pairedRatio('sealed_sealed-memory', 'sealed_unsealed'),
+    sealedFileOverUnsealed: pairedRatio('sealed_sealed-file', 'sealed_unsealed'),
   };
   const full = !config.quick;
   const has = (s: Summary) => s.trials.length > 0;
@@ -794,6 +838,25 @@ function printTable(report: ReturnType<typeof buildReport>): void {
     ],
     rateRow('fast, 2 nodes (A -> Redis -> B)', f.crossNode, 'frames/s', cpuNote(f.crossNode.cpu)),
     rateRow('durable e2e (send-store-deliver-ack)', f.durable, 'frames/s', cpuNote(f.durable.cpu)),
+    rateRow('durable e2e, SDK clients: unsealed', f.sealedUnsealed, 'frames/s', cpuNote(f.sealedUnsealed.cpu)),
+    rateRow('durable e2e, SDK: sealed, memory store', f.sealedMemory, 'frames/s', cpuNote(f.sealedMemory.cpu)),
+    rateRow('durable e2e, SDK: sealed, file store', f.sealedFile, 'frames/s', cpuNote(f.sealedFile.cpu)),
+    [
+      'ratio sealed (memory) / unsealed',
+      report.ratios.sealedMemoryOverUnsealed.median.toFixed(2),
+      `${report.ratios.sealedMemoryOverUnsealed.min.toFixed(2)}-${report.ratios.sealedMemoryOverUnsealed.max.toFixed(2)}`,
+      'x',
+      String(report.ratios.sealedMemoryOverUnsealed.trials.length),
+      'median and min-max of per-round ratios',
+    ],
+    [
+      'ratio sealed (file) / unsealed',
+      report.ratios.sealedFileOverUnsealed.median.toFixed(2),
+      `${report.ratios.sealedFileOverUnsealed.min.toFixed(2)}-${report.ratios.sealedFileOverUnsealed.max.toFixed(2)}`,
+      'x',
+      String(report.ratios.sealedFileOverUnsealed.trials.length),
+      'median and min-max of per-round ratios',
+    ],
     [
       `drain ${f.drain.frames} queued frames`,
       ms(f.drain.seconds),

@@ -20,6 +20,7 @@ import { parseRelayUrls } from '../client/url.js';
 import { LibertariaError } from '../errors.js';
 import { Ed25519Identity, parseDid, readKeyFile, verifyEd25519, writeKeyFile } from '../identity/index.js';
 import { nodeCrypto } from '../session/crypto-node.js';
+import type { RotationPolicy } from '../session/session.js';
 
 export const EXIT_OK = 0;
 export const EXIT_FAILURE = 1;
@@ -29,8 +30,9 @@ export const EXIT_INTERRUPTED = 130;
 
 export const USAGE = `usage: lrelay keygen --out FILE
        lrelay whoami --key FILE
-       lrelay send --relay URL[,URL...] --key FILE --to DID [--fast] [--unsealed] (--text STRING | --stdin)
-       lrelay listen --relay URL[,URL...] --key FILE [--count N] [--timeout SECONDS] [--unsealed]`;
+       lrelay send --relay URL[,URL...] --key FILE --to DID [--fast] [--unsealed] [ROTATION] (--text STRING | --stdin)
+       lrelay listen --relay URL[,URL...] --key FILE [--count N] [--timeout SECONDS] [--unsealed] [ROTATION]
+ROTATION: [--rotate-messages N] [--rotate-seconds SECONDS]  (a new session after N messages or that age)`;
 
 /** How many rounds over the relay list the CLI tries before it gives up (the SDK default is forever). */
 const SEND_CONNECT_ROUNDS = 5;
@@ -103,6 +105,21 @@ function positiveSeconds(value: string, flag: string): number {
   return Number(value);
 }
 
+/** Session rotation (docs/client.md#rotation): defaults are the SDK's (100,000 messages, 7 days). */
+const ROTATION_OPTIONS = {
+  'rotate-messages': { type: 'string' },
+  'rotate-seconds': { type: 'string' },
+} as const;
+
+function rotationOf(values: { 'rotate-messages'?: string; 'rotate-seconds'?: string }): Partial<RotationPolicy> {
+  const rotation: Partial<RotationPolicy> = {};
+  const messages = values['rotate-messages'];
+  const seconds = values['rotate-seconds'];
+  if (messages !== undefined) rotation.maxMessages = positiveInteger(messages, '--rotate-messages');
+  if (seconds !== undefined) rotation.maxAgeMs = Math.ceil(positiveSeconds(seconds, '--rotate-seconds') * 1000);
+  return rotation;
+}
+
 async function keygen(args: string[], io: CliIo): Promise<number> {
   const values = parse(args, { out: { type: 'string' } });
   const out = required(values.out, '--out');
@@ -154,6 +171,7 @@ function cliClient(
   keyFile: string,
   unsealed: boolean,
   maxAttempts: number,
+  rotation: Partial<RotationPolicy>,
 ): { client: RelayClient; sessions: SessionManager | undefined } {
   const sessions = unsealed
     ? undefined
@@ -162,6 +180,7 @@ function cliClient(
         store: new FileSessionStore(stateDirForKeyFile(keyFile)),
         provider: nodeCrypto,
         verify: verifyEd25519,
+        rotation,
       });
   const client = new RelayClient({
     relays,
@@ -188,6 +207,7 @@ async function send(args: string[], io: CliIo): Promise<number> {
     text: { type: 'string' },
     stdin: { type: 'boolean' },
     unsealed: { type: 'boolean' },
+    ...ROTATION_OPTIONS,
   });
   const relayList = required(values.relay, '--relay');
   const keyFile = required(values.key, '--key');
@@ -209,7 +229,8 @@ async function send(args: string[], io: CliIo): Promise<number> {
   const durable = values.fast !== true;
   const encoder = new TextEncoder();
 
-  const { client } = cliClient(relays, identity, keyFile, values.unsealed === true, SEND_CONNECT_ROUNDS);
+  const rotation = rotationOf(values);
+  const { client } = cliClient(relays, identity, keyFile, values.unsealed === true, SEND_CONNECT_ROUNDS, rotation);
   const interrupted = closeOnAbort(client, io.signal);
   const fastIds = new Set<string>();
   let peerGone = false;
@@ -278,11 +299,13 @@ async function listen(args: string[], io: CliIo): Promise<number> {
     count: { type: 'string' },
     timeout: { type: 'string' },
     unsealed: { type: 'boolean' },
+    ...ROTATION_OPTIONS,
   });
   const relayList = required(values.relay, '--relay');
   const keyFile = required(values.key, '--key');
   const count = values.count === undefined ? undefined : positiveInteger(values.count, '--count');
   const timeoutS = values.timeout === undefined ? undefined : positiveSeconds(values.timeout, '--timeout');
+  const rotation = rotationOf(values);
   const relays = (() => {
     try {
       return parseRelayUrls(relayList).map((u) => u.href);
@@ -294,21 +317,33 @@ async function listen(args: string[], io: CliIo): Promise<number> {
   // Not fatal: replacement characters stand in for bytes that are not UTF-8.
   const decoder = new TextDecoder('utf-8');
 
-  const { client, sessions } = cliClient(relays, identity, keyFile, values.unsealed === true, LISTEN_CONNECT_ROUNDS);
+  const { client, sessions } = cliClient(
+    relays,
+    identity,
+    keyFile,
+    values.unsealed === true,
+    LISTEN_CONNECT_ROUNDS,
+    rotation,
+  );
   const interrupted = closeOnAbort(client, io.signal);
   let timedOut = false;
+  // `listen --timeout 1` is how a peer publishes its prekeys: a timeout never cuts a publication short.
+  let publishing: Promise<void> = Promise.resolve();
   const timer =
     timeoutS === undefined
       ? undefined
       : setTimeout(() => {
           timedOut = true;
-          void client.close();
+          void publishing.catch(() => undefined).finally(() => client.close());
         }, timeoutS * 1000);
   let received = 0;
   try {
     await client.connect();
     // Senders need our prekeys to start a session: published before we report anything.
-    if (sessions !== undefined) await sessions.ensurePublished(client);
+    if (sessions !== undefined) {
+      publishing = sessions.ensurePublished(client);
+      await publishing;
+    }
     for await (const message of client.messages()) {
       await write(io.stdout, messageLine(message, decoder));
       // Acknowledged only once printed: a crash before this point means redelivery, not loss.

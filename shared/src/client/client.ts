@@ -1546,7 +1546,8 @@ export class RelayClient {
       this.#opening = this.#opening.then(async () => {
         let plaintext: Uint8Array;
         try {
-          plaintext = await sessions.open(from, sessionId, sealed);
+          // Durable: the plaintext is kept until ack(), so a redelivery after a crash still opens.
+          plaintext = await sessions.open(from, sessionId, sealed, durable ? messageId : undefined);
         } catch (error) {
           this.#pendingOpens--;
           // A poison frame must not block the queue: acknowledged, reported, never delivered.
@@ -1642,11 +1643,17 @@ export class RelayClient {
       durable,
       position,
       sessionId,
-      ack: () => {
-        if (acked) return Promise.resolve();
+      ack: async () => {
+        if (acked) return;
         acked = true;
+        // The kept plaintext is forgotten before the relay hears the ACK (sessions.ts acknowledge()).
+        if (durable && this.#sessions !== undefined) {
+          await this.#sessions.acknowledge(from, messageId).catch((error: unknown) => {
+            acked = false;
+            throw error;
+          });
+        }
         this.#ackInbound(key, messageId, position);
-        return Promise.resolve();
       },
     };
   }

@@ -73,6 +73,7 @@ export {
 } from './session-store.js';
 export {
   type PrekeyStatusLike,
+  type RotationEvent,
   SealedType,
   SessionManager,
   type SessionManagerOptions,

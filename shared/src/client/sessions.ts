@@ -16,8 +16,22 @@
  * type 0x02 = ratchet: a Double Ratchet message of the session whose 16-byte
  *   id travels in the SEND's sessionId field.
  *
+ * Rotation: every session counts its messages and knows its age
+ * (PersistentSession.rotationDue, under the manager's `rotation` policy).
+ * When the current session with a peer is due, the next seal runs a fresh
+ * PQXDH (a new bundle, a new session id) and the old session moves among the
+ * older ones, so messages still in flight under it open. Either side rotates
+ * this way: the responder of a due session becomes the initiator of the next.
+ *
+ * Opened, not yet acknowledged: a durable message's plaintext is stored in
+ * the peer's record, in the same atomic put as the ratchet state that
+ * consumed its key, until the application acknowledges it
+ * (acknowledge()). A redelivery of that frame (same message id, same sealed
+ * bytes) after a crash gets the stored plaintext instead of a spent key.
+ *
  * Browser-safe: no Node imports (the provider and verifier are passed in).
  */
+import { bytesEqual } from '../bytes.js';
 import { ProtocolError } from '../errors.js';
 import type { PeerSigner } from '../identity/auth.js';
 import type { CryptoProvider } from '../session/crypto-provider.js';
@@ -36,9 +50,17 @@ import {
   type LocalIdentity,
   signPrekey,
 } from '../session/prekeys.js';
-import { acceptPersistentSession, initiatePersistentSession, PersistentSession } from '../session/session.js';
+import {
+  acceptPersistentSession,
+  DEFAULT_ROTATION_POLICY,
+  initiatePersistentSession,
+  type RotationPolicy,
+  type RotationReason,
+  type SessionOptions,
+} from '../session/session.js';
 import type { TicketStore } from '../session/ticket-store.js';
 import { toHex } from './bytes.js';
+import { decodePeerRecord, encodePeerRecord, type PeerEntry, type PeerSessions } from './peer-record.js';
 import { packFields, readU32, type SessionStore, u32, unpackFields } from './session-store.js';
 
 export const SealedType = { INITIAL: 0x01, RATCHET: 0x02 } as const;
@@ -70,19 +92,47 @@ export interface SessionManagerOptions {
   oneTimePrekeys?: number;
   /** Older sessions per peer kept for messages in flight (default 3). */
   maxOldSessions?: number;
+  /**
+   * When a session is due for replacement by a fresh PQXDH: after
+   * `maxMessages` messages (sent + received) or `maxAgeMs` of age, whichever
+   * comes first (defaults DEFAULT_ROTATION_POLICY: 100,000 messages, 7 days).
+   * Applies to stored sessions too when they are loaded.
+   */
+  rotation?: Partial<RotationPolicy>;
+  /** Milliseconds since the epoch (default Date.now); sessions' ages are measured with it. */
+  clock?: () => number;
+  /** Called after a seal started (and stored) a new session because the current one was due; a throw is ignored. */
+  onRotation?: (event: RotationEvent) => void;
+  /**
+   * After a rotation's bundle fetch failed, the wait before the next seal to
+   * that peer tries again (default 60,000: the relay's fetch limit is per
+   * minute); meanwhile seals use the due session without asking the relay.
+   */
+  rotationRetryMs?: number;
+  /**
+   * Durable messages per peer kept opened but not yet acknowledged (default
+   * 4096, the client's maxUnackedInbound). Beyond it the oldest is
+   * forgotten: if its frame is redelivered it no longer opens.
+   */
+  maxOpenedPerPeer?: number;
 }
 
-interface PeerEntry {
-  session: PersistentSession;
-  /** Initiator, until the peer answered: the initial message's fields without the ratchet message. */
-  header?: Uint8Array;
-  /** Responder: the initiator's ephemeral key (hex), to recognize repeated initial messages. */
-  ephemeral?: string;
+export interface RotationEvent {
+  peerDid: string;
+  reason: RotationReason;
+  /** The session that was due (still kept among the older ones). */
+  previousSessionId: Uint8Array;
+  sessionId: Uint8Array;
 }
 
-interface PeerSessions {
-  /** Newest first; [0] is the one we send with. */
-  entries: PeerEntry[];
+function rotationPolicy(policy: Partial<RotationPolicy> | undefined): RotationPolicy {
+  const merged = { ...DEFAULT_ROTATION_POLICY, ...policy };
+  for (const [name, value] of Object.entries(merged)) {
+    if (!Number.isSafeInteger(value) || value <= 0) {
+      throw new ProtocolError('BAD_FIELD', `sessions: rotation.${name} must be a positive integer`);
+    }
+  }
+  return merged;
 }
 
 interface PrekeyState {
@@ -98,6 +148,7 @@ interface PrekeyState {
 }
 
 const RECORD_PREKEYS = 'prekeys';
+const OPENED_HASH_INFO = new TextEncoder().encode('libertaria-opened-body/1');
 const otkName = (kind: OneTimePrekeyKind, id: number): string => `otk-${kind}-${id}`;
 
 function sessionRecordName(peerDid: string, provider: CryptoProvider): string {
@@ -116,9 +167,17 @@ export class SessionManager {
   readonly #verify: PrekeyVerifier;
   readonly #oneTimeTarget: number;
   readonly #maxOld: number;
+  readonly #policy: RotationPolicy;
+  readonly #clock: () => number;
+  readonly #onRotation: ((event: RotationEvent) => void) | undefined;
+  readonly #maxOpened: number;
+  readonly #rotationRetryMs: number;
+  /** Peer DID → clock time before which a failed rotation is not tried again. */
+  readonly #rotationRetryAt = new Map<string, number>();
   #prekeys: PrekeyState | undefined;
   #loaded: Promise<void> | undefined;
   readonly #peers = new Map<string, PeerSessions>();
+  readonly #recordNames = new Map<string, string>();
   /** Per-peer chains: seal and open of one peer's sessions run one at a time. */
   readonly #locks = new Map<string, Promise<unknown>>();
   #publishing: Promise<void> | undefined;
@@ -130,6 +189,27 @@ export class SessionManager {
     this.#verify = options.verify;
     this.#oneTimeTarget = options.oneTimePrekeys ?? 20;
     this.#maxOld = options.maxOldSessions ?? 3;
+    this.#policy = rotationPolicy(options.rotation);
+    this.#clock = options.clock ?? Date.now;
+    this.#onRotation = options.onRotation;
+    this.#maxOpened = options.maxOpenedPerPeer ?? 4096;
+    this.#rotationRetryMs = options.rotationRetryMs ?? 60_000;
+    if (!Number.isSafeInteger(this.#rotationRetryMs) || this.#rotationRetryMs < 0) {
+      throw new ProtocolError('BAD_FIELD', 'sessions: rotationRetryMs must be a non-negative integer');
+    }
+    if (!Number.isSafeInteger(this.#maxOpened) || this.#maxOpened < 1) {
+      throw new ProtocolError('BAD_FIELD', 'sessions: maxOpenedPerPeer must be a positive integer');
+    }
+  }
+
+  /** The rotation policy in force (defaults filled in). */
+  get rotation(): RotationPolicy {
+    return { ...this.#policy };
+  }
+
+  /** What every session this manager creates or loads is given. */
+  #sessionOptions(): SessionOptions {
+    return { policy: this.#policy, clock: this.#clock };
   }
 
   #lock<T>(key: string, work: () => Promise<T>): Promise<T> {
@@ -292,34 +372,35 @@ export class SessionManager {
     };
   }
 
+  /** The record's name, derived once per peer (an HKDF per save showed up in profiles). */
+  #recordName(peerDid: string): string {
+    let name = this.#recordNames.get(peerDid);
+    if (name === undefined) {
+      name = sessionRecordName(peerDid, this.#p);
+      this.#recordNames.set(peerDid, name);
+    }
+    return name;
+  }
+
   async #peer(peerDid: string): Promise<PeerSessions> {
     let peer = this.#peers.get(peerDid);
     if (peer !== undefined) return peer;
-    peer = { entries: [] };
-    const bytes = await this.store.get(sessionRecordName(peerDid, this.#p));
-    if (bytes !== undefined) {
-      const f = unpackFields(bytes);
-      for (let i = 0; i + 2 < f.length; i += 3) {
-        const session = PersistentSession.restore(this.#p, f[i] as Uint8Array);
-        const header = f[i + 1] as Uint8Array;
-        const ephemeral = f[i + 2] as Uint8Array;
-        peer.entries.push({
-          session,
-          ...(header.length > 0 ? { header } : {}),
-          ...(ephemeral.length > 0 ? { ephemeral: toHex(ephemeral) } : {}),
-        });
-      }
-    }
+    const bytes = await this.store.get(this.#recordName(peerDid));
+    peer =
+      bytes === undefined
+        ? { entries: [], opened: new Map() }
+        : decodePeerRecord(this.#p, bytes, this.#sessionOptions());
     this.#peers.set(peerDid, peer);
     return peer;
   }
 
   async #savePeer(peerDid: string, peer: PeerSessions): Promise<void> {
-    const fields: Uint8Array[] = [];
-    const enc = (hex: string | undefined): Uint8Array =>
-      hex === undefined ? new Uint8Array(0) : Uint8Array.from(hex.match(/../g) ?? [], (h) => Number.parseInt(h, 16));
-    for (const e of peer.entries) fields.push(e.session.serialize(), e.header ?? new Uint8Array(0), enc(e.ephemeral));
-    await this.store.put(sessionRecordName(peerDid, this.#p), packFields(fields));
+    await this.store.put(this.#recordName(peerDid), encodePeerRecord(peer));
+  }
+
+  /** What a redelivered frame is recognized by: a hash of its sealed bytes. */
+  #bodyHash(body: Uint8Array): Uint8Array {
+    return this.#p.hkdf(body, new Uint8Array(32), OPENED_HASH_INFO, 32);
   }
 
   #adopt(peer: PeerSessions, entry: PeerEntry): void {
@@ -332,11 +413,37 @@ export class SessionManager {
     return (await this.#peer(peerDid)).entries.length > 0;
   }
 
+  /** A fresh PQXDH against `bundle`: the new session becomes the current one. */
+  #initiate(
+    peer: PeerSessions,
+    peerDid: string,
+    bundle: PrekeyBundle,
+    payload: Uint8Array,
+  ): { entry: PeerEntry; body: Uint8Array } {
+    verifyBundle(bundle, this.#verify);
+    const { session, initialMessage } = initiatePersistentSession({
+      ...this.#sessionOptions(),
+      provider: this.#p,
+      identity: this.#localIdentity(),
+      peerDid,
+      bundle,
+      payload,
+    });
+    const { ratchetMessage } = decodeInitialMessage(initialMessage);
+    // The handshake part, repeated in front of every message until the peer answers.
+    const entry = { session, header: initialMessage.slice(0, initialMessage.length - ratchetMessage.length) };
+    this.#adopt(peer, entry);
+    return { entry, body: withType(SealedType.INITIAL, initialMessage) };
+  }
+
   /**
    * Seals `payload` for `peerDid`: returns the sealed body and the 16-byte
-   * session id to put in the SEND. Without a session it fetches the peer's
-   * bundle (which consumes one of its one-time prekeys), verifies it and runs
-   * PQXDH; the session state is stored before the body is returned.
+   * session id to put in the SEND. Without a session, or when the current one
+   * is due for rotation, it fetches the peer's bundle (which consumes one of
+   * its one-time prekeys), verifies it and runs PQXDH; the session state is
+   * stored before the body is returned. A rotation whose bundle fetch fails
+   * (rate limit, no connection) seals with the current session instead and
+   * tries again on the next seal: rotation is never worth a lost message.
    */
   seal(
     relay: SessionTransport,
@@ -346,34 +453,52 @@ export class SessionManager {
     return this.#lock(peerDid, async () => {
       await this.load();
       const peer = await this.#peer(peerDid);
-      let entry = peer.entries[0];
+      const current = peer.entries[0];
+      const now = this.#clock();
+      const due = current?.session.rotationDue(now);
+      let entry: PeerEntry;
       let body: Uint8Array;
-      if (entry === undefined) {
-        const bundle = await relay.fetchPrekeys(peerDid);
-        verifyBundle(bundle, this.#verify);
-        const { session, initialMessage } = initiatePersistentSession({
-          provider: this.#p,
-          identity: this.#localIdentity(),
-          peerDid,
-          bundle,
-          payload,
-        });
-        const { ratchetMessage } = decodeInitialMessage(initialMessage);
-        // The handshake part, repeated in front of every message until the peer answers.
-        entry = { session, header: initialMessage.slice(0, initialMessage.length - ratchetMessage.length) };
-        this.#adopt(peer, entry);
-        body = withType(SealedType.INITIAL, initialMessage);
-      } else if (entry.header !== undefined && entry.session.messagesReceived === 0) {
-        const ratchet = entry.session.encrypt(payload);
-        body = new Uint8Array(1 + entry.header.length + ratchet.length);
-        body[0] = SealedType.INITIAL;
-        body.set(entry.header, 1);
-        body.set(ratchet, 1 + entry.header.length);
+      let rotated: RotationEvent | undefined;
+      // Without a session a failed fetch fails the send; a due rotation keeps the current session instead.
+      let bundle: PrekeyBundle | undefined;
+      if (current === undefined) {
+        bundle = await relay.fetchPrekeys(peerDid);
+      } else if (due !== undefined && now >= (this.#rotationRetryAt.get(peerDid) ?? 0)) {
+        bundle = await relay.fetchPrekeys(peerDid).catch(() => undefined);
+        if (bundle === undefined) this.#rotationRetryAt.set(peerDid, now + this.#rotationRetryMs);
+        else this.#rotationRetryAt.delete(peerDid);
+      }
+      if (bundle !== undefined) {
+        ({ entry, body } = this.#initiate(peer, peerDid, bundle, payload));
+        if (current !== undefined && due !== undefined) {
+          rotated = {
+            peerDid,
+            reason: due,
+            previousSessionId: current.session.sessionId,
+            sessionId: entry.session.sessionId,
+          };
+        }
       } else {
-        entry.header = undefined;
-        body = withType(SealedType.RATCHET, entry.session.encrypt(payload));
+        entry = current as PeerEntry;
+        if (entry.header !== undefined && entry.session.messagesReceived === 0) {
+          const ratchet = entry.session.encrypt(payload);
+          body = new Uint8Array(1 + entry.header.length + ratchet.length);
+          body[0] = SealedType.INITIAL;
+          body.set(entry.header, 1);
+          body.set(ratchet, 1 + entry.header.length);
+        } else {
+          entry.header = undefined;
+          body = withType(SealedType.RATCHET, entry.session.encrypt(payload));
+        }
       }
       await this.#savePeer(peerDid, peer);
+      if (rotated !== undefined) {
+        try {
+          this.#onRotation?.(rotated);
+        } catch {
+          // An observer's failure is not the send's: the new session is stored and in use.
+        }
+      }
       return { body, sessionId: entry.session.sessionId };
     });
   }
@@ -382,53 +507,104 @@ export class SessionManager {
    * Opens a sealed body from `fromDid` (already authenticated by the DID
    * envelope). Throws (ProtocolError, SessionError) on anything that does not
    * open; state is stored before the plaintext is returned.
+   *
+   * With `messageId` (durable frames: the relay redelivers them until
+   * acknowledged) the plaintext is kept in the same stored record until
+   * acknowledge(fromDid, messageId), and a frame with that id and the same
+   * sealed bytes returns the kept plaintext instead of being decrypted again
+   * (its key is spent). Any other frame, including a replay of the same
+   * bytes under a new message id, is decrypted as usual.
    */
-  open(fromDid: string, sessionId: Uint8Array, body: Uint8Array): Promise<Uint8Array> {
+  open(fromDid: string, sessionId: Uint8Array, body: Uint8Array, messageId?: Uint8Array): Promise<Uint8Array> {
     return this.#lock(fromDid, async () => {
       await this.load();
-      if (body.length < 2) throw bad('too short');
-      const type = body[0];
-      const message = body.subarray(1);
       const peer = await this.#peer(fromDid);
-      if (type === SealedType.INITIAL) {
-        const decoded = decodeInitialMessage(message);
-        const ephemeral = toHex(decoded.ephemeralKey);
-        const known = peer.entries.find((e) => e.ephemeral === ephemeral);
-        if (known !== undefined) {
-          const plaintext = known.session.decrypt(decoded.ratchetMessage);
-          await this.#savePeer(fromDid, peer);
-          return plaintext;
-        }
-        const { session, payload } = await acceptPersistentSession({
-          provider: this.#p,
-          prekeys: this.#responderPrekeys(),
-          initialMessage: message,
+      const key = messageId === undefined ? undefined : toHex(messageId);
+      const bodyHash = key === undefined ? undefined : this.#bodyHash(body);
+      if (key !== undefined && bodyHash !== undefined) {
+        const kept = peer.opened.get(key);
+        if (kept !== undefined && bytesEqual(kept.bodyHash, bodyHash)) return Uint8Array.from(kept.plaintext);
+      }
+      const plaintext = await this.#openSealed(peer, fromDid, sessionId, body);
+      if (key !== undefined && bodyHash !== undefined) {
+        peer.opened.delete(key);
+        peer.opened.set(key, {
+          messageId: Uint8Array.from(messageId as Uint8Array),
+          bodyHash,
+          plaintext: Uint8Array.from(plaintext),
         });
-        if (session.peerDid !== fromDid) {
-          session.destroy();
-          throw new SessionError(
-            'PREKEY_BUNDLE_INVALID',
-            `initial message names ${session.peerDid}, but ${fromDid} sent it`,
-          );
+        for (const [oldest, m] of peer.opened) {
+          if (peer.opened.size <= this.#maxOpened) break;
+          m.plaintext.fill(0);
+          peer.opened.delete(oldest);
         }
-        this.#adopt(peer, { session, ephemeral });
-        await this.#savePeer(fromDid, peer);
-        return payload;
       }
-      if (type === SealedType.RATCHET) {
-        const id = toHex(sessionId);
-        const entry = peer.entries.find((e) => toHex(e.session.sessionId) === id);
-        if (entry === undefined) {
-          throw new SessionError('DECRYPT_FAILED', `no session ${id} with ${fromDid}`);
-        }
-        const plaintext = entry.session.decrypt(message);
-        // The peer answered: this session is confirmed, stop repeating the handshake.
-        entry.header = undefined;
-        await this.#savePeer(fromDid, peer);
-        return plaintext;
-      }
-      throw bad(`unknown type ${type}`);
+      await this.#savePeer(fromDid, peer);
+      return plaintext;
     });
+  }
+
+  /**
+   * The application is done with durable message `messageId` from `fromDid`:
+   * forgets its kept plaintext (stored before this resolves). Call it before
+   * acknowledging the frame to the relay, so a crash in between means a
+   * redelivery that is refused as a duplicate, never a plaintext kept forever.
+   */
+  acknowledge(fromDid: string, messageId: Uint8Array): Promise<void> {
+    return this.#lock(fromDid, async () => {
+      const peer = await this.#peer(fromDid);
+      const key = toHex(messageId);
+      const kept = peer.opened.get(key);
+      if (kept === undefined) return;
+      kept.plaintext.fill(0);
+      peer.opened.delete(key);
+      await this.#savePeer(fromDid, peer);
+    });
+  }
+
+  /** Durable messages from `peerDid` opened and not yet acknowledged (kept in the store). */
+  openedUnacknowledged(peerDid: string): Promise<number> {
+    return this.#lock(peerDid, async () => (await this.#peer(peerDid)).opened.size);
+  }
+
+  /** Decrypts (and, for a new handshake, accepts) a sealed body; the caller stores the peer's state. */
+  async #openSealed(peer: PeerSessions, fromDid: string, sessionId: Uint8Array, body: Uint8Array): Promise<Uint8Array> {
+    if (body.length < 2) throw bad('too short');
+    const type = body[0];
+    const message = body.subarray(1);
+    if (type === SealedType.INITIAL) {
+      const decoded = decodeInitialMessage(message);
+      const ephemeral = toHex(decoded.ephemeralKey);
+      const known = peer.entries.find((e) => e.ephemeral === ephemeral);
+      if (known !== undefined) return known.session.decrypt(decoded.ratchetMessage);
+      const { session, payload } = await acceptPersistentSession({
+        ...this.#sessionOptions(),
+        provider: this.#p,
+        prekeys: this.#responderPrekeys(),
+        initialMessage: message,
+      });
+      if (session.peerDid !== fromDid) {
+        session.destroy();
+        throw new SessionError(
+          'PREKEY_BUNDLE_INVALID',
+          `initial message names ${session.peerDid}, but ${fromDid} sent it`,
+        );
+      }
+      this.#adopt(peer, { session, ephemeral });
+      return payload;
+    }
+    if (type === SealedType.RATCHET) {
+      const id = toHex(sessionId);
+      const entry = peer.entries.find((e) => toHex(e.session.sessionId) === id);
+      if (entry === undefined) {
+        throw new SessionError('DECRYPT_FAILED', `no session ${id} with ${fromDid}`);
+      }
+      const plaintext = entry.session.decrypt(message);
+      // The peer answered: this session is confirmed, stop repeating the handshake.
+      entry.header = undefined;
+      return plaintext;
+    }
+    throw bad(`unknown type ${type}`);
   }
 }
 
