@@ -161,8 +161,8 @@ async function* inputs(text: string | undefined, io: CliIo): AsyncGenerator<stri
 }
 
 /**
- * The CLI's client: sealed by default, with its sessions and prekeys in
- * `<keyfile>.state/` so consecutive runs keep them; `--unsealed` sends and
+ * The CLI's client: sealed by default, with its sessions, prekeys and outbox
+ * in `<keyfile>.state/` so consecutive runs keep them; `--unsealed` sends and
  * receives plain payloads.
  */
 function cliClient(
@@ -186,6 +186,9 @@ function cliClient(
     relays,
     identity,
     reconnect: { maxAttempts },
+    // Offline-first: a send that never got its ACK goes out again on the next run, and
+    // messages acknowledged by one `listen` are never shown by the next.
+    outbox: new FileSessionStore(stateDirForKeyFile(keyFile)),
     ...(sessions === undefined ? {} : { sessions }),
   });
   return { client, sessions };

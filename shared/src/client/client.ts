@@ -27,6 +27,7 @@ import { didMatchesKey, HINT_LENGTH, hintFromDid, routingHint } from '../identit
 import {
   type AckFrame,
   type DeliverFrame,
+  decodeFrame,
   ErrorFlags,
   encodeFrame,
   type Frame,
@@ -58,13 +59,14 @@ import { ANON_REQUEST_RETENTION_MS, ANONYMOUS_REQUEST_KIND, decodeAnonymousPlain
 import { backoffDelay, type ReconnectOptions, resolveReconnectOptions } from './backoff.js';
 import { bytesEqual, copyBytes, randomBytes, toHex } from './bytes.js';
 import { ClientErrorCode } from './codes.js';
-import { DedupeTracker } from './dedupe.js';
+import { type DedupeSnapshot, DedupeTracker } from './dedupe.js';
 import { TypedEmitter } from './emitter.js';
 import { checkEnvelopeSender, decodeEnvelope, encodeEnvelope } from './envelope.js';
 import { type Handshake, HandshakeError, isPermanentRefusal, performHandshake, type Welcome } from './handshake.js';
 import { Inbox } from './inbox.js';
 import { RelayTicketStore } from './relay-ticket-store.js';
 import { RttEstimator } from './rtt.js';
+import type { SessionStore } from './session-store.js';
 import type { SessionManager } from './sessions.js';
 import type { TlsClientOptions, Transport } from './transport.js';
 import { parseRelayUrl, parseRelayUrls, type RelayUrl } from './url.js';
@@ -122,6 +124,16 @@ export interface RelayClientOptions {
   sessions?: SessionManager;
   /** With `sessions`: false sends and receives unsealed payloads anyway (default true). */
   sealing?: boolean;
+  /**
+   * Offline-first (docs/client.md#offline-first-outbox): durable sends are
+   * written here before they go out and removed when the relay ACKs them,
+   * and the inbound acknowledgement state (the RESUME version) before each
+   * ACK, so an application restart loses no unacknowledged send and is shown
+   * no message it acknowledged. connect() resends what the last run left
+   * (same message ids: the relay stores each once) and reports each with an
+   * 'outbox' event. A FileSessionStore makes it survive restarts.
+   */
+  outbox?: SessionStore;
   /**
    * Answers anonymous requests (client/anonymous.ts, docs/client.md#anonymous-requests):
    * called with the opened request, returns the response, which is sealed to
@@ -227,6 +239,8 @@ export interface RelayClientEvents {
    * frames dropped so far), a relay refused for good.
    */
   error: { error: LibertariaError; url?: string; messageId?: Uint8Array; dropped?: number };
+  /** A durable send restored from the outbox (a previous run's) was acknowledged (position) or refused (error). */
+  outbox: { messageId: Uint8Array; position?: number; error?: LibertariaError };
   /** The connection's lifecycle moved (session/lifecycle.ts): handshaking, active, degraded, migrating, suspended, closing, closed. */
   state: LifecycleTransition;
 }
@@ -256,6 +270,8 @@ export interface RelayClientStats {
 
 interface OutboundEntry {
   readonly key: string;
+  /** Its record in the outbox, if there is one. */
+  outboxName?: string;
   readonly messageId: Uint8Array;
   readonly frame: SendFrame;
   readonly resolve: (result: SendResult) => void;
@@ -330,6 +346,8 @@ interface Session {
 const DEFAULT_HANDSHAKE_TIMEOUT_MS = 10_000;
 const DEFAULT_ACK_TIMEOUT_MS = 15_000;
 const DEFAULT_MAX_TIMEOUT_MS = 10 * 60_000;
+const OUTBOX_SEND_PREFIX = 'outbox-send-';
+const OUTBOX_INBOUND = 'outbox-inbound';
 /** Keepalive PINGs tracked per connection for RTT; older ones are forgotten (their PONGs still count as traffic). */
 const MAX_TRACKED_KEEPALIVES = 64;
 const ZERO_SESSION = new Uint8Array(ID_SIZE);
@@ -413,6 +431,11 @@ export class RelayClient {
   readonly #tls: TlsClientOptions | undefined;
   readonly #log: ClientLogger;
   readonly #sessions: SessionManager | undefined;
+  readonly #outbox: SessionStore | undefined;
+  #outboxSeq = 0;
+  /** The queued write of the inbound acknowledgement state (acks of one moment share it). */
+  #inboundWrite: Promise<void> | undefined;
+  #inboundNext: Promise<void> | undefined;
   readonly #adaptive: boolean;
   readonly #maxTimeoutMs: number;
   readonly #rtt = new RttEstimator();
@@ -496,6 +519,7 @@ export class RelayClient {
     this.lifecycle.onTransition((t) => this.events.emit('state', t));
     this.#sessions = options.sealing === false ? undefined : options.sessions;
     this.#onAnonymous = options.onAnonymousRequest;
+    this.#outbox = options.outbox;
     this.#anonymousReplayGuard =
       options.anonymousReplayGuard ??
       new RelayTicketStore(this, { retentionMs: ANON_REQUEST_RETENTION_MS, label: 'anon-request' });
@@ -554,7 +578,10 @@ export class RelayClient {
       this.#resolveConnected = resolve;
       this.#rejectConnected = reject;
     });
-    void this.#run().catch((error: unknown) => this.#fail(toLibertariaError(error, 'connection loop failed')));
+    const start = this.#outbox === undefined ? Promise.resolve() : this.#restoreOutbox(this.#outbox);
+    void start
+      .then(() => this.#run())
+      .catch((error: unknown) => this.#fail(toLibertariaError(error, 'connection loop failed')));
     return this.#connected;
   }
 
@@ -647,12 +674,26 @@ export class RelayClient {
     if (this.#outbound.has(key)) {
       throw new RelayError(ClientErrorCode.invalidArgument, `send: message ${key} is already pending`);
     }
+    let outboxName: string | undefined;
+    if (this.#outbox !== undefined) {
+      // Written before it can go out: a restart from here on resends it.
+      outboxName = this.#outboxName(key);
+      await this.#outbox.put(outboxName, encodeFrame(frame));
+      if (this.#state !== 'running') throw this.#failure ?? this.#closedError('send');
+      if (this.#outbound.has(key)) {
+        throw new RelayError(ClientErrorCode.invalidArgument, `send: message ${key} is already pending`);
+      }
+    }
     return new Promise<SendResult>((resolve, reject) => {
-      this.#outbound.set(key, { key, messageId, frame, resolve, reject, session: undefined, sentAt: 0 });
-      this.#unsent.push(key);
-      const session = this.#session;
-      if (session !== undefined) this.#pump(session);
+      this.#enqueue({ key, messageId, frame, resolve, reject, session: undefined, sentAt: 0, outboxName });
     });
+  }
+
+  #enqueue(entry: OutboundEntry): void {
+    this.#outbound.set(entry.key, entry);
+    this.#unsent.push(entry.key);
+    const session = this.#session;
+    if (session !== undefined) this.#pump(session);
   }
 
   /**
@@ -1427,7 +1468,9 @@ export class RelayClient {
   #onAck(session: Session, frame: AckFrame): void {
     const entry = this.#take(frame.messageId, session);
     // An ACK for nothing pending is a late duplicate (we sent the message again); harmless.
-    entry?.resolve({ messageId: entry.messageId, position: frame.position });
+    if (entry === undefined) return;
+    this.#forgetOutbox(entry);
+    entry.resolve({ messageId: entry.messageId, position: frame.position });
   }
 
   #onNack(session: Session, frame: NackFrame): void {
@@ -1441,8 +1484,10 @@ export class RelayClient {
     }
     const error = new RelayError(code, `relay refused message ${key}: ${frame.message || code}`);
     const entry = this.#take(frame.messageId, session);
-    if (entry !== undefined) entry.reject(error);
-    else this.#emitError({ error, url: session.url.href, messageId: copyBytes(frame.messageId) });
+    if (entry !== undefined) {
+      this.#forgetOutbox(entry);
+      entry.reject(error);
+    } else this.#emitError({ error, url: session.url.href, messageId: copyBytes(frame.messageId) });
   }
 
   #take(messageId: Uint8Array, session: Session): OutboundEntry | undefined {
@@ -1495,8 +1540,7 @@ export class RelayClient {
     } catch (error) {
       // A frame we will never accept: acknowledge it so it cannot block the queue, and say so.
       if (durable) {
-        this.#tracker.ack(key, position);
-        this.#write(session, { type: 'ACK', messageId: frame.messageId, position });
+        void this.#ackInbound(key, copyBytes(frame.messageId), position);
       } else {
         this.#tracker.accept(key, 0);
       }
@@ -1658,12 +1702,98 @@ export class RelayClient {
     };
   }
 
-  #ackInbound(key: string, messageId: Uint8Array, position: number): void {
+  async #ackInbound(key: string, messageId: Uint8Array, position: number): Promise<void> {
     this.#tracker.ack(key, position);
+    // Persisted before the relay hears it: a restart must not show an acknowledged message again.
+    if (this.#outbox !== undefined) await this.#persistInbound(this.#outbox);
     const session = this.#session;
     // Without a connection the next RESUME (or a redelivery acked again) tells the relay.
-    if (session !== undefined) this.#write(session, { type: 'ACK', messageId, position });
+    if (session !== undefined && !session.over) this.#write(session, { type: 'ACK', messageId, position });
     this.#maybeResync();
+  }
+
+  // ---------------------------------------------------------------------------
+  // Outbox (offline-first)
+
+  /** Record names sort in send order: time, then a per-process counter, then the message id. */
+  #outboxName(key: string): string {
+    const seq = (this.#outboxSeq++).toString().padStart(9, '0');
+    return `${OUTBOX_SEND_PREFIX}${Date.now().toString().padStart(15, '0')}-${seq}-${key}`;
+  }
+
+  #forgetOutbox(entry: OutboundEntry): void {
+    const name = entry.outboxName;
+    if (name === undefined || this.#outbox === undefined) return;
+    entry.outboxName = undefined;
+    // Failing to forget only means one resend after a restart, which the relay recognizes by id.
+    this.#outbox
+      .delete(name)
+      .catch((error: unknown) =>
+        this.#log.warn?.('outbox: could not remove an acknowledged send', { name, error: toError(error).message }),
+      );
+  }
+
+  /** Writes the inbound acknowledgement state; calls made while a write is queued share it. */
+  #persistInbound(outbox: SessionStore): Promise<void> {
+    if (this.#inboundNext !== undefined) return this.#inboundNext;
+    const previous = this.#inboundWrite;
+    const next = (async () => {
+      await previous?.catch(() => {});
+      // From here on, later acks queue another write: this one may not include them.
+      this.#inboundNext = undefined;
+      const bytes = new TextEncoder().encode(JSON.stringify({ v: 1, ...this.#tracker.snapshot() }));
+      const write = outbox.put(OUTBOX_INBOUND, bytes);
+      this.#inboundWrite = write;
+      await write;
+    })();
+    this.#inboundNext = next;
+    return next;
+  }
+
+  /** Before the first connection: the inbound state and the sends a previous run left unacknowledged. */
+  async #restoreOutbox(outbox: SessionStore): Promise<void> {
+    const inbound = await outbox.get(OUTBOX_INBOUND);
+    if (inbound !== undefined) {
+      try {
+        const parsed = JSON.parse(new TextDecoder().decode(inbound)) as { v?: number } & DedupeSnapshot;
+        if (parsed.v !== 1) throw new Error(`unknown version ${String(parsed.v)}`);
+        this.#tracker.restore(parsed);
+      } catch (error) {
+        throw new RelayError(
+          ClientErrorCode.invalidArgument,
+          `outbox: the inbound state record is unreadable (${toError(error).message}); move it aside to start over`,
+        );
+      }
+    }
+    const names = await outbox.list(OUTBOX_SEND_PREFIX);
+    for (const name of names) {
+      const bytes = await outbox.get(name);
+      if (bytes === undefined) continue;
+      let frame: Frame;
+      try {
+        frame = decodeFrame(bytes, { maxPayload: MAX_PAYLOAD_LIMIT });
+      } catch (error) {
+        this.#log.warn?.('outbox: skipping an unreadable record', { name, error: toError(error).message });
+        continue;
+      }
+      if (frame.type !== 'SEND' || (frame.flags & SendFlags.DURABLE) === 0) continue;
+      const key = toHex(frame.messageId);
+      if (this.#outbound.has(key)) continue;
+      const messageId = copyBytes(frame.messageId);
+      this.#enqueue({
+        key,
+        messageId,
+        frame: { ...frame, payload: copyBytes(frame.payload) },
+        outboxName: name,
+        resolve: (result) => this.events.emit('outbox', { messageId, position: result.position! }),
+        reject: (error) => this.events.emit('outbox', { messageId, error: toLibertariaError(error, 'outbox resend') }),
+        session: undefined,
+        sentAt: 0,
+      });
+      // Names sort in send order; keep our own counter after theirs so new sends follow.
+      this.#outboxSeq++;
+    }
+    if (names.length > 0) this.#log.info?.('outbox: resending what the last run left', { count: names.length });
   }
 
   /** Once the application has drained enough, replace a connection that left frames unread. */

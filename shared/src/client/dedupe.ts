@@ -34,6 +34,19 @@
 
 export type DedupeVerdict = 'new' | 'ack-again' | 'drop';
 
+/**
+ * What must survive an application restart so nothing acknowledged comes
+ * back to it (the client persists it before each ACK goes out, see the
+ * client's `outbox` option): the watermark, the highest acknowledged
+ * position, the positions yielded but not acknowledged, and the unread hole.
+ */
+export interface DedupeSnapshot {
+  watermark: number;
+  highestAcked: number;
+  outstanding: number[];
+  hole?: { low: number; high: number } | undefined;
+}
+
 const PENDING = 0;
 const ACKED = 1;
 type IdState = typeof PENDING | typeof ACKED;
@@ -56,6 +69,12 @@ export class DedupeTracker {
   /** Connection generation the hole was left on. */
   #holeGeneration = 0;
   #generation = 0;
+  /**
+   * After restore(): positions at or below this one that are neither
+   * outstanding nor in the hole were acknowledged before the restart (or no
+   * longer exist in the queue): they are acknowledged again, never yielded.
+   */
+  #restoredHigh = 0;
 
   constructor(options: DedupeOptions = {}) {
     this.#maxIds = Math.max(1, options.maxIds ?? 100_000);
@@ -80,6 +99,7 @@ export class DedupeTracker {
   check(id: string, position: number): DedupeVerdict {
     const durable = position > 0;
     if (durable && position <= this.#watermark) return 'ack-again';
+    if (durable && position <= this.#restoredHigh && this.#ackedBeforeRestart(position)) return 'ack-again';
     const state = this.#ids.get(id);
     if (state === undefined) return 'new';
     if (state === PENDING) return 'drop';
@@ -123,6 +143,44 @@ export class DedupeTracker {
     }
     this.#holeGeneration = this.#generation;
     this.#recompute();
+  }
+
+  /** The state to persist (see DedupeSnapshot). */
+  snapshot(): DedupeSnapshot {
+    return {
+      watermark: this.#watermark,
+      highestAcked: this.#highestAcked,
+      outstanding: [...this.#outstanding],
+      ...(this.#hole !== undefined ? { hole: { ...this.#hole } } : {}),
+    };
+  }
+
+  /**
+   * Resumes from a snapshot taken by an earlier process. The outstanding
+   * positions stay outstanding (the application never acknowledged them:
+   * they are redelivered and yielded again), so the watermark does not pass
+   * them; positions the snapshot shows acknowledged are never yielded again.
+   */
+  restore(s: DedupeSnapshot): void {
+    for (const n of [s.watermark, s.highestAcked, ...s.outstanding]) {
+      if (!Number.isSafeInteger(n) || n < 0) throw new RangeError('dedupe snapshot: positions must be integers ≥ 0');
+    }
+    this.#watermark = s.watermark;
+    this.#highestAcked = Math.max(s.highestAcked, s.watermark);
+    this.#outstanding.length = 0;
+    for (const p of [...s.outstanding].sort((a, b) => a - b)) {
+      if (p > s.watermark) insertSorted(this.#outstanding, p);
+    }
+    this.#hole = s.hole === undefined ? undefined : { ...s.hole };
+    this.#holeGeneration = this.#generation;
+    this.#restoredHigh = this.#highestAcked;
+  }
+
+  #ackedBeforeRestart(position: number): boolean {
+    const at = lowerBound(this.#outstanding, position);
+    if (this.#outstanding[at] === position) return false;
+    const hole = this.#hole;
+    return hole === undefined || position < hole.low || position > hole.high;
   }
 
   /** Whether a frame was left unread and has not been redelivered yet. */
