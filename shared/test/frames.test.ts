@@ -100,7 +100,7 @@ const fixtures: Array<{ frame: Frame; hex: string }> = [
   },
   { frame: { type: 'RESUME', lastAcked: 41 }, hex: '0114 00000008 0000000000000029' },
   {
-    frame: { type: 'MIGRATE', sessionId: fill(16, 0x5e), proof: seq(4, 1) },
+    frame: { type: 'MIGRATE', previousConnectionId: fill(16, 0x5e), proof: seq(4, 1) },
     hex: `0115 00000015 ${SESSION} 04 01020304`,
   },
   { frame: { type: 'PING', data: seq(8, 1) }, hex: '0120 00000008 0102030405060708' },

@@ -42,6 +42,7 @@ export class RelayMetrics {
   readonly anonConnections: Counter<'result'>;
   readonly anonSends: Counter<'result'>;
   readonly onceChecks: Counter<'result'>;
+  readonly migrations: Counter<'result'>;
 
   // [direction][type byte] → totals since start, and what was already reported.
   private readonly frameCounts = [new Float64Array(256), new Float64Array(256)];
@@ -153,6 +154,12 @@ export class RelayMetrics {
     this.anonSends = new Counter({
       name: 'relay_anon_sends_total',
       help: 'SENDs on anonymous connections: forwarded, or refused (ANON_NOT_PERMITTED, ANON_LIMIT_REACHED)',
+      labelNames: ['result'],
+      registers: r,
+    });
+    this.migrations = new Counter({
+      name: 'relay_migrations_total',
+      help: 'MIGRATE frames: closed_local (old path on this node), announced (to the nodes holding the peer), bad_proof',
       labelNames: ['result'],
       registers: r,
     });

@@ -42,6 +42,7 @@ import {
   LibertariaError,
   MAX_PROTOCOL_VERSION,
   MIN_PROTOCOL_VERSION,
+  migrationTranscript,
   PROTOCOL_VERSION,
   PrekeyPublishFlags,
   type PrekeyPublishFrame,
@@ -260,16 +261,7 @@ export class PeerConnection implements TransportSink {
       case 'ONCE_CHECK':
         return this.onOnceCheck(Buffer.from(frame.requestId), frame.retentionSeconds, Buffer.from(frame.id));
       case 'MIGRATE':
-        // Session migration is specified with the sessions work; say so instead of ignoring it.
-        this.writeControl(
-          encodeFrame({
-            type: 'ERROR',
-            code: errorCodeToWire('UNSUPPORTED_FRAME'),
-            flags: 0,
-            message: 'MIGRATE is not handled by this relay version',
-          }),
-        );
-        return;
+        return this.onMigrate(frame.previousConnectionId, frame.proof);
       case 'ERROR':
         this.ctx.log.debug('peer reported error', { did: this.did, code: frame.code, message: frame.message });
         if (frame.flags & ErrorFlags.FATAL) this.close();
@@ -447,6 +439,41 @@ export class PeerConnection implements TransportSink {
     this.anonSendsLeft--;
     metrics.anonSends.labels('forwarded').inc();
     return true;
+  }
+
+  /** This connection replaces an earlier one of the same peer: close that one wherever it still is. */
+  private onMigrate(previousConnectionId: Uint8Array, proof: Uint8Array): void {
+    const { metrics } = this.ctx;
+    const transcript = migrationTranscript(this.id, previousConnectionId);
+    if (proof.length !== 64 || !verifyEd25519(this.publicKey!, transcript, proof)) {
+      metrics.migrations.labels('bad_proof').inc();
+      this.writeControl(
+        encodeFrame(
+          {
+            type: 'ERROR',
+            code: errorCodeToWire('AUTH_FAILED'),
+            flags: 0,
+            message: 'MIGRATE proof does not verify under this connection key',
+          },
+          this.version,
+        ),
+      );
+      return;
+    }
+    const closedHere = this.ctx.router.closeReplaced(this.hint!, Buffer.from(previousConnectionId), this);
+    metrics.migrations.labels(closedHere ? 'closed_local' : 'announced').inc();
+    this.ctx.log.debug('peer migrated', {
+      peer: this.describe(),
+      previous: Buffer.from(previousConnectionId).toString('hex'),
+      closedHere,
+    });
+  }
+
+  /** The peer moved to another connection (MIGRATE there): say so and end this one. */
+  replacedBy(): void {
+    if (this.state === 'closed') return;
+    this.goAway(0, '', 'migrated');
+    this.close();
   }
 
   private onOnceCheck(requestId: Buffer, retentionSeconds: number, id: Buffer): void {

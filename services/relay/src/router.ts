@@ -17,6 +17,7 @@
  * where DELIVER has its recipient's.
  */
 import {
+  encodeFrame,
   FRAME_HEADER_SIZE,
   FrameType,
   HINT_SIZE,
@@ -223,8 +224,16 @@ export class Router {
     if (offset !== message.length) this.metrics.drop('bad_remote_message');
   }
 
-  /** A DELIVER frame (or a PREKEY_STATUS notice) from another node. */
+  /** A DELIVER frame (or a PREKEY_STATUS notice, or a MIGRATE notice) from another node. */
   private onRemoteFrame(frame: Buffer): void {
+    if (frame[1] === FrameType.MIGRATE && frame.length === FRAME_HEADER_SIZE + 16 + 1 + HINT_SIZE) {
+      const previousId = frame.subarray(FRAME_HEADER_SIZE, FRAME_HEADER_SIZE + 16);
+      const hint = frame.subarray(FRAME_HEADER_SIZE + 17);
+      for (const conn of this.local.get(hint.toString('latin1')) ?? []) {
+        if (conn.id.equals(previousId)) conn.replacedBy();
+      }
+      return;
+    }
     if (frame[1] === FrameType.PREKEY_STATUS && frame.length === FRAME_HEADER_SIZE + PREKEY_STATUS_BODY_SIZE) {
       const owner = this.local.get(frame.toString('latin1', DEST_AT, DEST_AT + HINT_SIZE));
       if (owner) for (const conn of owner) conn.deliverNotice(frame);
@@ -246,6 +255,33 @@ export class Router {
     } else {
       for (const conn of set) conn.deliverFast(frame);
     }
+  }
+
+  /**
+   * A peer's new connection replaces the one with `previousId`: closed here
+   * if it is local, else announced to every other node holding the peer (as
+   * a MIGRATE frame whose proof field carries the hint). True if closed here.
+   */
+  closeReplaced(hint: Buffer, previousId: Buffer, by: PeerConnection): boolean {
+    for (const conn of this.local.get(hint.toString('latin1')) ?? []) {
+      if (conn !== by && conn.id.equals(previousId)) {
+        conn.replacedBy();
+        return true;
+      }
+    }
+    const notice = Buffer.from(encodeFrame({ type: 'MIGRATE', previousConnectionId: previousId, proof: hint }));
+    this.presence.lookup(hint).then(
+      (nodes) =>
+        this.publish(
+          nodes.filter((n) => n !== this.nodeId),
+          notice,
+        ),
+      (err: unknown) => {
+        this.metrics.redisErrors.labels('presence').inc();
+        this.log.debug('presence lookup for a migration failed', { err });
+      },
+    );
+    return false;
   }
 
   /** After the pub/sub link was down, announcements may be lost: every connection re-reads its queue. */

@@ -23,6 +23,7 @@
  */
 import { errorCodeFromWire, LibertariaError, RelayError } from '../errors.js';
 import type { PeerSigner } from '../identity/auth.js';
+import { migrationTranscript } from '../identity/auth-transcript.js';
 import { didMatchesKey, HINT_LENGTH, hintFromDid, routingHint } from '../identity/did.js';
 import {
   type AckFrame,
@@ -447,6 +448,8 @@ export class RelayClient {
   #handshakeStretch = 1;
   /** Href of the relay URL the last connection used: a different one on reconnect is a migration. */
   #lastPath: string | undefined;
+  /** The last connection's connectionId (WELCOME): a new connection MIGRATEs from it. */
+  #lastConnectionId: Uint8Array | undefined;
   /**
    * The lifecycle of this client's link to the cluster (the seed's
    * SessionState for the relay path): transitions are logged and emitted as
@@ -1151,6 +1154,14 @@ export class RelayClient {
     const href = session.url.href;
     const previous = this.#lastPath;
     this.#lastPath = href;
+    const previousConnection = this.#lastConnectionId;
+    this.#lastConnectionId = session.welcome.connectionId;
+    if (previousConnection !== undefined) {
+      // Whatever is left of the old path (a half-open socket after an address change, a node that
+      // has not noticed yet) is closed by the relay cluster now instead of when it times out.
+      const proof = this.#identity.sign(migrationTranscript(session.welcome.connectionId, previousConnection));
+      this.#write(session, { type: 'MIGRATE', previousConnectionId: previousConnection, proof });
+    }
     const state = this.lifecycle.state;
     if (state === 'handshaking') {
       this.lifecycle.apply('established', href);

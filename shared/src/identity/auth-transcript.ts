@@ -78,3 +78,22 @@ export function authTranscript({ nonce, relayIdentity, binding }: AuthParams): U
   out.set(transport, at);
   return out;
 }
+
+export const MIGRATE_DOMAIN = 'libertaria-migrate/1';
+const MIGRATE_DOMAIN_BYTES = utf8.encode(MIGRATE_DOMAIN);
+
+/**
+ * What a peer signs in MIGRATE (docs/protocol.md#0x15-migrate):
+ * "libertaria-migrate/1" ‖ 0x00 ‖ new connection id (16) ‖ previous connection id (16).
+ * The new id is fresh per connection, so a proof is good on one connection only.
+ */
+export function migrationTranscript(newConnectionId: Uint8Array, previousConnectionId: Uint8Array): Uint8Array {
+  if (newConnectionId.length !== 16 || previousConnectionId.length !== 16) {
+    throw new IdentityError('INVALID_AUTH_PARAMS', 'connection ids are 16 bytes');
+  }
+  const out = new Uint8Array(MIGRATE_DOMAIN_BYTES.length + 1 + 32);
+  out.set(MIGRATE_DOMAIN_BYTES, 0);
+  out.set(newConnectionId, MIGRATE_DOMAIN_BYTES.length + 1);
+  out.set(previousConnectionId, MIGRATE_DOMAIN_BYTES.length + 17);
+  return out;
+}

@@ -13,6 +13,8 @@ export {
   AUTH_NONCE_LENGTH,
   type AuthParams,
   authTranscript,
+  MIGRATE_DOMAIN,
+  migrationTranscript,
 } from './auth-transcript.js';
 
 /**

@@ -5,6 +5,8 @@ export {
   AUTH_NONCE_LENGTH,
   type AuthParams,
   authTranscript,
+  MIGRATE_DOMAIN,
+  migrationTranscript,
   type PeerSigner,
   signAuth,
   type VerifyAuthParams,

@@ -120,7 +120,7 @@ export const FrameType = {
   ACK: 0x12, // both: 16B message id, u64 position
   NACK: 0x13, // relay -> client: 16B message id (or prekey request id), u16 error code, u16 len + message
   RESUME: 0x14, // client -> relay: u64 last acknowledged position
-  MIGRATE: 0x15, // client -> relay: 16B session id, u8 len + resumption proof
+  MIGRATE: 0x15, // client -> relay: 16B previous connection id, u8 len + proof (signature)
   PING: 0x20, // both: 8B opaque data
   PONG: 0x21, // both: 8B data echoed from PING
   PEER_PRESENT: 0x30, // relay -> client: 24B hint
@@ -299,7 +299,9 @@ export interface ResumeFrame {
 }
 export interface MigrateFrame {
   type: 'MIGRATE';
-  sessionId: Uint8Array;
+  /** The connectionId (from WELCOME) of the path this connection replaces. */
+  previousConnectionId: Uint8Array;
+  /** Ed25519 signature by the DID's key over migrationTranscript(this connection's id, previousConnectionId). */
   proof: Uint8Array;
 }
 export interface PingFrame {
@@ -588,10 +590,10 @@ function decodeBody(typeName: FrameTypeName, buf: Uint8Array, start: number, end
       frame = { type: typeName, lastAcked: r.u64('lastAcked') };
       break;
     case 'MIGRATE': {
-      const sessionId = r.bytes(ID_SIZE, 'sessionId');
+      const previousConnectionId = r.bytes(ID_SIZE, 'previousConnectionId');
       const n = r.u8('proof length');
       if (n === 0) fail('BAD_FIELD', 'MIGRATE.proof must not be empty');
-      frame = { type: typeName, sessionId, proof: r.bytes(n, 'proof') };
+      frame = { type: typeName, previousConnectionId, proof: r.bytes(n, 'proof') };
       break;
     }
     case 'PING':
@@ -1058,12 +1060,12 @@ export function encodeFrame(frame: Frame, version: number = PROTOCOL_VERSION): U
       return w.buf;
     }
     case 'MIGRATE': {
-      checkLen(frame.sessionId, ID_SIZE, 'MIGRATE.sessionId');
+      checkLen(frame.previousConnectionId, ID_SIZE, 'MIGRATE.previousConnectionId');
       if (frame.proof.length < 1 || frame.proof.length > MAX_SHORT_TEXT_BYTES) {
         fail('BAD_FIELD', `MIGRATE.proof must be 1..${MAX_SHORT_TEXT_BYTES} bytes`);
       }
       const w = new BodyWriter(t, ID_SIZE + 1 + frame.proof.length, version);
-      w.bytes(frame.sessionId);
+      w.bytes(frame.previousConnectionId);
       w.u8(frame.proof.length);
       w.bytes(frame.proof);
       return w.buf;

@@ -86,7 +86,7 @@ function corpus(): Uint8Array[] {
     { type: 'ACK', messageId: b(16, 12), position: 5 },
     { type: 'NACK', messageId: b(16, 13), code: 0x0302, message: 'full' },
     { type: 'RESUME', lastAcked: 9 },
-    { type: 'MIGRATE', sessionId: b(16, 14), proof: b(5, 15) },
+    { type: 'MIGRATE', previousConnectionId: b(16, 14), proof: b(5, 15) },
     { type: 'PING', data: b(8, 16) },
     { type: 'PONG', data: b(8, 17) },
     { type: 'PEER_PRESENT', hint: b(24, 18) },
