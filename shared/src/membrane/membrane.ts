@@ -34,7 +34,12 @@ import { type Action, isAction } from './resource.js';
 export interface AccessRequest {
   /** The requesting peer, authenticated, in did:libertaria form. */
   peer: string;
-  /** The resource owner whose policy applies, in did:libertaria form. */
+  /**
+   * The resource owner whose policy applies, in did:libertaria form. The relay
+   * establishes it (the recipient of a send, the operator's registry for a
+   * feed); it is never taken from the requester, who would name an owner
+   * without a policy.
+   */
   owner: string;
   /** One exact resource (no pattern): `did:…` of the recipient, `feed://…`, … */
   resource: string;
@@ -68,6 +73,9 @@ export interface MembraneOptions {
 
 const REQUEST_RESOURCE =
   /^(?:did:[a-z0-9]+:[A-Za-z0-9._%-]+|(?:feed|chapter|service|federated):\/\/(?!\.\.?(?:\/|$))[A-Za-z0-9._~:@!$&'()+,;=%-]+(?:\/(?!\.\.?(?:\/|$))[A-Za-z0-9._~:@!$&'()+,;=%-]+)*)$/;
+
+/** did:libertaria with 32 bytes in base58btc (43 or 44 digits); the membrane compares DIDs in this form. */
+const CANONICAL_DID = /^did:libertaria:z[1-9A-HJ-NP-Za-km-z]{43,44}$/;
 
 type Denial = Extract<AccessDecision, { allowed: false }>;
 
@@ -134,9 +142,14 @@ export class Membrane {
   private async decide(request: AccessRequest, nowMs: number): Promise<AccessDecision> {
     const { peer, owner, resource, action } = request;
     const amount = request.amount ?? 1;
-    if (typeof peer !== 'string' || typeof owner !== 'string' || !isAction(action)) {
-      return deny('BAD_FIELD', 'peer and owner are DID strings; action is one of the membrane actions', '', 'none', '');
+    // Cheap shape checks only (this runs on every send): the relay passes DIDs it authenticated or derived.
+    if (typeof peer !== 'string' || !CANONICAL_DID.test(peer)) {
+      return deny('BAD_FIELD', 'the peer is not a did:libertaria DID', 'peer', 'none', '');
     }
+    if (typeof owner !== 'string' || !CANONICAL_DID.test(owner)) {
+      return deny('BAD_FIELD', 'the owner is not a did:libertaria DID', 'owner', 'none', '');
+    }
+    if (!isAction(action)) return deny('BAD_FIELD', 'the action is not a membrane action', 'action', 'none', '');
     if (typeof resource !== 'string' || resource.length > this.o.limits.maxResourceLength) {
       return deny('BAD_FIELD', 'the resource is not a string within the length limit', 'resource', 'none', '');
     }
