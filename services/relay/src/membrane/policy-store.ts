@@ -59,12 +59,16 @@ export class RedisPolicyStore implements PolicySource {
   /** Bumped when the whole cache is dropped; reads from before never store. */
   private epoch = 0;
   private subscribed = false;
+  private started = false;
   private readonly onMessage = (channel: string, owner: string): void => {
     if (channel === this.channel) this.invalidate(owner);
   };
   private readonly onReady = (): void => {
-    // (Re)connected: invalidations sent while away are lost. Resubscription is ioredis's (autoResubscribe).
+    // Reconnected: invalidations sent while away are lost, so everything cached is suspect. ioredis
+    // re-sends SUBSCRIBE (autoResubscribe) before it reports ready; a write in the instant before Redis
+    // processes it is covered by cacheMaxAgeMs.
     this.dropAll();
+    if (this.started) this.subscribed = true;
   };
   private readonly onClose = (): void => {
     this.subscribed = false;
@@ -99,11 +103,13 @@ export class RedisPolicyStore implements PolicySource {
       throw toStoreError(err);
     }
     this.dropAll();
+    this.started = true;
     this.subscribed = true;
   }
 
   /** Unsubscribes; the store keeps answering, uncached. */
   async stop(): Promise<void> {
+    this.started = false;
     this.subscribed = false;
     this.subscriber.off('message', this.onMessage);
     this.subscriber.off('ready', this.onReady);

@@ -31,11 +31,7 @@ export class RedisRevocationStore implements RevocationList {
     const score = untilMs === Number.POSITIVE_INFINITY ? '+inf' : String(Math.trunc(untilMs));
     try {
       // GT adds a new cid, and lets a later revocation of the same cid extend it, never shorten it.
-      await this.redis
-        .multi()
-        .zadd(this.key, 'GT', score, cid)
-        .zremrangebyscore(this.key, '-inf', `(${this.now()}`)
-        .exec();
+      await this.redis.multi().zadd(this.key, 'GT', score, cid).zremrangebyscore(this.key, '-inf', this.now()).exec();
     } catch (err) {
       throw toStoreError(err);
     }
