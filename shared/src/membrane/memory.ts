@@ -102,10 +102,15 @@ export class MemoryRevocationList implements RevocationList {
 
 /** Keeps the newest `max` records, like the Redis stream's MAXLEN. */
 export class MemoryAuditSink implements AuditSink {
-  readonly records: AuditRecord[] = [];
+  private buffer: AuditRecord[] = [];
   constructor(private readonly max = 100_000) {}
   record(entry: AuditRecord): void {
-    this.records.push(entry);
-    if (this.records.length > this.max) this.records.splice(0, this.records.length - this.max);
+    this.buffer.push(entry);
+    // Trimmed in bulk once twice the bound is reached: amortized O(1), where trimming one by one is O(max).
+    if (this.buffer.length >= this.max * 2) this.buffer = this.buffer.slice(-this.max);
+  }
+  /** The newest `max` records, oldest first. */
+  get records(): readonly AuditRecord[] {
+    return this.buffer.length > this.max ? this.buffer.slice(-this.max) : this.buffer;
   }
 }
