@@ -1,5 +1,6 @@
 /**
- * Membrane benchmark: `node --import tsx bench/membrane.ts` (about 25 s;
+ * Membrane benchmark: `node --import tsx bench/membrane.ts` (imports the built
+ * `@libertaria/shared`: run `npm run build` first) (about 25 s;
  * BENCH_QUICK=1 about 8 s). Decisions per second, one process, one core:
  *
  *  - match: CompiledPolicy.match alone (the compiled matcher: a policy of
@@ -18,25 +19,29 @@
  */
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg } from 'node:os';
+import {
+  type AccessRequest,
+  CompiledPolicy,
+  delegateGrant,
+  Ed25519Identity,
+  issueGrant,
+  DEFAULT_MEMBRANE_LIMITS as LIMITS,
+  Membrane,
+  type MembranePolicy,
+  MemoryAuditSink,
+  MemoryConstraintState,
+  MemoryPolicySource,
+  MemoryRevocationList,
+  MemoryTrustProvider,
+  validatePolicy,
+  verifyGrant,
+} from '@libertaria/shared';
 import { Redis } from 'ioredis';
 import { RedisAuditLog } from '../services/relay/src/membrane/audit-log.js';
 import { RedisConstraintState } from '../services/relay/src/membrane/constraint-state.js';
 import { RedisPolicyStore } from '../services/relay/src/membrane/policy-store.js';
 import { RedisRevocationStore } from '../services/relay/src/membrane/revocation-store.js';
 import { RedisTrustStore } from '../services/relay/src/membrane/trust-store.js';
-import { Ed25519Identity } from '../shared/src/identity/keys.js';
-import { CompiledPolicy } from '../shared/src/membrane/compile.js';
-import { delegateGrant, issueGrant, verifyGrant } from '../shared/src/membrane/grant.js';
-import { DEFAULT_MEMBRANE_LIMITS as LIMITS } from '../shared/src/membrane/limits.js';
-import { type AccessRequest, Membrane } from '../shared/src/membrane/membrane.js';
-import {
-  MemoryAuditSink,
-  MemoryConstraintState,
-  MemoryPolicySource,
-  MemoryRevocationList,
-  MemoryTrustProvider,
-} from '../shared/src/membrane/memory.js';
-import { type MembranePolicy, validatePolicy } from '../shared/src/membrane/policy.js';
 import { startRedis } from '../test-support/redis.js';
 import { human, round, type Summary, summarize } from './stats.js';
 
@@ -159,7 +164,7 @@ const root = issueGrant(
   {
     audience: bob.did,
     capabilities: [{ resource: 'service://*', action: 'call' }],
-    constraints: [{ type: 'quota', units: 1e15, windowSeconds: 0, scope: 'all' }],
+    constraints: [{ type: 'quota', units: 1e15, windowSeconds: 0 }],
   },
   LIMITS,
 );

@@ -378,7 +378,7 @@ describe('membrane grant tokens: delegation and attenuation', () => {
 
   it("constraints accumulate down the chain; a delegator's quota is shared by all its delegates", async () => {
     const h = harness();
-    const root = rootGrant(h, { constraints: [{ type: 'quota', units: 10, windowSeconds: 0, scope: 'all' }] });
+    const root = rootGrant(h, { constraints: [{ type: 'quota', units: 10, windowSeconds: 0 }] });
     const dave = Ed25519Identity.generate();
     const sub = {
       capabilities: [{ ...pay, conditions: [{ type: 'amount' as const, max: 50 }] }],
@@ -388,7 +388,7 @@ describe('membrane grant tokens: delegation and attenuation', () => {
     const toDave = delegateGrant(
       root,
       bob,
-      { audience: dave.did, ...sub, constraints: [{ type: 'rate', limit: 1, windowSeconds: 60, scope: 'all' }] },
+      { audience: dave.did, ...sub, constraints: [{ type: 'rate', limit: 1, windowSeconds: 60 }] },
       LIMITS,
     );
     allowed(await h.check(carol, { ...pay, amount: 6, grant: toCarol }));

@@ -161,7 +161,7 @@ describe('membrane constraint state on Redis', () => {
       version: 1,
       capabilities: [{ resource: 'service://payment', action: 'call' }],
       constraints: [{ type: 'quota', units: 250, scope: 'all' }],
-    } as never);
+    });
     const decisions = await Promise.all(
       Array.from({ length: 400 }, (_, i) =>
         nodes[i % 2]!.membrane.checkAccess({

@@ -159,14 +159,14 @@ describe('membrane policy store', () => {
     assert.equal(await b.policyFor(owner.did), null);
     assert.equal(await b.policyFor(owner.did), null);
     assert.equal(b.stats.hits, 1, '"no policy" is cached too');
-    await a.put(owner.did, feedPolicy('read') as never);
+    await a.put(owner.did, feedPolicy('read'));
     await until('node b to see the new policy', async () => (await b.policyFor(owner.did)) !== null);
     const first = await b.policyFor(owner.did);
     assert.equal(first?.policy.capabilities[0]?.action, 'read');
     const hits = b.stats.hits;
     assert.equal(await b.policyFor(owner.did), first, 'served from the cache, compiled once');
     assert.equal(b.stats.hits, hits + 1);
-    await a.put(owner.did, feedPolicy('write') as never);
+    await a.put(owner.did, feedPolicy('write'));
     // The writer never serves its old policy, not even before its own message comes back.
     assert.equal((await a.policyFor(owner.did))?.policy.capabilities[0]?.action, 'write');
     await until(
@@ -185,7 +185,7 @@ describe('membrane policy store', () => {
     const sub = connect();
     const store = new RedisPolicyStore(c, sub, { prefix, limits: LIMITS });
     const owner = Ed25519Identity.generate();
-    await store.put(owner.did, feedPolicy('read') as never);
+    await store.put(owner.did, feedPolicy('read'));
     await store.policyFor(owner.did);
     assert.equal(store.cachedOwners, 0, 'not subscribed: not cached');
     await store.start();
@@ -228,7 +228,7 @@ describe('membrane policy store', () => {
     const store = node(freshPrefix());
     await store.start();
     const owner = Ed25519Identity.generate();
-    await store.put(owner.did, feedPolicy('read') as never);
+    await store.put(owner.did, feedPolicy('read'));
     const reads = await Promise.all([
       store.policyFor(owner.did),
       store.policyFor(owner.did),
@@ -256,7 +256,7 @@ describe('membrane policy store', () => {
     });
     const read = { peer: bob.did, owner: owner.did, resource: 'feed://news', action: 'read' as const };
     assert.equal((await membrane.checkAccess(read)).allowed, true, 'no policy: the open default');
-    await a.put(owner.did, { version: 1, capabilities: [{ resource: 'feed://news', action: 'write' }] } as never);
+    await a.put(owner.did, { version: 1, capabilities: [{ resource: 'feed://news', action: 'write' }] });
     await until('the policy to reach node b', async () => !(await membrane.checkAccess(read)).allowed);
     const d = await membrane.checkAccess(read);
     assert.ok(!d.allowed && d.code === 'ACCESS_NO_GRANT');
@@ -277,7 +277,7 @@ describe('membrane audit log', () => {
       version: 1,
       capabilities: [{ resource: 'feed://news', action: 'read' }],
       constraints: [{ type: 'rate', limit: 2, windowSeconds: 3600 }],
-    } as never);
+    });
     const membrane = new Membrane({
       policies,
       trust: new RedisTrustStore(c, prefix),

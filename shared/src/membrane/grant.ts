@@ -93,7 +93,7 @@ function conditionJson(c: Condition): unknown {
   return c.type === 'amount' ? { type: c.type, max: c.max } : { type: c.type, set: c.set };
 }
 
-function constraintJson(c: Constraint): unknown {
+function constraintJson(c: Constraint | GrantConstraint): unknown {
   switch (c.type) {
     case 'rate':
       return { type: c.type, limit: c.limit, windowSeconds: c.windowSeconds };
@@ -364,10 +364,15 @@ export interface VerifyGrantOptions {
 
 /** Checks a verified token against an owner, a presenter and an instant; throws the matching GRANT_* code. */
 export function checkGrantApplies(grant: VerifiedGrant, options: VerifyGrantOptions): void {
-  if (options.owner !== undefined && grant.root !== canonicalDid(options.owner)) {
+  // Plain comparison first: callers on the hot path pass canonical DIDs, and canonicalizing costs a base58 decode.
+  if (options.owner !== undefined && grant.root !== options.owner && grant.root !== canonicalDid(options.owner)) {
     throw new MembraneError('GRANT_WRONG_ISSUER', `the root issuer ${grant.root} is not the owner ${options.owner}`);
   }
-  if (options.audience !== undefined && grant.audience !== canonicalDid(options.audience)) {
+  if (
+    options.audience !== undefined &&
+    grant.audience !== options.audience &&
+    grant.audience !== canonicalDid(options.audience)
+  ) {
     throw new MembraneError('GRANT_WRONG_AUDIENCE', `the token is for ${grant.audience}, not ${options.audience}`);
   }
   if (options.nowMs !== undefined) {
@@ -419,11 +424,18 @@ export function verifyGrant(
   return grant;
 }
 
+/** A constraint as a token states it: rate and quota without `scope` (a token's counters are per link). */
+export type GrantConstraint = Constraint extends infer C
+  ? C extends { scope: unknown }
+    ? Omit<C, 'scope'>
+    : C
+  : never;
+
 export interface GrantOptions {
   /** The peer the grant is for (either DID form). */
   audience: string;
   capabilities: { resource: string; action: GrantCapability['action']; conditions?: Condition[] }[];
-  constraints?: Constraint[];
+  constraints?: GrantConstraint[];
   /** Unix seconds. */
   notBefore?: number;
   /** Unix seconds. */

@@ -17,6 +17,7 @@ export {
   GRANT_SIGNING_DOMAIN,
   GRANT_VERSION,
   type GrantCapability,
+  type GrantConstraint,
   type GrantLink,
   type GrantOptions,
   type GrantPayload,

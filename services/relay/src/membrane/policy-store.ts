@@ -123,10 +123,11 @@ export class RedisPolicyStore implements PolicySource {
   }
 
   /**
-   * Validates, stores and announces an owner's policy (JSON text, bytes, or a
-   * value). Throws POLICY_INVALID naming the field; returns the compiled form.
+   * Validates, stores and announces an owner's policy: JSON text, UTF-8 bytes,
+   * or a parsed JSON value. Throws POLICY_INVALID naming the field; returns
+   * the compiled form.
    */
-  async put(owner: string, policy: string | Uint8Array | MembranePolicy): Promise<CompiledPolicy> {
+  async put(owner: string, policy: unknown): Promise<CompiledPolicy> {
     const did = canonicalDid(owner);
     const parsed =
       typeof policy === 'string' || policy instanceof Uint8Array
