@@ -22,6 +22,7 @@ import { type RedisHandle, startRedis } from '../../../test-support/redis.js';
 import { RedisAuditLog } from '../src/membrane/audit-log.js';
 import { RedisConstraintState } from '../src/membrane/constraint-state.js';
 import { RedisPolicyStore } from '../src/membrane/policy-store.js';
+import { createRedisMembrane } from '../src/membrane/redis-membrane.js';
 import { RedisRevocationStore } from '../src/membrane/revocation-store.js';
 import { RedisTrustStore } from '../src/membrane/trust-store.js';
 
@@ -360,5 +361,54 @@ describe('membrane audit log', () => {
   it('refuses bad options', () => {
     assert.throws(() => new RedisAuditLog(connect(), { prefix: 'x', maxEntries: 0 }), { code: 'BAD_FIELD' });
     assert.throws(() => membraneLimits({ maxTokenBytes: -1 }), { code: 'BAD_FIELD' });
+  });
+});
+
+describe('createRedisMembrane: two nodes on one Redis', () => {
+  it('a policy, trust score and revocation set on one node decide on the other, all audited', async () => {
+    const prefix = freshPrefix();
+    const [a, b] = [0, 1].map(() => createRedisMembrane(connect(), connect(), { prefix, whenNoPolicy: 'deny' }));
+    await a!.start();
+    await b!.start();
+    const owner = Ed25519Identity.generate();
+    const [alice, bob] = [Ed25519Identity.generate(), Ed25519Identity.generate()];
+    const send = (peer: Ed25519Identity, grant?: Uint8Array) =>
+      b!.membrane.checkAccess({
+        peer: peer.did,
+        owner: owner.did,
+        resource: owner.did,
+        action: 'send',
+        ...(grant ? { grant } : {}),
+      });
+    await a!.policies.put(owner.did, {
+      version: 1,
+      capabilities: [{ resource: owner.did, action: 'send' }],
+      constraints: [{ type: 'minTrust', score: 0.5 }],
+    });
+    await a!.trust.set(alice.did, 0.9);
+    await until('node b to take the policy', async () => (await send(alice)).allowed);
+    const low = await send(bob);
+    assert.ok(!low.allowed && low.code === 'ACCESS_TRUST_TOO_LOW' && low.field === 'constraints[0]');
+    // The owner vouches for bob with a token instead: no trust threshold in it.
+    const token = issueGrant(
+      owner,
+      { audience: bob.did, capabilities: [{ resource: owner.did, action: 'send' }] },
+      LIMITS,
+    );
+    assert.ok((await send(bob, token)).allowed);
+    await a!.revocations.revoke(verifyGrant(token, LIMITS).cid);
+    const revoked = await send(bob, token);
+    assert.ok(!revoked.allowed && revoked.code === 'GRANT_REVOKED');
+    const trail = await a!.audit.query({ peer: bob.did });
+    assert.deepEqual(
+      trail.records.map((r) => [r.code, r.via]),
+      [
+        ['ACCESS_TRUST_TOO_LOW', 'policy'],
+        ['OK', 'grant'],
+        ['GRANT_REVOKED', 'grant'],
+      ],
+    );
+    await a!.stop();
+    await b!.stop();
   });
 });

@@ -94,6 +94,22 @@ export class RedisPolicyStore implements PolicySource {
 
   /** Subscribes to invalidations; until it resolves nothing is cached. */
   async start(): Promise<void> {
+    // Wait for the first connection before listening for 'ready': only a *re*connection drops the cache.
+    if (this.subscriber.status !== 'ready') {
+      if (this.subscriber.status === 'wait') this.subscriber.connect().catch(() => {});
+      await new Promise<void>((resolve, reject) => {
+        const onReady = () => {
+          this.subscriber.off('end', onEnd);
+          resolve();
+        };
+        const onEnd = () => {
+          this.subscriber.off('ready', onReady);
+          reject(toStoreError(new Error('the subscriber connection ended before it was ready')));
+        };
+        this.subscriber.once('ready', onReady);
+        this.subscriber.once('end', onEnd);
+      });
+    }
     this.subscriber.on('message', this.onMessage);
     this.subscriber.on('ready', this.onReady);
     this.subscriber.on('close', this.onClose);
