@@ -85,8 +85,8 @@ describe('membrane policy JSON', () => {
 
   const bad: [string, unknown, string, string?][] = [
     ['not an object', [], '$'],
-    ['unknown top-level key', policyWith({ owner: 'x' }), '$.owner'],
-    ['missing version', { capabilities: [] }, '$.version'],
+    ['unknown top-level key', policyWith({ owner: 'x' }), 'owner'],
+    ['missing version', { capabilities: [] }, 'version'],
     ['wrong version', policyWith({ version: 2 }), 'version'],
     ['capabilities not an array', policyWith({ capabilities: {} }), 'capabilities'],
     ['capability not an object', policyWith({ capabilities: ['read feed://x'] }), 'capabilities[0]'],
@@ -167,7 +167,7 @@ describe('membrane policy JSON', () => {
     ['expiry not an integer', policyWith({ expiry: '2027' }), 'expiry'],
     ['set member not a DID', policyWith({ sets: { a: ['bob'] } }), 'sets.a[0]'],
     ['bad set name', policyWith({ sets: { 'a b': [] } }), 'sets.a b'],
-    ['array with a prototype trick', JSON.parse('{"version":1,"capabilities":[],"__proto__":{"x":1}}'), '$.__proto__'],
+    ['array with a prototype trick', JSON.parse('{"version":1,"capabilities":[],"__proto__":{"x":1}}'), '__proto__'],
   ];
   for (const [name, value, field] of bad) {
     it(`refuses ${name}, naming ${field}`, () => {

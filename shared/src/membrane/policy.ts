@@ -106,10 +106,12 @@ export function objectOf(
   required: readonly string[],
 ): Record<string, unknown> {
   if (!isPlainObject(value)) fail(ctx, field, 'expected an object');
+  // Top-level keys are named bare (`version`), like every other path (`capabilities[0].action`).
+  const path = (key: string) => (field === '$' ? key : `${field}.${key}`);
   for (const key of Object.keys(value)) {
-    if (!allowed.includes(key)) fail(ctx, `${field}.${key}`, `unknown key (allowed: ${allowed.join(', ')})`);
+    if (!allowed.includes(key)) fail(ctx, path(key), `unknown key (allowed: ${allowed.join(', ')})`);
   }
-  for (const key of required) if (!Object.hasOwn(value, key)) fail(ctx, `${field}.${key}`, 'required');
+  for (const key of required) if (!Object.hasOwn(value, key)) fail(ctx, path(key), 'required');
   return value;
 }
 
