@@ -18,7 +18,7 @@ import {
   MemoryRevocationList,
   MemoryTrustProvider,
 } from '@libertaria/shared';
-import { Redis } from 'ioredis';
+import { Redis, type RedisOptions } from 'ioredis';
 import { type RedisHandle, startRedis } from '../../../test-support/redis.js';
 import { RedisConstraintState } from '../src/membrane/constraint-state.js';
 import { RedisPolicyStore } from '../src/membrane/policy-store.js';
@@ -34,15 +34,22 @@ const op = (kind: 'rate' | 'quota', id: string, limit: number, windowMs: number,
 
 let redis: RedisHandle;
 let conn: Redis;
+/** Every connection a test opens, closed in `after` even when the test failed half-way (or the suite would hang). */
+const opened: Redis[] = [];
+function connect(options: RedisOptions = {}): Redis {
+  const c = new Redis(redis.url, options);
+  opened.push(c);
+  return c;
+}
 let n = 0;
 const freshPrefix = () => `t${process.pid}x${n++}`;
 
 before(async () => {
   redis = await startRedis();
-  conn = new Redis(redis.url);
+  conn = connect();
 });
 after(async () => {
-  conn.disconnect();
+  for (const c of opened) c.disconnect();
   await redis.stop();
 });
 
@@ -142,8 +149,8 @@ describe('membrane constraint state on Redis', () => {
     const owner = Ed25519Identity.generate();
     const peers = Array.from({ length: 4 }, () => Ed25519Identity.generate());
     const nodes = [0, 1].map(() => {
-      const c = new Redis(redis.url);
-      const sub = new Redis(redis.url);
+      const c = connect();
+      const sub = connect();
       const policies = new RedisPolicyStore(c, sub, { prefix, limits: DEFAULT_MEMBRANE_LIMITS });
       const audit = new MemoryAuditSink();
       const membrane = new Membrane({
@@ -185,7 +192,7 @@ describe('membrane constraint state on Redis', () => {
   });
 
   it('refuses with STORE_UNAVAILABLE when Redis is gone', async () => {
-    const c = new Redis(redis.url, { maxRetriesPerRequest: 0 });
+    const c = connect({ maxRetriesPerRequest: 0 });
     await c.ping();
     const red = new RedisConstraintState(c, freshPrefix());
     c.disconnect();
