@@ -3,6 +3,7 @@
  * resources and patterns, the compiler and its matcher.
  */
 import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
 import { describe, it } from 'node:test';
 import {
   CompiledPolicy,
@@ -323,5 +324,21 @@ describe('membrane time windows', () => {
     // 23:30 UTC Monday is 00:30 Tuesday at +60.
     assert.ok(insideTimeWindow(check(0, 60, [2], 60), at(23.5)));
     assert.ok(!insideTimeWindow(check(0, 60, [1], 60), at(23.5)));
+  });
+});
+
+describe('docs/membrane.md', () => {
+  it('its policy example is a valid policy (with real DIDs for the placeholders)', () => {
+    const doc = readFileSync(new URL('../../docs/membrane.md', import.meta.url), 'utf8');
+    const block = /```json\n([\s\S]*?)```/.exec(doc)?.[1];
+    assert.ok(block, 'docs/membrane.md has a json example');
+    const text = block
+      .replaceAll('"did:libertaria:z…"', JSON.stringify(Ed25519Identity.generate().did))
+      .replaceAll('"did:key:z…"', JSON.stringify(Ed25519Identity.generate().didKey));
+    const policy = parsePolicy(text, LIMITS);
+    assert.deepEqual(
+      policy.capabilities.map((c) => `${c.action} ${c.resource}`),
+      ['read feed://my-channel', 'write chapter://berlin/proposals', 'call service://payment'],
+    );
   });
 });
