@@ -7,7 +7,7 @@
  * Wire numbers are grouped by the high byte:
  *   0x01xx codec, 0x02xx authentication, 0x03xx routing and queues,
  *   0x04xx identity, 0x05xx configuration, 0x06xx client SDK and CLI,
- *   0x0fxx generic.
+ *   0x07xx prekeys, 0x08xx session crypto, 0x09xx membrane, 0x0fxx generic.
  */
 export const ERROR_CODES = {
   // Codec: the bytes could not be decoded.
@@ -130,6 +130,49 @@ export const ERROR_CODES = {
     summary: "the prekeys' identity key is not the publisher's (or the fetched peer's) key",
   },
   PREKEY_RATE_LIMITED: { wire: 0x0704, summary: 'too many prekey requests from this connection; retry later' },
+
+  // Membrane (0x09xx): capability policies, grant tokens and access decisions (shared/src/membrane, docs/membrane.md).
+  POLICY_INVALID: {
+    wire: 0x0901,
+    summary: 'a membrane policy is malformed or over a limit; the message names the field',
+  },
+  GRANT_MALFORMED: {
+    wire: 0x0902,
+    summary: 'a grant token does not decode, is not canonical, or has a field its schema does not allow',
+  },
+  GRANT_TOO_LARGE: { wire: 0x0903, summary: 'a grant token is longer than the configured limit' },
+  GRANT_CHAIN_TOO_DEEP: { wire: 0x0904, summary: 'a grant token has more delegation links than allowed' },
+  GRANT_BAD_SIGNATURE: {
+    wire: 0x0905,
+    summary: "a grant link's signature or issuer key does not verify (a forged or altered token)",
+  },
+  GRANT_CHAIN_BROKEN: {
+    wire: 0x0906,
+    summary: "a grant link's issuer is not the previous link's audience, or its proof is not the previous link",
+  },
+  GRANT_OVER_ATTENUATED: {
+    wire: 0x0907,
+    summary: 'a delegated link claims more than its delegator had (resource, action, amount or validity)',
+  },
+  GRANT_WRONG_ISSUER: { wire: 0x0908, summary: "a grant token's root is not signed by the resource owner" },
+  GRANT_WRONG_AUDIENCE: { wire: 0x0909, summary: 'a grant token is not addressed to the peer presenting it' },
+  GRANT_EXPIRED: { wire: 0x090a, summary: 'a grant token (or one of its links) is past its expiry' },
+  GRANT_NOT_YET_VALID: { wire: 0x090b, summary: "a grant token (or one of its links) is before its 'not before' time" },
+  GRANT_REVOKED: { wire: 0x090c, summary: 'a link of the grant token is on the revocation list' },
+  ACCESS_NO_GRANT: { wire: 0x0910, summary: 'no policy capability or grant covers this resource and action' },
+  ACCESS_CONDITION_FAILED: {
+    wire: 0x0911,
+    summary: 'a capability covers the request but one of its conditions (membership, amount) does not hold',
+  },
+  ACCESS_EXPIRED: { wire: 0x0912, summary: "the owner's policy, or an expiry constraint, is past its time" },
+  ACCESS_TRUST_TOO_LOW: { wire: 0x0913, summary: "the peer's trust score is below the constraint's minimum" },
+  ACCESS_RATE_LIMITED: { wire: 0x0914, summary: 'a rate constraint allows no more requests in this window' },
+  ACCESS_QUOTA_EXHAUSTED: { wire: 0x0915, summary: 'a quota constraint has fewer units left than the request spends' },
+  ACCESS_OUTSIDE_TIME_WINDOW: {
+    wire: 0x0916,
+    summary: 'a time-window constraint does not allow access at this time of day or week',
+  },
+  ACCESS_NOT_YET_VALID: { wire: 0x0917, summary: "a 'not before' constraint is still in the future" },
 
   // Generic.
   INTERNAL: { wire: 0x0f01, summary: 'an unexpected failure inside the node; it is logged there' },

@@ -7,6 +7,7 @@ export { FileSessionStore, stateDirForKeyFile } from './client/session-store-fil
 export * from './config.js';
 export * from './errors.js';
 export * from './identity/index.js';
+export * from './membrane/index.js';
 export * from './protocol/frames.js';
 export { leadingZeroBits, solvePowStamp, verifyPowStamp } from './protocol/pow.js';
 export { nodeCrypto } from './session/crypto-node.js';
