@@ -46,12 +46,6 @@ export const bridgeNostrConfigSpec = {
     doc: 'Address of the HTTP listener (NIP-05 `/.well-known/nostr.json`, `/health`, `/metrics`).',
   }),
   BRIDGE_NOSTR_HTTP_PORT: port({ default: 8090, doc: 'Port of the HTTP listener; 0 picks a free one.' }),
-  BRIDGE_NOSTR_NIP05_DOMAIN: str({
-    default: undefined,
-    pattern: /^[a-z0-9.-]{1,253}(?::[0-9]{1,5})?$/,
-    accepted: 'a lowercase DNS name, optionally with :port',
-    doc: 'Domain whose `/.well-known/nostr.json` this bridge serves: bridged names read `name@domain`. Unset: names are served but not announced.',
-  }),
   BRIDGE_NOSTR_MAX_IDENTITIES: int({
     default: 100000,
     min: 1,

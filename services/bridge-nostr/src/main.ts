@@ -7,11 +7,13 @@ import { ConfigValidationError } from '@libertaria/shared';
 import { startNostrBridgeService } from './service.js';
 
 try {
-  const service = await startNostrBridgeService(process.env);
-  service.bridge.onInbound(async (message) => {
-    process.stdout.write(
-      `${JSON.stringify({ time: new Date().toISOString(), level: 'info', msg: 'inbound', type: message.type, to: message.to, from: message.from.uri, id: message.id })}\n`,
-    );
+  const service = await startNostrBridgeService(process.env, {
+    onInbound: async (message) => {
+      // The text stays out of the log: operators see that a message crossed, not what it says.
+      process.stdout.write(
+        `${JSON.stringify({ time: new Date().toISOString(), level: 'info', msg: 'inbound', type: message.type, to: message.to, from: message.from.uri, id: message.id })}\n`,
+      );
+    },
   });
   const stop = (): void => {
     service.close().then(

@@ -2,7 +2,7 @@
  * Wires the bridge from its configuration: key store, bridge, HTTP listener.
  * `main.ts` calls it with the environment; tests call it with a plain record.
  */
-import type { Env } from '@libertaria/shared';
+import type { BridgeInboundHandler, Env } from '@libertaria/shared';
 import { type BridgeNostrConfig, loadBridgeNostrConfig, relayUrls } from './config.js';
 import { type BridgeHttpServer, startBridgeHttpServer } from './http-server.js';
 import { NostrKeyStore, parseKek } from './key-store.js';
@@ -18,9 +18,15 @@ export interface NostrBridgeService {
   close(): Promise<void>;
 }
 
-export async function startNostrBridgeService(env: Env, log?: Logger): Promise<NostrBridgeService> {
+export interface StartOptions {
+  readonly log?: Logger;
+  /** Set before the relays are subscribed, so nothing received at start is refused for want of a handler. */
+  readonly onInbound?: BridgeInboundHandler;
+}
+
+export async function startNostrBridgeService(env: Env, options: StartOptions = {}): Promise<NostrBridgeService> {
   const config = loadBridgeNostrConfig(env);
-  const logger = log ?? createLogger(config.BRIDGE_NOSTR_LOG_LEVEL, { service: 'bridge-nostr' });
+  const logger = options.log ?? createLogger(config.BRIDGE_NOSTR_LOG_LEVEL, { service: 'bridge-nostr' });
   const keys = await NostrKeyStore.open(config.BRIDGE_NOSTR_KEY_STORE_FILE, parseKek(config.BRIDGE_NOSTR_KEK), {
     maxIdentities: config.BRIDGE_NOSTR_MAX_IDENTITIES,
   });
@@ -47,6 +53,7 @@ export async function startNostrBridgeService(env: Env, log?: Logger): Promise<N
     keys,
     metrics,
   });
+  if (options.onInbound) bridge.onInbound(options.onInbound);
   await bridge.start();
   logger.info('bridge-nostr started', { relays: bridge.relayUrls, port: http.port, identities: keys.size });
   return {
