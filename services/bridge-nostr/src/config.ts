@@ -94,6 +94,12 @@ export const bridgeNostrConfigSpec = {
     max: 600000,
     doc: 'Largest delay between reconnection attempts, in milliseconds (the seed: 1 s, 2 s, 4 s … 30 s).',
   }),
+  BRIDGE_NOSTR_PING_INTERVAL_MS: int({
+    default: 30000,
+    min: 0,
+    max: 600000,
+    doc: 'Interval of WebSocket pings to the configured relays, in milliseconds; a relay that has not answered one by the next is dropped and reconnected. 0 turns pings off.',
+  }),
   BRIDGE_NOSTR_DEDUPE_CAPACITY: int({
     default: 100000,
     min: 100,

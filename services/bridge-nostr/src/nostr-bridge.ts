@@ -56,6 +56,7 @@ export interface NostrBridgeOptions {
   readonly lookupTimeoutMs: number;
   readonly reconnectInitialMs: number;
   readonly reconnectMaxMs: number;
+  readonly pingIntervalMs: number;
   readonly dedupeCapacity: number;
   readonly lookbackSeconds: number;
 }
@@ -112,6 +113,7 @@ export class NostrBridge implements Bridge {
         jitter: 0.2,
       },
       timeoutMs: this.o.publishTimeoutMs,
+      pingIntervalMs: persistent ? this.o.pingIntervalMs : 0,
       maxMessageBytes: this.o.maxMessageBytes,
       authSigners: () => this.signers(),
       onEvent: (relay, _sub, event) => {

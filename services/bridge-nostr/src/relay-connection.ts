@@ -38,6 +38,12 @@ export interface RelayConnectionOptions {
   readonly reconnect: Partial<ReconnectOptions>;
   /** Time to connect and to get OK for a published event. */
   readonly timeoutMs: number;
+  /**
+   * WebSocket ping interval; a connection that has not answered the previous
+   * ping by the next one is dropped and reconnected (a half-open TCP connection
+   * would otherwise look open forever). 0 disables pings.
+   */
+  readonly pingIntervalMs: number;
   readonly maxMessageBytes: number;
   /** The keys that answer AUTH challenges on this connection. */
   readonly authSigners: () => readonly Signer[];
@@ -72,6 +78,7 @@ export class RelayConnection {
   lastError: string | undefined;
   private ws: WebSocket | undefined;
   private timer: NodeJS.Timeout | undefined;
+  private pinger: NodeJS.Timeout | undefined;
   private readonly subscriptions = new Map<string, Filter[]>();
   private readonly awaitingAuth = new Set<string>();
   private readonly pendingOk = new Map<string, PendingOk>();
@@ -108,8 +115,23 @@ export class RelayConnection {
       perMessageDeflate: false,
     });
     this.ws = ws;
+    let answered = true;
+    ws.on('pong', () => {
+      answered = true;
+    });
     ws.on('open', () => {
       if (this.ws !== ws) return;
+      if (this.options.pingIntervalMs > 0) {
+        this.pinger = setInterval(() => {
+          if (!answered) {
+            this.lastError = `no pong within ${this.options.pingIntervalMs} ms`;
+            ws.terminate();
+            return;
+          }
+          answered = false;
+          ws.ping();
+        }, this.options.pingIntervalMs);
+      }
       this.attempts = 0;
       this.lastError = undefined;
       this.setState('open');
@@ -135,6 +157,8 @@ export class RelayConnection {
 
   private dropped(): void {
     this.ws = undefined;
+    if (this.pinger) clearInterval(this.pinger);
+    this.pinger = undefined;
     this.awaitingAuth.clear();
     for (const [id, p] of this.pendingOk) {
       clearTimeout(p.timer);

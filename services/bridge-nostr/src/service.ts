@@ -43,6 +43,7 @@ export async function startNostrBridgeService(env: Env, options: StartOptions = 
     lookupTimeoutMs: config.BRIDGE_NOSTR_LOOKUP_TIMEOUT_MS,
     reconnectInitialMs: config.BRIDGE_NOSTR_RECONNECT_INITIAL_MS,
     reconnectMaxMs: config.BRIDGE_NOSTR_RECONNECT_MAX_MS,
+    pingIntervalMs: config.BRIDGE_NOSTR_PING_INTERVAL_MS,
     dedupeCapacity: config.BRIDGE_NOSTR_DEDUPE_CAPACITY,
     lookbackSeconds: config.BRIDGE_NOSTR_LOOKBACK_SECONDS,
   });

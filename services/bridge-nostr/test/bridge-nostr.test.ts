@@ -8,6 +8,7 @@ import { randomBytes } from 'node:crypto';
 import { createServer } from 'node:net';
 import { after, describe, it } from 'node:test';
 import { type BridgeInboundMessage, Ed25519Identity, LibertariaError, nostrIdentity } from '@libertaria/shared';
+import * as nip17 from 'nostr-tools/nip17';
 import * as nip44 from 'nostr-tools/nip44';
 import { finalizeEvent, generateSecretKey, getPublicKey } from 'nostr-tools/pure';
 import { WebSocketServer } from 'ws';
@@ -43,6 +44,64 @@ describe('bridge-nostr with real relays', () => {
   const cleanups: (() => Promise<void>)[] = [];
   after(async () => {
     for (const c of cleanups.reverse()) await c();
+  });
+
+  it('a conversation: a Nostr user reads the bridged DM and answers on two relays; the bridge delivers it once', async () => {
+    const relayA = await startNostrRelay();
+    const relayB = await startNostrRelay();
+    cleanups.push(relayA.stop, relayB.stop);
+    const { bridge, metrics } = await makeBridge([relayA.url, relayB.url]);
+    cleanups.push(() => bridge.close());
+    const inbound: BridgeInboundMessage[] = [];
+    bridge.onInbound(async (m) => {
+      inbound.push(m);
+    });
+    await bridge.start();
+    const alice = Ed25519Identity.generate().did;
+    const aliceNpub = await bridge.bridgeIdentity(alice);
+    const bob = new NostrUser([relayA.url, relayB.url]);
+    const incoming = bob.nextRumor(aliceNpub, 8000, relayB.url);
+    const sent = await bridge.send({
+      type: 'private',
+      id: frameId(),
+      from: alice,
+      to: bob.identity,
+      text: 'hi bob, from libertaria',
+    });
+    assert.deepEqual([...sent.acceptedBy].sort(), [relayA.url, relayB.url].sort());
+    const question = await incoming;
+    assert.equal(question.content, 'hi bob, from libertaria');
+    // Bob answers as a Nostr app does: a NIP-17 reply (e tag) in one gift wrap, published to both relays.
+    const reply = nip17.wrapEvent(bob.secret, { publicKey: question.pubkey }, 'hi alice, from nostr', undefined, {
+      eventId: question.id,
+    });
+    await bob.publishEverywhere(reply);
+    await until('the answer', () => inbound.some((m) => m.text === 'hi alice, from nostr'));
+    await until('the second copy seen', async () => (await BridgeNostrMetrics.total(metrics.duplicates)) >= 1);
+    const answers = inbound.filter((m) => m.text === 'hi alice, from nostr');
+    assert.equal(answers.length, 1);
+    assert.deepEqual(
+      { type: answers[0]!.type, to: answers[0]!.to, from: answers[0]!.from.uri },
+      { type: 'private', to: alice, from: bob.identity.uri },
+    );
+    assert.equal(await BridgeNostrMetrics.total(metrics.delivered, { type: 'private' }), 1);
+  });
+
+  it('drops and reconnects a relay that stops answering pings (half-open connection)', async () => {
+    // A relay that accepts the WebSocket but never answers pings, as a dead peer behind a NAT would.
+    const silent = new WebSocketServer({ host: '127.0.0.1', port: 0, autoPong: false });
+    cleanups.push(() => new Promise((r) => silent.close(() => r())));
+    await new Promise((r) => silent.once('listening', r));
+    let connections = 0;
+    silent.on('connection', () => {
+      connections += 1;
+    });
+    const url = `ws://127.0.0.1:${(silent.address() as { port: number }).port}/`;
+    const { bridge, metrics } = await makeBridge([url], { pingIntervalMs: 100 });
+    cleanups.push(() => bridge.close());
+    await bridge.start();
+    await until('three connections', () => connections >= 3, 5000);
+    assert.ok((await BridgeNostrMetrics.total(metrics.connects, { result: 'open' })) >= 3);
   });
 
   it('sends to the kind-10050 inbox relays a recipient publishes, not to the configured ones', async () => {

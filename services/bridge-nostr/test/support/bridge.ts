@@ -34,6 +34,7 @@ export async function makeBridge(
     lookupTimeoutMs: 1000,
     reconnectInitialMs: 50,
     reconnectMaxMs: 400,
+    pingIntervalMs: 0,
     dedupeCapacity: 1000,
     lookbackSeconds: 3 * 86400,
     ...overrides,
