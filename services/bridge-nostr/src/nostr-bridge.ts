@@ -323,6 +323,7 @@ export class NostrBridge implements Bridge {
         this.metrics.published.labels(label, outcome.message.startsWith('error:') ? 'failed' : 'refused').inc();
       }
     }
+    if (failed.length > 0) this.log.warn('relays did not take an event', { event: event.id, failed });
     if (this.closed) throw new BridgeError('BRIDGE_CLOSED', 'the Nostr bridge was closed during the send');
     if (acceptedBy.length === 0) {
       const reasons = failed.map((f) => `${f.target}: ${f.reason}`).join('; ');

@@ -60,7 +60,7 @@ describe('bridge-nostr with real relays', () => {
     const alice = Ed25519Identity.generate().did;
     const aliceNpub = await bridge.bridgeIdentity(alice);
     const bob = new NostrUser([relayA.url, relayB.url]);
-    const incoming = bob.nextRumor(aliceNpub, 8000, relayB.url);
+    const incoming = bob.nextRumor(aliceNpub, 8000, [relayB.url]);
     const sent = await bridge.send({
       type: 'private',
       id: frameId(),

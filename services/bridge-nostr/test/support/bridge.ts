@@ -30,7 +30,7 @@ export async function makeBridge(
     maxTextBytes: TEST_MAX_TEXT_BYTES,
     maxMessageBytes: 262144,
     maxInboxRelays: 5,
-    publishTimeoutMs: 2000,
+    publishTimeoutMs: 5000,
     lookupTimeoutMs: 1000,
     reconnectInitialMs: 50,
     reconnectMaxMs: 400,

@@ -45,33 +45,39 @@ export class NostrUser implements ForeignParty {
     return rumor.content;
   }
 
-  /** The next kind-14 rumor from `from` not returned before, read from the first relay. */
-  async nextRumor(from: ForeignIdentity, timeoutMs: number, relayUrl = this.relayUrls[0]!) {
+  /**
+   * The next kind-14 rumor from `from` not returned before, read from every
+   * relay given (default: all of the user's relays, as an app reads its inbox
+   * relays); the first copy wins.
+   */
+  async nextRumor(from: ForeignIdentity, timeoutMs: number, relayUrls: readonly string[] = this.relayUrls) {
     if (from.type !== 'nostr') throw new Error('expected a nostr identity');
-    const relay = await Relay.connect(relayUrl);
+    const relays = await Promise.all(relayUrls.map((url) => Relay.connect(url)));
     try {
       return await new Promise<ReturnType<typeof nip17.unwrapEvent>>((resolve, reject) => {
         const timer = setTimeout(
           () => reject(new Error(`no message from ${from.uri} within ${timeoutMs} ms`)),
           timeoutMs,
         );
-        relay.subscribe([{ kinds: [1059], '#p': [this.pubkey], since: Math.floor(Date.now() / 1000) - 3 * 86400 }], {
-          onevent: (wrap) => {
-            let rumor: ReturnType<typeof nip17.unwrapEvent>;
-            try {
-              rumor = nip17.unwrapEvent(wrap, this.secret);
-            } catch {
-              return;
-            }
-            if (rumor.kind !== 14 || rumor.pubkey !== from.pubkeyHex || this.consumed.has(rumor.id)) return;
-            this.consumed.add(rumor.id);
-            clearTimeout(timer);
-            resolve(rumor);
-          },
-        });
+        for (const relay of relays) {
+          relay.subscribe([{ kinds: [1059], '#p': [this.pubkey], since: Math.floor(Date.now() / 1000) - 3 * 86400 }], {
+            onevent: (wrap) => {
+              let rumor: ReturnType<typeof nip17.unwrapEvent>;
+              try {
+                rumor = nip17.unwrapEvent(wrap, this.secret);
+              } catch {
+                return;
+              }
+              if (rumor.kind !== 14 || rumor.pubkey !== from.pubkeyHex || this.consumed.has(rumor.id)) return;
+              this.consumed.add(rumor.id);
+              clearTimeout(timer);
+              resolve(rumor);
+            },
+          });
+        }
       });
     } finally {
-      relay.close();
+      for (const relay of relays) relay.close();
     }
   }
 }
