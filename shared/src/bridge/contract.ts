@@ -171,8 +171,11 @@ export function testBridge(name: string, factory: () => Promise<BridgeHarness>, 
       );
       const atLimit = 'y'.repeat(options.maxTextLength);
       const received = harness.remote.nextPrivateMessage(await bridge.bridgeIdentity(alice), timeoutMs);
-      await bridge.send({ type: 'private', id: hexId(), from: alice, to, text: atLimit });
-      assert.equal(await received, atLimit);
+      const result = await bridge.send({ type: 'private', id: hexId(), from: alice, to, text: atLimit });
+      const text = await received.catch((err: Error) => {
+        throw new Error(`${err.message}; the send reported ${JSON.stringify(result)}`);
+      });
+      assert.equal(text, atLimit);
     });
 
     it('refuses a send from a peer that was never bridged (final)', async () => {

@@ -20,7 +20,21 @@ export class NostrUser implements ForeignParty {
   /** Rumor ids already returned by nextPrivateMessage. */
   private readonly consumed = new Set<string>();
 
+  private queries = 0;
+
   constructor(readonly relayUrls: readonly string[]) {}
+
+  /**
+   * Three days back (gift wraps are backdated up to two), and never the same
+   * value twice: @nostr-relay/core caches the stored events of an identical
+   * filter for a second, so a REQ repeated within that second, just after a
+   * new event was stored but before it was subscribed, would miss it. Real
+   * relays cache too; real clients' `since` values differ the same way.
+   */
+  private freshSince(): number {
+    this.queries += 1;
+    return Math.floor(Date.now() / 1000) - 3 * 86400 - this.queries;
+  }
 
   /** Sends a NIP-17 message to `to`, the same gift wrap to every relay. */
   async sendPrivate(to: ForeignIdentity, text: string): Promise<void> {
@@ -60,7 +74,7 @@ export class NostrUser implements ForeignParty {
           timeoutMs,
         );
         for (const relay of relays) {
-          relay.subscribe([{ kinds: [1059], '#p': [this.pubkey], since: Math.floor(Date.now() / 1000) - 3 * 86400 }], {
+          relay.subscribe([{ kinds: [1059], '#p': [this.pubkey], since: this.freshSince() }], {
             onevent: (wrap) => {
               let rumor: ReturnType<typeof nip17.unwrapEvent>;
               try {
