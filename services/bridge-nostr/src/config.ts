@@ -100,6 +100,24 @@ export const bridgeNostrConfigSpec = {
     max: 600000,
     doc: 'Interval of WebSocket pings to the configured relays, in milliseconds; a relay that has not answered one by the next is dropped and reconnected. 0 turns pings off.',
   }),
+  BRIDGE_NOSTR_HANDLER_ATTEMPTS: int({
+    default: 3,
+    min: 1,
+    max: 20,
+    doc: 'Tries of the inbound handler (the hand-over towards the Libertaria peer) per message before it is left for a relay to resend.',
+  }),
+  BRIDGE_NOSTR_HANDLER_RETRY_MS: int({
+    default: 200,
+    min: 1,
+    max: 60000,
+    doc: 'Delay before the second try of the inbound handler, in milliseconds; it doubles for each further try.',
+  }),
+  BRIDGE_NOSTR_MAX_AUTH_KEYS: int({
+    default: 16,
+    min: 1,
+    max: 1000,
+    doc: 'Most bridged keys that answer one NIP-42 AUTH challenge (the first bridged). A relay that serves gift wraps only to their authenticated recipient serves these keys only.',
+  }),
   BRIDGE_NOSTR_DEDUPE_CAPACITY: int({
     default: 100000,
     min: 100,

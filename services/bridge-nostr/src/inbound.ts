@@ -31,6 +31,9 @@ export interface InboundOptions {
   readonly log: Logger;
   readonly maxTextBytes: number;
   readonly handler: () => BridgeInboundHandler | undefined;
+  /** Tries of the handler per message; the delay doubles from `handlerRetryDelayMs` between them. */
+  readonly handlerAttempts: number;
+  readonly handlerRetryDelayMs: number;
 }
 
 export class InboundProcessor {
@@ -125,19 +128,28 @@ export class InboundProcessor {
   }
 
   private async deliver(message: BridgeInboundMessage, marks: string[]): Promise<void> {
-    const handler = this.o.handler();
-    try {
-      if (!handler) throw new Error('no inbound handler is set');
-      await handler(message);
-      this.o.metrics.delivered.labels(message.type).inc();
-    } catch (err) {
-      for (const id of marks) this.o.seen.delete(id);
-      this.o.metrics.handlerFailures.inc();
-      this.o.log.warn('inbound handler failed; the message is offered again if a relay resends it', {
-        to: message.to,
-        id: message.id,
-        err,
-      });
+    for (let attempt = 1; ; attempt++) {
+      try {
+        const handler = this.o.handler();
+        if (!handler) throw new Error('no inbound handler is set');
+        await handler(message);
+        this.o.metrics.delivered.labels(message.type).inc();
+        return;
+      } catch (err) {
+        this.o.metrics.handlerFailures.inc();
+        if (attempt >= this.o.handlerAttempts) {
+          // Unmarked, so a copy from another relay (or after a reconnect) gets another chance.
+          for (const id of marks) this.o.seen.delete(id);
+          this.o.log.warn('inbound handler failed; the message is offered again if a relay resends it', {
+            to: message.to,
+            id: message.id,
+            attempts: attempt,
+            err,
+          });
+          return;
+        }
+        await new Promise((r) => setTimeout(r, this.o.handlerRetryDelayMs * 2 ** (attempt - 1)));
+      }
     }
   }
 }

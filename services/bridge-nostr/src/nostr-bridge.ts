@@ -34,7 +34,7 @@ import type { EventTemplate, NostrEvent } from 'nostr-tools/core';
 import { finalizeEvent, verifyEvent } from 'nostr-tools/pure';
 import { RecentIds } from './dedupe.js';
 import { InboundProcessor, KIND_TEXT_NOTE } from './inbound.js';
-import type { NostrKeyStore } from './key-store.js';
+import type { BridgedIdentity, NostrKeyStore } from './key-store.js';
 import { type Logger, silentLogger } from './log.js';
 import { BridgeNostrMetrics } from './metrics.js';
 import { inboxRelays, KIND_DM_RELAYS, privateMessageRumor } from './nip17.js';
@@ -57,6 +57,11 @@ export interface NostrBridgeOptions {
   readonly reconnectInitialMs: number;
   readonly reconnectMaxMs: number;
   readonly pingIntervalMs: number;
+  /** Tries of the inbound handler per message, and the first delay between them (doubling). */
+  readonly handlerAttempts: number;
+  readonly handlerRetryDelayMs: number;
+  /** Most bridged keys that answer one NIP-42 AUTH challenge. */
+  readonly maxAuthKeys: number;
   readonly dedupeCapacity: number;
   readonly lookbackSeconds: number;
 }
@@ -89,6 +94,8 @@ export class NostrBridge implements Bridge {
       log: this.log,
       maxTextBytes: o.maxTextBytes,
       handler: () => this.handler,
+      handlerAttempts: o.handlerAttempts,
+      handlerRetryDelayMs: o.handlerRetryDelayMs,
     });
   }
 
@@ -143,9 +150,18 @@ export class NostrBridge implements Bridge {
     });
   }
 
-  /** One signer per bridged key: a relay may restrict gift wraps to the authenticated recipient. */
+  /**
+   * One signer per bridged key, up to `maxAuthKeys` (the first bridged): a
+   * relay may serve gift wraps only to their authenticated recipient, but
+   * answering one challenge with thousands of AUTH events is not reasonable.
+   */
   private signers(): Signer[] {
-    return [...this.o.keys.all()].map((identity) => ({
+    const identities: BridgedIdentity[] = [];
+    for (const identity of this.o.keys.all()) {
+      if (identities.length >= this.o.maxAuthKeys) break;
+      identities.push(identity);
+    }
+    return identities.map((identity) => ({
       pubkey: identity.pubkey,
       sign: (template: EventTemplate) =>
         this.o.keys.withSecretKey(identity.did, (secret) => finalizeEvent(template, secret)),

@@ -44,6 +44,9 @@ export async function startNostrBridgeService(env: Env, options: StartOptions = 
     reconnectInitialMs: config.BRIDGE_NOSTR_RECONNECT_INITIAL_MS,
     reconnectMaxMs: config.BRIDGE_NOSTR_RECONNECT_MAX_MS,
     pingIntervalMs: config.BRIDGE_NOSTR_PING_INTERVAL_MS,
+    maxAuthKeys: config.BRIDGE_NOSTR_MAX_AUTH_KEYS,
+    handlerAttempts: config.BRIDGE_NOSTR_HANDLER_ATTEMPTS,
+    handlerRetryDelayMs: config.BRIDGE_NOSTR_HANDLER_RETRY_MS,
     dedupeCapacity: config.BRIDGE_NOSTR_DEDUPE_CAPACITY,
     lookbackSeconds: config.BRIDGE_NOSTR_LOOKBACK_SECONDS,
   });

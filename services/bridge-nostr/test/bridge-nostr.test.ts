@@ -104,6 +104,27 @@ describe('bridge-nostr with real relays', () => {
     assert.ok((await BridgeNostrMetrics.total(metrics.connects, { result: 'open' })) >= 3);
   });
 
+  it('tries a failing inbound handler again with backoff, and delivers once it accepts', async () => {
+    const relay = await startNostrRelay();
+    cleanups.push(relay.stop);
+    const { bridge, metrics } = await makeBridge([relay.url]);
+    cleanups.push(() => bridge.close());
+    let calls = 0;
+    const accepted: BridgeInboundMessage[] = [];
+    bridge.onInbound(async (m) => {
+      calls += 1;
+      if (calls < 3) throw new Error('queue unavailable');
+      accepted.push(m);
+    });
+    const to = await bridge.bridgeIdentity(Ed25519Identity.generate().did);
+    await bridge.start();
+    await new NostrUser([relay.url]).sendPrivate(to, 'third time lucky');
+    await until('delivery', () => accepted.length === 1);
+    assert.equal(calls, 3);
+    assert.equal(await BridgeNostrMetrics.total(metrics.handlerFailures), 2);
+    assert.equal(await BridgeNostrMetrics.total(metrics.delivered), 1);
+  });
+
   it('sends to the kind-10050 inbox relays a recipient publishes, not to the configured ones', async () => {
     const configured = await startNostrRelay();
     const inbox = await startNostrRelay();
