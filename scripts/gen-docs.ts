@@ -1,10 +1,12 @@
 /**
  * Regenerates the tables in docs/ that are derived from code: the error codes
- * (docs/errors.md, from ERROR_CODES) and the relay's variables
- * (docs/configuration.md, from relayConfigSpec). `npm run docs`. Tests fail
+ * (docs/errors.md, from ERROR_CODES), the relay's variables
+ * (docs/configuration.md, from relayConfigSpec) and the Nostr bridge's
+ * (docs/bridges.md, from bridgeNostrConfigSpec). `npm run docs`. Tests fail
  * when a table is stale, so run this after changing either source.
  */
 import { readFileSync, writeFileSync } from 'node:fs';
+import { bridgeNostrConfigSpec } from '../services/bridge-nostr/src/config.js';
 import { relayConfigSpec } from '../services/relay/src/config.js';
 import { describeConfig } from '../shared/src/config.js';
 import { ERROR_CODES } from '../shared/src/errors.js';
@@ -30,4 +32,5 @@ replaceBetween(
   ['| code | wire | meaning |', '| --- | --- | --- |', ...errorRows].join('\n'),
 );
 replaceBetween('docs/configuration.md', 'relay-config', describeConfig(relayConfigSpec));
-console.log('docs: regenerated docs/errors.md and docs/configuration.md tables');
+replaceBetween('docs/bridges.md', 'bridge-nostr-config', describeConfig(bridgeNostrConfigSpec));
+console.log('docs: regenerated docs/errors.md, docs/configuration.md and docs/bridges.md tables');

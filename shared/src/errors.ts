@@ -7,7 +7,8 @@
  * Wire numbers are grouped by the high byte:
  *   0x01xx codec, 0x02xx authentication, 0x03xx routing and queues,
  *   0x04xx identity, 0x05xx configuration, 0x06xx client SDK and CLI,
- *   0x07xx prekeys, 0x08xx session crypto, 0x09xx membrane, 0x0fxx generic.
+ *   0x07xx prekeys, 0x08xx session crypto, 0x09xx membrane, 0x0axx bridges,
+ *   0x0fxx generic.
  */
 export const ERROR_CODES = {
   // Codec: the bytes could not be decoded.
@@ -173,6 +174,31 @@ export const ERROR_CODES = {
     summary: 'a time-window constraint does not allow access at this time of day or week',
   },
   ACCESS_NOT_YET_VALID: { wire: 0x0917, summary: "a 'not before' constraint is still in the future" },
+
+  // Bridges (0x0axx): foreign identities and the bridges to other networks (shared/src/bridge, services/bridge-*).
+  FOREIGN_IDENTITY_INVALID: {
+    wire: 0x0a01,
+    summary: 'a foreign identity URI is malformed (nostr:npub1…, acct:user@host or xmtp:…)',
+  },
+  FOREIGN_PROTOCOL_UNSUPPORTED: { wire: 0x0a02, summary: 'the URI scheme names no network a bridge serves' },
+  BRIDGE_PROTOCOL_MISMATCH: {
+    wire: 0x0a03,
+    summary: 'the foreign identity belongs to another bridge than the one asked',
+  },
+  BRIDGE_IDENTITY_UNKNOWN: { wire: 0x0a04, summary: 'the Libertaria peer has not been bridged to this network yet' },
+  BRIDGE_MESSAGE_TOO_LARGE: { wire: 0x0a05, summary: 'the message is longer than the bridge accepts' },
+  BRIDGE_UNAVAILABLE: {
+    wire: 0x0a06,
+    summary: 'no foreign relay or server accepted the message; retrying later may succeed',
+  },
+  BRIDGE_CLOSED: { wire: 0x0a07, summary: 'the bridge was closed while the operation was pending' },
+  BRIDGE_KEY_STORE: {
+    wire: 0x0a08,
+    summary: "the bridge's key store is unreadable, or a key does not decrypt under the key-encryption key",
+  },
+  BRIDGE_NAME_INVALID: { wire: 0x0a09, summary: 'a bridged name is not 1-64 of a-z, 0-9, dot, dash or underscore' },
+  BRIDGE_NAME_TAKEN: { wire: 0x0a0a, summary: 'the bridged name already belongs to another Libertaria peer' },
+  BRIDGE_IDENTITY_LIMIT: { wire: 0x0a0b, summary: 'the bridge holds its configured maximum of bridged identities' },
 
   // Generic.
   INTERNAL: { wire: 0x0f01, summary: 'an unexpected failure inside the node; it is logged there' },

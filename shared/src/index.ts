@@ -2,6 +2,7 @@
  * @libertaria/shared: the wire protocol, identities, config reader and errors
  * that relay nodes, bridges, the client SDK and the CLI all build on.
  */
+export * from './bridge/index.js';
 export * from './client/index.js';
 export { FileSessionStore, stateDirForKeyFile } from './client/session-store-file.js';
 export * from './config.js';

@@ -1,0 +1,169 @@
+/**
+ * The Nostr bridge's configuration: the one place the bridge reads the
+ * environment. `docs/bridges.md` carries the table that
+ * `describeConfig(bridgeNostrConfigSpec)` produces (a test keeps them equal).
+ */
+import {
+  type ConfigOf,
+  type ConfigProblem,
+  type ConfigSpec,
+  describeConfig,
+  type Env,
+  int,
+  oneOf,
+  port,
+  readConfig,
+  str,
+} from '@libertaria/shared';
+
+/** Every variable of the bridge starts with this; unknown ones are rejected. */
+export const BRIDGE_NOSTR_ENV_PREFIX = 'BRIDGE_NOSTR_';
+
+/** A comma-separated list of ws:// or wss:// URLs. */
+const RELAY_LIST = /^wss?:\/\/[^\s,]+(?:,wss?:\/\/[^\s,]+)*$/;
+
+export const bridgeNostrConfigSpec = {
+  BRIDGE_NOSTR_RELAYS: str({
+    pattern: RELAY_LIST,
+    maxLength: 4096,
+    accepted: 'comma-separated ws:// or wss:// URLs',
+    doc: 'Nostr relays the bridge reads from (gift wraps and mentions for bridged keys) and writes to when a recipient publishes no kind-10050 inbox relays. Required.',
+  }),
+  BRIDGE_NOSTR_KEK: str({
+    pattern: /^[0-9a-fA-F]{64}$/,
+    secret: true,
+    accepted: '64 hex digits (32 bytes)',
+    doc: 'Key-encryption key: every bridged Nostr secret key is stored sealed under it (AES-256-GCM). Required; keep it apart from the key store.',
+  }),
+  BRIDGE_NOSTR_KEY_STORE_FILE: str({
+    maxLength: 4096,
+    doc: 'File holding the sealed Nostr keys of bridged identities (created with mode 0600). Required.',
+  }),
+  BRIDGE_NOSTR_HTTP_HOST: str({
+    default: '127.0.0.1',
+    pattern: /^[A-Za-z0-9.:%_-]{1,253}$/,
+    accepted: 'a host name or IP address',
+    doc: 'Address of the HTTP listener (NIP-05 `/.well-known/nostr.json`, `/health`, `/metrics`).',
+  }),
+  BRIDGE_NOSTR_HTTP_PORT: port({ default: 8090, doc: 'Port of the HTTP listener; 0 picks a free one.' }),
+  BRIDGE_NOSTR_MAX_IDENTITIES: int({
+    default: 100000,
+    min: 1,
+    max: 10000000,
+    doc: 'Most bridged identities (Nostr keys) the bridge holds; bridging one more fails with `BRIDGE_IDENTITY_LIMIT`.',
+  }),
+  BRIDGE_NOSTR_MAX_TEXT_BYTES: int({
+    default: 16384,
+    min: 1,
+    max: 32768,
+    doc: 'Longest message text, in UTF-8 bytes, bridged either way (16 KiB). NIP-44 v2 caps what one seal can carry at 65535 bytes, hence the ceiling; a text under the limit whose sealed form still exceeds it is refused with `BRIDGE_MESSAGE_TOO_LARGE`.',
+  }),
+  BRIDGE_NOSTR_MAX_EVENT_BYTES: int({
+    default: 262144,
+    min: 131072,
+    max: 4194304,
+    doc: 'Largest message from a relay, in bytes; longer ones are dropped and counted as malformed (256 KiB; the largest valid gift wrap is about 90 KiB).',
+  }),
+  BRIDGE_NOSTR_MAX_INBOX_RELAYS: int({
+    default: 5,
+    min: 1,
+    max: 50,
+    doc: "Most of a recipient's kind-10050 inbox relays a message is sent to; the rest are ignored.",
+  }),
+  BRIDGE_NOSTR_PUBLISH_TIMEOUT_MS: int({
+    default: 5000,
+    min: 100,
+    max: 120000,
+    doc: 'Time a relay has to connect and answer OK to a published event, in milliseconds.',
+  }),
+  BRIDGE_NOSTR_LOOKUP_TIMEOUT_MS: int({
+    default: 3000,
+    min: 100,
+    max: 60000,
+    doc: "Time given to the relays to return a recipient's kind-10050 inbox relay list, in milliseconds.",
+  }),
+  BRIDGE_NOSTR_RECONNECT_INITIAL_MS: int({
+    default: 500,
+    min: 10,
+    max: 60000,
+    doc: 'First delay before reconnecting to a relay that dropped or refused the connection, in milliseconds; it doubles per failure, with ±20% jitter.',
+  }),
+  BRIDGE_NOSTR_RECONNECT_MAX_MS: int({
+    default: 30000,
+    min: 10,
+    max: 600000,
+    doc: 'Largest delay between reconnection attempts, in milliseconds (the seed: 1 s, 2 s, 4 s … 30 s).',
+  }),
+  BRIDGE_NOSTR_PING_INTERVAL_MS: int({
+    default: 30000,
+    min: 0,
+    max: 600000,
+    doc: 'Interval of WebSocket pings to the configured relays, in milliseconds; a relay that has not answered one by the next is dropped and reconnected. 0 turns pings off.',
+  }),
+  BRIDGE_NOSTR_HANDLER_ATTEMPTS: int({
+    default: 3,
+    min: 1,
+    max: 20,
+    doc: 'Tries of the inbound handler (the hand-over towards the Libertaria peer) per message before it is left for a relay to resend.',
+  }),
+  BRIDGE_NOSTR_HANDLER_RETRY_MS: int({
+    default: 200,
+    min: 1,
+    max: 60000,
+    doc: 'Delay before the second try of the inbound handler, in milliseconds; it doubles for each further try.',
+  }),
+  BRIDGE_NOSTR_MAX_AUTH_KEYS: int({
+    default: 16,
+    min: 1,
+    max: 1000,
+    doc: 'Most bridged keys that answer one NIP-42 AUTH challenge (the first bridged). A relay that serves gift wraps only to their authenticated recipient serves these keys only.',
+  }),
+  BRIDGE_NOSTR_DEDUPE_CAPACITY: int({
+    default: 100000,
+    min: 100,
+    max: 10000000,
+    doc: 'Event ids remembered to deliver a message seen on several relays once; the oldest are forgotten first.',
+  }),
+  BRIDGE_NOSTR_LOOKBACK_SECONDS: int({
+    default: 259200,
+    min: 0,
+    max: 2592000,
+    doc: 'How far back subscriptions reach when (re)connecting, in seconds (3 days: NIP-59 backdates gift wraps by up to 2 days).',
+  }),
+  BRIDGE_NOSTR_LOG_LEVEL: oneOf(['debug', 'info', 'warn', 'error'], {
+    default: 'info',
+    doc: 'Least severe log level written.',
+  }),
+} satisfies ConfigSpec;
+
+export type BridgeNostrConfig = ConfigOf<typeof bridgeNostrConfigSpec>;
+
+/** Checks across variables; they run once every variable is valid on its own. */
+export function bridgeNostrConfigProblems(config: BridgeNostrConfig): ConfigProblem[] {
+  const problems: ConfigProblem[] = [];
+  if (config.BRIDGE_NOSTR_RECONNECT_MAX_MS < config.BRIDGE_NOSTR_RECONNECT_INITIAL_MS) {
+    problems.push({
+      variable: 'BRIDGE_NOSTR_RECONNECT_MAX_MS',
+      message: `BRIDGE_NOSTR_RECONNECT_MAX_MS=${config.BRIDGE_NOSTR_RECONNECT_MAX_MS} is below BRIDGE_NOSTR_RECONNECT_INITIAL_MS=${config.BRIDGE_NOSTR_RECONNECT_INITIAL_MS}`,
+    });
+  }
+  return problems;
+}
+
+/** The relay URLs of BRIDGE_NOSTR_RELAYS, without duplicates. */
+export function relayUrls(config: BridgeNostrConfig): string[] {
+  return [...new Set(config.BRIDGE_NOSTR_RELAYS.split(','))];
+}
+
+/** Reads and validates the configuration; throws one ConfigValidationError listing every problem. */
+export function loadBridgeNostrConfig(env: Env = process.env): BridgeNostrConfig {
+  return readConfig(bridgeNostrConfigSpec, env, {
+    prefix: BRIDGE_NOSTR_ENV_PREFIX,
+    validate: bridgeNostrConfigProblems,
+  });
+}
+
+/** The markdown table of the variables, for docs/bridges.md. */
+export function describeBridgeNostrConfig(): string {
+  return describeConfig(bridgeNostrConfigSpec);
+}

@@ -1,0 +1,32 @@
+/**
+ * Entry point: `node services/bridge-nostr/dist/main.js` with BRIDGE_NOSTR_*
+ * variables set. Inbound messages are logged (without their text) until the
+ * relay integration hands them to the inbound BullMQ queue.
+ */
+import { ConfigValidationError } from '@libertaria/shared';
+import { startNostrBridgeService } from './service.js';
+
+try {
+  const service = await startNostrBridgeService(process.env, {
+    onInbound: async (message) => {
+      // The text stays out of the log: operators see that a message crossed, not what it says.
+      process.stdout.write(
+        `${JSON.stringify({ time: new Date().toISOString(), level: 'info', msg: 'inbound', type: message.type, to: message.to, from: message.from.uri, id: message.id })}\n`,
+      );
+    },
+  });
+  const stop = (): void => {
+    service.close().then(
+      () => process.exit(0),
+      () => process.exit(1),
+    );
+  };
+  process.once('SIGTERM', stop);
+  process.once('SIGINT', stop);
+} catch (err) {
+  if (err instanceof ConfigValidationError) {
+    process.stderr.write(`${err.message}\n`);
+    process.exit(2);
+  }
+  throw err;
+}
