@@ -737,8 +737,8 @@ describe('MultipathSession against real relays', { timeout: 180_000 }, () => {
     it(`${strategy}: SIGKILL of a relay mid-stream loses no durable frame and delivers each once, in order`, async (t) => {
       const doomed = await startRelay({ redisUrl: redis.url });
       relays.push(doomed);
-      // 20 ms each way in front of the doomed node: its ACKs take a while, so frames are surely in
-      // flight there (some not yet stored, some stored with the ACK still on its way) when it dies.
+      // 20 ms each way in front of the doomed node, cut at the moment it is killed: whatever was on
+      // that path's wire dies with it (frames not yet stored, and ACKs of frames already stored).
       const slow = await startLatencyProxy({ target: doomed.ports.ws, delayMs: 20 });
       proxies.push(slow);
       // Both peers lose a path: alice's first (the failover primary), bob's first.
@@ -769,13 +769,14 @@ describe('MultipathSession against real relays', { timeout: 180_000 }, () => {
       );
       const receiving = receive(bob, n, 40_000);
       await within(
-        waitFor(() => acked >= 40 && alice.mp.stats.paths[0]!.outstanding >= 5, 1),
+        waitFor(() => acked >= 40 && alice.mp.stats.paths[0]!.outstanding >= 1, 1),
         20_000,
         'the first ACKs, and frames in flight on the doomed path',
       );
       const inFlight = alice.mp.stats.paths[0]!.outstanding;
       const ackedAtKill = acked;
       const killedAt = performance.now();
+      slow.cut();
       doomed.kill('SIGKILL');
       const results = await within(Promise.all(sends), 30_000, 'every durable send ACKed');
       const allAckedMs = performance.now() - killedAt;
@@ -783,7 +784,10 @@ describe('MultipathSession against real relays', { timeout: 180_000 }, () => {
       const rerouted = alice.mp.stats.paths.reduce((a, p) => a + p.rerouted, 0);
       const onDoomed = alice.mp.stats.paths[0]!.sent;
       assert.ok(onDoomed > 0, 'the doomed path carried frames');
-      assert.ok(rerouted > 0, `frames in flight on the dead path were written again elsewhere (${rerouted})`);
+      assert.ok(
+        rerouted >= inFlight && rerouted > 0,
+        `every frame in flight on the dead path (${inFlight}) was written again elsewhere (${rerouted})`,
+      );
       const got = await receiving;
       assertInOrderOnce(got, 'k', n);
       assert.ok(alice.events.some(([name, e]) => name === 'path-down' && (e as { path: string }).path === 'doomed'));
