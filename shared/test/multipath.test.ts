@@ -41,23 +41,34 @@ function code(expected: string): (error: unknown) => boolean {
   };
 }
 
-/** Timers the test fires by hand. */
+/** A virtual clock: timers fire when the test advances time past them. */
 class ManualTimers implements ReorderTimers {
-  readonly pending = new Map<number, () => void>();
+  readonly pending = new Map<number, { due: number; callback: () => void }>();
   #next = 0;
-  set(callback: () => void): unknown {
+  #now = 0;
+  now(): number {
+    return this.#now;
+  }
+  set(callback: () => void, ms: number): unknown {
     const id = ++this.#next;
-    this.pending.set(id, callback);
+    this.pending.set(id, { due: this.#now + ms, callback });
     return id;
   }
   clear(handle: unknown): void {
     this.pending.delete(handle as number);
   }
-  fireAll(): void {
-    for (const [id, callback] of [...this.pending]) {
-      this.pending.delete(id);
-      callback();
+  advance(ms: number): void {
+    const until = this.#now + ms;
+    for (;;) {
+      let first: [number, { due: number; callback: () => void }] | undefined;
+      for (const entry of this.pending)
+        if (entry[1].due <= until && (!first || entry[1].due < first[1].due)) first = entry;
+      if (first === undefined) break;
+      this.pending.delete(first[0]);
+      this.#now = Math.max(this.#now, first[1].due);
+      first[1].callback();
     }
+    this.#now = until;
   }
 }
 
@@ -119,22 +130,40 @@ describe('multipath parts', () => {
       assert.equal(rb.expected('s'), 4);
     });
 
-    it('gives a gap up after the timeout, then releases the late frame flagged', () => {
+    it('gives a gap up once a frame has waited gapTimeoutMs, then releases the late frame flagged', () => {
       const { rb, out, timers } = buffer({ gapTimeoutMs: 50 });
       rb.push('s', 0, 'a');
       rb.push('s', 2, 'c');
-      rb.push('s', 4, 'e');
-      timers.fireAll(); // gives up seq 1: releases c, then waits for 3 with a new timer
+      timers.advance(30);
+      rb.push('s', 4, 'e'); // arrives later: its own deadline is at 80
+      timers.advance(20); // t = 50: c has waited 50 ms, gives up seq 1; e waits for 3
       assert.deepEqual(out, [
         ['a', false],
         ['c', false],
       ]);
-      assert.equal(timers.pending.size, 1, 'the gap before 4 has its own timer');
       rb.push('s', 1, 'b');
       assert.deepEqual(out.at(-1), ['b', true]);
-      timers.fireAll();
+      timers.advance(29);
+      assert.equal(out.length, 3, 'e has waited 49 ms');
+      timers.advance(1);
       assert.deepEqual(out.at(-1), ['e', false]);
+      assert.equal(timers.pending.size, 0);
       assert.deepEqual(rb.stats, { buffered: 0, late: 1, skipped: 2, gapTimeouts: 2, overflows: 0, reordered: 2 });
+    });
+
+    it('gives many gaps up with one timeout: no frame waits longer than gapTimeoutMs', () => {
+      const { rb, out, timers } = buffer({ gapTimeoutMs: 100 });
+      for (const seq of [2, 4, 6, 8, 10]) rb.push('s', seq, `f${seq}`);
+      timers.advance(99);
+      assert.equal(out.length, 0);
+      timers.advance(1);
+      assert.deepEqual(
+        out.map(([item, late]) => `${item}${late ? '!' : ''}`),
+        ['f2', 'f4', 'f6', 'f8', 'f10'],
+      );
+      assert.equal(rb.stats.skipped, 6);
+      assert.equal(rb.stats.gapTimeouts, 1);
+      assert.equal(rb.expected('s'), 11);
     });
 
     it('gives a gap up at once when a stream buffers more than maxBufferedFrames', () => {
@@ -732,6 +761,53 @@ describe('MultipathSession against real relays', { timeout: 180_000 }, () => {
       assert.deepEqual(bob.errors, []);
     });
   }
+
+  it('aggregate: fast frames lost with a cut path cost the receiver about one gap timeout, then it goes on in order', async (t) => {
+    const gapTimeoutMs = 400;
+    const slow = await startLatencyProxy({ target: r2.ports.tcp, delayMs: 300 });
+    proxies.push(slow);
+    const bob = await peer([{ url: r1.tcpUrl }, { url: r2.wsUrl }], 'aggregate', { gapTimeoutMs });
+    await published(bob);
+    const alice = await peer(
+      [
+        { url: r1.wsUrl, name: 'direct' },
+        { url: `tcp://127.0.0.1:${slow.port}`, name: 'slow' },
+      ],
+      'aggregate',
+    );
+    await alice.mp.send(bob.id.did, text('hello'));
+    await receive(bob, 1);
+    const sent = await sendAll(alice, bob, 'L', 20, false);
+    // The slow path's frames are still inside the proxy (300 ms): cutting it loses them.
+    slow.cut();
+    const started = performance.now();
+    const lostSeqs = sent.filter((r) => r.path === 'slow').map((r) => r.seq);
+    assert.equal(lostSeqs.length, 10);
+    const it = bob.mp.messages()[Symbol.asyncIterator]();
+    const got: MultipathMessage[] = [];
+    while (got.length < 10) got.push((await within(it.next(), 5000, 'more frames')).value as MultipathMessage);
+    const waited = performance.now() - started;
+    await it.return?.();
+    const seqs = got.map((m) => m.seq);
+    assert.deepEqual(
+      seqs,
+      sent.filter((r) => r.path === 'direct').map((r) => r.seq),
+      'the direct path’s frames, in order',
+    );
+    assert.ok(got.every((m) => !m.late));
+    assert.equal(bob.mp.stats.reorder.skipped, 10);
+    // Frames that arrived together are released together: timeouts ≤ gaps, and the whole wait is about one.
+    assert.ok(bob.mp.stats.reorder.gapTimeouts >= 1 && bob.mp.stats.reorder.gapTimeouts <= 10);
+    // Held back by the gaps for one timeout (frame seq 1 is lost), not for ten.
+    assert.ok(
+      waited >= gapTimeoutMs - 50 && waited < gapTimeoutMs + 1000,
+      `the last frame came ${waited.toFixed(0)} ms after the sends`,
+    );
+    t.diagnostic(
+      `10 of 20 fast frames lost: the other 10 were all delivered, in order, ${waited.toFixed(0)} ms after the sends ` +
+        `(gapTimeoutMs ${gapTimeoutMs}); reorder ${JSON.stringify(bob.mp.stats.reorder)}`,
+    );
+  });
 
   for (const strategy of ['failover', 'load-balance', 'aggregate'] as const) {
     it(`${strategy}: SIGKILL of a relay mid-stream loses no durable frame and delivers each once, in order`, async (t) => {

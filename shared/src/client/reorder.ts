@@ -6,14 +6,16 @@
  *
  * Rules, per stream with `next` = the sequence number it waits for:
  *   - seq == next: released at once, then every buffered successor;
- *   - seq > next: buffered; the first time a gap opens a timer starts;
+ *   - seq > next: buffered, with its arrival time;
  *   - seq < next: "late" (its gap was given up on): released at once and
  *     flagged, never dropped. Losing a frame is worse than disorder, and a
  *     durable frame must never be lost;
- *   - the gap timer fires after `gapTimeoutMs` (a fast frame that was lost
+ *   - no frame waits longer than `gapTimeoutMs` (a fast frame that was lost
  *     never comes; a durable one re-sent on another path may be slower):
- *     `next` jumps to the lowest buffered seq, the run from there is
- *     released, and a remaining gap starts a new timer;
+ *     when the oldest buffered frame has waited that long, every gap in
+ *     front of it (and of any other frame that has waited as long) is given
+ *     up and the frames are released in order. Many gaps at once cost one
+ *     timeout, not one each;
  *   - more than `maxBufferedFrames` buffered in one stream: the gap is given
  *     up at once, as if its timer had fired (memory stays bounded);
  *   - more than `maxStreams` streams: the least recently used one is
@@ -28,7 +30,7 @@ import { ClientErrorCode } from './codes.js';
 export interface ReorderOptions {
   /** Frames buffered per stream while a gap is open, before the gap is given up (default 1024). */
   maxBufferedFrames?: number;
-  /** How long a gap may hold back later frames (default 1000 ms). */
+  /** The longest a frame waits for its predecessors before their gap is given up (default 1000 ms). */
   gapTimeoutMs?: number;
   /** Streams remembered (default 1024); the least recently used is flushed and forgotten beyond it. */
   maxStreams?: number;
@@ -50,11 +52,14 @@ export interface ReorderStats {
 }
 
 export interface ReorderTimers {
+  /** Milliseconds on a monotonic clock. */
+  now(): number;
   set(callback: () => void, ms: number): unknown;
   clear(handle: unknown): void;
 }
 
 const realTimers: ReorderTimers = {
+  now: () => performance.now(),
   set: (callback, ms) => {
     const t = setTimeout(callback, ms);
     (t as { unref?: () => void }).unref?.();
@@ -63,9 +68,16 @@ const realTimers: ReorderTimers = {
   clear: (handle) => clearTimeout(handle as ReturnType<typeof setTimeout>),
 };
 
+interface Held {
+  readonly item: unknown;
+  /** Arrival time (timers.now()). */
+  readonly at: number;
+}
+
 interface StreamState {
   next: number;
-  readonly items: Map<number, unknown>;
+  /** Insertion order = arrival order: the first entry has waited longest. */
+  readonly items: Map<number, Held>;
   timer: unknown;
 }
 
@@ -135,12 +147,13 @@ export class ReorderBuffer<T> {
       return;
     }
     if (seq > state.next) {
-      state.items.set(seq, item);
+      state.items.set(seq, { item, at: this.#timers.now() });
       this.#buffered++;
       this.#reordered++;
       if (state.items.size > this.maxBufferedFrames) {
         this.#overflows++;
         this.#skipGap(state);
+        this.#rearm(stream, state);
       } else if (state.timer === undefined) {
         this.#arm(stream, state);
       }
@@ -148,10 +161,8 @@ export class ReorderBuffer<T> {
     }
     this.#release(item, false);
     state.next++;
-    // The gap this stream waited on (if any) is closed: a gap behind it gets a full timeout of its own.
-    if (state.timer !== undefined) this.#timers.clear(state.timer);
-    state.timer = undefined;
-    this.#drain(stream, state);
+    this.#releaseRun(state);
+    this.#rearm(stream, state);
   }
 
   /** Releases every buffered frame in order and forgets all streams (e.g. before closing). */
@@ -172,14 +183,33 @@ export class ReorderBuffer<T> {
     this.#buffered = 0;
   }
 
+  /** A timer for the moment the longest-waiting buffered frame reaches gapTimeoutMs. */
   #arm(stream: string, state: StreamState): void {
+    const oldest = state.items.values().next();
+    if (oldest.done) return;
+    const delay = Math.max(0, oldest.value.at + this.gapTimeoutMs - this.#timers.now());
     state.timer = this.#timers.set(() => {
       state.timer = undefined;
-      if (this.#streams.get(stream) !== state || state.items.size === 0) return;
-      this.#gapTimeouts++;
-      this.#skipGap(state);
-      this.#drain(stream, state);
-    }, this.gapTimeoutMs);
+      if (this.#streams.get(stream) !== state) return;
+      this.#expire(state);
+      this.#arm(stream, state);
+    }, delay);
+  }
+
+  #rearm(stream: string, state: StreamState): void {
+    if (state.timer !== undefined) this.#timers.clear(state.timer);
+    state.timer = undefined;
+    this.#arm(stream, state);
+  }
+
+  /** Gives up every gap in front of a frame that has waited gapTimeoutMs. */
+  #expire(state: StreamState): void {
+    const deadline = this.#timers.now() - this.gapTimeoutMs;
+    let limit = -1;
+    for (const [seq, held] of state.items) if (held.at <= deadline && seq > limit) limit = seq;
+    if (limit < 0) return; // woke a little early: #arm waits for the rest
+    this.#gapTimeouts++;
+    while (state.next <= limit && state.items.size > 0) this.#skipGap(state);
   }
 
   /** Gives up the gap in front of the lowest buffered seq and releases the run that starts there. */
@@ -189,31 +219,17 @@ export class ReorderBuffer<T> {
     if (lowest === Number.POSITIVE_INFINITY) return;
     this.#skipped += lowest - state.next;
     state.next = lowest;
-    if (state.timer !== undefined) {
-      this.#timers.clear(state.timer);
-      state.timer = undefined;
-    }
     this.#releaseRun(state);
   }
 
   #releaseRun(state: StreamState): void {
     for (;;) {
-      const item = state.items.get(state.next);
-      if (item === undefined && !state.items.has(state.next)) return;
+      const held = state.items.get(state.next);
+      if (held === undefined) return;
       state.items.delete(state.next);
       this.#buffered--;
       state.next++;
-      this.#release(item as T, false);
-    }
-  }
-
-  #drain(stream: string, state: StreamState): void {
-    this.#releaseRun(state);
-    if (state.items.size === 0) {
-      if (state.timer !== undefined) this.#timers.clear(state.timer);
-      state.timer = undefined;
-    } else if (state.timer === undefined) {
-      this.#arm(stream, state);
+      this.#release(held.item as T, false);
     }
   }
 
