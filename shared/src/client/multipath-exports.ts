@@ -2,7 +2,6 @@
 
 export {
   type MultipathEvents,
-  type MultipathMessage,
   type MultipathOptions,
   type MultipathPathSpec,
   type MultipathPathStats,
@@ -19,5 +18,11 @@ export {
   MULTIPATH_VERSION,
   type MultipathFrame,
 } from './multipath-frame.js';
+export {
+  MultipathInbound,
+  type MultipathInboundOptions,
+  type MultipathInboundStats,
+  type MultipathMessage,
+} from './multipath-inbound.js';
 export { MULTIPATH_STRATEGIES, type MultipathStrategy, PathScheduler, type PathView } from './multipath-scheduler.js';
 export { ReorderBuffer, type ReorderOptions, type ReorderStats, type ReorderTimers } from './reorder.js';

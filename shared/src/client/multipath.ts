@@ -18,35 +18,27 @@
  * repeat with the original position. So a durable send fails only with a
  * NACK, close(), or when every path gave up.
  *
- * Receiving: every path's messages() is read; the first copy of a message
- * id is opened and goes through the ReorderBuffer (reorder.ts) to
- * messages(); later copies (a durable frame reaches every connection of our
- * DID; a fast one every connection on the node it went through) are held and
- * acknowledged on their own path when the application acknowledges the
- * message, or at once if it already did. Nothing is acknowledged before the
- * application says so, so every path's RESUME watermark stays honest.
+ * Receiving: every path's messages() is read into one MultipathInbound
+ * (multipath-inbound.ts), which opens the first copy of each message id,
+ * hides and later acknowledges the other copies, and releases each sender's
+ * messages in order; while the application is behind, the paths are not
+ * read.
  *
  * Browser-safe: no Node imports.
  */
 import { LibertariaError, RelayError } from '../errors.js';
 import { hintFromDid } from '../identity/did.js';
-import { bytesEqual, copyBytes, randomBytes, toHex } from './bytes.js';
-import type {
-  ClientLogger,
-  InboundMessage,
-  PrekeyStatus,
-  PublishPrekeysOptions,
-  RelayClient,
-  SendResult,
-} from './client.js';
+import { copyBytes, randomBytes, toHex } from './bytes.js';
+import type { ClientLogger, PrekeyStatus, PublishPrekeysOptions, RelayClient, SendResult } from './client.js';
 import { ClientErrorCode } from './codes.js';
 import { TypedEmitter } from './emitter.js';
-import { Inbox } from './inbox.js';
-import { decodeMultipathFrame, encodeMultipathFrame, MULTIPATH_STREAM_ID_SIZE } from './multipath-frame.js';
+import { encodeMultipathFrame, MULTIPATH_STREAM_ID_SIZE } from './multipath-frame.js';
+import { MultipathInbound, type MultipathInboundStats, type MultipathMessage } from './multipath-inbound.js';
 import { MULTIPATH_STRATEGIES, type MultipathStrategy, PathScheduler, type PathView } from './multipath-scheduler.js';
-import { ReorderBuffer, type ReorderOptions, type ReorderStats } from './reorder.js';
+import type { ReorderOptions } from './reorder.js';
 import type { SessionManager, SessionTransport } from './sessions.js';
 
+export type { MultipathMessage } from './multipath-inbound.js';
 export type { MultipathStrategy } from './multipath-scheduler.js';
 
 export interface MultipathPathSpec {
@@ -95,25 +87,6 @@ export interface MultipathSendResult {
   seq: number;
 }
 
-export interface MultipathMessage {
-  readonly messageId: Uint8Array;
-  /** Sender DID, verified against the source hint the relay authenticated. */
-  readonly from: string;
-  readonly payload: Uint8Array;
-  readonly durable: boolean;
-  /** Queue position of the first copy (0 for fast). */
-  readonly position: number;
-  /** The path the first copy arrived on. */
-  readonly path: string;
-  readonly seq: number;
-  /** The sender instance's stream id (hex). */
-  readonly streamId: string;
-  /** It arrived after the reorder buffer had given up waiting for it: released out of order. */
-  readonly late: boolean;
-  /** Acknowledges every copy, on every path it arrived on (and any copy still to come). Idempotent. */
-  ack(): Promise<void>;
-}
-
 export interface MultipathEvents {
   'path-up': { path: string; url: string; nodeId: string };
   'path-down': { path: string; error?: Error };
@@ -147,15 +120,11 @@ export interface MultipathPathStats {
   duplicates: number;
 }
 
-export interface MultipathStats {
+/** Per path, plus the receive side's delivered / duplicates / reorder figures. */
+export interface MultipathStats extends MultipathInboundStats {
   paths: MultipathPathStats[];
   /** Durable sends not yet ACKed on any path. */
   pendingSends: number;
-  /** Messages released to messages(). */
-  delivered: number;
-  /** Inbound copies hidden (a message id seen before). */
-  duplicates: number;
-  reorder: ReorderStats;
 }
 
 interface PathState {
@@ -186,12 +155,6 @@ interface PendingSend {
   readonly written: Set<PathState>;
   readonly resolve: (result: MultipathSendResult) => void;
   readonly reject: (error: Error) => void;
-}
-
-/** An inbound message id seen and not yet acknowledged by the application. */
-interface LiveEntry {
-  /** Every copy so far, first one first. */
-  readonly copies: InboundMessage[];
 }
 
 interface OutboundStream {
@@ -236,8 +199,6 @@ export class MultipathSession {
   readonly #scheduler: PathScheduler;
   readonly #sessions: SessionManager | undefined;
   readonly #log: ClientLogger;
-  readonly #capacity: number;
-  readonly #dedupeSize: number;
   readonly #streamId = randomBytes(MULTIPATH_STREAM_ID_SIZE);
 
   #state: 'idle' | 'running' | 'closed' | 'failed' = 'idle';
@@ -250,17 +211,7 @@ export class MultipathSession {
   readonly #outStreams = new Map<string, OutboundStream>();
   readonly #pending = new Map<string, PendingSend>();
 
-  readonly #inbox: Inbox<MultipathMessage>;
-  readonly #reorder: ReorderBuffer<MultipathMessage>;
-  readonly #live = new Map<string, LiveEntry>();
-  /** Acknowledged (or fast, or refused) ids, LRU: a late copy is acknowledged on its path and hidden. */
-  readonly #done = new Map<string, true>();
-  /** First copies are opened one at a time, in arrival order. */
-  #opening: Promise<void> = Promise.resolve();
-  #pendingOpens = 0;
-  #spaceWaiters: (() => void)[] = [];
-  #delivered = 0;
-  #duplicates = 0;
+  readonly #inbound: MultipathInbound;
   readonly #pumps: Promise<void>[] = [];
 
   constructor(options: MultipathOptions) {
@@ -277,8 +228,8 @@ export class MultipathSession {
     this.#scheduler = new PathScheduler(options.strategy);
     this.#sessions = options.sessions;
     this.#log = options.logger ?? {};
-    this.#capacity = positiveInt(options.inboundBufferSize, 1024, 'inboundBufferSize');
-    this.#dedupeSize = positiveInt(options.dedupeSize, 100_000, 'dedupeSize');
+    const capacity = positiveInt(options.inboundBufferSize, 1024, 'inboundBufferSize');
+    const dedupeSize = positiveInt(options.dedupeSize, 100_000, 'dedupeSize');
     const did = options.paths[0]!.client.did;
     const names = new Set<string>();
     this.#paths = options.paths.map((spec, index) => {
@@ -325,10 +276,15 @@ export class MultipathSession {
     this.events = new TypedEmitter((error, event) =>
       this.#log.error?.('event listener threw', { event: String(event), error: toError(error).message }),
     );
-    this.#inbox = new Inbox<MultipathMessage>(Number.MAX_SAFE_INTEGER, () => this.#onTake());
-    this.#reorder = new ReorderBuffer<MultipathMessage>(options.reorder ?? {}, (message, late) =>
-      this.#deliver(message, late),
-    );
+    const sessions = this.#sessions;
+    this.#inbound = new MultipathInbound({
+      capacity,
+      dedupeSize,
+      ...(options.reorder ? { reorder: options.reorder } : {}),
+      ...(options.logger ? { logger: options.logger } : {}),
+      open: (copy) => (sessions === undefined ? copy.payload : sessions.open(copy.from, copy.sessionId, copy.payload)),
+      onError: (error, path, messageId) => this.#emitError({ error, path, messageId }),
+    });
     for (const path of this.#paths) this.#listen(path);
   }
 
@@ -363,9 +319,7 @@ export class MultipathSession {
         duplicates: p.duplicates,
       })),
       pendingSends: this.#pending.size,
-      delivered: this.#delivered,
-      duplicates: this.#duplicates,
-      reorder: this.#reorder.stats,
+      ...this.#inbound.stats,
     };
   }
 
@@ -461,7 +415,7 @@ export class MultipathSession {
    * session gave up with.
    */
   messages(): AsyncIterable<MultipathMessage> {
-    return { [Symbol.asyncIterator]: () => this.#inbox.iterator() };
+    return this.#inbound.messages();
   }
 
   /** Closes every path. Pending sends reject CLIENT_CLOSED; messages() ends; held messages stay with the relay. */
@@ -718,115 +672,15 @@ export class MultipathSession {
   async #pump(path: PathState): Promise<void> {
     try {
       for await (const message of path.client.messages()) {
-        this.#onCopy(path, message);
-        while (this.#state === 'running' && this.#inbox.length + this.#pendingOpens >= this.#capacity) {
-          // The application is behind: stop reading this path; its own flow control leaves
-          // durable frames with the relay meanwhile (docs/client.md#inbound-flow-control).
-          await new Promise<void>((resolve) => this.#spaceWaiters.push(resolve));
-        }
+        if (this.#inbound.add(path.name, message) === 'first') path.received++;
+        else path.duplicates++;
+        // The application is behind: stop reading this path; its own flow control leaves
+        // durable frames with the relay meanwhile (docs/client.md#inbound-flow-control).
+        while (this.#state === 'running' && this.#inbound.full) await this.#inbound.waitForRoom();
         if (this.#state !== 'running') return;
       }
     } catch (error) {
       this.#pathFailed(path, toLibertariaError(error, `${path.name}: messages`));
-    }
-  }
-
-  #onTake(): void {
-    if (this.#inbox.length + this.#pendingOpens >= this.#capacity) return;
-    for (const wake of this.#spaceWaiters.splice(0)) wake();
-  }
-
-  #onCopy(path: PathState, message: InboundMessage): void {
-    const key = toHex(message.messageId);
-    if (this.#done.has(key)) {
-      path.duplicates++;
-      this.#duplicates++;
-      // Already acknowledged by the application (or refused): this path may let the relay forget it too.
-      void message.ack();
-      return;
-    }
-    const live = this.#live.get(key);
-    if (live !== undefined) {
-      path.duplicates++;
-      this.#duplicates++;
-      if (message.from !== live.copies[0]!.from || !bytesEqual(message.payload, live.copies[0]!.payload)) {
-        this.#log.warn?.('multipath: two frames share a message id but differ', { key, path: path.name });
-      }
-      live.copies.push(message);
-      return;
-    }
-    path.received++;
-    const entry: LiveEntry = { copies: [message] };
-    this.#live.set(key, entry);
-    this.#pendingOpens++;
-    this.#opening = this.#opening.then(() => this.#open(path, key, entry));
-  }
-
-  async #open(path: PathState, key: string, entry: LiveEntry): Promise<void> {
-    const first = entry.copies[0]!;
-    let frame: ReturnType<typeof decodeMultipathFrame>;
-    try {
-      const plain =
-        this.#sessions === undefined
-          ? first.payload
-          : await this.#sessions.open(first.from, first.sessionId, first.payload);
-      frame = decodeMultipathFrame(plain);
-    } catch (error) {
-      this.#pendingOpens--;
-      this.#onTake();
-      // A frame that never opens must not block the queue: acknowledged everywhere, reported, not delivered.
-      this.#finish(key, entry);
-      this.#emitError({
-        error: toLibertariaError(error, 'opening a multipath message'),
-        path: path.name,
-        messageId: copyBytes(first.messageId),
-      });
-      return;
-    }
-    this.#pendingOpens--;
-    if (this.#state !== 'running') return;
-    const streamId = toHex(frame.streamId);
-    let acked = !first.durable;
-    const message: MultipathMessage = {
-      messageId: first.messageId,
-      from: first.from,
-      payload: copyBytes(frame.payload),
-      durable: first.durable,
-      position: first.position,
-      path: path.name,
-      seq: frame.seq,
-      streamId,
-      late: false,
-      ack: () => {
-        if (!acked) {
-          acked = true;
-          this.#finish(key, entry);
-        }
-        return Promise.resolve();
-      },
-    };
-    // Fast frames need no acknowledgement: from now on their copies are just hidden.
-    if (!first.durable) this.#finish(key, entry);
-    this.#reorder.push(`${first.from} ${streamId}`, frame.seq, message);
-    // It may have gone to the reorder buffer rather than the inbox: a paused path may read again.
-    this.#onTake();
-  }
-
-  #deliver(message: MultipathMessage, late: boolean): void {
-    if (this.#state !== 'running') return;
-    this.#delivered++;
-    this.#inbox.push(late ? { ...message, late: true } : message);
-  }
-
-  /** The message is done with: acknowledge every copy on its own path and remember the id. */
-  #finish(key: string, entry: LiveEntry): void {
-    if (this.#live.get(key) === entry) this.#live.delete(key);
-    for (const copy of entry.copies.splice(0)) void copy.ack();
-    this.#done.delete(key);
-    this.#done.set(key, true);
-    if (this.#done.size > this.#dedupeSize) {
-      const oldest = this.#done.keys().next();
-      if (!oldest.done) this.#done.delete(oldest.value);
     }
   }
 
@@ -867,10 +721,7 @@ export class MultipathSession {
     }
     this.#pending.clear();
     // Held and buffered messages were never acknowledged: the relay keeps them for the next session.
-    this.#reorder.clear();
-    this.#inbox.clear();
-    this.#inbox.end(inboxError);
-    for (const wake of this.#spaceWaiters.splice(0)) wake();
+    this.#inbound.close(inboxError);
     await Promise.all(this.#paths.map((p) => p.client.close()));
     await Promise.allSettled(this.#pumps);
   }
