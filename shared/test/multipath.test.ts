@@ -14,9 +14,11 @@ import { type RelayHandle, startRelay } from '../../test-support/relay-process.j
 import {
   decodeMultipathFrame,
   encodeMultipathFrame,
+  type InboundMessage,
   InMemorySessionStore,
   MULTIPATH_HEADER_SIZE,
   type MultipathEvents,
+  MultipathInbound,
   type MultipathMessage,
   MultipathSession,
   type MultipathStrategy,
@@ -28,7 +30,7 @@ import {
   SessionManager,
   toHex,
 } from '../src/client/index.js';
-import { LibertariaError } from '../src/errors.js';
+import { LibertariaError, RelayError } from '../src/errors.js';
 import { Ed25519Identity, verifyEd25519 } from '../src/identity/index.js';
 import { nodeCrypto } from '../src/session/crypto-node.js';
 import { str, text, within } from './support/client-harness.js';
@@ -205,6 +207,119 @@ describe('multipath parts', () => {
       rb.push('s', 1, 'b');
       await new Promise((r) => setTimeout(r, 60));
       assert.deepEqual(out, ['b']);
+    });
+  });
+
+  describe('inbound merge', () => {
+    const sender = Ed25519Identity.generate();
+    const streamId = Uint8Array.from([9, 9, 9, 9, 9, 9, 9, 9]);
+    /** A copy as a path client yields it; `acks` counts its ack() calls. */
+    function copy(id: number, seq: number, durable = true, acks = { n: 0 }): InboundMessage & { acks: { n: number } } {
+      const messageId = new Uint8Array(16);
+      messageId[15] = id;
+      return {
+        messageId,
+        from: sender.did,
+        fromHint: sender.hint,
+        to: sender.did,
+        payload: encodeMultipathFrame(streamId, seq, text(`m${id}`)),
+        durable,
+        position: durable ? id : 0,
+        sessionId: new Uint8Array(16),
+        acks,
+        ack: () => {
+          acks.n++;
+          return Promise.resolve();
+        },
+      };
+    }
+    function inbound(options: Partial<ConstructorParameters<typeof MultipathInbound>[0]> = {}) {
+      const errors: string[] = [];
+      const ib = new MultipathInbound({
+        capacity: 100,
+        dedupeSize: 100,
+        open: (c) => c.payload,
+        onError: (error, path) => errors.push(`${path}:${error.code}`),
+        ...options,
+      });
+      const it = ib.messages()[Symbol.asyncIterator]();
+      const next = async () => (await within(it.next(), 1000, 'a message')).value as MultipathMessage;
+      return { ib, errors, next };
+    }
+
+    it('delivers the first copy, hides the others and acknowledges every copy on ack()', async () => {
+      const { ib, next } = inbound();
+      const a = copy(1, 0);
+      const b = copy(1, 0);
+      assert.equal(ib.add('p0', a), 'first');
+      assert.equal(ib.add('p1', b), 'duplicate');
+      const m = await next();
+      assert.equal(str(m.payload), 'm1');
+      assert.equal(m.path, 'p0');
+      assert.equal(a.acks.n + b.acks.n, 0, 'nothing acknowledged before the application');
+      const c = copy(1, 0);
+      ib.add('p2', c);
+      await m.ack();
+      await m.ack();
+      assert.deepEqual([a.acks.n, b.acks.n, c.acks.n], [1, 1, 1]);
+      const late = copy(1, 0);
+      assert.equal(ib.add('p1', late), 'duplicate');
+      assert.equal(late.acks.n, 1, 'a copy after ack() is acknowledged at once');
+      assert.deepEqual({ ...ib.stats, reorder: undefined }, { delivered: 1, duplicates: 3, reorder: undefined });
+      ib.close();
+    });
+
+    it('acknowledges a first copy that does not open (and its copies), reports it and delivers the next', async () => {
+      const { ib, errors, next } = inbound({
+        reorder: { gapTimeoutMs: 50 },
+        open: (c) => {
+          if (c.messageId[15] === 1) throw new RelayError('DECRYPT_FAILED', 'tampered');
+          return c.payload;
+        },
+      });
+      const bad = copy(1, 0);
+      const badCopy = copy(1, 0);
+      ib.add('p0', bad);
+      ib.add('p1', badCopy);
+      ib.add('p0', copy(2, 1));
+      const m = await next();
+      assert.equal(str(m.payload), 'm2');
+      assert.equal(m.late, false, 'seq 1 waited for the refused seq 0 (one gap timeout), then went out in order');
+      assert.deepEqual([bad.acks.n, badCopy.acks.n], [1, 1]);
+      assert.deepEqual(errors, ['p0:DECRYPT_FAILED']);
+      ib.close();
+    });
+
+    it('remembers dedupeSize acknowledged ids: a copy older than that window is delivered again', async () => {
+      const { ib, next } = inbound({ dedupeSize: 2, reorder: { gapTimeoutMs: 0 } });
+      for (const id of [1, 2, 3]) {
+        ib.add('p0', copy(id, id - 1));
+        await (await next()).ack();
+      }
+      assert.equal(ib.add('p1', copy(3, 2)), 'duplicate');
+      assert.equal(ib.add('p1', copy(1, 0)), 'first', 'id 1 left the window');
+      const again = await next();
+      assert.equal(str(again.payload), 'm1');
+      assert.equal(again.late, true);
+      ib.close();
+    });
+
+    it('is full while capacity messages wait, and has room again once one is taken', async () => {
+      const { ib, next } = inbound({ capacity: 2 });
+      ib.add('p0', copy(1, 0, false));
+      ib.add('p0', copy(2, 1, false));
+      assert.equal(ib.full, true);
+      let woke = false;
+      const room = ib.waitForRoom().then(() => {
+        woke = true;
+      });
+      await new Promise((r) => setImmediate(r));
+      assert.equal(woke, false);
+      await next();
+      await room;
+      assert.equal(ib.full, false);
+      ib.close(new RelayError('CLIENT_CLOSED', 'closed'));
+      assert.equal(ib.full, false, 'closed: never full');
     });
   });
 
