@@ -770,6 +770,26 @@ describe('MultipathSession against real relays', { timeout: 180_000 }, () => {
     assert.deepEqual(bob.errors, []);
   });
 
+  it("a NACK rejects the send with the relay's code; the receiver skips that sequence number after one gap timeout", async () => {
+    const bob = await peer([{ url: r1.tcpUrl }, { url: r2.wsUrl }], 'load-balance', { gapTimeoutMs: 200 });
+    await published(bob);
+    const alice = await peer([{ url: r1.wsUrl }, { url: r2.tcpUrl }], 'load-balance');
+    await alice.mp.send(bob.id.did, text('n-first'));
+    // Above RELAY_QUEUE_TTL_SECONDS (30 days): every relay refuses it.
+    await assert.rejects(alice.mp.send(bob.id.did, text('n-refused'), { ttlSeconds: 2_592_001 }), code('TTL_TOO_LONG'));
+    await alice.mp.send(bob.id.did, text('n-after'));
+    const got = await receive(bob, 2);
+    assert.deepEqual(
+      got.map((m) => [str(m.payload), m.seq, m.late]),
+      [
+        ['n-first', 0, false],
+        ['n-after', 2, false],
+      ],
+    );
+    assert.equal(bob.mp.stats.reorder.skipped, 1);
+    assert.equal(alice.mp.stats.pendingSends, 0);
+  });
+
   it('a durable send made while no path is connected goes out on the first path that comes up', async () => {
     const proxy = await startLatencyProxy({ target: r1.ports.tcp });
     proxies.push(proxy);

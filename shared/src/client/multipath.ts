@@ -565,6 +565,9 @@ export class MultipathSession {
             this.#reroute();
             return;
           }
+          // A NACK is this relay's verdict; while the same frame is still pending on another path
+          // (re-sent there when this one went down) that path's answer decides.
+          if (entry.written.size > 0) return;
           this.#pending.delete(entry.key);
           entry.reject(toError(error));
         },
