@@ -62,6 +62,34 @@ export {
   type Welcome,
 } from './handshake.js';
 export { Inbox } from './inbox.js';
+export {
+  decodeMultipathFrame,
+  encodeMultipathFrame,
+  MULTIPATH_HEADER_SIZE,
+  MULTIPATH_STRATEGIES,
+  MULTIPATH_STREAM_ID_SIZE,
+  MULTIPATH_VERSION,
+  type MultipathEvents,
+  type MultipathFrame,
+  MultipathInbound,
+  type MultipathInboundOptions,
+  type MultipathInboundStats,
+  type MultipathMessage,
+  type MultipathOptions,
+  type MultipathPathSpec,
+  type MultipathPathStats,
+  type MultipathSendOptions,
+  type MultipathSendResult,
+  MultipathSession,
+  type MultipathStats,
+  type MultipathStrategy,
+  PathScheduler,
+  type PathView,
+  ReorderBuffer,
+  type ReorderOptions,
+  type ReorderStats,
+  type ReorderTimers,
+} from './multipath-exports.js';
 export { type OnceChecker, RelayTicketStore, type RelayTicketStoreOptions } from './relay-ticket-store.js';
 export {
   InMemorySessionStore,
