@@ -434,6 +434,8 @@ export class RelayClient {
   readonly #sessions: SessionManager | undefined;
   readonly #outbox: SessionStore | undefined;
   #outboxSeq = 0;
+  /** Settles after the last durable send made so far has been written to the outbox. */
+  #outboxTail: Promise<void> = Promise.resolve();
   /** The queued write of the inbound acknowledgement state (acks of one moment share it). */
   #inboundWrite: Promise<void> | undefined;
   #inboundNext: Promise<void> | undefined;
@@ -681,7 +683,15 @@ export class RelayClient {
     if (this.#outbox !== undefined) {
       // Written before it can go out: a restart from here on resends it.
       outboxName = this.#outboxName(key);
-      await this.#outbox.put(outboxName, encodeFrame(frame));
+      // Writes run in parallel, but each send joins the queue only after every earlier one: call order is send order.
+      const put = this.#outbox.put(outboxName, encodeFrame(frame));
+      const earlier = this.#outboxTail;
+      const mine = (async () => {
+        await earlier;
+        await put;
+      })();
+      this.#outboxTail = mine.catch(() => {});
+      await mine;
       if (this.#state !== 'running') throw this.#failure ?? this.#closedError('send');
       if (this.#outbound.has(key)) {
         throw new RelayError(ClientErrorCode.invalidArgument, `send: message ${key} is already pending`);
@@ -1606,7 +1616,7 @@ export class RelayClient {
         } catch (error) {
           this.#pendingOpens--;
           // A poison frame must not block the queue: acknowledged, reported, never delivered.
-          if (durable) this.#ackInbound(key, messageId, position);
+          if (durable) void this.#ackInbound(key, messageId, position);
           this.#emitError({ error: toLibertariaError(error, 'opening a sealed message'), url, messageId });
           return;
         }
@@ -1630,7 +1640,7 @@ export class RelayClient {
     const url = session.url.href;
     const messageId = copyBytes(frame.messageId);
     // Anonymous connections cannot send durably; acknowledge anything odd so it cannot block the queue.
-    if (durable) this.#ackInbound(key, messageId, position);
+    if (durable) void this.#ackInbound(key, messageId, position);
     else this.#tracker.accept(key, 0);
     const sessions = this.#sessions;
     const handler = this.#onAnonymous;
@@ -1708,7 +1718,7 @@ export class RelayClient {
             throw error;
           });
         }
-        this.#ackInbound(key, messageId, position);
+        await this.#ackInbound(key, messageId, position);
       },
     };
   }
