@@ -140,6 +140,8 @@ describe('MIGRATE', { timeout: 90_000 }, () => {
     });
     const senderId = Ed25519Identity.generate();
     const sender = new RelayClient({ relays: [a.wsUrl], identity: senderId, sealing: false });
+    let proxy2: Awaited<ReturnType<typeof darkableProxy>> | undefined;
+    let moving: RelayClient | undefined;
     try {
       await client.connect();
       await sender.connect();
@@ -166,9 +168,36 @@ describe('MIGRATE', { timeout: 90_000 }, () => {
       }
       assert.ok(delivered, 'a fast frame reached the migrated client');
       assert.equal(client.lifecycle.state, 'active');
+      // The far peer learns of the move: a path update once the migrated client talks to it.
+      const moved = new Promise<{ did: string; nodeId: string }>((resolve) => sender.events.on('peer-moved', resolve));
+      await client.send(senderId.did, new TextEncoder().encode('hello from the new path'));
+      proxy2 = await darkableProxy(Number(new URL(b.tcpUrl).port));
+      // A second move (B → A over a fresh path) makes the client announce it to the sender it now knows.
+      await client.close();
+      const again = new RelayClient({
+        relays: [`tcp://127.0.0.1:${proxy2.port}`, a.tcpUrl],
+        identity: peerId,
+        sealing: false,
+        ackTimeoutMs: 1000,
+        reconnect: { initialDelayMs: 20, maxDelayMs: 100 },
+      });
+      moving = again;
+      await again.connect();
+      await again.send(senderId.did, new TextEncoder().encode('known peer'));
+      const backOnA = new Promise<void>((resolve) =>
+        again.events.on('connected', (e) => e.nodeId === a.nodeId && resolve()),
+      );
+      proxy2.dark();
+      await backOnA;
+      const notice = await Promise.race([moved, new Promise<undefined>((r) => setTimeout(() => r(undefined), 10_000))]);
+      assert.ok(notice !== undefined, 'the far peer heard of the move');
+      assert.equal(notice.did, peerId.did);
+      assert.equal(notice.nodeId, a.nodeId);
+      assert.equal(sender.peerLocation(peerId.did)?.nodeId, a.nodeId);
     } finally {
-      await Promise.all([client.close(), sender.close()]);
+      await Promise.all([client.close(), sender.close(), moving?.close()]);
       proxy.close();
+      proxy2?.close();
     }
   });
 });

@@ -62,7 +62,7 @@ import { bytesEqual, copyBytes, randomBytes, toHex } from './bytes.js';
 import { ClientErrorCode } from './codes.js';
 import { type DedupeSnapshot, DedupeTracker } from './dedupe.js';
 import { TypedEmitter } from './emitter.js';
-import { checkEnvelopeSender, decodeEnvelope, encodeEnvelope } from './envelope.js';
+import { CONTROL_ENVELOPE_VERSION, checkEnvelopeSender, decodeEnvelope, encodeEnvelope } from './envelope.js';
 import { type Handshake, HandshakeError, isPermanentRefusal, performHandshake, type Welcome } from './handshake.js';
 import { Inbox } from './inbox.js';
 import { RelayTicketStore } from './relay-ticket-store.js';
@@ -242,6 +242,8 @@ export interface RelayClientEvents {
   error: { error: LibertariaError; url?: string; messageId?: Uint8Array; dropped?: number };
   /** A durable send restored from the outbox (a previous run's) was acknowledged (position) or refused (error). */
   outbox: { messageId: Uint8Array; position?: number; error?: LibertariaError };
+  /** A peer we talked with moved to another relay node (its path update after a migration). */
+  'peer-moved': { did: string; nodeId: string; at: number };
   /** The connection's lifecycle moved (session/lifecycle.ts): handshaking, active, degraded, migrating, suspended, closing, closed. */
   state: LifecycleTransition;
 }
@@ -348,6 +350,33 @@ const DEFAULT_HANDSHAKE_TIMEOUT_MS = 10_000;
 const DEFAULT_ACK_TIMEOUT_MS = 15_000;
 const DEFAULT_MAX_TIMEOUT_MS = 10 * 60_000;
 const OUTBOX_SEND_PREFIX = 'outbox-send-';
+const MAX_RECENT_PEERS = 256;
+const RECENT_PEER_MS = 10 * 60_000;
+const CONTROL_PATH_UPDATE = 0x01;
+
+/** Control record: u8 kind (1 = path update) ‖ u64 atMs ‖ u8 len ‖ relay node id (UTF-8). */
+function encodeControlRecord(nodeId: string, atMs: number): Uint8Array {
+  const id = new TextEncoder().encode(nodeId).subarray(0, 255);
+  const out = new Uint8Array(1 + 8 + 1 + id.length);
+  const view = new DataView(out.buffer);
+  out[0] = CONTROL_PATH_UPDATE;
+  view.setUint32(1, Math.floor(atMs / 0x100000000));
+  view.setUint32(5, atMs >>> 0);
+  out[9] = id.length;
+  out.set(id, 10);
+  return out;
+}
+
+function decodeControlRecord(bytes: Uint8Array): { nodeId: string; at: number } | undefined {
+  if (bytes.length < 10 || bytes[0] !== CONTROL_PATH_UPDATE || bytes.length !== 10 + bytes[9]!) return undefined;
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  const at = view.getUint32(1) * 0x100000000 + view.getUint32(5);
+  try {
+    return { at, nodeId: new TextDecoder('utf-8', { fatal: true }).decode(bytes.subarray(10)) };
+  } catch {
+    return undefined;
+  }
+}
 const OUTBOX_INBOUND = 'outbox-inbound';
 /** Keepalive PINGs tracked per connection for RTT; older ones are forgotten (their PONGs still count as traffic). */
 const MAX_TRACKED_KEEPALIVES = 64;
@@ -458,6 +487,10 @@ export class RelayClient {
    * 'state' events.
    */
   readonly lifecycle: SessionLifecycle;
+  /** DIDs we exchanged messages with → when (bounded): they get our path updates. */
+  readonly #recentPeers = new Map<string, number>();
+  /** Where peers last said they are (their path updates). */
+  readonly #peerLocations = new Map<string, { nodeId: string; at: number }>();
   readonly #onAnonymous: RelayClientOptions['onAnonymousRequest'];
   readonly #anonymousReplayGuard: TicketStore;
   /** Inbound sealed frames are opened one at a time, in arrival order. */
@@ -607,7 +640,10 @@ export class RelayClient {
     if (this.#state === 'failed') throw this.#failure;
     if (this.#state === 'idle') throw new RelayError(ClientErrorCode.unreachable, 'send: call connect() first');
     const sessions = this.#sessions;
-    if (sessions === undefined) return this.#send(to, payload, options);
+    if (sessions === undefined) {
+      if (typeof to === 'string') this.#notePeer(to);
+      return this.#send(to, payload, options);
+    }
     if (typeof to !== 'string') {
       throw new RelayError(ClientErrorCode.invalidArgument, 'send: sealing needs the recipient DID, not a hint');
     }
@@ -616,6 +652,7 @@ export class RelayClient {
       throw new RelayError(ClientErrorCode.invalidArgument, 'send: payload must be a Uint8Array');
     }
     const { body, sessionId } = await sessions.seal(this, to, payload);
+    this.#notePeer(to);
     return this.#send(to, body, { ...options, sessionId });
   }
 
@@ -707,6 +744,11 @@ export class RelayClient {
     this.#unsent.push(entry.key);
     const session = this.#session;
     if (session !== undefined) this.#pump(session);
+  }
+
+  /** Where `did` said it is after its last migration (its relay node), if it told us. */
+  peerLocation(did: string): { nodeId: string; at: number } | undefined {
+    return this.#peerLocations.get(did);
   }
 
   /**
@@ -1420,7 +1462,7 @@ export class RelayClient {
         }
         if (session.migrationPing === key) {
           session.migrationPing = undefined;
-          this.lifecycle.applyIfAllowed('migrated', session.url.href);
+          if (this.lifecycle.applyIfAllowed('migrated', session.url.href)) void this.#announceMove(session);
         }
         return;
       }
@@ -1550,6 +1592,7 @@ export class RelayClient {
 
     let from: string;
     let body: Uint8Array;
+    let control = false;
     try {
       if (!bytesEqual(frame.dest, this.#hint)) {
         throw new RelayError(ClientErrorCode.unexpectedFrame, `DELIVER addressed to ${toHex(frame.dest)}, not to us`);
@@ -1558,6 +1601,7 @@ export class RelayClient {
       checkEnvelopeSender(envelope, frame.source);
       from = envelope.senderDid;
       body = envelope.body;
+      control = envelope.version === CONTROL_ENVELOPE_VERSION;
     } catch (error) {
       // A frame we will never accept: acknowledge it so it cannot block the queue, and say so.
       if (durable) {
@@ -1572,6 +1616,12 @@ export class RelayClient {
       });
       return;
     }
+
+    if (control) {
+      this.#onControl(session, frame, key, durable, position, from, body);
+      return;
+    }
+    this.#notePeer(from);
 
     const full = this.#inbox.full || this.#inbox.length + this.#pendingOpens >= this.#inbox.capacity;
     if (durable) {
@@ -1629,6 +1679,100 @@ export class RelayClient {
     this.#inbox.push(
       this.#inboundMessage(key, messageId, from, fromHint, copyBytes(body), durable, position, sessionId),
     );
+  }
+
+  /**
+   * A control envelope from a peer's SDK (never shown to the application):
+   * today the path update a peer sends after a migration. Fast only.
+   */
+  #onControl(
+    session: Session,
+    frame: DeliverFrame,
+    key: string,
+    durable: boolean,
+    position: number,
+    from: string,
+    body: Uint8Array,
+  ): void {
+    const messageId = copyBytes(frame.messageId);
+    if (durable) void this.#ackInbound(key, messageId, position);
+    else this.#tracker.accept(key, 0);
+    const sessions = this.#sessions;
+    const sessionId = copyBytes(frame.sessionId);
+    const sealed = copyBytes(body);
+    const handle = (record: Uint8Array): void => {
+      const notice = decodeControlRecord(record);
+      if (notice === undefined) {
+        this.#emitError({
+          error: new RelayError('BAD_FIELD', `unreadable control notice from ${from}`),
+          url: session.url.href,
+          messageId,
+        });
+        return;
+      }
+      this.#peerLocations.set(from, { nodeId: notice.nodeId, at: notice.at });
+      this.events.emit('peer-moved', { did: from, nodeId: notice.nodeId, at: notice.at });
+    };
+    if (sessions === undefined) {
+      handle(sealed);
+      return;
+    }
+    this.#opening = this.#opening.then(async () => {
+      try {
+        handle(await sessions.open(from, sessionId, sealed));
+      } catch (error) {
+        this.#emitError({
+          error: toLibertariaError(error, 'opening a control notice'),
+          url: session.url.href,
+          messageId,
+        });
+      }
+    });
+  }
+
+  /** Remembers that we talked with `did` (bounded, most recent last): they hear of our moves. */
+  #notePeer(did: string): void {
+    this.#recentPeers.delete(did);
+    this.#recentPeers.set(did, Date.now());
+    if (this.#recentPeers.size > MAX_RECENT_PEERS) {
+      const oldest = this.#recentPeers.keys().next();
+      if (!oldest.done) this.#recentPeers.delete(oldest.value);
+    }
+  }
+
+  /**
+   * After a migration: a fast, sealed path update to every peer we talked
+   * with in the last RECENT_PEER_MS, so they learn where we are now (the
+   * relay node), as the seed's "B acknowledges, updates routing". Best effort.
+   */
+  async #announceMove(session: Session): Promise<void> {
+    const record = encodeControlRecord(session.welcome.nodeId, Date.now());
+    const since = Date.now() - RECENT_PEER_MS;
+    for (const [did, at] of this.#recentPeers) {
+      if (at < since || session.over) continue;
+      try {
+        let body: Uint8Array = record;
+        let sessionId: Uint8Array = ZERO_SESSION;
+        if (this.#sessions !== undefined) {
+          const sealed = await this.#sessions.seal(this, did, record);
+          body = sealed.body;
+          sessionId = sealed.sessionId;
+        }
+        this.#write(session, {
+          type: 'SEND',
+          dest: hintFromDid(did),
+          source: this.#hint,
+          sessionId,
+          messageId: randomBytes(ID_SIZE),
+          flags: 0,
+          ttl: 0,
+          position: 0,
+          payload: encodeEnvelope(this.did, body, CONTROL_ENVELOPE_VERSION),
+        });
+      } catch (error) {
+        this.#log.debug?.('path update not sent', { to: did, error: toError(error).message });
+      }
+    }
   }
 
   /**

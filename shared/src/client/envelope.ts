@@ -15,6 +15,12 @@
  *     2       n     did          printable ASCII (0x21..0x7e), a did:libertaria or did:key DID
  *     2+n     rest  body         application bytes
  *
+ * A control envelope has the same layout with version byte 3
+ * (CONTROL_ENVELOPE_VERSION): the SDK's own notices between peers (a path
+ * update after a migration), sealed like messages when sessions are on, and
+ * never shown to the application as messages. The relay can tell a control
+ * envelope from a message by that byte; not what it says.
+ *
  * Decoding is strict (ProtocolError): TRUNCATED when the input ends early,
  * UNSUPPORTED_VERSION for another version, BAD_FIELD for a zero or too long
  * DID length, a non-ASCII byte or a string that is not a valid DID. The
@@ -27,11 +33,12 @@ import { bytesEqual, toHex } from './bytes.js';
 import { ClientErrorCode } from './codes.js';
 
 export const ENVELOPE_VERSION = 1;
+export const CONTROL_ENVELOPE_VERSION = 3;
 /** version + didLength. */
 export const ENVELOPE_HEADER_SIZE = 2;
 
 export interface Envelope {
-  readonly version: typeof ENVELOPE_VERSION;
+  readonly version: typeof ENVELOPE_VERSION | typeof CONTROL_ENVELOPE_VERSION;
   /** The DID the sender claims; trusted only after checkEnvelopeSender. */
   readonly senderDid: string;
   /** The application bytes: a view into the decoded input, copy it to keep it beyond the input's life. */
@@ -61,13 +68,17 @@ export function envelopeOverhead(senderDid: string): number {
 }
 
 /** Wraps `body` for `senderDid` (the sender's own DID). Throws ProtocolError BAD_FIELD for an unusable DID. */
-export function encodeEnvelope(senderDid: string, body: Uint8Array): Uint8Array {
+export function encodeEnvelope(
+  senderDid: string,
+  body: Uint8Array,
+  version: Envelope['version'] = ENVELOPE_VERSION,
+): Uint8Array {
   if (!(body instanceof Uint8Array)) throw new ProtocolError('BAD_FIELD', 'envelope: body must be a Uint8Array');
   checkDid(senderDid, (problem) => {
     throw new ProtocolError('BAD_FIELD', `envelope: ${problem}`);
   });
   const out = new Uint8Array(ENVELOPE_HEADER_SIZE + senderDid.length + body.length);
-  out[0] = ENVELOPE_VERSION;
+  out[0] = version;
   out[1] = senderDid.length;
   for (let i = 0; i < senderDid.length; i++) out[ENVELOPE_HEADER_SIZE + i] = senderDid.charCodeAt(i);
   out.set(body, ENVELOPE_HEADER_SIZE + senderDid.length);
@@ -80,7 +91,7 @@ export function decodeEnvelope(bytes: Uint8Array): Envelope {
     throw new ProtocolError('TRUNCATED', `envelope: ${bytes.length} bytes, the header needs ${ENVELOPE_HEADER_SIZE}`);
   }
   const version = bytes[0]!;
-  if (version !== ENVELOPE_VERSION) {
+  if (version !== ENVELOPE_VERSION && version !== CONTROL_ENVELOPE_VERSION) {
     throw new ProtocolError('UNSUPPORTED_VERSION', `envelope: version ${version} is not ${ENVELOPE_VERSION}`);
   }
   const didLength = bytes[1]!;
@@ -103,7 +114,7 @@ export function decodeEnvelope(bytes: Uint8Array): Envelope {
   checkDid(did, (problem) => {
     throw new ProtocolError('BAD_FIELD', `envelope: ${problem}`);
   });
-  return { version: ENVELOPE_VERSION, senderDid: did, body: bytes.subarray(end) };
+  return { version, senderDid: did, body: bytes.subarray(end) };
 }
 
 /**
