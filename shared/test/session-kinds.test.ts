@@ -187,6 +187,8 @@ describe('ephemeral sessions', () => {
       peerDid: bob.did,
       bundle: bundleOf(bob.publication),
       payload: enc('question'),
+      // ~10,000 flips each pay an ML-KEM decapsulation: on a loaded machine that outlasts the default TTL.
+      ttlMs: 24 * 60 * 60 * 1000,
     });
     for (const { flipped } of bitFlips(request)) {
       await assert.rejects(
