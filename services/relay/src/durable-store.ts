@@ -194,6 +194,9 @@ local z, d, e, m, x, p = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local id, frame, now = ARGV[1], ARGV[2], ARGV[3]
 local budget = tonumber(ARGV[8])
 local purged = purge(z, d, e, m, now, budget)
+-- The frame keys expire on their own when every frame has (PEXPIREAT below) while m
+-- outlives them: no frames left means no bytes, whatever m still says.
+if redis.call('EXISTS', z) == 0 then redis.call('HDEL', m, 'bytes') end
 
 local pos = redis.call('ZSCORE', z, id) or redis.call('ZSCORE', x, id)
 if pos then return {1, tonumber(pos)} end

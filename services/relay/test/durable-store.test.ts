@@ -361,6 +361,27 @@ describe('DurableStore', () => {
     assert.equal(await redis.zcard(e), 1);
   });
 
+  it('counts no bytes for frames whose keys Redis expired on its own', async () => {
+    // Regression: the byte count (in m, which outlives the frames) stayed at the expired
+    // frames' total, so a returning recipient's queue looked full.
+    const dest = hint();
+    const small = deliver(dest, messageId()).length;
+    const s = store({ maxFrames: 100, maxBytes: 10 * small });
+    for (let i = 0; i < 10; i++) {
+      const id = messageId();
+      assert.equal((await s.enqueue(dest, id, deliver(dest, id), 1)).status, 'stored');
+    }
+    const [z, , , m] = s.keys(dest);
+    await new Promise((r) => setTimeout(r, 1300));
+    assert.equal(await redis.exists(z), 0, 'Redis expired the frame keys');
+    assert.ok(Number(await redis.hget(m, 'bytes')) > 0, 'the stale count is still there');
+    for (let i = 0; i < 10; i++) {
+      const id = messageId();
+      assert.equal((await s.enqueue(dest, id, deliver(dest, id), 60)).status, 'stored', `frame ${i}`);
+    }
+    assert.deepEqual(await s.depth(dest), { frames: 10, bytes: 10 * small });
+  });
+
   it('lets an abandoned queue disappear entirely', async () => {
     const s = store({ maxTtlSeconds: 1 });
     const dest = hint();
