@@ -354,7 +354,10 @@ ${PURGE_LUA}
 local z, d, e, m = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local budget = tonumber(ARGV[2])
 if expiredLeft(e, ARGV[1], purge(z, d, e, m, ARGV[1], budget), budget) then return {4} end
-return {0, redis.call('ZCARD', z), tonumber(redis.call('HGET', m, 'bytes') or '0')}
+local frames = redis.call('ZCARD', z)
+-- As in enqueue: frame keys Redis expired on its own leave a stale count in m.
+if frames == 0 then return {0, 0, 0} end
+return {0, frames, tonumber(redis.call('HGET', m, 'bytes') or '0')}
 `;
 
 // Command names are namespaced: defineCommand attaches them to the shared

@@ -375,6 +375,7 @@ describe('DurableStore', () => {
     await new Promise((r) => setTimeout(r, 1300));
     assert.equal(await redis.exists(z), 0, 'Redis expired the frame keys');
     assert.ok(Number(await redis.hget(m, 'bytes')) > 0, 'the stale count is still there');
+    assert.deepEqual(await s.depth(dest), { frames: 0, bytes: 0 });
     for (let i = 0; i < 10; i++) {
       const id = messageId();
       assert.equal((await s.enqueue(dest, id, deliver(dest, id), 60)).status, 'stored', `frame ${i}`);
