@@ -110,6 +110,36 @@ describe('session rotation against a real relay', { timeout: 120_000 }, () => {
     }
   });
 
+  it('drives each peer session through the lifecycle: handshaking, active, rotating, active', async () => {
+    const aliceId = Ed25519Identity.generate();
+    const bobId = Ed25519Identity.generate();
+    const aliceStates: string[] = [];
+    const bobStates: string[] = [];
+    const bob = await peer(bobId, {
+      onSessionState: (did, t) => did === aliceId.did && bobStates.push(`${t.from}>${t.to}`),
+    });
+    const alice = await peer(aliceId, {
+      rotation: { maxMessages: 2 },
+      onSessionState: (did, t) => did === bobId.did && aliceStates.push(`${t.from}>${t.to}`),
+    });
+    await alice.client.send(bobId.did, text('m0'));
+    assert.equal(alice.sessions.sessionState(bobId.did), 'handshaking');
+    await receive(bob.client, 1);
+    assert.equal(bob.sessions.sessionState(aliceId.did), 'active');
+    await bob.client.send(aliceId.did, text('r0'));
+    await receive(alice.client, 1);
+    assert.equal(alice.sessions.sessionState(bobId.did), 'active');
+    // Two messages on the session: the next send rotates.
+    await alice.client.send(bobId.did, text('m1'));
+    assert.equal(alice.sessions.sessionState(bobId.did), 'rotating');
+    await receive(bob.client, 1);
+    await bob.client.send(aliceId.did, text('r1'));
+    await receive(alice.client, 1);
+    assert.equal(alice.sessions.sessionState(bobId.did), 'active');
+    assert.deepEqual(aliceStates, ['handshaking>active', 'active>rotating', 'rotating>active']);
+    assert.deepEqual(bobStates, ['handshaking>active', 'active>rotating', 'rotating>active']);
+  });
+
   it('after N messages the next send starts a new session, which the responder accepts and answers in', async () => {
     const aliceId = Ed25519Identity.generate();
     const bobId = Ed25519Identity.generate();

@@ -37,6 +37,12 @@ import type { PeerSigner } from '../identity/auth.js';
 import type { CryptoProvider } from '../session/crypto-provider.js';
 import { acceptEphemeralRequest, type EphemeralResponder } from '../session/ephemeral.js';
 import { SessionError } from '../session/errors.js';
+import {
+  type LifecycleLogger,
+  type LifecycleState,
+  type LifecycleTransition,
+  SessionLifecycle,
+} from '../session/lifecycle.js';
 import { decodeInitialMessage } from '../session/pqxdh-message.js';
 import { type PrekeyVerifier, verifyBundle } from '../session/prekey-bundle.js';
 import type { OneTimePrekeyKind, OneTimePrekeyStore, ResponderPrekeys } from '../session/prekey-store.js';
@@ -104,6 +110,14 @@ export interface SessionManagerOptions {
   /** Called after a seal started (and stored) a new session because the current one was due; a throw is ignored. */
   onRotation?: (event: RotationEvent) => void;
   /**
+   * Each peer's session lifecycle (session/lifecycle.ts): handshaking until
+   * the peer answers our first message (active at once on the responding
+   * side), rotating from a rotation's new handshake until the peer answers on
+   * the new session. Called for every transition; also logged through `log`.
+   */
+  onSessionState?: (peerDid: string, transition: LifecycleTransition) => void;
+  log?: LifecycleLogger;
+  /**
    * After a rotation's bundle fetch failed, the wait before the next seal to
    * that peer tries again (default 60,000: the relay's fetch limit is per
    * minute); meanwhile seals use the due session without asking the relay.
@@ -170,6 +184,9 @@ export class SessionManager {
   readonly #policy: RotationPolicy;
   readonly #clock: () => number;
   readonly #onRotation: ((event: RotationEvent) => void) | undefined;
+  readonly #onSessionState: SessionManagerOptions['onSessionState'];
+  readonly #log: LifecycleLogger | undefined;
+  readonly #lifecycles = new Map<string, SessionLifecycle>();
   readonly #maxOpened: number;
   readonly #rotationRetryMs: number;
   /** Peer DID → clock time before which a failed rotation is not tried again. */
@@ -192,6 +209,8 @@ export class SessionManager {
     this.#policy = rotationPolicy(options.rotation);
     this.#clock = options.clock ?? Date.now;
     this.#onRotation = options.onRotation;
+    this.#onSessionState = options.onSessionState;
+    this.#log = options.log;
     this.#maxOpened = options.maxOpenedPerPeer ?? 4096;
     this.#rotationRetryMs = options.rotationRetryMs ?? 60_000;
     if (!Number.isSafeInteger(this.#rotationRetryMs) || this.#rotationRetryMs < 0) {
@@ -403,6 +422,28 @@ export class SessionManager {
     return this.#p.hkdf(body, new Uint8Array(32), OPENED_HASH_INFO, 32);
   }
 
+  /** The lifecycle of our sessions with `peerDid` (created on first use, in `initial`). */
+  #lifecycle(peerDid: string, initial: LifecycleState = 'handshaking'): SessionLifecycle {
+    let lifecycle = this.#lifecycles.get(peerDid);
+    if (lifecycle === undefined) {
+      lifecycle = new SessionLifecycle({
+        name: `session ${this.identity.did} ↔ ${peerDid}`,
+        log: this.#log,
+        initial,
+        clock: this.#clock,
+      });
+      const listener = this.#onSessionState;
+      if (listener !== undefined) lifecycle.onTransition((t) => listener(peerDid, t));
+      this.#lifecycles.set(peerDid, lifecycle);
+    }
+    return lifecycle;
+  }
+
+  /** Where our sessions with `peerDid` stand, if any was started or accepted in this process. */
+  sessionState(peerDid: string): LifecycleState | undefined {
+    return this.#lifecycles.get(peerDid)?.state;
+  }
+
   #adopt(peer: PeerSessions, entry: PeerEntry): void {
     peer.entries.unshift(entry);
     while (peer.entries.length > 1 + this.#maxOld) peer.entries.pop()?.session.destroy();
@@ -470,6 +511,9 @@ export class SessionManager {
       }
       if (bundle !== undefined) {
         ({ entry, body } = this.#initiate(peer, peerDid, bundle, payload));
+        // A first handshake starts in handshaking; a new one over a live session is a rotation.
+        if (current !== undefined) this.#lifecycle(peerDid, 'active').applyIfAllowed('rotation_started', due);
+        else this.#lifecycle(peerDid);
         if (current !== undefined && due !== undefined) {
           rotated = {
             peerDid,
@@ -591,6 +635,12 @@ export class SessionManager {
         );
       }
       this.#adopt(peer, { session, ephemeral });
+      // The responder holds confirmed keys at once: established, or a rotation the peer made, done.
+      const lifecycle = this.#lifecycle(fromDid);
+      if (!lifecycle.applyIfAllowed('established')) {
+        lifecycle.applyIfAllowed('rotation_started', 'peer');
+        lifecycle.applyIfAllowed('rotation_done', 'peer');
+      }
       return payload;
     }
     if (type === SealedType.RATCHET) {
@@ -601,6 +651,10 @@ export class SessionManager {
       }
       const plaintext = entry.session.decrypt(message);
       // The peer answered: this session is confirmed, stop repeating the handshake.
+      if (entry.header !== undefined && entry === peer.entries[0]) {
+        const lifecycle = this.#lifecycle(fromDid);
+        if (!lifecycle.applyIfAllowed('established')) lifecycle.applyIfAllowed('rotation_done');
+      }
       entry.header = undefined;
       return plaintext;
     }
