@@ -8,6 +8,7 @@ export { FileSessionStore, stateDirForKeyFile } from './client/session-store-fil
 export * from './config.js';
 export * from './errors.js';
 export * from './identity/index.js';
+export { createLogger, type Logger, type LogLevel, silentLogger } from './log.js';
 export * from './membrane/index.js';
 export * from './protocol/frames.js';
 export { leadingZeroBits, solvePowStamp, verifyPowStamp } from './protocol/pow.js';

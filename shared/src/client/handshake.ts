@@ -128,6 +128,27 @@ export async function performHandshake(url: RelayUrl, options: HandshakeOptions)
       Math.max(0, deadline - Date.now()),
     );
 
+    /** The version and relay identity a challenge names, checked before we answer it. */
+    const acceptable = (challenge: { version: number; relayIdentity: string }): boolean => {
+      if (challenge.version < MIN_PROTOCOL_VERSION || challenge.version > MAX_PROTOCOL_VERSION) {
+        fail(new RelayError('UNSUPPORTED_VERSION', `${url.href}: relay chose version ${challenge.version}`));
+        return false;
+      }
+      const expected = options.expectRelayIdentity;
+      if (expected !== undefined && challenge.relayIdentity !== expected) {
+        // Refused before signing: our signature should only ever name the relay we meant.
+        fail(
+          new RelayError(
+            ClientErrorCode.wrongRelay,
+            `${url.href}: relay identity ${JSON.stringify(challenge.relayIdentity)} is not the expected ${JSON.stringify(expected)}`,
+          ),
+        );
+        return false;
+      }
+      version = challenge.version;
+      relayIdentity = challenge.relayIdentity;
+      return true;
+    };
     const onFrame = (frame: Frame): boolean => {
       if (frame.type === 'ERROR') {
         const fatal = (frame.flags & ErrorFlags.FATAL) !== 0;
@@ -135,19 +156,7 @@ export async function performHandshake(url: RelayUrl, options: HandshakeOptions)
         return false;
       }
       if (step === 'challenge' && frame.type === 'ANON_CHALLENGE' && anonymous !== undefined) {
-        if (frame.version < MIN_PROTOCOL_VERSION || frame.version > MAX_PROTOCOL_VERSION) {
-          fail(new RelayError('UNSUPPORTED_VERSION', `${url.href}: relay chose version ${frame.version}`));
-          return false;
-        }
-        if (options.expectRelayIdentity !== undefined && frame.relayIdentity !== options.expectRelayIdentity) {
-          fail(
-            new RelayError(
-              ClientErrorCode.wrongRelay,
-              `${url.href}: relay identity ${JSON.stringify(frame.relayIdentity)} is not the expected ${JSON.stringify(options.expectRelayIdentity)}`,
-            ),
-          );
-          return false;
-        }
+        if (!acceptable(frame)) return false;
         if (frame.powBits > anonymous.maxPowBits) {
           fail(
             new RelayError(
@@ -157,8 +166,6 @@ export async function performHandshake(url: RelayUrl, options: HandshakeOptions)
           );
           return false;
         }
-        version = frame.version;
-        relayIdentity = frame.relayIdentity;
         terms = { powBits: frame.powBits, maxSends: frame.maxSends, lifetimeMs: frame.lifetimeMs };
         // Synchronous: 2^powBits hashes (about 0.1 s at 16 bits here), bounded by maxPowBits above.
         const stamp = solvePowStamp(frame.nonce, frame.powBits);
@@ -172,22 +179,7 @@ export async function performHandshake(url: RelayUrl, options: HandshakeOptions)
         return false;
       }
       if (step === 'challenge' && frame.type === 'CHALLENGE' && identity !== undefined) {
-        if (frame.version < MIN_PROTOCOL_VERSION || frame.version > MAX_PROTOCOL_VERSION) {
-          fail(new RelayError('UNSUPPORTED_VERSION', `${url.href}: relay chose version ${frame.version}`));
-          return false;
-        }
-        if (options.expectRelayIdentity !== undefined && frame.relayIdentity !== options.expectRelayIdentity) {
-          // Refused before signing: our signature should only ever name the relay we meant.
-          fail(
-            new RelayError(
-              ClientErrorCode.wrongRelay,
-              `${url.href}: relay identity ${JSON.stringify(frame.relayIdentity)} is not the expected ${JSON.stringify(options.expectRelayIdentity)}`,
-            ),
-          );
-          return false;
-        }
-        version = frame.version;
-        relayIdentity = frame.relayIdentity;
+        if (!acceptable(frame)) return false;
         const signature = identity.sign(authTranscript({ nonce: frame.nonce, relayIdentity, binding: url.binding }));
         transport.send(
           encodeFrame(
