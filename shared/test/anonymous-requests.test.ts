@@ -31,7 +31,7 @@ import { nodeCrypto } from '../src/session/crypto-node.js';
 import { EphemeralSession } from '../src/session/ephemeral.js';
 import { open0Rtt, seal0Rtt } from '../src/session/resumption.js';
 import { acceptPersistentSession, initiatePersistentSession } from '../src/session/session.js';
-import { str, text, within } from './support/client-harness.js';
+import { sealedPeer, str, text } from './support/client-harness.js';
 import { bundleOf, makePeer, makeResponder } from './support/session-fixtures.js';
 
 const POW_BITS = 10;
@@ -49,29 +49,20 @@ describe('anonymous requests through the relay cluster', { timeout: 120_000 }, (
     url: string,
     store: SessionStore = new InMemorySessionStore(),
   ): Promise<{ client: RelayClient; handled: string[]; errors: RelayClientEvents['error'][] }> {
-    const sessions = new SessionManager({
+    const handled: string[] = [];
+    const { client, errors } = await sealedPeer({
+      url,
       identity,
       store,
-      provider: nodeCrypto,
-      verify: verifyEd25519,
-      oneTimePrekeys: 3,
-    });
-    const handled: string[] = [];
-    const client = new RelayClient({
-      relays: [url],
-      identity,
-      sessions,
-      onAnonymousRequest: (request) => {
-        handled.push(str(request.payload));
-        return text(str(request.payload).toUpperCase());
+      track: clients,
+      sessions: { oneTimePrekeys: 3 },
+      client: {
+        onAnonymousRequest: (request) => {
+          handled.push(str(request.payload));
+          return text(str(request.payload).toUpperCase());
+        },
       },
-      reconnect: { initialDelayMs: 50, maxDelayMs: 500 },
     });
-    const errors: RelayClientEvents['error'][] = [];
-    client.events.on('error', (e) => errors.push(e));
-    clients.push(client);
-    await within(client.connect(), 10_000, 'connect');
-    await within(sessions.ensurePublished(client), 10_000, 'prekeys published');
     return { client, handled, errors };
   }
 

@@ -22,7 +22,6 @@ import {
   InMemorySessionStore,
   packFields,
   RelayClient,
-  type RelayClientEvents,
   SessionManager,
   type SessionManagerOptions,
   type SessionStore,
@@ -32,15 +31,9 @@ import { decodePeerRecord, encodePeerRecord } from '../src/client/peer-record.js
 import { FileSessionStore } from '../src/client/session-store-file.js';
 import { Ed25519Identity, verifyEd25519, writeKeyFile } from '../src/identity/index.js';
 import { nodeCrypto } from '../src/session/crypto-node.js';
-import { nextMessage, str, text, within } from './support/client-harness.js';
+import { nextMessage, sealedPeer, str, text, within } from './support/client-harness.js';
 
 const crashScript = fileURLToPath(new URL('./support/open-then-crash.ts', import.meta.url));
-
-interface Peer {
-  client: RelayClient;
-  sessions: SessionManager;
-  errors: RelayClientEvents['error'][];
-}
 
 function runCrashingListener(
   relayUrl: string,
@@ -80,26 +73,8 @@ describe('sealed durable messages: opened, crashed, redelivered', { timeout: 120
   let dir: string;
   const clients: RelayClient[] = [];
 
-  async function peer(
-    identity: Ed25519Identity,
-    store: SessionStore,
-    options: Partial<SessionManagerOptions> = {},
-  ): Promise<Peer> {
-    const sessions = new SessionManager({
-      identity,
-      store,
-      provider: nodeCrypto,
-      verify: verifyEd25519,
-      oneTimePrekeys: 5,
-      ...options,
-    });
-    const client = new RelayClient({ relays: [relay.wsUrl], identity, sessions, reconnect: { initialDelayMs: 50 } });
-    const errors: RelayClientEvents['error'][] = [];
-    client.events.on('error', (e) => errors.push(e));
-    clients.push(client);
-    await within(client.connect(), 10_000, 'connect');
-    await within(sessions.ensurePublished(client), 10_000, 'prekeys published');
-    return { client, sessions, errors };
+  function peer(identity: Ed25519Identity, store: SessionStore, options: Partial<SessionManagerOptions> = {}) {
+    return sealedPeer({ url: relay.wsUrl, identity, store, sessions: options, track: clients });
   }
 
   /** A fresh manager over the same store, to read what is stored. */

@@ -17,14 +17,13 @@ import {
   type InboundMessage,
   InMemorySessionStore,
   RelayClient,
-  type RelayClientEvents,
   SessionManager,
   type SessionStore,
 } from '../src/client/index.js';
 import { FileSessionStore, stateDirForKeyFile } from '../src/client/session-store-file.js';
 import { Ed25519Identity, verifyEd25519, writeKeyFile } from '../src/identity/index.js';
 import { nodeCrypto } from '../src/session/crypto-node.js';
-import { nextMessage, cli as runCli, str, text, within } from './support/client-harness.js';
+import { nextMessage, cli as runCli, type SealedPeer, sealedPeer, str, text } from './support/client-harness.js';
 
 const cli = (args: string[], input = '') => runCli(args, input).done;
 
@@ -76,28 +75,12 @@ describe('sealed sessions against a real relay', { timeout: 120_000 }, () => {
   let dir: string;
   const clients: RelayClient[] = [];
 
-  function manager(identity: Ed25519Identity, store: SessionStore): SessionManager {
+  function _manager(identity: Ed25519Identity, store: SessionStore): SessionManager {
     return new SessionManager({ identity, store, provider: nodeCrypto, verify: verifyEd25519, oneTimePrekeys: 5 });
   }
 
-  async function peer(
-    identity: Ed25519Identity,
-    store: SessionStore,
-    url: string = relay.wsUrl,
-  ): Promise<{ client: RelayClient; sessions: SessionManager; errors: RelayClientEvents['error'][] }> {
-    const sessions = manager(identity, store);
-    const client = new RelayClient({
-      relays: [url],
-      identity,
-      sessions,
-      reconnect: { initialDelayMs: 50, maxDelayMs: 500 },
-    });
-    const errors: RelayClientEvents['error'][] = [];
-    client.events.on('error', (e) => errors.push(e));
-    clients.push(client);
-    await within(client.connect(), 10_000, 'connect');
-    await within(sessions.ensurePublished(client), 10_000, 'prekeys published');
-    return { client, sessions, errors };
+  function peer(identity: Ed25519Identity, store: SessionStore, url: string = relay.wsUrl): Promise<SealedPeer> {
+    return sealedPeer({ url, identity, store, track: clients });
   }
 
   before(async () => {

@@ -29,7 +29,7 @@ import { stateDirForKeyFile } from '../src/client/session-store-file.js';
 import { LibertariaError } from '../src/errors.js';
 import { Ed25519Identity, verifyEd25519, writeKeyFile } from '../src/identity/index.js';
 import { nodeCrypto } from '../src/session/crypto-node.js';
-import { nextMessage, cli as runCli, str, text, within } from './support/client-harness.js';
+import { nextMessage, cli as runCli, sealedPeer, str, text } from './support/client-harness.js';
 
 interface Peer {
   client: RelayClient;
@@ -63,22 +63,8 @@ describe('session rotation against a real relay', { timeout: 120_000 }, () => {
     url: string = relay.wsUrl,
   ): Promise<Peer> {
     const rotations: RotationEvent[] = [];
-    const sessions = new SessionManager({
-      identity,
-      store,
-      provider: nodeCrypto,
-      verify: verifyEd25519,
-      oneTimePrekeys: 5,
-      onRotation: (e) => rotations.push(e),
-      ...options,
-    });
-    const client = new RelayClient({ relays: [url], identity, sessions, reconnect: { initialDelayMs: 50 } });
-    const errors: RelayClientEvents['error'][] = [];
-    client.events.on('error', (e) => errors.push(e));
-    clients.push(client);
-    await within(client.connect(), 10_000, 'connect');
-    await within(sessions.ensurePublished(client), 10_000, 'prekeys published');
-    return { client, sessions, errors, rotations };
+    const sessions = { onRotation: (e: RotationEvent) => rotations.push(e), ...options };
+    return { ...(await sealedPeer({ url, identity, store, sessions, track: clients })), rotations };
   }
 
   before(async () => {

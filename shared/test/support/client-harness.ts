@@ -1,12 +1,23 @@
 /**
  * What the client tests that run against a real relay share: small byte
- * helpers, a timeout wrapper, one message iterator per client, and a runner
- * for the lrelay CLI (through tsx, from the source).
+ * helpers, a timeout wrapper, one message iterator per client, sealing peers,
+ * and a runner for the lrelay CLI (through tsx, from the source).
  */
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
-import type { InboundMessage, RelayClient } from '../../src/client/index.js';
+import {
+  type InboundMessage,
+  InMemorySessionStore,
+  RelayClient,
+  type RelayClientEvents,
+  type RelayClientOptions,
+  SessionManager,
+  type SessionManagerOptions,
+  type SessionStore,
+} from '../../src/client/index.js';
+import { type Ed25519Identity, verifyEd25519 } from '../../src/identity/index.js';
+import { nodeCrypto } from '../../src/session/crypto-node.js';
 
 export const text = (s: string): Uint8Array => new TextEncoder().encode(s);
 export const str = (b: Uint8Array): string => new TextDecoder().decode(b);
@@ -67,4 +78,47 @@ export function cli(args: string[], input = ''): { done: Promise<CliRun>; kill: 
     child.on('close', (code) => resolve({ code, stdout, stderr }));
   });
   return { done: within(done, 30_000, `lrelay ${args[0]}`), kill: () => child.kill('SIGKILL') };
+}
+
+export interface SealedPeer {
+  client: RelayClient;
+  sessions: SessionManager;
+  errors: RelayClientEvents['error'][];
+}
+
+/**
+ * A RelayClient sealing through its own SessionManager (node crypto, 5
+ * one-time prekeys unless `sessions` says otherwise), connected, with its
+ * prekeys published and its error events collected; pushed onto `track` so
+ * the suite's after() can close it.
+ */
+export async function sealedPeer(args: {
+  url: string;
+  identity: Ed25519Identity;
+  track: RelayClient[];
+  store?: SessionStore;
+  sessions?: Partial<SessionManagerOptions>;
+  client?: Partial<RelayClientOptions>;
+}): Promise<SealedPeer> {
+  const sessions = new SessionManager({
+    identity: args.identity,
+    store: args.store ?? new InMemorySessionStore(),
+    provider: nodeCrypto,
+    verify: verifyEd25519,
+    oneTimePrekeys: 5,
+    ...args.sessions,
+  });
+  const client = new RelayClient({
+    relays: [args.url],
+    identity: args.identity,
+    sessions,
+    reconnect: { initialDelayMs: 50, maxDelayMs: 500 },
+    ...args.client,
+  });
+  const errors: RelayClientEvents['error'][] = [];
+  client.events.on('error', (e) => errors.push(e));
+  args.track.push(client);
+  await within(client.connect(), 10_000, 'connect');
+  await within(sessions.ensurePublished(client), 10_000, 'prekeys published');
+  return { client, sessions, errors };
 }
