@@ -658,8 +658,7 @@ describe('RelayClient against a real relay', { timeout: 120_000 }, () => {
       assert.equal(empty.stdout, '');
       assert.match(empty.stderr, /^error: TIMEOUT: received 0 of 1 message\(s\) within 3 s\n$/);
       // Without --count, the timeout is the normal end.
-      const idle = await cli(['listen', '--unsealed', '--relay', relay.wsUrl, '--key', bobKey, '--timeout', '3'])
-        .done;
+      const idle = await cli(['listen', '--unsealed', '--relay', relay.wsUrl, '--key', bobKey, '--timeout', '3']).done;
       assert.equal(idle.code, 0, idle.stderr);
     });
 
