@@ -163,7 +163,10 @@ export async function openWebSocketTransport(url: RelayUrl, options: TransportOp
       if (settled) return;
       settled = true;
       clearTimeout(timer);
-      socket.onopen = socket.onerror = socket.onclose = null;
+      socket.onopen = socket.onclose = null;
+      // Not null: closing a socket that is still connecting makes `ws` emit 'error', and an
+      // 'error' without a listener is an uncaught exception that would kill the application.
+      socket.onerror = () => {};
       try {
         socket.close();
       } catch {
