@@ -122,7 +122,7 @@ export interface Scale {
   sealed: SealedScale;
 }
 
-/** `npm test`: about a minute on 2 cores. */
+/** `npm test`: about 75 s on 2 cores. */
 export const CI_SCALE: Scale = {
   name: 'ci',
   drainTimeoutMs: 30_000,
@@ -168,8 +168,8 @@ export const CI_SCALE: Scale = {
     ratePerPeer: 4,
     warmupMs: 2000,
     delayMs: 2500,
-    durationMs: 5000,
-    settleMs: 2000,
+    durationMs: 4000,
+    settleMs: 1500,
     boundMs: 15_000,
   },
   sealed: { peers: 6, nodes: 2, ratePerPeer: 4, warmupMs: 2000, downMs: 1500, settleMs: 3000, boundMs: 15_000 },
