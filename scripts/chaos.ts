@@ -7,6 +7,8 @@
  *   npm run chaos -- --scale ci            # the sizes `npm test` uses
  *   npm run chaos -- --peers 300           # override the kill scenario's fleet size
  *   npm run chaos -- --json out.json       # also write the results as JSON
+ *   npm run chaos -- --only delay --set delay.directions='["both"]' \
+ *     --set delay.client='{"ackTimeoutMs":30000}'   # any scale field, value as JSON (or a bare string)
  *
  * Prints a summary table and exits 1 if any scenario broke a guarantee.
  */
@@ -31,6 +33,7 @@ const { values } = parseArgs({
     peers: { type: 'string' },
     json: { type: 'string' },
     markdown: { type: 'boolean', default: false },
+    set: { type: 'string', multiple: true },
   },
 });
 
@@ -45,6 +48,23 @@ if (values.peers !== undefined) {
   const n = Number(values.peers);
   if (!Number.isInteger(n) || n < 2) fail('--peers must be an integer of at least 2');
   scale.kill.peers = n;
+}
+for (const assignment of values.set ?? []) {
+  const eq = assignment.indexOf('=');
+  const path = eq > 0 ? assignment.slice(0, eq).split('.') : [];
+  const [group, key] = path;
+  if (path.length !== 2 || group === undefined || key === undefined)
+    fail(`--set wants scenario.field=value, got ${assignment}`);
+  const target = (scale as unknown as Record<string, Record<string, unknown>>)[group];
+  if (typeof target !== 'object' || target === null) fail(`--set: no scenario ${group}`);
+  const raw = assignment.slice(eq + 1);
+  let value: unknown;
+  try {
+    value = JSON.parse(raw);
+  } catch {
+    value = raw;
+  }
+  target[key] = value;
 }
 const only = values.only?.split(',').map((s) => s.trim()) ?? [...SCENARIOS];
 for (const id of only)

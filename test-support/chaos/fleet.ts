@@ -67,6 +67,7 @@ export class Peer {
   readonly timeline: ConnectionEvent[] = [];
   outstanding = 0;
   seq = 0;
+  /** The last few errors and failed connection attempts, for failure messages. */
   errors: string[] = [];
   receiving: Promise<void> = Promise.resolve();
   constructor(readonly index: number) {}
@@ -77,6 +78,11 @@ export class Peer {
     if (lost === undefined) return undefined;
     const back = this.timeline.find((e) => e.kind === 'connected' && e.at >= lost.at);
     return back === undefined ? { lostAt: lost.at } : { lostAt: lost.at, backAt: back.at };
+  }
+
+  note(error: string): void {
+    this.errors.push(error);
+    if (this.errors.length > 10) this.errors.shift();
   }
 
   disconnectsBetween(from: number, to: number): number {
@@ -142,6 +148,12 @@ export class Fleet {
     peer.client = new RelayClient({
       relays: this.options.relays(peer.index),
       identity: peer.identity,
+      // Failed connection attempts are only logged (no event): keep their reasons for the report.
+      logger: {
+        debug: (message, fields) => {
+          if (message === 'relay connection failed') peer.note(`${String(fields?.code)}: ${String(fields?.error)}`);
+        },
+      },
       ...(peer.sessions === undefined ? {} : { sessions: peer.sessions }),
       ...this.options.clientOptions?.(peer.index),
     });
@@ -154,7 +166,7 @@ export class Fleet {
       peer.timeline.push({ at: Date.now(), kind: 'disconnected', ...(error ? { error: error.message } : {}) });
     });
     peer.client.events.on('error', ({ error }) => {
-      if (peer.errors.length < 5) peer.errors.push(`${error.code}: ${error.message}`);
+      peer.note(`${error.code}: ${error.message}`);
     });
   }
 
@@ -165,7 +177,7 @@ export class Fleet {
         await m.ack();
       }
     } catch (error) {
-      peer.errors.push(`messages() ended: ${(error as Error).message}`);
+      peer.note(`messages() ended: ${(error as Error).message}`);
     }
   }
 

@@ -91,8 +91,18 @@ export interface DelayScale {
   delayed: number;
   ratePerPeer: number;
   warmupMs: number;
-  /** One-way delay added, first client → relay ("up"), then relay → client ("down"). */
+  /** One-way delay added to each direction in turn ("up" = client → relay, "down" = relay → client, "both"). */
   delayMs: number;
+  /** The phases, in order (default up, then down). */
+  directions?: Array<'up' | 'down' | 'both'>;
+  /**
+   * Reset the delayed peers' connections once the delay is on, so they must
+   * handshake through the delayed path (default false: the established
+   * session must survive).
+   */
+  reconnectUnderDelay?: boolean;
+  /** Delayed peers use tcp:// only (a WebSocket connect that times out crashes the client; docs/chaos.md). */
+  tcpOnly?: boolean;
   /** How long each direction is delayed. */
   durationMs: number;
   settleMs: number;
@@ -515,7 +525,7 @@ export async function runDelay(s: DelayScale, drainTimeoutMs: number, log: Log =
       size: s.peers,
       ratePerPeer: s.ratePerPeer,
       ledger,
-      relays: (i) => (i < s.delayed ? proxiedUrls(proxies, i) : directUrls(cluster.nodes, i)),
+      relays: (i) => (i < s.delayed ? proxiedUrls(proxies, i, s.tcpOnly) : directUrls(cluster.nodes, i)),
       clientOptions: (i) => (i < s.delayed ? (s.client ?? {}) : {}),
     });
     try {
@@ -526,26 +536,56 @@ export async function runDelay(s: DelayScale, drainTimeoutMs: number, log: Log =
       const samples: Sample[] = [];
       const notes: string[] = [`${s.delayMs / 1000} s one-way delay, ${s.durationMs / 1000} s per direction`];
       const failures: string[] = [];
-      for (const direction of ['up', 'down'] as const) {
+      for (const direction of s.directions ?? ['up', 'down']) {
         const faultAt = Date.now();
-        for (const p of proxies.all) p.setDelay({ [direction]: s.delayMs });
+        const delay = direction === 'both' ? { up: s.delayMs, down: s.delayMs } : { [direction]: s.delayMs };
+        for (const p of proxies.all) p.setDelay(delay);
         log(`delay: ${s.delayMs} ms ${direction} for ${group.length} peers`);
+        let resetAt: number | undefined;
+        if (s.reconnectUnderDelay) {
+          await sleep(1000);
+          resetAt = Date.now();
+          for (const p of proxies.all) p.resetAll();
+          log('delay: connections reset; the peers must handshake through the delay');
+        }
         await sleep(s.durationMs);
         for (const p of proxies.all) p.heal();
         const endAt = Date.now();
         // Bytes already on the delayed path arrive up to delayMs after heal; a drop shows up by then.
         await sleep(s.delayMs + s.settleMs);
-        const drops = group.reduce((n, p) => n + p.disconnectsBetween(faultAt, Date.now()), 0);
+        const forced = resetAt === undefined ? 0 : group.length;
+        const drops = group.reduce((n, p) => n + p.disconnectsBetween(faultAt, Date.now()), 0) - forced;
         const acks = group.flatMap((p) =>
           [...ledger.frames.values()]
             .filter((f) => f.from === p.index && f.sentAt >= faultAt && f.sentAt < endAt && f.ackedAt !== undefined)
             .map((f) => f.ackedAt! - f.sentAt),
         );
         const q = quantiles(acks);
-        notes.push(`${direction}: ${q.n} frames ACKed, ACK p50 ${q.p50} ms max ${q.max} ms, ${drops} reconnects`);
+        notes.push(
+          `${direction}: ${q.n} frames ACKed, ACK p50 ${q.p50} ms max ${q.max} ms, ${drops} unforced reconnects`,
+        );
+        if (resetAt !== undefined) {
+          const at = resetAt;
+          const back = group
+            .map((p) => p.reconnectAfter(at)?.backAt)
+            .filter((t): t is number => t !== undefined && t < endAt);
+          const handshake = quantiles(back.map((t) => t - at));
+          notes.push(
+            `${direction}: ${back.length}/${group.length} re-handshaked under the delay, max ${handshake.max} ms`,
+          );
+          if (back.length < group.length) {
+            // The last failed attempt's reason (the SDK logs failed handshakes; it emits no event for them).
+            const why = group.flatMap((p) => p.errors);
+            failures.push(
+              `${direction} delay: ${group.length - back.length} peer(s) could not handshake through it: ${why.slice(-1)[0] ?? '?'}`,
+            );
+          }
+        }
         if (drops > 0) {
           const why = group.flatMap((p) => p.timeline.filter((e) => e.kind === 'disconnected' && e.at >= faultAt));
-          failures.push(`${direction} delay: ${drops} reconnect(s) of delayed peers: ${why[0]?.error ?? '?'}`);
+          failures.push(
+            `${direction} delay: ${drops} reconnect(s) of delayed peers: ${why.slice(-1)[0]?.error ?? '?'}`,
+          );
         }
         if (q.n === 0) failures.push(`${direction} delay: no frame sent during the delay was ACKed`);
         for (const peer of group) samples.push({ peer, faultAt, endAt });
