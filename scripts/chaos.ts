@@ -13,8 +13,9 @@
  * Prints a summary table and exits 1 if any scenario broke a guarantee.
  */
 import { writeFileSync } from 'node:fs';
-import { cpus } from 'node:os';
+import { cpus, loadavg } from 'node:os';
 import { parseArgs } from 'node:util';
+import { installCrashGuard } from '../test-support/chaos/crash-guard.js';
 import { formatDetails, formatMarkdown, formatTable } from '../test-support/chaos/report.js';
 import {
   CI_SCALE,
@@ -70,7 +71,10 @@ const only = values.only?.split(',').map((s) => s.trim()) ?? [...SCENARIOS];
 for (const id of only)
   if (!SCENARIOS.includes(id as ScenarioId)) fail(`unknown scenario ${id} (${SCENARIOS.join(', ')})`);
 
+// The SDK's known WebSocket crash is counted and reported as a failure instead of ending the run.
+installCrashGuard();
 const t0 = Date.now();
+const loadBefore = loadavg()[0]!.toFixed(1);
 const log = (line: string) => process.stderr.write(`[${((Date.now() - t0) / 1000).toFixed(1)}s] ${line}\n`);
 const results: ScenarioResult[] = [];
 for (const id of only as ScenarioId[]) {
@@ -80,7 +84,8 @@ for (const id of only as ScenarioId[]) {
   log(`${id}: ${result.failures.length === 0 ? 'pass' : `FAIL: ${result.failures.join('; ')}`}`);
 }
 
-const machine = `${cpus().length} × ${cpus()[0]?.model ?? 'cpu'}, Node ${process.version}`;
+// The load average says how much else ran on the machine: these figures are not comparable across loads.
+const machine = `${cpus().length} × ${cpus()[0]?.model ?? 'cpu'}, Node ${process.version}, load average ${loadBefore} → ${loadavg()[0]!.toFixed(1)}`;
 process.stdout.write(`\nchaos (${scale.name} scale), ${new Date().toISOString()}, ${machine}\n\n`);
 process.stdout.write(
   `${values.markdown ? formatMarkdown(results) : formatTable(results)}\n\n${formatDetails(results)}\n`,

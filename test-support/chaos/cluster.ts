@@ -1,25 +1,21 @@
 /**
  * A relay cluster for chaos runs: one private Redis with the append-only file
  * on, and N relay node processes on it, each of which can be killed with
- * SIGKILL and started again. Peers reach each node through a stable front
- * address (a TcpProxy per node and transport, the role a Kubernetes Service or
- * a load balancer plays), so their URL lists stay valid across restarts.
+ * SIGKILL and started again on the same ports, so peers' URL lists stay
+ * valid (as with a fixed DNS name or a Kubernetes Service).
  *
- * Why not restart the node on its old ports: its ports came from the
- * kernel's ephemeral range (port 0), and while hundreds of peers reconnect
- * after a kill, one of their outgoing connections can take the freed port
- * within milliseconds; the new process then cannot listen
- * ("cannot listen for WebSocket"). Seen in the first runs of this suite.
- *
- *   const cluster = await startCluster({ nodes: 3, appendfsync: 'always' });
- *   cluster.nodes[0].kill();            // kill -9
- *   await cluster.nodes[0].restart();   // same ports, a new node id
- *   await cluster.restartRedis();       // kill -9 redis-server, start it again from its AOF
- *   await cluster.stop();
+ * Node ports are picked free below the kernel's ephemeral range
+ * (/proc/sys/net/ipv4/ip_local_port_range, 32768–60999 here), not with port
+ * 0: a port 0 listener gets an ephemeral port, and while hundreds of peers
+ * reconnect after a kill, one of their outgoing connections can take the freed
+ * port within milliseconds, so the restarted node cannot listen ("cannot
+ * listen for WebSocket"; seen in the first runs of this suite). Outgoing
+ * connections never use ports below that range. TIME_WAIT sockets left by
+ * the killed process do not block the restart (checked with 100 peers).
  */
+import { createServer } from 'node:net';
 import { type RedisHandle, startRedis } from '../redis.js';
 import { type RelayHandle, startRelay } from '../relay-process.js';
-import { TcpProxy } from '../tcp-proxy.js';
 
 /**
  * `always`: Redis fsyncs the AOF before it answers a write, so every frame a
@@ -55,9 +51,9 @@ export interface NodeSlot {
   /** Index in the cluster (stable across restarts). */
   readonly index: number;
   /** The running process, or the last one if killed. */
-  handle: RelayHandle;
-  /** The stable front ports peers use (the process's own ports change on restart). */
-  readonly ports: { ws: number; tcp: number };
+  readonly handle: RelayHandle;
+  /** The node's ports, the same across restarts. */
+  readonly ports: { ws: number; tcp: number; admin: number };
   readonly wsUrl: string;
   readonly tcpUrl: string;
   /** Node id of the current process (a restart gets a new one, like a new pod). */
@@ -65,9 +61,9 @@ export interface NodeSlot {
   get alive(): boolean;
   /** kill -9. */
   kill(): void;
-  /** Starts a new process behind the same front ports. */
+  /** Starts a new process on the same ports. */
   restart(): Promise<void>;
-  /** Stops the process (SIGTERM) and the front proxies. */
+  /** Stops the process (SIGTERM). */
   stop(): Promise<void>;
 }
 
@@ -89,12 +85,11 @@ export async function startCluster(options: ClusterOptions): Promise<Cluster> {
   const env = { ...CHAOS_RELAY_ENV, ...options.relayEnv };
   const nodes: NodeSlot[] = [];
   try {
-    const handles = await Promise.all(
-      Array.from({ length: options.nodes }, (_, i) =>
-        startRelay({ redisUrl: redis.url, nodeId: `chaos-${process.pid}-n${i}`, env, echo: options.echo ?? false }),
-      ),
-    );
-    for (const [i, h] of handles.entries()) nodes.push(await makeSlot(i, h, redis.url, env, options.echo ?? false));
+    for (let i = 0; i < options.nodes; i++) {
+      const ports = { ws: await pickPort(), tcp: await pickPort(), admin: await pickPort() };
+      nodes.push(makeSlot(i, ports, redis.url, env, options.echo ?? false));
+    }
+    await Promise.all(nodes.map((n) => n.restart()));
   } catch (error) {
     await Promise.all(nodes.map((n) => n.stop()));
     await redis.stop();
@@ -118,47 +113,77 @@ export async function startCluster(options: ClusterOptions): Promise<Cluster> {
   };
 }
 
-async function makeSlot(
+/** Ports handed out by this process, so two nodes never get the same one. */
+const taken = new Set<number>();
+const PORT_RANGE = { from: 20_000, to: 32_000 };
+
+/** A free port on 127.0.0.1 below the ephemeral range (see the file comment). */
+async function pickPort(): Promise<number> {
+  for (let attempt = 0; attempt < 200; attempt++) {
+    const port = PORT_RANGE.from + Math.floor(Math.random() * (PORT_RANGE.to - PORT_RANGE.from));
+    if (taken.has(port)) continue;
+    const free = await new Promise<boolean>((resolve) => {
+      const probe = createServer();
+      probe.once('error', () => resolve(false));
+      probe.listen(port, '127.0.0.1', () => probe.close(() => resolve(true)));
+    });
+    if (free) {
+      taken.add(port);
+      return port;
+    }
+  }
+  throw new Error(`no free port in ${PORT_RANGE.from}-${PORT_RANGE.to}`);
+}
+
+/** A node slot; its first process is started by the first restart(). */
+function makeSlot(
   index: number,
-  first: RelayHandle,
+  ports: { ws: number; tcp: number; admin: number },
   redisUrl: string,
   env: Record<string, string>,
   echo: boolean,
-): Promise<NodeSlot> {
-  let generation = 0;
-  const front = {
-    ws: await TcpProxy.start({ port: first.ports.ws }),
-    tcp: await TcpProxy.start({ port: first.ports.tcp }),
-  };
+): NodeSlot {
+  let generation = -1;
+  let handle: RelayHandle | undefined;
   const slot: NodeSlot = {
     index,
-    handle: first,
-    ports: { ws: front.ws.port, tcp: front.tcp.port },
-    wsUrl: front.ws.url('ws'),
-    tcpUrl: front.tcp.url('tcp'),
+    get handle() {
+      if (handle === undefined) throw new Error(`node ${index} was never started`);
+      return handle;
+    },
+    ports,
+    wsUrl: `ws://127.0.0.1:${ports.ws}`,
+    tcpUrl: `tcp://127.0.0.1:${ports.tcp}`,
     get nodeId() {
       return slot.handle.nodeId;
     },
     get alive() {
-      return slot.handle.process.exitCode === null && slot.handle.process.signalCode === null;
+      return handle !== undefined && handle.process.exitCode === null && handle.process.signalCode === null;
     },
     kill() {
-      slot.handle.kill('SIGKILL');
+      handle?.kill('SIGKILL');
     },
     async restart() {
-      if (slot.alive) {
-        slot.handle.kill('SIGKILL');
-        await slot.handle.exited;
+      if (handle !== undefined && slot.alive) {
+        handle.kill('SIGKILL');
+        await handle.exited;
       }
       generation++;
-      slot.handle = await startRelay({ redisUrl, nodeId: `chaos-${process.pid}-n${index}-g${generation}`, echo, env });
-      front.ws.setTarget(slot.handle.ports.ws);
-      front.tcp.setTarget(slot.handle.ports.tcp);
+      handle = await startRelay({
+        redisUrl,
+        nodeId: `chaos-${process.pid}-n${index}-g${generation}`,
+        echo,
+        env: {
+          ...env,
+          RELAY_WS_PORT: String(ports.ws),
+          RELAY_TCP_PORT: String(ports.tcp),
+          RELAY_ADMIN_PORT: String(ports.admin),
+        },
+      });
     },
     async stop() {
-      await slot.handle.stop(3000);
-      await front.ws.close();
-      await front.tcp.close();
+      await handle?.stop(3000);
+      for (const port of Object.values(ports)) taken.delete(port);
     },
   };
   return slot;

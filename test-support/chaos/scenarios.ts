@@ -12,9 +12,11 @@
  * Sizes and durations come in a `Scale` (CI_SCALE for `npm test`,
  * FULL_SCALE for `npm run chaos`), so both run the same code.
  */
+import { monitorEventLoopDelay } from 'node:perf_hooks';
 import type { RelayClientOptions } from '@libertaria/shared';
 import { TcpProxy } from '../tcp-proxy.js';
 import { type AppendFsync, type Cluster, type NodeSlot, startCluster } from './cluster.js';
+import { knownCrashes } from './crash-guard.js';
 import { Fleet, type Peer } from './fleet.js';
 import { Ledger, type LedgerSummary, type Quantiles, quantiles } from './ledger.js';
 
@@ -381,7 +383,7 @@ export async function runKill(s: KillScale, drainTimeoutMs: number, log: Log = (
         log(`kill: kill -9 node ${victim.index} (${hit.length} peers on it)`);
         await sleep(s.downMs);
         await victim.restart();
-        log(`kill: node ${victim.index} back behind its front address`);
+        log(`kill: node ${victim.index} back on the same ports`);
         await sleep(s.gapMs);
       }
       await sleep(s.settleMs);
@@ -653,7 +655,29 @@ export async function runSealed(s: SealedScale, drainTimeoutMs: number, log: Log
 
 export type Log = (line: string) => void;
 
+/**
+ * Runs one scenario, and adds what concerns the run itself: this process's
+ * event-loop delay (the peers' SDK runs here: a starved loop would make the
+ * SDK's timers, not the system, the story) and known SDK crashes (crash-guard.ts).
+ */
 export async function runScenario(id: ScenarioId, scale: Scale, log: Log = () => {}): Promise<ScenarioResult> {
+  const crashes = knownCrashes();
+  const loop = monitorEventLoopDelay({ resolution: 20 });
+  loop.enable();
+  const result = await runOne(id, scale, log);
+  loop.disable();
+  const ms = (ns: number) => Math.round(ns / 1e6);
+  result.notes.push(`harness event-loop delay p99 ${ms(loop.percentile(99))} ms, max ${ms(loop.max)} ms`);
+  const crashed = knownCrashes() - crashes;
+  if (crashed > 0) {
+    result.failures.push(
+      `${crashed} unhandled WebSocket 'error' event(s) from a timed-out connect (ws-transport.ts): each would have killed the application`,
+    );
+  }
+  return result;
+}
+
+function runOne(id: ScenarioId, scale: Scale, log: Log): Promise<ScenarioResult> {
   switch (id) {
     case 'kill':
       return runKill(scale.kill, scale.drainTimeoutMs, log);
