@@ -66,7 +66,7 @@ export interface RedisScale {
   warmupMs: number;
   /** redis-server is dead this long before it restarts from its AOF. */
   downMs: number;
-  /** Share of peers offline until after the restart: their frames wait in Redis through it. */
+  /** Share of peers offline until after the restart (every k-th): their frames wait in Redis through it. */
   offlineShare: number;
   settleMs: number;
   boundMs: number;
@@ -415,9 +415,10 @@ export async function runRedis(s: RedisScale, drainTimeoutMs: number, log: Log =
       ledger,
       relays: (i) => directUrls(cluster.nodes, i),
     });
-    const offlineCount = Math.max(2, Math.round(s.peers * s.offlineShare));
-    const sleepers = fleet.peers.slice(-offlineCount);
-    const awake = fleet.peers.slice(0, s.peers - offlineCount);
+    // Spread out (every k-th peer), so each offline peer has online senders and its queue fills up.
+    const every = Math.max(2, Math.round(1 / s.offlineShare));
+    const sleepers = fleet.peers.filter((p) => p.index % every === every - 1);
+    const awake = fleet.peers.filter((p) => p.index % every !== every - 1);
     try {
       await fleet.connect(awake);
       log(`redis: ${awake.length} peers connected, ${sleepers.length} offline`);
