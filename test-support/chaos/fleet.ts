@@ -8,7 +8,8 @@
  * - a NACK (STORE_UNAVAILABLE while Redis restarts, RATE_LIMITED…) means
  *   "not stored": it sends again with the same message id after a pause,
  *   which the relay treats idempotently;
- * - it acknowledges every message after recording it in the ledger.
+ * - it acknowledges every message after recording it in the ledger, a
+ *   little later (ackDelayMs), without holding up the next message.
  * Everything else (reconnecting, failing over, re-sending unACKed frames,
  * hiding duplicates, RESUME) is the SDK's job, and is what is under test.
  */
@@ -45,6 +46,14 @@ export interface FleetOptions {
   connectConcurrency?: number;
   /** Pause before sending again after a NACK, ms (default 250). */
   retryDelayMs?: number;
+  /**
+   * The receiving application acknowledges a message this long after it got
+   * it (default 1 s, longer than a reconnect takes), as one that does some
+   * work first. A fault then always finds delivered-but-unacknowledged
+   * frames, which the relay redelivers after the reconnect and the SDK must
+   * hide (an ACK sent before the reconnect is covered by RESUME instead).
+   */
+  ackDelayMs?: number;
   ledger: Ledger;
 }
 
@@ -172,9 +181,12 @@ export class Fleet {
 
   private async receive(peer: Peer): Promise<void> {
     try {
+      const ackDelayMs = this.options.ackDelayMs ?? 1000;
       for await (const m of peer.client.messages()) {
         this.ledger.delivered(peer.index, this.didIndex.get(m.from), toHex(m.messageId), m.payload);
-        await m.ack();
+        setTimeout(() => {
+          m.ack().catch((error: Error) => peer.note(`ack failed: ${error.message}`));
+        }, ackDelayMs);
       }
     } catch (error) {
       peer.note(`messages() ended: ${(error as Error).message}`);

@@ -305,6 +305,11 @@ async function finish(
   const drainMs = await fleet.drain(drainTimeoutMs);
   const failures = [...extraFailures];
   const offline = fleet.peers.filter((p) => p.online && p.nodeId === undefined);
+  // Wire-level redeliveries the SDK hid, and reconnects: evidence the fault exercised those paths.
+  const online = fleet.peers.filter((p) => p.online);
+  const hidden = online.reduce((n, p) => n + p.client.stats.duplicates, 0);
+  const reconnects = online.reduce((n, p) => n + Math.max(0, p.client.stats.connections - 1), 0);
+  notes.push(`${reconnects} reconnects; ${hidden} redelivered frames hidden by the SDK as duplicates`);
   if (offline.length > 0)
     failures.push(`${offline.length} peer(s) not connected at the end (e.g. peer ${offline[0]!.index})`);
   await fleet.close();
