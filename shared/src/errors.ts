@@ -54,6 +54,11 @@ export const ERROR_CODES = {
     wire: 0x030b,
     summary: 'this anonymous connection has used its sends; open a new one (with a new stamp)',
   },
+  QUEUE_RESET: {
+    wire: 0x030d,
+    summary:
+      "the durable queue restarted (expired entirely, or Redis lost it): RESUME's position belongs to the old one",
+  },
   ONCE_RETENTION_TOO_LONG: { wire: 0x030c, summary: "a single-use id's retention exceeds the relay's maximum" },
 
   // Identity (local; never expected on the wire but numbered for completeness).

@@ -150,6 +150,30 @@ describe('RelayClient outbox against a real relay', { timeout: 120_000 }, () => 
     assert.deepEqual(got, ['before the crash', 'queued 0', 'queued 1', 'queued 2', 'queued 3', 'queued 4']);
   });
 
+  it('a queue that restarted (Redis lost it) is not mistaken for one already acknowledged', async () => {
+    // Bob's persisted state remembers position 1000 of a queue Redis no longer has.
+    const bobId = Ed25519Identity.generate();
+    const bobStore = new FileSessionStore(join(dir, 'bob-reset.state'));
+    await bobStore.put(
+      'outbox-inbound',
+      text(JSON.stringify({ v: 1, watermark: 1000, highestAcked: 1000, outstanding: [] })),
+    );
+    const sender = client(Ed25519Identity.generate());
+    await sender.connect();
+    for (let i = 0; i < 3; i++) await sender.send(bobId.did, text(`new ${i}`));
+    const bob = client(bobId, { outbox: bobStore });
+    await bob.connect();
+    const it = iteratorOf(bob);
+    const got: string[] = [];
+    for (let i = 0; i < 3; i++) {
+      const m = (await within(it.next(), 10_000, `message after ${got.join(',')}`)).value as InboundMessage;
+      got.push(str(m.payload));
+      await m.ack();
+    }
+    assert.deepEqual(got, ['new 0', 'new 1', 'new 2']);
+    assert.equal(bob.stats.lastAcked, 3);
+  });
+
   it('messages acknowledged while the ACK could not reach the relay are not shown again after a restart', async () => {
     const senderId = Ed25519Identity.generate();
     const bobId = Ed25519Identity.generate();

@@ -313,15 +313,17 @@ const ACK_UP_TO_LUA = `--[[
     ARGV[1] upTo
     ARGV[2] batch
     ARGV[3] maxAcked
-  Output: {removed, more}  more = 1 when the batch was full: call again
+  Output: {removed, more, restarted}  more = 1 when the batch was full: call again
   An upTo above the last position issued acknowledges positions this queue
   never issued (the recipient remembers an earlier queue that expired
-  entirely): nothing is removed, so the frames it has never seen survive.
+  entirely, or a Redis that lost its data): nothing is removed, so the
+  frames it has never seen survive, and restarted = 1 tells the relay to say
+  so (QUEUE_RESET), or the recipient would take them for ones it acknowledged.
 ]]
 ${PURGE_LUA}
 local z, d, e, m, x = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local batch = tonumber(ARGV[2])
-if tonumber(ARGV[1]) > tonumber(redis.call('HGET', m, 'seq') or '0') then return {0, 0} end
+if tonumber(ARGV[1]) > tonumber(redis.call('HGET', m, 'seq') or '0') then return {0, 0, 1} end
 local rows = redis.call('ZRANGEBYSCORE', z, '-inf', ARGV[1], 'WITHSCORES', 'LIMIT', 0, batch)
 local n = #rows / 2
 if n == 0 then return {0, 0} end
@@ -658,9 +660,14 @@ export class DurableStore {
    * each) so Redis is never blocked long. An upTo above the last position
    * issued removes nothing (see the script).
    */
-  async ackUpTo(dest: Uint8Array, upTo: number): Promise<number> {
+  /**
+   * RESUME's cumulative ack. `restarted`: upTo is beyond every position this
+   * queue issued, so the recipient's watermark belongs to an earlier queue
+   * (see the script); nothing was removed.
+   */
+  async ackUpTo(dest: Uint8Array, upTo: number): Promise<{ removed: number; restarted: boolean }> {
     checkCount(upTo, 'upTo', 0);
-    if (upTo === 0) return 0;
+    if (upTo === 0) return { removed: 0, restarted: false };
     const [z, d, e, m, x] = this.keys(dest);
     let removed = 0;
     for (;;) {
@@ -671,7 +678,8 @@ export class DurableStore {
         throw toStoreError(err);
       }
       removed += int(result[0]);
-      if (int(result[1]) !== 1) return removed;
+      if (result[2] !== undefined && int(result[2]) === 1) return { removed, restarted: true };
+      if (int(result[1]) !== 1) return { removed, restarted: false };
     }
   }
 

@@ -764,9 +764,27 @@ export class PeerConnection implements TransportSink {
     this.resumed = true;
     this.cursor = lastAcked;
     const hint = this.hint!;
-    const run = lastAcked > 0 ? this.ctx.store.ackUpTo(hint, lastAcked) : Promise.resolve(0);
+    const run = lastAcked > 0 ? this.ctx.store.ackUpTo(hint, lastAcked) : Promise.resolve(undefined);
     run.then(
-      () => this.requestPump(),
+      (result) => {
+        if (result?.restarted) {
+          // Positions start again at 1: without this the peer would take the new frames for ones it acknowledged.
+          this.cursor = 0;
+          this.ctx.log.warn('queue restarted below the peer’s RESUME position', { peer: this.describe(), lastAcked });
+          this.writeControl(
+            encodeFrame(
+              {
+                type: 'ERROR',
+                code: errorCodeToWire('QUEUE_RESET'),
+                flags: 0,
+                message: `RESUME ${lastAcked} is beyond every position this queue issued; positions restart`,
+              },
+              this.version,
+            ),
+          );
+        }
+        this.requestPump();
+      },
       (err: unknown) => {
         this.ctx.metrics.redisErrors.labels('ack').inc();
         this.ctx.log.warn('resume ack failed', { err });

@@ -419,15 +419,15 @@ describe('DurableStore', () => {
     const dest = hint();
     const ids = Array.from({ length: 10 }, messageId);
     for (const id of ids) await s.enqueue(dest, id, deliver(dest, id), 0);
-    assert.equal(await s.ackUpTo(dest, 0), 0);
-    assert.equal(await s.ackUpTo(dest, 4), 4);
+    assert.equal((await s.ackUpTo(dest, 0)).removed, 0);
+    assert.equal((await s.ackUpTo(dest, 4)).removed, 4);
     assert.deepEqual(
       (await s.fetch(dest, 0, 20)).map((f) => f.position),
       [5, 6, 7, 8, 9, 10],
     );
-    assert.equal(await s.ackUpTo(dest, 4), 0);
+    assert.equal((await s.ackUpTo(dest, 4)).removed, 0);
     assert.equal(await s.ack(dest, ids[6]!, 7), true);
-    assert.equal(await s.ackUpTo(dest, 10), 5);
+    assert.equal((await s.ackUpTo(dest, 10)).removed, 5);
     assert.deepEqual(await s.depth(dest), { frames: 0, bytes: 0 });
     assert.deepEqual(withoutDepth(await s.enqueue(dest, ids[2]!, deliver(dest, ids[2]!), 0)), {
       status: 'duplicate',
@@ -446,7 +446,7 @@ describe('DurableStore', () => {
     const ids = Array.from({ length: 3 }, messageId);
     for (const id of ids) await s.enqueue(dest, id, deliver(dest, id), 0);
     // The recipient remembers lastAcked 41 of a queue that expired entirely.
-    assert.equal(await s.ackUpTo(dest, 41), 0);
+    assert.deepEqual(await s.ackUpTo(dest, 41), { removed: 0, restarted: true });
     assert.deepEqual(
       (await s.fetch(dest, 41, 10)).map((f) => f.position),
       [1, 2, 3],
@@ -498,7 +498,7 @@ describe('DurableStore', () => {
     for (const f of fetched) assert.equal(byId.get(f.messageId.toString('hex')), f.position);
     assert.equal((await nodeA.depth(dest)).frames, 2000);
     // RESUME over 2,000 frames runs in bounded batches.
-    assert.equal(await nodeA.ackUpTo(dest, 2000), 2000);
+    assert.equal((await nodeA.ackUpTo(dest, 2000)).removed, 2000);
     assert.deepEqual(await nodeB.depth(dest), { frames: 0, bytes: 0 });
   });
 

@@ -1499,6 +1499,13 @@ export class RelayClient {
       }
       case 'ERROR': {
         const error = new RelayError(errorCodeFromWire(frame.code), `${session.url.href}: ${frame.message}`);
+        if (error.code === 'QUEUE_RESET') {
+          // Sent before the relay pumps the queue again, so every frame after it is numbered anew.
+          this.#log.warn?.('relay queue restarted; forgetting old positions', { url: session.url.href });
+          this.#tracker.resetPositions();
+          if (this.#outbox !== undefined) void this.#persistInbound(this.#outbox).catch(() => {});
+          return;
+        }
         if ((frame.flags & ErrorFlags.FATAL) === 0) {
           this.#emitError({ error, url: session.url.href });
           return;

@@ -145,6 +145,21 @@ export class DedupeTracker {
     this.#recompute();
   }
 
+  /**
+   * The relay's queue restarted (QUEUE_RESET): its positions begin at 1
+   * again, so every position-based memory is void. Message ids stay
+   * remembered (an id is never reused), and nothing yielded is outstanding
+   * any more in the new numbering: it will be redelivered if it still exists.
+   */
+  resetPositions(): void {
+    this.#watermark = 0;
+    this.#highestAcked = 0;
+    this.#restoredHigh = 0;
+    this.#outstanding.length = 0;
+    this.#hole = undefined;
+    for (const [id, state] of this.#ids) if (state === PENDING) this.#ids.delete(id);
+  }
+
   /** The state to persist (see DedupeSnapshot). */
   snapshot(): DedupeSnapshot {
     return {
