@@ -1235,8 +1235,13 @@ export class RelayClient {
     if (session.over) return;
     const now = Date.now();
     const hb = session.welcome.heartbeatMs;
-    const ackTimeout = this.#ackTimeout();
-    if (hb > 0 && now - session.lastRx > Math.max(2 * hb, ackTimeout)) {
+    // A link whose delay jumps (a partition that delays rather than drops, a path moving to a
+    // far relay) stays silent until its first answer teaches the RTT estimate: while the link is
+    // degraded the limits double once, as TCP backs off its retransmission timer. A path that is
+    // really dead is abandoned after 2 × max(2 × heartbeatMs, ackTimeout).
+    const stretch = this.#adaptive && this.lifecycle.state === 'degraded' ? 2 : 1;
+    const ackTimeout = this.#ackTimeout() * stretch;
+    if (hb > 0 && now - session.lastRx > Math.max(2 * hb * stretch, ackTimeout)) {
       this.#endSession(session, {
         error: new RelayError(
           ClientErrorCode.unreachable,
