@@ -15,7 +15,8 @@ export type DropReason =
   | 'rate_limited'
   | 'source_mismatch'
   | 'no_local_recipient'
-  | 'bad_remote_message';
+  | 'bad_remote_message'
+  | 'membrane';
 export type AuthFailureReason = 'bad_signature' | 'bad_stamp' | 'timeout' | 'rate_limited' | 'protocol' | 'version';
 export type Transport = 'ws' | 'tcp' | 'tls';
 
