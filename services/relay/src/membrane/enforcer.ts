@@ -367,6 +367,11 @@ export class ConnectionGate {
     return true;
   }
 
+  /** Forgets a grant (refused after all), unless another replaced it meanwhile. */
+  dropGrant(issuerHintKey: string, grant: HeldGrant): void {
+    if (this.grants.get(issuerHintKey) === grant) this.grants.delete(issuerHintKey);
+  }
+
   private cachedAllow(key: string): Verdict | undefined {
     const hit = this.allows.get(key);
     if (hit === undefined || hit.generation !== this.enforcer.generation || this.enforcer.now() >= hit.until) {

@@ -9,7 +9,6 @@ import {
   DEFAULT_MEMBRANE_LIMITS,
   type ErrorCode,
   type Frame,
-  GRANT_ID_SIZE,
   hintFromDid,
   LibertariaError,
   MembraneError,
@@ -58,6 +57,7 @@ export class MembraneRequests {
       return this.host.nackRequest(requestId, 'RATE_LIMITED', 'membrane request rate exceeded; retry later');
     }
     this.host.beginAsync();
+    // run() starts synchronously: its checks before the first await happen in frame order.
     this.run(frame, requestId)
       .catch((err: unknown) => {
         const code: ErrorCode = err instanceof LibertariaError ? err.code : 'INTERNAL';
@@ -72,17 +72,22 @@ export class MembraneRequests {
     const did = this.host.membraneDid;
     switch (frame.type) {
       case 'GRANT_PRESENT': {
+        // Verified and held synchronously (this part of run() runs before its first await), so a SEND
+        // that follows the GRANT_PRESENT on this connection is already decided by the grant.
         const grant = verifyGrant(frame.token, DEFAULT_MEMBRANE_LIMITS, { audience: did, nowMs: this.enforcer.now() });
-        const revoked = await rm.revocations.firstRevoked(grant.cids);
-        if (revoked !== undefined) throw new MembraneError('GRANT_REVOKED', `link ${revoked} is revoked`);
         const expiresAtMs = Number.isFinite(grant.expiryMs) ? grant.expiryMs : 0;
         const issuerKey = Buffer.from(hintFromDid(grant.root)).toString('latin1');
         const held = { token: Uint8Array.from(frame.token), issuer: grant.root, cid: grant.cid, expiresAtMs };
         if (!this.gate.holdGrant(issuerKey, held)) {
           throw new MembraneError('MEMBRANE_TOO_MANY_GRANTS', 'this connection holds its maximum of grants');
         }
+        // Every decision checks revocation again; this check only makes the answer say so at once.
+        const revoked = await rm.revocations.firstRevoked(grant.cids);
+        if (revoked !== undefined) {
+          this.gate.dropGrant(issuerKey, held);
+          throw new MembraneError('GRANT_REVOKED', `link ${revoked} is revoked`);
+        }
         const tokenId = new Uint8Array(Buffer.from(grant.cid, 'hex'));
-        if (tokenId.length !== GRANT_ID_SIZE) throw new MembraneError('GRANT_MALFORMED', 'unexpected cid length');
         return this.host.answer({ type: 'GRANT_ACCEPTED', requestId, tokenId, expiresAt: expiresAtMs });
       }
       case 'POLICY_PUT': {
