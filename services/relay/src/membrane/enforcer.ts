@@ -102,8 +102,12 @@ export class Enforcer {
   readonly stats: EnforcerStats = { cacheHits: 0, decisions: 0, denials: 0 };
   readonly now: () => number;
   private readonly owners = new Map<string, OwnerEntry>();
+  /** Owner lookups in flight, shared by concurrent decisions for one recipient. */
+  private readonly ownerLookups = new Map<string, Promise<string | null>>();
   private readonly listener = (owner: string | undefined): void => {
     this.generation++;
+    // A lookup under way may answer for the old state: later decisions must not join it.
+    this.ownerLookups.clear();
     if (owner === undefined) this.owners.clear();
     else this.owners.delete(Buffer.from(hintFromDid(owner)).toString('latin1'));
   };
@@ -130,7 +134,9 @@ export class Enforcer {
     const hit = this.owners.get(hintKey);
     if (hit !== undefined && this.now() - hit.at <= this.options.cacheMaxAgeMs) return hit.owner;
     const generation = this.generation;
-    return this.rm.policies.ownerOfHint(Buffer.from(hintKey, 'latin1')).then((owner) => {
+    const pending = this.ownerLookups.get(hintKey);
+    if (pending !== undefined) return pending;
+    const lookup = this.rm.policies.ownerOfHint(Buffer.from(hintKey, 'latin1')).then((owner) => {
       // A change heard meanwhile may be this owner's first policy: do not cache a stale "none".
       if (generation === this.generation && this.options.ownerCacheEntries > 0) {
         if (this.owners.size >= this.options.ownerCacheEntries) this.owners.delete(this.owners.keys().next().value!);
@@ -138,6 +144,12 @@ export class Enforcer {
       }
       return owner;
     });
+    this.ownerLookups.set(hintKey, lookup);
+    const forget = (): void => {
+      if (this.ownerLookups.get(hintKey) === lookup) this.ownerLookups.delete(hintKey);
+    };
+    lookup.then(forget, forget);
+    return lookup;
   }
 
   /**
@@ -311,6 +323,8 @@ export class ConnectionGate {
   readonly grants = new Map<string, HeldGrant>();
   private readonly allows = new Map<string, CachedAllow>();
   private readonly queue: Pending[] = [];
+  /** Send decisions in flight, by recipient. */
+  private readonly deciding = new Map<string, Promise<Verdict>>();
   private draining = false;
 
   constructor(
@@ -340,9 +354,14 @@ export class ConnectionGate {
     }
     this.host.beginAsync();
     const hit = this.queue.length > 0 ? this.cachedAllow(key) : undefined;
-    const verdict =
-      hit ??
-      this.enforcer.decide(this.host.membraneDid, key, 'send', this.grants.get(key)).then((v) => this.remember(key, v));
+    let verdict: Verdict | Promise<Verdict> | undefined = hit;
+    if (verdict === undefined) {
+      // A decision for this recipient already under way: wait for it, and reuse it if it may be cached,
+      // so a burst behind a first decision costs one decision, not one per frame.
+      const prior = this.deciding.get(key);
+      verdict =
+        prior === undefined ? this.decideSend(key) : prior.then(() => this.cachedAllow(key) ?? this.decideSend(key));
+    }
     this.queue.push({ frame, flags, verdict });
     if (!this.draining) void this.drain();
     return false;
@@ -379,6 +398,17 @@ export class ConnectionGate {
     }
     this.enforcer.stats.cacheHits++;
     return { allowed: true, cacheUntil: hit.until };
+  }
+
+  private decideSend(key: string): Promise<Verdict> {
+    const p = this.enforcer
+      .decide(this.host.membraneDid, key, 'send', this.grants.get(key))
+      .then((v) => this.remember(key, v));
+    this.deciding.set(key, p);
+    void p.finally(() => {
+      if (this.deciding.get(key) === p) this.deciding.delete(key);
+    });
+    return p;
   }
 
   private remember(key: string, v: Verdict): Verdict {
