@@ -133,7 +133,10 @@ export class RelayNode {
         ownerCacheEntries: config.RELAY_MEMBRANE_POLICY_CACHE_ENTRIES,
         pendingSends: config.RELAY_MEMBRANE_PENDING_SENDS,
         grantsPerConnection: config.RELAY_MEMBRANE_GRANTS_PER_CONNECTION,
+        onDecision: (action, result) => metrics.membraneDecisions.labels(action, result).inc(),
       });
+      const stats = enforcer.stats;
+      metrics.membraneCacheHits = () => stats.cacheHits;
     }
     let node: RelayNode | undefined;
     const ctx: RelayContext = {

@@ -355,6 +355,13 @@ describe('membrane enforcement in the relay', () => {
       headers: { authorization: `Bearer ${ADMIN_TOKEN}` },
     });
     assert.equal(bad.status, 400);
+
+    // The counters on /metrics: decisions by action and result, and the SENDs the cache allowed.
+    const metrics = await (await fetch(`${relayA.adminUrl}/metrics`)).text();
+    const value = (re: RegExp): number => Number(metrics.match(re)?.[1] ?? 0);
+    assert.ok(value(/relay_membrane_decisions_total\{action="send",result="ACCESS_RATE_LIMITED"[^}]*\} (\d+)/) >= 2);
+    assert.ok(value(/relay_membrane_decisions_total\{action="open",result="ACCESS_NO_GRANT"[^}]*\} (\d+)/) >= 1);
+    assert.ok(value(/relay_membrane_cache_hits_total\{[^}]*\} (\d+)/) >= 1, 'cached allows counted');
   });
 
   it('refuses owners without a policy under RELAY_MEMBRANE_DEFAULT=allowlist, and checks nothing when disabled', async () => {

@@ -71,6 +71,8 @@ export interface EnforcerOptions {
   /** Grant tokens one connection may hold. */
   grantsPerConnection: number;
   now?: () => number;
+  /** Told of every decision taken (not of cached allows): the action and 'OK' or the denial code. */
+  onDecision?: (action: 'send' | 'open', result: string) => void;
 }
 
 interface OwnerEntry {
@@ -167,6 +169,7 @@ export class Enforcer {
     } catch (err) {
       verdict = { allowed: false, code: 'STORE_UNAVAILABLE', message: `membrane: ${(err as Error).message}` };
     }
+    this.options.onDecision?.(action, verdict.allowed ? 'OK' : verdict.code);
     if (!verdict.allowed) this.stats.denials++;
     // A decision that straddled a policy change may rest on the old policy: use it once, never cache it.
     else if (generation !== this.generation) verdict = { allowed: true, cacheUntil: 0 };
