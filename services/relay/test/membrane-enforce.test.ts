@@ -7,19 +7,25 @@
  * (relay protocol and admin API).
  */
 import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
 import { after, before, describe, it } from 'node:test';
 import {
   decodeGrant,
   Ed25519Identity,
   encodeGrant,
+  errorCodeFromWire,
   type GrantPayload,
+  HelloFeatures,
+  hintFromDid,
   issueGrant,
   DEFAULT_MEMBRANE_LIMITS as LIMITS,
   RelayClient,
   RelayError,
   signGrantLink,
+  solvePowStamp,
 } from '@libertaria/shared';
 import { Redis } from 'ioredis';
+import { RawPeer } from '../../../test-support/raw-peer.js';
 import { type RedisHandle, startRedis } from '../../../test-support/redis.js';
 import { type RelayHandle, startRelay } from '../../../test-support/relay-process.js';
 import { RedisRevocationStore } from '../src/membrane/revocation-store.js';
@@ -362,6 +368,41 @@ describe('membrane enforcement in the relay', () => {
     assert.ok(value(/relay_membrane_decisions_total\{action="send",result="ACCESS_RATE_LIMITED"[^}]*\} (\d+)/) >= 2);
     assert.ok(value(/relay_membrane_decisions_total\{action="open",result="ACCESS_NO_GRANT"[^}]*\} (\d+)/) >= 1);
     assert.ok(value(/relay_membrane_cache_hits_total\{[^}]*\} (\d+)/) >= 1, 'cached allows counted');
+  });
+
+  it('decides anonymous connections too: the default for owners without a policy, refused by owners with one', async () => {
+    const owner = Ed25519Identity.generate();
+    const stranger = Ed25519Identity.generate();
+    const o = await connect(owner, relayA);
+    await o.setPolicy({ version: 1, capabilities: [{ resource: owner.did, action: '*' }] });
+    const peer = await RawPeer.connect(relayA.tcpUrl);
+    try {
+      peer.send({ type: 'HELLO', minVersion: 1, maxVersion: 1, features: HelloFeatures.ANONYMOUS });
+      const challenge = await peer.next('ANON_CHALLENGE');
+      peer.send({ type: 'ANON_AUTH', stamp: solvePowStamp(challenge.nonce, challenge.powBits) });
+      const welcome = await peer.next('WELCOME');
+      const anonSend = (to: Ed25519Identity) => ({
+        type: 'SEND' as const,
+        dest: hintFromDid(to.did),
+        source: welcome.hint,
+        sessionId: randomBytes(16),
+        messageId: randomBytes(16),
+        flags: 0,
+        ttl: 0,
+        position: 0,
+        payload: enc('anon'),
+      });
+      peer.send(anonSend(owner));
+      const nack = await peer.next('NACK');
+      assert.equal(errorCodeFromWire(nack.code), 'ACCESS_NO_GRANT');
+      // A recipient without a policy: the relay default (open) lets the anonymous frame through.
+      peer.send(anonSend(stranger));
+      peer.send({ type: 'PING', data: new Uint8Array(8) });
+      const next = await peer.next((f) => f.type === 'PEER_GONE' || f.type === 'NACK' || f.type === 'PONG');
+      assert.equal(next.type, 'PEER_GONE', 'forwarded (and nobody was there), not refused');
+    } finally {
+      peer.close();
+    }
   });
 
   it('refuses owners without a policy under RELAY_MEMBRANE_DEFAULT=allowlist, and checks nothing when disabled', async () => {
