@@ -311,6 +311,42 @@ describe('membrane enforcement in the relay', () => {
     });
   });
 
+  it('presents held grants again on a new connection (the relay keeps them per connection)', async () => {
+    const owner = Ed25519Identity.generate();
+    const sender = Ed25519Identity.generate();
+    const o = await connect(owner, relayA);
+    await o.setPolicy({ version: 1, capabilities: [{ resource: owner.did, action: 'open' }] });
+    const leaving = await startRelay({ redisUrl: redis.url });
+    const client = new RelayClient({ relays: [leaving.wsUrl, relayB.wsUrl], identity: sender });
+    client.events.on('error', () => {});
+    clients.push(client);
+    await client.connect();
+    await client.presentGrant(
+      issueGrant(
+        owner,
+        {
+          audience: sender.did,
+          capabilities: [{ resource: owner.did, action: 'send' }],
+          expiry: Math.floor(Date.now() / 1000) + 3600,
+        },
+        LIMITS,
+      ),
+    );
+    assert.equal(await durable(client, owner.did), 'OK');
+    // The node drains (GOAWAY): the client moves to relay B and presents its grant there first thing.
+    const moved = new Promise<void>((resolve) => {
+      const off = client.events.on('connected', ({ url }) => {
+        if (url.startsWith(relayB.wsUrl)) {
+          off();
+          resolve();
+        }
+      });
+    });
+    await leaving.stop();
+    await moved;
+    assert.equal(await durable(client, owner.did), 'OK');
+  });
+
   it('keeps a complete audit trail, readable by the owner (relay protocol) and the operator (admin API)', async () => {
     const owner = Ed25519Identity.generate();
     const dave = Ed25519Identity.generate();
