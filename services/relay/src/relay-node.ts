@@ -134,6 +134,7 @@ export class RelayNode {
         pendingSends: config.RELAY_MEMBRANE_PENDING_SENDS,
         grantsPerConnection: config.RELAY_MEMBRANE_GRANTS_PER_CONNECTION,
         onDecision: (action, result) => metrics.membraneDecisions.labels(action, result).inc(),
+        isStoredDuplicate: (dest, messageId) => store.isStored(dest, messageId),
       });
       const stats = enforcer.stats;
       metrics.membraneCacheHits = () => stats.cacheHits;

@@ -203,6 +203,22 @@ describe('membrane enforcement in the relay', () => {
     assert.equal(code(outcome), 'ACCESS_NO_GRANT');
   });
 
+  it('does not decide (or charge) a durable retry of a frame already stored', async () => {
+    const owner = Ed25519Identity.generate();
+    const o = await connect(owner, relayA);
+    const b = await connect(bob, relayB);
+    await o.setPolicy({
+      version: 1,
+      capabilities: [{ resource: owner.did, action: 'send', constraints: [{ type: 'quota', units: 1 }] }],
+    });
+    const messageId = new Uint8Array(16).fill(7);
+    const first = await b.send(owner.did, enc('once'), { messageId });
+    // The sender did not see the ACK (say) and sends the same message again: stored already, so ACKed again.
+    const again = await b.send(owner.did, enc('once'), { messageId });
+    assert.equal(again.position, first.position);
+    assert.equal(code(await durable(b, owner.did)), 'ACCESS_QUOTA_EXHAUSTED', 'a new message is charged');
+  });
+
   it('gates session opening (PREKEY_FETCH, action open)', async () => {
     const owner = Ed25519Identity.generate();
     const o = await connect(owner, relayA);

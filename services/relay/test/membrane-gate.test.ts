@@ -10,6 +10,7 @@ import { after, before, describe, it } from 'node:test';
 import { Ed25519Identity, type ErrorCode, encodeFrame, routingHint } from '@libertaria/shared';
 import { Redis } from 'ioredis';
 import { type RedisHandle, startRedis } from '../../../test-support/redis.js';
+import { DurableStore } from '../src/durable-store.js';
 import { Enforcer, type EnforcerOptions, type SendHost } from '../src/membrane/enforcer.js';
 import { createRedisMembrane, type RedisMembrane } from '../src/membrane/redis-membrane.js';
 
@@ -65,7 +66,7 @@ class Host implements SendHost {
 }
 
 /** A SEND to `to` whose message id starts with the number n (read back by Host). */
-function send(from: Ed25519Identity, to: Ed25519Identity, n: number): Buffer {
+function send(from: Ed25519Identity, to: Ed25519Identity, n: number, flags = 0): Buffer {
   const messageId = new Uint8Array(16);
   new DataView(messageId.buffer).setUint32(0, n);
   return Buffer.from(
@@ -75,7 +76,7 @@ function send(from: Ed25519Identity, to: Ed25519Identity, n: number): Buffer {
       source: routingHint(from.publicKey),
       sessionId: new Uint8Array(16),
       messageId,
-      flags: 0,
+      flags,
       ttl: 0,
       position: 0,
       payload: new Uint8Array(8),
@@ -151,6 +152,34 @@ describe('membrane gate', () => {
       'ACCESS_NO_GRANT 4',
       'ACCESS_NO_GRANT 5',
     ]);
+    enforcer.stop();
+  });
+
+  it('passes a durable retry of a stored frame without a decision, and decides a new one', async () => {
+    const store = new DurableStore(c, { prefix: 'gt', maxFrames: 100, maxBytes: 1 << 20, maxTtlSeconds: 3600 });
+    const enforcer = new Enforcer(rm, {
+      ...OPTIONS,
+      isStoredDuplicate: (dest, messageId) => store.isStored(dest, messageId),
+    });
+    const sender = Ed25519Identity.generate();
+    const owner = Ed25519Identity.generate();
+    await rm.policies.put(owner.did, {
+      version: 1,
+      capabilities: [{ resource: owner.did, action: 'send', constraints: [{ type: 'quota', units: 1 }] }],
+    });
+    const host = new Host(sender.did);
+    const gate = enforcer.gate(host);
+    const first = send(sender, owner, 1, 1);
+    gate.admit(first, 1);
+    await settled(host);
+    first[1] = 0x11; // as the relay stores it: DELIVER
+    await store.enqueue(routingHint(owner.publicKey), first.subarray(6 + 64, 6 + 80), first, 0);
+    const decisions = enforcer.stats.decisions;
+    gate.admit(send(sender, owner, 1, 1), 1); // the same message id again
+    gate.admit(send(sender, owner, 2, 1), 1);
+    await settled(host);
+    assert.deepEqual(host.out, ['pass 1', 'pass 1', 'ACCESS_QUOTA_EXHAUSTED 2']);
+    assert.equal(enforcer.stats.decisions, decisions + 1, 'the retry was not decided');
     enforcer.stop();
   });
 });

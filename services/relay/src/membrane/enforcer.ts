@@ -37,10 +37,14 @@ import {
   HINT_SIZE,
   hintFromDid,
   Routed,
+  SendFlags,
 } from '@libertaria/shared';
 import type { RedisMembrane } from './redis-membrane.js';
 
 const DEST_AT = FRAME_HEADER_SIZE + Routed.DEST;
+const MSGID_AT = FRAME_HEADER_SIZE + Routed.MESSAGE_ID;
+/** A durable frame already stored: not a new request, so it passes undecided (the store answers `duplicate`). */
+const STORED_ALREADY: Verdict = { allowed: true, cacheUntil: 0 };
 
 /** What the enforcer needs from a peer connection. */
 export interface SendHost {
@@ -71,6 +75,13 @@ export interface EnforcerOptions {
   /** Grant tokens one connection may hold. */
   grantsPerConnection: number;
   now?: () => number;
+  /**
+   * Whether a durable frame (recipient hint, message id) is already in the
+   * recipient's queue or was acknowledged from it: a sender's retry of a
+   * stored frame is then not decided (nor charged) again. Without it every
+   * copy is a new request.
+   */
+  isStoredDuplicate?: (dest: Uint8Array, messageId: Uint8Array) => Promise<boolean>;
   /** Told of every decision taken (not of cached allows): the action and 'OK' or the denial code. */
   onDecision?: (action: 'send' | 'open', result: string) => void;
 }
@@ -388,7 +399,9 @@ export class ConnectionGate {
       // so a burst behind a first decision costs one decision, not one per frame.
       const prior = this.deciding.get(key);
       verdict =
-        prior === undefined ? this.decideSend(key) : prior.then(() => this.cachedAllow(key) ?? this.decideSend(key));
+        prior === undefined
+          ? this.decideFrame(key, frame, flags)
+          : prior.then(() => this.cachedAllow(key) ?? this.decideFrame(key, frame, flags));
     }
     this.queue.push({ frame, flags, verdict });
     if (!this.draining) void this.drain();
@@ -427,6 +440,18 @@ export class ConnectionGate {
     }
     this.enforcer.stats.cacheHits++;
     return { allowed: true, cacheUntil: hit.until };
+  }
+
+  /** A decision for this frame; a durable retry of a frame already stored passes without one. */
+  private decideFrame(key: string, frame: Buffer, flags: number): Promise<Verdict> {
+    const isStored = this.enforcer.options.isStoredDuplicate;
+    if ((flags & SendFlags.DURABLE) === 0 || isStored === undefined) return this.decideSend(key);
+    const dest = frame.subarray(DEST_AT, DEST_AT + HINT_SIZE);
+    const messageId = frame.subarray(MSGID_AT, MSGID_AT + 16);
+    return isStored(dest, messageId).then(
+      (stored) => (stored ? STORED_ALREADY : this.decideSend(key)),
+      () => this.decideSend(key),
+    );
   }
 
   private decideSend(key: string): Promise<Verdict> {
