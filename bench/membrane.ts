@@ -12,7 +12,11 @@
  *  - verifyGrant cold: a two-link token verified from bytes (2 Ed25519 verifies);
  *  - checkAccess on Redis (a private redis-server): the rate+quota policy, 64
  *    decisions in flight on one connection (trust, counters and audit record
- *    in Redis; policy from the node's cache).
+ *    in Redis; policy from the node's cache);
+ *  - the relay's per-frame cost (services/relay/src/membrane/enforcer.ts):
+ *    ConnectionGate.admit of a SEND whose recipient's allow is cached (what a
+ *    fast frame pays with the membrane on), and one SEND decided through Redis
+ *    per frame (the allow cache off: owner lookup cached, audit XADD), 64 in flight.
  * Each figure is the median of BENCH_MEMBRANE_TRIALS trials (default 5, quick 3)
  * of BENCH_MEMBRANE_TRIAL_MS (default 500, quick 200). Writes
  * bench/results/membrane-latest.json (membrane-latest-quick.json when quick).
@@ -24,6 +28,7 @@ import {
   CompiledPolicy,
   delegateGrant,
   Ed25519Identity,
+  encodeFrame,
   issueGrant,
   DEFAULT_MEMBRANE_LIMITS as LIMITS,
   Membrane,
@@ -33,13 +38,16 @@ import {
   MemoryPolicySource,
   MemoryRevocationList,
   MemoryTrustProvider,
+  routingHint,
   validatePolicy,
   verifyGrant,
 } from '@libertaria/shared';
 import { Redis } from 'ioredis';
 import { RedisAuditLog } from '../services/relay/src/membrane/audit-log.js';
 import { RedisConstraintState } from '../services/relay/src/membrane/constraint-state.js';
+import { Enforcer } from '../services/relay/src/membrane/enforcer.js';
 import { RedisPolicyStore } from '../services/relay/src/membrane/policy-store.js';
+import { createRedisMembrane } from '../services/relay/src/membrane/redis-membrane.js';
 import { RedisRevocationStore } from '../services/relay/src/membrane/revocation-store.js';
 import { RedisTrustStore } from '../services/relay/src/membrane/trust-store.js';
 import { startRedis } from '../test-support/redis.js';
@@ -215,6 +223,81 @@ if (process.env.BENCH_MEMBRANE_REDIS !== '0') {
     ),
   );
   await policies.stop();
+
+  // The relay's gate, as a connection uses it: a SEND frame to a recipient without a policy (relay default open).
+  const sub2 = new Redis(redis.url);
+  const rm = createRedisMembrane(c, sub2, { prefix: 'bench-gate', whenNoPolicy: 'allow' });
+  await rm.start();
+  const enforcerOptions = {
+    whenNoPolicy: 'allow' as const,
+    cacheMaxAgeMs: 60_000,
+    ownerCacheEntries: 10_000,
+    pendingSends: 1_000_000,
+    grantsPerConnection: 64,
+  };
+  const cached = new Enforcer(rm, { ...enforcerOptions, connectionCacheEntries: 1024 });
+  const uncached = new Enforcer(rm, { ...enforcerOptions, connectionCacheEntries: 0 });
+  const sender = Ed25519Identity.generate();
+  const frame = Buffer.from(
+    encodeFrame({
+      type: 'SEND',
+      dest: routingHint(Ed25519Identity.generate().publicKey),
+      source: routingHint(sender.publicKey),
+      sessionId: new Uint8Array(16),
+      messageId: new Uint8Array(16),
+      flags: 0,
+      ttl: 0,
+      position: 0,
+      payload: new Uint8Array(1024),
+    }),
+  );
+  let passed = 0;
+  let settle: (() => void) | undefined;
+  const host = {
+    membraneDid: sender.did,
+    isOpen: () => true,
+    passSend: () => {
+      passed++;
+      settle?.();
+    },
+    refuseSend: () => {
+      throw new Error('refused');
+    },
+    beginAsync: () => {},
+    endAsync: () => {},
+  };
+  const hitGate = cached.gate(host);
+  hitGate.admit(frame, 0); // the first decision, then cached
+  await new Promise<void>((r) => {
+    settle = r;
+  });
+  settle = undefined;
+  results.push(
+    await measure('relay gate: SEND with a cached allow', () => rateSync(trialMs, () => hitGate.admit(frame, 0))),
+  );
+  const missGate = uncached.gate(host);
+  results.push(
+    await measure('relay gate: SEND decided in Redis, 64 in flight', async () => {
+      const start = performance.now();
+      const before = passed;
+      while (performance.now() - start < trialMs) {
+        const target = passed + 64;
+        const done = new Promise<void>((r) => {
+          settle = () => {
+            if (passed >= target) r();
+          };
+        });
+        for (let k = 0; k < 64; k++) missGate.admit(frame, 0);
+        await done;
+      }
+      settle = undefined;
+      return ((passed - before) / (performance.now() - start)) * 1000;
+    }),
+  );
+  cached.stop();
+  uncached.stop();
+  await rm.stop();
+  sub2.disconnect();
   c.disconnect();
   sub.disconnect();
   await redis.stop();

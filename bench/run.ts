@@ -11,7 +11,7 @@
  * BENCH_QUICK=1 runs a ~30 s version (fewer, shorter trials; a 10k backlog).
  * Overrides: BENCH_TRIALS, BENCH_DURATION_MS, BENCH_DRAIN_FRAMES, BENCH_PAIRS,
  * BENCH_WINDOW, BENCH_BATCH, BENCH_DURABLE_WINDOW, BENCH_SEALED_ROUNDS;
- * BENCH_ONLY=capacity,fast,batched,cross,durable,sealed,drain,latency runs a
+ * BENCH_ONLY=capacity,fast,batched,membrane,cross,durable,sealed,drain,latency runs a
  * subset (for exploring; the report then lacks the other figures).
  *
  * Not in the default run: BENCH_ONLY=connections (or idle, storm) holds many
@@ -233,6 +233,40 @@ async function main(): Promise<void> {
       });
       log(
         `fast${suffix ? ' batched' : ''}: relay ${human(median(rates(`fast${suffix}_relay`)))}/s, baseline ${human(median(rates(`fast${suffix}_baseline`)))}/s`,
+      );
+    }
+
+    // 2b. The membrane's cost on the fast path: relay A (membrane on, the default: no policies, so the
+    // relay default decides once per connection and recipient, then the connection's cache) against a
+    // node with RELAY_MEMBRANE_ENABLED=false and one with the allow cache off (every frame a decision:
+    // an audit XADD in Redis, held in order), in alternating trials of the same run.
+    if (runs('membrane')) {
+      const off = await startRelay({
+        redisUrl: redis.url,
+        nodeId: 'bench-mb-off',
+        env: { ...config.relayEnv, RELAY_MEMBRANE_ENABLED: 'false' },
+      });
+      cleanups.push(() => off.stop());
+      const uncached = await startRelay({
+        redisUrl: redis.url,
+        nodeId: 'bench-mb-uncached',
+        env: { ...config.relayEnv, RELAY_MEMBRANE_CONNECTION_CACHE_ENTRIES: '0' },
+      });
+      cleanups.push(() => uncached.stop());
+      const targets = { on: relayA, off, uncached } as const;
+      const pidsWith = { ...pids, relayOff: off.process.pid!, relayUncached: uncached.process.pid! };
+      await watch('membrane', async () => {
+        for (let t = 0; t < config.trials; t++) {
+          const order = t % 2 === 0 ? (['on', 'off', 'uncached'] as const) : (['off', 'on', 'uncached'] as const);
+          for (const which of order) {
+            const args = { ...fastArgs(targets[which].wsUrl, 1), pids: pidsWith };
+            record(`membrane_${which}`, await gen.request('fast', args));
+          }
+        }
+      });
+      await Promise.all([off.stop(), uncached.stop()]);
+      log(
+        `membrane: on ${human(median(rates('membrane_on')))}/s, off ${human(median(rates('membrane_off')))}/s, uncached ${human(median(rates('membrane_uncached')))}/s`,
       );
     }
 
@@ -540,6 +574,13 @@ function buildReport(
       cpu: cpuMedian('fastBatched_baseline'),
       health: health('fastBatched_baseline'),
     },
+    membraneOn: { ...rate('membrane_on'), cpu: cpuMedian('membrane_on'), health: health('membrane_on') },
+    membraneOff: { ...rate('membrane_off'), cpu: cpuMedian('membrane_off'), health: health('membrane_off') },
+    membraneUncached: {
+      ...rate('membrane_uncached'),
+      cpu: cpuMedian('membrane_uncached'),
+      health: health('membrane_uncached'),
+    },
     crossNode: { ...rate('crossNode'), cpu: cpuMedian('crossNode'), health: health('crossNode') },
     durable: {
       ...rate('durable'),
@@ -599,6 +640,9 @@ function buildReport(
     batchedRelayOverBaselineBatchedPaired: pairedRatio('fastBatched_relay', 'fastBatched_baseline'),
     batchedRelayOverBaselineSingle: figures.fastBatchedRelay.median / figures.fastBaseline.median,
     crossNodeOverOneNode: figures.crossNode.median / figures.fastRelay.median,
+    /** Fast path with the membrane on (cached allows) / off, per paired trial. */
+    membraneOnOverOffPaired: pairedRatio('membrane_on', 'membrane_off'),
+    membraneUncachedOverOffPaired: pairedRatio('membrane_uncached', 'membrane_off'),
     generatorWriteOverRelay: figures.generatorWrite.median / figures.fastRelay.median,
     generatorReadOverRelay: figures.generatorRead.median / figures.fastRelay.median,
     /** Sealed / unsealed durable through the SDK, per round (the same round's trials), summarized. */
@@ -835,6 +879,17 @@ function printTable(report: ReturnType<typeof buildReport>): void {
       'x',
       String(report.ratios.batchedRelayOverBaselineBatchedPaired.trials.length),
       `vs unbatched baseline: ${report.ratios.batchedRelayOverBaselineSingle.toFixed(2)}x`,
+    ],
+    rateRow('fast, membrane on (default, cached)', f.membraneOn, 'frames/s', cpuNote(f.membraneOn.cpu)),
+    rateRow('fast, membrane off', f.membraneOff, 'frames/s', cpuNote(f.membraneOff.cpu)),
+    rateRow('fast, membrane on, no allow cache', f.membraneUncached, 'frames/s', cpuNote(f.membraneUncached.cpu)),
+    [
+      'ratio membrane on / off',
+      report.ratios.membraneOnOverOffPaired.median.toFixed(2),
+      `${report.ratios.membraneOnOverOffPaired.min.toFixed(2)}-${report.ratios.membraneOnOverOffPaired.max.toFixed(2)}`,
+      'x',
+      String(report.ratios.membraneOnOverOffPaired.trials.length),
+      `no cache / off: ${report.ratios.membraneUncachedOverOffPaired.median.toFixed(2)}x (median of paired trials)`,
     ],
     rateRow('fast, 2 nodes (A -> Redis -> B)', f.crossNode, 'frames/s', cpuNote(f.crossNode.cpu)),
     rateRow('durable e2e (send-store-deliver-ack)', f.durable, 'frames/s', cpuNote(f.durable.cpu)),

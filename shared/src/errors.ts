@@ -179,6 +179,14 @@ export const ERROR_CODES = {
     summary: 'a time-window constraint does not allow access at this time of day or week',
   },
   ACCESS_NOT_YET_VALID: { wire: 0x0917, summary: "a 'not before' constraint is still in the future" },
+  MEMBRANE_DISABLED: {
+    wire: 0x0920,
+    summary: 'this relay runs without the membrane (RELAY_MEMBRANE_ENABLED=false): no policies, grants or audit',
+  },
+  MEMBRANE_TOO_MANY_GRANTS: {
+    wire: 0x0921,
+    summary: 'the connection holds its maximum of grant tokens (RELAY_MEMBRANE_GRANTS_PER_CONNECTION)',
+  },
 
   // Bridges (0x0axx): foreign identities and the bridges to other networks (shared/src/bridge, services/bridge-*).
   FOREIGN_IDENTITY_INVALID: {

@@ -174,6 +174,26 @@ const fixtures: Array<{ frame: Frame; hex: string }> = [
     hex: `0150 00000025 ${REQ} 00000168 10 ${r('1d', 16)}`,
   },
   { frame: { type: 'ONCE_RESULT', requestId: fill(16, 0x7e), fresh: true }, hex: `0151 00000011 ${REQ} 01` },
+  {
+    frame: { type: 'GRANT_PRESENT', requestId: fill(16, 0x7e), token: text('LMG') },
+    hex: `0160 00000013 ${REQ} 4c4d47`,
+  },
+  {
+    frame: { type: 'GRANT_ACCEPTED', requestId: fill(16, 0x7e), tokenId: fill(32, 0xc1), expiresAt: 1_800_000_000_000 },
+    hex: `0161 00000038 ${REQ} ${r('c1', 32)} 000001a3185c5000`,
+  },
+  { frame: { type: 'POLICY_PUT', requestId: fill(16, 0x7e), policy: text('{}') }, hex: `0162 00000012 ${REQ} 7b7d` },
+  { frame: { type: 'POLICY_PUT', requestId: fill(16, 0x7e), policy: new Uint8Array(0) }, hex: `0162 00000010 ${REQ}` },
+  { frame: { type: 'POLICY_GET', requestId: fill(16, 0x7e) }, hex: `0163 00000010 ${REQ}` },
+  { frame: { type: 'POLICY', requestId: fill(16, 0x7e), policy: text('{}') }, hex: `0164 00000012 ${REQ} 7b7d` },
+  {
+    frame: { type: 'AUDIT_QUERY', requestId: fill(16, 0x7e), sinceMs: 1000, untilMs: 0, limit: 100, after: '5-0' },
+    hex: `0165 00000026 ${REQ} 00000000000003e8 0000000000000000 0064 03 352d30`,
+  },
+  {
+    frame: { type: 'AUDIT_RESULT', requestId: fill(16, 0x7e), next: '', records: text('[]') },
+    hex: `0166 00000013 ${REQ} 00 5b5d`,
+  },
 ];
 
 function expectCode(fn: () => unknown, code: string): void {
@@ -399,6 +419,14 @@ describe('anonymous and single-use id frames refuse bad fields', () => {
       () => encodeFrame({ type: 'ONCE_CHECK', requestId: fill(16, 0), retentionSeconds: 0, id: fill(1, 1) }),
       'BAD_FIELD',
     );
+  });
+  it('GRANT_PRESENT needs a token; AUDIT_QUERY.limit is 1..1000; cursors are at most 64 bytes', () => {
+    expectCode(() => decodeFrame(hex(`0160 00000010 ${REQ}`)), 'BAD_FIELD');
+    expectCode(() => decodeFrame(hex(`0165 00000023 ${REQ} ${r('00', 16)} 0000 00`)), 'BAD_FIELD');
+    expectCode(() => decodeFrame(hex(`0165 00000023 ${REQ} ${r('00', 16)} 03e9 00`)), 'BAD_FIELD');
+    expectCode(() => decodeFrame(hex(`0166 00000052 ${REQ} 41 ${r('31', 65)}`)), 'BAD_FIELD');
+    expectCode(() => decodeFrame(hex(`0161 00000037 ${REQ} ${r('c1', 31)} ${r('00', 8)}`)), 'BAD_LENGTH');
+    assert.throws(() => encodeFrame({ type: 'GRANT_PRESENT', requestId: fill(16, 1), token: new Uint8Array(0) }));
   });
   it('ONCE_RESULT.fresh is 0 or 1', () => {
     expectCode(() => decodeFrame(hex(`0151 00000011 ${REQ} 02`)), 'BAD_FIELD');

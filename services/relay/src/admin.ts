@@ -1,15 +1,97 @@
 /**
  * The admin port: /healthz (the process answers), /readyz (not draining, and
- * Redis reachable and accepting writes), /metrics (Prometheus text). Kept
- * apart from the peer listeners so it can stay private to the cluster.
+ * Redis reachable and accepting writes), /metrics (Prometheus text), and,
+ * when RELAY_ADMIN_TOKEN is set, /membrane/audit (the membrane's audit
+ * trail, behind `Authorization: Bearer <token>`). Kept apart from the peer
+ * listeners so it can stay private to the cluster.
  */
-import { createServer, type Server } from 'node:http';
+import { createHash, timingSafeEqual } from 'node:crypto';
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { Registry } from 'prom-client';
+import type { AuditPage, AuditQuery } from './membrane/audit-log.js';
 
 export interface AdminHandlers {
   registry: Registry;
   /** Resolves to null when ready, else to the reason it is not. */
   readiness(): Promise<string | null>;
+  /** The audit endpoint; absent (404) without an admin token or with the membrane off. */
+  membraneAudit?: { token: string; query(q: AuditQuery): Promise<AuditPage> };
+}
+
+/** Most records one /membrane/audit call returns. */
+export const ADMIN_AUDIT_MAX_LIMIT = 1000;
+const STREAM_ID = /^\d{1,16}-\d{1,16}$/;
+const MS = /^\d{1,16}$/;
+
+/** Compares tokens in constant time (hashes first, so lengths do not leak either). */
+function tokenMatches(header: string | undefined, token: string): boolean {
+  const given = header?.startsWith('Bearer ') ? header.slice(7) : '';
+  const a = createHash('sha256').update(given).digest();
+  const b = createHash('sha256').update(token).digest();
+  return timingSafeEqual(a, b) && given.length > 0;
+}
+
+/** Query string -> AuditQuery, or a message saying which parameter is wrong. */
+export function parseAuditQuery(params: URLSearchParams): AuditQuery | string {
+  const q: AuditQuery = {};
+  for (const [name, value] of params) {
+    switch (name) {
+      case 'peer':
+      case 'owner':
+      case 'resource':
+      case 'action':
+        if (value.length === 0 || value.length > 256) return `${name}: 1 to 256 characters`;
+        q[name] = value;
+        break;
+      case 'allowed':
+        if (value !== 'true' && value !== 'false') return 'allowed: true or false';
+        q.allowed = value === 'true';
+        break;
+      case 'since':
+      case 'until':
+        if (!MS.test(value)) return `${name}: milliseconds since the epoch`;
+        q[name === 'since' ? 'sinceMs' : 'untilMs'] = Number(value);
+        break;
+      case 'after':
+        if (!STREAM_ID.test(value)) return 'after: a cursor (the `next` of a previous answer)';
+        q.after = value;
+        break;
+      case 'limit': {
+        const n = Number(value);
+        if (!/^\d{1,4}$/.test(value) || n < 1 || n > ADMIN_AUDIT_MAX_LIMIT) {
+          return `limit: 1 to ${ADMIN_AUDIT_MAX_LIMIT}`;
+        }
+        q.limit = n;
+        break;
+      }
+      default:
+        return `unknown parameter ${name}: peer, owner, resource, action, allowed, since, until, after, limit`;
+    }
+  }
+  return q;
+}
+
+function serveAudit(
+  req: IncomingMessage,
+  res: ServerResponse,
+  audit: NonNullable<AdminHandlers['membraneAudit']>,
+): void {
+  if (!tokenMatches(req.headers.authorization, audit.token)) {
+    res.writeHead(401, { 'content-type': 'text/plain', 'www-authenticate': 'Bearer' }).end('unauthorized\n');
+    return;
+  }
+  const q = parseAuditQuery(new URL(req.url ?? '/', 'http://admin').searchParams);
+  if (typeof q === 'string') {
+    res.writeHead(400, { 'content-type': 'text/plain' }).end(`${q}\n`);
+    return;
+  }
+  audit.query(q).then(
+    (page) =>
+      res
+        .writeHead(200, { 'content-type': 'application/json' })
+        .end(`${JSON.stringify({ records: page.records, next: page.next ?? null })}\n`),
+    (err: unknown) => res.writeHead(503, { 'content-type': 'text/plain' }).end(`audit unavailable: ${String(err)}\n`),
+  );
 }
 
 export function listenAdmin(
@@ -35,6 +117,10 @@ export function listenAdmin(
         },
         (err: unknown) => res.writeHead(503, { 'content-type': 'text/plain' }).end(`not ready: ${String(err)}\n`),
       );
+      return;
+    }
+    if (path === '/membrane/audit' && handlers.membraneAudit !== undefined) {
+      serveAudit(req, res, handlers.membraneAudit);
       return;
     }
     if (path === '/metrics') {

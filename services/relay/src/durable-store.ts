@@ -583,6 +583,24 @@ export class DurableStore {
   }
 
   /**
+   * Whether `messageId` is queued for `dest`, or was acknowledged from its
+   * queue recently: exactly when enqueue would answer `duplicate`. The
+   * membrane asks this before deciding a durable SEND again, so a sender's
+   * retry of a stored frame is not charged twice. Two pipelined ZSCOREs.
+   */
+  async isStored(dest: Uint8Array, messageId: Uint8Array): Promise<boolean> {
+    checkMessageId(messageId);
+    const [z, , , , x] = this.keys(dest);
+    const id = asBuffer(messageId);
+    try {
+      const [queued, acked] = await Promise.all([this.redis.zscore(z, id), this.redis.zscore(x, id)]);
+      return queued !== null || acked !== null;
+    } catch (err) {
+      throw toStoreError(err);
+    }
+  }
+
+  /**
    * Up to `limit` unexpired frames with position > afterPosition, in
    * position order. Each frame is the Buffer ioredis returned, with its
    * position written in place at FRAME_POSITION_OFFSET (no copy); every other

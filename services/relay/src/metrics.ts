@@ -15,7 +15,8 @@ export type DropReason =
   | 'rate_limited'
   | 'source_mismatch'
   | 'no_local_recipient'
-  | 'bad_remote_message';
+  | 'bad_remote_message'
+  | 'membrane';
 export type AuthFailureReason = 'bad_signature' | 'bad_stamp' | 'timeout' | 'rate_limited' | 'protocol' | 'version';
 export type Transport = 'ws' | 'tcp' | 'tls';
 
@@ -43,6 +44,9 @@ export class RelayMetrics {
   readonly anonSends: Counter<'result'>;
   readonly onceChecks: Counter<'result'>;
   readonly migrations: Counter<'result'>;
+  readonly membraneDecisions: Counter<'action' | 'result'>;
+  /** Set by the node when the membrane is on: SENDs decided from a connection's cache so far. */
+  membraneCacheHits: (() => number) | undefined;
 
   // [direction][type byte] → totals since start, and what was already reported.
   private readonly frameCounts = [new Float64Array(256), new Float64Array(256)];
@@ -156,6 +160,23 @@ export class RelayMetrics {
       help: 'SENDs on anonymous connections: forwarded, or refused (ANON_NOT_PERMITTED, ANON_LIMIT_REACHED)',
       labelNames: ['result'],
       registers: r,
+    });
+    this.membraneDecisions = new Counter({
+      name: 'relay_membrane_decisions_total',
+      help: 'Membrane decisions taken (not cached allows), by action (send, open) and result (OK or the denial code)',
+      labelNames: ['action', 'result'],
+      registers: r,
+    });
+    let reportedHits = 0;
+    new Counter({
+      name: 'relay_membrane_cache_hits_total',
+      help: "SENDs allowed from a connection's cache of stateless allows, without a decision",
+      registers: r,
+      collect() {
+        const hits = metrics.membraneCacheHits?.() ?? 0;
+        this.inc(hits - reportedHits);
+        reportedHits = hits;
+      },
     });
     this.migrations = new Counter({
       name: 'relay_migrations_total',

@@ -26,6 +26,7 @@
 import { randomBytes } from 'node:crypto';
 import {
   type CodecOptions,
+  canonicalDid,
   checkRoutedFrame,
   decodeFrame,
   type ErrorCode,
@@ -42,6 +43,7 @@ import {
   LibertariaError,
   MAX_PROTOCOL_VERSION,
   MIN_PROTOCOL_VERSION,
+  maxBodySize,
   migrationTranscript,
   PROTOCOL_VERSION,
   PrekeyPublishFlags,
@@ -56,6 +58,8 @@ import {
   verifyPowStamp,
   verifyPublication,
 } from '@libertaria/shared';
+import type { ConnectionGate, SendHost } from './membrane/enforcer.js';
+import { type MembraneRequestFrame, MembraneRequests, type RequestHost } from './membrane/requests.js';
 import type { AuthFailureReason } from './metrics.js';
 import type { PrekeyCounts } from './prekey-store.js';
 import { TokenBucket } from './rate-limits.js';
@@ -86,7 +90,7 @@ const CONTROL_SLACK_BYTES = 64 * 1024;
 /** How many durable frames one Redis read fetches for a catching-up connection. */
 const PUMP_BATCH = 256;
 
-export class PeerConnection implements TransportSink {
+export class PeerConnection implements TransportSink, SendHost, RequestHost {
   state: State = 'hello';
   /** The authenticated peer's routing hint (set at WELCOME). */
   hint: Buffer | undefined;
@@ -118,6 +122,10 @@ export class PeerConnection implements TransportSink {
   private asyncWork = 0;
   private deferredPongs: Uint8Array[] = [];
   private pendingAcks: Array<{ messageId: Uint8Array; position: number }> = [];
+  /** The membrane's per-connection state (docs/membrane.md#enforcement-in-the-relay), made on first use. */
+  private gate: ConnectionGate | undefined;
+  private membraneRequests: MembraneRequests | undefined;
+  membraneDid = '';
   /** In the router's table (from AUTH success until release). */
   private attached = false;
   private released = false;
@@ -262,6 +270,11 @@ export class PeerConnection implements TransportSink {
         return this.onOnceCheck(Buffer.from(frame.requestId), frame.retentionSeconds, Buffer.from(frame.id));
       case 'MIGRATE':
         return this.onMigrate(frame.previousConnectionId, frame.proof);
+      case 'GRANT_PRESENT':
+      case 'POLICY_PUT':
+      case 'POLICY_GET':
+      case 'AUDIT_QUERY':
+        return this.onMembraneRequest(frame);
       case 'ERROR':
         this.ctx.log.debug('peer reported error', { did: this.did, code: frame.code, message: frame.message });
         if (frame.flags & ErrorFlags.FATAL) this.close();
@@ -281,6 +294,9 @@ export class PeerConnection implements TransportSink {
       case 'ANON_CHALLENGE':
       case 'ANON_AUTH':
       case 'ONCE_RESULT':
+      case 'GRANT_ACCEPTED':
+      case 'POLICY':
+      case 'AUDIT_RESULT':
         return this.fatal('UNEXPECTED_FRAME', `${frame.type} is not valid from a peer at this point`);
       default: {
         const unreachable: never = frame;
@@ -327,6 +343,7 @@ export class PeerConnection implements TransportSink {
     this.hint = Buffer.from(routingHint(frame.publicKey));
     this.hintKey = this.hint.toString('latin1');
     this.did = frame.did;
+    this.membraneDid = canonicalDid(frame.did);
     this.attachAndWelcome();
   }
 
@@ -567,11 +584,24 @@ export class PeerConnection implements TransportSink {
   }
 
   private onPrekeyFetch(requestId: Buffer, target: Buffer): void {
-    const { metrics, prekeys, router } = this.ctx;
+    const { metrics } = this.ctx;
     if (!this.prekeyFetchBucket.take()) {
       metrics.prekeyFetches.labels('PREKEY_RATE_LIMITED').inc();
       return this.nackRequest(requestId, 'PREKEY_RATE_LIMITED', 'prekey fetch rate exceeded; retry later');
     }
+    const gate = this.membraneGate();
+    if (gate === undefined) return this.fetchPrekeys(requestId, target);
+    // Fetching a peer's prekeys opens a session with it: the membrane's action `open`.
+    this.beginAsync();
+    void gate.decideOpen(target).then((v) => {
+      if (v.allowed) this.fetchPrekeys(requestId, target);
+      else this.nackRequest(requestId, v.code, v.message);
+      this.endAsync();
+    });
+  }
+
+  private fetchPrekeys(requestId: Buffer, target: Buffer): void {
+    const { metrics, prekeys, router } = this.ctx;
     this.beginAsync();
     prekeys.fetch(target, Date.now(), !this.anonymous).then(
       (result) => {
@@ -652,7 +682,7 @@ export class PeerConnection implements TransportSink {
   }
 
   /** NACK for a prekey request: the same frame that refuses a SEND, carrying the request id. */
-  private nackRequest(requestId: Uint8Array, code: ErrorCode, message: string): void {
+  nackRequest(requestId: Uint8Array, code: ErrorCode, message: string): void {
     const text = message.length > 512 ? `${message.slice(0, 509)}...` : message;
     this.writeControl(
       encodeFrame({ type: 'NACK', messageId: requestId, code: errorCodeToWire(code), message: text }, this.version),
@@ -699,6 +729,12 @@ export class PeerConnection implements TransportSink {
       return this.nack(frame, 'RATE_LIMITED', 'frame rate exceeded');
     }
     if (this.anonymous && !this.anonSendAllowed(frame, flags)) return;
+    if (this.ctx.membrane !== undefined && !this.membraneGate()!.admit(frame, flags)) return;
+    this.passSend(frame, flags);
+  }
+
+  /** A SEND every check allowed (the membrane's gate calls this later, in order, for SENDs it held). */
+  passSend(frame: Buffer, flags: number): void {
     frame[1] = DELIVER_TYPE;
     if ((flags & SendFlags.DURABLE) === 0) {
       this.ctx.router.forwardFast(frame, this);
@@ -738,6 +774,39 @@ export class PeerConnection implements TransportSink {
       },
     );
     ctx.trackDurableWrite(work);
+  }
+
+  refuseSend(frame: Buffer, code: ErrorCode, message: string): void {
+    this.ctx.metrics.drop('membrane');
+    this.nack(frame, code, message);
+  }
+
+  isOpen(): boolean {
+    return this.state === 'open';
+  }
+
+  answer(frame: Frame): void {
+    this.writeControl(encodeFrame(frame, this.version));
+  }
+
+  private membraneGate(): ConnectionGate | undefined {
+    if (this.gate === undefined && this.ctx.membrane !== undefined) this.gate = this.ctx.membrane.gate(this);
+    return this.gate;
+  }
+
+  private onMembraneRequest(frame: MembraneRequestFrame): void {
+    const gate = this.membraneGate();
+    if (gate === undefined) {
+      return this.nackRequest(frame.requestId, 'MEMBRANE_DISABLED', 'this relay runs without the membrane');
+    }
+    this.membraneRequests ??= new MembraneRequests(
+      this.ctx.membrane!,
+      gate,
+      this,
+      this.ctx.config.RELAY_MEMBRANE_REQUESTS_PER_MINUTE,
+      maxBodySize(this.ctx.config.RELAY_MAX_PAYLOAD_BYTES),
+    );
+    this.membraneRequests.handle(frame);
   }
 
   private nack(frame: Buffer, code: ErrorCode, message: string): void {

@@ -1,6 +1,7 @@
 import type { RelayConfig } from './config.js';
 import type { DurableStore } from './durable-store.js';
 import type { Logger } from './log.js';
+import type { Enforcer } from './membrane/enforcer.js';
 import type { RelayMetrics } from './metrics.js';
 import type { OnceStore } from './once-store.js';
 import type { PrekeyStore } from './prekey-store.js';
@@ -17,6 +18,8 @@ export interface RelayContext {
   readonly store: DurableStore;
   readonly prekeys: PrekeyStore;
   readonly once: OnceStore;
+  /** The membrane's access decisions; undefined when RELAY_MEMBRANE_ENABLED is false. */
+  readonly membrane: Enforcer | undefined;
   readonly authLimiter: AuthFailureLimiter;
   /** Anonymous connections held by this node (RELAY_ANON_MAX_CONNECTIONS). */
   readonly anonSlots: ConcurrencyLimit;

@@ -11,6 +11,8 @@ import { listenAdmin } from './admin.js';
 import type { RelayConfig } from './config.js';
 import { DURABLE_STORE_REDIS_OPTIONS, DurableStore } from './durable-store.js';
 import { createLogger, type Logger } from './log.js';
+import { Enforcer } from './membrane/enforcer.js';
+import { createRedisMembrane, type RedisMembrane } from './membrane/redis-membrane.js';
 import { RelayMetrics } from './metrics.js';
 import { OnceStore } from './once-store.js';
 import { PeerConnection } from './peer-connection.js';
@@ -66,6 +68,8 @@ export class RelayNode {
     private readonly presence: PresenceRegistry,
     readonly router: Router,
     private readonly ctx: RelayContext,
+    /** The membrane's stores and its own subscriber (policy invalidations); undefined when disabled. */
+    readonly membrane: { rm: RedisMembrane; subscriber: Redis } | undefined,
   ) {}
 
   static async start(config: RelayConfig, logger?: Logger): Promise<RelayNode> {
@@ -101,6 +105,40 @@ export class RelayNode {
     const router = new Router(redis, presence, nodeId, prefix, metrics, log);
     const once = new OnceStore(redis, { prefix, maxRetentionSeconds: config.RELAY_ONCE_MAX_RETENTION_SECONDS });
     const authLimiter = new AuthFailureLimiter(config.RELAY_AUTH_FAILURES_PER_MINUTE);
+    let membrane: { rm: RedisMembrane; subscriber: Redis } | undefined;
+    let enforcer: Enforcer | undefined;
+    if (config.RELAY_MEMBRANE_ENABLED) {
+      // A connection of its own: the node subscriber's messages all go to the router.
+      const membraneSub = new Redis(config.REDIS_URL, {
+        ...redisOptions(`relay-mb-sub:${nodeId}`),
+        enableAutoPipelining: false,
+        enableOfflineQueue: true,
+        commandTimeout: undefined,
+        lazyConnect: true,
+      });
+      membraneSub.on('error', () => metrics.redisErrors.labels('connection_membrane').inc());
+      const whenNoPolicy = config.RELAY_MEMBRANE_DEFAULT === 'open' ? 'allow' : 'deny';
+      const rm = createRedisMembrane(redis, membraneSub, {
+        prefix,
+        whenNoPolicy,
+        policyCacheEntries: config.RELAY_MEMBRANE_POLICY_CACHE_ENTRIES,
+        policyCacheMaxAgeMs: config.RELAY_MEMBRANE_CACHE_MAX_AGE_MS,
+        auditMaxEntries: config.RELAY_MEMBRANE_AUDIT_MAX_ENTRIES,
+      });
+      membrane = { rm, subscriber: membraneSub };
+      enforcer = new Enforcer(rm, {
+        whenNoPolicy,
+        connectionCacheEntries: config.RELAY_MEMBRANE_CONNECTION_CACHE_ENTRIES,
+        cacheMaxAgeMs: config.RELAY_MEMBRANE_CACHE_MAX_AGE_MS,
+        ownerCacheEntries: config.RELAY_MEMBRANE_POLICY_CACHE_ENTRIES,
+        pendingSends: config.RELAY_MEMBRANE_PENDING_SENDS,
+        grantsPerConnection: config.RELAY_MEMBRANE_GRANTS_PER_CONNECTION,
+        onDecision: (action, result) => metrics.membraneDecisions.labels(action, result).inc(),
+        isStoredDuplicate: (dest, messageId) => store.isStored(dest, messageId),
+      });
+      const stats = enforcer.stats;
+      metrics.membraneCacheHits = () => stats.cacheHits;
+    }
     let node: RelayNode | undefined;
     const ctx: RelayContext = {
       config,
@@ -111,13 +149,16 @@ export class RelayNode {
       store,
       prekeys,
       once,
+      membrane: enforcer,
       authLimiter,
       anonSlots: new ConcurrencyLimit(config.RELAY_ANON_MAX_CONNECTIONS),
       isDraining: () => node?.draining ?? false,
       trackDurableWrite: (work) => node?.track(work),
     };
-    node = new RelayNode(config, nodeId, log, metrics, redis, subscriber, presence, router, ctx);
+    node = new RelayNode(config, nodeId, log, metrics, redis, subscriber, presence, router, ctx, membrane);
     await node.connectRedis(prefix);
+    // Decisions work before this resolves (uncached); it resolves once policy invalidations are heard.
+    await membrane?.rm.start();
     await node.listen();
     node.startHeartbeat();
     return node;
@@ -208,9 +249,13 @@ export class RelayNode {
       this.listeners.push(tcp);
       this.ports.tcp = tcp.port;
     }
+    const audit = this.membrane?.rm.audit;
     const admin = await listenAdmin(c.RELAY_HOST, c.RELAY_ADMIN_PORT, {
       registry: this.metrics.registry,
       readiness: () => this.readiness(),
+      ...(audit !== undefined && c.RELAY_ADMIN_TOKEN !== undefined
+        ? { membraneAudit: { token: c.RELAY_ADMIN_TOKEN, query: (q) => audit.query(q) } }
+        : {}),
     });
     this.ports.admin = admin.port;
     this.adminClose = () => new Promise((resolve) => admin.server.close(() => resolve()));
@@ -290,7 +335,9 @@ export class RelayNode {
       this.log.warn('presence withdraw failed; leases will expire', { err });
     }
     await this.adminClose?.();
-    await Promise.allSettled([this.redis.quit(), this.subscriber.quit()]);
+    this.ctx.membrane?.stop();
+    await this.membrane?.rm.stop().catch(() => {});
+    await Promise.allSettled([this.redis.quit(), this.subscriber.quit(), this.membrane?.subscriber.quit()]);
     this.log.info('drained');
   }
 }

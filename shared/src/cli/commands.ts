@@ -8,7 +8,7 @@
  * USAGE (bad command line), PEER_GONE (a fast message found no recipient),
  * TIMEOUT (listen --count not reached in time).
  */
-import { lstat } from 'node:fs/promises';
+import { lstat, readFile, writeFile } from 'node:fs/promises';
 import { createInterface } from 'node:readline';
 import { parseArgs } from 'node:util';
 import { toHex } from '../client/bytes.js';
@@ -19,6 +19,9 @@ import { SessionManager } from '../client/sessions.js';
 import { parseRelayUrls } from '../client/url.js';
 import { LibertariaError } from '../errors.js';
 import { Ed25519Identity, parseDid, readKeyFile, verifyEd25519, writeKeyFile } from '../identity/index.js';
+import { issueGrant } from '../membrane/grant.js';
+import { DEFAULT_MEMBRANE_LIMITS } from '../membrane/limits.js';
+import { ACTIONS, type Action } from '../membrane/resource.js';
 import { nodeCrypto } from '../session/crypto-node.js';
 import type { RotationPolicy } from '../session/session.js';
 
@@ -30,8 +33,12 @@ export const EXIT_INTERRUPTED = 130;
 
 export const USAGE = `usage: lrelay keygen --out FILE
        lrelay whoami --key FILE
-       lrelay send --relay URL[,URL...] --key FILE --to DID [--fast] [--unsealed] [ROTATION] (--text STRING | --stdin)
+       lrelay send --relay URL[,URL...] --key FILE --to DID [--fast] [--unsealed] [--grant TOKEN_FILE] [ROTATION] (--text STRING | --stdin)
        lrelay listen --relay URL[,URL...] --key FILE [--count N] [--timeout SECONDS] [--unsealed] [ROTATION]
+       lrelay policy set --relay URL[,URL...] --key FILE --file POLICY.json   (--file - reads stdin; --remove instead of --file)
+       lrelay policy get --relay URL[,URL...] --key FILE
+       lrelay grant --key OWNER_KEY --to DID --resource URI --action ACTION[,ACTION...] [--expires SECONDS|ISO-DATE] [--limit UNITS] --out TOKEN_FILE
+       lrelay audit --relay URL[,URL...] --key FILE [--since SECONDS|ISO-DATE] [--limit N]
 ROTATION: [--rotate-messages N] [--rotate-seconds SECONDS]  (a new session after N messages or that age)`;
 
 /** How many rounds over the relay list the CLI tries before it gives up (the SDK default is forever). */
@@ -210,11 +217,13 @@ async function send(args: string[], io: CliIo): Promise<number> {
     text: { type: 'string' },
     stdin: { type: 'boolean' },
     unsealed: { type: 'boolean' },
+    grant: { type: 'string' },
     ...ROTATION_OPTIONS,
   });
   const relayList = required(values.relay, '--relay');
   const keyFile = required(values.key, '--key');
   const to = required(values.to, '--to');
+  const grant = values.grant === undefined ? undefined : await readGrantFile(values.grant);
   if ((values.text !== undefined) === (values.stdin === true)) throw usage('give exactly one of --text or --stdin');
   const relays = (() => {
     try {
@@ -247,6 +256,8 @@ async function send(args: string[], io: CliIo): Promise<number> {
   });
   try {
     await client.connect();
+    // Presented before the first send, and again on every reconnect by the client.
+    if (grant !== undefined) await client.presentGrant(grant);
     const inFlight = new Set<Promise<unknown>>();
     for await (const text of inputs(values.text, io)) {
       if (firstError !== undefined || interrupted()) break;
@@ -373,7 +384,171 @@ async function listen(args: string[], io: CliIo): Promise<number> {
   return EXIT_OK;
 }
 
-const COMMANDS: Record<string, (args: string[], io: CliIo) => Promise<number>> = { keygen, whoami, send, listen };
+/** --relay as URLs, a bad one being a usage error. */
+function relaysOf(list: string | undefined): string[] {
+  const relayList = required(list, '--relay');
+  try {
+    return parseRelayUrls(relayList).map((u) => u.href);
+  } catch (error) {
+    return badValue(error);
+  }
+}
+
+/**
+ * An instant: whole seconds from now (`3600`) or an ISO 8601 date. Returns
+ * unix seconds. `past` allows instants before now (--since).
+ */
+function instantOf(value: string, flag: string, past: boolean): number {
+  const nowS = Math.floor(Date.now() / 1000);
+  if (/^[0-9]{1,10}$/.test(value)) return past ? nowS - Number(value) : nowS + Number(value);
+  const ms = Date.parse(value);
+  if (!/^\d{4}-\d{2}-\d{2}/.test(value) || !Number.isFinite(ms)) {
+    throw usage(`${flag} must be a number of seconds or an ISO 8601 date`);
+  }
+  return Math.floor(ms / 1000);
+}
+
+/** A grant token file: the token in base64 (what `lrelay grant` writes). */
+async function readGrantFile(file: string): Promise<Uint8Array> {
+  const text = (await readFile(file, 'utf8')).trim();
+  if (!/^[A-Za-z0-9+/]+={0,2}$/.test(text)) throw usage(`${file} is not a grant token file (base64)`);
+  return new Uint8Array(Buffer.from(text, 'base64'));
+}
+
+/** A connected client for one membrane request, closed afterwards. */
+async function withClient<T>(
+  values: { relay?: string; key?: string },
+  io: CliIo,
+  run: (client: RelayClient) => Promise<T>,
+): Promise<T> {
+  const relays = relaysOf(values.relay);
+  const identity = await readKeyFile(required(values.key, '--key'));
+  const client = new RelayClient({ relays, identity, reconnect: { maxAttempts: SEND_CONNECT_ROUNDS } });
+  closeOnAbort(client, io.signal);
+  try {
+    await client.connect();
+    return await run(client);
+  } finally {
+    await client.close();
+  }
+}
+
+async function readStream(stream: NodeJS.ReadableStream): Promise<string> {
+  const chunks: Buffer[] = [];
+  for await (const chunk of stream) chunks.push(Buffer.from(chunk as Uint8Array));
+  return Buffer.concat(chunks).toString('utf8');
+}
+
+/** `lrelay policy set|get`: this DID's membrane policy on the relay (POLICY_PUT / POLICY_GET). */
+async function policy(args: string[], io: CliIo): Promise<number> {
+  const [sub, ...rest] = args;
+  if (sub === 'get') {
+    const values = parse(rest, { relay: { type: 'string' }, key: { type: 'string' } });
+    const stored = await withClient(values, io, (client) => client.getPolicy());
+    await write(io.stdout, stored === null ? 'null\n' : `${JSON.stringify(JSON.parse(stored), null, 2)}\n`);
+    return EXIT_OK;
+  }
+  if (sub === 'set') {
+    const values = parse(rest, {
+      relay: { type: 'string' },
+      key: { type: 'string' },
+      file: { type: 'string' },
+      remove: { type: 'boolean' },
+    });
+    if ((values.file !== undefined) === (values.remove === true)) throw usage('give exactly one of --file or --remove');
+    const text =
+      values.remove === true
+        ? null
+        : values.file === '-'
+          ? await readStream(io.stdin)
+          : await readFile(values.file!, 'utf8');
+    const stored = await withClient(values, io, (client) => client.setPolicy(text));
+    await write(io.stdout, stored === null ? 'removed\n' : `${JSON.stringify(JSON.parse(stored), null, 2)}\n`);
+    return EXIT_OK;
+  }
+  throw usage('policy needs a subcommand: set or get');
+}
+
+/** `lrelay grant`: signs a grant token with the owner's key (offline; no relay involved). */
+async function grant(args: string[], io: CliIo): Promise<number> {
+  const values = parse(args, {
+    key: { type: 'string' },
+    to: { type: 'string' },
+    resource: { type: 'string' },
+    action: { type: 'string' },
+    expires: { type: 'string' },
+    limit: { type: 'string' },
+    out: { type: 'string' },
+  });
+  const owner = await readKeyFile(required(values.key, '--key'));
+  const to = required(values.to, '--to');
+  const resource = required(values.resource, '--resource');
+  const actions = required(values.action, '--action').split(',');
+  for (const a of actions) {
+    if (a !== '*' && !(ACTIONS as readonly string[]).includes(a)) {
+      throw usage(`--action: ${JSON.stringify(a)} is not one of ${ACTIONS.join(', ')} or *`);
+    }
+  }
+  const out = required(values.out, '--out');
+  const expiry = values.expires === undefined ? undefined : instantOf(values.expires, '--expires', false);
+  const units = values.limit === undefined ? undefined : positiveInteger(values.limit, '--limit');
+  let token: Uint8Array;
+  try {
+    token = issueGrant(
+      owner,
+      {
+        audience: to,
+        capabilities: actions.map((action) => ({ resource, action: action as Action | '*' })),
+        ...(units !== undefined ? { constraints: [{ type: 'quota', units, windowSeconds: 0 }] } : {}),
+        ...(expiry !== undefined ? { expiry } : {}),
+      },
+      DEFAULT_MEMBRANE_LIMITS,
+    );
+  } catch (error) {
+    return badValue(error);
+  }
+  await writeFile(out, `${Buffer.from(token).toString('base64')}\n`, { mode: 0o600 });
+  await write(io.stdout, `${out}\n`);
+  return EXIT_OK;
+}
+
+/** `lrelay audit`: decisions about this DID's resources, one JSON line each, oldest first. */
+async function audit(args: string[], io: CliIo): Promise<number> {
+  const values = parse(args, {
+    relay: { type: 'string' },
+    key: { type: 'string' },
+    since: { type: 'string' },
+    limit: { type: 'string' },
+  });
+  const sinceMs = values.since === undefined ? 0 : instantOf(values.since, '--since', true) * 1000;
+  const max = values.limit === undefined ? 1000 : positiveInteger(values.limit, '--limit');
+  await withClient(values, io, async (client) => {
+    let after: string | undefined;
+    let printed = 0;
+    while (printed < max) {
+      const page = await client.queryAudit({
+        sinceMs,
+        limit: Math.min(1000, max - printed),
+        ...(after !== undefined ? { after } : {}),
+      });
+      for (const record of page.records) await write(io.stdout, `${JSON.stringify(record)}\n`);
+      printed += page.records.length;
+      if (page.next === undefined) break;
+      after = page.next;
+    }
+  });
+  return EXIT_OK;
+}
+
+const COMMANDS: Record<string, (args: string[], io: CliIo) => Promise<number>> = {
+  keygen,
+  whoami,
+  send,
+  listen,
+  policy,
+  grant,
+  audit,
+};
 
 /** Runs one command line; returns the exit status. Prints `error: CODE: message` for every failure. */
 export async function runLrelay(argv: readonly string[], io: CliIo): Promise<number> {

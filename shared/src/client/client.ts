@@ -27,17 +27,20 @@ import { migrationTranscript } from '../identity/auth-transcript.js';
 import { didMatchesKey, HINT_LENGTH, hintFromDid, routingHint } from '../identity/did.js';
 import {
   type AckFrame,
+  type AuditResultFrame,
   type DeliverFrame,
   decodeFrame,
   ErrorFlags,
   encodeFrame,
   type Frame,
   type GoawayFrame,
+  type GrantAcceptedFrame,
   ID_SIZE,
   MAX_PAYLOAD_LIMIT,
   maxBodySize,
   type NackFrame,
   type OnceResultFrame,
+  type PolicyFrame,
   PREKEY_PUBLISH_HEADER_SIZE,
   type PrekeyBundleFrame,
   PrekeyPublishFlags,
@@ -303,14 +306,47 @@ interface PendingPresence {
 interface PendingPrekeyRequest {
   readonly session: Session;
   readonly startedAt: number;
-  /** The answer it expects: PREKEY_BUNDLE for a fetch, ONCE_RESULT for a single-use id, else PREKEY_STATUS. */
-  readonly expects: 'PREKEY_BUNDLE' | 'PREKEY_STATUS' | 'ONCE_RESULT';
+  /** The answer it expects: PREKEY_BUNDLE for a fetch, ONCE_RESULT for a single-use id, else PREKEY_STATUS; the membrane's answers. */
+  readonly expects: 'PREKEY_BUNDLE' | 'PREKEY_STATUS' | 'ONCE_RESULT' | 'GRANT_ACCEPTED' | 'POLICY' | 'AUDIT_RESULT';
   readonly operation: string;
   readonly resolve: (frame: RequestAnswer) => void;
   readonly reject: (error: Error) => void;
 }
 
-type RequestAnswer = PrekeyBundleFrame | PrekeyStatusFrame | OnceResultFrame;
+type RequestAnswer =
+  | PrekeyBundleFrame
+  | PrekeyStatusFrame
+  | OnceResultFrame
+  | GrantAcceptedFrame
+  | PolicyFrame
+  | AuditResultFrame;
+
+/** A grant the relay accepted (GRANT_ACCEPTED). */
+export interface AcceptedGrant {
+  /** The token's id (its leaf cid), hex. */
+  tokenId: string;
+  /** ms since the epoch; 0 when the token never expires. */
+  expiresAt: number;
+}
+
+/** One page of the membrane's audit trail for this DID's resources (AUDIT_QUERY). */
+export interface AuditPageResult {
+  /** Decisions as the relay keeps them (docs/membrane.md#redis), each with its stream `id`. */
+  records: Record<string, unknown>[];
+  /** Pass as `after` for the next page; undefined when there is nothing more. */
+  next: string | undefined;
+}
+
+export interface AuditQueryOptions {
+  sinceMs?: number;
+  untilMs?: number;
+  /** 1..1000, default 100. */
+  limit?: number;
+  after?: string;
+}
+
+/** Grants re-presented on every new connection (the relay keeps them per connection). */
+const MAX_CLIENT_GRANTS = 64;
 
 interface SessionEnd {
   /** When the session's WELCOME arrived (set by #endSession). */
@@ -515,6 +551,8 @@ export class RelayClient {
   readonly #presence = new Map<string, PendingPresence[]>();
   /** Prekey requests by request id (hex). */
   readonly #prekeyRequests = new Map<string, PendingPrekeyRequest>();
+  /** Grant tokens presented, by hex of their bytes; presented again on every new connection. */
+  readonly #grants = new Map<string, Uint8Array>();
 
   readonly #tracker: DedupeTracker;
   readonly #inbox: Inbox<InboundMessage>;
@@ -893,6 +931,77 @@ export class RelayClient {
     return answer.fresh;
   }
 
+  /**
+   * Presents a membrane grant token (GRANT_PRESENT): from now on the relay
+   * decides this DID's sends to (and sessions with) the token's root issuer by
+   * the token. Kept and presented again on every later connection (the relay
+   * holds grants per connection; at most 64 here). Rejections: the token's
+   * GRANT_* code, MEMBRANE_TOO_MANY_GRANTS, MEMBRANE_DISABLED, RATE_LIMITED,
+   * STORE_UNAVAILABLE, CONNECTION_FAILED, TIMEOUT.
+   */
+  async presentGrant(token: Uint8Array): Promise<AcceptedGrant> {
+    const copy = Uint8Array.from(token);
+    const answer = (await this.#prekeyRequest('presentGrant', 'GRANT_ACCEPTED', (requestId) => ({
+      type: 'GRANT_PRESENT',
+      requestId,
+      token: copy,
+    }))) as GrantAcceptedFrame;
+    const key = toHex(copy);
+    if (!this.#grants.has(key) && this.#grants.size >= MAX_CLIENT_GRANTS) {
+      this.#grants.delete(this.#grants.keys().next().value!);
+    }
+    this.#grants.set(key, copy);
+    return { tokenId: toHex(answer.tokenId), expiresAt: answer.expiresAt };
+  }
+
+  /**
+   * Sets this DID's membrane policy (POLICY_PUT): JSON text or a value
+   * (docs/membrane.md#policy-json); null removes it. Resolves to the stored,
+   * normalized JSON (null after a removal). Rejections: POLICY_INVALID (the
+   * message names the field), MEMBRANE_DISABLED, RATE_LIMITED, STORE_UNAVAILABLE.
+   */
+  async setPolicy(policy: string | object | null): Promise<string | null> {
+    const text = policy === null ? '' : typeof policy === 'string' ? policy : JSON.stringify(policy);
+    const bytes = new TextEncoder().encode(text);
+    const answer = (await this.#prekeyRequest('setPolicy', 'POLICY', (requestId) => ({
+      type: 'POLICY_PUT',
+      requestId,
+      policy: bytes,
+    }))) as PolicyFrame;
+    return answer.policy.length === 0 ? null : new TextDecoder().decode(answer.policy);
+  }
+
+  /** This DID's stored membrane policy as normalized JSON, or null (POLICY_GET). */
+  async getPolicy(): Promise<string | null> {
+    const answer = (await this.#prekeyRequest('getPolicy', 'POLICY', (requestId) => ({
+      type: 'POLICY_GET',
+      requestId,
+    }))) as PolicyFrame;
+    return answer.policy.length === 0 ? null : new TextDecoder().decode(answer.policy);
+  }
+
+  /** One page of the audit trail of decisions about this DID's resources (AUDIT_QUERY; an owner reads only its own). */
+  async queryAudit(options: AuditQueryOptions = {}): Promise<AuditPageResult> {
+    const answer = (await this.#prekeyRequest('queryAudit', 'AUDIT_RESULT', (requestId) => ({
+      type: 'AUDIT_QUERY',
+      requestId,
+      sinceMs: options.sinceMs ?? 0,
+      untilMs: options.untilMs ?? 0,
+      limit: options.limit ?? 100,
+      after: options.after ?? '',
+    }))) as AuditResultFrame;
+    let records: unknown;
+    try {
+      records = JSON.parse(new TextDecoder().decode(answer.records));
+    } catch {
+      throw new RelayError(ClientErrorCode.unexpectedFrame, 'queryAudit: AUDIT_RESULT records are not JSON');
+    }
+    if (!Array.isArray(records)) {
+      throw new RelayError(ClientErrorCode.unexpectedFrame, 'queryAudit: AUDIT_RESULT records are not an array');
+    }
+    return { records: records as Record<string, unknown>[], next: answer.next === '' ? undefined : answer.next };
+  }
+
   /** What the relay stores of our prekeys (PREKEY_STATUS_QUERY); call it after connecting to learn whether to refill. */
   async prekeyStatus(): Promise<PrekeyStatus> {
     const answer = await this.#prekeyRequest('prekeyStatus', 'PREKEY_STATUS', (requestId) => ({
@@ -1125,6 +1234,11 @@ export class RelayClient {
     // RESUME first: the relay then redelivers everything after the watermark.
     const lastAcked = this.#tracker.lastAcked;
     if (!this.#write(session, { type: 'RESUME', lastAcked })) return ended;
+    // Grants before any send: the relay holds a grant as soon as it reads GRANT_PRESENT, so the sends
+    // pumped below are decided by it. The answers go unclaimed (a refusal shows in the sends' NACKs).
+    for (const token of this.#grants.values()) {
+      this.#write(session, { type: 'GRANT_PRESENT', requestId: randomBytes(ID_SIZE), token });
+    }
     this.#enterSession(session);
     this.#tracker.newConnection();
     this.#unsent.reset(this.#outbound.keys());
@@ -1482,6 +1596,9 @@ export class RelayClient {
       case 'PREKEY_BUNDLE':
       case 'PREKEY_STATUS':
       case 'ONCE_RESULT':
+      case 'GRANT_ACCEPTED':
+      case 'POLICY':
+      case 'AUDIT_RESULT':
         this.#onPrekeyAnswer(frame);
         return;
       case 'GOAWAY': {

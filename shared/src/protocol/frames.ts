@@ -34,6 +34,9 @@
  *     client -> ONCE_CHECK {requestId, retention, id}: a single-use id seen
  *               before? (0-RTT tickets, anonymous requests; Redis-backed)
  *     relay  -> ONCE_RESULT {requestId, fresh} or NACK {requestId};
+ *     client -> GRANT_PRESENT / POLICY_PUT / POLICY_GET / AUDIT_QUERY {requestId}
+ *     relay  -> GRANT_ACCEPTED / POLICY / POLICY / AUDIT_RESULT or NACK {requestId}
+ *               (the membrane, docs/membrane.md#the-relay-protocol);
  *     relay  -> GOAWAY before it closes on purpose (drain, restart);
  *     either -> ERROR {code} (FATAL flag: the sender closes afterwards).
  *
@@ -106,7 +109,7 @@ export const MAX_POSITION = Number.MAX_SAFE_INTEGER;
 
 /**
  * Frame type byte values. 0x0_ handshake, 0x1_ data, 0x2_ liveness, 0x3_ presence and control, 0x4_ prekeys,
- * 0x5_ single-use ids.
+ * 0x5_ single-use ids, 0x6_ the membrane (grants, policies, audit).
  */
 export const FrameType = {
   HELLO: 0x01, // client -> relay: u8 minVersion, u8 maxVersion, u32 features
@@ -135,6 +138,13 @@ export const FrameType = {
   PREKEY_STATUS_QUERY: 0x44, // client -> relay: 16B request id
   ONCE_CHECK: 0x50, // client -> relay: 16B request id, u32 retentionSeconds, u8 len + id
   ONCE_RESULT: 0x51, // relay -> client: 16B request id, u8 fresh (1 first time, 0 seen before)
+  GRANT_PRESENT: 0x60, // client -> relay: 16B request id, grant token (the rest, at least 1 byte)
+  GRANT_ACCEPTED: 0x61, // relay -> client: 16B request id, 32B token id (leaf cid), u64 expiresAt (ms, 0 never)
+  POLICY_PUT: 0x62, // client -> relay: 16B request id, policy JSON (the rest; empty removes the policy)
+  POLICY_GET: 0x63, // client -> relay: 16B request id
+  POLICY: 0x64, // relay -> client: 16B request id, normalized policy JSON (the rest; empty: no policy)
+  AUDIT_QUERY: 0x65, // client -> relay: 16B request id, u64 sinceMs, u64 untilMs (0: no bound), u16 limit, u8 len + cursor
+  AUDIT_RESULT: 0x66, // relay -> client: 16B request id, u8 len + next cursor, JSON array of records (the rest)
 } as const;
 
 export type FrameTypeName = keyof typeof FrameType;
@@ -173,6 +183,12 @@ export const HelloFeatures = {
 export const MAX_POW_BITS = 32;
 /** Single-use ids (ONCE_CHECK) are 1..64 bytes. */
 export const MAX_ONCE_ID_BYTES = 64;
+/** Grant token ids (GRANT_ACCEPTED) are a BLAKE3-256 cid. */
+export const GRANT_ID_SIZE = 32;
+/** Most audit records one AUDIT_QUERY asks for. */
+export const MAX_AUDIT_QUERY_LIMIT = 1000;
+/** Longest audit cursor (a Redis stream id, `ms-seq`). */
+export const MAX_AUDIT_CURSOR_BYTES = 64;
 /** Bytes of an ANON_AUTH proof-of-work stamp. */
 export const POW_STAMP_SIZE = 8;
 
@@ -397,6 +413,57 @@ export interface OnceResultFrame {
   fresh: boolean;
 }
 
+export interface GrantPresentFrame {
+  type: 'GRANT_PRESENT';
+  requestId: Uint8Array;
+  /** A grant token (docs/membrane.md#grant-tokens) whose last audience is this connection's DID. */
+  token: Uint8Array;
+}
+export interface GrantAcceptedFrame {
+  type: 'GRANT_ACCEPTED';
+  requestId: Uint8Array;
+  /** The token's id: its leaf link's cid (32 bytes). */
+  tokenId: Uint8Array;
+  /** When the token expires (ms since the epoch); 0 when no link expires. */
+  expiresAt: number;
+}
+export interface PolicyPutFrame {
+  type: 'POLICY_PUT';
+  requestId: Uint8Array;
+  /** The connection's own policy as UTF-8 JSON; empty removes it. */
+  policy: Uint8Array;
+}
+export interface PolicyGetFrame {
+  type: 'POLICY_GET';
+  requestId: Uint8Array;
+}
+export interface PolicyFrame {
+  type: 'POLICY';
+  requestId: Uint8Array;
+  /** The stored, normalized policy as UTF-8 JSON; empty when there is none. */
+  policy: Uint8Array;
+}
+export interface AuditQueryFrame {
+  type: 'AUDIT_QUERY';
+  requestId: Uint8Array;
+  /** Records from this instant on (ms since the epoch; 0: from the oldest kept). */
+  sinceMs: number;
+  /** Records before this instant (ms; 0: no upper bound). */
+  untilMs: number;
+  /** Most records wanted, 1..MAX_AUDIT_QUERY_LIMIT. */
+  limit: number;
+  /** The `next` of a previous AUDIT_RESULT, or '' for the first page. */
+  after: string;
+}
+export interface AuditResultFrame {
+  type: 'AUDIT_RESULT';
+  requestId: Uint8Array;
+  /** Pass as `after` for the next page; '' when the range is exhausted. */
+  next: string;
+  /** A UTF-8 JSON array of audit records. */
+  records: Uint8Array;
+}
+
 export type Frame =
   | HelloFrame
   | ChallengeFrame
@@ -423,7 +490,14 @@ export type Frame =
   | AnonChallengeFrame
   | AnonAuthFrame
   | OnceCheckFrame
-  | OnceResultFrame;
+  | OnceResultFrame
+  | GrantPresentFrame
+  | GrantAcceptedFrame
+  | PolicyPutFrame
+  | PolicyGetFrame
+  | PolicyFrame
+  | AuditQueryFrame
+  | AuditResultFrame;
 
 export interface CodecOptions {
   /** Largest SEND/DELIVER payload accepted (default DEFAULT_MAX_PAYLOAD, never above MAX_PAYLOAD_LIMIT). */
@@ -701,6 +775,44 @@ function decodeBody(typeName: FrameTypeName, buf: Uint8Array, start: number, end
       const fresh = r.u8('fresh');
       if (fresh > 1) fail('BAD_FIELD', `ONCE_RESULT.fresh ${fresh} is neither 0 nor 1`);
       frame = { type: typeName, requestId, fresh: fresh === 1 };
+      break;
+    }
+    case 'GRANT_PRESENT': {
+      const requestId = r.bytes(ID_SIZE, 'requestId');
+      const token = r.rest();
+      if (token.length === 0) fail('BAD_FIELD', 'GRANT_PRESENT.token is empty');
+      frame = { type: typeName, requestId, token };
+      break;
+    }
+    case 'GRANT_ACCEPTED': {
+      const requestId = r.bytes(ID_SIZE, 'requestId');
+      const tokenId = r.bytes(GRANT_ID_SIZE, 'tokenId');
+      frame = { type: typeName, requestId, tokenId, expiresAt: r.u64('expiresAt') };
+      break;
+    }
+    case 'POLICY_PUT':
+    case 'POLICY':
+      frame = { type: typeName, requestId: r.bytes(ID_SIZE, 'requestId'), policy: r.rest() };
+      break;
+    case 'POLICY_GET':
+      frame = { type: typeName, requestId: r.bytes(ID_SIZE, 'requestId') };
+      break;
+    case 'AUDIT_QUERY': {
+      const requestId = r.bytes(ID_SIZE, 'requestId');
+      const sinceMs = r.u64('sinceMs');
+      const untilMs = r.u64('untilMs');
+      const limit = r.u16('limit');
+      if (limit < 1 || limit > MAX_AUDIT_QUERY_LIMIT) {
+        fail('BAD_FIELD', `AUDIT_QUERY.limit ${limit} outside 1..${MAX_AUDIT_QUERY_LIMIT}`);
+      }
+      const after = r.text(1, MAX_AUDIT_CURSOR_BYTES, 'after');
+      frame = { type: typeName, requestId, sinceMs, untilMs, limit, after };
+      break;
+    }
+    case 'AUDIT_RESULT': {
+      const requestId = r.bytes(ID_SIZE, 'requestId');
+      const next = r.text(1, MAX_AUDIT_CURSOR_BYTES, 'next');
+      frame = { type: typeName, requestId, next, records: r.rest() };
       break;
     }
     default: {
@@ -1219,6 +1331,68 @@ export function encodeFrame(frame: Frame, version: number = PROTOCOL_VERSION): U
       const w = new BodyWriter(t, ID_SIZE + 1, version);
       w.bytes(frame.requestId);
       w.u8(frame.fresh ? 1 : 0);
+      return w.buf;
+    }
+    case 'GRANT_PRESENT': {
+      checkLen(frame.requestId, ID_SIZE, 'GRANT_PRESENT.requestId');
+      if (!(frame.token instanceof Uint8Array) || frame.token.length === 0) {
+        fail('BAD_FIELD', 'GRANT_PRESENT.token must be at least 1 byte');
+      }
+      const w = new BodyWriter(t, ID_SIZE + frame.token.length, version);
+      w.bytes(frame.requestId);
+      w.bytes(frame.token);
+      return w.buf;
+    }
+    case 'GRANT_ACCEPTED': {
+      checkLen(frame.requestId, ID_SIZE, 'GRANT_ACCEPTED.requestId');
+      checkLen(frame.tokenId, GRANT_ID_SIZE, 'GRANT_ACCEPTED.tokenId');
+      checkUint(frame.expiresAt, MAX_POSITION, 'GRANT_ACCEPTED.expiresAt');
+      const w = new BodyWriter(t, ID_SIZE + GRANT_ID_SIZE + 8, version);
+      w.bytes(frame.requestId);
+      w.bytes(frame.tokenId);
+      w.u64(frame.expiresAt);
+      return w.buf;
+    }
+    case 'POLICY_PUT':
+    case 'POLICY': {
+      checkLen(frame.requestId, ID_SIZE, `${frame.type}.requestId`);
+      if (!(frame.policy instanceof Uint8Array)) fail('BAD_FIELD', `${frame.type}.policy must be bytes`);
+      const w = new BodyWriter(t, ID_SIZE + frame.policy.length, version);
+      w.bytes(frame.requestId);
+      w.bytes(frame.policy);
+      return w.buf;
+    }
+    case 'POLICY_GET': {
+      checkLen(frame.requestId, ID_SIZE, 'POLICY_GET.requestId');
+      const w = new BodyWriter(t, ID_SIZE, version);
+      w.bytes(frame.requestId);
+      return w.buf;
+    }
+    case 'AUDIT_QUERY': {
+      checkLen(frame.requestId, ID_SIZE, 'AUDIT_QUERY.requestId');
+      checkUint(frame.sinceMs, MAX_POSITION, 'AUDIT_QUERY.sinceMs');
+      checkUint(frame.untilMs, MAX_POSITION, 'AUDIT_QUERY.untilMs');
+      checkUint(frame.limit, MAX_AUDIT_QUERY_LIMIT, 'AUDIT_QUERY.limit');
+      if (frame.limit < 1) fail('BAD_FIELD', 'AUDIT_QUERY.limit must be at least 1');
+      const after = textBytes(frame.after, MAX_AUDIT_CURSOR_BYTES, 'AUDIT_QUERY.after');
+      const w = new BodyWriter(t, ID_SIZE + 8 + 8 + 2 + 1 + after.length, version);
+      w.bytes(frame.requestId);
+      w.u64(frame.sinceMs);
+      w.u64(frame.untilMs);
+      w.u16(frame.limit);
+      w.u8(after.length);
+      w.bytes(after);
+      return w.buf;
+    }
+    case 'AUDIT_RESULT': {
+      checkLen(frame.requestId, ID_SIZE, 'AUDIT_RESULT.requestId');
+      const next = textBytes(frame.next, MAX_AUDIT_CURSOR_BYTES, 'AUDIT_RESULT.next');
+      if (!(frame.records instanceof Uint8Array)) fail('BAD_FIELD', 'AUDIT_RESULT.records must be bytes');
+      const w = new BodyWriter(t, ID_SIZE + 1 + next.length + frame.records.length, version);
+      w.bytes(frame.requestId);
+      w.u8(next.length);
+      w.bytes(next);
+      w.bytes(frame.records);
       return w.buf;
     }
     default: {

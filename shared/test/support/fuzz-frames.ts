@@ -128,6 +128,13 @@ function corpus(): Uint8Array[] {
     { type: 'ANON_AUTH', stamp: b(8, 30) },
     { type: 'ONCE_CHECK', requestId: b(16, 31), retentionSeconds: 360, id: b(16, 32) },
     { type: 'ONCE_RESULT', requestId: b(16, 33), fresh: false },
+    { type: 'GRANT_PRESENT', requestId: b(16, 34), token: b(200, 35) },
+    { type: 'GRANT_ACCEPTED', requestId: b(16, 36), tokenId: b(32, 37), expiresAt: 1_800_000_000_000 },
+    { type: 'POLICY_PUT', requestId: b(16, 38), policy: new TextEncoder().encode('{"version":1,"capabilities":[]}') },
+    { type: 'POLICY_GET', requestId: b(16, 39) },
+    { type: 'POLICY', requestId: b(16, 40), policy: new Uint8Array(0) },
+    { type: 'AUDIT_QUERY', requestId: b(16, 41), sinceMs: 1, untilMs: 2, limit: 50, after: '1700000000000-3' },
+    { type: 'AUDIT_RESULT', requestId: b(16, 42), next: '1-0', records: new TextEncoder().encode('[{"a":1}]') },
   ];
   const one = frames.map((f) => encodeFrame(f));
   return [...one, encodeFrames(frames.slice(0, 5)), encodeFrames(frames.slice(5, 17)), encodeFrames(frames.slice(17))];

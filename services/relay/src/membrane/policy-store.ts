@@ -3,6 +3,9 @@
  *
  *   ${prefix}:mb:policy:${ownerDid}  STRING  the normalized policy JSON
  *   ${prefix}:mb:policy-changed      channel  the owner DID whose policy changed
+ *   ${prefix}:mb:owners              HASH     routing hint (hex) -> owner DID, for every owner that
+ *                                             ever stored a policy: the relay knows a SEND's recipient
+ *                                             by its hint only, and finds the owner's policy through it
  *
  * A write stores the policy and publishes the owner on the channel; every
  * node's store drops that owner from its cache on the message, so the next
@@ -20,6 +23,7 @@
 import {
   CompiledPolicy,
   canonicalDid,
+  hintFromDid,
   type MembraneLimits,
   type MembranePolicy,
   type PolicySource,
@@ -48,6 +52,14 @@ interface Entry {
 
 export class RedisPolicyStore implements PolicySource {
   readonly channel: string;
+  /** The hint -> owner index (see the header). */
+  readonly ownersKey: string;
+  /**
+   * Called on every invalidation: with the owner whose policy changed, or
+   * with undefined when the whole cache was dropped (a reconnection). The
+   * relay's enforcer drops what it derived from the old policies.
+   */
+  readonly changeListeners = new Set<(owner: string | undefined) => void>();
   private readonly keyPrefix: string;
   private readonly limits: MembraneLimits;
   private readonly cacheEntries: number;
@@ -84,6 +96,7 @@ export class RedisPolicyStore implements PolicySource {
   ) {
     this.keyPrefix = `${options.prefix}:mb:policy:`;
     this.channel = `${options.prefix}:mb:policy-changed`;
+    this.ownersKey = `${options.prefix}:mb:owners`;
     this.limits = options.limits;
     this.cacheEntries = options.cacheEntries ?? 10_000;
     this.cacheMaxAgeMs = options.cacheMaxAgeMs ?? 60_000;
@@ -151,7 +164,12 @@ export class RedisPolicyStore implements PolicySource {
         : validatePolicy(policy, this.limits);
     const compiled = new CompiledPolicy(did, parsed);
     try {
-      await this.redis.multi().set(this.key(did), policyToJson(parsed)).publish(this.channel, did).exec();
+      await this.redis
+        .multi()
+        .set(this.key(did), policyToJson(parsed))
+        .hset(this.ownersKey, Buffer.from(hintFromDid(did)).toString('hex'), did)
+        .publish(this.channel, did)
+        .exec();
     } catch (err) {
       throw toStoreError(err);
     }
@@ -180,6 +198,19 @@ export class RedisPolicyStore implements PolicySource {
       throw toStoreError(e);
     });
     return raw === null ? null : parsePolicy(raw, this.limits);
+  }
+
+  /**
+   * The owner DID behind a routing hint, if that owner ever stored a policy
+   * (the index is kept when a policy is removed: the hint still names that
+   * DID). Uncached: the enforcer caches it.
+   */
+  async ownerOfHint(hint: Uint8Array): Promise<string | null> {
+    try {
+      return await this.redis.hget(this.ownersKey, Buffer.from(hint).toString('hex'));
+    } catch (err) {
+      throw toStoreError(err);
+    }
   }
 
   policyFor(owner: string): CompiledPolicy | null | Promise<CompiledPolicy | null> {
@@ -230,6 +261,7 @@ export class RedisPolicyStore implements PolicySource {
     // A read already under way may return the old policy: later callers must not join it.
     this.inflight.delete(owner);
     this.generations.set(owner, (this.generations.get(owner) ?? 0) + 1);
+    for (const listener of this.changeListeners) listener(owner);
     // The map of generations is only needed while reads are in flight; keep it from growing for ever.
     if (this.generations.size > this.cacheEntries * 2 + 1024 && this.inflight.size === 0) this.generations.clear();
   }
@@ -237,6 +269,7 @@ export class RedisPolicyStore implements PolicySource {
   private dropAll(): void {
     this.epoch++;
     this.cache.clear();
+    for (const listener of this.changeListeners) listener(undefined);
   }
 
   /** Owners cached now (for tests and metrics). */
