@@ -225,6 +225,58 @@ export const relayConfigSpec = {
     pattern: /^[A-Za-z0-9:_-]{1,32}$/,
     doc: 'Prefix of every Redis key the relay writes, so clusters can share one Redis.',
   }),
+  RELAY_FEDERATION_ENABLED: bool({
+    default: true,
+    doc: 'Hand durable SENDs addressed to a registered bridge to its BullMQ outbound queue, and run the inbound worker that stores bridged messages for their recipients (docs/bridges.md#federation).',
+  }),
+  RELAY_FEDERATION_PREFIX: str({
+    default: '{lr-bridge}',
+    pattern: /^[A-Za-z0-9{}_-]{1,32}$/,
+    accepted: '1 to 32 of `A-Z a-z 0-9 { } _ -`',
+    doc: 'Key prefix of the federation queues and the bridge registry; the `{…}` hash tag keeps them in one Redis Cluster slot. Bridges must use the same.',
+  }),
+  RELAY_FEDERATION_REFRESH_MS: int({
+    default: 30000,
+    min: 100,
+    max: 3600000,
+    doc: 'Interval at which a node re-reads the bridge registry, in milliseconds; registrations are also announced over pub/sub and read at once.',
+  }),
+  RELAY_FEDERATION_INBOUND_CONCURRENCY: int({
+    default: 16,
+    min: 1,
+    max: 1000,
+    doc: 'Inbound jobs (bridged messages) one node stores at once.',
+  }),
+  RELAY_FEDERATION_INBOUND_RATE: int({
+    default: 2000,
+    min: 1,
+    max: 1000000,
+    doc: 'Most inbound jobs the whole cluster stores per second (BullMQ limiter, shared by every node): bounds what bridges can push into mailboxes.',
+  }),
+  RELAY_FEDERATION_KEEP_COMPLETED: int({
+    default: 10000,
+    min: 0,
+    max: 10000000,
+    doc: 'Completed federation jobs kept per queue (newest first) when the relay adds them; a frame re-sent while its completed job is kept is not sent twice.',
+  }),
+  RELAY_FEDERATION_KEEP_COMPLETED_SECONDS: int({
+    default: 86400,
+    min: 1,
+    max: 31536000,
+    doc: 'Longest a completed federation job is kept, in seconds (1 day).',
+  }),
+  RELAY_FEDERATION_KEEP_FAILED: int({
+    default: 100000,
+    min: 0,
+    max: 10000000,
+    doc: 'Failed federation jobs kept per queue for operators to inspect and retry (newest first).',
+  }),
+  RELAY_FEDERATION_KEEP_FAILED_SECONDS: int({
+    default: 604800,
+    min: 1,
+    max: 31536000,
+    doc: 'Longest a failed federation job is kept, in seconds (7 days).',
+  }),
   RELAY_LOG_LEVEL: oneOf(['debug', 'info', 'warn', 'error'], {
     default: 'info',
     doc: 'Least severe log level written.',

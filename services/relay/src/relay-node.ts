@@ -10,6 +10,7 @@ import { Redis } from 'ioredis';
 import { listenAdmin } from './admin.js';
 import type { RelayConfig } from './config.js';
 import { DURABLE_STORE_REDIS_OPTIONS, DurableStore } from './durable-store.js';
+import { RelayFederation } from './federation/index.js';
 import { createLogger, type Logger } from './log.js';
 import { RelayMetrics } from './metrics.js';
 import { OnceStore } from './once-store.js';
@@ -66,6 +67,7 @@ export class RelayNode {
     private readonly presence: PresenceRegistry,
     readonly router: Router,
     private readonly ctx: RelayContext,
+    private readonly federation: RelayFederation | undefined,
   ) {}
 
   static async start(config: RelayConfig, logger?: Logger): Promise<RelayNode> {
@@ -101,6 +103,16 @@ export class RelayNode {
     const router = new Router(redis, presence, nodeId, prefix, metrics, log);
     const once = new OnceStore(redis, { prefix, maxRetentionSeconds: config.RELAY_ONCE_MAX_RETENTION_SECONDS });
     const authLimiter = new AuthFailureLimiter(config.RELAY_AUTH_FAILURES_PER_MINUTE);
+    const federation = config.RELAY_FEDERATION_ENABLED
+      ? await RelayFederation.start(config, {
+          nodeId,
+          store,
+          router,
+          log,
+          registry: metrics.registry,
+          codec: { maxPayload: config.RELAY_MAX_PAYLOAD_BYTES },
+        })
+      : undefined;
     let node: RelayNode | undefined;
     const ctx: RelayContext = {
       config,
@@ -113,10 +125,11 @@ export class RelayNode {
       once,
       authLimiter,
       anonSlots: new ConcurrencyLimit(config.RELAY_ANON_MAX_CONNECTIONS),
+      ...(federation ? { federation } : {}),
       isDraining: () => node?.draining ?? false,
       trackDurableWrite: (work) => node?.track(work),
     };
-    node = new RelayNode(config, nodeId, log, metrics, redis, subscriber, presence, router, ctx);
+    node = new RelayNode(config, nodeId, log, metrics, redis, subscriber, presence, router, ctx, federation);
     await node.connectRedis(prefix);
     await node.listen();
     node.startHeartbeat();
@@ -290,6 +303,7 @@ export class RelayNode {
       this.log.warn('presence withdraw failed; leases will expire', { err });
     }
     await this.adminClose?.();
+    await this.federation?.close();
     await Promise.allSettled([this.redis.quit(), this.subscriber.quit()]);
     this.log.info('drained');
   }
