@@ -30,16 +30,19 @@ import {
   verifyEd25519,
   writeKeyFile,
 } from '@libertaria/shared';
-import { Registry } from 'prom-client';
 import { type RedisHandle, startRedis } from '../../../test-support/redis.ts';
 import { type RelayHandle, startRelay } from '../../../test-support/relay-process.ts';
 import { BridgeFederation } from '../src/federation/bridge-federation.js';
+import { type BridgeHttpServer, startBridgeHttpServer } from '../src/http-server.js';
+import type { NostrKeyStore } from '../src/key-store.js';
 import { silentLogger } from '../src/log.js';
+import type { BridgeNostrMetrics } from '../src/metrics.js';
 import type { NostrBridge } from '../src/nostr-bridge.js';
 import { makeBridge, TEST_MAX_TEXT_BYTES } from './support/bridge.ts';
 import { NostrUser } from './support/nostr-client.ts';
 import { type NostrRelayHandle, startNostrRelay } from './support/nostr-relay.ts';
 
+const DASHBOARD_TOKEN = 'federation-dashboard-token-for-tests-0123456789';
 const CLI = fileURLToPath(new URL('../../../shared/src/cli/lrelay.ts', import.meta.url));
 const ROOT = fileURLToPath(new URL('../../..', import.meta.url));
 
@@ -105,18 +108,26 @@ describe('federation: Libertaria peer <-> relay <-> BullMQ <-> bridge-nostr <-> 
   let relay: RelayHandle;
   let bridge: NostrBridge;
   let federation: BridgeFederation;
-  let registry: Registry;
+  let keys: NostrKeyStore;
+  let metrics: BridgeNostrMetrics;
+  let http: BridgeHttpServer;
   const bridgeIdentity = Ed25519Identity.generate();
   const figures: Record<string, unknown> = {};
 
   before(async () => {
     redis = await startRedis({ args: ['--maxmemory-policy', 'noeviction'] });
     nostr = await startNostrRelay();
-    relay = await startRelay({ redisUrl: redis.url });
+    relay = await startRelay({
+      redisUrl: redis.url,
+      env: {
+        RELAY_FEDERATION_DASHBOARD_TOKEN: DASHBOARD_TOKEN,
+        RELAY_FEDERATION_DASHBOARD_PORT: '0',
+        RELAY_FEDERATION_REFRESH_MS: '500',
+      },
+    });
     // Short publish timeouts so the "Nostr relay down" case retries within the test's time.
-    ({ bridge } = await makeBridge([nostr.url], { publishTimeoutMs: 1500, lookupTimeoutMs: 500 }));
+    ({ bridge, keys, metrics } = await makeBridge([nostr.url], { publishTimeoutMs: 1500, lookupTimeoutMs: 500 }));
     await bridge.start();
-    registry = new Registry();
     federation = new BridgeFederation({
       bridge,
       identity: bridgeIdentity,
@@ -134,9 +145,10 @@ describe('federation: Libertaria peer <-> relay <-> BullMQ <-> bridge-nostr <-> 
       keepFailed: 1000,
       inboundTtlSeconds: 0,
       log: silentLogger,
-      registry,
+      registry: metrics.registry,
     });
     await federation.start();
+    http = await startBridgeHttpServer({ host: '127.0.0.1', port: 0, bridge, keys, metrics, federation });
     // The relay reads the registry on the bridge's announcement; wait until it has.
     await until('the relay to know the bridge', async () => {
       const text = await (await fetch(`${relay.adminUrl}/metrics`)).text();
@@ -146,6 +158,7 @@ describe('federation: Libertaria peer <-> relay <-> BullMQ <-> bridge-nostr <-> 
 
   after(async () => {
     console.log(`federation figures: ${JSON.stringify(figures)}`);
+    await http?.close();
     await federation?.close();
     await bridge?.close();
     await relay?.stop();
@@ -332,14 +345,21 @@ describe('federation: Libertaria peer <-> relay <-> BullMQ <-> bridge-nostr <-> 
   });
 
   it('health and metrics of the bridge and the relay show the federation', async () => {
-    const health = await federation.health();
+    const response = await fetch(`http://127.0.0.1:${http.port}/health`);
+    assert.equal(response.status, 200);
+    const body = (await response.json()) as {
+      status: string;
+      federation: Awaited<ReturnType<BridgeFederation['health']>>;
+    };
+    assert.equal(body.status, 'ok');
+    const health = body.federation;
     assert.equal(health.relay, 'connected');
     assert.equal(health.worker, 'running');
     assert.equal(health.redis, 'ready');
     assert.equal(health.redisEvictionPolicy, 'noeviction');
     assert.ok((health.outbound.completed ?? 0) >= 3);
     assert.ok((health.outbound.failed ?? 0) >= 1);
-    const text = await registry.metrics();
+    const text = await (await fetch(`http://127.0.0.1:${http.port}/metrics`)).text();
     assert.match(text, /bridge_federation_jobs_total\{queue="outbound",result="ok"\} [3-9]/);
     assert.match(text, /bridge_federation_jobs_total\{queue="outbound",result="failed"\} [1-9]/);
     assert.match(text, /bridge_federation_queue_jobs\{queue="outbound",state="completed"\} [3-9]/);
@@ -347,6 +367,28 @@ describe('federation: Libertaria peer <-> relay <-> BullMQ <-> bridge-nostr <-> 
     assert.match(relayMetrics, /relay_federation_handoffs_total\{[^}]*network="nostr",result="ok"[^}]*\} [4-9]/);
     assert.match(relayMetrics, /relay_federation_inbound_total\{[^}]*result="stored"[^}]*\} [3-9]/);
     figures.health = health;
+  });
+
+  it('the Bull Board dashboard shows the queues behind the admin token', async () => {
+    const line = relay.logs.find((l) => l.includes('"msg":"federation started"'));
+    const port = (JSON.parse(line ?? '{}') as { dashboard?: number }).dashboard;
+    assert.ok(port, 'the relay logs the dashboard port');
+    const base = `http://127.0.0.1:${port}`;
+    assert.equal((await fetch(`${base}/`)).status, 401);
+    assert.equal((await fetch(`${base}/api/queues`, { headers: { authorization: 'Bearer wrong' } })).status, 401);
+    const page = await fetch(`${base}/`, { headers: { authorization: `Bearer ${DASHBOARD_TOKEN}` } });
+    assert.equal(page.status, 200);
+    assert.match(await page.text(), /<html/i);
+    const basic = `Basic ${Buffer.from(`admin:${DASHBOARD_TOKEN}`).toString('base64')}`;
+    const api = await until('the dashboard to list the bridge queue', async () => {
+      const r = await fetch(`${base}/api/queues`, { headers: { authorization: basic } });
+      const json = (await r.json()) as { queues: { name: string; counts: Record<string, number> }[] };
+      return json.queues.some((q) => q.name === 'outbound-nostr') ? json : undefined;
+    });
+    const outbound = api.queues.find((q) => q.name === 'outbound-nostr');
+    assert.ok((outbound?.counts.completed ?? 0) >= 3);
+    assert.ok((outbound?.counts.failed ?? 0) >= 1, 'failed jobs are visible');
+    assert.ok(api.queues.some((q) => q.name === 'inbound'));
   });
 
   // Last: it stops the Nostr relay.

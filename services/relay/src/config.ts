@@ -253,6 +253,17 @@ export const relayConfigSpec = {
     max: 1000000,
     doc: 'Most inbound jobs the whole cluster stores per second (BullMQ limiter, shared by every node): bounds what bridges can push into mailboxes.',
   }),
+  RELAY_FEDERATION_DASHBOARD_TOKEN: str({
+    default: undefined,
+    pattern: /^[\x21-\x7E]{32,256}$/,
+    secret: true,
+    accepted: '32 to 256 printable ASCII characters',
+    doc: 'Admin token of the federation dashboard (Bull Board): `Authorization: Bearer <token>`, or HTTP Basic with the token as password. Unset: no dashboard on this node.',
+  }),
+  RELAY_FEDERATION_DASHBOARD_PORT: port({
+    default: 9091,
+    doc: 'Port of the federation dashboard, on `RELAY_HOST`; 0 picks a free one. Only with `RELAY_FEDERATION_DASHBOARD_TOKEN`.',
+  }),
   RELAY_FEDERATION_KEEP_COMPLETED: int({
     default: 10000,
     min: 0,

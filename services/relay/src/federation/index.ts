@@ -12,6 +12,7 @@ import type { RelayConfig } from '../config.js';
 import type { DurableStore } from '../durable-store.js';
 import type { Logger } from '../log.js';
 import type { Router } from '../router.js';
+import { type Dashboard, startDashboard } from './dashboard.js';
 import { OutboundHandOff } from './handoff.js';
 import { type InboundResult, startInboundWorker } from './inbound-worker.js';
 import { BridgeRegistryCache } from './registry.js';
@@ -41,6 +42,7 @@ export class RelayFederation implements FederationHook {
     private readonly inbound: Worker<unknown, InboundResult>,
     private readonly handOffs: Counter<'network' | 'result'>,
     private readonly log: Logger,
+    readonly dashboard: Dashboard | undefined,
   ) {}
 
   static async start(config: RelayConfig, deps: FederationDeps): Promise<RelayFederation> {
@@ -103,8 +105,20 @@ export class RelayFederation implements FederationHook {
       log: deps.log,
       onResult: (result) => inboundJobs.labels(result).inc(),
     }) as Worker<unknown, InboundResult>;
-    deps.log.info('federation started', { prefix, bridges: bridges.size });
-    return new RelayFederation(redis, subscriber, bridges, outbound, inbound, handOffs, deps.log);
+    const token = config.RELAY_FEDERATION_DASHBOARD_TOKEN;
+    const dashboard =
+      token === undefined
+        ? undefined
+        : await startDashboard({
+            redis,
+            prefix,
+            token,
+            host: config.RELAY_HOST,
+            port: config.RELAY_FEDERATION_DASHBOARD_PORT,
+            refreshMs: config.RELAY_FEDERATION_REFRESH_MS,
+          });
+    deps.log.info('federation started', { prefix, bridges: bridges.size, dashboard: dashboard?.port ?? null });
+    return new RelayFederation(redis, subscriber, bridges, outbound, inbound, handOffs, deps.log, dashboard);
   }
 
   bridgeFor(dest: Uint8Array): BridgeRegistration | undefined {
@@ -124,6 +138,7 @@ export class RelayFederation implements FederationHook {
 
   async close(): Promise<void> {
     this.bridges.close();
+    await this.dashboard?.close();
     await Promise.allSettled([this.inbound.close(), this.outbound.close()]);
     await Promise.allSettled([this.redis.quit(), this.subscriber.quit()]);
   }
