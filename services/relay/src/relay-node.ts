@@ -303,7 +303,12 @@ export class RelayNode {
       this.log.warn('presence withdraw failed; leases will expire', { err });
     }
     await this.adminClose?.();
-    await this.federation?.close();
+    if (this.federation) {
+      // Closing BullMQ waits for Redis; a drain while Redis is down must not hang on it.
+      await withTimeout(this.federation.close(), 2000).catch((err: unknown) =>
+        this.log.warn('federation did not close in time', { err }),
+      );
+    }
     await Promise.allSettled([this.redis.quit(), this.subscriber.quit()]);
     this.log.info('drained');
   }
