@@ -172,6 +172,12 @@ export const bridgeNostrConfigSpec = {
     max: 100000,
     doc: "Most outbound jobs per second towards the Nostr relays (BullMQ limiter on the bridge's queue, shared by all its workers).",
   }),
+  BRIDGE_NOSTR_RATE_LIMIT_PAUSE_MS: int({
+    default: 10000,
+    min: 1,
+    max: 3600000,
+    doc: 'When no Nostr relay takes a message and they answer `rate-limited:`, the outbound queue pauses this long, in milliseconds; the job waits without spending an attempt.',
+  }),
   BRIDGE_NOSTR_OUTBOUND_ATTEMPTS: int({
     default: 8,
     min: 1,

@@ -65,6 +65,7 @@ export async function startNostrBridgeService(env: Env, options: StartOptions = 
           prefix: config.BRIDGE_NOSTR_FEDERATION_PREFIX,
           concurrency: config.BRIDGE_NOSTR_OUTBOUND_CONCURRENCY,
           ratePerSecond: config.BRIDGE_NOSTR_OUTBOUND_RATE,
+          rateLimitPauseMs: config.BRIDGE_NOSTR_RATE_LIMIT_PAUSE_MS,
           attempts: config.BRIDGE_NOSTR_OUTBOUND_ATTEMPTS,
           backoffMs: config.BRIDGE_NOSTR_OUTBOUND_BACKOFF_MS,
           jitter: config.BRIDGE_NOSTR_JITTER_PERCENT / 100,

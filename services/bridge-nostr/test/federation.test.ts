@@ -136,6 +136,7 @@ describe('federation: Libertaria peer <-> relay <-> BullMQ <-> bridge-nostr <-> 
       redisUrl: redis.url,
       concurrency: 4,
       ratePerSecond: 100,
+      rateLimitPauseMs: 600,
       attempts: 3,
       backoffMs: 200,
       jitter: 0.5,
@@ -320,6 +321,31 @@ describe('federation: Libertaria peer <-> relay <-> BullMQ <-> bridge-nostr <-> 
       await assert.rejects(user.nextRumor(carolNpub, 1500), /no message/);
     } finally {
       await carol.client.close();
+    }
+  });
+
+  it('a Nostr relay that answers rate-limited: pauses the queue; the job waits without spending an attempt', async () => {
+    const frank = await peer(relay.wsUrl);
+    try {
+      const user = new NostrUser([nostr.url]);
+      const frankNpub = await bridge.bridgeIdentity(frank.identity.did);
+      const session = openFederatedSession(frank.client, { remote: user.identity.uri, bridge: bridgeIdentity.did });
+      nostr.rateLimitNext(1);
+      const reading = user.nextRumor(frankNpub, 20_000);
+      const t0 = performance.now();
+      const { messageId } = await session.send('after a pause');
+      assert.equal((await reading).content, 'after a pause');
+      const elapsed = performance.now() - t0;
+      figures.rateLimitedDeliveryMs = Math.round(elapsed);
+      assert.ok(elapsed >= 600, `delivered after the ${600} ms pause (${Math.round(elapsed)} ms)`);
+      const job = await federation.outboundQueue.getJob(toHex(messageId));
+      await until('the job to complete', async () => ((await job?.getState()) === 'completed' ? true : undefined));
+      const done = await federation.outboundQueue.getJob(toHex(messageId));
+      assert.equal(done?.attemptsMade, 1, 'the rate-limited try did not count as an attempt');
+      const text = await (await fetch(`http://127.0.0.1:${http.port}/metrics`)).text();
+      assert.match(text, /bridge_federation_jobs_total\{queue="outbound",result="rate_limited"\} 1/);
+    } finally {
+      await frank.client.close();
     }
   });
 

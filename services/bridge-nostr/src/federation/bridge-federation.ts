@@ -71,6 +71,12 @@ export interface BridgeFederationOptions {
   readonly concurrency: number;
   /** Most outbound jobs per second towards the foreign network (BullMQ limiter, shared by the bridge's workers). */
   readonly ratePerSecond: number;
+  /**
+   * When every foreign relay answered `rate-limited:` (NIP-01), the whole
+   * outbound queue pauses this long and the job goes back to waiting
+   * without spending an attempt (BullMQ manual rate limit).
+   */
+  readonly rateLimitPauseMs: number;
   /** Outbound retry policy, published in the registration; relay nodes apply it when they add jobs. */
   readonly attempts: number;
   readonly backoffMs: number;
@@ -94,6 +100,9 @@ export interface FederationHealth {
   readonly outbound: Record<string, number>;
   readonly inbound: Record<string, number>;
 }
+
+/** NIP-01's machine-readable prefix for "slow down", as the bridge reports each relay's refusal. */
+const RATE_LIMITED = /: rate-limited:/;
 
 /** Thrown for a job that must not be retried: its message says the code first. */
 function final(code: string, message: string): UnrecoverableError {
@@ -279,7 +288,26 @@ export class BridgeFederation {
       const code = err instanceof LibertariaError ? err.code : 'DECRYPT_FAILED';
       throw final(code, `the frame does not open: ${(err as Error).message}`);
     }
-    const result = await this.sendFederated(from, toHex(frame.messageId), plaintext);
+    let result: Awaited<ReturnType<BridgeFederation['sendFederated']>>;
+    try {
+      result = await this.sendFederated(from, toHex(frame.messageId), plaintext);
+    } catch (err) {
+      if (
+        this.worker &&
+        err instanceof BridgeError &&
+        err.code === 'BRIDGE_UNAVAILABLE' &&
+        RATE_LIMITED.test(err.message)
+      ) {
+        // The remote asked us to slow down: pause the queue, keep the attempt.
+        this.jobs.labels('outbound', 'rate_limited').inc();
+        this.o.log.warn('foreign relays rate-limit the bridge; pausing the outbound queue', {
+          pauseMs: this.o.rateLimitPauseMs,
+        });
+        await this.worker.rateLimit(this.o.rateLimitPauseMs);
+        throw Worker.RateLimitError();
+      }
+      throw err;
+    }
     await this.sessions.acknowledge(from, frame.messageId);
     return result;
   }
