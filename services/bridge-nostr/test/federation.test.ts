@@ -17,14 +17,17 @@ import { fileURLToPath } from 'node:url';
 import {
   bridgesKey,
   Ed25519Identity,
+  encodeFrame,
   FEDERATION_PREFIX,
   federatedMessageOf,
+  hintFromDid,
   type InboundMessage,
   InMemorySessionStore,
   nodeCrypto,
   openFederatedSession,
   RelayClient,
   randomBytes,
+  SendFlags,
   SessionManager,
   toHex,
   verifyEd25519,
@@ -367,6 +370,45 @@ describe('federation: Libertaria peer <-> relay <-> BullMQ <-> bridge-nostr <-> 
       assert.match(failed?.failedReason ?? '', /^BRIDGE_MESSAGE_TOO_LARGE: /);
     } finally {
       await dave.client.close();
+    }
+  });
+
+  it('the relay refuses inbound jobs that are not durable frames from a registered bridge, without retrying', async () => {
+    const stranger = Ed25519Identity.generate();
+    const recipient = Ed25519Identity.generate();
+    const frame = (source: Ed25519Identity, flags: number) =>
+      Buffer.from(
+        encodeFrame({
+          type: 'DELIVER',
+          dest: hintFromDid(recipient.did),
+          source: hintFromDid(source.did),
+          sessionId: new Uint8Array(16),
+          messageId: new Uint8Array(randomBytes(16)),
+          flags,
+          ttl: 0,
+          position: 0,
+          payload: new TextEncoder().encode('not sealed'),
+        }),
+      ).toString('base64');
+    const cases = [
+      { id: 'stranger', frame: frame(stranger, SendFlags.DURABLE), reason: /^BRIDGE_NOT_REGISTERED: / },
+      { id: 'fast', frame: frame(bridgeIdentity, 0), reason: /^BAD_FIELD: / },
+      {
+        id: 'garbage',
+        frame: Buffer.from('not a frame').toString('base64'),
+        reason: /^UNSUPPORTED_VERSION: /, // 'n' (0x6e) where the version byte goes
+      },
+    ];
+    for (const c of cases) {
+      await federation.inboundQueue.add('deliver', { frame: c.frame }, { jobId: `test-${c.id}`, attempts: 5 });
+    }
+    for (const c of cases) {
+      const job = await until(`job ${c.id} to fail`, async () => {
+        const j = await federation.inboundQueue.getJob(`test-${c.id}`);
+        return (await j?.getState()) === 'failed' ? j : undefined;
+      });
+      assert.equal(job.attemptsMade, 1, `${c.id}: not retried`);
+      assert.match(job.failedReason, c.reason, c.id);
     }
   });
 
