@@ -212,6 +212,14 @@ export const ERROR_CODES = {
   BRIDGE_NAME_INVALID: { wire: 0x0a09, summary: 'a bridged name is not 1-64 of a-z, 0-9, dot, dash or underscore' },
   BRIDGE_NAME_TAKEN: { wire: 0x0a0a, summary: 'the bridged name already belongs to another Libertaria peer' },
   BRIDGE_IDENTITY_LIMIT: { wire: 0x0a0b, summary: 'the bridge holds its configured maximum of bridged identities' },
+  FEDERATED_ENVELOPE_INVALID: {
+    wire: 0x0a0c,
+    summary: 'a federated message (the payload between a peer and a bridge) is malformed or too large',
+  },
+  BRIDGE_NOT_REGISTERED: {
+    wire: 0x0a0d,
+    summary: 'no bridge is registered for the network, or the frame does not come from a registered bridge',
+  },
 
   // Generic.
   INTERNAL: { wire: 0x0f01, summary: 'an unexpected failure inside the node; it is logged there' },

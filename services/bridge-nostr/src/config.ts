@@ -14,6 +14,7 @@ import {
   port,
   readConfig,
   str,
+  url,
 } from '@libertaria/shared';
 
 /** Every variable of the bridge starts with this; unknown ones are rejected. */
@@ -130,6 +131,101 @@ export const bridgeNostrConfigSpec = {
     max: 2592000,
     doc: 'How far back subscriptions reach when (re)connecting, in seconds (3 days: NIP-59 backdates gift wraps by up to 2 days).',
   }),
+  BRIDGE_NOSTR_REDIS_URL: url({
+    default: undefined,
+    protocols: ['redis:', 'rediss:'],
+    secret: true,
+    doc: 'Redis of the relay cluster (BullMQ queues and the bridge registry). Set it to join the cluster (docs/bridges.md#federation); unset, the bridge runs alone and only logs inbound messages.',
+  }),
+  BRIDGE_NOSTR_FEDERATION_PREFIX: str({
+    default: '{lr-bridge}',
+    pattern: /^[A-Za-z0-9{}_-]{1,32}$/,
+    accepted: '1 to 32 of `A-Z a-z 0-9 { } _ -`',
+    doc: "Key prefix of the federation queues and registry; the relays' `RELAY_FEDERATION_PREFIX`.",
+  }),
+  BRIDGE_NOSTR_LIBERTARIA_RELAYS: str({
+    default: undefined,
+    pattern: /^(?:wss?|tcp|tls):\/\/[^\s,]+(?:,(?:wss?|tcp|tls):\/\/[^\s,]+)*$/,
+    maxLength: 4096,
+    accepted: 'comma-separated ws://, wss://, tcp:// or tls:// URLs',
+    doc: 'Libertaria relays the bridge connects to as a peer (prekeys, sealed sessions). Required with `BRIDGE_NOSTR_REDIS_URL`.',
+  }),
+  BRIDGE_NOSTR_IDENTITY_FILE: str({
+    default: undefined,
+    maxLength: 4096,
+    doc: "Key file of the bridge's own Libertaria identity (`lrelay keygen --out FILE`): the DID peers send to. Required with `BRIDGE_NOSTR_REDIS_URL`.",
+  }),
+  BRIDGE_NOSTR_STATE_DIR: str({
+    default: undefined,
+    maxLength: 4096,
+    doc: "Directory of the bridge's sealed-session state (sessions, prekeys, opened messages). Required with `BRIDGE_NOSTR_REDIS_URL`.",
+  }),
+  BRIDGE_NOSTR_OUTBOUND_CONCURRENCY: int({
+    default: 8,
+    min: 1,
+    max: 1000,
+    doc: 'Outbound jobs (messages to Nostr) this bridge sends at once.',
+  }),
+  BRIDGE_NOSTR_OUTBOUND_RATE: int({
+    default: 50,
+    min: 1,
+    max: 100000,
+    doc: "Most outbound jobs per second towards the Nostr relays (BullMQ limiter on the bridge's queue, shared by all its workers).",
+  }),
+  BRIDGE_NOSTR_RATE_LIMIT_PAUSE_MS: int({
+    default: 10000,
+    min: 1,
+    max: 3600000,
+    doc: 'When no Nostr relay takes a message and they answer `rate-limited:`, the outbound queue pauses this long, in milliseconds; the job waits without spending an attempt.',
+  }),
+  BRIDGE_NOSTR_OUTBOUND_ATTEMPTS: int({
+    default: 8,
+    min: 1,
+    max: 100,
+    doc: 'Tries of an outbound job whose error may clear (no relay accepted); final errors (bad URI, too large) are never retried.',
+  }),
+  BRIDGE_NOSTR_OUTBOUND_BACKOFF_MS: int({
+    default: 1000,
+    min: 1,
+    max: 3600000,
+    doc: 'First delay before retrying an outbound job, in milliseconds; it doubles per attempt (1 s, 2 s, 4 s … about 2 min for the 8th).',
+  }),
+  BRIDGE_NOSTR_JITTER_PERCENT: int({
+    default: 50,
+    min: 0,
+    max: 100,
+    doc: 'Share of each retry delay drawn at random, in percent (BullMQ backoff jitter), so jobs failed together do not retry together.',
+  }),
+  BRIDGE_NOSTR_INBOUND_ATTEMPTS: int({
+    default: 10,
+    min: 1,
+    max: 100,
+    doc: 'Tries a relay node gives an inbound job (a full mailbox or a Redis outage may clear).',
+  }),
+  BRIDGE_NOSTR_INBOUND_BACKOFF_MS: int({
+    default: 1000,
+    min: 1,
+    max: 3600000,
+    doc: 'First delay before retrying an inbound job, in milliseconds; it doubles per attempt.',
+  }),
+  BRIDGE_NOSTR_INBOUND_TTL_SECONDS: int({
+    default: 0,
+    min: 0,
+    max: 31536000,
+    doc: "How long a bridged message waits in its recipient's mailbox, in seconds; 0 means the relays' maximum (`RELAY_QUEUE_TTL_SECONDS`).",
+  }),
+  BRIDGE_NOSTR_KEEP_COMPLETED: int({
+    default: 10000,
+    min: 0,
+    max: 10000000,
+    doc: 'Completed inbound jobs kept (newest first): a foreign message seen again while its job is kept is not sealed twice.',
+  }),
+  BRIDGE_NOSTR_KEEP_FAILED: int({
+    default: 100000,
+    min: 0,
+    max: 10000000,
+    doc: 'Failed inbound jobs kept for operators to inspect and retry.',
+  }),
   BRIDGE_NOSTR_LOG_LEVEL: oneOf(['debug', 'info', 'warn', 'error'], {
     default: 'info',
     doc: 'Least severe log level written.',
@@ -146,6 +242,17 @@ export function bridgeNostrConfigProblems(config: BridgeNostrConfig): ConfigProb
       variable: 'BRIDGE_NOSTR_RECONNECT_MAX_MS',
       message: `BRIDGE_NOSTR_RECONNECT_MAX_MS=${config.BRIDGE_NOSTR_RECONNECT_MAX_MS} is below BRIDGE_NOSTR_RECONNECT_INITIAL_MS=${config.BRIDGE_NOSTR_RECONNECT_INITIAL_MS}`,
     });
+  }
+  if (config.BRIDGE_NOSTR_REDIS_URL !== undefined) {
+    for (const variable of [
+      'BRIDGE_NOSTR_LIBERTARIA_RELAYS',
+      'BRIDGE_NOSTR_IDENTITY_FILE',
+      'BRIDGE_NOSTR_STATE_DIR',
+    ] as const) {
+      if (config[variable] === undefined) {
+        problems.push({ variable, message: `${variable} is required when BRIDGE_NOSTR_REDIS_URL is set` });
+      }
+    }
   }
   return problems;
 }

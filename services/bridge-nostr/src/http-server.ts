@@ -7,6 +7,7 @@
  */
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import type { BridgeFederation } from './federation/bridge-federation.js';
 import type { NostrKeyStore } from './key-store.js';
 import type { BridgeNostrMetrics } from './metrics.js';
 import { nip05Document } from './nip05.js';
@@ -24,6 +25,8 @@ export async function startBridgeHttpServer(options: {
   bridge: NostrBridge;
   keys: NostrKeyStore;
   metrics: BridgeNostrMetrics;
+  /** Adds `federation` (relay connection, Redis, worker, job counts) to /health. */
+  federation?: BridgeFederation;
 }): Promise<BridgeHttpServer> {
   const { bridge, keys, metrics } = options;
   const server = createServer((req, res) => {
@@ -43,9 +46,23 @@ export async function startBridgeHttpServer(options: {
     }
     if (url.pathname === '/health') {
       const health = bridge.health();
-      res
-        .writeHead(health.status === 'down' ? 503 : 200, { 'content-type': 'application/json' })
-        .end(JSON.stringify(health));
+      const federation = options.federation;
+      if (!federation) {
+        res
+          .writeHead(health.status === 'down' ? 503 : 200, { 'content-type': 'application/json' })
+          .end(JSON.stringify(health));
+        return;
+      }
+      federation.health().then(
+        (f) => {
+          // Without Redis or the relay connection nothing crosses the bridge: down, whatever Nostr says.
+          const down = health.status === 'down' || f.redis !== 'ready' || f.relay !== 'connected';
+          res
+            .writeHead(down ? 503 : 200, { 'content-type': 'application/json' })
+            .end(JSON.stringify({ ...health, status: down ? 'down' : health.status, federation: f }));
+        },
+        () => res.writeHead(500).end(),
+      );
       return;
     }
     if (url.pathname === '/metrics') {

@@ -1,7 +1,8 @@
 /**
  * Entry point: `node services/bridge-nostr/dist/main.js` with BRIDGE_NOSTR_*
- * variables set. Inbound messages are logged (without their text) until the
- * relay integration hands them to the inbound BullMQ queue.
+ * variables set. With BRIDGE_NOSTR_REDIS_URL the bridge joins the relay
+ * cluster (docs/bridges.md#federation); without it inbound messages are only
+ * logged (without their text).
  */
 import { ConfigValidationError } from '@libertaria/shared';
 import { startNostrBridgeService } from './service.js';

@@ -2,8 +2,9 @@
  * Wires the bridge from its configuration: key store, bridge, HTTP listener.
  * `main.ts` calls it with the environment; tests call it with a plain record.
  */
-import type { BridgeInboundHandler, Env } from '@libertaria/shared';
+import { type BridgeInboundHandler, type Env, FileSessionStore, parseRelayUrls, readKeyFile } from '@libertaria/shared';
 import { type BridgeNostrConfig, loadBridgeNostrConfig, relayUrls } from './config.js';
+import { BridgeFederation } from './federation/bridge-federation.js';
 import { type BridgeHttpServer, startBridgeHttpServer } from './http-server.js';
 import { NostrKeyStore, parseKek } from './key-store.js';
 import { createLogger, type Logger } from './log.js';
@@ -15,6 +16,8 @@ export interface NostrBridgeService {
   readonly bridge: NostrBridge;
   readonly keys: NostrKeyStore;
   readonly http: BridgeHttpServer;
+  /** Set when BRIDGE_NOSTR_REDIS_URL is: the bridge's place in the relay cluster. */
+  readonly federation: BridgeFederation | undefined;
   close(): Promise<void>;
 }
 
@@ -50,22 +53,51 @@ export async function startNostrBridgeService(env: Env, options: StartOptions = 
     dedupeCapacity: config.BRIDGE_NOSTR_DEDUPE_CAPACITY,
     lookbackSeconds: config.BRIDGE_NOSTR_LOOKBACK_SECONDS,
   });
+  const federation =
+    config.BRIDGE_NOSTR_REDIS_URL === undefined
+      ? undefined
+      : new BridgeFederation({
+          bridge,
+          identity: await readKeyFile(config.BRIDGE_NOSTR_IDENTITY_FILE as string),
+          sessionStore: new FileSessionStore(config.BRIDGE_NOSTR_STATE_DIR as string),
+          relays: parseRelayUrls(config.BRIDGE_NOSTR_LIBERTARIA_RELAYS as string).map((u) => u.href),
+          redisUrl: config.BRIDGE_NOSTR_REDIS_URL,
+          prefix: config.BRIDGE_NOSTR_FEDERATION_PREFIX,
+          concurrency: config.BRIDGE_NOSTR_OUTBOUND_CONCURRENCY,
+          ratePerSecond: config.BRIDGE_NOSTR_OUTBOUND_RATE,
+          rateLimitPauseMs: config.BRIDGE_NOSTR_RATE_LIMIT_PAUSE_MS,
+          attempts: config.BRIDGE_NOSTR_OUTBOUND_ATTEMPTS,
+          backoffMs: config.BRIDGE_NOSTR_OUTBOUND_BACKOFF_MS,
+          jitter: config.BRIDGE_NOSTR_JITTER_PERCENT / 100,
+          inboundAttempts: config.BRIDGE_NOSTR_INBOUND_ATTEMPTS,
+          inboundBackoffMs: config.BRIDGE_NOSTR_INBOUND_BACKOFF_MS,
+          inboundTtlSeconds: config.BRIDGE_NOSTR_INBOUND_TTL_SECONDS,
+          keepCompleted: config.BRIDGE_NOSTR_KEEP_COMPLETED,
+          keepFailed: config.BRIDGE_NOSTR_KEEP_FAILED,
+          log: logger,
+          registry: metrics.registry,
+        });
   const http = await startBridgeHttpServer({
     host: config.BRIDGE_NOSTR_HTTP_HOST,
     port: config.BRIDGE_NOSTR_HTTP_PORT,
     bridge,
     keys,
     metrics,
+    ...(federation ? { federation } : {}),
   });
-  if (options.onInbound) bridge.onInbound(options.onInbound);
+  // With federation, inbound messages go to the cluster (BridgeFederation sets the handler).
+  if (options.onInbound && !federation) bridge.onInbound(options.onInbound);
   await bridge.start();
+  await federation?.start();
   logger.info('bridge-nostr started', { relays: bridge.relayUrls, port: http.port, identities: keys.size });
   return {
     config,
     bridge,
     keys,
     http,
+    federation,
     async close() {
+      await federation?.close();
       await bridge.close();
       await http.close();
     },

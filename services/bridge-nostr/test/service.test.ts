@@ -39,3 +39,51 @@ it('starts from its environment, bridges an identity, and hands over a message f
     await relay.stop();
   }
 });
+
+it('joins the relay cluster from its environment: registers, serves federation health, refuses a partial setup', async () => {
+  const { startRedis } = await import('../../../test-support/redis.ts');
+  const { startRelay } = await import('../../../test-support/relay-process.ts');
+  const { writeKeyFile, bridgesKey, FEDERATION_PREFIX, hintFromDid, hintToHex } = await import('@libertaria/shared');
+  const { loadBridgeNostrConfig } = await import('../src/config.js');
+  const redis = await startRedis();
+  const nostr = await startNostrRelay();
+  const relay = await startRelay({ redisUrl: redis.url });
+  const dir = mkdtempSync(join(tmpdir(), 'bridge-nostr-fed-'));
+  const identity = Ed25519Identity.generate();
+  await writeKeyFile(join(dir, 'bridge.json'), identity);
+  const env = {
+    BRIDGE_NOSTR_RELAYS: nostr.url,
+    BRIDGE_NOSTR_KEK: randomBytes(32).toString('hex'),
+    BRIDGE_NOSTR_KEY_STORE_FILE: join(dir, 'keys.jsonl'),
+    BRIDGE_NOSTR_HTTP_PORT: '0',
+    BRIDGE_NOSTR_REDIS_URL: redis.url,
+    BRIDGE_NOSTR_LIBERTARIA_RELAYS: relay.wsUrl,
+    BRIDGE_NOSTR_IDENTITY_FILE: join(dir, 'bridge.json'),
+    BRIDGE_NOSTR_STATE_DIR: join(dir, 'state'),
+  };
+  assert.throws(
+    () => loadBridgeNostrConfig({ ...env, BRIDGE_NOSTR_IDENTITY_FILE: undefined }),
+    (err: Error) => /BRIDGE_NOSTR_IDENTITY_FILE is required when BRIDGE_NOSTR_REDIS_URL is set/.test(err.message),
+  );
+  const service = await startNostrBridgeService(env, { log: silentLogger });
+  try {
+    assert.equal(service.federation?.registration.did, identity.did);
+    const { Redis } = await import('ioredis');
+    const r = new Redis(redis.url);
+    const registered = await r.hget(bridgesKey(FEDERATION_PREFIX), hintToHex(hintFromDid(identity.did)));
+    r.disconnect();
+    assert.equal(JSON.parse(registered ?? '{}').attempts, 8, 'the configured retry policy is registered');
+    const health = (await (await fetch(`http://127.0.0.1:${service.http.port}/health`)).json()) as {
+      federation: { relay: string; worker: string; redis: string };
+    };
+    assert.deepEqual(
+      [health.federation.relay, health.federation.worker, health.federation.redis],
+      ['connected', 'running', 'ready'],
+    );
+  } finally {
+    await service.close();
+    await relay.stop();
+    await nostr.stop();
+    await redis.stop();
+  }
+});

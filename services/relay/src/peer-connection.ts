@@ -25,6 +25,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import {
+  type BridgeRegistration,
   type CodecOptions,
   canonicalDid,
   checkRoutedFrame,
@@ -747,6 +748,8 @@ export class PeerConnection implements TransportSink, SendHost, RequestHost {
     const ctx = this.ctx;
     const dest = frame.subarray(DEST_AT, DEST_AT + HINT_SIZE);
     const messageId = frame.subarray(MSGID_AT, MSGID_AT + 16);
+    const bridge = ctx.federation?.bridgeFor(dest);
+    if (bridge !== undefined) return this.handOffToBridge(frame, messageId, bridge);
     const ttl = frame.readUInt32BE(TTL_AT);
     const started = performance.now();
     this.beginAsync();
@@ -807,6 +810,22 @@ export class PeerConnection implements TransportSink, SendHost, RequestHost {
       maxBodySize(this.ctx.config.RELAY_MAX_PAYLOAD_BYTES),
     );
     this.membraneRequests.handle(frame);
+  }
+
+  /** A durable SEND to a bridge goes to its BullMQ queue (federation/handoff.ts); ACK position 0: no mailbox. */
+  private handOffToBridge(frame: Buffer, messageId: Buffer, bridge: BridgeRegistration): void {
+    this.beginAsync();
+    const work = this.ctx.federation!.handOff(frame, bridge).then(
+      () => {
+        this.writeControl(encodeFrame({ type: 'ACK', messageId, position: 0 }, this.version));
+        this.endAsync();
+      },
+      (err: unknown) => {
+        this.nack(frame, 'STORE_UNAVAILABLE', `the bridge queue did not take the frame: ${(err as Error).message}`);
+        this.endAsync();
+      },
+    );
+    this.ctx.trackDurableWrite(work);
   }
 
   private nack(frame: Buffer, code: ErrorCode, message: string): void {

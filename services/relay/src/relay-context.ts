@@ -1,5 +1,6 @@
 import type { RelayConfig } from './config.js';
 import type { DurableStore } from './durable-store.js';
+import type { FederationHook } from './federation/index.js';
 import type { Logger } from './log.js';
 import type { Enforcer } from './membrane/enforcer.js';
 import type { RelayMetrics } from './metrics.js';
@@ -23,6 +24,8 @@ export interface RelayContext {
   readonly authLimiter: AuthFailureLimiter;
   /** Anonymous connections held by this node (RELAY_ANON_MAX_CONNECTIONS). */
   readonly anonSlots: ConcurrencyLimit;
+  /** Bridges and their queues (docs/bridges.md#federation); undefined when RELAY_FEDERATION_ENABLED is false. */
+  readonly federation?: FederationHook;
   isDraining(): boolean;
   /** Registers a durable write (a durable SEND, a prekey publication) in flight, so a drain waits for it. */
   trackDurableWrite(work: Promise<unknown>): void;

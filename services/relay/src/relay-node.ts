@@ -10,6 +10,7 @@ import { Redis } from 'ioredis';
 import { listenAdmin } from './admin.js';
 import type { RelayConfig } from './config.js';
 import { DURABLE_STORE_REDIS_OPTIONS, DurableStore } from './durable-store.js';
+import { RelayFederation } from './federation/index.js';
 import { createLogger, type Logger } from './log.js';
 import { Enforcer } from './membrane/enforcer.js';
 import { createRedisMembrane, type RedisMembrane } from './membrane/redis-membrane.js';
@@ -70,6 +71,7 @@ export class RelayNode {
     private readonly ctx: RelayContext,
     /** The membrane's stores and its own subscriber (policy invalidations); undefined when disabled. */
     readonly membrane: { rm: RedisMembrane; subscriber: Redis } | undefined,
+    private readonly federation: RelayFederation | undefined,
   ) {}
 
   static async start(config: RelayConfig, logger?: Logger): Promise<RelayNode> {
@@ -139,6 +141,16 @@ export class RelayNode {
       const stats = enforcer.stats;
       metrics.membraneCacheHits = () => stats.cacheHits;
     }
+    const federation = config.RELAY_FEDERATION_ENABLED
+      ? await RelayFederation.start(config, {
+          nodeId,
+          store,
+          router,
+          log,
+          registry: metrics.registry,
+          codec: { maxPayload: config.RELAY_MAX_PAYLOAD_BYTES },
+        })
+      : undefined;
     let node: RelayNode | undefined;
     const ctx: RelayContext = {
       config,
@@ -152,10 +164,11 @@ export class RelayNode {
       membrane: enforcer,
       authLimiter,
       anonSlots: new ConcurrencyLimit(config.RELAY_ANON_MAX_CONNECTIONS),
+      ...(federation ? { federation } : {}),
       isDraining: () => node?.draining ?? false,
       trackDurableWrite: (work) => node?.track(work),
     };
-    node = new RelayNode(config, nodeId, log, metrics, redis, subscriber, presence, router, ctx, membrane);
+    node = new RelayNode(config, nodeId, log, metrics, redis, subscriber, presence, router, ctx, membrane, federation);
     await node.connectRedis(prefix);
     // Decisions work before this resolves (uncached); it resolves once policy invalidations are heard.
     await membrane?.rm.start();
@@ -337,6 +350,12 @@ export class RelayNode {
     await this.adminClose?.();
     this.ctx.membrane?.stop();
     await this.membrane?.rm.stop().catch(() => {});
+    if (this.federation) {
+      // Closing BullMQ waits for Redis; a drain while Redis is down must not hang on it.
+      await withTimeout(this.federation.close(), 2000).catch((err: unknown) =>
+        this.log.warn('federation did not close in time', { err }),
+      );
+    }
     await Promise.allSettled([this.redis.quit(), this.subscriber.quit(), this.membrane?.subscriber.quit()]);
     this.log.info('drained');
   }

@@ -11,9 +11,12 @@
 import { lstat, readFile, writeFile } from 'node:fs/promises';
 import { createInterface } from 'node:readline';
 import { parseArgs } from 'node:util';
+import { encodeFederatedMessage } from '../bridge/federation.js';
+import { type ForeignIdentity, parseForeignIdentity } from '../bridge/foreign-identity.js';
 import { toHex } from '../client/bytes.js';
 import { type InboundMessage, RelayClient } from '../client/client.js';
 import { ClientErrorCode } from '../client/codes.js';
+import { type FederatedInbound, federatedMessageOf } from '../client/federated.js';
 import { FileSessionStore, stateDirForKeyFile } from '../client/session-store-file.js';
 import { SessionManager } from '../client/sessions.js';
 import { parseRelayUrls } from '../client/url.js';
@@ -34,6 +37,7 @@ export const EXIT_INTERRUPTED = 130;
 export const USAGE = `usage: lrelay keygen --out FILE
        lrelay whoami --key FILE
        lrelay send --relay URL[,URL...] --key FILE --to DID [--fast] [--unsealed] [--grant TOKEN_FILE] [ROTATION] (--text STRING | --stdin)
+       lrelay send --relay URL[,URL...] --key FILE --to FOREIGN-URI --bridge DID [ROTATION] (--text STRING | --stdin)
        lrelay listen --relay URL[,URL...] --key FILE [--count N] [--timeout SECONDS] [--unsealed] [ROTATION]
        lrelay policy set --relay URL[,URL...] --key FILE --file POLICY.json   (--file - reads stdin; --remove instead of --file)
        lrelay policy get --relay URL[,URL...] --key FILE
@@ -218,11 +222,12 @@ async function send(args: string[], io: CliIo): Promise<number> {
     stdin: { type: 'boolean' },
     unsealed: { type: 'boolean' },
     grant: { type: 'string' },
+    bridge: { type: 'string' },
     ...ROTATION_OPTIONS,
   });
   const relayList = required(values.relay, '--relay');
   const keyFile = required(values.key, '--key');
-  const to = required(values.to, '--to');
+  const target = required(values.to, '--to');
   const grant = values.grant === undefined ? undefined : await readGrantFile(values.grant);
   if ((values.text !== undefined) === (values.stdin === true)) throw usage('give exactly one of --text or --stdin');
   const relays = (() => {
@@ -232,7 +237,20 @@ async function send(args: string[], io: CliIo): Promise<number> {
       return badValue(error);
     }
   })();
+  // A DID is a Libertaria peer; anything else must be a foreign identity reached through --bridge.
+  const foreign = target.includes(':') && !target.startsWith('did:');
+  let to = target;
+  let remote: ForeignIdentity | undefined;
   try {
+    if (foreign) {
+      remote = parseForeignIdentity(target);
+      to = required(values.bridge, '--bridge (the DID of the bridge serving a foreign --to)');
+      if (values.fast === true || values.unsealed === true) {
+        throw usage('a foreign --to is sent durable and sealed: drop --fast and --unsealed');
+      }
+    } else if (values.bridge !== undefined) {
+      throw usage('--bridge goes with a foreign --to (nostr:npub1…, acct:…, xmtp:…)');
+    }
     parseDid(to);
   } catch (error) {
     badValue(error);
@@ -240,6 +258,9 @@ async function send(args: string[], io: CliIo): Promise<number> {
   const identity = await readKeyFile(keyFile);
   const durable = values.fast !== true;
   const encoder = new TextEncoder();
+  // A federated send is a send-dm message sealed to the bridge (docs/bridges.md#from-the-sdk-and-the-cli).
+  const encode = (text: string): Uint8Array =>
+    remote === undefined ? encoder.encode(text) : encodeFederatedMessage({ type: 'send-dm', to: remote.uri, text });
 
   const rotation = rotationOf(values);
   const { client } = cliClient(relays, identity, keyFile, values.unsealed === true, SEND_CONNECT_ROUNDS, rotation);
@@ -261,7 +282,7 @@ async function send(args: string[], io: CliIo): Promise<number> {
     const inFlight = new Set<Promise<unknown>>();
     for await (const text of inputs(values.text, io)) {
       if (firstError !== undefined || interrupted()) break;
-      const payload = encoder.encode(text);
+      const payload = encode(text);
       if (!durable) {
         const { messageId } = await client.send(to, payload, { durable: false });
         fastIds.add(toHex(messageId));
@@ -297,11 +318,34 @@ async function send(args: string[], io: CliIo): Promise<number> {
 }
 
 function messageLine(message: InboundMessage, decoder: { decode(bytes: Uint8Array): string }): string {
+  const federated = federatedLine(message);
+  if (federated !== undefined) return federated;
   return `${JSON.stringify({
     id: toHex(message.messageId),
     from: message.from,
     to: message.to,
     text: decoder.decode(message.payload),
+    durable: message.durable,
+  })}\n`;
+}
+
+/** A message a bridge relayed from a foreign identity: `from` is the foreign URI, `via` the bridge DID. */
+function federatedLine(message: InboundMessage): string | undefined {
+  let federated: FederatedInbound | undefined;
+  try {
+    federated = federatedMessageOf(message);
+  } catch {
+    return undefined; // malformed: shown as plain bytes, like any payload
+  }
+  if (federated === undefined) return undefined;
+  return `${JSON.stringify({
+    id: toHex(message.messageId),
+    from: federated.from.uri,
+    via: federated.via,
+    to: message.to,
+    text: federated.text,
+    kind: federated.kind,
+    sentAt: federated.sentAt,
     durable: message.durable,
   })}\n`;
 }

@@ -53,6 +53,13 @@ export {
   envelopeOverhead,
 } from './envelope.js';
 export {
+  type FederatedInbound,
+  FederatedSessionHandle,
+  federatedMessageOf,
+  type OpenFederatedSessionOptions,
+  openFederatedSession,
+} from './federated.js';
+export {
   type AnonymousTerms,
   DEFAULT_MAX_POW_BITS,
   type Handshake,

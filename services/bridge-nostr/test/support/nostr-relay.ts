@@ -27,6 +27,8 @@ export interface NostrRelayHandle {
   stop(): Promise<void>;
   /** Listens again on the same port with the same events. */
   restart(): Promise<void>;
+  /** Refuses the next `count` EVENTs with `OK false "rate-limited: …"` (NIP-01), as a relay that throttles does. */
+  rateLimitNext(count: number): void;
 }
 
 export interface StartNostrRelayOptions {
@@ -48,6 +50,18 @@ class GiftWrapAuthGuard implements HandleMessagePlugin {
   }
 }
 
+class RateLimiter implements HandleMessagePlugin {
+  pending = 0;
+  async handleMessage(ctx: ClientContext, message: IncomingMessage, next: () => Promise<never>) {
+    if (message[0] === 'EVENT' && this.pending > 0) {
+      this.pending--;
+      ctx.sendMessage(['OK', message[1].id, false, 'rate-limited: slow down']);
+      return { messageType: 'EVENT', success: false } as never;
+    }
+    return next();
+  }
+}
+
 export async function startNostrRelay(options: StartNostrRelayOptions = {}): Promise<NostrRelayHandle> {
   const repository = new EventRepositorySqlite(':memory:');
   await repository.init(); // creates the tables (its migrations)
@@ -56,6 +70,8 @@ export async function startNostrRelay(options: StartNostrRelayOptions = {}): Pro
     logLevel: LogLevel.ERROR, // the library logs every connection at info
   });
   if (options.auth) relay.register(new GiftWrapAuthGuard());
+  const limiter = new RateLimiter();
+  relay.register(limiter);
   const validator = new Validator();
   const authenticated: string[] = [];
   let wss: WebSocketServer | undefined;
@@ -103,5 +119,8 @@ export async function startNostrRelay(options: StartNostrRelayOptions = {}): Pro
       await new Promise<void>((resolve) => server.close(() => resolve()));
     },
     restart: listen,
+    rateLimitNext(count: number) {
+      limiter.pending = count;
+    },
   };
 }

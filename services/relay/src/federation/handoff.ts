@@ -1,0 +1,72 @@
+/**
+ * Outbound: a durable SEND whose destination is a registered bridge is added
+ * to that bridge's BullMQ queue instead of a mailbox. The job id is the
+ * frame's message id, so a SEND written again (after a reconnect) finds the
+ * job already there and adds nothing, as long as the job is kept
+ * (RELAY_FEDERATION_KEEP_COMPLETED / _FAILED). The sender is ACKed only once
+ * BullMQ has the job in Redis.
+ *
+ * The producer connection fails fast (no offline queue): while Redis is down
+ * the SEND is NACKed with STORE_UNAVAILABLE and the client writes it again,
+ * instead of an ACK waiting on a reconnect.
+ */
+import {
+  type BridgeRegistration,
+  FRAME_HEADER_SIZE,
+  FrameType,
+  HINT_SIZE,
+  ID_SIZE,
+  Routed,
+  toHex,
+} from '@libertaria/shared';
+import { type JobsOptions, Queue } from 'bullmq';
+import type { Redis } from 'ioredis';
+
+export interface Retention {
+  readonly keepCompleted: number;
+  readonly keepCompletedSeconds: number;
+  readonly keepFailed: number;
+  readonly keepFailedSeconds: number;
+}
+
+const MSGID_AT = FRAME_HEADER_SIZE + Routed.MESSAGE_ID;
+const DEST_AT = FRAME_HEADER_SIZE + Routed.DEST;
+
+export class OutboundHandOff {
+  private readonly queues = new Map<string, Queue>();
+
+  constructor(
+    private readonly connection: Redis,
+    private readonly prefix: string,
+    private readonly retention: Retention,
+  ) {}
+
+  private queue(name: string): Queue {
+    let queue = this.queues.get(name);
+    if (!queue) {
+      queue = new Queue(name, { connection: this.connection, prefix: this.prefix });
+      this.queues.set(name, queue);
+    }
+    return queue;
+  }
+
+  /** Adds the DELIVER frame (sealed to the bridge) as a job; resolves once Redis holds it. */
+  async handOff(frame: Buffer, bridge: BridgeRegistration): Promise<void> {
+    if (frame[1] !== FrameType.DELIVER) throw new Error('handOff takes a DELIVER frame');
+    const dest = frame.subarray(DEST_AT, DEST_AT + HINT_SIZE).toString('hex');
+    if (dest !== bridge.hint) throw new Error('the frame is not addressed to this bridge');
+    const jobId = toHex(frame.subarray(MSGID_AT, MSGID_AT + ID_SIZE));
+    const options: JobsOptions = {
+      jobId,
+      attempts: bridge.attempts,
+      backoff: { type: 'exponential', delay: bridge.backoffMs, jitter: bridge.jitter },
+      removeOnComplete: { count: this.retention.keepCompleted, age: this.retention.keepCompletedSeconds },
+      removeOnFail: { count: this.retention.keepFailed, age: this.retention.keepFailedSeconds },
+    };
+    await this.queue(bridge.queue).add('frame', { frame: frame.toString('base64') }, options);
+  }
+
+  async close(): Promise<void> {
+    await Promise.allSettled([...this.queues.values()].map((q) => q.close()));
+  }
+}

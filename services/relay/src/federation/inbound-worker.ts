@@ -1,0 +1,120 @@
+/**
+ * Inbound: bridges add each foreign message, already sealed for its
+ * Libertaria recipient, as a durable DELIVER frame to the `inbound` queue.
+ * This BullMQ worker (one per relay node; BullMQ hands each job to one of
+ * them) stores it in the recipient's mailbox exactly like a durable SEND
+ * (DurableStore.enqueue, idempotent on the message id) and announces it, so
+ * it is delivered wherever the recipient is connected, or later.
+ *
+ * A frame that can never be stored (malformed, not from a registered bridge,
+ * TTL above the relay's) fails at once (UnrecoverableError) and stays in the
+ * failed set; a full mailbox or an unreachable Redis is retried with the
+ * job's backoff.
+ */
+import {
+  type CodecOptions,
+  checkRoutedFrame,
+  FRAME_HEADER_SIZE,
+  FrameType,
+  HINT_SIZE,
+  ID_SIZE,
+  INBOUND_QUEUE,
+  type InboundJobData,
+  RelayError,
+  Routed,
+  SendFlags,
+} from '@libertaria/shared';
+import { type Job, UnrecoverableError, Worker } from 'bullmq';
+import type { DurableStore } from '../durable-store.js';
+import type { Logger } from '../log.js';
+import { writePosition } from '../peer-connection.js';
+import type { Router } from '../router.js';
+import type { BridgeRegistryCache } from './registry.js';
+
+const DEST_AT = FRAME_HEADER_SIZE + Routed.DEST;
+const SOURCE_AT = FRAME_HEADER_SIZE + Routed.SOURCE;
+const MSGID_AT = FRAME_HEADER_SIZE + Routed.MESSAGE_ID;
+const FLAGS_AT = FRAME_HEADER_SIZE + Routed.FLAGS;
+const TTL_AT = FRAME_HEADER_SIZE + Routed.TTL;
+
+/** Mailbox errors that clear by themselves (the recipient reads, Redis comes back): retried. */
+const RETRYABLE = new Set(['QUEUE_FULL', 'QUEUE_BYTES_FULL', 'STORE_UNAVAILABLE']);
+
+export interface InboundWorkerOptions {
+  readonly redisUrl: string;
+  readonly prefix: string;
+  readonly nodeId: string;
+  readonly concurrency: number;
+  readonly ratePerSecond: number;
+  readonly codec: CodecOptions;
+  readonly store: DurableStore;
+  readonly router: Router;
+  readonly registry: BridgeRegistryCache;
+  readonly log: Logger;
+  readonly onResult: (result: string) => void;
+}
+
+export type InboundResult = { status: 'stored' | 'duplicate'; position: number };
+
+/** Stores one inbound job's frame; exported for tests of the checks. */
+export async function storeInbound(o: InboundWorkerOptions, data: InboundJobData): Promise<InboundResult> {
+  if (typeof data?.frame !== 'string') throw new UnrecoverableError('BAD_FIELD: the job has no frame');
+  const frame = Buffer.from(data.frame, 'base64');
+  try {
+    checkRoutedFrame(frame, o.codec);
+  } catch (err) {
+    throw new UnrecoverableError(`${(err as RelayError).code ?? 'BAD_FIELD'}: ${(err as Error).message}`);
+  }
+  if (frame[1] !== FrameType.DELIVER || (frame[FLAGS_AT]! & SendFlags.DURABLE) === 0) {
+    throw new UnrecoverableError('BAD_FIELD: an inbound job carries a durable DELIVER frame');
+  }
+  const source = frame.subarray(SOURCE_AT, SOURCE_AT + HINT_SIZE);
+  if (!o.registry.lookup(source)) {
+    // The bridge may have registered a moment ago: read the registry once before refusing.
+    await o.registry.reload();
+    if (!o.registry.lookup(source)) {
+      throw new UnrecoverableError(
+        `BRIDGE_NOT_REGISTERED: source ${source.toString('hex')} is not a registered bridge`,
+      );
+    }
+  }
+  const dest = frame.subarray(DEST_AT, DEST_AT + HINT_SIZE);
+  const messageId = frame.subarray(MSGID_AT, MSGID_AT + ID_SIZE);
+  const ttl = frame.readUInt32BE(TTL_AT);
+  let result: Awaited<ReturnType<DurableStore['enqueue']>>;
+  try {
+    result = await o.store.enqueue(dest, messageId, frame, ttl);
+  } catch (err) {
+    const code = err instanceof RelayError ? err.code : 'STORE_UNAVAILABLE';
+    if (RETRYABLE.has(code)) throw err;
+    throw new UnrecoverableError(`${code}: ${(err as Error).message}`);
+  }
+  if (result.status === 'stored') {
+    writePosition(frame, result.position);
+    o.router.announceDurable(frame, result.position, dest, result.holders ?? []);
+  }
+  return { status: result.status === 'stored' ? 'stored' : 'duplicate', position: result.position };
+}
+
+export function startInboundWorker(o: InboundWorkerOptions): Worker<InboundJobData, InboundResult> {
+  const worker = new Worker<InboundJobData, InboundResult>(
+    INBOUND_QUEUE,
+    async (job: Job<InboundJobData>) => storeInbound(o, job.data),
+    {
+      // BullMQ's production guide: workers keep retrying Redis commands forever instead of failing them.
+      connection: { url: o.redisUrl, maxRetriesPerRequest: null, connectionName: `relay-inbound:${o.nodeId}` },
+      prefix: o.prefix,
+      concurrency: o.concurrency,
+      limiter: { max: o.ratePerSecond, duration: 1000 },
+      name: o.nodeId,
+    },
+  );
+  worker.on('completed', (_job, result) => o.onResult(result.status));
+  worker.on('failed', (job, err) => {
+    const final = err instanceof UnrecoverableError || (job && job.attemptsMade >= (job.opts.attempts ?? 1));
+    o.onResult(final ? 'failed' : 'retry');
+    o.log.warn('inbound federation job failed', { job: job?.id, final, err: err.message });
+  });
+  worker.on('error', (err) => o.log.warn('inbound federation worker error', { err }));
+  return worker;
+}

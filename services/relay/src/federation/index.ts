@@ -1,0 +1,145 @@
+/**
+ * Federation on a relay node (docs/bridges.md#federation): the bridge
+ * registry, the hand-off of durable SENDs to bridges' outbound queues, and
+ * the worker that stores bridged messages from the inbound queue.
+ * PeerConnection sees only `bridgeFor` and `handOff` (RelayContext.federation).
+ */
+import type { BridgeRegistration, CodecOptions } from '@libertaria/shared';
+import type { Worker } from 'bullmq';
+import { Redis } from 'ioredis';
+import { Counter, Gauge, type Registry } from 'prom-client';
+import type { RelayConfig } from '../config.js';
+import type { DurableStore } from '../durable-store.js';
+import type { Logger } from '../log.js';
+import type { Router } from '../router.js';
+import { type Dashboard, startDashboard } from './dashboard.js';
+import { OutboundHandOff } from './handoff.js';
+import { type InboundResult, startInboundWorker } from './inbound-worker.js';
+import { BridgeRegistryCache } from './registry.js';
+
+/** What a connection needs: is this destination a bridge, and hand a frame to it. */
+export interface FederationHook {
+  bridgeFor(dest: Uint8Array): BridgeRegistration | undefined;
+  /** Resolves once the bridge's queue holds the frame (then ACK); rejects when it could not be added (then NACK). */
+  handOff(frame: Buffer, bridge: BridgeRegistration): Promise<void>;
+}
+
+export interface FederationDeps {
+  readonly nodeId: string;
+  readonly store: DurableStore;
+  readonly router: Router;
+  readonly log: Logger;
+  readonly registry: Registry;
+  readonly codec: CodecOptions;
+}
+
+export class RelayFederation implements FederationHook {
+  private constructor(
+    private readonly redis: Redis,
+    private readonly subscriber: Redis,
+    readonly bridges: BridgeRegistryCache,
+    private readonly outbound: OutboundHandOff,
+    private readonly inbound: Worker<unknown, InboundResult>,
+    private readonly handOffs: Counter<'network' | 'result'>,
+    private readonly log: Logger,
+    readonly dashboard: Dashboard | undefined,
+  ) {}
+
+  static async start(config: RelayConfig, deps: FederationDeps): Promise<RelayFederation> {
+    const prefix = config.RELAY_FEDERATION_PREFIX;
+    // Fail fast: an ACK must not wait on a Redis reconnect (the client re-sends after a NACK).
+    const redis = new Redis(config.REDIS_URL, {
+      connectionName: `relay-federation:${deps.nodeId}`,
+      enableOfflineQueue: false,
+      maxRetriesPerRequest: 1,
+      lazyConnect: true,
+    });
+    const subscriber = new Redis(config.REDIS_URL, {
+      connectionName: `relay-federation-sub:${deps.nodeId}`,
+      maxRetriesPerRequest: null,
+      lazyConnect: true,
+    });
+    redis.on('error', () => {}); // counted by the node's own connection; BullMQ logs its own
+    subscriber.on('error', () => {});
+    await redis.connect();
+    await subscriber.connect();
+    const bridges = new BridgeRegistryCache(redis, subscriber, prefix, config.RELAY_FEDERATION_REFRESH_MS, deps.log);
+    await bridges.start();
+    const handOffs = new Counter({
+      name: 'relay_federation_handoffs_total',
+      help: 'Durable SENDs to a bridge added to its outbound queue (result ok) or refused (result = error code).',
+      labelNames: ['network', 'result'] as const,
+      registers: [deps.registry],
+    });
+    new Gauge({
+      name: 'relay_federation_bridges',
+      help: 'Bridges in the registry as this node last read it.',
+      registers: [deps.registry],
+      collect() {
+        this.set(bridges.size);
+      },
+    });
+    const inboundJobs = new Counter({
+      name: 'relay_federation_inbound_total',
+      help: 'Inbound federation jobs handled by this node: stored, duplicate, retry, failed.',
+      labelNames: ['result'] as const,
+      registers: [deps.registry],
+    });
+    const retention = {
+      keepCompleted: config.RELAY_FEDERATION_KEEP_COMPLETED,
+      keepCompletedSeconds: config.RELAY_FEDERATION_KEEP_COMPLETED_SECONDS,
+      keepFailed: config.RELAY_FEDERATION_KEEP_FAILED,
+      keepFailedSeconds: config.RELAY_FEDERATION_KEEP_FAILED_SECONDS,
+    };
+    const outbound = new OutboundHandOff(redis, prefix, retention);
+    const inbound = startInboundWorker({
+      redisUrl: config.REDIS_URL,
+      prefix,
+      nodeId: deps.nodeId,
+      concurrency: config.RELAY_FEDERATION_INBOUND_CONCURRENCY,
+      ratePerSecond: config.RELAY_FEDERATION_INBOUND_RATE,
+      codec: deps.codec,
+      store: deps.store,
+      router: deps.router,
+      registry: bridges,
+      log: deps.log,
+      onResult: (result) => inboundJobs.labels(result).inc(),
+    }) as Worker<unknown, InboundResult>;
+    const token = config.RELAY_FEDERATION_DASHBOARD_TOKEN;
+    const dashboard =
+      token === undefined
+        ? undefined
+        : await startDashboard({
+            redis,
+            prefix,
+            token,
+            host: config.RELAY_HOST,
+            port: config.RELAY_FEDERATION_DASHBOARD_PORT,
+            refreshMs: config.RELAY_FEDERATION_REFRESH_MS,
+          });
+    deps.log.info('federation started', { prefix, bridges: bridges.size, dashboard: dashboard?.port ?? null });
+    return new RelayFederation(redis, subscriber, bridges, outbound, inbound, handOffs, deps.log, dashboard);
+  }
+
+  bridgeFor(dest: Uint8Array): BridgeRegistration | undefined {
+    return this.bridges.lookup(dest);
+  }
+
+  async handOff(frame: Buffer, bridge: BridgeRegistration): Promise<void> {
+    try {
+      await this.outbound.handOff(frame, bridge);
+      this.handOffs.labels(bridge.network, 'ok').inc();
+    } catch (err) {
+      this.handOffs.labels(bridge.network, 'STORE_UNAVAILABLE').inc();
+      this.log.warn('federation hand-off failed', { network: bridge.network, err });
+      throw err;
+    }
+  }
+
+  async close(): Promise<void> {
+    this.bridges.close();
+    await this.dashboard?.close();
+    await Promise.allSettled([this.inbound.close(), this.outbound.close()]);
+    await Promise.allSettled([this.redis.quit(), this.subscriber.quit()]);
+  }
+}
