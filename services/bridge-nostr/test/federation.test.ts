@@ -357,6 +357,38 @@ describe('federation: Libertaria peer <-> relay <-> BullMQ <-> bridge-nostr <-> 
     }
   });
 
+  it("the membrane decides sends to the bridge on federated://nostr in the bridge owner's policy", async () => {
+    const allowed = await peer(relay.wsUrl);
+    const refused = await peer(relay.wsUrl);
+    // The bridge's owner (its DID) lets one peer use the Nostr network, and nobody else.
+    const owner = new RelayClient({ relays: [relay.wsUrl], identity: bridgeIdentity, sealing: false });
+    try {
+      await owner.connect();
+      await owner.setPolicy({
+        version: 1,
+        sets: { nostr_users: [allowed.identity.did] },
+        capabilities: [
+          // Anyone may open a session with the bridge (fetch its prekeys) ...
+          { resource: bridgeIdentity.did, action: 'open' },
+          // ... but only members may send through it to Nostr.
+          { resource: 'federated://nostr', action: 'send', conditions: [{ type: 'member', set: 'nostr_users' }] },
+        ],
+      });
+      const remote = new NostrUser([nostr.url]).identity.uri;
+      const ok = openFederatedSession(allowed.client, { remote, bridge: bridgeIdentity.did });
+      const { messageId } = await ok.send('allowed through the membrane');
+      await until('the job', async () => (await federation.outboundQueue.getJob(toHex(messageId))) ?? undefined);
+      const no = openFederatedSession(refused.client, { remote, bridge: bridgeIdentity.did });
+      await assert.rejects(no.send('refused by the membrane'), (e: unknown) => {
+        assert.match((e as { code?: string }).code ?? '', /^ACCESS_/);
+        return true;
+      });
+    } finally {
+      await owner.setPolicy(null).catch(() => {});
+      await Promise.all([owner.close(), allowed.client.close(), refused.client.close()]);
+    }
+  });
+
   it('an error that cannot succeed fails the job at once, kept and visible', async () => {
     const dave = await peer(relay.wsUrl);
     try {

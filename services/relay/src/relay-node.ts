@@ -137,10 +137,13 @@ export class RelayNode {
         grantsPerConnection: config.RELAY_MEMBRANE_GRANTS_PER_CONNECTION,
         onDecision: (action, result) => metrics.membraneDecisions.labels(action, result).inc(),
         isStoredDuplicate: (dest, messageId) => store.isStored(dest, messageId),
+        // The federation starts after the enforcer; sends are decided only once both run.
+        federatedNetwork: (hint) => federationRef?.bridgeFor(hint)?.network,
       });
       const stats = enforcer.stats;
       metrics.membraneCacheHits = () => stats.cacheHits;
     }
+    let federationRef: RelayFederation | undefined;
     const federation = config.RELAY_FEDERATION_ENABLED
       ? await RelayFederation.start(config, {
           nodeId,
@@ -151,6 +154,7 @@ export class RelayNode {
           codec: { maxPayload: config.RELAY_MAX_PAYLOAD_BYTES },
         })
       : undefined;
+    federationRef = federation;
     let node: RelayNode | undefined;
     const ctx: RelayContext = {
       config,

@@ -82,6 +82,12 @@ export interface EnforcerOptions {
    * copy is a new request.
    */
   isStoredDuplicate?: (dest: Uint8Array, messageId: Uint8Array) => Promise<boolean>;
+  /**
+   * The network of the bridge whose routing hint this is (the federation
+   * registry), if any: a send to a bridge is decided on `federated://<network>`
+   * in the bridge owner's policy, not on the bridge's DID.
+   */
+  federatedNetwork?: (hint: Uint8Array) => string | undefined;
   /** Told of every decision taken (not of cached allows): the action and 'OK' or the denial code. */
   onDecision?: (action: 'send' | 'open', result: string) => void;
 }
@@ -208,10 +214,11 @@ export class Enforcer {
         basis: policy.id,
       });
     }
+    const network = action === 'send' ? this.options.federatedNetwork?.(Buffer.from(hintKey, 'latin1')) : undefined;
     const decision = await this.rm.membrane.checkAccess({
       peer,
       owner,
-      resource: owner,
+      resource: network === undefined ? owner : `federated://${network}`,
       action,
       ...(grant !== undefined ? { grant: grant.token } : {}),
     });
