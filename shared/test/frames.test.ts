@@ -175,6 +175,14 @@ const fixtures: Array<{ frame: Frame; hex: string }> = [
   },
   { frame: { type: 'ONCE_RESULT', requestId: fill(16, 0x7e), fresh: true }, hex: `0151 00000011 ${REQ} 01` },
   {
+    frame: { type: 'BRIDGE_QUERY', requestId: fill(16, 0x7e), network: 'nostr' },
+    hex: `0170 00000016 ${REQ} 05 ${toHex(text('nostr'))}`,
+  },
+  {
+    frame: { type: 'BRIDGE_INFO', requestId: fill(16, 0x7e), did: 'did:key:z6Mk' },
+    hex: `0171 0000001d ${REQ} 0c ${toHex(text('did:key:z6Mk'))}`,
+  },
+  {
     frame: { type: 'GRANT_PRESENT', requestId: fill(16, 0x7e), token: text('LMG') },
     hex: `0160 00000013 ${REQ} 4c4d47`,
   },

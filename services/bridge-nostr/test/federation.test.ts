@@ -288,7 +288,8 @@ describe('federation: Libertaria peer <-> relay <-> BullMQ <-> bridge-nostr <-> 
       assert.equal(line.via, bridgeIdentity.did);
       assert.equal(line.text, 'answer to the CLI');
 
-      const usage = await runCli([
+      // Without --bridge the relay cluster names the bridge serving nostr (BRIDGE_QUERY).
+      const discovered = await runCli([
         'send',
         '--relay',
         relay.wsUrl,
@@ -297,10 +298,24 @@ describe('federation: Libertaria peer <-> relay <-> BullMQ <-> bridge-nostr <-> 
         '--to',
         user.identity.uri,
         '--text',
+        'found the bridge myself',
+      ]);
+      assert.equal(discovered.code, 0, discovered.stderr);
+      assert.equal((await user.nextRumor(bobNpub, 20_000)).content, 'found the bridge myself');
+      // A network no bridge serves here.
+      const none = await runCli([
+        'send',
+        '--relay',
+        relay.wsUrl,
+        '--key',
+        keyFile,
+        '--to',
+        'acct:someone@example.org',
+        '--text',
         'x',
       ]);
-      assert.equal(usage.code, 2);
-      assert.match(usage.stderr, /^error: USAGE: --bridge/);
+      assert.equal(none.code, 1);
+      assert.match(none.stderr, /^error: BRIDGE_NOT_REGISTERED: /);
     } finally {
       await rm(dir, { recursive: true, force: true });
     }

@@ -267,6 +267,16 @@ export class PeerConnection implements TransportSink, SendHost, RequestHost {
         return this.onPrekeyFetch(Buffer.from(frame.requestId), Buffer.from(frame.hint));
       case 'PREKEY_STATUS_QUERY':
         return this.onPrekeyStatusQuery(Buffer.from(frame.requestId));
+      case 'BRIDGE_QUERY': {
+        const bridge = this.ctx.federation?.bridgeForNetwork(frame.network);
+        if (bridge === undefined) {
+          return this.nackRequest(frame.requestId, 'BRIDGE_NOT_REGISTERED', `no bridge serves ${frame.network} here`);
+        }
+        this.writeControl(
+          encodeFrame({ type: 'BRIDGE_INFO', requestId: frame.requestId, did: bridge.did }, this.version),
+        );
+        return;
+      }
       case 'ONCE_CHECK':
         return this.onOnceCheck(Buffer.from(frame.requestId), frame.retentionSeconds, Buffer.from(frame.id));
       case 'MIGRATE':
@@ -298,6 +308,7 @@ export class PeerConnection implements TransportSink, SendHost, RequestHost {
       case 'GRANT_ACCEPTED':
       case 'POLICY':
       case 'AUDIT_RESULT':
+      case 'BRIDGE_INFO':
         return this.fatal('UNEXPECTED_FRAME', `${frame.type} is not valid from a peer at this point`);
       default: {
         const unreachable: never = frame;

@@ -37,7 +37,7 @@ export const EXIT_INTERRUPTED = 130;
 export const USAGE = `usage: lrelay keygen --out FILE
        lrelay whoami --key FILE
        lrelay send --relay URL[,URL...] --key FILE --to DID [--fast] [--unsealed] [--grant TOKEN_FILE] [ROTATION] (--text STRING | --stdin)
-       lrelay send --relay URL[,URL...] --key FILE --to FOREIGN-URI --bridge DID [ROTATION] (--text STRING | --stdin)
+       lrelay send --relay URL[,URL...] --key FILE --to FOREIGN-URI [--bridge DID] [ROTATION] (--text STRING | --stdin)
        lrelay listen --relay URL[,URL...] --key FILE [--count N] [--timeout SECONDS] [--unsealed] [ROTATION]
        lrelay policy set --relay URL[,URL...] --key FILE --file POLICY.json   (--file - reads stdin; --remove instead of --file)
        lrelay policy get --relay URL[,URL...] --key FILE
@@ -244,14 +244,15 @@ async function send(args: string[], io: CliIo): Promise<number> {
   try {
     if (foreign) {
       remote = parseForeignIdentity(target);
-      to = required(values.bridge, '--bridge (the DID of the bridge serving a foreign --to)');
+      // Without --bridge the relay cluster names the bridge serving that network (BRIDGE_QUERY).
+      to = values.bridge ?? '';
       if (values.fast === true || values.unsealed === true) {
         throw usage('a foreign --to is sent durable and sealed: drop --fast and --unsealed');
       }
     } else if (values.bridge !== undefined) {
       throw usage('--bridge goes with a foreign --to (nostr:npub1…, acct:…, xmtp:…)');
     }
-    parseDid(to);
+    if (to !== '') parseDid(to);
   } catch (error) {
     badValue(error);
   }
@@ -277,6 +278,7 @@ async function send(args: string[], io: CliIo): Promise<number> {
   });
   try {
     await client.connect();
+    if (to === '' && remote !== undefined) to = await client.findBridge(networkOf(remote));
     // Presented before the first send, and again on every reconnect by the client.
     if (grant !== undefined) await client.presentGrant(grant);
     const inFlight = new Set<Promise<unknown>>();
@@ -327,6 +329,11 @@ function messageLine(message: InboundMessage, decoder: { decode(bytes: Uint8Arra
     text: decoder.decode(message.payload),
     durable: message.durable,
   })}\n`;
+}
+
+/** The federation network name of a foreign identity's bridge (federationNetworkName). */
+function networkOf(remote: ForeignIdentity): string {
+  return remote.type === 'custom' ? `custom-${remote.scheme}` : remote.type;
 }
 
 /** A message a bridge relayed from a foreign identity: `from` is the foreign URI, `via` the bridge DID. */

@@ -28,6 +28,7 @@ import { didMatchesKey, HINT_LENGTH, hintFromDid, routingHint } from '../identit
 import {
   type AckFrame,
   type AuditResultFrame,
+  type BridgeInfoFrame,
   type DeliverFrame,
   decodeFrame,
   ErrorFlags,
@@ -307,7 +308,14 @@ interface PendingPrekeyRequest {
   readonly session: Session;
   readonly startedAt: number;
   /** The answer it expects: PREKEY_BUNDLE for a fetch, ONCE_RESULT for a single-use id, else PREKEY_STATUS; the membrane's answers. */
-  readonly expects: 'PREKEY_BUNDLE' | 'PREKEY_STATUS' | 'ONCE_RESULT' | 'GRANT_ACCEPTED' | 'POLICY' | 'AUDIT_RESULT';
+  readonly expects:
+    | 'PREKEY_BUNDLE'
+    | 'PREKEY_STATUS'
+    | 'ONCE_RESULT'
+    | 'GRANT_ACCEPTED'
+    | 'POLICY'
+    | 'AUDIT_RESULT'
+    | 'BRIDGE_INFO';
   readonly operation: string;
   readonly resolve: (frame: RequestAnswer) => void;
   readonly reject: (error: Error) => void;
@@ -319,7 +327,8 @@ type RequestAnswer =
   | OnceResultFrame
   | GrantAcceptedFrame
   | PolicyFrame
-  | AuditResultFrame;
+  | AuditResultFrame
+  | BridgeInfoFrame;
 
 /** A grant the relay accepted (GRANT_ACCEPTED). */
 export interface AcceptedGrant {
@@ -907,6 +916,20 @@ export class RelayClient {
     }
     if (options.verify !== undefined) verifyBundle(bundle, options.verify);
     return bundle;
+  }
+
+  /**
+   * The DID of the bridge that serves `network` (`nostr`, `activitypub`,
+   * `xmtp`, `custom-<scheme>`) in this relay cluster (BRIDGE_QUERY, from the
+   * cluster's bridge registry). Rejects BRIDGE_NOT_REGISTERED when none does.
+   */
+  async findBridge(network: string): Promise<string> {
+    const answer = (await this.#prekeyRequest('findBridge', 'BRIDGE_INFO', (requestId) => ({
+      type: 'BRIDGE_QUERY',
+      requestId,
+      network,
+    }))) as BridgeInfoFrame;
+    return answer.did;
   }
 
   /**
@@ -1599,6 +1622,7 @@ export class RelayClient {
       case 'GRANT_ACCEPTED':
       case 'POLICY':
       case 'AUDIT_RESULT':
+      case 'BRIDGE_INFO':
         this.#onPrekeyAnswer(frame);
         return;
       case 'GOAWAY': {

@@ -144,6 +144,8 @@ export const FrameType = {
   POLICY_GET: 0x63, // client -> relay: 16B request id
   POLICY: 0x64, // relay -> client: 16B request id, normalized policy JSON (the rest; empty: no policy)
   AUDIT_QUERY: 0x65, // client -> relay: 16B request id, u64 sinceMs, u64 untilMs (0: no bound), u16 limit, u8 len + cursor
+  BRIDGE_QUERY: 0x70, // client -> relay: 16B request id, u8 len + network name (nostr, activitypub, xmtp, custom-…)
+  BRIDGE_INFO: 0x71, // relay -> client: 16B request id, u8 len + the DID of the bridge serving that network
   AUDIT_RESULT: 0x66, // relay -> client: 16B request id, u8 len + next cursor, JSON array of records (the rest)
 } as const;
 
@@ -189,6 +191,9 @@ export const GRANT_ID_SIZE = 32;
 export const MAX_AUDIT_QUERY_LIMIT = 1000;
 /** Longest audit cursor (a Redis stream id, `ms-seq`). */
 export const MAX_AUDIT_CURSOR_BYTES = 64;
+/** Network names in BRIDGE_QUERY: what federationNetworkName produces. */
+export const MAX_NETWORK_NAME_BYTES = 64;
+const NETWORK_NAME = /^[a-z0-9][a-z0-9-]{0,63}$/;
 /** Bytes of an ANON_AUTH proof-of-work stamp. */
 export const POW_STAMP_SIZE = 8;
 
@@ -398,6 +403,17 @@ export interface PrekeyStatusQueryFrame {
   type: 'PREKEY_STATUS_QUERY';
   requestId: Uint8Array;
 }
+export interface BridgeQueryFrame {
+  type: 'BRIDGE_QUERY';
+  requestId: Uint8Array;
+  /** 1..64 of a-z, 0-9, '-' (federationNetworkName). */
+  network: string;
+}
+export interface BridgeInfoFrame {
+  type: 'BRIDGE_INFO';
+  requestId: Uint8Array;
+  did: string;
+}
 export interface OnceCheckFrame {
   type: 'ONCE_CHECK';
   requestId: Uint8Array;
@@ -490,6 +506,8 @@ export type Frame =
   | AnonChallengeFrame
   | AnonAuthFrame
   | OnceCheckFrame
+  | BridgeQueryFrame
+  | BridgeInfoFrame
   | OnceResultFrame
   | GrantPresentFrame
   | GrantAcceptedFrame
@@ -770,6 +788,16 @@ function decodeBody(typeName: FrameTypeName, buf: Uint8Array, start: number, end
       frame = { type: typeName, requestId, retentionSeconds, id: r.bytes(n, 'id') };
       break;
     }
+    case 'BRIDGE_QUERY': {
+      const requestId = r.bytes(ID_SIZE, 'requestId');
+      const network = r.text(1, MAX_NETWORK_NAME_BYTES, 'network', 1);
+      if (!NETWORK_NAME.test(network)) fail('BAD_FIELD', 'BRIDGE_QUERY.network: not a network name');
+      frame = { type: typeName, requestId, network };
+      break;
+    }
+    case 'BRIDGE_INFO':
+      frame = { type: typeName, requestId: r.bytes(ID_SIZE, 'requestId'), did: r.text(1, MAX_DID_BYTES, 'did', 1) };
+      break;
     case 'ONCE_RESULT': {
       const requestId = r.bytes(ID_SIZE, 'requestId');
       const fresh = r.u8('fresh');
@@ -1324,6 +1352,25 @@ export function encodeFrame(frame: Frame, version: number = PROTOCOL_VERSION): U
       w.u32(frame.retentionSeconds);
       w.u8(frame.id.length);
       w.bytes(frame.id);
+      return w.buf;
+    }
+    case 'BRIDGE_QUERY': {
+      checkLen(frame.requestId, ID_SIZE, 'BRIDGE_QUERY.requestId');
+      if (!NETWORK_NAME.test(frame.network)) fail('BAD_FIELD', 'BRIDGE_QUERY.network: not a network name');
+      const network = textBytes(frame.network, MAX_NETWORK_NAME_BYTES, 'BRIDGE_QUERY.network', 1);
+      const w = new BodyWriter(t, ID_SIZE + 1 + network.length, version);
+      w.bytes(frame.requestId);
+      w.u8(network.length);
+      w.bytes(network);
+      return w.buf;
+    }
+    case 'BRIDGE_INFO': {
+      checkLen(frame.requestId, ID_SIZE, 'BRIDGE_INFO.requestId');
+      const did = textBytes(frame.did, MAX_DID_BYTES, 'BRIDGE_INFO.did', 1);
+      const w = new BodyWriter(t, ID_SIZE + 1 + did.length, version);
+      w.bytes(frame.requestId);
+      w.u8(did.length);
+      w.bytes(did);
       return w.buf;
     }
     case 'ONCE_RESULT': {

@@ -20,6 +20,8 @@ import { BridgeRegistryCache } from './registry.js';
 /** What a connection needs: is this destination a bridge, and hand a frame to it. */
 export interface FederationHook {
   bridgeFor(dest: Uint8Array): BridgeRegistration | undefined;
+  /** The bridge serving a network, for BRIDGE_QUERY. */
+  bridgeForNetwork(network: string): BridgeRegistration | undefined;
   /** Resolves once the bridge's queue holds the frame (then ACK); rejects when it could not be added (then NACK). */
   handOff(frame: Buffer, bridge: BridgeRegistration): Promise<void>;
 }
@@ -119,6 +121,11 @@ export class RelayFederation implements FederationHook {
           });
     deps.log.info('federation started', { prefix, bridges: bridges.size, dashboard: dashboard?.port ?? null });
     return new RelayFederation(redis, subscriber, bridges, outbound, inbound, handOffs, deps.log, dashboard);
+  }
+
+  /** The bridge serving `network`, for peers that address foreign identities (BRIDGE_QUERY). */
+  bridgeForNetwork(network: string): BridgeRegistration | undefined {
+    return this.bridges.forNetwork(network);
   }
 
   bridgeFor(dest: Uint8Array): BridgeRegistration | undefined {

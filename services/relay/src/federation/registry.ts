@@ -80,6 +80,12 @@ export class BridgeRegistryCache {
     return this.byHint.get(Buffer.from(hint.buffer, hint.byteOffset, HINT_SIZE).toString('latin1'));
   }
 
+  /** The bridge registered for `network` (nostr, activitypub, …), if any. */
+  forNetwork(network: string): BridgeRegistration | undefined {
+    for (const registration of this.byHint.values()) if (registration.network === network) return registration;
+    return undefined;
+  }
+
   get size(): number {
     return this.byHint.size;
   }
