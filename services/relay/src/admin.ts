@@ -1,8 +1,10 @@
 /**
  * The admin port: /healthz (the process answers), /readyz (not draining, and
  * Redis reachable and accepting writes), /metrics (Prometheus text), and,
- * when RELAY_ADMIN_TOKEN is set, /membrane/audit (the membrane's audit
- * trail, behind `Authorization: Bearer <token>`). Kept apart from the peer
+ * when RELAY_ADMIN_TOKEN is set, behind `Authorization: Bearer <token>`:
+ * GET /membrane/audit (the membrane's audit trail), PUT/DELETE
+ * /membrane/trust/<did> (operator-set trust scores) and POST
+ * /membrane/revocations (revoke a grant link by its cid). Kept apart from the peer
  * listeners so it can stay private to the cluster.
  */
 import { createHash, timingSafeEqual } from 'node:crypto';
@@ -16,6 +18,84 @@ export interface AdminHandlers {
   readiness(): Promise<string | null>;
   /** The audit endpoint; absent (404) without an admin token or with the membrane off. */
   membraneAudit?: { token: string; query(q: AuditQuery): Promise<AuditPage> };
+  /** Operator writes (trust scores, revocations); absent (404) like the audit. */
+  membraneAdmin?: {
+    token: string;
+    setTrust(did: string, score: number): Promise<void>;
+    removeTrust(did: string): Promise<boolean>;
+    revoke(cid: string, untilMs?: number): Promise<void>;
+  };
+}
+
+/** Largest request body the admin port reads (a trust score or a revocation is a few dozen bytes). */
+const ADMIN_BODY_LIMIT = 4096;
+
+function readJson(req: IncomingMessage): Promise<unknown> {
+  return new Promise((resolve, reject) => {
+    let size = 0;
+    const chunks: Buffer[] = [];
+    req.on('data', (chunk: Buffer) => {
+      size += chunk.length;
+      if (size > ADMIN_BODY_LIMIT) {
+        reject(new Error(`body above ${ADMIN_BODY_LIMIT} bytes`));
+        req.destroy();
+        return;
+      }
+      chunks.push(chunk);
+    });
+    req.on('end', () => {
+      try {
+        resolve(JSON.parse(Buffer.concat(chunks).toString('utf8')));
+      } catch {
+        reject(new Error('the body is not JSON'));
+      }
+    });
+    req.on('error', reject);
+  });
+}
+
+/** PUT/DELETE /membrane/trust/<did>, POST /membrane/revocations. */
+function serveMembraneAdmin(
+  req: IncomingMessage,
+  res: ServerResponse,
+  path: string,
+  admin: NonNullable<AdminHandlers['membraneAdmin']>,
+): void {
+  const text = (status: number, body: string) =>
+    res.writeHead(status, { 'content-type': 'text/plain' }).end(`${body}\n`);
+  if (!tokenMatches(req.headers.authorization, admin.token)) {
+    res.writeHead(401, { 'content-type': 'text/plain', 'www-authenticate': 'Bearer' }).end('unauthorized\n');
+    return;
+  }
+  const fail = (err: unknown) => {
+    const code = (err as { code?: string }).code;
+    text(
+      code === 'BAD_FIELD' || code === 'INVALID_DID' || code === undefined ? 400 : 503,
+      String((err as Error).message ?? err),
+    );
+  };
+  if (path.startsWith('/membrane/trust/')) {
+    const did = decodeURIComponent(path.slice('/membrane/trust/'.length));
+    if (req.method === 'DELETE') {
+      admin.removeTrust(did).then((removed) => text(removed ? 200 : 404, removed ? 'removed' : 'no score'), fail);
+      return;
+    }
+    if (req.method !== 'PUT') return void res.writeHead(405, { allow: 'PUT, DELETE' }).end();
+    readJson(req)
+      .then((body) => admin.setTrust(did, (body as { score?: unknown }).score as number))
+      .then(() => text(200, 'stored'), fail);
+    return;
+  }
+  if (req.method !== 'POST') return void res.writeHead(405, { allow: 'POST' }).end();
+  readJson(req)
+    .then((body) => {
+      const { cid, untilMs } = body as { cid?: unknown; untilMs?: unknown };
+      if (untilMs !== undefined && (typeof untilMs !== 'number' || !Number.isSafeInteger(untilMs))) {
+        throw Object.assign(new Error('untilMs: milliseconds since the epoch'), { code: 'BAD_FIELD' });
+      }
+      return admin.revoke(cid as string, untilMs as number | undefined);
+    })
+    .then(() => text(200, 'revoked'), fail);
 }
 
 /** Most records one /membrane/audit call returns. */
@@ -100,7 +180,14 @@ export function listenAdmin(
   handlers: AdminHandlers,
 ): Promise<{ server: Server; port: number }> {
   const server = createServer((req, res) => {
-    const path = (req.url ?? '/').split('?')[0];
+    const path = (req.url ?? '/').split('?')[0] ?? '/';
+    if (
+      handlers.membraneAdmin !== undefined &&
+      (path.startsWith('/membrane/trust/') || path === '/membrane/revocations')
+    ) {
+      serveMembraneAdmin(req, res, path, handlers.membraneAdmin);
+      return;
+    }
     if (req.method !== 'GET' && req.method !== 'HEAD') {
       res.writeHead(405, { allow: 'GET, HEAD' }).end();
       return;

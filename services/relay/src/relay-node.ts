@@ -267,11 +267,22 @@ export class RelayNode {
       this.ports.tcp = tcp.port;
     }
     const audit = this.membrane?.rm.audit;
+    const rm = this.membrane?.rm;
     const admin = await listenAdmin(c.RELAY_HOST, c.RELAY_ADMIN_PORT, {
       registry: this.metrics.registry,
       readiness: () => this.readiness(),
       ...(audit !== undefined && c.RELAY_ADMIN_TOKEN !== undefined
         ? { membraneAudit: { token: c.RELAY_ADMIN_TOKEN, query: (q) => audit.query(q) } }
+        : {}),
+      ...(rm !== undefined && c.RELAY_ADMIN_TOKEN !== undefined
+        ? {
+            membraneAdmin: {
+              token: c.RELAY_ADMIN_TOKEN,
+              setTrust: (did, score) => rm.trust.set(did, score),
+              removeTrust: (did) => rm.trust.remove(did),
+              revoke: (cid, untilMs) => rm.revocations.revoke(cid, untilMs),
+            },
+          }
         : {}),
     });
     this.ports.admin = admin.port;

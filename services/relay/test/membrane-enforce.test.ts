@@ -178,7 +178,15 @@ describe('membrane enforcement in the relay', () => {
     }
     // The trust score is the operator's: raised, the same policy lets Bob in.
     await a.setPolicy({ version: 1, capabilities: [send], constraints: [{ type: 'minTrust', score: 0.5 }] });
-    await new RedisTrustStore(direct, 'lr').set(bob.did, 0.8);
+    // Through the admin API, as an operator sets it (PUT /membrane/trust/<did>, behind the token).
+    const trustUrl = `${relayB.adminUrl}/membrane/trust/${encodeURIComponent(bob.did)}`;
+    const put = (body: string, token = ADMIN_TOKEN) =>
+      fetch(trustUrl, { method: 'PUT', body, headers: { authorization: `Bearer ${token}` } });
+    assert.equal((await put('{"score":0.8}', 'wrong')).status, 401);
+    assert.equal((await put('{"score":1.5}')).status, 400);
+    assert.equal((await put('not json')).status, 400);
+    assert.equal((await put('{"score":0.8}')).status, 200);
+    assert.equal(await new RedisTrustStore(direct, 'lr').trustScore(bob.did), 0.8);
     assert.equal(await durable(b, alice.did), 'OK');
     await a.setPolicy(null);
     assert.equal(await a.getPolicy(), null);
@@ -321,7 +329,13 @@ describe('membrane enforcement in the relay', () => {
       const held = grantFor(bob);
       await b.presentGrant(held);
       assert.equal(await durable(b, owner.did), 'OK');
-      await revocations.revoke(decodeGrant(held, LIMITS)[0]!.cid);
+      // Through the admin API, as an operator revokes (POST /membrane/revocations).
+      const revoked = await fetch(`${relayA.adminUrl}/membrane/revocations`, {
+        method: 'POST',
+        body: JSON.stringify({ cid: decodeGrant(held, LIMITS)[0]!.cid }),
+        headers: { authorization: `Bearer ${ADMIN_TOKEN}` },
+      });
+      assert.equal(revoked.status, 200, await revoked.text());
       assert.equal(code(await durable(b, owner.did)), 'GRANT_REVOKED');
       assert.equal(code(await fast(b, owner.did)), 'GRANT_REVOKED');
     });
