@@ -33,18 +33,33 @@ export interface StartRedisOptions {
   args?: string[];
 }
 
-/** Asks the kernel for a free TCP port on 127.0.0.1. */
+/** Ports handed out by this process, so two servers of one suite never get the same one. */
+const taken = new Set<number>();
+/**
+ * Below the kernel's ephemeral range (/proc/sys/net/ipv4/ip_local_port_range,
+ * 32768-60999 here): a port the kernel picked for us could be handed to some
+ * outgoing connection between our probe and the server's bind (seen as
+ * EADDRINUSE when a relay restarts on its old port during a reconnect storm).
+ */
+const PORT_RANGE = { from: 20_000, to: 32_000 };
+
+/** A TCP port on 127.0.0.1 that is free now and that the kernel will not hand out by itself. */
 export async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = createServer();
-    srv.unref();
-    srv.on('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const addr = srv.address();
-      if (typeof addr !== 'object' || addr === null) return reject(new Error('no address'));
-      srv.close(() => resolve(addr.port));
+  for (let attempt = 0; attempt < 200; attempt++) {
+    const port = PORT_RANGE.from + Math.floor(Math.random() * (PORT_RANGE.to - PORT_RANGE.from));
+    if (taken.has(port)) continue;
+    const free = await new Promise<boolean>((resolve) => {
+      const probe = createServer();
+      probe.unref();
+      probe.once('error', () => resolve(false));
+      probe.listen(port, '127.0.0.1', () => probe.close(() => resolve(true)));
     });
-  });
+    if (free) {
+      taken.add(port);
+      return port;
+    }
+  }
+  throw new Error(`no free port in ${PORT_RANGE.from}-${PORT_RANGE.to}`);
 }
 
 function ping(port: number): Promise<boolean> {

@@ -5,16 +5,15 @@
  * valid (as with a fixed DNS name or a Kubernetes Service).
  *
  * Node ports are picked free below the kernel's ephemeral range
- * (/proc/sys/net/ipv4/ip_local_port_range, 32768–60999 here), not with port
- * 0: a port 0 listener gets an ephemeral port, and while hundreds of peers
+ * (/proc/sys/net/ipv4/ip_local_port_range, 32768–60999 here; freePort() in
+ * test-support/redis.ts), not with port 0: a port 0 listener gets an ephemeral port, and while hundreds of peers
  * reconnect after a kill, one of their outgoing connections can take the freed
  * port within milliseconds, so the restarted node cannot listen ("cannot
  * listen for WebSocket"; seen in the first runs of this suite). Outgoing
  * connections never use ports below that range. TIME_WAIT sockets left by
  * the killed process do not block the restart (checked with 100 peers).
  */
-import { createServer } from 'node:net';
-import { type RedisHandle, startRedis } from '../redis.js';
+import { freePort, type RedisHandle, startRedis } from '../redis.js';
 import { type RelayHandle, startRelay } from '../relay-process.js';
 
 /**
@@ -86,7 +85,7 @@ export async function startCluster(options: ClusterOptions): Promise<Cluster> {
   const nodes: NodeSlot[] = [];
   try {
     for (let i = 0; i < options.nodes; i++) {
-      const ports = { ws: await pickPort(), tcp: await pickPort(), admin: await pickPort() };
+      const ports = { ws: await freePort(), tcp: await freePort(), admin: await freePort() };
       nodes.push(makeSlot(i, ports, redis.url, env, options.echo ?? false));
     }
     await Promise.all(nodes.map((n) => n.restart()));
@@ -111,28 +110,6 @@ export async function startCluster(options: ClusterOptions): Promise<Cluster> {
       await redis.stop();
     },
   };
-}
-
-/** Ports handed out by this process, so two nodes never get the same one. */
-const taken = new Set<number>();
-const PORT_RANGE = { from: 20_000, to: 32_000 };
-
-/** A free port on 127.0.0.1 below the ephemeral range (see the file comment). */
-async function pickPort(): Promise<number> {
-  for (let attempt = 0; attempt < 200; attempt++) {
-    const port = PORT_RANGE.from + Math.floor(Math.random() * (PORT_RANGE.to - PORT_RANGE.from));
-    if (taken.has(port)) continue;
-    const free = await new Promise<boolean>((resolve) => {
-      const probe = createServer();
-      probe.once('error', () => resolve(false));
-      probe.listen(port, '127.0.0.1', () => probe.close(() => resolve(true)));
-    });
-    if (free) {
-      taken.add(port);
-      return port;
-    }
-  }
-  throw new Error(`no free port in ${PORT_RANGE.from}-${PORT_RANGE.to}`);
 }
 
 /** A node slot; its first process is started by the first restart(). */
@@ -183,7 +160,6 @@ function makeSlot(
     },
     async stop() {
       await handle?.stop(3000);
-      for (const port of Object.values(ports)) taken.delete(port);
     },
   };
   return slot;
