@@ -87,6 +87,50 @@ describe('delay tolerance', { timeout: 120_000 }, () => {
     );
   });
 
+  it('an established session whose delay jumps (each way at once) keeps delivering without a reconnect', async () => {
+    const jumpProxy = await startLatencyProxy({ target: relay.ports.tcp, delayMs: 0 });
+    try {
+      const receiverId = Ed25519Identity.generate();
+      const receiver = new RelayClient({ relays: [relay.tcpUrl], identity: receiverId, sealing: false });
+      clients.push(receiver);
+      await receiver.connect();
+      const sender = new RelayClient({
+        relays: [`tcp://127.0.0.1:${jumpProxy.port}`],
+        identity: Ed25519Identity.generate(),
+        sealing: false,
+        ackTimeoutMs: 1000,
+        reconnect: { initialDelayMs: 50, maxDelayMs: 200 },
+      });
+      clients.push(sender);
+      await sender.connect();
+      await sender.send(receiverId.did, text('before'));
+      let disconnects = 0;
+      const reasons: string[] = [];
+      sender.events.on('disconnected', (e) => {
+        disconnects++;
+        reasons.push(String(e.error?.message));
+      });
+      // From a fast link to a round trip of 3 s, three times the ACK floor, at once.
+      jumpProxy.delayMs = 1500;
+      const started = Date.now();
+      const sends = [0, 1, 2].map((i) => sender.send(receiverId.did, text(`after ${i}`)));
+      await within(Promise.all(sends), 30_000, 'ACKs after the jump');
+      const ackedAfter = Date.now() - started;
+      assert.equal(disconnects, 0, `no reconnect: the late ACKs were waited for (${reasons.join('; ')})`);
+      assert.ok(ackedAfter >= 2 * 1500 * 0.9, `ACKed after ${ackedAfter} ms`);
+      const it = iteratorOf(receiver);
+      const got: string[] = [];
+      for (let i = 0; i < 4; i++) {
+        const m = (await within(it.next(), 10_000, 'message')).value as InboundMessage;
+        got.push(str(m.payload));
+        await m.ack();
+      }
+      assert.deepEqual(got, ['before', 'after 0', 'after 1', 'after 2']);
+    } finally {
+      await jumpProxy.close();
+    }
+  });
+
   it('without adaptive timeouts the same client never gets through (control)', async () => {
     const stuck = slowClient(Ed25519Identity.generate(), false);
     await assert.rejects(

@@ -389,6 +389,8 @@ interface Session {
   keepalives: Map<string, number>;
   /** The PING after RESUME on a new path: its PONG ends the migration (PING is a barrier on the relay). */
   migrationPing: string | undefined;
+  /** performance.now() at which the newest answered keepalive PING was sent. */
+  lastAnsweredPing: number | undefined;
 }
 
 const DEFAULT_HANDSHAKE_TIMEOUT_MS = 10_000;
@@ -1245,6 +1247,7 @@ export class RelayClient {
       timer: undefined,
       keepalives: new Map(),
       migrationPing: undefined,
+      lastAnsweredPing: undefined,
     };
     this.#session = session;
     this.#connections++;
@@ -1321,6 +1324,33 @@ export class RelayClient {
     session.resolveEnded(end);
   }
 
+  /**
+   * An ACK is late by the current RTT estimate (`sendAge` > ackTimeout): is the
+   * path stuck, or did it just get slower (the estimate learns only from the
+   * next PONG)? PING is a barrier on the relay, so a PONG for a PING sent
+   * after the SEND means the ACK should have come first: stuck. A PING still
+   * on its way means the link is slow: wait, up to 4 × the ACK limit (beyond,
+   * a one-way partition: our frames no longer arrive). With no PING on its
+   * way, one is sent now as the probe.
+   */
+  #ackIsOverdue(session: Session, sendAge: number, ackTimeout: number): boolean {
+    if (!this.#adaptive) return true;
+    const perf = performance.now();
+    if (session.lastAnsweredPing !== undefined && perf - session.lastAnsweredPing < sendAge) return true;
+    let inFlight = false;
+    for (const sentAt of session.keepalives.values()) {
+      if (perf - sentAt >= 4 * ackTimeout) return true;
+      inFlight = true;
+    }
+    if (!inFlight) {
+      const data = this.#pingData(PING_KEEPALIVE);
+      session.keepalives.set(toHex(data), perf);
+      session.lastKeepalive = Date.now();
+      this.#write(session, { type: 'PING', data });
+    }
+    return false;
+  }
+
   /** The handshake timeout: the floor, stretched by the measured round trip and by earlier timeouts. */
   #handshakeTimeout(): number {
     if (!this.#adaptive) return this.#handshakeTimeoutMs;
@@ -1392,7 +1422,12 @@ export class RelayClient {
       this.lifecycle.apply('heartbeat_missed', `${now - session.lastRx} ms without traffic`);
     }
     const oldest = this.#outbound.values().next();
-    if (!oldest.done && oldest.value.session === session && now - oldest.value.sentAt > ackTimeout) {
+    if (
+      !oldest.done &&
+      oldest.value.session === session &&
+      now - oldest.value.sentAt > ackTimeout &&
+      this.#ackIsOverdue(session, now - oldest.value.sentAt, ackTimeout)
+    ) {
       // The relay ACKs after Redis confirms; this long without one means the path is stuck. Retry elsewhere.
       this.#endSession(session, {
         error: new RelayError(
@@ -1601,6 +1636,7 @@ export class RelayClient {
         if (sentAt !== undefined) {
           session.keepalives.delete(key);
           this.#rtt.sample(performance.now() - sentAt);
+          session.lastAnsweredPing = Math.max(session.lastAnsweredPing ?? 0, sentAt);
         }
         if (session.migrationPing === key) {
           session.migrationPing = undefined;
