@@ -510,6 +510,8 @@ export class RelayClient {
   readonly #sessions: SessionManager | undefined;
   readonly #outbox: SessionStore | undefined;
   #outboxSeq = 0;
+  /** Outbox records of settled sends still being removed. */
+  readonly #outboxRemovals = new Set<Promise<void>>();
   /** Settles after the last durable send made so far has been written to the outbox. */
   #outboxTail: Promise<void> = Promise.resolve();
   /** The queued write of the inbound acknowledgement state (acks of one moment share it). */
@@ -1046,6 +1048,9 @@ export class RelayClient {
     this.#state = 'closed';
     this.lifecycle.applyIfAllowed('close');
     await this.#shutdown(this.#closedError('close'), undefined);
+    // The outbox must say what happened before the process may exit: settled sends gone from it,
+    // the inbound state written.
+    await Promise.allSettled([...this.#outboxRemovals, this.#inboundNext, this.#inboundWrite]);
     this.lifecycle.applyIfAllowed('closed');
   }
 
@@ -2079,12 +2084,15 @@ export class RelayClient {
     const name = entry.outboxName;
     if (name === undefined || this.#outbox === undefined) return;
     entry.outboxName = undefined;
-    // Failing to forget only means one resend after a restart, which the relay recognizes by id.
-    this.#outbox
+    // Failing to forget only means one resend after a restart, which the relay recognizes by id
+    // (but a refused send would be refused again, or worse, spend a quota): close() waits for these.
+    const removal = this.#outbox
       .delete(name)
       .catch((error: unknown) =>
         this.#log.warn?.('outbox: could not remove an acknowledged send', { name, error: toError(error).message }),
       );
+    this.#outboxRemovals.add(removal);
+    void removal.finally(() => this.#outboxRemovals.delete(removal));
   }
 
   /** Writes the inbound acknowledgement state; calls made while a write is queued share it. */
