@@ -21,7 +21,7 @@
  * No Node-only imports here: with the WebSocket transport this runs in
  * browsers (the identity module still needs a browser port, see the docs).
  */
-import { errorCodeFromWire, LibertariaError, RelayError } from '../errors.js';
+import { errorCodeFromWire, type LibertariaError, RelayError } from '../errors.js';
 import type { PeerSigner } from '../identity/auth.js';
 import { migrationTranscript } from '../identity/auth-transcript.js';
 import { didMatchesKey, HINT_LENGTH, hintFromDid, routingHint } from '../identity/did.js';
@@ -63,7 +63,7 @@ import type { TicketStore } from '../session/ticket-store.js';
 import { ANON_REQUEST_RETENTION_MS, ANONYMOUS_REQUEST_KIND, decodeAnonymousPlaintext } from './anonymous.js';
 import { backoffDelay, type ReconnectOptions, resolveReconnectOptions } from './backoff.js';
 import { bytesEqual, copyBytes, randomBytes, toHex } from './bytes.js';
-import { ClientErrorCode } from './codes.js';
+import { ClientErrorCode, toError, toLibertariaError } from './codes.js';
 import { type DedupeSnapshot, DedupeTracker } from './dedupe.js';
 import { TypedEmitter } from './emitter.js';
 import { CONTROL_ENVELOPE_VERSION, checkEnvelopeSender, decodeEnvelope, encodeEnvelope } from './envelope.js';
@@ -473,15 +473,6 @@ function prekeyStatusOf(frame: PrekeyStatusFrame): PrekeyStatus {
   if (frame.flags & PrekeyStatusFlags.X25519_ID) status.lastOneTimeX25519Id = frame.lastOneTimeX25519Id;
   if (frame.flags & PrekeyStatusFlags.KEM_ID) status.lastOneTimeKemId = frame.lastOneTimeKemId;
   return status;
-}
-
-function toError(error: unknown): Error {
-  return error instanceof Error ? error : new Error(String(error));
-}
-
-function toLibertariaError(error: unknown, fallback: string): LibertariaError {
-  if (error instanceof LibertariaError) return error;
-  return new RelayError(ClientErrorCode.unreachable, `${fallback}: ${toError(error).message}`, { cause: error });
 }
 
 /** Timers must not keep Node alive on their own (the socket does); browsers have no unref. */

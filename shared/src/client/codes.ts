@@ -3,7 +3,7 @@
  * Failures the relay reports (ERROR, NACK) keep the relay's code; this table
  * names the codes of failures that happen on the client side.
  */
-import type { ErrorCode } from '../errors.js';
+import { type ErrorCode, LibertariaError, RelayError } from '../errors.js';
 
 export const ClientErrorCode = {
   /** No transport could be opened, or the connection was lost. */
@@ -31,3 +31,18 @@ export const ClientErrorCode = {
   /** A frame that is not valid from a relay, or not in this state. */
   unexpectedFrame: 'UNEXPECTED_FRAME',
 } as const satisfies Record<string, ErrorCode>;
+
+/** Anything thrown, as an Error. */
+export function toError(error: unknown): Error {
+  return error instanceof Error ? error : new Error(String(error));
+}
+
+/** Anything thrown, as a LibertariaError: ours pass through, others become `code` (CONNECTION_FAILED by default). */
+export function toLibertariaError(
+  error: unknown,
+  what: string,
+  code: ErrorCode = ClientErrorCode.unreachable,
+): LibertariaError {
+  if (error instanceof LibertariaError) return error;
+  return new RelayError(code, `${what}: ${toError(error).message}`, { cause: error });
+}

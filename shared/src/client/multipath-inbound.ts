@@ -20,10 +20,10 @@
  *
  * Browser-safe: no Node imports.
  */
-import { LibertariaError, RelayError } from '../errors.js';
+import type { LibertariaError } from '../errors.js';
 import { bytesEqual, copyBytes, toHex } from './bytes.js';
 import type { ClientLogger, InboundMessage } from './client.js';
-import { ClientErrorCode } from './codes.js';
+import { ClientErrorCode, toLibertariaError } from './codes.js';
 import { Inbox } from './inbox.js';
 import { decodeMultipathFrame, type MultipathFrame } from './multipath-frame.js';
 import { ReorderBuffer, type ReorderOptions, type ReorderStats } from './reorder.js';
@@ -72,12 +72,6 @@ export interface MultipathInboundStats {
 interface LiveEntry {
   /** Every copy so far, first one first. */
   readonly copies: InboundMessage[];
-}
-
-function toLibertariaError(error: unknown, what: string): LibertariaError {
-  if (error instanceof LibertariaError) return error;
-  const message = error instanceof Error ? error.message : String(error);
-  return new RelayError(ClientErrorCode.invalidArgument, `${what}: ${message}`, { cause: error });
 }
 
 export class MultipathInbound {
@@ -168,7 +162,11 @@ export class MultipathInbound {
       if (this.#closed) return;
       // A frame that never opens must not block the queue: acknowledged everywhere, reported, not delivered.
       this.#finish(key, entry);
-      this.#options.onError(toLibertariaError(error, 'opening a multipath message'), path, copyBytes(first.messageId));
+      this.#options.onError(
+        toLibertariaError(error, 'opening a multipath message', ClientErrorCode.invalidArgument),
+        path,
+        copyBytes(first.messageId),
+      );
       return;
     }
     this.#pendingOpens--;

@@ -26,11 +26,11 @@
  *
  * Browser-safe: no Node imports.
  */
-import { LibertariaError, RelayError } from '../errors.js';
+import { type LibertariaError, RelayError } from '../errors.js';
 import { hintFromDid } from '../identity/did.js';
 import { copyBytes, randomBytes, toHex } from './bytes.js';
 import type { ClientLogger, PrekeyStatus, PublishPrekeysOptions, RelayClient, SendResult } from './client.js';
-import { ClientErrorCode } from './codes.js';
+import { ClientErrorCode, toError, toLibertariaError } from './codes.js';
 import { TypedEmitter } from './emitter.js';
 import { encodeMultipathFrame, MULTIPATH_STREAM_ID_SIZE } from './multipath-frame.js';
 import { MultipathInbound, type MultipathInboundStats, type MultipathMessage } from './multipath-inbound.js';
@@ -169,15 +169,6 @@ function positiveInt(value: number | undefined, fallback: number, name: string):
     throw new RelayError(ClientErrorCode.invalidArgument, `multipath: ${name} must be a positive integer`);
   }
   return value;
-}
-
-function toError(error: unknown): Error {
-  return error instanceof Error ? error : new Error(String(error));
-}
-
-function toLibertariaError(error: unknown, what: string): LibertariaError {
-  if (error instanceof LibertariaError) return error;
-  return new RelayError(ClientErrorCode.unreachable, `${what}: ${toError(error).message}`, { cause: error });
 }
 
 /**
