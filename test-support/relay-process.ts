@@ -9,9 +9,9 @@
  *   relay.kill('SIGKILL');     // chaos
  */
 import { type ChildProcess, spawn } from 'node:child_process';
-import { fileURLToPath } from 'node:url';
+import { repoPath } from './paths.js';
 
-const MAIN = fileURLToPath(new URL('../services/relay/dist/main.js', import.meta.url));
+const MAIN = repoPath('services/relay/dist/main.js');
 
 export interface RelayHandle {
   nodeId: string;
@@ -85,7 +85,7 @@ export async function startRelay(options: StartRelayOptions): Promise<RelayHandl
       if (options.echo) process.stderr.write(`[${nodeId}!] ${d}`);
     });
     void exited.then((code) => reject(new Error(`relay exited with ${code} before listening:\n${logs.join('\n')}`)));
-    setTimeout(() => reject(new Error(`relay did not listen within 15 s:\n${logs.join('\n')}`)), 15_000).unref();
+    setTimeout(() => reject(new Error(`relay did not listen within 30 s:\n${logs.join("\n")}`)), 30_000).unref();
   });
   const ports = await listening;
   return {

@@ -1,6 +1,6 @@
 /**
  * The `lrelay` CLI without a relay: keygen, whoami, usage errors and their
- * exit codes. Each case spawns the real entry point through tsx, so argument
+ * exit codes. Each case spawns the real (compiled) entry point, so argument
  * parsing, stderr format and exit status are tested as a user sees them.
  */
 import assert from 'node:assert/strict';
@@ -10,13 +10,12 @@ import { mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { fileURLToPath } from 'node:url';
+import { LRELAY_ENTRY, REPO_ROOT, repoPath } from '../../test-support/paths.js';
 import { readKeyFile } from '../src/identity/index.js';
 
-const root = fileURLToPath(new URL('../..', import.meta.url));
-const entry = fileURLToPath(new URL('../src/cli/lrelay.ts', import.meta.url));
-const shim = fileURLToPath(new URL('../bin/lrelay.js', import.meta.url));
-const built = fileURLToPath(new URL('../dist/cli/lrelay.js', import.meta.url));
+const root = REPO_ROOT;
+const entry = LRELAY_ENTRY;
+const shim = repoPath('shared/bin/lrelay.js');
 
 interface CliResult {
   code: number | null;
@@ -25,7 +24,7 @@ interface CliResult {
 }
 
 function run(args: string[], options: { input?: string; viaShim?: boolean } = {}): Promise<CliResult> {
-  const argv = options.viaShim ? [shim, ...args] : ['--import', 'tsx', entry, ...args];
+  const argv = options.viaShim ? [shim, ...args] : [entry, ...args];
   return new Promise((resolve, reject) => {
     const child = spawn(process.execPath, argv, { cwd: root, stdio: ['pipe', 'pipe', 'pipe'] });
     let stdout = '';
@@ -164,7 +163,7 @@ describe('lrelay CLI (no relay needed)', () => {
     assertError(result, 1, 'CONNECTION_FAILED', /no relay reachable within 0.5 s/);
   });
 
-  it('works through the bin shim once built', { skip: !existsSync(built) && 'shared/dist not built' }, async () => {
+  it('works through the bin shim once built', { skip: !existsSync(entry) && 'shared/dist not built' }, async () => {
     const result = await run(['whoami'], { viaShim: true });
     assertError(result, 2, 'USAGE', /--key is required/);
   });

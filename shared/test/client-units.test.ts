@@ -6,6 +6,7 @@
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { describe, it } from 'node:test';
+import { repoPath } from '../../test-support/paths.js';
 import {
   backoffBounds,
   backoffDelay,
@@ -480,7 +481,7 @@ describe('browser safety', () => {
           "export { authTranscript } from '../identity/auth-transcript.js';\n" +
           "export { hintFromDid, routingHint, formatLibertariaDid } from '../identity/did.js';\n" +
           "export { decodeFrames, encodeFrame } from '../protocol/frames.js';\n",
-        resolveDir: new URL('../src/client/', import.meta.url).pathname,
+        resolveDir: repoPath('shared/src/client'),
         loader: 'ts',
       },
       bundle: true,
@@ -496,7 +497,7 @@ describe('browser safety', () => {
   });
   it('ws-transport.ts and the modules it needs import nothing from Node', () => {
     for (const file of ['ws-transport.ts', 'transport.ts', 'codes.ts', 'bytes.ts', 'url.ts']) {
-      const source = readFileSync(new URL(`../src/client/${file}`, import.meta.url), 'utf8');
+      const source = readFileSync(repoPath('shared/src/client', file), 'utf8');
       assert.doesNotMatch(source, /from ['"](node:|ws['"])/, `${file} imports a Node module`);
       // A literal dynamic import is only allowed for the browser-safe WebSocket transport.
       const literal = [...source.matchAll(/(?<!typeof )import\((['"][^'"]+['"])\)/g)].map((m) => m[1]);

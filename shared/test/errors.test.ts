@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { describe, it } from 'node:test';
+import { repoPath } from '../../test-support/paths.js';
 import {
   ConfigError,
   ERROR_CODES,
@@ -40,7 +41,7 @@ describe('error codes', () => {
     assert.equal(c.variable, 'RELAY_WS_PORT');
   });
   it('are all listed in docs/errors.md, with their wire numbers, and nothing else is', () => {
-    const doc = readFileSync(new URL('../../docs/errors.md', import.meta.url), 'utf8');
+    const doc = readFileSync(repoPath('docs/errors.md'), 'utf8');
     const rows = [...doc.matchAll(/^\| `([A-Z_]+)` \| 0x([0-9a-f]{4}) \| (.+) \|$/gm)];
     const documented = Object.fromEntries(
       rows.map((m) => [m[1]!, { wire: Number.parseInt(m[2]!, 16), summary: m[3]! }]),

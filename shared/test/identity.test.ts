@@ -7,6 +7,7 @@ import { after, before, describe, it } from 'node:test';
 import { inspect } from 'node:util';
 import { blake3 } from '@noble/hashes/blake3.js';
 import { base58, base64urlnopad } from '@scure/base';
+import { repoPath } from '../../test-support/paths.js';
 import { IdentityError } from '../src/errors.js';
 import {
   AUTH_DOMAIN,
@@ -156,11 +157,11 @@ describe('BLAKE3', () => {
 });
 
 describe('test vectors', () => {
-  const vectors = JSON.parse(readFileSync(new URL('./vectors/identity.json', import.meta.url), 'utf8')) as Vector[];
+  const vectors = JSON.parse(readFileSync(repoPath('shared/test/vectors/identity.json'), 'utf8')) as Vector[];
 
   /** The table between the markers in docs/identity.md, cell backticks removed. */
   function vectorsFromDoc(): Vector[] {
-    const markdown = readFileSync(new URL('../../docs/identity.md', import.meta.url), 'utf8');
+    const markdown = readFileSync(repoPath('docs/identity.md'), 'utf8');
     const begin = markdown.indexOf('<!-- identity-vectors:begin -->');
     const end = markdown.indexOf('<!-- identity-vectors:end -->');
     assert.ok(begin >= 0 && end > begin, 'docs/identity.md has the vector table markers');

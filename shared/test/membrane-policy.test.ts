@@ -5,6 +5,7 @@
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { describe, it } from 'node:test';
+import { repoPath } from '../../test-support/paths.js';
 import {
   CompiledPolicy,
   canonicalDid,
@@ -329,7 +330,7 @@ describe('membrane time windows', () => {
 
 describe('docs/membrane.md', () => {
   it('its policy example is a valid policy (with real DIDs for the placeholders)', () => {
-    const doc = readFileSync(new URL('../../docs/membrane.md', import.meta.url), 'utf8');
+    const doc = readFileSync(repoPath('docs/membrane.md'), 'utf8');
     const block = /```json\n([\s\S]*?)```/.exec(doc)?.[1];
     assert.ok(block, 'docs/membrane.md has a json example');
     const text = block

@@ -9,6 +9,7 @@ import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { Redis } from 'ioredis';
 import { type LatencyProxy, startLatencyProxy } from '../../test-support/latency-proxy.js';
+import { repoPath } from '../../test-support/paths.js';
 import { type RedisHandle, startRedis } from '../../test-support/redis.js';
 import { type RelayHandle, startRelay } from '../../test-support/relay-process.js';
 import {
@@ -356,7 +357,7 @@ describe('multipath parts', () => {
     const result = await build({
       stdin: {
         contents: "export { MultipathSession } from './multipath.js';\n",
-        resolveDir: new URL('../src/client/', import.meta.url).pathname,
+        resolveDir: repoPath('shared/src/client'),
         loader: 'ts',
       },
       bundle: true,

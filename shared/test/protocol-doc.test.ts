@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { describe, it } from 'node:test';
+import { repoPath } from '../../test-support/paths.js';
 import { decodeFrame, encodeFrame, FrameType, type FrameTypeName } from '../src/protocol/frames.js';
 
 /**
@@ -9,7 +10,7 @@ import { decodeFrame, encodeFrame, FrameType, type FrameTypeName } from '../src/
  * and an example; every example decodes to its named type and re-encodes to
  * the same bytes.
  */
-const doc = readFileSync(new URL('../../docs/protocol.md', import.meta.url), 'utf8');
+const doc = readFileSync(repoPath('docs/protocol.md'), 'utf8');
 
 const examples = [...doc.matchAll(/```hex frame=([A-Z_]+)\n([\s\S]*?)```/g)].map((m) => ({
   name: m[1]!,

@@ -33,14 +33,14 @@ import { Ed25519Identity, verifyEd25519, writeKeyFile } from '../src/identity/in
 import { nodeCrypto } from '../src/session/crypto-node.js';
 import { nextMessage, sealedPeer, str, text, within } from './support/client-harness.js';
 
-const crashScript = fileURLToPath(new URL('./support/open-then-crash.ts', import.meta.url));
+const crashScript = fileURLToPath(new URL('./support/open-then-crash.js', import.meta.url));
 
 function runCrashingListener(
   relayUrl: string,
   keyFile: string,
   stateDir: string,
 ): Promise<{ signal: NodeJS.Signals | null; stdout: string; stderr: string }> {
-  const child = spawn(process.execPath, ['--import', 'tsx', crashScript, relayUrl, keyFile, stateDir], {
+  const child = spawn(process.execPath, [crashScript, relayUrl, keyFile, stateDir], {
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   let stdout = '';

@@ -6,6 +6,7 @@
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { describe, it } from 'node:test';
+import { repoPath } from '../../test-support/paths.js';
 import { nobleCrypto } from '../src/session/crypto-noble.js';
 import { nodeCrypto } from '../src/session/crypto-node.js';
 import type { CryptoProvider } from '../src/session/crypto-provider.js';
@@ -174,7 +175,7 @@ describe('browser safety of the session core', () => {
   ];
   it('no core module imports a Node built-in or the node provider', () => {
     for (const file of core) {
-      const source = readFileSync(new URL(`../src/session/${file}`, import.meta.url), 'utf8');
+      const source = readFileSync(repoPath('shared/src/session', file), 'utf8');
       assert.doesNotMatch(source, /from ['"]node:/, `${file} imports a Node module`);
       assert.doesNotMatch(
         source,
@@ -186,7 +187,7 @@ describe('browser safety of the session core', () => {
   it('the session index bundles for a browser with no Node module', async () => {
     const { build } = await import('esbuild');
     const result = await build({
-      entryPoints: [new URL('../src/session/index.ts', import.meta.url).pathname],
+      entryPoints: [repoPath('shared/src/session/index.ts')],
       bundle: true,
       platform: 'browser',
       format: 'esm',

@@ -13,6 +13,7 @@ import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { describe, it } from 'node:test';
+import { repoPath } from '../../test-support/paths.js';
 import { Ed25519Identity } from '../src/identity/keys.js';
 import { nobleCrypto } from '../src/session/crypto-noble.js';
 import { nodeCrypto } from '../src/session/crypto-node.js';
@@ -35,9 +36,7 @@ interface VectorFile {
   vectors: Vector[];
 }
 
-const vectorFile = JSON.parse(
-  readFileSync(new URL('./vectors/session-kdf.json', import.meta.url), 'utf8'),
-) as VectorFile;
+const vectorFile = JSON.parse(readFileSync(repoPath('shared/test/vectors/session-kdf.json'), 'utf8')) as VectorFile;
 const sha256 = (b: Uint8Array): string => createHash('sha256').update(b).digest('hex');
 
 function input(v: Vector, field: string): Uint8Array {
@@ -153,7 +152,7 @@ function tableRows(file: VectorFile): string[] {
 
 describe('session known-answer vectors', () => {
   it('docs/crypto.md carries exactly the vectors of session-kdf.json', () => {
-    const doc = readFileSync(new URL('../../docs/crypto.md', import.meta.url), 'utf8');
+    const doc = readFileSync(repoPath('docs/crypto.md'), 'utf8');
     const block = /<!-- session-vectors:begin -->\n([\s\S]*?)<!-- session-vectors:end -->/.exec(doc);
     assert.ok(block, 'docs/crypto.md lacks the session-vectors markers');
     const rows = block[1]!.split('\n').filter((line) => /^\| [a-z]/.test(line) && !line.startsWith('| vector |'));
@@ -185,9 +184,7 @@ interface MlKemVectors {
 }
 
 describe('ML-KEM-768 against NIST ACVP (FIPS 203) vectors', () => {
-  const nist = JSON.parse(
-    readFileSync(new URL('./vectors/mlkem768-fips203.json', import.meta.url), 'utf8'),
-  ) as MlKemVectors;
+  const nist = JSON.parse(readFileSync(repoPath('shared/test/vectors/mlkem768-fips203.json'), 'utf8')) as MlKemVectors;
   for (const p of [nodeCrypto, nobleCrypto]) {
     it(`${p.name}: deterministic key generation from d ‖ z`, () => {
       assert.ok(nist.keyGen.length > 0);

@@ -100,8 +100,13 @@ describe('bridge-nostr with real relays', () => {
     const { bridge, metrics } = await makeBridge([url], { pingIntervalMs: 100 });
     cleanups.push(() => bridge.close());
     await bridge.start();
-    await until('three connections', () => connections >= 3, 5000);
-    assert.ok((await BridgeNostrMetrics.total(metrics.connects, { result: 'open' })) >= 3);
+    // The server counts a connection before the bridge sees it open: wait for both sides.
+    await until('three connections', () => connections >= 3, 15_000);
+    await until(
+      'three opens counted by the bridge',
+      async () => (await BridgeNostrMetrics.total(metrics.connects, { result: 'open' })) >= 3,
+      15_000,
+    );
   });
 
   it('tries a failing inbound handler again with backoff, and delivers once it accepts', async () => {

@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { describe, it } from 'node:test';
 import { ConfigValidationError, describeConfig } from '@libertaria/shared';
+import { repoPath } from '../../../test-support/paths.js';
 import { bridgeNostrConfigSpec, loadBridgeNostrConfig, relayUrls } from '../src/config.js';
 
 const base = {
@@ -55,7 +56,7 @@ describe('bridge-nostr configuration', () => {
   });
 
   it('is documented in docs/bridges.md exactly as describeConfig gives it', () => {
-    const doc = readFileSync(new URL('../../../docs/bridges.md', import.meta.url), 'utf8');
+    const doc = readFileSync(repoPath('docs/bridges.md'), 'utf8');
     const begin = '<!-- bridge-nostr-config:begin -->';
     const end = '<!-- bridge-nostr-config:end -->';
     assert.ok(doc.indexOf(begin) >= 0 && doc.indexOf(end) > doc.indexOf(begin));

@@ -13,7 +13,6 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { fileURLToPath } from 'node:url';
 import {
   bridgesKey,
   Ed25519Identity,
@@ -33,21 +32,20 @@ import {
   verifyEd25519,
   writeKeyFile,
 } from '@libertaria/shared';
-import { type RedisHandle, startRedis } from '../../../test-support/redis.ts';
-import { type RelayHandle, startRelay } from '../../../test-support/relay-process.ts';
+import { LRELAY_ENTRY, REPO_ROOT } from '../../../test-support/paths.js';
+import { type RedisHandle, startRedis } from '../../../test-support/redis.js';
+import { type RelayHandle, startRelay } from '../../../test-support/relay-process.js';
 import { BridgeFederation } from '../src/federation/bridge-federation.js';
 import { type BridgeHttpServer, startBridgeHttpServer } from '../src/http-server.js';
 import type { NostrKeyStore } from '../src/key-store.js';
 import { silentLogger } from '../src/log.js';
 import type { BridgeNostrMetrics } from '../src/metrics.js';
 import type { NostrBridge } from '../src/nostr-bridge.js';
-import { makeBridge, TEST_MAX_TEXT_BYTES } from './support/bridge.ts';
-import { NostrUser } from './support/nostr-client.ts';
-import { type NostrRelayHandle, startNostrRelay } from './support/nostr-relay.ts';
+import { makeBridge, TEST_MAX_TEXT_BYTES } from './support/bridge.js';
+import { NostrUser } from './support/nostr-client.js';
+import { type NostrRelayHandle, startNostrRelay } from './support/nostr-relay.js';
 
 const DASHBOARD_TOKEN = 'federation-dashboard-token-for-tests-0123456789';
-const CLI = fileURLToPath(new URL('../../../shared/src/cli/lrelay.ts', import.meta.url));
-const ROOT = fileURLToPath(new URL('../../..', import.meta.url));
 
 async function until<T>(what: string, probe: () => Promise<T | undefined>, timeoutMs = 15_000): Promise<T> {
   const deadline = Date.now() + timeoutMs;
@@ -61,7 +59,7 @@ async function until<T>(what: string, probe: () => Promise<T | undefined>, timeo
 
 function runCli(args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, ['--import', 'tsx', CLI, ...args], { cwd: ROOT, stdio: 'pipe' });
+    const child = spawn(process.execPath, [LRELAY_ENTRY, ...args], { cwd: REPO_ROOT, stdio: 'pipe' });
     let stdout = '';
     let stderr = '';
     child.stdout.on('data', (d: Buffer) => {

@@ -12,6 +12,7 @@ import { readFileSync } from 'node:fs';
 import { describe, it } from 'node:test';
 import * as nip44 from 'nostr-tools/nip44';
 import { getPublicKey } from 'nostr-tools/pure';
+import { repoPath } from '../../../test-support/paths.js';
 
 interface EncryptDecrypt {
   sec1: string;
@@ -37,7 +38,9 @@ interface Vectors {
   };
 }
 
-const { v2 }: Vectors = JSON.parse(readFileSync(new URL('./vectors/nip44.vectors.json', import.meta.url), 'utf8'));
+const { v2 }: Vectors = JSON.parse(
+  readFileSync(repoPath('services/bridge-nostr/test/vectors/nip44.vectors.json'), 'utf8'),
+);
 const hex = (s: string): Uint8Array => new Uint8Array(Buffer.from(s, 'hex'));
 const toHex = (b: Uint8Array): string => Buffer.from(b).toString('hex');
 

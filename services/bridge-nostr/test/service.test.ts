@@ -41,8 +41,8 @@ it('starts from its environment, bridges an identity, and hands over a message f
 });
 
 it('joins the relay cluster from its environment: registers, serves federation health, refuses a partial setup', async () => {
-  const { startRedis } = await import('../../../test-support/redis.ts');
-  const { startRelay } = await import('../../../test-support/relay-process.ts');
+  const { startRedis } = await import('../../../test-support/redis.js');
+  const { startRelay } = await import('../../../test-support/relay-process.js');
   const { writeKeyFile, bridgesKey, FEDERATION_PREFIX, hintFromDid, hintToHex } = await import('@libertaria/shared');
   const { loadBridgeNostrConfig } = await import('../src/config.js');
   const redis = await startRedis();

@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { describe, it } from 'node:test';
 import { ConfigError, ConfigValidationError, describeConfig, type Env } from '@libertaria/shared';
+import { repoPath } from '../../../test-support/paths.js';
 import { loadRelayConfig, type RelayConfig, relayConfigSpec } from '../src/config.js';
 
 /** The ConfigValidationError `env` must produce. */
@@ -191,7 +192,7 @@ describe('loadRelayConfig', () => {
 
 describe('docs/configuration.md', () => {
   it('carries exactly the table describeConfig(relayConfigSpec) produces', () => {
-    const doc = readFileSync(new URL('../../../docs/configuration.md', import.meta.url), 'utf8');
+    const doc = readFileSync(repoPath('docs/configuration.md'), 'utf8');
     const begin = '<!-- relay-config:begin -->';
     const end = '<!-- relay-config:end -->';
     const from = doc.indexOf(begin);

@@ -204,8 +204,8 @@ interface SpenderResult {
 }
 
 function spawnSpender(job: unknown): { ready: Promise<void>; go: () => void; result: Promise<SpenderResult> } {
-  const script = fileURLToPath(new URL('./membrane-spender.ts', import.meta.url));
-  const child = spawn(process.execPath, ['--import', 'tsx', script, JSON.stringify(job)], {
+  const script = fileURLToPath(new URL('./membrane-spender.js', import.meta.url));
+  const child = spawn(process.execPath, [script, JSON.stringify(job)], {
     stdio: ['pipe', 'pipe', 'inherit'],
   });
   let out = '';

@@ -1,11 +1,11 @@
 /**
  * What the client tests that run against a real relay share: small byte
  * helpers, a timeout wrapper, one message iterator per client, sealing peers,
- * and a runner for the lrelay CLI (through tsx, from the source).
+ * and a runner for the lrelay CLI (the compiled entry point, as users run it).
  */
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { fileURLToPath } from 'node:url';
+import { LRELAY_ENTRY, REPO_ROOT } from '../../../test-support/paths.js';
 import {
   type InboundMessage,
   InMemorySessionStore,
@@ -21,9 +21,6 @@ import { nodeCrypto } from '../../src/session/crypto-node.js';
 
 export const text = (s: string): Uint8Array => new TextEncoder().encode(s);
 export const str = (b: Uint8Array): string => new TextDecoder().decode(b);
-
-const cliEntry = fileURLToPath(new URL('../../src/cli/lrelay.ts', import.meta.url));
-const root = fileURLToPath(new URL('../../..', import.meta.url));
 
 export function within<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
   let timer: NodeJS.Timeout | undefined;
@@ -60,8 +57,8 @@ export interface CliRun {
 
 /** Runs `lrelay ARGS` with `input` on stdin; `done` settles within 30 s. */
 export function cli(args: string[], input = ''): { done: Promise<CliRun>; kill: () => void } {
-  const child = spawn(process.execPath, ['--import', 'tsx', cliEntry, ...args], {
-    cwd: root,
+  const child = spawn(process.execPath, [LRELAY_ENTRY, ...args], {
+    cwd: REPO_ROOT,
     stdio: ['pipe', 'pipe', 'pipe'],
   });
   let stdout = '';

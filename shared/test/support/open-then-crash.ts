@@ -3,7 +3,7 @@
  * message (the session state, with the spent message key, is stored), prints
  * it, and kills itself with SIGKILL before acknowledging it.
  *
- *   node --import tsx open-then-crash.ts RELAY_URL KEY_FILE STATE_DIR
+ *   node .test-build/shared/test/support/open-then-crash.js RELAY_URL KEY_FILE STATE_DIR
  *
  * stdout: one JSON line {"text": "...", "id": "<hex message id>"} (written
  * and flushed before the kill).
