@@ -85,7 +85,7 @@ export async function startRelay(options: StartRelayOptions): Promise<RelayHandl
       if (options.echo) process.stderr.write(`[${nodeId}!] ${d}`);
     });
     void exited.then((code) => reject(new Error(`relay exited with ${code} before listening:\n${logs.join('\n')}`)));
-    setTimeout(() => reject(new Error(`relay did not listen within 30 s:\n${logs.join("\n")}`)), 30_000).unref();
+    setTimeout(() => reject(new Error(`relay did not listen within 30 s:\n${logs.join('\n')}`)), 30_000).unref();
   });
   const ports = await listening;
   return {
