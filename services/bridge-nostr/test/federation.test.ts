@@ -18,6 +18,7 @@ import {
   Ed25519Identity,
   encodeFrame,
   FEDERATION_PREFIX,
+  type ForeignIdentity,
   federatedMessageOf,
   hintFromDid,
   type InboundMessage,
@@ -115,6 +116,30 @@ describe('federation: Libertaria peer <-> relay <-> BullMQ <-> bridge-nostr <-> 
   const bridgeIdentity = Ed25519Identity.generate();
   const figures: Record<string, unknown> = {};
 
+  /**
+   * What the federation queues hold, for a failure message: the counts, and
+   * the jobs that failed or wait for a retry with their attempts and reasons.
+   * A message that never arrives is then explained (a publish that timed out,
+   * a refused frame) instead of a bare timeout.
+   */
+  async function federationReport(): Promise<string> {
+    const parts: string[] = [];
+    for (const queue of [federation.outboundQueue, federation.inboundQueue]) {
+      const counts = await queue.getJobCounts('waiting', 'active', 'delayed', 'completed', 'failed', 'prioritized');
+      const jobs = await queue.getJobs(['failed', 'delayed', 'active', 'waiting'], 0, 9);
+      const detail = jobs.map((j) => `${j.id}: attempts ${j.attemptsMade}, ${j.failedReason ?? 'no failure'}`);
+      parts.push(`${queue.name} ${JSON.stringify(counts)} [${detail.join('; ')}]`);
+    }
+    return parts.join(' | ');
+  }
+
+  /** The next rumor from `from`; on a timeout the error says what the queues hold. */
+  function nextRumorOrReport(user: NostrUser, from: ForeignIdentity, timeoutMs: number) {
+    return user.nextRumor(from, timeoutMs).catch(async (error: unknown) => {
+      throw new Error(`${(error as Error).message}; federation: ${await federationReport()}`);
+    });
+  }
+
   before(async () => {
     redis = await startRedis({ args: ['--maxmemory-policy', 'noeviction'] });
     nostr = await startNostrRelay();
@@ -195,7 +220,7 @@ describe('federation: Libertaria peer <-> relay <-> BullMQ <-> bridge-nostr <-> 
       assert.equal(session.session.bridge.type, 'nostr');
       assert.equal(session.session.localPeer, alice.identity.did);
 
-      const reading = user.nextRumor(aliceNpub, 20_000);
+      const reading = nextRumorOrReport(user, aliceNpub, 30_000);
       const t0 = performance.now();
       const ack = await session.send('hello from Libertaria');
       figures.outboundAckMs = Math.round(performance.now() - t0);
@@ -225,7 +250,7 @@ describe('federation: Libertaria peer <-> relay <-> BullMQ <-> bridge-nostr <-> 
       await message.ack();
 
       // The conversation goes on in the session the bridge opened: a second round both ways.
-      const reading2 = user.nextRumor(aliceNpub, 20_000);
+      const reading2 = nextRumorOrReport(user, aliceNpub, 30_000);
       await session.send('second message');
       assert.equal((await reading2).content, 'second message');
       await user.sendPrivate(aliceNpub, 'second answer');
@@ -252,7 +277,7 @@ describe('federation: Libertaria peer <-> relay <-> BullMQ <-> bridge-nostr <-> 
       await writeKeyFile(keyFile, bob);
       const user = new NostrUser([nostr.url]);
       const bobNpub = await bridge.bridgeIdentity(bob.did);
-      const reading = user.nextRumor(bobNpub, 30_000);
+      const reading = nextRumorOrReport(user, bobNpub, 30_000);
       const sent = await runCli([
         'send',
         '--relay',
@@ -299,7 +324,7 @@ describe('federation: Libertaria peer <-> relay <-> BullMQ <-> bridge-nostr <-> 
         'found the bridge myself',
       ]);
       assert.equal(discovered.code, 0, discovered.stderr);
-      assert.equal((await user.nextRumor(bobNpub, 20_000)).content, 'found the bridge myself');
+      assert.equal((await nextRumorOrReport(user, bobNpub, 30_000)).content, 'found the bridge myself');
       // A network no bridge serves here.
       const none = await runCli([
         'send',
@@ -326,7 +351,7 @@ describe('federation: Libertaria peer <-> relay <-> BullMQ <-> bridge-nostr <-> 
       const carolNpub = await bridge.bridgeIdentity(carol.identity.did);
       const session = openFederatedSession(carol.client, { remote: user.identity.uri, bridge: bridgeIdentity.did });
       const messageId = new Uint8Array(randomBytes(16));
-      const reading = user.nextRumor(carolNpub, 20_000);
+      const reading = nextRumorOrReport(user, carolNpub, 30_000);
       await session.send('only once', { messageId });
       await session.send('only once', { messageId }); // as a client re-sends after a lost ACK
       assert.equal((await reading).content, 'only once');
@@ -352,7 +377,7 @@ describe('federation: Libertaria peer <-> relay <-> BullMQ <-> bridge-nostr <-> 
       const frankNpub = await bridge.bridgeIdentity(frank.identity.did);
       const session = openFederatedSession(frank.client, { remote: user.identity.uri, bridge: bridgeIdentity.did });
       nostr.rateLimitNext(1);
-      const reading = user.nextRumor(frankNpub, 20_000);
+      const reading = nextRumorOrReport(user, frankNpub, 30_000);
       const t0 = performance.now();
       const { messageId } = await session.send('after a pause');
       assert.equal((await reading).content, 'after a pause');

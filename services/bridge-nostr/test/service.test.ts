@@ -40,14 +40,23 @@ it('starts from its environment, bridges an identity, and hands over a message f
   }
 });
 
-it('joins the relay cluster from its environment: registers, serves federation health, refuses a partial setup', async () => {
+it('joins the relay cluster from its environment: registers, serves federation health, refuses a partial setup', async (t) => {
   const { startRedis } = await import('../../../test-support/redis.js');
   const { startRelay } = await import('../../../test-support/relay-process.js');
   const { writeKeyFile, bridgesKey, FEDERATION_PREFIX, hintFromDid, hintToHex } = await import('@libertaria/shared');
   const { loadBridgeNostrConfig } = await import('../src/config.js');
+  // Each part is stopped after the test even when a later step fails: a part
+  // left running would keep this file's process alive until the run's timeout.
+  const stops: (() => Promise<unknown>)[] = [];
+  t.after(async () => {
+    for (const stop of stops.reverse()) await stop();
+  });
   const redis = await startRedis();
+  stops.push(() => redis.stop());
   const nostr = await startNostrRelay();
+  stops.push(() => nostr.stop());
   const relay = await startRelay({ redisUrl: redis.url });
+  stops.push(() => relay.stop());
   const dir = mkdtempSync(join(tmpdir(), 'bridge-nostr-fed-'));
   const identity = Ed25519Identity.generate();
   await writeKeyFile(join(dir, 'bridge.json'), identity);
@@ -82,8 +91,5 @@ it('joins the relay cluster from its environment: registers, serves federation h
     );
   } finally {
     await service.close();
-    await relay.stop();
-    await nostr.stop();
-    await redis.stop();
   }
 });
