@@ -99,20 +99,26 @@ export class RawPeer {
     this.closeFn();
   }
 
-  /** Waits for (and removes) the first frame matching `pred`. */
+  /**
+   * Waits for (and removes) the first frame matching `pred`. The default
+   * deadline is sized for a loaded 2-core CI machine (an answer takes
+   * milliseconds on a quiet one); on failure the error lists the frames
+   * received and not taken.
+   */
   async next<T extends Frame['type']>(
     type: T | ((f: Frame) => boolean),
-    timeoutMs = 5000,
+    timeoutMs = 20_000,
   ): Promise<Extract<Frame, { type: T }>> {
     const pred = typeof type === 'function' ? type : (f: Frame) => f.type === type;
+    const what = typeof type === 'function' ? 'a matching frame' : type;
     const deadline = Date.now() + timeoutMs;
     for (;;) {
       const i = this.frames.findIndex(pred);
       if (i >= 0) return this.frames.splice(i, 1)[0] as Extract<Frame, { type: T }>;
-      if (this.closed)
-        throw new Error(`connection closed while waiting; frames: ${this.frames.map((f) => f.type).join(',')}`);
+      if (this.closed) throw new Error(`connection closed while waiting for ${what}; frames: ${this.describeFrames()}`);
       const left = deadline - Date.now();
-      if (left <= 0) throw new Error(`timed out waiting; frames: ${this.frames.map((f) => f.type).join(',')}`);
+      if (left <= 0)
+        throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}; frames: ${this.describeFrames()}`);
       await new Promise<void>((resolve) => {
         const t = setTimeout(resolve, left);
         this.waiters.push(() => {
@@ -121,6 +127,14 @@ export class RawPeer {
         });
       });
     }
+  }
+
+  /** The frames received and not taken yet, with their error codes if any (for failure messages). */
+  describeFrames(): string {
+    if (this.frames.length === 0) return '(none)';
+    return this.frames
+      .map((f) => ('code' in f && f.code !== undefined ? `${f.type}(${String(f.code)})` : f.type))
+      .join(',');
   }
 
   /** HELLO → CHALLENGE → AUTH → WELCOME. `tamper` may change what is signed or sent. */

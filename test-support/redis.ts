@@ -120,14 +120,16 @@ export async function startRedis(options: StartRedisOptions = {}): Promise<Redis
     child = proc;
     running.add(proc);
     proc.once('exit', () => running.delete(proc));
-    const deadline = Date.now() + 10_000;
+    // Starting takes well under a second on a quiet machine; CI machines are
+    // loaded 2-core ones, and a restart with appendonly replays the AOF first.
+    const deadline = Date.now() + 30_000;
     while (Date.now() < deadline) {
       if (proc.exitCode !== null) throw new Error(`redis-server exited: ${output}`);
       if (await ping(port)) return;
       await new Promise((r) => setTimeout(r, 50));
     }
     proc.kill('SIGKILL');
-    throw new Error(`redis-server did not answer on port ${port}: ${output}`);
+    throw new Error(`redis-server did not answer on port ${port} within 30 s; its output: ${output || '(none)'}`);
   };
 
   const stopChild = async (): Promise<void> => {

@@ -35,8 +35,17 @@ function run(args: string[], options: { input?: string; viaShim?: boolean } = {}
     child.stderr.on('data', (d: Buffer) => {
       stderr += d.toString();
     });
+    // A hung CLI fails here with its output, not as a bare test timeout; 60 s is
+    // many times a run's length, for loaded CI machines.
+    const timer = setTimeout(() => {
+      child.kill('SIGKILL');
+      reject(new Error(`lrelay ${args.join(' ')} did not exit within 60 s; stdout: ${stdout}; stderr: ${stderr}`));
+    }, 60_000);
     child.on('error', reject);
-    child.on('close', (code) => resolve({ code, stdout, stderr }));
+    child.on('close', (code) => {
+      clearTimeout(timer);
+      resolve({ code, stdout, stderr });
+    });
     child.stdin.end(options.input ?? '');
   });
 }

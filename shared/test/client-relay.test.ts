@@ -29,12 +29,13 @@ import {
 import { type LibertariaError, RelayError } from '../src/errors.js';
 import { Ed25519Identity, verifyEd25519, writeKeyFile } from '../src/identity/index.js';
 import { SendFlags } from '../src/protocol/frames.js';
-import { cli, iteratorOf, nextMessage, str, text, within } from './support/client-harness.js';
+import { cli, clientState, iteratorOf, nextMessage, str, text, within } from './support/client-harness.js';
 
+/** The next `event` matching `match`; the default deadline is sized for a loaded 2-core CI machine. */
 function nextEvent<K extends keyof RelayClientEvents>(
   client: RelayClient,
   event: K,
-  ms = 10_000,
+  ms = 20_000,
   match: (payload: RelayClientEvents[K]) => boolean = () => true,
 ): Promise<RelayClientEvents[K]> {
   let off = (): void => {};
@@ -45,7 +46,7 @@ function nextEvent<K extends keyof RelayClientEvents>(
       resolve(payload);
     });
   });
-  return within(seen, ms, `event ${String(event)}`).finally(off);
+  return within(seen, ms, `event ${String(event)}`, clientState(client)).finally(off);
 }
 
 /**
@@ -57,10 +58,12 @@ function asRawIdentity(identity: Ed25519Identity): SharedIdentity {
   return SharedIdentity.fromSeed(identity.exportSeed());
 }
 
-async function until(condition: () => boolean, ms: number, what: string): Promise<void> {
+/** Polls `condition`; on timeout the error includes `seen()`, what the test observed instead. */
+async function until(condition: () => boolean, ms: number, what: string, seen: () => unknown): Promise<void> {
   const deadline = Date.now() + ms;
   while (!condition()) {
-    if (Date.now() > deadline) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
+    if (Date.now() > deadline)
+      throw new Error(`timed out after ${ms} ms waiting for ${what}; saw: ${JSON.stringify(seen())}`);
     await new Promise((r) => setTimeout(r, 20));
   }
 }
@@ -151,7 +154,7 @@ describe('RelayClient against a real relay', { timeout: 120_000 }, () => {
       ...options,
     });
     clients.push(client);
-    await within(client.connect(), 10_000, 'connect');
+    await within(client.connect(), 20_000, 'connect', clientState(client));
     return client;
   }
 
@@ -325,7 +328,7 @@ describe('RelayClient against a real relay', { timeout: 120_000 }, () => {
     proxy.cut();
     proxy.hold(null);
     await back;
-    const result = await within(sending, 10_000, 'the ACK of the resent message');
+    const result = await within(sending, 20_000, 'the ACK of the resent message', clientState(alice));
     // The relay is idempotent on messageId: same position, stored once.
     assert.equal(result.position, m.position);
     assert.deepEqual(result.messageId, m.messageId);
@@ -418,7 +421,12 @@ describe('RelayClient against a real relay', { timeout: 120_000 }, () => {
     await raw.next('ACK');
     await raw.next('ACK');
     raw.close();
-    await until(() => errors.length === 3, 5000, 'three error events');
+    await until(
+      () => errors.length === 3,
+      20_000,
+      'three error events',
+      () => errors.map((e) => e.message),
+    );
     // Durable frames pass through Redis, the fast one does not: compare without order.
     assert.deepEqual(errors.map((e) => e.code).sort(), ['SOURCE_MISMATCH', 'SOURCE_MISMATCH', 'UNSUPPORTED_VERSION']);
 
@@ -440,7 +448,7 @@ describe('RelayClient against a real relay', { timeout: 120_000 }, () => {
     const n = 30;
     await Promise.all(Array.from({ length: n }, (_, i) => alice.send(bob.did, text(`n${i}`))));
     await bob.ping();
-    await until(() => bob.stats.bufferedInbound === 4, 5000, 'a full inbound buffer');
+    await until(() => bob.stats.bufferedInbound === 4, 20_000, 'a full inbound buffer', clientState(bob));
     const got: string[] = [];
     for (let i = 0; i < n; i++) {
       const m = await nextMessage(bob);
@@ -466,7 +474,7 @@ describe('RelayClient against a real relay', { timeout: 120_000 }, () => {
       if (count !== undefined) dropped.push(count);
     });
     for (let i = 0; i < 6; i++) await alice.send(bob.did, text(`f${i}`), { durable: false });
-    await until(() => bob.stats.droppedFast === 4, 5000, 'four dropped fast frames');
+    await until(() => bob.stats.droppedFast === 4, 20_000, 'four dropped fast frames', clientState(bob));
     assert.deepEqual(dropped, [1, 2, 3, 4]);
     assert.equal(str((await nextMessage(bob)).payload), 'f0');
     assert.equal(str((await nextMessage(bob)).payload), 'f1');
@@ -479,10 +487,10 @@ describe('RelayClient against a real relay', { timeout: 120_000 }, () => {
     const bob = await connected([relay.tcpUrl]);
     proxy.hold('down');
     const sending = alice.send(bob.did, text('stuck path'));
-    const lost = await nextEvent(alice, 'disconnected', 5000);
+    const lost = await nextEvent(alice, 'disconnected');
     assert.match(lost.error?.message ?? '', /no ACK within 400 ms/);
     proxy.hold(null);
-    const result = await within(sending, 10_000, 'the ACK after reconnecting');
+    const result = await within(sending, 20_000, 'the ACK after reconnecting', clientState(alice));
     const m = await nextMessage(bob);
     assert.equal(m.position, result.position);
     await m.ack();
@@ -518,7 +526,7 @@ describe('RelayClient against a real relay', { timeout: 120_000 }, () => {
       const bob = await connected([relay.tcpUrl]);
       // 100 one-time KEM prekeys are 125 KB: three PREKEY_PUBLISH frames under the 64 KiB limit.
       const pub = makePublication(aliceId, { oneTimeX25519: 100, oneTimeKem: 100 });
-      const status = await within(alice.publishPrekeys(pub), 10_000, 'publishPrekeys');
+      const status = await within(alice.publishPrekeys(pub), 20_000, 'publishPrekeys', clientState(alice));
       assert.deepEqual(status, {
         published: true,
         oneTimeX25519: 100,
@@ -672,14 +680,22 @@ describe('RelayClient against a real relay', { timeout: 120_000 }, () => {
         bobKey,
         '--count',
         '1',
+        // Long enough for this listener's start plus the sending CLI's, on a loaded CI machine.
         '--timeout',
-        '20',
+        '40',
       ]);
+      let listenerEnded = false;
+      void listener.done.finally(() => {
+        listenerEnded = true;
+      });
       // Wait until the listener is connected, or the fast message would find nobody.
       const probe = await connected([relay.tcpUrl]);
-      const deadline = Date.now() + 15_000;
+      const deadline = Date.now() + 30_000;
       while (!(await probe.presence(bob.did))) {
-        assert.ok(Date.now() < deadline, 'listener never connected');
+        if (listenerEnded || Date.now() > deadline) {
+          const run = await listener.done.catch((error: Error) => error.message);
+          assert.fail(`listener never connected: ${typeof run === 'string' ? run : JSON.stringify(run)}`);
+        }
         await new Promise((r) => setTimeout(r, 50));
       }
       const sent = await cli([
@@ -779,7 +795,8 @@ describe('RelayClient across relay restarts', { timeout: 120_000 }, () => {
     await sender.connect();
 
     const goaway = nextEvent(peer, 'goaway');
-    const moved = nextEvent(peer, 'connected', 15_000, (e) => e.url.startsWith(c.wsUrl) || e.url === c.tcpUrl);
+    // A 2 s drain, then reconnecting to the hint: several times that on a loaded CI machine.
+    const moved = nextEvent(peer, 'connected', 30_000, (e) => e.url.startsWith(c.wsUrl) || e.url === c.tcpUrl);
     const stopping = b.stop();
     const event = await goaway;
     assert.equal(event.reason, 'draining');
@@ -802,7 +819,7 @@ describe('RelayClient across relay restarts', { timeout: 120_000 }, () => {
     await sender.connect();
 
     const disconnected = nextEvent(peer, 'disconnected');
-    const reconnected = nextEvent(peer, 'connected', 15_000, (ev) => ev.url.startsWith(e.wsUrl));
+    const reconnected = nextEvent(peer, 'connected', 30_000, (ev) => ev.url.startsWith(e.wsUrl));
     d.kill('SIGKILL');
     await disconnected;
     await sender.send(peer.did, text('queued while failing over'));
@@ -833,8 +850,13 @@ describe('RelayClient keepalive', { timeout: 60_000 }, () => {
     await client.connect();
     const silent = await RawPeer.connect(relay.tcpUrl);
     await silent.authenticate(asRawIdentity(Ed25519Identity.generate()));
-    await new Promise((r) => setTimeout(r, 9500));
-    assert.equal(silent.closed, true, 'the relay does close idle connections');
+    // Wait for the relay to drop the silent peer (8 s idle; the event, not a fixed
+    // sleep, so a loaded machine that runs the relay's timer late does not fail
+    // it): by then the client, connected first, has been idle at least as long.
+    await within(silent.closedPromise, 30_000, 'the relay to close the silent connection', () => ({
+      frames: silent.describeFrames(),
+      client: clientState(client)(),
+    }));
     assert.equal(drops, 0, 'the client sent keepalive PINGs');
     assert.equal(client.stats.connections, 1);
     await client.ping();
@@ -915,7 +937,7 @@ describe('RelayClient over TLS', { timeout: 60_000, skip: !hasOpenssl() && 'open
     const make = async (url: string): Promise<RelayClient> => {
       const c = new RelayClient({ relays: [url], identity: Ed25519Identity.generate(), tls: { ca } });
       clients.push(c);
-      await within(c.connect(), 10_000, `connect ${url}`);
+      await within(c.connect(), 20_000, `connect ${url}`, clientState(c));
       return c;
     };
     const tlsUrl = relay.tcpUrl.replace('tcp://', 'tls://');

@@ -13,7 +13,7 @@ import { type RedisHandle, startRedis } from '../../test-support/redis.js';
 import { type RelayHandle, startRelay } from '../../test-support/relay-process.js';
 import { type InboundMessage, RelayClient } from '../src/client/index.js';
 import { Ed25519Identity } from '../src/identity/index.js';
-import { iteratorOf, str, text, within } from './support/client-harness.js';
+import { clientState, iteratorOf, str, text, within } from './support/client-harness.js';
 
 const ONE_WAY_MS = 700;
 
@@ -59,18 +59,19 @@ describe('delay tolerance', { timeout: 120_000 }, () => {
 
     const sender = slowClient(senderId, true);
     const started = Date.now();
-    await within(sender.connect(), 60_000, 'connect over the slow link');
+    await within(sender.connect(), 60_000, 'connect over the slow link', clientState(sender));
     const connectMs = Date.now() - started;
     let disconnects = 0;
     sender.events.on('disconnected', () => disconnects++);
 
     const sends = [0, 1, 2, 3, 4].map((i) => sender.send(receiverId.did, text(`slow ${i}`)));
-    const results = await within(Promise.all(sends), 30_000, 'ACKs over the slow link');
+    const results = await within(Promise.all(sends), 30_000, 'ACKs over the slow link', clientState(sender));
     assert.ok(results.every((r) => (r.position ?? 0) > 0));
     const it = iteratorOf(receiver);
     const got: string[] = [];
     for (let i = 0; i < 5; i++) {
-      const m = (await within(it.next(), 10_000, 'message')).value as InboundMessage;
+      const m = (await within(it.next(), 20_000, `message after ${got.join(',')}`, clientState(receiver)))
+        .value as InboundMessage;
       got.push(str(m.payload));
       await m.ack();
     }
@@ -114,14 +115,15 @@ describe('delay tolerance', { timeout: 120_000 }, () => {
       jumpProxy.delayMs = 1500;
       const started = Date.now();
       const sends = [0, 1, 2].map((i) => sender.send(receiverId.did, text(`after ${i}`)));
-      await within(Promise.all(sends), 30_000, 'ACKs after the jump');
+      await within(Promise.all(sends), 30_000, 'ACKs after the jump', clientState(sender));
       const ackedAfter = Date.now() - started;
       assert.equal(disconnects, 0, `no reconnect: the late ACKs were waited for (${reasons.join('; ')})`);
       assert.ok(ackedAfter >= 2 * 1500 * 0.9, `ACKed after ${ackedAfter} ms`);
       const it = iteratorOf(receiver);
       const got: string[] = [];
       for (let i = 0; i < 4; i++) {
-        const m = (await within(it.next(), 10_000, 'message')).value as InboundMessage;
+        const m = (await within(it.next(), 20_000, `message after ${got.join(',')}`, clientState(receiver)))
+          .value as InboundMessage;
         got.push(str(m.payload));
         await m.ack();
       }

@@ -215,7 +215,8 @@ describe('RelayClient lifecycle against real relays', { timeout: 60_000 }, () =>
     client.events.on('state', (t) => seen.push(`${t.from}>${t.to}`));
     /** Resolves once `transition` ("from>to") has happened, before or after the call. */
     const reached = async (transition: string) => {
-      const deadline = Date.now() + 15_000;
+      // A drain, a reconnect and a handshake: several times their quiet-machine time, for loaded CI.
+      const deadline = Date.now() + 30_000;
       while (!seen.includes(transition)) {
         assert.ok(Date.now() < deadline, `no ${transition}; seen ${seen.join(', ')}`);
         await new Promise((r) => setTimeout(r, 20));

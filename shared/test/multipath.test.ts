@@ -34,7 +34,7 @@ import {
 import { LibertariaError, RelayError } from '../src/errors.js';
 import { Ed25519Identity, verifyEd25519 } from '../src/identity/index.js';
 import { nodeCrypto } from '../src/session/crypto-node.js';
-import { str, text, within } from './support/client-harness.js';
+import { clientState, str, text, within } from './support/client-harness.js';
 
 function code(expected: string): (error: unknown) => boolean {
   return (error) => {
@@ -206,7 +206,9 @@ describe('multipath parts', () => {
       const out: string[] = [];
       const rb = new ReorderBuffer<string>({ gapTimeoutMs: 20 }, (item) => out.push(item));
       rb.push('s', 1, 'b');
-      await new Promise((r) => setTimeout(r, 60));
+      // Wait for the release itself: a fixed 60 ms sleep left 40 ms for a timer a loaded machine may run late.
+      const deadline = Date.now() + 15_000;
+      while (out.length === 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
       assert.deepEqual(out, ['b']);
     });
   });
@@ -464,7 +466,7 @@ describe('multipath parts', () => {
       const connecting = mp.connect();
       // Nothing is connected: a durable send waits for a path instead of failing at once.
       const pending = mp.send(me.did, text('waits'));
-      await assert.rejects(within(connecting, 10_000, 'give up'), code('CONNECTION_FAILED'));
+      await assert.rejects(within(connecting, 20_000, 'give up'), code('CONNECTION_FAILED'));
       await assert.rejects(pending, code('CONNECTION_FAILED'));
       assert.deepEqual(failed.sort(), ['a:CONNECTION_FAILED', 'b:CONNECTION_FAILED']);
       await assert.rejects(mp.messages()[Symbol.asyncIterator]().next(), code('CONNECTION_FAILED'));
@@ -571,11 +573,13 @@ describe('MultipathSession against real relays', { timeout: 180_000 }, () => {
       mp.events.on(name, (e) => p.events.push([name, e]));
     }
     peers.push(p);
-    await within(mp.connect(), 10_000, 'multipath connect');
+    // Deadlines here are sized for a loaded 2-core CI machine; each reports what it saw.
+    await within(mp.connect(), 20_000, 'multipath connect', () => mp.stats);
     await within(
       waitFor(() => mp.stats.paths.every((s) => s.connected)),
-      10_000,
+      20_000,
       'every path up',
+      () => mp.stats.paths,
     );
     return p;
   }
@@ -588,7 +592,8 @@ describe('MultipathSession against real relays', { timeout: 180_000 }, () => {
   async function published(p: Peer): Promise<void> {
     const client = p.clients.find((c) => c.connected);
     assert.ok(client, 'a connected path');
-    if (p.sessions !== undefined) await within(p.sessions.ensurePublished(client), 10_000, 'prekeys published');
+    if (p.sessions !== undefined)
+      await within(p.sessions.ensurePublished(client), 20_000, 'prekeys published', clientState(client));
   }
 
   async function receive(p: Peer, n: number, ms = 20_000): Promise<MultipathMessage[]> {
@@ -604,7 +609,8 @@ describe('MultipathSession against real relays', { timeout: 180_000 }, () => {
         }
       })(),
       ms,
-      `${n} messages (got ${out.length})`,
+      `${n} messages`,
+      () => ({ got: out.map((m) => str(m.payload)), stats: p.mp.stats }),
     );
     await it.return?.();
     return out;
@@ -634,6 +640,23 @@ describe('MultipathSession against real relays', { timeout: 180_000 }, () => {
     }
   }
 
+  /** Waits until a peer's durable queue in Redis is empty (every copy acknowledged reaches Redis asynchronously). */
+  async function emptyQueue(p: Peer): Promise<void> {
+    let depth = -1;
+    await within(
+      (async () => {
+        for (;;) {
+          depth = await queueDepth(p);
+          if (depth === 0) return;
+          await new Promise((r) => setTimeout(r, 50));
+        }
+      })(),
+      20_000,
+      'an empty queue',
+      () => ({ depth, clients: p.clients.map((c) => c.stats) }),
+    );
+  }
+
   /** Sends `n` messages `${prefix}${i}` at once (all in flight together); resolves with the results. */
   function sendAll(from: Peer, to: Peer, prefix: string, n: number, durable = true) {
     return Promise.all(
@@ -660,14 +683,19 @@ describe('MultipathSession against real relays', { timeout: 180_000 }, () => {
       'failover',
     );
     assert.ok(alice.mp.sealed);
-    const results = await within(sendAll(alice, bob, 'f', 100), 20_000, 'ACKs');
+    const results = await within(sendAll(alice, bob, 'f', 100), 20_000, 'ACKs', () => alice.mp.stats);
     assert.ok(results.every((r) => r.path === 'primary' && r.position !== undefined));
     assert.deepEqual(sentOn(alice), { primary: 100, backup: 0 });
     const got = await receive(bob, 100);
     assertInOrderOnce(got, 'f', 100);
     assert.equal(got[0]!.from, alice.id.did);
     // Both of bob's connections read the one durable queue: the copies were hidden and acknowledged too.
-    await waitFor(() => bob.mp.stats.duplicates >= 100 - 5);
+    await within(
+      waitFor(() => bob.mp.stats.duplicates >= 100 - 5),
+      20_000,
+      'the copies',
+      () => bob.mp.stats,
+    );
     const received = bob.mp.stats.paths.map((s) => s.received + s.duplicates);
     assert.ok(
       received.every((n) => n >= 90),
@@ -675,16 +703,11 @@ describe('MultipathSession against real relays', { timeout: 180_000 }, () => {
     );
     await within(
       waitFor(() => bob.clients.every((c) => c.stats.unackedInbound === 0)),
-      5000,
+      20_000,
       'every copy acknowledged',
+      () => bob.clients.map((c) => c.stats),
     );
-    await within(
-      (async () => {
-        while ((await queueDepth(bob)) !== 0) await new Promise((r) => setTimeout(r, 50));
-      })(),
-      5000,
-      'an empty queue',
-    );
+    await emptyQueue(bob);
     assert.deepEqual(alice.errors, []);
     assert.deepEqual(bob.errors, []);
   });
@@ -702,22 +725,24 @@ describe('MultipathSession against real relays', { timeout: 180_000 }, () => {
       'failover',
     );
     const phase = async (prefix: string, expected: string) => {
-      const results = await within(sendAll(alice, bob, prefix, 30), 20_000, `${prefix} ACKs`);
+      const results = await within(sendAll(alice, bob, prefix, 30), 20_000, `${prefix} ACKs`, () => alice.mp.stats);
       assert.deepEqual(new Set(results.map((r) => r.path)), new Set([expected]), prefix);
     };
     await phase('a', 'primary');
     proxy.cut();
     await within(
       waitFor(() => !alice.clients[0]!.connected),
-      5000,
+      20_000,
       'primary down',
+      clientState(alice.clients[0]!),
     );
     await phase('b', 'backup');
     proxy.restore();
     await within(
       waitFor(() => alice.clients[0]!.connected),
-      10_000,
+      20_000,
       'primary back',
+      clientState(alice.clients[0]!),
     );
     await phase('c', 'primary');
     const switches = alice.events.filter(([name]) => name === 'switch').map(([, e]) => e);
@@ -758,7 +783,7 @@ describe('MultipathSession against real relays', { timeout: 180_000 }, () => {
     assert.deepEqual({ ...fastCounts }, { 'r1-ws': 30, 'r1-tcp': 30, 'r2-ws': 30 });
     assertInOrderOnce(await receive(bob, 90), 'x', 90);
 
-    const durable = await within(sendAll(alice, bob, 'd', 150), 20_000, 'ACKs');
+    const durable = await within(sendAll(alice, bob, 'd', 150), 20_000, 'ACKs', () => alice.mp.stats);
     const acked: Record<string, number> = {};
     for (const r of durable) acked[r.path] = (acked[r.path] ?? 0) + 1;
     const sentAfter = sentOn(alice);
@@ -801,8 +826,9 @@ describe('MultipathSession against real relays', { timeout: 180_000 }, () => {
     proxy.cut();
     await within(
       waitFor(() => !alice.mp.connected),
-      5000,
+      20_000,
       'no path',
+      () => alice.mp.stats,
     );
     let settled = false;
     const sending = alice.mp.send(bob.id.did, text('w-offline')).finally(() => {
@@ -812,7 +838,7 @@ describe('MultipathSession against real relays', { timeout: 180_000 }, () => {
     assert.equal(settled, false, 'waits for a path');
     assert.equal(alice.mp.stats.pendingSends, 1);
     proxy.restore();
-    const result = await within(sending, 10_000, 'ACK after the path returned');
+    const result = await within(sending, 20_000, 'ACK after the path returned', () => alice.mp.stats);
     assert.equal(result.path, 'only');
     assert.deepEqual(
       (await receive(bob, 2)).map((m) => str(m.payload)),
@@ -840,17 +866,18 @@ describe('MultipathSession against real relays', { timeout: 180_000 }, () => {
     });
     const bob: Peer = { id: bobId, mp, sessions: bobSessions, clients, errors: [], events: [] };
     peers.push(bob);
-    await within(mp.connect(), 10_000, 'connect');
+    await within(mp.connect(), 20_000, 'connect', () => mp.stats);
     await within(
       waitFor(() => clients.every((c) => c.connected)),
-      10_000,
+      20_000,
       'paths up',
+      () => mp.stats.paths,
     );
     await published(bob);
     // One sending path: the frames are stored, and reach bob, in sequence order, so nothing waits in
     // the reorder buffer (a run released from there may overshoot the bound by up to its size).
     const alice = await peer([{ url: r1.wsUrl }], 'failover');
-    await within(sendAll(alice, bob, 'b', 40), 20_000, 'ACKs');
+    await within(sendAll(alice, bob, 'b', 40), 20_000, 'ACKs', () => alice.mp.stats);
     await new Promise((r) => setTimeout(r, 500));
     // At most the buffer, plus one message per path read before it noticed.
     assert.equal(mp.stats.reorder.reordered, 0);
@@ -875,7 +902,7 @@ describe('MultipathSession against real relays', { timeout: 180_000 }, () => {
       await receive(bob, 1);
       const reorderedBefore = bob.mp.stats.reorder.reordered;
       const n = 150;
-      const results = await within(sendAll(alice, bob, 'g', n, durable), 20_000, 'sends');
+      const results = await within(sendAll(alice, bob, 'g', n, durable), 20_000, 'sends', () => alice.mp.stats);
       const counts: Record<string, number> = {};
       for (const r of results) counts[r.path] = (counts[r.path] ?? 0) + 1;
       assert.deepEqual(counts, { fast: 100, slow: 50 });
@@ -987,13 +1014,17 @@ describe('MultipathSession against real relays', { timeout: 180_000 }, () => {
         waitFor(() => acked >= 40 && alice.mp.stats.paths[0]!.outstanding >= 1, 1),
         20_000,
         'the first ACKs, and frames in flight on the doomed path',
+        () => ({ acked, paths: alice.mp.stats.paths }),
       );
       const inFlight = alice.mp.stats.paths[0]!.outstanding;
       const ackedAtKill = acked;
       const killedAt = performance.now();
       slow.cut();
       doomed.kill('SIGKILL');
-      const results = await within(Promise.all(sends), 30_000, 'every durable send ACKed');
+      const results = await within(Promise.all(sends), 30_000, 'every durable send ACKed', () => ({
+        acked,
+        paths: alice.mp.stats.paths,
+      }));
       const allAckedMs = performance.now() - killedAt;
       assert.equal(results.length, n);
       const rerouted = alice.mp.stats.paths.reduce((a, p) => a + p.rerouted, 0);
@@ -1007,13 +1038,7 @@ describe('MultipathSession against real relays', { timeout: 180_000 }, () => {
       assertInOrderOnce(got, 'k', n);
       assert.ok(alice.events.some(([name, e]) => name === 'path-down' && (e as { path: string }).path === 'doomed'));
       // Nothing is left behind, and nothing comes again.
-      await within(
-        (async () => {
-          while ((await queueDepth(bob)) !== 0) await new Promise((r) => setTimeout(r, 50));
-        })(),
-        10_000,
-        'an empty queue',
-      );
+      await emptyQueue(bob);
       assert.equal(bob.mp.stats.delivered, n + 1);
       t.diagnostic(
         `${strategy}: ${n} durable sends, ${ackedAtKill} ACKed before the kill; ${inFlight} in flight on the killed path, ` +
@@ -1052,7 +1077,12 @@ describe('MultipathSession against real relays', { timeout: 180_000 }, () => {
       await published(bob0);
       await bob0.mp.close();
       const alice = await peer([{ url: r1.wsUrl }, { url: r2.tcpUrl }], 'load-balance', { sealed });
-      await within(Promise.all([0, 1, 2].map((i) => alice.mp.send(bobId.did, text(`${marker}-${i}`)))), 10_000, 'ACKs');
+      await within(
+        Promise.all([0, 1, 2].map((i) => alice.mp.send(bobId.did, text(`${marker}-${i}`)))),
+        20_000,
+        'ACKs',
+        () => alice.mp.stats,
+      );
       const stored = await dump();
       // Bob comes back with the same SessionManager (its prekey secrets) on another node.
       const bob = await peer([{ url: r2.wsUrl }], 'failover', {

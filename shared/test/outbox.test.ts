@@ -25,7 +25,7 @@ import {
 import { FileSessionStore } from '../src/client/session-store-file.js';
 import { Ed25519Identity, verifyEd25519 } from '../src/identity/index.js';
 import { nodeCrypto } from '../src/session/crypto-node.js';
-import { iteratorOf, str, text, within } from './support/client-harness.js';
+import { clientState, iteratorOf, str, text, within } from './support/client-harness.js';
 
 describe('dedupe tracker snapshot and restore', () => {
   it('never yields again what was acknowledged, and yields again what was not', () => {
@@ -116,8 +116,14 @@ describe('RelayClient outbox against a real relay', { timeout: 120_000 }, () => 
     await relay.exited;
     const pending = [0, 1, 2, 3, 4].map((i) => alice1.send(bobId.did, text(`queued ${i}`)));
     for (const p of pending) p.catch(() => {});
-    await new Promise((r) => setTimeout(r, 300));
-    await alice1.close(); // the application exits with five sends unacknowledged
+    // Wait for the five records to be written (not a fixed time: a loaded CI
+    // machine writes them late), then the application exits with them unacknowledged.
+    const written = Date.now() + 20_000;
+    while ((await aliceStore.list('outbox-send-')).length < 5) {
+      assert.ok(Date.now() < written, `outbox records: ${(await aliceStore.list('outbox-send-')).length} of 5`);
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    await alice1.close();
     assert.equal((await aliceStore.list('outbox-send-')).length, 5);
 
     await bob.close(); // its relay URL died with the node; Bob comes back on the new one
@@ -129,9 +135,10 @@ describe('RelayClient outbox against a real relay', { timeout: 120_000 }, () => 
     const restored: RelayClientEvents['outbox'][] = [];
     alice2.events.on('outbox', (e) => restored.push(e));
     await alice2.connect();
-    const deadline = Date.now() + 15_000;
+    // One deadline for the resends and their removal, sized for a loaded CI machine.
+    const deadline = Date.now() + 30_000;
     while (restored.length < 5 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
-    assert.equal(restored.length, 5);
+    assert.equal(restored.length, 5, `outbox events: ${JSON.stringify(restored)}; ${JSON.stringify(alice2.stats)}`);
     assert.ok(restored.every((e) => e.error === undefined && (e.position ?? 0) > 0));
     // Removal follows the ACK asynchronously.
     while ((await aliceStore.list('outbox-send-')).length > 0 && Date.now() < deadline) {
@@ -142,8 +149,14 @@ describe('RelayClient outbox against a real relay', { timeout: 120_000 }, () => 
     const got: string[] = [];
     const it = iteratorOf(bob2);
     while (got.length < 6) {
-      const m = (await within(it.next(), 15_000, `message after ${got.join(',')}; errors ${bobErrors.join('; ')}`))
-        .value as InboundMessage;
+      const m = (
+        await within(
+          it.next(),
+          20_000,
+          `message after ${got.join(',')}; errors ${bobErrors.join('; ')}`,
+          clientState(bob2),
+        )
+      ).value as InboundMessage;
       got.push(str(m.payload));
       await m.ack();
     }
@@ -166,7 +179,8 @@ describe('RelayClient outbox against a real relay', { timeout: 120_000 }, () => 
     const it = iteratorOf(bob);
     const got: string[] = [];
     for (let i = 0; i < 3; i++) {
-      const m = (await within(it.next(), 10_000, `message after ${got.join(',')}`)).value as InboundMessage;
+      const m = (await within(it.next(), 20_000, `message after ${got.join(',')}`, clientState(bob)))
+        .value as InboundMessage;
       got.push(str(m.payload));
       await m.ack();
     }
@@ -186,7 +200,9 @@ describe('RelayClient outbox against a real relay', { timeout: 120_000 }, () => 
     await bob1.connect();
     const it = iteratorOf(bob1);
     const first: InboundMessage[] = [];
-    for (let i = 0; i < 10; i++) first.push((await within(it.next(), 10_000, 'message')).value as InboundMessage);
+    for (let i = 0; i < 10; i++) {
+      first.push((await within(it.next(), 20_000, `message ${i}`, clientState(bob1))).value as InboundMessage);
+    }
     // The relay dies before Bob acknowledges; he acknowledges 0-3, 6 and 8 anyway (persisted, not sent).
     relay.kill('SIGKILL');
     await relay.exited;
@@ -200,7 +216,9 @@ describe('RelayClient outbox against a real relay', { timeout: 120_000 }, () => 
     const cit = iteratorOf(control);
     const again: string[] = [];
     for (let i = 0; i < 10; i++)
-      again.push(str(((await within(cit.next(), 10_000, 'm')).value as InboundMessage).payload));
+      again.push(
+        str(((await within(cit.next(), 20_000, `message ${i}`, clientState(control))).value as InboundMessage).payload),
+      );
     assert.equal(again.length, 10);
     await control.close();
 
@@ -210,7 +228,8 @@ describe('RelayClient outbox against a real relay', { timeout: 120_000 }, () => 
     const it2 = iteratorOf(bob2);
     const shown: string[] = [];
     for (let i = 0; i < 4; i++) {
-      const m = (await within(it2.next(), 10_000, 'message')).value as InboundMessage;
+      const m = (await within(it2.next(), 20_000, `message after ${shown.join(',')}`, clientState(bob2)))
+        .value as InboundMessage;
       shown.push(str(m.payload));
       await m.ack();
     }

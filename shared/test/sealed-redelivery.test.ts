@@ -55,14 +55,18 @@ function runCrashingListener(
     child.on('error', reject);
     child.on('close', (_code, signal) => resolve({ signal, stdout, stderr }));
   });
-  return within(done, 30_000, 'the crashing listener').finally(() => child.kill('SIGKILL'));
+  // A process start, a connect and one message: 60 s is several times that on a loaded CI machine.
+  return within(done, 60_000, 'the crashing listener', () => ({ stdout, stderr })).finally(() => child.kill('SIGKILL'));
 }
 
 /** Waits until `errors` holds `n` entries (errors arrive asynchronously, after the frame is opened). */
 async function errorsReach(errors: unknown[], n: number): Promise<void> {
-  const deadline = Date.now() + 10_000;
+  const deadline = Date.now() + 20_000;
   while (errors.length < n) {
-    if (Date.now() > deadline) assert.fail(`expected ${n} error(s), got ${errors.length}`);
+    if (Date.now() > deadline)
+      assert.fail(
+        `expected ${n} error(s), got ${errors.length}: ${errors.map((e) => String((e as { error?: unknown }).error ?? e)).join('; ')}`,
+      );
     await new Promise((r) => setTimeout(r, 10));
   }
 }

@@ -22,10 +22,23 @@ import { startNostrRelay } from './support/nostr-relay.js';
 const now = (): number => Math.floor(Date.now() / 1000);
 const frameId = (): string => randomBytes(16).toString('hex');
 
-async function until(what: string, check: () => boolean | Promise<boolean>, timeoutMs = 8000): Promise<void> {
+/**
+ * Polls `check`. The default deadline is sized for a loaded 2-core CI machine
+ * (these events take well under a second on a quiet one); `seen` says what
+ * the test observed instead, in the timeout error.
+ */
+async function until(
+  what: string,
+  check: () => boolean | Promise<boolean>,
+  seen?: () => unknown,
+  timeoutMs = 20_000,
+): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   while (!(await check())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    if (Date.now() > deadline) {
+      const saw = seen === undefined ? '' : `; saw: ${JSON.stringify(seen())}`;
+      throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${saw}`);
+    }
     await new Promise((r) => setTimeout(r, 25));
   }
 }
@@ -60,7 +73,7 @@ describe('bridge-nostr with real relays', () => {
     const alice = Ed25519Identity.generate().did;
     const aliceNpub = await bridge.bridgeIdentity(alice);
     const bob = new NostrUser([relayA.url, relayB.url]);
-    const incoming = bob.nextRumor(aliceNpub, 8000, [relayB.url]);
+    const incoming = bob.nextRumor(aliceNpub, 20_000, [relayB.url]);
     const sent = await bridge.send({
       type: 'private',
       id: frameId(),
@@ -76,7 +89,11 @@ describe('bridge-nostr with real relays', () => {
       eventId: question.id,
     });
     await bob.publishEverywhere(reply);
-    await until('the answer', () => inbound.some((m) => m.text === 'hi alice, from nostr'));
+    await until(
+      'the answer',
+      () => inbound.some((m) => m.text === 'hi alice, from nostr'),
+      () => ({ inbound: inbound.map((m) => m.text), health: bridge.health() }),
+    );
     await until('the second copy seen', async () => (await BridgeNostrMetrics.total(metrics.duplicates)) >= 1);
     const answers = inbound.filter((m) => m.text === 'hi alice, from nostr');
     assert.equal(answers.length, 1);
@@ -101,11 +118,15 @@ describe('bridge-nostr with real relays', () => {
     cleanups.push(() => bridge.close());
     await bridge.start();
     // The server counts a connection before the bridge sees it open: wait for both sides.
-    await until('three connections', () => connections >= 3, 15_000);
+    await until(
+      'three connections',
+      () => connections >= 3,
+      () => ({ connections }),
+    );
     await until(
       'three opens counted by the bridge',
       async () => (await BridgeNostrMetrics.total(metrics.connects, { result: 'open' })) >= 3,
-      15_000,
+      () => ({ connections, health: bridge.health() }),
     );
   });
 
@@ -124,7 +145,11 @@ describe('bridge-nostr with real relays', () => {
     const to = await bridge.bridgeIdentity(Ed25519Identity.generate().did);
     await bridge.start();
     await new NostrUser([relay.url]).sendPrivate(to, 'third time lucky');
-    await until('delivery', () => accepted.length === 1);
+    await until(
+      'delivery',
+      () => accepted.length === 1,
+      () => ({ calls }),
+    );
     assert.equal(calls, 3);
     assert.equal(await BridgeNostrMetrics.total(metrics.handlerFailures), 2);
     assert.equal(await BridgeNostrMetrics.total(metrics.delivered), 1);
@@ -146,7 +171,7 @@ describe('bridge-nostr with real relays', () => {
       bob.secret,
     );
     await new NostrUser([configured.url]).publishEverywhere(list);
-    const received = bob.nextPrivateMessage(from, 8000);
+    const received = bob.nextPrivateMessage(from, 20_000);
     const result = await bridge.send({
       type: 'private',
       id: frameId(),
@@ -172,10 +197,18 @@ describe('bridge-nostr with real relays', () => {
     const to = await bridge.bridgeIdentity(alice);
     await bridge.start();
     assert.equal(to.type, 'nostr');
-    await until('AUTH accepted', () => relay.authenticated.includes(to.type === 'nostr' ? to.pubkeyHex : ''));
+    await until(
+      'AUTH accepted',
+      () => relay.authenticated.includes(to.type === 'nostr' ? to.pubkeyHex : ''),
+      () => ({ authenticated: relay.authenticated, health: bridge.health() }),
+    );
     const bob = new NostrUser([relay.url]);
     await bob.sendPrivate(to, 'behind auth');
-    await until('the message', () => inbound.some((m) => m.text === 'behind auth'));
+    await until(
+      'the message',
+      () => inbound.some((m) => m.text === 'behind auth'),
+      () => ({ inbound: inbound.map((m) => m.text), health: bridge.health() }),
+    );
     assert.equal(await BridgeNostrMetrics.total(bridge.metrics.auth, { result: 'accepted' }), 1);
   });
 
@@ -186,7 +219,11 @@ describe('bridge-nostr with real relays', () => {
     await bridge.start();
     const alice = Ed25519Identity.generate().did;
     await bridge.bridgeIdentity(alice);
-    await until('three failed attempts', () => (bridge.health().upstreams[0]?.attempts ?? 0) >= 3);
+    await until(
+      'three failed attempts',
+      () => (bridge.health().upstreams[0]?.attempts ?? 0) >= 3,
+      () => bridge.health(),
+    );
     assert.equal(bridge.health().status, 'down');
     assert.ok((await BridgeNostrMetrics.total(bridge.metrics.connects, { result: 'failed' })) >= 3);
     const bob = new NostrUser([]);
@@ -199,7 +236,11 @@ describe('bridge-nostr with real relays', () => {
     );
     const relay = await startNostrRelay({ port });
     cleanups.push(relay.stop);
-    await until('reconnected', () => bridge.health().status === 'ok');
+    await until(
+      'reconnected',
+      () => bridge.health().status === 'ok',
+      () => bridge.health(),
+    );
     assert.equal(bridge.health().upstreams[0]?.attempts, 0);
     const result = await bridge.send({ type: 'private', id: frameId(), from: alice, to: bob.identity, text: 'now' });
     assert.deepEqual(result.acceptedBy, [relay.url]);
@@ -268,7 +309,11 @@ describe('bridge-nostr with real relays', () => {
     await mallory.publishEverywhere(forged);
     // 3. Then a real message, which must still arrive.
     await mallory.sendPrivate(to, 'real one');
-    await until('the real message', () => inbound.some((m) => m.text === 'real one'));
+    await until(
+      'the real message',
+      () => inbound.some((m) => m.text === 'real one'),
+      () => ({ inbound: inbound.map((m) => m.text), health: bridge.health() }),
+    );
     const count = (reason: string) => BridgeNostrMetrics.total(metrics.malformed, { reason });
     await until('malformed counts', async () => (await count('json')) >= 1 && (await count('signature')) >= 1);
     assert.ok((await count('wrap_payload')) + (await count('wrap_decrypt')) >= 1, 'undecryptable wrap counted');
@@ -300,7 +345,11 @@ describe('bridge-nostr with real relays', () => {
       bob.secret,
     );
     await bob.publishEverywhere(note);
-    await until('the mention', () => inbound.some((m) => m.type === 'mention' && m.id === note.id));
+    await until(
+      'the mention',
+      () => inbound.some((m) => m.type === 'mention' && m.id === note.id),
+      () => ({ inbound: inbound.map((m) => [m.type, m.id]), health: bridge.health() }),
+    );
     const sent = await bridge.send({ type: 'public', id: frameId(), from: alice, text: 'hello nostr' });
     assert.deepEqual(sent.acceptedBy, [relay.url]);
   });
@@ -345,7 +394,11 @@ describe('key store and HTTP listener', () => {
         names: {},
         relays: {},
       });
-      await until('relay open', () => bridge.health().status === 'ok');
+      await until(
+        'relay open',
+        () => bridge.health().status === 'ok',
+        () => bridge.health(),
+      );
       const health = await fetch(`${base}/health`);
       assert.equal(health.status, 200);
       assert.equal(((await health.json()) as { status: string }).status, 'ok');

@@ -29,5 +29,5 @@ testBridge(
       },
     };
   },
-  { maxTextLength: TEST_MAX_TEXT_BYTES, foreignIdentityOfAnotherNetwork: otherNetwork, deliveryTimeoutMs: 8000 },
+  { maxTextLength: TEST_MAX_TEXT_BYTES, foreignIdentityOfAnotherNetwork: otherNetwork, deliveryTimeoutMs: 20_000 },
 );

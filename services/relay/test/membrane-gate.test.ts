@@ -85,9 +85,10 @@ function send(from: Ed25519Identity, to: Ed25519Identity, n: number, flags = 0):
 }
 
 async function settled(host: Host): Promise<void> {
-  const deadline = Date.now() + 5000;
+  // Redis round trips: a deadline for a loaded CI machine.
+  const deadline = Date.now() + 20_000;
   while (host.async > 0) {
-    if (Date.now() > deadline) throw new Error('gate did not settle');
+    if (Date.now() > deadline) throw new Error(`gate did not settle within 20 s: ${host.async} decision(s) pending`);
     await new Promise((r) => setTimeout(r, 5));
   }
 }

@@ -189,7 +189,11 @@ describe('MIGRATE', { timeout: 90_000 }, () => {
       );
       proxy2.dark();
       await backOnA;
-      const notice = await Promise.race([moved, new Promise<undefined>((r) => setTimeout(() => r(undefined), 10_000))]);
+      // Pub/sub between the nodes: a deadline for a loaded CI machine (unref'd: it must not hold the process).
+      const notice = await Promise.race([
+        moved,
+        new Promise<undefined>((r) => setTimeout(() => r(undefined), 20_000).unref()),
+      ]);
       assert.ok(notice !== undefined, 'the far peer heard of the move');
       assert.equal(notice.did, peerId.did);
       assert.equal(notice.nodeId, a.nodeId);

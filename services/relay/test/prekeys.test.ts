@@ -28,8 +28,12 @@ import { type RelayHandle, startRelay } from '../../../test-support/relay-proces
 const hex = (b: Uint8Array): string => Buffer.from(b).toString('hex');
 const isZero = (b: Uint8Array): boolean => b.every((x) => x === 0);
 
-/** The relay's answer to the request with this id: PREKEY_STATUS, PREKEY_BUNDLE or NACK. */
-function answerTo(peer: RawPeer, requestId: Uint8Array, timeoutMs = 5000): Promise<Frame> {
+/**
+ * The relay's answer to the request with this id: PREKEY_STATUS, PREKEY_BUNDLE
+ * or NACK. Milliseconds on a quiet machine; the default deadline is sized for
+ * a loaded 2-core CI machine (RawPeer.next reports the frames it saw instead).
+ */
+function answerTo(peer: RawPeer, requestId: Uint8Array, timeoutMs = 20_000): Promise<Frame> {
   const id = hex(requestId);
   return peer.next((f) => {
     if (f.type === 'NACK') return hex(f.messageId) === id;
@@ -225,7 +229,7 @@ describe('prekey service on relay nodes', { timeout: 60_000 }, () => {
     );
     const started = Date.now();
     const pending = fetchers.flatMap((p) =>
-      Array.from({ length: 15 }, () => sendFetch(p, alice.id)).map((id) => answerTo(p, id, 10_000)),
+      Array.from({ length: 15 }, () => sendFetch(p, alice.id)).map((id) => answerTo(p, id, 30_000)),
     );
     const bundles = (await Promise.all(pending)).map((f) => expectBundle(f).bundle);
     const took = Date.now() - started;

@@ -6,6 +6,7 @@ import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { after, before, describe, it } from 'node:test';
 import { Ed25519Identity, encodeFrame, errorCodeFromWire, type Frame, FrameType, SendFlags } from '@libertaria/shared';
+import { Redis } from 'ioredis';
 import { RawPeer } from '../../../test-support/raw-peer.js';
 import { type RedisHandle, startRedis } from '../../../test-support/redis.js';
 import { type RelayHandle, startRelay } from '../../../test-support/relay-process.js';
@@ -291,7 +292,7 @@ describe('relay nodes on one Redis', () => {
     const slow = await startRelay({ redisUrl: redis.url, env: { RELAY_HANDSHAKE_TIMEOUT_MS: '300' } });
     try {
       const p = await RawPeer.connect(slow.tcpUrl);
-      const err = await p.next('ERROR', 3000);
+      const err = await p.next('ERROR');
       assert.equal(errorCodeFromWire(err.code), 'AUTH_TIMEOUT');
       await p.closedPromise;
     } finally {
@@ -325,10 +326,12 @@ describe('a slow peer', () => {
       const toSlow = encodeFrame(sendFrame(alice.id, slowId, payload, false));
       const batch = Buffer.concat(Array.from({ length: 200 }, () => toSlow));
       for (let i = 0; i < 150; i++) alice.p.send(batch); // 30,000 frames, 30 MiB for a peer that reads nothing
-      // Carol is served promptly all the same.
+      // Carol is served all the same. A stall would last for good (the stuck peer
+      // never reads); the relay still has to parse the 30 MiB before carol's
+      // frame, which takes seconds on a loaded CI machine: a generous deadline.
       alice.p.send(sendFrame(alice.id, carol.id, text('not stalled'), false));
       const started = Date.now();
-      assert.equal(Buffer.from((await carol.p.next('DELIVER', 10_000)).payload).toString(), 'not stalled');
+      assert.equal(Buffer.from((await carol.p.next('DELIVER', 30_000)).payload).toString(), 'not stalled');
       const waited = Date.now() - started;
       const metrics = await (await fetch(`${relay.adminUrl}/metrics`)).text();
       const drops = Number(/relay_drops_total\{reason="send_queue_overflow"[^}]*\} (\d+)/.exec(metrics)?.[1] ?? 0);
@@ -357,7 +360,19 @@ describe('relay drain on SIGTERM', () => {
       env: { RELAY_DRAIN_TIMEOUT_MS: '5000', RELAY_HEARTBEAT_MS: '200' },
     });
     try {
-      await new Promise((r) => setTimeout(r, 300)); // a heartbeat announces the survivor's URLs
+      // The survivor's first heartbeat announces its URLs (the GOAWAY hint): wait
+      // for it to be in Redis rather than for a fixed time.
+      const r = new Redis(redis.url);
+      try {
+        const deadline = Date.now() + 20_000;
+        while ((await r.hget('lr:nodes', survivor.nodeId)) === null) {
+          const nodes = await r.hgetall('lr:nodes');
+          assert.ok(Date.now() < deadline, `the survivor never announced itself; lr:nodes: ${JSON.stringify(nodes)}`);
+          await new Promise((resolve) => setTimeout(resolve, 50));
+        }
+      } finally {
+        r.disconnect();
+      }
       const alice = await peer(leaving.wsUrl);
       const bobId = Ed25519Identity.generate();
       for (let i = 0; i < 50; i++) alice.p.send(sendFrame(alice.id, bobId, text(`d${i}`), true));

@@ -63,8 +63,8 @@ function dial(port: number): Promise<Socket> {
   });
 }
 
-/** Collects everything a socket reads until `n` bytes (resolves with them). */
-function readBytes(s: Socket, n: number, ms = 10_000): Promise<Buffer> {
+/** Collects everything a socket reads until `n` bytes (resolves with them); the deadline is sized for loaded CI. */
+function readBytes(s: Socket, n: number, ms = 20_000): Promise<Buffer> {
   return new Promise((resolve, reject) => {
     const parts: Buffer[] = [];
     let got = 0;

@@ -22,14 +22,36 @@ import { nodeCrypto } from '../../src/session/crypto-node.js';
 export const text = (s: string): Uint8Array => new TextEncoder().encode(s);
 export const str = (b: Uint8Array): string => new TextDecoder().decode(b);
 
-export function within<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
+/**
+ * `promise`, or an error after `ms`. `seen` describes what the test had
+ * observed by then (client stats, frames, a child's stderr): the error says
+ * it, so a timeout on a loaded CI machine can be told from a real hang.
+ */
+export function within<T>(promise: Promise<T>, ms: number, what: string, seen?: () => unknown): Promise<T> {
   let timer: NodeJS.Timeout | undefined;
   return Promise.race([
     promise.finally(() => clearTimeout(timer)),
     new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms waiting for ${what}`)), ms);
+      timer = setTimeout(() => {
+        const saw = seen === undefined ? '' : `; saw: ${describe(seen())}`;
+        reject(new Error(`timed out after ${ms} ms waiting for ${what}${saw}`));
+      }, ms);
     }),
   ]);
+}
+
+function describe(value: unknown): string {
+  if (typeof value === 'string') return value;
+  try {
+    return JSON.stringify(value);
+  } catch {
+    return String(value);
+  }
+}
+
+/** What a client looks like when a wait on it times out. */
+export function clientState(client: RelayClient): () => unknown {
+  return () => ({ connected: client.connected, ...client.stats });
 }
 
 /** One iterator per client, so tests can take messages one at a time. */
@@ -43,8 +65,9 @@ export function iteratorOf(client: RelayClient): AsyncIterator<InboundMessage> {
   return it;
 }
 
-export async function nextMessage(client: RelayClient, ms = 10_000): Promise<InboundMessage> {
-  const result = await within(iteratorOf(client).next(), ms, 'a message');
+/** Deadline for one message: a delivery takes milliseconds, but CI runs on loaded 2-core machines. */
+export async function nextMessage(client: RelayClient, ms = 20_000): Promise<InboundMessage> {
+  const result = await within(iteratorOf(client).next(), ms, 'a message', clientState(client));
   assert.ok(!result.done, 'message stream ended');
   return result.value;
 }
@@ -55,7 +78,11 @@ export interface CliRun {
   stderr: string;
 }
 
-/** Runs `lrelay ARGS` with `input` on stdin; `done` settles within 30 s. */
+/**
+ * Runs `lrelay ARGS` with `input` on stdin; `done` settles within 60 s (a
+ * process start plus a relay round trip, on a loaded CI machine), or rejects
+ * with what the process had printed, and the process is killed.
+ */
 export function cli(args: string[], input = ''): { done: Promise<CliRun>; kill: () => void } {
   const child = spawn(process.execPath, [LRELAY_ENTRY, ...args], {
     cwd: REPO_ROOT,
@@ -74,7 +101,9 @@ export function cli(args: string[], input = ''): { done: Promise<CliRun>; kill: 
     child.on('error', reject);
     child.on('close', (code) => resolve({ code, stdout, stderr }));
   });
-  return { done: within(done, 30_000, `lrelay ${args[0]}`), kill: () => child.kill('SIGKILL') };
+  const bounded = within(done, 60_000, `lrelay ${args.join(' ')}`, () => ({ stdout, stderr }));
+  bounded.catch(() => child.kill('SIGKILL'));
+  return { done: bounded, kill: () => child.kill('SIGKILL') };
 }
 
 export interface SealedPeer {
@@ -115,7 +144,7 @@ export async function sealedPeer(args: {
   const errors: RelayClientEvents['error'][] = [];
   client.events.on('error', (e) => errors.push(e));
   args.track.push(client);
-  await within(client.connect(), 10_000, 'connect');
-  await within(sessions.ensurePublished(client), 10_000, 'prekeys published');
+  await within(client.connect(), 20_000, 'connect', clientState(client));
+  await within(sessions.ensurePublished(client), 20_000, 'prekeys published', clientState(client));
   return { client, sessions, errors };
 }

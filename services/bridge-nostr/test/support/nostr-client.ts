@@ -68,21 +68,38 @@ export class NostrUser implements ForeignParty {
     if (from.type !== 'nostr') throw new Error('expected a nostr identity');
     const relays = await Promise.all(relayUrls.map((url) => Relay.connect(url)));
     try {
+      // What the subscriptions saw, for the timeout error: a wait that fails on a
+      // loaded machine then tells "nothing came" from "something else came".
+      const seen = { wraps: 0, undecryptable: 0, otherSenders: 0, alreadyReturned: 0 };
       return await new Promise<ReturnType<typeof nip17.unwrapEvent>>((resolve, reject) => {
         const timer = setTimeout(
-          () => reject(new Error(`no message from ${from.uri} within ${timeoutMs} ms`)),
+          () =>
+            reject(
+              new Error(
+                `no message from ${from.uri} within ${timeoutMs} ms on ${relayUrls.join(', ')}; saw ${JSON.stringify(seen)}`,
+              ),
+            ),
           timeoutMs,
         );
         for (const relay of relays) {
           relay.subscribe([{ kinds: [1059], '#p': [this.pubkey], since: this.freshSince() }], {
             onevent: (wrap) => {
+              seen.wraps += 1;
               let rumor: ReturnType<typeof nip17.unwrapEvent>;
               try {
                 rumor = nip17.unwrapEvent(wrap, this.secret);
               } catch {
+                seen.undecryptable += 1;
                 return;
               }
-              if (rumor.kind !== 14 || rumor.pubkey !== from.pubkeyHex || this.consumed.has(rumor.id)) return;
+              if (rumor.kind !== 14 || rumor.pubkey !== from.pubkeyHex) {
+                seen.otherSenders += 1;
+                return;
+              }
+              if (this.consumed.has(rumor.id)) {
+                seen.alreadyReturned += 1;
+                return;
+              }
               this.consumed.add(rumor.id);
               clearTimeout(timer);
               resolve(rumor);
