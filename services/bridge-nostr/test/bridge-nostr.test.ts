@@ -5,13 +5,13 @@
  */
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { createServer } from 'node:net';
 import { after, describe, it } from 'node:test';
 import { type BridgeInboundMessage, Ed25519Identity, LibertariaError, nostrIdentity } from '@libertaria/shared';
 import * as nip17 from 'nostr-tools/nip17';
 import * as nip44 from 'nostr-tools/nip44';
 import { finalizeEvent, generateSecretKey, getPublicKey } from 'nostr-tools/pure';
 import { WebSocketServer } from 'ws';
+import { freePort } from '../../../test-support/redis.js';
 import { startBridgeHttpServer } from '../src/http-server.js';
 import { NostrKeyStore } from '../src/key-store.js';
 import { BridgeNostrMetrics } from '../src/metrics.js';
@@ -41,16 +41,6 @@ async function until(
     }
     await new Promise((r) => setTimeout(r, 25));
   }
-}
-
-async function freePort(): Promise<number> {
-  return new Promise((resolve) => {
-    const srv = createServer();
-    srv.listen(0, '127.0.0.1', () => {
-      const { port } = srv.address() as { port: number };
-      srv.close(() => resolve(port));
-    });
-  });
 }
 
 describe('bridge-nostr with real relays', () => {

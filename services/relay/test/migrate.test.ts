@@ -184,9 +184,13 @@ describe('MIGRATE', { timeout: 90_000 }, () => {
       moving = again;
       await again.connect();
       await again.send(senderId.did, new TextEncoder().encode('known peer'));
-      const backOnA = new Promise<void>((resolve) =>
-        again.events.on('connected', (e) => e.nodeId === a.nodeId && resolve()),
-      );
+      const backOnA = new Promise<void>((resolve, reject) => {
+        again.events.on('connected', (e) => e.nodeId === a.nodeId && resolve());
+        setTimeout(
+          () => reject(new Error(`not back on node A within 30 s; client stats ${JSON.stringify(again.stats)}`)),
+          30_000,
+        ).unref();
+      });
       proxy2.dark();
       await backOnA;
       // Pub/sub between the nodes: a deadline for a loaded CI machine (unref'd: it must not hold the process).

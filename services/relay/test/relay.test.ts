@@ -387,8 +387,10 @@ describe('relay drain on SIGTERM', () => {
       assert.match(await ready.text(), /draining/);
       const code = await leaving.exited;
       assert.equal(code, 0);
+      // The drain budget is 5 s; the rest is slack for a loaded machine to run the
+      // exit and report it. A drain that waited for Alice to leave would never end.
       const took = Date.now() - started;
-      assert.ok(took < 5000, `drain took ${took} ms`);
+      assert.ok(took < 9000, `drain took ${took} ms`);
       // Every durable SEND the node acknowledged is in Redis: the recipient gets them all from the survivor.
       const acked = alice.p.frames.filter((f) => f.type === 'ACK').length;
       const bob = await resumed(survivor.wsUrl, bobId);
