@@ -229,6 +229,7 @@ describe('multipath parts', () => {
         durable,
         position: durable ? id : 0,
         sessionId: new Uint8Array(16),
+        sealed: false,
         acks,
         ack: () => {
           acks.n++;

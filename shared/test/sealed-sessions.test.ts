@@ -183,7 +183,8 @@ describe('sealed sessions against a real relay', { timeout: 120_000 }, () => {
     const raw = new RelayClient({ relays: [relay.wsUrl], identity: aliceId, sealing: false });
     clients.push(raw);
     await raw.connect();
-    await raw.send(bobId.did, text('not sealed at all'));
+    // Under a session id, as a sealed frame comes, but bytes that open under no session.
+    await raw.send(bobId.did, text('not sealed at all'), { sessionId: new Uint8Array(16).fill(7) });
     await alice.client.send(bobId.did, text('sealed one'));
     const [m] = await receive(bob.client, 1);
     assert.equal(str(m!.payload), 'sealed one');
@@ -229,6 +230,76 @@ describe('sealed sessions against a real relay', { timeout: 120_000 }, () => {
     assert.deepEqual(bob.errors, []);
   });
 
+  it('hands an unsealed message to a sealed client marked sealed: false, in order, and acknowledges it only when the application does', async () => {
+    const aliceId = Ed25519Identity.generate();
+    const bobId = Ed25519Identity.generate();
+    const warnings: string[] = [];
+    const bob = await sealedPeer({
+      url: relay.wsUrl,
+      identity: bobId,
+      store: new InMemorySessionStore(),
+      track: clients,
+      client: { logger: { warn: (msg: string) => void warnings.push(msg) } },
+    });
+    const alice = await peer(aliceId, new InMemorySessionStore());
+    const raw = new RelayClient({ relays: [relay.tcpUrl], identity: aliceId, sealing: false });
+    clients.push(raw);
+    await raw.connect();
+    await alice.client.send(bobId.did, text('sealed first'));
+    await raw.send(bobId.did, text('in the clear'));
+    await raw.send(bobId.did, text('in the clear again'));
+    await alice.client.send(bobId.did, text('sealed last'));
+    const got: InboundMessage[] = [];
+    for (let i = 0; i < 4; i++) got.push(await nextMessage(bob.client));
+    assert.deepEqual(
+      got.map((m) => [str(m.payload), m.sealed, m.from]),
+      [
+        ['sealed first', true, aliceId.did],
+        ['in the clear', false, aliceId.did],
+        ['in the clear again', false, aliceId.did],
+        ['sealed last', true, aliceId.did],
+      ],
+    );
+    assert.deepEqual(bob.errors, []);
+    assert.equal(warnings.filter((w) => /unsealed message/.test(w)).length, 1, 'one warning per sender');
+    // Not acknowledged before the application does: all four are still owed to the relay.
+    assert.equal(bob.client.stats.unackedInbound, 4);
+    for (const m of got) await m.ack();
+    assert.equal(bob.client.stats.unackedInbound, 0);
+  });
+
+  it('lrelay listen (sealed) shows an unsealed message marked "sealed": false instead of dropping it', async () => {
+    const alice = Ed25519Identity.generate();
+    const bob = Ed25519Identity.generate();
+    const aliceKey = join(dir, 'mixed-alice.json');
+    const bobKey = join(dir, 'mixed-bob.json');
+    await writeKeyFile(aliceKey, alice);
+    await writeKeyFile(bobKey, bob);
+    const sent = await cli([
+      'send',
+      '--unsealed',
+      '--relay',
+      relay.tcpUrl,
+      '--key',
+      aliceKey,
+      '--to',
+      bob.did,
+      '--text',
+      'plain',
+    ]);
+    assert.equal(sent.code, 0, sent.stderr);
+    const heard = await cli(['listen', '--relay', relay.wsUrl, '--key', bobKey, '--count', '1', '--timeout', '30']);
+    assert.equal(heard.code, 0, heard.stderr);
+    const line = JSON.parse(heard.stdout) as Record<string, unknown>;
+    assert.equal(line['text'], 'plain');
+    assert.equal(line['from'], alice.did);
+    assert.equal(line['sealed'], false);
+    // Printed, then acknowledged: a second listen finds nothing.
+    const again = await cli(['listen', '--unsealed', '--relay', relay.wsUrl, '--key', bobKey, '--timeout', '3']);
+    assert.equal(again.code, 0, again.stderr);
+    assert.equal(again.stdout, '');
+  });
+
   it('lrelay send → listen is sealed by default, and a second run reuses the session', async () => {
     const alice = Ed25519Identity.generate();
     const bob = Ed25519Identity.generate();
@@ -255,6 +326,7 @@ describe('sealed sessions against a real relay', { timeout: 120_000 }, () => {
       assert.equal(line['text'], message);
       assert.equal(line['from'], alice.did);
       assert.equal(line['durable'], true);
+      assert.equal(line['sealed'], true);
       const aliceState = await readdir(stateDirForKeyFile(aliceKey));
       assert.equal(aliceState.filter((f) => f.startsWith('session-')).length, 1, `round ${round}`);
       assert.equal((await readdir(bobState)).filter((f) => f.startsWith('session-')).length, 1);

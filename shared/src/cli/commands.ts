@@ -328,6 +328,8 @@ function messageLine(message: InboundMessage, decoder: { decode(bytes: Uint8Arra
     to: message.to,
     text: decoder.decode(message.payload),
     durable: message.durable,
+    // false: sent in the clear, readable and forgeable on the path (see InboundMessage.sealed).
+    sealed: message.sealed,
   })}\n`;
 }
 

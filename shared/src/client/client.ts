@@ -192,6 +192,16 @@ export interface InboundMessage {
   readonly position: number;
   readonly sessionId: Uint8Array;
   /**
+   * True when the payload was opened from an end-to-end session (PQXDH, then
+   * the Double Ratchet): only the holder of `from`'s keys could have written
+   * it. False when it came in the clear inside the sender envelope (a sender
+   * with `sealing: false`, `lrelay send --unsealed`): any relay or Redis on
+   * the path could read it, and a relay could have forged it. A sealed client
+   * still hands such messages over, marked, rather than acknowledging and
+   * dropping them; check this before trusting `from` or the payload.
+   */
+  readonly sealed: boolean;
+  /**
    * Tells the relay the message is processed, so it is deleted from the
    * queue. Until then it is redelivered after a reconnect (and hidden as a
    * duplicate while this client still holds it). A no-op for fast messages.
@@ -428,6 +438,13 @@ const OUTBOX_INBOUND = 'outbox-inbound';
 /** Keepalive PINGs tracked per connection for RTT; older ones are forgotten (their PONGs still count as traffic). */
 const MAX_TRACKED_KEEPALIVES = 64;
 const ZERO_SESSION = new Uint8Array(ID_SIZE);
+/** Senders of unsealed messages a sealed client warns about (once each), at most. */
+const MAX_UNSEALED_WARNINGS = 64;
+
+function isZero(bytes: Uint8Array): boolean {
+  for (const b of bytes) if (b !== 0) return false;
+  return true;
+}
 const PING_APP = 0x01;
 const PING_KEEPALIVE = 0x02;
 const MAX_TTL = 0xffffffff;
@@ -499,6 +516,7 @@ export class RelayClient {
   readonly #tls: TlsClientOptions | undefined;
   readonly #log: ClientLogger;
   readonly #sessions: SessionManager | undefined;
+  readonly #unsealedSenders = new Set<string>();
   readonly #outbox: SessionStore | undefined;
   #outboxSeq = 0;
   /** Outbox records of settled sends still being removed. */
@@ -1838,7 +1856,11 @@ export class RelayClient {
     // Copies: the frame is a view into the transport's buffer.
     const sessionId = copyBytes(frame.sessionId);
     const sessions = this.#sessions;
-    if (sessions !== undefined) {
+    // The SDK seals under a session id of its own (never all zero); all zero is
+    // the id of an unsealed send, whose payload is the plaintext.
+    const unsealed = sessions === undefined || isZero(sessionId);
+    if (sessions !== undefined && unsealed) this.#warnUnsealed(from, url);
+    if (!unsealed) {
       // Held (duplicates hidden) while it is opened; never yielded unless it opens.
       this.#tracker.accept(key, position);
       const sealed = copyBytes(body);
@@ -1856,14 +1878,42 @@ export class RelayClient {
           return;
         }
         this.#pendingOpens--;
-        this.#inbox.push(this.#inboundMessage(key, messageId, from, fromHint, plaintext, durable, position, sessionId));
+        this.#inbox.push(
+          this.#inboundMessage(key, messageId, from, fromHint, plaintext, durable, position, sessionId, true),
+        );
       });
       return;
     }
     this.#tracker.accept(key, position);
-    this.#inbox.push(
-      this.#inboundMessage(key, messageId, from, fromHint, copyBytes(body), durable, position, sessionId),
+    // Behind any message still being opened, so the application sees them in order.
+    const message = this.#inboundMessage(
+      key,
+      messageId,
+      from,
+      fromHint,
+      copyBytes(body),
+      durable,
+      position,
+      sessionId,
+      false,
     );
+    if (sessions === undefined) {
+      this.#inbox.push(message);
+      return;
+    }
+    this.#pendingOpens++;
+    this.#opening = this.#opening.then(() => {
+      this.#pendingOpens--;
+      this.#inbox.push(message);
+    });
+  }
+
+  /** A sealed client receiving an unsealed message says so once per sender: it is delivered marked `sealed: false`. */
+  #warnUnsealed(from: string, url: string): void {
+    if (this.#unsealedSenders.has(from)) return;
+    if (this.#unsealedSenders.size >= MAX_UNSEALED_WARNINGS) return;
+    this.#unsealedSenders.add(from);
+    this.#log.warn?.('unsealed message received by a sealed client; delivered marked sealed: false', { url, from });
   }
 
   /**
@@ -2026,6 +2076,7 @@ export class RelayClient {
     durable: boolean,
     position: number,
     sessionId: Uint8Array,
+    sealed: boolean,
   ): InboundMessage {
     let acked = !durable;
     return {
@@ -2037,11 +2088,12 @@ export class RelayClient {
       durable,
       position,
       sessionId,
+      sealed,
       ack: async () => {
         if (acked) return;
         acked = true;
         // The kept plaintext is forgotten before the relay hears the ACK (sessions.ts acknowledge()).
-        if (durable && this.#sessions !== undefined) {
+        if (durable && sealed && this.#sessions !== undefined) {
           await this.#sessions.acknowledge(from, messageId).catch((error: unknown) => {
             acked = false;
             throw error;
