@@ -14,6 +14,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { createConnection, createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { ownChild } from './children.js';
 
 export interface RedisHandle {
   url: string;
@@ -77,12 +78,6 @@ function ping(port: number): Promise<boolean> {
   });
 }
 
-/** Servers still running; killed if the test process exits without stopping them (a failed or interrupted suite). */
-const running = new Set<ChildProcess>();
-process.once('exit', () => {
-  for (const child of running) child.kill('SIGKILL');
-});
-
 export async function startRedis(options: StartRedisOptions = {}): Promise<RedisHandle> {
   const external = process.env.TEST_REDIS_URL;
   if (external) {
@@ -118,8 +113,7 @@ export async function startRedis(options: StartRedisOptions = {}): Promise<Redis
       output += d;
     });
     child = proc;
-    running.add(proc);
-    proc.once('exit', () => running.delete(proc));
+    ownChild(proc);
     // Starting takes well under a second on a quiet machine; CI machines are
     // loaded 2-core ones, and a restart with appendonly replays the AOF first.
     const deadline = Date.now() + 30_000;

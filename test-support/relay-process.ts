@@ -9,6 +9,7 @@
  *   relay.kill('SIGKILL');     // chaos
  */
 import { type ChildProcess, spawn } from 'node:child_process';
+import { ownChild } from './children.js';
 import { repoPath } from './paths.js';
 
 const MAIN = repoPath('services/relay/dist/main.js');
@@ -37,11 +38,6 @@ export interface StartRelayOptions {
 }
 
 let counter = 0;
-/** Relays still running; killed if the test process exits without stopping them. */
-const running = new Set<ChildProcess>();
-process.once('exit', () => {
-  for (const child of running) child.kill('SIGKILL');
-});
 
 export async function startRelay(options: StartRelayOptions): Promise<RelayHandle> {
   const nodeId = options.nodeId ?? `test-${process.pid}-${++counter}`;
@@ -57,8 +53,7 @@ export async function startRelay(options: StartRelayOptions): Promise<RelayHandl
     ...options.env,
   };
   const child = spawn(process.execPath, [MAIN], { env, stdio: ['ignore', 'pipe', 'pipe'] });
-  running.add(child);
-  child.once('exit', () => running.delete(child));
+  ownChild(child);
   const logs: string[] = [];
   const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
   let pending = '';
