@@ -58,6 +58,14 @@ async function rss(relay: RelayHandle): Promise<number> {
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
+/** Peers send PING every 2 s, as clients do: a peer that only stops reading is not idle. Returns the stopper. */
+function keepAlive(peers: RawPeer[]): () => void {
+  const timer = setInterval(() => {
+    for (const p of peers) if (!p.closed) p.send({ type: 'PING', data: new Uint8Array(8) });
+  }, 2000);
+  return () => clearInterval(timer);
+}
+
 /** Stores `count` durable frames of `size` bytes for `to`, each confirmed by Redis (ACK). */
 async function fillQueue(relay: RelayHandle, to: Ed25519Identity, count: number, size: number): Promise<void> {
   const sender = await RawPeer.connect(relay.tcpUrl);
@@ -204,6 +212,7 @@ describe('a durable recipient that does not read', () => {
 
       const recipient = await RawPeer.connect(transport === 'ws' ? relay.wsUrl : relay.tcpUrl);
       t.after(() => recipient.close());
+      t.after(keepAlive([recipient]));
       await recipient.authenticate(recipientId);
       recipient.pauseReading();
       recipient.send({ type: 'RESUME', lastAcked: 0 });
@@ -251,6 +260,7 @@ describe('memory per slow recipient', () => {
     const relay = await startRelay({ redisUrl: redis.url, env: { RELAY_SEND_QUEUE_BYTES: String(budget) } });
     const stuck: RawPeer[] = [];
     let pair: Awaited<ReturnType<typeof honestPair>> | undefined;
+    const stopPings = keepAlive(stuck);
     try {
       pair = await honestPair(relay);
       const recipientId = Ed25519Identity.generate();
@@ -311,6 +321,7 @@ describe('memory per slow recipient', () => {
       await pair.stop();
     } finally {
       pair?.close();
+      stopPings();
       for (const p of stuck) p.close();
       await relay.stop();
       await redis.stop();
