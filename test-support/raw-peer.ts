@@ -30,6 +30,8 @@ export class RawPeer {
     readonly binding: 'ws' | 'tcp',
     /** Stops reading from the socket (a slow or stuck peer). */
     readonly pauseReading: () => void,
+    /** Reads again after pauseReading(). */
+    readonly resumeReading: () => void,
   ) {
     this.closedPromise = new Promise((r) => {
       this.markClosed = r;
@@ -45,6 +47,7 @@ export class RawPeer {
         () => ws.close(),
         'ws',
         () => ws.pause(),
+        () => ws.resume(),
       );
       ws.on('message', (data: Buffer) => peer.receive(decodeFrames(data, { maxPayload: MAX_PAYLOAD_LIMIT })));
       ws.on('close', () => peer.onClose());
@@ -63,6 +66,7 @@ export class RawPeer {
       () => sock.destroy(),
       'tcp',
       () => sock.pause(),
+      () => sock.resume(),
     );
     sock.on('data', (d: Buffer) =>
       peer.receive(decoder.push(d).map((f) => decodeFrame(f, { maxPayload: MAX_PAYLOAD_LIMIT }))),

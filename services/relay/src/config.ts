@@ -76,13 +76,13 @@ export const relayConfigSpec = {
     default: 512,
     min: 1,
     max: 65536,
-    doc: 'Most frames waiting in the outbound queue of one connection before it overflows.',
+    doc: 'Most frames written to one connection while its socket layer is backed up before fast frames are dropped and durable delivery pauses.',
   }),
   RELAY_SEND_QUEUE_BYTES: int({
     default: 4194304,
     min: 65536,
     max: 268435456,
-    doc: 'Most bytes waiting in the outbound queue of one connection before it overflows (4 MiB).',
+    doc: "Outbound memory budget of one connection (4 MiB): most bytes the relay holds for it (this turn's writes and the socket layer's buffer) before fast frames are dropped and durable delivery pauses; control frames may exceed it by 64 KiB.",
   }),
   RELAY_HANDSHAKE_TIMEOUT_MS: int({
     default: 5000,

@@ -242,8 +242,11 @@ const FETCH_LUA = `--[[
     ARGV[2] limit (>= 1)
     ARGV[3] nowMs
     ARGV[4] purge budget
-  Output: {code, position1, messageId1, frame1, position2, ...}
-    0 ok (no triples: nothing after afterPosition)
+    ARGV[5] maxBytes: stop before a frame that would take the frames read
+            past this many bytes (the first frame is always read); 0 = no limit
+  Output: {code, more, position1, messageId1, frame1, position2, ...}
+    0 ok; more = 1 when frames after the last one returned were left out
+      (by limit or maxBytes), 0 when nothing follows it
     4 again: expired frames remain after the purge budget; call again
   An afterPosition above the last position issued cannot come from this
   queue: the recipient remembers an earlier queue that expired entirely, so
@@ -257,11 +260,20 @@ if expiredLeft(e, now, purge(z, d, e, m, now, budget), budget) then return {4} e
 
 local after = ARGV[1]
 if tonumber(after) > tonumber(redis.call('HGET', m, 'seq') or '0') then after = '0' end
-local rows = redis.call('ZRANGEBYSCORE', z, '(' .. after, '+inf', 'WITHSCORES', 'LIMIT', 0, ARGV[2])
-local out = {0}
-if #rows == 0 then return out end
-local ids = {}
-for i = 1, #rows, 2 do ids[#ids + 1] = rows[i] end
+local limit = tonumber(ARGV[2])
+local maxBytes = tonumber(ARGV[5] or '0')
+-- One row more than asked: tells whether anything follows.
+local rows = redis.call('ZRANGEBYSCORE', z, '(' .. after, '+inf', 'WITHSCORES', 'LIMIT', 0, limit + 1)
+local ids, total = {}, 0
+for i = 1, math.min(#rows, 2 * limit), 2 do
+  if maxBytes > 0 then
+    total = total + redis.call('HSTRLEN', d, rows[i])
+    if #ids > 0 and total > maxBytes then break end
+  end
+  ids[#ids + 1] = rows[i]
+end
+local out = {0, (#rows > 2 * #ids) and 1 or 0}
+if #ids == 0 then return out end
 local frames = redis.call('HMGET', d, unpack(ids))
 for i = 1, #ids do
   local frame = frames[i]
@@ -614,9 +626,26 @@ export class DurableStore {
     limit: number,
     nowMs: number = Date.now(),
   ): Promise<StoredFrame[]> {
+    return (await this.fetchWithin(dest, afterPosition, limit, 0, nowMs)).frames;
+  }
+
+  /**
+   * Like `fetch`, and at most `maxBytes` of frames (the first frame is
+   * always read, whatever its size; 0 = no byte limit): a delivery pump reads
+   * only what its connection has room for. `more` says whether frames
+   * follow the last one returned.
+   */
+  async fetchWithin(
+    dest: Uint8Array,
+    afterPosition: number,
+    limit: number,
+    maxBytes: number,
+    nowMs: number = Date.now(),
+  ): Promise<{ frames: StoredFrame[]; more: boolean }> {
     checkCount(afterPosition, 'afterPosition', 0);
     checkCount(limit, 'limit', 0);
-    if (limit === 0) return [];
+    checkCount(maxBytes, 'maxBytes', 0);
+    if (limit === 0) return { frames: [], more: false };
     const [z, d, e, m] = this.keys(dest);
     let result: unknown[] = [Code.AGAIN];
     // Each call purges at most READ_PURGE_BATCH expired frames; it says AGAIN
@@ -624,22 +653,32 @@ export class DurableStore {
     while (result[0] === Code.AGAIN) {
       try {
         result = reply(
-          await this.commands.libertariaQueueFetchBuffer(z, d, e, m, afterPosition, limit, nowMs, READ_PURGE_BATCH),
+          await this.commands.libertariaQueueFetchBuffer(
+            z,
+            d,
+            e,
+            m,
+            afterPosition,
+            limit,
+            nowMs,
+            READ_PURGE_BATCH,
+            maxBytes,
+          ),
         );
       } catch (err) {
         throw toStoreError(err);
       }
     }
     if (result[0] !== Code.OK) throw scriptError(int(result[0]), hintToHex(dest));
-    const out: StoredFrame[] = [];
-    for (let i = 1; i + 2 < result.length; i += 3) {
+    const frames: StoredFrame[] = [];
+    for (let i = 2; i + 2 < result.length; i += 3) {
       const position = int(result[i]);
       const frame = buf(result[i + 2]);
       if (frame.length < MIN_FRAME_SIZE) throw new RelayError('INTERNAL', `stored frame at ${position} is too short`);
       writePosition(frame, position);
-      out.push({ position, messageId: buf(result[i + 1]), frame });
+      frames.push({ position, messageId: buf(result[i + 1]), frame });
     }
-    return out;
+    return { frames, more: int(result[1]) === 1 };
   }
 
   /** Removes one frame on the recipient's ACK, only if `messageId` is stored at `position`. */

@@ -6,7 +6,7 @@
  */
 import { FrameType, type FrameTypeName, frameTypeName } from '@libertaria/shared';
 import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client';
-import { failedFlushes } from './transport/write-batch.js';
+import { failedFlushes, refusedSends } from './transport/write-batch.js';
 
 export type Direction = 'in' | 'out';
 export type DropReason =
@@ -47,6 +47,14 @@ export class RelayMetrics {
   readonly membraneDecisions: Counter<'action' | 'result'>;
   /** Set by the node when the membrane is on: SENDs decided from a connection's cache so far. */
   membraneCacheHits: (() => number) | undefined;
+  /** Set by the node: bytes its connections' transports hold for their peers, in all and the most for one. */
+  outboundBytes: (() => { total: number; max: number }) | undefined;
+  /** The per-connection outbound budget (RELAY_SEND_QUEUE_BYTES), set by the node. */
+  readonly outboundBudget: Gauge;
+  /** Connections whose durable delivery is paused for room (kept by PeerConnection). */
+  pausedDeliveries = 0;
+  /** Times durable delivery paused for room. */
+  deliveryPauses = 0;
 
   // [direction][type byte] → totals since start, and what was already reported.
   private readonly frameCounts = [new Float64Array(256), new Float64Array(256)];
@@ -93,6 +101,55 @@ export class RelayMetrics {
       collect() {
         this.inc(failedFlushes - reportedFlushFailures);
         reportedFlushFailures = failedFlushes;
+      },
+    });
+    let reportedRefused = 0;
+    new Counter({
+      name: 'relay_ws_sends_refused_total',
+      help: 'Frames uWS refused over maxBackpressure; kept and sent after its drain (the outbound budget keeps this at 0)',
+      registers: r,
+      collect() {
+        this.inc(refusedSends - reportedRefused);
+        reportedRefused = refusedSends;
+      },
+    });
+    this.outboundBudget = new Gauge({
+      name: 'relay_outbound_budget_bytes',
+      help: 'Per-connection outbound memory budget (RELAY_SEND_QUEUE_BYTES)',
+      registers: r,
+    });
+    new Gauge({
+      name: 'relay_outbound_buffered_bytes',
+      help: "Bytes the relay holds for its authenticated connections' outbound (queued this turn and in the socket layer)",
+      registers: r,
+      collect() {
+        this.set(metrics.outboundBytes?.().total ?? 0);
+      },
+    });
+    new Gauge({
+      name: 'relay_outbound_buffered_bytes_max',
+      help: 'The most bytes held for the outbound of one connection',
+      registers: r,
+      collect() {
+        this.set(metrics.outboundBytes?.().max ?? 0);
+      },
+    });
+    new Gauge({
+      name: 'relay_durable_paused_connections',
+      help: 'Connections whose durable delivery is paused until their transport drains (their frames wait in Redis)',
+      registers: r,
+      collect() {
+        this.set(metrics.pausedDeliveries);
+      },
+    });
+    let reportedPauses = 0;
+    new Counter({
+      name: 'relay_durable_pauses_total',
+      help: 'Times durable delivery to a connection paused because its outbound budget was full',
+      registers: r,
+      collect() {
+        this.inc(metrics.deliveryPauses - reportedPauses);
+        reportedPauses = metrics.deliveryPauses;
       },
     });
     this.drops = new Counter({

@@ -4,12 +4,18 @@
  * header in place, rewrites the type byte to DELIVER and hands the same bytes
  * on: no decode into objects, no re-encode, no copy.
  *
- * Outbound bounds. Every write goes to the transport's own buffer; the
- * connection refuses to grow it beyond RELAY_SEND_QUEUE_BYTES, and counts the
- * frames written while the transport was backed up (reset when it drains)
- * against RELAY_SEND_QUEUE_FRAMES. Fast frames beyond either bound are dropped
- * and counted; durable frames are never dropped: they wait in Redis and the
- * delivery pump resumes when the transport drains.
+ * Outbound budget (docs/relay.md#limits-and-backpressure). Every write goes
+ * to the transport, which holds it (this turn's batch, then the socket
+ * layer's buffer) until the kernel takes it and never drops it. The
+ * connection bounds that memory: it writes a data frame only while the
+ * transport holds at most RELAY_SEND_QUEUE_BYTES with the frame included,
+ * and counts the frames written while the socket layer was backed up (reset
+ * when it empties) against RELAY_SEND_QUEUE_FRAMES. Fast frames beyond either
+ * bound are dropped and counted (send_queue_overflow); durable frames are
+ * never skipped: the delivery pump reads from Redis only what fits, stops
+ * before the first frame that does not, with the cursor on the last frame
+ * written, and resumes when the transport drains below half the budget.
+ * Control frames may exceed the budget by CONTROL_SLACK_BYTES.
  *
  * Prekeys (PREKEY_PUBLISH/FETCH/STATUS_QUERY, docs/relay.md#prekeys): a
  * publication is accepted only for the connection's own authenticated key
@@ -87,7 +93,17 @@ const MSGID_AT = FRAME_HEADER_SIZE + Routed.MESSAGE_ID;
 const TTL_AT = FRAME_HEADER_SIZE + Routed.TTL;
 const POSITION_AT = FRAME_HEADER_SIZE + Routed.POSITION;
 /** Control frames (ACK, NACK, PONG…) may exceed the byte bound by this much: they are small and losing them costs retries. */
-const CONTROL_SLACK_BYTES = 64 * 1024;
+export const CONTROL_SLACK_BYTES = 64 * 1024;
+/**
+ * The most bytes a connection's transport can hold for its peer: the budget
+ * (a data frame is written only if it fits, or into an empty transport, and
+ * RELAY_SEND_QUEUE_BYTES holds at least one largest frame), then control
+ * frames while at most CONTROL_SLACK_BYTES over it, the last one of any size.
+ */
+export function outboundCeiling(c: { RELAY_SEND_QUEUE_BYTES: number; RELAY_MAX_PAYLOAD_BYTES: number }): number {
+  return c.RELAY_SEND_QUEUE_BYTES + CONTROL_SLACK_BYTES + FRAME_HEADER_SIZE + maxBodySize(c.RELAY_MAX_PAYLOAD_BYTES);
+}
+
 /** How many durable frames one Redis read fetches for a catching-up connection. */
 const PUMP_BATCH = 256;
 
@@ -137,7 +153,9 @@ export class PeerConnection implements TransportSink, SendHost, RequestHost {
   private cursor = 0;
   private pumping = false;
   private pumpAgain = false;
+  /** Delivery is paused: the transport holds too much; onDrain resumes it. */
   private pumpWaitsForDrain = false;
+  private drainCheckScheduled = false;
   private pumpRetryTimer: NodeJS.Timeout | undefined;
 
   constructor(
@@ -197,11 +215,17 @@ export class PeerConnection implements TransportSink, SendHost, RequestHost {
   }
 
   onDrain(): void {
-    if (this.transport.bufferedBytes() === 0) this.backedUpFrames = 0;
-    if (this.pumpWaitsForDrain && this.hasRoom(0)) {
+    if (this.transport.socketBufferedBytes() === 0) this.backedUpFrames = 0;
+    if (this.pumpWaitsForDrain && this.deliveryMayResume()) {
       this.pumpWaitsForDrain = false;
+      this.ctx.metrics.pausedDeliveries--;
       this.requestPump();
     }
+  }
+
+  /** Durable delivery is paused, waiting for room (metrics). */
+  isPaused(): boolean {
+    return this.pumpWaitsForDrain;
   }
 
   onClose(): void {
@@ -216,6 +240,10 @@ export class PeerConnection implements TransportSink, SendHost, RequestHost {
     clearTimeout(this.handshakeTimer);
     clearTimeout(this.pumpRetryTimer);
     clearTimeout(this.anonTimer);
+    if (this.pumpWaitsForDrain) {
+      this.pumpWaitsForDrain = false;
+      this.ctx.metrics.pausedDeliveries--;
+    }
     if (this.anonymous) this.ctx.anonSlots.release();
     this.ctx.metrics.connections.labels(this.transport.kind).dec();
     if (this.attached) this.ctx.router.detach(this);
@@ -917,16 +945,16 @@ export class PeerConnection implements TransportSink, SendHost, RequestHost {
 
   private async pump(): Promise<void> {
     const hint = this.hint!;
+    const budget = this.ctx.config.RELAY_SEND_QUEUE_BYTES;
     try {
       do {
         this.pumpAgain = false;
         for (;;) {
-          if (!this.hasRoom(0)) {
-            this.pumpWaitsForDrain = true;
-            return;
-          }
+          if (!this.deliveryMayResume()) return this.pauseDelivery();
           const after = this.cursor;
-          const batch = await this.ctx.store.fetch(hint, after, PUMP_BATCH);
+          // Read only what the budget has room for (at least one frame).
+          const room = Math.max(1, budget - this.transport.bufferedBytes());
+          const { frames: batch, more } = await this.ctx.store.fetchWithin(hint, after, PUMP_BATCH, room);
           if (this.state !== 'open') return;
           if (batch.length > 0 && batch[0]!.position <= after) {
             // The queue expired entirely and restarted at 1 (the store reads
@@ -936,10 +964,13 @@ export class PeerConnection implements TransportSink, SendHost, RequestHost {
           }
           for (const item of batch) {
             if (item.position <= this.cursor) continue;
+            // Other writes may have taken the room meanwhile: stop here, the
+            // cursor on the last frame written; the rest stays in Redis.
+            if (!this.hasRoom(item.frame.length)) return this.pauseDelivery();
             this.writeOut(item.frame);
             this.cursor = item.position;
           }
-          if (batch.length < PUMP_BATCH) break;
+          if (!more) break;
         }
       } while (this.pumpAgain);
     } catch (err) {
@@ -951,6 +982,36 @@ export class PeerConnection implements TransportSink, SendHost, RequestHost {
       this.pumping = false;
     }
   }
+
+  /** The pump may (re)start: the transport holds at most half the budget (hysteresis), or nothing. */
+  private deliveryMayResume(): boolean {
+    const buffered = this.transport.bufferedBytes();
+    if (buffered === 0) return true;
+    const c = this.ctx.config;
+    return buffered <= c.RELAY_SEND_QUEUE_BYTES / 2 && this.backedUpFrames < c.RELAY_SEND_QUEUE_FRAMES;
+  }
+
+  /**
+   * Stops durable delivery until the transport drains. Checked again once
+   * this turn's writes are flushed (scheduled after the flush): if the kernel
+   * took them all at once no drain event would come.
+   */
+  private pauseDelivery(): void {
+    if (!this.pumpWaitsForDrain) {
+      this.pumpWaitsForDrain = true;
+      this.ctx.metrics.pausedDeliveries++;
+      this.ctx.metrics.deliveryPauses++;
+    }
+    if (!this.drainCheckScheduled) {
+      this.drainCheckScheduled = true;
+      setImmediate(this.checkDrain);
+    }
+  }
+
+  private readonly checkDrain = (): void => {
+    this.drainCheckScheduled = false;
+    if (this.state === 'open') this.onDrain();
+  };
 
   /** A fast frame for this peer: written if the bounds allow, else dropped and counted. */
   deliverFast(frame: Buffer): boolean {
@@ -991,7 +1052,7 @@ export class PeerConnection implements TransportSink, SendHost, RequestHost {
   }
 
   private writeOut(frame: Buffer): void {
-    if (this.transport.bufferedBytes() > 0) this.backedUpFrames++;
+    if (this.transport.socketBufferedBytes() > 0) this.backedUpFrames++;
     this.ctx.metrics.frame(frame[1]!, 'out', frame.length);
     this.transport.write(frame);
   }

@@ -16,7 +16,7 @@ import { Enforcer } from './membrane/enforcer.js';
 import { createRedisMembrane, type RedisMembrane } from './membrane/redis-membrane.js';
 import { RelayMetrics } from './metrics.js';
 import { OnceStore } from './once-store.js';
-import { PeerConnection } from './peer-connection.js';
+import { outboundCeiling, PeerConnection } from './peer-connection.js';
 import { PrekeyStore } from './prekey-store.js';
 import { PresenceRegistry } from './presence.js';
 import { AuthFailureLimiter, ConcurrencyLimit } from './rate-limits.js';
@@ -105,6 +105,8 @@ export class RelayNode {
       ttlSeconds: config.RELAY_PREKEY_TTL_SECONDS,
     });
     const router = new Router(redis, presence, nodeId, prefix, metrics, log);
+    metrics.outboundBytes = () => router.outboundBytes();
+    metrics.outboundBudget.set(config.RELAY_SEND_QUEUE_BYTES);
     const once = new OnceStore(redis, { prefix, maxRetentionSeconds: config.RELAY_ONCE_MAX_RETENTION_SECONDS });
     const authLimiter = new AuthFailureLimiter(config.RELAY_AUTH_FAILURES_PER_MINUTE);
     let membrane: { rm: RedisMembrane; subscriber: Redis } | undefined;
@@ -241,7 +243,9 @@ export class RelayNode {
         port: c.RELAY_WS_PORT,
         maxBody,
         maxMessageBytes: Math.min(16 * 1024 * 1024, Math.max(1024 * 1024, 16 * (maxBody + 6))),
-        maxBackpressure: c.RELAY_SEND_QUEUE_BYTES + 1024 * 1024,
+        // Above the most a connection may hold (outboundCeiling) plus uWS's
+        // per-message headers: uWS never has to refuse a send.
+        maxBackpressure: outboundCeiling(c) + 1024 * 1024,
         idleTimeoutSeconds: idleSeconds,
       },
       accept,

@@ -285,6 +285,20 @@ export class Router {
   }
 
   /** After the pub/sub link was down, announcements may be lost: every connection re-reads its queue. */
+  /** Bytes the local connections' transports hold for their peers: the sum and the largest (metrics). */
+  outboundBytes(): { total: number; max: number } {
+    let total = 0;
+    let max = 0;
+    for (const set of this.local.values()) {
+      for (const conn of set) {
+        const n = conn.transport.bufferedBytes();
+        total += n;
+        if (n > max) max = n;
+      }
+    }
+    return { total, max };
+  }
+
   resyncAll(): void {
     for (const set of this.local.values()) for (const conn of set) conn.requestPump();
   }

@@ -141,6 +141,27 @@ describe('DurableStore', () => {
     assert.equal((await s.enqueue(dest, ids[3]!, deliver(dest, ids[3]!), 0)).status, 'duplicate');
   });
 
+  it('fetches within a byte limit, at least one frame, and says whether more follow', async () => {
+    const s = store();
+    const dest = hint();
+    const ids = Array.from({ length: 5 }, messageId);
+    for (const id of ids) await s.enqueue(dest, id, deliver(dest, id), 0);
+    const size = (await s.fetch(dest, 0, 1))[0]!.frame.length;
+    const positions = (r: { frames: Array<{ position: number }>; more: boolean }) => ({
+      positions: r.frames.map((f) => f.position),
+      more: r.more,
+    });
+    assert.deepEqual(positions(await s.fetchWithin(dest, 0, 10, 2 * size + size - 1)), {
+      positions: [1, 2],
+      more: true,
+    });
+    assert.deepEqual(positions(await s.fetchWithin(dest, 0, 10, 1)), { positions: [1], more: true });
+    assert.deepEqual(positions(await s.fetchWithin(dest, 2, 10, 0)), { positions: [3, 4, 5], more: false });
+    assert.deepEqual(positions(await s.fetchWithin(dest, 0, 3, 0)), { positions: [1, 2, 3], more: true });
+    assert.deepEqual(positions(await s.fetchWithin(dest, 2, 3, 3 * size)), { positions: [3, 4, 5], more: false });
+    assert.deepEqual(positions(await s.fetchWithin(dest, 5, 3, size)), { positions: [], more: false });
+  });
+
   it('issues positions 1, 2, 3, … and fetches in position order', async () => {
     const s = store();
     const dest = hint();

@@ -8,7 +8,7 @@ import { readFileSync } from 'node:fs';
 import { createServer as createNetServer, type Server, type Socket } from 'node:net';
 import { createServer as createTlsServer } from 'node:tls';
 import { FrameStreamDecoder, ProtocolError } from '@libertaria/shared';
-import type { AcceptConnection, Listener, PeerTransport } from './types.js';
+import type { AcceptConnection, Listener, PeerTransport, TransportSink } from './types.js';
 import { type Flushable, scheduleFlush } from './write-batch.js';
 
 export interface TcpListenerOptions {
@@ -21,23 +21,38 @@ export interface TcpListenerOptions {
 
 class TcpTransport implements PeerTransport, Flushable {
   private pending: Uint8Array[] = [];
+  private pendingBytes = 0;
+  sink: TransportSink | undefined;
   constructor(
     private readonly socket: Socket,
     readonly kind: 'tcp' | 'tls',
     readonly remoteAddress: string,
   ) {}
   write(bytes: Uint8Array): void {
+    this.pendingBytes += bytes.byteLength;
     if (this.pending.push(bytes) === 1) scheduleFlush(this);
   }
   flush(): void {
     const frames = this.pending;
     this.pending = [];
+    this.pendingBytes = 0;
     if (this.socket.destroyed || !this.socket.writable || frames.length === 0) return;
     // One buffer per turn: one syscall, and the socket never holds views into
     // other connections' receive buffers (a slow reader would pin them).
-    this.socket.write(frames.length === 1 ? Buffer.from(frames[0]!) : Buffer.concat(frames));
+    this.socket.write(frames.length === 1 ? Buffer.from(frames[0]!) : Buffer.concat(frames), this.written);
   }
+  /**
+   * A write reached the kernel. Once nothing is left, tell the connection:
+   * unlike 'drain', this also fires after writes that stayed under the
+   * stream's highWaterMark.
+   */
+  private readonly written = (): void => {
+    if (this.socket.writableLength === 0) this.sink?.onDrain();
+  };
   bufferedBytes(): number {
+    return this.pendingBytes + this.socket.writableLength;
+  }
+  socketBufferedBytes(): number {
     return this.socket.writableLength;
   }
   end(): void {
@@ -58,6 +73,7 @@ export function listenTcp(options: TcpListenerOptions, accept: AcceptConnection)
     socket.setTimeout(options.idleTimeoutMs);
     const transport = new TcpTransport(socket, kind, socket.remoteAddress ?? 'unknown');
     const sink = accept(transport);
+    transport.sink = sink;
     const decoder = new FrameStreamDecoder({ maxPayload: options.maxPayload });
     let failed = false;
     socket.on('data', (chunk: Buffer) => {
@@ -72,7 +88,6 @@ export function listenTcp(options: TcpListenerOptions, accept: AcceptConnection)
       }
       for (const f of frames) sink.onFrame(Buffer.from(f.buffer, f.byteOffset, f.byteLength));
     });
-    socket.on('drain', () => sink.onDrain());
     socket.on('timeout', () => socket.destroy());
     socket.on('error', () => socket.destroy());
     socket.on('close', () => sink.onClose());

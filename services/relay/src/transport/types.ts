@@ -1,14 +1,27 @@
 import type { ProtocolError } from '@libertaria/shared';
 import type { Transport } from '../metrics.js';
 
-/** What the connection logic needs from a transport: write, measure backpressure, close. */
+/**
+ * What the connection logic needs from a transport: write, measure backpressure, close.
+ *
+ * A transport never drops what write() accepted: frames stay queued (this
+ * turn's batch, then the socket layer's buffer) until the kernel takes them or
+ * the connection closes. Bounding that memory is the caller's job, from
+ * bufferedBytes(); the transport calls `onDrain` when it shrinks again.
+ */
 export interface PeerTransport {
   readonly kind: Transport;
   readonly remoteAddress: string;
   /** Writes one or more whole frames. The transport takes the bytes as they are now (copy or reference: see below). */
   write(bytes: Uint8Array): void;
-  /** Bytes accepted by write() but not yet handed to the kernel. */
+  /**
+   * Bytes accepted by write() and not yet handed to the kernel: those queued
+   * during this event-loop turn (flushed at its end) plus what the socket
+   * layer holds. This is what a connection's outbound memory budget counts.
+   */
   bufferedBytes(): number;
+  /** The socket layer's share of bufferedBytes() (written at a flush, not yet taken by the kernel). */
+  socketBufferedBytes(): number;
   /** Flushes what is buffered, then closes. */
   end(): void;
   /** Closes at once, dropping what is buffered. */
@@ -25,6 +38,7 @@ export interface TransportSink {
   onFrame(frame: Buffer): void;
   /** The bytes could not be split into frames (bad header, oversized, truncated message). */
   onProtocolError(err: ProtocolError): void;
+  /** The socket layer's buffer shrank (it may still hold bytes: check bufferedBytes()). */
   onDrain(): void;
   onClose(): void;
 }

@@ -15,6 +15,13 @@ let scheduled = false;
 /** Flushes that threw (a socket closed under us); exposed for metrics and tests. */
 export let failedFlushes = 0;
 
+/** Frames a socket layer refused (kept and sent after its drain, not lost); exposed for metrics. */
+export let refusedSends = 0;
+
+export function countRefusedSend(): void {
+  refusedSends++;
+}
+
 function flushAll(): void {
   scheduled = false;
   for (const t of dirty) {

@@ -11,7 +11,7 @@
 import uWS from 'uWebSockets.js';
 import { FRAME_HEADER_SIZE, ProtocolError, readFrameHeader } from '@libertaria/shared';
 import type { AcceptConnection, Listener, PeerTransport, TransportSink } from './types.js';
-import { type Flushable, SlabCopier, scheduleFlush } from './write-batch.js';
+import { countRefusedSend, type Flushable, SlabCopier, scheduleFlush } from './write-batch.js';
 
 export const WS_SUBPROTOCOL = 'libertaria-relay.v1';
 
@@ -21,7 +21,11 @@ export interface WsListenerOptions {
   /** Largest frame body accepted; a message may batch frames up to maxMessageBytes in all. */
   maxBody: number;
   maxMessageBytes: number;
-  /** Above this many buffered bytes uWS drops sends (we never let it get there: see PeerConnection). */
+  /**
+   * Above this many buffered bytes uWS refuses sends. The connection's
+   * outbound budget keeps it below (PeerConnection); a refused frame is kept
+   * and sent after the drain all the same, never dropped.
+   */
   maxBackpressure: number;
   idleTimeoutSeconds: number;
 }
@@ -32,32 +36,71 @@ interface SocketData {
   transport?: WsTransport;
 }
 
+/** uWS `WebSocket.send` result: refused, over maxBackpressure (1 = sent, 0 = buffered: both accepted). */
+const SEND_DROPPED = 2;
+
 class WsTransport implements PeerTransport, Flushable {
   readonly kind = 'ws' as const;
   closed = false;
   private pending: Uint8Array[] = [];
+  private pendingBytes = 0;
+  /** uWS refused a send: what is pending (that frame first) waits for its drain. */
+  private stalled = false;
   constructor(
     private readonly ws: uWS.WebSocket<SocketData>,
     readonly remoteAddress: string,
   ) {}
   write(bytes: Uint8Array): void {
     if (this.closed) return;
-    if (this.pending.push(bytes) === 1) scheduleFlush(this);
+    this.pendingBytes += bytes.byteLength;
+    if (this.pending.push(bytes) === 1 && !this.stalled) scheduleFlush(this);
   }
   flush(): void {
-    const frames = this.pending;
-    this.pending = [];
-    if (this.closed) return;
+    if (this.closed) {
+      this.pending = [];
+      this.pendingBytes = 0;
+      return;
+    }
+    if (this.stalled || this.pending.length === 0) return;
     // One corked burst: uWS copies each frame into its buffer and writes once.
-    this.ws.cork(() => {
-      for (const f of frames) this.ws.send(f, true, false);
-    });
+    this.ws.cork(this.sendPending);
+  }
+  /** The cork callback (one function per connection, not one per flush). */
+  private readonly sendPending = (): void => {
+    const frames = this.pending;
+    const n = frames.length;
+    let i = 0;
+    for (; i < n; i++) {
+      const f = frames[i]!;
+      if (this.ws.send(f, true, false) === SEND_DROPPED) break;
+      this.pendingBytes -= f.byteLength;
+    }
+    if (i === n) {
+      this.pending = [];
+      this.pendingBytes = 0;
+      return;
+    }
+    // Refused: keep this frame and the ones after it, in order, for the drain.
+    // The budget keeps uWS below maxBackpressure, so this is not expected (counted).
+    countRefusedSend();
+    this.stalled = true;
+    this.pending = frames.slice(i);
+  };
+  /** uWS drained part of its buffer: send what it refused before. */
+  onSocketDrain(): void {
+    if (!this.stalled) return;
+    this.stalled = false;
+    this.flush();
   }
   bufferedBytes(): number {
+    return this.closed ? 0 : this.pendingBytes + this.ws.getBufferedAmount();
+  }
+  socketBufferedBytes(): number {
     return this.closed ? 0 : this.ws.getBufferedAmount();
   }
   end(): void {
     if (this.closed) return;
+    this.stalled = false;
     this.flush();
     this.ws.end(1000, 'bye');
   }
@@ -131,7 +174,11 @@ export function listenWebSocket(options: WsListenerOptions, accept: AcceptConnec
         else throw err;
       }
     },
-    drain: (ws) => ws.getUserData().sink?.onDrain(),
+    drain: (ws) => {
+      const data = ws.getUserData();
+      data.transport?.onSocketDrain();
+      data.sink?.onDrain();
+    },
     close: (ws) => {
       const data = ws.getUserData();
       if (data.transport) data.transport.closed = true;
