@@ -358,10 +358,16 @@ describe('DurableStore', () => {
     const small = deliver(dest, messageId()).length;
     const s = store({ maxFrames: 5000, maxBytes: 1500 * small });
     const base = Date.now();
+    // Expired by the clock the test passes (base + TTL), not by Redis's own key
+    // expiry: a TTL long enough that Redis expires nothing during the test,
+    // however slow the machine (with 1 s, a slow enqueue let Redis free the
+    // bytes itself before the QUEUE_BYTES_FULL check).
+    const ttlSeconds = 120;
+    const later = base + ttlSeconds * 1000;
     const outcomes = await s.enqueueMany(
       Array.from({ length: 1500 }, () => {
         const id = messageId();
-        return { dest, messageId: id, frame: deliver(dest, id), ttlSeconds: 1 };
+        return { dest, messageId: id, frame: deliver(dest, id), ttlSeconds };
       }),
       base,
     );
@@ -370,13 +376,13 @@ describe('DurableStore', () => {
     // Needs ~300 small frames' room: more than one enqueue purge batch (100) frees.
     const big = deliver(dest, live, new Uint8Array(300 * small - 99));
     await rejectsWith(s.enqueue(dest, live, big, 0, base), 'QUEUE_BYTES_FULL');
-    assert.equal((await s.enqueue(dest, live, big, 0, base + 1000)).status, 'stored');
+    assert.equal((await s.enqueue(dest, live, big, 0, later)).status, 'stored');
     // fetch and depth purge at most 1,000 per call and loop until none is left.
     assert.deepEqual(
-      (await s.fetch(dest, 0, 10, base + 1000)).map((f) => f.position),
+      (await s.fetch(dest, 0, 10, later)).map((f) => f.position),
       [1501],
     );
-    assert.deepEqual(await s.depth(dest, base + 1000), { frames: 1, bytes: big.length });
+    assert.deepEqual(await s.depth(dest, later), { frames: 1, bytes: big.length });
     const [z, , e] = s.keys(dest);
     assert.equal(await redis.zcard(z), 1);
     assert.equal(await redis.zcard(e), 1);
@@ -496,9 +502,13 @@ describe('DurableStore', () => {
   });
 
   it('gives 2,000 concurrent enqueues from two nodes 2,000 distinct positions', async (t) => {
-    const second = await connect(server.url);
+    // About positions, not speed: 1,000 scripts queued on one connection can
+    // take longer than the relay's 2 s command timeout on a loaded machine.
+    const patient = { commandTimeout: 30_000 };
+    const first = await connect(server.url, patient);
+    const second = await connect(server.url, patient);
     const options = storeOptions({ maxFrames: 5000 });
-    const nodeA = new DurableStore(redis, options);
+    const nodeA = new DurableStore(first, options);
     const nodeB = new DurableStore(second, options);
     const dest = hint();
     const ids = Array.from({ length: 2000 }, messageId);
