@@ -23,7 +23,7 @@ import { AuthFailureLimiter, ConcurrencyLimit } from './rate-limits.js';
 import type { RelayContext } from './relay-context.js';
 import { nodeChannel, Router } from './router.js';
 import { listenTcp } from './transport/tcp.js';
-import type { Listener } from './transport/types.js';
+import type { Listener, TransportSink } from './transport/types.js';
 import { listenWebSocket } from './transport/ws.js';
 
 export interface RelayPorts {
@@ -49,6 +49,14 @@ function redisOptions(connectionName: string) {
     retryStrategy: (times: number) => Math.min(100 * 2 ** Math.min(times, 6), 5000),
   };
 }
+
+/** What a connection that failed to set up answers to its transport: nothing. */
+const CLOSED_SINK: TransportSink = {
+  onFrame: () => undefined,
+  onProtocolError: () => undefined,
+  onDrain: () => undefined,
+  onClose: () => undefined,
+};
 
 export class RelayNode {
   private draining = false;
@@ -248,8 +256,16 @@ export class RelayNode {
   private async listen(): Promise<void> {
     const c = this.config;
     const maxBody = maxBodySize(c.RELAY_MAX_PAYLOAD_BYTES);
-    const accept = (transport: ConstructorParameters<typeof PeerConnection>[1]) =>
-      new PeerConnection(this.ctx, transport);
+    const accept = (transport: ConstructorParameters<typeof PeerConnection>[1]): TransportSink => {
+      try {
+        return new PeerConnection(this.ctx, transport);
+      } catch (err) {
+        // A bug while setting a connection up: drop that socket, not the listener's callback (or the process).
+        this.internalError('accept', err);
+        transport.destroy();
+        return CLOSED_SINK;
+      }
+    };
     // uWS idle timeouts have a 4 s granularity; peers are told to send something every heartbeat.
     const idleSeconds = Math.max(8, Math.ceil((3 * c.RELAY_HEARTBEAT_MS) / 4000) * 4);
     const ws = await listenWebSocket(
