@@ -265,6 +265,9 @@ if (process.env.BENCH_MEMBRANE_REDIS !== '0') {
     },
     beginAsync: () => {},
     endAsync: () => {},
+    internalError: (_where: string, err: unknown) => {
+      throw err;
+    },
   };
   const hitGate = cached.gate(host);
   hitGate.admit(frame, 0); // the first decision, then cached

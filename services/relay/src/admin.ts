@@ -6,6 +6,12 @@
  * /membrane/trust/<did> (operator-set trust scores) and POST
  * /membrane/revocations (revoke a grant link by its cid). Kept apart from the peer
  * listeners so it can stay private to the cluster.
+ *
+ * Refusals are `text/plain` bodies that start with a stable code from
+ * shared/src/errors.ts: `BAD_FIELD: …` (400: a malformed path, body or
+ * parameter), the store's code (503), `INTERNAL: …` (500: a bug, counted in
+ * relay_internal_errors_total{where="admin"}). No request, with or without the
+ * token, can throw out of the handler: a throw answers 500 and the node goes on.
  */
 import { createHash, timingSafeEqual } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
@@ -19,6 +25,8 @@ export interface AdminHandlers {
   /** The audit endpoint; absent (404) without an admin token or with the membrane off. */
   membraneAudit?: { token: string; query(q: AuditQuery): Promise<AuditPage> };
   /** Operator writes (trust scores, revocations); absent (404) like the audit. */
+  /** Called with a throw or rejection the handler contained (counted, logged by the node). */
+  onInternalError?: (err: unknown) => void;
   membraneAdmin?: {
     token: string;
     setTrust(did: string, score: number): Promise<void>;
@@ -60,6 +68,7 @@ function serveMembraneAdmin(
   res: ServerResponse,
   path: string,
   admin: NonNullable<AdminHandlers['membraneAdmin']>,
+  contain: (err: unknown) => void,
 ): void {
   const text = (status: number, body: string) =>
     res.writeHead(status, { 'content-type': 'text/plain' }).end(`${body}\n`);
@@ -68,22 +77,35 @@ function serveMembraneAdmin(
     return;
   }
   const fail = (err: unknown) => {
-    const code = (err as { code?: string }).code;
-    text(
-      code === 'BAD_FIELD' || code === 'INVALID_DID' || code === undefined ? 400 : 503,
-      String((err as Error).message ?? err),
-    );
+    const code = err instanceof Error ? (err as { code?: unknown }).code : undefined;
+    const message = err instanceof Error ? err.message : String(err);
+    if (code === 'BAD_FIELD' || code === 'INVALID_DID' || typeof code !== 'string') {
+      text(400, `${typeof code === 'string' ? code : 'BAD_FIELD'}: ${message}`);
+    } else {
+      text(503, `${code}: ${message}`);
+    }
   };
   if (path.startsWith('/membrane/trust/')) {
-    const did = decodeURIComponent(path.slice('/membrane/trust/'.length));
+    let did: string;
+    try {
+      did = decodeURIComponent(path.slice('/membrane/trust/'.length));
+    } catch {
+      // URIError: a `%` not followed by two hex digits, or bytes that are not UTF-8.
+      text(400, 'BAD_FIELD: the DID in the path is not valid percent-encoding');
+      return;
+    }
     if (req.method === 'DELETE') {
-      admin.removeTrust(did).then((removed) => text(removed ? 200 : 404, removed ? 'removed' : 'no score'), fail);
+      admin
+        .removeTrust(did)
+        .then((removed) => text(removed ? 200 : 404, removed ? 'removed' : 'no score'), fail)
+        .catch(contain);
       return;
     }
     if (req.method !== 'PUT') return void res.writeHead(405, { allow: 'PUT, DELETE' }).end();
     readJson(req)
       .then((body) => admin.setTrust(did, (body as { score?: unknown }).score as number))
-      .then(() => text(200, 'stored'), fail);
+      .then(() => text(200, 'stored'), fail)
+      .catch(contain);
     return;
   }
   if (req.method !== 'POST') return void res.writeHead(405, { allow: 'POST' }).end();
@@ -95,7 +117,8 @@ function serveMembraneAdmin(
       }
       return admin.revoke(cid as string, untilMs as number | undefined);
     })
-    .then(() => text(200, 'revoked'), fail);
+    .then(() => text(200, 'revoked'), fail)
+    .catch(contain);
 }
 
 /** Most records one /membrane/audit call returns. */
@@ -155,6 +178,7 @@ function serveAudit(
   req: IncomingMessage,
   res: ServerResponse,
   audit: NonNullable<AdminHandlers['membraneAudit']>,
+  contain: (err: unknown) => void,
 ): void {
   if (!tokenMatches(req.headers.authorization, audit.token)) {
     res.writeHead(401, { 'content-type': 'text/plain', 'www-authenticate': 'Bearer' }).end('unauthorized\n');
@@ -162,16 +186,22 @@ function serveAudit(
   }
   const q = parseAuditQuery(new URL(req.url ?? '/', 'http://admin').searchParams);
   if (typeof q === 'string') {
-    res.writeHead(400, { 'content-type': 'text/plain' }).end(`${q}\n`);
+    res.writeHead(400, { 'content-type': 'text/plain' }).end(`BAD_FIELD: ${q}\n`);
     return;
   }
-  audit.query(q).then(
-    (page) =>
-      res
-        .writeHead(200, { 'content-type': 'application/json' })
-        .end(`${JSON.stringify({ records: page.records, next: page.next ?? null })}\n`),
-    (err: unknown) => res.writeHead(503, { 'content-type': 'text/plain' }).end(`audit unavailable: ${String(err)}\n`),
-  );
+  audit
+    .query(q)
+    .then(
+      (page) =>
+        res
+          .writeHead(200, { 'content-type': 'application/json' })
+          .end(`${JSON.stringify({ records: page.records, next: page.next ?? null })}\n`),
+      (err: unknown) =>
+        res
+          .writeHead(503, { 'content-type': 'text/plain' })
+          .end(`STORE_UNAVAILABLE: audit unavailable: ${String(err)}\n`),
+    )
+    .catch(contain);
 }
 
 export function listenAdmin(
@@ -180,12 +210,29 @@ export function listenAdmin(
   handlers: AdminHandlers,
 ): Promise<{ server: Server; port: number }> {
   const server = createServer((req, res) => {
+    try {
+      route(req, res);
+    } catch (err) {
+      internal(res, err);
+    }
+  });
+  /** A throw contained: counted and logged by the node, answered 500 if the answer has not started. */
+  const internal = (res: ServerResponse, err: unknown): void => {
+    try {
+      handlers.onInternalError?.(err);
+      if (!res.headersSent) res.writeHead(500, { 'content-type': 'text/plain' }).end('INTERNAL: internal error\n');
+      else res.destroy();
+    } catch {
+      res.destroy();
+    }
+  };
+  const route = (req: IncomingMessage, res: ServerResponse): void => {
     const path = (req.url ?? '/').split('?')[0] ?? '/';
     if (
       handlers.membraneAdmin !== undefined &&
       (path.startsWith('/membrane/trust/') || path === '/membrane/revocations')
     ) {
-      serveMembraneAdmin(req, res, path, handlers.membraneAdmin);
+      serveMembraneAdmin(req, res, path, handlers.membraneAdmin, (err) => internal(res, err));
       return;
     }
     if (req.method !== 'GET' && req.method !== 'HEAD') {
@@ -197,28 +244,34 @@ export function listenAdmin(
       return;
     }
     if (path === '/readyz') {
-      handlers.readiness().then(
-        (reason) => {
-          if (reason === null) res.writeHead(200, { 'content-type': 'text/plain' }).end('ready\n');
-          else res.writeHead(503, { 'content-type': 'text/plain' }).end(`not ready: ${reason}\n`);
-        },
-        (err: unknown) => res.writeHead(503, { 'content-type': 'text/plain' }).end(`not ready: ${String(err)}\n`),
-      );
+      handlers
+        .readiness()
+        .then(
+          (reason) => {
+            if (reason === null) res.writeHead(200, { 'content-type': 'text/plain' }).end('ready\n');
+            else res.writeHead(503, { 'content-type': 'text/plain' }).end(`not ready: ${reason}\n`);
+          },
+          (err: unknown) => res.writeHead(503, { 'content-type': 'text/plain' }).end(`not ready: ${String(err)}\n`),
+        )
+        .catch((err: unknown) => internal(res, err));
       return;
     }
     if (path === '/membrane/audit' && handlers.membraneAudit !== undefined) {
-      serveAudit(req, res, handlers.membraneAudit);
+      serveAudit(req, res, handlers.membraneAudit, (err) => internal(res, err));
       return;
     }
     if (path === '/metrics') {
-      handlers.registry.metrics().then(
-        (text) => res.writeHead(200, { 'content-type': handlers.registry.contentType }).end(text),
-        (err: unknown) => res.writeHead(500, { 'content-type': 'text/plain' }).end(String(err)),
-      );
+      handlers.registry
+        .metrics()
+        .then(
+          (text) => res.writeHead(200, { 'content-type': handlers.registry.contentType }).end(text),
+          (err: unknown) => res.writeHead(500, { 'content-type': 'text/plain' }).end(String(err)),
+        )
+        .catch((err: unknown) => internal(res, err));
       return;
     }
     res.writeHead(404, { 'content-type': 'text/plain' }).end('not found: try /healthz, /readyz or /metrics\n');
-  });
+  };
   return new Promise((resolve, reject) => {
     server.once('error', reject);
     server.listen(port, host, () => {

@@ -6,6 +6,7 @@
  */
 import { ConfigError } from '@libertaria/shared';
 import { loadRelayConfig, type RelayConfig } from './config.js';
+import { installProcessHandlers } from './containment.js';
 import { RelayNode } from './relay-node.js';
 
 async function main(): Promise<void> {
@@ -20,6 +21,8 @@ async function main(): Promise<void> {
     throw err;
   }
   const node = await RelayNode.start(config);
+  // Only once the node serves: a startup failure still rejects main() and exits 1.
+  installProcessHandlers(node);
   node.log.info('listening', { nodeId: node.nodeId, ws: node.ports.ws, tcp: node.ports.tcp, admin: node.ports.admin });
 
   let stopping = false;

@@ -45,6 +45,8 @@ export class RelayMetrics {
   readonly onceChecks: Counter<'result'>;
   readonly migrations: Counter<'result'>;
   readonly membraneDecisions: Counter<'action' | 'result'>;
+  /** Bugs contained: a throw or rejection that would have escaped a handler (docs/relay.md#containment). */
+  readonly internalErrors: Counter<'where'>;
   /** Set by the node when the membrane is on: SENDs decided from a connection's cache so far. */
   membraneCacheHits: (() => number) | undefined;
   /** Set by the node: bytes its connections' transports hold for their peers, in all and the most for one. */
@@ -251,6 +253,12 @@ export class RelayMetrics {
       name: 'relay_prekey_low_notices_total',
       help: 'Low-water PREKEY_STATUS notices by route: local, remote (pub/sub), offline (owner connected nowhere)',
       labelNames: ['route'],
+      registers: r,
+    });
+    this.internalErrors = new Counter({
+      name: 'relay_internal_errors_total',
+      help: 'Throws and rejections contained instead of escaping, by where: a connection handler (the connection is closed with INTERNAL), the admin port, or the process-level handlers (unhandled_rejection, uncaught_exception)',
+      labelNames: ['where'],
       registers: r,
     });
   }

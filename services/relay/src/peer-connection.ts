@@ -43,6 +43,7 @@ import {
   FRAME_HEADER_SIZE,
   type Frame,
   FrameType,
+  fitText,
   HelloFeatures,
   HINT_SIZE,
   hintToHex,
@@ -181,7 +182,7 @@ export class PeerConnection implements TransportSink, SendHost, RequestHost {
       return;
     }
     this.handshakeTimer = setTimeout(
-      () => this.failAuth('timeout', 'AUTH_TIMEOUT', 'handshake not finished in time'),
+      () => this.guard('timer', () => this.failAuth('timeout', 'AUTH_TIMEOUT', 'handshake not finished in time')),
       c.RELAY_HANDSHAKE_TIMEOUT_MS,
     );
   }
@@ -190,6 +191,14 @@ export class PeerConnection implements TransportSink, SendHost, RequestHost {
   // Transport callbacks
 
   onFrame(frame: Buffer): void {
+    try {
+      this.handleFrame(frame);
+    } catch (err) {
+      this.internalError('frame', err);
+    }
+  }
+
+  private handleFrame(frame: Buffer): void {
     if (this.state === 'closed') return;
     const type = frame[1]!;
     this.ctx.metrics.frame(type, 'in', frame.length);
@@ -208,19 +217,23 @@ export class PeerConnection implements TransportSink, SendHost, RequestHost {
   }
 
   onProtocolError(err: ProtocolError): void {
-    if (this.state === 'closed') return;
-    if (this.state !== 'open') this.ctx.metrics.authFailures.labels('protocol').inc();
-    this.ctx.log.debug('protocol error', { conn: this.id.toString('hex'), code: err.code, err: err.message });
-    this.fatal(err.code, err.message);
+    this.guard('protocol_error', () => {
+      if (this.state === 'closed') return;
+      if (this.state !== 'open') this.ctx.metrics.authFailures.labels('protocol').inc();
+      this.ctx.log.debug('protocol error', { conn: this.id.toString('hex'), code: err.code, err: err.message });
+      this.fatal(err.code, err.message);
+    });
   }
 
   onDrain(): void {
-    if (this.transport.socketBufferedBytes() === 0) this.backedUpFrames = 0;
-    if (this.pumpWaitsForDrain && this.deliveryMayResume()) {
-      this.pumpWaitsForDrain = false;
-      this.ctx.metrics.pausedDeliveries--;
-      this.requestPump();
-    }
+    this.guard('drain', () => {
+      if (this.transport.socketBufferedBytes() === 0) this.backedUpFrames = 0;
+      if (this.pumpWaitsForDrain && this.deliveryMayResume()) {
+        this.pumpWaitsForDrain = false;
+        this.ctx.metrics.pausedDeliveries--;
+        this.requestPump();
+      }
+    });
   }
 
   /** Durable delivery is paused, waiting for room (metrics). */
@@ -230,7 +243,57 @@ export class PeerConnection implements TransportSink, SendHost, RequestHost {
 
   onClose(): void {
     this.state = 'closed';
-    this.release();
+    this.guard('close', () => this.release());
+  }
+
+  // ---------------------------------------------------------------------------
+  // Containment: nothing a connection does may throw into its transport, a
+  // timer or a promise chain. What would is counted
+  // (relay_internal_errors_total{where}), logged, and closes this connection
+  // with INTERNAL; the process and the other connections carry on.
+
+  /** Runs `fn`; a throw closes this connection instead of escaping. */
+  private guard(where: string, fn: () => void): void {
+    try {
+      fn();
+    } catch (err) {
+      this.internalError(where, err);
+    }
+  }
+
+  /** The last handler of every promise chain this connection starts. */
+  private readonly asyncFailed = (err: unknown): void => this.internalError('async', err);
+
+  /** A bug (or an encoder refusing what we built) surfaced: count, log, close this connection. Never throws. */
+  internalError(where: string, err: unknown): void {
+    try {
+      this.ctx.metrics.internalErrors.labels(where).inc();
+      this.ctx.log.error('internal error; closing the connection', {
+        where,
+        conn: this.id.toString('hex'),
+        peer: this.describe(),
+        err,
+      });
+      this.fatal('INTERNAL', 'internal error on the relay; the connection is closed');
+    } catch {
+      // Even the goodbye failed: drop the socket.
+      try {
+        this.state = 'closed';
+        this.transport.destroy();
+      } catch {
+        // Nothing left to do for this connection.
+      }
+    }
+  }
+
+  /** Encodes a frame for this peer; on failure closes the connection (INTERNAL) and returns undefined. */
+  private encode(frame: Frame, version: number = PROTOCOL_VERSION): Uint8Array | undefined {
+    try {
+      return encodeFrame(frame, version);
+    } catch (err) {
+      this.internalError(`encode_${frame.type}`, err);
+      return undefined;
+    }
   }
 
   /** Frees what the connection holds, exactly once: timers, the gauge, its place in the router. */
@@ -280,7 +343,8 @@ export class PeerConnection implements TransportSink, SendHost, RequestHost {
       case 'RESUME':
         return this.onResume(frame.lastAcked);
       case 'PING': {
-        const pong = encodeFrame({ type: 'PONG', data: frame.data }, this.version);
+        const pong = this.encode({ type: 'PONG', data: frame.data }, this.version);
+        if (pong === undefined) return;
         if (this.asyncWork > 0) this.deferredPongs.push(pong);
         else this.writeControl(pong);
         return;
@@ -301,7 +365,7 @@ export class PeerConnection implements TransportSink, SendHost, RequestHost {
           return this.nackRequest(frame.requestId, 'BRIDGE_NOT_REGISTERED', `no bridge serves ${frame.network} here`);
         }
         this.writeControl(
-          encodeFrame({ type: 'BRIDGE_INFO', requestId: frame.requestId, did: bridge.did }, this.version),
+          this.encode({ type: 'BRIDGE_INFO', requestId: frame.requestId, did: bridge.did }, this.version),
         );
         return;
       }
@@ -358,7 +422,7 @@ export class PeerConnection implements TransportSink, SendHost, RequestHost {
     if ((features & HelloFeatures.ANONYMOUS) !== 0) return this.offerAnonymous();
     this.state = 'auth';
     this.writeControl(
-      encodeFrame({
+      this.encode({
         type: 'CHALLENGE',
         version: this.version,
         nonce: this.nonce,
@@ -392,31 +456,34 @@ export class PeerConnection implements TransportSink, SendHost, RequestHost {
     this.attached = true;
     // Presence is registered before WELCOME, so a durable frame stored after
     // this point is either seen by our RESUME fetch or announced to us.
-    this.ctx.router.attach(this).then(
-      () => {
-        if (this.state !== 'attaching') return;
-        this.state = 'open';
-        this.writeControl(
-          encodeFrame(
-            {
-              type: 'WELCOME',
-              hint: this.hint!,
-              connectionId: this.id,
-              maxPayload: this.ctx.config.RELAY_MAX_PAYLOAD_BYTES,
-              heartbeatMs: this.ctx.config.RELAY_HEARTBEAT_MS,
-              nodeId: this.ctx.nodeId,
-            },
-            this.version,
-          ),
-        );
-        this.ctx.log.debug('peer authenticated', { peer: this.describe(), transport: this.transport.kind });
-      },
-      (err: unknown) => {
-        this.ctx.metrics.redisErrors.labels('presence').inc();
-        this.ctx.log.warn('presence registration failed', { did: this.did, err });
-        this.fatal('STORE_UNAVAILABLE', 'cannot register presence; try another node');
-      },
-    );
+    this.ctx.router
+      .attach(this)
+      .then(
+        () => {
+          if (this.state !== 'attaching') return;
+          this.state = 'open';
+          this.writeControl(
+            this.encode(
+              {
+                type: 'WELCOME',
+                hint: this.hint!,
+                connectionId: this.id,
+                maxPayload: this.ctx.config.RELAY_MAX_PAYLOAD_BYTES,
+                heartbeatMs: this.ctx.config.RELAY_HEARTBEAT_MS,
+                nodeId: this.ctx.nodeId,
+              },
+              this.version,
+            ),
+          );
+          this.ctx.log.debug('peer authenticated', { peer: this.describe(), transport: this.transport.kind });
+        },
+        (err: unknown) => {
+          this.ctx.metrics.redisErrors.labels('presence').inc();
+          this.ctx.log.warn('presence registration failed', { did: this.did, err });
+          this.fatal('STORE_UNAVAILABLE', 'cannot register presence; try another node');
+        },
+      )
+      .catch(this.asyncFailed);
   }
 
   private offerAnonymous(): void {
@@ -432,7 +499,7 @@ export class PeerConnection implements TransportSink, SendHost, RequestHost {
     this.anonymous = true;
     this.state = 'anon_auth';
     this.writeControl(
-      encodeFrame(
+      this.encode(
         {
           type: 'ANON_CHALLENGE',
           version: this.version,
@@ -465,10 +532,14 @@ export class PeerConnection implements TransportSink, SendHost, RequestHost {
     this.anonSendsLeft = c.RELAY_ANON_MAX_SENDS;
     this.ctx.metrics.anonConnections.labels('welcomed').inc();
     this.attachAndWelcome();
-    this.anonTimer = setTimeout(() => {
-      this.goAway(0, '', 'anonymous connection lifetime over');
-      this.close();
-    }, c.RELAY_ANON_LIFETIME_MS);
+    this.anonTimer = setTimeout(
+      () =>
+        this.guard('timer', () => {
+          this.goAway(0, '', 'anonymous connection lifetime over');
+          this.close();
+        }),
+      c.RELAY_ANON_LIFETIME_MS,
+    );
   }
 
   /** What an anonymous connection may not do: refused with ANON_NOT_PERMITTED, the connection stays. */
@@ -476,7 +547,7 @@ export class PeerConnection implements TransportSink, SendHost, RequestHost {
     const message = `${frame.type} needs an authenticated DID; anonymous connections may fetch prekeys and send fast frames`;
     if ('requestId' in frame) return this.nackRequest(frame.requestId, 'ANON_NOT_PERMITTED', message);
     this.writeControl(
-      encodeFrame({ type: 'ERROR', code: errorCodeToWire('ANON_NOT_PERMITTED'), flags: 0, message }, this.version),
+      this.encode({ type: 'ERROR', code: errorCodeToWire('ANON_NOT_PERMITTED'), flags: 0, message }, this.version),
     );
   }
 
@@ -505,7 +576,7 @@ export class PeerConnection implements TransportSink, SendHost, RequestHost {
     if (proof.length !== 64 || !verifyEd25519(this.publicKey!, transcript, proof)) {
       metrics.migrations.labels('bad_proof').inc();
       this.writeControl(
-        encodeFrame(
+        this.encode(
           {
             type: 'ERROR',
             code: errorCodeToWire('AUTH_FAILED'),
@@ -529,8 +600,10 @@ export class PeerConnection implements TransportSink, SendHost, RequestHost {
   /** The peer moved to another connection (MIGRATE there): say so and end this one. */
   replacedBy(): void {
     if (this.state === 'closed') return;
-    this.goAway(0, '', 'migrated');
-    this.close();
+    this.guard('migrate', () => {
+      this.goAway(0, '', 'migrated');
+      this.close();
+    });
   }
 
   private onOnceCheck(requestId: Buffer, retentionSeconds: number, id: Buffer): void {
@@ -540,20 +613,23 @@ export class PeerConnection implements TransportSink, SendHost, RequestHost {
       return this.nackRequest(requestId, 'RATE_LIMITED', 'single-use id check rate exceeded; retry later');
     }
     this.beginAsync();
-    once.consume(this.hint!, id, retentionSeconds).then(
-      (fresh) => {
-        metrics.onceChecks.labels(fresh ? 'fresh' : 'seen').inc();
-        this.writeControl(encodeFrame({ type: 'ONCE_RESULT', requestId, fresh }, this.version));
-        this.endAsync();
-      },
-      (err: unknown) => {
-        const code: ErrorCode = err instanceof RelayError ? err.code : 'INTERNAL';
-        metrics.onceChecks.labels(code).inc();
-        if (code === 'STORE_UNAVAILABLE') metrics.redisErrors.labels('once').inc();
-        this.nackRequest(requestId, code, err instanceof Error ? err.message : String(err));
-        this.endAsync();
-      },
-    );
+    once
+      .consume(this.hint!, id, retentionSeconds)
+      .then(
+        (fresh) => {
+          metrics.onceChecks.labels(fresh ? 'fresh' : 'seen').inc();
+          this.writeControl(this.encode({ type: 'ONCE_RESULT', requestId, fresh }, this.version));
+          this.endAsync();
+        },
+        (err: unknown) => {
+          const code: ErrorCode = err instanceof RelayError ? err.code : 'INTERNAL';
+          metrics.onceChecks.labels(code).inc();
+          if (code === 'STORE_UNAVAILABLE') metrics.redisErrors.labels('once').inc();
+          this.nackRequest(requestId, code, err instanceof Error ? err.message : String(err));
+          this.endAsync();
+        },
+      )
+      .catch(this.asyncFailed);
   }
 
   private failAuth(reason: AuthFailureReason, code: ErrorCode, message: string): void {
@@ -567,24 +643,27 @@ export class PeerConnection implements TransportSink, SendHost, RequestHost {
 
   private onPresenceQuery(hint: Buffer): void {
     if (this.ctx.router.isLocal(hint.toString('latin1'))) {
-      this.writeControl(encodeFrame({ type: 'PEER_PRESENT', hint }, this.version));
+      this.writeControl(this.encode({ type: 'PEER_PRESENT', hint }, this.version));
       return;
     }
     this.beginAsync();
-    this.ctx.router.lookupRemote(hint).then(
-      (nodes) => {
-        const frame: Frame =
-          nodes.length > 0
-            ? { type: 'PEER_PRESENT', hint }
-            : { type: 'PEER_GONE', hint, messageId: new Uint8Array(16) };
-        this.writeControl(encodeFrame(frame, this.version));
-        this.endAsync();
-      },
-      () => {
-        this.ctx.metrics.redisErrors.labels('presence').inc();
-        this.endAsync();
-      },
-    );
+    this.ctx.router
+      .lookupRemote(hint)
+      .then(
+        (nodes) => {
+          const frame: Frame =
+            nodes.length > 0
+              ? { type: 'PEER_PRESENT', hint }
+              : { type: 'PEER_GONE', hint, messageId: new Uint8Array(16) };
+          this.writeControl(this.encode(frame, this.version));
+          this.endAsync();
+        },
+        () => {
+          this.ctx.metrics.redisErrors.labels('presence').inc();
+          this.endAsync();
+        },
+      )
+      .catch(this.asyncFailed);
   }
 
   // ---------------------------------------------------------------------------
@@ -609,17 +688,20 @@ export class PeerConnection implements TransportSink, SendHost, RequestHost {
     const replace = (frame.flags & PrekeyPublishFlags.REPLACE_ONE_TIME) !== 0;
     this.beginAsync();
     // publish() copies the publication before it returns: the frame's fields are views into the transport buffer.
-    const work = prekeys.publish(owner, frame.publication, replace).then(
-      (result) => {
-        metrics.prekeyPublishes.labels('stored').inc();
-        this.writeStatus(requestId, result);
-        this.endAsync();
-      },
-      (err: unknown) => {
-        this.prekeyStoreFailed(err, 'publish', metrics.prekeyPublishes, requestId);
-        this.endAsync();
-      },
-    );
+    const work = prekeys
+      .publish(owner, frame.publication, replace)
+      .then(
+        (result) => {
+          metrics.prekeyPublishes.labels('stored').inc();
+          this.writeStatus(requestId, result);
+          this.endAsync();
+        },
+        (err: unknown) => {
+          this.prekeyStoreFailed(err, 'publish', metrics.prekeyPublishes, requestId);
+          this.endAsync();
+        },
+      )
+      .catch(this.asyncFailed);
     this.ctx.trackDurableWrite(work);
   }
 
@@ -633,56 +715,62 @@ export class PeerConnection implements TransportSink, SendHost, RequestHost {
     if (gate === undefined) return this.fetchPrekeys(requestId, target);
     // Fetching a peer's prekeys opens a session with it: the membrane's action `open`.
     this.beginAsync();
-    void gate.decideOpen(target).then((v) => {
-      if (v.allowed) this.fetchPrekeys(requestId, target);
-      else this.nackRequest(requestId, v.code, v.message);
-      this.endAsync();
-    });
+    gate
+      .decideOpen(target)
+      .then((v) => {
+        if (v.allowed) this.fetchPrekeys(requestId, target);
+        else this.nackRequest(requestId, v.code, v.message);
+        this.endAsync();
+      })
+      .catch(this.asyncFailed);
   }
 
   private fetchPrekeys(requestId: Buffer, target: Buffer): void {
     const { metrics, prekeys, router } = this.ctx;
     this.beginAsync();
-    prekeys.fetch(target, Date.now(), !this.anonymous).then(
-      (result) => {
-        try {
-          if (result.status === 'not_found') {
-            metrics.prekeyFetches.labels('PREKEY_NOT_FOUND').inc();
-            this.nackRequest(requestId, 'PREKEY_NOT_FOUND', `no prekeys published for ${hintToHex(target)}`);
-            return;
+    prekeys
+      .fetch(target, Date.now(), !this.anonymous)
+      .then(
+        (result) => {
+          try {
+            if (result.status === 'not_found') {
+              metrics.prekeyFetches.labels('PREKEY_NOT_FOUND').inc();
+              this.nackRequest(requestId, 'PREKEY_NOT_FOUND', `no prekeys published for ${hintToHex(target)}`);
+              return;
+            }
+            const { bundle } = result;
+            const outcome =
+              result.status === 'throttled'
+                ? 'throttled'
+                : bundle.oneTimePrekey && bundle.oneTimeKemPrekey
+                  ? 'both'
+                  : bundle.oneTimePrekey
+                    ? 'x25519_only'
+                    : bundle.oneTimeKemPrekey
+                      ? 'kem_only'
+                      : 'last_resort';
+            metrics.prekeyFetches.labels(outcome).inc();
+            this.writeControl(this.encode({ type: 'PREKEY_BUNDLE', requestId, bundle }, this.version));
+            if (result.notify !== undefined) {
+              const notice = encodeFrame(prekeys.statusFrame(target, new Uint8Array(ID_SIZE), result.counts));
+              metrics.prekeyLowNotices
+                .labels(
+                  router.notifyOwner(Buffer.from(notice.buffer, notice.byteOffset, notice.byteLength), result.notify),
+                )
+                .inc();
+            }
+          } catch (err) {
+            this.prekeyStoreFailed(err, 'fetch', metrics.prekeyFetches, requestId);
+          } finally {
+            this.endAsync();
           }
-          const { bundle } = result;
-          const outcome =
-            result.status === 'throttled'
-              ? 'throttled'
-              : bundle.oneTimePrekey && bundle.oneTimeKemPrekey
-                ? 'both'
-                : bundle.oneTimePrekey
-                  ? 'x25519_only'
-                  : bundle.oneTimeKemPrekey
-                    ? 'kem_only'
-                    : 'last_resort';
-          metrics.prekeyFetches.labels(outcome).inc();
-          this.writeControl(encodeFrame({ type: 'PREKEY_BUNDLE', requestId, bundle }, this.version));
-          if (result.notify !== undefined) {
-            const notice = encodeFrame(prekeys.statusFrame(target, new Uint8Array(ID_SIZE), result.counts));
-            metrics.prekeyLowNotices
-              .labels(
-                router.notifyOwner(Buffer.from(notice.buffer, notice.byteOffset, notice.byteLength), result.notify),
-              )
-              .inc();
-          }
-        } catch (err) {
+        },
+        (err: unknown) => {
           this.prekeyStoreFailed(err, 'fetch', metrics.prekeyFetches, requestId);
-        } finally {
           this.endAsync();
-        }
-      },
-      (err: unknown) => {
-        this.prekeyStoreFailed(err, 'fetch', metrics.prekeyFetches, requestId);
-        this.endAsync();
-      },
-    );
+        },
+      )
+      .catch(this.asyncFailed);
   }
 
   private onPrekeyStatusQuery(requestId: Buffer): void {
@@ -691,20 +779,23 @@ export class PeerConnection implements TransportSink, SendHost, RequestHost {
       return this.nackRequest(requestId, 'PREKEY_RATE_LIMITED', 'prekey status rate exceeded; retry later');
     }
     this.beginAsync();
-    prekeys.status(this.hint!).then(
-      (counts) => {
-        this.writeStatus(requestId, counts);
-        this.endAsync();
-      },
-      (err: unknown) => {
-        this.prekeyStoreFailed(err, 'status', undefined, requestId);
-        this.endAsync();
-      },
-    );
+    prekeys
+      .status(this.hint!)
+      .then(
+        (counts) => {
+          this.writeStatus(requestId, counts);
+          this.endAsync();
+        },
+        (err: unknown) => {
+          this.prekeyStoreFailed(err, 'status', undefined, requestId);
+          this.endAsync();
+        },
+      )
+      .catch(this.asyncFailed);
   }
 
   private writeStatus(requestId: Uint8Array, counts: PrekeyCounts): void {
-    this.writeControl(encodeFrame(this.ctx.prekeys.statusFrame(this.hint!, requestId, counts), this.version));
+    this.writeControl(this.encode(this.ctx.prekeys.statusFrame(this.hint!, requestId, counts), this.version));
   }
 
   /** A prekey operation failed in Redis (STORE_UNAVAILABLE) or on our side (INTERNAL): NACK it and count it. */
@@ -723,16 +814,18 @@ export class PeerConnection implements TransportSink, SendHost, RequestHost {
 
   /** NACK for a prekey request: the same frame that refuses a SEND, carrying the request id. */
   nackRequest(requestId: Uint8Array, code: ErrorCode, message: string): void {
-    const text = message.length > 512 ? `${message.slice(0, 509)}...` : message;
     this.writeControl(
-      encodeFrame({ type: 'NACK', messageId: requestId, code: errorCodeToWire(code), message: text }, this.version),
+      this.encode(
+        { type: 'NACK', messageId: requestId, code: errorCodeToWire(code), message: fitText(message) },
+        this.version,
+      ),
     );
   }
 
   /** An unsolicited PREKEY_STATUS (low-water notice) for this peer, from this node or another. */
   deliverNotice(frame: Uint8Array): void {
     if (this.state !== 'open') return;
-    this.writeControl(frame);
+    this.guard('notice', () => this.writeControl(frame));
   }
 
   /** Marks the start of work whose answer to this peer waits on Redis. */
@@ -792,29 +885,32 @@ export class PeerConnection implements TransportSink, SendHost, RequestHost {
     const ttl = frame.readUInt32BE(TTL_AT);
     const started = performance.now();
     this.beginAsync();
-    const work = ctx.store.enqueue(dest, messageId, frame, ttl).then(
-      (result) => {
-        ctx.metrics.durableStoreSeconds.observe((performance.now() - started) / 1000);
-        ctx.metrics.durableStored.labels(result.status).inc();
-        if (result.depth !== undefined) ctx.metrics.durableQueueDepth.observe(result.depth);
-        this.writeControl(encodeFrame({ type: 'ACK', messageId, position: result.position }, this.version));
-        this.endAsync();
-        if (result.status === 'stored') {
-          writePosition(frame, result.position);
-          ctx.router.announceDurable(frame, result.position, dest, result.holders ?? []);
-        }
-      },
-      (err: unknown) => {
-        const code: ErrorCode = err instanceof RelayError ? err.code : 'STORE_UNAVAILABLE';
-        ctx.metrics.durableStored.labels(code).inc();
-        if (code === 'STORE_UNAVAILABLE') {
-          ctx.metrics.redisErrors.labels('enqueue').inc();
-          ctx.log.warn('durable store failed', { err });
-        }
-        this.nack(frame, code, err instanceof Error ? err.message : String(err));
-        this.endAsync();
-      },
-    );
+    const work = ctx.store
+      .enqueue(dest, messageId, frame, ttl)
+      .then(
+        (result) => {
+          ctx.metrics.durableStoreSeconds.observe((performance.now() - started) / 1000);
+          ctx.metrics.durableStored.labels(result.status).inc();
+          if (result.depth !== undefined) ctx.metrics.durableQueueDepth.observe(result.depth);
+          this.writeControl(this.encode({ type: 'ACK', messageId, position: result.position }, this.version));
+          this.endAsync();
+          if (result.status === 'stored') {
+            writePosition(frame, result.position);
+            ctx.router.announceDurable(frame, result.position, dest, result.holders ?? []);
+          }
+        },
+        (err: unknown) => {
+          const code: ErrorCode = err instanceof RelayError ? err.code : 'STORE_UNAVAILABLE';
+          ctx.metrics.durableStored.labels(code).inc();
+          if (code === 'STORE_UNAVAILABLE') {
+            ctx.metrics.redisErrors.labels('enqueue').inc();
+            ctx.log.warn('durable store failed', { err });
+          }
+          this.nack(frame, code, err instanceof Error ? err.message : String(err));
+          this.endAsync();
+        },
+      )
+      .catch(this.asyncFailed);
     ctx.trackDurableWrite(work);
   }
 
@@ -828,7 +924,7 @@ export class PeerConnection implements TransportSink, SendHost, RequestHost {
   }
 
   answer(frame: Frame): void {
-    this.writeControl(encodeFrame(frame, this.version));
+    this.writeControl(this.encode(frame, this.version));
   }
 
   private membraneGate(): ConnectionGate | undefined {
@@ -854,36 +950,46 @@ export class PeerConnection implements TransportSink, SendHost, RequestHost {
   /** A durable SEND to a bridge goes to its BullMQ queue (federation/handoff.ts); ACK position 0: no mailbox. */
   private handOffToBridge(frame: Buffer, messageId: Buffer, bridge: BridgeRegistration): void {
     this.beginAsync();
-    const work = this.ctx.federation!.handOff(frame, bridge).then(
-      () => {
-        this.writeControl(encodeFrame({ type: 'ACK', messageId, position: 0 }, this.version));
-        this.endAsync();
-      },
-      (err: unknown) => {
-        this.nack(frame, 'STORE_UNAVAILABLE', `the bridge queue did not take the frame: ${(err as Error).message}`);
-        this.endAsync();
-      },
-    );
+    const work = this.ctx
+      .federation!.handOff(frame, bridge)
+      .then(
+        () => {
+          this.writeControl(this.encode({ type: 'ACK', messageId, position: 0 }, this.version));
+          this.endAsync();
+        },
+        (err: unknown) => {
+          this.nack(frame, 'STORE_UNAVAILABLE', `the bridge queue did not take the frame: ${(err as Error).message}`);
+          this.endAsync();
+        },
+      )
+      .catch(this.asyncFailed);
     this.ctx.trackDurableWrite(work);
   }
 
   private nack(frame: Buffer, code: ErrorCode, message: string): void {
     const messageId = frame.subarray(MSGID_AT, MSGID_AT + 16);
-    this.writeControl(encodeFrame({ type: 'NACK', messageId, code: errorCodeToWire(code), message }, this.version));
+    this.writeControl(
+      this.encode({ type: 'NACK', messageId, code: errorCodeToWire(code), message: fitText(message) }, this.version),
+    );
   }
 
   /** ACKs arriving in one turn are removed from the queue in one script call. */
   private onAck(messageId: Uint8Array, position: number): void {
     if (this.pendingAcks.push({ messageId, position }) > 1) return;
-    setImmediate(() => {
-      const acks = this.pendingAcks;
-      this.pendingAcks = [];
-      this.ctx.store.ackMany(this.hint!, acks).catch((err: unknown) => {
-        // The frames stay queued and come back after a reconnect; the client drops them as duplicates.
-        this.ctx.metrics.redisErrors.labels('ack').inc();
-        this.ctx.log.warn('ack failed', { err });
-      });
-    });
+    setImmediate(() =>
+      this.guard('ack', () => {
+        const acks = this.pendingAcks;
+        this.pendingAcks = [];
+        this.ctx.store
+          .ackMany(this.hint!, acks)
+          .catch((err: unknown) => {
+            // The frames stay queued and come back after a reconnect; the client drops them as duplicates.
+            this.ctx.metrics.redisErrors.labels('ack').inc();
+            this.ctx.log.warn('ack failed', { err });
+          })
+          .catch(this.asyncFailed);
+      }),
+    );
   }
 
   private onResume(lastAcked: number): void {
@@ -892,36 +998,42 @@ export class PeerConnection implements TransportSink, SendHost, RequestHost {
     this.cursor = lastAcked;
     const hint = this.hint!;
     const run = lastAcked > 0 ? this.ctx.store.ackUpTo(hint, lastAcked) : Promise.resolve(undefined);
-    run.then(
-      (result) => {
-        if (result?.restarted) {
-          // Positions start again at 1: without this the peer would take the new frames for ones it acknowledged.
-          this.cursor = 0;
-          this.ctx.log.warn('queue restarted below the peer’s RESUME position', { peer: this.describe(), lastAcked });
-          this.writeControl(
-            encodeFrame(
-              {
-                type: 'ERROR',
-                code: errorCodeToWire('QUEUE_RESET'),
-                flags: 0,
-                message: `RESUME ${lastAcked} is beyond every position this queue issued; positions restart`,
-              },
-              this.version,
-            ),
-          );
-        }
-        this.requestPump();
-      },
-      (err: unknown) => {
-        this.ctx.metrics.redisErrors.labels('ack').inc();
-        this.ctx.log.warn('resume ack failed', { err });
-        this.requestPump();
-      },
-    );
+    run
+      .then(
+        (result) => {
+          if (result?.restarted) {
+            // Positions start again at 1: without this the peer would take the new frames for ones it acknowledged.
+            this.cursor = 0;
+            this.ctx.log.warn('queue restarted below the peer’s RESUME position', { peer: this.describe(), lastAcked });
+            this.writeControl(
+              this.encode(
+                {
+                  type: 'ERROR',
+                  code: errorCodeToWire('QUEUE_RESET'),
+                  flags: 0,
+                  message: `RESUME ${lastAcked} is beyond every position this queue issued; positions restart`,
+                },
+                this.version,
+              ),
+            );
+          }
+          this.requestPump();
+        },
+        (err: unknown) => {
+          this.ctx.metrics.redisErrors.labels('ack').inc();
+          this.ctx.log.warn('resume ack failed', { err });
+          this.requestPump();
+        },
+      )
+      .catch(this.asyncFailed);
   }
 
   /** A durable frame was stored for this peer (here or on another node). */
   offerDurable(frame: Buffer, position: number): void {
+    this.guard('offer', () => this.offer(frame, position));
+  }
+
+  private offer(frame: Buffer, position: number): void {
     if (!this.resumed || this.state !== 'open' || position <= this.cursor) return;
     if (position === this.cursor + 1 && !this.pumping && this.hasRoom(frame.length)) {
       this.writeOut(frame);
@@ -940,7 +1052,7 @@ export class PeerConnection implements TransportSink, SendHost, RequestHost {
       return;
     }
     this.pumping = true;
-    void this.pump();
+    this.pump().catch(this.asyncFailed);
   }
 
   private async pump(): Promise<void> {
@@ -977,7 +1089,7 @@ export class PeerConnection implements TransportSink, SendHost, RequestHost {
       this.ctx.metrics.redisErrors.labels('fetch').inc();
       this.ctx.log.warn('durable fetch failed; retrying', { err });
       clearTimeout(this.pumpRetryTimer);
-      this.pumpRetryTimer = setTimeout(() => this.requestPump(), 1000);
+      this.pumpRetryTimer = setTimeout(() => this.guard('timer', () => this.requestPump()), 1000);
     } finally {
       this.pumping = false;
     }
@@ -1015,6 +1127,15 @@ export class PeerConnection implements TransportSink, SendHost, RequestHost {
 
   /** A fast frame for this peer: written if the bounds allow, else dropped and counted. */
   deliverFast(frame: Buffer): boolean {
+    try {
+      return this.fast(frame);
+    } catch (err) {
+      this.internalError('deliver', err);
+      return false;
+    }
+  }
+
+  private fast(frame: Buffer): boolean {
     if (this.state !== 'open') return false;
     if (!this.hasRoom(frame.length)) {
       this.ctx.metrics.drop('send_queue_overflow');
@@ -1026,13 +1147,18 @@ export class PeerConnection implements TransportSink, SendHost, RequestHost {
 
   /** A fast SEND of this peer found its recipient connected nowhere. */
   sendPeerGone(hint: Uint8Array, messageId: Uint8Array): void {
-    this.writeControl(encodeFrame({ type: 'PEER_GONE', hint, messageId }, this.version));
+    this.writeControl(this.encode({ type: 'PEER_GONE', hint, messageId }, this.version));
   }
 
   /** Tells the peer this node is going away, with where to go instead. */
   goAway(reconnectAfterMs: number, reconnectHint: string, reason: string): void {
     if (this.state === 'closed') return;
-    this.writeControl(encodeFrame({ type: 'GOAWAY', reconnectAfterMs, reconnectHint, reason }, this.version));
+    this.writeControl(
+      this.encode(
+        { type: 'GOAWAY', reconnectAfterMs, reconnectHint: fitText(reconnectHint), reason: fitText(reason) },
+        this.version,
+      ),
+    );
   }
 
   /** Graceful close: flush, then end. */
@@ -1057,8 +1183,8 @@ export class PeerConnection implements TransportSink, SendHost, RequestHost {
     this.transport.write(frame);
   }
 
-  private writeControl(bytes: Uint8Array): void {
-    if (this.state === 'closed') return;
+  private writeControl(bytes: Uint8Array | undefined): void {
+    if (bytes === undefined || this.state === 'closed') return;
     if (this.transport.bufferedBytes() > this.ctx.config.RELAY_SEND_QUEUE_BYTES + CONTROL_SLACK_BYTES) {
       this.ctx.metrics.drop('send_queue_overflow');
       return;
@@ -1070,7 +1196,14 @@ export class PeerConnection implements TransportSink, SendHost, RequestHost {
   /** Sends ERROR with the FATAL flag and closes. */
   private fatal(code: ErrorCode, message: string): void {
     if (this.state === 'closed') return;
-    this.writeControl(encodeFrame({ type: 'ERROR', code: errorCodeToWire(code), flags: ErrorFlags.FATAL, message }));
+    try {
+      this.writeControl(
+        encodeFrame({ type: 'ERROR', code: errorCodeToWire(code), flags: ErrorFlags.FATAL, message: fitText(message) }),
+      );
+    } catch (err) {
+      // Not through encode(): its failure path ends here again. The connection closes all the same.
+      this.ctx.log.error('cannot encode the closing ERROR', { conn: this.id.toString('hex'), code, err });
+    }
     this.state = 'closed';
     // Out of the router now, so nothing more is routed here while the goodbye flushes.
     this.release();

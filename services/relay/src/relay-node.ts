@@ -5,7 +5,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import { hostname } from 'node:os';
-import { maxBodySize } from '@libertaria/shared';
+import { MAX_TEXT_BYTES, maxBodySize } from '@libertaria/shared';
 import { Redis } from 'ioredis';
 import { listenAdmin } from './admin.js';
 import type { RelayConfig } from './config.js';
@@ -23,7 +23,7 @@ import { AuthFailureLimiter, ConcurrencyLimit } from './rate-limits.js';
 import type { RelayContext } from './relay-context.js';
 import { nodeChannel, Router } from './router.js';
 import { listenTcp } from './transport/tcp.js';
-import type { Listener } from './transport/types.js';
+import type { Listener, TransportSink } from './transport/types.js';
 import { listenWebSocket } from './transport/ws.js';
 
 export interface RelayPorts {
@@ -49,6 +49,14 @@ function redisOptions(connectionName: string) {
     retryStrategy: (times: number) => Math.min(100 * 2 ** Math.min(times, 6), 5000),
   };
 }
+
+/** What a connection that failed to set up answers to its transport: nothing. */
+const CLOSED_SINK: TransportSink = {
+  onFrame: () => undefined,
+  onProtocolError: () => undefined,
+  onDrain: () => undefined,
+  onClose: () => undefined,
+};
 
 export class RelayNode {
   private draining = false;
@@ -183,9 +191,19 @@ export class RelayNode {
     return node;
   }
 
+  /** A throw or rejection contained outside any connection: counted and logged, the node carries on. */
+  internalError(where: string, err: unknown): void {
+    this.metrics.internalErrors.labels(where).inc();
+    this.log.error('internal error', { where, err });
+  }
+
   private track(work: Promise<unknown>): void {
     this.pendingDurable.add(work);
-    void work.finally(() => this.pendingDurable.delete(work));
+    const done = (): void => {
+      this.pendingDurable.delete(work);
+    };
+    // Both ways: a derived promise of a rejected `work` would otherwise be an unhandled rejection.
+    work.then(done, done);
   }
 
   private async connectRedis(prefix: string): Promise<void> {
@@ -208,7 +226,14 @@ export class RelayNode {
       // ioredis re-subscribes by itself; announcements sent meanwhile are lost, so re-read queues.
       if (subscribedOnce) this.router.resyncAll();
     });
-    this.subscriber.on('messageBuffer', (_channel: Buffer, message: Buffer) => this.router.onRemoteMessage(message));
+    this.subscriber.on('messageBuffer', (_channel: Buffer, message: Buffer) => {
+      try {
+        this.router.onRemoteMessage(message);
+      } catch (err) {
+        // A throw here would land in ioredis's parser; this message is lost, the link stays.
+        this.internalError('remote_message', err);
+      }
+    });
     await this.checkEvictionPolicy();
     await this.subscriber.connect();
     await this.subscriber.subscribe(nodeChannel(prefix, this.nodeId));
@@ -233,8 +258,16 @@ export class RelayNode {
   private async listen(): Promise<void> {
     const c = this.config;
     const maxBody = maxBodySize(c.RELAY_MAX_PAYLOAD_BYTES);
-    const accept = (transport: ConstructorParameters<typeof PeerConnection>[1]) =>
-      new PeerConnection(this.ctx, transport);
+    const accept = (transport: ConstructorParameters<typeof PeerConnection>[1]): TransportSink => {
+      try {
+        return new PeerConnection(this.ctx, transport);
+      } catch (err) {
+        // A bug while setting a connection up: drop that socket, not the listener's callback (or the process).
+        this.internalError('accept', err);
+        transport.destroy();
+        return CLOSED_SINK;
+      }
+    };
     // uWS idle timeouts have a 4 s granularity; peers are told to send something every heartbeat.
     const idleSeconds = Math.max(8, Math.ceil((3 * c.RELAY_HEARTBEAT_MS) / 4000) * 4);
     const ws = await listenWebSocket(
@@ -275,6 +308,7 @@ export class RelayNode {
     const admin = await listenAdmin(c.RELAY_HOST, c.RELAY_ADMIN_PORT, {
       registry: this.metrics.registry,
       readiness: () => this.readiness(),
+      onInternalError: (err) => this.internalError('admin', err),
       ...(audit !== undefined && c.RELAY_ADMIN_TOKEN !== undefined
         ? { membraneAudit: { token: c.RELAY_ADMIN_TOKEN, query: (q) => audit.query(q) } }
         : {}),
@@ -339,10 +373,12 @@ export class RelayNode {
     let hint = '';
     try {
       const others = (await withTimeout(this.presence.liveNodes(), 1000)).filter((n) => n.nodeId !== this.nodeId);
-      hint = others
-        .flatMap((n) => n.publicUrls)
-        .join(',')
-        .slice(0, 1024);
+      // Whole URLs only, as many as GOAWAY's text field holds (MAX_TEXT_BYTES UTF-8 bytes).
+      for (const url of others.flatMap((n) => n.publicUrls)) {
+        const next = hint === '' ? url : `${hint},${url}`;
+        if (Buffer.byteLength(next) > MAX_TEXT_BYTES) break;
+        hint = next;
+      }
     } catch {
       // Without the registry the hint stays empty: "any relay you know".
     }

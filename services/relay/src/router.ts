@@ -270,17 +270,24 @@ export class Router {
       }
     }
     const notice = Buffer.from(encodeFrame({ type: 'MIGRATE', previousConnectionId: previousId, proof: hint }));
-    this.presence.lookup(hint).then(
-      (nodes) =>
-        this.publish(
-          nodes.filter((n) => n !== this.nodeId),
-          notice,
-        ),
-      (err: unknown) => {
-        this.metrics.redisErrors.labels('presence').inc();
-        this.log.debug('presence lookup for a migration failed', { err });
-      },
-    );
+    this.presence
+      .lookup(hint)
+      .then(
+        (nodes) =>
+          this.publish(
+            nodes.filter((n) => n !== this.nodeId),
+            notice,
+          ),
+        (err: unknown) => {
+          this.metrics.redisErrors.labels('presence').inc();
+          this.log.debug('presence lookup for a migration failed', { err });
+        },
+      )
+      .catch((err: unknown) => {
+        // Nothing above should throw; if it does, it is counted, not left as an unhandled rejection.
+        this.metrics.internalErrors.labels('router').inc();
+        this.log.error('internal error', { where: 'router', err });
+      });
     return false;
   }
 

@@ -63,6 +63,9 @@ class Host implements SendHost {
   endAsync(): void {
     this.async--;
   }
+  internalError(where: string, err: unknown): void {
+    this.out.push(`internal ${where} ${String(err)}`);
+  }
 }
 
 /** A SEND to `to` whose message id starts with the number n (read back by Host). */

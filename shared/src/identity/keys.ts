@@ -7,6 +7,7 @@
 import { createPrivateKey, createPublicKey, generateKeyPairSync, type KeyObject, sign, verify } from 'node:crypto';
 import { IdentityError } from '../errors.js';
 import { formatDidKey, formatLibertariaDid, routingHint } from './did.js';
+import { passesEd25519StrictRules } from './ed25519-strict.js';
 
 export const SEED_LENGTH = 32;
 export const PUBLIC_KEY_LENGTH = 32;
@@ -32,11 +33,15 @@ export function publicKeyObject(raw: Uint8Array): KeyObject {
  * malformed (wrong types or lengths, a key OpenSSL will not import), because
  * its inputs usually come straight from a peer. Keys are imported per call and
  * nothing is cached, so a peer cannot grow our memory by cycling keys.
+ * Small-order and non-canonical keys and signatures are refused before
+ * OpenSSL sees them (ed25519-strict.ts): OpenSSL alone accepts the identity
+ * key with (R = identity, S = 0) for every message.
  */
 export function verifyEd25519(publicKey: Uint8Array, data: Uint8Array, signature: Uint8Array): boolean {
   if (!(publicKey instanceof Uint8Array) || publicKey.length !== PUBLIC_KEY_LENGTH) return false;
   if (!(signature instanceof Uint8Array) || signature.length !== SIGNATURE_LENGTH) return false;
   if (!(data instanceof Uint8Array)) return false;
+  if (!passesEd25519StrictRules(publicKey, signature)) return false;
   try {
     return verify(null, data, publicKeyObject(publicKey), signature);
   } catch {

@@ -7,7 +7,8 @@ import { chacha20poly1305 } from '@noble/ciphers/chacha.js';
 import { ed25519, x25519 as nobleX25519 } from '@noble/curves/ed25519.js';
 import { hkdf } from '@noble/hashes/hkdf.js';
 import { hmac } from '@noble/hashes/hmac.js';
-import { sha256 } from '@noble/hashes/sha2.js';
+import { sha256, sha512 } from '@noble/hashes/sha2.js';
+import { ED25519_ORDER, passesEd25519StrictRules } from '../identity/ed25519-strict.js';
 import {
   AEAD_TAG_SIZE,
   type CryptoProvider,
@@ -53,15 +54,49 @@ function aeadOpen(key: Uint8Array, nonce: Uint8Array, sealed: Uint8Array, ad: Ui
   }
 }
 
+/**
+ * The same acceptance as the node:crypto provider (OpenSSL): the strict rules
+ * of ed25519-strict.ts (canonical A, R and S; no small-order A or R), then the
+ * cofactorless equation [S]B = R + [k]A. noble's own verify checks the
+ * cofactored one ([8][S]B = [8]R + [8][k]A), which accepts some signatures
+ * with mixed-order A or R that OpenSSL refuses ("Taming the many EdDSAs",
+ * cases 4 and 5), so the equation is written out here from noble's point
+ * arithmetic.
+ */
 function verifyEd25519(publicKey: Uint8Array, message: Uint8Array, signature: Uint8Array): boolean {
   if (!(publicKey instanceof Uint8Array) || publicKey.length !== 32) return false;
   if (!(signature instanceof Uint8Array) || signature.length !== 64) return false;
+  if (!(message instanceof Uint8Array)) return false;
+  if (!passesEd25519StrictRules(publicKey, signature)) return false;
   try {
-    // zip215: false = RFC 8032 strict (canonical encodings), closest to OpenSSL's behaviour.
-    return ed25519.verify(signature, message, publicKey, { zip215: false });
+    const Point = ed25519.Point;
+    // zip215 false: y < p (already checked) and x recoverable, else it throws.
+    const A = Point.fromBytes(publicKey, false);
+    const rBytes = signature.subarray(0, 32);
+    const R = Point.fromBytes(rBytes, false);
+    const s = littleEndian(signature.subarray(32, 64));
+    const k = littleEndian(sha512(concatBytes(rBytes, publicKey, message))) % ED25519_ORDER;
+    const SB = Point.BASE.multiplyUnsafe(s);
+    return SB.equals(R.add(A.multiplyUnsafe(k)));
   } catch {
     return false;
   }
+}
+
+function littleEndian(bytes: Uint8Array): bigint {
+  let n = 0n;
+  for (let i = bytes.length - 1; i >= 0; i--) n = (n << 8n) | BigInt(bytes[i]!);
+  return n;
+}
+
+function concatBytes(...parts: Uint8Array[]): Uint8Array {
+  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
+  let at = 0;
+  for (const p of parts) {
+    out.set(p, at);
+    at += p.length;
+  }
+  return out;
 }
 
 export const nobleCrypto: CryptoProvider = {

@@ -16,6 +16,7 @@ import {
   verify as nodeVerify,
   randomFillSync,
 } from 'node:crypto';
+import { passesEd25519StrictRules } from '../identity/ed25519-strict.js';
 import { constantTimeEqual } from './bytes.js';
 import {
   AEAD_TAG_SIZE,
@@ -115,6 +116,8 @@ function verifyEd25519(publicKey: Uint8Array, message: Uint8Array, signature: Ui
   if (!(publicKey instanceof Uint8Array) || publicKey.length !== 32) return false;
   if (!(signature instanceof Uint8Array) || signature.length !== 64) return false;
   if (!(message instanceof Uint8Array)) return false;
+  // Small-order and non-canonical A, R or S: refused the same way as the noble provider (ed25519-strict.ts).
+  if (!passesEd25519StrictRules(publicKey, signature)) return false;
   try {
     const key = createPublicKey({
       key: { kty: 'OKP', crv: 'Ed25519', x: Buffer.from(publicKey).toString('base64url') },

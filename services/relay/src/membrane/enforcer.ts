@@ -34,6 +34,7 @@ import {
   type CompiledPolicy,
   type ErrorCode,
   FRAME_HEADER_SIZE,
+  fitText,
   HINT_SIZE,
   hintFromDid,
   Routed,
@@ -57,6 +58,8 @@ export interface SendHost {
   refuseSend(frame: Buffer, code: ErrorCode, message: string): void;
   beginAsync(): void;
   endAsync(): void;
+  /** A throw that would escape a handler: the host counts it and closes its connection (INTERNAL). */
+  internalError(where: string, err: unknown): void;
 }
 
 /** An allowed decision, or a denial with what to tell the sender. */
@@ -314,7 +317,7 @@ function sameDest(frame: Buffer, hint: Buffer): boolean {
 function denial(d: Extract<AccessDecision, { allowed: false }>): Verdict {
   const where = d.field === '' ? '' : ` (${d.field})`;
   const message = `${d.reason}${where}`;
-  return { allowed: false, code: d.code, message: message.length > 512 ? `${message.slice(0, 509)}...` : message };
+  return { allowed: false, code: d.code, message: fitText(message) };
 }
 
 /**
@@ -411,7 +414,7 @@ export class ConnectionGate {
           : prior.then(() => this.cachedAllow(key) ?? this.decideFrame(key, frame, flags));
     }
     this.queue.push({ frame, flags, verdict });
-    if (!this.draining) void this.drain();
+    if (!this.draining) this.drain().catch((err: unknown) => this.host.internalError('membrane', err));
     return false;
   }
 
@@ -466,9 +469,11 @@ export class ConnectionGate {
       .decide(this.host.membraneDid, key, 'send', this.grants.get(key))
       .then((v) => this.remember(key, v));
     this.deciding.set(key, p);
-    void p.finally(() => {
+    const forget = (): void => {
       if (this.deciding.get(key) === p) this.deciding.delete(key);
-    });
+    };
+    // Both ways, so no derived promise is left to reject unhandled (the verdict's consumer handles p).
+    p.then(forget, forget);
     return p;
   }
 

@@ -31,6 +31,8 @@ export interface RequestHost {
   nackRequest(requestId: Uint8Array, code: ErrorCode, message: string): void;
   beginAsync(): void;
   endAsync(): void;
+  /** A throw that would escape a handler: the host counts it and closes its connection (INTERNAL). */
+  internalError(where: string, err: unknown): void;
 }
 
 const AUDIT_STREAM_ID = /^\d{1,16}-\d{1,16}$/;
@@ -58,13 +60,15 @@ export class MembraneRequests {
     }
     this.host.beginAsync();
     // run() starts synchronously: its checks before the first await happen in frame order.
+    // The refusal's text often quotes the peer's own input (a policy key, a DID): nackRequest cuts it to
+    // MAX_TEXT_BYTES UTF-8 bytes. Whatever still throws ends the connection, not the process.
     this.run(frame, requestId)
       .catch((err: unknown) => {
         const code: ErrorCode = err instanceof LibertariaError ? err.code : 'INTERNAL';
-        const message = err instanceof Error ? err.message : String(err);
-        this.host.nackRequest(requestId, code, message.length > 512 ? `${message.slice(0, 509)}...` : message);
+        this.host.nackRequest(requestId, code, err instanceof Error ? err.message : String(err));
       })
-      .finally(() => this.host.endAsync());
+      .finally(() => this.host.endAsync())
+      .catch((err: unknown) => this.host.internalError('membrane_request', err));
   }
 
   private async run(frame: MembraneRequestFrame, requestId: Uint8Array): Promise<void> {

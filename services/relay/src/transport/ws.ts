@@ -170,8 +170,8 @@ export function listenWebSocket(options: WsListenerOptions, accept: AcceptConnec
       try {
         forEachFrame(bytes, options.maxBody, sink);
       } catch (err) {
-        if (err instanceof ProtocolError) sink.onProtocolError(err);
-        else throw err;
+        // A throw out of a uWS callback would reach the process; end this connection instead.
+        sink.onProtocolError(err instanceof ProtocolError ? err : new ProtocolError('INTERNAL', String(err)));
       }
     },
     drain: (ws) => {
