@@ -44,6 +44,7 @@ export interface ClusterOptions {
  */
 export const CHAOS_RELAY_ENV: Readonly<Record<string, string>> = {
   RELAY_AUTH_FAILURES_PER_MINUTE: '100000',
+  RELAY_AUTH_FAILURES_PER_ADDRESS_PER_MINUTE: '1000000',
 };
 
 export interface NodeSlot {

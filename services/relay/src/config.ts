@@ -94,7 +94,13 @@ export const relayConfigSpec = {
     default: 20,
     min: 1,
     max: 100000,
-    doc: 'Failed handshakes allowed per source address per minute before further attempts are refused.',
+    doc: 'Failed handshakes allowed per DID per source address per minute before that DID is refused from that address.',
+  }),
+  RELAY_AUTH_FAILURES_PER_ADDRESS_PER_MINUTE: int({
+    default: 300,
+    min: 1,
+    max: 1000000,
+    doc: 'Failed handshakes of any kind allowed per source address per minute before the address is refused to anonymous connections and to DIDs that have not authenticated from it lately.',
   }),
   RELAY_RATE_FRAMES_PER_SECOND: int({
     default: 5000,

@@ -173,10 +173,8 @@ export class PeerConnection implements TransportSink, SendHost, RequestHost {
     this.onceBucket = new TokenBucket(c.RELAY_ONCE_CHECKS_PER_MINUTE / 60, c.RELAY_ONCE_CHECKS_PER_MINUTE);
     this.codecOptions = { maxPayload: c.RELAY_MAX_PAYLOAD_BYTES };
     ctx.metrics.connections.labels(transport.kind).inc();
-    if (ctx.authLimiter.isBlocked(transport.remoteAddress)) {
-      this.failAuth('rate_limited', 'AUTH_RATE_LIMITED', 'too many failed handshakes from this address; try later');
-      return;
-    }
+    // Failed handshakes are judged at AUTH, once the DID is known (rate-limits.ts):
+    // refusing the whole address here would lock out every peer behind one NAT.
     if (ctx.isDraining()) {
       this.fatal('DRAINING', 'this node is shutting down');
       return;
@@ -432,6 +430,15 @@ export class PeerConnection implements TransportSink, SendHost, RequestHost {
   }
 
   private onAuth(frame: Extract<Frame, { type: 'AUTH' }>): void {
+    const address = this.transport.remoteAddress;
+    // Before the signature check, whose cost is what the limits bound.
+    if (this.ctx.authLimiter.peerBlocked(address, frame.did)) {
+      return this.failAuth(
+        'rate_limited',
+        'AUTH_RATE_LIMITED',
+        'too many failed handshakes for this DID or address; try later',
+      );
+    }
     const ok = verifyAuth({
       did: frame.did,
       publicKey: frame.publicKey,
@@ -440,7 +447,8 @@ export class PeerConnection implements TransportSink, SendHost, RequestHost {
       relayIdentity: this.ctx.config.RELAY_IDENTITY,
       binding: this.transport.kind,
     });
-    if (!ok) return this.failAuth('bad_signature', 'AUTH_FAILED', 'signature, key or DID did not verify');
+    if (!ok) return this.failAuth('bad_signature', 'AUTH_FAILED', 'signature, key or DID did not verify', frame.did);
+    this.ctx.authLimiter.recordSuccess(address, frame.did);
     clearTimeout(this.handshakeTimer);
     this.nonce = undefined;
     this.publicKey = Buffer.from(frame.publicKey);
@@ -491,6 +499,14 @@ export class PeerConnection implements TransportSink, SendHost, RequestHost {
     if (!c.RELAY_ANON_ENABLED) {
       this.ctx.metrics.anonConnections.labels('disabled').inc();
       return this.fatal('ANON_DISABLED', 'this relay does not accept anonymous connections');
+    }
+    // No DID to tell an anonymous peer from an abuser behind the same address.
+    if (this.ctx.authLimiter.addressBlocked(this.transport.remoteAddress)) {
+      return this.failAuth(
+        'rate_limited',
+        'AUTH_RATE_LIMITED',
+        'too many failed handshakes from this address; try later',
+      );
     }
     if (!this.ctx.anonSlots.tryTake()) {
       this.ctx.metrics.anonConnections.labels('full').inc();
@@ -632,11 +648,12 @@ export class PeerConnection implements TransportSink, SendHost, RequestHost {
       .catch(this.asyncFailed);
   }
 
-  private failAuth(reason: AuthFailureReason, code: ErrorCode, message: string): void {
+  /** `did`: the DID a failed AUTH claimed, counted against that DID at this address as well as the address. */
+  private failAuth(reason: AuthFailureReason, code: ErrorCode, message: string, did?: string): void {
     this.ctx.metrics.authFailures.labels(reason).inc();
     // A peer that is merely slow or speaks another version is not an attacker; only count what looks like one.
     if (reason === 'bad_signature' || reason === 'bad_stamp' || reason === 'protocol' || reason === 'timeout') {
-      this.ctx.authLimiter.recordFailure(this.transport.remoteAddress);
+      this.ctx.authLimiter.recordFailure(this.transport.remoteAddress, did);
     }
     this.fatal(code, message);
   }

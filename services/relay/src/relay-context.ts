@@ -6,7 +6,7 @@ import type { Enforcer } from './membrane/enforcer.js';
 import type { RelayMetrics } from './metrics.js';
 import type { OnceStore } from './once-store.js';
 import type { PrekeyStore } from './prekey-store.js';
-import type { AuthFailureLimiter, ConcurrencyLimit } from './rate-limits.js';
+import type { ConcurrencyLimit, HandshakeFailureLimiter } from './rate-limits.js';
 import type { Router } from './router.js';
 
 /** What a connection needs from its node. One object, built once by RelayNode. */
@@ -21,7 +21,7 @@ export interface RelayContext {
   readonly once: OnceStore;
   /** The membrane's access decisions; undefined when RELAY_MEMBRANE_ENABLED is false. */
   readonly membrane: Enforcer | undefined;
-  readonly authLimiter: AuthFailureLimiter;
+  readonly authLimiter: HandshakeFailureLimiter;
   /** Anonymous connections held by this node (RELAY_ANON_MAX_CONNECTIONS). */
   readonly anonSlots: ConcurrencyLimit;
   /** Bridges and their queues (docs/bridges.md#federation); undefined when RELAY_FEDERATION_ENABLED is false. */

@@ -19,7 +19,7 @@ import { OnceStore } from './once-store.js';
 import { outboundCeiling, PeerConnection } from './peer-connection.js';
 import { PrekeyStore } from './prekey-store.js';
 import { PresenceRegistry } from './presence.js';
-import { AuthFailureLimiter, ConcurrencyLimit } from './rate-limits.js';
+import { ConcurrencyLimit, HandshakeFailureLimiter } from './rate-limits.js';
 import type { RelayContext } from './relay-context.js';
 import { nodeChannel, Router } from './router.js';
 import { listenTcp } from './transport/tcp.js';
@@ -116,7 +116,10 @@ export class RelayNode {
     metrics.outboundBytes = () => router.outboundBytes();
     metrics.outboundBudget.set(config.RELAY_SEND_QUEUE_BYTES);
     const once = new OnceStore(redis, { prefix, maxRetentionSeconds: config.RELAY_ONCE_MAX_RETENTION_SECONDS });
-    const authLimiter = new AuthFailureLimiter(config.RELAY_AUTH_FAILURES_PER_MINUTE);
+    const authLimiter = new HandshakeFailureLimiter({
+      perPeer: config.RELAY_AUTH_FAILURES_PER_MINUTE,
+      perAddress: config.RELAY_AUTH_FAILURES_PER_ADDRESS_PER_MINUTE,
+    });
     let membrane: { rm: RedisMembrane; subscriber: Redis } | undefined;
     let enforcer: Enforcer | undefined;
     if (config.RELAY_MEMBRANE_ENABLED) {

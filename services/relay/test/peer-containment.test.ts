@@ -21,7 +21,7 @@ import {
 import { loadRelayConfig } from '../src/config.js';
 import { RelayMetrics } from '../src/metrics.js';
 import { PeerConnection } from '../src/peer-connection.js';
-import { AuthFailureLimiter, ConcurrencyLimit } from '../src/rate-limits.js';
+import { ConcurrencyLimit, HandshakeFailureLimiter } from '../src/rate-limits.js';
 import type { RelayContext } from '../src/relay-context.js';
 import type { PeerTransport } from '../src/transport/types.js';
 
@@ -82,7 +82,7 @@ function context(overrides: { log?: RelayContext['log']; metrics?: RelayMetrics 
       attach: async () => undefined,
       detach: () => undefined,
     },
-    authLimiter: new AuthFailureLimiter(1000),
+    authLimiter: new HandshakeFailureLimiter({ perPeer: 1000, perAddress: 1000 }),
     anonSlots: new ConcurrencyLimit(10),
     membrane: undefined,
     isDraining: () => false,

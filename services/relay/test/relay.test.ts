@@ -222,19 +222,55 @@ describe('relay nodes on one Redis', () => {
     await p2.closedPromise;
   });
 
-  it('rate-limits failed handshakes per source address', async () => {
-    const id = Ed25519Identity.generate();
+  it('rate-limits failed handshakes per DID and address, without locking out other peers behind the address', async () => {
+    // Every peer here connects from 127.0.0.1, as peers behind one NAT do.
+    const attacker = Ed25519Identity.generate();
     for (let i = 0; i < 3; i++) {
-      const p = await RawPeer.connect(c.tcpUrl);
-      await assert.rejects(p.authenticate(id, { relayIdentity: 'wrong' }));
+      const p = track(await RawPeer.connect(c.tcpUrl));
+      await assert.rejects(p.authenticate(attacker, { relayIdentity: 'wrong' }));
     }
-    const p = await RawPeer.connect(c.tcpUrl);
-    const err = await p.next('ERROR');
-    assert.equal(errorCodeFromWire(err.code), 'AUTH_RATE_LIMITED');
-    await p.closedPromise;
+    // The fourth attempt of that DID is refused before its signature is checked, even a correct one.
+    const refused = track(await RawPeer.connect(c.tcpUrl));
+    await assert.rejects(refused.authenticate(attacker));
+    assert.ok(
+      refused.frames.some((f) => f.type === 'ERROR' && errorCodeFromWire(f.code) === 'AUTH_RATE_LIMITED'),
+      `frames: ${JSON.stringify(refused.frames.map((f) => f.type))}`,
+    );
+    // Another peer behind the same address logs in.
+    const honest = track(await RawPeer.connect(c.tcpUrl));
+    await honest.authenticate(Ed25519Identity.generate());
     const metrics = await (await fetch(`${c.adminUrl}/metrics`)).text();
     assert.match(metrics, /relay_auth_failures_total\{reason="bad_signature"[^}]*\} 3/);
     assert.match(metrics, /relay_auth_failures_total\{reason="rate_limited"[^}]*\} 1/);
+  });
+
+  it('over its per-address bound, an address is refused to new DIDs but not to peers that logged in from it', async () => {
+    const relay = await startRelay({
+      redisUrl: redis.url,
+      env: { RELAY_AUTH_FAILURES_PER_MINUTE: '3', RELAY_AUTH_FAILURES_PER_ADDRESS_PER_MINUTE: '5' },
+    });
+    try {
+      const resident = Ed25519Identity.generate();
+      await track(await RawPeer.connect(relay.tcpUrl)).authenticate(resident);
+      // An abuser rotating fresh DIDs: each fails once, the address reaches its bound.
+      for (let i = 0; i < 5; i++) {
+        const p = track(await RawPeer.connect(relay.tcpUrl));
+        await assert.rejects(p.authenticate(Ed25519Identity.generate(), { relayIdentity: 'wrong' }));
+      }
+      const newcomer = track(await RawPeer.connect(relay.tcpUrl));
+      await assert.rejects(newcomer.authenticate(Ed25519Identity.generate()));
+      assert.ok(
+        newcomer.frames.some((f) => f.type === 'ERROR' && errorCodeFromWire(f.code) === 'AUTH_RATE_LIMITED'),
+        `frames: ${JSON.stringify(newcomer.frames.map((f) => f.type))}`,
+      );
+      // The peer already living behind the address still connects.
+      const again = track(await RawPeer.connect(relay.wsUrl));
+      await again.authenticate(resident);
+      const metrics = await (await fetch(`${relay.adminUrl}/metrics`)).text();
+      assert.match(metrics, /relay_auth_failures_total\{reason="rate_limited"[^}]*\} 1/);
+    } finally {
+      await relay.stop();
+    }
   });
 
   it('answers garbage and oversized frames with an error frame and a close, leaving other peers untouched', async () => {
