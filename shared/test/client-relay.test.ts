@@ -642,10 +642,11 @@ describe('RelayClient against a real relay', { timeout: 120_000 }, () => {
         ['first line', 'second line, with "quotes" and ünïcode'],
       );
       for (const p of parsed) {
-        assert.deepEqual(Object.keys(p), ['id', 'from', 'to', 'text', 'durable']);
+        assert.deepEqual(Object.keys(p), ['id', 'from', 'to', 'text', 'durable', 'sealed']);
         assert.equal(p['from'], alice.did);
         assert.equal(p['to'], bob.did);
         assert.equal(p['durable'], true);
+        assert.equal(p['sealed'], false, 'sent and read with --unsealed');
         assert.match(String(p['id']), /^[0-9a-f]{32}$/);
       }
 
