@@ -9,6 +9,7 @@ import { hkdf } from '@noble/hashes/hkdf.js';
 import { hmac } from '@noble/hashes/hmac.js';
 import { sha256, sha512 } from '@noble/hashes/sha2.js';
 import { ED25519_ORDER, passesEd25519StrictRules } from '../identity/ed25519-strict.js';
+import { concatBytes } from './bytes.js';
 import {
   AEAD_TAG_SIZE,
   type CryptoProvider,
@@ -87,16 +88,6 @@ function littleEndian(bytes: Uint8Array): bigint {
   let n = 0n;
   for (let i = bytes.length - 1; i >= 0; i--) n = (n << 8n) | BigInt(bytes[i]!);
   return n;
-}
-
-function concatBytes(...parts: Uint8Array[]): Uint8Array {
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
-  let at = 0;
-  for (const p of parts) {
-    out.set(p, at);
-    at += p.length;
-  }
-  return out;
 }
 
 export const nobleCrypto: CryptoProvider = {
