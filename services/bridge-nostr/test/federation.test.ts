@@ -151,8 +151,13 @@ describe('federation: Libertaria peer <-> relay <-> BullMQ <-> bridge-nostr <-> 
         RELAY_FEDERATION_REFRESH_MS: '500',
       },
     });
-    // Short publish timeouts so the "Nostr relay down" case retries within the test's time.
-    ({ bridge, keys, metrics } = await makeBridge([nostr.url], { publishTimeoutMs: 1500, lookupTimeoutMs: 500 }));
+    // Publish and lookup deadlines sized for a loaded 2-core machine. They
+    // were 1.5 s and 0.5 s (to keep the "Nostr relay down" case short), but a
+    // publish there takes up to ~3.6 s end to end under load: three timed-out
+    // attempts fail a job whose message then never reaches the user, the likely
+    // cause of a "no message within 20 s" seen on a busy CI machine. The down
+    // case now waits longer instead (3 attempts of 5 s).
+    ({ bridge, keys, metrics } = await makeBridge([nostr.url], { publishTimeoutMs: 5000, lookupTimeoutMs: 2000 }));
     await bridge.start();
     federation = new BridgeFederation({
       bridge,
@@ -552,7 +557,13 @@ describe('federation: Libertaria peer <-> relay <-> BullMQ <-> bridge-nostr <-> 
         'the job',
         async () => (await federation.outboundQueue.getJob(toHex(messageId))) ?? undefined,
       );
-      await until('the job to fail', async () => ((await job.getState()) === 'failed' ? true : undefined), 30_000);
+      await until(
+        'the job to fail',
+        async () => ((await job.getState()) === 'failed' ? true : undefined),
+        60_000,
+      ).catch(async (error: unknown) => {
+        throw new Error(`${(error as Error).message}; federation: ${await federationReport()}`);
+      });
       figures.downRelayFailedAfterMs = Math.round(performance.now() - t0);
       const failed = await federation.outboundQueue.getJob(toHex(messageId));
       assert.equal(failed?.attemptsMade, 3, 'tried the registered number of attempts');
