@@ -20,6 +20,10 @@ import WebSocket from 'ws';
 
 export class RawPeer {
   readonly frames: Frame[] = [];
+  /** When set, received frames go to this instead of `frames` (a test that only counts or times them). */
+  onFrames: ((frames: Frame[]) => void) | undefined;
+  /** The TCP socket (undefined on WebSocket), for writes that honour backpressure. */
+  private socket: Socket | undefined;
   private waiters: Array<() => void> = [];
   closed = false;
   readonly closedPromise: Promise<void>;
@@ -68,6 +72,8 @@ export class RawPeer {
       () => sock.pause(),
       () => sock.resume(),
     );
+    peer.socket = sock;
+    sock.setNoDelay(true); // as the relay does: no Nagle delay in latency measurements
     sock.on('data', (d: Buffer) =>
       peer.receive(decoder.push(d).map((f) => decodeFrame(f, { maxPayload: MAX_PAYLOAD_LIMIT }))),
     );
@@ -81,6 +87,10 @@ export class RawPeer {
   }
 
   private receive(frames: Frame[]): void {
+    if (this.onFrames !== undefined) {
+      this.onFrames(frames);
+      return;
+    }
     this.frames.push(...frames);
     const w = this.waiters;
     this.waiters = [];
@@ -101,6 +111,30 @@ export class RawPeer {
 
   close(): void {
     this.closeFn();
+  }
+
+  /**
+   * Writes bytes (any number of whole frames) and resolves when the socket
+   * has room for more: on TCP after 'drain' if the kernel did not take them
+   * at once, else on the next turn of the event loop (so a flood written in a
+   * loop never starves this process's timers). WebSocket: the next turn.
+   */
+  writeFlood(bytes: Uint8Array): Promise<void> {
+    const sock = this.socket;
+    if (sock === undefined) {
+      this.writeBytes(bytes);
+      return new Promise((resolve) => setImmediate(resolve));
+    }
+    if (sock.write(bytes)) return new Promise((resolve) => setImmediate(resolve));
+    return new Promise((resolve) => {
+      const done = (): void => {
+        sock.off('drain', done);
+        sock.off('close', done);
+        resolve();
+      };
+      sock.once('drain', done);
+      sock.once('close', done);
+    });
   }
 
   /**

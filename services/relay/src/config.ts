@@ -114,6 +114,32 @@ export const relayConfigSpec = {
     max: 10000000,
     doc: 'Frames one connection may send in a burst (token bucket size).',
   }),
+  // Sized so an honest SDK client (shared/src/client) never meets the control budget, with the
+  // costs of CONTROL_COSTS (rate-limits.ts): keepalive PINGs every heartbeatMs/2 (0.4 tokens/s at
+  // the default 5 s), at most one probe PING in flight per tick (≤ 20/s while an ACK is overdue),
+  // RESUME + MIGRATE + one GRANT_PRESENT per held grant at connect (50 + 50 + ≤ 64), PRESENCE_QUERY at
+  // 4 each (200/s sustains 50 queries a second, the burst 500 at once: a contact list at start-up),
+  // ACKs free while covered by durable frames delivered on the connection and 0.25 beyond (at most
+  // maxUnackedInbound = 4,096 of those after a reconnect: 1,024). Worst start-up ≈ 1,200 < 2,000.
+  // A flood is held to 200 PINGs, 50 presence lookups or 4 RESUMEs a second per connection.
+  RELAY_RATE_CONTROL_PER_SECOND: int({
+    default: 200,
+    min: 1,
+    max: 1000000,
+    doc: 'Control budget of one connection, refilled per second (token bucket): every frame but SEND costs tokens by type (PING 1, PRESENCE_QUERY 4, RESUME 50, MIGRATE 50, ACK 0 while covered by delivered durable frames else 0.25; docs/relay.md#limits-and-backpressure). Over it the frame is not processed and the peer gets `RATE_LIMITED` (an ERROR, or a NACK for requests), at most one a second.',
+  }),
+  RELAY_RATE_CONTROL_BURST: int({
+    default: 2000,
+    min: 50,
+    max: 10000000,
+    doc: 'Size of the control budget of one connection (token bucket): what it may spend at once, e.g. at connect. At least 50, the cost of a RESUME.',
+  }),
+  RELAY_RATE_CONTROL_FLOOD_SECONDS: int({
+    default: 10,
+    min: 0,
+    max: 3600,
+    doc: 'A connection whose frames are refused over its control budget for this long, without a pause of more than a second, is closed with a fatal `ERROR RATE_LIMITED`; 0 never closes it.',
+  }),
   RELAY_QUEUE_MAX_FRAMES: int({
     default: 10000,
     min: 1,

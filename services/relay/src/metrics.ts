@@ -64,6 +64,11 @@ export class RelayMetrics {
   private readonly frameReported = [new Float64Array(256), new Float64Array(256)];
   private readonly byteReported = [new Float64Array(256), new Float64Array(256)];
   private readonly dropChildren = new Map<DropReason, BoundCounter>();
+  // [type byte] → frames refused over a rate budget since start, and what was already reported.
+  private readonly rateLimitedCounts = new Float64Array(256);
+  private readonly rateLimitedReported = new Float64Array(256);
+  private rateLimitedTotal = 0;
+  private rateLimitedDropsReported = 0;
 
   constructor(nodeId: string) {
     this.registry.setDefaultLabels({ node: nodeId });
@@ -159,6 +164,29 @@ export class RelayMetrics {
       help: 'Frames dropped, by reason',
       labelNames: ['reason'],
       registers: r,
+      collect() {
+        const delta = metrics.rateLimitedTotal - metrics.rateLimitedDropsReported;
+        if (delta > 0) this.labels('rate_limited').inc(delta);
+        metrics.rateLimitedDropsReported = metrics.rateLimitedTotal;
+      },
+    });
+    new Counter({
+      name: 'relay_rate_limited_total',
+      help: "Frames refused over a connection's rate budget (SEND: RELAY_RATE_FRAMES_PER_SECOND; the rest: the control budget), by type",
+      labelNames: ['type'],
+      registers: r,
+      collect() {
+        for (const name of Object.keys(FrameType) as FrameTypeName[]) {
+          const t = FrameType[name];
+          const delta = metrics.rateLimitedCounts[t]! - metrics.rateLimitedReported[t]!;
+          if (delta > 0) {
+            this.labels(name).inc(delta);
+            metrics.rateLimitedReported[t] = metrics.rateLimitedCounts[t]!;
+          }
+        }
+        const other = metrics.rateLimitedOther();
+        if (other > 0) this.labels('unknown').inc(other);
+      },
     });
     this.authFailures = new Counter({
       name: 'relay_auth_failures_total',
@@ -282,6 +310,27 @@ export class RelayMetrics {
         }
       }
     }
+  }
+
+  /**
+   * A frame of this type byte refused over a rate budget: relay_rate_limited_total{type} and
+   * relay_drops_total{reason="rate_limited"}, both folded in at scrape (a flood must not pay
+   * prom-client's label lookup per frame).
+   */
+  rateLimited(type: number): void {
+    this.rateLimitedCounts[type]! += 1;
+    this.rateLimitedTotal++;
+  }
+
+  /** Refusals of type bytes that name no frame since the last scrape (folded as type="unknown"). */
+  private rateLimitedOther(): number {
+    let delta = 0;
+    for (let t = 0; t < 256; t++) {
+      if (frameTypeName(t) !== undefined) continue;
+      delta += this.rateLimitedCounts[t]! - this.rateLimitedReported[t]!;
+      this.rateLimitedReported[t] = this.rateLimitedCounts[t]!;
+    }
+    return delta;
   }
 
   drop(reason: DropReason, n = 1): void {

@@ -70,7 +70,7 @@ import type { ConnectionGate, SendHost } from './membrane/enforcer.js';
 import { type MembraneRequestFrame, MembraneRequests, type RequestHost } from './membrane/requests.js';
 import type { AuthFailureReason } from './metrics.js';
 import type { PrekeyCounts } from './prekey-store.js';
-import { TokenBucket } from './rate-limits.js';
+import { CONTROL_COST_BY_TYPE, REQUEST_ID_FRAMES, TokenBucket } from './rate-limits.js';
 import type { RelayContext } from './relay-context.js';
 import type { PeerTransport, TransportSink } from './transport/types.js';
 
@@ -87,6 +87,7 @@ const ANON_ALLOWED: Partial<Record<Frame['type'], true>> = {
 
 const SEND_TYPE = FrameType.SEND;
 const DELIVER_TYPE = FrameType.DELIVER;
+const ACK_TYPE = FrameType.ACK;
 const FLAGS_AT = FRAME_HEADER_SIZE + Routed.FLAGS;
 const SOURCE_AT = FRAME_HEADER_SIZE + Routed.SOURCE;
 const DEST_AT = FRAME_HEADER_SIZE + Routed.DEST;
@@ -105,6 +106,8 @@ export function outboundCeiling(c: { RELAY_SEND_QUEUE_BYTES: number; RELAY_MAX_P
   return c.RELAY_SEND_QUEUE_BYTES + CONTROL_SLACK_BYTES + FRAME_HEADER_SIZE + maxBodySize(c.RELAY_MAX_PAYLOAD_BYTES);
 }
 
+/** How long a TCP connection over its control budget is not read (its bucket refills meanwhile). */
+const CONTROL_READ_PAUSE_MS = 100;
 /** How many durable frames one Redis read fetches for a catching-up connection. */
 const PUMP_BATCH = 256;
 
@@ -123,6 +126,15 @@ export class PeerConnection implements TransportSink, SendHost, RequestHost {
   private nonce: Buffer | undefined;
   private handshakeTimer: NodeJS.Timeout | undefined;
   private readonly bucket: TokenBucket;
+  /** Every frame but SEND, at a cost per type (CONTROL_COSTS). */
+  private readonly controlBucket: TokenBucket;
+  /** Durable frames written to this connection and not acknowledged yet: ACKs up to this many are free. */
+  private ackCredit = 0;
+  /** When the last RATE_LIMITED answer for a control frame went out (at most one a second). */
+  private lastRateAnswerAt = -Infinity;
+  /** When the current run of control refusals (no pause over a second) began, and its latest refusal. */
+  private floodSince = 0;
+  private lastRefusalAt = -Infinity;
   private readonly prekeyFetchBucket: TokenBucket;
   private readonly prekeyPublishBucket: TokenBucket;
   private readonly onceBucket: TokenBucket;
@@ -165,6 +177,7 @@ export class PeerConnection implements TransportSink, SendHost, RequestHost {
   ) {
     const c = ctx.config;
     this.bucket = new TokenBucket(c.RELAY_RATE_FRAMES_PER_SECOND, c.RELAY_RATE_BURST);
+    this.controlBucket = new TokenBucket(c.RELAY_RATE_CONTROL_PER_SECOND, c.RELAY_RATE_CONTROL_BURST);
     this.prekeyFetchBucket = new TokenBucket(c.RELAY_PREKEY_FETCHES_PER_MINUTE / 60, c.RELAY_PREKEY_FETCHES_PER_MINUTE);
     this.prekeyPublishBucket = new TokenBucket(
       c.RELAY_PREKEY_PUBLISHES_PER_MINUTE / 60,
@@ -200,9 +213,14 @@ export class PeerConnection implements TransportSink, SendHost, RequestHost {
     if (this.state === 'closed') return;
     const type = frame[1]!;
     this.ctx.metrics.frame(type, 'in', frame.length);
-    if (type === SEND_TYPE && this.state === 'open') {
-      this.onSend(frame);
-      return;
+    if (this.state === 'open') {
+      if (type === SEND_TYPE) {
+        this.onSend(frame);
+        return;
+      }
+      // Charged before decoding: a flood costs this node a table read and a subtraction per frame.
+      if (type === ACK_TYPE && this.ackCredit > 0) this.ackCredit--;
+      else if (!this.controlBucket.spend(CONTROL_COST_BY_TYPE[type]!)) return this.refuseControl(type, frame);
     }
     let decoded: Frame;
     try {
@@ -875,7 +893,7 @@ export class PeerConnection implements TransportSink, SendHost, RequestHost {
       return this.nack(frame, 'SOURCE_MISMATCH', 'source hint is not your own');
     }
     if (!this.bucket.take()) {
-      this.ctx.metrics.drop('rate_limited');
+      this.ctx.metrics.rateLimited(SEND_TYPE);
       return this.nack(frame, 'RATE_LIMITED', 'frame rate exceeded');
     }
     if (this.anonymous && !this.anonSendAllowed(frame, flags)) return;
@@ -1045,6 +1063,44 @@ export class PeerConnection implements TransportSink, SendHost, RequestHost {
       .catch(this.asyncFailed);
   }
 
+  /**
+   * A control frame over the connection's budget: not processed, counted, and
+   * answered with RATE_LIMITED at most once a second (a NACK carrying the
+   * request id for requests, else a non-fatal ERROR), so a flood is not
+   * amplified. Refused for RELAY_RATE_CONTROL_FLOOD_SECONDS without a pause
+   * of more than a second: the connection is closed (fatal ERROR RATE_LIMITED).
+   */
+  private refuseControl(type: number, frame: Buffer): void {
+    const now = Date.now();
+    this.ctx.metrics.rateLimited(type);
+    if (now - this.lastRefusalAt > 1000) this.floodSince = now;
+    this.lastRefusalAt = now;
+    // TCP: stop reading this peer for a while, so its flood waits in the kernel, not on this event loop.
+    this.transport.pauseReading?.(CONTROL_READ_PAUSE_MS);
+    const floodMs = this.ctx.config.RELAY_RATE_CONTROL_FLOOD_SECONDS * 1000;
+    if (floodMs > 0 && now - this.floodSince >= floodMs) {
+      this.ctx.log.warn('closing a connection that kept flooding over its control budget', {
+        peer: this.describe(),
+        seconds: Math.round((now - this.floodSince) / 1000),
+        type: this.ctx.metrics.typeName(type),
+      });
+      return this.fatal(
+        'RATE_LIMITED',
+        `frames over the control budget for ${this.ctx.config.RELAY_RATE_CONTROL_FLOOD_SECONDS} s; closing`,
+      );
+    }
+    if (now - this.lastRateAnswerAt < 1000) return;
+    this.lastRateAnswerAt = now;
+    const message = `${this.ctx.metrics.typeName(type)} refused: control frame budget exceeded (RELAY_RATE_CONTROL_PER_SECOND); further refusals this second are silent`;
+    const body = FRAME_HEADER_SIZE;
+    if (REQUEST_ID_FRAMES[type] === 1 && frame.length >= body + ID_SIZE) {
+      return this.nackRequest(Uint8Array.from(frame.subarray(body, body + ID_SIZE)), 'RATE_LIMITED', message);
+    }
+    this.writeControl(
+      this.encode({ type: 'ERROR', code: errorCodeToWire('RATE_LIMITED'), flags: 0, message }, this.version),
+    );
+  }
+
   /** A durable frame was stored for this peer (here or on another node). */
   offerDurable(frame: Buffer, position: number): void {
     this.guard('offer', () => this.offer(frame, position));
@@ -1055,6 +1111,7 @@ export class PeerConnection implements TransportSink, SendHost, RequestHost {
     if (position === this.cursor + 1 && !this.pumping && this.hasRoom(frame.length)) {
       this.writeOut(frame);
       this.cursor = position;
+      this.ackCredit++;
       return;
     }
     // A gap (frames stored concurrently elsewhere) or backpressure: Redis has them in order.
@@ -1098,6 +1155,7 @@ export class PeerConnection implements TransportSink, SendHost, RequestHost {
             if (!this.hasRoom(item.frame.length)) return this.pauseDelivery();
             this.writeOut(item.frame);
             this.cursor = item.position;
+            this.ackCredit++;
           }
           if (!more) break;
         }

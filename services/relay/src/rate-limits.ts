@@ -3,6 +3,8 @@
  * nothing here must survive the node, so Redis is not involved.
  */
 
+import { FrameType, type FrameTypeName } from '@libertaria/shared';
+
 /** Fixed one-minute windows of failure counts, at most `maxKeys` of them (the oldest forgotten first). */
 class FailureWindows {
   private readonly windows = new Map<string, { start: number; failures: number }>();
@@ -170,6 +172,20 @@ export class TokenBucket {
     this.tokens--;
     return true;
   }
+
+  /** Takes `cost` tokens (any positive number, fractions too) if the bucket holds them; else takes none. */
+  spend(cost: number, now = Date.now()): boolean {
+    if (this.tokens < cost) {
+      const elapsed = now - this.last;
+      if (elapsed > 0) {
+        this.tokens = Math.min(this.burst, this.tokens + (elapsed * this.ratePerSecond) / 1000);
+        this.last = now;
+      }
+      if (this.tokens < cost) return false;
+    }
+    this.tokens -= cost;
+    return true;
+  }
 }
 
 /** A bounded count of things held at once (anonymous connections): take before, release after. */
@@ -191,3 +207,90 @@ export class ConcurrencyLimit {
     if (this.held > 0) this.held--;
   }
 }
+
+/**
+ * What each frame type an open connection sends costs from its control
+ * budget (RELAY_RATE_CONTROL_PER_SECOND tokens a second, RELAY_RATE_CONTROL_BURST
+ * at most), roughly in proportion to the work it makes the node do
+ * (docs/relay.md#limits-and-backpressure). The one table of these costs.
+ *
+ * - SEND is not here: it has its own bucket on the hot path
+ *   (RELAY_RATE_FRAMES_PER_SECOND / RELAY_RATE_BURST).
+ * - ACK costs nothing while the connection has been written more durable
+ *   frames than it acknowledged (each durable DELIVER written grants one
+ *   ACK credit), so an SDK acknowledging every frame of a backlog drain,
+ *   however fast, is never throttled. ACKs beyond the credit (frames
+ *   delivered on an earlier connection and acknowledged on this one; at most
+ *   the SDK's maxUnackedInbound, 4,096) cost ACK_UNCOVERED.
+ * - Requests that also have their own per-minute bucket (prekeys, ONCE_CHECK,
+ *   membrane requests) cost 1 here: this bounds their decoding, their own
+ *   bucket the Redis work behind them.
+ * - Frames a peer may never send once open (HELLO, DELIVER…) cost 1; they
+ *   close the connection anyway.
+ */
+export const CONTROL_COSTS: Readonly<Record<Exclude<FrameTypeName, 'SEND'>, number>> = {
+  PING: 1, // a PONG written back
+  PONG: 1, // ignored
+  ERROR: 1, // a log line at debug
+  ACK: 0.25, // beyond the ACK credit; batched into one Redis script call per turn
+  PRESENCE_QUERY: 4, // a Redis lookup when the peer is not on this node
+  BRIDGE_QUERY: 2, // an in-memory lookup
+  RESUME: 50, // a Redis ack-up-to plus a re-read of the queue from the given position
+  MIGRATE: 50, // an Ed25519 verification and a pub/sub publish
+  PREKEY_PUBLISH: 1, // also RELAY_PREKEY_PUBLISHES_PER_MINUTE
+  PREKEY_STATUS_QUERY: 1, // also RELAY_PREKEY_PUBLISHES_PER_MINUTE
+  PREKEY_FETCH: 1, // also RELAY_PREKEY_FETCHES_PER_MINUTE
+  ONCE_CHECK: 1, // also RELAY_ONCE_CHECKS_PER_MINUTE
+  GRANT_PRESENT: 1, // also RELAY_MEMBRANE_REQUESTS_PER_MINUTE
+  POLICY_PUT: 1,
+  POLICY_GET: 1,
+  AUDIT_QUERY: 1,
+  // Never valid from a peer once open: a fatal UNEXPECTED_FRAME follows.
+  HELLO: 1,
+  AUTH: 1,
+  ANON_AUTH: 1,
+  CHALLENGE: 1,
+  ANON_CHALLENGE: 1,
+  WELCOME: 1,
+  DELIVER: 1,
+  NACK: 1,
+  PEER_PRESENT: 1,
+  PEER_GONE: 1,
+  GOAWAY: 1,
+  PREKEY_BUNDLE: 1,
+  PREKEY_STATUS: 1,
+  ONCE_RESULT: 1,
+  GRANT_ACCEPTED: 1,
+  POLICY: 1,
+  AUDIT_RESULT: 1,
+  BRIDGE_INFO: 1,
+};
+
+/** CONTROL_COSTS by type byte (1 for bytes that name no frame: decoding refuses them). */
+export const CONTROL_COST_BY_TYPE: Float64Array = (() => {
+  const costs = new Float64Array(256).fill(1);
+  for (const [name, cost] of Object.entries(CONTROL_COSTS)) costs[FrameType[name as FrameTypeName]] = cost;
+  return costs;
+})();
+
+/**
+ * Request frames whose body opens with a 16-byte request id: a refusal is a
+ * NACK carrying that id (read from the raw bytes, no decode), so the
+ * requester's promise settles; other frames are refused with a non-fatal ERROR.
+ */
+export const REQUEST_ID_FRAMES: Uint8Array = (() => {
+  const flags = new Uint8Array(256);
+  for (const name of [
+    'PREKEY_PUBLISH',
+    'PREKEY_FETCH',
+    'PREKEY_STATUS_QUERY',
+    'ONCE_CHECK',
+    'GRANT_PRESENT',
+    'POLICY_PUT',
+    'POLICY_GET',
+    'AUDIT_QUERY',
+    'BRIDGE_QUERY',
+  ] as const)
+    flags[FrameType[name]] = 1;
+  return flags;
+})();

@@ -64,6 +64,16 @@ class TcpTransport implements PeerTransport, Flushable {
   destroy(): void {
     this.socket.destroy();
   }
+  private readPaused = false;
+  pauseReading(ms: number): void {
+    if (this.readPaused || this.socket.destroyed) return;
+    this.readPaused = true;
+    this.socket.pause();
+    setTimeout(() => {
+      this.readPaused = false;
+      if (!this.socket.destroyed) this.socket.resume();
+    }, ms).unref();
+  }
 }
 
 export function listenTcp(options: TcpListenerOptions, accept: AcceptConnection): Promise<Listener> {

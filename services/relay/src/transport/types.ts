@@ -26,6 +26,13 @@ export interface PeerTransport {
   end(): void;
   /** Closes at once, dropping what is buffered. */
   destroy(): void;
+  /**
+   * Stops reading from the peer for `ms` (a flood over its budget: the
+   * kernel's buffers fill and the peer meets TCP backpressure instead of this
+   * node reading and refusing every frame). Optional: uWS offers no read pause
+   * for WebSockets, which keep reading and refusing.
+   */
+  pauseReading?(ms: number): void;
 }
 
 /**
