@@ -20,6 +20,7 @@ import {
   type WelcomeFrame,
 } from '@libertaria/shared';
 import { Redis } from 'ioredis';
+import { metric } from '../../../test-support/metrics.js';
 import { makePublication } from '../../../test-support/prekeys.js';
 import { RawPeer } from '../../../test-support/raw-peer.js';
 import { type RedisHandle, startRedis } from '../../../test-support/redis.js';
@@ -55,16 +56,6 @@ async function anonymous(url: string): Promise<{ peer: RawPeer; welcome: Welcome
   const challenge = await peer.next('ANON_CHALLENGE');
   peer.send({ type: 'ANON_AUTH', stamp: solvePowStamp(challenge.nonce, challenge.powBits) });
   return { peer, welcome: await peer.next('WELCOME') };
-}
-
-/** A counter's value from /metrics: the line of `name` carrying every label given (the node label aside). */
-async function metric(relay: RelayHandle, name: string, labels: Record<string, string>): Promise<number> {
-  const text = await (await fetch(`${relay.adminUrl}/metrics`)).text();
-  const wanted = Object.entries(labels).map(([k, v]) => `${k}="${v}"`);
-  const found = text
-    .split('\n')
-    .find((l) => l.startsWith(`${name}{`) && wanted.every((w) => l.slice(0, l.indexOf('}')).includes(w)));
-  return found === undefined ? 0 : Number(found.slice(found.lastIndexOf(' ') + 1));
 }
 
 describe('anonymous connections and single-use ids', { timeout: 120_000 }, () => {

@@ -23,6 +23,7 @@ import {
   RelayClient,
   SendFlags,
 } from '@libertaria/shared';
+import { metric } from '../../../test-support/metrics.js';
 import { RawPeer } from '../../../test-support/raw-peer.js';
 import { type RedisHandle, startRedis } from '../../../test-support/redis.js';
 import { type RelayHandle, startRelay } from '../../../test-support/relay-process.js';
@@ -40,16 +41,6 @@ const FLOOD_MS = 4_000;
 const P99_BOUND_MS = 1000;
 /** Event waits: sized for loaded CI machines. */
 const WAIT_MS = 20_000;
-
-/** A counter's value from /metrics: the line of `name` carrying every label given (the node label aside). */
-async function metric(relay: RelayHandle, name: string, labels: Record<string, string>): Promise<number> {
-  const text = await (await fetch(`${relay.adminUrl}/metrics`)).text();
-  const wanted = Object.entries(labels).map(([k, v]) => `${k}="${v}"`);
-  const found = text
-    .split('\n')
-    .find((l) => l.startsWith(`${name}{`) && wanted.every((w) => l.slice(0, l.indexOf('}')).includes(w)));
-  return found === undefined ? 0 : Number(found.slice(found.lastIndexOf(' ') + 1));
-}
 
 function percentile(values: number[], p: number): number {
   if (values.length === 0) return Number.NaN;

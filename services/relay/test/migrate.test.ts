@@ -20,6 +20,7 @@ import {
   migrationTranscript,
   RelayClient,
 } from '@libertaria/shared';
+import { metric } from '../../../test-support/metrics.js';
 import { RawPeer } from '../../../test-support/raw-peer.js';
 import { type RedisHandle, startRedis } from '../../../test-support/redis.js';
 import { type RelayHandle, startRelay } from '../../../test-support/relay-process.js';
@@ -55,12 +56,6 @@ async function darkableProxy(targetPort: number): Promise<{ port: number; dark()
       for (const s of sockets) s.destroy();
     },
   };
-}
-
-async function metric(relay: RelayHandle, name: string, result: string): Promise<number> {
-  const text = await (await fetch(`${relay.adminUrl}/metrics`)).text();
-  const line = text.split('\n').find((l) => l.startsWith(`${name}{`) && l.includes(`result="${result}"`));
-  return line === undefined ? 0 : Number(line.slice(line.lastIndexOf(' ') + 1));
 }
 
 describe('MIGRATE', { timeout: 90_000 }, () => {
@@ -123,9 +118,9 @@ describe('MIGRATE', { timeout: 90_000 }, () => {
     assert.equal((await new1.peer.next('GOAWAY')).reason, 'migrated');
     await new1.peer.closedPromise;
     assert.ok(!new2.peer.closed);
-    assert.equal(await metric(b, 'relay_migrations_total', 'announced'), 1);
-    assert.equal(await metric(a, 'relay_migrations_total', 'closed_local'), 1);
-    assert.equal(await metric(a, 'relay_migrations_total', 'bad_proof'), 1);
+    assert.equal(await metric(b, 'relay_migrations_total', { result: 'announced' }), 1);
+    assert.equal(await metric(a, 'relay_migrations_total', { result: 'closed_local' }), 1);
+    assert.equal(await metric(a, 'relay_migrations_total', { result: 'bad_proof' }), 1);
   });
 
   it('a client whose path goes dark migrates to another node and fast frames follow it at once', async () => {
@@ -152,7 +147,7 @@ describe('MIGRATE', { timeout: 90_000 }, () => {
       // The client notices the silence, reconnects (its first URL is dark: it lands on B) and MIGRATEs.
       await connectedB;
       const deadline = Date.now() + 5000;
-      while ((await metric(b, 'relay_migrations_total', 'announced')) < 2 && Date.now() < deadline) {
+      while ((await metric(b, 'relay_migrations_total', { result: 'announced' })) < 2 && Date.now() < deadline) {
         await new Promise((r) => setTimeout(r, 50));
       }
       // A's stale connection is gone, so A routes the sender's fast frame to B.

@@ -1,0 +1,12 @@
+/** Reading a relay's Prometheus text from its admin port, for tests. */
+import type { RelayHandle } from './relay-process.js';
+
+/** A counter's value from /metrics: the line of `name` carrying every label given (the node label aside); 0 when absent. */
+export async function metric(relay: RelayHandle, name: string, labels: Record<string, string>): Promise<number> {
+  const text = await (await fetch(`${relay.adminUrl}/metrics`)).text();
+  const wanted = Object.entries(labels).map(([k, v]) => `${k}="${v}"`);
+  const found = text
+    .split('\n')
+    .find((l) => l.startsWith(`${name}{`) && wanted.every((w) => l.slice(0, l.indexOf('}')).includes(w)));
+  return found === undefined ? 0 : Number(found.slice(found.lastIndexOf(' ') + 1));
+}
