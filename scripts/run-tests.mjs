@@ -91,10 +91,6 @@ const args = [
   '--test-reporter=spec',
   '--test-concurrency=2',
   '--test-timeout=180000',
-  // A file whose tests are done exits even if a failed test left a socket or
-  // child process behind; without it that file would sit idle until the
-  // 3-minute timeout (test-support kills leftover relays and redis-servers on exit).
-  '--test-force-exit',
   ...nodeFlags,
   ...files,
 ];
