@@ -18,8 +18,8 @@
 // Usage: node scripts/run-tests.mjs [FILTER...] [-- NODE_TEST_FLAGS...]
 //   FILTER  keeps the test files whose path contains it (e.g. `cli.test`)
 //   flags after `--` (or any argument starting with `-`) go to node, e.g. --test-only
-import { spawnSync } from 'node:child_process';
-import { existsSync, readdirSync, rmSync, statSync } from 'node:fs';
+import { spawn, spawnSync } from 'node:child_process';
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { join, relative } from 'node:path';
 
@@ -95,14 +95,103 @@ const args = [
   ...files,
 ];
 const RUN_LIMIT_MS = 12 * 60 * 1000;
-const result = spawnSync(process.execPath, args, {
-  cwd: root,
-  stdio: 'inherit',
-  timeout: RUN_LIMIT_MS,
-  killSignal: 'SIGKILL',
-});
-if (result.error?.code === 'ETIMEDOUT' || result.signal === 'SIGKILL') {
-  console.error(`run-tests: the test run exceeded ${RUN_LIMIT_MS / 60000} minutes and was stopped`);
-  process.exit(1);
+
+// A test file still running after REPORT_AFTER_S gets a diagnostic report
+// (node's --report-on-signal: JavaScript and native stacks, libuv handles)
+// before the 3-minute timeout kills it, so a hang says where it is. Every
+// node process the run starts gets the handler through NODE_OPTIONS.
+const REPORT_AFTER_S = Number(process.env.RUN_TESTS_REPORT_AFTER_S ?? 150);
+const reportDir = join(root, OUT, 'reports');
+mkdirSync(reportDir, { recursive: true });
+const env = {
+  ...process.env,
+  NODE_OPTIONS: [
+    process.env.NODE_OPTIONS ?? '',
+    '--report-on-signal',
+    '--report-signal=SIGUSR2',
+    `--report-directory=${reportDir}`,
+  ].join(' '),
+};
+
+const runner = spawn(process.execPath, args, { cwd: root, stdio: 'inherit', env });
+const firstSeen = new Map();
+const reported = new Set();
+/** The runner's children that run a compiled test file (Linux /proc; elsewhere nothing is watched). */
+function testFileProcesses() {
+  const found = [];
+  let pids;
+  try {
+    pids = readdirSync('/proc').filter((name) => /^\d+$/.test(name));
+  } catch {
+    return found;
+  }
+  for (const pid of pids) {
+    try {
+      const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+      const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
+      if (ppid !== runner.pid) continue;
+      const file = readFileSync(`/proc/${pid}/cmdline`, 'utf8')
+        .split('\0')
+        .find((a) => a.endsWith('.test.js'));
+      if (file !== undefined) found.push({ pid: Number(pid), file: relative(root, file) });
+    } catch {
+      // The process ended meanwhile.
+    }
+  }
+  return found;
 }
-process.exit(result.status ?? 1);
+const watchdog = setInterval(() => {
+  const now = Date.now();
+  for (const { pid, file } of testFileProcesses()) {
+    const key = `${pid} ${file}`;
+    if (!firstSeen.has(key)) firstSeen.set(key, now);
+    if (reported.has(key) || now - firstSeen.get(key) < REPORT_AFTER_S * 1000) continue;
+    reported.add(key);
+    try {
+      process.kill(pid, 'SIGUSR2');
+      console.error(
+        `run-tests: ${file} has run for ${REPORT_AFTER_S} s; diagnostic report of pid ${pid} in ${reportDir}`,
+      );
+    } catch {
+      // It ended meanwhile.
+    }
+  }
+}, 5000);
+const limit = setTimeout(() => {
+  console.error(`run-tests: the test run exceeded ${RUN_LIMIT_MS / 60000} minutes and was stopped`);
+  runner.kill('SIGKILL');
+}, RUN_LIMIT_MS);
+runner.on('exit', (code, signal) => {
+  clearInterval(watchdog);
+  clearTimeout(limit);
+  const reports = readdirSync(reportDir).filter((name) => name.endsWith('.json'));
+  for (const name of reports) summarizeReport(join(reportDir, name));
+  for (const key of reported) {
+    const [pid, file] = key.split(' ');
+    if (!reports.some((name) => name.includes(`.${pid}.`))) {
+      // The report is written from the main thread: none means it never got there.
+      console.error(`run-tests: ${file} (pid ${pid}) wrote no report: its main thread was blocked outside JavaScript`);
+    }
+  }
+  process.exit(signal === null ? (code ?? 1) : 1);
+});
+
+/** The few lines of a diagnostic report that tell where a process was stuck. */
+function summarizeReport(path) {
+  try {
+    const report = JSON.parse(readFileSync(path, 'utf8'));
+    const js = report.javascriptStack ?? {};
+    const handles = (report.libuv ?? []).filter((h) => h.is_active).map((h) => h.type);
+    console.error(
+      [
+        `run-tests: report ${relative(root, path)}: ${report.header?.commandLine?.join(' ') ?? ''}`,
+        `  javascript: ${js.message ?? ''}`,
+        ...(js.stack ?? []).slice(0, 12).map((line) => `    ${line}`),
+        `  active libuv handles: ${handles.join(', ') || 'none'}`,
+        `  threads' native stacks: in the report (nativeStack, workers)`,
+      ].join('\n'),
+    );
+  } catch (error) {
+    console.error(`run-tests: could not read ${path}: ${error}`);
+  }
+}
