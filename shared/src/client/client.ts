@@ -1,3 +1,5 @@
+// Size: about 2,300 lines, one class. Breaking RelayClient up (send window, outbox,
+// inbound state, request table) is issue 14's explicit work item.
 /**
  * RelayClient: one authenticated connection at a time to the first relay of
  * a failover list that works, with reconnection, durable-send retries,
