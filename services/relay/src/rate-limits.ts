@@ -160,17 +160,9 @@ export class TokenBucket {
     this.tokens = burst;
     this.last = now;
   }
+  /** Takes one token if the bucket holds it. */
   take(now = Date.now()): boolean {
-    if (this.tokens < 1) {
-      const elapsed = now - this.last;
-      if (elapsed > 0) {
-        this.tokens = Math.min(this.burst, this.tokens + (elapsed * this.ratePerSecond) / 1000);
-        this.last = now;
-      }
-      if (this.tokens < 1) return false;
-    }
-    this.tokens--;
-    return true;
+    return this.spend(1, now);
   }
 
   /** Takes `cost` tokens (any positive number, fractions too) if the bucket holds them; else takes none. */
