@@ -7,7 +7,7 @@ import { describe, it } from 'node:test';
 import { ProtocolError } from '../src/errors.js';
 import { nobleCrypto } from '../src/session/crypto-noble.js';
 import { nodeCrypto } from '../src/session/crypto-node.js';
-import { acceptEphemeralRequest, EphemeralSession } from '../src/session/ephemeral.js';
+import { acceptEphemeralRequest, EPHEMERAL_RESPONSE_RANDOM_SIZE, EphemeralSession } from '../src/session/ephemeral.js';
 import { SessionError } from '../src/session/errors.js';
 import { open0Rtt, type ResumptionTicket, seal0Rtt } from '../src/session/resumption.js';
 import {
@@ -228,6 +228,49 @@ describe('ephemeral sessions', () => {
     const response = responder.sealResponse(enc('late'));
     now += 1001;
     assert.throws(() => session.openResponse(response), isCode('SESSION_EXPIRED'));
+  });
+
+  it('answer a replayed request (no guard) under a fresh key each time, never two plaintexts under one key and nonce', async () => {
+    // The attack of issue 13 item 3: a relay replays a request and lies that it is fresh. With version 1 both
+    // responses were sealed under the same key and nonce, so XOR of the ciphertexts was the XOR of the plaintexts.
+    const bob = makeResponder(p);
+    const { session, request } = EphemeralSession.request({
+      provider: p,
+      peerDid: bob.did,
+      bundle: bundleOf(bob.publication),
+      payload: enc('question'),
+    });
+    const first = (await acceptEphemeralRequest({ provider: p, prekeys: bob.prekeys, request })).sealResponse(
+      enc('answer one'),
+    );
+    const second = (await acceptEphemeralRequest({ provider: p, prekeys: bob.prekeys, request })).sealResponse(
+      enc('answer two'),
+    );
+    const body = (r: Uint8Array) => r.subarray(1 + EPHEMERAL_RESPONSE_RANDOM_SIZE);
+    assert.notEqual(hex(first.subarray(1, 33)), hex(second.subarray(1, 33)), 'each response has its own randomness');
+    const x1 = body(first);
+    const x2 = body(second);
+    const xorCipher = x1.map((b, i) => b ^ x2[i]!);
+    const xorPlain = enc('answer one').map((b, i) => b ^ enc('answer two')[i]!);
+    assert.notEqual(hex(xorCipher.subarray(0, xorPlain.length)), hex(xorPlain), 'keystream reused across responses');
+    // The requester opens whichever arrives (it is the same exchange), and only one.
+    assert.equal(dec(session.openResponse(second)), 'answer two');
+  });
+
+  it('refuse a version-1 request: its response key was a function of the request alone', async () => {
+    const bob = makeResponder(p);
+    const { request } = EphemeralSession.request({
+      provider: p,
+      peerDid: bob.did,
+      bundle: bundleOf(bob.publication),
+      payload: enc('old'),
+    });
+    const v1 = Uint8Array.from(request);
+    v1[0] = 1;
+    await assert.rejects(
+      acceptEphemeralRequest({ provider: p, prekeys: bob.prekeys, request: v1 }),
+      (err) => typed(err) === 'UNSUPPORTED_VERSION',
+    );
   });
 
   it('refuse a bundle that is not the responder DID’s, and unknown prekey ids', async () => {

@@ -61,7 +61,7 @@ import {
   verifyBundle,
 } from '../session/prekey-bundle.js';
 import type { PrekeyBundle, PrekeyPublication } from '../session/prekey-types.js';
-import type { TicketStore } from '../session/ticket-store.js';
+import { AllTicketStores, InMemoryTicketStore, type TicketStore } from '../session/ticket-store.js';
 import { ANON_REQUEST_RETENTION_MS, ANONYMOUS_REQUEST_KIND, decodeAnonymousPlaintext } from './anonymous.js';
 import { backoffDelay, type ReconnectOptions, resolveReconnectOptions } from './backoff.js';
 import { bytesEqual, copyBytes, randomBytes, toHex } from './bytes.js';
@@ -152,7 +152,8 @@ export interface RelayClientOptions {
   /**
    * Refuses replayed anonymous requests. Default: the relay cluster
    * (RelayTicketStore over this client, ONCE_CHECK), so every device of this
-   * DID shares it.
+   * DID shares it. A local in-memory guard is always asked first, so a relay
+   * that lies "fresh" cannot replay a request this process answered.
    */
   anonymousReplayGuard?: TicketStore;
 }
@@ -620,9 +621,12 @@ export class RelayClient {
     this.#sessions = options.sealing === false ? undefined : options.sessions;
     this.#onAnonymous = options.onAnonymousRequest;
     this.#outbox = options.outbox;
-    this.#anonymousReplayGuard =
+    // A local memory first: the relay's ONCE_CHECK alone could lie "fresh" and replay a request at us.
+    this.#anonymousReplayGuard = new AllTicketStores(
+      new InMemoryTicketStore({ retentionMs: ANON_REQUEST_RETENTION_MS, maxEntries: 100_000 }),
       options.anonymousReplayGuard ??
-      new RelayTicketStore(this, { retentionMs: ANON_REQUEST_RETENTION_MS, label: 'anon-request' });
+        new RelayTicketStore(this, { retentionMs: ANON_REQUEST_RETENTION_MS, label: 'anon-request' }),
+    );
     const sessions = this.#sessions;
     if (sessions !== undefined) {
       if (sessions.identity.did !== this.did) {

@@ -7,14 +7,25 @@
  * hybrid post-quantum like a persistent session's.
  *
  *   IKM   = 0xFF×32 ‖ DH(EK, SPK_B) ‖ SS
- *   OKM   = HKDF(salt = zero, ikm = IKM, info = "Libertaria_Ephemeral_X25519_SHA-256_ML-KEM-768"), 104 bytes
- *         = request key (32) ‖ request nonce (12) ‖ response key (32) ‖ response nonce (12) ‖ session id (16)
+ *   OKM   = HKDF(salt = zero, ikm = IKM, info = "Libertaria_Ephemeral_X25519_SHA-256_ML-KEM-768"), 92 bytes
+ *         = request key (32) ‖ request nonce (12) ‖ response secret (32) ‖ session id (16)
+ *   R     = 32 fresh random bytes of the responder, one per response
+ *   response key (32) ‖ response nonce (12) = HKDF(salt = R, ikm = response secret,
+ *                                               info = "Libertaria_Ephemeral_Response", 44)
  *
- * Request, version 1:  u8 version ‖ u32 SPK id ‖ u32 KEM prekey id ‖ 32 EK ‖ 1088 KEM ciphertext
+ * Request, version 2:  u8 version ‖ u32 SPK id ‖ u32 KEM prekey id ‖ 32 EK ‖ 1088 KEM ciphertext
  *                      ‖ AEAD(request key/nonce, payload, AD = those 1129 bytes ‖ Encode(B))
- * Response, version 1: u8 version ‖ AEAD(response key/nonce, payload, AD = 0x01 ‖ Encode(B))
+ * Response, version 2: u8 version ‖ 32 R ‖ AEAD(response key/nonce, payload, AD = 0x01 ‖ Encode(B) ‖ R)
  *
- * Each key seals exactly one message, so the derived nonces never repeat.
+ * The request key seals exactly one message (the requester's), so its
+ * derived nonce never repeats. The response key is NOT a function of the
+ * request alone: a relay (or anyone) that replays a request and gets it past
+ * the replay guards (a lying ONCE_CHECK, a second device of the responder)
+ * obtains responses under different keys, never two plaintexts under one
+ * ChaCha20-Poly1305 key and nonce (which would leak their XOR and the
+ * Poly1305 key, and let it forge a response). Version 1 derived the response
+ * key from the request only; it is refused (UNSUPPORTED_VERSION) rather than
+ * answered, because answering it is exactly that weakness.
  * The responder is authenticated (its prekeys are signed by its DID key and
  * Encode(B) is in both ADs); the requester is anonymous by design, and abuse
  * control (a proof-of-work stamp or a capability token) belongs in the
@@ -25,14 +36,16 @@ import { ProtocolError } from '../errors.js';
 import { ByteReader, ByteWriter, concatBytes, wipe } from './bytes.js';
 import { AEAD_TAG_SIZE, type CryptoProvider } from './crypto-provider.js';
 import { SessionError } from './errors.js';
-import { EPHEMERAL_INFO, info, PQXDH_PREFIX, ZERO_SALT } from './kdf.js';
+import { EPHEMERAL_INFO, EPHEMERAL_RESPONSE_INFO, info, PQXDH_PREFIX, ZERO_SALT } from './kdf.js';
 import { encodeIdentity, type PublicIdentity } from './pqxdh.js';
 import type { ResponderPrekeys } from './prekey-store.js';
 import { MLKEM768_CIPHERTEXT_SIZE, type PrekeyBundle } from './prekey-types.js';
 import { verifyPrekeyBundle } from './prekeys.js';
 import type { TicketStore } from './ticket-store.js';
 
-export const EPHEMERAL_VERSION = 1;
+export const EPHEMERAL_VERSION = 2;
+/** The responder's fresh randomness at the front of each response. */
+export const EPHEMERAL_RESPONSE_RANDOM_SIZE = 32;
 export const EPHEMERAL_REQUEST_HEADER_SIZE = 1 + 4 + 4 + 32 + MLKEM768_CIPHERTEXT_SIZE;
 export const DEFAULT_EPHEMERAL_TTL_MS = 60 * 1000;
 const RESPONSE_AD_TAG = 0x01;
@@ -40,27 +53,37 @@ const RESPONSE_AD_TAG = 0x01;
 interface ExchangeKeys {
   requestKey: Uint8Array;
   requestNonce: Uint8Array;
-  responseKey: Uint8Array;
-  responseNonce: Uint8Array;
+  responseSecret: Uint8Array;
   sessionId: Uint8Array;
 }
 
 function exchangeKeys(p: CryptoProvider, dh: Uint8Array, ss: Uint8Array): ExchangeKeys {
   const ikm = concatBytes(PQXDH_PREFIX, dh, ss);
-  const okm = p.hkdf(ikm, ZERO_SALT, info(EPHEMERAL_INFO), 104);
+  const okm = p.hkdf(ikm, ZERO_SALT, info(EPHEMERAL_INFO), 92);
   const keys = {
     requestKey: okm.slice(0, 32),
     requestNonce: okm.slice(32, 44),
-    responseKey: okm.slice(44, 76),
-    responseNonce: okm.slice(76, 88),
-    sessionId: okm.slice(88, 104),
+    responseSecret: okm.slice(44, 76),
+    sessionId: okm.slice(76, 92),
   };
   wipe(ikm, okm);
   return keys;
 }
 
-function responseAd(responder: PublicIdentity): Uint8Array {
-  return concatBytes(Uint8Array.of(RESPONSE_AD_TAG), encodeIdentity(responder));
+/** The one-response key and nonce: the exchange's response secret salted with the responder's fresh R. */
+function responseKeys(
+  p: CryptoProvider,
+  responseSecret: Uint8Array,
+  random: Uint8Array,
+): { key: Uint8Array; nonce: Uint8Array } {
+  const okm = p.hkdf(responseSecret, random, info(EPHEMERAL_RESPONSE_INFO), 44);
+  const keys = { key: okm.slice(0, 32), nonce: okm.slice(32, 44) };
+  wipe(okm);
+  return keys;
+}
+
+function responseAd(responder: PublicIdentity, random: Uint8Array): Uint8Array {
+  return concatBytes(Uint8Array.of(RESPONSE_AD_TAG), encodeIdentity(responder), random);
 }
 
 export interface EphemeralRequestParams {
@@ -150,15 +173,19 @@ export class EphemeralSession {
       this.destroy();
       throw new SessionError('SESSION_EXPIRED', 'the ephemeral session expired before its response arrived');
     }
-    const sealed = decodeEphemeralResponse(response);
-    const payload = this.#p.aeadOpen(keys.responseKey, keys.responseNonce, sealed, responseAd(this.#responder));
-    this.destroy();
-    return payload;
+    const { random, sealed } = decodeEphemeralResponse(response);
+    const rk = responseKeys(this.#p, keys.responseSecret, random);
+    try {
+      const payload = this.#p.aeadOpen(rk.key, rk.nonce, sealed, responseAd(this.#responder, random));
+      this.destroy();
+      return payload;
+    } finally {
+      wipe(rk.key, rk.nonce);
+    }
   }
 
   destroy(): void {
-    if (this.#keys)
-      wipe(this.#keys.responseKey, this.#keys.responseNonce, this.#keys.requestKey, this.#keys.requestNonce);
+    if (this.#keys) wipe(this.#keys.responseSecret, this.#keys.requestKey, this.#keys.requestNonce);
     this.#keys = undefined;
   }
 }
@@ -196,16 +223,17 @@ export function decodeEphemeralRequest(bytes: Uint8Array): DecodedEphemeralReque
   };
 }
 
-export function decodeEphemeralResponse(bytes: Uint8Array): Uint8Array {
+export function decodeEphemeralResponse(bytes: Uint8Array): { random: Uint8Array; sealed: Uint8Array } {
   if (!(bytes instanceof Uint8Array)) throw new ProtocolError('BAD_FIELD', 'ephemeral response: not bytes');
   const r = new ByteReader(bytes, 'ephemeral response');
   const version = r.u8('version');
   if (version !== EPHEMERAL_VERSION) {
     throw new ProtocolError('UNSUPPORTED_VERSION', `ephemeral response: version ${version} is not supported`);
   }
+  const random = r.bytesN(EPHEMERAL_RESPONSE_RANDOM_SIZE, 'responder random');
   if (r.remaining < AEAD_TAG_SIZE)
     throw new ProtocolError('TRUNCATED', 'ephemeral response: ciphertext shorter than its tag');
-  return r.rest();
+  return { random, sealed: r.rest() };
 }
 
 export interface AcceptEphemeralParams {
@@ -243,13 +271,13 @@ export async function acceptEphemeralRequest(params: AcceptEphemeralParams): Pro
   try {
     payload = p.aeadOpen(keys.requestKey, keys.requestNonce, m.sealed, concatBytes(m.header, encodeIdentity(self)));
   } catch (err) {
-    wipe(keys.responseKey, keys.responseNonce);
+    wipe(keys.responseSecret);
     throw err;
   } finally {
     wipe(keys.requestKey, keys.requestNonce);
   }
   if (params.replayGuard && !(await params.replayGuard.consumeOnce(keys.sessionId))) {
-    wipe(keys.responseKey, keys.responseNonce, payload);
+    wipe(keys.responseSecret, payload);
     throw new SessionError('REPLAYED', 'this ephemeral request was accepted before');
   }
   let answered = false;
@@ -259,9 +287,12 @@ export async function acceptEphemeralRequest(params: AcceptEphemeralParams): Pro
     sealResponse(response: Uint8Array): Uint8Array {
       if (answered) throw new SessionError('SESSION_EXPIRED', 'this ephemeral request was already answered');
       answered = true;
-      const sealed = p.aeadSeal(keys.responseKey, keys.responseNonce, response, responseAd(self));
-      wipe(keys.responseKey, keys.responseNonce);
-      return concatBytes(Uint8Array.of(EPHEMERAL_VERSION), sealed);
+      // Fresh per response: a replayed request that slips past every replay guard still gets a new key and nonce.
+      const random = p.randomBytes(EPHEMERAL_RESPONSE_RANDOM_SIZE);
+      const rk = responseKeys(p, keys.responseSecret, random);
+      const sealed = p.aeadSeal(rk.key, rk.nonce, response, responseAd(self, random));
+      wipe(rk.key, rk.nonce, keys.responseSecret);
+      return concatBytes(Uint8Array.of(EPHEMERAL_VERSION), random, sealed);
     },
   };
 }

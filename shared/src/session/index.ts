@@ -109,4 +109,4 @@ export {
   type SessionOptions,
   type SessionRole,
 } from './session.js';
-export { InMemoryTicketStore, type TicketStore } from './ticket-store.js';
+export { AllTicketStores, InMemoryTicketStore, type TicketStore } from './ticket-store.js';

@@ -19,6 +19,7 @@ export const TICKET_ID_INFO = 'Libertaria_0RTT_TicketId';
 export const TICKET_PSK_INFO = 'Libertaria_0RTT_PSK';
 export const ZERO_RTT_KEYS_INFO = 'Libertaria_0RTT_Keys';
 export const EPHEMERAL_INFO = 'Libertaria_Ephemeral_X25519_SHA-256_ML-KEM-768';
+export const EPHEMERAL_RESPONSE_INFO = 'Libertaria_Ephemeral_Response';
 
 export const ZERO_SALT = new Uint8Array(HASH_SIZE);
 /** The 32 0xFF bytes PQXDH (like X3DH) puts before the DH outputs, for domain separation from XEdDSA. */

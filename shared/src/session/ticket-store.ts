@@ -18,6 +18,12 @@ export interface TicketStore {
 export interface InMemoryTicketStoreOptions {
   /** How long a consumed id is remembered; must cover the freshness window of what it guards. */
   retentionMs?: number;
+  /**
+   * Most ids remembered at once (default 1,000,000). When full (after
+   * pruning expired ids) consumeOnce answers false: a replay guard that
+   * cannot remember must refuse, not forget (fail closed).
+   */
+  maxEntries?: number;
   clock?: () => number;
 }
 
@@ -25,10 +31,12 @@ export interface InMemoryTicketStoreOptions {
 export class InMemoryTicketStore implements TicketStore {
   readonly #seen = new Map<string, number>();
   readonly #retentionMs: number;
+  readonly #maxEntries: number;
   readonly #clock: () => number;
 
   constructor(options: InMemoryTicketStoreOptions = {}) {
     this.#retentionMs = options.retentionMs ?? 24 * 60 * 60 * 1000;
+    this.#maxEntries = options.maxEntries ?? 1_000_000;
     this.#clock = options.clock ?? Date.now;
   }
 
@@ -45,7 +53,29 @@ export class InMemoryTicketStore implements TicketStore {
     }
     const id = toHex(ticketId);
     if (this.#seen.has(id)) return false;
+    if (this.#seen.size >= this.#maxEntries) return false;
     this.#seen.set(id, now + this.#retentionMs);
+    return true;
+  }
+}
+
+/**
+ * A TicketStore that says "fresh" only when every one of `stores` does, asked
+ * in order and stopping at the first "seen". Put a local store first: a
+ * remote one (the relay cluster's ONCE_CHECK) can lie "fresh" to replay a
+ * message at us, and the local store still remembers what this process
+ * accepted. The remote one adds what other processes of the same DID
+ * accepted.
+ */
+export class AllTicketStores implements TicketStore {
+  readonly #stores: readonly TicketStore[];
+
+  constructor(...stores: TicketStore[]) {
+    this.#stores = stores;
+  }
+
+  async consumeOnce(ticketId: Uint8Array): Promise<boolean> {
+    for (const store of this.#stores) if (!(await store.consumeOnce(ticketId))) return false;
     return true;
   }
 }

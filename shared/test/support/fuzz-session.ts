@@ -19,6 +19,7 @@ import {
   acceptEphemeralRequest,
   decodeEphemeralRequest,
   decodeEphemeralResponse,
+  EPHEMERAL_VERSION,
   EphemeralSession,
 } from '../../src/session/ephemeral.js';
 import { decodeInitialMessage, encodeInitialMessage } from '../../src/session/pqxdh-message.js';
@@ -75,7 +76,10 @@ const decoders: Record<string, Decoder> = {
     const m = decodeEphemeralRequest(b);
     return concat(m.header, m.sealed);
   },
-  ephemeralResponse: (b) => concat(Uint8Array.of(1), decodeEphemeralResponse(b)),
+  ephemeralResponse: (b) => {
+    const m = decodeEphemeralResponse(b);
+    return concat(concat(Uint8Array.of(EPHEMERAL_VERSION), m.random), m.sealed);
+  },
 };
 
 /** Real messages of every kind, made once, as mutation seeds. */
