@@ -122,6 +122,10 @@ export const ERROR_CODES = {
     wire: 0x0810,
     summary: 'a session lifecycle event that the current state does not allow (a bug in the caller)',
   },
+  HANDSHAKE_RATE_LIMITED: {
+    wire: 0x080b,
+    summary: 'a peer sent more new-session handshakes (initial messages) than the responder accepts per minute',
+  },
   TICKET_UNKNOWN: { wire: 0x0809, summary: 'a 0-RTT ticket id names no ticket of this session' },
   SESSION_EXPIRED: {
     wire: 0x080a,

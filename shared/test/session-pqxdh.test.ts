@@ -315,6 +315,9 @@ describe('PQXDH responder refusals', () => {
 /** A store that never forgets, so each bit-flip trial sees the same responder state. */
 class RepeatableStore implements OneTimePrekeyStore {
   constructor(private readonly inner: Map<string, Uint8Array>) {}
+  peek(kind: OneTimePrekeyKind, id: number): Promise<Uint8Array | undefined> {
+    return this.consume(kind, id);
+  }
   async consume(kind: OneTimePrekeyKind, id: number): Promise<Uint8Array | undefined> {
     const key = this.inner.get(`${kind}:${id}`);
     return key && Uint8Array.from(key);

@@ -129,6 +129,14 @@ export interface SessionManagerOptions {
    * forgotten: if its frame is redelivered it no longer opens.
    */
   maxOpenedPerPeer?: number;
+  /**
+   * New-session handshakes (initial messages with an ephemeral key not seen
+   * before) accepted from one peer DID per minute, with a burst of as many
+   * (default 20). Each costs an ML-KEM decapsulation, four X25519 and a
+   * signature check, and may consume a one-time prekey; beyond the budget a
+   * handshake is refused (HANDSHAKE_RATE_LIMITED) before any of that work.
+   */
+  maxHandshakesPerMinute?: number;
 }
 
 export interface RotationEvent {
@@ -164,6 +172,15 @@ interface PrekeyState {
 const RECORD_PREKEYS = 'prekeys';
 const OPENED_HASH_INFO = new TextEncoder().encode('libertaria-opened-body/1');
 const otkName = (kind: OneTimePrekeyKind, id: number): string => `otk-${kind}-${id}`;
+/**
+ * Last-resort handshakes accepted (lastResortReplayId), one empty record
+ * each, named after the last-resort prekey they used: the replay guard must
+ * remember them for as long as that prekey accepts handshakes, across
+ * restarts (a FileSessionStore), and can be dropped with it.
+ */
+const replayName = (lrId: number, id: Uint8Array): string => `replay-lr${lrId}-${toHex(id)}`;
+/** Most peers whose handshake budgets are tracked at once; full (idle) budgets are forgotten first. */
+const MAX_HANDSHAKE_BUDGETS = 10_000;
 
 function sessionRecordName(peerDid: string, provider: CryptoProvider): string {
   // A DID may hold characters file names should not; the record is named by a hash of it.
@@ -189,6 +206,9 @@ export class SessionManager {
   readonly #lifecycles = new Map<string, SessionLifecycle>();
   readonly #maxOpened: number;
   readonly #rotationRetryMs: number;
+  readonly #handshakesPerMinute: number;
+  /** Peer DID → its new-session handshake budget (tokens, at clock time). */
+  readonly #handshakeBudgets = new Map<string, { tokens: number; at: number }>();
   /** Peer DID → clock time before which a failed rotation is not tried again. */
   readonly #rotationRetryAt = new Map<string, number>();
   #prekeys: PrekeyState | undefined;
@@ -213,6 +233,10 @@ export class SessionManager {
     this.#log = options.log;
     this.#maxOpened = options.maxOpenedPerPeer ?? 4096;
     this.#rotationRetryMs = options.rotationRetryMs ?? 60_000;
+    this.#handshakesPerMinute = options.maxHandshakesPerMinute ?? 20;
+    if (!Number.isSafeInteger(this.#handshakesPerMinute) || this.#handshakesPerMinute < 1) {
+      throw new ProtocolError('BAD_FIELD', 'sessions: maxHandshakesPerMinute must be a positive integer');
+    }
     if (!Number.isSafeInteger(this.#rotationRetryMs) || this.#rotationRetryMs < 0) {
       throw new ProtocolError('BAD_FIELD', 'sessions: rotationRetryMs must be a non-negative integer');
     }
@@ -382,7 +406,10 @@ export class SessionManager {
   #responderPrekeys(): ResponderPrekeys {
     const k = this.#prekeys as PrekeyState;
     const store = this.store;
-    const oneTime: OneTimePrekeyStore = { consume: (kind, id) => store.take(otkName(kind, id)) };
+    const oneTime: OneTimePrekeyStore = {
+      peek: (kind, id) => store.get(otkName(kind, id)),
+      consume: (kind, id) => store.take(otkName(kind, id)),
+    };
     return {
       identity: this.#localIdentity(),
       signedPrekey: (id) => (id === k.spkId ? { privateKey: k.spkPrivate, publicKey: k.spkPublic } : undefined),
@@ -415,6 +442,55 @@ export class SessionManager {
 
   async #savePeer(peerDid: string, peer: PeerSessions): Promise<void> {
     await this.store.put(this.#recordName(peerDid), encodePeerRecord(peer));
+  }
+
+  /**
+   * The durable replay guard of last-resort handshakes (no one-time prekey,
+   * so the message itself stays acceptable): a record per accepted
+   * handshake in our session store. Without it a relay, Redis or anyone who
+   * saw the frame could replay it after the session was replaced and have
+   * its first payload delivered again.
+   */
+  #lastResortReplayGuard(): TicketStore {
+    const store = this.store;
+    const lrId = (this.#prekeys as PrekeyState).lrId;
+    return {
+      async consumeOnce(id: Uint8Array): Promise<boolean> {
+        const name = replayName(lrId, id);
+        if ((await store.get(name)) !== undefined) return false;
+        await store.put(name, new Uint8Array(0));
+        return true;
+      },
+    };
+  }
+
+  /** Takes one new-session handshake from `peerDid`'s budget, or refuses it before any expensive work. */
+  #spendHandshake(peerDid: string): void {
+    const now = this.#clock();
+    const capacity = this.#handshakesPerMinute;
+    const refill = (b: { tokens: number; at: number }): number =>
+      Math.min(capacity, b.tokens + ((now - b.at) * capacity) / 60_000);
+    let budget = this.#handshakeBudgets.get(peerDid);
+    if (budget === undefined) {
+      if (this.#handshakeBudgets.size >= MAX_HANDSHAKE_BUDGETS) {
+        for (const [did, b] of this.#handshakeBudgets) if (refill(b) >= capacity) this.#handshakeBudgets.delete(did);
+      }
+      budget = { tokens: capacity, at: now };
+      // Still full of busy peers: refuse newcomers rather than grow without bound.
+      if (this.#handshakeBudgets.size >= MAX_HANDSHAKE_BUDGETS) {
+        throw new SessionError('HANDSHAKE_RATE_LIMITED', 'too many peers are starting sessions; retry later');
+      }
+      this.#handshakeBudgets.set(peerDid, budget);
+    }
+    budget.tokens = refill(budget);
+    budget.at = now;
+    if (budget.tokens < 1) {
+      throw new SessionError(
+        'HANDSHAKE_RATE_LIMITED',
+        `${peerDid} started more than ${capacity} sessions in a minute; handshake refused`,
+      );
+    }
+    budget.tokens -= 1;
   }
 
   /** What a redelivered frame is recognized by: a hash of its sealed bytes. */
@@ -621,11 +697,13 @@ export class SessionManager {
       const ephemeral = toHex(decoded.ephemeralKey);
       const known = peer.entries.find((e) => e.ephemeral === ephemeral);
       if (known !== undefined) return known.session.decrypt(decoded.ratchetMessage);
+      this.#spendHandshake(fromDid);
       const { session, payload } = await acceptPersistentSession({
         ...this.#sessionOptions(),
         provider: this.#p,
         prekeys: this.#responderPrekeys(),
         initialMessage: message,
+        replayGuard: this.#lastResortReplayGuard(),
       });
       if (session.peerDid !== fromDid) {
         session.destroy();

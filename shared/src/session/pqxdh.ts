@@ -144,8 +144,14 @@ export interface PqxdhResponderResult {
   peerDid: string;
   /** SPK_B: the responder's first ratchet key pair (the ratchet keeps its own copy). */
   signedPrekey: X25519KeyPair;
-  /** Whether a one-time prekey (X25519 or KEM) was consumed; without one the message could be replayed. */
+  /** Whether a one-time prekey (X25519 or KEM) was named; without one the message could be replayed. */
   usedOneTimePrekey: boolean;
+  /**
+   * Consumes the one-time prekeys the message named (none: resolves true).
+   * Call it only after the first ratchet message authenticated; false means
+   * another message took one of them first (a replay or a race): refuse.
+   */
+  consumeOneTimePrekeys(): Promise<boolean>;
 }
 
 function unavailable(what: string, id: number): never {
@@ -155,10 +161,10 @@ function unavailable(what: string, id: number): never {
 /**
  * The responder's side. Refuses (PREKEY_UNAVAILABLE) any prekey id it does
  * not hold, including a one-time prekey already consumed: a second message
- * naming it is a replay or a reuse. One-time keys are consumed here, before
- * the first ratchet message is checked, so a forged message naming a real
- * one-time id burns it; that costs an attacker no more than fetching the
- * bundle does, and the "exactly once" rule stays a single atomic store call.
+ * naming it is a replay or a reuse. One-time keys are only looked at here;
+ * the caller consumes them (consumeOneTimePrekeys, one atomic store call per
+ * key) after the first ratchet message authenticated, so a forged message
+ * naming a real one-time id does not burn it.
  */
 export async function pqxdhRespond(params: PqxdhResponderParams): Promise<PqxdhResponderResult> {
   const { provider: p, prekeys, message: m } = params;
@@ -184,12 +190,11 @@ export async function pqxdhRespond(params: PqxdhResponderParams): Promise<PqxdhR
   let opk: Uint8Array | undefined;
   if (m.oneTimePrekeyId !== undefined) {
     opk =
-      (await prekeys.oneTime.consume('x25519', m.oneTimePrekeyId)) ?? unavailable('one-time prekey', m.oneTimePrekeyId);
+      (await prekeys.oneTime.peek('x25519', m.oneTimePrekeyId)) ?? unavailable('one-time prekey', m.oneTimePrekeyId);
   }
   let kemSecret = lastResort;
   if (m.kemPrekeyOneTime) {
-    kemSecret =
-      (await prekeys.oneTime.consume('kem', m.kemPrekeyId)) ?? unavailable('one-time KEM prekey', m.kemPrekeyId);
+    kemSecret = (await prekeys.oneTime.peek('kem', m.kemPrekeyId)) ?? unavailable('one-time KEM prekey', m.kemPrekeyId);
   }
 
   const ik = prekeys.identity.identityDh;
@@ -206,7 +211,7 @@ export async function pqxdhRespond(params: PqxdhResponderParams): Promise<PqxdhR
     sharedKey = pqxdhKdf(p, dhs, ss);
     wipe(ss);
   } finally {
-    // Consumed one-time keys are gone from the store; this is the last copy, used or not.
+    // Peeked one-time keys are copies: wipe ours whatever happens (the store keeps its own until consumed).
     wipe(opk, ...dhs);
     if (m.kemPrekeyOneTime) wipe(kemSecret);
   }
@@ -223,5 +228,19 @@ export async function pqxdhRespond(params: PqxdhResponderParams): Promise<PqxdhR
     peerDid: formatLibertariaDid(peer.identityKey),
     signedPrekey: spk,
     usedOneTimePrekey: opk !== undefined || m.kemPrekeyOneTime,
+    async consumeOneTimePrekeys(): Promise<boolean> {
+      let all = true;
+      if (m.oneTimePrekeyId !== undefined) {
+        const key = await prekeys.oneTime.consume('x25519', m.oneTimePrekeyId);
+        all &&= key !== undefined;
+        wipe(key);
+      }
+      if (m.kemPrekeyOneTime) {
+        const key = await prekeys.oneTime.consume('kem', m.kemPrekeyId);
+        all &&= key !== undefined;
+        wipe(key);
+      }
+      return all;
+    },
   };
 }

@@ -12,6 +12,13 @@ export type OneTimePrekeyKind = 'x25519' | 'kem';
 
 export interface OneTimePrekeyStore {
   /**
+   * A copy of the private key of one-time prekey `id` of `kind`, if still
+   * held, without consuming it. The responder computes with it and consumes
+   * the key only once the initial message has authenticated, so a forged
+   * message naming a real id cannot burn it.
+   */
+  peek(kind: OneTimePrekeyKind, id: number): Promise<Uint8Array | undefined>;
+  /**
    * The private key of one-time prekey `id` of `kind`, exactly once: the
    * first call returns it and forgets it, every later call (and any call for
    * an id never added) returns undefined. Must be atomic across concurrent
@@ -38,6 +45,11 @@ export class InMemoryOneTimePrekeyStore implements OneTimePrekeyStore {
     let n = 0;
     for (const key of this.#keys.keys()) if (key.startsWith(`${kind}:`)) n++;
     return n;
+  }
+
+  async peek(kind: OneTimePrekeyKind, id: number): Promise<Uint8Array | undefined> {
+    const key = this.#keys.get(`${kind}:${id}`);
+    return key === undefined ? undefined : Uint8Array.from(key);
   }
 
   async consume(kind: OneTimePrekeyKind, id: number): Promise<Uint8Array | undefined> {

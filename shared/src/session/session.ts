@@ -286,11 +286,30 @@ export interface AcceptSessionParams extends SessionOptions {
   /**
    * Refuses a replayed initial message that used no one-time prekey (only the
    * last-resort KEM prekey and the signed prekey, which stay valid). Keyed by
-   * the initiator's ephemeral key. Without it such a message can be replayed
+   * lastResortReplayId (ephemeral key and prekey ids). Without it such a message can be replayed
    * (as Signal's PQXDH spec notes); the replay yields no new secret but
    * repeats its payload.
    */
   replayGuard?: TicketStore;
+}
+
+/**
+ * What a replay guard remembers of an initial message that used no one-time
+ * prekey: the initiator's ephemeral key with the signed and last-resort KEM
+ * prekey ids it names (40 bytes). The same ephemeral key against another
+ * prekey is another handshake; the same triple is a replay.
+ */
+export function lastResortReplayId(message: {
+  ephemeralKey: Uint8Array;
+  signedPrekeyId: number;
+  kemPrekeyId: number;
+}): Uint8Array {
+  const id = new Uint8Array(message.ephemeralKey.length + 8);
+  id.set(message.ephemeralKey, 0);
+  const view = new DataView(id.buffer);
+  view.setUint32(message.ephemeralKey.length, message.signedPrekeyId);
+  view.setUint32(message.ephemeralKey.length + 4, message.kemPrekeyId);
+  return id;
 }
 
 /** Bob: checks and answers an initial message; returns the session and the first payload. */
@@ -318,7 +337,17 @@ export async function acceptPersistentSession(
     session.destroy();
     throw err;
   }
-  if (!x.usedOneTimePrekey && params.replayGuard && !(await params.replayGuard.consumeOnce(message.ephemeralKey))) {
+  // Only now, with the message authenticated, are one-time prekeys consumed or the replay id recorded.
+  if (x.usedOneTimePrekey) {
+    if (!(await x.consumeOneTimePrekeys())) {
+      session.destroy();
+      wipe(payload);
+      throw new SessionError(
+        'REPLAYED',
+        'a one-time prekey this initial message names was used by another message first',
+      );
+    }
+  } else if (params.replayGuard && !(await params.replayGuard.consumeOnce(lastResortReplayId(message)))) {
     session.destroy();
     wipe(payload);
     throw new SessionError('REPLAYED', 'this initial message (no one-time prekey) was accepted before');
