@@ -308,7 +308,7 @@ describe('sealed sessions against a real relay', { timeout: 120_000 }, () => {
     await writeKeyFile(aliceKey, alice);
     await writeKeyFile(bobKey, bob);
     // Bob listens once: that publishes his prekeys.
-    const publish = await cli(['listen', '--relay', relay.wsUrl, '--key', bobKey, '--timeout', '1']);
+    const publish = await cli(['listen', '--relay', relay.wsUrl, '--key', bobKey, '--timeout', '5']);
     assert.equal(publish.code, 0, publish.stderr);
     const bobState = stateDirForKeyFile(bobKey);
     const oneTimeAfterPublish = (await readdir(bobState)).filter((f) => f.startsWith('otk-'));

@@ -310,7 +310,7 @@ describe('session rotation against a real relay', { timeout: 120_000 }, () => {
     const bobKey = join(dir, 'bob.json');
     await writeKeyFile(aliceKey, alice);
     await writeKeyFile(bobKey, bob);
-    const publish = await runCli(['listen', '--relay', relay.wsUrl, '--key', bobKey, '--timeout', '1']).done;
+    const publish = await runCli(['listen', '--relay', relay.wsUrl, '--key', bobKey, '--timeout', '5']).done;
     assert.equal(publish.code, 0, publish.stderr);
     const bobState = stateDirForKeyFile(bobKey);
     const oneTimeBefore = (await readdir(bobState)).filter((f) => f.startsWith('otk-')).length;
