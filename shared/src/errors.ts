@@ -169,6 +169,10 @@ export const ERROR_CODES = {
   GRANT_EXPIRED: { wire: 0x090a, summary: 'a grant token (or one of its links) is past its expiry' },
   GRANT_NOT_YET_VALID: { wire: 0x090b, summary: "a grant token (or one of its links) is before its 'not before' time" },
   GRANT_REVOKED: { wire: 0x090c, summary: 'a link of the grant token is on the revocation list' },
+  GRANT_LIFETIME_TOO_LONG: {
+    wire: 0x090d,
+    summary: 'a grant token expires further ahead than the membrane allows (maxGrantLifetimeSeconds)',
+  },
   ACCESS_NO_GRANT: { wire: 0x0910, summary: 'no policy capability or grant covers this resource and action' },
   ACCESS_CONDITION_FAILED: {
     wire: 0x0911,

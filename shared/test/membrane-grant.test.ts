@@ -21,7 +21,7 @@ import {
   signGrantLink,
   verifyGrant,
 } from '../src/index.js';
-import { harness } from './support/membrane-fixtures.js';
+import { harness, MONDAY_NOON_MS } from './support/membrane-fixtures.js';
 
 const bob = Ed25519Identity.generate();
 const carol = Ed25519Identity.generate();
@@ -61,7 +61,14 @@ function rootGrant(h: ReturnType<typeof harness>, extra: Partial<Parameters<type
 
 /** A payload for a hand-made link (to build tokens the API refuses to build). */
 function payload(p: Partial<GrantPayload> & Pick<GrantPayload, 'iss' | 'aud'>): GrantPayload {
-  return { v: 1, att: [{ ...pay, conditions: [] }], cst: [], nnc: '0'.repeat(32), ...p };
+  return {
+    v: 1,
+    att: [{ ...pay, conditions: [] }],
+    cst: [],
+    exp: Math.floor(MONDAY_NOON_MS / 1000) + 3600,
+    nnc: '0'.repeat(32),
+    ...p,
+  };
 }
 
 describe('membrane grant tokens: encoding', () => {
@@ -203,6 +210,28 @@ describe('membrane grant tokens: forgery', () => {
     refusedWith(() => verifyGrant(encodeGrant([{ ...link, signature: sig }]), LIMITS), 'GRANT_BAD_SIGNATURE');
   });
 
+  it('checks chain, audience and owner before any signature: a forged token for someone else costs no verification', () => {
+    const h = harness();
+    const link = decodeGrant(rootGrant(h), LIMITS)[0]!;
+    const sig = Uint8Array.from(link.signature);
+    sig[3]! ^= 1;
+    const forged = encodeGrant([{ ...link, signature: sig }]);
+    // Both wrong: the cheap check answers (signature verification comes last).
+    refusedWith(() => verifyGrant(forged, LIMITS, { audience: carol.did }), 'GRANT_WRONG_AUDIENCE');
+    refusedWith(() => verifyGrant(forged, LIMITS, { owner: mallory.did }), 'GRANT_WRONG_ISSUER');
+    refusedWith(() => verifyGrant(forged, LIMITS, { audience: bob.did }), 'GRANT_BAD_SIGNATURE');
+  });
+
+  it('caches verification per token, owner and audience: a token verified for bob is not verified for carol', () => {
+    const h = harness();
+    const token = rootGrant(h);
+    const first = h.membrane.verifiedGrant(token, { audience: bob.did });
+    assert.ok(!(first instanceof Error), String(first));
+    assert.equal(h.membrane.verifiedGrant(Uint8Array.from(token), { audience: bob.did }), first, 'cached');
+    const forCarol = h.membrane.verifiedGrant(token, { audience: carol.did });
+    assert.ok(forCarol instanceof Error && (forCarol as { code?: string }).code === 'GRANT_WRONG_AUDIENCE');
+  });
+
   it('refuses a grant signed by someone other than the owner, and one presented by someone else', async () => {
     const h = harness();
     const byMallory = issueGrant(mallory, { audience: bob.did, capabilities: [pay] }, LIMITS);
@@ -223,6 +252,22 @@ describe('membrane grant tokens: time and revocation', () => {
     h.clock.advance(10_000);
     denied(await h.check(bob, { ...pay, grant: token }), 'GRANT_EXPIRED');
     assert.equal(h.lastRecord().code, 'GRANT_EXPIRED');
+  });
+
+  it('every link must expire (GRANT_MALFORMED at exp), and not further ahead than maxGrantLifetimeSeconds', async () => {
+    const h = harness();
+    const { exp: _dropped, ...noExp } = payload({ iss: h.owner.did, aud: bob.did });
+    const forever = encodeGrant([signGrantLink(h.owner, noExp as GrantPayload)]);
+    refusedWith(() => verifyGrant(forever, LIMITS), 'GRANT_MALFORMED', 'links[0].payload.exp');
+    denied(await h.check(bob, { ...pay, grant: forever }), 'GRANT_MALFORMED');
+    // A year and a day ahead: a relay refuses it as presented and as used (a decision).
+    const far = rootGrant(h, { expiry: h.clock.seconds + 366 * 24 * 3600 });
+    refusedWith(() => verifyGrant(far, LIMITS, { nowMs: h.clock.ms }), 'GRANT_LIFETIME_TOO_LONG');
+    denied(await h.check(bob, { ...pay, grant: far }), 'GRANT_LIFETIME_TOO_LONG');
+    // The same token becomes acceptable once it is within the bound (time passes), and a year exactly is fine.
+    h.clock.advance(2 * 24 * 3600 * 1000);
+    allowed(await h.check(bob, { ...pay, grant: far }));
+    allowed(await h.check(bob, { ...pay, grant: rootGrant(h, { expiry: h.clock.seconds + 365 * 24 * 3600 }) }));
   });
 
   it('GRANT_REVOKED when any link is revoked: revoking a link revokes everything delegated under it', async () => {
@@ -291,7 +336,6 @@ describe('membrane grant tokens: delegation and attenuation', () => {
     ],
     ['no amount limit', () => ({ att: [{ ...pay, conditions: [] }] }), 'links[1].payload.att[0]'],
     ['a later expiry', (h) => ({ exp: h.clock.seconds + 3601 }), 'links[1].payload.exp'],
-    ['no expiry', () => ({ exp: undefined }), 'links[1].payload.exp'],
   ];
   for (const [name, patch, field] of over) {
     it(`refuses a delegation with ${name}: GRANT_OVER_ATTENUATED at ${field}`, async () => {
@@ -306,7 +350,6 @@ describe('membrane grant tokens: delegation and attenuation', () => {
         prf: parent.cid,
         ...patch(h),
       });
-      if (p.exp === undefined) delete p.exp;
       const token = encodeGrant([parent, signGrantLink(bob, p)]);
       refusedWith(() => verifyGrant(token, LIMITS), 'GRANT_OVER_ATTENUATED', field);
       denied(await h.check(carol, { ...pay, grant: token }), 'GRANT_OVER_ATTENUATED', field);

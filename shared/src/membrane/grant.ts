@@ -11,7 +11,11 @@
  * optional keys absent rather than null):
  *
  *   {"v":1,"iss":DID,"aud":DID,"att":[capability…],"cst":[constraint…],
- *    "nbf":secs?,"exp":secs?,"nnc":32 hex,"prf":64 hex?}
+ *    "nbf":secs?,"exp":secs,"nnc":32 hex,"prf":64 hex?}
+ *
+ * `exp` is required on every link (a grant that never expires cannot be
+ * taken back by anyone but an operator), and a relay refuses a token that
+ * expires further ahead than MembraneLimits.maxGrantLifetimeSeconds.
  *
  * and the decoder re-serializes what it parsed and refuses any payload that
  * is not byte-identical, so one grant has exactly one encoding. The signature
@@ -21,7 +25,10 @@
  * BLAKE3-256 of its payload; `prf` of link i+1 is the cid of link i, and
  * revocation names cids: revoking a link revokes everything delegated under it.
  *
- * Verification, to the root: every signature; each link's issuer is the
+ * Verification, to the root, cheapest first so a hostile token costs little:
+ * framing and schema, then the chain (each link's proof and issuer), the
+ * attenuation, the owner, audience and validity the caller asks for, and
+ * only then the Ed25519 signatures; each link's issuer is the
  * previous link's audience; each link claims no more than the previous one
  * (its capabilities are covered, amounts no larger, validity no wider); the
  * root's issuer is the resource owner and the last audience the presenting
@@ -76,7 +83,8 @@ export interface GrantPayload {
   att: GrantCapability[];
   cst: Constraint[];
   nbf?: number;
-  exp?: number;
+  /** Unix seconds; required (validateGrantPayload refuses a link without it). */
+  exp: number;
   nnc: string;
   prf?: string;
 }
@@ -119,7 +127,7 @@ export function grantPayloadJson(p: GrantPayload): string {
     cst: p.cst.map(constraintJson),
   };
   if (p.nbf !== undefined) o.nbf = p.nbf;
-  if (p.exp !== undefined) o.exp = p.exp;
+  o.exp = p.exp;
   o.nnc = p.nnc;
   if (p.prf !== undefined) o.prf = p.prf;
   return JSON.stringify(o);
@@ -146,7 +154,7 @@ export function validateGrantPayload(value: unknown, field: string, limits: Memb
     value,
     field,
     ['v', 'iss', 'aud', 'att', 'cst', 'nbf', 'exp', 'nnc', 'prf'],
-    ['v', 'iss', 'aud', 'att', 'cst', 'nnc'],
+    ['v', 'iss', 'aud', 'att', 'cst', 'exp', 'nnc'],
   );
   if (o.v !== GRANT_VERSION) {
     throw new MembraneError('GRANT_MALFORMED', `this membrane reads version ${GRANT_VERSION}`, { field: `${field}.v` });
@@ -162,11 +170,11 @@ export function validateGrantPayload(value: unknown, field: string, limits: Memb
     aud: did(o.aud, `${field}.aud`),
     att: att.map((c) => ({ resource: c.resource, action: c.action, conditions: c.conditions })),
     cst: parseConstraints('token', o.cst, `${field}.cst`, limits),
+    exp: integer('token', o.exp, `${field}.exp`, 0, MAX_TIME),
     nnc: '',
   };
   if (o.nbf !== undefined) payload.nbf = integer('token', o.nbf, `${field}.nbf`, 0, MAX_TIME);
-  if (o.exp !== undefined) payload.exp = integer('token', o.exp, `${field}.exp`, 0, MAX_TIME);
-  if (payload.nbf !== undefined && payload.exp !== undefined && payload.nbf >= payload.exp) {
+  if (payload.nbf !== undefined && payload.nbf >= payload.exp) {
     throw new MembraneError('GRANT_MALFORMED', 'nbf must be before exp', { field: `${field}.exp` });
   }
   if (typeof o.nnc !== 'string' || !NONCE.test(o.nnc)) {
@@ -293,7 +301,7 @@ function checkAttenuation(parent: GrantPayload, child: GrantPayload, field: stri
       );
     }
   });
-  if (parent.exp !== undefined && (child.exp === undefined || child.exp > parent.exp)) {
+  if (child.exp > parent.exp) {
     throw new MembraneError('GRANT_OVER_ATTENUATED', `expires later than the delegator's ${parent.exp}`, {
       field: `${field}.exp`,
     });
@@ -328,7 +336,7 @@ export class VerifiedGrant {
     this.cids = links.map((l) => l.cid);
     this.rootCid = links[0]!.cid;
     this.notBeforeMs = Math.max(...links.map((l) => (l.payload.nbf ?? Number.NEGATIVE_INFINITY) * 1000));
-    this.expiryMs = Math.min(...links.map((l) => (l.payload.exp ?? Number.POSITIVE_INFINITY) * 1000));
+    this.expiryMs = Math.min(...links.map((l) => l.payload.exp * 1000));
     const checks: CompiledCheck[] = [];
     const ops: ConsumeOp[] = [];
     links.forEach((link, i) => {
@@ -358,8 +366,10 @@ export interface VerifyGrantOptions {
   owner?: string;
   /** The presenting peer: the last audience must be this DID (either form). */
   audience?: string;
-  /** Check validity at this instant (ms). */
+  /** Check validity at this instant (ms), and that the token expires at most `maxLifetimeSeconds` after it. */
   nowMs?: number;
+  /** With nowMs: the furthest ahead the token may expire (MembraneLimits.maxGrantLifetimeSeconds). */
+  maxLifetimeSeconds?: number;
 }
 
 /** Checks a verified token against an owner, a presenter and an instant; throws the matching GRANT_* code. */
@@ -378,6 +388,15 @@ export function checkGrantApplies(grant: VerifiedGrant, options: VerifyGrantOpti
   if (options.nowMs !== undefined) {
     if (options.nowMs >= grant.expiryMs) throw new MembraneError('GRANT_EXPIRED', 'the token has expired');
     if (options.nowMs < grant.notBeforeMs) throw new MembraneError('GRANT_NOT_YET_VALID', 'the token is not valid yet');
+    if (
+      options.maxLifetimeSeconds !== undefined &&
+      grant.expiryMs - options.nowMs > options.maxLifetimeSeconds * 1000
+    ) {
+      throw new MembraneError(
+        'GRANT_LIFETIME_TOO_LONG',
+        `the token expires more than ${options.maxLifetimeSeconds} s ahead; issue it with a nearer expiry`,
+      );
+    }
   }
 }
 
@@ -392,14 +411,6 @@ export function verifyGrant(
   options: VerifyGrantOptions = {},
 ): VerifiedGrant {
   const links = decodeGrant(bytes, limits);
-  links.forEach((link, i) => {
-    const signed = concatBytes([DOMAIN, link.payloadBytes]);
-    if (!didMatchesKey(link.payload.iss, link.issuerKey) || !verifyEd25519(link.issuerKey, signed, link.signature)) {
-      throw new MembraneError('GRANT_BAD_SIGNATURE', `the signature of ${link.payload.iss} does not verify`, {
-        field: `links[${i}]`,
-      });
-    }
-  });
   links.forEach((link, i) => {
     const field = `links[${i}].payload`;
     if (i === 0) {
@@ -420,7 +431,19 @@ export function verifyGrant(
     checkAttenuation(parent.payload, link.payload, field);
   });
   const grant = new VerifiedGrant(links);
-  checkGrantApplies(grant, options);
+  checkGrantApplies(grant, {
+    ...options,
+    ...(options.nowMs !== undefined ? { maxLifetimeSeconds: limits.maxGrantLifetimeSeconds } : {}),
+  });
+  // Signatures last: up to maxChainDepth Ed25519 verifications, paid only by a token that passed every cheap check.
+  links.forEach((link, i) => {
+    const signed = concatBytes([DOMAIN, link.payloadBytes]);
+    if (!didMatchesKey(link.payload.iss, link.issuerKey) || !verifyEd25519(link.issuerKey, signed, link.signature)) {
+      throw new MembraneError('GRANT_BAD_SIGNATURE', `the signature of ${link.payload.iss} does not verify`, {
+        field: `links[${i}]`,
+      });
+    }
+  });
   return grant;
 }
 
@@ -438,9 +461,12 @@ export interface GrantOptions {
   constraints?: GrantConstraint[];
   /** Unix seconds. */
   notBefore?: number;
-  /** Unix seconds. */
+  /** Unix seconds; default DEFAULT_GRANT_LIFETIME_SECONDS from now (every grant expires). */
   expiry?: number;
 }
+
+/** The expiry of a grant issued without one: 30 days. */
+export const DEFAULT_GRANT_LIFETIME_SECONDS = 30 * 24 * 60 * 60;
 
 function randomNonce(): string {
   return toHex(crypto.getRandomValues(new Uint8Array(16)));
@@ -462,7 +488,7 @@ function payloadFor(
     nnc: randomNonce(),
   };
   if (options.notBefore !== undefined) draft.nbf = options.notBefore;
-  if (options.expiry !== undefined) draft.exp = options.expiry;
+  draft.exp = options.expiry ?? Math.floor(Date.now() / 1000) + DEFAULT_GRANT_LIFETIME_SECONDS;
   if (prf !== undefined) draft.prf = prf;
   return validateGrantPayload(draft, 'payload', limits);
 }
@@ -487,7 +513,10 @@ export function delegateGrant(
   limits: MembraneLimits,
 ): Uint8Array {
   const parent = verifyGrant(token, limits, { audience: delegator.did });
-  const link = signGrantLink(delegator, payloadFor(delegator, options, limits, parent.cid));
+  // A delegation never outlives its delegator's link: the default expiry is capped by the parent's.
+  const expiry =
+    options.expiry ?? Math.min(parent.expiryMs / 1000, Math.floor(Date.now() / 1000) + DEFAULT_GRANT_LIFETIME_SECONDS);
+  const link = signGrantLink(delegator, payloadFor(delegator, { ...options, expiry }, limits, parent.cid));
   const out = encodeGrant([...parent.links, link]);
   verifyGrant(out, limits);
   return out;

@@ -24,6 +24,13 @@ export interface MembraneLimits {
   maxChainDepth: number;
   /** Longest encoded grant token, in bytes. @default 8192 */
   maxTokenBytes: number;
+  /**
+   * Furthest ahead a grant token may expire when it is presented or used, in
+   * seconds (every link must carry `exp`). Bounds how long a grant the issuer
+   * lost control of (a leaked token, a peer that went bad) lives without a
+   * revocation. @default 31536000 (365 days)
+   */
+  maxGrantLifetimeSeconds: number;
 }
 
 export const DEFAULT_MEMBRANE_LIMITS: Readonly<MembraneLimits> = Object.freeze({
@@ -36,6 +43,7 @@ export const DEFAULT_MEMBRANE_LIMITS: Readonly<MembraneLimits> = Object.freeze({
   maxResourceLength: 256,
   maxChainDepth: 8,
   maxTokenBytes: 8192,
+  maxGrantLifetimeSeconds: 365 * 24 * 60 * 60,
 });
 
 /** The defaults with some values replaced; each must be a positive safe integer. */

@@ -83,6 +83,11 @@ export class Membrane {
   private readonly o: Required<Omit<MembraneOptions, 'limits'>> & { limits: MembraneLimits };
   private readonly grants = new Map<string, VerifiedGrant | MembraneError>();
 
+  /** The bounds this membrane checks policies and tokens against. */
+  get limits(): MembraneLimits {
+    return this.o.limits;
+  }
+
   constructor(options: MembraneOptions) {
     this.o = {
       unknownTrust: 0,
@@ -161,10 +166,10 @@ export class Membrane {
     }
 
     if (request.grant !== undefined) {
-      const grant = this.verified(request.grant);
+      const grant = this.verifiedGrant(request.grant, { owner, audience: peer });
       if (grant instanceof MembraneError) return deny(grant.code, grant.message, grant.field ?? '', 'grant', '');
       try {
-        checkGrantApplies(grant, { owner, audience: peer, nowMs });
+        checkGrantApplies(grant, { nowMs, maxLifetimeSeconds: this.o.limits.maxGrantLifetimeSeconds });
       } catch (err) {
         const e = err as MembraneError;
         return deny(e.code, e.message, e.field ?? '', 'grant', grant.cid);
@@ -266,14 +271,21 @@ export class Membrane {
     return { allowed: true, via, field: match.field, basis };
   }
 
-  /** A token from the cache, or verified now (structure, signatures, chain, attenuation) and cached. */
-  private verified(token: Uint8Array): VerifiedGrant | MembraneError {
+  /**
+   * A token from the cache, or verified now and cached: structure, chain,
+   * attenuation, then the owner and audience given (cheap checks before the
+   * signatures, so a token for someone else costs no Ed25519 verification),
+   * then the signatures. Time is not checked (checkGrantApplies with nowMs,
+   * per decision). The cache key includes owner and audience, so one token
+   * verified for one presenter is not taken as verified for another.
+   */
+  verifiedGrant(token: Uint8Array, applies: { owner?: string; audience?: string } = {}): VerifiedGrant | MembraneError {
     if (!(token instanceof Uint8Array)) return new MembraneError('GRANT_MALFORMED', 'a token is bytes');
     if (token.length > this.o.limits.maxTokenBytes) {
       // Refused before hashing: an oversized token costs nothing.
       return new MembraneError('GRANT_TOO_LARGE', `a token is at most ${this.o.limits.maxTokenBytes} bytes`);
     }
-    const key = createHash('sha256').update(token).digest('base64');
+    const key = `${createHash('sha256').update(token).digest('base64')} ${applies.owner ?? ''} ${applies.audience ?? ''}`;
     const hit = this.grants.get(key);
     if (hit !== undefined) {
       // Re-inserted: Map order is insertion order, so the first key is the least recently used.
@@ -283,7 +295,7 @@ export class Membrane {
     }
     let result: VerifiedGrant | MembraneError;
     try {
-      result = verifyGrant(token, this.o.limits);
+      result = verifyGrant(token, this.o.limits, applies);
     } catch (err) {
       if (!(err instanceof MembraneError)) throw err;
       result = err;
