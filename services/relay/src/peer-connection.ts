@@ -979,21 +979,22 @@ export class PeerConnection implements TransportSink, SendHost, RequestHost {
     this.admissionsPending++;
     // PING stays a barrier: its PONG waits for this frame's ACK or NACK.
     this.beginAsync();
-    const work = Promise.all([this.admissionTail, admission])
-      .then(
-        ([, result]) => result,
-        (err: unknown): Admission => {
-          // The admission's Redis calls failed: nothing was charged, nothing is stored.
-          if (isOomError(err)) {
-            ctx.admission.guard?.noteOom();
-            return { ok: false, refusal: OOM_REFUSAL };
-          }
-          ctx.metrics.redisErrors.labels('budget').inc();
-          const message = `Redis did not confirm: ${err instanceof Error ? err.message : String(err)}`;
-          return { ok: false, refusal: { code: 'STORE_UNAVAILABLE', budget: 'redis_memory', message } };
-        },
-      )
-      .then((result) => {
+    // Settled at once (never rejects), so the wait for the earlier frames below is never cut short.
+    const decided = Promise.resolve(admission).then(
+      (result) => result,
+      (err: unknown): Admission => {
+        // The admission's Redis calls failed: nothing was charged, nothing is stored.
+        if (isOomError(err)) {
+          ctx.admission.guard?.noteOom();
+          return { ok: false, refusal: OOM_REFUSAL };
+        }
+        ctx.metrics.redisErrors.labels('budget').inc();
+        const message = `Redis did not confirm: ${err instanceof Error ? err.message : String(err)}`;
+        return { ok: false, refusal: { code: 'STORE_UNAVAILABLE', budget: 'redis_memory', message } };
+      },
+    );
+    const work = Promise.all([this.admissionTail, decided])
+      .then(([, result]) => {
         this.admissionsPending--;
         this.guard('durable', () => this.admitted(frame, bridge, result));
         this.endAsync();

@@ -477,6 +477,10 @@ for (const scenario of [
         const seen = `stored ${fill.stored} frames, codes ${JSON.stringify(fill.codes)}, used_memory ${used}`;
         assert.deepEqual(Object.keys(fill.codes), ['STORE_FULL'], seen);
         assert.ok(fill.stored > 100, seen);
+        if (scenario.percent !== '100') {
+          // The reserve held: Redis stopped short of maxmemory, with room left for everything else.
+          assert.ok(used < 0.9 * 24 * 1024 * 1024, `the reserve did not hold: ${seen}`);
+        }
 
         // A new handshake (presence must be written), and Dave's.
         const carol = await Peer.open(relay.tcpUrl);
