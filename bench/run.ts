@@ -104,13 +104,31 @@ const config = {
    * Relay settings for the run: defaults except the per-connection rate limit
    * (5k frames/s by default would NACK a benchmark sender) and the durable
    * queue caps (10k frames / 64 MiB by default cannot hold a 100k backlog).
+   * The durable budgets stay on, far above what a run stores, so every
+   * durable frame pays its admission as in production (BENCH_DURABLE_BUDGETS=off
+   * turns them off to measure that cost); every peer of a run comes from
+   * 127.0.0.1, so connections per address are not limited.
    */
   relayEnv: {
     RELAY_RATE_FRAMES_PER_SECOND: '1000000',
     RELAY_RATE_BURST: '10000000',
     RELAY_QUEUE_MAX_FRAMES: '1000000',
     RELAY_QUEUE_MAX_BYTES: String(2 ** 30),
-  },
+    RELAY_CONNECTIONS_PER_ADDRESS: '0',
+    ...(process.env.BENCH_DURABLE_BUDGETS === 'off'
+      ? {
+          RELAY_DURABLE_FRAMES_PER_SENDER_PER_HOUR: '0',
+          RELAY_DURABLE_BYTES_PER_SENDER_PER_HOUR: '0',
+          RELAY_DURABLE_FRAMES_PER_ADDRESS_PER_HOUR: '0',
+          RELAY_DURABLE_BYTES_PER_ADDRESS_PER_HOUR: '0',
+        }
+      : {
+          RELAY_DURABLE_FRAMES_PER_SENDER_PER_HOUR: '1000000000',
+          RELAY_DURABLE_BYTES_PER_SENDER_PER_HOUR: String(2 ** 40),
+          RELAY_DURABLE_FRAMES_PER_ADDRESS_PER_HOUR: '1000000000',
+          RELAY_DURABLE_BYTES_PER_ADDRESS_PER_HOUR: String(2 ** 40),
+        }),
+  } as Record<string, string>,
 };
 
 const log = (msg: string) => process.stderr.write(`[bench ${((Date.now() - started) / 1000).toFixed(0)}s] ${msg}\n`);

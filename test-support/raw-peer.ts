@@ -42,9 +42,18 @@ export class RawPeer {
     });
   }
 
-  static async connect(url: string): Promise<RawPeer> {
+  /**
+   * `localAddress`: the source address to connect from, e.g. another
+   * loopback address (127.0.0.2) to stand for a second host in tests of
+   * per-address limits (every 127.0.0.0/8 address reaches the relay on 127.0.0.1).
+   */
+  static async connect(url: string, options: { localAddress?: string } = {}): Promise<RawPeer> {
     if (url.startsWith('ws://')) {
-      const ws = new WebSocket(url, 'libertaria-relay.v1');
+      const ws = new WebSocket(
+        url,
+        'libertaria-relay.v1',
+        options.localAddress === undefined ? {} : { localAddress: options.localAddress },
+      );
       ws.binaryType = 'nodebuffer';
       const peer = new RawPeer(
         (b) => ws.send(b),
@@ -63,7 +72,11 @@ export class RawPeer {
       return peer;
     }
     const u = new URL(url);
-    const sock: Socket = netConnect({ host: u.hostname, port: Number(u.port) });
+    const sock: Socket = netConnect({
+      host: u.hostname,
+      port: Number(u.port),
+      ...(options.localAddress === undefined ? {} : { localAddress: options.localAddress }),
+    });
     const decoder = new FrameStreamDecoder({ maxPayload: MAX_PAYLOAD_LIMIT });
     const peer = new RawPeer(
       (b) => sock.write(b),

@@ -35,6 +35,11 @@ export const ERROR_CODES = {
     wire: 0x0208,
     summary: 'the relay asks for more proof of work than this client agreed to spend (maxPowBits)',
   },
+  // 0x022x: per-address connection budgets (issue 12; numbered apart from 0x0209.. to leave room).
+  ADDRESS_CONNECTION_LIMIT: {
+    wire: 0x0220,
+    summary: 'the source address holds its maximum of connections to this node (RELAY_CONNECTIONS_PER_ADDRESS)',
+  },
 
   // Routing and queues.
   SOURCE_MISMATCH: { wire: 0x0301, summary: "a SEND's source hint is not the sender's own" },
@@ -60,6 +65,22 @@ export const ERROR_CODES = {
       "the durable queue restarted (expired entirely, or Redis lost it): RESUME's position belongs to the old one",
   },
   ONCE_RETENTION_TOO_LONG: { wire: 0x030c, summary: "a single-use id's retention exceeds the relay's maximum" },
+  // 0x032x: storage budgets of durable frames (issue 12, docs/relay.md#durable-budgets).
+  DURABLE_BUDGET_EXCEEDED: {
+    wire: 0x0320,
+    summary:
+      'the sender DID or its source address stored its durable budget for the last hour (RELAY_DURABLE_*_PER_HOUR); nothing was stored, retry later',
+  },
+  RECIPIENT_UNKNOWN: {
+    wire: 0x0321,
+    summary:
+      'the relay stores durable frames only for recipients that published prekeys (RELAY_DURABLE_REQUIRE_PREKEYS), and this one has none',
+  },
+  STORE_FULL: {
+    wire: 0x0322,
+    summary:
+      'Redis is at the memory reserved for durable frames or at maxmemory: nothing was stored; fast frames, deliveries and handshakes still work',
+  },
 
   // Identity (local; never expected on the wire but numbered for completeness).
   INVALID_DID: { wire: 0x0401, summary: 'the string is not a well-formed DID' },

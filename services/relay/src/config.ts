@@ -158,6 +158,57 @@ export const relayConfigSpec = {
     max: 31536000,
     doc: 'Longest time a durable frame is kept, in seconds (30 days); also the largest TTL a sender may ask for.',
   }),
+  // Storage budgets of durable frames (docs/relay.md#durable-budgets). A sliding hour (this hour's
+  // count plus the last hour's weighted by how much of it still overlaps), counted in Redis so a
+  // sender connected to several nodes has one budget. Sized far above an honest peer (an SDK client
+  // fanning a message out to a 50-member group 100 times an hour stores 5,000 frames) and far below
+  // what one connection could store (about 40 MB/s measured before these budgets).
+  RELAY_DURABLE_FRAMES_PER_SENDER_PER_HOUR: int({
+    default: 50000,
+    min: 0,
+    max: 1000000000,
+    doc: 'Durable frames one sender DID may store in any hour, across the cluster (counted in Redis); beyond it `NACK DURABLE_BUDGET_EXCEEDED`. 0: no limit.',
+  }),
+  RELAY_DURABLE_BYTES_PER_SENDER_PER_HOUR: int({
+    default: 268435456,
+    min: 0,
+    max: 1099511627776,
+    doc: 'Durable bytes (stored frame sizes) one sender DID may store in any hour, across the cluster (256 MiB); beyond it `NACK DURABLE_BUDGET_EXCEEDED`. 0: no limit.',
+  }),
+  RELAY_DURABLE_FRAMES_PER_ADDRESS_PER_HOUR: int({
+    default: 200000,
+    min: 0,
+    max: 1000000000,
+    doc: 'Durable frames all DIDs connecting from one source address (an IPv6 /64) may store in any hour, across the cluster; beyond it `NACK DURABLE_BUDGET_EXCEEDED`. Higher than the per-sender budget: many peers share a NAT. 0: no limit.',
+  }),
+  RELAY_DURABLE_BYTES_PER_ADDRESS_PER_HOUR: int({
+    default: 1073741824,
+    min: 0,
+    max: 1099511627776,
+    doc: 'Durable bytes all DIDs connecting from one source address (an IPv6 /64) may store in any hour, across the cluster (1 GiB); beyond it `NACK DURABLE_BUDGET_EXCEEDED`. 0: no limit.',
+  }),
+  RELAY_DURABLE_REQUIRE_PREKEYS: bool({
+    default: false,
+    doc: 'Store durable frames only for recipients that have published prekeys (a real, reachable identity rather than an invented hint); others get `NACK RECIPIENT_UNKNOWN`. Bridges are not affected. Off by default: peers that never publish prekeys (unsealed SDK clients) could not receive durable frames; turn it on where every client seals (docs/relay.md#durable-budgets).',
+  }),
+  RELAY_DURABLE_MAX_REDIS_MEMORY_PERCENT: int({
+    default: 90,
+    min: 1,
+    max: 100,
+    doc: "Durable SENDs (and prekey publications) are refused with `NACK STORE_FULL` while Redis uses this much of its `maxmemory` (read from `INFO memory` every `RELAY_REDIS_MEMORY_CHECK_MS`): the rest is kept for presence leases, acknowledgements and the membrane's audit. 100: only Redis' own OOM refuses them. No effect when Redis has no `maxmemory`.",
+  }),
+  RELAY_REDIS_MEMORY_CHECK_MS: int({
+    default: 1000,
+    min: 50,
+    max: 600000,
+    doc: "Interval at which a node reads Redis' memory use (`INFO memory`) for `RELAY_DURABLE_MAX_REDIS_MEMORY_PERCENT`, in milliseconds.",
+  }),
+  RELAY_CONNECTIONS_PER_ADDRESS: int({
+    default: 1000,
+    min: 0,
+    max: 10000000,
+    doc: 'Connections one source address (an IPv6 /64) may hold open on this node, handshaking ones included (per node, not cluster-wide); beyond it a new connection gets a fatal `ERROR ADDRESS_CONNECTION_LIMIT`. 0: no limit.',
+  }),
   RELAY_PRESENCE_TTL_MS: int({
     default: 15000,
     min: 1000,
@@ -418,6 +469,17 @@ export function relayConfigProblems(config: RelayConfig): ConfigProblem[] {
   }
   // 93 is the routed header of SEND/DELIVER and 6 the frame envelope: one largest frame must always fit.
   const largestFrame = config.RELAY_MAX_PAYLOAD_BYTES + 99;
+  for (const variable of [
+    'RELAY_DURABLE_BYTES_PER_SENDER_PER_HOUR',
+    'RELAY_DURABLE_BYTES_PER_ADDRESS_PER_HOUR',
+  ] as const) {
+    if (config[variable] !== 0 && config[variable] < largestFrame) {
+      problems.push({
+        variable,
+        message: `${variable}=${config[variable]} cannot hold one largest frame (RELAY_MAX_PAYLOAD_BYTES + 99 = ${largestFrame}); 0 means no limit`,
+      });
+    }
+  }
   for (const variable of ['RELAY_SEND_QUEUE_BYTES', 'RELAY_QUEUE_MAX_BYTES'] as const) {
     if (config[variable] < largestFrame) {
       problems.push({

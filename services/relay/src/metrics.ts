@@ -6,6 +6,7 @@
  */
 import { FrameType, type FrameTypeName, frameTypeName } from '@libertaria/shared';
 import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client';
+import type { BudgetName } from './budgets.js';
 import { failedFlushes, refusedSends } from './transport/write-batch.js';
 
 export type Direction = 'in' | 'out';
@@ -47,6 +48,8 @@ export class RelayMetrics {
   readonly membraneDecisions: Counter<'action' | 'result'>;
   /** Bugs contained: a throw or rejection that would have escaped a handler (docs/relay.md#containment). */
   readonly internalErrors: Counter<'where'>;
+  /** Set by the node: Redis memory as last sampled, and whether durable writes are refused for it. */
+  redisMemory: (() => { used: number; max: number; full: boolean }) | undefined;
   /** Set by the node when the membrane is on: SENDs decided from a connection's cache so far. */
   membraneCacheHits: (() => number) | undefined;
   /** Set by the node: bytes its connections' transports hold for their peers, in all and the most for one. */
@@ -64,6 +67,8 @@ export class RelayMetrics {
   private readonly frameReported = [new Float64Array(256), new Float64Array(256)];
   private readonly byteReported = [new Float64Array(256), new Float64Array(256)];
   private readonly dropChildren = new Map<DropReason, BoundCounter>();
+  private readonly budgetRefusals: Counter<'budget'>;
+  private readonly budgetChildren = new Map<BudgetName, BoundCounter>();
   // [type byte] → frames refused over a rate budget since start, and what was already reported.
   private readonly rateLimitedCounts = new Float64Array(256);
   private readonly rateLimitedReported = new Float64Array(256);
@@ -283,6 +288,36 @@ export class RelayMetrics {
       labelNames: ['route'],
       registers: r,
     });
+    this.budgetRefusals = new Counter({
+      name: 'relay_budget_refused_total',
+      help: 'Requests refused over a storage or connection budget, by budget: sender_frames, sender_bytes, address_frames, address_bytes (DURABLE_BUDGET_EXCEEDED), recipient_prekeys (RECIPIENT_UNKNOWN), redis_memory (STORE_FULL), connections_per_address (ADDRESS_CONNECTION_LIMIT)',
+      labelNames: ['budget'],
+      registers: r,
+    });
+    new Gauge({
+      name: 'relay_redis_used_memory_bytes',
+      help: "Redis' used_memory as last sampled (INFO memory, every RELAY_REDIS_MEMORY_CHECK_MS)",
+      registers: r,
+      collect() {
+        this.set(metrics.redisMemory?.().used ?? 0);
+      },
+    });
+    new Gauge({
+      name: 'relay_redis_maxmemory_bytes',
+      help: "Redis' maxmemory as last sampled (0: no limit)",
+      registers: r,
+      collect() {
+        this.set(metrics.redisMemory?.().max ?? 0);
+      },
+    });
+    new Gauge({
+      name: 'relay_durable_store_full',
+      help: 'Whether durable SENDs are refused with STORE_FULL now (Redis over RELAY_DURABLE_MAX_REDIS_MEMORY_PERCENT of maxmemory, or answering OOM)',
+      registers: r,
+      collect() {
+        this.set(metrics.redisMemory?.().full ? 1 : 0);
+      },
+    });
     this.internalErrors = new Counter({
       name: 'relay_internal_errors_total',
       help: 'Throws and rejections contained instead of escaping, by where: a connection handler (the connection is closed with INTERNAL), the admin port, or the process-level handlers (unhandled_rejection, uncaught_exception)',
@@ -340,6 +375,16 @@ export class RelayMetrics {
       this.dropChildren.set(reason, child);
     }
     child.inc(n);
+  }
+
+  /** One refusal over a budget (label children cached: a flood refused here must stay cheap). */
+  budgetRefused(budget: BudgetName): void {
+    let child = this.budgetChildren.get(budget);
+    if (!child) {
+      child = this.budgetRefusals.labels(budget);
+      this.budgetChildren.set(budget, child);
+    }
+    child.inc();
   }
 
   typeName(type: number): string {

@@ -69,6 +69,7 @@ import {
   verifyPowStamp,
   verifyPublication,
 } from '@libertaria/shared';
+import { type Admission, addressKey, type Charge, isOomError, OOM_REFUSAL, type Refusal } from './budgets.js';
 import type { ConnectionGate, SendHost } from './membrane/enforcer.js';
 import { type MembraneRequestFrame, MembraneRequests, type RequestHost } from './membrane/requests.js';
 import type { AuthFailureReason } from './metrics.js';
@@ -159,6 +160,17 @@ export class PeerConnection implements TransportSink, SendHost, RequestHost {
   private gate: ConnectionGate | undefined;
   private membraneRequests: MembraneRequests | undefined;
   membraneDid = '';
+  /** The source address as budgets count it (IPv6 by /64). */
+  private readonly address: string;
+  /** Holds one of ctx.connectionsPerAddress's slots for `address`. */
+  private holdsAddressSlot = false;
+  /**
+   * Durable SENDs waiting for their admission (budgets.ts: a Redis round
+   * trip), and the end of the last one's: each is stored only after the one
+   * before, so one connection's durable frames keep their order in the queue.
+   */
+  private admissionsPending = 0;
+  private admissionTail: Promise<void> = Promise.resolve();
   /** In the router's table (from AUTH success until release). */
   private attached = false;
   private released = false;
@@ -189,12 +201,23 @@ export class PeerConnection implements TransportSink, SendHost, RequestHost {
     this.onceBucket = new TokenBucket(c.RELAY_ONCE_CHECKS_PER_MINUTE / 60, c.RELAY_ONCE_CHECKS_PER_MINUTE);
     this.codecOptions = { maxPayload: c.RELAY_MAX_PAYLOAD_BYTES };
     ctx.metrics.connections.labels(transport.kind).inc();
+    this.address = addressKey(transport.remoteAddress);
     // Failed handshakes are judged at AUTH, once the DID is known (rate-limits.ts):
     // refusing the whole address here would lock out every peer behind one NAT.
     if (ctx.isDraining()) {
       this.fatal('DRAINING', 'this node is shutting down');
       return;
     }
+    // Open connections are another matter: each costs this node a socket and memory whatever it sends.
+    if (!ctx.connectionsPerAddress.tryTake(this.address)) {
+      ctx.metrics.budgetRefused('connections_per_address');
+      this.fatal(
+        'ADDRESS_CONNECTION_LIMIT',
+        `this address holds ${c.RELAY_CONNECTIONS_PER_ADDRESS} connections to this node (RELAY_CONNECTIONS_PER_ADDRESS); close some or use another node`,
+      );
+      return;
+    }
+    this.holdsAddressSlot = true;
     this.handshakeTimer = setTimeout(
       () => this.guard('timer', () => this.failAuth('timeout', 'AUTH_TIMEOUT', 'handshake not finished in time')),
       c.RELAY_HANDSHAKE_TIMEOUT_MS,
@@ -327,6 +350,7 @@ export class PeerConnection implements TransportSink, SendHost, RequestHost {
       this.ctx.metrics.pausedDeliveries--;
     }
     if (this.anonymous) this.ctx.anonSlots.release();
+    if (this.holdsAddressSlot) this.ctx.connectionsPerAddress.release(this.address);
     this.ctx.metrics.connections.labels(this.transport.kind).dec();
     if (this.attached) this.ctx.router.detach(this);
   }
@@ -723,6 +747,12 @@ export class PeerConnection implements TransportSink, SendHost, RequestHost {
       return this.nackRequest(requestId, code, err instanceof Error ? err.message : String(err));
     }
     const owner = this.hint!;
+    // Publications are the other thing anyone can store for months: they stop at the memory reserve too.
+    if (this.ctx.admission.guard?.full) {
+      metrics.prekeyPublishes.labels('STORE_FULL').inc();
+      metrics.budgetRefused('redis_memory');
+      return this.nackRequest(requestId, 'STORE_FULL', OOM_REFUSAL.message);
+    }
     const replace = (frame.flags & PrekeyPublishFlags.REPLACE_ONE_TIME) !== 0;
     this.beginAsync();
     // publish() copies the publication before it returns: the frame's fields are views into the transport buffer.
@@ -731,6 +761,7 @@ export class PeerConnection implements TransportSink, SendHost, RequestHost {
       .then(
         (result) => {
           metrics.prekeyPublishes.labels('stored').inc();
+          this.ctx.admission.recipientPublished(owner);
           this.writeStatus(requestId, result);
           this.endAsync();
         },
@@ -843,6 +874,11 @@ export class PeerConnection implements TransportSink, SendHost, RequestHost {
     counter: { labels(result: string): { inc(): void } } | undefined,
     requestId: Uint8Array,
   ): void {
+    if (isOomError(err)) {
+      this.ctx.admission.guard?.noteOom();
+      counter?.labels('STORE_FULL').inc();
+      return this.nackRequest(requestId, 'STORE_FULL', 'Redis is at maxmemory');
+    }
     const code: ErrorCode = err instanceof RelayError ? err.code : 'INTERNAL';
     counter?.labels(code).inc();
     if (code === 'STORE_UNAVAILABLE') this.ctx.metrics.redisErrors.labels(`prekey_${operation}`).inc();
@@ -900,6 +936,12 @@ export class PeerConnection implements TransportSink, SendHost, RequestHost {
       return this.nack(frame, 'RATE_LIMITED', 'frame rate exceeded');
     }
     if (this.anonymous && !this.anonSendAllowed(frame, flags)) return;
+    if ((flags & SendFlags.DURABLE) !== 0 && this.ctx.membrane !== undefined) {
+      const dest = frame.subarray(DEST_AT, DEST_AT + HINT_SIZE);
+      const bridged = this.ctx.federation?.bridgeFor(dest) !== undefined;
+      const refusal = this.ctx.admission.precheck(this.hint!, this.address, bridged ? undefined : dest);
+      if (refusal !== undefined) return this.refuseDurable(frame, refusal);
+    }
     if (this.ctx.membrane !== undefined && !this.membraneGate()!.admit(frame, flags)) return;
     this.passSend(frame, flags);
   }
@@ -914,12 +956,75 @@ export class PeerConnection implements TransportSink, SendHost, RequestHost {
     this.storeDurable(frame);
   }
 
+  /**
+   * A durable SEND: admitted first (Redis memory, recipient prekeys, sender
+   * and address budgets: budgets.ts), then stored or handed to its bridge.
+   * Admission answers at once when it needs no Redis call; otherwise the
+   * frame waits for it, and for every earlier frame of this connection, so
+   * frames are stored in the order they were sent.
+   */
   private storeDurable(frame: Buffer): void {
     const ctx = this.ctx;
     const dest = frame.subarray(DEST_AT, DEST_AT + HINT_SIZE);
-    const messageId = frame.subarray(MSGID_AT, MSGID_AT + 16);
     const bridge = ctx.federation?.bridgeFor(dest);
-    if (bridge !== undefined) return this.handOffToBridge(frame, messageId, bridge);
+    const admission = ctx.admission.admit(
+      this.hint!,
+      this.address,
+      bridge === undefined ? dest : undefined,
+      frame.length,
+    );
+    if (!(admission instanceof Promise) && this.admissionsPending === 0) {
+      return this.admitted(frame, bridge, admission);
+    }
+    this.admissionsPending++;
+    // PING stays a barrier: its PONG waits for this frame's ACK or NACK.
+    this.beginAsync();
+    // Settled at once (never rejects), so the wait for the earlier frames below is never cut short.
+    const decided = Promise.resolve(admission).then(
+      (result) => result,
+      (err: unknown): Admission => {
+        // The admission's Redis calls failed: nothing was charged, nothing is stored.
+        if (isOomError(err)) {
+          ctx.admission.guard?.noteOom();
+          return { ok: false, refusal: OOM_REFUSAL };
+        }
+        ctx.metrics.redisErrors.labels('budget').inc();
+        const message = `Redis did not confirm: ${err instanceof Error ? err.message : String(err)}`;
+        return { ok: false, refusal: { code: 'STORE_UNAVAILABLE', budget: 'redis_memory', message } };
+      },
+    );
+    const work = Promise.all([this.admissionTail, decided])
+      .then(([, result]) => {
+        this.admissionsPending--;
+        this.guard('durable', () => this.admitted(frame, bridge, result));
+        this.endAsync();
+      })
+      .catch(this.asyncFailed);
+    this.admissionTail = work;
+    ctx.trackDurableWrite(work);
+  }
+
+  /** Admission decided: refuse (NACK, counted), or store / hand off with what was charged. */
+  private admitted(frame: Buffer, bridge: BridgeRegistration | undefined, admission: Admission): void {
+    if (!admission.ok) return this.refuseDurable(frame, admission.refusal);
+    if (bridge !== undefined) {
+      return this.handOffToBridge(frame, frame.subarray(MSGID_AT, MSGID_AT + 16), bridge, admission.charge);
+    }
+    this.enqueueDurable(frame, admission.charge);
+  }
+
+  private refuseDurable(frame: Buffer, refusal: Refusal): void {
+    const { metrics } = this.ctx;
+    metrics.durableStored.labels(refusal.code).inc();
+    // STORE_UNAVAILABLE is Redis failing, not a budget: counted in relay_redis_errors_total instead.
+    if (refusal.code !== 'STORE_UNAVAILABLE') metrics.budgetRefused(refusal.budget);
+    this.nack(frame, refusal.code, refusal.message);
+  }
+
+  private enqueueDurable(frame: Buffer, charge: Charge | undefined): void {
+    const ctx = this.ctx;
+    const dest = frame.subarray(DEST_AT, DEST_AT + HINT_SIZE);
+    const messageId = frame.subarray(MSGID_AT, MSGID_AT + 16);
     const ttl = frame.readUInt32BE(TTL_AT);
     const started = performance.now();
     this.beginAsync();
@@ -932,12 +1037,22 @@ export class PeerConnection implements TransportSink, SendHost, RequestHost {
           if (result.depth !== undefined) ctx.metrics.durableQueueDepth.observe(result.depth);
           this.writeControl(this.encode({ type: 'ACK', messageId, position: result.position }, this.version));
           this.endAsync();
+          // A duplicate was charged when it was first stored.
+          if (result.status !== 'stored') ctx.admission.refund(charge);
           if (result.status === 'stored') {
             writePosition(frame, result.position);
             ctx.router.announceDurable(frame, result.position, dest, result.holders ?? []);
           }
         },
         (err: unknown) => {
+          ctx.admission.refund(charge);
+          if (isOomError(err)) {
+            // Redis reached maxmemory before the guard's next sample saw it coming.
+            ctx.admission.guard?.noteOom();
+            this.refuseDurable(frame, OOM_REFUSAL);
+            this.endAsync();
+            return;
+          }
           const code: ErrorCode = err instanceof RelayError ? err.code : 'STORE_UNAVAILABLE';
           ctx.metrics.durableStored.labels(code).inc();
           if (code === 'STORE_UNAVAILABLE') {
@@ -954,6 +1069,18 @@ export class PeerConnection implements TransportSink, SendHost, RequestHost {
 
   refuseSend(frame: Buffer, code: ErrorCode, message: string): void {
     this.ctx.metrics.drop('membrane');
+    // The membrane writes an audit record per decision and refuses when it cannot (no unaudited
+    // access): at maxmemory that is Redis' OOM. A durable sender is told what it would have been
+    // told by the store, STORE_FULL; a fast one keeps STORE_UNAVAILABLE (nothing was to be stored).
+    if (
+      code === 'STORE_UNAVAILABLE' &&
+      (frame[FLAGS_AT]! & SendFlags.DURABLE) !== 0 &&
+      /\bOOM command not allowed\b/.test(message)
+    ) {
+      this.ctx.admission.guard?.noteOom();
+      this.ctx.metrics.budgetRefused('redis_memory');
+      return this.nack(frame, 'STORE_FULL', `${OOM_REFUSAL.message} (${message})`);
+    }
     this.nack(frame, code, message);
   }
 
@@ -986,7 +1113,12 @@ export class PeerConnection implements TransportSink, SendHost, RequestHost {
   }
 
   /** A durable SEND to a bridge goes to its BullMQ queue (federation/handoff.ts); ACK position 0: no mailbox. */
-  private handOffToBridge(frame: Buffer, messageId: Buffer, bridge: BridgeRegistration): void {
+  private handOffToBridge(
+    frame: Buffer,
+    messageId: Buffer,
+    bridge: BridgeRegistration,
+    charge: Charge | undefined,
+  ): void {
     this.beginAsync();
     const work = this.ctx
       .federation!.handOff(frame, bridge)
@@ -996,7 +1128,13 @@ export class PeerConnection implements TransportSink, SendHost, RequestHost {
           this.endAsync();
         },
         (err: unknown) => {
-          this.nack(frame, 'STORE_UNAVAILABLE', `the bridge queue did not take the frame: ${(err as Error).message}`);
+          this.ctx.admission.refund(charge);
+          if (isOomError(err)) {
+            this.ctx.admission.guard?.noteOom();
+            this.refuseDurable(frame, OOM_REFUSAL);
+          } else {
+            this.nack(frame, 'STORE_UNAVAILABLE', `the bridge queue did not take the frame: ${(err as Error).message}`);
+          }
           this.endAsync();
         },
       )

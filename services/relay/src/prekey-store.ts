@@ -255,7 +255,10 @@ export class PrekeyStore {
   private readonly targetFetchesPerMinute: number;
   private readonly ttlMs: number;
 
-  constructor(redis: Redis, options: PrekeyStoreOptions) {
+  constructor(
+    private readonly redis: Redis,
+    options: PrekeyStoreOptions,
+  ) {
     for (const [name, value, min] of [
       ['maxOneTime', options.maxOneTime, 1],
       ['lowWater', options.lowWater, 0],
@@ -282,6 +285,19 @@ export class PrekeyStore {
   keys(owner: Uint8Array): [string, string, string, string] {
     const base = `${this.prefix}:pk:{${hintToHex(owner)}}:`;
     return [`${base}m`, `${base}x`, `${base}k`, `${base}r`];
+  }
+
+  /**
+   * Whether `owner` has published prekeys that have not expired (one
+   * EXISTS): RELAY_DURABLE_REQUIRE_PREKEYS stores durable frames only for
+   * such recipients (budgets.ts caches the answer).
+   */
+  async hasPublished(owner: Uint8Array): Promise<boolean> {
+    try {
+      return (await this.redis.exists(this.keys(owner)[0])) === 1;
+    } catch (err) {
+      throw toStoreError(err);
+    }
   }
 
   /**

@@ -100,6 +100,18 @@ end
 return live
 `;
 
+/**
+ * Redis 7 runs a script whose shebang line declares `allow-oom` even when it
+ * is at maxmemory (noeviction); without it the lease's HSET is refused with
+ * OOM and no peer could complete a handshake while Redis is full. Leases are
+ * small (a hash field per peer and node) and bounded by the connections
+ * nodes hold, so letting them past maxmemory costs little; durable frames
+ * are what fill Redis, and they stop at a reserve below it (budgets.ts).
+ * Redis 6 does not know shebang lines: enableAllowOom() is called only for 7+.
+ */
+const ALLOW_OOM = '#!lua flags=allow-oom\n';
+const NODE_ENTRY_LUA = `return redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])`;
+
 /** Hints added to the heartbeat pipeline between yields (~15 ms of CPU each). */
 const RENEW_SLICE = 5000;
 const yieldToEventLoop = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
@@ -107,6 +119,8 @@ const yieldToEventLoop = (): Promise<void> => new Promise((resolve) => setImmedi
 // Namespaced: defineCommand attaches these to a connection other modules share.
 const CMD = {
   lease: 'libertariaPresenceLease',
+  leaseOom: 'libertariaPresenceLeaseOom',
+  nodeEntryOom: 'libertariaPresenceNodeEntryOom',
   lookup: 'libertariaPresenceLookup',
   liveNodes: 'libertariaPresenceLiveNodes',
 } as const;
@@ -115,6 +129,8 @@ type ScriptArg = string | number;
 type PresenceCommands = { [K in (typeof CMD)[keyof typeof CMD]]: (...args: ScriptArg[]) => Promise<unknown> };
 type PresencePipeline = ChainableCommander & {
   libertariaPresenceLease(...args: ScriptArg[]): PresencePipeline;
+  libertariaPresenceLeaseOom(...args: ScriptArg[]): PresencePipeline;
+  libertariaPresenceNodeEntryOom(...args: ScriptArg[]): PresencePipeline;
 };
 
 function toStoreError(err: unknown): LibertariaError {
@@ -159,6 +175,8 @@ export class PresenceRegistry {
   private readonly nodesKey: string;
   /** What announceNode last published; each renew re-publishes it. */
   private publicUrls: string[] | undefined;
+  /** Leases and the node entry are written by allow-oom scripts (Redis 7+). */
+  private allowOom = false;
 
   constructor(redis: Redis, options: PresenceOptions) {
     if (!Number.isSafeInteger(options.leaseMs) || options.leaseMs < 1) {
@@ -171,9 +189,16 @@ export class PresenceRegistry {
     this.leaseMs = options.leaseMs;
     this.nodesKey = `${options.prefix}:nodes`;
     redis.defineCommand(CMD.lease, { numberOfKeys: 1, lua: LEASE_LUA });
+    redis.defineCommand(CMD.leaseOom, { numberOfKeys: 1, lua: ALLOW_OOM + LEASE_LUA });
+    redis.defineCommand(CMD.nodeEntryOom, { numberOfKeys: 1, lua: ALLOW_OOM + NODE_ENTRY_LUA });
     redis.defineCommand(CMD.lookup, { numberOfKeys: 1, lua: LOOKUP_LUA });
     redis.defineCommand(CMD.liveNodes, { numberOfKeys: 1, lua: LIVE_NODES_LUA });
     this.commands = redis as unknown as PresenceCommands;
+  }
+
+  /** Redis is 7 or newer: write leases and the node entry with allow-oom scripts (see ALLOW_OOM). */
+  enableAllowOom(): void {
+    this.allowOom = true;
   }
 
   /** The presence key of a hint; the hash tag keeps it Redis Cluster friendly alongside the queue keys. */
@@ -185,7 +210,7 @@ export class PresenceRegistry {
   async add(hint: Uint8Array, nowMs: number = Date.now()): Promise<void> {
     const key = this.key(hint);
     try {
-      await this.commands[CMD.lease](key, this.nodeId, nowMs, this.leaseMs);
+      await this.commands[this.allowOom ? CMD.leaseOom : CMD.lease](key, this.nodeId, nowMs, this.leaseMs);
     } catch (err) {
       throw toStoreError(err);
     }
@@ -214,10 +239,14 @@ export class PresenceRegistry {
     const pipeline = this.redis.pipeline() as PresencePipeline;
     let count = 0;
     for (const hint of hints) {
-      pipeline.libertariaPresenceLease(this.key(hint), this.nodeId, nowMs, this.leaseMs);
+      if (this.allowOom) pipeline.libertariaPresenceLeaseOom(this.key(hint), this.nodeId, nowMs, this.leaseMs);
+      else pipeline.libertariaPresenceLease(this.key(hint), this.nodeId, nowMs, this.leaseMs);
       if (++count % RENEW_SLICE === 0) await yieldToEventLoop();
     }
-    if (this.publicUrls !== undefined) pipeline.hset(this.nodesKey, this.nodeId, this.nodeEntry(nowMs));
+    if (this.publicUrls !== undefined) {
+      if (this.allowOom) pipeline.libertariaPresenceNodeEntryOom(this.nodesKey, this.nodeId, this.nodeEntry(nowMs));
+      else pipeline.hset(this.nodesKey, this.nodeId, this.nodeEntry(nowMs));
+    }
     if (count === 0 && this.publicUrls === undefined) return;
     await execPipeline(pipeline);
   }
@@ -236,7 +265,8 @@ export class PresenceRegistry {
   async announceNode(publicUrls: string[], nowMs: number = Date.now()): Promise<void> {
     this.publicUrls = [...publicUrls];
     try {
-      await this.redis.hset(this.nodesKey, this.nodeId, this.nodeEntry(nowMs));
+      if (this.allowOom) await this.commands[CMD.nodeEntryOom](this.nodesKey, this.nodeId, this.nodeEntry(nowMs));
+      else await this.redis.hset(this.nodesKey, this.nodeId, this.nodeEntry(nowMs));
     } catch (err) {
       throw toStoreError(err);
     }

@@ -201,6 +201,41 @@ export class ConcurrencyLimit {
 }
 
 /**
+ * Connections held open per source address on this node
+ * (RELAY_CONNECTIONS_PER_ADDRESS; addresses as budgets.ts's addressKey
+ * gives them, IPv6 by /64). Per node: a cluster-wide count would cost a Redis
+ * round trip per connection and a cleanup when a node dies, and what it
+ * protects (file descriptors, memory, handshake CPU) is per node too.
+ * `max` 0: no limit, nothing tracked.
+ */
+export class ConnectionsPerAddress {
+  private readonly held = new Map<string, number>();
+  constructor(private readonly max: number) {}
+
+  /** Takes a slot for `address`; false when it holds `max` already. */
+  tryTake(address: string): boolean {
+    if (this.max === 0) return true;
+    const n = this.held.get(address) ?? 0;
+    if (n >= this.max) return false;
+    this.held.set(address, n + 1);
+    return true;
+  }
+
+  /** Gives back a slot taken by tryTake. */
+  release(address: string): void {
+    if (this.max === 0) return;
+    const n = this.held.get(address) ?? 0;
+    if (n <= 1) this.held.delete(address);
+    else this.held.set(address, n - 1);
+  }
+
+  /** Connections held by `address` (tests, metrics). */
+  count(address: string): number {
+    return this.held.get(address) ?? 0;
+  }
+}
+
+/**
  * What each frame type an open connection sends costs from its control
  * budget (RELAY_RATE_CONTROL_PER_SECOND tokens a second, RELAY_RATE_CONTROL_BURST
  * at most), roughly in proportion to the work it makes the node do

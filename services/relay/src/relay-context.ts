@@ -1,3 +1,4 @@
+import type { DurableAdmission } from './budgets.js';
 import type { RelayConfig } from './config.js';
 import type { DurableStore } from './durable-store.js';
 import type { FederationHook } from './federation/index.js';
@@ -6,7 +7,7 @@ import type { Enforcer } from './membrane/enforcer.js';
 import type { RelayMetrics } from './metrics.js';
 import type { OnceStore } from './once-store.js';
 import type { PrekeyStore } from './prekey-store.js';
-import type { ConcurrencyLimit, HandshakeFailureLimiter } from './rate-limits.js';
+import type { ConcurrencyLimit, ConnectionsPerAddress, HandshakeFailureLimiter } from './rate-limits.js';
 import type { Router } from './router.js';
 
 /** What a connection needs from its node. One object, built once by RelayNode. */
@@ -24,6 +25,10 @@ export interface RelayContext {
   readonly authLimiter: HandshakeFailureLimiter;
   /** Anonymous connections held by this node (RELAY_ANON_MAX_CONNECTIONS). */
   readonly anonSlots: ConcurrencyLimit;
+  /** Connections per source address on this node (RELAY_CONNECTIONS_PER_ADDRESS). */
+  readonly connectionsPerAddress: ConnectionsPerAddress;
+  /** Whether a durable SEND may be stored: Redis memory, recipient prekeys, sender and address budgets (budgets.ts). */
+  readonly admission: DurableAdmission;
   /** Bridges and their queues (docs/bridges.md#federation); undefined when RELAY_FEDERATION_ENABLED is false. */
   readonly federation?: FederationHook;
   isDraining(): boolean;

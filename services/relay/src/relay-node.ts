@@ -8,6 +8,7 @@ import { hostname } from 'node:os';
 import { MAX_TEXT_BYTES, maxBodySize } from '@libertaria/shared';
 import { Redis } from 'ioredis';
 import { listenAdmin } from './admin.js';
+import { DurableAdmission, DurableBudgets, KnownRecipients, RedisMemoryGuard } from './budgets.js';
 import type { RelayConfig } from './config.js';
 import { DURABLE_STORE_REDIS_OPTIONS, DurableStore } from './durable-store.js';
 import { RelayFederation } from './federation/index.js';
@@ -19,7 +20,7 @@ import { OnceStore } from './once-store.js';
 import { outboundCeiling, PeerConnection } from './peer-connection.js';
 import { PrekeyStore } from './prekey-store.js';
 import { PresenceRegistry } from './presence.js';
-import { ConcurrencyLimit, HandshakeFailureLimiter } from './rate-limits.js';
+import { ConcurrencyLimit, ConnectionsPerAddress, HandshakeFailureLimiter } from './rate-limits.js';
 import type { RelayContext } from './relay-context.js';
 import { nodeChannel, Router } from './router.js';
 import { listenTcp } from './transport/tcp.js';
@@ -65,6 +66,8 @@ export class RelayNode {
   private listeners: Listener[] = [];
   private adminClose: (() => Promise<void>) | undefined;
   private redisErrorLogged = 0;
+  /** The readiness write is a script flagged allow-oom (Redis ≥ 7), like presence leases. */
+  private healthWriteAllowOom = false;
   ports: RelayPorts = { ws: 0, tcp: undefined, admin: 0 };
 
   private constructor(
@@ -80,6 +83,7 @@ export class RelayNode {
     /** The membrane's stores and its own subscriber (policy invalidations); undefined when disabled. */
     readonly membrane: { rm: RedisMembrane; subscriber: Redis } | undefined,
     private readonly federation: RelayFederation | undefined,
+    private readonly memoryGuard: RedisMemoryGuard,
   ) {}
 
   static async start(config: RelayConfig, logger?: Logger): Promise<RelayNode> {
@@ -168,6 +172,25 @@ export class RelayNode {
         })
       : undefined;
     federationRef = federation;
+    const memoryGuard = new RedisMemoryGuard(redis, {
+      percent: config.RELAY_DURABLE_MAX_REDIS_MEMORY_PERCENT,
+      intervalMs: config.RELAY_REDIS_MEMORY_CHECK_MS,
+      onError: () => metrics.redisErrors.labels('memory_info').inc(),
+    });
+    metrics.redisMemory = () => ({ used: memoryGuard.used, max: memoryGuard.max, full: memoryGuard.full });
+    const admission = new DurableAdmission({
+      guard: memoryGuard,
+      budgets: new DurableBudgets(redis, {
+        prefix,
+        senderFrames: config.RELAY_DURABLE_FRAMES_PER_SENDER_PER_HOUR,
+        senderBytes: config.RELAY_DURABLE_BYTES_PER_SENDER_PER_HOUR,
+        addressFrames: config.RELAY_DURABLE_FRAMES_PER_ADDRESS_PER_HOUR,
+        addressBytes: config.RELAY_DURABLE_BYTES_PER_ADDRESS_PER_HOUR,
+      }),
+      recipients: config.RELAY_DURABLE_REQUIRE_PREKEYS
+        ? new KnownRecipients({ lookup: (hint) => prekeys.hasPublished(hint) })
+        : undefined,
+    });
     let node: RelayNode | undefined;
     const ctx: RelayContext = {
       config,
@@ -181,12 +204,28 @@ export class RelayNode {
       membrane: enforcer,
       authLimiter,
       anonSlots: new ConcurrencyLimit(config.RELAY_ANON_MAX_CONNECTIONS),
+      connectionsPerAddress: new ConnectionsPerAddress(config.RELAY_CONNECTIONS_PER_ADDRESS),
+      admission,
       ...(federation ? { federation } : {}),
       isDraining: () => node?.draining ?? false,
       trackDurableWrite: (work) => node?.track(work),
     };
-    node = new RelayNode(config, nodeId, log, metrics, redis, subscriber, presence, router, ctx, membrane, federation);
+    node = new RelayNode(
+      config,
+      nodeId,
+      log,
+      metrics,
+      redis,
+      subscriber,
+      presence,
+      router,
+      ctx,
+      membrane,
+      federation,
+      memoryGuard,
+    );
     await node.connectRedis(prefix);
+    await memoryGuard.start();
     // Decisions work before this resolves (uncached); it resolves once policy invalidations are heard.
     await membrane?.rm.start();
     await node.listen();
@@ -238,9 +277,33 @@ export class RelayNode {
       }
     });
     await this.checkEvictionPolicy();
+    await this.checkAllowOom();
     await this.subscriber.connect();
     await this.subscriber.subscribe(nodeChannel(prefix, this.nodeId));
     subscribedOnce = true;
+  }
+
+  /**
+   * Redis 7 lets a script declare `allow-oom`: presence leases (and the
+   * readiness write) then keep working when Redis is at maxmemory, so a full
+   * Redis refuses durable frames (STORE_FULL) but not handshakes. Older Redis
+   * has no such flag: there only the memory reserve
+   * (RELAY_DURABLE_MAX_REDIS_MEMORY_PERCENT) keeps room for presence.
+   */
+  private async checkAllowOom(): Promise<void> {
+    try {
+      const info = await this.redis.info('server');
+      const major = Number(/^redis_version:(\d+)\./m.exec(info)?.[1] ?? 0);
+      if (major >= 7) {
+        this.presence.enableAllowOom();
+        this.redis.defineCommand(HEALTH_WRITE, { numberOfKeys: 1, lua: HEALTH_WRITE_LUA });
+        this.healthWriteAllowOom = true;
+      } else {
+        this.log.warn('redis older than 7: presence cannot be written once redis is at maxmemory', { major });
+      }
+    } catch (err) {
+      this.log.warn('cannot read the redis version; presence uses scripts without allow-oom', { err });
+    }
   }
 
   /** Evicting queue keys would silently lose acknowledged frames: say so loudly. */
@@ -354,7 +417,12 @@ export class RelayNode {
     if (this.redis.status !== 'ready') return `redis ${this.redis.status}`;
     try {
       const key = `${this.config.RELAY_REDIS_PREFIX}:health:${this.nodeId}`;
-      const reply = await withTimeout(this.redis.set(key, '1', 'PX', 10_000), 1000);
+      // Ready means this node can register presence: at maxmemory that is still true (allow-oom),
+      // and durable SENDs get STORE_FULL rather than the whole node being taken out of service.
+      const write = this.healthWriteAllowOom
+        ? (this.redis as unknown as HealthCommands)[HEALTH_WRITE](key, 10_000)
+        : this.redis.set(key, '1', 'PX', 10_000);
+      const reply = await withTimeout(write, 1000);
       return reply === 'OK' ? null : `redis answered ${String(reply)}`;
     } catch (err) {
       return `redis write failed: ${err instanceof Error ? err.message : String(err)}`;
@@ -400,6 +468,7 @@ export class RelayNode {
     for (const conn of this.router.connections()) conn.close();
     await Promise.allSettled([...this.pendingDurable]);
     clearInterval(this.heartbeat);
+    this.memoryGuard.stop();
     try {
       await withTimeout(this.presence.withdraw(hints), 1000);
     } catch (err) {
@@ -418,6 +487,13 @@ export class RelayNode {
     this.log.info('drained');
   }
 }
+
+/** The readiness write as a script that Redis runs at maxmemory too (the presence lease's flag). */
+const HEALTH_WRITE = 'libertariaHealthWrite';
+const HEALTH_WRITE_LUA = `#!lua flags=allow-oom
+return redis.call('SET', KEYS[1], '1', 'PX', ARGV[1])
+`;
+type HealthCommands = { [HEALTH_WRITE]: (key: string, ms: number) => Promise<unknown> };
 
 function withTimeout<T>(p: Promise<T>, ms: number): Promise<T> {
   return new Promise((resolve, reject) => {

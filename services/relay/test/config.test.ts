@@ -44,6 +44,14 @@ describe('loadRelayConfig', () => {
       RELAY_QUEUE_MAX_FRAMES: 10000,
       RELAY_QUEUE_MAX_BYTES: 67108864,
       RELAY_QUEUE_TTL_SECONDS: 2592000,
+      RELAY_DURABLE_FRAMES_PER_SENDER_PER_HOUR: 50000,
+      RELAY_DURABLE_BYTES_PER_SENDER_PER_HOUR: 268435456,
+      RELAY_DURABLE_FRAMES_PER_ADDRESS_PER_HOUR: 200000,
+      RELAY_DURABLE_BYTES_PER_ADDRESS_PER_HOUR: 1073741824,
+      RELAY_DURABLE_REQUIRE_PREKEYS: false,
+      RELAY_DURABLE_MAX_REDIS_MEMORY_PERCENT: 90,
+      RELAY_REDIS_MEMORY_CHECK_MS: 1000,
+      RELAY_CONNECTIONS_PER_ADDRESS: 1000,
       RELAY_PRESENCE_TTL_MS: 15000,
       RELAY_HEARTBEAT_MS: 5000,
       RELAY_DRAIN_TIMEOUT_MS: 10000,
@@ -216,6 +224,18 @@ describe('relay cross-field checks on queue sizes', () => {
       () => loadRelayConfig({ RELAY_MAX_PAYLOAD_BYTES: '1048576', RELAY_SEND_QUEUE_BYTES: '1048000' }),
       (err: unknown) =>
         err instanceof ConfigValidationError && err.problems.some((p) => p.variable === 'RELAY_SEND_QUEUE_BYTES'),
+    );
+  });
+  it('refuses a byte budget below one largest frame, and takes 0 as no limit', () => {
+    assert.throws(
+      () => loadRelayConfig({ RELAY_DURABLE_BYTES_PER_SENDER_PER_HOUR: '1000' }),
+      (err: unknown) =>
+        err instanceof ConfigValidationError &&
+        err.problems.some((p) => p.variable === 'RELAY_DURABLE_BYTES_PER_SENDER_PER_HOUR'),
+    );
+    assert.equal(
+      loadRelayConfig({ RELAY_DURABLE_BYTES_PER_ADDRESS_PER_HOUR: '0' }).RELAY_DURABLE_BYTES_PER_ADDRESS_PER_HOUR,
+      0,
     );
   });
   it('refuses a prekey low-water mark above the cap', () => {

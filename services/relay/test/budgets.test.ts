@@ -1,0 +1,181 @@
+/**
+ * The pieces of the durable budgets (services/relay/src/budgets.ts) against a
+ * real Redis, with the clock in the test's hands: the sliding-hour counters
+ * shared by two nodes, refunds, the per-address key (IPv6 by /64), and the
+ * per-node connection count. The relay-level behaviour (NACK codes, metrics,
+ * an honest pair alongside) is in durable-budgets.test.ts.
+ */
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { after, before, describe, it } from 'node:test';
+import { Redis } from 'ioredis';
+import { type RedisHandle, startRedis } from '../../../test-support/redis.js';
+import { addressKey, DurableBudgets, isOomError, KnownRecipients } from '../src/budgets.js';
+import { ConnectionsPerAddress } from '../src/rate-limits.js';
+
+describe('addressKey', () => {
+  it('keeps IPv4, unmaps IPv4-mapped IPv6, and groups IPv6 by /64', () => {
+    assert.equal(addressKey('127.0.0.2'), '127.0.0.2');
+    assert.equal(addressKey('::ffff:10.1.2.3'), '10.1.2.3');
+    assert.equal(addressKey('0000:0000:0000:0000:0000:ffff:7f00:0002'), '127.0.0.2');
+    assert.equal(addressKey('2001:db8:1:2:aaaa::1'), '2001:db8:1:2::/64');
+    assert.equal(addressKey('2001:db8:1:2:ffff:ffff:ffff:ffff'), '2001:db8:1:2::/64');
+    assert.equal(addressKey('2001:db8::1'), '2001:db8:0:0::/64');
+    assert.equal(addressKey('fe80::1%eth0'), 'fe80:0:0:0::/64');
+    assert.equal(addressKey('::1'), '0:0:0:0::/64');
+    assert.equal(addressKey('unknown'), 'unknown');
+  });
+});
+
+describe('ConnectionsPerAddress', () => {
+  it('holds at most max per address and gives slots back', () => {
+    const c = new ConnectionsPerAddress(2);
+    assert.equal(c.tryTake('a'), true);
+    assert.equal(c.tryTake('a'), true);
+    assert.equal(c.tryTake('a'), false, 'the third connection of a is refused');
+    assert.equal(c.tryTake('b'), true, 'another address is not affected');
+    c.release('a');
+    assert.equal(c.tryTake('a'), true, 'a released slot is free again');
+    assert.equal(c.count('a'), 2);
+  });
+  it('0 is no limit', () => {
+    const c = new ConnectionsPerAddress(0);
+    for (let i = 0; i < 1000; i++) assert.equal(c.tryTake('a'), true);
+  });
+});
+
+describe('isOomError', () => {
+  it('finds the OOM reply as the error or its cause', () => {
+    const oom = new Error("OOM command not allowed when used memory > 'maxmemory'.");
+    assert.equal(isOomError(oom), true);
+    assert.equal(isOomError(new Error('Redis did not confirm', { cause: oom })), true);
+    assert.equal(isOomError(new Error('Connection is closed.')), false);
+  });
+});
+
+describe('DurableBudgets (real Redis)', () => {
+  let redis: RedisHandle;
+  let a: Redis;
+  let b: Redis;
+  before(async () => {
+    redis = await startRedis();
+    a = new Redis(redis.url);
+    b = new Redis(redis.url);
+  });
+  after(async () => {
+    a.disconnect();
+    b.disconnect();
+    await redis.stop();
+  });
+
+  const WINDOW = 60_000;
+  const budgets = (r: Redis, prefix: string, o: Partial<ConstructorParameters<typeof DurableBudgets>[1]> = {}) =>
+    new DurableBudgets(r, {
+      prefix,
+      senderFrames: 0,
+      senderBytes: 0,
+      addressFrames: 0,
+      addressBytes: 0,
+      windowMs: WINDOW,
+      ...o,
+    });
+
+  it('one sender budget holds across two nodes, exactly', async () => {
+    const prefix = `t${randomBytes(4).toString('hex')}`;
+    const nodes = [budgets(a, prefix, { senderFrames: 10 }), budgets(b, prefix, { senderFrames: 10 })];
+    const sender = randomBytes(24);
+    const t0 = 10 * WINDOW; // the start of a window: the previous one weighs fully, and is empty
+    const results = await Promise.all(
+      Array.from({ length: 25 }, (_, i) => nodes[i % 2]!.charge(sender, '10.0.0.1', 100, t0 + i)),
+    );
+    const charged = results.filter((r) => 'charge' in r).length;
+    const refused = results.filter((r) => 'refused' in r && r.refused === 'sender_frames').length;
+    assert.equal(charged, 10, `charged ${charged}, refused ${refused}`);
+    assert.equal(refused, 15);
+    // Both nodes now hold the refusal for a second without asking Redis.
+    assert.equal(nodes[0]!.heldRefusal(sender, '10.0.0.1', t0 + 100), 'sender_frames');
+    assert.equal(nodes[0]!.heldRefusal(sender, '10.0.0.1', t0 + 2_000), undefined);
+    // Another sender has its own budget.
+    const other = await nodes[0]!.charge(randomBytes(24), '10.0.0.1', 100, t0 + 2_000);
+    assert.ok('charge' in other);
+  });
+
+  it('bytes are budgeted too, and a refund gives a charge back', async () => {
+    const prefix = `t${randomBytes(4).toString('hex')}`;
+    const node = budgets(a, prefix, { senderBytes: 1000 });
+    const sender = randomBytes(24);
+    const t0 = 20 * WINDOW;
+    const first = await node.charge(sender, 'x', 600, t0);
+    assert.ok('charge' in first);
+    assert.deepEqual(await node.charge(sender, 'x', 600, t0 + 1), { refused: 'sender_bytes' });
+    await node.refund(first.charge);
+    const again = budgets(a, prefix, { senderBytes: 1000 }); // a node without the held refusal
+    assert.ok('charge' in (await again.charge(sender, 'x', 600, t0 + 2)), 'the refunded bytes are free again');
+  });
+
+  it('a sender within its budget is refused when its address is over; the sender is not left charged', async () => {
+    const prefix = `t${randomBytes(4).toString('hex')}`;
+    const node = budgets(a, prefix, { senderFrames: 100, addressFrames: 3 });
+    const t0 = 30 * WINDOW;
+    for (let i = 0; i < 3; i++) assert.ok('charge' in (await node.charge(randomBytes(24), 'nat', 10, t0 + i)));
+    const sender = randomBytes(24);
+    assert.deepEqual(await node.charge(sender, 'nat', 10, t0 + 10), { refused: 'address_frames' });
+    // The sender's own charge for that frame was given back (the refund is asynchronous).
+    const key = `${prefix}:bud:{s:${sender.toString('hex')}}:${Math.floor((t0 + 10) / WINDOW)}`;
+    const deadline = Date.now() + 20_000;
+    let frames: string | null = '1';
+    while (Date.now() < deadline) {
+      frames = await a.hget(key, 'f');
+      if (frames === '0') break;
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    assert.equal(frames, '0', `the sender's window holds ${frames} frames`);
+  });
+
+  it('the window slides: the last window counts by the share of it still inside the hour', async () => {
+    const prefix = `t${randomBytes(4).toString('hex')}`;
+    const sender = randomBytes(24);
+    const t0 = 40 * WINDOW;
+    const node = budgets(a, prefix, { senderFrames: 10 });
+    for (let i = 0; i < 10; i++) assert.ok('charge' in (await node.charge(sender, 'x', 1, t0 + i)));
+    // A quarter into the next window, 75 % of the last one still counts: 7 frames, so 3 more fit.
+    const fresh = budgets(a, prefix, { senderFrames: 10 });
+    const t1 = t0 + WINDOW + WINDOW / 4;
+    const outcomes = [];
+    for (let i = 0; i < 5; i++) outcomes.push(await fresh.charge(sender, 'x', 1, t1 + i));
+    assert.deepEqual(
+      outcomes.map((o) => ('charge' in o ? 'ok' : o.refused)),
+      ['ok', 'ok', 'ok', 'sender_frames', 'sender_frames'],
+    );
+    // Counter keys expire on their own (two windows).
+    const ttl = await a.pttl(`${prefix}:bud:{s:${sender.toString('hex')}}:${Math.floor(t1 / WINDOW)}`);
+    assert.ok(ttl > 0 && ttl <= 2 * WINDOW, `ttl ${ttl}`);
+  });
+});
+
+describe('KnownRecipients', () => {
+  it('answers from its cache, shares concurrent lookups, and forgets a no quickly', async () => {
+    let lookups = 0;
+    let published = false;
+    const known = new KnownRecipients({
+      lookup: async () => {
+        lookups++;
+        return published;
+      },
+      negativeMs: 50,
+    });
+    const hint = randomBytes(24);
+    const [x, y] = [known.isKnown(hint), known.isKnown(hint)];
+    assert.ok(x instanceof Promise && y instanceof Promise);
+    assert.deepEqual(await Promise.all([x, y]), [false, false]);
+    assert.equal(lookups, 1, 'one lookup for two concurrent misses');
+    assert.equal(known.isKnown(hint), false, 'a fresh no comes from the cache');
+    published = true;
+    await new Promise((r) => setTimeout(r, 80));
+    assert.equal(await known.isKnown(hint), true, 'the no expired; the lookup now says yes');
+    assert.equal(known.isKnown(hint), true);
+    const other = randomBytes(24);
+    known.markKnown(other);
+    assert.equal(known.isKnown(other), true, 'a publication through this node is known at once');
+  });
+});
