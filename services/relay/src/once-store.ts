@@ -14,7 +14,7 @@
  * Cluster keeps one peer's keys on one shard.
  */
 import { RelayError } from '@libertaria/shared';
-import type { Redis } from 'ioredis';
+import type { RedisClient } from './redis-connection.js';
 import { toStoreError } from './durable-store.js';
 
 export interface OnceStoreOptions {
@@ -27,7 +27,7 @@ export class OnceStore {
   readonly maxRetentionSeconds: number;
 
   constructor(
-    private readonly redis: Redis,
+    private readonly redis: RedisClient,
     private readonly options: OnceStoreOptions,
   ) {
     this.maxRetentionSeconds = options.maxRetentionSeconds;

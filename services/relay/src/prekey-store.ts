@@ -43,7 +43,7 @@ import {
   RelayError,
   SIGNED_KEM_KEY_ENCODED_SIZE,
 } from '@libertaria/shared';
-import type { Redis } from 'ioredis';
+import type { RedisClient } from './redis-connection.js';
 import { toStoreError } from './durable-store.js';
 
 export interface PrekeyStoreOptions {
@@ -255,7 +255,7 @@ export class PrekeyStore {
   private readonly targetFetchesPerMinute: number;
   private readonly ttlMs: number;
 
-  constructor(redis: Redis, options: PrekeyStoreOptions) {
+  constructor(redis: RedisClient, options: PrekeyStoreOptions) {
     for (const [name, value, min] of [
       ['maxOneTime', options.maxOneTime, 1],
       ['lowWater', options.lowWater, 0],
