@@ -37,8 +37,8 @@ import {
   RelayError,
   Routed,
 } from '@libertaria/shared';
-import type { ChainableCommander, RedisOptions } from 'ioredis';
 import calculateSlot from 'cluster-key-slot';
+import type { ChainableCommander, RedisOptions } from 'ioredis';
 import { isCluster, type RedisClient } from './redis-connection.js';
 
 export interface DurableStoreOptions {

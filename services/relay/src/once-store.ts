@@ -14,8 +14,8 @@
  * Cluster keeps one peer's keys on one shard.
  */
 import { RelayError } from '@libertaria/shared';
-import type { RedisClient } from './redis-connection.js';
 import { toStoreError } from './durable-store.js';
+import type { RedisClient } from './redis-connection.js';
 
 export interface OnceStoreOptions {
   prefix: string;

@@ -43,8 +43,8 @@ import {
   RelayError,
   SIGNED_KEM_KEY_ENCODED_SIZE,
 } from '@libertaria/shared';
-import type { RedisClient } from './redis-connection.js';
 import { toStoreError } from './durable-store.js';
+import type { RedisClient } from './redis-connection.js';
 
 export interface PrekeyStoreOptions {
   /** Key prefix (RELAY_REDIS_PREFIX). */

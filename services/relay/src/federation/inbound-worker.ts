@@ -27,8 +27,8 @@ import {
 import { type Job, UnrecoverableError, Worker } from 'bullmq';
 import type { DurableStore } from '../durable-store.js';
 import type { Logger } from '../log.js';
-import type { RedisClient } from '../redis-connection.js';
 import { writePosition } from '../peer-connection.js';
+import type { RedisClient } from '../redis-connection.js';
 import type { Router } from '../router.js';
 import type { BridgeRegistryCache } from './registry.js';
 

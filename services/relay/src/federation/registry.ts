@@ -7,8 +7,8 @@
  * while the subscriber reconnected. Lookups on the SEND path are a Map read.
  */
 import { type BridgeRegistration, bridgesChannel, bridgesKey, checkRegistration, HINT_SIZE } from '@libertaria/shared';
-import type { RedisClient, Subscriber } from '../redis-connection.js';
 import type { Logger } from '../log.js';
+import type { RedisClient, Subscriber } from '../redis-connection.js';
 
 export class BridgeRegistryCache {
   /** By hint as a latin1 string of its 24 bytes (the router's key form). */
