@@ -137,6 +137,13 @@ export const bridgeNostrConfigSpec = {
     secret: true,
     doc: 'Redis of the relay cluster (BullMQ queues and the bridge registry). Set it to join the cluster (docs/bridges.md#federation); unset, the bridge runs alone and only logs inbound messages.',
   }),
+  REDIS_CLUSTER_NODES: str({
+    default: undefined,
+    pattern: /^[A-Za-z0-9.\-[\]:]+:[0-9]{1,5}(,[A-Za-z0-9.\-[\]:]+:[0-9]{1,5})*$/,
+    maxLength: 4096,
+    accepted: '`host:port` seed nodes separated by commas',
+    doc: 'Seed nodes of a Redis Cluster to run the federation on instead of the single server at `BRIDGE_NOSTR_REDIS_URL` (whose user, password and `rediss:` TLS then apply to every node); the federation prefix must carry a `{…}` hash tag (docs/redis.md).',
+  }),
   BRIDGE_NOSTR_FEDERATION_PREFIX: str({
     default: '{lr-bridge}',
     pattern: /^[A-Za-z0-9{}_-]{1,32}$/,

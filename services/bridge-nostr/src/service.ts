@@ -62,6 +62,7 @@ export async function startNostrBridgeService(env: Env, options: StartOptions = 
           sessionStore: new FileSessionStore(config.BRIDGE_NOSTR_STATE_DIR as string),
           relays: parseRelayUrls(config.BRIDGE_NOSTR_LIBERTARIA_RELAYS as string).map((u) => u.href),
           redisUrl: config.BRIDGE_NOSTR_REDIS_URL,
+          redisClusterNodes: config.REDIS_CLUSTER_NODES,
           prefix: config.BRIDGE_NOSTR_FEDERATION_PREFIX,
           concurrency: config.BRIDGE_NOSTR_OUTBOUND_CONCURRENCY,
           ratePerSecond: config.BRIDGE_NOSTR_OUTBOUND_RATE,

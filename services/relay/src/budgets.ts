@@ -23,7 +23,7 @@
  */
 import { isIP } from 'node:net';
 import { type ErrorCode, hintToHex, RelayError } from '@libertaria/shared';
-import type { Redis } from 'ioredis';
+import type { RedisClient as Redis } from './redis-connection.js';
 
 /** What a refusal is counted under: relay_budget_refused_total{budget}. */
 export type BudgetName =

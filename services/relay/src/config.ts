@@ -27,6 +27,13 @@ export const relayConfigSpec = {
     protocols: ['redis:', 'rediss:'],
     doc: 'Redis holding presence, routes and durable queues. `rediss:` connects over TLS; credentials go in the URL.',
   }),
+  REDIS_CLUSTER_NODES: str({
+    default: undefined,
+    pattern: /^[A-Za-z0-9.\-[\]:]+:[0-9]{1,5}(,[A-Za-z0-9.\-[\]:]+:[0-9]{1,5})*$/,
+    maxLength: 4096,
+    accepted: '`host:port` seed nodes separated by commas',
+    doc: 'Seed nodes of a Redis Cluster to run on instead of the single server at `REDIS_URL` (whose user, password and `rediss:` TLS then apply to every node). Keys are hash-tagged so each script touches one slot, node-to-node frames use sharded pub/sub (docs/redis.md).',
+  }),
   RELAY_NODE_ID: str({
     default: undefined,
     pattern: /^[A-Za-z0-9._-]{1,64}$/,
@@ -209,17 +216,29 @@ export const relayConfigSpec = {
     max: 10000000,
     doc: 'Connections one source address (an IPv6 /64) may hold open on this node, handshaking ones included (per node, not cluster-wide); beyond it a new connection gets a fatal `ERROR ADDRESS_CONNECTION_LIMIT`. 0: no limit.',
   }),
+  RELAY_DURABLE_WAIT_REPLICAS: int({
+    default: 0,
+    min: 0,
+    max: 16,
+    doc: 'Replicas that must hold a durable frame before the sender gets its ACK (Redis `WAIT`, one per primary and event-loop turn, covering every frame stored in that turn). 0: ACK once the primary holds it, so a primary that dies before replicating loses what it acknowledged (docs/redis.md measures that window). Fewer replicas within `RELAY_DURABLE_WAIT_TIMEOUT_MS`: the SEND is NACKed with `STORE_UNAVAILABLE` and the sender retries (idempotent).',
+  }),
+  RELAY_DURABLE_WAIT_TIMEOUT_MS: int({
+    default: 1000,
+    min: 1,
+    max: 1500,
+    doc: "How long a `WAIT` for `RELAY_DURABLE_WAIT_REPLICAS` replicas may take, in milliseconds (below the 2 s command timeout of the relay's connection).",
+  }),
   RELAY_PRESENCE_TTL_MS: int({
     default: 15000,
     min: 1000,
     max: 600000,
-    doc: 'How long the presence and routes of a node live in Redis without a heartbeat, in milliseconds.',
+    doc: "Lease of a node in the registry, in milliseconds: its peers count as present while it is renewed, and a lease length after it expired a live node sweeps the dead node's presence entries. One renewal per heartbeat, whatever the number of peers.",
   }),
   RELAY_HEARTBEAT_MS: int({
     default: 5000,
     min: 100,
     max: 300000,
-    doc: 'Interval at which a node refreshes its presence, in milliseconds; must be less than `RELAY_PRESENCE_TTL_MS`.',
+    doc: 'Interval at which a node renews its lease and re-reads the node registry (one pipeline of two commands), in milliseconds; must be less than `RELAY_PRESENCE_TTL_MS`.',
   }),
   RELAY_DRAIN_TIMEOUT_MS: int({
     default: 10000,

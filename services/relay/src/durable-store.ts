@@ -37,7 +37,9 @@ import {
   RelayError,
   Routed,
 } from '@libertaria/shared';
-import type { ChainableCommander, Redis, RedisOptions } from 'ioredis';
+import calculateSlot from 'cluster-key-slot';
+import type { ChainableCommander, RedisOptions } from 'ioredis';
+import { isCluster, type RedisClient } from './redis-connection.js';
 
 export interface DurableStoreOptions {
   /** Key prefix (RELAY_REDIS_PREFIX). */
@@ -48,6 +50,10 @@ export interface DurableStoreOptions {
   maxBytes: number;
   /** Longest TTL a sender may ask for, and the TTL of a frame that asks for 0 (RELAY_QUEUE_TTL_SECONDS). */
   maxTtlSeconds: number;
+  /** Replicas that must confirm a stored frame before enqueue resolves (RELAY_DURABLE_WAIT_REPLICAS); 0: none. */
+  waitReplicas?: number;
+  /** Longest WAIT, in ms (RELAY_DURABLE_WAIT_TIMEOUT_MS). */
+  waitTimeoutMs?: number;
 }
 
 /**
@@ -460,7 +466,7 @@ function writePosition(frame: Buffer, position: number): void {
 }
 
 export class DurableStore {
-  private readonly redis: Redis;
+  private readonly redis: RedisClient;
   private readonly commands: QueueCommands;
   private readonly prefix: string;
   private readonly maxFrames: number;
@@ -468,8 +474,13 @@ export class DurableStore {
   private readonly maxTtlSeconds: number;
   /** How long m (position counter) and x (acked ids) outlive the latest frame. */
   private readonly metaRetentionMs: number;
+  private readonly waitReplicas: number;
+  private readonly waitTimeoutMs: number;
+  /** Enqueues waiting for replicas, by primary ('' on one server): one WAIT per primary per turn. */
+  private readonly waits = new Map<string, { key: string; waiters: Array<(err?: Error) => void> }>();
+  private waitsScheduled = false;
 
-  constructor(redis: Redis, options: DurableStoreOptions) {
+  constructor(redis: RedisClient, options: DurableStoreOptions) {
     checkCount(options.maxFrames, 'maxFrames', 1);
     checkCount(options.maxBytes, 'maxBytes', 1);
     checkCount(options.maxTtlSeconds, 'maxTtlSeconds', 1);
@@ -479,6 +490,8 @@ export class DurableStore {
     this.maxBytes = options.maxBytes;
     this.maxTtlSeconds = options.maxTtlSeconds;
     this.metaRetentionMs = options.maxTtlSeconds * 1000;
+    this.waitReplicas = options.waitReplicas ?? 0;
+    this.waitTimeoutMs = options.waitTimeoutMs ?? 1000;
     // defineCommand sends EVALSHA and falls back to EVAL on NOSCRIPT, so a
     // Redis restart or SCRIPT FLUSH needs no handling here.
     redis.defineCommand(CMD.enqueue, { numberOfKeys: 6, lua: ENQUEUE_LUA });
@@ -529,9 +542,71 @@ export class DurableStore {
         throw toStoreError(err);
       }
       const outcome = this.enqueueOutcome(result, destHex);
-      if (outcome !== Code.AGAIN) return outcome;
+      if (outcome !== Code.AGAIN) {
+        if (this.waitReplicas > 0) await this.replicated(destHex);
+        return outcome;
+      }
     }
     throw scriptError(Code.AGAIN, destHex);
+  }
+
+  /**
+   * Resolves once `waitReplicas` replicas hold every write this connection
+   * made to the primary of `destHex`'s queue (RELAY_DURABLE_WAIT_REPLICAS).
+   * Callers of one event-loop turn share one pipeline per primary: a small
+   * write under the queue's hash tag (it routes the pipeline to that primary
+   * on a Cluster, and moves this connection's replication offset past the
+   * original write of a duplicate stored through another connection), then
+   * WAIT. Fewer replicas in time: STORE_UNAVAILABLE (the frame may well be
+   * stored; the sender's retry is a duplicate and waits again).
+   */
+  private replicated(destHex: string): Promise<void> {
+    const key = `${this.prefix}:w:{${destHex}}`;
+    let group = '';
+    if (isCluster(this.redis)) {
+      const slot = calculateSlot(key);
+      group = this.redis.slots[slot]?.[0] ?? `slot:${slot}`;
+    }
+    return new Promise<void>((resolve, reject) => {
+      let batch = this.waits.get(group);
+      if (!batch) {
+        batch = { key, waiters: [] };
+        this.waits.set(group, batch);
+      }
+      batch.waiters.push((err) => (err ? reject(err) : resolve()));
+      if (!this.waitsScheduled) {
+        this.waitsScheduled = true;
+        setImmediate(() => this.flushWaits());
+      }
+    });
+  }
+
+  private flushWaits(): void {
+    this.waitsScheduled = false;
+    const batches = [...this.waits.values()];
+    this.waits.clear();
+    for (const { key, waiters } of batches) {
+      const settle = (err?: Error): void => {
+        for (const w of waiters) w(err);
+      };
+      this.redis
+        .pipeline()
+        .set(key, '1', 'PX', 10_000)
+        .wait(this.waitReplicas, this.waitTimeoutMs)
+        .exec()
+        .then((replies) => {
+          const [err, acked] = replies?.[1] ?? [new Error('Redis discarded the pipeline'), 0];
+          if (err) throw err;
+          if (Number(acked) < this.waitReplicas) {
+            throw new RelayError(
+              'STORE_UNAVAILABLE',
+              `stored, but ${Number(acked)} of ${this.waitReplicas} replicas confirmed it within ${this.waitTimeoutMs} ms`,
+            );
+          }
+          settle();
+        })
+        .catch((err: unknown) => settle(toStoreError(err)));
+    }
   }
 
   /**

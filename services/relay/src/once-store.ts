@@ -14,8 +14,8 @@
  * Cluster keeps one peer's keys on one shard.
  */
 import { RelayError } from '@libertaria/shared';
-import type { Redis } from 'ioredis';
 import { toStoreError } from './durable-store.js';
+import type { RedisClient } from './redis-connection.js';
 
 export interface OnceStoreOptions {
   prefix: string;
@@ -27,7 +27,7 @@ export class OnceStore {
   readonly maxRetentionSeconds: number;
 
   constructor(
-    private readonly redis: Redis,
+    private readonly redis: RedisClient,
     private readonly options: OnceStoreOptions,
   ) {
     this.maxRetentionSeconds = options.maxRetentionSeconds;

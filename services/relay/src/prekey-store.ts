@@ -43,8 +43,8 @@ import {
   RelayError,
   SIGNED_KEM_KEY_ENCODED_SIZE,
 } from '@libertaria/shared';
-import type { Redis } from 'ioredis';
 import { toStoreError } from './durable-store.js';
+import type { RedisClient } from './redis-connection.js';
 
 export interface PrekeyStoreOptions {
   /** Key prefix (RELAY_REDIS_PREFIX). */
@@ -256,7 +256,7 @@ export class PrekeyStore {
   private readonly ttlMs: number;
 
   constructor(
-    private readonly redis: Redis,
+    private readonly redis: RedisClient,
     options: PrekeyStoreOptions,
   ) {
     for (const [name, value, min] of [

@@ -1,27 +1,50 @@
 /**
  * Presence registry: which relay nodes hold a connection of a routing hint,
- * and which nodes are alive. Both are leases, so a node that dies without
- * cleaning up drops out on its own (docs/durable-queue.md, "Presence").
+ * and which nodes are alive (docs/durable-queue.md, "Presence"). Leases are
+ * kept per node, not per peer: a heartbeat renews one entry whatever the
+ * number of peers, and a peer's presence points at its node, live as long as
+ * the node's lease is.
  *
- *   ${prefix}:pr:{hintHex}  HASH nodeId → leaseExpiryMs   (key PEXPIRE ≥ leaseMs)
- *   ${prefix}:nodes         HASH nodeId → JSON {"urls": [...], "expires": ms}
+ *   ${prefix}:pr:{hintHex}              HASH nodeId → incarnation   (written on attach and detach only)
+ *   ${prefix}:nh:{nodeId}:<incarnation> SET  hex hints this node incarnation holds (for the sweep)
+ *   ${prefix}:nodes                     HASH nodeId → JSON {"urls": [...], "expires": ms, "inc": incarnation}
+ *   ${prefix}:sweep:{nodeId}            STRING the node sweeping a dead node's presence (PX 60 s)
  *
- * A lease is live while its expiry (in the field) is after the caller's
- * now. Field expiries are what lookups trust; the key TTL only garbage
- * collects a hash whose every node stopped renewing. Expired fields of other
- * nodes (a crashed node never removes its own) are deleted atomically by the
- * scripts that read or write a hash, so they never accumulate.
+ * A holder is live while its node's entry in `nodes` is unexpired. Each node
+ * reads `nodes` every heartbeat (with the write of its own entry: one
+ * pipeline, two commands, no script); lookups and the enqueue script's
+ * holders are filtered against that view. A node missing from the view is
+ * taken as live and the view re-read (a node announces itself before it
+ * serves, so after that read, missing means gone).
+ *
+ * An incarnation is a number above 2^52 drawn at start: later than any clock
+ * in milliseconds, so scripts that keep only unexpired leases
+ * (`tonumber(v) > now`, the enqueue and prekey scripts) read it as a lease
+ * that never expires by itself, and a restarted node with the same id never
+ * mistakes the old process's entries for its own.
+ *
+ * When a node's entry has been expired for one more lease length, a live
+ * node sweeps it (under a SET NX claim): it deletes the dead incarnation's
+ * field from every hash its hint set lists (only where the field still holds
+ * that incarnation), then the set, then the entry. A node that restarts with
+ * the same id sweeps its previous incarnation before it serves.
+ *
+ * Redis Cluster: every command and script touches one key, or keys under one
+ * tag; the sweep and withdraw go hint by hint (redis-connection.ts runEach).
  */
+import { randomInt } from 'node:crypto';
 import { hintToHex, LibertariaError, RelayError } from '@libertaria/shared';
-import type { ChainableCommander, Redis } from 'ioredis';
+import { type RedisClient, runEach } from './redis-connection.js';
 
 export interface PresenceOptions {
   /** Key prefix (RELAY_REDIS_PREFIX). */
   prefix: string;
   /** This node's id (RELAY_NODE_ID). */
   nodeId: string;
-  /** Lease length (RELAY_PRESENCE_TTL_MS); renew well within it (RELAY_HEARTBEAT_MS). */
+  /** Lease of the node entry (RELAY_PRESENCE_TTL_MS); renewed every heartbeat (RELAY_HEARTBEAT_MS). */
   leaseMs: number;
+  /** This process's incarnation (tests); drawn at random above 2^52 when unset. */
+  incarnation?: string;
 }
 
 export interface LiveNode {
@@ -29,109 +52,62 @@ export interface LiveNode {
   publicUrls: string[];
 }
 
-const LEASE_LUA = `--[[
-  Grants or renews this node's lease on one routing hint.
-  Input:
-    KEYS[1] presence hash, nodeId -> leaseExpiryMs
-    ARGV[1] nodeId
-    ARGV[2] nowMs
-    ARGV[3] leaseMs
-  Output: number of other nodes' expired leases removed
+/** A node entry as read from `${prefix}:nodes`. */
+interface NodeEntry {
+  urls: string[];
+  expires: number;
+  inc: string | undefined;
+  raw: string;
+}
+
+const DROP_LUA = `--[[
+  Deletes a node's field from a presence hash if it still holds that incarnation.
+  Input: KEYS[1] presence hash; ARGV[1] nodeId; ARGV[2] incarnation
+  Output: 1 deleted, 0 not (absent, or a newer incarnation wrote it)
 ]]
-local key, node = KEYS[1], ARGV[1]
-local now, lease = tonumber(ARGV[2]), tonumber(ARGV[3])
-redis.call('HSET', key, node, now + lease)
--- One field per node holding this hint: a handful, so this loop is small.
-local all = redis.call('HGETALL', key)
-local removed = 0
-for i = 1, #all, 2 do
-  local expiry = tonumber(all[i + 1])
-  if all[i] ~= node and (not expiry or expiry <= now) then
-    redis.call('HDEL', key, all[i])
-    removed = removed + 1
-  end
-end
--- Only ever extend the key TTL: another node may hold a longer lease here.
--- (PEXPIRE GT would not do: it never sets a TTL on a key that has none.)
-if redis.call('PTTL', key) < lease then redis.call('PEXPIRE', key, lease) end
-return removed
+if redis.call('HGET', KEYS[1], ARGV[1]) == ARGV[2] then return redis.call('HDEL', KEYS[1], ARGV[1]) end
+return 0
 `;
 
-const LOOKUP_LUA = `--[[
-  Lists the nodes holding an unexpired lease on a hint; deletes expired ones.
-  Input:
-    KEYS[1] presence hash, nodeId -> leaseExpiryMs
-    ARGV[1] nowMs
-  Output: array of node ids
+const DROP_NODE_LUA = `--[[
+  Deletes a node's registry entry if it is still exactly what the sweeper read.
+  Input: KEYS[1] node registry hash; ARGV[1] nodeId; ARGV[2] the entry as read
+  Output: 1 deleted, 0 not
 ]]
-local key, now = KEYS[1], tonumber(ARGV[1])
-local all = redis.call('HGETALL', key)
-local live = {}
-for i = 1, #all, 2 do
-  local expiry = tonumber(all[i + 1])
-  if expiry and expiry > now then
-    live[#live + 1] = all[i]
-  else
-    redis.call('HDEL', key, all[i])
-  end
-end
-return live
-`;
-
-const LIVE_NODES_LUA = `--[[
-  Lists the live relay nodes; deletes entries whose lease expired.
-  Input:
-    KEYS[1] node registry hash, nodeId -> JSON {"urls": [...], "expires": ms}
-    ARGV[1] nowMs
-  Output: flat array {nodeId1, json1, nodeId2, json2, ...}
-]]
-local key, now = KEYS[1], tonumber(ARGV[1])
-local all = redis.call('HGETALL', key)
-local live = {}
-for i = 1, #all, 2 do
-  local ok, entry = pcall(cjson.decode, all[i + 1])
-  if ok and type(entry) == 'table' and tonumber(entry.expires) and tonumber(entry.expires) > now then
-    live[#live + 1] = all[i]
-    live[#live + 1] = all[i + 1]
-  else
-    redis.call('HDEL', key, all[i])
-  end
-end
-return live
+if redis.call('HGET', KEYS[1], ARGV[1]) == ARGV[2] then return redis.call('HDEL', KEYS[1], ARGV[1]) end
+return 0
 `;
 
 /**
  * Redis 7 runs a script whose shebang line declares `allow-oom` even when it
- * is at maxmemory (noeviction); without it the lease's HSET is refused with
- * OOM and no peer could complete a handshake while Redis is full. Leases are
- * small (a hash field per peer and node) and bounded by the connections
- * nodes hold, so letting them past maxmemory costs little; durable frames
- * are what fill Redis, and they stop at a reserve below it (budgets.ts).
- * Redis 6 does not know shebang lines: enableAllowOom() is called only for 7+.
+ * is at maxmemory (noeviction); without it a presence write is refused with
+ * OOM and no peer could complete a handshake while Redis is full. Presence
+ * is small (a hash field and a set member per peer, an entry per node) and
+ * bounded by the connections nodes hold, so letting it past maxmemory costs
+ * little; durable frames are what fill Redis, and they stop at a reserve
+ * below it (budgets.ts). Redis 6 does not know shebang lines:
+ * enableAllowOom() is called only for 7+.
  */
 const ALLOW_OOM = '#!lua flags=allow-oom\n';
-const NODE_ENTRY_LUA = `return redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])`;
-
-/** Hints added to the heartbeat pipeline between yields (~15 ms of CPU each). */
-const RENEW_SLICE = 5000;
-const yieldToEventLoop = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
+const HSET_OOM_LUA = `${ALLOW_OOM}return redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])`;
+const SADD_OOM_LUA = `${ALLOW_OOM}return redis.call('SADD', KEYS[1], ARGV[1])`;
 
 // Namespaced: defineCommand attaches these to a connection other modules share.
 const CMD = {
-  lease: 'libertariaPresenceLease',
-  leaseOom: 'libertariaPresenceLeaseOom',
-  nodeEntryOom: 'libertariaPresenceNodeEntryOom',
-  lookup: 'libertariaPresenceLookup',
-  liveNodes: 'libertariaPresenceLiveNodes',
+  drop: 'libertariaPresenceDrop',
+  dropNode: 'libertariaPresenceDropNode',
+  hsetOom: 'libertariaPresenceHsetOom',
+  saddOom: 'libertariaPresenceSaddOom',
 } as const;
+type HsetOomPipeline = { [CMD.hsetOom]: (key: string, field: string, value: string) => unknown };
+type PresenceCommands = { [K in (typeof CMD)[keyof typeof CMD]]: (...args: Array<string | number>) => Promise<number> };
 
-type ScriptArg = string | number;
-type PresenceCommands = { [K in (typeof CMD)[keyof typeof CMD]]: (...args: ScriptArg[]) => Promise<unknown> };
-type PresencePipeline = ChainableCommander & {
-  libertariaPresenceLease(...args: ScriptArg[]): PresencePipeline;
-  libertariaPresenceLeaseOom(...args: ScriptArg[]): PresencePipeline;
-  libertariaPresenceNodeEntryOom(...args: ScriptArg[]): PresencePipeline;
-};
+/** Hints per batch of a sweep (SSCAN COUNT and commands in flight). */
+const SWEEP_BATCH = 1000;
+/** How long a sweeper's claim on a dead node lasts. */
+const SWEEP_CLAIM_MS = 60_000;
+/** Least time between two reads of the registry prompted by an unknown holder. */
+const UNKNOWN_REFRESH_MS = 1000;
 
 function toStoreError(err: unknown): LibertariaError {
   if (err instanceof LibertariaError) return err;
@@ -139,46 +115,46 @@ function toStoreError(err: unknown): LibertariaError {
   return new RelayError('STORE_UNAVAILABLE', `Redis did not confirm: ${detail}`, { cause: err });
 }
 
-/** Runs a pipeline; any failed command fails the whole call (it is retried by the next heartbeat). */
-async function execPipeline(pipeline: ChainableCommander): Promise<void> {
-  let replies: Array<[Error | null, unknown]> | null;
-  try {
-    replies = await pipeline.exec();
-  } catch (err) {
-    throw toStoreError(err);
-  }
-  if (replies === null) throw new RelayError('STORE_UNAVAILABLE', 'Redis discarded the pipeline');
-  const failed = replies.filter(([err]) => err !== null);
-  if (failed.length > 0) {
-    throw toStoreError(
-      new AggregateError(
-        failed.map(([err]) => err),
-        `${failed.length} of ${replies.length} presence commands failed`,
-      ),
-    );
-  }
+/** A fresh incarnation: 2^52 plus 40 random bits, exact as a Lua number and above any clock. */
+export function newIncarnation(): string {
+  return String(2 ** 52 + randomInt(2 ** 40));
 }
 
-function stringArray(value: unknown): string[] {
-  if (!Array.isArray(value) || !value.every((v) => typeof v === 'string')) {
-    throw new RelayError('INTERNAL', 'presence script returned an unexpected reply');
+function parseEntry(raw: string): NodeEntry | undefined {
+  try {
+    const entry = JSON.parse(raw) as { urls?: unknown; expires?: unknown; inc?: unknown };
+    const urls = Array.isArray(entry.urls) ? entry.urls.filter((u): u is string => typeof u === 'string') : [];
+    const expires = Number(entry.expires);
+    if (!Number.isFinite(expires)) return undefined;
+    return { urls, expires, inc: typeof entry.inc === 'string' ? entry.inc : undefined, raw };
+  } catch {
+    return undefined;
   }
-  return value;
 }
 
 export class PresenceRegistry {
-  private readonly redis: Redis;
+  private readonly redis: RedisClient;
   private readonly commands: PresenceCommands;
   private readonly prefix: string;
-  private readonly nodeId: string;
+  readonly nodeId: string;
+  readonly incarnation: string;
   private readonly leaseMs: number;
   private readonly nodesKey: string;
-  /** What announceNode last published; each renew re-publishes it. */
+  /** What announceNode last published; each heartbeat re-publishes it. */
   private publicUrls: string[] | undefined;
-  /** Leases and the node entry are written by allow-oom scripts (Redis 7+). */
+  /** The node registry as last read: nodeId → entry. */
+  private view = new Map<string, NodeEntry>();
+  /** Holders seen that the registry did not list when read after them: gone. */
+  private readonly gone = new Set<string>();
+  private refreshing: Promise<void> | undefined;
+  private lastUnknownRefresh = 0;
+  private readonly sweeping = new Set<string>();
+  /** Counters for metrics and tests. */
+  readonly stats = { sweeps: 0, sweptFields: 0 };
+  /** Presence writes go through allow-oom scripts (Redis 7+). */
   private allowOom = false;
 
-  constructor(redis: Redis, options: PresenceOptions) {
+  constructor(redis: RedisClient, options: PresenceOptions) {
     if (!Number.isSafeInteger(options.leaseMs) || options.leaseMs < 1) {
       throw new RelayError('BAD_FIELD', `leaseMs must be a positive integer, got ${options.leaseMs}`);
     }
@@ -186,119 +162,246 @@ export class PresenceRegistry {
     this.redis = redis;
     this.prefix = options.prefix;
     this.nodeId = options.nodeId;
+    this.incarnation = options.incarnation ?? newIncarnation();
     this.leaseMs = options.leaseMs;
     this.nodesKey = `${options.prefix}:nodes`;
-    redis.defineCommand(CMD.lease, { numberOfKeys: 1, lua: LEASE_LUA });
-    redis.defineCommand(CMD.leaseOom, { numberOfKeys: 1, lua: ALLOW_OOM + LEASE_LUA });
-    redis.defineCommand(CMD.nodeEntryOom, { numberOfKeys: 1, lua: ALLOW_OOM + NODE_ENTRY_LUA });
-    redis.defineCommand(CMD.lookup, { numberOfKeys: 1, lua: LOOKUP_LUA });
-    redis.defineCommand(CMD.liveNodes, { numberOfKeys: 1, lua: LIVE_NODES_LUA });
+    redis.defineCommand(CMD.drop, { numberOfKeys: 1, lua: DROP_LUA });
+    redis.defineCommand(CMD.dropNode, { numberOfKeys: 1, lua: DROP_NODE_LUA });
+    redis.defineCommand(CMD.hsetOom, { numberOfKeys: 1, lua: HSET_OOM_LUA });
+    redis.defineCommand(CMD.saddOom, { numberOfKeys: 1, lua: SADD_OOM_LUA });
     this.commands = redis as unknown as PresenceCommands;
   }
 
-  /** Redis is 7 or newer: write leases and the node entry with allow-oom scripts (see ALLOW_OOM). */
+  /** Redis is 7 or newer: presence and node entries are written by allow-oom scripts (see ALLOW_OOM). */
   enableAllowOom(): void {
     this.allowOom = true;
   }
 
-  /** The presence key of a hint; the hash tag keeps it Redis Cluster friendly alongside the queue keys. */
-  key(hint: Uint8Array): string {
-    return `${this.prefix}:pr:{${hintToHex(hint)}}`;
+  private hset(key: string, field: string, value: string): Promise<unknown> {
+    return this.allowOom ? this.commands[CMD.hsetOom](key, field, value) : this.redis.hset(key, field, value);
   }
 
-  /** This node now holds a connection of `hint`: take (or renew) the lease. */
-  async add(hint: Uint8Array, nowMs: number = Date.now()): Promise<void> {
-    const key = this.key(hint);
+  /** The presence key of a hint; its hash tag is the queue's (the enqueue script reads it). */
+  key(hint: Uint8Array | string): string {
+    return `${this.prefix}:pr:{${typeof hint === 'string' ? hint : hintToHex(hint)}}`;
+  }
+
+  /** The set of hints a node incarnation holds, under the node's own hash tag. */
+  indexKey(nodeId: string = this.nodeId, incarnation: string = this.incarnation): string {
+    return `${this.prefix}:nh:{${nodeId}}:${incarnation}`;
+  }
+
+  /** This node now holds a connection of `hint`: index it, then point its presence here. */
+  async add(hint: Uint8Array): Promise<void> {
+    const hex = hintToHex(hint);
     try {
-      await this.commands[this.allowOom ? CMD.leaseOom : CMD.lease](key, this.nodeId, nowMs, this.leaseMs);
+      // The index first: a crash in between leaves an entry the sweep ignores, never a field it cannot find.
+      await Promise.all([
+        this.allowOom ? this.commands[CMD.saddOom](this.indexKey(), hex) : this.redis.sadd(this.indexKey(), hex),
+        this.hset(this.key(hex), this.nodeId, this.incarnation),
+      ]);
     } catch (err) {
       throw toStoreError(err);
     }
   }
 
-  /** The last connection of `hint` on this node closed: drop this node's lease. */
+  /** The last connection of `hint` on this node closed: drop its presence and index entry. */
   async remove(hint: Uint8Array): Promise<void> {
-    const key = this.key(hint);
+    const hex = hintToHex(hint);
     try {
-      await this.redis.hdel(key, this.nodeId);
+      await Promise.all([this.redis.hdel(this.key(hex), this.nodeId), this.redis.srem(this.indexKey(), hex)]);
     } catch (err) {
       throw toStoreError(err);
     }
   }
 
   /**
-   * Heartbeat: renews this node's lease on every hint in ONE pipeline (one
-   * write, one round trip), and re-publishes the node entry if announceNode
-   * was called. ioredis spends a few microseconds of CPU per command, so the
-   * pipeline is built in slices with a yield to the event loop between them;
-   * only exec's own serialization (~3 µs per hint) runs in one piece. For
-   * tens of thousands of hints per node, callers may also split the hints
-   * over the heartbeat interval: renewing a subset is always valid.
+   * Heartbeat: renews this node's entry and reads every node's, in one
+   * pipeline on one key (two commands, whatever the number of peers); then
+   * sweeps nodes whose lease expired a lease length ago. The hints argument
+   * is ignored (kept for callers of the per-peer lease layout).
    */
-  async renew(hints: Iterable<Uint8Array>, nowMs: number = Date.now()): Promise<void> {
-    const pipeline = this.redis.pipeline() as PresencePipeline;
-    let count = 0;
-    for (const hint of hints) {
-      if (this.allowOom) pipeline.libertariaPresenceLeaseOom(this.key(hint), this.nodeId, nowMs, this.leaseMs);
-      else pipeline.libertariaPresenceLease(this.key(hint), this.nodeId, nowMs, this.leaseMs);
-      if (++count % RENEW_SLICE === 0) await yieldToEventLoop();
-    }
+  async renew(_hints?: Iterable<Uint8Array>, nowMs: number = Date.now()): Promise<void> {
+    const pipeline = this.redis.pipeline();
     if (this.publicUrls !== undefined) {
-      if (this.allowOom) pipeline.libertariaPresenceNodeEntryOom(this.nodesKey, this.nodeId, this.nodeEntry(nowMs));
-      else pipeline.hset(this.nodesKey, this.nodeId, this.nodeEntry(nowMs));
+      const entry = this.nodeEntry(nowMs);
+      if (this.allowOom) (pipeline as unknown as HsetOomPipeline)[CMD.hsetOom](this.nodesKey, this.nodeId, entry);
+      else pipeline.hset(this.nodesKey, this.nodeId, entry);
     }
-    if (count === 0 && this.publicUrls === undefined) return;
-    await execPipeline(pipeline);
-  }
-
-  /** Ids of the nodes holding an unexpired lease on `hint` (expired ones are deleted on the way). */
-  async lookup(hint: Uint8Array, nowMs: number = Date.now()): Promise<string[]> {
-    const key = this.key(hint);
+    pipeline.hgetall(this.nodesKey);
+    let replies: Array<[Error | null, unknown]> | null;
     try {
-      return stringArray(await this.commands[CMD.lookup](key, nowMs));
+      replies = await pipeline.exec();
     } catch (err) {
       throw toStoreError(err);
     }
+    const failed = replies?.find(([err]) => err !== null);
+    if (!replies || failed) throw toStoreError(failed?.[0] ?? new Error('Redis discarded the pipeline'));
+    this.setView(replies[replies.length - 1]![1] as Record<string, string>);
+    await this.sweepExpired(nowMs);
   }
 
-  /** Publishes this node and the URLs clients may reconnect to (GOAWAY hints); renew keeps it alive. */
+  /** Re-reads the node registry (concurrent calls share one read). */
+  refresh(): Promise<void> {
+    if (!this.refreshing) {
+      this.refreshing = this.redis
+        .hgetall(this.nodesKey)
+        .then((all) => this.setView(all))
+        .finally(() => {
+          this.refreshing = undefined;
+        });
+    }
+    return this.refreshing;
+  }
+
+  private setView(all: Record<string, string>): void {
+    const view = new Map<string, NodeEntry>();
+    for (const [nodeId, raw] of Object.entries(all)) {
+      const entry = parseEntry(raw);
+      if (entry) view.set(nodeId, entry);
+    }
+    // A node listed now is no longer "gone" (a restart with the same id).
+    for (const nodeId of view.keys()) this.gone.delete(nodeId);
+    this.view = view;
+  }
+
+  /**
+   * Whether a holder's node is alive as far as this node knows: its entry is
+   * unexpired; a node the last read did not list counts as live and makes
+   * the registry be read again (at most once a second), after which it is
+   * gone if still unlisted.
+   */
+  isLive(nodeId: string, nowMs: number = Date.now()): boolean {
+    if (nodeId === this.nodeId) return true;
+    const entry = this.view.get(nodeId);
+    if (entry) return entry.expires > nowMs;
+    if (this.gone.has(nodeId)) return false;
+    if (nowMs - this.lastUnknownRefresh >= UNKNOWN_REFRESH_MS) {
+      this.lastUnknownRefresh = nowMs;
+      const unknown = nodeId;
+      this.refresh().then(
+        () => {
+          if (!this.view.has(unknown)) this.gone.add(unknown);
+        },
+        () => {},
+      );
+    }
+    return true;
+  }
+
+  /** The live ones among `holders` (node ids from a presence hash). */
+  liveHolders(holders: readonly string[], nowMs: number = Date.now()): string[] {
+    return holders.filter((n) => this.isLive(n, nowMs));
+  }
+
+  /** Ids of the live nodes holding `hint`. */
+  async lookup(hint: Uint8Array, nowMs: number = Date.now()): Promise<string[]> {
+    let holders: string[];
+    try {
+      holders = await this.redis.hkeys(this.key(hint));
+    } catch (err) {
+      throw toStoreError(err);
+    }
+    return this.liveHolders(holders, nowMs).sort();
+  }
+
+  /**
+   * Publishes this node and the URLs clients may reconnect to (GOAWAY hints);
+   * each heartbeat renews it. The first call also sweeps what an earlier
+   * process with this node id left (its entry names another incarnation),
+   * so call it before serving.
+   */
   async announceNode(publicUrls: string[], nowMs: number = Date.now()): Promise<void> {
+    const first = this.publicUrls === undefined;
     this.publicUrls = [...publicUrls];
     try {
-      if (this.allowOom) await this.commands[CMD.nodeEntryOom](this.nodesKey, this.nodeId, this.nodeEntry(nowMs));
-      else await this.redis.hset(this.nodesKey, this.nodeId, this.nodeEntry(nowMs));
+      if (first) {
+        const raw = await this.redis.hget(this.nodesKey, this.nodeId);
+        const previous = raw === null ? undefined : parseEntry(raw);
+        if (previous?.inc !== undefined && previous.inc !== this.incarnation) {
+          await this.sweep(this.nodeId, previous.inc, undefined);
+        }
+      }
+      await this.hset(this.nodesKey, this.nodeId, this.nodeEntry(nowMs));
+      if (first) await this.refresh();
     } catch (err) {
       throw toStoreError(err);
     }
   }
 
-  /** Nodes whose entry is unexpired, this one included; expired entries are deleted on the way. */
+  /** Nodes whose entry is unexpired, this one included, read now. */
   async liveNodes(nowMs: number = Date.now()): Promise<LiveNode[]> {
-    let flat: string[];
     try {
-      flat = stringArray(await this.commands[CMD.liveNodes](this.nodesKey, nowMs));
+      await this.refresh();
     } catch (err) {
       throw toStoreError(err);
     }
     const nodes: LiveNode[] = [];
-    for (let i = 0; i + 1 < flat.length; i += 2) {
-      const urls: unknown = (JSON.parse(flat[i + 1]!) as { urls?: unknown }).urls;
-      const publicUrls = Array.isArray(urls) ? urls.filter((u): u is string => typeof u === 'string') : [];
-      nodes.push({ nodeId: flat[i]!, publicUrls });
+    for (const [nodeId, entry] of this.view) {
+      if (entry.expires > nowMs) nodes.push({ nodeId, publicUrls: entry.urls });
     }
     return nodes.sort((a, b) => (a.nodeId < b.nodeId ? -1 : a.nodeId > b.nodeId ? 1 : 0));
   }
 
-  /** Shutdown: drop this node's leases on `hints` and its node entry, in one pipeline; renew stops publishing it. */
+  /** Shutdown: drop this node's presence on `hints`, its index and its entry; heartbeats stop publishing it. */
   async withdraw(hints: Iterable<Uint8Array>): Promise<void> {
     this.publicUrls = undefined;
-    const pipeline = this.redis.pipeline();
-    for (const hint of hints) pipeline.hdel(this.key(hint), this.nodeId);
-    pipeline.hdel(this.nodesKey, this.nodeId);
-    await execPipeline(pipeline);
+    const commands = [...hints].map((h) => (c: RedisCommandsLike) => c.hdel(this.key(h), this.nodeId));
+    try {
+      await runEach(this.redis, commands);
+      await this.redis.del(this.indexKey());
+      await this.redis.hdel(this.nodesKey, this.nodeId);
+    } catch (err) {
+      throw toStoreError(err);
+    }
+  }
+
+  /** Sweeps every node whose entry expired more than a lease length ago (not this one; one at a time each). */
+  private async sweepExpired(nowMs: number): Promise<void> {
+    for (const [nodeId, entry] of this.view) {
+      if (nodeId === this.nodeId || entry.expires + this.leaseMs > nowMs || this.sweeping.has(nodeId)) continue;
+      const claim = `${this.prefix}:sweep:{${nodeId}}`;
+      if ((await this.redis.set(claim, this.nodeId, 'PX', SWEEP_CLAIM_MS, 'NX')) !== 'OK') continue;
+      this.sweeping.add(nodeId);
+      try {
+        await this.sweep(nodeId, entry.inc, entry.raw);
+      } finally {
+        this.sweeping.delete(nodeId);
+      }
+    }
+  }
+
+  /**
+   * Removes a node incarnation's presence: every field its index lists (if
+   * still that incarnation's), the index, and (when `entryRaw` is given) its
+   * registry entry if unchanged since read.
+   */
+  private async sweep(nodeId: string, incarnation: string | undefined, entryRaw: string | undefined): Promise<void> {
+    this.stats.sweeps++;
+    if (incarnation !== undefined) {
+      const index = this.indexKey(nodeId, incarnation);
+      let cursor = '0';
+      do {
+        const [next, members] = await this.redis.sscan(index, cursor, 'COUNT', SWEEP_BATCH);
+        await runEach(
+          this.redis,
+          members.map(
+            (hex) => (c: RedisCommandsLike) =>
+              (c as unknown as PresenceCommands)[CMD.drop](this.key(hex), nodeId, incarnation),
+          ),
+          SWEEP_BATCH,
+        );
+        this.stats.sweptFields += members.length;
+        cursor = next;
+      } while (cursor !== '0');
+      await this.redis.del(index);
+    }
+    if (entryRaw !== undefined) await this.commands[CMD.dropNode](this.nodesKey, nodeId, entryRaw);
   }
 
   private nodeEntry(nowMs: number): string {
-    return JSON.stringify({ urls: this.publicUrls ?? [], expires: nowMs + this.leaseMs });
+    return JSON.stringify({ urls: this.publicUrls ?? [], expires: nowMs + this.leaseMs, inc: this.incarnation });
   }
 }
+
+type RedisCommandsLike = Parameters<Parameters<typeof runEach>[1][number]>[0];

@@ -6,7 +6,6 @@
 import { randomBytes } from 'node:crypto';
 import { hostname } from 'node:os';
 import { MAX_TEXT_BYTES, maxBodySize } from '@libertaria/shared';
-import { Redis } from 'ioredis';
 import { listenAdmin } from './admin.js';
 import { DurableAdmission, DurableBudgets, KnownRecipients, RedisMemoryGuard } from './budgets.js';
 import type { RelayConfig } from './config.js';
@@ -21,6 +20,7 @@ import { outboundCeiling, PeerConnection } from './peer-connection.js';
 import { PrekeyStore } from './prekey-store.js';
 import { PresenceRegistry } from './presence.js';
 import { ConcurrencyLimit, ConnectionsPerAddress, HandshakeFailureLimiter } from './rate-limits.js';
+import { createRedisClient, type RedisClient, SharedSubscriber, SUBSCRIBER_OPTIONS } from './redis-connection.js';
 import type { RelayContext } from './relay-context.js';
 import { nodeChannel, Router } from './router.js';
 import { listenTcp } from './transport/tcp.js';
@@ -75,13 +75,13 @@ export class RelayNode {
     readonly nodeId: string,
     readonly log: Logger,
     readonly metrics: RelayMetrics,
-    private readonly redis: Redis,
-    private readonly subscriber: Redis,
+    private readonly redis: RedisClient,
+    private readonly subscriber: SharedSubscriber,
     private readonly presence: PresenceRegistry,
     readonly router: Router,
     private readonly ctx: RelayContext,
-    /** The membrane's stores and its own subscriber (policy invalidations); undefined when disabled. */
-    readonly membrane: { rm: RedisMembrane; subscriber: Redis } | undefined,
+    /** The membrane's stores (policy invalidations come through the node's subscriber); undefined when disabled. */
+    readonly membrane: { rm: RedisMembrane } | undefined,
     private readonly federation: RelayFederation | undefined,
     private readonly memoryGuard: RedisMemoryGuard,
   ) {}
@@ -91,20 +91,25 @@ export class RelayNode {
     const log = logger ?? createLogger(config.RELAY_LOG_LEVEL, { node: nodeId });
     const metrics = new RelayMetrics(nodeId);
     const prefix = config.RELAY_REDIS_PREFIX;
-    const redis = new Redis(config.REDIS_URL, redisOptions(`relay:${nodeId}`));
-    // The subscriber keeps its offline queue (SUBSCRIBE must wait for the
-    // connection, not fail) and connects only once the command connection is
-    // ready (see connectRedis), so it never races a Redis that is starting.
-    const subscriber = new Redis(config.REDIS_URL, {
-      ...redisOptions(`relay-sub:${nodeId}`),
-      enableAutoPipelining: false,
-      enableOfflineQueue: true,
-      commandTimeout: undefined,
-      lazyConnect: true,
-    });
+    const target = { url: config.REDIS_URL, clusterNodes: config.REDIS_CLUSTER_NODES };
+    const redis = createRedisClient(target, redisOptions(`relay:${nodeId}`));
+    // One subscriber for every channel the node listens to (its own frames,
+    // policy invalidations, bridge announcements), dispatched by channel. It
+    // keeps its offline queue (SUBSCRIBE must wait for the connection, not
+    // fail) and connects only once the command connection is ready (see
+    // connectRedis), so it never races a Redis that is starting.
+    const subscriber = new SharedSubscriber(
+      createRedisClient(
+        target,
+        { ...redisOptions(`relay-sub:${nodeId}`), ...SUBSCRIBER_OPTIONS },
+        { shardedSubscribers: true },
+      ),
+    );
     const presence = new PresenceRegistry(redis, { prefix, nodeId, leaseMs: config.RELAY_PRESENCE_TTL_MS });
     const store = new DurableStore(redis, {
       prefix,
+      waitReplicas: config.RELAY_DURABLE_WAIT_REPLICAS,
+      waitTimeoutMs: config.RELAY_DURABLE_WAIT_TIMEOUT_MS,
       maxFrames: config.RELAY_QUEUE_MAX_FRAMES,
       maxBytes: config.RELAY_QUEUE_MAX_BYTES,
       maxTtlSeconds: config.RELAY_QUEUE_TTL_SECONDS,
@@ -124,27 +129,18 @@ export class RelayNode {
       perPeer: config.RELAY_AUTH_FAILURES_PER_MINUTE,
       perAddress: config.RELAY_AUTH_FAILURES_PER_ADDRESS_PER_MINUTE,
     });
-    let membrane: { rm: RedisMembrane; subscriber: Redis } | undefined;
+    let membrane: { rm: RedisMembrane } | undefined;
     let enforcer: Enforcer | undefined;
     if (config.RELAY_MEMBRANE_ENABLED) {
-      // A connection of its own: the node subscriber's messages all go to the router.
-      const membraneSub = new Redis(config.REDIS_URL, {
-        ...redisOptions(`relay-mb-sub:${nodeId}`),
-        enableAutoPipelining: false,
-        enableOfflineQueue: true,
-        commandTimeout: undefined,
-        lazyConnect: true,
-      });
-      membraneSub.on('error', () => metrics.redisErrors.labels('connection_membrane').inc());
       const whenNoPolicy = config.RELAY_MEMBRANE_DEFAULT === 'open' ? 'allow' : 'deny';
-      const rm = createRedisMembrane(redis, membraneSub, {
+      const rm = createRedisMembrane(redis, subscriber, {
         prefix,
         whenNoPolicy,
         policyCacheEntries: config.RELAY_MEMBRANE_POLICY_CACHE_ENTRIES,
         policyCacheMaxAgeMs: config.RELAY_MEMBRANE_CACHE_MAX_AGE_MS,
         auditMaxEntries: config.RELAY_MEMBRANE_AUDIT_MAX_ENTRIES,
       });
-      membrane = { rm, subscriber: membraneSub };
+      membrane = { rm };
       enforcer = new Enforcer(rm, {
         whenNoPolicy,
         connectionCacheEntries: config.RELAY_MEMBRANE_CONNECTION_CACHE_ENTRIES,
@@ -164,6 +160,8 @@ export class RelayNode {
     const federation = config.RELAY_FEDERATION_ENABLED
       ? await RelayFederation.start(config, {
           nodeId,
+          redis,
+          subscriber,
           store,
           router,
           log,
@@ -262,13 +260,15 @@ export class RelayNode {
       this.log.info('waiting for redis', { url: redactUrl(this.config.REDIS_URL) });
       await new Promise<void>((resolve) => this.redis.once('ready', () => resolve()));
     }
-    this.subscriber.on('error', onError('subscriber'));
+    this.subscriber.connection.on('error', onError('subscriber'));
     let subscribedOnce = false;
     this.subscriber.on('ready', () => {
       // ioredis re-subscribes by itself; announcements sent meanwhile are lost, so re-read queues.
       if (subscribedOnce) this.router.resyncAll();
     });
-    this.subscriber.on('messageBuffer', (_channel: Buffer, message: Buffer) => {
+    await this.checkEvictionPolicy();
+    await this.subscriber.connect();
+    await this.subscriber.subscribeBinary(nodeChannel(prefix, this.nodeId), (message) => {
       try {
         this.router.onRemoteMessage(message);
       } catch (err) {
@@ -276,11 +276,10 @@ export class RelayNode {
         this.internalError('remote_message', err);
       }
     });
-    await this.checkEvictionPolicy();
     await this.checkAllowOom();
-    await this.subscriber.connect();
-    await this.subscriber.subscribe(nodeChannel(prefix, this.nodeId));
     subscribedOnce = true;
+    // Listed (and a previous process of this node id swept) before any peer is served.
+    await this.presence.announceNode(this.publicUrls());
   }
 
   /**
@@ -400,8 +399,8 @@ export class RelayNode {
   private startHeartbeat(): void {
     const beat = async (): Promise<void> => {
       try {
-        await this.presence.renew(this.router.localHints());
-        await this.presence.announceNode(this.publicUrls());
+        // One pipeline on one key (renew this node's lease, read the others'), whatever the number of peers.
+        await this.presence.renew();
       } catch (err) {
         this.metrics.redisErrors.labels('heartbeat').inc();
         this.log.warn('heartbeat failed', { err });
@@ -483,7 +482,7 @@ export class RelayNode {
         this.log.warn('federation did not close in time', { err }),
       );
     }
-    await Promise.allSettled([this.redis.quit(), this.subscriber.quit(), this.membrane?.subscriber.quit()]);
+    await Promise.allSettled([this.redis.quit(), this.subscriber.quit()]);
     this.log.info('drained');
   }
 }

@@ -3,7 +3,9 @@
  * memory, keyed by routing hint; the presence registry in Redis says which
  * nodes hold a peer; frames for peers on other nodes travel over Redis
  * pub/sub on the channel of each node that holds the recipient
- * (`<prefix>:node:<nodeId>`), as the same DELIVER bytes.
+ * (`<prefix>:node:<nodeId>`; sharded pub/sub on a Redis Cluster), as the
+ * same DELIVER bytes. Holders named by Redis scripts are filtered against
+ * the presence registry's view of live nodes first.
  *
  * Fast frames prefer local connections and are never stored; when the
  * recipient is connected nowhere the sender gets PEER_GONE. Durable frames
@@ -25,11 +27,11 @@ import {
   Routed,
   SendFlags,
 } from '@libertaria/shared';
-import type { Redis } from 'ioredis';
 import type { Logger } from './log.js';
 import type { RelayMetrics } from './metrics.js';
 import type { PeerConnection } from './peer-connection.js';
 import type { PresenceRegistry } from './presence.js';
+import { publishBinary, type RedisClient } from './redis-connection.js';
 
 const DEST_AT = FRAME_HEADER_SIZE + Routed.DEST;
 const MSGID_AT = FRAME_HEADER_SIZE + Routed.MESSAGE_ID;
@@ -51,7 +53,7 @@ export class Router {
   private outboxScheduled = false;
 
   constructor(
-    private readonly redis: Redis,
+    private readonly redis: RedisClient,
     private readonly presence: PresenceRegistry,
     private readonly nodeId: string,
     private readonly prefix: string,
@@ -168,7 +170,7 @@ export class Router {
     const set = this.local.get(key);
     if (set) for (const conn of set) conn.offerDurable(frame, position);
     this.publish(
-      holders.filter((n) => n !== this.nodeId),
+      this.presence.liveHolders(holders).filter((n) => n !== this.nodeId),
       frame,
     );
   }
@@ -182,7 +184,7 @@ export class Router {
   notifyOwner(frame: Buffer, holders: readonly string[]): 'local' | 'remote' | 'offline' {
     const set = this.local.get(frame.toString('latin1', DEST_AT, DEST_AT + HINT_SIZE));
     if (set) for (const conn of set) conn.deliverNotice(frame);
-    const remote = holders.filter((n) => n !== this.nodeId);
+    const remote = this.presence.liveHolders(holders).filter((n) => n !== this.nodeId);
     this.publish(remote, frame);
     return set ? 'local' : remote.length > 0 ? 'remote' : 'offline';
   }
@@ -204,7 +206,7 @@ export class Router {
     this.outboxScheduled = false;
     for (const [node, frames] of this.outbox) {
       const message = frames.length === 1 ? frames[0]! : Buffer.concat(frames);
-      this.redis.publish(nodeChannel(this.prefix, node), message).catch((err: unknown) => {
+      publishBinary(this.redis, nodeChannel(this.prefix, node), message).catch((err: unknown) => {
         this.metrics.redisErrors.labels('publish').inc();
         this.log.debug('publish failed', { err });
       });

@@ -20,6 +20,9 @@ describe('loadRelayConfig', () => {
   it('loads the documented defaults from an empty environment', () => {
     const expected: RelayConfig = {
       REDIS_URL: 'redis://127.0.0.1:6379',
+      REDIS_CLUSTER_NODES: undefined,
+      RELAY_DURABLE_WAIT_REPLICAS: 0,
+      RELAY_DURABLE_WAIT_TIMEOUT_MS: 1000,
       RELAY_NODE_ID: undefined,
       RELAY_PUBLIC_URLS: undefined,
       RELAY_HOST: '0.0.0.0',

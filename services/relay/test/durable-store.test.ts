@@ -108,7 +108,7 @@ describe('DurableStore', () => {
     assert.equal((await s.enqueue(dest, next, deliver(dest, next), 0)).depth, undefined);
   });
 
-  it('names the nodes holding a live presence lease on the recipient, as presence.ts writes them', async () => {
+  it('names the nodes holding presence on the recipient, as presence.ts writes them; the relay filters dead ones', async () => {
     const { prefix } = storeOptions();
     const s = new DurableStore(redis, storeOptions({ prefix }));
     const dest = hint();
@@ -117,10 +117,15 @@ describe('DurableStore', () => {
     const now = Date.now();
     const nodeA = new PresenceRegistry(redis, { prefix, nodeId: 'node-a', leaseMs: 10_000 });
     const nodeB = new PresenceRegistry(redis, { prefix, nodeId: 'node-b', leaseMs: 10 });
-    await nodeA.add(dest, now);
-    await nodeB.add(dest, now - 1000); // its lease has already run out
+    await nodeA.announceNode([], now);
+    await nodeB.announceNode([], now - 1000); // its lease has already run out
+    await nodeA.add(dest);
+    await nodeB.add(dest);
     const next = messageId();
-    assert.deepEqual((await s.enqueue(dest, next, deliver(dest, next), 0, now)).holders, ['node-a']);
+    const holders = (await s.enqueue(dest, next, deliver(dest, next), 0, now)).holders ?? [];
+    assert.deepEqual([...holders].sort(), ['node-a', 'node-b'], 'the script lists every node presence points at');
+    await nodeA.renew(undefined, now);
+    assert.deepEqual(nodeA.liveHolders(holders, now), ['node-a'], 'the registry view drops the expired node');
   });
 
   it('removes a burst of ACKs in one call, ignoring wrong positions and repeats, across the batch limit', async () => {

@@ -1,7 +1,8 @@
 /**
- * The presence registry against a real redis-server of its own: leases by
- * the caller's clock and by real key expiry, several nodes on one Redis, a
- * heartbeat over 10,000 hints, and the node registry.
+ * The presence registry against a real redis-server of its own: presence
+ * pointing at nodes, node leases by the caller's clock, one heartbeat for
+ * 10,000 peers (two commands, no script), the sweep of a dead node and of a
+ * restarted node's previous incarnation, and the node registry.
  */
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
@@ -13,7 +14,15 @@ import { DURABLE_STORE_REDIS_OPTIONS } from '../src/durable-store.js';
 import { PresenceRegistry } from '../src/presence.js';
 
 const hint = (): Uint8Array => new Uint8Array(randomBytes(24));
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+const hex = (h: Uint8Array) => Buffer.from(h).toString('hex');
+
+/** Calls per command name from INFO commandstats. */
+async function commandCounts(redis: Redis): Promise<Record<string, number>> {
+  const info = await redis.info('commandstats');
+  const out: Record<string, number> = {};
+  for (const m of info.matchAll(/^cmdstat_(\w+):calls=(\d+)/gm)) out[m[1]!] = Number(m[2]);
+  return out;
+}
 
 describe('PresenceRegistry', () => {
   let server: RedisHandle;
@@ -30,112 +39,127 @@ describe('PresenceRegistry', () => {
   });
 
   const freshPrefix = () => `t${randomBytes(4).toString('hex')}`;
-  const registry = (prefix: string, nodeId: string, leaseMs = 15_000) =>
-    new PresenceRegistry(redis, { prefix, nodeId, leaseMs });
+  const registry = (prefix: string, nodeId: string, leaseMs = 15_000, incarnation?: string) =>
+    new PresenceRegistry(redis, { prefix, nodeId, leaseMs, ...(incarnation ? { incarnation } : {}) });
 
-  it('adds, looks up and removes a hint', async () => {
+  it('adds, looks up and removes a hint; presence points at the node, indexed under the node’s tag', async () => {
     const prefix = freshPrefix();
     const a = registry(prefix, 'node-a');
+    await a.announceNode([]);
     const h = hint();
     assert.deepEqual(await a.lookup(h), []);
     await a.add(h);
     await a.add(h); // a second connection of the same peer on this node changes nothing
     assert.deepEqual(await a.lookup(h), ['node-a']);
     assert.deepEqual(await a.lookup(hint()), []);
-    const key = `${prefix}:pr:{${Buffer.from(h).toString('hex')}}`;
+    const key = `${prefix}:pr:{${hex(h)}}`;
     assert.equal(a.key(h), key);
-    const ttl = await redis.pttl(key);
-    assert.ok(ttl > 14_000 && ttl <= 15_000, `key TTL ${ttl}`);
+    assert.equal(await redis.hget(key, 'node-a'), a.incarnation);
+    assert.ok(Number(a.incarnation) > 2 ** 52, 'an incarnation reads as a lease later than any clock');
+    assert.equal(await redis.pttl(key), -1, 'no per-peer TTL to renew');
+    assert.equal(a.indexKey(), `${prefix}:nh:{node-a}:${a.incarnation}`);
+    assert.deepEqual(await redis.smembers(a.indexKey()), [hex(h)]);
     await a.remove(h);
     assert.deepEqual(await a.lookup(h), []);
     assert.equal(await redis.exists(key), 0);
+    assert.deepEqual(await redis.smembers(a.indexKey()), []);
   });
 
-  it('expires a lease by the caller’s clock and deletes the stale field', async () => {
+  it('counts a holder live while its node’s lease is, by the caller’s clock', async () => {
     const prefix = freshPrefix();
     const a = registry(prefix, 'node-a', 10_000);
-    const h = hint();
+    const b = registry(prefix, 'node-b', 10_000);
     const t = Date.now();
-    await a.add(h, t);
-    assert.equal(await redis.hget(a.key(h), 'node-a'), String(t + 10_000));
-    assert.deepEqual(await a.lookup(h, t + 9_999), ['node-a']);
-    assert.deepEqual(await a.lookup(h, t + 10_000), []);
-    assert.equal(await redis.exists(a.key(h)), 0, 'the expired field was removed, and with it the empty hash');
-  });
-
-  it('lets Redis drop a hash whose leases nobody renews (PEXPIRE)', async () => {
-    const a = registry(freshPrefix(), 'node-a', 200);
+    await a.announceNode([], t);
+    await b.announceNode([], t);
+    await a.renew(undefined, t);
     const h = hint();
-    await a.add(h);
-    const ttl = await redis.pttl(a.key(h));
-    assert.ok(ttl > 0 && ttl <= 200, `key TTL ${ttl}`);
-    await sleep(350);
-    assert.equal(await redis.exists(a.key(h)), 0);
-    assert.deepEqual(await a.lookup(h), []);
+    await b.add(h);
+    assert.deepEqual(await a.lookup(h, t + 9_999), ['node-b']);
+    assert.deepEqual(await a.lookup(h, t + 10_000), [], 'node-b stopped renewing');
+    assert.deepEqual(a.liveHolders(['node-a', 'node-b'], t + 10_000), ['node-a']);
+    // node-b renews: live again.
+    await b.renew(undefined, t + 10_000);
+    await a.renew(undefined, t + 10_000);
+    assert.deepEqual(await a.lookup(h, t + 10_001), ['node-b']);
   });
 
-  it('keeps two nodes’ leases apart, and drops a dead node’s lease', async () => {
+  it('takes a node it has not read yet as live, reads the registry, then knows it is gone', async () => {
     const prefix = freshPrefix();
-    const leaseMs = 10_000;
-    const a = registry(prefix, 'node-a', leaseMs);
-    const b = registry(prefix, 'node-b', leaseMs);
+    const a = registry(prefix, 'node-a');
+    await a.announceNode([]);
     const h = hint();
-    const t = Date.now();
-    await a.add(h, t);
-    await b.add(h, t);
-    assert.deepEqual((await a.lookup(h, t)).sort(), ['node-a', 'node-b']);
-    assert.deepEqual((await b.lookup(h, t)).sort(), ['node-a', 'node-b']);
-    await a.remove(h);
-    assert.deepEqual(await b.lookup(h, t), ['node-b']);
-
-    // node-b dies without removing anything; node-a keeps renewing.
-    await a.add(h, t);
-    await a.renew([h], t + leaseMs);
-    assert.deepEqual(await redis.hkeys(a.key(h)), ['node-a'], 'the renewal swept the dead lease');
-    await b.add(h, t);
-    assert.deepEqual(await a.lookup(h, t + 2 * leaseMs - 1), ['node-a']);
-    assert.deepEqual(await redis.hkeys(a.key(h)), ['node-a'], 'the lookup swept the dead lease');
+    await redis.hset(`${prefix}:pr:{${hex(h)}}`, 'node-ghost', '4503599627370497');
+    assert.deepEqual(await a.lookup(h), ['node-ghost'], 'unknown: live until the registry says otherwise');
+    await a.refresh();
+    await new Promise((r) => setImmediate(r));
+    assert.deepEqual(await a.lookup(h), [], 'not in the registry after a read: gone');
+    const late = registry(prefix, 'node-late');
+    await late.announceNode([]);
+    await redis.hset(`${prefix}:pr:{${hex(h)}}`, 'node-late', late.incarnation);
+    await a.renew();
+    assert.deepEqual(await a.lookup(h), ['node-late']);
   });
 
-  it('never shortens the key TTL another node’s longer lease needs', async () => {
-    const prefix = freshPrefix();
-    const long = registry(prefix, 'node-long', 60_000);
-    const short = registry(prefix, 'node-short', 1_000);
-    const h = hint();
-    await long.add(h);
-    await short.add(h);
-    assert.ok((await redis.pttl(long.key(h))) > 59_000);
-  });
-
-  it('renews 10,000 hints in one pipeline', async (t) => {
+  it('renews 10,000 peers with one heartbeat of two commands and no script', async () => {
     const prefix = freshPrefix();
     const a = registry(prefix, 'node-a', 15_000);
-    const hints = Array.from({ length: 10_000 }, hint);
-    let pipelines = 0;
-    const original = redis.pipeline;
-    redis.pipeline = function (this: Redis, ...args: Parameters<Redis['pipeline']>) {
-      pipelines++;
-      return original.apply(this, args);
-    } as Redis['pipeline'];
-    const now = Date.now();
-    const started = performance.now();
-    try {
-      await a.renew(hints, now);
-    } finally {
-      redis.pipeline = original;
+    await a.announceNode(['wss://a.example']);
+    for (let i = 0; i < 10_000; i += 1000) {
+      await Promise.all(Array.from({ length: 1000 }, () => a.add(hint())));
     }
-    t.diagnostic(`renew of 10,000 hints: ${(performance.now() - started).toFixed(0)} ms`);
-    assert.equal(pipelines, 1);
-    const check = redis.pipeline();
-    for (const h of hints) check.hget(a.key(h), 'node-a');
-    const replies = (await check.exec()) ?? [];
-    assert.equal(replies.length, 10_000);
-    for (const [err, value] of replies) {
-      assert.equal(err, null);
-      assert.equal(value, String(now + 15_000));
-    }
-    assert.deepEqual(await a.lookup(hints[9_999]!, now), ['node-a']);
-    await a.renew([]); // nothing to renew, nothing announced: no round trip, no error
+    const before = await commandCounts(redis);
+    await a.renew();
+    const after = await commandCounts(redis);
+    const delta = (name: string) => (after[name] ?? 0) - (before[name] ?? 0);
+    assert.equal(delta('evalsha') + delta('eval'), 0);
+    assert.equal(delta('hset'), 1);
+    assert.equal(delta('hgetall'), 1);
+    assert.equal(await redis.scard(a.indexKey()), 10_000);
+  });
+
+  it('sweeps a dead node’s presence a lease length after its lease expired, once', async () => {
+    const prefix = freshPrefix();
+    const leaseMs = 1000;
+    const a = registry(prefix, 'node-a', leaseMs);
+    const b = registry(prefix, 'node-b', leaseMs);
+    const c = registry(prefix, 'node-c', leaseMs);
+    const t = Date.now();
+    await a.announceNode([], t);
+    await b.announceNode([], t);
+    const shared = hint();
+    const onlyB = Array.from({ length: 2500 }, hint);
+    await a.add(shared);
+    await b.add(shared);
+    for (const h of onlyB) await b.add(h);
+    // node-b dies. One lease later it is not live, but not swept yet.
+    await a.renew(undefined, t + leaseMs);
+    assert.deepEqual(await a.lookup(shared, t + leaseMs), ['node-a']);
+    assert.equal(await redis.hexists(b.key(onlyB[0]!), 'node-b'), 1);
+    // Two lease lengths: node-a sweeps it (node-c, racing, finds the claim taken).
+    await Promise.all([a.renew(undefined, t + 2 * leaseMs + 1), c.renew(undefined, t + 2 * leaseMs + 1)]);
+    assert.equal(a.stats.sweeps + c.stats.sweeps, 1);
+    assert.deepEqual(await redis.hkeys(a.key(shared)), ['node-a']);
+    for (const h of onlyB.slice(0, 50)) assert.equal(await redis.exists(b.key(h)), 0);
+    assert.equal(await redis.exists(b.indexKey()), 0);
+    assert.deepEqual(await redis.hkeys(`${prefix}:nodes`), ['node-a']);
+  });
+
+  it('sweeps the previous incarnation of a restarted node before it serves, and keeps the new one’s', async () => {
+    const prefix = freshPrefix();
+    const old = registry(prefix, 'node-a', 15_000, '4503599627370500');
+    await old.announceNode([]);
+    const h1 = hint();
+    const h2 = hint();
+    await old.add(h1);
+    await old.add(h2);
+    const fresh = registry(prefix, 'node-a', 15_000, '4503599627370501');
+    // The new process has h2 again before the sweep reaches it: the sweep leaves the new field alone.
+    await redis.hset(fresh.key(h2), 'node-a', fresh.incarnation);
+    await fresh.announceNode([]);
+    assert.equal(await redis.exists(fresh.key(h1)), 0);
+    assert.equal(await redis.hget(fresh.key(h2), 'node-a'), fresh.incarnation);
+    assert.equal(await redis.exists(old.indexKey()), 0);
   });
 
   it('announces nodes, lists the live ones and withdraws on shutdown', async () => {
@@ -151,45 +175,37 @@ describe('PresenceRegistry', () => {
       { nodeId: 'node-b', publicUrls: ['wss://b.example/relay'] },
     ]);
     const entry = JSON.parse((await redis.hget(`${prefix}:nodes`, 'node-a')) ?? '{}') as unknown;
-    assert.deepEqual(entry, { urls: ['wss://a.example/relay', 'tcp://a.example:8081'], expires: t + leaseMs });
-
-    // The heartbeat renews node-a's entry; node-b stops and drops out.
-    const h1 = hint();
-    const h2 = hint();
-    await a.add(h1, t);
-    await a.add(h2, t);
-    await b.add(h1, t);
-    await a.renew([h1, h2], t + leaseMs / 2);
+    assert.deepEqual(entry, {
+      urls: ['wss://a.example/relay', 'tcp://a.example:8081'],
+      expires: t + leaseMs,
+      inc: a.incarnation,
+    });
+    await a.renew(undefined, t + leaseMs / 2);
     assert.deepEqual(await b.liveNodes(t + leaseMs), [
       { nodeId: 'node-a', publicUrls: ['wss://a.example/relay', 'tcp://a.example:8081'] },
     ]);
-    assert.deepEqual(await redis.hkeys(`${prefix}:nodes`), ['node-a'], 'the expired entry was removed');
 
-    // Shutdown of node-a: its leases and its entry go; node-b's lease stays.
-    await b.add(h1, t + leaseMs);
-    await b.announceNode(['wss://b.example/relay'], t + leaseMs);
+    // Shutdown of node-a: its presence, index and entry go; node-b's stays.
+    const h1 = hint();
+    const h2 = hint();
+    await a.add(h1);
+    await a.add(h2);
+    await b.add(h1);
+    await b.renew(undefined, t + leaseMs);
     await a.withdraw([h1, h2]);
-    assert.deepEqual(await a.lookup(h1, t + leaseMs), ['node-b']);
-    assert.deepEqual(await a.lookup(h2, t + leaseMs), []);
-    assert.deepEqual(
-      (await a.liveNodes(t + leaseMs)).map((n) => n.nodeId),
-      ['node-b'],
-    );
-    // A heartbeat that races the shutdown does not bring the entry back.
-    await a.renew([], t + leaseMs);
+    assert.deepEqual(await b.lookup(h1, t + leaseMs), ['node-b']);
+    assert.deepEqual(await b.lookup(h2, t + leaseMs), []);
+    assert.equal(await redis.exists(a.indexKey()), 0);
     assert.deepEqual(
       (await b.liveNodes(t + leaseMs)).map((n) => n.nodeId),
       ['node-b'],
     );
-  });
-
-  it('keeps presence keys under the {hintHex} hash tag', async () => {
-    const prefix = freshPrefix();
-    const a = registry(prefix, 'node-a');
-    const hints = [hint(), hint()];
-    for (const h of hints) await a.add(h);
-    const keys = (await redis.keys(`${prefix}:pr:*`)).sort();
-    assert.deepEqual(keys, hints.map((h) => `${prefix}:pr:{${Buffer.from(h).toString('hex')}}`).sort());
+    // A heartbeat that races the shutdown does not bring the entry back.
+    await a.renew(undefined, t + leaseMs);
+    assert.deepEqual(
+      (await b.liveNodes(t + leaseMs)).map((n) => n.nodeId),
+      ['node-b'],
+    );
   });
 
   it('fails with STORE_UNAVAILABLE when Redis is gone', async () => {
@@ -205,7 +221,7 @@ describe('PresenceRegistry', () => {
         () => a.add(hint()),
         () => a.remove(hint()),
         () => a.lookup(hint()),
-        () => a.renew([hint()]),
+        () => a.renew(),
         () => a.announceNode(['wss://a.example']),
         () => a.liveNodes(),
         () => a.withdraw([hint()]),

@@ -54,9 +54,9 @@ import {
   verifyEd25519,
 } from '@libertaria/shared';
 import { type Job, type JobsOptions, Queue, UnrecoverableError, Worker } from 'bullmq';
-import { Redis } from 'ioredis';
 import { Counter, Gauge, type Registry } from 'prom-client';
 import type { Logger } from '../log.js';
+import { createRedisClient, type RedisClient, type RedisTarget } from '../redis-connection.js';
 
 export interface BridgeFederationOptions {
   readonly bridge: Bridge;
@@ -66,6 +66,8 @@ export interface BridgeFederationOptions {
   /** Libertaria relay URLs the bridge connects to as a peer. */
   readonly relays: readonly string[];
   readonly redisUrl: string;
+  /** REDIS_CLUSTER_NODES: run on a Redis Cluster (redisUrl then gives credentials and TLS). */
+  readonly redisClusterNodes?: string | undefined;
   readonly prefix?: string;
   /** Outbound jobs processed at once by this bridge. */
   readonly concurrency: number;
@@ -115,7 +117,11 @@ export class BridgeFederation {
   readonly client: RelayClient;
   readonly sessions: SessionManager;
   private readonly prefix: string;
-  private readonly redis: Redis;
+  private readonly redis: RedisClient;
+  private workerConnection: RedisClient | undefined;
+  private get redisTarget(): RedisTarget {
+    return { url: this.o.redisUrl, clusterNodes: this.o.redisClusterNodes };
+  }
   readonly outboundQueue: Queue<OutboundJobData>;
   readonly inboundQueue: Queue<InboundJobData>;
   private worker: Worker<OutboundJobData> | undefined;
@@ -136,7 +142,7 @@ export class BridgeFederation {
     });
     this.client = new RelayClient({ relays: [...o.relays], identity: o.identity, sessions: this.sessions });
     // Producer connection: fails fast while Redis is down, so the foreign side sees an error and resends.
-    this.redis = new Redis(o.redisUrl, {
+    this.redis = createRedisClient(this.redisTarget, {
       connectionName: `bridge-${this.network}`,
       enableOfflineQueue: false,
       maxRetriesPerRequest: 1,
@@ -201,9 +207,21 @@ export class BridgeFederation {
     await this.sessions.ensurePublished(this.client);
     this.o.bridge.onInbound((message) => this.deliverInbound(message));
     this.mailboxLoop = this.drainMailbox();
+    // On a Cluster the worker gets a connection made here (BullMQ then leaves closing it to us).
+    if (this.o.redisClusterNodes) {
+      this.workerConnection = createRedisClient(this.redisTarget, {
+        maxRetriesPerRequest: null,
+        connectionName: `bridge-${this.network}-worker`,
+      });
+      this.workerConnection.on('error', (err) => this.o.log.debug('federation worker redis error', { err }));
+    }
     this.worker = new Worker<OutboundJobData>(outboundQueueName(this.network), (job) => this.processOutbound(job), {
       // BullMQ's production guide: a worker's connection retries forever rather than failing its blocking commands.
-      connection: { url: this.o.redisUrl, maxRetriesPerRequest: null, connectionName: `bridge-${this.network}-worker` },
+      connection: this.workerConnection ?? {
+        url: this.o.redisUrl,
+        maxRetriesPerRequest: null,
+        connectionName: `bridge-${this.network}-worker`,
+      },
       prefix: this.prefix,
       concurrency: this.o.concurrency,
       limiter: { max: this.o.ratePerSecond, duration: 1000 },
@@ -440,5 +458,6 @@ export class BridgeFederation {
     await this.mailboxLoop;
     await Promise.allSettled([this.outboundQueue.close(), this.inboundQueue.close()]);
     await this.redis.quit().catch(() => undefined);
+    await this.workerConnection?.quit().catch(() => undefined);
   }
 }

@@ -20,10 +20,10 @@ import { ExpressAdapter } from '@bull-board/express';
 import { type BridgeRegistration, bridgesKey, checkRegistration, INBOUND_QUEUE } from '@libertaria/shared';
 import { Queue } from 'bullmq';
 import express from 'express';
-import type { Redis } from 'ioredis';
+import type { RedisClient } from '../redis-connection.js';
 
 export interface DashboardOptions {
-  readonly redis: Redis;
+  readonly redis: RedisClient;
   readonly prefix: string;
   readonly token: string;
   readonly host: string;

@@ -20,7 +20,7 @@ import {
   toHex,
 } from '@libertaria/shared';
 import { type JobsOptions, Queue } from 'bullmq';
-import type { Redis } from 'ioredis';
+import type { RedisClient } from '../redis-connection.js';
 
 export interface Retention {
   readonly keepCompleted: number;
@@ -36,7 +36,7 @@ export class OutboundHandOff {
   private readonly queues = new Map<string, Queue>();
 
   constructor(
-    private readonly connection: Redis,
+    private readonly connection: RedisClient,
     private readonly prefix: string,
     private readonly retention: Retention,
   ) {}

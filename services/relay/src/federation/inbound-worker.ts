@@ -28,6 +28,7 @@ import { type Job, UnrecoverableError, Worker } from 'bullmq';
 import type { DurableStore } from '../durable-store.js';
 import type { Logger } from '../log.js';
 import { writePosition } from '../peer-connection.js';
+import type { RedisClient } from '../redis-connection.js';
 import type { Router } from '../router.js';
 import type { BridgeRegistryCache } from './registry.js';
 
@@ -42,6 +43,8 @@ const RETRYABLE = new Set(['QUEUE_FULL', 'QUEUE_BYTES_FULL', 'STORE_UNAVAILABLE'
 
 export interface InboundWorkerOptions {
   readonly redisUrl: string;
+  /** A connection to use instead of `redisUrl` (a Redis Cluster); its maxRetriesPerRequest must be null. */
+  readonly connection?: RedisClient;
   readonly prefix: string;
   readonly nodeId: string;
   readonly concurrency: number;
@@ -102,7 +105,11 @@ export function startInboundWorker(o: InboundWorkerOptions): Worker<InboundJobDa
     async (job: Job<InboundJobData>) => storeInbound(o, job.data),
     {
       // BullMQ's production guide: workers keep retrying Redis commands forever instead of failing them.
-      connection: { url: o.redisUrl, maxRetriesPerRequest: null, connectionName: `relay-inbound:${o.nodeId}` },
+      connection: o.connection ?? {
+        url: o.redisUrl,
+        maxRetriesPerRequest: null,
+        connectionName: `relay-inbound:${o.nodeId}`,
+      },
       prefix: o.prefix,
       concurrency: o.concurrency,
       limiter: { max: o.ratePerSecond, duration: 1000 },

@@ -6,11 +6,11 @@
  */
 import type { BridgeRegistration, CodecOptions } from '@libertaria/shared';
 import type { Worker } from 'bullmq';
-import { Redis } from 'ioredis';
 import { Counter, Gauge, type Registry } from 'prom-client';
 import type { RelayConfig } from '../config.js';
 import type { DurableStore } from '../durable-store.js';
 import type { Logger } from '../log.js';
+import { createRedisClient, isCluster, type RedisClient, type SharedSubscriber } from '../redis-connection.js';
 import type { Router } from '../router.js';
 import { type Dashboard, startDashboard } from './dashboard.js';
 import { OutboundHandOff } from './handoff.js';
@@ -28,6 +28,10 @@ export interface FederationHook {
 
 export interface FederationDeps {
   readonly nodeId: string;
+  /** The node's command connection (fails fast: an ACK must not wait on a reconnect); shared, not closed here. */
+  readonly redis: RedisClient;
+  /** The node's subscriber (bridge announcements); shared, not closed here. */
+  readonly subscriber: SharedSubscriber;
   readonly store: DurableStore;
   readonly router: Router;
   readonly log: Logger;
@@ -37,8 +41,8 @@ export interface FederationDeps {
 
 export class RelayFederation implements FederationHook {
   private constructor(
-    private readonly redis: Redis,
-    private readonly subscriber: Redis,
+    /** The inbound worker's own connection on a Redis Cluster (closed here); undefined on one server. */
+    private readonly workerConnection: RedisClient | undefined,
     readonly bridges: BridgeRegistryCache,
     private readonly outbound: OutboundHandOff,
     private readonly inbound: Worker<unknown, InboundResult>,
@@ -49,21 +53,9 @@ export class RelayFederation implements FederationHook {
 
   static async start(config: RelayConfig, deps: FederationDeps): Promise<RelayFederation> {
     const prefix = config.RELAY_FEDERATION_PREFIX;
-    // Fail fast: an ACK must not wait on a Redis reconnect (the client re-sends after a NACK).
-    const redis = new Redis(config.REDIS_URL, {
-      connectionName: `relay-federation:${deps.nodeId}`,
-      enableOfflineQueue: false,
-      maxRetriesPerRequest: 1,
-      lazyConnect: true,
-    });
-    const subscriber = new Redis(config.REDIS_URL, {
-      connectionName: `relay-federation-sub:${deps.nodeId}`,
-      maxRetriesPerRequest: null,
-      lazyConnect: true,
-    });
-    redis.on('error', () => {}); // counted by the node's own connection; BullMQ logs its own
-    subscriber.on('error', () => {});
-    await redis.connect();
+    // The node's own connections: BullMQ queues share the command client, the registry the subscriber.
+    const { redis, subscriber } = deps;
+    if (redis.status !== 'ready') await new Promise((resolve) => redis.once('ready', resolve));
     await subscriber.connect();
     const bridges = new BridgeRegistryCache(redis, subscriber, prefix, config.RELAY_FEDERATION_REFRESH_MS, deps.log);
     await bridges.start();
@@ -94,8 +86,17 @@ export class RelayFederation implements FederationHook {
       keepFailedSeconds: config.RELAY_FEDERATION_KEEP_FAILED_SECONDS,
     };
     const outbound = new OutboundHandOff(redis, prefix, retention);
+    // BullMQ's workers retry Redis commands forever (maxRetriesPerRequest null): a connection of their own.
+    const workerConnection = isCluster(redis)
+      ? createRedisClient(
+          { url: config.REDIS_URL, clusterNodes: config.REDIS_CLUSTER_NODES },
+          { maxRetriesPerRequest: null, connectionName: `relay-inbound:${deps.nodeId}` },
+        )
+      : undefined;
+    workerConnection?.on('error', () => {}); // BullMQ logs its own
     const inbound = startInboundWorker({
       redisUrl: config.REDIS_URL,
+      ...(workerConnection ? { connection: workerConnection } : {}),
       prefix,
       nodeId: deps.nodeId,
       concurrency: config.RELAY_FEDERATION_INBOUND_CONCURRENCY,
@@ -120,7 +121,7 @@ export class RelayFederation implements FederationHook {
             refreshMs: config.RELAY_FEDERATION_REFRESH_MS,
           });
     deps.log.info('federation started', { prefix, bridges: bridges.size, dashboard: dashboard?.port ?? null });
-    return new RelayFederation(redis, subscriber, bridges, outbound, inbound, handOffs, deps.log, dashboard);
+    return new RelayFederation(workerConnection, bridges, outbound, inbound, handOffs, deps.log, dashboard);
   }
 
   /** The bridge serving `network`, for peers that address foreign identities (BRIDGE_QUERY). */
@@ -147,6 +148,6 @@ export class RelayFederation implements FederationHook {
     this.bridges.close();
     await this.dashboard?.close();
     await Promise.allSettled([this.inbound.close(), this.outbound.close()]);
-    await Promise.allSettled([this.redis.quit(), this.subscriber.quit()]);
+    await this.workerConnection?.quit().catch(() => {});
   }
 }

@@ -7,8 +7,8 @@
  * while the subscriber reconnected. Lookups on the SEND path are a Map read.
  */
 import { type BridgeRegistration, bridgesChannel, bridgesKey, checkRegistration, HINT_SIZE } from '@libertaria/shared';
-import type { Redis } from 'ioredis';
 import type { Logger } from '../log.js';
+import type { RedisClient, Subscriber } from '../redis-connection.js';
 
 export class BridgeRegistryCache {
   /** By hint as a latin1 string of its 24 bytes (the router's key form). */
@@ -18,8 +18,8 @@ export class BridgeRegistryCache {
   private reloadAgain = false;
 
   constructor(
-    private readonly redis: Redis,
-    private readonly subscriber: Redis,
+    private readonly redis: RedisClient,
+    private readonly subscriber: Subscriber,
     private readonly prefix: string,
     private readonly refreshMs: number,
     private readonly log: Logger,

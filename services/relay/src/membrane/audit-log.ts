@@ -12,7 +12,7 @@
  * bounded number of entries per query, and return a cursor to continue.
  */
 import { type AuditRecord, type AuditSink, type ErrorCode, isErrorCode } from '@libertaria/shared';
-import type { Redis } from 'ioredis';
+import type { RedisClient } from '../redis-connection.js';
 import { requireInt, toStoreError } from './store-error.js';
 
 export interface AuditLogOptions {
@@ -57,7 +57,7 @@ export class RedisAuditLog implements AuditSink {
   readonly maxEntries: number;
 
   constructor(
-    private readonly redis: Redis,
+    private readonly redis: RedisClient,
     options: AuditLogOptions,
   ) {
     this.key = `${options.prefix}:mb:audit`;

@@ -17,7 +17,7 @@
  * skewed node moves only its own requests into a neighbouring window.
  */
 import { type ConstraintState, type ConsumeOp, counterKey, windowIndex } from '@libertaria/shared';
-import type { Redis } from 'ioredis';
+import type { RedisClient } from '../redis-connection.js';
 import { toStoreError } from './store-error.js';
 
 const CONSUME_LUA = `--[[
@@ -59,14 +59,14 @@ type ConsumeCommand = {
 };
 
 export class RedisConstraintState implements ConstraintState {
-  private readonly redis: Redis & ConsumeCommand;
+  private readonly redis: RedisClient & ConsumeCommand;
   readonly keyPrefix: string;
 
-  constructor(redis: Redis, prefix: string) {
+  constructor(redis: RedisClient, prefix: string) {
     this.keyPrefix = `${prefix}:mb:c:`;
     // numberOfKeys is per call (a decision has as many keys as ops).
     redis.defineCommand(COMMAND, { lua: CONSUME_LUA });
-    this.redis = redis as Redis & ConsumeCommand;
+    this.redis = redis as RedisClient & ConsumeCommand;
   }
 
   /** The Redis key of an op's counter. */

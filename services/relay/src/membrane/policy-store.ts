@@ -31,7 +31,7 @@ import {
   policyToJson,
   validatePolicy,
 } from '@libertaria/shared';
-import type { Redis } from 'ioredis';
+import { isCluster, type RedisClient, type Subscriber } from '../redis-connection.js';
 import { requireInt, toStoreError } from './store-error.js';
 
 export interface PolicyStoreOptions {
@@ -90,8 +90,8 @@ export class RedisPolicyStore implements PolicySource {
   readonly stats = { hits: 0, misses: 0, invalidations: 0 };
 
   constructor(
-    private readonly redis: Redis,
-    private readonly subscriber: Redis,
+    private readonly redis: RedisClient,
+    private readonly subscriber: Subscriber,
     options: PolicyStoreOptions,
   ) {
     this.keyPrefix = `${options.prefix}:mb:policy:`;
@@ -163,13 +163,22 @@ export class RedisPolicyStore implements PolicySource {
         ? parsePolicy(policy, this.limits)
         : validatePolicy(policy, this.limits);
     const compiled = new CompiledPolicy(did, parsed);
+    const ownerHint = Buffer.from(hintFromDid(did)).toString('hex');
     try {
-      await this.redis
-        .multi()
-        .set(this.key(did), policyToJson(parsed))
-        .hset(this.ownersKey, Buffer.from(hintFromDid(did)).toString('hex'), did)
-        .publish(this.channel, did)
-        .exec();
+      if (isCluster(this.redis)) {
+        // The policy and the owners index live in different Cluster slots: one after the other,
+        // the index only once the policy is stored (a retried put repairs a half-done one).
+        await this.redis.set(this.key(did), policyToJson(parsed));
+        await this.redis.hset(this.ownersKey, ownerHint, did);
+        await this.redis.publish(this.channel, did);
+      } else {
+        await this.redis
+          .multi()
+          .set(this.key(did), policyToJson(parsed))
+          .hset(this.ownersKey, ownerHint, did)
+          .publish(this.channel, did)
+          .exec();
+      }
     } catch (err) {
       throw toStoreError(err);
     }

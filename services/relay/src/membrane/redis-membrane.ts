@@ -5,7 +5,7 @@
  * connection cannot run commands).
  */
 import { DEFAULT_MEMBRANE_LIMITS, Membrane, type MembraneLimits } from '@libertaria/shared';
-import type { Redis } from 'ioredis';
+import type { RedisClient, Subscriber } from '../redis-connection.js';
 import { RedisAuditLog } from './audit-log.js';
 import { RedisConstraintState } from './constraint-state.js';
 import { RedisPolicyStore } from './policy-store.js';
@@ -43,7 +43,11 @@ export interface RedisMembrane {
   stop(): Promise<void>;
 }
 
-export function createRedisMembrane(redis: Redis, subscriber: Redis, options: RedisMembraneOptions): RedisMembrane {
+export function createRedisMembrane(
+  redis: RedisClient,
+  subscriber: Subscriber,
+  options: RedisMembraneOptions,
+): RedisMembrane {
   const limits = options.limits ?? DEFAULT_MEMBRANE_LIMITS;
   const now = options.now ?? Date.now;
   const policies = new RedisPolicyStore(redis, subscriber, {

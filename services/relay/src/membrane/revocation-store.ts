@@ -9,7 +9,7 @@
  * check is one ZMSCORE for all the links of a chain.
  */
 import { RelayError, type RevocationList } from '@libertaria/shared';
-import type { Redis } from 'ioredis';
+import type { RedisClient } from '../redis-connection.js';
 import { toStoreError } from './store-error.js';
 
 const CID = /^[0-9a-f]{64}$/;
@@ -17,7 +17,7 @@ const CID = /^[0-9a-f]{64}$/;
 export class RedisRevocationStore implements RevocationList {
   readonly key: string;
   constructor(
-    private readonly redis: Redis,
+    private readonly redis: RedisClient,
     prefix: string,
     private readonly now: () => number = Date.now,
   ) {

@@ -7,13 +7,13 @@
  * Read on a decision only when a minTrust constraint applies (one HGET).
  */
 import { canonicalDid, RelayError, type TrustProvider } from '@libertaria/shared';
-import type { Redis } from 'ioredis';
+import type { RedisClient } from '../redis-connection.js';
 import { toStoreError } from './store-error.js';
 
 export class RedisTrustStore implements TrustProvider {
   readonly key: string;
   constructor(
-    private readonly redis: Redis,
+    private readonly redis: RedisClient,
     prefix: string,
   ) {
     this.key = `${prefix}:mb:trust`;

@@ -1,0 +1,203 @@
+/**
+ * The relay's Redis connections, made in one place (docs/redis.md): one
+ * server at `REDIS_URL`, or a Redis Cluster when `REDIS_CLUSTER_NODES` lists
+ * seed nodes (`host:port,host:port,…`; user, password and TLS then come from
+ * `REDIS_URL`). A node opens two connections of its own: the command client
+ * (stores, presence, publishing, the federation's BullMQ queues) and one
+ * subscriber whose channels are dispatched by name (SharedSubscriber). On a
+ * Cluster ioredis adds one connection per primary for each, and the
+ * subscriber listens to the node's own channel with SSUBSCRIBE (sharded
+ * pub/sub: a frame for a node crosses only the shard that owns its channel).
+ *
+ * Every key a script or a MULTI touches shares one hash tag (`{hintHex}`,
+ * `{nodeId}`, `{scope}`, `{lr-bridge}`), so each lands in one Cluster slot;
+ * commands over keys of several slots (withdraw, sweeps) go out one by one.
+ */
+import { EventEmitter } from 'node:events';
+import { Cluster, type ClusterOptions, Redis, type RedisOptions } from 'ioredis';
+
+export type RedisClient = Redis | Cluster;
+
+/** What a relay connection needs to know about where Redis is. */
+export interface RedisTarget {
+  /** REDIS_URL: the server, or (with clusterNodes) the credentials and TLS for every Cluster node. */
+  url: string;
+  /** REDIS_CLUSTER_NODES: seed nodes of a Redis Cluster, `host:port,host:port,…`. */
+  clusterNodes?: string | undefined;
+}
+
+/** `host:port,host:port` → seed nodes; throws on a malformed entry. */
+export function parseClusterNodes(list: string): Array<{ host: string; port: number }> {
+  return list
+    .split(',')
+    .map((s) => s.trim())
+    .filter((s) => s.length > 0)
+    .map((entry) => {
+      const at = entry.lastIndexOf(':');
+      const host = entry.slice(0, at).replace(/^\[(.*)\]$/, '$1');
+      const port = Number(entry.slice(at + 1));
+      if (at <= 0 || !Number.isInteger(port) || port < 1 || port > 65535) {
+        throw new Error(`REDIS_CLUSTER_NODES: "${entry}" is not host:port`);
+      }
+      return { host, port };
+    });
+}
+
+export function isCluster(client: RedisClient): client is Cluster {
+  return client.isCluster;
+}
+
+/** Credentials, database and TLS of REDIS_URL as per-node options. */
+function urlOptions(url: string): RedisOptions {
+  const u = new URL(url);
+  const out: RedisOptions = {};
+  if (u.username) out.username = decodeURIComponent(u.username);
+  if (u.password) out.password = decodeURIComponent(u.password);
+  if (u.protocol === 'rediss:') out.tls = {};
+  return out;
+}
+
+/**
+ * A connection to the target. `options` are per-connection ioredis options
+ * (as for `new Redis`); on a Cluster they apply to each node connection, and
+ * the Cluster itself gets the same offline-queue and auto-pipelining choice.
+ */
+export function createRedisClient(
+  target: RedisTarget,
+  options: RedisOptions,
+  cluster: Partial<ClusterOptions> = {},
+): RedisClient {
+  if (target.clusterNodes === undefined || target.clusterNodes === '') return new Redis(target.url, options);
+  const { enableOfflineQueue, enableAutoPipelining, lazyConnect, retryStrategy: _ignored, ...perNode } = options;
+  return new Cluster(parseClusterNodes(target.clusterNodes), {
+    redisOptions: { ...urlOptions(target.url), ...perNode },
+    ...(enableOfflineQueue !== undefined ? { enableOfflineQueue } : {}),
+    ...(enableAutoPipelining !== undefined ? { enableAutoPipelining } : {}),
+    ...(lazyConnect !== undefined ? { lazyConnect } : {}),
+    // A primary that fails is replaced by its replica within the cluster's node timeout:
+    // keep asking for the slot map meanwhile, then resend what was redirected.
+    retryDelayOnFailover: 200,
+    retryDelayOnClusterDown: 200,
+    retryDelayOnTryAgain: 100,
+    slotsRefreshTimeout: 2000,
+    clusterRetryStrategy: (times: number) => Math.min(100 * 2 ** Math.min(times, 6), 5000),
+    ...cluster,
+  });
+}
+
+/** ioredis options of a subscriber connection (SUBSCRIBE waits for the connection rather than failing). */
+export const SUBSCRIBER_OPTIONS = {
+  enableAutoPipelining: false,
+  enableOfflineQueue: true,
+  commandTimeout: undefined,
+  lazyConnect: true,
+} as const satisfies RedisOptions;
+
+/** The part of an ioredis subscriber that the policy cache and the bridge registry use. */
+export interface Subscriber {
+  readonly status: string;
+  connect(): Promise<void>;
+  subscribe(...channels: string[]): Promise<unknown>;
+  unsubscribe(...channels: string[]): Promise<unknown>;
+  on(event: 'message', listener: (channel: string, message: string) => void): this;
+  on(event: 'ready' | 'close' | 'end', listener: () => void): this;
+  off(event: 'message', listener: (channel: string, message: string) => void): this;
+  off(event: 'ready' | 'close' | 'end', listener: () => void): this;
+  once(event: 'ready' | 'close' | 'end', listener: () => void): this;
+}
+
+/**
+ * One subscriber connection per node, dispatched by channel: binary channels
+ * (the node's own, frames from other nodes) go to their handler as Buffers,
+ * never decoded; every other message is emitted as ('message', channel,
+ * text) to the Subscriber users (membrane policy invalidations, bridge
+ * registry announcements). On a Cluster, binary channels use sharded
+ * pub/sub (SSUBSCRIBE), the others classic pub/sub (broadcast to all nodes).
+ */
+export class SharedSubscriber extends EventEmitter implements Subscriber {
+  private readonly binary = new Map<string, (message: Buffer) => void>();
+  private connecting: Promise<void> | undefined;
+
+  constructor(readonly connection: RedisClient) {
+    super();
+    const onMessage = (channel: Buffer, message: Buffer): void => {
+      const name = channel.toString('latin1');
+      const handler = this.binary.get(name);
+      if (handler) handler(message);
+      else if (this.listenerCount('message') > 0) this.emit('message', channel.toString(), message.toString());
+    };
+    connection.on('messageBuffer', onMessage);
+    connection.on('smessageBuffer', onMessage);
+    for (const event of ['ready', 'close', 'end'] as const) connection.on(event, () => this.emit(event));
+  }
+
+  get status(): string {
+    return this.connection.status;
+  }
+
+  /** Connects once; later calls (from each user) wait for the same connection. */
+  connect(): Promise<void> {
+    if (this.connection.status === 'ready') return Promise.resolve();
+    if (!this.connecting) {
+      this.connecting =
+        this.connection.status === 'wait'
+          ? this.connection.connect()
+          : new Promise<void>((resolve) => this.connection.once('ready', () => resolve()));
+    }
+    return this.connecting;
+  }
+
+  subscribe(...channels: string[]): Promise<unknown> {
+    return this.connection.subscribe(...channels);
+  }
+
+  unsubscribe(...channels: string[]): Promise<unknown> {
+    return this.connection.unsubscribe(...channels);
+  }
+
+  /** Subscribes a binary channel: sharded on a Cluster. */
+  async subscribeBinary(channel: string, handler: (message: Buffer) => void): Promise<void> {
+    this.binary.set(channel, handler);
+    if (isCluster(this.connection)) await this.connection.ssubscribe(channel);
+    else await this.connection.subscribe(channel);
+  }
+
+  quit(): Promise<unknown> {
+    return this.connection.quit();
+  }
+}
+
+/** Publishes on a binary channel as SharedSubscriber.subscribeBinary listens: SPUBLISH on a Cluster. */
+export function publishBinary(client: RedisClient, channel: string, message: Buffer): Promise<unknown> {
+  return isCluster(client) ? client.spublish(channel, message) : client.publish(channel, message);
+}
+
+/**
+ * Runs single-key commands that may live in different Cluster slots: one
+ * pipeline on a single server (one round trip), each on its own on a Cluster
+ * (ioredis refuses a pipeline across slots), at most `chunk` in flight.
+ * Rejects with the first failure once all have settled.
+ */
+export async function runEach(
+  client: RedisClient,
+  commands: ReadonlyArray<(c: RedisClient | ReturnType<RedisClient['pipeline']>) => unknown>,
+  chunk = 1000,
+): Promise<void> {
+  if (commands.length === 0) return;
+  if (!isCluster(client)) {
+    const pipeline = client.pipeline();
+    for (const add of commands) add(pipeline);
+    const replies = await pipeline.exec();
+    if (replies === null) throw new Error('Redis discarded the pipeline');
+    const failed = replies.find(([err]) => err !== null);
+    if (failed) throw failed[0];
+    return;
+  }
+  for (let i = 0; i < commands.length; i += chunk) {
+    const results = await Promise.allSettled(
+      commands.slice(i, i + chunk).map((add) => add(client) as Promise<unknown>),
+    );
+    const failed = results.find((r) => r.status === 'rejected');
+    if (failed) throw (failed as PromiseRejectedResult).reason;
+  }
+}

@@ -1,0 +1,125 @@
+/**
+ * A real local Redis Cluster for a test file: six redis-server processes
+ * (private ports and directories, killed with the test process, see
+ * children.ts), three primaries with one replica each, made by
+ * `redis-cli --cluster create`. A primary is declared failed after
+ * `nodeTimeoutMs` and its replica takes over; full coverage is not required,
+ * so the other shards keep serving meanwhile.
+ *
+ *   const cluster = await startRedisCluster();
+ *   // cluster.nodes: "127.0.0.1:p1,…" (REDIS_CLUSTER_NODES); cluster.primaryFor(key)
+ *   after(() => cluster.stop());
+ */
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
+import calculateSlot from 'cluster-key-slot';
+import { Redis } from 'ioredis';
+import { type RedisHandle, startRedis } from './redis.js';
+
+const run = promisify(execFile);
+
+export interface RedisClusterHandle {
+  servers: RedisHandle[];
+  /** Seed list for REDIS_CLUSTER_NODES. */
+  nodes: string;
+  /** The server that is primary for `key`'s slot now. */
+  primaryFor(key: string): Promise<RedisHandle>;
+  /** Waits until every live node reports cluster_state:ok and `port` (if given) is a primary no more or again a replica. */
+  waitHealthy(timeoutMs?: number): Promise<void>;
+  stop(): Promise<void>;
+}
+
+async function info(port: number, section: string): Promise<string> {
+  const r = new Redis({ port, host: '127.0.0.1', lazyConnect: true, maxRetriesPerRequest: 0, connectTimeout: 1000 });
+  r.on('error', () => {});
+  try {
+    await r.connect();
+    return section === 'nodes' ? ((await r.call('CLUSTER', 'NODES')) as string) : await r.cluster('INFO');
+  } finally {
+    r.disconnect();
+  }
+}
+
+export async function startRedisCluster(options: { nodeTimeoutMs?: number } = {}): Promise<RedisClusterHandle> {
+  const nodeTimeout = String(options.nodeTimeoutMs ?? 1000);
+  const servers = await Promise.all(
+    Array.from({ length: 6 }, () =>
+      startRedis({
+        args: [
+          '--cluster-enabled',
+          'yes',
+          '--cluster-config-file',
+          'nodes.conf',
+          '--cluster-node-timeout',
+          nodeTimeout,
+          '--cluster-require-full-coverage',
+          'no',
+          '--cluster-allow-reads-when-down',
+          'no',
+        ],
+      }),
+    ),
+  );
+  const stop = async (): Promise<void> => {
+    await Promise.all(servers.map((s) => s.stop()));
+  };
+  try {
+    const addresses = servers.map((s) => `127.0.0.1:${s.port}`);
+    await run('redis-cli', ['--cluster', 'create', ...addresses, '--cluster-replicas', '1', '--cluster-yes'], {
+      timeout: 60_000,
+    });
+    const handle: RedisClusterHandle = {
+      servers,
+      nodes: addresses.join(','),
+      async primaryFor(key: string) {
+        const slot = calculateSlot(key);
+        for (const s of servers) {
+          let nodes: string;
+          try {
+            nodes = await info(s.port, 'nodes');
+          } catch {
+            continue;
+          }
+          for (const line of nodes.split('\n')) {
+            const [, addr, flags, , , , , state, ...ranges] = line.split(' ');
+            if (!flags?.includes('master') || flags.includes('fail') || state !== 'connected') continue;
+            for (const range of ranges) {
+              const [from, to] = range.split('-').map(Number);
+              if (from !== undefined && slot >= from && slot <= (to ?? from)) {
+                const port = Number(addr?.split('@')[0]?.split(':')[1]);
+                const server = servers.find((x) => x.port === port);
+                if (server) return server;
+              }
+            }
+          }
+          break;
+        }
+        throw new Error(`no primary found for ${key} (slot ${slot})`);
+      },
+      async waitHealthy(timeoutMs = 30_000) {
+        const deadline = Date.now() + timeoutMs;
+        let last = '';
+        while (Date.now() < deadline) {
+          const states = await Promise.all(
+            servers.map((s) =>
+              info(s.port, 'info').then(
+                (i) => /cluster_state:(\w+)/.exec(i)?.[1] ?? '?',
+                () => 'down',
+              ),
+            ),
+          );
+          last = states.join(',');
+          if (states.every((st) => st === 'ok' || st === 'down') && states.includes('ok')) return;
+          await new Promise((r) => setTimeout(r, 200));
+        }
+        throw new Error(`cluster not healthy within ${timeoutMs} ms: states ${last}`);
+      },
+      stop,
+    };
+    await handle.waitHealthy();
+    return handle;
+  } catch (err) {
+    await stop();
+    throw err;
+  }
+}
