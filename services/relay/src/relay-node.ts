@@ -20,6 +20,7 @@ import { outboundCeiling, PeerConnection } from './peer-connection.js';
 import { PrekeyStore } from './prekey-store.js';
 import { PresenceRegistry } from './presence.js';
 import { ConcurrencyLimit, HandshakeFailureLimiter } from './rate-limits.js';
+import { registerRedisMetrics } from './redis-metrics.js';
 import type { RelayContext } from './relay-context.js';
 import { nodeChannel, Router } from './router.js';
 import { listenTcp } from './transport/tcp.js';
@@ -115,6 +116,7 @@ export class RelayNode {
     const router = new Router(redis, presence, nodeId, prefix, metrics, log);
     metrics.outboundBytes = () => router.outboundBytes();
     metrics.outboundBudget.set(config.RELAY_SEND_QUEUE_BYTES);
+    registerRedisMetrics(metrics.registry, redis);
     const once = new OnceStore(redis, { prefix, maxRetentionSeconds: config.RELAY_ONCE_MAX_RETENTION_SECONDS });
     const authLimiter = new HandshakeFailureLimiter({
       perPeer: config.RELAY_AUTH_FAILURES_PER_MINUTE,
