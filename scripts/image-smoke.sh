@@ -11,7 +11,8 @@
 # Skips (exit 0, says why) when podman is not installed, so CI without it
 # stays green. Env: IMAGE (default localhost/libertaria/relay-cluster:dev),
 # BASE_IMAGE (default: the local base, built by deploy/image/make-base.sh when
-# missing), SKIP_BUILD=1 to use IMAGE as it is.
+# missing), SKIP_BUILD=1 to use IMAGE as it is (deploy/image/build-local.sh
+# builds it otherwise; cached layers make a rebuild quick).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -23,22 +24,9 @@ fi
 command -v redis-server >/dev/null 2>&1 || { say "needs redis-server on the PATH (apt-get install redis-server)"; exit 1; }
 
 IMAGE="${IMAGE:-localhost/libertaria/relay-cluster:dev}"
-NODE_VERSION="$(node --version | sed 's/^v//')"
-BASE_IMAGE="${BASE_IMAGE:-localhost/libertaria-node-base:${NODE_VERSION}-bookworm}"
+export IMAGE
 if [ "${SKIP_BUILD:-0}" != 1 ]; then
-  if [[ "$BASE_IMAGE" == localhost/libertaria-node-base:* ]]; then
-    NODE_VERSION="$NODE_VERSION" BASE_IMAGE_NAME="$BASE_IMAGE" bash deploy/image/make-base.sh
-  fi
-  # A TLS-inspecting proxy between us and the npm registry: hand npm its CA bundle as a build secret.
-  secret=()
-  ca="${NPM_CA_FILE:-$(npm config get cafile 2>/dev/null || true)}"
-  if [ -n "$ca" ] && [ -r "$ca" ]; then secret=(--secret "id=npm_ca,src=$ca"); fi
-  started=$(date +%s)
-  nice -n 10 podman build --format docker --network host "${secret[@]}" --build-arg BASE_IMAGE="$BASE_IMAGE" \
-    --build-arg REVISION="$(git rev-parse --short HEAD 2>/dev/null || echo unknown)" \
-    --build-arg CREATED="$(date -u +%Y-%m-%dT%H:%M:%SZ)" -t "$IMAGE" . >"${TMPDIR:-/tmp}/image-smoke-build.log" 2>&1 ||
-    { tail -n 30 "${TMPDIR:-/tmp}/image-smoke-build.log"; say "build failed"; exit 1; }
-  say "built $IMAGE in $(($(date +%s) - started)) s"
+  bash deploy/image/build-local.sh
 fi
 say "image size: $(podman image inspect "$IMAGE" --format '{{.Size}}' | awk '{printf "%.0f MB", $1/1e6}')"
 
