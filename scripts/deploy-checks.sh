@@ -43,7 +43,7 @@ else
   skip "promtool is not installed (apt-get install prometheus, or its promtool): Prometheus config and rules not checked by promtool"
 fi
 
-if command -v kubectl >/dev/null 2>&1; then
+if kubectl version --client >/dev/null 2>&1; then
   for overlay in dev prod; do
     check "kubectl kustomize deploy/k8s/overlays/$overlay" kubectl kustomize "deploy/k8s/overlays/$overlay"
   done

@@ -85,10 +85,20 @@ for pair in "relay-1 $admin1" "relay-2 $admin2"; do
   set -- $pair
   wait_ready "$2" || { podman logs "$tag-$1" | tail -n 20; say "$1 did not become ready"; exit 1; }
 done
+if podman logs "$tag-relay-1" 2>&1 | grep -q 'Falling back to a NodeJS implementation'; then
+  say "uWebSockets.js fell back to its JavaScript implementation: the native binary did not load"
+  exit 1
+fi
 say "both relays ready (/readyz 200): ws $ws1/$ws2, tcp $tcp1/$tcp2, admin $admin1/$admin2"
 
 say "PID 1 of relay-1: $(podman exec "$tag-relay-1" cat /proc/1/comm); user: $(podman exec "$tag-relay-1" id -u); root fs read-only: $(podman inspect "$tag-relay-1" --format '{{.HostConfig.ReadonlyRootfs}}')"
-podman healthcheck run "$tag-relay-1" >/dev/null && say "HEALTHCHECK of relay-1: healthy"
+healthy=0
+for _ in 1 2 3; do
+  if podman healthcheck run "$tag-relay-1" >/dev/null 2>&1; then healthy=1 && break; fi
+  sleep 2
+done
+[ "$healthy" = 1 ] || { say "the image's HEALTHCHECK did not pass for relay-1"; exit 1; }
+say "HEALTHCHECK of relay-1: healthy"
 
 # Without systemd podman cannot schedule HEALTHCHECK timers and says so on every run; `podman healthcheck run` works.
 cli() { podman run --rm --no-healthcheck "${hardened[@]}" -v "$work:/keys" "$IMAGE" node shared/bin/lrelay.js "$@"; }

@@ -119,6 +119,12 @@ describe('Kubernetes schemas (kubernetes-models, offline)', () => {
       const relay = objs.find((o) => o.kind === 'Deployment' && o.metadata.name === 'relay')!;
       const image = relay.spec.template.spec.containers[0].image as string;
       assert.match(image, overlay === 'dev' ? /:dev$/ : /:\d+\.\d+\.\d+$/, 'the overlay pins the image tag');
+      const host = objs.find((o) => o.kind === 'Ingress')!.spec.rules[0].host as string;
+      const config = objs.find((o) => o.kind === 'ConfigMap' && o.metadata.name === 'relay-config')!;
+      assert.ok(
+        String(config.data.RELAY_PUBLIC_URLS).split(',').includes(`wss://${host}`),
+        `RELAY_PUBLIC_URLS names the Ingress host ${host}`,
+      );
       if (overlay === 'dev') {
         assert.ok(objs.some((o) => o.kind === 'StatefulSet' && o.metadata.name === 'redis'));
         assert.ok(objs.some((o) => o.kind === 'Secret' && o.metadata.name === 'relay-secrets'));
@@ -167,6 +173,10 @@ describe('relay Deployment', () => {
     assert.ok(!Object.keys(annotations).some((k) => /affinity|upstream-hash/.test(k)), 'sticky-free');
     assert.ok(Number(annotations['nginx.ingress.kubernetes.io/proxy-read-timeout']) >= 60);
     assert.equal(find(base, 'Service', 'relay-tcp').spec.type, 'LoadBalancer');
+    assert.ok(
+      relayConfig.RELAY_PUBLIC_URLS?.split(',').includes(`wss://${ingress.spec.rules[0].host}`),
+      'GOAWAY hints name the Ingress host',
+    );
     assert.ok(find(base, 'PodDisruptionBudget', 'relay'));
     assert.equal(find(base, 'HorizontalPodAutoscaler', 'relay').spec.scaleTargetRef.name, 'relay');
   });
