@@ -114,6 +114,18 @@ echo "$got" | grep -qF "$text" || { say "Bob did not receive the message"; exit 
 say "sealed message relay-2 -> Redis -> relay-1 received by Bob"
 podman exec "$tag-relay-1" node -e "fetch('http://127.0.0.1:$admin1/metrics').then(r=>r.text()).then(t=>console.log(t.split('\n').filter(l=>/^relay_(connections|frames_total\{type=\"(SEND|DELIVER)\"|durable_sends_total|redis_up)/.test(l)).join('\n')))"
 
+# A peer connected to relay 1 while it drains: it gets GOAWAY and moves on to relay 2.
+podman run -d --name "$tag-listener" --no-healthcheck "${hardened[@]}" -v "$work:/keys" "$IMAGE" \
+  node shared/bin/lrelay.js listen --relay "ws://127.0.0.1:$ws1,ws://127.0.0.1:$ws2" --key /keys/bob.key --timeout 30 >/dev/null
+containers+=("$tag-listener")
+connected=0
+for _ in $(seq 1 50); do
+  if podman exec "$tag-relay-1" node -e "fetch('http://127.0.0.1:$admin1/metrics').then(r=>r.text()).then(t=>process.exit(/^relay_connections\{transport=\"ws\"[^}]*\} [1-9]/m.test(t)?0:1))" 2>/dev/null; then
+    connected=1 && break
+  fi
+  sleep 0.2
+done
+[ "$connected" = 1 ] || { say "the listening peer did not connect to relay-1"; exit 1; }
 started=$(date +%s%N)
 podman stop -t 15 "$tag-relay-1" >/dev/null 2> >(grep -v 'systemd' >&2)
 code="$(podman inspect "$tag-relay-1" --format '{{.State.ExitCode}}')"
@@ -121,4 +133,13 @@ ms=$((($(date +%s%N) - started) / 1000000))
 podman logs "$tag-relay-1" 2>&1 | grep -E '"msg":"(stopping|drain)' | head -n 3 || true
 [ "$code" = 0 ] || { podman logs "$tag-relay-1" | tail -n 20; say "relay-1 exited $code after SIGTERM"; exit 1; }
 say "SIGTERM through tini: relay-1 drained and exited 0 in ${ms} ms"
+moved=0
+for _ in $(seq 1 50); do
+  if podman exec "$tag-relay-2" node -e "fetch('http://127.0.0.1:$admin2/metrics').then(r=>r.text()).then(t=>process.exit(/^relay_connections\{transport=\"ws\"[^}]*\} [1-9]/m.test(t)?0:1))" 2>/dev/null; then
+    moved=1 && break
+  fi
+  sleep 0.2
+done
+[ "$moved" = 1 ] || { say "the peer on relay-1 did not reconnect to relay-2 after the drain"; exit 1; }
+say "the peer connected to relay-1 during the drain is now on relay-2"
 say "passed"
