@@ -46,6 +46,8 @@ cleanup() {
     say "KEEP=1: the stack stays up (podman-compose -p $project down -v)"
   else
     compose down -v -t 15 >"$work/down.log" 2>&1 || { tail -n 20 "$work/down.log"; }
+    # podman-compose 1.0 leaves the project's network behind.
+    podman network rm "${project}_default" >/dev/null 2>&1 || true
   fi
   rm -rf "$work"
 }
