@@ -62,7 +62,11 @@ for (const arg of process.argv.slice(2)) {
   else filters.push(arg);
 }
 
-const sources = [...findTests(join(root, 'shared')), ...findTests(join(root, 'services'))]
+const sources = [
+  ...findTests(join(root, 'shared')),
+  ...findTests(join(root, 'services')),
+  ...findTests(join(root, 'deploy')),
+]
   .sort()
   .filter((file) => filters.length === 0 || filters.some((f) => file.includes(f)));
 if (sources.length === 0) {

@@ -21,6 +21,7 @@ import { PrekeyStore } from './prekey-store.js';
 import { PresenceRegistry } from './presence.js';
 import { ConcurrencyLimit, ConnectionsPerAddress, HandshakeFailureLimiter } from './rate-limits.js';
 import { createRedisClient, type RedisClient, SharedSubscriber, SUBSCRIBER_OPTIONS } from './redis-connection.js';
+import { registerRedisMetrics } from './redis-metrics.js';
 import type { RelayContext } from './relay-context.js';
 import { nodeChannel, Router } from './router.js';
 import { listenTcp } from './transport/tcp.js';
@@ -124,6 +125,7 @@ export class RelayNode {
     const router = new Router(redis, presence, nodeId, prefix, metrics, log);
     metrics.outboundBytes = () => router.outboundBytes();
     metrics.outboundBudget.set(config.RELAY_SEND_QUEUE_BYTES);
+    registerRedisMetrics(metrics.registry, redis);
     const once = new OnceStore(redis, { prefix, maxRetentionSeconds: config.RELAY_ONCE_MAX_RETENTION_SECONDS });
     const authLimiter = new HandshakeFailureLimiter({
       perPeer: config.RELAY_AUTH_FAILURES_PER_MINUTE,
