@@ -23,8 +23,11 @@ import { loadRelayConfig, type RelayConfig } from '../../services/relay/src/conf
 import { type RedisHandle, startRedis } from '../redis.js';
 import { type RelayHandle, startRelay } from '../relay-process.js';
 import {
+  body,
   type ConnectOptions,
   describeFrame,
+  E,
+  envelope,
   FLAG_DURABLE,
   Identity,
   parseNack,
@@ -136,6 +139,8 @@ export interface HonestStats {
   p50: number;
   p99: number;
   max: number;
+  /** Durable SENDs answered STORE_UNAVAILABLE (Redis slower than the relay's 2 s command timeout) and sent again. */
+  storeRetries: number;
 }
 
 export interface CaseResult {
@@ -342,16 +347,42 @@ class HonestPair {
     const key = messageId.toString('hex');
     this.pending.set(key, { sentAt: performance.now(), durable });
     this.window.add(key);
-    this.alice.send(this.bobId.hint, { messageId, flags: durable ? FLAG_DURABLE : 0, payload: randomBytes(64) });
+    const frame = envelope(
+      T.SEND,
+      body.routed({
+        dest: this.bobId.hint,
+        source: this.aliceId.hint,
+        messageId,
+        flags: durable ? FLAG_DURABLE : 0,
+        payload: randomBytes(64),
+      }),
+    );
+    if (durable) this.sentBodies.set(key, frame);
+    this.alice.write(frame);
   }
 
+  /** STORE_UNAVAILABLE answers: retried like the SDK does (same id), counted, not a failure by themselves. */
+  storeRetries = 0;
+  private readonly sentBodies = new Map<string, Buffer>();
+
   private onAliceFrame(f: RxFrame): void {
-    if (f.type === T.ACK) return; // durable stored
+    if (f.type === T.ACK) {
+      this.sentBodies.delete(f.body.subarray(0, 16).toString('hex'));
+      return; // durable stored
+    }
     if (f.type === T.NACK) {
       const n = parseNack(f.body);
-      this.problems.push(`alice got NACK ${n.name} "${n.message}"`);
+      const key = f.body.subarray(0, 16).toString('hex');
+      const again = this.sentBodies.get(key);
+      if (n.code === E.STORE_UNAVAILABLE && again !== undefined) {
+        // "the frame is not stored and the sender may retry with the same id" (relay.md): an SDK does.
+        this.storeRetries++;
+        setTimeout(() => this.alice.write(again), 100);
+        return;
+      }
+      this.problems.push(`alice got NACK ${n.name} "${n.message}" at ${this.since()}`);
     } else if (f.type === T.ERROR || f.type === T.PEER_GONE || f.type === T.GOAWAY) {
-      this.problems.push(`alice got ${describeFrame(f)}`);
+      this.problems.push(`alice got ${describeFrame(f)} at ${this.since()}`);
     } else if (f.type !== T.PONG) {
       this.problems.push(`alice got an unexpected ${f.name}`);
     }
@@ -385,13 +416,22 @@ class HonestPair {
     return this.delivered.has(key);
   }
 
+  private windowStart = performance.now();
+  /** Time since the window began, for problem reports. */
+  since(): string {
+    return `+${((performance.now() - this.windowStart) / 1000).toFixed(1)} s`;
+  }
+
   /** Ends the current window: waits for its frames (up to WAIT_MS) and reports. */
   async cut(): Promise<HonestStats> {
+    this.windowStart = performance.now();
     const ids = this.window;
     this.window = new Set();
     const latencies = this.latencies;
     this.latencies = [];
     const problems = [...this.carried, ...this.problems];
+    const storeRetries = this.storeRetries;
+    this.storeRetries = 0;
     this.problems = [];
     this.carried = [];
     const deadline = performance.now() + WAIT_MS;
@@ -413,6 +453,7 @@ class HonestPair {
       p50: percentile(latencies, 50),
       p99: percentile(latencies, 99),
       max: latencies.length > 0 ? Math.max(...latencies) : Number.NaN,
+      storeRetries,
     };
   }
 }
@@ -534,6 +575,7 @@ export class AttackSuite {
         },
       },
     };
+    const logsAt = this.relay.logs.length;
     const started = performance.now();
     const timeoutMs = c.timeoutMs ?? 90_000;
     try {
@@ -573,6 +615,9 @@ export class AttackSuite {
       );
     }
     for (const p of honest.problems) problems.push(`honest pair: ${p}`);
+    if (honest.storeRetries > 0) {
+      notes.push(`honest pair: ${honest.storeRetries} durable SENDs answered STORE_UNAVAILABLE and sent again`);
+    }
     if (honest.p99 > HONEST_P99_MS) {
       problems.push(`honest pair: p99 latency ${honest.p99.toFixed(0)} ms over ${HONEST_P99_MS} ms`);
     }
@@ -638,6 +683,17 @@ export class AttackSuite {
     } catch (err) {
       problems.push(`/metrics did not answer: ${err}`);
     }
+
+    // What the relay logged at warn or error during the case, by message (a note: cases provoke warnings on purpose).
+    const logged = new Map<string, number>();
+    for (const line of this.relay.logs.slice(logsAt)) {
+      const m = /"level":"(warn|error)".*?"msg":"([^"]*)"|"msg":"([^"]*)".*?"level":"(warn|error)"/.exec(line);
+      if (m) {
+        const key = `${m[1] ?? m[4]}: ${m[2] ?? m[3]}`;
+        logged.set(key, (logged.get(key) ?? 0) + 1);
+      }
+    }
+    if (logged.size > 0) notes.push(`relay logged ${[...logged].map(([k, n]) => `${n} × ${k}`).join('; ')}`);
 
     const result: CaseResult = {
       id: c.id,

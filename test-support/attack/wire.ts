@@ -497,6 +497,18 @@ export function solvePow(nonce: Uint8Array, powBits: number): Buffer {
     if (leadingZeroBits(h) >= powBits) return stamp;
   }
 }
+/** solvePow in slices of 2,048 tries, yielding between them: the honest pair shares this process's event loop. */
+export async function solvePowAsync(nonce: Uint8Array, powBits: number): Promise<Buffer> {
+  const stamp = Buffer.alloc(8);
+  for (let i = 0n; ; ) {
+    for (const end = i + 2048n; i < end; i++) {
+      stamp.writeBigUInt64BE(i);
+      const h = createHash('sha256').update('libertaria-anon-pow/1').update(nonce).update(stamp).digest();
+      if (leadingZeroBits(h) >= powBits) return stamp;
+    }
+    await new Promise((r) => setImmediate(r));
+  }
+}
 export function leadingZeroBits(h: Uint8Array): number {
   let bits = 0;
   for (const byte of h) {
@@ -805,7 +817,7 @@ export class WireConn {
   async anonymousHandshake(): Promise<Welcome> {
     this.write(frame.hello(1, 1, FEATURE_ANONYMOUS));
     const ch = parseAnonChallenge((await this.next('ANON_CHALLENGE')).body);
-    this.write(frame.anonAuth(solvePow(ch.nonce, ch.powBits)));
+    this.write(frame.anonAuth(await solvePowAsync(ch.nonce, ch.powBits)));
     const f = await this.next((x) => x.type === T.WELCOME || x.type === T.ERROR);
     if (f.type !== T.WELCOME) throw new Error(`anonymous handshake refused: ${describeFrame(f)}`);
     this.welcome = parseWelcome(f.body);
