@@ -6,7 +6,7 @@ import type { Enforcer } from './membrane/enforcer.js';
 import type { RelayMetrics } from './metrics.js';
 import type { OnceStore } from './once-store.js';
 import type { PrekeyStore } from './prekey-store.js';
-import type { ConcurrencyLimit, HandshakeFailureLimiter } from './rate-limits.js';
+import type { ConcurrencyLimit, HandshakeFailureLimiter, WaitingSlots } from './rate-limits.js';
 import type { Router } from './router.js';
 
 /** What a connection needs from its node. One object, built once by RelayNode. */
@@ -24,6 +24,11 @@ export interface RelayContext {
   readonly authLimiter: HandshakeFailureLimiter;
   /** Anonymous connections held by this node (RELAY_ANON_MAX_CONNECTIONS). */
   readonly anonSlots: ConcurrencyLimit;
+  /**
+   * Durable fetches of this node's delivery pumps in flight at once
+   * (PUMP_FETCH_CONCURRENCY); absent: unbounded (tests that build a context by hand).
+   */
+  readonly fetchSlots?: WaitingSlots;
   /** Bridges and their queues (docs/bridges.md#federation); undefined when RELAY_FEDERATION_ENABLED is false. */
   readonly federation?: FederationHook;
   isDraining(): boolean;

@@ -16,10 +16,10 @@ import { Enforcer } from './membrane/enforcer.js';
 import { createRedisMembrane, type RedisMembrane } from './membrane/redis-membrane.js';
 import { RelayMetrics } from './metrics.js';
 import { OnceStore } from './once-store.js';
-import { outboundCeiling, PeerConnection } from './peer-connection.js';
+import { outboundCeiling, PeerConnection, PUMP_FETCH_CONCURRENCY } from './peer-connection.js';
 import { PrekeyStore } from './prekey-store.js';
 import { PresenceRegistry } from './presence.js';
-import { ConcurrencyLimit, HandshakeFailureLimiter } from './rate-limits.js';
+import { ConcurrencyLimit, HandshakeFailureLimiter, WaitingSlots } from './rate-limits.js';
 import type { RelayContext } from './relay-context.js';
 import { nodeChannel, Router } from './router.js';
 import { listenTcp } from './transport/tcp.js';
@@ -181,6 +181,7 @@ export class RelayNode {
       membrane: enforcer,
       authLimiter,
       anonSlots: new ConcurrencyLimit(config.RELAY_ANON_MAX_CONNECTIONS),
+      fetchSlots: new WaitingSlots(PUMP_FETCH_CONCURRENCY),
       ...(federation ? { federation } : {}),
       isDraining: () => node?.draining ?? false,
       trackDurableWrite: (work) => node?.track(work),
