@@ -17,6 +17,7 @@ import {
   type AttackCase,
   type CaseContext,
   drainQueue,
+  HONEST_P99_BULK_MS,
   MiB,
   RSS_SLACK_BYTES,
   sleep,
@@ -2032,7 +2033,9 @@ export const CASES: AttackCase[] = [
       title: `RESUME a 10 MiB backlog and never read (${transport === 'tcp' ? 'TCP' : 'WebSocket'})`,
       expect:
         'delivery pauses: the relay holds at most `RELAY_SEND_QUEUE_BYTES` + 64 KiB + one frame for it (RSS likewise); the rest waits in Redis; reading again delivers every frame in order',
+      short: transport === 'tcp',
       timeoutMs: 120_000,
+      honestP99Ms: HONEST_P99_BULK_MS,
       rssBound: (c) => outboundCeiling(c) + RSS_SLACK_BYTES,
       redisBound: () => 14 * MiB,
       async run(ctx) {
@@ -2043,7 +2046,7 @@ export const CASES: AttackCase[] = [
   {
     id: 'S03',
     category: 'slow-reader',
-    short: true,
+    honestP99Ms: HONEST_P99_BULK_MS,
     title: 'eight connections of one DID RESUME the same 10 MiB backlog and never read',
     expect:
       'each connection bounded on its own: RSS growth ≤ 8 × (`RELAY_SEND_QUEUE_BYTES` + 64 KiB + one frame) + slack',

@@ -49,6 +49,12 @@ export const MiB = 1024 * 1024;
  */
 export const HONEST_P99_MS = Number(process.env.ATTACK_HONEST_P99_MS ?? 2_500);
 /**
+ * The bound for the cases that move tens of MiB through the node on purpose
+ * (storing and reading a backlog): on a shared 2-core machine they spend the
+ * node's CPU, which is what the honest pair waits for.
+ */
+export const HONEST_P99_BULK_MS = 2 * HONEST_P99_MS;
+/**
  * RSS growth allowed to any case beyond what it declares: V8 grows its heap
  * in steps and keeps it, and a case that moves megabytes through the node
  * (a 1 MiB WebSocket message, a flood) makes it do so once.
@@ -89,7 +95,8 @@ export interface AttackCase {
   rssBound?: (c: RelayConfig) => number;
   /** Redis used_memory growth allowed, bytes (default REDIS_SLACK_BYTES). */
   redisBound?: (c: RelayConfig) => number;
-  /** Fast frames to the honest pair may be dropped by design during this case (none so far). */
+  /** p99 bound of the honest pair during this case (default HONEST_P99_MS). */
+  honestP99Ms?: number;
   timeoutMs?: number;
   run(ctx: CaseContext): Promise<void>;
 }
@@ -618,8 +625,9 @@ export class AttackSuite {
     if (honest.storeRetries > 0) {
       notes.push(`honest pair: ${honest.storeRetries} durable SENDs answered STORE_UNAVAILABLE and sent again`);
     }
-    if (honest.p99 > HONEST_P99_MS) {
-      problems.push(`honest pair: p99 latency ${honest.p99.toFixed(0)} ms over ${HONEST_P99_MS} ms`);
+    const p99Bound = c.honestP99Ms ?? HONEST_P99_MS;
+    if (honest.p99 > p99Bound) {
+      problems.push(`honest pair: p99 latency ${honest.p99.toFixed(0)} ms over ${p99Bound} ms`);
     }
 
     // Liveness.
