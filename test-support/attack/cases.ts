@@ -573,6 +573,41 @@ export const CASES: AttackCase[] = [
     },
   },
 
+  {
+    id: 'F18',
+    category: 'framing',
+    title: 'TCP: a frame cut short after WELCOME, then nothing more',
+    expect:
+      'silence, then closed without an answer by the idle timeout (three `RELAY_HEARTBEAT_MS`, rounded up to 4 s, at least 8 s)',
+    timeoutMs: 60_000,
+    async run(ctx) {
+      const conn = await ctx.authed('tcp');
+      const started = performance.now();
+      conn.write(frame.ping().subarray(0, 9));
+      const idleMs = Math.max(8000, Math.ceil((3 * ctx.config.RELAY_HEARTBEAT_MS) / 4000) * 4000);
+      await conn.waitClosed(idleMs + 20_000);
+      const s = (performance.now() - started) / 1000;
+      ctx.note(`closed after ${s.toFixed(1)} s`);
+      assert.equal(conn.inbox.length, 0, conn.seen());
+      assert.ok(s * 1000 >= idleMs - 1000, `closed after ${s} s, before the idle timeout`);
+    },
+  },
+  {
+    id: 'F19',
+    category: 'framing',
+    title: 'HELLO announcing every undefined feature bit (0xfffffffe)',
+    expect: 'ignored: `CHALLENGE`, and the handshake completes (feature bits are how later versions announce options)',
+    async run(ctx) {
+      const conn = await ctx.connect('ws');
+      conn.write(frame.hello(1, 1, 0xfffffffe));
+      const ch = parseChallenge((await conn.next('CHALLENGE')).body);
+      const id = Identity.generate();
+      conn.write(frame.auth(id.publicKey, id.sign(authTranscript(ch.nonce, ch.relayIdentity, 'ws')), id.did));
+      await conn.next('WELCOME');
+      await stillServes(conn);
+    },
+  },
+
   // -------------------------------------------------------------- handshake
   {
     id: 'H01',
