@@ -7,6 +7,7 @@
  *   npm run attack -- --short              # the short variant `npm test` runs
  *   npm run attack -- --only F03,H15,slow-reader   # case ids or categories
  *   npm run attack -- --json out.json      # also write the results as JSON
+ *   npm run attack -- --only S01 --repeat 5  # the selection 5 times on one relay (a leak shows as RSS that keeps growing)
  *
  * Prints one line per case and a summary; exits 1 if any case failed.
  */
@@ -21,6 +22,7 @@ const { values } = parseArgs({
     only: { type: 'string' },
     short: { type: 'boolean', default: false },
     json: { type: 'string' },
+    repeat: { type: 'string', default: '1' },
   },
 });
 
@@ -40,7 +42,16 @@ const suite = new AttackSuite({ log });
 const results: CaseResult[] = [];
 try {
   await suite.start();
-  for (const c of selected) results.push(await suite.run(c));
+  const repeat = Number(values.repeat);
+  for (let round = 1; round <= repeat; round++) {
+    for (const c of selected) results.push(await suite.run(c));
+    if (repeat > 1) {
+      const t = await suite.totals();
+      log(
+        `round ${round}/${repeat}: relay RSS ${(t.rss / MiB).toFixed(0)} MiB (+${(t.rssGrowth / MiB).toFixed(1)} MiB)`,
+      );
+    }
+  }
   const totals = await suite.totals();
   log(
     `whole run: relay RSS ${(totals.rss / MiB).toFixed(0)} MiB (+${(totals.rssGrowth / MiB).toFixed(1)} MiB), ` +
