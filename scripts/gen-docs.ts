@@ -1,8 +1,9 @@
 /**
  * Regenerates the tables in docs/ that are derived from code: the error codes
  * (docs/errors.md, from ERROR_CODES), the relay's variables
- * (docs/configuration.md, from relayConfigSpec) and the Nostr bridge's
- * (docs/bridges.md, from bridgeNostrConfigSpec). `npm run docs`. Tests fail
+ * (docs/configuration.md, from relayConfigSpec), the Nostr bridge's
+ * (docs/bridges.md, from bridgeNostrConfigSpec) and the adversarial suite's
+ * cases (docs/security.md, from test-support/attack/cases.ts). `npm run docs`. Tests fail
  * when a table is stale, so run this after changing either source.
  */
 import { readFileSync, writeFileSync } from 'node:fs';
@@ -10,6 +11,7 @@ import { bridgeNostrConfigSpec } from '../services/bridge-nostr/src/config.js';
 import { relayConfigSpec } from '../services/relay/src/config.js';
 import { describeConfig } from '../shared/src/config.js';
 import { ERROR_CODES } from '../shared/src/errors.js';
+import { caseTable } from '../test-support/attack/cases.js';
 
 function replaceBetween(path: string, marker: string, body: string): void {
   const file = new URL(`../${path}`, import.meta.url);
@@ -33,4 +35,5 @@ replaceBetween(
 );
 replaceBetween('docs/configuration.md', 'relay-config', describeConfig(relayConfigSpec));
 replaceBetween('docs/bridges.md', 'bridge-nostr-config', describeConfig(bridgeNostrConfigSpec));
-console.log('docs: regenerated docs/errors.md, docs/configuration.md and docs/bridges.md tables');
+replaceBetween('docs/security.md', 'attack-cases', caseTable());
+console.log('docs: regenerated docs/errors.md, docs/configuration.md, docs/bridges.md and docs/security.md tables');

@@ -70,6 +70,7 @@ import {
   verifyPublication,
 } from '@libertaria/shared';
 import { type Admission, addressKey, type Charge, isOomError, OOM_REFUSAL, type Refusal } from './budgets.js';
+import type { DurableStore } from './durable-store.js';
 import type { ConnectionGate, SendHost } from './membrane/enforcer.js';
 import { type MembraneRequestFrame, MembraneRequests, type RequestHost } from './membrane/requests.js';
 import type { AuthFailureReason } from './metrics.js';
@@ -114,6 +115,22 @@ export function outboundCeiling(c: { RELAY_SEND_QUEUE_BYTES: number; RELAY_MAX_P
 const CONTROL_READ_PAUSE_MS = 100;
 /** How many durable frames one Redis read fetches for a catching-up connection. */
 const PUMP_BATCH = 256;
+/**
+ * The most bytes one such read asks for (the first frame is always read).
+ * With PUMP_FETCH_CONCURRENCY it bounds the fetch replies queued on the
+ * node's one Redis connection ahead of everyone else's commands.
+ */
+export const PUMP_FETCH_BYTES = 1024 * 1024;
+/**
+ * Delivery pumps of one node reading Redis at once; the others wait their
+ * turn. Without it, many connections resuming a large backlog without
+ * reading (one DID can open any number) each asked for their whole outbound
+ * budget at once: megabytes of replies ahead of every other command on the
+ * node's Redis connection, past the 2 s command timeout on a loaded machine,
+ * retried a second later, and the node's durable SENDs and heartbeats timed
+ * out with them for as long as it lasted (the adversarial suite's S03).
+ */
+export const PUMP_FETCH_CONCURRENCY = 8;
 
 export class PeerConnection implements TransportSink, SendHost, RequestHost {
   state: State = 'hello';
@@ -1278,10 +1295,19 @@ export class PeerConnection implements TransportSink, SendHost, RequestHost {
         this.pumpAgain = false;
         for (;;) {
           if (!this.deliveryMayResume()) return this.pauseDelivery();
+          const slots = this.ctx.fetchSlots;
+          if (slots !== undefined) await slots.acquire();
+          let fetched: Awaited<ReturnType<DurableStore['fetchWithin']>>;
           const after = this.cursor;
-          // Read only what the budget has room for (at least one frame).
-          const room = Math.max(1, budget - this.transport.bufferedBytes());
-          const { frames: batch, more } = await this.ctx.store.fetchWithin(hint, after, PUMP_BATCH, room);
+          try {
+            if (this.state !== 'open') return;
+            // Read only what the budget has room for (at least one frame), a bounded slice at a time.
+            const room = Math.min(PUMP_FETCH_BYTES, Math.max(1, budget - this.transport.bufferedBytes()));
+            fetched = await this.ctx.store.fetchWithin(hint, after, PUMP_BATCH, room);
+          } finally {
+            slots?.release();
+          }
+          const { frames: batch, more } = fetched;
           if (this.state !== 'open') return;
           if (batch.length > 0 && batch[0]!.position <= after) {
             // The queue expired entirely and restarted at 1 (the store reads

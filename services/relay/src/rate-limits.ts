@@ -236,6 +236,39 @@ export class ConnectionsPerAddress {
 }
 
 /**
+ * At most `max` holders at once; the others wait, in order (durable fetches
+ * of one node: `acquire` before, `release` after, exactly once each).
+ */
+export class WaitingSlots {
+  private held = 0;
+  private readonly waiting: Array<() => void> = [];
+  constructor(private readonly max: number) {}
+
+  get active(): number {
+    return this.held;
+  }
+
+  get queued(): number {
+    return this.waiting.length;
+  }
+
+  acquire(): Promise<void> {
+    if (this.held < this.max) {
+      this.held++;
+      return Promise.resolve();
+    }
+    return new Promise((resolve) => this.waiting.push(resolve));
+  }
+
+  release(): void {
+    const next = this.waiting.shift();
+    // The slot passes straight to the next waiter; otherwise it is free.
+    if (next !== undefined) next();
+    else if (this.held > 0) this.held--;
+  }
+}
+
+/**
  * What each frame type an open connection sends costs from its control
  * budget (RELAY_RATE_CONTROL_PER_SECOND tokens a second, RELAY_RATE_CONTROL_BURST
  * at most), roughly in proportion to the work it makes the node do

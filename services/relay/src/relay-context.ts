@@ -7,7 +7,7 @@ import type { Enforcer } from './membrane/enforcer.js';
 import type { RelayMetrics } from './metrics.js';
 import type { OnceStore } from './once-store.js';
 import type { PrekeyStore } from './prekey-store.js';
-import type { ConcurrencyLimit, ConnectionsPerAddress, HandshakeFailureLimiter } from './rate-limits.js';
+import type { ConcurrencyLimit, ConnectionsPerAddress, HandshakeFailureLimiter, WaitingSlots } from './rate-limits.js';
 import type { Router } from './router.js';
 
 /** What a connection needs from its node. One object, built once by RelayNode. */
@@ -29,6 +29,11 @@ export interface RelayContext {
   readonly connectionsPerAddress: ConnectionsPerAddress;
   /** Whether a durable SEND may be stored: Redis memory, recipient prekeys, sender and address budgets (budgets.ts). */
   readonly admission: DurableAdmission;
+  /**
+   * Durable fetches of this node's delivery pumps in flight at once
+   * (PUMP_FETCH_CONCURRENCY); absent: unbounded (tests that build a context by hand).
+   */
+  readonly fetchSlots?: WaitingSlots;
   /** Bridges and their queues (docs/bridges.md#federation); undefined when RELAY_FEDERATION_ENABLED is false. */
   readonly federation?: FederationHook;
   isDraining(): boolean;

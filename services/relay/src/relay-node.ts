@@ -16,10 +16,10 @@ import { Enforcer } from './membrane/enforcer.js';
 import { createRedisMembrane, type RedisMembrane } from './membrane/redis-membrane.js';
 import { RelayMetrics } from './metrics.js';
 import { OnceStore } from './once-store.js';
-import { outboundCeiling, PeerConnection } from './peer-connection.js';
+import { outboundCeiling, PeerConnection, PUMP_FETCH_CONCURRENCY } from './peer-connection.js';
 import { PrekeyStore } from './prekey-store.js';
 import { PresenceRegistry } from './presence.js';
-import { ConcurrencyLimit, ConnectionsPerAddress, HandshakeFailureLimiter } from './rate-limits.js';
+import { ConcurrencyLimit, ConnectionsPerAddress, HandshakeFailureLimiter, WaitingSlots } from './rate-limits.js';
 import { createRedisClient, type RedisClient, SharedSubscriber, SUBSCRIBER_OPTIONS } from './redis-connection.js';
 import { registerRedisMetrics } from './redis-metrics.js';
 import type { RelayContext } from './relay-context.js';
@@ -206,6 +206,7 @@ export class RelayNode {
       anonSlots: new ConcurrencyLimit(config.RELAY_ANON_MAX_CONNECTIONS),
       connectionsPerAddress: new ConnectionsPerAddress(config.RELAY_CONNECTIONS_PER_ADDRESS),
       admission,
+      fetchSlots: new WaitingSlots(PUMP_FETCH_CONCURRENCY),
       ...(federation ? { federation } : {}),
       isDraining: () => node?.draining ?? false,
       trackDurableWrite: (work) => node?.track(work),

@@ -132,6 +132,14 @@ describe('containment', () => {
     });
     assert.equal(notJson.status, 400);
     assert.match(await notJson.text(), /^BAD_FIELD: /);
+    // A body over the admin port's 4,096 bytes is answered (413), not reset (found by the adversarial suite, P03).
+    const big = await fetch(`${relay.adminUrl}/membrane/trust/did%3Alibertaria%3Azx`, {
+      method: 'PUT',
+      body: JSON.stringify({ score: 0.5, pad: 'x'.repeat(5000) }),
+      headers: { authorization: `Bearer ${ADMIN_TOKEN}` },
+    });
+    assert.equal(big.status, 413);
+    assert.match(await big.text(), /^BAD_FIELD: /);
     const nullBody = await fetch(`${relay.adminUrl}/membrane/trust/did%3Alibertaria%3Azx`, {
       method: 'PUT',
       body: 'null',

@@ -1,7 +1,7 @@
 /** The in-memory limits of one relay node (rate-limits.ts), on a clock the test drives. */
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { HandshakeFailureLimiter } from '../src/rate-limits.js';
+import { HandshakeFailureLimiter, WaitingSlots } from '../src/rate-limits.js';
 
 describe('HandshakeFailureLimiter', () => {
   const NAT = '198.51.100.7';
@@ -59,5 +59,31 @@ describe('HandshakeFailureLimiter', () => {
     assert.equal(l.peerBlocked('a4', 'd1', t0), false);
     assert.equal(l.peerBlocked('a4', 'd2', t0), false);
     assert.equal(l.peerBlocked('a4', 'd3', t0), true, 'beyond the remembered DIDs of one address');
+  });
+});
+
+describe('WaitingSlots (durable fetches of one node)', () => {
+  it('lets `max` holders in at once, queues the others in order, and passes each freed slot on', async () => {
+    const slots = new WaitingSlots(2);
+    const order: number[] = [];
+    const holders = [0, 1, 2, 3, 4].map((i) => slots.acquire().then(() => order.push(i)));
+    await new Promise((r) => setImmediate(r));
+    assert.deepEqual(order, [0, 1]);
+    assert.equal(slots.active, 2);
+    assert.equal(slots.queued, 3);
+    slots.release();
+    await new Promise((r) => setImmediate(r));
+    assert.deepEqual(order, [0, 1, 2], 'one released, one more in');
+    slots.release();
+    slots.release();
+    slots.release();
+    await Promise.all(holders);
+    assert.deepEqual(order, [0, 1, 2, 3, 4]);
+    assert.equal(slots.queued, 0);
+    slots.release();
+    slots.release();
+    assert.equal(slots.active, 0);
+    slots.release();
+    assert.equal(slots.active, 0, 'never below zero');
   });
 });
