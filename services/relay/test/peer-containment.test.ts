@@ -21,7 +21,7 @@ import {
 import { loadRelayConfig } from '../src/config.js';
 import { RelayMetrics } from '../src/metrics.js';
 import { PeerConnection } from '../src/peer-connection.js';
-import { ConcurrencyLimit, HandshakeFailureLimiter } from '../src/rate-limits.js';
+import { ConcurrencyLimit, ConnectionsPerAddress, HandshakeFailureLimiter } from '../src/rate-limits.js';
 import type { RelayContext } from '../src/relay-context.js';
 import type { PeerTransport } from '../src/transport/types.js';
 
@@ -84,6 +84,7 @@ function context(overrides: { log?: RelayContext['log']; metrics?: RelayMetrics 
     },
     authLimiter: new HandshakeFailureLimiter({ perPeer: 1000, perAddress: 1000 }),
     anonSlots: new ConcurrencyLimit(10),
+    connectionsPerAddress: new ConnectionsPerAddress(0),
     membrane: undefined,
     isDraining: () => false,
     trackDurableWrite: () => undefined,

@@ -19,7 +19,7 @@ import {
 import { loadRelayConfig } from '../src/config.js';
 import { RelayMetrics } from '../src/metrics.js';
 import { PeerConnection, PUMP_FETCH_BYTES, PUMP_FETCH_CONCURRENCY } from '../src/peer-connection.js';
-import { ConcurrencyLimit, HandshakeFailureLimiter, WaitingSlots } from '../src/rate-limits.js';
+import { ConcurrencyLimit, ConnectionsPerAddress, HandshakeFailureLimiter, WaitingSlots } from '../src/rate-limits.js';
 import type { RelayContext } from '../src/relay-context.js';
 import type { PeerTransport } from '../src/transport/types.js';
 
@@ -71,6 +71,7 @@ describe('durable delivery pumps of one node', () => {
       store,
       authLimiter: new HandshakeFailureLimiter({ perPeer: 1000, perAddress: 1000 }),
       anonSlots: new ConcurrencyLimit(10),
+      connectionsPerAddress: new ConnectionsPerAddress(0),
       fetchSlots: new WaitingSlots(PUMP_FETCH_CONCURRENCY),
       membrane: undefined,
       isDraining: () => false,
