@@ -190,6 +190,15 @@ const fixtures: Array<{ frame: Frame; hex: string }> = [
     frame: { type: 'GRANT_ACCEPTED', requestId: fill(16, 0x7e), tokenId: fill(32, 0xc1), expiresAt: 1_800_000_000_000 },
     hex: `0161 00000038 ${REQ} ${r('c1', 32)} 000001a3185c5000`,
   },
+  {
+    frame: { type: 'GRANT_REVOKE', requestId: fill(16, 0x7e), token: text('LMG') },
+    hex: `0167 00000013 ${REQ} 4c4d47`,
+  },
+  {
+    frame: { type: 'GRANT_REVOKED', requestId: fill(16, 0x7e), cids: [fill(32, 0xc1)] },
+    hex: `0168 00000031 ${REQ} 01 ${r('c1', 32)}`,
+  },
+  { frame: { type: 'GRANT_REVOKED', requestId: fill(16, 0x7e), cids: [] }, hex: `0168 00000011 ${REQ} 00` },
   { frame: { type: 'POLICY_PUT', requestId: fill(16, 0x7e), policy: text('{}') }, hex: `0162 00000012 ${REQ} 7b7d` },
   { frame: { type: 'POLICY_PUT', requestId: fill(16, 0x7e), policy: new Uint8Array(0) }, hex: `0162 00000010 ${REQ}` },
   { frame: { type: 'POLICY_GET', requestId: fill(16, 0x7e) }, hex: `0163 00000010 ${REQ}` },

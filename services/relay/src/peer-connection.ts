@@ -434,6 +434,7 @@ export class PeerConnection implements TransportSink, SendHost, RequestHost {
       case 'MIGRATE':
         return this.onMigrate(frame.previousConnectionId, frame.proof);
       case 'GRANT_PRESENT':
+      case 'GRANT_REVOKE':
       case 'POLICY_PUT':
       case 'POLICY_GET':
       case 'AUDIT_QUERY':
@@ -458,6 +459,7 @@ export class PeerConnection implements TransportSink, SendHost, RequestHost {
       case 'ANON_AUTH':
       case 'ONCE_RESULT':
       case 'GRANT_ACCEPTED':
+      case 'GRANT_REVOKED':
       case 'POLICY':
       case 'AUDIT_RESULT':
       case 'BRIDGE_INFO':

@@ -11,6 +11,7 @@ import { randomBytes } from 'node:crypto';
 import { after, before, describe, it } from 'node:test';
 import {
   decodeGrant,
+  delegateGrant,
   Ed25519Identity,
   encodeGrant,
   errorCodeFromWire,
@@ -338,6 +339,51 @@ describe('membrane enforcement in the relay', () => {
       assert.equal(revoked.status, 200, await revoked.text());
       assert.equal(code(await durable(b, owner.did)), 'GRANT_REVOKED');
       assert.equal(code(await fast(b, owner.did)), 'GRANT_REVOKED');
+    });
+
+    it('lets an issuer revoke its own links over the protocol, cluster-wide, and nobody else', async () => {
+      // The owner grants Carol; Carol delegates a part to Bob. Each holds its token on node A.
+      const toCarol = grantFor(carol);
+      const toBob = delegateGrant(
+        toCarol,
+        carol,
+        { audience: bob.did, capabilities: [{ resource: owner.did, action: 'send' }] },
+        LIMITS,
+      );
+      const c = await connect(carol, relayA);
+      const b2 = await connect(bob, relayA);
+      try {
+        await c.presentGrant(toCarol);
+        await b2.presentGrant(toBob);
+        assert.equal(await durable(b2, owner.did), 'OK');
+        assert.equal(await durable(c, owner.did), 'OK');
+
+        // Bob (no link of his) and Mallory cannot revoke; Bob holds the token but issued nothing in it.
+        await assert.rejects(b2.revokeGrant(toBob), (e: RelayError) => e.code === 'GRANT_WRONG_ISSUER');
+
+        // Carol takes back her delegation, from node B: Bob is refused on node A, Carol's own grant stands.
+        const carolOnB = await connect(carol, relayB);
+        try {
+          const cids = await carolOnB.revokeGrant(toBob);
+          assert.deepEqual(cids, [decodeGrant(toBob, LIMITS)[1]!.cid]);
+        } finally {
+          await carolOnB.close();
+        }
+        assert.equal(code(await durable(b2, owner.did)), 'GRANT_REVOKED');
+        assert.equal(await durable(c, owner.did), 'OK');
+
+        // The owner takes back the root from node B: Carol is refused too.
+        const ownerOnB = await connect(owner, relayB);
+        try {
+          assert.deepEqual(await ownerOnB.revokeGrant(toCarol), [decodeGrant(toCarol, LIMITS)[0]!.cid]);
+        } finally {
+          await ownerOnB.close();
+        }
+        assert.equal(code(await durable(c, owner.did)), 'GRANT_REVOKED');
+        await assert.rejects(c.presentGrant(toCarol), (e: RelayError) => e.code === 'GRANT_REVOKED');
+      } finally {
+        await Promise.all([c.close(), b2.close()]);
+      }
     });
   });
 

@@ -42,6 +42,7 @@ export const USAGE = `usage: lrelay keygen --out FILE
        lrelay policy set --relay URL[,URL...] --key FILE --file POLICY.json   (--file - reads stdin; --remove instead of --file)
        lrelay policy get --relay URL[,URL...] --key FILE
        lrelay grant --key OWNER_KEY --to DID --resource URI --action ACTION[,ACTION...] [--expires SECONDS|ISO-DATE] [--limit UNITS] --out TOKEN_FILE
+       lrelay grant --revoke TOKEN_FILE --relay URL[,URL...] --key ISSUER_KEY
        lrelay audit --relay URL[,URL...] --key FILE [--since SECONDS|ISO-DATE] [--limit N]
 ROTATION: [--rotate-messages N] [--rotate-seconds SECONDS]  (a new session after N messages or that age)`;
 
@@ -525,6 +526,8 @@ async function policy(args: string[], io: CliIo): Promise<number> {
 /** `lrelay grant`: signs a grant token with the owner's key (offline; no relay involved). */
 async function grant(args: string[], io: CliIo): Promise<number> {
   const values = parse(args, {
+    revoke: { type: 'string' },
+    relay: { type: 'string' },
     key: { type: 'string' },
     to: { type: 'string' },
     resource: { type: 'string' },
@@ -533,6 +536,13 @@ async function grant(args: string[], io: CliIo): Promise<number> {
     limit: { type: 'string' },
     out: { type: 'string' },
   });
+  if (values.revoke !== undefined) {
+    // The issuer takes its grant back, cluster-wide (GRANT_REVOKE): prints the revoked link ids, one JSON line.
+    const token = await readGrantFile(values.revoke);
+    const cids = await withClient(values, io, (client) => client.revokeGrant(token));
+    await write(io.stdout, `${JSON.stringify({ revoked: cids })}\n`);
+    return EXIT_OK;
+  }
   const owner = await readKeyFile(required(values.key, '--key'));
   const to = required(values.to, '--to');
   const resource = required(values.resource, '--resource');

@@ -38,6 +38,7 @@ import {
   type Frame,
   type GoawayFrame,
   type GrantAcceptedFrame,
+  type GrantRevokedFrame,
   ID_SIZE,
   MAX_PAYLOAD_LIMIT,
   maxBodySize,
@@ -326,6 +327,7 @@ interface PendingPrekeyRequest {
     | 'PREKEY_STATUS'
     | 'ONCE_RESULT'
     | 'GRANT_ACCEPTED'
+    | 'GRANT_REVOKED'
     | 'POLICY'
     | 'AUDIT_RESULT'
     | 'BRIDGE_INFO';
@@ -339,6 +341,7 @@ type RequestAnswer =
   | PrekeyStatusFrame
   | OnceResultFrame
   | GrantAcceptedFrame
+  | GrantRevokedFrame
   | PolicyFrame
   | AuditResultFrame
   | BridgeInfoFrame;
@@ -994,6 +997,25 @@ export class RelayClient {
     }
     this.#grants.set(key, copy);
     return { tokenId: toHex(answer.tokenId), expiresAt: answer.expiresAt };
+  }
+
+  /**
+   * Revokes, cluster-wide, the links of a grant token that this DID issued
+   * (GRANT_REVOKE), and so every delegation made under them: the token (and
+   * any token built on those links) is refused from then on, on every relay
+   * of the cluster, until the links expire. Resolves with the revoked cids
+   * (hex, root first). Rejections: GRANT_WRONG_ISSUER (this DID issued no
+   * link of the token), GRANT_MALFORMED, MEMBRANE_DISABLED, RATE_LIMITED,
+   * STORE_UNAVAILABLE, CONNECTION_FAILED, TIMEOUT.
+   */
+  async revokeGrant(token: Uint8Array): Promise<string[]> {
+    const copy = Uint8Array.from(token);
+    const answer = (await this.#prekeyRequest('revokeGrant', 'GRANT_REVOKED', (requestId) => ({
+      type: 'GRANT_REVOKE',
+      requestId,
+      token: copy,
+    }))) as GrantRevokedFrame;
+    return answer.cids.map((cid) => toHex(cid));
   }
 
   /**
@@ -1676,6 +1698,7 @@ export class RelayClient {
       case 'PREKEY_STATUS':
       case 'ONCE_RESULT':
       case 'GRANT_ACCEPTED':
+      case 'GRANT_REVOKED':
       case 'POLICY':
       case 'AUDIT_RESULT':
       case 'BRIDGE_INFO':

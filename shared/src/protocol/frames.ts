@@ -36,8 +36,8 @@
  *     client -> ONCE_CHECK {requestId, retention, id}: a single-use id seen
  *               before? (0-RTT tickets, anonymous requests; Redis-backed)
  *     relay  -> ONCE_RESULT {requestId, fresh} or NACK {requestId};
- *     client -> GRANT_PRESENT / POLICY_PUT / POLICY_GET / AUDIT_QUERY {requestId}
- *     relay  -> GRANT_ACCEPTED / POLICY / POLICY / AUDIT_RESULT or NACK {requestId}
+ *     client -> GRANT_PRESENT / POLICY_PUT / POLICY_GET / AUDIT_QUERY / GRANT_REVOKE {requestId}
+ *     relay  -> GRANT_ACCEPTED / POLICY / POLICY / AUDIT_RESULT / GRANT_REVOKED or NACK {requestId}
  *               (the membrane, docs/membrane.md#the-relay-protocol);
  *     relay  -> GOAWAY before it closes on purpose (drain, restart);
  *     either -> ERROR {code} (FATAL flag: the sender closes afterwards).
@@ -149,6 +149,8 @@ export const FrameType = {
   BRIDGE_QUERY: 0x70, // client -> relay: 16B request id, u8 len + network name (nostr, activitypub, xmtp, custom-…)
   BRIDGE_INFO: 0x71, // relay -> client: 16B request id, u8 len + the DID of the bridge serving that network
   AUDIT_RESULT: 0x66, // relay -> client: 16B request id, u8 len + next cursor, JSON array of records (the rest)
+  GRANT_REVOKE: 0x67, // client -> relay: 16B request id, grant token (the rest): revoke the links this DID issued
+  GRANT_REVOKED: 0x68, // relay -> client: 16B request id, u8 count, count x 32B cids revoked
 } as const;
 
 export type FrameTypeName = keyof typeof FrameType;
@@ -445,6 +447,18 @@ export interface GrantAcceptedFrame {
   /** When the token expires (ms since the epoch); 0 when no link expires. */
   expiresAt: number;
 }
+export interface GrantRevokeFrame {
+  type: 'GRANT_REVOKE';
+  requestId: Uint8Array;
+  /** A grant token; the relay revokes each of its links whose issuer is this connection's DID. */
+  token: Uint8Array;
+}
+export interface GrantRevokedFrame {
+  type: 'GRANT_REVOKED';
+  requestId: Uint8Array;
+  /** The cids (32 bytes each) now on the revocation list, root first. */
+  cids: Uint8Array[];
+}
 export interface PolicyPutFrame {
   type: 'POLICY_PUT';
   requestId: Uint8Array;
@@ -513,6 +527,8 @@ export type Frame =
   | OnceResultFrame
   | GrantPresentFrame
   | GrantAcceptedFrame
+  | GrantRevokeFrame
+  | GrantRevokedFrame
   | PolicyPutFrame
   | PolicyGetFrame
   | PolicyFrame
@@ -812,6 +828,21 @@ function decodeBody(typeName: FrameTypeName, buf: Uint8Array, start: number, end
       const token = r.rest();
       if (token.length === 0) fail('BAD_FIELD', 'GRANT_PRESENT.token is empty');
       frame = { type: typeName, requestId, token };
+      break;
+    }
+    case 'GRANT_REVOKE': {
+      const requestId = r.bytes(ID_SIZE, 'requestId');
+      const token = r.rest();
+      if (token.length === 0) fail('BAD_FIELD', 'GRANT_REVOKE.token is empty');
+      frame = { type: typeName, requestId, token };
+      break;
+    }
+    case 'GRANT_REVOKED': {
+      const requestId = r.bytes(ID_SIZE, 'requestId');
+      const count = r.u8('count');
+      const cids: Uint8Array[] = [];
+      for (let i = 0; i < count; i++) cids.push(r.bytes(GRANT_ID_SIZE, 'cid'));
+      frame = { type: typeName, requestId, cids };
       break;
     }
     case 'GRANT_ACCEPTED': {
@@ -1390,6 +1421,26 @@ export function encodeFrame(frame: Frame, version: number = PROTOCOL_VERSION): U
       const w = new BodyWriter(t, ID_SIZE + frame.token.length, version);
       w.bytes(frame.requestId);
       w.bytes(frame.token);
+      return w.buf;
+    }
+    case 'GRANT_REVOKE': {
+      checkLen(frame.requestId, ID_SIZE, 'GRANT_REVOKE.requestId');
+      if (!(frame.token instanceof Uint8Array) || frame.token.length === 0) {
+        fail('BAD_FIELD', 'GRANT_REVOKE.token must be at least 1 byte');
+      }
+      const w = new BodyWriter(t, ID_SIZE + frame.token.length, version);
+      w.bytes(frame.requestId);
+      w.bytes(frame.token);
+      return w.buf;
+    }
+    case 'GRANT_REVOKED': {
+      checkLen(frame.requestId, ID_SIZE, 'GRANT_REVOKED.requestId');
+      if (!Array.isArray(frame.cids) || frame.cids.length > 255) fail('BAD_FIELD', 'GRANT_REVOKED.cids: at most 255');
+      for (const cid of frame.cids) checkLen(cid, GRANT_ID_SIZE, 'GRANT_REVOKED.cid');
+      const w = new BodyWriter(t, ID_SIZE + 1 + GRANT_ID_SIZE * frame.cids.length, version);
+      w.bytes(frame.requestId);
+      w.u8(frame.cids.length);
+      for (const cid of frame.cids) w.bytes(cid);
       return w.buf;
     }
     case 'GRANT_ACCEPTED': {

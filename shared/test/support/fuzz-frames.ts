@@ -132,6 +132,8 @@ function corpus(): Uint8Array[] {
     { type: 'BRIDGE_INFO', requestId: b(16, 35), did: 'did:key:z6Mk' },
     { type: 'GRANT_PRESENT', requestId: b(16, 34), token: b(200, 35) },
     { type: 'GRANT_ACCEPTED', requestId: b(16, 36), tokenId: b(32, 37), expiresAt: 1_800_000_000_000 },
+    { type: 'GRANT_REVOKE', requestId: b(16, 43), token: b(200, 44) },
+    { type: 'GRANT_REVOKED', requestId: b(16, 45), cids: [b(32, 46), b(32, 47)] },
     { type: 'POLICY_PUT', requestId: b(16, 38), policy: new TextEncoder().encode('{"version":1,"capabilities":[]}') },
     { type: 'POLICY_GET', requestId: b(16, 39) },
     { type: 'POLICY', requestId: b(16, 40), policy: new Uint8Array(0) },

@@ -14,14 +14,16 @@ import {
   MembraneError,
   parsePolicy,
   policyToJson,
-  verifyGrant,
+  canonicalDid,
+  checkGrantApplies,
+  decodeGrant,
 } from '@libertaria/shared';
 import { TokenBucket } from '../rate-limits.js';
 import type { ConnectionGate, Enforcer } from './enforcer.js';
 
 export type MembraneRequestFrame = Extract<
   Frame,
-  { type: 'GRANT_PRESENT' | 'POLICY_PUT' | 'POLICY_GET' | 'AUDIT_QUERY' }
+  { type: 'GRANT_PRESENT' | 'GRANT_REVOKE' | 'POLICY_PUT' | 'POLICY_GET' | 'AUDIT_QUERY' }
 >;
 
 /** What a request needs from its connection. */
@@ -78,7 +80,14 @@ export class MembraneRequests {
       case 'GRANT_PRESENT': {
         // Verified and held synchronously (this part of run() runs before its first await), so a SEND
         // that follows the GRANT_PRESENT on this connection is already decided by the grant.
-        const grant = verifyGrant(frame.token, DEFAULT_MEMBRANE_LIMITS, { audience: did, nowMs: this.enforcer.now() });
+        // Through the membrane's cache: a token presented again (every reconnect) is not verified again.
+        const verified = rm.membrane.verifiedGrant(frame.token, { audience: did });
+        if (verified instanceof MembraneError) throw verified;
+        checkGrantApplies(verified, {
+          nowMs: this.enforcer.now(),
+          maxLifetimeSeconds: rm.membrane.limits.maxGrantLifetimeSeconds,
+        });
+        const grant = verified;
         const expiresAtMs = Number.isFinite(grant.expiryMs) ? grant.expiryMs : 0;
         const issuerKey = Buffer.from(hintFromDid(grant.root)).toString('latin1');
         const held = { token: Uint8Array.from(frame.token), issuer: grant.root, cid: grant.cid, expiresAtMs };
@@ -93,6 +102,20 @@ export class MembraneRequests {
         }
         const tokenId = new Uint8Array(Buffer.from(grant.cid, 'hex'));
         return this.host.answer({ type: 'GRANT_ACCEPTED', requestId, tokenId, expiresAt: expiresAtMs });
+      }
+      case 'GRANT_REVOKE': {
+        // An issuer takes back what it signed: every link of the token whose `iss` is this connection's DID,
+        // and so everything delegated under those links. No signature check is needed: a link's cid commits
+        // to its payload, so a peer can only ever name payloads that say it issued them.
+        const links = decodeGrant(frame.token, rm.membrane.limits);
+        const own = links.filter((l) => l.payload.iss === did || l.payload.iss === canonicalDid(did));
+        if (own.length === 0) {
+          throw new MembraneError('GRANT_WRONG_ISSUER', 'this DID issued no link of the token: only an issuer revokes');
+        }
+        // A revocation only needs to outlive the link it revokes (exp is required on every link).
+        for (const link of own) await rm.revocations.revoke(link.cid, link.payload.exp * 1000);
+        const cids = own.map((l) => new Uint8Array(Buffer.from(l.cid, 'hex')));
+        return this.host.answer({ type: 'GRANT_REVOKED', requestId, cids });
       }
       case 'POLICY_PUT': {
         if (frame.policy.length === 0) {
