@@ -60,6 +60,11 @@ export const ERROR_CODES = {
       "the durable queue restarted (expired entirely, or Redis lost it): RESUME's position belongs to the old one",
   },
   ONCE_RETENTION_TOO_LONG: { wire: 0x030c, summary: "a single-use id's retention exceeds the relay's maximum" },
+  QUEUE_SENDER_FULL: {
+    wire: 0x030e,
+    summary:
+      "the sender holds its share of the recipient's durable queue (RELAY_QUEUE_MAX_FRAMES_PER_SENDER or _BYTES_PER_SENDER); other senders still get in",
+  },
 
   // Identity (local; never expected on the wire but numbered for completeness).
   INVALID_DID: { wire: 0x0401, summary: 'the string is not a well-formed DID' },

@@ -8,7 +8,7 @@ import { hostname } from 'node:os';
 import { MAX_TEXT_BYTES, maxBodySize } from '@libertaria/shared';
 import { Redis } from 'ioredis';
 import { listenAdmin } from './admin.js';
-import type { RelayConfig } from './config.js';
+import { type RelayConfig, relayQueueSenderShare } from './config.js';
 import { DURABLE_STORE_REDIS_OPTIONS, DurableStore } from './durable-store.js';
 import { RelayFederation } from './federation/index.js';
 import { createLogger, type Logger } from './log.js';
@@ -104,6 +104,7 @@ export class RelayNode {
       maxFrames: config.RELAY_QUEUE_MAX_FRAMES,
       maxBytes: config.RELAY_QUEUE_MAX_BYTES,
       maxTtlSeconds: config.RELAY_QUEUE_TTL_SECONDS,
+      ...relayQueueSenderShare(config),
     });
     const prekeys = new PrekeyStore(redis, {
       prefix,
@@ -149,7 +150,7 @@ export class RelayNode {
         pendingSends: config.RELAY_MEMBRANE_PENDING_SENDS,
         grantsPerConnection: config.RELAY_MEMBRANE_GRANTS_PER_CONNECTION,
         onDecision: (action, result) => metrics.membraneDecisions.labels(action, result).inc(),
-        isStoredDuplicate: (dest, messageId) => store.isStored(dest, messageId),
+        isStoredDuplicate: (dest, source, messageId) => store.isStored(dest, source, messageId),
         // The federation starts after the enforcer; sends are decided only once both run.
         federatedNetwork: (hint) => federationRef?.bridgeFor(hint)?.network,
       });
