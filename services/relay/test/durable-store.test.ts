@@ -909,6 +909,24 @@ describe('DurableStore', () => {
       assert.deepEqual(await s.senderUsage(quiet, hostile), { frames: 0, bytes: 0 });
     });
 
+    it('clears counts a relay of the earlier layout left too high once the queue is empty', async () => {
+      // During a rolling upgrade an old relay removes frames (RESUME, expiry) without knowing s.
+      const s = store({ maxFrames: 10, maxFramesPerSender: 2 });
+      const dest = hint();
+      const [z, d, e] = s.keys(dest);
+      const ids = Array.from({ length: 2 }, messageId);
+      for (const id of ids) await s.enqueue(dest, id, deliver(dest, id, undefined, hostile), 0);
+      // What the earlier ackUpTo script did to position 1: z, d, e only.
+      const gone = member(ids[0]!, hostile);
+      await redis.multi().zrem(z, gone).hdel(d, gone).zrem(e, gone).exec();
+      assert.deepEqual((await s.senderUsage(dest, hostile)).frames, 2, 'too high: one frame is gone');
+      const next = messageId();
+      await rejectsWith(s.enqueue(dest, next, deliver(dest, next, undefined, hostile), 0), 'QUEUE_SENDER_FULL');
+      assert.equal(await s.ack(dest, ids[1]!, 2), true);
+      assert.deepEqual(await s.senderUsage(dest, hostile), { frames: 0, bytes: 0 });
+      assert.equal((await s.enqueue(dest, next, deliver(dest, next, undefined, hostile), 0)).status, 'stored');
+    });
+
     it('keeps exact counts under concurrent stores, acks and expiry from two nodes', async () => {
       const patient = { commandTimeout: 30_000 };
       const options = storeOptions({ maxFrames: 2000, maxFramesPerSender: 150 });
