@@ -103,7 +103,7 @@ export interface StoredFrame {
  *   minutes later; wait for the 'ready' event before serving traffic.
  * - maxRetriesPerRequest 1: a command in flight when the connection drops is
  *   resent at most once after a reconnect, then fails. Resending is safe:
- *   every script is idempotent (enqueue on messageId, ack on id+position).
+ *   every script is idempotent (enqueue on source+messageId, ack on id+position).
  * - commandTimeout: a Redis that accepts the connection but stalls still
  *   yields STORE_UNAVAILABLE. A timed-out enqueue may have been applied; the
  *   sender's retry then gets `duplicate` with the original position.
