@@ -23,8 +23,9 @@
  * and expiry are decided in one atomic step no matter how many relay nodes
  * enqueue for the same recipient at once. Every script that removes a frame
  * (ack, ackUpTo, the expiry purge inside all of them) takes it off its
- * sender's counts in `s` in the same step, so the counts cannot drift. Time is always the caller's `nowMs` (never Redis
- * TIME), so relay nodes and tests control it.
+ * sender's counts in `s` in the same step, so the counts cannot drift.
+ * Time is always the caller's `nowMs` (never Redis TIME), so relay nodes and
+ * tests control it.
  *
  * Connection requirements (see DURABLE_STORE_REDIS_OPTIONS): the relay's
  * ioredis connection must not use `enableAutoPipelining` (it keeps one batch
@@ -229,10 +230,12 @@ end
 -- (storing a re-send again is a duplicate delivery the client drops; taking
 -- another sender's frame for it would be a silent loss).
 local function duplicateOf(z, d, x, member)
-  local pos = redis.call('ZSCORE', z, member) or redis.call('ZSCORE', x, member)
-  if pos then return pos end
   local id = string.sub(member, SOURCE_SIZE + 1)
-  local legacy = redis.call('ZSCORE', z, id)
+  -- One call for both: the member, and the id as the earlier layout stored it.
+  local scores = redis.call('ZMSCORE', z, member, id)
+  local pos = scores[1] or redis.call('ZSCORE', x, member)
+  if pos then return pos end
+  local legacy = scores[2]
   if legacy then
     local stored = redis.call('HGET', d, id)
     if stored and string.sub(stored, ${FRAME_SOURCE_OFFSET + 1}, ${FRAME_SOURCE_OFFSET + HINT_SIZE}) == string.sub(member, 1, SOURCE_SIZE) then
@@ -286,7 +289,8 @@ local purged = purge(z, d, e, m, s, now, budget)
 -- The frame keys (and s) expire on their own when every frame has
 -- (PEXPIREAT below) while m outlives them: no frames left means no bytes
 -- and no sender counts, whatever m or s still say.
-if redis.call('EXISTS', z) == 0 then
+local card = redis.call('ZCARD', z)
+if card == 0 then
   redis.call('HDEL', m, 'bytes')
   redis.call('DEL', s)
 end
@@ -299,7 +303,7 @@ if pos then return {1, tonumber(pos)} end
 -- (and a share as large as the queue is no share: the queue's code wins).
 local src = string.sub(member, 1, SOURCE_SIZE)
 local full = nil
-if redis.call('ZCARD', z) >= tonumber(ARGV[5]) then
+if card >= tonumber(ARGV[5]) then
   full = 2
 elseif tonumber(redis.call('HGET', m, 'bytes') or '0') + #frame > tonumber(ARGV[6]) then
   full = 3
@@ -333,8 +337,9 @@ redis.call('PEXPIREAT', d, latest)
 redis.call('PEXPIREAT', e, latest)
 redis.call('PEXPIREAT', s, latest)
 redis.call('PEXPIREAT', m, latest + tonumber(ARGV[7]))
-if redis.call('EXISTS', x) == 1 then redis.call('PEXPIREAT', x, latest + tonumber(ARGV[7])) end
-local out = {0, position, redis.call('ZCARD', z)}
+-- (On a missing x, PEXPIREAT does nothing.)
+redis.call('PEXPIREAT', x, latest + tonumber(ARGV[7]))
+local out = {0, position, card + 1}
 local holders = redis.call('HGETALL', p)
 for i = 1, #holders, 2 do
   if tonumber(holders[i + 1]) > tonumber(now) then out[#out + 1] = holders[i] end
@@ -425,21 +430,46 @@ const ACK_LUA = `--[[
 ${COMMON_LUA}
 local z, d, e, m, x, s = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local freed, acked, members, sizes = 0, {}, {}, {}
+-- A burst of ACKs is nearly always a run of consecutive positions: read the
+-- members of the whole range in one call (position -> member) when it is
+-- dense, else look each position up on its own.
+local lo, hi, n = math.huge, -math.huge, (#ARGV - 1) / 2
+for i = 3, #ARGV, 2 do
+  local p = tonumber(ARGV[i])
+  if p < lo then lo = p end
+  if p > hi then hi = p end
+end
+local byPosition = nil
+if n > 0 and hi - lo < 2 * n then
+  byPosition = {}
+  local rows = redis.call('ZRANGEBYSCORE', z, lo, hi, 'WITHSCORES')
+  for j = 1, #rows, 2 do byPosition[tonumber(rows[j + 1])] = rows[j] end
+end
+local taken = {}
 for i = 2, #ARGV, 2 do
   local id, at = ARGV[i], ARGV[i + 1]
-  local member = redis.call('ZRANGEBYSCORE', z, at, at, 'LIMIT', 0, 1)[1]
-  -- 16 = messageId size; a member of the earlier layout is the id alone.
-  if member and string.sub(member, -16) == id then
+  local member
+  if byPosition then
+    member = byPosition[tonumber(at)]
+  else
+    member = redis.call('ZRANGEBYSCORE', z, at, at, 'LIMIT', 0, 1)[1]
+  end
+  -- 16 = messageId size; a member of the earlier layout is the id alone. An
+  -- ACK repeated in the batch finds its frame taken already.
+  if member and not taken[member] and string.sub(member, -16) == id then
+    taken[member] = true
     local size = redis.call('HSTRLEN', d, member)
     freed = freed + size
-    redis.call('HDEL', d, member)
-    redis.call('ZREM', z, member)
-    redis.call('ZREM', e, member)
     acked[#acked + 1] = at
     acked[#acked + 1] = member
     members[#members + 1] = member
     sizes[#sizes + 1] = size
   end
+end
+if #members > 0 then
+  redis.call('HDEL', d, unpack(members))
+  redis.call('ZREM', z, unpack(members))
+  redis.call('ZREM', e, unpack(members))
 end
 if freed > 0 then redis.call('HINCRBY', m, 'bytes', -freed) end
 uncount(z, s, members, sizes)

@@ -151,6 +151,15 @@ describe('DurableStore', () => {
     assert.equal((await s.depth(dest)).frames, 50);
     // Acknowledged ids stay duplicates: a re-send is not stored again.
     assert.equal((await s.enqueue(dest, ids[3]!, deliver(dest, ids[3]!), 0)).status, 'duplicate');
+    // A sparse batch (positions far apart) is looked up position by position: same rules.
+    const sparse = [
+      { messageId: ids[551]!, position: 552 },
+      { messageId: ids[560]!, position: 600 },
+      { messageId: ids[599]!, position: 600 },
+      { messageId: ids[551]!, position: 552 },
+    ];
+    assert.equal(await s.ackMany(dest, sparse), 2);
+    assert.equal((await s.depth(dest)).frames, 48);
   });
 
   it('fetches within a byte limit, at least one frame, and says whether more follow', async () => {
