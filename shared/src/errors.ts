@@ -81,6 +81,11 @@ export const ERROR_CODES = {
     summary:
       'Redis is at the memory reserved for durable frames or at maxmemory: nothing was stored; fast frames, deliveries and handshakes still work',
   },
+  QUEUE_SENDER_FULL: {
+    wire: 0x030e,
+    summary:
+      "the sender holds its share of the recipient's durable queue (RELAY_QUEUE_MAX_FRAMES_PER_SENDER or _BYTES_PER_SENDER); other senders still get in",
+  },
 
   // Identity (local; never expected on the wire but numbered for completeness).
   INVALID_DID: { wire: 0x0401, summary: 'the string is not a well-formed DID' },

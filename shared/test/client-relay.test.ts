@@ -162,7 +162,8 @@ describe('RelayClient against a real relay', { timeout: 120_000 }, () => {
     redis = await startRedis();
     [relay, smallRelay] = await Promise.all([
       startRelay({ redisUrl: redis.url }),
-      startRelay({ redisUrl: redis.url, env: { RELAY_QUEUE_MAX_FRAMES: '2' } }),
+      // A queue of 2 frames, all of which one sender may take (its test is about QUEUE_FULL).
+      startRelay({ redisUrl: redis.url, env: { RELAY_QUEUE_MAX_FRAMES: '2', RELAY_QUEUE_MAX_FRAMES_PER_SENDER: '2' } }),
     ]);
     dir = await mkdtemp(join(tmpdir(), 'lrelay-e2e-'));
   });
@@ -333,6 +334,35 @@ describe('RelayClient against a real relay', { timeout: 120_000 }, () => {
     assert.equal(result.position, m.position);
     assert.deepEqual(result.messageId, m.messageId);
     await expectNoMessage(bob);
+  });
+
+  it('yields two senders’ messages that share a message id, durable and fast (per-sender dedupe)', async () => {
+    // Regression (issue 12 item 9): the SDK dropped the second sender's message
+    // as a duplicate of the first, having tracked inbound ids without their sender.
+    const alice = await connected([relay.wsUrl]);
+    const mallory = await connected([relay.tcpUrl]);
+    const bobId = Ed25519Identity.generate();
+    const id = randomBytes(16);
+    const fromMallory = await mallory.send(bobId.did, text('durable from mallory'), { messageId: id });
+    const fromAlice = await alice.send(bobId.did, text('durable from alice'), { messageId: id });
+    assert.notEqual(fromAlice.position, fromMallory.position, 'the relay stored both');
+    const bob = await connected([relay.wsUrl], { identity: bobId });
+    const durable = [await nextMessage(bob), await nextMessage(bob)];
+    assert.deepEqual(
+      durable.map((m) => [m.from, str(m.payload), m.position]),
+      [
+        [mallory.did, 'durable from mallory', fromMallory.position],
+        [alice.did, 'durable from alice', fromAlice.position],
+      ],
+    );
+    for (const m of durable) await m.ack();
+    const fastId = randomBytes(16);
+    await mallory.send(bob.did, text('fast from mallory'), { messageId: fastId, durable: false });
+    assert.equal(str((await nextMessage(bob)).payload), 'fast from mallory');
+    await alice.send(bob.did, text('fast from alice'), { messageId: fastId, durable: false });
+    assert.equal(str((await nextMessage(bob)).payload), 'fast from alice');
+    assert.equal(bob.stats.duplicates, 0);
+    assert.equal(bob.stats.lastAcked, fromAlice.position);
   });
 
   it('fails over past a dead first URL', async () => {

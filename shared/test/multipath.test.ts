@@ -273,6 +273,23 @@ describe('multipath parts', () => {
       ib.close();
     });
 
+    it('tells two senders’ messages with the same messageId apart (dedupe per sender)', async () => {
+      const { ib, next } = inbound();
+      const other = Ed25519Identity.generate();
+      const mine = copy(1, 0);
+      const theirs = {
+        ...copy(1, 0),
+        from: other.did,
+        fromHint: other.hint,
+        payload: encodeMultipathFrame(Uint8Array.from([7, 7, 7, 7, 7, 7, 7, 7]), 0, text('theirs')),
+      };
+      assert.equal(ib.add('p0', mine), 'first');
+      assert.equal(ib.add('p0', theirs), 'first', 'another sender’s message, not a copy');
+      const got = [str((await next()).payload), str((await next()).payload)].sort();
+      assert.deepEqual(got, ['m1', 'theirs']);
+      ib.close();
+    });
+
     it('acknowledges a first copy that does not open (and its copies), reports it and delivers the next', async () => {
       const { ib, errors, next } = inbound({
         reorder: { gapTimeoutMs: 50 },

@@ -159,6 +159,19 @@ export const relayConfigSpec = {
     max: 17179869184,
     doc: 'Most bytes held in the durable queue of one recipient (64 MiB).',
   }),
+  // One sender's share of one recipient's queue (issue 12 item 5); relayQueueSenderShare() below applies the defaults.
+  RELAY_QUEUE_MAX_FRAMES_PER_SENDER: int({
+    default: undefined,
+    min: 1,
+    max: 10000000,
+    doc: 'Most frames one sender (source routing hint) may hold in the durable queue of one recipient; beyond it that sender gets `QUEUE_SENDER_FULL` while others still get in. Unset: a quarter of `RELAY_QUEUE_MAX_FRAMES` (rounded up), so one sender can take at most a quarter of a mailbox. `RELAY_QUEUE_MAX_FRAMES` or more turns the share off.',
+  }),
+  RELAY_QUEUE_MAX_BYTES_PER_SENDER: int({
+    default: undefined,
+    min: 1024,
+    max: 17179869184,
+    doc: 'Most bytes one sender may hold in the durable queue of one recipient. Unset: a quarter of `RELAY_QUEUE_MAX_BYTES` (rounded up), and at least one largest frame (`RELAY_MAX_PAYLOAD_BYTES` + 99). `RELAY_QUEUE_MAX_BYTES` or more turns the share off.',
+  }),
   RELAY_QUEUE_TTL_SECONDS: int({
     default: 2592000,
     min: 60,
@@ -499,8 +512,13 @@ export function relayConfigProblems(config: RelayConfig): ConfigProblem[] {
       });
     }
   }
-  for (const variable of ['RELAY_SEND_QUEUE_BYTES', 'RELAY_QUEUE_MAX_BYTES'] as const) {
-    if (config[variable] < largestFrame) {
+  for (const variable of [
+    'RELAY_SEND_QUEUE_BYTES',
+    'RELAY_QUEUE_MAX_BYTES',
+    'RELAY_QUEUE_MAX_BYTES_PER_SENDER',
+  ] as const) {
+    const value = config[variable];
+    if (value !== undefined && value < largestFrame) {
       problems.push({
         variable,
         message: `${variable}=${config[variable]} cannot hold one largest frame (RELAY_MAX_PAYLOAD_BYTES + 99 = ${largestFrame})`,
@@ -508,6 +526,28 @@ export function relayConfigProblems(config: RelayConfig): ConfigProblem[] {
     }
   }
   return problems;
+}
+
+/**
+ * One sender's share of one recipient's durable queue, with the defaults
+ * applied. A quarter: one sender (a source routing hint) can take at most a
+ * quarter of a mailbox, so a hostile or runaway sender leaves three quarters
+ * to everyone else and it takes at least four identities to fill a mailbox
+ * (each its own DID, handshake and rate budget), where one did before; while
+ * an honest heavy sender still has 2,500 frames / 16 MiB of backlog with the
+ * default limits (a week offline at about 350 messages a day from one
+ * contact, or one bridge carrying many foreign senders). Smaller shares
+ * would hold off more identities but refuse such senders; operators with
+ * other traffic set the variables.
+ */
+export function relayQueueSenderShare(config: RelayConfig): { maxFramesPerSender: number; maxBytesPerSender: number } {
+  const largestFrame = config.RELAY_MAX_PAYLOAD_BYTES + 99;
+  return {
+    maxFramesPerSender: config.RELAY_QUEUE_MAX_FRAMES_PER_SENDER ?? Math.ceil(config.RELAY_QUEUE_MAX_FRAMES / 4),
+    maxBytesPerSender:
+      config.RELAY_QUEUE_MAX_BYTES_PER_SENDER ??
+      Math.min(config.RELAY_QUEUE_MAX_BYTES, Math.max(Math.ceil(config.RELAY_QUEUE_MAX_BYTES / 4), largestFrame)),
+  };
 }
 
 /**

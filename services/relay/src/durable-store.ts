@@ -4,21 +4,28 @@
  * The durable per-recipient queue behind durable SEND/DELIVER/ACK/RESUME
  * (docs/durable-queue.md explains the design; docs/protocol.md the frames).
  *
- * Relay nodes are stateless: a recipient's queue lives in Redis, as five keys
+ * Relay nodes are stateless: a recipient's queue lives in Redis, as six keys
  * that share the Redis Cluster hash tag `{hintHex}` so one Lua script can
- * touch all of them atomically (and so they land in one Cluster slot):
+ * touch all of them atomically (and so they land in one Cluster slot). A
+ * frame's member is `source ‖ messageId` (the sender's 24-byte routing hint,
+ * then its 16-byte id): two senders may pick the same messageId, and each
+ * sender's id is its own (issue 12 item 9).
  *
- *   ${prefix}:q:{hintHex}:z  ZSET  messageId → position     (delivery order)
- *   ${prefix}:q:{hintHex}:d  HASH  messageId → frame bytes   (the DELIVER frame, position 0)
- *   ${prefix}:q:{hintHex}:e  ZSET  messageId → expiresAtMs   (per-frame TTL)
+ *   ${prefix}:q:{hintHex}:z  ZSET  member → position     (delivery order)
+ *   ${prefix}:q:{hintHex}:d  HASH  member → frame bytes  (the DELIVER frame, position 0)
+ *   ${prefix}:q:{hintHex}:e  ZSET  member → expiresAtMs  (per-frame TTL)
  *   ${prefix}:q:{hintHex}:m  HASH  seq → last position issued, bytes → sum of stored frame sizes
- *   ${prefix}:q:{hintHex}:x  ZSET  acknowledged messageId → position (≤ maxFrames newest)
+ *   ${prefix}:q:{hintHex}:x  ZSET  acknowledged member → position (≤ maxFrames newest)
+ *   ${prefix}:q:{hintHex}:s  HASH  source‖"f" → frames, source‖"b" → bytes that sender has queued
  *
- * Every mutation is one Lua script, so idempotency on the sender's
- * messageId, the frame and byte limits, position assignment and expiry are
- * decided in one atomic step no matter how many relay nodes enqueue for the
- * same recipient at once. Time is always the caller's `nowMs` (never Redis
- * TIME), so relay nodes and tests control it.
+ * Every mutation is one Lua script, so idempotency on (source, messageId),
+ * the queue's and each sender's frame and byte limits, position assignment
+ * and expiry are decided in one atomic step no matter how many relay nodes
+ * enqueue for the same recipient at once. Every script that removes a frame
+ * (ack, ackUpTo, the expiry purge inside all of them) takes it off its
+ * sender's counts in `s` in the same step, so the counts cannot drift.
+ * Time is always the caller's `nowMs` (never Redis TIME), so relay nodes and
+ * tests control it.
  *
  * Connection requirements (see DURABLE_STORE_REDIS_OPTIONS): the relay's
  * ioredis connection must not use `enableAutoPipelining` (it keeps one batch
@@ -54,6 +61,14 @@ export interface DurableStoreOptions {
   waitReplicas?: number;
   /** Longest WAIT, in ms (RELAY_DURABLE_WAIT_TIMEOUT_MS). */
   waitTimeoutMs?: number;
+  /**
+   * Most frames one sender (source hint) may hold in one recipient's queue
+   * (RELAY_QUEUE_MAX_FRAMES_PER_SENDER); default maxFrames, i.e. no share of
+   * its own. The relay's config decides the real default (relayQueueSenderShare).
+   */
+  maxFramesPerSender?: number;
+  /** Most bytes one sender may hold in one recipient's queue (RELAY_QUEUE_MAX_BYTES_PER_SENDER); default maxBytes. */
+  maxBytesPerSender?: number;
 }
 
 /**
@@ -95,7 +110,7 @@ export interface StoredFrame {
  *   minutes later; wait for the 'ready' event before serving traffic.
  * - maxRetriesPerRequest 1: a command in flight when the connection drops is
  *   resent at most once after a reconnect, then fails. Resending is safe:
- *   every script is idempotent (enqueue on messageId, ack on id+position).
+ *   every script is idempotent (enqueue on source+messageId, ack on id+position).
  * - commandTimeout: a Redis that accepts the connection but stalls still
  *   yields STORE_UNAVAILABLE. A timed-out enqueue may have been applied; the
  *   sender's retry then gets `duplicate` with the original position.
@@ -114,6 +129,7 @@ export const FRAME_POSITION_OFFSET = FRAME_HEADER_SIZE + Routed.POSITION;
 /** Smallest valid DELIVER frame: envelope plus the routed header, empty payload. */
 const MIN_FRAME_SIZE = FRAME_HEADER_SIZE + Routed.PAYLOAD;
 const FRAME_DEST_OFFSET = FRAME_HEADER_SIZE + Routed.DEST;
+const FRAME_SOURCE_OFFSET = FRAME_HEADER_SIZE + Routed.SOURCE;
 const FRAME_MESSAGE_ID_OFFSET = FRAME_HEADER_SIZE + Routed.MESSAGE_ID;
 
 /** Expired frames an enqueue purges per call: keeps the hot path's script short. */
@@ -136,29 +152,75 @@ const Code = {
   QUEUE_BYTES_FULL: 3,
   /** Expired frames are left after this call's purge budget: call again. */
   AGAIN: 4,
+  /** The sender holds maxFramesPerSender frames of this queue. */
+  SENDER_FULL: 5,
+  /** The sender's frames in this queue would exceed maxBytesPerSender bytes. */
+  SENDER_BYTES_FULL: 6,
 } as const;
 
-const PURGE_LUA = `
+const COMMON_LUA = `
+-- A member is source hint (24 bytes) .. messageId (16 bytes). A member of 16
+-- bytes is the messageId alone: a frame stored by a relay of the earlier
+-- layout (before idempotency per sender); its sender is not counted in s.
+local MEMBER_SIZE, SOURCE_SIZE = 40, 24
+-- Takes removed frames off their senders' counts in s (field source .. 'f' =
+-- frames, source .. 'b' = bytes) and drops a sender's fields once it has no
+-- frame left, so s holds only senders with frames queued. An empty queue
+-- means no sender has anything queued, whatever s says: s is deleted then,
+-- which also clears counts a relay of the earlier layout left too high (it
+-- removed frames without knowing s).
+local function uncount(z, s, members, sizes)
+  local per, order = {}, {}
+  for i = 1, #members do
+    local member = members[i]
+    if #member == MEMBER_SIZE then
+      local src = string.sub(member, 1, SOURCE_SIZE)
+      local t = per[src]
+      if not t then
+        t = {0, 0}
+        per[src] = t
+        order[#order + 1] = src
+      end
+      t[1] = t[1] + 1
+      t[2] = t[2] + sizes[i]
+    end
+  end
+  if redis.call('EXISTS', z) == 0 then
+    redis.call('DEL', s)
+    return
+  end
+  for i = 1, #order do
+    local src = order[i]
+    local t = per[src]
+    redis.call('HINCRBY', s, src .. 'b', -t[2])
+    if redis.call('HINCRBY', s, src .. 'f', -t[1]) <= 0 then redis.call('HDEL', s, src .. 'f', src .. 'b') end
+  end
+end
 -- Removes up to budget frames whose expiresAtMs <= now (the oldest expiries
--- first) and subtracts their sizes from the byte count. Returns how many.
-local function purge(z, d, e, m, now, budget)
+-- first), subtracts their sizes from the byte count and from their senders'
+-- counts. Returns how many.
+local function purge(z, d, e, m, s, now, budget)
   local ids = redis.call('ZRANGEBYSCORE', e, '-inf', now, 'LIMIT', 0, budget)
   local n = #ids
   if n == 0 then return 0 end
-  local freed = 0
-  for i = 1, n do freed = freed + redis.call('HSTRLEN', d, ids[i]) end
+  local freed, sizes = 0, {}
+  for i = 1, n do
+    sizes[i] = redis.call('HSTRLEN', d, ids[i])
+    freed = freed + sizes[i]
+  end
   redis.call('HDEL', d, unpack(ids))
   redis.call('ZREM', z, unpack(ids))
   redis.call('ZREM', e, unpack(ids))
   redis.call('HINCRBY', m, 'bytes', -freed)
+  uncount(z, s, ids, sizes)
   return n
 end
 -- A purge that used its whole budget may have left expired frames behind.
 local function expiredLeft(e, now, purged, budget)
   return purged == budget and redis.call('ZCOUNT', e, '-inf', now) > 0
 end
--- Records acknowledged ids (so a re-send is answered as a duplicate), keeps
--- only the maxAcked newest, and lets the set expire together with m.
+-- Records acknowledged members (so a re-send is answered as a duplicate),
+-- keeps only the maxAcked newest, and lets the set expire together with m.
 local function remember(x, m, entries, maxAcked)
   if #entries == 0 then return end
   redis.call('ZADD', x, unpack(entries))
@@ -166,21 +228,45 @@ local function remember(x, m, entries, maxAcked)
   local ttl = redis.call('PTTL', m)
   if ttl > 0 then redis.call('PEXPIRE', x, ttl) end
 end
+-- The position of the frame member (source .. messageId) stands for, when
+-- it is queued or was acknowledged recently; nil otherwise. A frame of the
+-- earlier layout (member = messageId alone) still queued counts when its
+-- stored frame carries the same source (offset 6 + 24 in the frame, 1-based
+-- here); an acknowledged one of that layout names no sender and never counts
+-- (storing a re-send again is a duplicate delivery the client drops; taking
+-- another sender's frame for it would be a silent loss).
+local function duplicateOf(z, d, x, member)
+  local id = string.sub(member, SOURCE_SIZE + 1)
+  -- One call for both: the member, and the id as the earlier layout stored it.
+  local scores = redis.call('ZMSCORE', z, member, id)
+  local pos = scores[1] or redis.call('ZSCORE', x, member)
+  if pos then return pos end
+  local legacy = scores[2]
+  if legacy then
+    local stored = redis.call('HGET', d, id)
+    if stored and string.sub(stored, ${FRAME_SOURCE_OFFSET + 1}, ${FRAME_SOURCE_OFFSET + HINT_SIZE}) == string.sub(member, 1, SOURCE_SIZE) then
+      return legacy
+    end
+  end
+  return nil
+end
 `;
 
 /** Most ACK pairs per script call: keeps Lua's unpack() far below its stack limit. */
 const ACK_BATCH = 256;
 
 const ENQUEUE_LUA = `--[[
-  Appends one frame to a recipient's durable queue, idempotent on messageId.
+  Appends one frame to a recipient's durable queue, idempotent on (source,
+  messageId), within the queue's limits and the sender's share of them.
   Input:
-    KEYS[1] z  ZSET messageId -> position
-    KEYS[2] d  HASH messageId -> frame bytes
-    KEYS[3] e  ZSET messageId -> expiresAtMs
+    KEYS[1] z  ZSET member -> position           (member = source .. messageId)
+    KEYS[2] d  HASH member -> frame bytes
+    KEYS[3] e  ZSET member -> expiresAtMs
     KEYS[4] m  HASH seq, bytes
-        KEYS[5] x  ZSET acknowledged messageId -> position
-    KEYS[6] p  presence HASH nodeId -> leaseExpiryMs (presence.ts; same hash tag)
-    ARGV[1] messageId (16 raw bytes)
+    KEYS[5] x  ZSET acknowledged member -> position
+    KEYS[6] s  HASH source .. 'f' -> frames, source .. 'b' -> bytes per sender
+    KEYS[7] p  presence HASH nodeId -> leaseExpiryMs (presence.ts; same hash tag)
+    ARGV[1] member: the frame's source hint (24 raw bytes) .. messageId (16)
     ARGV[2] frame (stored as is)
     ARGV[3] nowMs
     ARGV[4] expiresAtMs of this frame
@@ -188,6 +274,8 @@ const ENQUEUE_LUA = `--[[
     ARGV[6] maxBytes
     ARGV[7] metaRetentionMs: m and x outlive the latest frame expiry by this
     ARGV[8] purge budget
+    ARGV[9] maxFramesPerSender
+    ARGV[10] maxBytesPerSender
     Output: {code, position, depth, node...}
     0 stored, position newly issued; depth = frames now queued (for metrics),
       then the nodes holding an unexpired presence lease on the recipient, so
@@ -196,24 +284,42 @@ const ENQUEUE_LUA = `--[[
     2 QUEUE_FULL        (nothing stored, nothing evicted)
     3 QUEUE_BYTES_FULL  (nothing stored, nothing evicted)
     4 again: at a limit while expired frames remain; call again
+    5 sender holds maxFramesPerSender frames of this queue (nothing stored)
+    6 sender's bytes would exceed maxBytesPerSender (nothing stored)
 ]]
-${PURGE_LUA}
-local z, d, e, m, x, p = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
-local id, frame, now = ARGV[1], ARGV[2], ARGV[3]
+${COMMON_LUA}
+local z, d, e, m, x, s, p = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7]
+local member, frame, now = ARGV[1], ARGV[2], ARGV[3]
 local budget = tonumber(ARGV[8])
-local purged = purge(z, d, e, m, now, budget)
--- The frame keys expire on their own when every frame has (PEXPIREAT below) while m
--- outlives them: no frames left means no bytes, whatever m still says.
-if redis.call('EXISTS', z) == 0 then redis.call('HDEL', m, 'bytes') end
+local purged = purge(z, d, e, m, s, now, budget)
+-- The frame keys (and s) expire on their own when every frame has
+-- (PEXPIREAT below) while m outlives them: no frames left means no bytes
+-- and no sender counts, whatever m or s still say.
+local card = redis.call('ZCARD', z)
+if card == 0 then
+  redis.call('HDEL', m, 'bytes')
+  redis.call('DEL', s)
+end
 
-local pos = redis.call('ZSCORE', z, id) or redis.call('ZSCORE', x, id)
+local pos = duplicateOf(z, d, x, member)
 if pos then return {1, tonumber(pos)} end
 
+-- The queue's limits first, then the sender's share of it: QUEUE_SENDER_FULL
+-- says the queue would take other senders' frames, only not this sender's
+-- (and a share as large as the queue is no share: the queue's code wins).
+local src = string.sub(member, 1, SOURCE_SIZE)
 local full = nil
-if redis.call('ZCARD', z) >= tonumber(ARGV[5]) then
+if card >= tonumber(ARGV[5]) then
   full = 2
 elseif tonumber(redis.call('HGET', m, 'bytes') or '0') + #frame > tonumber(ARGV[6]) then
   full = 3
+else
+  local counts = redis.call('HMGET', s, src .. 'f', src .. 'b')
+  if tonumber(counts[1] or '0') >= tonumber(ARGV[9]) then
+    full = 5
+  elseif tonumber(counts[2] or '0') + #frame > tonumber(ARGV[10]) then
+    full = 6
+  end
 end
 if full then
   if expiredLeft(e, now, purged, budget) then return {4, 0} end
@@ -221,20 +327,25 @@ if full then
 end
 
 local position = redis.call('HINCRBY', m, 'seq', 1)
-redis.call('ZADD', z, position, id)
-redis.call('HSET', d, id, frame)
-redis.call('ZADD', e, ARGV[4], id)
+redis.call('ZADD', z, position, member)
+redis.call('HSET', d, member, frame)
+redis.call('ZADD', e, ARGV[4], member)
 redis.call('HINCRBY', m, 'bytes', #frame)
+redis.call('HINCRBY', s, src .. 'f', 1)
+redis.call('HINCRBY', s, src .. 'b', #frame)
 -- The frame keys live exactly as long as their latest-expiring frame, so an
--- abandoned queue disappears; m (the position counter) and x outlive it so a
--- returning recipient's positions stay comparable.
+-- abandoned queue disappears; s goes with them (it counts their frames); m
+-- (the position counter) and x outlive it so a returning recipient's
+-- positions stay comparable.
 local latest = tonumber(redis.call('ZRANGE', e, -1, -1, 'WITHSCORES')[2])
 redis.call('PEXPIREAT', z, latest)
 redis.call('PEXPIREAT', d, latest)
 redis.call('PEXPIREAT', e, latest)
+redis.call('PEXPIREAT', s, latest)
 redis.call('PEXPIREAT', m, latest + tonumber(ARGV[7]))
-if redis.call('EXISTS', x) == 1 then redis.call('PEXPIREAT', x, latest + tonumber(ARGV[7])) end
-local out = {0, position, redis.call('ZCARD', z)}
+-- (On a missing x, PEXPIREAT does nothing.)
+redis.call('PEXPIREAT', x, latest + tonumber(ARGV[7]))
+local out = {0, position, card + 1}
 local holders = redis.call('HGETALL', p)
 for i = 1, #holders, 2 do
   if tonumber(holders[i + 1]) > tonumber(now) then out[#out + 1] = holders[i] end
@@ -242,17 +353,31 @@ end
 return out
 `;
 
+const IS_STORED_LUA = `--[[
+  Whether enqueue would answer duplicate for this member (read only).
+  Input:
+    KEYS[1] z, KEYS[2] d, KEYS[3] x   (as in enqueue)
+    ARGV[1] member: source (24 raw bytes) .. messageId (16)
+  Output: the original position, or 0 when the member is neither queued nor
+    acknowledged recently
+]]
+${COMMON_LUA}
+local pos = duplicateOf(KEYS[1], KEYS[2], KEYS[3], ARGV[1])
+if pos then return tonumber(pos) end
+return 0
+`;
+
 const FETCH_LUA = `--[[
   Reads frames after a position, in position order, none expired.
   Input:
-    KEYS[1] z, KEYS[2] d, KEYS[3] e, KEYS[4] m   (as in enqueue)
+    KEYS[1] z, KEYS[2] d, KEYS[3] e, KEYS[4] m, KEYS[5] s   (as in enqueue)
     ARGV[1] afterPosition
     ARGV[2] limit (>= 1)
     ARGV[3] nowMs
     ARGV[4] purge budget
     ARGV[5] maxBytes: stop before a frame that would take the frames read
             past this many bytes (the first frame is always read); 0 = no limit
-  Output: {code, more, position1, messageId1, frame1, position2, ...}
+  Output: {code, more, position1, member1, frame1, position2, ...}
     0 ok; more = 1 when frames after the last one returned were left out
       (by limit or maxBytes), 0 when nothing follows it
     4 again: expired frames remain after the purge budget; call again
@@ -260,11 +385,11 @@ const FETCH_LUA = `--[[
   queue: the recipient remembers an earlier queue that expired entirely, so
   everything stored now is new to it and is read from the start.
 ]]
-${PURGE_LUA}
-local z, d, e, m = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+${COMMON_LUA}
+local z, d, e, m, s = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local now = ARGV[3]
 local budget = tonumber(ARGV[4])
-if expiredLeft(e, now, purge(z, d, e, m, now, budget), budget) then return {4} end
+if expiredLeft(e, now, purge(z, d, e, m, s, now, budget), budget) then return {4} end
 
 local after = ARGV[1]
 if tonumber(after) > tonumber(redis.call('HGET', m, 'seq') or '0') then after = '0' end
@@ -295,41 +420,75 @@ return out
 `;
 
 const ACK_LUA = `--[[
-    Removes frames on the recipient's ACKs, each only if its messageId is
-  stored at exactly that position, and remembers the ids as acknowledged.
+  Removes frames on the recipient's ACKs, each only if the frame at that
+  position carries that messageId, and remembers them as acknowledged.
+  An ACK names (messageId, position) but not the sender, so the frame is
+  found by its position (positions are unique in a queue) and its member
+  must end with the messageId: a stale or forged ACK for another position
+  removes nothing, as before members named their sender.
   Input:
-    KEYS[1] z, KEYS[2] d, KEYS[3] e, KEYS[4] m, KEYS[5] x   (as in enqueue)
-    ARGV[1] maxAcked: how many acknowledged ids x keeps
+    KEYS[1] z, KEYS[2] d, KEYS[3] e, KEYS[4] m, KEYS[5] x, KEYS[6] s   (as in enqueue)
+    ARGV[1] maxAcked: how many acknowledged members x keeps
     ARGV[2], ARGV[3], ...: messageId, position pairs (at most ACK_BATCH)
   Output: how many frames were removed (an unknown id, another position or
     an already removed frame counts 0)
 ]]
-${PURGE_LUA}
-local z, d, e, m, x = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
-local removed, freed, acked = 0, 0, {}
+${COMMON_LUA}
+local z, d, e, m, x, s = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
+local freed, acked, members, sizes = 0, {}, {}, {}
+-- A burst of ACKs is nearly always a run of consecutive positions: read the
+-- members of the whole range in one call (position -> member) when it is
+-- dense, else look each position up on its own.
+local lo, hi, n = math.huge, -math.huge, (#ARGV - 1) / 2
+for i = 3, #ARGV, 2 do
+  local p = tonumber(ARGV[i])
+  if p < lo then lo = p end
+  if p > hi then hi = p end
+end
+local byPosition = nil
+if n > 0 and hi - lo < 2 * n then
+  byPosition = {}
+  local rows = redis.call('ZRANGEBYSCORE', z, lo, hi, 'WITHSCORES')
+  for j = 1, #rows, 2 do byPosition[tonumber(rows[j + 1])] = rows[j] end
+end
+local taken = {}
 for i = 2, #ARGV, 2 do
-  local id = ARGV[i]
-  local pos = redis.call('ZSCORE', z, id)
-  if pos and tonumber(pos) == tonumber(ARGV[i + 1]) then
-    freed = freed + redis.call('HSTRLEN', d, id)
-    redis.call('HDEL', d, id)
-    redis.call('ZREM', z, id)
-    redis.call('ZREM', e, id)
-    acked[#acked + 1] = pos
-    acked[#acked + 1] = id
-    removed = removed + 1
+  local id, at = ARGV[i], ARGV[i + 1]
+  local member
+  if byPosition then
+    member = byPosition[tonumber(at)]
+  else
+    member = redis.call('ZRANGEBYSCORE', z, at, at, 'LIMIT', 0, 1)[1]
+  end
+  -- 16 = messageId size; a member of the earlier layout is the id alone. An
+  -- ACK repeated in the batch finds its frame taken already.
+  if member and not taken[member] and string.sub(member, -16) == id then
+    taken[member] = true
+    local size = redis.call('HSTRLEN', d, member)
+    freed = freed + size
+    acked[#acked + 1] = at
+    acked[#acked + 1] = member
+    members[#members + 1] = member
+    sizes[#sizes + 1] = size
   end
 end
+if #members > 0 then
+  redis.call('HDEL', d, unpack(members))
+  redis.call('ZREM', z, unpack(members))
+  redis.call('ZREM', e, unpack(members))
+end
 if freed > 0 then redis.call('HINCRBY', m, 'bytes', -freed) end
+uncount(z, s, members, sizes)
 remember(x, m, acked, tonumber(ARGV[1]))
-return removed
+return #members
 `;
 
 const ACK_UP_TO_LUA = `--[[
   Cumulative ack (RESUME lastAcked): removes frames with position <= upTo,
-  at most batch of them per call, and remembers their ids as acknowledged.
+  at most batch of them per call, remembers their members as acknowledged
+  and takes them off their senders' counts.
   Input:
-    KEYS[1] z, KEYS[2] d, KEYS[3] e, KEYS[4] m, KEYS[5] x   (as in enqueue)
+    KEYS[1] z, KEYS[2] d, KEYS[3] e, KEYS[4] m, KEYS[5] x, KEYS[6] s   (as in enqueue)
     ARGV[1] upTo
     ARGV[2] batch
     ARGV[3] maxAcked
@@ -340,25 +499,27 @@ const ACK_UP_TO_LUA = `--[[
   frames it has never seen survive, and restarted = 1 tells the relay to say
   so (QUEUE_RESET), or the recipient would take them for ones it acknowledged.
 ]]
-${PURGE_LUA}
-local z, d, e, m, x = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+${COMMON_LUA}
+local z, d, e, m, x, s = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local batch = tonumber(ARGV[2])
 if tonumber(ARGV[1]) > tonumber(redis.call('HGET', m, 'seq') or '0') then return {0, 0, 1} end
 local rows = redis.call('ZRANGEBYSCORE', z, '-inf', ARGV[1], 'WITHSCORES', 'LIMIT', 0, batch)
 local n = #rows / 2
 if n == 0 then return {0, 0} end
-local ids, entries, freed = {}, {}, 0
+local ids, entries, sizes, freed = {}, {}, {}, 0
 for i = 1, #rows, 2 do
   local id = rows[i]
   ids[#ids + 1] = id
   entries[#entries + 1] = rows[i + 1]
   entries[#entries + 1] = id
-  freed = freed + redis.call('HSTRLEN', d, id)
+  sizes[#sizes + 1] = redis.call('HSTRLEN', d, id)
+  freed = freed + sizes[#sizes]
 end
 redis.call('HDEL', d, unpack(ids))
 redis.call('ZREM', z, unpack(ids))
 redis.call('ZREM', e, unpack(ids))
 redis.call('HINCRBY', m, 'bytes', -freed)
+uncount(z, s, ids, sizes)
 remember(x, m, entries, tonumber(ARGV[3]))
 if n == batch then return {n, 1} end
 return {n, 0}
@@ -367,15 +528,15 @@ return {n, 0}
 const DEPTH_LUA = `--[[
   Counts a queue's unexpired frames and their bytes.
   Input:
-    KEYS[1] z, KEYS[2] d, KEYS[3] e, KEYS[4] m   (as in enqueue)
+    KEYS[1] z, KEYS[2] d, KEYS[3] e, KEYS[4] m, KEYS[5] s   (as in enqueue)
     ARGV[1] nowMs
     ARGV[2] purge budget
   Output: {0, frames, bytes}, or {4} when expired frames remain: call again
 ]]
-${PURGE_LUA}
-local z, d, e, m = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+${COMMON_LUA}
+local z, d, e, m, s = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local budget = tonumber(ARGV[2])
-if expiredLeft(e, ARGV[1], purge(z, d, e, m, ARGV[1], budget), budget) then return {4} end
+if expiredLeft(e, ARGV[1], purge(z, d, e, m, s, ARGV[1], budget), budget) then return {4} end
 local frames = redis.call('ZCARD', z)
 -- As in enqueue: frame keys Redis expired on its own leave a stale count in m.
 if frames == 0 then return {0, 0, 0} end
@@ -390,6 +551,7 @@ const CMD = {
   ack: 'libertariaQueueAck',
   ackUpTo: 'libertariaQueueAckUpTo',
   depth: 'libertariaQueueDepth',
+  isStored: 'libertariaQueueIsStored',
 } as const;
 
 type ScriptArg = string | number | Buffer;
@@ -411,6 +573,16 @@ function scriptError(code: number, dest: string): RelayError {
       return new RelayError('QUEUE_FULL', `durable queue of ${dest} holds its maximum number of frames`);
     case Code.QUEUE_BYTES_FULL:
       return new RelayError('QUEUE_BYTES_FULL', `durable queue of ${dest} holds its maximum number of bytes`);
+    case Code.SENDER_FULL:
+      return new RelayError(
+        'QUEUE_SENDER_FULL',
+        `this sender holds its maximum number of frames in the durable queue of ${dest}`,
+      );
+    case Code.SENDER_BYTES_FULL:
+      return new RelayError(
+        'QUEUE_SENDER_FULL',
+        `this sender holds its maximum number of bytes in the durable queue of ${dest}`,
+      );
     case Code.AGAIN:
       // Only reached when a retry loop gave up: expired frames are purged
       // in bounded batches and this many batches did not free room.
@@ -459,6 +631,17 @@ function checkMessageId(messageId: Uint8Array): void {
   }
 }
 
+/**
+ * A frame's member in the queue's keys: the sender's routing hint, then its
+ * messageId (40 bytes). Idempotency is per sender: another sender's frame
+ * with the same messageId has another member.
+ */
+function memberOf(source: Uint8Array, messageId: Uint8Array): Buffer {
+  if (source.length !== HINT_SIZE) throw new RelayError('BAD_FIELD', `source must be ${HINT_SIZE} bytes`);
+  checkMessageId(messageId);
+  return Buffer.concat([asBuffer(source), asBuffer(messageId)], HINT_SIZE + ID_SIZE);
+}
+
 /** Writes a position (< 2^53) as a big-endian u64 in place. */
 function writePosition(frame: Buffer, position: number): void {
   frame.writeUInt32BE(Math.floor(position / 0x1_0000_0000), FRAME_POSITION_OFFSET);
@@ -472,6 +655,8 @@ export class DurableStore {
   private readonly maxFrames: number;
   private readonly maxBytes: number;
   private readonly maxTtlSeconds: number;
+  private readonly maxFramesPerSender: number;
+  private readonly maxBytesPerSender: number;
   /** How long m (position counter) and x (acked ids) outlive the latest frame. */
   private readonly metaRetentionMs: number;
   private readonly waitReplicas: number;
@@ -484,6 +669,10 @@ export class DurableStore {
     checkCount(options.maxFrames, 'maxFrames', 1);
     checkCount(options.maxBytes, 'maxBytes', 1);
     checkCount(options.maxTtlSeconds, 'maxTtlSeconds', 1);
+    this.maxFramesPerSender = options.maxFramesPerSender ?? options.maxFrames;
+    this.maxBytesPerSender = options.maxBytesPerSender ?? options.maxBytes;
+    checkCount(this.maxFramesPerSender, 'maxFramesPerSender', 1);
+    checkCount(this.maxBytesPerSender, 'maxBytesPerSender', 1);
     this.redis = redis;
     this.prefix = options.prefix;
     this.maxFrames = options.maxFrames;
@@ -494,28 +683,53 @@ export class DurableStore {
     this.waitTimeoutMs = options.waitTimeoutMs ?? 1000;
     // defineCommand sends EVALSHA and falls back to EVAL on NOSCRIPT, so a
     // Redis restart or SCRIPT FLUSH needs no handling here.
-    redis.defineCommand(CMD.enqueue, { numberOfKeys: 6, lua: ENQUEUE_LUA });
-    redis.defineCommand(CMD.fetch, { numberOfKeys: 4, lua: FETCH_LUA });
-    redis.defineCommand(CMD.ack, { numberOfKeys: 5, lua: ACK_LUA });
-    redis.defineCommand(CMD.ackUpTo, { numberOfKeys: 5, lua: ACK_UP_TO_LUA });
-    redis.defineCommand(CMD.depth, { numberOfKeys: 4, lua: DEPTH_LUA });
+    redis.defineCommand(CMD.enqueue, { numberOfKeys: 7, lua: ENQUEUE_LUA });
+    redis.defineCommand(CMD.fetch, { numberOfKeys: 5, lua: FETCH_LUA });
+    redis.defineCommand(CMD.ack, { numberOfKeys: 6, lua: ACK_LUA });
+    redis.defineCommand(CMD.ackUpTo, { numberOfKeys: 6, lua: ACK_UP_TO_LUA });
+    redis.defineCommand(CMD.depth, { numberOfKeys: 5, lua: DEPTH_LUA });
+    redis.defineCommand(CMD.isStored, { numberOfKeys: 3, lua: IS_STORED_LUA });
     this.commands = redis as unknown as QueueCommands;
   }
 
-  /** The queue's five keys [z, d, e, m, x]; all share the hash tag {hintHex}. */
-  keys(dest: Uint8Array): [string, string, string, string, string] {
+  /** The queue's six keys [z, d, e, m, x, s]; all share the hash tag {hintHex}. */
+  keys(dest: Uint8Array): [string, string, string, string, string, string] {
     const base = `${this.prefix}:q:{${hintToHex(dest)}}:`;
-    return [`${base}z`, `${base}d`, `${base}e`, `${base}m`, `${base}x`];
+    return [`${base}z`, `${base}d`, `${base}e`, `${base}m`, `${base}x`, `${base}s`];
+  }
+
+  /**
+   * What one sender has queued for `dest` (the counts the per-sender share
+   * is checked against); zeros when it has nothing queued. For tests and
+   * operators: the relay itself never reads it.
+   */
+  async senderUsage(dest: Uint8Array, source: Uint8Array): Promise<{ frames: number; bytes: number }> {
+    if (source.length !== HINT_SIZE) throw new RelayError('BAD_FIELD', `source must be ${HINT_SIZE} bytes`);
+    const s = this.keys(dest)[5];
+    const src = asBuffer(source);
+    try {
+      const [frames, bytes] = await this.redis.hmget(
+        s,
+        Buffer.concat([src, Buffer.from('f')]),
+        Buffer.concat([src, Buffer.from('b')]),
+      );
+      return { frames: Number(frames ?? 0), bytes: Number(bytes ?? 0) };
+    } catch (err) {
+      throw toStoreError(err);
+    }
   }
 
   /**
    * Appends a durable frame for `dest`. `frame` is the complete DELIVER frame
-   * (header included, position 0), stored as is. ttlSeconds 0 means
-   * maxTtlSeconds; more than that → TTL_TOO_LONG. Idempotent on messageId: a
-   * frame already stored, or acknowledged recently (within the last
-   * maxFrames acks), returns `duplicate` with the original position and
-   * stores nothing. Over maxFrames → QUEUE_FULL, over maxBytes →
-   * QUEUE_BYTES_FULL; nothing is ever evicted. Expired frames of the queue
+   * (header included, position 0), stored as is; its source hint names the
+   * sender. ttlSeconds 0 means maxTtlSeconds; more than that → TTL_TOO_LONG.
+   * Idempotent on (source, messageId): a frame of this sender with this id
+   * already stored, or acknowledged recently (within the last maxFrames
+   * acks), returns `duplicate` with the original position and stores
+   * nothing; another sender's frame with the same id is another message.
+   * The sender holding maxFramesPerSender frames or maxBytesPerSender bytes
+   * of this queue → QUEUE_SENDER_FULL; over maxFrames → QUEUE_FULL, over
+   * maxBytes → QUEUE_BYTES_FULL; nothing is ever evicted. Expired frames of the queue
    * are purged first (≤ 100 per call). Resolves only once Redis confirmed;
    * any Redis failure → STORE_UNAVAILABLE with the cause attached.
    *
@@ -672,18 +886,17 @@ export class DurableStore {
   }
 
   /**
-   * Whether `messageId` is queued for `dest`, or was acknowledged from its
-   * queue recently: exactly when enqueue would answer `duplicate`. The
-   * membrane asks this before deciding a durable SEND again, so a sender's
-   * retry of a stored frame is not charged twice. Two pipelined ZSCOREs.
+   * Whether `source`'s `messageId` is queued for `dest`, or was acknowledged
+   * from its queue recently: exactly when enqueue would answer `duplicate`
+   * (the same Lua function decides both). The membrane asks this before
+   * deciding a durable SEND again, so a sender's retry of a stored frame is
+   * not charged twice. One read-only script call.
    */
-  async isStored(dest: Uint8Array, messageId: Uint8Array): Promise<boolean> {
-    checkMessageId(messageId);
-    const [z, , , , x] = this.keys(dest);
-    const id = asBuffer(messageId);
+  async isStored(dest: Uint8Array, source: Uint8Array, messageId: Uint8Array): Promise<boolean> {
+    const member = memberOf(source, messageId);
+    const [z, d, , , x] = this.keys(dest);
     try {
-      const [queued, acked] = await Promise.all([this.redis.zscore(z, id), this.redis.zscore(x, id)]);
-      return queued !== null || acked !== null;
+      return int(await this.commands[CMD.isStored](z, d, x, member)) > 0;
     } catch (err) {
       throw toStoreError(err);
     }
@@ -723,7 +936,7 @@ export class DurableStore {
     checkCount(limit, 'limit', 0);
     checkCount(maxBytes, 'maxBytes', 0);
     if (limit === 0) return { frames: [], more: false };
-    const [z, d, e, m] = this.keys(dest);
+    const [z, d, e, m, , s] = this.keys(dest);
     let result: unknown[] = [Code.AGAIN];
     // Each call purges at most READ_PURGE_BATCH expired frames; it says AGAIN
     // until none is left, so the frames finally read are all unexpired.
@@ -735,6 +948,7 @@ export class DurableStore {
             d,
             e,
             m,
+            s,
             afterPosition,
             limit,
             nowMs,
@@ -753,12 +967,14 @@ export class DurableStore {
       const frame = buf(result[i + 2]);
       if (frame.length < MIN_FRAME_SIZE) throw new RelayError('INTERNAL', `stored frame at ${position} is too short`);
       writePosition(frame, position);
-      frames.push({ position, messageId: buf(result[i + 1]), frame });
+      // The member is source ‖ messageId (or, stored by a relay of the earlier layout, messageId alone).
+      const member = buf(result[i + 1]);
+      frames.push({ position, messageId: member.subarray(member.length - ID_SIZE), frame });
     }
     return { frames, more: int(result[1]) === 1 };
   }
 
-  /** Removes one frame on the recipient's ACK, only if `messageId` is stored at `position`. */
+  /** Removes one frame on the recipient's ACK, only if the frame at `position` has `messageId`. */
   async ack(dest: Uint8Array, messageId: Uint8Array, position: number): Promise<boolean> {
     return (await this.ackMany(dest, [{ messageId, position }])) === 1;
   }
@@ -775,12 +991,12 @@ export class DurableStore {
       checkCount(position, 'position', 0);
       args.push(asBuffer(messageId), position);
     }
-    const [z, d, e, m, x] = this.keys(dest);
+    const [z, d, e, m, x, s] = this.keys(dest);
     let removed = 0;
     try {
       for (let i = 0; i < args.length; i += 2 * ACK_BATCH) {
         const chunk = args.slice(i, i + 2 * ACK_BATCH);
-        removed += int(await this.commands[CMD.ack](z, d, e, m, x, this.maxFrames, ...chunk));
+        removed += int(await this.commands[CMD.ack](z, d, e, m, x, s, this.maxFrames, ...chunk));
       }
     } catch (err) {
       throw toStoreError(err);
@@ -802,12 +1018,12 @@ export class DurableStore {
   async ackUpTo(dest: Uint8Array, upTo: number): Promise<{ removed: number; restarted: boolean }> {
     checkCount(upTo, 'upTo', 0);
     if (upTo === 0) return { removed: 0, restarted: false };
-    const [z, d, e, m, x] = this.keys(dest);
+    const [z, d, e, m, x, s] = this.keys(dest);
     let removed = 0;
     for (;;) {
       let result: unknown[];
       try {
-        result = reply(await this.commands[CMD.ackUpTo](z, d, e, m, x, upTo, ACK_UP_TO_BATCH, this.maxFrames));
+        result = reply(await this.commands[CMD.ackUpTo](z, d, e, m, x, s, upTo, ACK_UP_TO_BATCH, this.maxFrames));
       } catch (err) {
         throw toStoreError(err);
       }
@@ -819,11 +1035,11 @@ export class DurableStore {
 
   /** Unexpired frames and their bytes in the queue (expired ones are purged first). */
   async depth(dest: Uint8Array, nowMs: number = Date.now()): Promise<{ frames: number; bytes: number }> {
-    const [z, d, e, m] = this.keys(dest);
+    const [z, d, e, m, , s] = this.keys(dest);
     let result: unknown[] = [Code.AGAIN];
     while (result[0] === Code.AGAIN) {
       try {
-        result = reply(await this.commands[CMD.depth](z, d, e, m, nowMs, READ_PURGE_BATCH));
+        result = reply(await this.commands[CMD.depth](z, d, e, m, s, nowMs, READ_PURGE_BATCH));
       } catch (err) {
         throw toStoreError(err);
       }
@@ -861,9 +1077,13 @@ export class DurableStore {
       throw new RelayError('BAD_FIELD', 'frame is not a DELIVER frame for this dest and messageId');
     }
     const ttl = ttlSeconds === 0 ? this.maxTtlSeconds : ttlSeconds;
+    // The frame's source hint names the sender: the relay checked it is the
+    // authenticated peer's own (SOURCE_MISMATCH), the federation inbound worker
+    // that it is a registered bridge's.
+    const source = bytes.subarray(FRAME_SOURCE_OFFSET, FRAME_SOURCE_OFFSET + HINT_SIZE);
     return [
       ...keys,
-      asBuffer(messageId),
+      memberOf(source, messageId),
       bytes,
       nowMs,
       nowMs + ttl * 1000,
@@ -871,6 +1091,8 @@ export class DurableStore {
       this.maxBytes,
       this.metaRetentionMs,
       ENQUEUE_PURGE_BATCH,
+      this.maxFramesPerSender,
+      this.maxBytesPerSender,
     ];
   }
 

@@ -8,7 +8,7 @@ import { hostname } from 'node:os';
 import { MAX_TEXT_BYTES, maxBodySize } from '@libertaria/shared';
 import { listenAdmin } from './admin.js';
 import { DurableAdmission, DurableBudgets, KnownRecipients, RedisMemoryGuard } from './budgets.js';
-import type { RelayConfig } from './config.js';
+import { type RelayConfig, relayQueueSenderShare } from './config.js';
 import { DURABLE_STORE_REDIS_OPTIONS, DurableStore } from './durable-store.js';
 import { RelayFederation } from './federation/index.js';
 import { createLogger, type Logger } from './log.js';
@@ -114,6 +114,7 @@ export class RelayNode {
       maxFrames: config.RELAY_QUEUE_MAX_FRAMES,
       maxBytes: config.RELAY_QUEUE_MAX_BYTES,
       maxTtlSeconds: config.RELAY_QUEUE_TTL_SECONDS,
+      ...relayQueueSenderShare(config),
     });
     const prekeys = new PrekeyStore(redis, {
       prefix,
@@ -151,7 +152,7 @@ export class RelayNode {
         pendingSends: config.RELAY_MEMBRANE_PENDING_SENDS,
         grantsPerConnection: config.RELAY_MEMBRANE_GRANTS_PER_CONNECTION,
         onDecision: (action, result) => metrics.membraneDecisions.labels(action, result).inc(),
-        isStoredDuplicate: (dest, messageId) => store.isStored(dest, messageId),
+        isStoredDuplicate: (dest, source, messageId) => store.isStored(dest, source, messageId),
         // The federation starts after the enforcer; sends are decided only once both run.
         federatedNetwork: (hint) => federationRef?.bridgeFor(hint)?.network,
       });

@@ -22,6 +22,12 @@ import { type RelayHandle, startRelay } from '../../../test-support/relay-proces
 
 const FRAMES = 300;
 const PAYLOAD = 64 * 1024;
+/**
+ * The backlogs here come from one sender and exceed its default share of a
+ * mailbox (a quarter of RELAY_QUEUE_MAX_BYTES): these tests are about
+ * delivery under backpressure, so the share is the whole queue.
+ */
+const ONE_SENDER_MAY_FILL = { RELAY_QUEUE_MAX_BYTES_PER_SENDER: String(64 * 1024 * 1024) };
 /** The relay's defaults: RELAY_SEND_QUEUE_BYTES and RELAY_MAX_PAYLOAD_BYTES. */
 const BUDGET = 4 * 1024 * 1024;
 /** docs/relay.md: budget + 64 KiB of control frames + one largest frame. */
@@ -196,7 +202,7 @@ describe('a durable recipient that does not read', () => {
   let relay: RelayHandle;
   before(async () => {
     redis = await startRedis();
-    relay = await startRelay({ redisUrl: redis.url });
+    relay = await startRelay({ redisUrl: redis.url, env: ONE_SENDER_MAY_FILL });
   });
   after(async () => {
     await relay?.stop();
@@ -257,7 +263,10 @@ describe('memory per slow recipient', () => {
     const budget = 1024 * 1024;
     const ceiling = budget + 64 * 1024 + FRAME_HEADER_SIZE + maxBodySize(PAYLOAD);
     const redis = await startRedis();
-    const relay = await startRelay({ redisUrl: redis.url, env: { RELAY_SEND_QUEUE_BYTES: String(budget) } });
+    const relay = await startRelay({
+      redisUrl: redis.url,
+      env: { RELAY_SEND_QUEUE_BYTES: String(budget), ...ONE_SENDER_MAY_FILL },
+    });
     const stuck: RawPeer[] = [];
     let pair: Awaited<ReturnType<typeof honestPair>> | undefined;
     const stopPings = keepAlive(stuck);

@@ -3,7 +3,7 @@ import { readFileSync } from 'node:fs';
 import { describe, it } from 'node:test';
 import { ConfigError, ConfigValidationError, describeConfig, type Env } from '@libertaria/shared';
 import { repoPath } from '../../../test-support/paths.js';
-import { loadRelayConfig, type RelayConfig, relayConfigSpec } from '../src/config.js';
+import { loadRelayConfig, type RelayConfig, relayConfigSpec, relayQueueSenderShare } from '../src/config.js';
 
 /** The ConfigValidationError `env` must produce. */
 function rejection(env: Env): ConfigValidationError {
@@ -46,6 +46,8 @@ describe('loadRelayConfig', () => {
       RELAY_RATE_CONTROL_FLOOD_SECONDS: 10,
       RELAY_QUEUE_MAX_FRAMES: 10000,
       RELAY_QUEUE_MAX_BYTES: 67108864,
+      RELAY_QUEUE_MAX_FRAMES_PER_SENDER: undefined,
+      RELAY_QUEUE_MAX_BYTES_PER_SENDER: undefined,
       RELAY_QUEUE_TTL_SECONDS: 2592000,
       RELAY_DURABLE_FRAMES_PER_SENDER_PER_HOUR: 50000,
       RELAY_DURABLE_BYTES_PER_SENDER_PER_HOUR: 268435456,
@@ -120,6 +122,28 @@ describe('loadRelayConfig', () => {
     assert.equal(config.RELAY_IDENTITY, 'relay.example.org');
     assert.equal(config.RELAY_QUEUE_MAX_BYTES, 17179869184);
     assert.equal(config.RELAY_LOG_LEVEL, 'debug');
+  });
+
+  it('gives one sender a quarter of a recipient’s queue unless told otherwise, and at least one largest frame', () => {
+    assert.deepEqual(relayQueueSenderShare(loadRelayConfig({})), {
+      maxFramesPerSender: 2500,
+      maxBytesPerSender: 16 * 1024 * 1024,
+    });
+    assert.deepEqual(relayQueueSenderShare(loadRelayConfig({ RELAY_QUEUE_MAX_FRAMES: '5' })).maxFramesPerSender, 2);
+    // A quarter of this queue's bytes would not hold one 64 KiB frame: the share is one largest frame.
+    assert.deepEqual(
+      relayQueueSenderShare(loadRelayConfig({ RELAY_QUEUE_MAX_BYTES: String(65536 + 99 + 1000) })).maxBytesPerSender,
+      65536 + 99,
+    );
+    assert.deepEqual(
+      relayQueueSenderShare(
+        loadRelayConfig({ RELAY_QUEUE_MAX_FRAMES_PER_SENDER: '7', RELAY_QUEUE_MAX_BYTES_PER_SENDER: '70000' }),
+      ),
+      { maxFramesPerSender: 7, maxBytesPerSender: 70000 },
+    );
+    const small = rejection({ RELAY_QUEUE_MAX_BYTES_PER_SENDER: '65000' });
+    assert.equal(small.variable, 'RELAY_QUEUE_MAX_BYTES_PER_SENDER');
+    assert.match(small.message, /cannot hold one largest frame/);
   });
 
   it('requires the TLS certificate and key together', () => {

@@ -26,13 +26,20 @@ function withoutDepth(r: EnqueueResult): EnqueueResult {
 
 const hint = (): Uint8Array => new Uint8Array(randomBytes(24));
 const messageId = (): Uint8Array => new Uint8Array(randomBytes(16));
+/** The sender of deliver()'s frames unless one is given. */
+const SOURCE = new Uint8Array(24).fill(0x51);
 
 /** The DELIVER frame a relay stores: header included, position 0. */
-function deliver(dest: Uint8Array, id: Uint8Array, payload: Uint8Array = new Uint8Array([0x68, 0x69])): Uint8Array {
+function deliver(
+  dest: Uint8Array,
+  id: Uint8Array,
+  payload: Uint8Array = new Uint8Array([0x68, 0x69]),
+  source: Uint8Array = SOURCE,
+): Uint8Array {
   return encodeFrame({
     type: 'DELIVER',
     dest,
-    source: new Uint8Array(24).fill(0x51),
+    source,
     sessionId: new Uint8Array(16).fill(0x5e),
     messageId: id,
     flags: SendFlags.DURABLE,
@@ -40,6 +47,11 @@ function deliver(dest: Uint8Array, id: Uint8Array, payload: Uint8Array = new Uin
     position: 0,
     payload,
   });
+}
+
+/** A frame's member in the queue's keys: source ‖ messageId. */
+function member(id: Uint8Array, source: Uint8Array = SOURCE): Buffer {
+  return Buffer.concat([source, id]);
 }
 
 /** The u64 big-endian bytes of a position. */
@@ -144,6 +156,15 @@ describe('DurableStore', () => {
     assert.equal((await s.depth(dest)).frames, 50);
     // Acknowledged ids stay duplicates: a re-send is not stored again.
     assert.equal((await s.enqueue(dest, ids[3]!, deliver(dest, ids[3]!), 0)).status, 'duplicate');
+    // A sparse batch (positions far apart) is looked up position by position: same rules.
+    const sparse = [
+      { messageId: ids[551]!, position: 552 },
+      { messageId: ids[560]!, position: 600 },
+      { messageId: ids[599]!, position: 600 },
+      { messageId: ids[551]!, position: 552 },
+    ];
+    assert.equal(await s.ackMany(dest, sparse), 2);
+    assert.equal((await s.depth(dest)).frames, 48);
   });
 
   it('fetches within a byte limit, at least one frame, and says whether more follow', async () => {
@@ -316,15 +337,15 @@ describe('DurableStore', () => {
     const tooLong = messageId();
     await rejectsWith(s.enqueue(dest, tooLong, deliver(dest, tooLong), 601, now), 'TTL_TOO_LONG');
     assert.deepEqual(await s.depth(dest, now), { frames: 0, bytes: 0 });
-    const [z, d, e, m] = s.keys(dest);
+    const [z, d, e, m, , senders] = s.keys(dest);
     const atMax = messageId();
     await s.enqueue(dest, atMax, deliver(dest, atMax), 600, now);
     const byDefault = messageId();
     await s.enqueue(dest, byDefault, deliver(dest, byDefault), 0, now + 5);
-    assert.equal(Number(await redis.zscore(e, Buffer.from(atMax))), now + 600_000);
-    assert.equal(Number(await redis.zscore(e, Buffer.from(byDefault))), now + 5 + 600_000);
-    // Keys expire with the latest frame; the counter outlives it by maxTtl.
-    for (const key of [z, d, e]) assert.equal(await redis.pexpiretime(key), now + 5 + 600_000);
+    assert.equal(Number(await redis.zscore(e, member(atMax))), now + 600_000);
+    assert.equal(Number(await redis.zscore(e, member(byDefault))), now + 5 + 600_000);
+    // Keys expire with the latest frame (the sender counts with them); the counter outlives it by maxTtl.
+    for (const key of [z, d, e, senders]) assert.equal(await redis.pexpiretime(key), now + 5 + 600_000);
     assert.equal(await redis.pexpiretime(m), now + 5 + 2 * 600_000);
   });
 
@@ -423,7 +444,7 @@ describe('DurableStore', () => {
     await s.ack(dest, id, 1);
     const other = messageId();
     await s.enqueue(dest, other, deliver(dest, other), 1);
-    assert.equal(await redis.exists(...s.keys(dest)), 5);
+    assert.equal(await redis.exists(...s.keys(dest)), 6);
     await new Promise((r) => setTimeout(r, 2300));
     assert.equal(await redis.exists(...s.keys(dest)), 0);
   });
@@ -637,10 +658,10 @@ describe('DurableStore', () => {
       }
     }
     const keys = await redis.keys(`${prefix}:*`);
-    assert.equal(keys.length, 15);
+    assert.equal(keys.length, 18);
     const hexes = new Set(dests.map((d) => Buffer.from(d).toString('hex')));
     for (const key of keys) {
-      const match = /^(.+):q:\{([0-9a-f]{48})\}:([zdemx])$/.exec(key);
+      const match = /^(.+):q:\{([0-9a-f]{48})\}:([zdemxs])$/.exec(key);
       assert.ok(match, `${key} carries no hash tag`);
       assert.equal(match[1], prefix);
       assert.ok(hexes.has(match[2]!));
@@ -682,6 +703,289 @@ describe('DurableStore', () => {
       assert.equal(await s.ack(dest, ids[16]!, 18), false);
       assert.equal((await s.depth(dest)).frames, ids.length - 1);
     }
+  });
+
+  describe('idempotency per sender (issue 12 item 9)', () => {
+    const alice = new Uint8Array(24).fill(0xa1);
+    const mallory = new Uint8Array(24).fill(0xee);
+
+    it('stores and delivers two senders’ frames with the same messageId; each retry is its own duplicate', async () => {
+      // Regression: the member was the messageId alone, so the second sender got an
+      // ACK with the first sender's position and its frame was discarded.
+      const s = store();
+      const dest = hint();
+      const id = messageId();
+      const fromAlice = deliver(dest, id, new Uint8Array([1]), alice);
+      const fromMallory = deliver(dest, id, new Uint8Array([2]), mallory);
+      assert.deepEqual(withoutDepth(await s.enqueue(dest, id, fromMallory, 0)), { status: 'stored', position: 1 });
+      assert.deepEqual(withoutDepth(await s.enqueue(dest, id, fromAlice, 0)), { status: 'stored', position: 2 });
+      const frames = await s.fetch(dest, 0, 10);
+      assert.deepEqual(
+        frames.map((f) => {
+          const d = decodeFrame(f.frame);
+          assert.ok(d.type === 'DELIVER');
+          assert.deepEqual(new Uint8Array(f.messageId), id);
+          return [f.position, d.source[0], d.payload[0]];
+        }),
+        [
+          [1, 0xee, 2],
+          [2, 0xa1, 1],
+        ],
+      );
+      // The same sender retrying still gets its own original position and stores nothing.
+      assert.deepEqual(withoutDepth(await s.enqueue(dest, id, fromAlice, 0)), { status: 'duplicate', position: 2 });
+      assert.deepEqual(withoutDepth(await s.enqueue(dest, id, fromMallory, 0)), { status: 'duplicate', position: 1 });
+      assert.equal(await s.isStored(dest, alice, id), true);
+      assert.equal(await s.isStored(dest, new Uint8Array(24).fill(0x07), id), false);
+      assert.deepEqual(await s.depth(dest), { frames: 2, bytes: fromAlice.length + fromMallory.length });
+      // ACKs carry (messageId, position): each removes exactly the frame at its position.
+      assert.equal(await s.ack(dest, id, 3), false, 'no frame at that position');
+      assert.equal(await s.ack(dest, messageId(), 2), false, 'another id at that position');
+      assert.equal(await s.ack(dest, id, 2), true);
+      assert.deepEqual(
+        (await s.fetch(dest, 0, 10)).map((f) => f.position),
+        [1],
+      );
+      // Acknowledged: still a duplicate for its sender (x remembers the member), and only for it.
+      assert.deepEqual(withoutDepth(await s.enqueue(dest, id, fromAlice, 0)), { status: 'duplicate', position: 2 });
+      assert.equal(await s.isStored(dest, alice, id), true);
+      assert.equal((await s.ackUpTo(dest, 1)).removed, 1);
+      assert.deepEqual(withoutDepth(await s.enqueue(dest, id, fromMallory, 0)), { status: 'duplicate', position: 1 });
+      const third = new Uint8Array(24).fill(0x33);
+      assert.deepEqual(withoutDepth(await s.enqueue(dest, id, deliver(dest, id, undefined, third), 0)), {
+        status: 'stored',
+        position: 3,
+      });
+    });
+
+    it('reads, acknowledges and deduplicates frames a relay of the earlier layout stored (member = messageId)', async () => {
+      const s = store();
+      const dest = hint();
+      const [z, d, e, m] = s.keys(dest);
+      const now = Date.now();
+      // What a relay before this change wrote for one frame of alice's.
+      const id = messageId();
+      const legacy = deliver(dest, id, undefined, alice);
+      await redis
+        .multi()
+        .hset(m, 'seq', 1, 'bytes', legacy.length)
+        .zadd(z, 1, Buffer.from(id))
+        .hset(d, Buffer.from(id), Buffer.from(legacy))
+        .zadd(e, now + 3_600_000, Buffer.from(id))
+        .exec();
+      // Its sender's retry is a duplicate; another sender's frame with that id is not.
+      assert.deepEqual(withoutDepth(await s.enqueue(dest, id, legacy, 0)), { status: 'duplicate', position: 1 });
+      assert.equal(await s.isStored(dest, alice, id), true);
+      assert.deepEqual(withoutDepth(await s.enqueue(dest, id, deliver(dest, id, undefined, mallory), 0)), {
+        status: 'stored',
+        position: 2,
+      });
+      const fetched = await s.fetch(dest, 0, 10);
+      assert.deepEqual(
+        fetched.map((f) => [f.position, Buffer.from(f.messageId).equals(Buffer.from(id))]),
+        [
+          [1, true],
+          [2, true],
+        ],
+      );
+      // The legacy frame was never counted for its sender; removing it takes nothing off anyone.
+      assert.equal(await s.ack(dest, id, 1), true);
+      assert.deepEqual(await s.senderUsage(dest, mallory), {
+        frames: 1,
+        bytes: deliver(dest, id, undefined, mallory).length,
+      });
+      assert.deepEqual(await s.senderUsage(dest, alice), { frames: 0, bytes: 0 });
+      assert.equal(await s.ack(dest, id, 2), true);
+      assert.deepEqual(await s.depth(dest), { frames: 0, bytes: 0 });
+      assert.deepEqual(await s.senderUsage(dest, mallory), { frames: 0, bytes: 0 });
+    });
+  });
+
+  describe('a sender’s share of one recipient’s queue (issue 12 item 5)', () => {
+    const hostile = new Uint8Array(24).fill(0xee);
+    const honest = new Uint8Array(24).fill(0xa1);
+
+    it('refuses QUEUE_SENDER_FULL at maxFramesPerSender while other senders still get in, and counts back to zero on acks', async () => {
+      const s = store({ maxFrames: 10, maxFramesPerSender: 4 });
+      const dest = hint();
+      const size = deliver(dest, messageId()).length;
+      const hostileIds = Array.from({ length: 4 }, messageId);
+      for (const id of hostileIds) {
+        assert.equal((await s.enqueue(dest, id, deliver(dest, id, undefined, hostile), 0)).status, 'stored');
+      }
+      const more = messageId();
+      const err = await rejectsWith(
+        s.enqueue(dest, more, deliver(dest, more, undefined, hostile), 0),
+        'QUEUE_SENDER_FULL',
+      );
+      assert.match(err.message, /frames/);
+      // A retry of a stored frame is still answered while the share is full.
+      assert.deepEqual(
+        withoutDepth(await s.enqueue(dest, hostileIds[2]!, deliver(dest, hostileIds[2]!, undefined, hostile), 0)),
+        {
+          status: 'duplicate',
+          position: 3,
+        },
+      );
+      const honestIds = Array.from({ length: 4 }, messageId);
+      for (const [i, id] of honestIds.entries()) {
+        assert.deepEqual(withoutDepth(await s.enqueue(dest, id, deliver(dest, id, undefined, honest), 0)), {
+          status: 'stored',
+          position: 5 + i,
+        });
+      }
+      assert.deepEqual(await s.senderUsage(dest, hostile), { frames: 4, bytes: 4 * size });
+      assert.deepEqual(await s.senderUsage(dest, honest), { frames: 4, bytes: 4 * size });
+      // The refusal used no position.
+      assert.deepEqual(
+        (await s.fetch(dest, 0, 20)).map((f) => f.position),
+        [1, 2, 3, 4, 5, 6, 7, 8],
+      );
+      // One ack frees one frame of the share; RESUME's cumulative ack frees the rest.
+      assert.equal(await s.ack(dest, hostileIds[0]!, 1), true);
+      assert.deepEqual(await s.senderUsage(dest, hostile), { frames: 3, bytes: 3 * size });
+      assert.equal((await s.enqueue(dest, more, deliver(dest, more, undefined, hostile), 0)).status, 'stored');
+      assert.equal((await s.ackUpTo(dest, 9)).removed, 8);
+      assert.deepEqual(await s.depth(dest), { frames: 0, bytes: 0 });
+      assert.deepEqual(await s.senderUsage(dest, hostile), { frames: 0, bytes: 0 });
+      assert.deepEqual(await s.senderUsage(dest, honest), { frames: 0, bytes: 0 });
+      assert.equal(await redis.exists(s.keys(dest)[5]), 0, 'no sender left: the counts key is gone');
+    });
+
+    it('refuses QUEUE_SENDER_FULL beyond maxBytesPerSender, and the queue’s own limits still apply', async () => {
+      const dest = hint();
+      const size = deliver(dest, messageId()).length;
+      const s = store({ maxFrames: 5, maxBytes: 100 * size, maxBytesPerSender: 3 * size });
+      for (let i = 0; i < 3; i++) {
+        const id = messageId();
+        assert.equal((await s.enqueue(dest, id, deliver(dest, id, undefined, hostile), 0)).status, 'stored');
+      }
+      const id = messageId();
+      const err = await rejectsWith(
+        s.enqueue(dest, id, deliver(dest, id, new Uint8Array(0), hostile), 0),
+        'QUEUE_SENDER_FULL',
+      );
+      assert.match(err.message, /bytes/);
+      for (let i = 0; i < 2; i++) {
+        const next = messageId();
+        assert.equal((await s.enqueue(dest, next, deliver(dest, next, undefined, honest), 0)).status, 'stored');
+      }
+      const last = messageId();
+      await rejectsWith(s.enqueue(dest, last, deliver(dest, last, undefined, honest), 0), 'QUEUE_FULL');
+    });
+
+    it('takes expired frames off their sender’s counts, whichever script purges them, and when Redis expires the keys', async () => {
+      const s = store({ maxFrames: 100, maxFramesPerSender: 3 });
+      const dest = hint();
+      const size = deliver(dest, messageId()).length;
+      const base = Date.now();
+      // Expiry by the clock the test passes: two frames of 1 s, one of an hour.
+      for (const ttl of [1, 1, 3600]) {
+        const id = messageId();
+        assert.equal((await s.enqueue(dest, id, deliver(dest, id, undefined, hostile), ttl, base)).status, 'stored');
+      }
+      const id = messageId();
+      await rejectsWith(s.enqueue(dest, id, deliver(dest, id, undefined, hostile), 0, base), 'QUEUE_SENDER_FULL');
+      // depth purges: the two expired frames leave the share.
+      assert.deepEqual(await s.depth(dest, base + 1000), { frames: 1, bytes: size });
+      assert.deepEqual(await s.senderUsage(dest, hostile), { frames: 1, bytes: size });
+      // enqueue purges too, in the same step as its check.
+      for (const ttl of [1, 1]) {
+        const next = messageId();
+        assert.equal(
+          (await s.enqueue(dest, next, deliver(dest, next, undefined, hostile), ttl, base + 1000)).status,
+          'stored',
+        );
+      }
+      const [, , , , , senders] = s.keys(dest);
+      const late = messageId();
+      assert.equal(
+        (await s.enqueue(dest, late, deliver(dest, late, undefined, hostile), 0, base + 2000)).status,
+        'stored',
+        'the purge inside enqueue freed the share before checking it',
+      );
+      assert.deepEqual(await s.senderUsage(dest, hostile), { frames: 2, bytes: 2 * size });
+      // fetch purges as well.
+      const [left] = await s.fetch(dest, 0, 10, base + 3_601_000);
+      assert.equal(left?.position, 6);
+      assert.deepEqual(await s.senderUsage(dest, hostile), { frames: 1, bytes: size });
+      assert.equal((await s.ackUpTo(dest, 6)).removed, 1);
+      assert.equal(await redis.exists(senders), 0);
+
+      // Redis expiring the keys itself (nobody touched the queue): the counts go with the frames.
+      const quiet = hint();
+      const first = messageId();
+      await s.enqueue(quiet, first, deliver(quiet, first, undefined, hostile), 1);
+      const [z, , , , , quietSenders] = s.keys(quiet);
+      assert.equal(await redis.pexpiretime(quietSenders), await redis.pexpiretime(z));
+      await new Promise((r) => setTimeout(r, 1300));
+      assert.equal(await redis.exists(z, quietSenders), 0);
+      assert.deepEqual(await s.senderUsage(quiet, hostile), { frames: 0, bytes: 0 });
+    });
+
+    it('clears counts a relay of the earlier layout left too high once the queue is empty', async () => {
+      // During a rolling upgrade an old relay removes frames (RESUME, expiry) without knowing s.
+      const s = store({ maxFrames: 10, maxFramesPerSender: 2 });
+      const dest = hint();
+      const [z, d, e] = s.keys(dest);
+      const ids = Array.from({ length: 2 }, messageId);
+      for (const id of ids) await s.enqueue(dest, id, deliver(dest, id, undefined, hostile), 0);
+      // What the earlier ackUpTo script did to position 1: z, d, e only.
+      const gone = member(ids[0]!, hostile);
+      await redis.multi().zrem(z, gone).hdel(d, gone).zrem(e, gone).exec();
+      assert.deepEqual((await s.senderUsage(dest, hostile)).frames, 2, 'too high: one frame is gone');
+      const next = messageId();
+      await rejectsWith(s.enqueue(dest, next, deliver(dest, next, undefined, hostile), 0), 'QUEUE_SENDER_FULL');
+      assert.equal(await s.ack(dest, ids[1]!, 2), true);
+      assert.deepEqual(await s.senderUsage(dest, hostile), { frames: 0, bytes: 0 });
+      assert.equal((await s.enqueue(dest, next, deliver(dest, next, undefined, hostile), 0)).status, 'stored');
+    });
+
+    it('keeps exact counts under concurrent stores, acks and expiry from two nodes', async () => {
+      const patient = { commandTimeout: 30_000 };
+      const options = storeOptions({ maxFrames: 2000, maxFramesPerSender: 150 });
+      const nodeA = new DurableStore(await connect(server.url, patient), options);
+      const nodeB = new DurableStore(await connect(server.url, patient), options);
+      const dest = hint();
+      const senders = Array.from({ length: 8 }, () => new Uint8Array(randomBytes(24)));
+      const base = Date.now();
+      // Every sender tries 200 frames (50 over its share), half of them expiring at base + 1 s.
+      const attempts = senders.flatMap((source, k) =>
+        Array.from({ length: 200 }, (_, i) => {
+          const id = messageId();
+          const node = (i + k) % 2 === 0 ? nodeA : nodeB;
+          return node.enqueue(dest, id, deliver(dest, id, undefined, source), i % 2 === 0 ? 1 : 3600, base).then(
+            (r) => r.status,
+            (err: LibertariaError) => err.code,
+          );
+        }),
+      );
+      const outcomes = await Promise.all(attempts);
+      assert.equal(outcomes.filter((o) => o === 'stored').length, 8 * 150);
+      assert.equal(outcomes.filter((o) => o === 'QUEUE_SENDER_FULL').length, 8 * 50);
+      for (const source of senders) assert.equal((await nodeA.senderUsage(dest, source)).frames, 150);
+      // Acks of a third of the frames from one node while the other purges the expired ones.
+      const frames = await nodeA.fetch(dest, 0, 2000, base);
+      const acks = frames.filter((_, i) => i % 3 === 0).map((f) => ({ messageId: f.messageId, position: f.position }));
+      await Promise.all([nodeA.ackMany(dest, acks), nodeB.depth(dest, base + 1000)]);
+      const left = await nodeB.fetch(dest, 0, 2000, base + 1000);
+      let total = 0;
+      for (const source of senders) {
+        // The source hint sits at frame offset 6 + 24.
+        const mine = left.filter((f) => f.frame.subarray(30, 54).equals(source));
+        const usage = await nodeB.senderUsage(dest, source);
+        assert.equal(usage.frames, mine.length);
+        assert.equal(
+          usage.bytes,
+          mine.reduce((n, f) => n + f.frame.length, 0),
+        );
+        total += usage.frames;
+      }
+      assert.equal(total, left.length);
+      assert.equal((await nodeA.ackUpTo(dest, 1_000_000)).restarted, true, 'beyond the last position: nothing removed');
+      assert.equal((await nodeA.ackUpTo(dest, frames.at(-1)!.position)).removed, left.length);
+      assert.equal(await redis.exists(nodeA.keys(dest)[5]), 0);
+    });
   });
 
   it('rejects malformed arguments with stable codes', async () => {

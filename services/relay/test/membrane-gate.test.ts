@@ -163,7 +163,7 @@ describe('membrane gate', () => {
     const store = new DurableStore(c, { prefix: 'gt', maxFrames: 100, maxBytes: 1 << 20, maxTtlSeconds: 3600 });
     const enforcer = new Enforcer(rm, {
       ...OPTIONS,
-      isStoredDuplicate: (dest, messageId) => store.isStored(dest, messageId),
+      isStoredDuplicate: (dest, source, messageId) => store.isStored(dest, source, messageId),
     });
     const sender = Ed25519Identity.generate();
     const owner = Ed25519Identity.generate();

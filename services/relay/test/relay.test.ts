@@ -39,6 +39,23 @@ async function peer(url: string, id = Ed25519Identity.generate()): Promise<{ id:
   return { id, p };
 }
 
+/** Polls Redis until `check` holds (the relay removes acknowledged frames asynchronously). */
+async function eventually(redisUrl: string, check: (r: Redis) => Promise<boolean>, what: string): Promise<void> {
+  const r = new Redis(redisUrl);
+  try {
+    const deadline = Date.now() + 20_000;
+    while (!(await check(r))) {
+      if (Date.now() > deadline) assert.fail(`not within 20 s: ${what}`);
+      await new Promise((done) => setTimeout(done, 50));
+    }
+  } finally {
+    r.disconnect();
+  }
+}
+
+/** The durable queue's keys of a recipient (services/relay/src/durable-store.ts, default prefix). */
+const queueKey = (id: Ed25519Identity, key: 'z' | 's') => `lr:q:{${Buffer.from(id.hint).toString('hex')}}:${key}`;
+
 async function resumed(url: string, id: Ed25519Identity, lastAcked = 0): Promise<RawPeer> {
   const p = await RawPeer.connect(url);
   await p.authenticate(id);
@@ -62,7 +79,14 @@ describe('relay nodes on one Redis', () => {
     [a, b, c] = await Promise.all([
       startRelay({ redisUrl: redis.url }),
       startRelay({ redisUrl: redis.url }),
-      startRelay({ redisUrl: redis.url, env: { RELAY_QUEUE_MAX_FRAMES: '5', RELAY_AUTH_FAILURES_PER_MINUTE: '3' } }),
+      startRelay({
+        redisUrl: redis.url,
+        env: {
+          RELAY_QUEUE_MAX_FRAMES: '5',
+          RELAY_QUEUE_MAX_FRAMES_PER_SENDER: '3',
+          RELAY_AUTH_FAILURES_PER_MINUTE: '3',
+        },
+      }),
     ]);
   });
   after(async () => {
@@ -158,20 +182,72 @@ describe('relay nodes on one Redis', () => {
     await assert.rejects(bob.next('DELIVER', 500), /timed out/);
   });
 
-  it('refuses durable sends beyond the queue limit with QUEUE_FULL and evicts nothing', async () => {
-    const alice = await peer(c.wsUrl);
+  it('delivers two senders’ durable frames that share a message id, each at its own position', async () => {
+    // Regression (issue 12 item 9): the second sender got an ACK with the first
+    // sender's position and its frame was discarded as a duplicate.
+    const alice = await peer(a.wsUrl);
+    const mallory = await peer(b.tcpUrl);
     track(alice.p);
+    track(mallory.p);
     const bobId = Ed25519Identity.generate();
-    for (let i = 0; i < 5; i++) {
-      alice.p.send(sendFrame(alice.id, bobId, text(`q${i}`), true));
-      await alice.p.next('ACK');
+    const id = randomBytes(16);
+    mallory.p.send(sendFrame(mallory.id, bobId, text('from mallory'), true, id));
+    const first = await mallory.p.next('ACK');
+    alice.p.send(sendFrame(alice.id, bobId, text('from alice'), true, id));
+    const second = await alice.p.next('ACK');
+    assert.notEqual(second.position, first.position);
+    // Alice's retry is still a duplicate of her own frame.
+    alice.p.send(sendFrame(alice.id, bobId, text('from alice'), true, id));
+    assert.equal((await alice.p.next('ACK')).position, second.position);
+    const bob = track(await resumed(a.tcpUrl, bobId));
+    const got = [await bob.next('DELIVER'), await bob.next('DELIVER')];
+    assert.deepEqual(
+      got.map((d) => [d.position, Buffer.from(d.payload).toString(), Buffer.from(d.messageId).equals(id)]),
+      [
+        [first.position, 'from mallory', true],
+        [second.position, 'from alice', true],
+      ],
+    );
+    await assert.rejects(bob.next('DELIVER', 500), /timed out/);
+    for (const d of got) bob.send({ type: 'ACK', messageId: d.messageId, position: d.position });
+    await eventually(redis.url, async (r) => (await r.exists(queueKey(bobId, 'z'))) === 0, 'both frames acknowledged');
+  });
+
+  it('refuses a sender beyond its share with QUEUE_SENDER_FULL, stores an honest sender’s frames until QUEUE_FULL, evicts nothing', async () => {
+    // Relay c: 5 frames per recipient, 3 of them per sender (issue 12 item 5).
+    const hostile = await peer(c.wsUrl);
+    const honest = await peer(c.tcpUrl);
+    track(hostile.p);
+    track(honest.p);
+    const bobId = Ed25519Identity.generate();
+    for (let i = 0; i < 3; i++) {
+      hostile.p.send(sendFrame(hostile.id, bobId, text(`h${i}`), true));
+      await hostile.p.next('ACK');
     }
-    alice.p.send(sendFrame(alice.id, bobId, text('q5'), true));
-    const nack = await alice.p.next('NACK');
+    hostile.p.send(sendFrame(hostile.id, bobId, text('h3'), true));
+    assert.equal(errorCodeFromWire((await hostile.p.next('NACK')).code), 'QUEUE_SENDER_FULL');
+    for (let i = 0; i < 2; i++) {
+      honest.p.send(sendFrame(honest.id, bobId, text(`q${i}`), true));
+      await honest.p.next('ACK');
+    }
+    honest.p.send(sendFrame(honest.id, bobId, text('q2'), true));
+    const nack = await honest.p.next('NACK');
     assert.equal(errorCodeFromWire(nack.code), 'QUEUE_FULL');
     const bob = track(await resumed(c.tcpUrl, bobId));
-    for (let i = 0; i < 5; i++) assert.equal(Buffer.from((await bob.next('DELIVER')).payload).toString(), `q${i}`);
+    const expected = ['h0', 'h1', 'h2', 'q0', 'q1'];
+    for (const payload of expected) {
+      const d = await bob.next('DELIVER');
+      assert.equal(Buffer.from(d.payload).toString(), payload);
+      bob.send({ type: 'ACK', messageId: d.messageId, position: d.position });
+    }
+    // Every frame acknowledged: the queue and its per-sender counts are gone.
+    await eventually(
+      redis.url,
+      async (r) => (await r.exists(queueKey(bobId, 'z'), queueKey(bobId, 's'))) === 0,
+      'the queue and its sender counts emptied by the ACKs',
+    );
     const metrics = await (await fetch(`${c.adminUrl}/metrics`)).text();
+    assert.match(metrics, /relay_durable_sends_total\{result="QUEUE_SENDER_FULL"[^}]*\} 1\n/);
     assert.match(metrics, /relay_durable_sends_total\{result="QUEUE_FULL"[^}]*\} 1\n/);
     assert.match(metrics, /relay_durable_sends_total\{result="stored"[^}]*\} 5\n/);
     assert.match(metrics, /relay_durable_queue_depth_count\{[^}]*\} 5\n/);

@@ -11,7 +11,8 @@
  * with the same messageId (the relay is idempotent on it), so a durable send
  * is never lost and never reported as done without an ACK.
  *
- * Inbound messages go through DedupeTracker (dedupe.ts) and a bounded
+ * Inbound messages go through DedupeTracker (dedupe.ts, keyed on sender
+ * hint and messageId) and a bounded
  * Inbox; a durable message is acknowledged to the relay only when the
  * application calls ack(). RESUME carries the tracker's watermark.
  *
@@ -67,7 +68,7 @@ import { ANON_REQUEST_RETENTION_MS, ANONYMOUS_REQUEST_KIND, decodeAnonymousPlain
 import { backoffDelay, type ReconnectOptions, resolveReconnectOptions } from './backoff.js';
 import { bytesEqual, copyBytes, randomBytes, toHex } from './bytes.js';
 import { ClientErrorCode, toError, toLibertariaError } from './codes.js';
-import { type DedupeSnapshot, DedupeTracker } from './dedupe.js';
+import { type DedupeSnapshot, DedupeTracker, inboundKey } from './dedupe.js';
 import { TypedEmitter } from './emitter.js';
 import { CONTROL_ENVELOPE_VERSION, checkEnvelopeSender, decodeEnvelope, encodeEnvelope } from './envelope.js';
 import { type Handshake, HandshakeError, isPermanentRefusal, performHandshake, type Welcome } from './handshake.js';
@@ -1808,7 +1809,8 @@ export class RelayClient {
       });
       return;
     }
-    const key = toHex(frame.messageId);
+    // Per sender: another sender's frame with the same messageId is another message.
+    const key = inboundKey(frame.source, frame.messageId);
     const verdict = this.#tracker.check(key, position);
     if (verdict !== 'new') this.#duplicates++;
     if (verdict === 'ack-again') {

@@ -9,7 +9,8 @@
  * connection). Senders also retry with the same messageId. The application
  * should see each message once.
  *
- * Rules, for a frame with id `id` and queue position `p` (0 for fast frames):
+ * Rules, for a frame with id `id` (inboundKey: sender and messageId) and
+ * queue position `p` (0 for fast frames):
  *   - durable and p ≤ lastAcked: already acknowledged → `ack-again`
  *     (ACK it once more so the relay can delete it, do not yield it);
  *   - id seen and acknowledged (or seen as a fast frame) → `ack-again` for a
@@ -32,7 +33,20 @@
  * are bounded by the client's limit on unacknowledged inbound messages.
  */
 
+import { toHex } from './bytes.js';
+
 export type DedupeVerdict = 'new' | 'ack-again' | 'drop';
+
+/**
+ * The id a frame is tracked by: its source routing hint and its messageId
+ * (hex, 48 + 32 digits). A messageId is chosen by its sender, so two senders
+ * may pick the same one (by accident or on purpose): keyed on the id alone,
+ * the second sender's message would be dropped as a duplicate of the first.
+ * The relay's queue is idempotent per (source, messageId) too.
+ */
+export function inboundKey(source: Uint8Array, messageId: Uint8Array): string {
+  return toHex(source) + toHex(messageId);
+}
 
 /**
  * What must survive an application restart so nothing acknowledged comes

@@ -41,7 +41,7 @@ export {
   type SendResult,
 } from './client.js';
 export { ClientErrorCode } from './codes.js';
-export { type DedupeOptions, DedupeTracker, type DedupeVerdict } from './dedupe.js';
+export { type DedupeOptions, DedupeTracker, type DedupeVerdict, inboundKey } from './dedupe.js';
 export { type Listener, TypedEmitter } from './emitter.js';
 export {
   checkEnvelopeSender,

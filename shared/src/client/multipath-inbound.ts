@@ -24,6 +24,7 @@ import type { LibertariaError } from '../errors.js';
 import { bytesEqual, copyBytes, toHex } from './bytes.js';
 import type { ClientLogger, InboundMessage } from './client.js';
 import { ClientErrorCode, toLibertariaError } from './codes.js';
+import { inboundKey } from './dedupe.js';
 import { Inbox } from './inbox.js';
 import { decodeMultipathFrame, type MultipathFrame } from './multipath-frame.js';
 import { ReorderBuffer, type ReorderOptions, type ReorderStats } from './reorder.js';
@@ -118,7 +119,8 @@ export class MultipathInbound {
 
   /** A copy that came through `path`: returns whether it was the first of its message id. */
   add(path: string, copy: InboundMessage): 'first' | 'duplicate' {
-    const key = toHex(copy.messageId);
+    // Per sender (fromHint): two senders may choose the same messageId.
+    const key = inboundKey(copy.fromHint, copy.messageId);
     if (this.#done.has(key)) {
       this.#duplicates++;
       // Already acknowledged by the application (or refused): this path may let the relay forget it too.

@@ -3,13 +3,14 @@
  * Libertaria recipient, as a durable DELIVER frame to the `inbound` queue.
  * This BullMQ worker (one per relay node; BullMQ hands each job to one of
  * them) stores it in the recipient's mailbox exactly like a durable SEND
- * (DurableStore.enqueue, idempotent on the message id) and announces it, so
+ * (DurableStore.enqueue, idempotent on the bridge's source hint and the
+ * message id, within the bridge's share of the mailbox) and announces it, so
  * it is delivered wherever the recipient is connected, or later.
  *
  * A frame that can never be stored (malformed, not from a registered bridge,
  * TTL above the relay's) fails at once (UnrecoverableError) and stays in the
- * failed set; a full mailbox or an unreachable Redis is retried with the
- * job's backoff.
+ * failed set; a full mailbox (or the bridge's full share of it) or an
+ * unreachable Redis is retried with the job's backoff.
  */
 import {
   type CodecOptions,
@@ -38,8 +39,12 @@ const MSGID_AT = FRAME_HEADER_SIZE + Routed.MESSAGE_ID;
 const FLAGS_AT = FRAME_HEADER_SIZE + Routed.FLAGS;
 const TTL_AT = FRAME_HEADER_SIZE + Routed.TTL;
 
-/** Mailbox errors that clear by themselves (the recipient reads, Redis comes back): retried. */
-const RETRYABLE = new Set(['QUEUE_FULL', 'QUEUE_BYTES_FULL', 'STORE_UNAVAILABLE']);
+/**
+ * Mailbox errors that clear by themselves (the recipient reads, Redis comes
+ * back): retried. QUEUE_SENDER_FULL too: the sender is the bridge (the
+ * frame's source), whose share of the mailbox frees as the recipient reads.
+ */
+const RETRYABLE = new Set(['QUEUE_FULL', 'QUEUE_BYTES_FULL', 'QUEUE_SENDER_FULL', 'STORE_UNAVAILABLE']);
 
 export interface InboundWorkerOptions {
   readonly redisUrl: string;

@@ -44,6 +44,7 @@ import type { RedisMembrane } from './redis-membrane.js';
 
 const DEST_AT = FRAME_HEADER_SIZE + Routed.DEST;
 const MSGID_AT = FRAME_HEADER_SIZE + Routed.MESSAGE_ID;
+const SOURCE_AT = FRAME_HEADER_SIZE + Routed.SOURCE;
 /** A durable frame already stored: not a new request, so it passes undecided (the store answers `duplicate`). */
 const STORED_ALREADY: Verdict = { allowed: true, cacheUntil: 0 };
 
@@ -79,12 +80,13 @@ export interface EnforcerOptions {
   grantsPerConnection: number;
   now?: () => number;
   /**
-   * Whether a durable frame (recipient hint, message id) is already in the
-   * recipient's queue or was acknowledged from it: a sender's retry of a
-   * stored frame is then not decided (nor charged) again. Without it every
-   * copy is a new request.
+   * Whether a durable frame (recipient hint, sender hint, message id) is
+   * already in the recipient's queue or was acknowledged from it: a sender's
+   * retry of a stored frame is then not decided (nor charged) again. Without
+   * it every copy is a new request. Per sender, as the queue's idempotency:
+   * another sender's frame with the same id is a new request.
    */
-  isStoredDuplicate?: (dest: Uint8Array, messageId: Uint8Array) => Promise<boolean>;
+  isStoredDuplicate?: (dest: Uint8Array, source: Uint8Array, messageId: Uint8Array) => Promise<boolean>;
   /**
    * The network of the bridge whose routing hint this is (the federation
    * registry), if any: a send to a bridge is decided on `federated://<network>`
@@ -457,8 +459,9 @@ export class ConnectionGate {
     const isStored = this.enforcer.options.isStoredDuplicate;
     if ((flags & SendFlags.DURABLE) === 0 || isStored === undefined) return this.decideSend(key);
     const dest = frame.subarray(DEST_AT, DEST_AT + HINT_SIZE);
+    const source = frame.subarray(SOURCE_AT, SOURCE_AT + HINT_SIZE);
     const messageId = frame.subarray(MSGID_AT, MSGID_AT + 16);
-    return isStored(dest, messageId).then(
+    return isStored(dest, source, messageId).then(
       (stored) => (stored ? STORED_ALREADY : this.decideSend(key)),
       () => this.decideSend(key),
     );
