@@ -1,3 +1,4 @@
+import type { Ed25519Identity } from '@libertaria/shared';
 import type { RelayConfig } from './config.js';
 import type { DurableStore } from './durable-store.js';
 import type { FederationHook } from './federation/index.js';
@@ -13,6 +14,8 @@ import type { Router } from './router.js';
 export interface RelayContext {
   readonly config: RelayConfig;
   readonly nodeId: string;
+  /** The node's relay identity key: it signs every CHALLENGE (docs/relay.md#relay-identity). */
+  readonly identity: Ed25519Identity;
   readonly log: Logger;
   readonly metrics: RelayMetrics;
   readonly router: Router;
