@@ -21,13 +21,7 @@
  * `{"msg":"listening","port":N}` once it serves.
  */
 import { randomBytes } from 'node:crypto';
-import {
-  decodeFrame,
-  Ed25519Identity,
-  encodeFrame,
-  relayChallengeTranscript,
-  routingHint,
-} from '@libertaria/shared';
+import { decodeFrame, Ed25519Identity, encodeFrame, relayChallengeTranscript, routingHint } from '@libertaria/shared';
 import { type WebSocket, WebSocketServer } from 'ws';
 
 const PROTOCOL = 'libertaria-relay.v1';

@@ -9,9 +9,6 @@ import { connect as netConnect, type Socket } from 'node:net';
 import {
   authTranscript,
   type ChallengeFrame,
-  MAX_PROTOCOL_VERSION,
-  MIN_PROTOCOL_VERSION,
-  verifyRelayChallenge,
   decodeFrame,
   decodeFrames,
   type Ed25519Identity,
@@ -19,6 +16,9 @@ import {
   type Frame,
   FrameStreamDecoder,
   MAX_PAYLOAD_LIMIT,
+  MAX_PROTOCOL_VERSION,
+  MIN_PROTOCOL_VERSION,
+  verifyRelayChallenge,
   type WelcomeFrame,
 } from '@libertaria/shared';
 import WebSocket from 'ws';

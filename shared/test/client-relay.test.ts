@@ -806,7 +806,7 @@ describe('RelayClient across relay restarts', { timeout: 120_000 }, () => {
     const stopping = b.stop();
     const event = await goaway;
     assert.equal(event.reason, 'draining');
-    assert.ok(event.reconnectHint.includes(c.wsUrl), `hint ${event.reconnectHint.join(',')}`);
+    assert.ok(event.reconnectHint.includes(`${c.wsUrl}#${c.did}`), `hint ${event.reconnectHint.join(',')}`);
     await moved;
     await stopping;
 

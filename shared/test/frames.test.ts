@@ -343,7 +343,10 @@ describe('strict decoding', () => {
     );
   });
   it('refuses a CHALLENGE without the relay key and signature (a version-1 layout)', () => {
-    expectCode(() => decodeFrame(hex(`0102 0000002f 01 ${toHex(seq(32, 0))} 0d ${toHex(text('relay.example'))}`)), 'BAD_LENGTH');
+    expectCode(
+      () => decodeFrame(hex(`0102 0000002f 01 ${toHex(seq(32, 0))} 0d ${toHex(text('relay.example'))}`)),
+      'BAD_LENGTH',
+    );
   });
   it('refuses an empty migration proof', () => {
     expectCode(() => decodeFrame(hex(`0115 00000011 ${SESSION} 00`)), 'BAD_FIELD');

@@ -506,7 +506,12 @@ describe('relay auth transcript (version 2)', () => {
     assert.equal(hex(bytes), expected.toString('hex'));
     const exporter = new Uint8Array(32).fill(0xee);
     const bound = authTranscript({ ...params, binding: 'tls', channelBinding: exporter });
-    assert.equal(hex(bound), Buffer.concat([bytes.subarray(0, 120), Buffer.of(3), Buffer.from('tls'), Buffer.of(32), exporter]).toString('hex'));
+    assert.equal(
+      hex(bound),
+      Buffer.concat([bytes.subarray(0, 120), Buffer.of(3), Buffer.from('tls'), Buffer.of(32), exporter]).toString(
+        'hex',
+      ),
+    );
   });
 
   it("the relay's CHALLENGE transcript has its own domain and the client's nonce first", () => {
@@ -576,9 +581,21 @@ describe('relay auth transcript (version 2)', () => {
   });
 
   it('throws IdentityError on malformed params (a programmer error)', () => {
-    throwsIdentity(() => authTranscript({ ...params, relayNonce: new Uint8Array(31) }), 'INVALID_AUTH_PARAMS', /relayNonce/);
-    throwsIdentity(() => authTranscript({ ...params, clientNonce: new Uint8Array(33) }), 'INVALID_AUTH_PARAMS', /clientNonce/);
-    throwsIdentity(() => authTranscript({ ...params, relayKey: new Uint8Array(31) }), 'INVALID_AUTH_PARAMS', /relayKey/);
+    throwsIdentity(
+      () => authTranscript({ ...params, relayNonce: new Uint8Array(31) }),
+      'INVALID_AUTH_PARAMS',
+      /relayNonce/,
+    );
+    throwsIdentity(
+      () => authTranscript({ ...params, clientNonce: new Uint8Array(33) }),
+      'INVALID_AUTH_PARAMS',
+      /clientNonce/,
+    );
+    throwsIdentity(
+      () => authTranscript({ ...params, relayKey: new Uint8Array(31) }),
+      'INVALID_AUTH_PARAMS',
+      /relayKey/,
+    );
     throwsIdentity(() => authTranscript({ ...params, binding: 'x'.repeat(256) }), 'INVALID_AUTH_PARAMS', /binding/);
     throwsIdentity(() => authTranscript({ ...params, binding: '\ud800' }), 'INVALID_AUTH_PARAMS', /well-formed/);
     throwsIdentity(
@@ -590,4 +607,3 @@ describe('relay auth transcript (version 2)', () => {
     throwsIdentity(() => verifyAuth({ ...good, relayNonce: new Uint8Array(0) }), 'INVALID_AUTH_PARAMS');
   });
 });
-

@@ -279,7 +279,9 @@ export function listenAdmin(
         .catch((err: unknown) => internal(res, err));
       return;
     }
-    res.writeHead(404, { 'content-type': 'text/plain' }).end('not found: try /healthz, /readyz, /identity or /metrics\n');
+    res
+      .writeHead(404, { 'content-type': 'text/plain' })
+      .end('not found: try /healthz, /readyz, /identity or /metrics\n');
   };
   return new Promise((resolve, reject) => {
     server.once('error', reject);

@@ -6,8 +6,8 @@
  */
 import { ConfigError } from '@libertaria/shared';
 import { loadRelayConfig, type RelayConfig } from './config.js';
-import { loadRelayIdentity } from './identity-key.js';
 import { installProcessHandlers } from './containment.js';
+import { loadRelayIdentity } from './identity-key.js';
 import { RelayNode } from './relay-node.js';
 
 async function main(): Promise<void> {

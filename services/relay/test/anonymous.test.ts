@@ -89,7 +89,7 @@ describe('anonymous connections and single-use ids', { timeout: 120_000 }, () =>
     const challenge = await peer.next('ANON_CHALLENGE');
     assert.deepEqual(
       [challenge.powBits, challenge.maxSends, challenge.lifetimeMs, challenge.relayIdentity],
-      [POW_BITS, 2, 4000, 'libertaria-relay'],
+      [POW_BITS, 2, 4000, a.did],
     );
     // A stamp that misses the difficulty for this nonce (found by trying: most do).
     let bad = randomBytes(8);

@@ -357,5 +357,7 @@ export async function performHandshake(url: RelayUrl, options: HandshakeOptions)
 
 /** Codes after which retrying the same relay cannot succeed. */
 export function isPermanentRefusal(error: RelayError): boolean {
-  return error.code === 'AUTH_FAILED' || error.code === 'UNSUPPORTED_VERSION' || error.code === 'RELAY_IDENTITY_MISMATCH';
+  return (
+    error.code === 'AUTH_FAILED' || error.code === 'UNSUPPORTED_VERSION' || error.code === 'RELAY_IDENTITY_MISMATCH'
+  );
 }

@@ -31,7 +31,9 @@ class TcpTransport extends BaseTransport {
     // RFC 9266 tls-exporter of this TLS connection: both handshake signatures cover it.
     this.channelBinding =
       url.scheme === 'tls'
-        ? new Uint8Array((socket as TLSSocket).exportKeyingMaterial(CHANNEL_BINDING_LENGTH, TLS_EXPORTER_LABEL, NO_CONTEXT))
+        ? new Uint8Array(
+            (socket as TLSSocket).exportKeyingMaterial(CHANNEL_BINDING_LENGTH, TLS_EXPORTER_LABEL, NO_CONTEXT),
+          )
         : undefined;
     this.#socket = socket;
     this.#decoder = new FrameStreamDecoder({ maxPayload });

@@ -72,7 +72,10 @@ export function parseRelayUrl(text: string): RelayUrl {
       did = decodeURIComponent(url.hash.slice(1));
       parseDid(did);
     } catch (error) {
-      invalid(text, `fragment must be the relay's DID (${error instanceof LibertariaError ? error.message : String(error)})`);
+      invalid(
+        text,
+        `fragment must be the relay's DID (${error instanceof LibertariaError ? error.message : String(error)})`,
+      );
     }
     expectedDid = did;
   }

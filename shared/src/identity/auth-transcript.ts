@@ -86,7 +86,10 @@ function transcript(domain: Uint8Array, first: Uint8Array, second: Uint8Array, p
   const transport = encodeField('binding', params.binding);
   const channel = params.channelBinding ?? new Uint8Array(0);
   if (!(channel instanceof Uint8Array) || (channel.length !== 0 && channel.length !== CHANNEL_BINDING_LENGTH)) {
-    throw new IdentityError('INVALID_AUTH_PARAMS', `auth channelBinding must be empty or ${CHANNEL_BINDING_LENGTH} bytes`);
+    throw new IdentityError(
+      'INVALID_AUTH_PARAMS',
+      `auth channelBinding must be empty or ${CHANNEL_BINDING_LENGTH} bytes`,
+    );
   }
   const out = new Uint8Array(domain.length + 1 + 32 + 32 + 32 + 1 + transport.length + 1 + channel.length);
   let at = 0;

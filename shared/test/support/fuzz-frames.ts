@@ -59,7 +59,14 @@ function corpus(): Uint8Array[] {
   const frames: Frame[] = [
     { type: 'HELLO', minVersion: 1, maxVersion: 3, features: 7 },
     { type: 'HELLO', minVersion: 2, maxVersion: 2, features: 0, clientNonce: b(32, 39) },
-    { type: 'CHALLENGE', version: 2, nonce: b(32, 1), relayIdentity: 'relay', relayKey: b(32, 40), signature: b(64, 41) },
+    {
+      type: 'CHALLENGE',
+      version: 2,
+      nonce: b(32, 1),
+      relayIdentity: 'relay',
+      relayKey: b(32, 40),
+      signature: b(64, 41),
+    },
     { type: 'AUTH', keyType: 1, publicKey: b(32, 2), signature: b(64, 3), did: 'did:libertaria:zabc' },
     { type: 'WELCOME', hint: b(24, 4), connectionId: b(16, 5), maxPayload: 65536, heartbeatMs: 5000, nodeId: 'n' },
     {
