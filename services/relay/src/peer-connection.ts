@@ -231,7 +231,8 @@ export class PeerConnection implements TransportSink, SendHost, RequestHost {
    */
   private startStep(expected: string): void {
     clearTimeout(this.stepTimer);
-    const ms = this.ctx.config.RELAY_HANDSHAKE_STEP_TIMEOUT_MS;
+    const c = this.ctx.config;
+    const ms = Math.min(c.RELAY_HANDSHAKE_STEP_TIMEOUT_MS, c.RELAY_HANDSHAKE_TIMEOUT_MS);
     this.stepTimer = setTimeout(
       () =>
         this.guard('timer', () =>
