@@ -52,7 +52,7 @@ describe('slow links, documented settings', { timeout: 60_000 + 20 * SCALED_MS }
     const settings = slowLinkSettings(SCALED_MS);
     const relay = await startRelay({ redisUrl: redis.url, env: settings.relay });
     relays.push(relay);
-    const proxy = await startLatencyProxy({ target: relay.ports.ws, delayMs: SCALED_MS });
+    const proxy = await startLatencyProxy({ target: relay.ports.ws, delayMs: SCALED_MS, delayConnect: true });
     proxies.push(proxy);
     const slowWs = `ws://127.0.0.1:${proxy.port}`;
     const receiverId = Ed25519Identity.generate();

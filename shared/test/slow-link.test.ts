@@ -43,8 +43,8 @@ describe('slow links, default settings', { timeout: 170_000 }, () => {
   async function relayBehind(oneWayMs: number, env: Record<string, string> = {}) {
     const relay = await startRelay({ redisUrl: redis.url, env });
     relays.push(relay);
-    const ws = await startLatencyProxy({ target: relay.ports.ws, delayMs: oneWayMs });
-    const tcp = await startLatencyProxy({ target: relay.ports.tcp, delayMs: oneWayMs });
+    const ws = await startLatencyProxy({ target: relay.ports.ws, delayMs: oneWayMs, delayConnect: true });
+    const tcp = await startLatencyProxy({ target: relay.ports.tcp, delayMs: oneWayMs, delayConnect: true });
     proxies.push(ws, tcp);
     return { relay, slowWs: `ws://127.0.0.1:${ws.port}`, slowTcp: `tcp://127.0.0.1:${tcp.port}` };
   }
