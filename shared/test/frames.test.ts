@@ -263,16 +263,21 @@ describe('frame codec fixtures', () => {
 describe('strict decoding', () => {
   const sendHex = fixtures.find((f) => f.frame.type === 'SEND')!.hex;
   it('refuses an empty message', () => expectCode(() => decodeFrames(new Uint8Array(0)), 'TRUNCATED'));
-  it('refuses a truncated header', () => expectCode(() => decodeFrame(hex('0120 0000')), 'TRUNCATED'));
-  it('refuses a truncated body', () => expectCode(() => decodeFrame(hex('0120 00000008 01020304')), 'TRUNCATED'));
-  it('refuses an unknown frame type', () => expectCode(() => decodeFrame(hex('0177 00000000')), 'UNKNOWN_FRAME_TYPE'));
+  it('refuses a truncated header', () => expectCode(() => decodeFrame(hex('0220 0000')), 'TRUNCATED'));
+  it('refuses a truncated body', () => expectCode(() => decodeFrame(hex('0220 00000008 01020304')), 'TRUNCATED'));
+  it('refuses an unknown frame type', () => expectCode(() => decodeFrame(hex('0277 00000000')), 'UNKNOWN_FRAME_TYPE'));
   it('refuses an unsupported version', () => {
     expectCode(() => decodeFrame(hex('0320 00000008 0102030405060708')), 'UNSUPPORTED_VERSION');
     expectCode(() => decodeFrame(hex('0020 00000008 0102030405060708')), 'UNSUPPORTED_VERSION');
+    // Version 1 is spoken only by the frozen frames now, and they only in version 1.
+    expectCode(() => decodeFrame(hex('0120 00000008 0102030405060708')), 'UNSUPPORTED_VERSION');
+    expectCode(() => decodeFrame(hex('023f 00000005 0201 00 0000')), 'UNSUPPORTED_VERSION');
+    expectCode(() => decodeFrame(hex('0201 00000006 01 01 00000000')), 'UNSUPPORTED_VERSION');
+    assert.equal(decodeFrame(hex('013f 00000005 0201 00 0000')).type, 'ERROR');
   });
   it('refuses a body length above the limit from the header alone', () => {
     // Announces 4 GiB but carries nothing: refused before any body is read.
-    expectCode(() => decodeFrame(hex('0110 ffffffff')), 'FRAME_TOO_LARGE');
+    expectCode(() => decodeFrame(hex('0210 ffffffff')), 'FRAME_TOO_LARGE');
   });
   it('refuses a payload above the configured limit', () => {
     const big = encodeFrame({
@@ -284,32 +289,32 @@ describe('strict decoding', () => {
   });
   it('never accepts more than the hard payload ceiling, whatever the option says', () => {
     const head = new Uint8Array(6);
-    head.set([1, 0x10]);
+    head.set([2, 0x10]);
     new DataView(head.buffer).setUint32(2, 93 + MAX_PAYLOAD_LIMIT + 1);
     expectCode(() => decodeFrame(head, { maxPayload: 10 * MAX_PAYLOAD_LIMIT }), 'FRAME_TOO_LARGE');
   });
   it('refuses a body shorter than the fixed fields', () => {
-    expectCode(() => decodeFrame(hex('0120 00000004 01020304')), 'BAD_LENGTH');
-    expectCode(() => decodeFrame(hex(`0110 00000018 ${D1}`)), 'BAD_LENGTH');
-    expectCode(() => decodeFrame(hex('0112 00000000')), 'BAD_LENGTH');
+    expectCode(() => decodeFrame(hex('0220 00000004 01020304')), 'BAD_LENGTH');
+    expectCode(() => decodeFrame(hex(`0210 00000018 ${D1}`)), 'BAD_LENGTH');
+    expectCode(() => decodeFrame(hex('0212 00000000')), 'BAD_LENGTH');
   });
   it('refuses bytes after the last field of a fixed frame', () => {
-    expectCode(() => decodeFrame(hex('0120 00000009 010203040506070809')), 'TRAILING_BYTES');
+    expectCode(() => decodeFrame(hex('0220 00000009 010203040506070809')), 'TRAILING_BYTES');
   });
   it('refuses bytes after the frame when one frame is expected', () => {
-    expectCode(() => decodeFrame(hex('0120 00000008 0102030405060708 00')), 'TRAILING_BYTES');
+    expectCode(() => decodeFrame(hex('0220 00000008 0102030405060708 00')), 'TRAILING_BYTES');
   });
   it('refuses a batch whose last frame is cut short', () => {
-    expectCode(() => decodeFrames(hex('0120 00000008 0102030405060708 0121 0000')), 'TRUNCATED');
+    expectCode(() => decodeFrames(hex('0220 00000008 0102030405060708 0121 0000')), 'TRUNCATED');
   });
   it('refuses undefined flag bits', () => {
     expectCode(() => decodeFrame(hex(sendHex.replace(' 01 00000e10', ' 03 00000e10'))), 'BAD_FIELD');
     expectCode(() => decodeFrame(hex('013f 00000005 0201 02 0000')), 'BAD_FIELD');
   });
   it('refuses a position at or above 2^53 and a non-zero SEND position', () => {
-    expectCode(() => decodeFrame(hex(`0112 00000018 ${MSG} 0020000000000000`)), 'BAD_FIELD');
+    expectCode(() => decodeFrame(hex(`0212 00000018 ${MSG} 0020000000000000`)), 'BAD_FIELD');
     assert.equal(
-      (decodeFrame(hex(`0112 00000018 ${MSG} 001fffffffffffff`)) as { position: number }).position,
+      (decodeFrame(hex(`0212 00000018 ${MSG} 001fffffffffffff`)) as { position: number }).position,
       2 ** 53 - 1,
     );
     expectCode(() => decodeFrame(hex(sendHex.replace('0000000000000000', '0000000000000001'))), 'BAD_FIELD');
@@ -317,7 +322,7 @@ describe('strict decoding', () => {
   it('refuses invalid UTF-8 and bad inner string lengths', () => {
     expectCode(() => decodeFrame(hex('013f 00000007 0201 00 0002 c328')), 'BAD_FIELD');
     expectCode(() => decodeFrame(hex('013f 00000007 0201 00 0003 4142')), 'BAD_LENGTH');
-    expectCode(() => decodeFrame(hex(`0104 00000031 ${D1} ${'c0'.repeat(16)} 00010000 00001388 00`)), 'BAD_FIELD');
+    expectCode(() => decodeFrame(hex(`0204 00000031 ${D1} ${'c0'.repeat(16)} 00010000 00001388 00`)), 'BAD_FIELD');
     const longText = '00'.repeat(1025);
     expectCode(() => decodeFrame(hex(`013f 00000406 0201 00 0401 ${longText}`)), 'BAD_FIELD');
   });
@@ -349,20 +354,20 @@ describe('strict decoding', () => {
     );
   });
   it('refuses an empty migration proof', () => {
-    expectCode(() => decodeFrame(hex(`0115 00000011 ${SESSION} 00`)), 'BAD_FIELD');
+    expectCode(() => decodeFrame(hex(`0215 00000011 ${SESSION} 00`)), 'BAD_FIELD');
   });
   it('refuses malformed prekey frames', () => {
     const publish = fixtures.find((f) => f.frame.type === 'PREKEY_PUBLISH')!.hex.replace(/\s+/g, '');
     // Undefined PREKEY_PUBLISH flag bit.
     expectCode(() => decodeFrame(hex(publish.replace(`${REQ}00`, `${REQ}02`))), 'BAD_FIELD');
     // A publication cut short (body length adjusted so the frame itself is whole).
-    expectCode(() => decodeFrame(hex(`0140 00000015 ${REQ} 00 01 aabbcc`)), 'BAD_LENGTH');
+    expectCode(() => decodeFrame(hex(`0240 00000015 ${REQ} 00 01 aabbcc`)), 'BAD_LENGTH');
     // Undefined status flags, and a last id without its flag.
     const status = `${D1} ${'00'.repeat(16)}`;
-    expectCode(() => decodeFrame(hex(`0143 00000039 ${status} 08 0000 0000 0064 000a 00000000 00000000`)), 'BAD_FIELD');
-    expectCode(() => decodeFrame(hex(`0143 00000039 ${status} 01 0000 0000 0064 000a 00000001 00000000`)), 'BAD_FIELD');
-    expectCode(() => decodeFrame(hex(`0141 00000029 ${REQ} ${D1} 00`)), 'TRAILING_BYTES');
-    expectCode(() => decodeFrame(hex(`0144 0000000f ${'7e'.repeat(15)}`)), 'BAD_LENGTH');
+    expectCode(() => decodeFrame(hex(`0243 00000039 ${status} 08 0000 0000 0064 000a 00000000 00000000`)), 'BAD_FIELD');
+    expectCode(() => decodeFrame(hex(`0243 00000039 ${status} 01 0000 0000 0064 000a 00000001 00000000`)), 'BAD_FIELD');
+    expectCode(() => decodeFrame(hex(`0241 00000029 ${REQ} ${D1} 00`)), 'TRAILING_BYTES');
+    expectCode(() => decodeFrame(hex(`0244 0000000f ${'7e'.repeat(15)}`)), 'BAD_LENGTH');
   });
   it('accepts bodies up to MIN_BODY_LIMIT whatever the payload limit, and SEND payloads only up to it', () => {
     const bundle = hex(fixtures.find((f) => f.frame.type === 'PREKEY_BUNDLE')!.hex);
@@ -404,14 +409,14 @@ describe('FrameStreamDecoder (TCP)', () => {
   });
   it('refuses an oversized frame as soon as its header arrives, holding nothing', () => {
     const d = new FrameStreamDecoder({ maxPayload: 1000 });
-    expectCode(() => d.push(hex('0110 7fffffff')), 'FRAME_TOO_LARGE');
+    expectCode(() => d.push(hex('0210 7fffffff')), 'FRAME_TOO_LARGE');
     assert.equal(d.pendingBytes, 0);
     // The stream is dead after an error: it cannot be resynchronized.
-    expectCode(() => d.push(hex('0120 00000008 0102030405060708')), 'FRAME_TOO_LARGE');
+    expectCode(() => d.push(hex('0220 00000008 0102030405060708')), 'FRAME_TOO_LARGE');
   });
   it('holds a partial frame until the rest arrives', () => {
     const d = new FrameStreamDecoder();
-    assert.deepEqual(d.push(hex('0120 0000')), []);
+    assert.deepEqual(d.push(hex('0220 0000')), []);
     assert.equal(d.pendingBytes, 4);
     assert.equal(d.push(hex('0008 0102030405060708')).length, 1);
   });
@@ -420,7 +425,7 @@ describe('FrameStreamDecoder (TCP)', () => {
 describe('anonymous and single-use id frames refuse bad fields', () => {
   it('ANON_CHALLENGE.powBits above 32 is BAD_FIELD', () => {
     expectCode(
-      () => decodeFrame(hex(`0105 0000002e 01 ${r('4e', 32)} 21 0004 0000ea60 05 ${toHex(text('relay'))}`)),
+      () => decodeFrame(hex(`0205 0000002e 01 ${r('4e', 32)} 21 0004 0000ea60 05 ${toHex(text('relay'))}`)),
       'BAD_FIELD',
     );
     expectCode(
@@ -438,14 +443,14 @@ describe('anonymous and single-use id frames refuse bad fields', () => {
     );
   });
   it('ANON_AUTH stamp must be 8 bytes', () => {
-    expectCode(() => decodeFrame(hex('0106 00000007 00000000000123')), 'BAD_LENGTH');
-    expectCode(() => decodeFrame(hex('0106 00000009 000000000001234500')), 'TRAILING_BYTES');
+    expectCode(() => decodeFrame(hex('0206 00000007 00000000000123')), 'BAD_LENGTH');
+    expectCode(() => decodeFrame(hex('0206 00000009 000000000001234500')), 'TRAILING_BYTES');
     expectCode(() => encodeFrame({ type: 'ANON_AUTH', stamp: fill(7, 0) }), 'BAD_FIELD');
   });
   it('ONCE_CHECK needs a retention of at least 1 s and an id of 1..64 bytes', () => {
-    expectCode(() => decodeFrame(hex(`0150 00000025 ${REQ} 00000000 10 ${r('1d', 16)}`)), 'BAD_FIELD');
-    expectCode(() => decodeFrame(hex(`0150 00000015 ${REQ} 00000168 00`)), 'BAD_FIELD');
-    expectCode(() => decodeFrame(hex(`0150 00000056 ${REQ} 00000168 41 ${r('1d', 65)}`)), 'BAD_FIELD');
+    expectCode(() => decodeFrame(hex(`0250 00000025 ${REQ} 00000000 10 ${r('1d', 16)}`)), 'BAD_FIELD');
+    expectCode(() => decodeFrame(hex(`0250 00000015 ${REQ} 00000168 00`)), 'BAD_FIELD');
+    expectCode(() => decodeFrame(hex(`0250 00000056 ${REQ} 00000168 41 ${r('1d', 65)}`)), 'BAD_FIELD');
     expectCode(
       () => encodeFrame({ type: 'ONCE_CHECK', requestId: fill(16, 0), retentionSeconds: 1, id: fill(65, 1) }),
       'BAD_FIELD',
@@ -456,15 +461,15 @@ describe('anonymous and single-use id frames refuse bad fields', () => {
     );
   });
   it('GRANT_PRESENT needs a token; AUDIT_QUERY.limit is 1..1000; cursors are at most 64 bytes', () => {
-    expectCode(() => decodeFrame(hex(`0160 00000010 ${REQ}`)), 'BAD_FIELD');
-    expectCode(() => decodeFrame(hex(`0165 00000023 ${REQ} ${r('00', 16)} 0000 00`)), 'BAD_FIELD');
-    expectCode(() => decodeFrame(hex(`0165 00000023 ${REQ} ${r('00', 16)} 03e9 00`)), 'BAD_FIELD');
-    expectCode(() => decodeFrame(hex(`0166 00000052 ${REQ} 41 ${r('31', 65)}`)), 'BAD_FIELD');
-    expectCode(() => decodeFrame(hex(`0161 00000037 ${REQ} ${r('c1', 31)} ${r('00', 8)}`)), 'BAD_LENGTH');
+    expectCode(() => decodeFrame(hex(`0260 00000010 ${REQ}`)), 'BAD_FIELD');
+    expectCode(() => decodeFrame(hex(`0265 00000023 ${REQ} ${r('00', 16)} 0000 00`)), 'BAD_FIELD');
+    expectCode(() => decodeFrame(hex(`0265 00000023 ${REQ} ${r('00', 16)} 03e9 00`)), 'BAD_FIELD');
+    expectCode(() => decodeFrame(hex(`0266 00000052 ${REQ} 41 ${r('31', 65)}`)), 'BAD_FIELD');
+    expectCode(() => decodeFrame(hex(`0261 00000037 ${REQ} ${r('c1', 31)} ${r('00', 8)}`)), 'BAD_LENGTH');
     assert.throws(() => encodeFrame({ type: 'GRANT_PRESENT', requestId: fill(16, 1), token: new Uint8Array(0) }));
   });
   it('ONCE_RESULT.fresh is 0 or 1', () => {
-    expectCode(() => decodeFrame(hex(`0151 00000011 ${REQ} 02`)), 'BAD_FIELD');
-    assert.equal((decodeFrame(hex(`0151 00000011 ${REQ} 00`)) as { fresh: boolean }).fresh, false);
+    expectCode(() => decodeFrame(hex(`0251 00000011 ${REQ} 02`)), 'BAD_FIELD');
+    assert.equal((decodeFrame(hex(`0251 00000011 ${REQ} 00`)) as { fresh: boolean }).fresh, false);
   });
 });

@@ -1340,6 +1340,10 @@ export class PeerConnection implements TransportSink, SendHost, RequestHost {
   }
 
   private writeOut(frame: Buffer): void {
+    // Data frames are forwarded as the sender's bytes, and durable ones as stored in Redis, maybe by
+    // a relay of an older version: they go out in this connection's version (the layouts are the
+    // same; every connection negotiates the one version, so a buffer shared by several is unharmed).
+    frame[0] = this.version;
     if (this.transport.socketBufferedBytes() > 0) this.backedUpFrames++;
     this.ctx.metrics.frame(frame[1]!, 'out', frame.length);
     this.transport.write(frame);

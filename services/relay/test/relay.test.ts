@@ -283,7 +283,12 @@ describe('relay nodes on one Redis', () => {
     const bad: Array<[string, Uint8Array, string]> = [
       ['garbage type', Uint8Array.from([1, 0x77, 0, 0, 0, 0]), 'UNKNOWN_FRAME_TYPE'],
       ['bad version', Uint8Array.from([9, 0x20, 0, 0, 0, 8, 1, 2, 3, 4, 5, 6, 7, 8]), 'UNSUPPORTED_VERSION'],
-      ['oversized', Uint8Array.from([1, FrameType.SEND, 0x00, 0x10, 0x00, 0x00]), 'FRAME_TOO_LARGE'],
+      ['oversized', Uint8Array.from([2, FrameType.SEND, 0x00, 0x10, 0x00, 0x00]), 'FRAME_TOO_LARGE'],
+      [
+        'version-1 frame after version 2',
+        Uint8Array.from([1, FrameType.PING, 0, 0, 0, 8, 1, 2, 3, 4, 5, 6, 7, 8]),
+        'UNSUPPORTED_VERSION',
+      ],
     ];
     for (const [label, bytes, code] of bad) {
       for (const url of [b.wsUrl, b.tcpUrl]) {

@@ -925,6 +925,14 @@ export function readFrameHeader(buf: Uint8Array, offset: number, maxBody: number
   if (typeNames[type] === undefined) {
     throw new ProtocolError('UNKNOWN_FRAME_TYPE', `frame type 0x${type.toString(16).padStart(2, '0')} is unknown`);
   }
+  // The frozen frames always carry version 1; every other frame the negotiated version (never 1 now).
+  const frozen = type === FrameType.HELLO || type === FrameType.CHALLENGE || type === FrameType.ERROR;
+  if (frozen ? version !== FROZEN_FRAME_VERSION : version < MIN_PROTOCOL_VERSION) {
+    throw new ProtocolError(
+      'UNSUPPORTED_VERSION',
+      `${typeNames[type]} frame of version ${version}: ${frozen ? `always version ${FROZEN_FRAME_VERSION}` : `versions ${MIN_PROTOCOL_VERSION}..${MAX_PROTOCOL_VERSION}`}`,
+    );
+  }
   const bodyLength = u32(buf, offset + 2);
   if (bodyLength > maxBody) {
     throw new ProtocolError('FRAME_TOO_LARGE', `frame body of ${bodyLength} bytes exceeds ${maxBody}`);

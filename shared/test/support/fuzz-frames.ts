@@ -202,8 +202,9 @@ function randomBytes(rnd: () => number): Uint8Array {
   for (let i = 0; i < out.length; i++) out[i] = rnd() & 0xff;
   // Often start with a plausible header so the fuzzer reaches the body decoders.
   if (out.length >= 2 && rnd() % 2 === 0) {
-    out[0] = 1;
     out[1] = FRAME_TYPES[rnd() % FRAME_TYPES.length]!;
+    // The envelope version that frame type carries (1 for the frozen HELLO, CHALLENGE and ERROR).
+    out[0] = out[1] === 0x01 || out[1] === 0x02 || out[1] === 0x3f ? 1 : 2;
   }
   return out;
 }
