@@ -21,7 +21,7 @@
  * `{"msg":"listening","port":N}` once it serves.
  */
 import { randomBytes } from 'node:crypto';
-import { decodeFrame, encodeFrame, routingHint } from '@libertaria/shared';
+import { decodeFrame, Ed25519Identity, encodeFrame, relayChallengeTranscript, routingHint } from '@libertaria/shared';
 import { type WebSocket, WebSocketServer } from 'ws';
 
 const PROTOCOL = 'libertaria-relay.v1';
@@ -29,6 +29,8 @@ const SEND = 0x10;
 const DELIVER = 0x11;
 
 const peers = new Map<string, WebSocket>();
+/** Signs CHALLENGE like a relay (one signature per handshake, as the relay pays). */
+const identity = Ed25519Identity.generate();
 
 const wss = new WebSocketServer({
   host: process.env.BASELINE_HOST ?? '127.0.0.1',
@@ -64,10 +66,27 @@ wss.on('connection', (ws) => {
         ws.close(1002, 'bad frame');
         return;
       }
-      if (state === 'hello' && f.type === 'HELLO') {
+      if (state === 'hello' && f.type === 'HELLO' && f.clientNonce !== undefined) {
         nonce = randomBytes(32);
         state = 'auth';
-        ws.send(encodeFrame({ type: 'CHALLENGE', version: 1, nonce, relayIdentity: 'baseline-ws-forwarder' }));
+        const signature = identity.sign(
+          relayChallengeTranscript({
+            relayNonce: nonce,
+            clientNonce: f.clientNonce,
+            relayKey: identity.publicKey,
+            binding: 'ws',
+          }),
+        );
+        ws.send(
+          encodeFrame({
+            type: 'CHALLENGE',
+            version: 2,
+            nonce,
+            relayIdentity: identity.did,
+            relayKey: identity.publicKey,
+            signature,
+          }),
+        );
       } else if (state === 'auth' && f.type === 'AUTH') {
         // Deliberately not verified: see the header comment.
         const hint = Buffer.from(routingHint(f.publicKey));

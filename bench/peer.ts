@@ -5,6 +5,7 @@
  * length, counts DELIVER/ACK/NACK/PEER_GONE, and hands DELIVER frames to a
  * callback in place (no decode, no copy).
  */
+import { randomBytes } from 'node:crypto';
 import {
   authTranscript,
   decodeFrame,
@@ -88,11 +89,14 @@ export class BenchPeer {
   }
 
   private async handshake(): Promise<WelcomeFrame> {
-    this.sendFrame({ type: 'HELLO', minVersion: 1, maxVersion: 1, features: 0 });
+    const clientNonce = new Uint8Array(randomBytes(32));
+    this.sendFrame({ type: 'HELLO', minVersion: 2, maxVersion: 2, features: 0, clientNonce });
     const challenge = await this.nextHandshake('CHALLENGE');
+    // The relay's signature is not checked here: the benchmark measures the relay, not the client.
     const transcript = authTranscript({
-      nonce: challenge.nonce,
-      relayIdentity: challenge.relayIdentity,
+      relayNonce: challenge.nonce,
+      clientNonce,
+      relayKey: challenge.relayKey,
       binding: 'ws',
     });
     this.sendFrame({

@@ -23,6 +23,9 @@ fi
 export CLUSTER_IMAGE="${IMAGE:-localhost/libertaria/relay-cluster:dev}"
 export REDIS_IMAGE=localhost/libertaria-redis:local
 export PROMETHEUS_IMAGE=localhost/libertaria-prometheus:local
+# One operator key for both relays (docs/relay.md#relay-identity), fresh per run.
+RELAY_IDENTITY_KEY="$(node -e "process.stdout.write(require('node:crypto').randomBytes(32).toString('base64url'))")"
+export RELAY_IDENTITY_KEY
 if [ "${SKIP_BUILD:-0}" != 1 ]; then IMAGE="$CLUSTER_IMAGE" bash deploy/image/build-local.sh --stand-ins; fi
 
 read -r RELAY1_WS_PORT RELAY1_TCP_PORT RELAY1_ADMIN_PORT RELAY2_WS_PORT RELAY2_TCP_PORT RELAY2_ADMIN_PORT \

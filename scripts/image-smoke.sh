@@ -63,11 +63,14 @@ redis_pid=$!
 for _ in $(seq 1 50); do redis-cli -p "$redis_port" ping >/dev/null 2>&1 && break; sleep 0.1; done
 
 hardened=(--network host --read-only --tmpfs /tmp:size=16m --cap-drop ALL --security-opt no-new-privileges)
+# One operator key for both relays (docs/relay.md#relay-identity), fresh per run.
+relay_key="$(node -e "process.stdout.write(require('node:crypto').randomBytes(32).toString('base64url'))")"
 run_relay() { # name ws tcp admin
   podman run -d --name "$tag-$1" "${hardened[@]}" \
     -e REDIS_URL="redis://127.0.0.1:$redis_port" -e RELAY_NODE_ID="$1" -e RELAY_HOST=127.0.0.1 \
     -e RELAY_WS_PORT="$2" -e RELAY_TCP_PORT="$3" -e RELAY_ADMIN_PORT="$4" \
     -e RELAY_PUBLIC_URLS="ws://127.0.0.1:$2,tcp://127.0.0.1:$3" -e RELAY_DRAIN_TIMEOUT_MS=10000 \
+    -e RELAY_IDENTITY_KEY="$relay_key" \
     "$IMAGE" >/dev/null 2> >(grep -v 'systemd' >&2)
   containers+=("$tag-$1")
 }

@@ -1,10 +1,13 @@
 #!/usr/bin/env node
 // `npm start`: runs one relay node configured by the environment
-// (docs/configuration.md). If no Redis answers at REDIS_URL and redis-server
-// is on the PATH, starts a private one (in-memory, no persistence) for this
-// run and says so; otherwise explains how to get Redis.
+// (docs/configuration.md). Unless RELAY_IDENTITY_KEY_FILE or
+// RELAY_IDENTITY_KEY is set, the node's identity key is data/relay-identity.key
+// (created on the first run, mode 0600), and its DID is printed with the URLs
+// clients pin it by (docs/relay.md#relay-identity). If no Redis answers at
+// REDIS_URL and redis-server is on the PATH, starts a private one (in-memory,
+// no persistence) for this run and says so; otherwise explains how to get Redis.
 import { spawn, spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync } from 'node:fs';
 import { createConnection } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -77,8 +80,34 @@ if (!existsSync(main)) {
   console.error('start: services/relay/dist/main.js is missing; run `npm run build` (npm ci builds it too)');
   process.exit(1);
 }
+/** The node's identity key: the configured one, or data/relay-identity.key (made now if missing). */
+async function ensureIdentity() {
+  if (process.env.RELAY_IDENTITY_KEY_FILE || process.env.RELAY_IDENTITY_KEY) return {};
+  const { Ed25519Identity, readKeyFile, writeKeyFile } = await import(join(root, 'shared/dist/index.js'));
+  const file = join(root, 'data', 'relay-identity.key');
+  let identity;
+  if (existsSync(file)) {
+    identity = await readKeyFile(file);
+  } else {
+    mkdirSync(join(root, 'data'), { recursive: true, mode: 0o700 });
+    identity = Ed25519Identity.generate();
+    await writeKeyFile(file, identity);
+    console.error(`start: created the relay identity key ${file} (keep it: clients pin its DID)`);
+  }
+  const host = process.env.RELAY_HOST && process.env.RELAY_HOST !== '0.0.0.0' ? process.env.RELAY_HOST : '127.0.0.1';
+  const ws = process.env.RELAY_WS_PORT ?? '8080';
+  const tcp = process.env.RELAY_TCP_PORT ?? '8081';
+  console.error(
+    `start: relay identity ${identity.did}\n` +
+      `  clients pin it with ws://${host}:${ws}#${identity.did}\n` +
+      `                   or tcp://${host}:${tcp}#${identity.did}`,
+  );
+  return { RELAY_IDENTITY_KEY_FILE: file };
+}
+
+const identityEnv = await ensureIdentity();
 const redis = await ensureRedis();
-const relay = spawn(process.execPath, [main], { stdio: 'inherit' });
+const relay = spawn(process.execPath, [main], { stdio: 'inherit', env: { ...process.env, ...identityEnv } });
 for (const sig of ['SIGTERM', 'SIGINT']) process.on(sig, () => relay.kill(sig));
 relay.on('exit', (code, signal) => {
   redis?.kill('SIGTERM');

@@ -30,6 +30,14 @@ export interface LatencyProxyOptions {
   /** Port on 127.0.0.1 to forward to. */
   target: number;
   delayMs?: number;
+  /**
+   * Open the connection to the target only delayMs after the client's (its
+   * SYN crossing the link), as a real delayed link does; by default it opens
+   * at once, and the target sees a connection that stays silent for delayMs
+   * (an HTTP server's idle timer, e.g. uWebSockets.js's 10 s before an
+   * upgrade request, then closes it).
+   */
+  delayConnect?: boolean;
 }
 
 export async function startLatencyProxy(options: LatencyProxyOptions): Promise<LatencyProxy> {
@@ -38,10 +46,12 @@ export async function startLatencyProxy(options: LatencyProxyOptions): Promise<L
   let isCut = false;
   let accepted = 0;
 
-  const pipe = (from: Socket, to: Socket): void => {
+  const pipe = (from: Socket, toSocket: Socket | (() => Socket | undefined)): void => {
+    const to = typeof toSocket === 'function' ? toSocket : () => toSocket;
     from.on('data', (chunk: Buffer) => {
       const send = (): void => {
-        if (!to.destroyed) to.write(chunk);
+        const t = to();
+        if (t !== undefined && !t.destroyed) t.write(chunk);
       };
       if (proxy.delayMs <= 0) {
         send();
@@ -57,7 +67,7 @@ export async function startLatencyProxy(options: LatencyProxyOptions): Promise<L
     from.on('close', () => {
       const timer = setTimeout(() => {
         timers.delete(timer);
-        to.destroy();
+        to()?.destroy();
       }, proxy.delayMs);
       timers.add(timer);
     });
@@ -70,15 +80,31 @@ export async function startLatencyProxy(options: LatencyProxyOptions): Promise<L
       return;
     }
     accepted++;
-    const upstream = createConnection({ host: '127.0.0.1', port: options.target });
     sockets.add(client);
-    sockets.add(upstream);
     client.on('close', () => sockets.delete(client));
-    upstream.on('close', () => sockets.delete(upstream));
     client.setNoDelay(true);
-    upstream.setNoDelay(true);
-    pipe(client, upstream);
-    pipe(upstream, client);
+    let upstream: Socket | undefined;
+    const open = (): void => {
+      if (client.destroyed) return;
+      const u = createConnection({ host: '127.0.0.1', port: options.target });
+      upstream = u;
+      sockets.add(u);
+      u.on('close', () => sockets.delete(u));
+      u.setNoDelay(true);
+      pipe(u, client);
+    };
+    // The client's bytes are delayed as much as the connection, and timers of equal delay fire in
+    // the order they were set, so the connection exists (connecting: Node queues writes) before them.
+    pipe(client, () => upstream);
+    if (options.delayConnect === true && proxy.delayMs > 0) {
+      const timer = setTimeout(() => {
+        timers.delete(timer);
+        open();
+      }, proxy.delayMs);
+      timers.add(timer);
+    } else {
+      open();
+    }
   });
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);

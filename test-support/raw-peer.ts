@@ -4,9 +4,11 @@
  * want (forged auth, garbage, oversized frames) and read exactly what the
  * relay answers.
  */
+import { randomBytes } from 'node:crypto';
 import { connect as netConnect, type Socket } from 'node:net';
 import {
   authTranscript,
+  type ChallengeFrame,
   decodeFrame,
   decodeFrames,
   type Ed25519Identity,
@@ -14,12 +16,17 @@ import {
   type Frame,
   FrameStreamDecoder,
   MAX_PAYLOAD_LIMIT,
+  MAX_PROTOCOL_VERSION,
+  MIN_PROTOCOL_VERSION,
+  verifyRelayChallenge,
   type WelcomeFrame,
 } from '@libertaria/shared';
 import WebSocket from 'ws';
 
 export class RawPeer {
   readonly frames: Frame[] = [];
+  /** The client nonce of the last hello(). */
+  clientNonce: Uint8Array = new Uint8Array(32);
   /** When set, received frames go to this instead of `frames` (a test that only counts or times them). */
   onFrames: ((frames: Frame[]) => void) | undefined;
   /** The TCP socket (undefined on WebSocket), for writes that honour backpressure. */
@@ -188,25 +195,60 @@ export class RawPeer {
       .join(',');
   }
 
-  /** HELLO → CHALLENGE → AUTH → WELCOME. `tamper` may change what is signed or sent. */
-  async authenticate(
+  /** Sends a version-2 HELLO with a fresh client nonce (kept in `clientNonce`). */
+  hello(features = 0): void {
+    this.clientNonce = new Uint8Array(randomBytes(32));
+    this.send({
+      type: 'HELLO',
+      minVersion: MIN_PROTOCOL_VERSION,
+      maxVersion: MAX_PROTOCOL_VERSION,
+      features,
+      clientNonce: this.clientNonce,
+    });
+  }
+
+  /** Whether the CHALLENGE proves the key it names over our nonce and this transport. */
+  challengeVerifies(challenge: ChallengeFrame): boolean {
+    return verifyRelayChallenge({
+      relayDid: challenge.relayIdentity,
+      relayKey: challenge.relayKey,
+      signature: challenge.signature,
+      relayNonce: challenge.nonce,
+      clientNonce: this.clientNonce,
+      binding: this.binding,
+    });
+  }
+
+  /** The AUTH answering `challenge` (tamper may change what is signed or sent). */
+  authFrame(
     identity: Ed25519Identity,
-    tamper: { relayIdentity?: string; binding?: string; did?: string; publicKey?: Uint8Array } = {},
-  ): Promise<WelcomeFrame> {
-    this.send({ type: 'HELLO', minVersion: 1, maxVersion: 1, features: 0 });
-    const challenge = await this.next('CHALLENGE');
+    challenge: ChallengeFrame,
+    tamper: { relayKey?: Uint8Array; binding?: string; did?: string; publicKey?: Uint8Array } = {},
+  ): Frame {
     const transcript = authTranscript({
-      nonce: challenge.nonce,
-      relayIdentity: tamper.relayIdentity ?? challenge.relayIdentity,
+      relayNonce: challenge.nonce,
+      clientNonce: this.clientNonce,
+      relayKey: tamper.relayKey ?? challenge.relayKey,
       binding: tamper.binding ?? this.binding,
     });
-    this.send({
+    return {
       type: 'AUTH',
       keyType: 1,
       publicKey: tamper.publicKey ?? identity.publicKey,
       signature: identity.sign(transcript),
       did: tamper.did ?? identity.did,
-    });
+    };
+  }
+
+  /** HELLO → CHALLENGE (verified) → AUTH → WELCOME. `tamper` may change what is signed or sent. */
+  async authenticate(
+    identity: Ed25519Identity,
+    tamper: { relayKey?: Uint8Array; binding?: string; did?: string; publicKey?: Uint8Array } = {},
+  ): Promise<WelcomeFrame> {
+    this.hello();
+    const challenge = await this.next('CHALLENGE');
+    if (!this.challengeVerifies(challenge)) throw new Error('the relay CHALLENGE does not verify');
+    this.send(this.authFrame(identity, challenge, tamper));
     return this.next('WELCOME');
   }
 }

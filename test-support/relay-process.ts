@@ -9,6 +9,7 @@
  *   relay.kill('SIGKILL');     // chaos
  */
 import { type ChildProcess, spawn } from 'node:child_process';
+import { Ed25519Identity } from '@libertaria/shared';
 import { ownChild } from './children.js';
 import { repoPath } from './paths.js';
 
@@ -16,6 +17,8 @@ const MAIN = repoPath('services/relay/dist/main.js');
 
 export interface RelayHandle {
   nodeId: string;
+  /** The node's relay identity DID (what CHALLENGE proves; clients may pin it). */
+  did: string;
   wsUrl: string;
   tcpUrl: string;
   adminUrl: string;
@@ -35,13 +38,27 @@ export interface StartRelayOptions {
   env?: Record<string, string>;
   /** Print the relay's output to this process's stderr (debugging). */
   echo?: boolean;
+  /**
+   * The node's identity key. Default: a fresh one per node (unless `env`
+   * sets RELAY_IDENTITY_KEY or RELAY_IDENTITY_KEY_FILE); give the same one to
+   * several nodes for a cluster sharing an operator key.
+   */
+  identity?: Ed25519Identity;
+}
+
+/** RELAY_IDENTITY_KEY for an identity: its seed, base64url. */
+export function relayKeyEnv(identity: Ed25519Identity): string {
+  return Buffer.from(identity.exportSeed()).toString('base64url');
 }
 
 let counter = 0;
 
 export async function startRelay(options: StartRelayOptions): Promise<RelayHandle> {
   const nodeId = options.nodeId ?? `test-${process.pid}-${++counter}`;
+  const keyGiven = options.env?.RELAY_IDENTITY_KEY !== undefined || options.env?.RELAY_IDENTITY_KEY_FILE !== undefined;
+  const identity = keyGiven ? undefined : (options.identity ?? Ed25519Identity.generate());
   const env: Record<string, string> = {
+    ...(identity !== undefined ? { RELAY_IDENTITY_KEY: relayKeyEnv(identity) } : {}),
     PATH: process.env.PATH ?? '',
     REDIS_URL: options.redisUrl,
     RELAY_NODE_ID: nodeId,
@@ -57,13 +74,13 @@ export async function startRelay(options: StartRelayOptions): Promise<RelayHandl
   const logs: string[] = [];
   const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
   let pending = '';
-  const listening = new Promise<{ ws: number; tcp: number; admin: number }>((resolve, reject) => {
+  const listening = new Promise<{ ws: number; tcp: number; admin: number; did: string }>((resolve, reject) => {
     const onLine = (line: string) => {
       logs.push(line);
       if (options.echo) process.stderr.write(`[${nodeId}] ${line}\n`);
       if (line.includes('"msg":"listening"')) {
-        const parsed = JSON.parse(line) as { ws: number; tcp: number; admin: number };
-        resolve({ ws: parsed.ws, tcp: parsed.tcp, admin: parsed.admin });
+        const parsed = JSON.parse(line) as { ws: number; tcp: number; admin: number; did: string };
+        resolve({ ws: parsed.ws, tcp: parsed.tcp, admin: parsed.admin, did: parsed.did });
       }
     };
     child.stdout?.on('data', (d: Buffer) => {
@@ -82,9 +99,10 @@ export async function startRelay(options: StartRelayOptions): Promise<RelayHandl
     void exited.then((code) => reject(new Error(`relay exited with ${code} before listening:\n${logs.join('\n')}`)));
     setTimeout(() => reject(new Error(`relay did not listen within 30 s:\n${logs.join('\n')}`)), 30_000).unref();
   });
-  const ports = await listening;
+  const { did, ...ports } = await listening;
   return {
     nodeId,
+    did,
     ports,
     wsUrl: `ws://127.0.0.1:${ports.ws}`,
     tcpUrl: `tcp://127.0.0.1:${ports.tcp}`,

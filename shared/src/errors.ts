@@ -35,6 +35,15 @@ export const ERROR_CODES = {
     wire: 0x0208,
     summary: 'the relay asks for more proof of work than this client agreed to spend (maxPowBits)',
   },
+  RELAY_IDENTITY_MISMATCH: {
+    wire: 0x0209,
+    summary:
+      'the relay could not prove the key the client expects (a DID in the relay URL, expectRelayDid, or a pin from first use), or its CHALLENGE signature did not verify',
+  },
+  HANDSHAKE_TOO_LARGE: {
+    wire: 0x020a,
+    summary: 'a peer sent more bytes before WELCOME than any honest handshake needs',
+  },
   // 0x022x: per-address connection budgets (issue 12; numbered apart from 0x0209.. to leave room).
   ADDRESS_CONNECTION_LIMIT: {
     wire: 0x0220,

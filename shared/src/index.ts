@@ -4,6 +4,7 @@
  */
 export * from './bridge/index.js';
 export * from './client/index.js';
+export { FileRelayPinStore, relayPinsFile } from './client/relay-pins-file.js';
 export { FileSessionStore, stateDirForKeyFile } from './client/session-store-file.js';
 export * from './config.js';
 export * from './errors.js';

@@ -146,7 +146,7 @@ describe('anonymous requests through the relay cluster', { timeout: 120_000 }, (
     const send = async (url: string) => {
       const raw = await RawPeer.connect(url);
       raws.push(raw);
-      raw.send({ type: 'HELLO', minVersion: 1, maxVersion: 1, features: HelloFeatures.ANONYMOUS });
+      raw.hello(HelloFeatures.ANONYMOUS);
       const challenge = await raw.next('ANON_CHALLENGE');
       raw.send({ type: 'ANON_AUTH', stamp: solvePowStamp(challenge.nonce, challenge.powBits) });
       const welcome = await raw.next('WELCOME');

@@ -390,19 +390,20 @@ describe('RelayClient against a real relay', { timeout: 120_000 }, () => {
     await assert.rejects(client.send(Ed25519Identity.generate().did, text('x')), RelayError);
   });
 
-  it('refuses a relay that names another identity, before signing', async () => {
+  it('refuses a relay that proves another key than expectRelayDid, before signing', async () => {
+    const someoneElse = Ed25519Identity.generate();
     const client = new RelayClient({
       relays: [relay.wsUrl],
       identity: Ed25519Identity.generate(),
-      expectRelayIdentity: 'some-other-relay',
+      expectRelayDid: someoneElse.didKey,
     });
     clients.push(client);
     const refused = nextEvent(client, 'error');
     await assert.rejects(
       client.connect(),
-      (error: unknown) => error instanceof RelayError && error.code === 'AUTH_FAILED',
+      (error: unknown) => error instanceof RelayError && error.code === 'RELAY_IDENTITY_MISMATCH',
     );
-    assert.match((await refused).error.message, /"libertaria-relay" is not the expected "some-other-relay"/);
+    assert.match((await refused).error.message, new RegExp(`proved key ${relay.did}, but expectRelayDid expects`));
   });
 
   it('surfaces a NACK as the relay code and checks sizes locally', async () => {
@@ -835,7 +836,7 @@ describe('RelayClient across relay restarts', { timeout: 120_000 }, () => {
     const stopping = b.stop();
     const event = await goaway;
     assert.equal(event.reason, 'draining');
-    assert.ok(event.reconnectHint.includes(c.wsUrl), `hint ${event.reconnectHint.join(',')}`);
+    assert.ok(event.reconnectHint.includes(`${c.wsUrl}#${c.did}`), `hint ${event.reconnectHint.join(',')}`);
     await moved;
     await stopping;
 

@@ -12,6 +12,7 @@ import { IdentityError } from '../src/errors.js';
 import {
   AUTH_DOMAIN,
   authTranscript,
+  CHALLENGE_DOMAIN,
   decodeKeyFile,
   didMatchesKey,
   Ed25519Identity,
@@ -26,10 +27,12 @@ import {
   parseDid,
   publicKeyObject,
   readKeyFile,
+  relayChallengeTranscript,
   routingHint,
   signAuth,
   verifyAuth,
   verifyEd25519,
+  verifyRelayChallenge,
   writeKeyFile,
 } from '../src/identity/index.js';
 
@@ -476,11 +479,14 @@ describe('key files', () => {
   });
 });
 
-describe('relay auth transcript', () => {
+describe('relay auth transcript (version 2)', () => {
   const peer = Ed25519Identity.fromSeed(unhex(RFC8032_SEED));
   const stranger = Ed25519Identity.fromSeed(new Uint8Array(32).fill(0xff));
-  const nonce = Uint8Array.from({ length: 32 }, (_, i) => i);
-  const params = { nonce, relayIdentity: 'did:libertaria:zRelayOne', binding: 'ws' };
+  const relay = Ed25519Identity.fromSeed(new Uint8Array(32).fill(0x01));
+  const otherRelay = Ed25519Identity.fromSeed(new Uint8Array(32).fill(0x02));
+  const relayNonce = Uint8Array.from({ length: 32 }, (_, i) => i);
+  const clientNonce = Uint8Array.from({ length: 32 }, (_, i) => 0x80 + i);
+  const params = { relayNonce, clientNonce, relayKey: relay.publicKey, binding: 'ws' };
   const signature = signAuth(peer, params);
   const good = { ...params, did: peer.did, publicKey: peer.publicKey, signature };
 
@@ -489,17 +495,50 @@ describe('relay auth transcript', () => {
     const expected = Buffer.concat([
       Buffer.from(AUTH_DOMAIN, 'ascii'),
       Buffer.of(0),
-      nonce,
-      Buffer.of(params.relayIdentity.length),
-      Buffer.from(params.relayIdentity),
+      relayNonce,
+      clientNonce,
+      relay.publicKey,
       Buffer.of(2),
       Buffer.from('ws'),
+      Buffer.of(0),
     ]);
-    assert.equal(AUTH_DOMAIN, 'libertaria-relay-auth/1');
+    assert.equal(AUTH_DOMAIN, 'libertaria-relay-auth/2');
     assert.equal(hex(bytes), expected.toString('hex'));
-    // Multi-byte UTF-8 is length-prefixed in bytes, not characters.
-    const utf8 = authTranscript({ ...params, relayIdentity: 'relé' });
-    assert.equal(utf8[56], 5);
+    const exporter = new Uint8Array(32).fill(0xee);
+    const bound = authTranscript({ ...params, binding: 'tls', channelBinding: exporter });
+    assert.equal(
+      hex(bound),
+      Buffer.concat([bytes.subarray(0, 120), Buffer.of(3), Buffer.from('tls'), Buffer.of(32), exporter]).toString(
+        'hex',
+      ),
+    );
+  });
+
+  it("the relay's CHALLENGE transcript has its own domain and the client's nonce first", () => {
+    const bytes = relayChallengeTranscript(params);
+    const expected = Buffer.concat([
+      Buffer.from(CHALLENGE_DOMAIN, 'ascii'),
+      Buffer.of(0),
+      clientNonce,
+      relayNonce,
+      relay.publicKey,
+      Buffer.of(2),
+      Buffer.from('ws'),
+      Buffer.of(0),
+    ]);
+    assert.equal(CHALLENGE_DOMAIN, 'libertaria-relay-challenge/2');
+    assert.equal(hex(bytes), expected.toString('hex'));
+    const relaySig = relay.sign(bytes);
+    const challenge = { ...params, relayDid: relay.did, signature: relaySig };
+    assert.equal(verifyRelayChallenge(challenge), true);
+    assert.equal(verifyRelayChallenge({ ...challenge, relayDid: relay.didKey }), true);
+    // Another client's nonce (a CHALLENGE passed through from another connection), another DID, another transport.
+    assert.equal(verifyRelayChallenge({ ...challenge, clientNonce: relayNonce }), false);
+    assert.equal(verifyRelayChallenge({ ...challenge, relayDid: otherRelay.did }), false);
+    assert.equal(verifyRelayChallenge({ ...challenge, binding: 'tcp' }), false);
+    assert.equal(verifyRelayChallenge({ ...challenge, channelBinding: new Uint8Array(32) }), false);
+    // A peer's AUTH signature is never a relay's CHALLENGE signature, even over the same inputs.
+    assert.equal(verifyRelayChallenge({ ...challenge, signature: relay.sign(authTranscript(params)) }), false);
   });
 
   it('signs and verifies with both DID forms', () => {
@@ -508,16 +547,18 @@ describe('relay auth transcript', () => {
     assert.equal(verifyAuth({ ...good, did: peer.didKey }), true);
   });
 
-  it('fails on a flipped nonce bit', () => {
-    const flipped = Uint8Array.from(nonce);
+  it('fails on a flipped bit of either nonce', () => {
+    const flipped = Uint8Array.from(relayNonce);
     flipped[31] = (flipped[31] ?? 0) ^ 0x01;
-    assert.equal(verifyAuth({ ...good, nonce: flipped }), false);
+    assert.equal(verifyAuth({ ...good, relayNonce: flipped }), false);
+    assert.equal(verifyAuth({ ...good, clientNonce: flipped }), false);
   });
 
-  it('fails for another relay identity or binding', () => {
-    assert.equal(verifyAuth({ ...good, relayIdentity: 'did:libertaria:zRelayTwo' }), false);
+  it('fails for another relay key, binding or channel binding', () => {
+    assert.equal(verifyAuth({ ...good, relayKey: otherRelay.publicKey }), false);
     assert.equal(verifyAuth({ ...good, binding: 'tls' }), false);
     assert.equal(verifyAuth({ ...good, binding: 'tcp' }), false);
+    assert.equal(verifyAuth({ ...good, channelBinding: new Uint8Array(32) }), false);
   });
 
   it('fails when the DID does not name the key', () => {
@@ -540,13 +581,29 @@ describe('relay auth transcript', () => {
   });
 
   it('throws IdentityError on malformed params (a programmer error)', () => {
-    throwsIdentity(() => authTranscript({ ...params, nonce: new Uint8Array(31) }), 'INVALID_AUTH_PARAMS', /nonce/);
-    throwsIdentity(() => authTranscript({ ...params, nonce: new Uint8Array(33) }), 'INVALID_AUTH_PARAMS', /nonce/);
-    throwsIdentity(() => authTranscript({ ...params, relayIdentity: '' }), 'INVALID_AUTH_PARAMS', /relayIdentity/);
+    throwsIdentity(
+      () => authTranscript({ ...params, relayNonce: new Uint8Array(31) }),
+      'INVALID_AUTH_PARAMS',
+      /relayNonce/,
+    );
+    throwsIdentity(
+      () => authTranscript({ ...params, clientNonce: new Uint8Array(33) }),
+      'INVALID_AUTH_PARAMS',
+      /clientNonce/,
+    );
+    throwsIdentity(
+      () => authTranscript({ ...params, relayKey: new Uint8Array(31) }),
+      'INVALID_AUTH_PARAMS',
+      /relayKey/,
+    );
     throwsIdentity(() => authTranscript({ ...params, binding: 'x'.repeat(256) }), 'INVALID_AUTH_PARAMS', /binding/);
     throwsIdentity(() => authTranscript({ ...params, binding: '\ud800' }), 'INVALID_AUTH_PARAMS', /well-formed/);
-    assert.equal(authTranscript({ ...params, binding: 'x'.repeat(255) }).length, 24 + 32 + 1 + 24 + 1 + 255);
-    assert.equal(authTranscript({ ...params, relayIdentity: '\ufeffrelay' })[57], 0xef);
-    throwsIdentity(() => verifyAuth({ ...good, nonce: new Uint8Array(0) }), 'INVALID_AUTH_PARAMS');
+    throwsIdentity(
+      () => authTranscript({ ...params, channelBinding: new Uint8Array(16) }),
+      'INVALID_AUTH_PARAMS',
+      /channelBinding/,
+    );
+    assert.equal(authTranscript({ ...params, binding: 'x'.repeat(255) }).length, 24 + 96 + 1 + 255 + 1);
+    throwsIdentity(() => verifyAuth({ ...good, relayNonce: new Uint8Array(0) }), 'INVALID_AUTH_PARAMS');
   });
 });

@@ -19,6 +19,8 @@ import type { Registry } from 'prom-client';
 import type { AuditPage, AuditQuery } from './membrane/audit-log.js';
 
 export interface AdminHandlers {
+  /** The node's relay identity, served at GET /identity. */
+  identity: { did: string; didKey: string };
   registry: Registry;
   /** Resolves to null when ready, else to the reason it is not. */
   readiness(): Promise<string | null>;
@@ -253,6 +255,13 @@ export function listenAdmin(
       res.writeHead(405, { allow: 'GET, HEAD' }).end();
       return;
     }
+    if (path === '/identity') {
+      // Public: the same DID every CHALLENGE proves. Operators publish it as the fragment of their relay URLs.
+      res
+        .writeHead(200, { 'content-type': 'application/json' })
+        .end(`${JSON.stringify({ did: handlers.identity.did, didKey: handlers.identity.didKey })}\n`);
+      return;
+    }
     if (path === '/healthz') {
       res.writeHead(200, { 'content-type': 'text/plain' }).end('ok\n');
       return;
@@ -284,7 +293,9 @@ export function listenAdmin(
         .catch((err: unknown) => internal(res, err));
       return;
     }
-    res.writeHead(404, { 'content-type': 'text/plain' }).end('not found: try /healthz, /readyz or /metrics\n');
+    res
+      .writeHead(404, { 'content-type': 'text/plain' })
+      .end('not found: try /healthz, /readyz, /identity or /metrics\n');
   };
   return new Promise((resolve, reject) => {
     server.once('error', reject);

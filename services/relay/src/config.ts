@@ -59,12 +59,17 @@ export const relayConfigSpec = {
     maxLength: 4096,
     doc: 'PEM private key file. Set together with `RELAY_TLS_CERT_FILE` to serve TLS, or neither.',
   }),
-  RELAY_IDENTITY: str({
-    default: 'libertaria-relay',
-    pattern: /^[\x20-\x7E]{1,255}$/,
-    maxLength: 255,
-    accepted: '1 to 255 printable ASCII characters',
-    doc: 'Relay identity that peers sign into their auth transcript; every node of a cluster uses the same one.',
+  RELAY_IDENTITY_KEY_FILE: str({
+    default: undefined,
+    maxLength: 4096,
+    doc: "The node's Ed25519 identity key (docs/relay.md#relay-identity): a key file as `lrelay keygen` writes it, or a PKCS#8 PEM Ed25519 private key. Its DID is what clients pin (`ws://host:8080#did:…`). Nodes of a cluster may share one operator key or each have their own. Exactly one of this and `RELAY_IDENTITY_KEY` must be set; `npm start` creates a key file for a fresh setup.",
+  }),
+  RELAY_IDENTITY_KEY: str({
+    default: undefined,
+    pattern: /^[A-Za-z0-9_-]{43}$/,
+    secret: true,
+    accepted: '32 bytes, base64url without padding (43 characters)',
+    doc: "The node's Ed25519 identity key as its 32-byte seed (for a secret store that fills the environment); instead of `RELAY_IDENTITY_KEY_FILE`.",
   }),
   RELAY_PUBLIC_URLS: str({
     default: undefined,
@@ -91,11 +96,17 @@ export const relayConfigSpec = {
     max: 268435456,
     doc: "Outbound memory budget of one connection (4 MiB): most bytes the relay holds for it (this turn's writes and the socket layer's buffer) before fast frames are dropped and durable delivery pauses; control frames may exceed it by 64 KiB.",
   }),
-  RELAY_HANDSHAKE_TIMEOUT_MS: int({
-    default: 5000,
+  RELAY_HANDSHAKE_STEP_TIMEOUT_MS: int({
+    default: 10000,
     min: 100,
-    max: 120000,
-    doc: 'Time a connection has to finish HELLO/AUTH, in milliseconds.',
+    max: 600000,
+    doc: "Time a peer has for each handshake step, counted from the relay's last message: HELLO after the connection opened, AUTH (or ANON_AUTH) after CHALLENGE. One round trip each: the default lets peers with 2.5 s of one-way delay in with room to spare (docs/relay.md#slow-links). Never more than `RELAY_HANDSHAKE_TIMEOUT_MS`.",
+  }),
+  RELAY_HANDSHAKE_TIMEOUT_MS: int({
+    default: 30000,
+    min: 100,
+    max: 1800000,
+    doc: 'Time a connection has to finish the whole handshake (HELLO to AUTH verified), in milliseconds, whatever its steps took: the bound against slowloris peers.',
   }),
   RELAY_AUTH_FAILURES_PER_MINUTE: int({
     default: 20,
@@ -483,6 +494,12 @@ export function relayConfigProblems(config: RelayConfig): ConfigProblem[] {
     problems.push({
       variable: unset,
       message: `${set} is set but ${unset} is not: set both to serve TLS, or neither`,
+    });
+  }
+  if (config.RELAY_IDENTITY_KEY_FILE !== undefined && config.RELAY_IDENTITY_KEY !== undefined) {
+    problems.push({
+      variable: 'RELAY_IDENTITY_KEY',
+      message: 'RELAY_IDENTITY_KEY_FILE and RELAY_IDENTITY_KEY are both set: give the identity key one way',
     });
   }
   if (config.RELAY_HEARTBEAT_MS >= config.RELAY_PRESENCE_TTL_MS) {

@@ -7,12 +7,15 @@
 import { ConfigError } from '@libertaria/shared';
 import { loadRelayConfig, type RelayConfig } from './config.js';
 import { installProcessHandlers } from './containment.js';
+import { loadRelayIdentity } from './identity-key.js';
 import { RelayNode } from './relay-node.js';
 
 async function main(): Promise<void> {
   let config: RelayConfig;
+  let identity: Awaited<ReturnType<typeof loadRelayIdentity>>;
   try {
     config = loadRelayConfig();
+    identity = await loadRelayIdentity(config);
   } catch (err) {
     if (err instanceof ConfigError) {
       process.stderr.write(`relay: ${err.message}\n`);
@@ -20,10 +23,17 @@ async function main(): Promise<void> {
     }
     throw err;
   }
-  const node = await RelayNode.start(config);
+  const node = await RelayNode.start(config, identity);
   // Only once the node serves: a startup failure still rejects main() and exits 1.
   installProcessHandlers(node);
-  node.log.info('listening', { nodeId: node.nodeId, ws: node.ports.ws, tcp: node.ports.tcp, admin: node.ports.admin });
+  node.log.info('listening', {
+    nodeId: node.nodeId,
+    ws: node.ports.ws,
+    tcp: node.ports.tcp,
+    admin: node.ports.admin,
+    // What clients pin: ws://host:port#<did> (docs/relay.md#relay-identity).
+    did: node.did,
+  });
 
   let stopping = false;
   const stop = (signal: string): void => {

@@ -62,6 +62,7 @@ import {
   type ProtocolError,
   RelayError,
   Routed,
+  relayChallengeTranscript,
   routingHint,
   SendFlags,
   verifyAuth,
@@ -113,6 +114,13 @@ export function outboundCeiling(c: { RELAY_SEND_QUEUE_BYTES: number; RELAY_MAX_P
 
 /** How long a TCP connection over its control budget is not read (its bucket refills meanwhile). */
 const CONTROL_READ_PAUSE_MS = 100;
+/**
+ * Most bytes a peer may send before WELCOME: HELLO (44) and AUTH (at most
+ * 232) or ANON_AUTH (14), with room to spare. Counted per read, before frames
+ * are reassembled, so a peer trickling a large frame is cut off here rather
+ * than buffered (the per-step and total handshake timers bound the time).
+ */
+export const HANDSHAKE_MAX_BYTES = 1024;
 /** How many durable frames one Redis read fetches for a catching-up connection. */
 const PUMP_BATCH = 256;
 /**
@@ -145,7 +153,14 @@ export class PeerConnection implements TransportSink, SendHost, RequestHost {
 
   private version = PROTOCOL_VERSION;
   private nonce: Buffer | undefined;
+  /** HELLO's client nonce, signed in CHALLENGE and named in the AUTH transcript. */
+  private clientNonce: Buffer | undefined;
+  /** The whole handshake's bound (RELAY_HANDSHAKE_TIMEOUT_MS), from the connection's start. */
   private handshakeTimer: NodeJS.Timeout | undefined;
+  /** The current step's bound (RELAY_HANDSHAKE_STEP_TIMEOUT_MS), from this node's last handshake message. */
+  private stepTimer: NodeJS.Timeout | undefined;
+  /** Bytes read before WELCOME (HANDSHAKE_MAX_BYTES). */
+  private handshakeBytes = 0;
   private readonly bucket: TokenBucket;
   /** Every frame but SEND, at a cost per type (CONTROL_COSTS). */
   private readonly controlBucket: TokenBucket;
@@ -236,9 +251,59 @@ export class PeerConnection implements TransportSink, SendHost, RequestHost {
     }
     this.holdsAddressSlot = true;
     this.handshakeTimer = setTimeout(
-      () => this.guard('timer', () => this.failAuth('timeout', 'AUTH_TIMEOUT', 'handshake not finished in time')),
+      () =>
+        this.guard('timer', () =>
+          this.failAuth(
+            'timeout',
+            'AUTH_TIMEOUT',
+            `handshake not finished within RELAY_HANDSHAKE_TIMEOUT_MS (${c.RELAY_HANDSHAKE_TIMEOUT_MS} ms)`,
+          ),
+        ),
       c.RELAY_HANDSHAKE_TIMEOUT_MS,
     );
+    this.startStep('HELLO');
+  }
+
+  /**
+   * The peer's next handshake message is due within one step of now: this
+   * node has just sent its last message (the connection's acceptance, or
+   * CHALLENGE), so a step is one round trip however slow the link.
+   */
+  private startStep(expected: string): void {
+    clearTimeout(this.stepTimer);
+    const c = this.ctx.config;
+    const ms = Math.min(c.RELAY_HANDSHAKE_STEP_TIMEOUT_MS, c.RELAY_HANDSHAKE_TIMEOUT_MS);
+    this.stepTimer = setTimeout(
+      () =>
+        this.guard('timer', () =>
+          this.failAuth(
+            'timeout',
+            'AUTH_TIMEOUT',
+            `no ${expected} within RELAY_HANDSHAKE_STEP_TIMEOUT_MS (${ms} ms) of the relay's last message`,
+          ),
+        ),
+      ms,
+    );
+  }
+
+  private endHandshakeTimers(): void {
+    clearTimeout(this.handshakeTimer);
+    clearTimeout(this.stepTimer);
+  }
+
+  onBytesIn(bytes: number): boolean {
+    if (this.state === 'open') return true;
+    if (this.state === 'closed') return false;
+    this.handshakeBytes += bytes;
+    if (this.handshakeBytes <= HANDSHAKE_MAX_BYTES) return true;
+    this.guard('handshake_bytes', () =>
+      this.failAuth(
+        'protocol',
+        'HANDSHAKE_TOO_LARGE',
+        `more than ${HANDSHAKE_MAX_BYTES} bytes before WELCOME; an honest handshake needs a few hundred`,
+      ),
+    );
+    return false;
   }
 
   // ---------------------------------------------------------------------------
@@ -359,7 +424,7 @@ export class PeerConnection implements TransportSink, SendHost, RequestHost {
   private release(): void {
     if (this.released) return;
     this.released = true;
-    clearTimeout(this.handshakeTimer);
+    this.endHandshakeTimers();
     clearTimeout(this.pumpRetryTimer);
     clearTimeout(this.anonTimer);
     if (this.pumpWaitsForDrain) {
@@ -380,7 +445,7 @@ export class PeerConnection implements TransportSink, SendHost, RequestHost {
       case 'hello':
         if (frame.type !== 'HELLO')
           return this.failAuth('protocol', 'NOT_AUTHENTICATED', `expected HELLO, got ${frame.type}`);
-        return this.onHello(frame.minVersion, frame.maxVersion, frame.features);
+        return this.onHello(frame.minVersion, frame.maxVersion, frame.features, frame.clientNonce);
       case 'auth':
         if (frame.type !== 'AUTH')
           return this.failAuth('protocol', 'NOT_AUTHENTICATED', `expected AUTH, got ${frame.type}`);
@@ -471,26 +536,40 @@ export class PeerConnection implements TransportSink, SendHost, RequestHost {
     }
   }
 
-  private onHello(minVersion: number, maxVersion: number, features: number): void {
-    if (maxVersion < MIN_PROTOCOL_VERSION || minVersion > MAX_PROTOCOL_VERSION) {
+  private onHello(minVersion: number, maxVersion: number, features: number, clientNonce?: Uint8Array): void {
+    if (maxVersion < MIN_PROTOCOL_VERSION || minVersion > MAX_PROTOCOL_VERSION || clientNonce === undefined) {
       return this.failAuth(
         'version',
         'UNSUPPORTED_VERSION',
-        `this relay speaks versions ${MIN_PROTOCOL_VERSION}..${MAX_PROTOCOL_VERSION}, the client ${minVersion}..${maxVersion}`,
+        `this relay speaks protocol versions ${MIN_PROTOCOL_VERSION}..${MAX_PROTOCOL_VERSION} (the relay proves an identity key), the client ${minVersion}..${maxVersion}: upgrade the client`,
       );
     }
     this.version = Math.min(maxVersion, MAX_PROTOCOL_VERSION);
     this.nonce = randomBytes(32);
+    this.clientNonce = Buffer.from(clientNonce);
     if ((features & HelloFeatures.ANONYMOUS) !== 0) return this.offerAnonymous();
     this.state = 'auth';
+    const identity = this.ctx.identity;
+    const signature = identity.sign(
+      relayChallengeTranscript({
+        relayNonce: this.nonce,
+        clientNonce: this.clientNonce,
+        relayKey: identity.publicKey,
+        binding: this.transport.kind,
+        channelBinding: this.transport.channelBinding(),
+      }),
+    );
     this.writeControl(
       this.encode({
         type: 'CHALLENGE',
         version: this.version,
         nonce: this.nonce,
-        relayIdentity: this.ctx.config.RELAY_IDENTITY,
+        relayIdentity: identity.did,
+        relayKey: identity.publicKey,
+        signature,
       }),
     );
+    this.startStep('AUTH');
   }
 
   private onAuth(frame: Extract<Frame, { type: 'AUTH' }>): void {
@@ -507,14 +586,17 @@ export class PeerConnection implements TransportSink, SendHost, RequestHost {
       did: frame.did,
       publicKey: frame.publicKey,
       signature: frame.signature,
-      nonce: this.nonce!,
-      relayIdentity: this.ctx.config.RELAY_IDENTITY,
+      relayNonce: this.nonce!,
+      clientNonce: this.clientNonce!,
+      relayKey: this.ctx.identity.publicKey,
       binding: this.transport.kind,
+      channelBinding: this.transport.channelBinding(),
     });
     if (!ok) return this.failAuth('bad_signature', 'AUTH_FAILED', 'signature, key or DID did not verify', frame.did);
     this.ctx.authLimiter.recordSuccess(address, frame.did);
-    clearTimeout(this.handshakeTimer);
+    this.endHandshakeTimers();
     this.nonce = undefined;
+    this.clientNonce = undefined;
     this.publicKey = Buffer.from(frame.publicKey);
     this.hint = Buffer.from(routingHint(frame.publicKey));
     this.hintKey = this.hint.toString('latin1');
@@ -587,11 +669,12 @@ export class PeerConnection implements TransportSink, SendHost, RequestHost {
           powBits: c.RELAY_ANON_POW_BITS,
           maxSends: c.RELAY_ANON_MAX_SENDS,
           lifetimeMs: c.RELAY_ANON_LIFETIME_MS,
-          relayIdentity: c.RELAY_IDENTITY,
+          relayIdentity: this.ctx.identity.did,
         },
         this.version,
       ),
     );
+    this.startStep('ANON_AUTH');
   }
 
   private onAnonAuth(stamp: Uint8Array): void {
@@ -604,8 +687,9 @@ export class PeerConnection implements TransportSink, SendHost, RequestHost {
         `the stamp does not have ${c.RELAY_ANON_POW_BITS} leading zero bits for this connection's nonce`,
       );
     }
-    clearTimeout(this.handshakeTimer);
+    this.endHandshakeTimers();
     this.nonce = undefined;
+    this.clientNonce = undefined;
     // A random reply address: unlinkable to any DID, and to the requester's other connections.
     this.hint = randomBytes(HINT_SIZE);
     this.hintKey = this.hint.toString('latin1');
@@ -1422,6 +1506,10 @@ export class PeerConnection implements TransportSink, SendHost, RequestHost {
   }
 
   private writeOut(frame: Buffer): void {
+    // Data frames are forwarded as the sender's bytes, and durable ones as stored in Redis, maybe by
+    // a relay of an older version: they go out in this connection's version (the layouts are the
+    // same; every connection negotiates the one version, so a buffer shared by several is unharmed).
+    frame[0] = this.version;
     if (this.transport.socketBufferedBytes() > 0) this.backedUpFrames++;
     this.ctx.metrics.frame(frame[1]!, 'out', frame.length);
     this.transport.write(frame);

@@ -1,3 +1,4 @@
+import type { Ed25519Identity } from '@libertaria/shared';
 import type { DurableAdmission } from './budgets.js';
 import type { RelayConfig } from './config.js';
 import type { DurableStore } from './durable-store.js';
@@ -14,6 +15,8 @@ import type { Router } from './router.js';
 export interface RelayContext {
   readonly config: RelayConfig;
   readonly nodeId: string;
+  /** The node's relay identity key: it signs every CHALLENGE (docs/relay.md#relay-identity). */
+  readonly identity: Ed25519Identity;
   readonly log: Logger;
   readonly metrics: RelayMetrics;
   readonly router: Router;

@@ -5,7 +5,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import { hostname } from 'node:os';
-import { MAX_TEXT_BYTES, maxBodySize } from '@libertaria/shared';
+import { type Ed25519Identity, MAX_TEXT_BYTES, maxBodySize } from '@libertaria/shared';
 import { listenAdmin } from './admin.js';
 import { DurableAdmission, DurableBudgets, KnownRecipients, RedisMemoryGuard } from './budgets.js';
 import { type RelayConfig, relayQueueSenderShare } from './config.js';
@@ -87,7 +87,8 @@ export class RelayNode {
     private readonly memoryGuard: RedisMemoryGuard,
   ) {}
 
-  static async start(config: RelayConfig, logger?: Logger): Promise<RelayNode> {
+  /** `identity`: the node's key (identity-key.ts loads it from the configuration). */
+  static async start(config: RelayConfig, identity: Ed25519Identity, logger?: Logger): Promise<RelayNode> {
     const nodeId = config.RELAY_NODE_ID ?? defaultNodeId();
     const log = logger ?? createLogger(config.RELAY_LOG_LEVEL, { node: nodeId });
     const metrics = new RelayMetrics(nodeId);
@@ -196,6 +197,7 @@ export class RelayNode {
     const ctx: RelayContext = {
       config,
       nodeId,
+      identity,
       log,
       metrics,
       router,
@@ -375,6 +377,7 @@ export class RelayNode {
     const audit = this.membrane?.rm.audit;
     const rm = this.membrane?.rm;
     const admin = await listenAdmin(c.RELAY_HOST, c.RELAY_ADMIN_PORT, {
+      identity: { did: this.ctx.identity.did, didKey: this.ctx.identity.didKey },
       registry: this.metrics.registry,
       readiness: () => this.readiness(),
       onInternalError: (err) => this.internalError('admin', err),
@@ -396,8 +399,15 @@ export class RelayNode {
     this.adminClose = () => new Promise((resolve) => admin.server.close(() => resolve()));
   }
 
+  /** RELAY_PUBLIC_URLS, each carrying this node's DID as its fragment (unless it names one) so a client pins the node it is sent to. */
   private publicUrls(): string[] {
-    return this.config.RELAY_PUBLIC_URLS?.split(',') ?? [];
+    const did = this.ctx.identity.did;
+    return (this.config.RELAY_PUBLIC_URLS?.split(',') ?? []).map((u) => (u.includes('#') ? u : `${u}#${did}`));
+  }
+
+  /** The node's relay identity (its DID signs every CHALLENGE). */
+  get did(): string {
+    return this.ctx.identity.did;
   }
 
   private startHeartbeat(): void {

@@ -52,7 +52,7 @@ function sendFrame(dest: Uint8Array, source: Uint8Array, body: string, flags = 0
 /** HELLO(ANONYMOUS) → ANON_CHALLENGE → ANON_AUTH → WELCOME. */
 async function anonymous(url: string): Promise<{ peer: RawPeer; welcome: WelcomeFrame }> {
   const peer = await RawPeer.connect(url);
-  peer.send({ type: 'HELLO', minVersion: 1, maxVersion: 1, features: HelloFeatures.ANONYMOUS });
+  peer.hello(HelloFeatures.ANONYMOUS);
   const challenge = await peer.next('ANON_CHALLENGE');
   peer.send({ type: 'ANON_AUTH', stamp: solvePowStamp(challenge.nonce, challenge.powBits) });
   return { peer, welcome: await peer.next('WELCOME') };
@@ -85,11 +85,11 @@ describe('anonymous connections and single-use ids', { timeout: 120_000 }, () =>
   it('announces its difficulty and refuses a stamp short of it', async () => {
     const peer = await RawPeer.connect(a.tcpUrl);
     peers.push(peer);
-    peer.send({ type: 'HELLO', minVersion: 1, maxVersion: 1, features: HelloFeatures.ANONYMOUS });
+    peer.hello(HelloFeatures.ANONYMOUS);
     const challenge = await peer.next('ANON_CHALLENGE');
     assert.deepEqual(
       [challenge.powBits, challenge.maxSends, challenge.lifetimeMs, challenge.relayIdentity],
-      [POW_BITS, 2, 4000, 'libertaria-relay'],
+      [POW_BITS, 2, 4000, a.did],
     );
     // A stamp that misses the difficulty for this nonce (found by trying: most do).
     let bad = randomBytes(8);
@@ -105,8 +105,8 @@ describe('anonymous connections and single-use ids', { timeout: 120_000 }, () =>
     const first = await RawPeer.connect(a.wsUrl);
     const second = await RawPeer.connect(a.wsUrl);
     peers.push(first, second);
-    first.send({ type: 'HELLO', minVersion: 1, maxVersion: 1, features: HelloFeatures.ANONYMOUS });
-    second.send({ type: 'HELLO', minVersion: 1, maxVersion: 1, features: HelloFeatures.ANONYMOUS });
+    first.hello(HelloFeatures.ANONYMOUS);
+    second.hello(HelloFeatures.ANONYMOUS);
     const c1 = await first.next('ANON_CHALLENGE');
     const c2 = await second.next('ANON_CHALLENGE');
     const stamp = solvePowStamp(c1.nonce, POW_BITS);
@@ -291,7 +291,7 @@ describe('anonymous connection limits', { timeout: 60_000 }, () => {
   it('a relay with anonymous connections off says so', async () => {
     const peer = await RawPeer.connect(closed.wsUrl);
     peers.push(peer);
-    peer.send({ type: 'HELLO', minVersion: 1, maxVersion: 1, features: HelloFeatures.ANONYMOUS });
+    peer.hello(HelloFeatures.ANONYMOUS);
     const error = await peer.next('ERROR');
     assert.equal(codeOf(error), 'ANON_DISABLED');
     await peer.closedPromise;
@@ -306,7 +306,7 @@ describe('anonymous connection limits', { timeout: 60_000 }, () => {
     peers.push(first.peer);
     const second = await RawPeer.connect(small.wsUrl);
     peers.push(second);
-    second.send({ type: 'HELLO', minVersion: 1, maxVersion: 1, features: HelloFeatures.ANONYMOUS });
+    second.hello(HelloFeatures.ANONYMOUS);
     assert.equal(codeOf(await second.next('ERROR')), 'ANON_LIMIT_REACHED');
     first.peer.close();
     await first.peer.closedPromise;
@@ -316,7 +316,7 @@ describe('anonymous connection limits', { timeout: 60_000 }, () => {
     for (;;) {
       const third = await RawPeer.connect(small.wsUrl);
       peers.push(third);
-      third.send({ type: 'HELLO', minVersion: 1, maxVersion: 1, features: HelloFeatures.ANONYMOUS });
+      third.hello(HelloFeatures.ANONYMOUS);
       const answer = await third.next((f) => f.type === 'ANON_CHALLENGE' || f.type === 'ERROR');
       if (answer.type === 'ANON_CHALLENGE') break;
       assert.ok(

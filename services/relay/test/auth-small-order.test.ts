@@ -42,7 +42,7 @@ describe('AUTH with a small-order key', () => {
         it(`is refused with AUTH_FAILED: ${transport}, ${key.slice(0, 8)}…, ${didOf === formatDidKey ? 'did:key' : 'did:libertaria'}`, async () => {
           const p = await RawPeer.connect(transport === 'ws' ? relay.wsUrl : relay.tcpUrl);
           peers.push(p);
-          p.send({ type: 'HELLO', minVersion: 1, maxVersion: 1, features: 0 });
+          p.hello(0);
           await p.next('CHALLENGE');
           const publicKey = hex(key);
           // R = the identity, S = 0: [0]B = identity = R + [k]A for every k when A is the identity.

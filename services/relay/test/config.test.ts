@@ -32,11 +32,13 @@ describe('loadRelayConfig', () => {
       RELAY_TCP_ENABLED: true,
       RELAY_TLS_CERT_FILE: undefined,
       RELAY_TLS_KEY_FILE: undefined,
-      RELAY_IDENTITY: 'libertaria-relay',
+      RELAY_IDENTITY_KEY_FILE: undefined,
+      RELAY_IDENTITY_KEY: undefined,
       RELAY_MAX_PAYLOAD_BYTES: 65536,
       RELAY_SEND_QUEUE_FRAMES: 512,
       RELAY_SEND_QUEUE_BYTES: 4194304,
-      RELAY_HANDSHAKE_TIMEOUT_MS: 5000,
+      RELAY_HANDSHAKE_STEP_TIMEOUT_MS: 10000,
+      RELAY_HANDSHAKE_TIMEOUT_MS: 30000,
       RELAY_AUTH_FAILURES_PER_MINUTE: 20,
       RELAY_AUTH_FAILURES_PER_ADDRESS_PER_MINUTE: 300,
       RELAY_RATE_FRAMES_PER_SECOND: 5000,
@@ -108,7 +110,7 @@ describe('loadRelayConfig', () => {
       RELAY_TCP_ENABLED: 'no',
       RELAY_TLS_CERT_FILE: '/etc/relay/cert.pem',
       RELAY_TLS_KEY_FILE: '/etc/relay/key.pem',
-      RELAY_IDENTITY: 'relay.example.org',
+      RELAY_IDENTITY_KEY_FILE: '/etc/relay/identity.key',
       RELAY_QUEUE_MAX_BYTES: '17179869184',
       RELAY_LOG_LEVEL: 'debug',
       PATH: '/usr/bin',
@@ -119,7 +121,7 @@ describe('loadRelayConfig', () => {
     assert.equal(config.RELAY_TCP_ENABLED, false);
     assert.equal(config.RELAY_TLS_CERT_FILE, '/etc/relay/cert.pem');
     assert.equal(config.RELAY_TLS_KEY_FILE, '/etc/relay/key.pem');
-    assert.equal(config.RELAY_IDENTITY, 'relay.example.org');
+    assert.equal(config.RELAY_IDENTITY_KEY_FILE, '/etc/relay/identity.key');
     assert.equal(config.RELAY_QUEUE_MAX_BYTES, 17179869184);
     assert.equal(config.RELAY_LOG_LEVEL, 'debug');
   });
@@ -212,8 +214,14 @@ describe('loadRelayConfig', () => {
     assert.equal(rejection({ REDIS_URL: 'http://127.0.0.1:6379' }).variable, 'REDIS_URL');
     assert.equal(rejection({ RELAY_NODE_ID: 'has space' }).variable, 'RELAY_NODE_ID');
     assert.equal(rejection({ RELAY_NODE_ID: 'n'.repeat(65) }).variable, 'RELAY_NODE_ID');
-    assert.equal(rejection({ RELAY_IDENTITY: 'relay\u00e9' }).variable, 'RELAY_IDENTITY');
-    assert.equal(rejection({ RELAY_IDENTITY: 'r'.repeat(256) }).variable, 'RELAY_IDENTITY');
+    assert.equal(rejection({ RELAY_IDENTITY_KEY: 'not-a-seed' }).variable, 'RELAY_IDENTITY_KEY');
+    assert.equal(rejection({ RELAY_IDENTITY_KEY: 'A'.repeat(44) }).variable, 'RELAY_IDENTITY_KEY');
+    // The retired name of the relay identity (a string, before it was a key) is an unknown variable now.
+    assert.equal(rejection({ RELAY_IDENTITY: 'libertaria-relay' }).variable, 'RELAY_IDENTITY');
+    const both = rejection({ RELAY_IDENTITY_KEY_FILE: '/k', RELAY_IDENTITY_KEY: 'A'.repeat(43) });
+    assert.equal(both.variable, 'RELAY_IDENTITY_KEY');
+    // A step longer than the whole handshake is allowed: the whole bound wins (peer-connection.ts).
+    assert.equal(loadRelayConfig({ RELAY_HANDSHAKE_TIMEOUT_MS: '300' }).RELAY_HANDSHAKE_STEP_TIMEOUT_MS, 10000);
     assert.equal(rejection({ RELAY_REDIS_PREFIX: 'a/b' }).variable, 'RELAY_REDIS_PREFIX');
     assert.equal(rejection({ RELAY_LOG_LEVEL: 'trace' }).variable, 'RELAY_LOG_LEVEL');
     assert.equal(rejection({ RELAY_TCP_ENABLED: 'on' }).variable, 'RELAY_TCP_ENABLED');

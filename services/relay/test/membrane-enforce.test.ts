@@ -489,7 +489,7 @@ describe('membrane enforcement in the relay', () => {
     await o.setPolicy({ version: 1, capabilities: [{ resource: owner.did, action: '*' }] });
     const peer = await RawPeer.connect(relayA.tcpUrl);
     try {
-      peer.send({ type: 'HELLO', minVersion: 1, maxVersion: 1, features: HelloFeatures.ANONYMOUS });
+      peer.hello(HelloFeatures.ANONYMOUS);
       const challenge = await peer.next('ANON_CHALLENGE');
       peer.send({ type: 'ANON_AUTH', stamp: solvePowStamp(challenge.nonce, challenge.powBits) });
       const welcome = await peer.next('WELCOME');

@@ -40,6 +40,9 @@ class FakeTransport implements PeerTransport {
   socketBufferedBytes(): number {
     return 0;
   }
+  channelBinding(): undefined {
+    return undefined;
+  }
   end(): void {
     this.ended = true;
   }
@@ -47,6 +50,9 @@ class FakeTransport implements PeerTransport {
     this.destroyed = true;
   }
 }
+
+const relayIdentity = Ed25519Identity.generate();
+const clientNonce = new Uint8Array(32).fill(7);
 
 const unhandled: unknown[] = [];
 const onUnhandled = (reason: unknown): void => {
@@ -74,8 +80,9 @@ function context(overrides: { log?: RelayContext['log']; metrics?: RelayMetrics 
     },
   };
   const ctx = {
-    config: loadRelayConfig({ RELAY_IDENTITY: 'relay.test' }),
+    config: loadRelayConfig({}),
     nodeId: 'containment-test',
+    identity: relayIdentity,
     log,
     metrics,
     router: {
@@ -110,7 +117,7 @@ describe('per-connection containment', () => {
     const transport = new FakeTransport();
     const conn = new PeerConnection(ctx, transport);
     assert.doesNotThrow(() =>
-      conn.onFrame(Buffer.from(encodeFrame({ type: 'HELLO', minVersion: 1, maxVersion: 1, features: 0 }))),
+      conn.onFrame(Buffer.from(encodeFrame({ type: 'HELLO', minVersion: 2, maxVersion: 2, features: 0, clientNonce }))),
     );
     const err = transport.out.find((f) => f.type === 'ERROR');
     assert.ok(err && err.type === 'ERROR');
@@ -135,11 +142,13 @@ describe('per-connection containment', () => {
     const { ctx, metrics, errors } = context({ log: throwingLog });
     const transport = new FakeTransport();
     const conn = new PeerConnection(ctx, transport);
-    conn.onFrame(Buffer.from(encodeFrame({ type: 'HELLO', minVersion: 1, maxVersion: 1, features: 0 })));
+    conn.onFrame(Buffer.from(encodeFrame({ type: 'HELLO', minVersion: 2, maxVersion: 2, features: 0, clientNonce })));
     const challenge = transport.out.find((f) => f.type === 'CHALLENGE');
     assert.ok(challenge && challenge.type === 'CHALLENGE');
     const id = Ed25519Identity.generate();
-    const signature = id.sign(authTranscript({ nonce: challenge.nonce, relayIdentity: 'relay.test', binding: 'tcp' }));
+    const signature = id.sign(
+      authTranscript({ relayNonce: challenge.nonce, clientNonce, relayKey: relayIdentity.publicKey, binding: 'tcp' }),
+    );
     conn.onFrame(
       Buffer.from(encodeFrame({ type: 'AUTH', keyType: 1, publicKey: id.publicKey, signature, did: id.did })),
     );

@@ -376,7 +376,7 @@ describe('prekey service on relay nodes', { timeout: 60_000 }, () => {
     const alice = await peer(a.tcpUrl);
     const requestId = randomBytes(16);
     // A publication whose one-time count promises more keys than the frame holds.
-    const frame = Buffer.from([1, 0x40, 0, 0, 0, 17 + 3, ...requestId, 0, 1, 0, 0]);
+    const frame = Buffer.from([2, 0x40, 0, 0, 0, 17 + 3, ...requestId, 0, 1, 0, 0]);
     alice.p.send(frame);
     const err = await alice.p.next('ERROR');
     assert.equal(errorCodeFromWire(err.code), 'BAD_LENGTH');

@@ -38,7 +38,13 @@ class FakeTransport implements PeerTransport {
   }
   end(): void {}
   destroy(): void {}
+  channelBinding(): undefined {
+    return undefined;
+  }
 }
+
+const relayIdentity = Ed25519Identity.generate();
+const clientNonce = new Uint8Array(32).fill(7);
 
 const tick = () => new Promise((r) => setTimeout(r, 5));
 
@@ -63,7 +69,8 @@ describe('durable delivery pumps of one node', () => {
       },
     };
     const ctx = {
-      config: loadRelayConfig({ RELAY_IDENTITY: 'relay.test' }),
+      config: loadRelayConfig({}),
+      identity: relayIdentity,
       nodeId: 'pump-test',
       log: silentLogger,
       metrics: new RelayMetrics('pump-test'),
@@ -86,11 +93,11 @@ describe('durable delivery pumps of one node', () => {
       const transport = new FakeTransport();
       const conn = new PeerConnection(ctx, transport);
       conns.push(conn);
-      conn.onFrame(Buffer.from(encodeFrame({ type: 'HELLO', minVersion: 1, maxVersion: 1, features: 0 })));
+      conn.onFrame(Buffer.from(encodeFrame({ type: 'HELLO', minVersion: 2, maxVersion: 2, features: 0, clientNonce })));
       const challenge = transport.out.find((f) => f.type === 'CHALLENGE');
       assert.ok(challenge && challenge.type === 'CHALLENGE');
       const signature = id.sign(
-        authTranscript({ nonce: challenge.nonce, relayIdentity: 'relay.test', binding: 'tcp' }),
+        authTranscript({ relayNonce: challenge.nonce, clientNonce, relayKey: relayIdentity.publicKey, binding: 'tcp' }),
       );
       conn.onFrame(
         Buffer.from(encodeFrame({ type: 'AUTH', keyType: 1, publicKey: id.publicKey, signature, did: id.did })),

@@ -271,7 +271,7 @@ describe('relay nodes on one Redis', () => {
     const id = Ed25519Identity.generate();
     const other = Ed25519Identity.generate();
     const cases: Array<Parameters<RawPeer['authenticate']>[1]> = [
-      { relayIdentity: 'some-other-relay' },
+      { relayKey: other.publicKey }, // signed for another relay's key (a CHALLENGE passed through)
       { binding: 'tcp' }, // signed for another transport than the one used (ws)
       { did: other.did }, // a DID that is not this key's
       { publicKey: other.publicKey }, // signature by another key
@@ -285,12 +285,14 @@ describe('relay nodes on one Redis', () => {
     // Replay: an AUTH signed for one connection's nonce, sent on another connection.
     const p1 = await RawPeer.connect(a.wsUrl);
     track(p1);
-    p1.send({ type: 'HELLO', minVersion: 1, maxVersion: 1, features: 0 });
+    p1.hello(0);
     const ch = await p1.next('CHALLENGE');
     const { authTranscript } = await import('@libertaria/shared');
-    const sig = id.sign(authTranscript({ nonce: ch.nonce, relayIdentity: ch.relayIdentity, binding: 'ws' }));
+    const sig = id.sign(
+      authTranscript({ relayNonce: ch.nonce, clientNonce: p1.clientNonce, relayKey: ch.relayKey, binding: 'ws' }),
+    );
     const p2 = await RawPeer.connect(a.wsUrl);
-    p2.send({ type: 'HELLO', minVersion: 1, maxVersion: 1, features: 0 });
+    p2.hello(0);
     await p2.next('CHALLENGE');
     p2.send({ type: 'AUTH', keyType: 1, publicKey: id.publicKey, signature: sig, did: id.did });
     const err = await p2.next('ERROR');
@@ -303,7 +305,7 @@ describe('relay nodes on one Redis', () => {
     const attacker = Ed25519Identity.generate();
     for (let i = 0; i < 3; i++) {
       const p = track(await RawPeer.connect(c.tcpUrl));
-      await assert.rejects(p.authenticate(attacker, { relayIdentity: 'wrong' }));
+      await assert.rejects(p.authenticate(attacker, { relayKey: new Uint8Array(32).fill(9) }));
     }
     // The fourth attempt of that DID is refused before its signature is checked, even a correct one.
     const refused = track(await RawPeer.connect(c.tcpUrl));
@@ -331,7 +333,7 @@ describe('relay nodes on one Redis', () => {
       // An abuser rotating fresh DIDs: each fails once, the address reaches its bound.
       for (let i = 0; i < 5; i++) {
         const p = track(await RawPeer.connect(relay.tcpUrl));
-        await assert.rejects(p.authenticate(Ed25519Identity.generate(), { relayIdentity: 'wrong' }));
+        await assert.rejects(p.authenticate(Ed25519Identity.generate(), { relayKey: new Uint8Array(32).fill(9) }));
       }
       const newcomer = track(await RawPeer.connect(relay.tcpUrl));
       await assert.rejects(newcomer.authenticate(Ed25519Identity.generate()));
@@ -357,7 +359,12 @@ describe('relay nodes on one Redis', () => {
     const bad: Array<[string, Uint8Array, string]> = [
       ['garbage type', Uint8Array.from([1, 0x77, 0, 0, 0, 0]), 'UNKNOWN_FRAME_TYPE'],
       ['bad version', Uint8Array.from([9, 0x20, 0, 0, 0, 8, 1, 2, 3, 4, 5, 6, 7, 8]), 'UNSUPPORTED_VERSION'],
-      ['oversized', Uint8Array.from([1, FrameType.SEND, 0x00, 0x10, 0x00, 0x00]), 'FRAME_TOO_LARGE'],
+      ['oversized', Uint8Array.from([2, FrameType.SEND, 0x00, 0x10, 0x00, 0x00]), 'FRAME_TOO_LARGE'],
+      [
+        'version-1 frame after version 2',
+        Uint8Array.from([1, FrameType.PING, 0, 0, 0, 8, 1, 2, 3, 4, 5, 6, 7, 8]),
+        'UNSUPPORTED_VERSION',
+      ],
     ];
     for (const [label, bytes, code] of bad) {
       for (const url of [b.wsUrl, b.tcpUrl]) {

@@ -17,9 +17,10 @@ import { toHex } from '../client/bytes.js';
 import { type InboundMessage, RelayClient } from '../client/client.js';
 import { ClientErrorCode } from '../client/codes.js';
 import { type FederatedInbound, federatedMessageOf } from '../client/federated.js';
+import { FileRelayPinStore, relayPinsFile } from '../client/relay-pins-file.js';
 import { FileSessionStore, stateDirForKeyFile } from '../client/session-store-file.js';
 import { SessionManager } from '../client/sessions.js';
-import { parseRelayUrls } from '../client/url.js';
+import { parseRelayUrls, relayUrlText } from '../client/url.js';
 import { LibertariaError } from '../errors.js';
 import { Ed25519Identity, parseDid, readKeyFile, verifyEd25519, writeKeyFile } from '../identity/index.js';
 import { issueGrant } from '../membrane/grant.js';
@@ -173,6 +174,19 @@ async function* inputs(text: string | undefined, io: CliIo): AsyncGenerator<stri
 }
 
 /**
+ * How the CLI trusts relays (docs/client.md#relay-identity): a DID in the
+ * relay URL must be proven; otherwise the key a relay proved first is pinned
+ * per URL in `<keyfile>.state/relay-pins.json`, and a later change refused
+ * (RELAY_IDENTITY_MISMATCH) with a message naming that file.
+ */
+function relayTrust(keyFile: string): { relayPins: FileRelayPinStore; verifyRelaySignature: typeof verifyEd25519 } {
+  return {
+    relayPins: new FileRelayPinStore(relayPinsFile(stateDirForKeyFile(keyFile))),
+    verifyRelaySignature: verifyEd25519,
+  };
+}
+
+/**
  * The CLI's client: sealed by default, with its sessions, prekeys and outbox
  * in `<keyfile>.state/` so consecutive runs keep them; `--unsealed` sends and
  * receives plain payloads.
@@ -197,6 +211,7 @@ function cliClient(
   const client = new RelayClient({
     relays,
     identity,
+    ...relayTrust(keyFile),
     reconnect: { maxAttempts },
     // Offline-first: a send that never got its ACK goes out again on the next run, and
     // messages acknowledged by one `listen` are never shown by the next.
@@ -233,7 +248,7 @@ async function send(args: string[], io: CliIo): Promise<number> {
   if ((values.text !== undefined) === (values.stdin === true)) throw usage('give exactly one of --text or --stdin');
   const relays = (() => {
     try {
-      return parseRelayUrls(relayList).map((u) => u.href);
+      return parseRelayUrls(relayList).map(relayUrlText);
     } catch (error) {
       return badValue(error);
     }
@@ -376,7 +391,7 @@ async function listen(args: string[], io: CliIo): Promise<number> {
   const rotation = rotationOf(values);
   const relays = (() => {
     try {
-      return parseRelayUrls(relayList).map((u) => u.href);
+      return parseRelayUrls(relayList).map(relayUrlText);
     } catch (error) {
       return badValue(error);
     }
@@ -442,7 +457,7 @@ async function listen(args: string[], io: CliIo): Promise<number> {
 function relaysOf(list: string | undefined): string[] {
   const relayList = required(list, '--relay');
   try {
-    return parseRelayUrls(relayList).map((u) => u.href);
+    return parseRelayUrls(relayList).map(relayUrlText);
   } catch (error) {
     return badValue(error);
   }
@@ -477,7 +492,13 @@ async function withClient<T>(
 ): Promise<T> {
   const relays = relaysOf(values.relay);
   const identity = await readKeyFile(required(values.key, '--key'));
-  const client = new RelayClient({ relays, identity, reconnect: { maxAttempts: SEND_CONNECT_ROUNDS } });
+  const keyFile = required(values.key, '--key');
+  const client = new RelayClient({
+    relays,
+    identity,
+    ...relayTrust(keyFile),
+    reconnect: { maxAttempts: SEND_CONNECT_ROUNDS },
+  });
   closeOnAbort(client, io.signal);
   try {
     await client.connect();

@@ -56,7 +56,6 @@ export interface AnonymousRequestOptions {
   timeoutMs?: number;
   /** Refuse relays that ask for more proof of work than this (default 24 bits). */
   maxPowBits?: number;
-  expectRelayIdentity?: string;
   tls?: TlsClientOptions;
   clock?: () => number;
 }
@@ -110,7 +109,6 @@ export async function anonymousRequest(options: AnonymousRequestOptions): Promis
       handshake = await performHandshake(url, {
         anonymous: { maxPowBits: options.maxPowBits ?? DEFAULT_MAX_POW_BITS },
         timeoutMs: remaining,
-        expectRelayIdentity: options.expectRelayIdentity,
         tls: options.tls,
       });
     } catch (error) {

@@ -27,7 +27,7 @@
 import { errorCodeFromWire, type LibertariaError, RelayError } from '../errors.js';
 import type { PeerSigner } from '../identity/auth.js';
 import { migrationTranscript } from '../identity/auth-transcript.js';
-import { didMatchesKey, HINT_LENGTH, hintFromDid, routingHint } from '../identity/did.js';
+import { didMatchesKey, HINT_LENGTH, hintFromDid, parseDid, routingHint } from '../identity/did.js';
 import {
   type AckFrame,
   type AuditResultFrame,
@@ -71,14 +71,23 @@ import { ClientErrorCode, toError, toLibertariaError } from './codes.js';
 import { type DedupeSnapshot, DedupeTracker, inboundKey } from './dedupe.js';
 import { TypedEmitter } from './emitter.js';
 import { CONTROL_ENVELOPE_VERSION, checkEnvelopeSender, decodeEnvelope, encodeEnvelope } from './envelope.js';
-import { type Handshake, HandshakeError, isPermanentRefusal, performHandshake, type Welcome } from './handshake.js';
+import {
+  type Handshake,
+  HandshakeError,
+  isPermanentRefusal,
+  performHandshake,
+  type RelayExpectation,
+  type SignatureVerifier,
+  type Welcome,
+} from './handshake.js';
 import { Inbox } from './inbox.js';
+import type { RelayPinStore } from './relay-pins.js';
 import { RelayTicketStore } from './relay-ticket-store.js';
 import { RttEstimator } from './rtt.js';
 import type { SessionStore } from './session-store.js';
 import type { SessionManager } from './sessions.js';
 import type { TlsClientOptions, Transport } from './transport.js';
-import { parseRelayUrl, parseRelayUrls, type RelayUrl } from './url.js';
+import { parseRelayUrl, parseRelayUrls, type RelayUrl, relayUrlText } from './url.js';
 
 export interface ClientLogger {
   debug?(message: string, fields?: Record<string, unknown>): void;
@@ -91,10 +100,29 @@ export interface RelayClientOptions {
   /** ws://, wss://, tcp:// or tls:// URLs, tried in order (failover). */
   relays: readonly string[];
   identity: PeerSigner;
-  /** Refuse (before signing) any relay whose CHALLENGE names another identity. */
-  expectRelayIdentity?: string;
+  /**
+   * The relay DID (did:libertaria or did:key) every relay without a DID in
+   * its URL must prove in CHALLENGE (a cluster sharing one operator key);
+   * another key is refused before we sign, with RELAY_IDENTITY_MISMATCH. A
+   * URL's own fragment (`ws://host:8080#did:…`) takes precedence.
+   */
+  expectRelayDid?: string;
+  /**
+   * Trust on first use (docs/client.md#relay-identity): a relay URL with no
+   * expected DID is pinned here to the key its relay proved first, and any
+   * other key later is refused (RELAY_IDENTITY_MISMATCH, naming the pin).
+   * Without it such a relay is accepted with whatever key it proves.
+   */
+  relayPins?: RelayPinStore;
+  /** Verifies relay CHALLENGE signatures (default: the browser-safe noble verifier; in Node verifyEd25519 is faster). */
+  verifyRelaySignature?: SignatureVerifier;
   reconnect?: Partial<ReconnectOptions>;
-  /** Time to open the transport and finish HELLO..WELCOME (default 10 s). */
+  /**
+   * Handshake budget per step (default 15 s): CHALLENGE within this of our
+   * HELLO, WELCOME within this of our AUTH; opening the transport (TCP, TLS,
+   * WebSocket upgrade) gets twice it. One step is one round trip, so the
+   * default lets links with several seconds of one-way delay in at once.
+   */
   handshakeTimeoutMs?: number;
   /**
    * A durable SEND without ACK for this long means the connection is stuck:
@@ -247,7 +275,8 @@ export interface FetchPrekeysOptions {
 }
 
 export interface RelayClientEvents {
-  connected: { url: string; nodeId: string; connectionId: string; maxPayload: number };
+  /** relayDid: the did:libertaria of the key the relay proved in CHALLENGE. */
+  connected: { url: string; nodeId: string; connectionId: string; maxPayload: number; relayDid: string };
   disconnected: { url: string; error?: Error };
   goaway: { url: string; reconnectAfterMs: number; reconnectHint: string[]; reason: string };
   'peer-gone': { hint: Uint8Array; messageId: Uint8Array };
@@ -410,7 +439,7 @@ interface Session {
   lastAnsweredPing: number | undefined;
 }
 
-const DEFAULT_HANDSHAKE_TIMEOUT_MS = 10_000;
+const DEFAULT_HANDSHAKE_TIMEOUT_MS = 15_000;
 const DEFAULT_ACK_TIMEOUT_MS = 15_000;
 const DEFAULT_MAX_TIMEOUT_MS = 10 * 60_000;
 const OUTBOX_SEND_PREFIX = 'outbox-send-';
@@ -513,7 +542,9 @@ export class RelayClient {
   readonly #identity: PeerSigner;
   readonly #hint: Uint8Array;
   readonly #relays: RelayUrl[];
-  readonly #expectRelayIdentity: string | undefined;
+  readonly #expectRelayDid: string | undefined;
+  readonly #relayPins: RelayPinStore | undefined;
+  readonly #verifyRelay: SignatureVerifier | undefined;
   readonly #reconnect: ReconnectOptions;
   readonly #handshakeTimeoutMs: number;
   readonly #ackTimeoutMs: number;
@@ -598,7 +629,10 @@ export class RelayClient {
     this.did = options.identity.did;
     this.#hint = options.identity.hint;
     this.#relays = parseRelayUrls(options.relays);
-    this.#expectRelayIdentity = options.expectRelayIdentity;
+    if (options.expectRelayDid !== undefined) parseDid(options.expectRelayDid);
+    this.#expectRelayDid = options.expectRelayDid;
+    this.#relayPins = options.relayPins;
+    this.#verifyRelay = options.verifyRelaySignature;
     this.#reconnect = resolveReconnectOptions(options.reconnect);
     this.#handshakeTimeoutMs = positiveInt(
       options.handshakeTimeoutMs,
@@ -1201,12 +1235,21 @@ export class RelayClient {
     const abort = new AbortController();
     this.#abort = abort;
     try {
-      const pending = performHandshake(url, {
-        identity: this.#identity,
-        expectRelayIdentity: this.#expectRelayIdentity,
-        timeoutMs: this.#handshakeTimeout(),
-        tls: this.#tls,
-      });
+      const timeoutMs = this.#handshakeTimeout();
+      const pending = this.#expectationFor(url)
+        .then((expectRelay) =>
+          performHandshake(url, {
+            identity: this.#identity,
+            expectRelay,
+            timeoutMs,
+            tls: this.#tls,
+            verify: this.#verifyRelay,
+          }),
+        )
+        .then(async (h) => {
+          await this.#pinOnFirstUse(url, h);
+          return h;
+        });
       // close() must not wait for a handshake timeout; the late transport is closed when it resolves.
       const aborted = new Promise<never>((_, reject) => {
         abort.signal.addEventListener('abort', () => reject(this.#closedError('connect')), { once: true });
@@ -1231,6 +1274,44 @@ export class RelayClient {
       return await Promise.race([pending, aborted]);
     } finally {
       if (this.#abort === abort) this.#abort = undefined;
+    }
+  }
+
+  /** The key `url`'s relay must prove: its fragment, then expectRelayDid, then a pin from first use. */
+  async #expectationFor(url: RelayUrl): Promise<RelayExpectation | undefined> {
+    if (url.expectedDid !== undefined) return { did: url.expectedDid, source: `the relay URL (${relayUrlText(url)})` };
+    if (this.#expectRelayDid !== undefined) return { did: this.#expectRelayDid, source: 'expectRelayDid' };
+    const pins = this.#relayPins;
+    const pin = await pins?.get(url.href).catch((error: unknown) => {
+      throw toLibertariaError(error, `relay pins (${pins.location})`, 'CONFIG_INVALID');
+    });
+    if (pins === undefined || pin === undefined) return undefined;
+    return {
+      did: pin.did,
+      source: `the key pinned for it on first use (${pin.since}, in ${pins.location})`,
+      advice:
+        `The relay's key changed. If its operator replaced the key, remove the pin for ${url.href} from ${pins.location} ` +
+        `or give the new DID in the URL (${url.href}#did:…); otherwise something else is answering at this address`,
+    };
+  }
+
+  /** Trust on first use: remember the key a relay proved, unless its URL named one that differs. */
+  async #pinOnFirstUse(url: RelayUrl, handshake: Handshake): Promise<void> {
+    const pins = this.#relayPins;
+    const did = handshake.relayDid;
+    if (pins === undefined || did === undefined) return;
+    try {
+      const pin = await pins.get(url.href);
+      if (pin !== undefined && pin.did === did) return;
+      // No pin yet, or the URL's own DID (which the relay just proved) replaces an old one.
+      await pins.set(url.href, did);
+      this.#log.info?.(pin === undefined ? 'pinned relay key on first use' : 'relay pin replaced by the URL', {
+        url: url.href,
+        did,
+        pins: pins.location,
+      });
+    } catch (error) {
+      this.#log.warn?.('could not store the relay pin', { url: url.href, error: toError(error).message });
     }
   }
 
@@ -1324,6 +1405,7 @@ export class RelayClient {
       nodeId: session.welcome.nodeId,
       connectionId: toHex(session.welcome.connectionId),
       maxPayload: session.welcome.maxPayload,
+      relayDid: handshake.relayDid ?? '',
     });
     this.#resolveConnected?.();
     if (!session.over) this.#onFrames(session, handshake.leftover);

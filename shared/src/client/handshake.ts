@@ -1,16 +1,27 @@
 /**
- * The opening of a relay connection: HELLO → CHALLENGE → AUTH → WELCOME, or
- * for an anonymous connection HELLO(ANONYMOUS) → ANON_CHALLENGE → ANON_AUTH
- * (a proof-of-work stamp) → WELCOME with a random reply hint.
+ * The opening of a relay connection: HELLO {clientNonce} → CHALLENGE (the
+ * relay's key and its signature over our nonce, verified here, and checked
+ * against the DID we expect, before we sign anything) → AUTH (our signature
+ * names that key) → WELCOME; or for an anonymous connection HELLO(ANONYMOUS)
+ * → ANON_CHALLENGE → ANON_AUTH (a proof-of-work stamp) → WELCOME with a
+ * random reply hint.
+ *
+ * Timers are per step (docs/client.md#delay-tolerance): opening the transport
+ * gets 2 × timeoutMs (TCP, TLS and the WebSocket upgrade are up to three
+ * round trips), and each of CHALLENGE and WELCOME gets timeoutMs from our
+ * HELLO and AUTH, so a slow link needs a step budget above one round trip,
+ * not above the whole handshake.
  *
  * Everything that can go wrong becomes a RelayError whose code says what to
- * do next (client.ts decides): AUTH_FAILED and UNSUPPORTED_VERSION will not
- * get better by retrying the same relay; everything else may.
+ * do next (client.ts decides): AUTH_FAILED, UNSUPPORTED_VERSION and
+ * RELAY_IDENTITY_MISMATCH will not get better by retrying the same relay;
+ * everything else may.
  */
 
 import { errorCodeFromWire, LibertariaError, RelayError } from '../errors.js';
 import type { PeerSigner } from '../identity/auth.js';
-import { authTranscript } from '../identity/auth-transcript.js';
+import { authTranscript, relayChallengeTranscript } from '../identity/auth-transcript.js';
+import { didMatchesKey, formatLibertariaDid } from '../identity/did.js';
 import {
   ErrorFlags,
   encodeFrame,
@@ -19,9 +30,11 @@ import {
   MAX_PAYLOAD_LIMIT,
   MAX_PROTOCOL_VERSION,
   MIN_PROTOCOL_VERSION,
+  NONCE_SIZE,
 } from '../protocol/frames.js';
 import { solvePowStamp } from '../protocol/pow.js';
-import { bytesEqual, copyBytes, toHex } from './bytes.js';
+import { nobleCrypto } from '../session/crypto-noble.js';
+import { bytesEqual, copyBytes, randomBytes, toHex } from './bytes.js';
 import { ClientErrorCode } from './codes.js';
 import { openTransport, type TlsClientOptions, type Transport } from './transport.js';
 import type { RelayUrl } from './url.js';
@@ -38,7 +51,10 @@ export interface Handshake {
   readonly transport: Transport;
   /** Protocol version chosen in CHALLENGE; every later frame is encoded with it. */
   readonly version: number;
+  /** The relay's DID as CHALLENGE named it (for an anonymous connection: as ANON_CHALLENGE claimed it, unproven). */
   readonly relayIdentity: string;
+  /** The did:libertaria DID of the key the relay proved (absent on an anonymous connection, which proves none). */
+  readonly relayDid?: string;
   readonly welcome: Welcome;
   /** Frames that arrived in the same message as WELCOME, to be handled first. */
   readonly leftover: Frame[];
@@ -55,14 +71,31 @@ export interface AnonymousTerms {
 /** Default bound on the proof of work an anonymous client agrees to do (2^24 hashes: seconds, not minutes). */
 export const DEFAULT_MAX_POW_BITS = 24;
 
+/** Ed25519 verification (strict rules, docs/identity.md#signature-rules). */
+export type SignatureVerifier = (publicKey: Uint8Array, data: Uint8Array, signature: Uint8Array) => boolean;
+
+/** The relay key a handshake must meet, and where that expectation came from (for the error message). */
+export interface RelayExpectation {
+  /** did:libertaria or did:key of the key the relay must prove. */
+  did: string;
+  /** Where it came from, e.g. "the relay URL's fragment" or "the pin made on first use in …". */
+  source: string;
+  /** Added to the mismatch message: what to do if the key changed legitimately. */
+  advice?: string;
+}
+
 export interface HandshakeOptions {
   /** The DID to authenticate as; absent for an anonymous connection (then `anonymous` is required). */
   identity?: PeerSigner | undefined;
   /** Open an anonymous connection, refusing (ANON_TOO_COSTLY) a relay that asks for more than maxPowBits. */
   anonymous?: { maxPowBits: number } | undefined;
-  expectRelayIdentity?: string | undefined;
+  /** Refuse (RELAY_IDENTITY_MISMATCH, before signing) any relay that does not prove this key. */
+  expectRelay?: RelayExpectation | undefined;
+  /** Per step: CHALLENGE within this of HELLO, WELCOME within this of AUTH; the transport gets twice it to open. */
   timeoutMs: number;
   tls?: TlsClientOptions | undefined;
+  /** Verifies the relay's CHALLENGE signature (default: the browser-safe noble verifier; Node callers pass verifyEd25519). */
+  verify?: SignatureVerifier | undefined;
 }
 
 /** A relay-reported error carries whether the relay marked it FATAL. */
@@ -84,7 +117,8 @@ function asRelayError(url: RelayUrl, error: unknown): RelayError {
 
 /** Connects to `url` and authenticates; rejects with a RelayError. */
 export async function performHandshake(url: RelayUrl, options: HandshakeOptions): Promise<Handshake> {
-  const deadline = Date.now() + options.timeoutMs;
+  const stepMs = options.timeoutMs;
+  const verify = options.verify ?? nobleCrypto.verifyEd25519;
   const identity = options.identity;
   const anonymous = options.anonymous;
   if ((identity === undefined) === (anonymous === undefined)) {
@@ -96,7 +130,7 @@ export async function performHandshake(url: RelayUrl, options: HandshakeOptions)
   let transport: Transport;
   try {
     transport = await openTransport(url, {
-      timeoutMs: options.timeoutMs,
+      timeoutMs: 2 * stepMs,
       maxPayload: MAX_PAYLOAD_LIMIT,
       tls: options.tls,
     });
@@ -107,7 +141,10 @@ export async function performHandshake(url: RelayUrl, options: HandshakeOptions)
     let step: 'challenge' | 'welcome' | 'done' = 'challenge';
     let version = MIN_PROTOCOL_VERSION;
     let relayIdentity = '';
+    let relayDid: string | undefined;
     let terms: AnonymousTerms | undefined;
+    const clientNonce = randomBytes(NONCE_SIZE);
+    let timer: ReturnType<typeof setTimeout> | undefined;
     const fail = (error: RelayError): void => {
       if (step === 'done') return;
       step = 'done';
@@ -117,42 +154,79 @@ export async function performHandshake(url: RelayUrl, options: HandshakeOptions)
       transport.close();
       reject(error);
     };
-    const timer = setTimeout(
-      () =>
-        fail(
-          new RelayError(
-            ClientErrorCode.handshakeTimeout,
-            `${url.href}: handshake not finished within ${options.timeoutMs} ms`,
+    /** We just sent HELLO or AUTH: the answer is due within one step. */
+    const awaitAnswer = (what: string): void => {
+      clearTimeout(timer);
+      timer = setTimeout(
+        () =>
+          fail(
+            new RelayError(
+              ClientErrorCode.handshakeTimeout,
+              `${url.href}: no ${what} within ${stepMs} ms of our last handshake message`,
+            ),
           ),
-        ),
-      Math.max(0, deadline - Date.now()),
-    );
+        stepMs,
+      );
+    };
 
-    /** The version and relay identity a challenge names, checked before we answer it. */
+    /** The version a challenge names, checked before we answer it. */
     const acceptable = (challenge: { version: number; relayIdentity: string }): boolean => {
       if (challenge.version < MIN_PROTOCOL_VERSION || challenge.version > MAX_PROTOCOL_VERSION) {
         fail(new RelayError('UNSUPPORTED_VERSION', `${url.href}: relay chose version ${challenge.version}`));
-        return false;
-      }
-      const expected = options.expectRelayIdentity;
-      if (expected !== undefined && challenge.relayIdentity !== expected) {
-        // Refused before signing: our signature should only ever name the relay we meant.
-        fail(
-          new RelayError(
-            ClientErrorCode.wrongRelay,
-            `${url.href}: relay identity ${JSON.stringify(challenge.relayIdentity)} is not the expected ${JSON.stringify(expected)}`,
-          ),
-        );
         return false;
       }
       version = challenge.version;
       relayIdentity = challenge.relayIdentity;
       return true;
     };
+    const mismatch = (message: string): false => {
+      fail(new RelayError('RELAY_IDENTITY_MISMATCH', `${url.href}: ${message}`));
+      return false;
+    };
+    /** The relay proved its key over our nonce, and it is the key we expect: only then do we sign. */
+    const relayProven = (challenge: Extract<Frame, { type: 'CHALLENGE' }>): boolean => {
+      const params = {
+        relayNonce: challenge.nonce,
+        clientNonce,
+        relayKey: challenge.relayKey,
+        binding: url.binding,
+        channelBinding: transport.channelBinding,
+      };
+      if (!didMatchesKey(challenge.relayIdentity, challenge.relayKey)) {
+        return mismatch(`relay names DID ${JSON.stringify(challenge.relayIdentity)} but presents another key`);
+      }
+      if (!verify(challenge.relayKey, relayChallengeTranscript(params), challenge.signature)) {
+        return mismatch(
+          `the relay's CHALLENGE signature does not verify over our nonce and this ${url.binding} connection: ` +
+            'it was made for another connection (a relay passing another relay’s CHALLENGE through) or is forged',
+        );
+      }
+      const expected = options.expectRelay;
+      if (expected !== undefined && !didMatchesKey(expected.did, challenge.relayKey)) {
+        return mismatch(
+          `relay proved key ${formatLibertariaDid(challenge.relayKey)}, but ${expected.source} expects ${expected.did}` +
+            (expected.advice === undefined ? '' : `. ${expected.advice}`),
+        );
+      }
+      relayDid = formatLibertariaDid(challenge.relayKey);
+      return true;
+    };
     const onFrame = (frame: Frame): boolean => {
       if (frame.type === 'ERROR') {
         const fatal = (frame.flags & ErrorFlags.FATAL) !== 0;
-        fail(new HandshakeError(errorCodeFromWire(frame.code), `${url.href}: relay refused: ${frame.message}`, fatal));
+        const code = errorCodeFromWire(frame.code);
+        if (step === 'challenge' && (code === 'TRAILING_BYTES' || code === 'BAD_LENGTH')) {
+          // A version-1 relay cannot read our longer HELLO (its client nonce).
+          fail(
+            new HandshakeError(
+              'UNSUPPORTED_VERSION',
+              `${url.href}: relay speaks an older protocol (version 1: its identity is not a key) and refused our HELLO (${code}: ${frame.message}); upgrade the relay`,
+              fatal,
+            ),
+          );
+          return false;
+        }
+        fail(new HandshakeError(code, `${url.href}: relay refused: ${frame.message}`, fatal));
         return false;
       }
       if (step === 'challenge' && frame.type === 'ANON_CHALLENGE' && anonymous !== undefined) {
@@ -171,6 +245,7 @@ export async function performHandshake(url: RelayUrl, options: HandshakeOptions)
         const stamp = solvePowStamp(frame.nonce, frame.powBits);
         transport.send(encodeFrame({ type: 'ANON_AUTH', stamp }, version));
         step = 'welcome';
+        awaitAnswer('WELCOME');
         return true;
       }
       if (step === 'challenge' && frame.type === 'CHALLENGE' && anonymous !== undefined) {
@@ -179,8 +254,16 @@ export async function performHandshake(url: RelayUrl, options: HandshakeOptions)
         return false;
       }
       if (step === 'challenge' && frame.type === 'CHALLENGE' && identity !== undefined) {
-        if (!acceptable(frame)) return false;
-        const signature = identity.sign(authTranscript({ nonce: frame.nonce, relayIdentity, binding: url.binding }));
+        if (!acceptable(frame) || !relayProven(frame)) return false;
+        const signature = identity.sign(
+          authTranscript({
+            relayNonce: frame.nonce,
+            clientNonce,
+            relayKey: frame.relayKey,
+            binding: url.binding,
+            channelBinding: transport.channelBinding,
+          }),
+        );
         transport.send(
           encodeFrame(
             { type: 'AUTH', keyType: 1, publicKey: identity.publicKey, signature, did: identity.did },
@@ -188,6 +271,7 @@ export async function performHandshake(url: RelayUrl, options: HandshakeOptions)
           ),
         );
         step = 'welcome';
+        awaitAnswer('WELCOME');
         return true;
       }
       if (step === 'welcome' && frame.type === 'WELCOME') {
@@ -239,6 +323,7 @@ export async function performHandshake(url: RelayUrl, options: HandshakeOptions)
             transport,
             version,
             relayIdentity,
+            ...(relayDid !== undefined ? { relayDid } : {}),
             welcome: {
               hint: copyBytes(frame.hint),
               connectionId: copyBytes(frame.connectionId),
@@ -260,8 +345,10 @@ export async function performHandshake(url: RelayUrl, options: HandshakeOptions)
           minVersion: MIN_PROTOCOL_VERSION,
           maxVersion: MAX_PROTOCOL_VERSION,
           features: anonymous !== undefined ? HelloFeatures.ANONYMOUS : 0,
+          clientNonce,
         }),
       );
+      awaitAnswer(anonymous !== undefined ? 'ANON_CHALLENGE' : 'CHALLENGE');
     } catch (error) {
       fail(asRelayError(url, error));
     }
@@ -270,5 +357,7 @@ export async function performHandshake(url: RelayUrl, options: HandshakeOptions)
 
 /** Codes after which retrying the same relay cannot succeed. */
 export function isPermanentRefusal(error: RelayError): boolean {
-  return error.code === 'AUTH_FAILED' || error.code === 'UNSUPPORTED_VERSION';
+  return (
+    error.code === 'AUTH_FAILED' || error.code === 'UNSUPPORTED_VERSION' || error.code === 'RELAY_IDENTITY_MISMATCH'
+  );
 }

@@ -65,7 +65,10 @@ export {
   type Handshake,
   HandshakeError,
   type HandshakeOptions,
+  isPermanentRefusal,
   performHandshake,
+  type RelayExpectation,
+  type SignatureVerifier,
   type Welcome,
 } from './handshake.js';
 export { Inbox } from './inbox.js';
@@ -97,6 +100,7 @@ export {
   type ReorderStats,
   type ReorderTimers,
 } from './multipath-exports.js';
+export { InMemoryRelayPinStore, type RelayPin, type RelayPinStore } from './relay-pins.js';
 export { type OnceChecker, RelayTicketStore, type RelayTicketStoreOptions } from './relay-ticket-store.js';
 export {
   InMemorySessionStore,
@@ -115,5 +119,12 @@ export {
   type SessionTransport,
 } from './sessions.js';
 export { openTransport, type TlsClientOptions, type Transport, type TransportOptions } from './transport.js';
-export { parseRelayUrl, parseRelayUrls, type RelayScheme, type RelayUrl, type TransportBinding } from './url.js';
+export {
+  parseRelayUrl,
+  parseRelayUrls,
+  type RelayScheme,
+  type RelayUrl,
+  relayUrlText,
+  type TransportBinding,
+} from './url.js';
 export { WS_SUBPROTOCOL } from './ws-transport.js';

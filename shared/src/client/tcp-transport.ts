@@ -4,18 +4,23 @@
  * to back; FrameStreamDecoder reassembles them across reads.
  */
 import { isIP, type Socket, connect as tcpConnect } from 'node:net';
-import { connect as tlsConnect } from 'node:tls';
+import { type TLSSocket, connect as tlsConnect } from 'node:tls';
 import { ProtocolError, RelayError } from '../errors.js';
+import { CHANNEL_BINDING_LENGTH, TLS_EXPORTER_LABEL } from '../identity/auth-transcript.js';
 import { FrameStreamDecoder } from '../protocol/frames.js';
 import { ClientErrorCode } from './codes.js';
 import { BaseTransport, type Transport, type TransportOptions } from './transport.js';
 import type { RelayUrl } from './url.js';
+
+/** RFC 9266 exports with no context at all (not an empty one); Node's types insist on the argument, its code does not. */
+const NO_CONTEXT = undefined as unknown as Buffer;
 
 /** After end(), wait this long for the relay to close before destroying the socket. */
 const CLOSE_GRACE_MS = 1000;
 
 class TcpTransport extends BaseTransport {
   readonly url: RelayUrl;
+  readonly channelBinding: Uint8Array | undefined;
   readonly #socket: Socket;
   readonly #decoder: FrameStreamDecoder;
   #error: Error | undefined;
@@ -23,6 +28,13 @@ class TcpTransport extends BaseTransport {
   constructor(url: RelayUrl, socket: Socket, maxPayload: number) {
     super();
     this.url = url;
+    // RFC 9266 tls-exporter of this TLS connection: both handshake signatures cover it.
+    this.channelBinding =
+      url.scheme === 'tls'
+        ? new Uint8Array(
+            (socket as TLSSocket).exportKeyingMaterial(CHANNEL_BINDING_LENGTH, TLS_EXPORTER_LABEL, NO_CONTEXT),
+          )
+        : undefined;
     this.#socket = socket;
     this.#decoder = new FrameStreamDecoder({ maxPayload });
     socket.on('data', (chunk: Buffer) => this.#onData(chunk));

@@ -8,6 +8,11 @@ import type { RelayUrl } from './url.js';
 
 export interface Transport {
   readonly url: RelayUrl;
+  /**
+   * The TLS exporter (RFC 9266, 32 bytes) when this is a tls:// connection,
+   * whose TLS the relay terminates itself; both handshake signatures cover it.
+   */
+  readonly channelBinding?: Uint8Array | undefined;
   /** Bytes accepted by send() and not yet handed to the network (backpressure signal). */
   readonly bufferedAmount: number;
   /** Sends whole encoded frames (one or more, back to back). Throws if the transport is closed. */

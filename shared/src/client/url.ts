@@ -2,9 +2,11 @@
  * Relay URLs. A relay listens on WebSocket (ws://, wss://) and raw TCP
  * (tcp://, tls://); the scheme picks the transport and the transport binding
  * that goes into the auth transcript (docs/identity.md): "ws" for ws and
- * wss, "tcp" for tcp, "tls" for tls.
+ * wss, "tcp" for tcp, "tls" for tls. A fragment names the DID the relay must
+ * prove in CHALLENGE (`ws://relay.example:8080#did:libertaria:z…`).
  */
-import { RelayError } from '../errors.js';
+import { LibertariaError, RelayError } from '../errors.js';
+import { parseDid } from '../identity/did.js';
 import { ClientErrorCode } from './codes.js';
 
 export type RelayScheme = 'ws' | 'wss' | 'tcp' | 'tls';
@@ -23,6 +25,13 @@ export interface RelayUrl {
   readonly binding: TransportBinding;
   /** Whether the transport is encrypted (wss, tls). */
   readonly secure: boolean;
+  /** The relay DID given as the URL's fragment: the key the relay must prove (RELAY_IDENTITY_MISMATCH otherwise). */
+  readonly expectedDid?: string;
+}
+
+/** The URL as text again, with its expected DID as the fragment. */
+export function relayUrlText(url: RelayUrl): string {
+  return url.expectedDid === undefined ? url.href : `${url.href}#${url.expectedDid}`;
 }
 
 const BINDING: Record<RelayScheme, TransportBinding> = { ws: 'ws', wss: 'ws', tcp: 'tcp', tls: 'tls' };
@@ -41,7 +50,7 @@ function isScheme(value: string): value is RelayScheme {
  * Parses one relay URL. Throws RelayError (code INVALID_RELAY_URL, see codes.ts)
  * for anything that cannot be connected to: another scheme, credentials, a
  * missing host, a missing port on tcp:// or tls:// (raw TCP has no default
- * port), port 0, a fragment, or a path on tcp:// or tls://.
+ * port), port 0, a fragment that is not a DID, or a path on tcp:// or tls://.
  */
 export function parseRelayUrl(text: string): RelayUrl {
   if (typeof text !== 'string' || text.length === 0) invalid(String(text), 'is empty');
@@ -56,7 +65,21 @@ export function parseRelayUrl(text: string): RelayUrl {
   const scheme = url.protocol.slice(0, -1).toLowerCase();
   if (!isScheme(scheme)) invalid(text, `scheme "${scheme}" is not one of ws, wss, tcp, tls`);
   if (url.username !== '' || url.password !== '') invalid(text, 'must not carry credentials');
-  if (url.hash !== '') invalid(text, 'must not have a fragment');
+  let expectedDid: string | undefined;
+  if (url.hash !== '') {
+    let did = '';
+    try {
+      did = decodeURIComponent(url.hash.slice(1));
+      parseDid(did);
+    } catch (error) {
+      invalid(
+        text,
+        `fragment must be the relay's DID (${error instanceof LibertariaError ? error.message : String(error)})`,
+      );
+    }
+    expectedDid = did;
+  }
+  const pin = expectedDid === undefined ? {} : { expectedDid };
   // Non-special schemes (tcp, tls) keep the host's case; DNS names are case-insensitive.
   const rawHost = url.hostname.toLowerCase();
   if (rawHost === '') invalid(text, 'has no host');
@@ -83,6 +106,7 @@ export function parseRelayUrl(text: string): RelayUrl {
       path: '',
       binding: BINDING[scheme],
       secure: scheme === 'tls',
+      ...pin,
     };
   }
   // A WebSocket URL without a path connects to "/" (the URL parser already gives "/").
@@ -95,6 +119,7 @@ export function parseRelayUrl(text: string): RelayUrl {
     path,
     binding: BINDING[scheme],
     secure: scheme === 'wss',
+    ...pin,
   };
 }
 

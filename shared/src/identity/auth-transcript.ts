@@ -1,37 +1,58 @@
 /**
- * What a peer signs to authenticate to a relay (see docs/identity.md):
+ * The relay handshake's two signatures (protocol version 2, docs/identity.md#relay-authentication-transcript):
  *
- *   "libertaria-relay-auth/1" || 0x00 || nonce (32 bytes)
- *   || u8 len || relay identity (UTF-8, 1..255 bytes)
- *   || u8 len || transport binding (UTF-8, 1..255 bytes)
+ *   relay, in CHALLENGE:  "libertaria-relay-challenge/2" || 0x00
+ *       || client nonce (32) || relay nonce (32) || relay public key (32)
+ *       || u8 len || transport binding || u8 len || channel binding (0 or 32 bytes)
+ *   peer, in AUTH:        "libertaria-relay-auth/2" || 0x00
+ *       || relay nonce (32) || client nonce (32) || relay public key (32)
+ *       || u8 len || transport binding || u8 len || channel binding
  *
- * The domain string keeps these signatures from being valid for any other
- * purpose, the nonce stops replay, the relay identity stops a relay from
- * forwarding a peer's signature to another relay, and the binding stops a
- * signature made on one transport from being replayed on another.
+ * The domain strings keep the two apart (a relay's signature is never a
+ * peer's, nor valid for any other purpose). The relay's signature over the
+ * client's fresh nonce proves that the holder of the relay key answers now;
+ * the peer's signature names that key, so it is good only at the relay
+ * holding it: a relay that passes another relay's CHALLENGE through cannot
+ * forge that relay's signature over the client's nonce under its own key,
+ * and a client that signs for the key it was shown gives the forwarder
+ * nothing it can use anywhere else. The relay nonce stops replay; the
+ * transport binding cross-transport replay; the channel binding (the TLS
+ * exporter of RFC 9266, 32 bytes, when the relay terminates TLS itself)
+ * binds both signatures to the one TLS connection, so even a pass-through
+ * between two TLS connections fails.
  *
- * This module is free of Node imports: browsers build the transcript too.
+ * This module is free of Node imports: browsers build the transcripts too.
  */
 import { IdentityError } from '../errors.js';
 
-export const AUTH_DOMAIN = 'libertaria-relay-auth/1';
+export const AUTH_DOMAIN = 'libertaria-relay-auth/2';
+export const CHALLENGE_DOMAIN = 'libertaria-relay-challenge/2';
 export const AUTH_NONCE_LENGTH = 32;
-/** Relay identity and binding are length-prefixed with one byte. */
+/** The binding is length-prefixed with one byte. */
 export const AUTH_MAX_FIELD_BYTES = 255;
+export const RELAY_KEY_LENGTH = 32;
+/** RFC 9266 tls-exporter: 32 bytes of the label below, no context. */
+export const TLS_EXPORTER_LABEL = 'EXPORTER-Channel-Binding';
+export const CHANNEL_BINDING_LENGTH = 32;
 
 export interface AuthParams {
-  /** The relay's fresh random challenge; exactly 32 bytes. */
-  nonce: Uint8Array;
-  /** The relay the peer means to talk to (its DID or configured name). */
-  relayIdentity: string;
-  /** The transport the handshake runs over, e.g. "ws", "tcp", "tls". */
+  /** The relay's fresh random challenge (CHALLENGE.nonce); exactly 32 bytes. */
+  relayNonce: Uint8Array;
+  /** The client's fresh random nonce (HELLO.clientNonce); exactly 32 bytes. */
+  clientNonce: Uint8Array;
+  /** The relay's raw Ed25519 public key (CHALLENGE.relayKey): the relay the peer means to talk to. */
+  relayKey: Uint8Array;
+  /** The transport the handshake runs over: "ws", "tcp" or "tls". */
   binding: string;
+  /** The TLS exporter (32 bytes) when the relay terminates TLS itself (tls://); absent or empty otherwise. */
+  channelBinding?: Uint8Array | undefined;
 }
 
 const utf8 = new TextEncoder();
 // ignoreBOM: a leading U+FEFF is content here, and must survive the round trip below.
 const utf8Decoder = new TextDecoder('utf-8', { ignoreBOM: true });
 const DOMAIN_BYTES = utf8.encode(AUTH_DOMAIN);
+const CHALLENGE_DOMAIN_BYTES = utf8.encode(CHALLENGE_DOMAIN);
 
 /**
  * UTF-8 of a length-prefixed field. Lone surrogates are rejected because
@@ -53,30 +74,58 @@ function encodeField(name: string, value: string): Uint8Array {
   return bytes;
 }
 
-/**
- * The bytes a peer signs. Throws IdentityError INVALID_AUTH_PARAMS when the params
- * cannot form a transcript (no signature over them could be valid); these come
- * from the relay's own side, so that is a programmer error.
- */
-export function authTranscript({ nonce, relayIdentity, binding }: AuthParams): Uint8Array {
-  if (!(nonce instanceof Uint8Array) || nonce.length !== AUTH_NONCE_LENGTH) {
-    throw new IdentityError('INVALID_AUTH_PARAMS', `auth nonce must be exactly ${AUTH_NONCE_LENGTH} bytes`);
+function exactly(bytes: unknown, n: number, name: string): Uint8Array {
+  if (!(bytes instanceof Uint8Array) || bytes.length !== n) {
+    throw new IdentityError('INVALID_AUTH_PARAMS', `auth ${name} must be exactly ${n} bytes`);
   }
-  const relay = encodeField('relayIdentity', relayIdentity);
-  const transport = encodeField('binding', binding);
-  const out = new Uint8Array(DOMAIN_BYTES.length + 1 + nonce.length + 1 + relay.length + 1 + transport.length);
+  return bytes;
+}
+
+function transcript(domain: Uint8Array, first: Uint8Array, second: Uint8Array, params: AuthParams): Uint8Array {
+  const key = exactly(params.relayKey, RELAY_KEY_LENGTH, 'relayKey');
+  const transport = encodeField('binding', params.binding);
+  const channel = params.channelBinding ?? new Uint8Array(0);
+  if (!(channel instanceof Uint8Array) || (channel.length !== 0 && channel.length !== CHANNEL_BINDING_LENGTH)) {
+    throw new IdentityError(
+      'INVALID_AUTH_PARAMS',
+      `auth channelBinding must be empty or ${CHANNEL_BINDING_LENGTH} bytes`,
+    );
+  }
+  const out = new Uint8Array(domain.length + 1 + 32 + 32 + 32 + 1 + transport.length + 1 + channel.length);
   let at = 0;
-  out.set(DOMAIN_BYTES, at);
-  at += DOMAIN_BYTES.length;
+  out.set(domain, at);
+  at += domain.length;
   out[at++] = 0x00;
-  out.set(nonce, at);
-  at += nonce.length;
-  out[at++] = relay.length;
-  out.set(relay, at);
-  at += relay.length;
+  out.set(first, at);
+  at += 32;
+  out.set(second, at);
+  at += 32;
+  out.set(key, at);
+  at += 32;
   out[at++] = transport.length;
   out.set(transport, at);
+  at += transport.length;
+  out[at++] = channel.length;
+  out.set(channel, at);
   return out;
+}
+
+/**
+ * The bytes a peer signs in AUTH. Throws IdentityError INVALID_AUTH_PARAMS when
+ * the params cannot form a transcript (no signature over them could be valid);
+ * the relay builds them from its own side, so that is a programmer error there.
+ */
+export function authTranscript(params: AuthParams): Uint8Array {
+  const relayNonce = exactly(params.relayNonce, AUTH_NONCE_LENGTH, 'relayNonce');
+  const clientNonce = exactly(params.clientNonce, AUTH_NONCE_LENGTH, 'clientNonce');
+  return transcript(DOMAIN_BYTES, relayNonce, clientNonce, params);
+}
+
+/** The bytes a relay signs in CHALLENGE (same inputs, its own domain, the client's nonce first). */
+export function relayChallengeTranscript(params: AuthParams): Uint8Array {
+  const relayNonce = exactly(params.relayNonce, AUTH_NONCE_LENGTH, 'relayNonce');
+  const clientNonce = exactly(params.clientNonce, AUTH_NONCE_LENGTH, 'clientNonce');
+  return transcript(CHALLENGE_DOMAIN_BYTES, clientNonce, relayNonce, params);
 }
 
 export const MIGRATE_DOMAIN = 'libertaria-migrate/1';

@@ -3,7 +3,7 @@
  * it). Verification uses node:crypto (relay side); signing needs only a
  * PeerSigner, so a browser can bring its own Ed25519 implementation.
  */
-import { type AuthParams, authTranscript } from './auth-transcript.js';
+import { type AuthParams, authTranscript, relayChallengeTranscript } from './auth-transcript.js';
 import { didMatchesKey } from './did.js';
 import { verifyEd25519 } from './keys.js';
 
@@ -13,8 +13,13 @@ export {
   AUTH_NONCE_LENGTH,
   type AuthParams,
   authTranscript,
+  CHALLENGE_DOMAIN,
+  CHANNEL_BINDING_LENGTH,
   MIGRATE_DOMAIN,
   migrationTranscript,
+  RELAY_KEY_LENGTH,
+  relayChallengeTranscript,
+  TLS_EXPORTER_LABEL,
 } from './auth-transcript.js';
 
 /**
@@ -55,4 +60,21 @@ export function verifyAuth({ did, publicKey, signature, ...params }: VerifyAuthP
   const transcript = authTranscript(params);
   // The DID check is a hash, far cheaper than a signature verification, so it goes first.
   return didMatchesKey(did, publicKey) && verifyEd25519(publicKey, transcript, signature);
+}
+
+/**
+ * The client side of CHALLENGE: true only if `relayKey` is the key the
+ * relay's DID names and its signature over relayChallengeTranscript verifies
+ * (node:crypto; the browser-safe client uses its own verifier with
+ * relayChallengeTranscript).
+ */
+export function verifyRelayChallenge({
+  relayDid,
+  signature,
+  ...params
+}: AuthParams & { relayDid: string; signature: Uint8Array }): boolean {
+  return (
+    didMatchesKey(relayDid, params.relayKey) &&
+    verifyEd25519(params.relayKey, relayChallengeTranscript(params), signature)
+  );
 }

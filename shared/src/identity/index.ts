@@ -5,12 +5,18 @@ export {
   AUTH_NONCE_LENGTH,
   type AuthParams,
   authTranscript,
+  CHALLENGE_DOMAIN,
+  CHANNEL_BINDING_LENGTH,
   MIGRATE_DOMAIN,
   migrationTranscript,
   type PeerSigner,
+  RELAY_KEY_LENGTH,
+  relayChallengeTranscript,
   signAuth,
+  TLS_EXPORTER_LABEL,
   type VerifyAuthParams,
   verifyAuth,
+  verifyRelayChallenge,
 } from './auth.js';
 export {
   didMatchesKey,

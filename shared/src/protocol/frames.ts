@@ -1,7 +1,7 @@
 // Size: about 1,460 lines on purpose: the whole wire protocol in one file, the codec
 // beside the block comment that documents every frame (like Tailscale's derp.go).
 /**
- * Libertaria relay wire protocol, version 1.
+ * Libertaria relay wire protocol, version 2.
  *
  * The relay carries sealed session frames between peers identified by DIDs.
  * It routes by 24-byte routing hints (BLAKE3-256 of the peer's Ed25519 key,
@@ -11,7 +11,7 @@
  *
  * Framing. Every frame is
  *
- *     0  u8   version      protocol version of this frame (1)
+ *     0  u8   version      protocol version of this frame (2; 1 for HELLO, CHALLENGE, ERROR)
  *     1  u8   type         one of FrameType
  *     2  u32  bodyLength   big-endian; the body follows
  *     6  ...  body         bodyLength bytes, layout per type
@@ -22,12 +22,17 @@
  * FrameStreamDecoder, which reassembles frames across reads. All integers are
  * big-endian. Strings are UTF-8 with an explicit length prefix.
  *
- * Protocol flow:
+ * Protocol flow (version 2; docs/protocol.md#the-handshake-version-2):
  *
- *     client -> HELLO {minVersion, maxVersion}
- *     relay  -> CHALLENGE {version, nonce, relayIdentity}
- *     client -> AUTH {publicKey, signature, did}   signature over the auth
- *               transcript: nonce ‖ relayIdentity ‖ transport binding
+ *     client -> HELLO {minVersion, maxVersion, features, clientNonce}
+ *     relay  -> CHALLENGE {version, nonce, relayIdentity (its DID), relayKey,
+ *               signature}   the relay's Ed25519 signature over
+ *               relayChallengeTranscript: clientNonce ‖ nonce ‖ relayKey ‖
+ *               transport binding ‖ TLS exporter (tls:// only); the client
+ *               verifies it (and a pinned DID) before it signs anything
+ *     client -> AUTH {publicKey, signature, did}   signature over
+ *               authTranscript: nonce ‖ clientNonce ‖ relayKey ‖ binding ‖
+ *               TLS exporter, so it is good only at the relay holding relayKey
  *     relay  -> WELCOME {hint, connectionId, limits, nodeId}
  *     then SEND/DELIVER/ACK/NACK/RESUME/PING/PONG/... in any order;
  *     client -> PREKEY_PUBLISH / PREKEY_FETCH / PREKEY_STATUS_QUERY {requestId}
@@ -48,11 +53,14 @@
  * (proof of work over the nonce, pow.ts) and gets WELCOME with a random reply
  * hint. No DID and no key is ever sent on such a connection.
  *
- * Version negotiation: HELLO, CHALLENGE and the envelope layout above are
- * frozen for all versions. The client offers [minVersion, maxVersion]; the
- * relay picks the highest version both speak and names it in CHALLENGE, or
- * answers ERROR UNSUPPORTED_VERSION (FATAL). Every later frame carries the
- * chosen version; a decoder rejects versions it does not speak.
+ * Version negotiation: the envelope layout, HELLO's first six bytes,
+ * CHALLENGE's first byte and ERROR are frozen for all versions (envelope
+ * version byte 1, FROZEN_FRAME_VERSION), so any relay can read any client's
+ * opening. The client offers [minVersion, maxVersion]; the relay picks the
+ * highest version both speak and names it in CHALLENGE, or answers ERROR
+ * UNSUPPORTED_VERSION (FATAL). Every later frame carries the chosen version;
+ * a decoder rejects versions it does not speak. Version 1 (a relay identity
+ * that was only a configured name) is refused by both sides now.
  *
  * Decoding is strict: a truncated frame, a body longer than the limit, an
  * unknown type or version, a length that disagrees with the layout, a field
@@ -78,11 +86,29 @@ import {
 } from '../session/prekey-bundle.js';
 import type { PrekeyBundle, PrekeyPublication } from '../session/prekey-types.js';
 
-export const PROTOCOL_VERSION = 1;
-export const MIN_PROTOCOL_VERSION = 1;
-export const MAX_PROTOCOL_VERSION = 1;
+/**
+ * The version this code negotiates and encodes every frame after the opening
+ * with. Version 2 (issue 13) made the relay's identity a key: HELLO carries a
+ * client nonce and CHALLENGE the relay's key and its signature
+ * (relayChallengeTranscript); AUTH signs a transcript that names that key.
+ * Version 1 is no longer negotiated: a relay answers a version-1 HELLO with
+ * ERROR UNSUPPORTED_VERSION.
+ */
+export const PROTOCOL_VERSION = 2;
+/** Oldest version a relay or client negotiates. */
+export const MIN_PROTOCOL_VERSION = 2;
+export const MAX_PROTOCOL_VERSION = 2;
+/**
+ * The envelope version byte of the frozen frames (HELLO, CHALLENGE, ERROR),
+ * which any version reads; the decoder accepts envelopes from this version up
+ * to MAX_PROTOCOL_VERSION.
+ */
+export const FROZEN_FRAME_VERSION = 1;
 
 export const FRAME_HEADER_SIZE = 6;
+/** HELLO body: u8 minVersion, u8 maxVersion, u32 features, 32-byte client nonce (6 bytes without it: version 1). */
+export const HELLO_BODY_SIZE = 38;
+export const HELLO_V1_BODY_SIZE = 6;
 export const HINT_SIZE = 24;
 export const ID_SIZE = 16;
 export const NONCE_SIZE = 32;
@@ -114,8 +140,8 @@ export const MAX_POSITION = Number.MAX_SAFE_INTEGER;
  * 0x5_ single-use ids, 0x6_ the membrane (grants, policies, audit).
  */
 export const FrameType = {
-  HELLO: 0x01, // client -> relay: u8 minVersion, u8 maxVersion, u32 features
-  CHALLENGE: 0x02, // relay -> client: u8 version, 32B nonce, u8 len + relay identity
+  HELLO: 0x01, // client -> relay: u8 minVersion, u8 maxVersion, u32 features, 32B client nonce
+  CHALLENGE: 0x02, // relay -> client: u8 version, 32B nonce, u8 len + relay DID, 32B relay key, 64B signature
   AUTH: 0x03, // client -> relay: u8 keyType, 32B public key, 64B signature, u8 len + DID
   WELCOME: 0x04, // relay -> client: 24B hint, 16B connection id, u32 maxPayload, u32 heartbeatMs, u8 len + node id
   ANON_CHALLENGE: 0x05, // relay -> client: u8 version, 32B nonce, u8 powBits, u16 maxSends, u32 lifetimeMs, u8 len + relay identity
@@ -249,6 +275,12 @@ export interface HelloFrame {
   maxVersion: number;
   /** Feature bits (HelloFeatures); unknown bits are ignored. */
   features: number;
+  /**
+   * 32 fresh random bytes the relay signs in CHALLENGE (version 2). Absent
+   * only in a version-1 HELLO, which the decoder still reads so a relay can
+   * refuse it with UNSUPPORTED_VERSION instead of a codec error.
+   */
+  clientNonce?: Uint8Array;
 }
 export interface AnonChallengeFrame {
   type: 'ANON_CHALLENGE';
@@ -270,8 +302,14 @@ export interface AnonAuthFrame {
 export interface ChallengeFrame {
   type: 'CHALLENGE';
   version: number;
+  /** The relay's fresh random nonce, signed by the client in AUTH. */
   nonce: Uint8Array;
+  /** The relay's DID (did:libertaria or did:key of relayKey). */
   relayIdentity: string;
+  /** The relay's raw Ed25519 public key. */
+  relayKey: Uint8Array;
+  /** Ed25519 by relayKey over relayChallengeTranscript (client nonce, nonce, key, transport). */
+  signature: Uint8Array;
 }
 export interface AuthFrame {
   type: 'AUTH';
@@ -655,14 +693,21 @@ function decodeBody(typeName: FrameTypeName, buf: Uint8Array, start: number, end
       if (minVersion < 1 || maxVersion < minVersion) {
         fail('BAD_FIELD', `HELLO: version range ${minVersion}..${maxVersion} is empty or starts below 1`);
       }
-      frame = { type: typeName, minVersion, maxVersion, features: r.u32('features') };
+      const features = r.u32('features');
+      // A version-1 HELLO ends here; version 2 adds the client nonce.
+      frame =
+        end - start === HELLO_V1_BODY_SIZE
+          ? { type: typeName, minVersion, maxVersion, features }
+          : { type: typeName, minVersion, maxVersion, features, clientNonce: r.bytes(NONCE_SIZE, 'clientNonce') };
       break;
     }
     case 'CHALLENGE': {
       const version = r.u8('version');
       const nonce = r.bytes(NONCE_SIZE, 'nonce');
       const relayIdentity = r.text(1, MAX_SHORT_TEXT_BYTES, 'relayIdentity', 1);
-      frame = { type: typeName, version, nonce, relayIdentity };
+      const relayKey = r.bytes(PUBLIC_KEY_SIZE, 'relayKey');
+      const signature = r.bytes(SIGNATURE_SIZE, 'signature');
+      frame = { type: typeName, version, nonce, relayIdentity, relayKey, signature };
       break;
     }
     case 'AUTH': {
@@ -901,15 +946,23 @@ export function readFrameHeader(buf: Uint8Array, offset: number, maxBody: number
     fail('TRUNCATED', `frame header needs ${FRAME_HEADER_SIZE} bytes, ${buf.length - offset} left`);
   }
   const version = buf[offset]!;
-  if (version < MIN_PROTOCOL_VERSION || version > MAX_PROTOCOL_VERSION) {
+  if (version < FROZEN_FRAME_VERSION || version > MAX_PROTOCOL_VERSION) {
     throw new ProtocolError(
       'UNSUPPORTED_VERSION',
-      `frame version ${version} is not supported (${MIN_PROTOCOL_VERSION}..${MAX_PROTOCOL_VERSION})`,
+      `frame version ${version} is not supported (${FROZEN_FRAME_VERSION}..${MAX_PROTOCOL_VERSION})`,
     );
   }
   const type = buf[offset + 1]!;
   if (typeNames[type] === undefined) {
     throw new ProtocolError('UNKNOWN_FRAME_TYPE', `frame type 0x${type.toString(16).padStart(2, '0')} is unknown`);
+  }
+  // The frozen frames always carry version 1; every other frame the negotiated version (never 1 now).
+  const frozen = type === FrameType.HELLO || type === FrameType.CHALLENGE || type === FrameType.ERROR;
+  if (frozen ? version !== FROZEN_FRAME_VERSION : version < MIN_PROTOCOL_VERSION) {
+    throw new ProtocolError(
+      'UNSUPPORTED_VERSION',
+      `${typeNames[type]} frame of version ${version}: ${frozen ? `always version ${FROZEN_FRAME_VERSION}` : `versions ${MIN_PROTOCOL_VERSION}..${MAX_PROTOCOL_VERSION}`}`,
+    );
   }
   const bodyLength = u32(buf, offset + 2);
   if (bodyLength > maxBody) {
@@ -1139,22 +1192,36 @@ export function encodeFrame(frame: Frame, version: number = PROTOCOL_VERSION): U
       checkUint(frame.minVersion, 255, 'HELLO.minVersion');
       checkUint(frame.maxVersion, 255, 'HELLO.maxVersion');
       checkUint(frame.features, 0xffffffff, 'HELLO.features');
+      if (frame.clientNonce !== undefined) checkLen(frame.clientNonce, NONCE_SIZE, 'HELLO.clientNonce');
       // HELLO is frozen at version 1 framing so any relay can read it.
-      const w = new BodyWriter(t, 6, MIN_PROTOCOL_VERSION);
+      const w = new BodyWriter(
+        t,
+        frame.clientNonce === undefined ? HELLO_V1_BODY_SIZE : HELLO_BODY_SIZE,
+        FROZEN_FRAME_VERSION,
+      );
       w.u8(frame.minVersion);
       w.u8(frame.maxVersion);
       w.u32(frame.features);
+      if (frame.clientNonce !== undefined) w.bytes(frame.clientNonce);
       return w.buf;
     }
     case 'CHALLENGE': {
       checkUint(frame.version, 255, 'CHALLENGE.version');
       checkLen(frame.nonce, NONCE_SIZE, 'CHALLENGE.nonce');
+      checkLen(frame.relayKey, PUBLIC_KEY_SIZE, 'CHALLENGE.relayKey');
+      checkLen(frame.signature, SIGNATURE_SIZE, 'CHALLENGE.signature');
       const id = textBytes(frame.relayIdentity, MAX_SHORT_TEXT_BYTES, 'CHALLENGE.relayIdentity', 1);
-      const w = new BodyWriter(t, 1 + NONCE_SIZE + 1 + id.length, MIN_PROTOCOL_VERSION);
+      const w = new BodyWriter(
+        t,
+        1 + NONCE_SIZE + 1 + id.length + PUBLIC_KEY_SIZE + SIGNATURE_SIZE,
+        FROZEN_FRAME_VERSION,
+      );
       w.u8(frame.version);
       w.bytes(frame.nonce);
       w.u8(id.length);
       w.bytes(id);
+      w.bytes(frame.relayKey);
+      w.bytes(frame.signature);
       return w.buf;
     }
     case 'AUTH': {
@@ -1282,7 +1349,7 @@ export function encodeFrame(frame: Frame, version: number = PROTOCOL_VERSION): U
       checkUint(frame.flags, KNOWN_ERROR_FLAGS, 'ERROR.flags');
       const msg = textBytes(frame.message, MAX_TEXT_BYTES, 'ERROR.message');
       // ERROR may answer a HELLO whose version we refused, so it uses the frozen framing too.
-      const w = new BodyWriter(t, 2 + 1 + 2 + msg.length, MIN_PROTOCOL_VERSION);
+      const w = new BodyWriter(t, 2 + 1 + 2 + msg.length, FROZEN_FRAME_VERSION);
       w.u16(frame.code);
       w.u8(frame.flags);
       w.u16(msg.length);

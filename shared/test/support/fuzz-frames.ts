@@ -58,7 +58,15 @@ function corpus(): Uint8Array[] {
   const otk = { id: 9, publicKey: b(1184, 37), signature: b(64, 38) };
   const frames: Frame[] = [
     { type: 'HELLO', minVersion: 1, maxVersion: 3, features: 7 },
-    { type: 'CHALLENGE', version: 1, nonce: b(32, 1), relayIdentity: 'relay' },
+    { type: 'HELLO', minVersion: 2, maxVersion: 2, features: 0, clientNonce: b(32, 39) },
+    {
+      type: 'CHALLENGE',
+      version: 2,
+      nonce: b(32, 1),
+      relayIdentity: 'relay',
+      relayKey: b(32, 40),
+      signature: b(64, 41),
+    },
     { type: 'AUTH', keyType: 1, publicKey: b(32, 2), signature: b(64, 3), did: 'did:libertaria:zabc' },
     { type: 'WELCOME', hint: b(24, 4), connectionId: b(16, 5), maxPayload: 65536, heartbeatMs: 5000, nodeId: 'n' },
     {
@@ -196,8 +204,9 @@ function randomBytes(rnd: () => number): Uint8Array {
   for (let i = 0; i < out.length; i++) out[i] = rnd() & 0xff;
   // Often start with a plausible header so the fuzzer reaches the body decoders.
   if (out.length >= 2 && rnd() % 2 === 0) {
-    out[0] = 1;
     out[1] = FRAME_TYPES[rnd() % FRAME_TYPES.length]!;
+    // The envelope version that frame type carries (1 for the frozen HELLO, CHALLENGE and ERROR).
+    out[0] = out[1] === 0x01 || out[1] === 0x02 || out[1] === 0x3f ? 1 : 2;
   }
   return out;
 }

@@ -6,10 +6,13 @@
  */
 import { readFileSync } from 'node:fs';
 import { createServer as createNetServer, type Server, type Socket } from 'node:net';
-import { createServer as createTlsServer } from 'node:tls';
-import { FrameStreamDecoder, ProtocolError } from '@libertaria/shared';
+import { createServer as createTlsServer, type TLSSocket } from 'node:tls';
+import { CHANNEL_BINDING_LENGTH, FrameStreamDecoder, ProtocolError, TLS_EXPORTER_LABEL } from '@libertaria/shared';
 import type { AcceptConnection, Listener, PeerTransport, TransportSink } from './types.js';
 import { type Flushable, scheduleFlush } from './write-batch.js';
+
+/** RFC 9266 exports with no context at all (not an empty one); Node's types insist on the argument, its code does not. */
+const NO_CONTEXT = undefined as unknown as Buffer;
 
 export interface TcpListenerOptions {
   host: string;
@@ -52,6 +55,11 @@ class TcpTransport implements PeerTransport, Flushable {
   bufferedBytes(): number {
     return this.pendingBytes + this.socket.writableLength;
   }
+  channelBinding(): Uint8Array | undefined {
+    if (this.kind !== 'tls') return undefined;
+    // RFC 9266: the exporter with this label and no context, 32 bytes.
+    return (this.socket as TLSSocket).exportKeyingMaterial(CHANNEL_BINDING_LENGTH, TLS_EXPORTER_LABEL, NO_CONTEXT);
+  }
   socketBufferedBytes(): number {
     return this.socket.writableLength;
   }
@@ -88,6 +96,10 @@ export function listenTcp(options: TcpListenerOptions, accept: AcceptConnection)
     let failed = false;
     socket.on('data', (chunk: Buffer) => {
       if (failed) return;
+      if (sink.onBytesIn !== undefined && !sink.onBytesIn(chunk.length)) {
+        failed = true;
+        return;
+      }
       let frames: Uint8Array[];
       try {
         frames = decoder.push(chunk);

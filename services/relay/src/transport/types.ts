@@ -12,6 +12,12 @@ import type { Transport } from '../metrics.js';
 export interface PeerTransport {
   readonly kind: Transport;
   readonly remoteAddress: string;
+  /**
+   * The TLS exporter (RFC 9266 tls-exporter, 32 bytes) of a connection whose
+   * TLS this node terminates itself (kind 'tls'); undefined otherwise. Both
+   * handshake signatures cover it (docs/identity.md#relay-authentication-transcript).
+   */
+  channelBinding(): Uint8Array | undefined;
   /** Writes one or more whole frames. The transport takes the bytes as they are now (copy or reference: see below). */
   write(bytes: Uint8Array): void;
   /**
@@ -42,6 +48,12 @@ export interface PeerTransport {
  * connection logic may keep views (forward, store) without copying again.
  */
 export interface TransportSink {
+  /**
+   * Called with the size of every read (TCP chunk, WebSocket message) before
+   * its frames are split out. False: the connection refused them (it has
+   * already answered and is closing); the transport reads no further.
+   */
+  onBytesIn?(bytes: number): boolean;
   onFrame(frame: Buffer): void;
   /** The bytes could not be split into frames (bad header, oversized, truncated message). */
   onProtocolError(err: ProtocolError): void;

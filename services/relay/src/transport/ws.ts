@@ -98,6 +98,10 @@ class WsTransport implements PeerTransport, Flushable {
   socketBufferedBytes(): number {
     return this.closed ? 0 : this.ws.getBufferedAmount();
   }
+  channelBinding(): undefined {
+    // TLS for WebSockets ends at an ingress in front of this build of uWS (no TLS): nothing to bind.
+    return undefined;
+  }
   end(): void {
     if (this.closed) return;
     this.stalled = false;
@@ -160,6 +164,7 @@ export function listenWebSocket(options: WsListenerOptions, accept: AcceptConnec
       const data = ws.getUserData();
       const sink = data.sink;
       if (!sink) return;
+      if (sink.onBytesIn !== undefined && !sink.onBytesIn(message.byteLength)) return;
       if (!isBinary) {
         sink.onProtocolError(new ProtocolError('BAD_FIELD', 'text messages are not part of the protocol'));
         return;
