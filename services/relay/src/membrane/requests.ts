@@ -6,7 +6,10 @@
  * grant must name it as its audience. Answers (or NACKs) carry the request id.
  */
 import {
+  canonicalDid,
+  checkGrantApplies,
   DEFAULT_MEMBRANE_LIMITS,
+  decodeGrant,
   type ErrorCode,
   type Frame,
   hintFromDid,
@@ -14,9 +17,6 @@ import {
   MembraneError,
   parsePolicy,
   policyToJson,
-  canonicalDid,
-  checkGrantApplies,
-  decodeGrant,
 } from '@libertaria/shared';
 import { TokenBucket } from '../rate-limits.js';
 import type { ConnectionGate, Enforcer } from './enforcer.js';
