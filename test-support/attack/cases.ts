@@ -1732,7 +1732,7 @@ export const CASES: AttackCase[] = [
         conn.write(frame.grantPresent(req, token));
         const f = await conn.next((x) => x.type === T.NACK && x.body.subarray(0, 16).equals(req));
         const n = parseNack(f.body);
-        assert.ok(n.code >= 0x0902 && n.code <= 0x090c, `${n.name}`);
+        assert.ok(n.code >= 0x0902 && n.code <= 0x090d, `${n.name}`);
         assertFitText(n.message);
       }
       await stillServes(conn);
