@@ -12,6 +12,7 @@ import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
 import { connect as netConnect } from 'node:net';
 import type { RelayConfig } from '../../services/relay/src/config.js';
+import type { RelayHandle } from '../relay-process.js';
 import {
   ADMIN_TOKEN,
   type AttackCase,
@@ -19,7 +20,10 @@ import {
   drainQueue,
   HONEST_P99_BULK_MS,
   MiB,
+  metricSum,
   RSS_SLACK_BYTES,
+  redisCommand,
+  redisUsedMemory,
   sleep,
   until,
 } from './runner.js';
@@ -33,6 +37,7 @@ import {
   FLAG_DURABLE,
   FLAG_FATAL,
   frame,
+  grantToken,
   HEADER_SIZE,
   Identity,
   leadingZeroBits,
@@ -284,6 +289,34 @@ function wsPayloads(buf: Buffer): { binary: Buffer[]; close?: number } {
     at = off + len;
   }
   return { binary, close };
+}
+
+/** One durable SEND and its answer: `ACK` (with the position) or the `NACK`'s code. */
+async function durableSend(
+  conn: WireConn,
+  dest: Uint8Array,
+  opts: { payload?: Buffer; messageId?: Buffer; ttl?: number } = {},
+): Promise<{ ok: boolean; code?: string; message?: string; position?: number; id: Buffer }> {
+  const id = conn.send(dest, { flags: FLAG_DURABLE, ...opts });
+  const f = await conn.next((x) => (x.type === T.ACK || x.type === T.NACK) && x.body.subarray(0, 16).equals(id));
+  if (f.type === T.ACK) return { ok: true, position: parseAck(f.body).position, id };
+  const n = parseNack(f.body);
+  return { ok: false, code: n.name, message: n.message, id };
+}
+
+/** A metric of another relay (a side relay), summed like `ctx.metric`. */
+async function metricOf(relay: RelayHandle, name: string, labels: Record<string, string> = {}): Promise<number> {
+  const res = await fetch(`${relay.adminUrl}/metrics`, { signal: AbortSignal.timeout(20_000) });
+  return metricSum(await res.text(), name, labels);
+}
+
+/** The hourly budget counters of a subject in Redis (docs/relay.md#durable-budgets): this window and the last. */
+async function budgetCount(ctx: CaseContext, subject: string, field: 'f' | 'b'): Promise<number> {
+  const window = Math.floor(Date.now() / 3_600_000);
+  let sum = 0;
+  for (const w of [window - 1, window])
+    sum += Number((await ctx.redis('HGET', `lr:bud:{${subject}}:${w}`, field)) ?? 0);
+  return sum;
 }
 
 // ---------------------------------------------------------------------------
@@ -1037,9 +1070,10 @@ export const CASES: AttackCase[] = [
   {
     id: 'D06',
     category: 'data',
-    title: 'durable SENDs of 1 KiB to 500 invented hints (mailboxes nobody reads), TTL 60 s',
+    title:
+      'durable SENDs of 1 KiB to 500 invented hints (mailboxes nobody reads), TTL 60 s, on a node with the defaults',
     expect:
-      '`ACK` each (stored: a mailbox needs no owner); Redis grows by about their bytes and no more; they expire with their TTL. Per-sender durable budgets are being added',
+      "`ACK` each (`RELAY_DURABLE_REQUIRE_PREKEYS` is off by default: a mailbox needs no owner), each charged to the sender's and the address's hourly durable budgets (500 frames in Redis); Redis grows by about their bytes; they expire with their TTL. Budgets over: B01–B03; prekeys required: B05",
     redisBound: () => 500 * 3 * 1024 + 4 * MiB,
     async run(ctx) {
       const conn = await ctx.authed('tcp');
@@ -1054,6 +1088,11 @@ export const CASES: AttackCase[] = [
         (n) => n === 500,
       );
       assert.equal(conn.inbox.filter((f) => f.type === T.NACK).length, 0, conn.seen());
+      const sender = await budgetCount(ctx, `s:${conn.welcome!.hint.toString('hex')}`, 'f');
+      const address = await budgetCount(ctx, `a:${ctx.address}`, 'f');
+      ctx.note(`budget counters: sender ${sender} frames, address ${address} frames`);
+      assert.equal(sender, 500);
+      assert.equal(address, 500);
     },
   },
   {
@@ -1149,54 +1188,76 @@ export const CASES: AttackCase[] = [
   {
     id: 'D10',
     category: 'data',
-    title: "filling one recipient's mailbox: durable SENDs past `RELAY_QUEUE_MAX_FRAMES`",
-    expect: '`NACK QUEUE_FULL` beyond the bound, nothing evicted; the owner then drains all of them',
+    title:
+      "filling one recipient's mailbox: four senders each past its share (`RELAY_QUEUE_MAX_FRAMES` / 4), then a fifth",
+    expect:
+      'senders 1–3: `ACK` for their share, then `NACK QUEUE_SENDER_FULL` (one sender no longer fills a mailbox); once the fourth share makes `RELAY_QUEUE_MAX_FRAMES`: `NACK QUEUE_FULL` for the fourth sender and a fifth; nothing evicted; the owner then drains all of them',
     timeoutMs: 180_000,
     redisBound: (c) => c.RELAY_QUEUE_MAX_FRAMES * 1024 + 4 * MiB,
     async run(ctx) {
-      const conn = await ctx.authed('tcp');
       const ownerId = Identity.generate();
       const max = ctx.config.RELAY_QUEUE_MAX_FRAMES;
-      let acks = 0;
-      let full = 0;
-      const others: string[] = [];
-      conn.onFrame = (f) => {
-        if (f.type === T.ACK) acks++;
-        else if (f.type === T.NACK && parseNack(f.body).code === E.QUEUE_FULL) full++;
-        else others.push(f.name);
-      };
-      const total = max + 20;
-      for (let i = 0; i < total; i += 500) {
-        const parts: Buffer[] = [];
-        for (let j = i; j < Math.min(total, i + 500); j++)
-          parts.push(
-            frame.send({
-              dest: ownerId.hint,
-              source: conn.welcome!.hint,
-              messageId: rid(),
-              flags: FLAG_DURABLE,
-              payload: Buffer.alloc(32),
-            }),
+      const share = ctx.config.RELAY_QUEUE_MAX_FRAMES_PER_SENDER ?? Math.ceil(max / 4);
+      const counts: string[] = [];
+      let stored = 0;
+      for (let s = 0; s < 5; s++) {
+        const conn = await ctx.authed('tcp');
+        const codes = new Map<string, number>();
+        let answered = 0;
+        conn.onFrame = (f) => {
+          const name = f.type === T.NACK ? parseNack(f.body).name : f.name;
+          codes.set(name, (codes.get(name) ?? 0) + 1);
+          answered++;
+        };
+        const total = s < 4 ? share + 10 : 10;
+        for (let i = 0; i < total; i += 500) {
+          const parts: Buffer[] = [];
+          for (let j = i; j < Math.min(total, i + 500); j++)
+            parts.push(
+              frame.send({
+                dest: ownerId.hint,
+                source: conn.welcome!.hint,
+                messageId: rid(),
+                flags: FLAG_DURABLE,
+                payload: Buffer.alloc(32),
+              }),
+            );
+          await conn.writeFlood(Buffer.concat(parts));
+          // Stay under the SEND rate: this case is about the mailbox bound, not the rate.
+          await until(
+            'ACKs catching up',
+            () => answered,
+            (x) => x >= i - 2000,
+            60_000,
           );
-        await conn.writeFlood(Buffer.concat(parts));
-        // Stay under the SEND rate: this case is about the mailbox bound, not the rate.
+        }
         await until(
-          'ACKs catching up',
-          () => acks + full,
-          (x) => x >= i - 2000,
+          'every SEND answered',
+          () => answered,
+          (x) => x >= total,
           60_000,
         );
+        conn.onFrame = undefined;
+        const acks = codes.get('ACK') ?? 0;
+        stored += acks;
+        counts.push(`sender ${s + 1}: ${[...codes].map(([k, n]) => `${n} ${k}`).join(', ')}`);
+        // The fourth sender's share fills the mailbox: its extra frames meet the mailbox's bound first.
+        const expected: Array<[string, number]> =
+          s < 3
+            ? [
+                ['ACK', share],
+                ['QUEUE_SENDER_FULL', 10],
+              ]
+            : s === 3
+              ? [
+                  ['ACK', share],
+                  ['QUEUE_FULL', 10],
+                ]
+              : [['QUEUE_FULL', 10]];
+        assert.deepEqual([...codes].sort(), expected, counts.at(-1));
       }
-      await until(
-        'every SEND answered',
-        () => acks + full,
-        (x) => x >= total,
-        60_000,
-      );
-      ctx.note(`${acks} ACK, ${full} NACK QUEUE_FULL`);
-      assert.equal(acks, max);
-      assert.equal(full, 20);
-      assert.deepEqual(others, []);
+      ctx.note(counts.join('; '));
+      assert.equal(stored, max);
       const got = await drainQueue(ctx, ownerId, max);
       assert.equal(got.length, max);
     },
@@ -1204,35 +1265,40 @@ export const CASES: AttackCase[] = [
   {
     id: 'D11',
     category: 'data',
-    title: "filling one recipient's mailbox by bytes (a node with `RELAY_QUEUE_MAX_BYTES` = 1 MiB)",
-    expect: '`NACK QUEUE_BYTES_FULL` once the bytes are reached; nothing evicted',
+    title:
+      "filling one recipient's mailbox by bytes (a node with `RELAY_QUEUE_MAX_BYTES` = 1 MiB): 60 KiB frames from one sender after another",
+    expect:
+      'each sender: `NACK QUEUE_SENDER_FULL` at its share (a quarter, 256 KiB); once the mailbox holds 1 MiB the next sender: `NACK QUEUE_BYTES_FULL`; nothing evicted',
     redisBound: () => 2 * MiB + 4 * MiB,
     async run(ctx) {
       const side = await ctx.sideRelay({ RELAY_QUEUE_MAX_BYTES: String(MiB) });
-      const { WireConn: W } = await import('./wire.js');
-      const conn = await W.tcp('127.0.0.1', side.ports.tcp, { localAddress: ctx.address });
-      try {
-        await conn.handshake(Identity.generate());
-        const ownerId = Identity.generate();
+      const ownerId = Identity.generate();
+      const report: string[] = [];
+      let total = 0;
+      for (let s = 0; s < 8; s++) {
+        const conn = await ctx.authedTo(side, 'tcp');
         let stored = 0;
-        for (let i = 0; i < 40; i++) {
-          const id = conn.send(ownerId.hint, { flags: FLAG_DURABLE, ttl: 120, payload: Buffer.alloc(60 * 1024) });
-          const f = await conn.next(
-            (x) => (x.type === T.ACK || x.type === T.NACK) && x.body.subarray(0, 16).equals(id),
-          );
-          if (f.type === T.ACK) {
+        for (;;) {
+          const r = await durableSend(conn, ownerId.hint, { ttl: 120, payload: Buffer.alloc(60 * 1024) });
+          if (r.ok) {
             stored++;
             continue;
           }
-          assert.equal(parseNack(f.body).name, 'QUEUE_BYTES_FULL');
-          ctx.note(`${stored} frames of 60 KiB stored, the next refused`);
-          assert.ok(stored >= 15 && stored <= 17, `${stored}`);
-          return;
+          total += stored;
+          report.push(`${stored} then ${r.code}`);
+          conn.close();
+          if (r.code === 'QUEUE_BYTES_FULL') {
+            ctx.note(`senders: ${report.join('; ')}; ${total} frames of 60 KiB stored`);
+            assert.ok(s >= 3, report.join('; '));
+            assert.ok(total >= 15 && total <= 17, `${total}`);
+            return;
+          }
+          assert.equal(r.code, 'QUEUE_SENDER_FULL', report.join('; '));
+          assert.ok(stored >= 3 && stored <= 4, report.join('; '));
+          break;
         }
-        assert.fail('40 frames of 60 KiB were stored under a 1 MiB bound');
-      } finally {
-        conn.close();
       }
+      assert.fail(`no QUEUE_BYTES_FULL after 8 senders: ${report.join('; ')}`);
     },
   },
   {
@@ -1282,6 +1348,89 @@ export const CASES: AttackCase[] = [
       }
       ctx.note(`answers: ${conn.seen()}`);
       await stillServes(conn);
+    },
+  },
+
+  {
+    id: 'D14',
+    category: 'data',
+    title:
+      "one sender filling its share of a victim's mailbox (a node with `RELAY_QUEUE_MAX_FRAMES` = 40: a share of 10), then another sender",
+    expect:
+      "the first: `ACK` for 10 frames, then `NACK QUEUE_SENDER_FULL`; the second sender's frames are still stored (`ACK`); nothing evicted; the owner drains all of them",
+    short: true,
+    async run(ctx) {
+      const side = await ctx.sideRelay({ RELAY_QUEUE_MAX_FRAMES: '40' });
+      const ownerId = Identity.generate();
+      const hog = await ctx.authedTo(side, 'tcp');
+      const answers: string[] = [];
+      for (let i = 0; i < 12; i++) {
+        const r = await durableSend(hog, ownerId.hint);
+        answers.push(r.ok ? 'ACK' : r.code!);
+      }
+      assert.deepEqual(answers, [...Array(10).fill('ACK'), 'QUEUE_SENDER_FULL', 'QUEUE_SENDER_FULL']);
+      const other = await ctx.authedTo(side, 'ws', Identity.generate(), { localAddress: ctx.addressN(2) });
+      for (let i = 0; i < 5; i++) {
+        const r = await durableSend(other, ownerId.hint);
+        assert.ok(r.ok, `the other sender's frame ${i}: ${r.code}`);
+      }
+      assert.ok((await metricOf(side, 'relay_durable_sends_total', { result: 'QUEUE_SENDER_FULL' })) >= 2);
+      const got = await drainQueue(ctx, ownerId, 15);
+      assert.equal(got.length, 15);
+    },
+  },
+  {
+    id: 'D15',
+    category: 'data',
+    title: 'two senders send durable frames with one messageId to one recipient',
+    expect:
+      'both stored: `ACK` to each with its own position (idempotency is per (source, messageId)); the recipient receives both',
+    short: true,
+    async run(ctx) {
+      const ownerId = Identity.generate();
+      const messageId = rid();
+      const a = await ctx.authed('tcp');
+      const b = await ctx.authed('ws');
+      const ra = await durableSend(a, ownerId.hint, { messageId, payload: Buffer.from('from a') });
+      const rb = await durableSend(b, ownerId.hint, { messageId, payload: Buffer.from('from b') });
+      assert.ok(ra.ok && rb.ok, `${ra.code} ${rb.code}`);
+      assert.notEqual(ra.position, rb.position);
+      const got = await drainQueue(ctx, ownerId, 2);
+      await sleep(200);
+      assert.deepEqual(got.map((g) => g.payload.toString()).sort(), ['from a', 'from b']);
+    },
+  },
+  {
+    id: 'D16',
+    category: 'data',
+    title:
+      "suppressing another's message: an attacker pre-sends the messageId a victim sender will use, to the same recipient",
+    expect:
+      "the victim's frame is still stored (`ACK` with a position of its own, not the attacker's); its own repeat is the duplicate (same position); the recipient receives both, each with its source",
+    async run(ctx) {
+      const ownerId = Identity.generate();
+      const messageId = rid();
+      const attacker = await ctx.authed('tcp');
+      const victimId = Identity.generate();
+      const victim = await ctx.authed('tcp', victimId);
+      const first = await durableSend(attacker, ownerId.hint, { messageId, payload: Buffer.from('pre-sent') });
+      assert.ok(first.ok, first.code);
+      const real = await durableSend(victim, ownerId.hint, { messageId, payload: Buffer.from('the real one') });
+      assert.ok(real.ok, real.code);
+      assert.notEqual(real.position, first.position, "the victim's frame got the attacker's position");
+      const again = await durableSend(victim, ownerId.hint, { messageId, payload: Buffer.from('retry') });
+      assert.equal(again.position, real.position, 'a repeat by the same sender is not stored again');
+      const conn = await ctx.authed('tcp', ownerId);
+      conn.write(frame.resume(0));
+      const seen: string[] = [];
+      for (let i = 0; i < 2; i++) {
+        const d = parseRouted((await conn.next('DELIVER')).body);
+        assert.ok(d.messageId.equals(messageId));
+        seen.push(`${d.source.equals(victimId.hint) ? 'victim' : 'attacker'}:${d.payload.toString()}`);
+        conn.write(frame.ack(d.messageId, d.position));
+      }
+      await conn.expectSilence(300);
+      assert.deepEqual(seen.sort(), ['attacker:pre-sent', 'victim:the real one']);
     },
   },
 
@@ -1583,7 +1732,7 @@ export const CASES: AttackCase[] = [
         conn.write(frame.grantPresent(req, token));
         const f = await conn.next((x) => x.type === T.NACK && x.body.subarray(0, 16).equals(req));
         const n = parseNack(f.body);
-        assert.ok(n.code >= 0x0902 && n.code <= 0x090c, `${n.name}`);
+        assert.ok(n.code >= 0x0902 && n.code <= 0x090d, `${n.name}`);
         assertFitText(n.message);
       }
       await stillServes(conn);
@@ -1620,6 +1769,64 @@ export const CASES: AttackCase[] = [
       await conn.expectNack('BAD_FIELD', req);
       conn.write(frame.auditQuery(rid(), 0, 0, 0, ''));
       await conn.expectFatal('BAD_FIELD');
+    },
+  },
+
+  {
+    id: 'M08',
+    category: 'membrane',
+    title: "GRANT_REVOKE of another owner's grant token (by its audience and by a stranger), then by its issuer",
+    expect:
+      "`NACK GRANT_WRONG_ISSUER`; the token stays valid (its audience's `GRANT_PRESENT` is accepted); the issuer's revoke: `GRANT_REVOKED`, then the audience's `NACK GRANT_REVOKED`",
+    short: true,
+    async run(ctx) {
+      const ownerId = Identity.generate();
+      const audienceId = Identity.generate();
+      const token = grantToken(ownerId, audienceId.did);
+      const audience = await ctx.authed('tcp', audienceId);
+      const stranger = await ctx.authed('ws');
+      for (const conn of [stranger, audience]) {
+        const req = rid();
+        conn.write(frame.grantRevoke(req, token));
+        await conn.expectNack('GRANT_WRONG_ISSUER', req);
+      }
+      let req = rid();
+      audience.write(frame.grantPresent(req, token));
+      await audience.next((x) => x.type === T.GRANT_ACCEPTED && x.body.subarray(0, 16).equals(req));
+      const owner = await ctx.authed('tcp', ownerId);
+      req = rid();
+      owner.write(frame.grantRevoke(req, token));
+      const revoked = await owner.next((x) => x.type === T.GRANT_REVOKED || x.type === T.NACK);
+      assert.equal(revoked.type, T.GRANT_REVOKED, owner.seen());
+      assert.equal(revoked.body[16], 1);
+      req = rid();
+      audience.write(frame.grantPresent(req, token));
+      await audience.expectNack('GRANT_REVOKED', req);
+    },
+  },
+  {
+    id: 'M09',
+    category: 'membrane',
+    title: 'grant tokens that never expire (no `exp`) and that expire in two years, presented and revoked',
+    expect:
+      'no `exp`: `NACK GRANT_MALFORMED` (to GRANT_PRESENT and GRANT_REVOKE, even by its issuer); two years: `NACK GRANT_LIFETIME_TOO_LONG` (over 365 days)',
+    async run(ctx) {
+      const ownerId = Identity.generate();
+      const audienceId = Identity.generate();
+      const audience = await ctx.authed('tcp', audienceId);
+      const owner = await ctx.authed('ws', ownerId);
+      const forever = grantToken(ownerId, audienceId.did, { exp: null });
+      let req = rid();
+      audience.write(frame.grantPresent(req, forever));
+      await audience.expectNack('GRANT_MALFORMED', req);
+      req = rid();
+      owner.write(frame.grantRevoke(req, forever));
+      await owner.expectNack('GRANT_MALFORMED', req);
+      const long = grantToken(ownerId, audienceId.did, { exp: Math.floor(Date.now() / 1000) + 2 * 365 * 86_400 });
+      req = rid();
+      audience.write(frame.grantPresent(req, long));
+      await audience.expectNack('GRANT_LIFETIME_TOO_LONG', req);
+      await stillServes(audience);
     },
   },
 
@@ -2143,6 +2350,268 @@ export const CASES: AttackCase[] = [
       ctx.note(`most held for one connection ${(held / 1024).toFixed(0)} KiB`);
       assert.ok(held <= outboundCeiling(ctx.config), `${held}`);
       conn.resume();
+    },
+  },
+
+  // ----------------------------------------------------------------- budget
+  {
+    id: 'B01',
+    category: 'budget',
+    title:
+      'one sender over its hourly durable frame budget (a node with `RELAY_DURABLE_FRAMES_PER_SENDER_PER_HOUR` = 40), to invented hints',
+    expect:
+      '`ACK` for 40, then `NACK DURABLE_BUDGET_EXCEEDED` naming the budget, nothing stored; its fast frames still flow; another DID from the same address still stores; `relay_budget_refused_total{budget="sender_frames"}`',
+    short: true,
+    async run(ctx) {
+      const side = await ctx.sideRelay({ RELAY_DURABLE_FRAMES_PER_SENDER_PER_HOUR: '40' });
+      const conn = await ctx.authedTo(side, 'tcp');
+      const answers = new Map<string, number>();
+      const messages = new Set<string>();
+      for (let i = 0; i < 50; i++) {
+        const r = await durableSend(conn, randomBytes(24));
+        const k = r.ok ? 'ACK' : r.code!;
+        answers.set(k, (answers.get(k) ?? 0) + 1);
+        if (!r.ok) messages.add(r.message!);
+      }
+      assert.ok(
+        [...messages].every((m) => m.includes('RELAY_DURABLE_FRAMES_PER_SENDER_PER_HOUR')),
+        [...messages].join('; '),
+      );
+      ctx.note(`${[...answers].map(([k, n]) => `${n} ${k}`).join(', ')}`);
+      assert.deepEqual(
+        [...answers],
+        [
+          ['ACK', 40],
+          ['DURABLE_BUDGET_EXCEEDED', 10],
+        ],
+      );
+      // A fast frame still flows (to a peer on the same node).
+      const sinkId = Identity.generate();
+      const sink = await ctx.authedTo(side, 'ws', sinkId);
+      const fast = conn.send(sinkId.hint);
+      assert.ok(parseRouted((await sink.next('DELIVER')).body).messageId.equals(fast));
+      const other = await ctx.authedTo(side, 'tcp');
+      const r = await durableSend(other, sinkId.hint);
+      assert.ok(r.ok, `another DID: ${r.code}`);
+      assert.equal(await metricOf(side, 'relay_budget_refused_total', { budget: 'sender_frames' }), 10);
+      await drainQueue(ctx, sinkId, 1);
+    },
+  },
+  {
+    id: 'B02',
+    category: 'budget',
+    title:
+      'one sender over its hourly durable byte budget (a node with `RELAY_DURABLE_BYTES_PER_SENDER_PER_HOUR` = 256 KiB): 32 KiB frames',
+    expect:
+      '`ACK` until 256 KiB are stored, then `NACK DURABLE_BUDGET_EXCEEDED` (a frame that does not fit is refused whole, a small one still fits); another DID stores; `relay_budget_refused_total{budget="sender_bytes"}`',
+    async run(ctx) {
+      const side = await ctx.sideRelay({ RELAY_DURABLE_BYTES_PER_SENDER_PER_HOUR: String(256 * 1024) });
+      const conn = await ctx.authedTo(side, 'tcp');
+      let stored = 0;
+      let refused = '';
+      for (let i = 0; i < 12 && refused === ''; i++) {
+        const r = await durableSend(conn, randomBytes(24), { payload: Buffer.alloc(32 * 1024) });
+        if (r.ok) stored++;
+        else refused = r.code!;
+      }
+      ctx.note(`${stored} frames of 32 KiB stored, then ${refused}`);
+      assert.equal(refused, 'DURABLE_BUDGET_EXCEEDED');
+      assert.ok(stored >= 6 && stored <= 8, `${stored}`);
+      const again = await durableSend(conn, randomBytes(24), { payload: Buffer.alloc(32 * 1024) });
+      assert.equal(again.code, 'DURABLE_BUDGET_EXCEEDED');
+      const other = await ctx.authedTo(side, 'ws');
+      const r = await durableSend(other, randomBytes(24), { payload: Buffer.alloc(32 * 1024) });
+      assert.ok(r.ok, `another DID: ${r.code}`);
+      assert.ok((await metricOf(side, 'relay_budget_refused_total', { budget: 'sender_bytes' })) >= 2);
+    },
+  },
+  {
+    id: 'B03',
+    category: 'budget',
+    title:
+      'ten DIDs from one address share its durable budget (a node with `RELAY_DURABLE_FRAMES_PER_ADDRESS_PER_HOUR` = 50): 8 frames each, in turn',
+    expect:
+      '`ACK` for 50 frames in all, then `NACK DURABLE_BUDGET_EXCEEDED` for every DID of that address; a DID from another address still stores; `relay_budget_refused_total{budget="address_frames"}`',
+    async run(ctx) {
+      const side = await ctx.sideRelay({ RELAY_DURABLE_FRAMES_PER_ADDRESS_PER_HOUR: '50' });
+      const conns = await Promise.all(Array.from({ length: 10 }, (_, i) => ctx.authedTo(side, i % 2 ? 'ws' : 'tcp')));
+      let acks = 0;
+      const refused = new Map<string, number>();
+      for (let round = 0; round < 8; round++) {
+        for (const conn of conns) {
+          const r = await durableSend(conn, randomBytes(24));
+          if (r.ok) acks++;
+          else refused.set(r.code!, (refused.get(r.code!) ?? 0) + 1);
+        }
+      }
+      ctx.note(`${acks} ACK, ${[...refused].map(([k, n]) => `${n} ${k}`).join(', ')}`);
+      assert.equal(acks, 50);
+      assert.deepEqual([...refused], [['DURABLE_BUDGET_EXCEEDED', 30]]);
+      const elsewhere = await ctx.authedTo(side, 'tcp', Identity.generate(), { localAddress: ctx.addressN(2) });
+      const r = await durableSend(elsewhere, randomBytes(24));
+      assert.ok(r.ok, `a DID from another address: ${r.code}`);
+      assert.equal(await metricOf(side, 'relay_budget_refused_total', { budget: 'address_frames' }), 30);
+    },
+  },
+  {
+    id: 'B04',
+    category: 'budget',
+    title:
+      'connections over the per-address limit (a node with `RELAY_CONNECTIONS_PER_ADDRESS` = 6): 3 authenticated and 3 handshaking, then more on each transport',
+    expect:
+      'the 7th and later: a fatal `ERROR ADDRESS_CONNECTION_LIMIT` as the first frame, closed; another address still connects; once one closes, the address connects again; `relay_budget_refused_total{budget="connections_per_address"}`',
+    short: true,
+    async run(ctx) {
+      const side = await ctx.sideRelay({ RELAY_CONNECTIONS_PER_ADDRESS: '6' });
+      const held: WireConn[] = [];
+      for (let i = 0; i < 3; i++) held.push(await ctx.authedTo(side, i % 2 ? 'ws' : 'tcp'));
+      for (let i = 0; i < 3; i++) {
+        const c = await ctx.connectTo(side, i % 2 ? 'tcp' : 'ws');
+        await c.hello();
+        held.push(c);
+      }
+      for (const transport of ['tcp', 'ws'] as const) {
+        const over = await ctx.connectTo(side, transport);
+        await over.expectFatal('ADDRESS_CONNECTION_LIMIT');
+      }
+      const elsewhere = await ctx.authedTo(side, 'tcp', Identity.generate(), { localAddress: ctx.addressN(2) });
+      await elsewhere.ping();
+      for (const c of held.slice(0, 3)) await stillServes(c);
+      held[0]!.close();
+      await until(
+        'the address connects again after one closed',
+        async () => {
+          const c = await ctx.connectTo(side, 'tcp');
+          try {
+            await c.handshake(Identity.generate());
+            return true;
+          } catch {
+            return false;
+          } finally {
+            c.close();
+          }
+        },
+        (ok) => ok,
+      );
+      assert.ok((await metricOf(side, 'relay_budget_refused_total', { budget: 'connections_per_address' })) >= 2);
+    },
+  },
+  {
+    id: 'B05',
+    category: 'budget',
+    title:
+      'durable SENDs to 50 invented hints on a node with `RELAY_DURABLE_REQUIRE_PREKEYS` on (then to a recipient whose prekeys are in Redis)',
+    expect:
+      '`NACK RECIPIENT_UNKNOWN` for each, nothing stored; the recipient with prekeys: `ACK`, delivered; `relay_budget_refused_total{budget="recipient_prekeys"}`',
+    async run(ctx) {
+      const side = await ctx.sideRelay({ RELAY_DURABLE_REQUIRE_PREKEYS: 'true' });
+      const conn = await ctx.authedTo(side, 'tcp');
+      const codes = new Map<string, number>();
+      const ids: Buffer[] = [];
+      for (let i = 0; i < 50; i++)
+        ids.push(conn.send(randomBytes(24), { flags: FLAG_DURABLE, payload: randomBytes(1024) }));
+      for (const id of ids) {
+        const f = await conn.next((x) => (x.type === T.ACK || x.type === T.NACK) && x.body.subarray(0, 16).equals(id));
+        const k = f.type === T.ACK ? 'ACK' : parseNack(f.body).name;
+        codes.set(k, (codes.get(k) ?? 0) + 1);
+      }
+      assert.deepEqual([...codes], [['RECIPIENT_UNKNOWN', 50]]);
+      assert.equal(await metricOf(side, 'relay_budget_refused_total', { budget: 'recipient_prekeys' }), 50);
+      // A recipient that published prekeys: the relay only asks whether its signed keys are in Redis.
+      const ownerId = Identity.generate();
+      const key = `lr:pk:{${ownerId.hint.toString('hex')}}:m`;
+      await ctx.redis('HSET', key, 's', 'x');
+      try {
+        const r = await durableSend(conn, ownerId.hint, { payload: Buffer.from('for a known recipient') });
+        assert.ok(r.ok, `the recipient with prekeys: ${r.code}`);
+        const got = await drainQueue(ctx, ownerId, 1);
+        assert.equal(got[0]!.payload.toString(), 'for a known recipient');
+      } finally {
+        await ctx.redis('DEL', key);
+      }
+    },
+  },
+  {
+    id: 'B06',
+    category: 'budget',
+    title:
+      'filling Redis with durable frames to invented hints (a node on a Redis of its own: `maxmemory` 32 MB, `RELAY_DURABLE_MAX_REDIS_MEMORY_PERCENT` = 50, filled to just below it)',
+    expect:
+      '`NACK STORE_FULL` (never `STORE_UNAVAILABLE`) once the reserve is reached, Redis stays under 90% of `maxmemory`; handshakes on both transports, fast frames and the delivery and ACK of a frame stored before still work; `relay_durable_store_full` 1',
+    timeoutMs: 60_000,
+    async run(ctx) {
+      const maxmemory = 32 * MiB;
+      const redis = await ctx.sideRedis(['--maxmemory', String(maxmemory), '--maxmemory-policy', 'noeviction']);
+      const side = await ctx.sideRelay(
+        {
+          RELAY_DURABLE_MAX_REDIS_MEMORY_PERCENT: '50',
+          RELAY_REDIS_MEMORY_CHECK_MS: '100',
+        },
+        redis,
+      );
+      assert.equal(
+        await metricOf(side, 'relay_redis_maxmemory_bytes'),
+        maxmemory,
+        'the side Redis has no maxmemory (TEST_REDIS_URL?)',
+      );
+      // A pair on the node that has talked, and a durable frame for Dave, offline.
+      const sinkId = Identity.generate();
+      const sink = await ctx.authedTo(side, 'ws', sinkId);
+      const sender = await ctx.authedTo(side, 'tcp', Identity.generate(), { localAddress: ctx.addressN(2) });
+      const warm = sender.send(sinkId.hint);
+      assert.ok(parseRouted((await sink.next('DELIVER')).body).messageId.equals(warm));
+      const daveId = Identity.generate();
+      const forDave = await durableSend(sender, daveId.hint, { payload: Buffer.from('stored before') });
+      assert.ok(forDave.ok, forDave.code);
+      // Redis to 512 KiB below the reserve in one write, then the attacker's frames do the rest.
+      const used = await redisUsedMemory(redis.port);
+      await redisCommand(redis.port, ['SETRANGE', 'attack:filler', Math.floor(maxmemory / 2 - used - 512 * 1024), 'x']);
+      await sleep(300);
+      const attacker = await ctx.authedTo(side, 'tcp');
+      const codes = new Map<string, number>();
+      let stored = 0;
+      for (let round = 0; round < 200 && codes.size === 0; round++) {
+        const ids = Array.from({ length: 8 }, () =>
+          attacker.send(randomBytes(24), { flags: FLAG_DURABLE, payload: randomBytes(32 * 1024) }),
+        );
+        for (const id of ids) {
+          const f = await attacker.next(
+            (x) => (x.type === T.ACK || x.type === T.NACK) && x.body.subarray(0, 16).equals(id),
+          );
+          if (f.type === T.ACK) stored++;
+          else codes.set(parseNack(f.body).name, (codes.get(parseNack(f.body).name) ?? 0) + 1);
+        }
+      }
+      const after = await redisUsedMemory(redis.port);
+      ctx.note(
+        `${stored} frames of 32 KiB stored, then ${[...codes].map(([k, n]) => `${n} ${k}`).join(', ')}; used_memory ${(after / MiB).toFixed(1)} MiB of ${maxmemory / MiB}`,
+      );
+      assert.deepEqual([...codes.keys()], ['STORE_FULL']);
+      assert.ok(after < 0.9 * maxmemory, 'the reserve did not hold');
+      // Handshakes, Dave's delivery and ACK, fast frames; a durable frame is refused STORE_FULL.
+      for (const transport of ['tcp', 'ws'] as const) await (await ctx.authedTo(side, transport)).ping();
+      const dave = await ctx.authedTo(side, 'ws', daveId);
+      dave.write(frame.resume(0));
+      const d = parseRouted((await dave.next('DELIVER')).body);
+      assert.ok(d.messageId.equals(forDave.id));
+      dave.write(frame.ack(d.messageId, d.position));
+      await dave.ping();
+      await until(
+        "Dave's ACK removed the frame",
+        () => redisCommand(redis.port, ['ZCARD', `lr:q:{${daveId.hint.toString('hex')}}:z`]),
+        (n) => n === 0,
+      );
+      const fast = Array.from({ length: 10 }, () => sender.send(sinkId.hint));
+      for (const id of fast) {
+        const f = await sink.next('DELIVER');
+        assert.ok(parseRouted(f.body).messageId.equals(id));
+      }
+      const refused = await durableSend(sender, sinkId.hint);
+      assert.equal(refused.code, 'STORE_FULL');
+      assert.equal(await metricOf(side, 'relay_durable_store_full'), 1);
+      assert.ok((await metricOf(side, 'relay_budget_refused_total', { budget: 'redis_memory' })) >= 2);
+      const ready = await fetch(`${side.adminUrl}/readyz`, { signal: AbortSignal.timeout(20_000) });
+      assert.equal(ready.status, 200);
     },
   },
 ];

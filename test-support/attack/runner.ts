@@ -67,7 +67,19 @@ export const REDIS_SLACK_BYTES = 4 * MiB;
 
 /** The relay's environment for the suite: documented defaults, plus an admin token for the admin-port cases. */
 export const ADMIN_TOKEN = 'attack-suite-admin-token-0123456789';
-export const SUITE_ENV: Record<string, string> = { RELAY_ADMIN_TOKEN: ADMIN_TOKEN };
+/**
+ * The relay's environment for the suite: documented defaults, plus an admin
+ * token for the admin-port cases, and hourly durable frame budgets above the
+ * honest pair's own traffic: Alice stores 50 durable frames a second (180,000
+ * an hour from one DID and 127.0.0.1), over the default per-sender budget
+ * after some 17 minutes (`--repeat`). The budget cases (category `budget`)
+ * run on nodes of their own with small budgets.
+ */
+export const SUITE_ENV: Record<string, string> = {
+  RELAY_ADMIN_TOKEN: ADMIN_TOKEN,
+  RELAY_DURABLE_FRAMES_PER_SENDER_PER_HOUR: '1000000',
+  RELAY_DURABLE_FRAMES_PER_ADDRESS_PER_HOUR: '2000000',
+};
 
 export type Category =
   | 'framing'
@@ -79,7 +91,8 @@ export type Category =
   | 'anonymous'
   | 'websocket'
   | 'admin'
-  | 'slow-reader';
+  | 'slow-reader'
+  | 'budget';
 
 export interface AttackCase {
   /** Stable id, e.g. `F03`; the docs table is keyed by it. */
@@ -126,8 +139,17 @@ export interface CaseContext {
   /** Sum of a metric's samples whose labels include all of `labels`. */
   metric(name: string, labels?: Record<string, string>): Promise<number>;
   redis(...args: Array<string | number>): Promise<RespValue>;
-  /** A relay of its own on the suite's Redis, with these variables on top of the suite's (stopped after the case). */
-  sideRelay(env: Record<string, string>): Promise<RelayHandle>;
+  /**
+   * A relay of its own with these variables on top of the suite's (stopped
+   * after the case), on the suite's Redis or on the given one.
+   */
+  sideRelay(env: Record<string, string>, redis?: RedisHandle): Promise<RelayHandle>;
+  /** A redis-server of its own with these extra arguments (stopped after the case, after its relays). */
+  sideRedis(args: string[]): Promise<RedisHandle>;
+  /** A connection to a side relay from this case's address (closed after the case). */
+  connectTo(relay: RelayHandle, transport: 'ws' | 'tcp', opts?: ConnectOptions): Promise<WireConn>;
+  /** A connection to a side relay that completed the handshake with a fresh (or the given) identity. */
+  authedTo(relay: RelayHandle, transport: 'ws' | 'tcp', identity?: Identity, opts?: ConnectOptions): Promise<WireConn>;
   /** A line for the report (what was measured). */
   note(line: string): void;
   /**
@@ -519,6 +541,7 @@ export class AttackSuite {
     const notes: string[] = [];
     const conns: WireConn[] = [];
     const sides: RelayHandle[] = [];
+    const sideRedises: RedisHandle[] = [];
     const pid = this.relay.process.pid!;
     await this.honest.connect();
     let rssBefore = readRss(pid);
@@ -546,13 +569,17 @@ export class AttackSuite {
       tcpPort: this.relay.ports.tcp,
       address,
       addressN,
-      connect: async (transport, opts = {}) => {
+      connect: (transport, opts = {}) => ctx.connectTo(this.relay, transport, opts),
+      connectTo: async (relay, transport, opts = {}) => {
         const o = { localAddress: address, ...opts };
         const conn =
-          transport === 'ws'
-            ? await WireConn.ws(this.relay.wsUrl, o)
-            : await WireConn.tcp(host, this.relay.ports.tcp, o);
+          transport === 'ws' ? await WireConn.ws(relay.wsUrl, o) : await WireConn.tcp(host, relay.ports.tcp, o);
         conns.push(conn);
+        return conn;
+      },
+      authedTo: async (relay, transport, identity = Identity.generate(), opts = {}) => {
+        const conn = await ctx.connectTo(relay, transport, opts);
+        await conn.handshake(identity);
         return conn;
       },
       authed: async (transport, identity = Identity.generate(), opts = {}) => {
@@ -564,10 +591,15 @@ export class AttackSuite {
       metricsText: () => metricsOf(this.relay),
       metric: async (name, labels) => metricSum(await metricsOf(this.relay), name, labels),
       redis: (...args) => redisCommand(this.redis.port, args),
-      sideRelay: async (env) => {
-        const side = await startRelay({ redisUrl: this.redis.url, env: { ...SUITE_ENV, ...env } });
+      sideRelay: async (env, redis = this.redis) => {
+        const side = await startRelay({ redisUrl: redis.url, env: { ...SUITE_ENV, ...env } });
         sides.push(side);
         return side;
+      },
+      sideRedis: async (args) => {
+        const r = await startRedis({ args });
+        sideRedises.push(r);
+        return r;
       },
       note: (line) => notes.push(line),
       measure: {
@@ -613,6 +645,7 @@ export class AttackSuite {
       }
       await side.stop();
     }
+    for (const r of sideRedises) await r.stop();
 
     // The honest pair.
     const honest = await this.honest.cut();

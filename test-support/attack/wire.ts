@@ -64,6 +64,8 @@ export const T = {
   POLICY: 0x64,
   AUDIT_QUERY: 0x65,
   AUDIT_RESULT: 0x66,
+  GRANT_REVOKE: 0x67,
+  GRANT_REVOKED: 0x68,
   BRIDGE_QUERY: 0x70,
   BRIDGE_INFO: 0x71,
 } as const;
@@ -89,6 +91,7 @@ export const E = {
   UNEXPECTED_FRAME: 0x0205,
   ANON_DISABLED: 0x0206,
   ANON_BAD_STAMP: 0x0207,
+  ADDRESS_CONNECTION_LIMIT: 0x0220,
   SOURCE_MISMATCH: 0x0301,
   QUEUE_FULL: 0x0302,
   QUEUE_BYTES_FULL: 0x0303,
@@ -100,12 +103,20 @@ export const E = {
   ANON_LIMIT_REACHED: 0x030b,
   ONCE_RETENTION_TOO_LONG: 0x030c,
   QUEUE_RESET: 0x030d,
+  QUEUE_SENDER_FULL: 0x030e,
+  DURABLE_BUDGET_EXCEEDED: 0x0320,
+  RECIPIENT_UNKNOWN: 0x0321,
+  STORE_FULL: 0x0322,
   PREKEY_NOT_FOUND: 0x0701,
   PREKEY_BAD_SIGNATURE: 0x0702,
   PREKEY_IDENTITY_MISMATCH: 0x0703,
   PREKEY_RATE_LIMITED: 0x0704,
   POLICY_INVALID: 0x0901,
   GRANT_MALFORMED: 0x0902,
+  GRANT_WRONG_ISSUER: 0x0908,
+  GRANT_EXPIRED: 0x090a,
+  GRANT_REVOKED: 0x090c,
+  GRANT_LIFETIME_TOO_LONG: 0x090d,
   MEMBRANE_DISABLED: 0x0920,
   BRIDGE_NOT_REGISTERED: 0x0a0d,
   INTERNAL: 0x0f01,
@@ -217,6 +228,7 @@ export const body = {
     return Buffer.concat([requestId, u8(n.length), n]);
   },
   grantPresent: (requestId: Uint8Array, token: Uint8Array): Buffer => Buffer.concat([requestId, token]),
+  grantRevoke: (requestId: Uint8Array, token: Uint8Array): Buffer => Buffer.concat([requestId, token]),
   policyPut: (requestId: Uint8Array, policy: string | Uint8Array): Buffer =>
     Buffer.concat([requestId, typeof policy === 'string' ? utf8(policy) : policy]),
   policyGet: (requestId: Uint8Array): Buffer => Buffer.from(requestId),
@@ -252,6 +264,8 @@ export const frame = {
     envelope(T.BRIDGE_QUERY, body.bridgeQuery(requestId, network)),
   grantPresent: (requestId: Uint8Array, token: Uint8Array) =>
     envelope(T.GRANT_PRESENT, body.grantPresent(requestId, token)),
+  grantRevoke: (requestId: Uint8Array, token: Uint8Array) =>
+    envelope(T.GRANT_REVOKE, body.grantRevoke(requestId, token)),
   policyPut: (requestId: Uint8Array, policy: string | Uint8Array) =>
     envelope(T.POLICY_PUT, body.policyPut(requestId, policy)),
   policyGet: (requestId: Uint8Array) => envelope(T.POLICY_GET, body.policyGet(requestId)),
@@ -469,6 +483,32 @@ export class Identity {
   get hint(): Buffer {
     return hintOf(this.publicKey);
   }
+}
+
+/**
+ * A one-link grant token written by hand (docs/membrane.md#encoding):
+ * "LMG" ‖ 1 ‖ count ‖ (u16 payload length ‖ canonical JSON payload ‖ issuer
+ * key ‖ Ed25519 signature over "libertaria-membrane-grant-v1\0" ‖ payload).
+ * `exp: null` leaves the required `exp` out (the token is malformed).
+ */
+export function grantToken(
+  issuer: Identity,
+  audienceDid: string,
+  opts: { exp?: number | null; resource?: string; action?: string } = {},
+): Buffer {
+  const o: Record<string, unknown> = {
+    v: 1,
+    iss: issuer.did,
+    aud: audienceDid,
+    att: [{ resource: opts.resource ?? issuer.did, action: opts.action ?? 'send', conditions: [] }],
+    cst: [],
+  };
+  const exp = opts.exp === undefined ? Math.floor(Date.now() / 1000) + 3600 : opts.exp;
+  if (exp !== null) o.exp = exp;
+  o.nnc = randomBytes(16).toString('hex');
+  const payload = utf8(JSON.stringify(o));
+  const signature = issuer.sign(Buffer.concat([utf8('libertaria-membrane-grant-v1'), u8(0), payload]));
+  return Buffer.concat([utf8('LMG'), u8(1), u8(1), u16(payload.length), payload, issuer.publicKey, signature]);
 }
 
 function rawPublicKey(key: KeyObject): Buffer {
