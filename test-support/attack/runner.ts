@@ -337,7 +337,7 @@ class HonestPair {
       await this.bob.handshake(this.bobId);
       this.bob.write(
         Buffer.concat([
-          Buffer.from([1, T.RESUME, 0, 0, 0, 8]),
+          Buffer.from([2, T.RESUME, 0, 0, 0, 8]),
           Buffer.alloc(8), // RESUME lastAcked 0: Bob acknowledges every frame he gets
         ]),
       );
@@ -425,7 +425,7 @@ class HonestPair {
     }
     const d = parseRouted(f.body);
     if ((d.flags & FLAG_DURABLE) !== 0) {
-      this.bob.write(Buffer.concat([Buffer.from([1, T.ACK, 0, 0, 0, 24]), d.messageId, f.body.subarray(85, 93)]));
+      this.bob.write(Buffer.concat([Buffer.from([2, T.ACK, 0, 0, 0, 24]), d.messageId, f.body.subarray(85, 93)]));
     }
     const key = d.messageId.toString('hex');
     const sent = this.pending.get(key);
@@ -796,9 +796,9 @@ export async function drainQueue(
     if (f.type !== T.DELIVER) return;
     const d = parseRouted(f.body);
     got.push({ messageId: d.messageId.toString('hex'), position: d.position, payload: Buffer.from(d.payload) });
-    conn.write(Buffer.concat([Buffer.from([1, T.ACK, 0, 0, 0, 24]), d.messageId, f.body.subarray(85, 93)]));
+    conn.write(Buffer.concat([Buffer.from([2, T.ACK, 0, 0, 0, 24]), d.messageId, f.body.subarray(85, 93)]));
   };
-  conn.write(Buffer.concat([Buffer.from([1, T.RESUME, 0, 0, 0, 8]), Buffer.alloc(8)]));
+  conn.write(Buffer.concat([Buffer.from([2, T.RESUME, 0, 0, 0, 8]), Buffer.alloc(8)]));
   await until(
     `draining ${count} durable frames`,
     () => got.length,

@@ -86,6 +86,8 @@ export const E = {
   BAD_FIELD: 0x0107,
   AUTH_FAILED: 0x0201,
   AUTH_TIMEOUT: 0x0202,
+  RELAY_IDENTITY_MISMATCH: 0x0209,
+  HANDSHAKE_TOO_LARGE: 0x020a,
   AUTH_RATE_LIMITED: 0x0203,
   NOT_AUTHENTICATED: 0x0204,
   UNEXPECTED_FRAME: 0x0205,
@@ -165,7 +167,8 @@ const utf8 = (s: string): Buffer => Buffer.from(s, 'utf8');
  */
 export function envelope(type: number, body: Uint8Array, opts: { version?: number; bodyLength?: number } = {}): Buffer {
   const head = Buffer.alloc(HEADER_SIZE);
-  head[0] = opts.version ?? 1;
+  // Protocol version 2: HELLO, CHALLENGE and ERROR keep version-1 framing (any relay reads them), every other frame is 2.
+  head[0] = opts.version ?? (type === T.HELLO || type === T.CHALLENGE || type === T.ERROR ? 1 : 2);
   head[1] = type;
   head.writeUInt32BE(opts.bodyLength ?? body.length, 2);
   return Buffer.concat([head, body]);
@@ -184,8 +187,8 @@ export interface RoutedFields {
 
 /** Bodies, field by field as docs/protocol.md lays them out. */
 export const body = {
-  hello: (minVersion = 1, maxVersion = 1, features = 0): Buffer =>
-    Buffer.concat([u8(minVersion), u8(maxVersion), u32(features)]),
+  hello: (minVersion = 2, maxVersion = 2, features = 0, clientNonce: Uint8Array = CLIENT_NONCE): Buffer =>
+    Buffer.concat([u8(minVersion), u8(maxVersion), u32(features), clientNonce]),
   auth: (
     publicKey: Uint8Array,
     signature: Uint8Array,
@@ -238,10 +241,10 @@ export const body = {
   },
 };
 
-/** Whole frames (version 1, honest lengths). */
+/** Whole frames (protocol version 2, honest lengths). */
 export const frame = {
-  hello: (minVersion = 1, maxVersion = 1, features = 0) =>
-    envelope(T.HELLO, body.hello(minVersion, maxVersion, features)),
+  hello: (minVersion = 2, maxVersion = 2, features = 0, clientNonce: Uint8Array = CLIENT_NONCE) =>
+    envelope(T.HELLO, body.hello(minVersion, maxVersion, features, clientNonce)),
   auth: (publicKey: Uint8Array, signature: Uint8Array, did: string | Uint8Array, keyType = KEY_TYPE_ED25519) =>
     envelope(T.AUTH, body.auth(publicKey, signature, did, keyType)),
   anonAuth: (stamp: Uint8Array) => envelope(T.ANON_AUTH, body.anonAuth(stamp)),
@@ -318,9 +321,20 @@ export interface Challenge {
   nonce: Buffer;
   relayIdentity: string;
 }
-export function parseChallenge(b: Buffer): Challenge {
+/** CHALLENGE, version 2: u8 version ‖ 32 nonce ‖ u8 len + relay DID ‖ 32 relay key ‖ 64 relay signature. */
+export interface RelayChallenge extends Challenge {
+  relayKey: Buffer;
+  signature: Buffer;
+}
+export function parseChallenge(b: Buffer): RelayChallenge {
   const n = b[33]!;
-  return { version: b[0]!, nonce: b.subarray(1, 33), relayIdentity: b.subarray(34, 34 + n).toString('utf8') };
+  return {
+    version: b[0]!,
+    nonce: b.subarray(1, 33),
+    relayIdentity: b.subarray(34, 34 + n).toString('utf8'),
+    relayKey: b.subarray(34 + n, 66 + n),
+    signature: b.subarray(66 + n, 130 + n),
+  };
 }
 
 export interface AnonChallenge extends Challenge {
@@ -516,11 +530,37 @@ function rawPublicKey(key: KeyObject): Buffer {
   return Buffer.from(jwk.x as string, 'base64url');
 }
 
-/** docs/protocol.md#the-auth-transcript */
-export function authTranscript(nonce: Uint8Array, relayIdentity: string, binding: string): Buffer {
-  const r = utf8(relayIdentity);
+/**
+ * The client nonce every HELLO of this suite carries unless a case passes its
+ * own. Fixed on purpose: the suite tests the relay, and the client nonce
+ * protects the client (it makes the relay's CHALLENGE signature fresh), not
+ * the relay, whose own nonce stops replays.
+ */
+export const CLIENT_NONCE: Buffer = Buffer.alloc(32, 0x5c);
+
+/**
+ * docs/identity.md#relay-authentication-transcript, version 2: what AUTH signs.
+ * "libertaria-relay-auth/2" ‖ 0x00 ‖ relay nonce ‖ client nonce ‖ relay key ‖ u8 len + transport ‖ u8 len + channel binding
+ */
+export function authTranscript(
+  relayNonce: Uint8Array,
+  relayKey: Uint8Array,
+  binding: string,
+  clientNonce: Uint8Array = CLIENT_NONCE,
+  channelBinding: Uint8Array = Buffer.alloc(0),
+): Buffer {
   const b = utf8(binding);
-  return Buffer.concat([utf8('libertaria-relay-auth/1'), u8(0), nonce, u8(r.length), r, u8(b.length), b]);
+  return Buffer.concat([
+    utf8('libertaria-relay-auth/2'),
+    u8(0),
+    relayNonce,
+    clientNonce,
+    relayKey,
+    u8(b.length),
+    b,
+    u8(channelBinding.length),
+    channelBinding,
+  ]);
 }
 
 /** docs/protocol.md, MIGRATE: "libertaria-migrate/1" ‖ 0x00 ‖ this connectionId ‖ previousConnectionId */
@@ -834,7 +874,7 @@ export class WireConn {
   }
 
   /** HELLO → CHALLENGE (returned). */
-  async hello(minVersion = 1, maxVersion = 1, features = 0): Promise<Challenge> {
+  async hello(minVersion = 2, maxVersion = 2, features = 0): Promise<RelayChallenge> {
     this.write(frame.hello(minVersion, maxVersion, features));
     return parseChallenge((await this.next('CHALLENGE')).body);
   }
@@ -842,7 +882,7 @@ export class WireConn {
   /** The whole honest handshake: HELLO, CHALLENGE, AUTH signed over the transcript, WELCOME. */
   async handshake(identity: Identity, opts: { didKey?: boolean } = {}): Promise<Welcome> {
     const ch = await this.hello();
-    const sig = identity.sign(authTranscript(ch.nonce, ch.relayIdentity, this.binding));
+    const sig = identity.sign(authTranscript(ch.nonce, ch.relayKey, this.binding));
     this.write(frame.auth(identity.publicKey, sig, opts.didKey ? identity.didKey : identity.did));
     const f = await this.next((x) => x.type === T.WELCOME || x.type === T.ERROR);
     if (f.type !== T.WELCOME) throw new Error(`handshake refused: ${describeFrame(f)}`);
@@ -855,7 +895,7 @@ export class WireConn {
 
   /** An anonymous handshake: HELLO ANONYMOUS, ANON_CHALLENGE, a solved stamp, WELCOME. */
   async anonymousHandshake(): Promise<Welcome> {
-    this.write(frame.hello(1, 1, FEATURE_ANONYMOUS));
+    this.write(frame.hello(2, 2, FEATURE_ANONYMOUS));
     const ch = parseAnonChallenge((await this.next('ANON_CHALLENGE')).body);
     this.write(frame.anonAuth(await solvePowAsync(ch.nonce, ch.powBits)));
     const f = await this.next((x) => x.type === T.WELCOME || x.type === T.ERROR);
