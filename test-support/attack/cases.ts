@@ -840,7 +840,8 @@ export const CASES: AttackCase[] = [
     id: 'H12',
     category: 'handshake',
     title: 'slowloris before auth: 150 TCP and 50 WebSocket connections idle, half after HELLO',
-    expect: 'each `ERROR AUTH_TIMEOUT` (fatal) after one handshake step (`RELAY_HANDSHAKE_STEP_TIMEOUT_MS`), all closed',
+    expect:
+      'each `ERROR AUTH_TIMEOUT` (fatal) after one handshake step (`RELAY_HANDSHAKE_STEP_TIMEOUT_MS`), all closed',
     short: true,
     timeoutMs: 60_000,
     async run(ctx) {
