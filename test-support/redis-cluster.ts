@@ -24,6 +24,12 @@ export interface RedisClusterHandle {
   nodes: string;
   /** The server that is primary for `key`'s slot now. */
   primaryFor(key: string): Promise<RedisHandle>;
+  /**
+   * Makes the replica of the (dead) primary on `port` take over its slots at
+   * once (CLUSTER FAILOVER TAKEOVER): for a test whose automatic failover did
+   * not come in time on a loaded machine. Returns the replica's port.
+   */
+  takeOver(port: number): Promise<number>;
   /** Waits until every live node reports cluster_state:ok and `port` (if given) is a primary no more or again a replica. */
   waitHealthy(timeoutMs?: number): Promise<void>;
   stop(): Promise<void>;
@@ -56,6 +62,9 @@ export async function startRedisCluster(options: { nodeTimeoutMs?: number } = {}
           'no',
           '--cluster-allow-reads-when-down',
           'no',
+          // A replica whose link to its primary lagged (a loaded test machine) may still take over.
+          '--cluster-replica-validity-factor',
+          '0',
         ],
       }),
     ),
@@ -95,6 +104,31 @@ export async function startRedisCluster(options: { nodeTimeoutMs?: number } = {}
           break;
         }
         throw new Error(`no primary found for ${key} (slot ${slot})`);
+      },
+      async takeOver(port: number) {
+        for (const s of servers) {
+          if (s.port === port) continue;
+          let nodes: string;
+          try {
+            nodes = await info(s.port, 'nodes');
+          } catch {
+            continue;
+          }
+          const lines = nodes.split('\n').map((l) => l.split(' '));
+          const dead = lines.find((f) => Number(f[1]?.split('@')[0]?.split(':')[1]) === port)?.[0];
+          const replica = lines.find((f) => f[2]?.includes('slave') && f[3] === dead);
+          const replicaPort = Number(replica?.[1]?.split('@')[0]?.split(':')[1]);
+          if (dead === undefined || !Number.isInteger(replicaPort)) continue;
+          const r = new Redis({ port: replicaPort, host: '127.0.0.1', maxRetriesPerRequest: 0, connectTimeout: 1000 });
+          r.on('error', () => {});
+          try {
+            await r.call('CLUSTER', 'FAILOVER', 'TAKEOVER');
+          } finally {
+            r.disconnect();
+          }
+          return replicaPort;
+        }
+        throw new Error(`no replica found for the primary on port ${port}`);
       },
       async waitHealthy(timeoutMs = 30_000) {
         const deadline = Date.now() + timeoutMs;
