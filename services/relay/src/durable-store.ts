@@ -1,4 +1,4 @@
-// Size: 819 lines, most of them the Lua scripts with their KEYS/ARGV headers next to
+// Size: about 1,100 lines, most of them the Lua scripts with their KEYS/ARGV headers next to
 // the code that calls them; splitting scripts from callers is left to issue 14's package split.
 /**
  * The durable per-recipient queue behind durable SEND/DELIVER/ACK/RESUME

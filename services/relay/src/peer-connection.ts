@@ -1,4 +1,4 @@
-// Size: about 1,300 lines, one class per connection (handshake, dispatch, delivery pump,
+// Size: about 1,550 lines, one class per connection (handshake, dispatch, delivery pump,
 // containment). Splitting the handshake and the delivery pump into their own modules is
 // part of issue 14 (its relay-side items); not done here to keep the hardening reviewable.
 /**

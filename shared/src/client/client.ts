@@ -1,4 +1,4 @@
-// Size: about 2,300 lines, one class. Breaking RelayClient up (send window, outbox,
+// Size: about 2,400 lines, one class. Breaking RelayClient up (send window, outbox,
 // inbound state, request table) is issue 14's explicit work item.
 /**
  * RelayClient: one authenticated connection at a time to the first relay of
