@@ -78,7 +78,7 @@ export async function sealedDurable(a: SealedDurableArgs): Promise<SealedDurable
       relays: [a.url],
       identity,
       maxInFlight: a.window,
-      ...(sessions === undefined ? {} : { sessions }),
+      ...(sessions === undefined ? { sealing: false } : { sessions }),
     });
     client.events.on('error', ({ error }) => note('client error')(error));
     return { client, sessions };

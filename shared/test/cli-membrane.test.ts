@@ -53,7 +53,7 @@ describe('lrelay policy, grant, send --grant and audit', () => {
     const sendArgs = ['send', '--relay', relay.wsUrl, '--key', bobKey, '--to', alice.did, '--unsealed', '--text', 'hi'];
     const refused = await cli(sendArgs).done;
     assert.equal(refused.code, 1);
-    assert.match(refused.stderr, /^error: ACCESS_NO_GRANT: /);
+    assert.match(refused.stderr, /^warning: --unsealed: [^\n]*\nerror: ACCESS_NO_GRANT: /);
 
     const token = join(dir, 'bob.grant');
     const granted = await cli([
@@ -80,7 +80,7 @@ describe('lrelay policy, grant, send --grant and audit', () => {
     assert.equal(allowed.code, 0, allowed.stderr);
     const spent = await cli([...sendArgs, '--grant', token]).done;
     assert.equal(spent.code, 1);
-    assert.match(spent.stderr, /^error: ACCESS_QUOTA_EXHAUSTED: .*links\[0\]\.cst\[0\]/);
+    assert.match(spent.stderr, /^warning: --unsealed: [^\n]*\nerror: ACCESS_QUOTA_EXHAUSTED: .*links\[0\]\.cst\[0\]/);
 
     const audit = await cli(['audit', '--relay', relay.wsUrl, '--key', aliceKey, '--since', '600']).done;
     assert.equal(audit.code, 0, audit.stderr);

@@ -138,6 +138,9 @@ async function startProxy(target: number): Promise<Proxy> {
   };
 }
 
+/** stderr without the one `warning: --unsealed: …` line an --unsealed run prints. */
+const unwarned = (stderr: string): string => stderr.replace(/^warning: --unsealed: [^\n]*\n/, '');
+
 describe('RelayClient against a real relay', { timeout: 120_000 }, () => {
   let redis: RedisHandle;
   let relay: RelayHandle;
@@ -151,6 +154,8 @@ describe('RelayClient against a real relay', { timeout: 120_000 }, () => {
       relays,
       identity: options.identity ?? Ed25519Identity.generate(),
       reconnect: { initialDelayMs: 50, maxDelayMs: 500 },
+      // These tests are about the relay link: payloads as given unless a test seals.
+      ...(options.sessions === undefined ? { sealing: false } : {}),
       ...options,
     });
     clients.push(client);
@@ -653,7 +658,11 @@ describe('RelayClient against a real relay', { timeout: 120_000 }, () => {
         'first line\nsecond line, with "quotes" and ünïcode\n',
       ).done;
       assert.equal(sent.code, 0, sent.stderr);
-      assert.equal(sent.stderr, '');
+      // --unsealed says once what it means; nothing else is printed.
+      assert.equal(
+        sent.stderr,
+        'warning: --unsealed: payloads travel readable by every relay and Redis on the path, and a relay can forge them\n',
+      );
 
       const dead = await freePort();
       const heard = await cli([
@@ -771,7 +780,7 @@ describe('RelayClient against a real relay', { timeout: 120_000 }, () => {
         'x',
       ]).done;
       assert.equal(result.code, 1);
-      assert.equal(result.stderr, 'error: PEER_GONE: recipient is connected nowhere\n');
+      assert.equal(unwarned(result.stderr), 'error: PEER_GONE: recipient is connected nowhere\n');
     });
 
     it('send exits 1 with the NACK code when the queue is full', async () => {
@@ -781,7 +790,7 @@ describe('RelayClient against a real relay', { timeout: 120_000 }, () => {
         'a\nb\nc\n',
       ).done;
       assert.equal(result.code, 1);
-      assert.match(result.stderr, /^error: QUEUE_FULL: /);
+      assert.match(unwarned(result.stderr), /^error: QUEUE_FULL: /);
       assert.doesNotMatch(result.stderr, /\n\s+at /);
     });
   });
@@ -818,7 +827,12 @@ describe('RelayClient across relay restarts', { timeout: 120_000 }, () => {
   });
 
   function client(urls: string[], identity = Ed25519Identity.generate()): RelayClient {
-    const c = new RelayClient({ relays: urls, identity, reconnect: { initialDelayMs: 50, maxDelayMs: 500 } });
+    const c = new RelayClient({
+      relays: urls,
+      identity,
+      sealing: false,
+      reconnect: { initialDelayMs: 50, maxDelayMs: 500 },
+    });
     clients.push(c);
     return c;
   }
@@ -880,7 +894,7 @@ describe('RelayClient keepalive', { timeout: 60_000 }, () => {
   });
 
   it('keeps an idle connection open where a silent peer is dropped', async () => {
-    const client = new RelayClient({ relays: [relay.tcpUrl], identity: Ed25519Identity.generate() });
+    const client = new RelayClient({ relays: [relay.tcpUrl], identity: Ed25519Identity.generate(), sealing: false });
     let drops = 0;
     client.events.on('disconnected', () => drops++);
     await client.connect();
@@ -971,7 +985,7 @@ describe('RelayClient over TLS', { timeout: 60_000, skip: !hasOpenssl() && 'open
 
   it('talks over tls:// (binding "tls") and wss:// (binding "ws") with a private CA', async () => {
     const make = async (url: string): Promise<RelayClient> => {
-      const c = new RelayClient({ relays: [url], identity: Ed25519Identity.generate(), tls: { ca } });
+      const c = new RelayClient({ relays: [url], identity: Ed25519Identity.generate(), tls: { ca }, sealing: false });
       clients.push(c);
       await within(c.connect(), 20_000, `connect ${url}`, clientState(c));
       return c;

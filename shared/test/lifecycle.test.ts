@@ -168,6 +168,7 @@ describe('ReconnectionPolicy', () => {
     const client = new RelayClient({
       relays: [`tcp://127.0.0.1:${port}`],
       identity: Ed25519Identity.generate(),
+      sealing: false,
       reconnect: fromReconnectionPolicy({
         maxAttempts: 8,
         initialDelay: 50,
@@ -209,6 +210,7 @@ describe('RelayClient lifecycle against real relays', { timeout: 60_000 }, () =>
     const client = new RelayClient({
       relays: [a.wsUrl, b.tcpUrl],
       identity: Ed25519Identity.generate(),
+      sealing: false,
       reconnect: { initialDelayMs: 20, maxDelayMs: 100 },
     });
     const seen: string[] = [];

@@ -395,7 +395,12 @@ describe('multipath parts', () => {
   describe('MultipathSession options', () => {
     const me = Ed25519Identity.generate();
     const client = (identity = me, extra: Partial<ConstructorParameters<typeof RelayClient>[0]> = {}) =>
-      new RelayClient({ relays: ['ws://127.0.0.1:1'], identity, ...extra });
+      new RelayClient({
+        relays: ['ws://127.0.0.1:1'],
+        identity,
+        ...(extra.sessions === undefined ? { sealing: false } : {}),
+        ...extra,
+      });
 
     it('refuses what cannot work', () => {
       const sessions = new SessionManager({
@@ -571,6 +576,7 @@ describe('MultipathSession against real relays', { timeout: 180_000 }, () => {
         new RelayClient({
           relays: [p.url],
           identity: id,
+          sealing: false,
           reconnect: { initialDelayMs: 50, maxDelayMs: 300 },
           ackTimeoutMs: 5000,
         }),
@@ -874,7 +880,13 @@ describe('MultipathSession against real relays', { timeout: 180_000 }, () => {
       oneTimePrekeys: 5,
     });
     const clients = [r1.tcpUrl, r2.wsUrl].map(
-      (url) => new RelayClient({ relays: [url], identity: bobId, reconnect: { initialDelayMs: 50, maxDelayMs: 300 } }),
+      (url) =>
+        new RelayClient({
+          relays: [url],
+          identity: bobId,
+          sealing: false,
+          reconnect: { initialDelayMs: 50, maxDelayMs: 300 },
+        }),
     );
     const mp = new MultipathSession({
       strategy: 'load-balance',

@@ -272,7 +272,7 @@ describe('relay identity keys', { timeout: 170_000 }, () => {
     const keyFile = join(dir, 'cli.key');
     await writeKeyFile(keyFile, Ed25519Identity.generate());
     const url = proxy.url('tcp');
-    const ok = await cli(['listen', '--relay', url, '--key', keyFile, '--unsealed', '--timeout', '5']).done;
+    const ok = await cli(['listen', '--relay', url, '--key', keyFile, '--timeout', '5']).done;
     assert.equal(ok.stderr, '');
     assert.equal(ok.code, 0);
     const pinsPath = relayPinsFile(stateDirForKeyFile(keyFile));
@@ -280,7 +280,7 @@ describe('relay identity keys', { timeout: 170_000 }, () => {
     assert.equal(stored.pins[url]?.did, relayKey.did);
 
     proxy.setTarget(other.ports.tcp);
-    const refused = await cli(['listen', '--relay', url, '--key', keyFile, '--unsealed', '--timeout', '5']).done;
+    const refused = await cli(['listen', '--relay', url, '--key', keyFile, '--timeout', '5']).done;
     assert.equal(refused.code, 1, refused.stderr);
     assert.match(refused.stderr, /^error: RELAY_IDENTITY_MISMATCH: .*pinned for it on first use/);
     assert.ok(refused.stderr.includes(pinsPath), refused.stderr);

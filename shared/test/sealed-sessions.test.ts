@@ -27,6 +27,15 @@ import { nextMessage, cli as runCli, type SealedPeer, sealedPeer, str, text } fr
 
 const cli = (args: string[], input = '') => runCli(args, input).done;
 
+/** Resolves once the relay holds this client's prekeys (its SessionManager publishes on connect). */
+async function waitPublished(client: RelayClient): Promise<void> {
+  const deadline = Date.now() + 30_000;
+  while (!(await client.prekeyStatus()).published) {
+    if (Date.now() > deadline) assert.fail('prekeys not published within 30 s');
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
 async function receive(client: RelayClient, n: number): Promise<InboundMessage[]> {
   const out: InboundMessage[] = [];
   for (let i = 0; i < n; i++) {
@@ -335,5 +344,66 @@ describe('sealed sessions against a real relay', { timeout: 120_000 }, () => {
     const left = (await readdir(bobState)).filter((f) => f.startsWith('otk-'));
     assert.equal(left.length, oneTimeAfterPublish.length - 2);
     assert.deepEqual(sentTexts.length, 2);
+  });
+
+  it('a RelayClient given no sessions seals by default: nothing readable in Redis, opened by the recipient, a warning about memory-only sessions once per logger', async () => {
+    const marker = `DEFAULT-SEALED-${Date.now()}-k3`;
+    const warnings: string[] = [];
+    const logger = { warn: (message: string) => warnings.push(message) };
+    const bobId = Ed25519Identity.generate();
+    const bobStore = new InMemorySessionStore();
+    // Bob (a store of his own, so a later run opens what came meanwhile) publishes once, then goes offline.
+    const bobOnce = new RelayClient({ relays: [relay.tcpUrl], identity: bobId, sessionStore: bobStore, logger });
+    clients.push(bobOnce);
+    await bobOnce.connect();
+    assert.ok(bobOnce.sealed);
+    await waitPublished(bobOnce);
+    await bobOnce.close();
+    assert.deepEqual(warnings, [], 'a client with a sessionStore says nothing');
+
+    // Alice: relays and identity, nothing else.
+    const alice = new RelayClient({ relays: [relay.wsUrl], identity: Ed25519Identity.generate(), logger });
+    const alice2 = new RelayClient({ relays: [relay.wsUrl], identity: Ed25519Identity.generate(), logger });
+    clients.push(alice, alice2);
+    assert.ok(alice.sealed && alice2.sealed);
+    assert.equal(warnings.length, 1, 'one warning for two clients on one logger');
+    assert.match(warnings[0]!, /in memory only.*sessionStore/);
+    await alice.connect();
+    await alice.send(bobId.did, text(marker));
+    for (const v of await dumpRedis(redis.url))
+      assert.ok(!v.includes(marker), 'plaintext of a default client in Redis');
+
+    const bob = new RelayClient({ relays: [relay.tcpUrl], identity: bobId, sessionStore: bobStore, logger });
+    clients.push(bob);
+    await bob.connect();
+    const [m] = await receive(bob, 1);
+    assert.equal(str(m!.payload), marker);
+    assert.equal(m!.sealed, true);
+    assert.equal(m!.from, alice.did);
+    assert.equal(warnings.length, 1);
+  });
+
+  it('sealing: false warns once per logger, at the first clear payload, not before', async () => {
+    const warnings: string[] = [];
+    const logger = { warn: (message: string) => warnings.push(message) };
+    const toId = Ed25519Identity.generate();
+    const plain = new RelayClient({
+      relays: [relay.wsUrl],
+      identity: Ed25519Identity.generate(),
+      sealing: false,
+      logger,
+    });
+    clients.push(plain);
+    assert.equal(plain.sealed, false);
+    await plain.connect();
+    await plain.prekeyStatus();
+    assert.deepEqual(warnings, [], 'no payload yet, no warning');
+    // A payload sealed by the caller (MultipathSession does this) names its session: no warning.
+    await plain.send(toId.did, text('sealed elsewhere'), { sessionId: new Uint8Array(16).fill(3) });
+    assert.deepEqual(warnings, []);
+    await plain.send(toId.did, text('clear 1'));
+    await plain.send(toId.did, text('clear 2'));
+    assert.equal(warnings.length, 1);
+    assert.match(warnings[0]!, /sealing: false.*readable by every relay/);
   });
 });

@@ -163,7 +163,7 @@ export class Fleet {
           if (message === 'relay connection failed') peer.note(`${String(fields?.code)}: ${String(fields?.error)}`);
         },
       },
-      ...(peer.sessions === undefined ? {} : { sessions: peer.sessions }),
+      ...(peer.sessions === undefined ? { sealing: false } : { sessions: peer.sessions }),
       ...this.options.clientOptions?.(peer.index),
     });
     peer.client.events.on('connected', ({ nodeId }) => {

@@ -369,7 +369,7 @@ describe('per-connection control budget: sustained floods and the SDK', { timeou
     }
 
     const limitedBefore = await metric(roomy, 'relay_rate_limited_total', { type: 'ACK' });
-    const client = new RelayClient({ relays: [roomy.tcpUrl], identity: receiver });
+    const client = new RelayClient({ relays: [roomy.tcpUrl], identity: receiver, sealing: false });
     const errors: string[] = [];
     client.events.on('error', (e) => errors.push(`${e.error.code}: ${e.error.message}`));
     try {

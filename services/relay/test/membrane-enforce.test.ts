@@ -42,7 +42,7 @@ let direct: Redis;
 const clients: RelayClient[] = [];
 
 async function connect(identity: Ed25519Identity, relay: RelayHandle): Promise<RelayClient> {
-  const client = new RelayClient({ relays: [relay.wsUrl], identity, reconnect: { maxAttempts: 3 } });
+  const client = new RelayClient({ relays: [relay.wsUrl], identity, sealing: false, reconnect: { maxAttempts: 3 } });
   // Refused fast sends surface as 'error' events; the tests wait for them explicitly.
   client.events.on('error', () => {});
   await client.connect();
@@ -393,7 +393,7 @@ describe('membrane enforcement in the relay', () => {
     const o = await connect(owner, relayA);
     await o.setPolicy({ version: 1, capabilities: [{ resource: owner.did, action: 'open' }] });
     const leaving = await startRelay({ redisUrl: redis.url });
-    const client = new RelayClient({ relays: [leaving.wsUrl, relayB.wsUrl], identity: sender });
+    const client = new RelayClient({ relays: [leaving.wsUrl, relayB.wsUrl], identity: sender, sealing: false });
     client.events.on('error', () => {});
     clients.push(client);
     await client.connect();

@@ -26,10 +26,20 @@ after(async () => {
 it('delivers all 1,000 durable frames exactly once to the application across a kill -9 of the recipient node', async () => {
   const [doomed, survivor] = nodes as [RelayHandle, RelayHandle];
   const fast = { initialDelayMs: 50, maxDelayMs: 500, multiplier: 2, jitter: 0.2, maxAttempts: 0 };
-  const alice = new RelayClient({ relays: [survivor.tcpUrl], identity: Ed25519Identity.generate(), reconnect: fast });
+  const alice = new RelayClient({
+    relays: [survivor.tcpUrl],
+    identity: Ed25519Identity.generate(),
+    sealing: false,
+    reconnect: fast,
+  });
   // Bob is on the doomed node first; his list fails over to the survivor.
   const bobId = Ed25519Identity.generate();
-  const bob = new RelayClient({ relays: [doomed.wsUrl, survivor.wsUrl], identity: bobId, reconnect: fast });
+  const bob = new RelayClient({
+    relays: [doomed.wsUrl, survivor.wsUrl],
+    identity: bobId,
+    sealing: false,
+    reconnect: fast,
+  });
   await Promise.all([alice.connect(), bob.connect()]);
   const connectedTo: string[] = [];
   bob.events.on('connected', ({ url }) => connectedTo.push(String(url)));

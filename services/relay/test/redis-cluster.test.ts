@@ -78,8 +78,18 @@ async function scenario(
     if (primary.port !== avoidPort) doomedPort = primary.port;
   }
   const doomed = cluster.servers.find((s) => s.port === doomedPort)!;
-  const alice = new RelayClient({ relays: [a.tcpUrl], identity: Ed25519Identity.generate(), reconnect: fast });
-  const carol = new RelayClient({ relays: [b.wsUrl], identity: Ed25519Identity.generate(), reconnect: fast });
+  const alice = new RelayClient({
+    relays: [a.tcpUrl],
+    identity: Ed25519Identity.generate(),
+    sealing: false,
+    reconnect: fast,
+  });
+  const carol = new RelayClient({
+    relays: [b.wsUrl],
+    identity: Ed25519Identity.generate(),
+    sealing: false,
+    reconnect: fast,
+  });
   await Promise.all([alice.connect(), carol.connect()]);
 
   const acked = new Set<string>();
@@ -148,7 +158,7 @@ async function scenario(
   let duplicatesSeen = 0;
   await Promise.all(
     recipients.map(async (identity, r) => {
-      const bob = new RelayClient({ relays: [r === 0 ? a.wsUrl : b.wsUrl], identity, reconnect: fast });
+      const bob = new RelayClient({ relays: [r === 0 ? a.wsUrl : b.wsUrl], identity, sealing: false, reconnect: fast });
       await bob.connect();
       const expected = [...acked].filter((t) => Number(t.split('-').pop()) % RECIPIENTS === r).length;
       let mine = 0;

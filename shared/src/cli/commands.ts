@@ -191,14 +191,20 @@ function relayTrust(keyFile: string): { relayPins: FileRelayPinStore; verifyRela
  * in `<keyfile>.state/` so consecutive runs keep them; `--unsealed` sends and
  * receives plain payloads.
  */
-function cliClient(
-  relays: string[],
-  identity: Ed25519Identity,
-  keyFile: string,
-  unsealed: boolean,
-  maxAttempts: number,
-  rotation: Partial<RotationPolicy>,
-): { client: RelayClient; sessions: SessionManager | undefined } {
+const UNSEALED_WARNING =
+  '--unsealed: payloads travel readable by every relay and Redis on the path, and a relay can forge them';
+
+function cliClient(o: {
+  relays: string[];
+  identity: Ed25519Identity;
+  keyFile: string;
+  unsealed: boolean;
+  maxAttempts: number;
+  rotation: Partial<RotationPolicy>;
+  io: CliIo;
+}): { client: RelayClient; sessions: SessionManager | undefined } {
+  const { relays, identity, keyFile, unsealed, maxAttempts, rotation, io } = o;
+  if (unsealed) io.stderr.write(`warning: ${UNSEALED_WARNING}\n`);
   const sessions = unsealed
     ? undefined
     : new SessionManager({
@@ -213,10 +219,12 @@ function cliClient(
     identity,
     ...relayTrust(keyFile),
     reconnect: { maxAttempts },
+    // Silent as it always was; its one warning that matters (--unsealed) the CLI prints itself, below.
+    logger: { warn: () => {} },
     // Offline-first: a send that never got its ACK goes out again on the next run, and
     // messages acknowledged by one `listen` are never shown by the next.
     outbox: new FileSessionStore(stateDirForKeyFile(keyFile)),
-    ...(sessions === undefined ? {} : { sessions }),
+    ...(sessions === undefined ? { sealing: false } : { sessions }),
   });
   return { client, sessions };
 }
@@ -280,7 +288,15 @@ async function send(args: string[], io: CliIo): Promise<number> {
     remote === undefined ? encoder.encode(text) : encodeFederatedMessage({ type: 'send-dm', to: remote.uri, text });
 
   const rotation = rotationOf(values);
-  const { client } = cliClient(relays, identity, keyFile, values.unsealed === true, SEND_CONNECT_ROUNDS, rotation);
+  const { client } = cliClient({
+    relays,
+    identity,
+    keyFile,
+    unsealed: values.unsealed === true,
+    maxAttempts: SEND_CONNECT_ROUNDS,
+    rotation,
+    io,
+  });
   const interrupted = closeOnAbort(client, io.signal);
   const fastIds = new Set<string>();
   let peerGone = false;
@@ -400,14 +416,15 @@ async function listen(args: string[], io: CliIo): Promise<number> {
   // Not fatal: replacement characters stand in for bytes that are not UTF-8.
   const decoder = new TextDecoder('utf-8');
 
-  const { client, sessions } = cliClient(
+  const { client, sessions } = cliClient({
     relays,
     identity,
     keyFile,
-    values.unsealed === true,
-    LISTEN_CONNECT_ROUNDS,
+    unsealed: values.unsealed === true,
+    maxAttempts: LISTEN_CONNECT_ROUNDS,
     rotation,
-  );
+    io,
+  });
   const interrupted = closeOnAbort(client, io.signal);
   let timedOut = false;
   // `listen --timeout 1` is how a peer publishes its prekeys: a timeout never cuts a publication short.
@@ -498,6 +515,8 @@ async function withClient<T>(
     identity,
     ...relayTrust(keyFile),
     reconnect: { maxAttempts: SEND_CONNECT_ROUNDS },
+    // Membrane requests carry no payload to seal; a client of its own would publish prekeys from memory.
+    sealing: false,
   });
   closeOnAbort(client, io.signal);
   try {

@@ -54,6 +54,8 @@ import {
   SendFlags,
   type SendFrame,
 } from '../protocol/frames.js';
+import { nobleCrypto } from '../session/crypto-noble.js';
+import type { CryptoProvider } from '../session/crypto-provider.js';
 import { type LifecycleState, type LifecycleTransition, SessionLifecycle } from '../session/lifecycle.js';
 import {
   decodePrekeyBundle,
@@ -84,8 +86,8 @@ import { Inbox } from './inbox.js';
 import type { RelayPinStore } from './relay-pins.js';
 import { RelayTicketStore } from './relay-ticket-store.js';
 import { RttEstimator } from './rtt.js';
-import type { SessionStore } from './session-store.js';
-import type { SessionManager } from './sessions.js';
+import { InMemorySessionStore, type SessionStore } from './session-store.js';
+import { SessionManager } from './sessions.js';
 import type { TlsClientOptions, Transport } from './transport.js';
 import { parseRelayUrl, parseRelayUrls, type RelayUrl, relayUrlText } from './url.js';
 
@@ -153,13 +155,26 @@ export interface RelayClientOptions {
   /** TLS settings for wss:// and tls:// (Node only). */
   tls?: TlsClientOptions;
   /**
-   * End-to-end sessions (docs/client.md#sealed-sessions). When given, payloads
-   * are sealed and opened by it (unless `sealing: false`), and our prekeys
-   * are published on every connect and refilled on 'prekeys-low'. Without
-   * it payloads travel as given (unsealed).
+   * End-to-end sessions (docs/client.md#sealed-sessions): payloads are sealed
+   * and opened by them, and our prekeys are published on every connect and
+   * refilled on 'prekeys-low'. Sealing is the default: without this option
+   * the client makes its own SessionManager over `sessionStore` and `crypto`.
    */
   sessions?: SessionManager;
-  /** With `sessions`: false sends and receives unsealed payloads anyway (default true). */
+  /**
+   * Where the client's own SessionManager keeps its keys and sessions (when
+   * `sessions` is not given). Default: memory only, which the client warns
+   * about once: sealed mail that arrived for an earlier run's prekeys cannot
+   * be opened after a restart. In Node a FileSessionStore keeps them.
+   */
+  sessionStore?: SessionStore;
+  /** The primitives of the client's own SessionManager (default nobleCrypto, browser-safe; nodeCrypto is faster in Node). */
+  crypto?: CryptoProvider;
+  /**
+   * false: payloads travel unsealed, readable by every relay and by Redis on
+   * the path, and a relay can forge them. Only for applications that seal
+   * by other means or test the relay itself; the client warns once (default true).
+   */
   sealing?: boolean;
   /**
    * Offline-first (docs/client.md#offline-first-outbox): durable sends are
@@ -477,6 +492,29 @@ const ZERO_SESSION = new Uint8Array(ID_SIZE);
 /** Senders of unsealed messages a sealed client warns about (once each), at most. */
 const MAX_UNSEALED_WARNINGS = 64;
 
+const UNSEALED_WARNING =
+  'RelayClient with sealing: false: payloads travel readable by every relay and Redis on the path, and a relay can forge them (docs/client.md#sealed-sessions)';
+
+/**
+ * Warnings said once per logger, however many clients share it (a test suite
+ * makes hundreds); clients without a logger share the console, once per process.
+ */
+const warnedByLogger = new WeakMap<ClientLogger, Set<string>>();
+const warnedOnConsole = new Set<string>();
+function warnOnce(kind: string, log: ClientLogger, message: string): void {
+  const warn = log.warn;
+  let warned = warnedOnConsole;
+  if (warn !== undefined) {
+    warned = warnedByLogger.get(log) ?? new Set();
+    warnedByLogger.set(log, warned);
+  }
+  if (warned.has(kind)) return;
+  warned.add(kind);
+  // Without a logger the client is otherwise silent; this one must still be heard.
+  if (warn !== undefined) warn.call(log, message);
+  else globalThis.console?.warn(`libertaria: ${message}`);
+}
+
 function isZero(bytes: Uint8Array): boolean {
   for (const b of bytes) if (b !== 0) return false;
   return true;
@@ -656,7 +694,7 @@ export class RelayClient {
     );
     this.lifecycle = new SessionLifecycle({ name: `relay link ${this.did}`, log: this.#log });
     this.lifecycle.onTransition((t) => this.events.emit('state', t));
-    this.#sessions = options.sealing === false ? undefined : options.sessions;
+    this.#sessions = this.#sealingSessions(options);
     this.#onAnonymous = options.onAnonymousRequest;
     this.#outbox = options.outbox;
     // A local memory first: the relay's ONCE_CHECK alone could lie "fresh" and replay a request at us.
@@ -680,7 +718,34 @@ export class RelayClient {
     }
   }
 
-  /** Whether payloads are sealed end to end (a SessionManager was given and sealing not turned off). */
+  /**
+   * Sealed by default (issue 13): the given SessionManager, else one of our
+   * own (memory-only unless `sessionStore`). Unsealed only when asked for,
+   * and said aloud once per process: the payloads are the relay's to read.
+   */
+  #sealingSessions(options: RelayClientOptions): SessionManager | undefined {
+    // Warned about at the first unsealed payload, not here: a client that only
+    // makes membrane requests (lrelay policy, grant --revoke) has none.
+    if (options.sealing === false) return undefined;
+    if (options.sessions !== undefined) return options.sessions;
+    const provider = options.crypto ?? nobleCrypto;
+    if (options.sessionStore === undefined) {
+      warnOnce(
+        'memory-sessions',
+        this.#log,
+        "RelayClient keeps its end-to-end sessions in memory only: sealed mail that arrived for an earlier run's prekeys cannot be opened after a restart; pass sessionStore (a FileSessionStore in Node) to keep them (docs/client.md#sealed-sessions)",
+      );
+    }
+    return new SessionManager({
+      identity: options.identity,
+      store: options.sessionStore ?? new InMemorySessionStore(),
+      provider,
+      verify: (key, data, signature) => provider.verifyEd25519(key, data, signature),
+      log: this.#log,
+    });
+  }
+
+  /** Whether payloads are sealed end to end (true unless `sealing: false`). */
   get sealed(): boolean {
     return this.#sessions !== undefined;
   }
@@ -745,6 +810,9 @@ export class RelayClient {
     if (this.#state === 'idle') throw new RelayError(ClientErrorCode.unreachable, 'send: call connect() first');
     const sessions = this.#sessions;
     if (sessions === undefined) {
+      // A caller that sealed the payload itself (MultipathSession) names its session.
+      if (options.sessionId === undefined || isZero(options.sessionId))
+        warnOnce('unsealed', this.#log, UNSEALED_WARNING);
       if (typeof to === 'string') this.#notePeer(to);
       return this.#send(to, payload, options);
     }
@@ -1973,6 +2041,7 @@ export class RelayClient {
     // the id of an unsealed send, whose payload is the plaintext.
     const unsealed = sessions === undefined || isZero(sessionId);
     if (sessions !== undefined && unsealed) this.#warnUnsealed(from, url);
+    if (sessions === undefined && isZero(sessionId)) warnOnce('unsealed', this.#log, UNSEALED_WARNING);
     if (!unsealed) {
       // Held (duplicates hidden) while it is opened; never yielded unless it opens.
       this.#tracker.accept(key, position);

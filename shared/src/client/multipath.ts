@@ -42,7 +42,7 @@ export type { MultipathMessage } from './multipath-inbound.js';
 export type { MultipathStrategy } from './multipath-scheduler.js';
 
 export interface MultipathPathSpec {
-  /** A RelayClient of the session's identity, not connected yet, without `sessions` (the session seals). */
+  /** A RelayClient of the session's identity, not connected yet, with `sealing: false` (the session seals, above it). */
   client: RelayClient;
   /** Shown in events and stats (default `path<i>`). */
   name?: string;
@@ -234,7 +234,7 @@ export class MultipathSession {
       if (client.sealed) {
         throw new RelayError(
           ClientErrorCode.invalidArgument,
-          'multipath: path clients must not seal (give the SessionManager to the MultipathSession instead)',
+          'multipath: path clients must not seal (build them with sealing: false and give the SessionManager to the MultipathSession)',
         );
       }
       const name = spec.name ?? `path${index}`;
