@@ -3,12 +3,15 @@
  * processes on a private Redis: anonymousRequest() against a RelayClient
  * that answers them (on another node), the proof-of-work bound, a responder
  * connected nowhere, stale and replayed requests (refused across two
- * instances of one DID on two nodes), and 0-RTT first flights accepted by
- * exactly one of two such instances through RelayTicketStore.
+ * instances of one DID on two nodes), 0-RTT first flights accepted by
+ * exactly one of two such instances through RelayTicketStore, and a replay
+ * after Redis lost its data set, refused by the single-use id epoch.
  */
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { after, before, describe, it } from 'node:test';
+import { Redis } from 'ioredis';
+import { metric } from '../../test-support/metrics.js';
 import { RawPeer } from '../../test-support/raw-peer.js';
 import { type RedisHandle, startRedis } from '../../test-support/redis.js';
 import { type RelayHandle, startRelay } from '../../test-support/relay-process.js';
@@ -269,5 +272,93 @@ describe('anonymous requests through the relay cluster', { timeout: 120_000 }, (
       c1.consumeOnce(randomBytes(16), 8 * 24 * 3600 * 1000),
       (e: unknown) => e instanceof RelayError && e.code === 'ONCE_RETENTION_TOO_LONG',
     );
+  });
+});
+
+describe('single-use ids after Redis loses its data set (the epoch)', { timeout: 120_000 }, () => {
+  let redis: RedisHandle;
+  let relay: RelayHandle;
+  const clients: RelayClient[] = [];
+
+  before(async () => {
+    // No persistence at all (test-support/redis.ts): a restart loses every key, as an unpersisted Redis does.
+    redis = await startRedis();
+    relay = await startRelay({ redisUrl: redis.url });
+  });
+
+  after(async () => {
+    await Promise.all(clients.map((c) => c.close()));
+    await relay?.stop();
+    await redis?.stop();
+  });
+
+  /** Bob's client over `store` (his keys and what he remembers), connected, and his 0-RTT guard. */
+  async function bobOver(identity: Ed25519Identity, store: SessionStore) {
+    const warnings: string[] = [];
+    const client = new RelayClient({
+      relays: [relay.tcpUrl],
+      identity,
+      sessionStore: store,
+      crypto: nodeCrypto,
+      reconnect: { initialDelayMs: 50, maxDelayMs: 500 },
+      logger: { warn: (message) => warnings.push(message) },
+    });
+    clients.push(client);
+    await client.connect();
+    return { client, warnings, guard: new RelayTicketStore(client, { retentionMs: 6 * 60 * 1000, label: '0rtt' }) };
+  }
+
+  it('a 0-RTT first flight accepted before the loss is refused after it, though the relay says "fresh"', async () => {
+    const bobId = Ed25519Identity.generate();
+    const bobStore = new InMemorySessionStore();
+    const before = await bobOver(bobId, bobStore);
+
+    const alice = makePeer(nodeCrypto);
+    const bob = makeResponder(nodeCrypto);
+    const { session: aliceSession, initialMessage } = initiatePersistentSession({
+      provider: nodeCrypto,
+      identity: alice.identity,
+      peerDid: bob.did,
+      bundle: bundleOf(bob.publication, { oneTime: 0, oneTimeKem: 0 }),
+      payload: text('hello'),
+    });
+    const { session: bobSession } = await acceptPersistentSession({
+      provider: nodeCrypto,
+      prekeys: bob.prekeys,
+      initialMessage,
+    });
+    const message = seal0Rtt(nodeCrypto, aliceSession.issueResumptionTicket(), text('transfer 10 units'));
+    const open = (store: RelayTicketStore) =>
+      open0Rtt({ provider: nodeCrypto, message, resolve: (id) => bobSession.resumptionTicketFor(id), store });
+
+    assert.equal(str((await open(before.guard)).payload), 'transfer 10 units');
+    await assert.rejects(open(before.guard), (e: unknown) => (e as { code?: string }).code === 'REPLAYED');
+    await before.client.close();
+
+    // Redis restarts without its data; the relay reconnects to it.
+    await redis.restart();
+    const verify = new Redis(redis.url);
+    try {
+      assert.equal(await verify.dbsize(), 0, 'the data set is gone');
+    } finally {
+      verify.disconnect();
+    }
+
+    // Bob restarts too (same key store). The attacker replays the captured first flight:
+    // the relay, whose memory is gone, answers "fresh" (the counter shows it); Bob refuses.
+    const after = await bobOver(bobId, bobStore);
+    const freshBefore = await metric(relay, 'relay_once_checks_total', { result: 'fresh' });
+    await assert.rejects(open(after.guard), (e: unknown) => (e as { code?: string }).code === 'REPLAYED');
+    assert.equal(await metric(relay, 'relay_once_checks_total', { result: 'fresh' }), freshBefore + 1);
+    assert.equal(after.warnings.filter((w) => /memory of single-use ids was lost/.test(w)).length, 1);
+    // Fail closed for the retention: even an id never seen before is refused for now, and the relay said fresh.
+    assert.equal(await after.client.consumeOnce(randomBytes(16), 60_000), false);
+    assert.equal(await metric(relay, 'relay_once_checks_total', { result: 'fresh' }), freshBefore + 2);
+
+    // Without what Bob's store remembers (the old epoch) a new id is accepted at once:
+    // a new DID, or a new device, is not held back.
+    const amnesiac = await bobOver(bobId, new InMemorySessionStore());
+    assert.equal(await amnesiac.client.consumeOnce(randomBytes(16), 60_000), true);
+    assert.equal(amnesiac.warnings.length, 0);
   });
 });

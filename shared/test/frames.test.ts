@@ -183,7 +183,10 @@ const fixtures: Array<{ frame: Frame; hex: string }> = [
     frame: { type: 'ONCE_CHECK', requestId: fill(16, 0x7e), retentionSeconds: 360, id: fill(16, 0x1d) },
     hex: `0250 00000025 ${REQ} 00000168 10 ${r('1d', 16)}`,
   },
-  { frame: { type: 'ONCE_RESULT', requestId: fill(16, 0x7e), fresh: true }, hex: `0251 00000011 ${REQ} 01` },
+  {
+    frame: { type: 'ONCE_RESULT', requestId: fill(16, 0x7e), fresh: true, epoch: fill(16, 0xe0) },
+    hex: `0251 00000021 ${REQ} 01 ${'e0'.repeat(16)}`,
+  },
   {
     frame: { type: 'BRIDGE_QUERY', requestId: fill(16, 0x7e), network: 'nostr' },
     hex: `0270 00000016 ${REQ} 05 ${toHex(text('nostr'))}`,
@@ -477,8 +480,12 @@ describe('anonymous and single-use id frames refuse bad fields', () => {
     expectCode(() => decodeFrame(hex(`0261 00000037 ${REQ} ${r('c1', 31)} ${r('00', 8)}`)), 'BAD_LENGTH');
     assert.throws(() => encodeFrame({ type: 'GRANT_PRESENT', requestId: fill(16, 1), token: new Uint8Array(0) }));
   });
-  it('ONCE_RESULT.fresh is 0 or 1', () => {
-    expectCode(() => decodeFrame(hex(`0251 00000011 ${REQ} 02`)), 'BAD_FIELD');
-    assert.equal((decodeFrame(hex(`0251 00000011 ${REQ} 00`)) as { fresh: boolean }).fresh, false);
+  it('ONCE_RESULT.fresh is 0 or 1, followed by a 16-byte epoch', () => {
+    const epoch = r('e0', 16);
+    expectCode(() => decodeFrame(hex(`0251 00000021 ${REQ} 02 ${epoch}`)), 'BAD_FIELD');
+    assert.equal((decodeFrame(hex(`0251 00000021 ${REQ} 00 ${epoch}`)) as { fresh: boolean }).fresh, false);
+    // Without the epoch (the layout before it) the frame is too short.
+    expectCode(() => decodeFrame(hex(`0251 00000011 ${REQ} 00`)), 'BAD_LENGTH');
+    assert.throws(() => encodeFrame({ type: 'ONCE_RESULT', requestId: fill(16, 1), fresh: true, epoch: fill(15, 1) }));
   });
 });

@@ -780,9 +780,9 @@ export class PeerConnection implements TransportSink, SendHost, RequestHost {
     once
       .consume(this.hint!, id, retentionSeconds)
       .then(
-        (fresh) => {
+        ({ fresh, epoch }) => {
           metrics.onceChecks.labels(fresh ? 'fresh' : 'seen').inc();
-          this.writeControl(this.encode({ type: 'ONCE_RESULT', requestId, fresh }, this.version));
+          this.writeControl(this.encode({ type: 'ONCE_RESULT', requestId, fresh, epoch }, this.version));
           this.endAsync();
         },
         (err: unknown) => {

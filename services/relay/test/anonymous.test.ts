@@ -222,6 +222,7 @@ describe('anonymous connections and single-use ids', { timeout: 120_000 }, () =>
       conns.push(peer);
       peers.push(peer);
     }
+    const ownerEpochs = new Set<string>();
     for (let round = 0; round < 20; round++) {
       const ticket = randomBytes(16);
       const requests = conns.map((peer) => {
@@ -232,7 +233,14 @@ describe('anonymous connections and single-use ids', { timeout: 120_000 }, () =>
       const answers = await Promise.all(requests);
       const fresh = answers.filter((f) => f.type === 'ONCE_RESULT' && f.fresh).length;
       assert.equal(fresh, 1, `round ${round}: ${fresh} connections were told the id was fresh`);
+      // One epoch for the owner's ids, whichever node and connection answers.
+      const epochs = new Set(
+        answers.map((f) => (f.type === 'ONCE_RESULT' ? Buffer.from(f.epoch).toString('hex') : '')),
+      );
+      assert.equal(epochs.size, 1);
+      ownerEpochs.add([...epochs][0]!);
     }
+    assert.equal(ownerEpochs.size, 1, 'the epoch stays while the data set does');
     // Namespaced by DID: another peer's identical id is its own.
     const other = await RawPeer.connect(a.wsUrl);
     peers.push(other);
@@ -241,7 +249,9 @@ describe('anonymous connections and single-use ids', { timeout: 120_000 }, () =>
     conns[0]!.send({ type: 'ONCE_CHECK', requestId: randomBytes(16), retentionSeconds: 60, id: shared });
     assert.equal((await conns[0]!.next('ONCE_RESULT')).fresh, true);
     other.send({ type: 'ONCE_CHECK', requestId: randomBytes(16), retentionSeconds: 60, id: shared });
-    assert.equal((await other.next('ONCE_RESULT')).fresh, true);
+    const others = await other.next('ONCE_RESULT');
+    assert.equal(others.fresh, true);
+    assert.ok(!ownerEpochs.has(Buffer.from(others.epoch).toString('hex')), 'each owner has an epoch of its own');
     // Retention is bounded, and an id is fresh again once it has passed.
     other.send({ type: 'ONCE_CHECK', requestId: randomBytes(16), retentionSeconds: 604801, id: shared });
     assert.equal(codeOf(await other.next('NACK')), 'ONCE_RETENTION_TOO_LONG');
@@ -262,6 +272,11 @@ describe('anonymous connections and single-use ids', { timeout: 120_000 }, () =>
         keys.every((k) => /^lr:once:\{[0-9a-f]{48}\}:[0-9a-f]+$/.test(k)),
         keys[0],
       );
+      // The epoch key shares the owner's hash tag (one slot with its ids) and never expires.
+      const hint = Buffer.from(id.hint).toString('hex');
+      const epochKey = `lr:once-epoch:{${hint}}`;
+      assert.equal((await r.getBuffer(epochKey))?.toString('hex'), [...ownerEpochs][0]);
+      assert.equal(await r.ttl(epochKey), -1);
     } finally {
       r.disconnect();
     }

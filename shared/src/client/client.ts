@@ -83,6 +83,7 @@ import {
   type Welcome,
 } from './handshake.js';
 import { Inbox } from './inbox.js';
+import { OnceEpochTracker } from './once-epoch.js';
 import type { RelayPinStore } from './relay-pins.js';
 import { RelayTicketStore } from './relay-ticket-store.js';
 import { RttEstimator } from './rtt.js';
@@ -593,6 +594,7 @@ export class RelayClient {
   readonly #log: ClientLogger;
   readonly #sessions: SessionManager | undefined;
   readonly #unsealedSenders = new Set<string>();
+  readonly #onceEpoch: OnceEpochTracker;
   readonly #outbox: SessionStore | undefined;
   #outboxSeq = 0;
   /** Outbox records of settled sends still being removed. */
@@ -695,6 +697,11 @@ export class RelayClient {
     this.lifecycle = new SessionLifecycle({ name: `relay link ${this.did}`, log: this.#log });
     this.lifecycle.onTransition((t) => this.events.emit('state', t));
     this.#sessions = this.#sealingSessions(options);
+    // Kept with our keys (or the outbox) so a restart still knows the epoch it saw.
+    this.#onceEpoch = new OnceEpochTracker(
+      this.#sessions?.store ?? options.outbox ?? new InMemorySessionStore(),
+      this.#log,
+    );
     this.#onAnonymous = options.onAnonymousRequest;
     this.#outbox = options.outbox;
     // A local memory first: the relay's ONCE_CHECK alone could lie "fresh" and replay a request at us.
@@ -1061,7 +1068,9 @@ export class RelayClient {
    * True the first time this DID presents `id` to the relay cluster within
    * `retentionMs` (rounded up to whole seconds), false every later time, from
    * any node and any connection of this DID (ONCE_CHECK; one Redis SET NX).
-   * The replay guard behind RelayTicketStore. Rejections:
+   * The replay guard behind RelayTicketStore. False as well, whatever the
+   * relay says, within `retentionMs` of noticing that the cluster lost its
+   * memory of our ids (its epoch changed: once-epoch.ts). Rejections:
    * ONCE_RETENTION_TOO_LONG, RATE_LIMITED, STORE_UNAVAILABLE,
    * CONNECTION_FAILED, TIMEOUT.
    */
@@ -1076,7 +1085,8 @@ export class RelayClient {
       retentionSeconds,
       id,
     }))) as OnceResultFrame;
-    return answer.fresh;
+    // After the cluster lost its memory of our ids, "fresh" is refused for the id's retention.
+    return this.#onceEpoch.judge(answer.fresh, answer.epoch, retentionSeconds * 1000);
   }
 
   /**

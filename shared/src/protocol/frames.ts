@@ -40,7 +40,9 @@
  *               PREKEY_STATUS with a zero requestId as a low-water notice;
  *     client -> ONCE_CHECK {requestId, retention, id}: a single-use id seen
  *               before? (0-RTT tickets, anonymous requests; Redis-backed)
- *     relay  -> ONCE_RESULT {requestId, fresh} or NACK {requestId};
+ *     relay  -> ONCE_RESULT {requestId, fresh, epoch} or NACK {requestId}; the
+ *               epoch names the Redis data set that remembers the owner's
+ *               ids and changes when it is lost (docs/relay.md#single-use-ids);
  *     client -> GRANT_PRESENT / POLICY_PUT / POLICY_GET / AUDIT_QUERY / GRANT_REVOKE {requestId}
  *     relay  -> GRANT_ACCEPTED / POLICY / POLICY / AUDIT_RESULT / GRANT_REVOKED or NACK {requestId}
  *               (the membrane, docs/membrane.md#the-relay-protocol);
@@ -165,7 +167,7 @@ export const FrameType = {
   PREKEY_STATUS: 0x43, // relay -> client: 24B hint, 16B request id, u8 flags, 4 x u16 counts, 2 x u32 ids
   PREKEY_STATUS_QUERY: 0x44, // client -> relay: 16B request id
   ONCE_CHECK: 0x50, // client -> relay: 16B request id, u32 retentionSeconds, u8 len + id
-  ONCE_RESULT: 0x51, // relay -> client: 16B request id, u8 fresh (1 first time, 0 seen before)
+  ONCE_RESULT: 0x51, // relay -> client: 16B request id, u8 fresh (1 first time, 0 seen before), 16B epoch
   GRANT_PRESENT: 0x60, // client -> relay: 16B request id, grant token (the rest, at least 1 byte)
   GRANT_ACCEPTED: 0x61, // relay -> client: 16B request id, 32B token id (leaf cid), u64 expiresAt (ms, 0 never)
   POLICY_PUT: 0x62, // client -> relay: 16B request id, policy JSON (the rest; empty removes the policy)
@@ -215,6 +217,8 @@ export const HelloFeatures = {
 export const MAX_POW_BITS = 32;
 /** Single-use ids (ONCE_CHECK) are 1..64 bytes. */
 export const MAX_ONCE_ID_BYTES = 64;
+/** The replay-memory epoch in ONCE_RESULT: random, made when the owner's once-keys are found without one. */
+export const ONCE_EPOCH_SIZE = 16;
 /** Grant token ids (GRANT_ACCEPTED) are a BLAKE3-256 cid. */
 export const GRANT_ID_SIZE = 32;
 /** Most audit records one AUDIT_QUERY asks for. */
@@ -469,6 +473,12 @@ export interface OnceResultFrame {
   requestId: Uint8Array;
   /** True the first time the id was checked (within its retention), false every later time. */
   fresh: boolean;
+  /**
+   * The epoch of the Redis data set that answered (ONCE_EPOCH_SIZE bytes),
+   * the same for every check of one owner until that data set is lost; a
+   * client that sees it change knows ids it had checked are forgotten.
+   */
+  epoch: Uint8Array;
 }
 
 export interface GrantPresentFrame {
@@ -865,7 +875,7 @@ function decodeBody(typeName: FrameTypeName, buf: Uint8Array, start: number, end
       const requestId = r.bytes(ID_SIZE, 'requestId');
       const fresh = r.u8('fresh');
       if (fresh > 1) fail('BAD_FIELD', `ONCE_RESULT.fresh ${fresh} is neither 0 nor 1`);
-      frame = { type: typeName, requestId, fresh: fresh === 1 };
+      frame = { type: typeName, requestId, fresh: fresh === 1, epoch: r.bytes(ONCE_EPOCH_SIZE, 'epoch') };
       break;
     }
     case 'GRANT_PRESENT': {
@@ -1475,9 +1485,11 @@ export function encodeFrame(frame: Frame, version: number = PROTOCOL_VERSION): U
     }
     case 'ONCE_RESULT': {
       checkLen(frame.requestId, ID_SIZE, 'ONCE_RESULT.requestId');
-      const w = new BodyWriter(t, ID_SIZE + 1, version);
+      checkLen(frame.epoch, ONCE_EPOCH_SIZE, 'ONCE_RESULT.epoch');
+      const w = new BodyWriter(t, ID_SIZE + 1 + ONCE_EPOCH_SIZE, version);
       w.bytes(frame.requestId);
       w.u8(frame.fresh ? 1 : 0);
+      w.bytes(frame.epoch);
       return w.buf;
     }
     case 'GRANT_PRESENT': {

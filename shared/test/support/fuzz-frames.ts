@@ -135,7 +135,7 @@ function corpus(): Uint8Array[] {
     },
     { type: 'ANON_AUTH', stamp: b(8, 30) },
     { type: 'ONCE_CHECK', requestId: b(16, 31), retentionSeconds: 360, id: b(16, 32) },
-    { type: 'ONCE_RESULT', requestId: b(16, 33), fresh: false },
+    { type: 'ONCE_RESULT', requestId: b(16, 33), fresh: false, epoch: b(16, 34) },
     { type: 'BRIDGE_QUERY', requestId: b(16, 34), network: 'nostr' },
     { type: 'BRIDGE_INFO', requestId: b(16, 35), did: 'did:key:z6Mk' },
     { type: 'GRANT_PRESENT', requestId: b(16, 34), token: b(200, 35) },
