@@ -21,19 +21,25 @@ export class NostrUser implements ForeignParty {
   private readonly consumed = new Set<string>();
 
   private queries = 0;
+  /** Three days before this user was made: gift wraps are backdated up to two. */
+  private readonly sinceBase = Math.floor(Date.now() / 1000) - 3 * 86400;
 
   constructor(readonly relayUrls: readonly string[]) {}
 
   /**
-   * Three days back (gift wraps are backdated up to two), and never the same
-   * value twice: @nostr-relay/core caches the stored events of an identical
-   * filter for a second, so a REQ repeated within that second, just after a
-   * new event was stored but before it was subscribed, would miss it. Real
-   * relays cache too; real clients' `since` values differ the same way.
+   * Never the same value twice for this user: @nostr-relay/core caches the
+   * stored events of an identical filter for a second, so a REQ repeated
+   * within that second, just after a new event was stored but before it was
+   * subscribed, would be answered from the cache without it, and the event,
+   * stored rather than live, would never come. Real relays cache too; real
+   * clients' `since` values differ the same way. (It was "now − 3 days −
+   * count", which repeats whenever a second passes between two queries: a
+   * message that arrived before its REQ was then missed, the "no message
+   * within 30 s" of a loaded machine, issue 11.)
    */
   private freshSince(): number {
     this.queries += 1;
-    return Math.floor(Date.now() / 1000) - 3 * 86400 - this.queries;
+    return this.sinceBase - this.queries;
   }
 
   /** Sends a NIP-17 message to `to`, the same gift wrap to every relay. */
