@@ -7,6 +7,7 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { type AddressInfo, createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -152,6 +153,18 @@ describe('lrelay CLI (no relay needed)', () => {
     ['listen with --count x', ['listen', '--relay', relay, '--key', 'k', '--count', 'x'], 'USAGE', /--count/],
     ['listen with --timeout -1', ['listen', '--relay', relay, '--key', 'k', '--timeout=-1'], 'USAGE', /--timeout/],
     ['listen with a boolean given a value', ['send', '--fast=yes'], 'USAGE', /--fast/],
+    [
+      'listen with --handshake-timeout 0',
+      ['listen', '--relay', relay, '--key', 'k', '--handshake-timeout', '0'],
+      'USAGE',
+      /--handshake-timeout/,
+    ],
+    [
+      'send with --handshake-timeout x',
+      ['send', '--relay', relay, '--key', 'k', '--to', to, '--text', 'x', '--handshake-timeout', 'x'],
+      'USAGE',
+      /--handshake-timeout/,
+    ],
   ];
   for (const [name, args, code, message] of usageCases) {
     it(`exits 2 on ${name}`, async () => assertError(await run(args), 2, code, message));
@@ -170,6 +183,34 @@ describe('lrelay CLI (no relay needed)', () => {
     assert.equal((await run(['keygen', '--out', file])).code, 0);
     const result = await run(['listen', '--relay', relay, '--key', file, '--timeout', '0.5']);
     assertError(result, 1, 'CONNECTION_FAILED', /no relay reachable within 0.5 s/);
+  });
+
+  it('--handshake-timeout sets the per-step handshake budget: a relay that never answers HELLO fails the run with AUTH_TIMEOUT', async () => {
+    const file = join(dir, 'slow.json');
+    assert.equal((await run(['keygen', '--out', file])).code, 0);
+    // Accepts TCP connections and says nothing. With the default 15 s per step the five
+    // rounds (each stretched after a timeout) would take minutes; with 0.2 s a few seconds.
+    const silent = createServer((socket) => socket.on('error', () => {}));
+    await new Promise<void>((resolve) => silent.listen(0, '127.0.0.1', resolve));
+    const { port } = silent.address() as AddressInfo;
+    try {
+      const result = await run([
+        'send',
+        '--relay',
+        `tcp://127.0.0.1:${port}`,
+        '--key',
+        file,
+        '--to',
+        to,
+        '--text',
+        'hi',
+        '--handshake-timeout',
+        '0.2',
+      ]);
+      assertError(result, 1, 'AUTH_TIMEOUT', /no relay reachable/);
+    } finally {
+      silent.close();
+    }
   });
 
   it('works through the bin shim once built', { skip: !existsSync(entry) && 'shared/dist not built' }, async () => {

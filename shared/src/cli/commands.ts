@@ -37,15 +37,16 @@ export const EXIT_INTERRUPTED = 130;
 
 export const USAGE = `usage: lrelay keygen --out FILE
        lrelay whoami --key FILE
-       lrelay send --relay URL[,URL...] --key FILE --to DID [--fast] [--unsealed] [--grant TOKEN_FILE] [ROTATION] (--text STRING | --stdin)
-       lrelay send --relay URL[,URL...] --key FILE --to FOREIGN-URI [--bridge DID] [ROTATION] (--text STRING | --stdin)
-       lrelay listen --relay URL[,URL...] --key FILE [--count N] [--timeout SECONDS] [--unsealed] [ROTATION]
+       lrelay send --relay URL[,URL...] --key FILE --to DID [--fast] [--unsealed] [--grant TOKEN_FILE] [ROTATION] [LINK] (--text STRING | --stdin)
+       lrelay send --relay URL[,URL...] --key FILE --to FOREIGN-URI [--bridge DID] [ROTATION] [LINK] (--text STRING | --stdin)
+       lrelay listen --relay URL[,URL...] --key FILE [--count N] [--timeout SECONDS] [--unsealed] [ROTATION] [LINK]
        lrelay policy set --relay URL[,URL...] --key FILE --file POLICY.json   (--file - reads stdin; --remove instead of --file)
        lrelay policy get --relay URL[,URL...] --key FILE
        lrelay grant --key OWNER_KEY --to DID --resource URI --action ACTION[,ACTION...] [--expires SECONDS|ISO-DATE] [--limit UNITS] --out TOKEN_FILE
        lrelay grant --revoke TOKEN_FILE --relay URL[,URL...] --key ISSUER_KEY
        lrelay audit --relay URL[,URL...] --key FILE [--since SECONDS|ISO-DATE] [--limit N]
-ROTATION: [--rotate-messages N] [--rotate-seconds SECONDS]  (a new session after N messages or that age)`;
+ROTATION: [--rotate-messages N] [--rotate-seconds SECONDS]  (a new session after N messages or that age)
+LINK: [--handshake-timeout SECONDS]  (per handshake step, default 15; 3 x the one-way delay on slow links)`;
 
 /** How many rounds over the relay list the CLI tries before it gives up (the SDK default is forever). */
 const SEND_CONNECT_ROUNDS = 5;
@@ -124,6 +125,14 @@ const ROTATION_OPTIONS = {
   'rotate-seconds': { type: 'string' },
 } as const;
 
+/** The link to the relay (docs/relay.md#slow-links). */
+const LINK_OPTIONS = { 'handshake-timeout': { type: 'string' } } as const;
+
+function handshakeTimeoutOf(values: { 'handshake-timeout'?: string }): number | undefined {
+  const seconds = values['handshake-timeout'];
+  return seconds === undefined ? undefined : Math.ceil(positiveSeconds(seconds, '--handshake-timeout') * 1000);
+}
+
 function rotationOf(values: { 'rotate-messages'?: string; 'rotate-seconds'?: string }): Partial<RotationPolicy> {
   const rotation: Partial<RotationPolicy> = {};
   const messages = values['rotate-messages'];
@@ -201,9 +210,10 @@ function cliClient(o: {
   unsealed: boolean;
   maxAttempts: number;
   rotation: Partial<RotationPolicy>;
+  handshakeTimeoutMs: number | undefined;
   io: CliIo;
 }): { client: RelayClient; sessions: SessionManager | undefined } {
-  const { relays, identity, keyFile, unsealed, maxAttempts, rotation, io } = o;
+  const { relays, identity, keyFile, unsealed, maxAttempts, rotation, handshakeTimeoutMs, io } = o;
   if (unsealed) io.stderr.write(`warning: ${UNSEALED_WARNING}\n`);
   const sessions = unsealed
     ? undefined
@@ -219,6 +229,7 @@ function cliClient(o: {
     identity,
     ...relayTrust(keyFile),
     reconnect: { maxAttempts },
+    ...(handshakeTimeoutMs === undefined ? {} : { handshakeTimeoutMs }),
     // Silent as it always was; its one warning that matters (--unsealed) the CLI prints itself, below.
     logger: { warn: () => {} },
     // Offline-first: a send that never got its ACK goes out again on the next run, and
@@ -248,6 +259,7 @@ async function send(args: string[], io: CliIo): Promise<number> {
     grant: { type: 'string' },
     bridge: { type: 'string' },
     ...ROTATION_OPTIONS,
+    ...LINK_OPTIONS,
   });
   const relayList = required(values.relay, '--relay');
   const keyFile = required(values.key, '--key');
@@ -280,6 +292,9 @@ async function send(args: string[], io: CliIo): Promise<number> {
   } catch (error) {
     badValue(error);
   }
+  // Every usage error before the key file is read.
+  const rotation = rotationOf(values);
+  const handshakeTimeoutMs = handshakeTimeoutOf(values);
   const identity = await readKeyFile(keyFile);
   const durable = values.fast !== true;
   const encoder = new TextEncoder();
@@ -287,7 +302,6 @@ async function send(args: string[], io: CliIo): Promise<number> {
   const encode = (text: string): Uint8Array =>
     remote === undefined ? encoder.encode(text) : encodeFederatedMessage({ type: 'send-dm', to: remote.uri, text });
 
-  const rotation = rotationOf(values);
   const { client } = cliClient({
     relays,
     identity,
@@ -295,6 +309,7 @@ async function send(args: string[], io: CliIo): Promise<number> {
     unsealed: values.unsealed === true,
     maxAttempts: SEND_CONNECT_ROUNDS,
     rotation,
+    handshakeTimeoutMs,
     io,
   });
   const interrupted = closeOnAbort(client, io.signal);
@@ -399,12 +414,14 @@ async function listen(args: string[], io: CliIo): Promise<number> {
     timeout: { type: 'string' },
     unsealed: { type: 'boolean' },
     ...ROTATION_OPTIONS,
+    ...LINK_OPTIONS,
   });
   const relayList = required(values.relay, '--relay');
   const keyFile = required(values.key, '--key');
   const count = values.count === undefined ? undefined : positiveInteger(values.count, '--count');
   const timeoutS = values.timeout === undefined ? undefined : positiveSeconds(values.timeout, '--timeout');
   const rotation = rotationOf(values);
+  const handshakeTimeoutMs = handshakeTimeoutOf(values);
   const relays = (() => {
     try {
       return parseRelayUrls(relayList).map(relayUrlText);
@@ -423,6 +440,7 @@ async function listen(args: string[], io: CliIo): Promise<number> {
     unsealed: values.unsealed === true,
     maxAttempts: LISTEN_CONNECT_ROUNDS,
     rotation,
+    handshakeTimeoutMs,
     io,
   });
   const interrupted = closeOnAbort(client, io.signal);
