@@ -40,10 +40,41 @@ async function info(port: number, section: string): Promise<string> {
   r.on('error', () => {});
   try {
     await r.connect();
-    return section === 'nodes' ? ((await r.call('CLUSTER', 'NODES')) as string) : await r.cluster('INFO');
+    if (section === 'nodes') return (await r.call('CLUSTER', 'NODES')) as string;
+    if (section === 'replication') return await r.info('replication');
+    return await r.cluster('INFO');
   } finally {
     r.disconnect();
   }
+}
+
+/**
+ * Until every replica's link to its primary is up and its first sync done:
+ * before that a replica holds nothing, and a failover to it loses the whole
+ * slot range, which is not the replication lag a test means to measure.
+ */
+async function waitReplicasSynced(servers: RedisHandle[], timeoutMs = 60_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  let last = '';
+  while (Date.now() < deadline) {
+    const states = await Promise.all(
+      servers.map((s) =>
+        info(s.port, 'replication').then(
+          (i) =>
+            /role:slave/.test(i)
+              ? /master_link_status:up/.test(i) && /master_sync_in_progress:0/.test(i)
+                ? 'up'
+                : 'syncing'
+              : 'primary',
+          () => 'down',
+        ),
+      ),
+    );
+    last = states.join(',');
+    if (states.filter((st) => st === 'up').length === servers.length / 2) return;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  throw new Error(`replicas not in sync within ${timeoutMs} ms: ${last}`);
 }
 
 export async function startRedisCluster(options: { nodeTimeoutMs?: number } = {}): Promise<RedisClusterHandle> {
@@ -64,6 +95,10 @@ export async function startRedisCluster(options: { nodeTimeoutMs?: number } = {}
           'no',
           // A replica whose link to its primary lagged (a loaded test machine) may still take over.
           '--cluster-replica-validity-factor',
+          '0',
+          // Redis waits 5 s by default before a diskless full sync, for more replicas to join: a
+          // primary killed in those first seconds left an empty replica to take over (issue 17).
+          '--repl-diskless-sync-delay',
           '0',
         ],
       }),
@@ -151,6 +186,7 @@ export async function startRedisCluster(options: { nodeTimeoutMs?: number } = {}
       stop,
     };
     await handle.waitHealthy();
+    await waitReplicasSynced(servers);
     return handle;
   } catch (err) {
     await stop();
