@@ -215,6 +215,12 @@ export const bridgeNostrConfigSpec = {
     max: 3600000,
     doc: 'First delay before retrying an inbound job, in milliseconds; it doubles per attempt.',
   }),
+  BRIDGE_NOSTR_REGISTER_EVERY_MS: int({
+    default: 10000,
+    min: 100,
+    max: 3600000,
+    doc: "How often the bridge writes its registration again (one HSET and a notice), so a Redis that lost it (a restart without persistence, a failover to a replica that had not synced) knows the bridge again within this time; until then relays refuse the bridge's inbound jobs (`BRIDGE_NOT_REGISTERED`).",
+  }),
   BRIDGE_NOSTR_INBOUND_TTL_SECONDS: int({
     default: 0,
     min: 0,

@@ -72,6 +72,7 @@ export async function startNostrBridgeService(env: Env, options: StartOptions = 
           jitter: config.BRIDGE_NOSTR_JITTER_PERCENT / 100,
           inboundAttempts: config.BRIDGE_NOSTR_INBOUND_ATTEMPTS,
           inboundBackoffMs: config.BRIDGE_NOSTR_INBOUND_BACKOFF_MS,
+          registerEveryMs: config.BRIDGE_NOSTR_REGISTER_EVERY_MS,
           inboundTtlSeconds: config.BRIDGE_NOSTR_INBOUND_TTL_SECONDS,
           keepCompleted: config.BRIDGE_NOSTR_KEEP_COMPLETED,
           keepFailed: config.BRIDGE_NOSTR_KEEP_FAILED,

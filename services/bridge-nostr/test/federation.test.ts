@@ -176,6 +176,7 @@ describe('federation: Libertaria peer <-> relay <-> BullMQ <-> bridge-nostr <-> 
       keepCompleted: 1000,
       keepFailed: 1000,
       inboundTtlSeconds: 0,
+      registerEveryMs: 500,
       log: silentLogger,
       registry: metrics.registry,
     });
@@ -210,6 +211,24 @@ describe('federation: Libertaria peer <-> relay <-> BullMQ <-> bridge-nostr <-> 
       // The hash tag keeps every federation key in one Redis Cluster slot.
       const keys = await r.keys('{lr-bridge}:*');
       assert.ok(keys.some((k) => k.startsWith('{lr-bridge}:outbound-nostr:')));
+    } finally {
+      r.disconnect();
+    }
+  });
+
+  it('writes its registration again when Redis lost it, and relays know the bridge again', async () => {
+    const { Redis } = await import('ioredis');
+    const r = new Redis(redis.url);
+    try {
+      // As after a restart without persistence: the registry is gone.
+      await r.del(bridgesKey(FEDERATION_PREFIX));
+      await until('the registration to be written again', async () =>
+        (await r.hget(bridgesKey(FEDERATION_PREFIX), federation.hint)) ? true : undefined,
+      );
+      await until('the relay to know the bridge again', async () => {
+        const text = await (await fetch(`${relay.adminUrl}/metrics`)).text();
+        return /^relay_federation_bridges\{[^}]*\} 1$/m.test(text) ? true : undefined;
+      });
     } finally {
       r.disconnect();
     }

@@ -90,6 +90,12 @@ export interface BridgeFederationOptions {
   readonly keepFailed: number;
   /** TTL of inbound frames in the recipient's mailbox, in seconds (0: the relay's maximum). */
   readonly inboundTtlSeconds: number;
+  /**
+   * The registration is written again this often (default 10 s) and whenever
+   * the Redis connection is ready again: a Redis that lost it knows the
+   * bridge again within this time.
+   */
+  readonly registerEveryMs?: number;
   readonly log: Logger;
   readonly registry?: Registry;
 }
@@ -128,6 +134,7 @@ export class BridgeFederation {
   private evictionPolicy = 'unknown';
   private readonly jobs: Counter<'queue' | 'result'>;
   private closed = false;
+  private registerTimer: NodeJS.Timeout | undefined;
   private mailboxLoop: Promise<void> | undefined;
 
   constructor(private readonly o: BridgeFederationOptions) {
@@ -203,6 +210,15 @@ export class BridgeFederation {
     await this.checkEvictionPolicy();
     // Registered first: frames sent from now on wait in the queue until the worker below runs.
     await this.register();
+    // Again, so that a Redis that lost its data (no persistence, a failover to an unsynced replica)
+    // knows the bridge again: until then relays refuse its inbound jobs as BRIDGE_NOT_REGISTERED.
+    const again = (): void => {
+      if (this.closed) return;
+      this.register().catch((err: unknown) => this.o.log.warn('bridge registration failed', { err }));
+    };
+    this.registerTimer = setInterval(again, this.o.registerEveryMs ?? 10_000);
+    this.registerTimer.unref();
+    this.redis.on('ready', again);
     await this.client.connect();
     await this.sessions.ensurePublished(this.client);
     this.o.bridge.onInbound((message) => this.deliverInbound(message));
@@ -453,6 +469,7 @@ export class BridgeFederation {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
+    clearInterval(this.registerTimer);
     await this.worker?.close();
     await this.client.close();
     await this.mailboxLoop;
