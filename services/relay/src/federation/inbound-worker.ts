@@ -15,29 +15,24 @@
 import {
   type CodecOptions,
   checkRoutedFrame,
-  FRAME_HEADER_SIZE,
   FrameType,
-  HINT_SIZE,
-  ID_SIZE,
   INBOUND_QUEUE,
   type InboundJobData,
   RelayError,
-  Routed,
+  routedDest,
+  routedFlags,
+  routedMessageId,
+  routedSource,
+  routedTtl,
   SendFlags,
+  writeRoutedPosition,
 } from '@libertaria/shared';
 import { type Job, UnrecoverableError, Worker } from 'bullmq';
 import type { DurableStore } from '../durable-store.js';
 import type { Logger } from '../log.js';
-import { writePosition } from '../peer-connection.js';
 import type { RedisClient } from '../redis-connection.js';
 import type { Router } from '../router.js';
 import type { BridgeRegistryCache } from './registry.js';
-
-const DEST_AT = FRAME_HEADER_SIZE + Routed.DEST;
-const SOURCE_AT = FRAME_HEADER_SIZE + Routed.SOURCE;
-const MSGID_AT = FRAME_HEADER_SIZE + Routed.MESSAGE_ID;
-const FLAGS_AT = FRAME_HEADER_SIZE + Routed.FLAGS;
-const TTL_AT = FRAME_HEADER_SIZE + Routed.TTL;
 
 /**
  * Mailbox errors that clear by themselves (the recipient reads, Redis comes
@@ -73,10 +68,10 @@ export async function storeInbound(o: InboundWorkerOptions, data: InboundJobData
   } catch (err) {
     throw new UnrecoverableError(`${(err as RelayError).code ?? 'BAD_FIELD'}: ${(err as Error).message}`);
   }
-  if (frame[1] !== FrameType.DELIVER || (frame[FLAGS_AT]! & SendFlags.DURABLE) === 0) {
+  if (frame[1] !== FrameType.DELIVER || (routedFlags(frame) & SendFlags.DURABLE) === 0) {
     throw new UnrecoverableError('BAD_FIELD: an inbound job carries a durable DELIVER frame');
   }
-  const source = frame.subarray(SOURCE_AT, SOURCE_AT + HINT_SIZE);
+  const source = routedSource(frame);
   if (!o.registry.lookup(source)) {
     // The bridge may have registered a moment ago: read the registry once before refusing.
     await o.registry.reload();
@@ -86,9 +81,9 @@ export async function storeInbound(o: InboundWorkerOptions, data: InboundJobData
       );
     }
   }
-  const dest = frame.subarray(DEST_AT, DEST_AT + HINT_SIZE);
-  const messageId = frame.subarray(MSGID_AT, MSGID_AT + ID_SIZE);
-  const ttl = frame.readUInt32BE(TTL_AT);
+  const dest = routedDest(frame);
+  const messageId = routedMessageId(frame);
+  const ttl = routedTtl(frame);
   let result: Awaited<ReturnType<DurableStore['enqueue']>>;
   try {
     result = await o.store.enqueue(dest, messageId, frame, ttl);
@@ -98,7 +93,7 @@ export async function storeInbound(o: InboundWorkerOptions, data: InboundJobData
     throw new UnrecoverableError(`${code}: ${(err as Error).message}`);
   }
   if (result.status === 'stored') {
-    writePosition(frame, result.position);
+    writeRoutedPosition(frame, result.position);
     o.router.announceDurable(frame, result.position, dest, result.holders ?? []);
   }
   return { status: result.status === 'stored' ? 'stored' : 'duplicate', position: result.position };
