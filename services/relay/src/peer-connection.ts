@@ -66,14 +66,12 @@ import {
   routedDest,
   routedFlags,
   routedMessageId,
-  routedTtl,
   routingHint,
   SendFlags,
   verifyAuth,
   verifyEd25519,
   verifyPowStamp,
   verifyPublication,
-  writeRoutedPosition,
 } from '@libertaria/shared';
 import { type Admission, addressKey, type Charge, isOomError, OOM_REFUSAL, type Refusal } from './budgets.js';
 import type { DurableStore } from './durable-store.js';
@@ -83,6 +81,7 @@ import type { AuthFailureReason } from './metrics.js';
 import type { PrekeyCounts } from './prekey-store.js';
 import { CONTROL_COST_BY_TYPE, REQUEST_ID_FRAMES, TokenBucket } from './rate-limits.js';
 import type { RelayContext } from './relay-context.js';
+import { storeAndAnnounce } from './store-and-announce.js';
 import type { PeerTransport, TransportSink } from './transport/types.js';
 
 type State = 'hello' | 'auth' | 'anon_auth' | 'attaching' | 'open' | 'closed';
@@ -1124,49 +1123,43 @@ export class PeerConnection implements TransportSink, SendHost, RequestHost {
     this.nack(frame, refusal.code, refusal.message);
   }
 
+  /** Stores an admitted durable SEND in the recipient's mailbox (store-and-announce.ts); ACKs or NACKs it. */
   private enqueueDurable(frame: Buffer, charge: Charge | undefined): void {
     const ctx = this.ctx;
-    const dest = routedDest(frame);
-    const messageId = routedMessageId(frame);
-    const ttl = routedTtl(frame);
     const started = performance.now();
     this.beginAsync();
-    const work = ctx.store
-      .enqueue(dest, messageId, frame, ttl)
-      .then(
-        (result) => {
-          ctx.metrics.durableStoreSeconds.observe((performance.now() - started) / 1000);
-          ctx.metrics.durableStored.labels(result.status).inc();
-          if (result.depth !== undefined) ctx.metrics.durableQueueDepth.observe(result.depth);
-          this.writeControl(this.encode({ type: 'ACK', messageId, position: result.position }, this.version));
+    const work = storeAndAnnounce(
+      ctx,
+      frame,
+      (result, messageId) => {
+        ctx.metrics.durableStoreSeconds.observe((performance.now() - started) / 1000);
+        ctx.metrics.durableStored.labels(result.status).inc();
+        if (result.depth !== undefined) ctx.metrics.durableQueueDepth.observe(result.depth);
+        // Before the announcement (storeAndAnnounce's order): a peer sending to itself gets the ACK first.
+        this.writeControl(this.encode({ type: 'ACK', messageId, position: result.position }, this.version));
+        this.endAsync();
+        // A duplicate was charged when it was first stored.
+        if (result.status !== 'stored') ctx.admission.refund(charge);
+      },
+      (err: unknown) => {
+        ctx.admission.refund(charge);
+        if (isOomError(err)) {
+          // Redis reached maxmemory before the guard's next sample saw it coming.
+          ctx.admission.guard?.noteOom();
+          this.refuseDurable(frame, OOM_REFUSAL);
           this.endAsync();
-          // A duplicate was charged when it was first stored.
-          if (result.status !== 'stored') ctx.admission.refund(charge);
-          if (result.status === 'stored') {
-            writeRoutedPosition(frame, result.position);
-            ctx.router.announceDurable(frame, result.position, dest, result.holders ?? []);
-          }
-        },
-        (err: unknown) => {
-          ctx.admission.refund(charge);
-          if (isOomError(err)) {
-            // Redis reached maxmemory before the guard's next sample saw it coming.
-            ctx.admission.guard?.noteOom();
-            this.refuseDurable(frame, OOM_REFUSAL);
-            this.endAsync();
-            return;
-          }
-          const code: ErrorCode = err instanceof RelayError ? err.code : 'STORE_UNAVAILABLE';
-          ctx.metrics.durableStored.labels(code).inc();
-          if (code === 'STORE_UNAVAILABLE') {
-            ctx.metrics.redisErrors.labels('enqueue').inc();
-            ctx.log.warn('durable store failed', { err });
-          }
-          this.nack(frame, code, err instanceof Error ? err.message : String(err));
-          this.endAsync();
-        },
-      )
-      .catch(this.asyncFailed);
+          return;
+        }
+        const code: ErrorCode = err instanceof RelayError ? err.code : 'STORE_UNAVAILABLE';
+        ctx.metrics.durableStored.labels(code).inc();
+        if (code === 'STORE_UNAVAILABLE') {
+          ctx.metrics.redisErrors.labels('enqueue').inc();
+          ctx.log.warn('durable store failed', { err });
+        }
+        this.nack(frame, code, err instanceof Error ? err.message : String(err));
+        this.endAsync();
+      },
+    ).catch(this.asyncFailed);
     ctx.trackDurableWrite(work);
   }
 

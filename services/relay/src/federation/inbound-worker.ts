@@ -2,10 +2,10 @@
  * Inbound: bridges add each foreign message, already sealed for its
  * Libertaria recipient, as a durable DELIVER frame to the `inbound` queue.
  * This BullMQ worker (one per relay node; BullMQ hands each job to one of
- * them) stores it in the recipient's mailbox exactly like a durable SEND
- * (DurableStore.enqueue, idempotent on the bridge's source hint and the
- * message id, within the bridge's share of the mailbox) and announces it, so
- * it is delivered wherever the recipient is connected, or later.
+ * them) stores it in the recipient's mailbox and announces it with the code
+ * a durable SEND goes through (store-and-announce.ts: idempotent on the
+ * bridge's source hint and the message id, within the bridge's share of the
+ * mailbox), so it is delivered wherever the recipient is connected, or later.
  *
  * A frame that can never be stored (malformed, not from a registered bridge,
  * TTL above the relay's) fails at once (UnrecoverableError) and stays in the
@@ -19,19 +19,15 @@ import {
   INBOUND_QUEUE,
   type InboundJobData,
   RelayError,
-  routedDest,
   routedFlags,
-  routedMessageId,
   routedSource,
-  routedTtl,
   SendFlags,
-  writeRoutedPosition,
 } from '@libertaria/shared';
 import { type Job, UnrecoverableError, Worker } from 'bullmq';
 import type { DurableStore } from '../durable-store.js';
 import type { Logger } from '../log.js';
 import type { RedisClient } from '../redis-connection.js';
-import type { Router } from '../router.js';
+import { type DurableAnnouncer, storeAndAnnounce } from '../store-and-announce.js';
 import type { BridgeRegistryCache } from './registry.js';
 
 /**
@@ -51,7 +47,7 @@ export interface InboundWorkerOptions {
   readonly ratePerSecond: number;
   readonly codec: CodecOptions;
   readonly store: DurableStore;
-  readonly router: Router;
+  readonly router: DurableAnnouncer;
   readonly registry: BridgeRegistryCache;
   readonly log: Logger;
   readonly onResult: (result: string) => void;
@@ -81,21 +77,16 @@ export async function storeInbound(o: InboundWorkerOptions, data: InboundJobData
       );
     }
   }
-  const dest = routedDest(frame);
-  const messageId = routedMessageId(frame);
-  const ttl = routedTtl(frame);
-  let result: Awaited<ReturnType<DurableStore['enqueue']>>;
-  try {
-    result = await o.store.enqueue(dest, messageId, frame, ttl);
-  } catch (err) {
-    const code = err instanceof RelayError ? err.code : 'STORE_UNAVAILABLE';
-    if (RETRYABLE.has(code)) throw err;
-    throw new UnrecoverableError(`${code}: ${(err as Error).message}`);
-  }
-  if (result.status === 'stored') {
-    writeRoutedPosition(frame, result.position);
-    o.router.announceDurable(frame, result.position, dest, result.holders ?? []);
-  }
+  const result = await storeAndAnnounce(
+    o,
+    frame,
+    (stored) => stored,
+    (err: unknown) => {
+      const code = err instanceof RelayError ? err.code : 'STORE_UNAVAILABLE';
+      if (RETRYABLE.has(code)) throw err;
+      throw new UnrecoverableError(`${code}: ${(err as Error).message}`);
+    },
+  );
   return { status: result.status === 'stored' ? 'stored' : 'duplicate', position: result.position };
 }
 
