@@ -50,6 +50,7 @@ import {
 } from '@libertaria/shared';
 import calculateSlot from 'cluster-key-slot';
 import type { ChainableCommander, RedisOptions } from 'ioredis';
+import { presenceKey } from './presence.js';
 import { isCluster, type RedisClient } from './redis-connection.js';
 
 export interface DurableStoreOptions {
@@ -1056,8 +1057,8 @@ export class DurableStore {
         `TTL of ${ttlSeconds} s exceeds the relay's maximum of ${this.maxTtlSeconds} s`,
       );
     }
-    // The presence key as presence.ts writes it (same prefix and hash tag).
-    const keys = [...this.keys(dest), `${this.prefix}:pr:{${hintToHex(dest)}}`];
+    // The presence key (same prefix and hash tag): the script names the holders in the same step.
+    const keys = [...this.keys(dest), presenceKey(this.prefix, dest)];
     // The frame must be the DELIVER for this (dest, messageId): fetch writes
     // its position into it, and a mix-up here would deliver to the wrong peer.
     const bytes = asBuffer(frame);
