@@ -11,7 +11,7 @@
  *   12  ...     random filler up to the payload size
  */
 import { randomBytes } from 'node:crypto';
-import { encodeFrame, FRAME_HEADER_SIZE, Routed, SendFlags } from '@libertaria/shared';
+import { encodeFrame, FRAME_HEADER_SIZE, RoutedAt, SendFlags } from '@libertaria/shared';
 import { clientHeaderSize, encodeClientMessage, patchMasked } from './raw-ws.js';
 
 export const DELIVER = 0x11;
@@ -20,13 +20,8 @@ export const NACK = 0x13;
 export const PEER_GONE = 0x31;
 export const ERROR = 0x3f;
 
-/** Offsets inside a whole SEND/DELIVER frame (envelope included). */
-export const AT = {
-  MESSAGE_ID: FRAME_HEADER_SIZE + Routed.MESSAGE_ID,
-  POSITION: FRAME_HEADER_SIZE + Routed.POSITION,
-  FLAGS: FRAME_HEADER_SIZE + Routed.FLAGS,
-  PAYLOAD: FRAME_HEADER_SIZE + Routed.PAYLOAD,
-} as const;
+/** Offsets inside a whole SEND/DELIVER frame (envelope included): shared's, under the bench's short name. */
+export const AT = RoutedAt;
 export const PAYLOAD_TS = 0;
 export const PAYLOAD_SEQ = 8;
 /** The low 4 bytes of the 16-byte message id carry the per-sender counter; the rest is random per sender. */

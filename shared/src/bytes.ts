@@ -44,6 +44,11 @@ export function concatBytes(parts: readonly Uint8Array[]): Uint8Array {
   return out;
 }
 
+/** Reads a big-endian u32 at offset `o` (the caller checked the bounds). */
+export function readU32(b: Uint8Array, o: number): number {
+  return ((b[o]! << 24) | (b[o + 1]! << 16) | (b[o + 2]! << 8) | b[o + 3]!) >>> 0;
+}
+
 /** Writes a big-endian u32 at offset `o`. */
 export function writeU32(b: Uint8Array, o: number, v: number): void {
   b[o] = v >>> 24;

@@ -13,6 +13,7 @@ export { createLogger, type Logger, type LogLevel, silentLogger } from './log.js
 export * from './membrane/index.js';
 export * from './protocol/frames.js';
 export { leadingZeroBits, solvePowStamp, verifyPowStamp } from './protocol/pow.js';
+export * from './protocol/routed-header.js';
 export { fitText, truncateUtf8 } from './protocol/text.js';
 export { nodeCrypto } from './session/crypto-node.js';
 export * from './session/index.js';

@@ -36,16 +36,21 @@
  * so a SEND is NACKed with STORE_UNAVAILABLE instead of hanging.
  */
 import {
-  FRAME_HEADER_SIZE,
   HINT_SIZE,
   hintToHex,
   ID_SIZE,
   LibertariaError,
+  MIN_ROUTED_FRAME_SIZE,
   RelayError,
-  Routed,
+  RoutedAt,
+  routedDest,
+  routedMessageId,
+  routedSource,
+  writeRoutedPosition,
 } from '@libertaria/shared';
 import calculateSlot from 'cluster-key-slot';
 import type { ChainableCommander, RedisOptions } from 'ioredis';
+import { presenceKey } from './presence.js';
 import { isCluster, type RedisClient } from './redis-connection.js';
 
 export interface DurableStoreOptions {
@@ -96,7 +101,7 @@ export type EnqueueOutcome = EnqueueResult | { status: 'rejected'; error: Libert
 export interface StoredFrame {
   position: number;
   messageId: Buffer;
-  /** The stored DELIVER frame with its position written at FRAME_POSITION_OFFSET. */
+  /** The stored DELIVER frame with its position written in place (RoutedAt.POSITION). */
   frame: Buffer;
 }
 
@@ -123,14 +128,6 @@ export const DURABLE_STORE_REDIS_OPTIONS = {
   commandTimeout: 2000,
   connectTimeout: 5000,
 } as const satisfies RedisOptions;
-
-/** Offset of the u64 position inside a whole DELIVER frame (header included): 6 + 85 = 91. */
-export const FRAME_POSITION_OFFSET = FRAME_HEADER_SIZE + Routed.POSITION;
-/** Smallest valid DELIVER frame: envelope plus the routed header, empty payload. */
-const MIN_FRAME_SIZE = FRAME_HEADER_SIZE + Routed.PAYLOAD;
-const FRAME_DEST_OFFSET = FRAME_HEADER_SIZE + Routed.DEST;
-const FRAME_SOURCE_OFFSET = FRAME_HEADER_SIZE + Routed.SOURCE;
-const FRAME_MESSAGE_ID_OFFSET = FRAME_HEADER_SIZE + Routed.MESSAGE_ID;
 
 /** Expired frames an enqueue purges per call: keeps the hot path's script short. */
 const ENQUEUE_PURGE_BATCH = 100;
@@ -244,7 +241,7 @@ local function duplicateOf(z, d, x, member)
   local legacy = scores[2]
   if legacy then
     local stored = redis.call('HGET', d, id)
-    if stored and string.sub(stored, ${FRAME_SOURCE_OFFSET + 1}, ${FRAME_SOURCE_OFFSET + HINT_SIZE}) == string.sub(member, 1, SOURCE_SIZE) then
+    if stored and string.sub(stored, ${RoutedAt.SOURCE + 1}, ${RoutedAt.SOURCE + HINT_SIZE}) == string.sub(member, 1, SOURCE_SIZE) then
       return legacy
     end
   end
@@ -642,12 +639,6 @@ function memberOf(source: Uint8Array, messageId: Uint8Array): Buffer {
   return Buffer.concat([asBuffer(source), asBuffer(messageId)], HINT_SIZE + ID_SIZE);
 }
 
-/** Writes a position (< 2^53) as a big-endian u64 in place. */
-function writePosition(frame: Buffer, position: number): void {
-  frame.writeUInt32BE(Math.floor(position / 0x1_0000_0000), FRAME_POSITION_OFFSET);
-  frame.writeUInt32BE(position >>> 0, FRAME_POSITION_OFFSET + 4);
-}
-
 export class DurableStore {
   private readonly redis: RedisClient;
   private readonly commands: QueueCommands;
@@ -905,7 +896,7 @@ export class DurableStore {
   /**
    * Up to `limit` unexpired frames with position > afterPosition, in
    * position order. Each frame is the Buffer ioredis returned, with its
-   * position written in place at FRAME_POSITION_OFFSET (no copy); every other
+   * position written in place at RoutedAt.POSITION (no copy); every other
    * byte is as stored. An afterPosition above the last position ever issued
    * (the recipient remembers a queue that expired entirely) reads from the
    * start.
@@ -965,8 +956,10 @@ export class DurableStore {
     for (let i = 2; i + 2 < result.length; i += 3) {
       const position = int(result[i]);
       const frame = buf(result[i + 2]);
-      if (frame.length < MIN_FRAME_SIZE) throw new RelayError('INTERNAL', `stored frame at ${position} is too short`);
-      writePosition(frame, position);
+      if (frame.length < MIN_ROUTED_FRAME_SIZE) {
+        throw new RelayError('INTERNAL', `stored frame at ${position} is too short`);
+      }
+      writeRoutedPosition(frame, position);
       // The member is source ‖ messageId (or, stored by a relay of the earlier layout, messageId alone).
       const member = buf(result[i + 1]);
       frames.push({ position, messageId: member.subarray(member.length - ID_SIZE), frame });
@@ -1064,15 +1057,15 @@ export class DurableStore {
         `TTL of ${ttlSeconds} s exceeds the relay's maximum of ${this.maxTtlSeconds} s`,
       );
     }
-    // The presence key as presence.ts writes it (same prefix and hash tag).
-    const keys = [...this.keys(dest), `${this.prefix}:pr:{${hintToHex(dest)}}`];
+    // The presence key (same prefix and hash tag): the script names the holders in the same step.
+    const keys = [...this.keys(dest), presenceKey(this.prefix, dest)];
     // The frame must be the DELIVER for this (dest, messageId): fetch writes
-    // into it at offset 91, and a mix-up here would deliver to the wrong peer.
+    // its position into it, and a mix-up here would deliver to the wrong peer.
     const bytes = asBuffer(frame);
     if (
-      bytes.length < MIN_FRAME_SIZE ||
-      !bytes.subarray(FRAME_DEST_OFFSET, FRAME_DEST_OFFSET + HINT_SIZE).equals(asBuffer(dest)) ||
-      !bytes.subarray(FRAME_MESSAGE_ID_OFFSET, FRAME_MESSAGE_ID_OFFSET + ID_SIZE).equals(asBuffer(messageId))
+      bytes.length < MIN_ROUTED_FRAME_SIZE ||
+      !routedDest(bytes).equals(asBuffer(dest)) ||
+      !routedMessageId(bytes).equals(asBuffer(messageId))
     ) {
       throw new RelayError('BAD_FIELD', 'frame is not a DELIVER frame for this dest and messageId');
     }
@@ -1080,7 +1073,7 @@ export class DurableStore {
     // The frame's source hint names the sender: the relay checked it is the
     // authenticated peer's own (SOURCE_MISMATCH), the federation inbound worker
     // that it is a registered bridge's.
-    const source = bytes.subarray(FRAME_SOURCE_OFFSET, FRAME_SOURCE_OFFSET + HINT_SIZE);
+    const source = routedSource(bytes);
     return [
       ...keys,
       memberOf(source, messageId),

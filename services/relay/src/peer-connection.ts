@@ -61,8 +61,11 @@ import {
   type PrekeyPublishFrame,
   type ProtocolError,
   RelayError,
-  Routed,
+  RoutedAt,
   relayChallengeTranscript,
+  routedDest,
+  routedFlags,
+  routedMessageId,
   routingHint,
   SendFlags,
   verifyAuth,
@@ -78,6 +81,7 @@ import type { AuthFailureReason } from './metrics.js';
 import type { PrekeyCounts } from './prekey-store.js';
 import { CONTROL_COST_BY_TYPE, REQUEST_ID_FRAMES, TokenBucket } from './rate-limits.js';
 import type { RelayContext } from './relay-context.js';
+import { storeAndAnnounce } from './store-and-announce.js';
 import type { PeerTransport, TransportSink } from './transport/types.js';
 
 type State = 'hello' | 'auth' | 'anon_auth' | 'attaching' | 'open' | 'closed';
@@ -94,12 +98,6 @@ const ANON_ALLOWED: Partial<Record<Frame['type'], true>> = {
 const SEND_TYPE = FrameType.SEND;
 const DELIVER_TYPE = FrameType.DELIVER;
 const ACK_TYPE = FrameType.ACK;
-const FLAGS_AT = FRAME_HEADER_SIZE + Routed.FLAGS;
-const SOURCE_AT = FRAME_HEADER_SIZE + Routed.SOURCE;
-const DEST_AT = FRAME_HEADER_SIZE + Routed.DEST;
-const MSGID_AT = FRAME_HEADER_SIZE + Routed.MESSAGE_ID;
-const TTL_AT = FRAME_HEADER_SIZE + Routed.TTL;
-const POSITION_AT = FRAME_HEADER_SIZE + Routed.POSITION;
 /** Control frames (ACK, NACK, PONG…) may exceed the byte bound by this much: they are small and losing them costs retries. */
 export const CONTROL_SLACK_BYTES = 64 * 1024;
 /**
@@ -1029,8 +1027,9 @@ export class PeerConnection implements TransportSink, SendHost, RequestHost {
     } catch (err) {
       return this.onProtocolError(err as ProtocolError);
     }
-    const flags = frame[FLAGS_AT]!;
-    if (frame.compare(this.hint!, 0, HINT_SIZE, SOURCE_AT, SOURCE_AT + HINT_SIZE) !== 0) {
+    const flags = routedFlags(frame);
+    // compare, not a view and equals: nothing allocated for the common case.
+    if (frame.compare(this.hint!, 0, HINT_SIZE, RoutedAt.SOURCE, RoutedAt.SOURCE + HINT_SIZE) !== 0) {
       this.ctx.metrics.drop('source_mismatch');
       return this.nack(frame, 'SOURCE_MISMATCH', 'source hint is not your own');
     }
@@ -1040,7 +1039,7 @@ export class PeerConnection implements TransportSink, SendHost, RequestHost {
     }
     if (this.anonymous && !this.anonSendAllowed(frame, flags)) return;
     if ((flags & SendFlags.DURABLE) !== 0 && this.ctx.membrane !== undefined) {
-      const dest = frame.subarray(DEST_AT, DEST_AT + HINT_SIZE);
+      const dest = routedDest(frame);
       const bridged = this.ctx.federation?.bridgeFor(dest) !== undefined;
       const refusal = this.ctx.admission.precheck(this.hint!, this.address, bridged ? undefined : dest);
       if (refusal !== undefined) return this.refuseDurable(frame, refusal);
@@ -1068,7 +1067,7 @@ export class PeerConnection implements TransportSink, SendHost, RequestHost {
    */
   private storeDurable(frame: Buffer): void {
     const ctx = this.ctx;
-    const dest = frame.subarray(DEST_AT, DEST_AT + HINT_SIZE);
+    const dest = routedDest(frame);
     const bridge = ctx.federation?.bridgeFor(dest);
     const admission = ctx.admission.admit(
       this.hint!,
@@ -1111,7 +1110,7 @@ export class PeerConnection implements TransportSink, SendHost, RequestHost {
   private admitted(frame: Buffer, bridge: BridgeRegistration | undefined, admission: Admission): void {
     if (!admission.ok) return this.refuseDurable(frame, admission.refusal);
     if (bridge !== undefined) {
-      return this.handOffToBridge(frame, frame.subarray(MSGID_AT, MSGID_AT + 16), bridge, admission.charge);
+      return this.handOffToBridge(frame, routedMessageId(frame), bridge, admission.charge);
     }
     this.enqueueDurable(frame, admission.charge);
   }
@@ -1124,49 +1123,43 @@ export class PeerConnection implements TransportSink, SendHost, RequestHost {
     this.nack(frame, refusal.code, refusal.message);
   }
 
+  /** Stores an admitted durable SEND in the recipient's mailbox (store-and-announce.ts); ACKs or NACKs it. */
   private enqueueDurable(frame: Buffer, charge: Charge | undefined): void {
     const ctx = this.ctx;
-    const dest = frame.subarray(DEST_AT, DEST_AT + HINT_SIZE);
-    const messageId = frame.subarray(MSGID_AT, MSGID_AT + 16);
-    const ttl = frame.readUInt32BE(TTL_AT);
     const started = performance.now();
     this.beginAsync();
-    const work = ctx.store
-      .enqueue(dest, messageId, frame, ttl)
-      .then(
-        (result) => {
-          ctx.metrics.durableStoreSeconds.observe((performance.now() - started) / 1000);
-          ctx.metrics.durableStored.labels(result.status).inc();
-          if (result.depth !== undefined) ctx.metrics.durableQueueDepth.observe(result.depth);
-          this.writeControl(this.encode({ type: 'ACK', messageId, position: result.position }, this.version));
+    const work = storeAndAnnounce(
+      ctx,
+      frame,
+      (result, messageId) => {
+        ctx.metrics.durableStoreSeconds.observe((performance.now() - started) / 1000);
+        ctx.metrics.durableStored.labels(result.status).inc();
+        if (result.depth !== undefined) ctx.metrics.durableQueueDepth.observe(result.depth);
+        // Before the announcement (storeAndAnnounce's order): a peer sending to itself gets the ACK first.
+        this.writeControl(this.encode({ type: 'ACK', messageId, position: result.position }, this.version));
+        this.endAsync();
+        // A duplicate was charged when it was first stored.
+        if (result.status !== 'stored') ctx.admission.refund(charge);
+      },
+      (err: unknown) => {
+        ctx.admission.refund(charge);
+        if (isOomError(err)) {
+          // Redis reached maxmemory before the guard's next sample saw it coming.
+          ctx.admission.guard?.noteOom();
+          this.refuseDurable(frame, OOM_REFUSAL);
           this.endAsync();
-          // A duplicate was charged when it was first stored.
-          if (result.status !== 'stored') ctx.admission.refund(charge);
-          if (result.status === 'stored') {
-            writePosition(frame, result.position);
-            ctx.router.announceDurable(frame, result.position, dest, result.holders ?? []);
-          }
-        },
-        (err: unknown) => {
-          ctx.admission.refund(charge);
-          if (isOomError(err)) {
-            // Redis reached maxmemory before the guard's next sample saw it coming.
-            ctx.admission.guard?.noteOom();
-            this.refuseDurable(frame, OOM_REFUSAL);
-            this.endAsync();
-            return;
-          }
-          const code: ErrorCode = err instanceof RelayError ? err.code : 'STORE_UNAVAILABLE';
-          ctx.metrics.durableStored.labels(code).inc();
-          if (code === 'STORE_UNAVAILABLE') {
-            ctx.metrics.redisErrors.labels('enqueue').inc();
-            ctx.log.warn('durable store failed', { err });
-          }
-          this.nack(frame, code, err instanceof Error ? err.message : String(err));
-          this.endAsync();
-        },
-      )
-      .catch(this.asyncFailed);
+          return;
+        }
+        const code: ErrorCode = err instanceof RelayError ? err.code : 'STORE_UNAVAILABLE';
+        ctx.metrics.durableStored.labels(code).inc();
+        if (code === 'STORE_UNAVAILABLE') {
+          ctx.metrics.redisErrors.labels('enqueue').inc();
+          ctx.log.warn('durable store failed', { err });
+        }
+        this.nack(frame, code, err instanceof Error ? err.message : String(err));
+        this.endAsync();
+      },
+    ).catch(this.asyncFailed);
     ctx.trackDurableWrite(work);
   }
 
@@ -1177,7 +1170,7 @@ export class PeerConnection implements TransportSink, SendHost, RequestHost {
     // told by the store, STORE_FULL; a fast one keeps STORE_UNAVAILABLE (nothing was to be stored).
     if (
       code === 'STORE_UNAVAILABLE' &&
-      (frame[FLAGS_AT]! & SendFlags.DURABLE) !== 0 &&
+      (routedFlags(frame) & SendFlags.DURABLE) !== 0 &&
       /\bOOM command not allowed\b/.test(message)
     ) {
       this.ctx.admission.guard?.noteOom();
@@ -1246,7 +1239,7 @@ export class PeerConnection implements TransportSink, SendHost, RequestHost {
   }
 
   private nack(frame: Buffer, code: ErrorCode, message: string): void {
-    const messageId = frame.subarray(MSGID_AT, MSGID_AT + 16);
+    const messageId = routedMessageId(frame);
     this.writeControl(
       this.encode({ type: 'NACK', messageId, code: errorCodeToWire(code), message: fitText(message) }, this.version),
     );
@@ -1546,10 +1539,4 @@ export class PeerConnection implements TransportSink, SendHost, RequestHost {
     if (this.hint === undefined) return 'unauthenticated';
     return `${this.anonymous ? 'anonymous' : this.did} (${hintToHex(this.hint)})`;
   }
-}
-
-/** Writes a queue position into a DELIVER frame's u64 position field. */
-export function writePosition(frame: Buffer, position: number): void {
-  frame.writeUInt32BE(Math.floor(position / 0x100000000), POSITION_AT);
-  frame.writeUInt32BE(position >>> 0, POSITION_AT + 4);
 }

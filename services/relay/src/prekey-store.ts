@@ -44,6 +44,7 @@ import {
   SIGNED_KEM_KEY_ENCODED_SIZE,
 } from '@libertaria/shared';
 import { toStoreError } from './durable-store.js';
+import { presenceKey } from './presence.js';
 import type { RedisClient } from './redis-connection.js';
 
 export interface PrekeyStoreOptions {
@@ -342,7 +343,7 @@ export class PrekeyStore {
    */
   async fetch(target: Uint8Array, nowMs: number = Date.now(), consume = true): Promise<PrekeyFetchResult> {
     const [m, x, k, r] = this.keys(target);
-    const presence = `${this.prefix}:pr:{${hintToHex(target)}}`;
+    const presence = presenceKey(this.prefix, target);
     let result: unknown[];
     try {
       result = reply(

@@ -36,6 +36,15 @@ import { randomInt } from 'node:crypto';
 import { hintToHex, LibertariaError, RelayError } from '@libertaria/shared';
 import { type RedisClient, runEach } from './redis-connection.js';
 
+/**
+ * The presence key of a hint (hex or bytes). Its hash tag is the hint's, as
+ * the durable queue's and the prekey store's keys are, so their scripts read
+ * it in the same step: every store builds it here.
+ */
+export function presenceKey(prefix: string, hint: Uint8Array | string): string {
+  return `${prefix}:pr:{${typeof hint === 'string' ? hint : hintToHex(hint)}}`;
+}
+
 export interface PresenceOptions {
   /** Key prefix (RELAY_REDIS_PREFIX). */
   prefix: string;
@@ -181,9 +190,9 @@ export class PresenceRegistry {
     return this.allowOom ? this.commands[CMD.hsetOom](key, field, value) : this.redis.hset(key, field, value);
   }
 
-  /** The presence key of a hint; its hash tag is the queue's (the enqueue script reads it). */
+  /** The presence key of a hint (presenceKey with this registry's prefix). */
   key(hint: Uint8Array | string): string {
-    return `${this.prefix}:pr:{${typeof hint === 'string' ? hint : hintToHex(hint)}}`;
+    return presenceKey(this.prefix, hint);
   }
 
   /** The set of hints a node incarnation holds, under the node's own hash tag. */

@@ -23,8 +23,13 @@ import {
   FRAME_HEADER_SIZE,
   FrameType,
   HINT_SIZE,
+  MIN_ROUTED_FRAME_SIZE,
   PREKEY_STATUS_BODY_SIZE,
-  Routed,
+  RoutedAt,
+  readRoutedPosition,
+  routedDest,
+  routedFlags,
+  routedMessageId,
   SendFlags,
 } from '@libertaria/shared';
 import type { Logger } from './log.js';
@@ -33,10 +38,6 @@ import type { PeerConnection } from './peer-connection.js';
 import type { PresenceRegistry } from './presence.js';
 import { publishBinary, type RedisClient } from './redis-connection.js';
 
-const DEST_AT = FRAME_HEADER_SIZE + Routed.DEST;
-const MSGID_AT = FRAME_HEADER_SIZE + Routed.MESSAGE_ID;
-const FLAGS_AT = FRAME_HEADER_SIZE + Routed.FLAGS;
-const POSITION_AT = FRAME_HEADER_SIZE + Routed.POSITION;
 /** Fast-path lookups of remote peers are cached this long (positive answers only). */
 const REMOTE_CACHE_MS = 1000;
 const REMOTE_CACHE_MAX = 100_000;
@@ -117,7 +118,7 @@ export class Router {
 
   /** Forwards a fast DELIVER (already retyped from SEND) from `sender`. */
   forwardFast(frame: Buffer, sender: PeerConnection): void {
-    const key = frame.toString('latin1', DEST_AT, DEST_AT + HINT_SIZE);
+    const key = frame.toString('latin1', RoutedAt.DEST, RoutedAt.DEST + HINT_SIZE);
     const set = this.local.get(key);
     if (set) {
       for (const conn of set) conn.deliverFast(frame);
@@ -131,7 +132,7 @@ export class Router {
     // Frames arriving while a lookup for the same recipient is in flight share it.
     let lookup = this.lookups.get(key);
     if (!lookup) {
-      lookup = this.lookupRemote(frame.subarray(DEST_AT, DEST_AT + HINT_SIZE));
+      lookup = this.lookupRemote(routedDest(frame));
       this.lookups.set(key, lookup);
       const forget = () => this.lookups.delete(key);
       lookup.then(forget, forget);
@@ -142,7 +143,7 @@ export class Router {
       (nodes) => {
         if (nodes.length === 0) {
           this.metrics.drop('peer_gone');
-          sender.sendPeerGone(frame.subarray(DEST_AT, DEST_AT + HINT_SIZE), frame.subarray(MSGID_AT, MSGID_AT + 16));
+          sender.sendPeerGone(routedDest(frame), routedMessageId(frame));
         } else {
           if (this.remoteCache.size >= REMOTE_CACHE_MAX) this.remoteCache.clear();
           this.remoteCache.set(key, { nodes, expires: Date.now() + REMOTE_CACHE_MS });
@@ -182,7 +183,7 @@ export class Router {
    * fast frames. Returns how it went, for metrics.
    */
   notifyOwner(frame: Buffer, holders: readonly string[]): 'local' | 'remote' | 'offline' {
-    const set = this.local.get(frame.toString('latin1', DEST_AT, DEST_AT + HINT_SIZE));
+    const set = this.local.get(frame.toString('latin1', RoutedAt.DEST, RoutedAt.DEST + HINT_SIZE));
     if (set) for (const conn of set) conn.deliverNotice(frame);
     const remote = this.presence.liveHolders(holders).filter((n) => n !== this.nodeId);
     this.publish(remote, frame);
@@ -237,22 +238,22 @@ export class Router {
       return;
     }
     if (frame[1] === FrameType.PREKEY_STATUS && frame.length === FRAME_HEADER_SIZE + PREKEY_STATUS_BODY_SIZE) {
-      const owner = this.local.get(frame.toString('latin1', DEST_AT, DEST_AT + HINT_SIZE));
+      const owner = this.local.get(frame.toString('latin1', RoutedAt.DEST, RoutedAt.DEST + HINT_SIZE));
       if (owner) for (const conn of owner) conn.deliverNotice(frame);
       else this.metrics.drop('no_local_recipient');
       return;
     }
-    if (frame.length < FRAME_HEADER_SIZE + Routed.PAYLOAD || frame[1] !== FrameType.DELIVER) {
+    if (frame.length < MIN_ROUTED_FRAME_SIZE || frame[1] !== FrameType.DELIVER) {
       this.metrics.drop('bad_remote_message');
       return;
     }
-    const set = this.local.get(frame.toString('latin1', DEST_AT, DEST_AT + HINT_SIZE));
+    const set = this.local.get(frame.toString('latin1', RoutedAt.DEST, RoutedAt.DEST + HINT_SIZE));
     if (!set) {
       this.metrics.drop('no_local_recipient');
       return;
     }
-    if ((frame[FLAGS_AT]! & SendFlags.DURABLE) !== 0) {
-      const position = frame.readUInt32BE(POSITION_AT) * 0x100000000 + frame.readUInt32BE(POSITION_AT + 4);
+    if ((routedFlags(frame) & SendFlags.DURABLE) !== 0) {
+      const position = readRoutedPosition(frame);
       for (const conn of set) conn.offerDurable(frame, position);
     } else {
       for (const conn of set) conn.deliverFast(frame);

@@ -6,7 +6,7 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { after, before, describe, it } from 'node:test';
-import { decodeFrame, encodeFrame, LibertariaError, RelayError, SendFlags } from '@libertaria/shared';
+import { decodeFrame, encodeFrame, LibertariaError, RelayError, RoutedAt, SendFlags } from '@libertaria/shared';
 import { Redis, type RedisOptions } from 'ioredis';
 import { type RedisHandle, startRedis } from '../../../test-support/redis.js';
 import {
@@ -14,7 +14,6 @@ import {
   DurableStore,
   type DurableStoreOptions,
   type EnqueueResult,
-  FRAME_POSITION_OFFSET,
 } from '../src/durable-store.js';
 import { PresenceRegistry } from '../src/presence.js';
 
@@ -224,7 +223,7 @@ describe('DurableStore', () => {
     assert.equal(position, 2 ** 40 + 0x1235);
     const [f] = await s.fetch(dest, 0, 1);
     assert.ok(f);
-    assert.equal(FRAME_POSITION_OFFSET, 91);
+    assert.equal(RoutedAt.POSITION, 91);
     assert.equal(f.frame.length, original.length);
     assert.deepEqual(f.frame.subarray(91, 99), u64(position));
     assert.deepEqual(f.frame.subarray(0, 91), Buffer.from(original.subarray(0, 91)));

@@ -78,7 +78,7 @@
  * This module is deliberately free of Node-only imports: the WebSocket client
  * path runs in browsers too.
  */
-import { concatBytes, writeU32 } from '../bytes.js';
+import { concatBytes, readU32, writeU32 } from '../bytes.js';
 import { ProtocolError } from '../errors.js';
 import {
   decodePrekeyBundle,
@@ -607,14 +607,11 @@ function fail(code: 'TRUNCATED' | 'BAD_LENGTH' | 'BAD_FIELD' | 'TRAILING_BYTES',
 function u16(b: Uint8Array, o: number): number {
   return (b[o]! << 8) | b[o + 1]!;
 }
-function u32(b: Uint8Array, o: number): number {
-  return ((b[o]! << 24) | (b[o + 1]! << 16) | (b[o + 2]! << 8) | b[o + 3]!) >>> 0;
-}
 function u64(b: Uint8Array, o: number, field: string): number {
-  const hi = u32(b, o);
+  const hi = readU32(b, o);
   // Anything at or above 2^53 cannot be represented exactly; such positions are never issued.
   if (hi > 0x1fffff) fail('BAD_FIELD', `${field} exceeds 2^53-1`);
-  return hi * 0x100000000 + u32(b, o + 4);
+  return hi * 0x100000000 + readU32(b, o + 4);
 }
 
 /**
@@ -645,7 +642,7 @@ class BodyReader {
     return u16(this.buf, this.need(2, field));
   }
   u32(field: string): number {
-    return u32(this.buf, this.need(4, field));
+    return readU32(this.buf, this.need(4, field));
   }
   u64(field: string): number {
     return u64(this.buf, this.need(8, field), `${this.frame}.${field}`);
@@ -974,7 +971,7 @@ export function readFrameHeader(buf: Uint8Array, offset: number, maxBody: number
       `${typeNames[type]} frame of version ${version}: ${frozen ? `always version ${FROZEN_FRAME_VERSION}` : `versions ${MIN_PROTOCOL_VERSION}..${MAX_PROTOCOL_VERSION}`}`,
     );
   }
-  const bodyLength = u32(buf, offset + 2);
+  const bodyLength = readU32(buf, offset + 2);
   if (bodyLength > maxBody) {
     throw new ProtocolError('FRAME_TOO_LARGE', `frame body of ${bodyLength} bytes exceeds ${maxBody}`);
   }

@@ -10,15 +10,7 @@
  * the SEND is NACKed with STORE_UNAVAILABLE and the client writes it again,
  * instead of an ACK waiting on a reconnect.
  */
-import {
-  type BridgeRegistration,
-  FRAME_HEADER_SIZE,
-  FrameType,
-  HINT_SIZE,
-  ID_SIZE,
-  Routed,
-  toHex,
-} from '@libertaria/shared';
+import { type BridgeRegistration, FrameType, routedDest, routedMessageId, toHex } from '@libertaria/shared';
 import { type JobsOptions, Queue } from 'bullmq';
 import type { RedisClient } from '../redis-connection.js';
 
@@ -28,9 +20,6 @@ export interface Retention {
   readonly keepFailed: number;
   readonly keepFailedSeconds: number;
 }
-
-const MSGID_AT = FRAME_HEADER_SIZE + Routed.MESSAGE_ID;
-const DEST_AT = FRAME_HEADER_SIZE + Routed.DEST;
 
 export class OutboundHandOff {
   private readonly queues = new Map<string, Queue>();
@@ -53,9 +42,9 @@ export class OutboundHandOff {
   /** Adds the DELIVER frame (sealed to the bridge) as a job; resolves once Redis holds it. */
   async handOff(frame: Buffer, bridge: BridgeRegistration): Promise<void> {
     if (frame[1] !== FrameType.DELIVER) throw new Error('handOff takes a DELIVER frame');
-    const dest = frame.subarray(DEST_AT, DEST_AT + HINT_SIZE).toString('hex');
+    const dest = routedDest(frame).toString('hex');
     if (dest !== bridge.hint) throw new Error('the frame is not addressed to this bridge');
-    const jobId = toHex(frame.subarray(MSGID_AT, MSGID_AT + ID_SIZE));
+    const jobId = toHex(routedMessageId(frame));
     const options: JobsOptions = {
       jobId,
       attempts: bridge.attempts,

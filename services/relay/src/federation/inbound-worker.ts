@@ -2,10 +2,10 @@
  * Inbound: bridges add each foreign message, already sealed for its
  * Libertaria recipient, as a durable DELIVER frame to the `inbound` queue.
  * This BullMQ worker (one per relay node; BullMQ hands each job to one of
- * them) stores it in the recipient's mailbox exactly like a durable SEND
- * (DurableStore.enqueue, idempotent on the bridge's source hint and the
- * message id, within the bridge's share of the mailbox) and announces it, so
- * it is delivered wherever the recipient is connected, or later.
+ * them) stores it in the recipient's mailbox and announces it with the code
+ * a durable SEND goes through (store-and-announce.ts: idempotent on the
+ * bridge's source hint and the message id, within the bridge's share of the
+ * mailbox), so it is delivered wherever the recipient is connected, or later.
  *
  * A frame that can never be stored (malformed, not from a registered bridge,
  * TTL above the relay's) fails at once (UnrecoverableError) and stays in the
@@ -15,29 +15,20 @@
 import {
   type CodecOptions,
   checkRoutedFrame,
-  FRAME_HEADER_SIZE,
   FrameType,
-  HINT_SIZE,
-  ID_SIZE,
   INBOUND_QUEUE,
   type InboundJobData,
   RelayError,
-  Routed,
+  routedFlags,
+  routedSource,
   SendFlags,
 } from '@libertaria/shared';
 import { type Job, UnrecoverableError, Worker } from 'bullmq';
 import type { DurableStore } from '../durable-store.js';
 import type { Logger } from '../log.js';
-import { writePosition } from '../peer-connection.js';
 import type { RedisClient } from '../redis-connection.js';
-import type { Router } from '../router.js';
+import { type DurableAnnouncer, storeAndAnnounce } from '../store-and-announce.js';
 import type { BridgeRegistryCache } from './registry.js';
-
-const DEST_AT = FRAME_HEADER_SIZE + Routed.DEST;
-const SOURCE_AT = FRAME_HEADER_SIZE + Routed.SOURCE;
-const MSGID_AT = FRAME_HEADER_SIZE + Routed.MESSAGE_ID;
-const FLAGS_AT = FRAME_HEADER_SIZE + Routed.FLAGS;
-const TTL_AT = FRAME_HEADER_SIZE + Routed.TTL;
 
 /**
  * Mailbox errors that clear by themselves (the recipient reads, Redis comes
@@ -56,7 +47,7 @@ export interface InboundWorkerOptions {
   readonly ratePerSecond: number;
   readonly codec: CodecOptions;
   readonly store: DurableStore;
-  readonly router: Router;
+  readonly router: DurableAnnouncer;
   readonly registry: BridgeRegistryCache;
   readonly log: Logger;
   readonly onResult: (result: string) => void;
@@ -73,10 +64,10 @@ export async function storeInbound(o: InboundWorkerOptions, data: InboundJobData
   } catch (err) {
     throw new UnrecoverableError(`${(err as RelayError).code ?? 'BAD_FIELD'}: ${(err as Error).message}`);
   }
-  if (frame[1] !== FrameType.DELIVER || (frame[FLAGS_AT]! & SendFlags.DURABLE) === 0) {
+  if (frame[1] !== FrameType.DELIVER || (routedFlags(frame) & SendFlags.DURABLE) === 0) {
     throw new UnrecoverableError('BAD_FIELD: an inbound job carries a durable DELIVER frame');
   }
-  const source = frame.subarray(SOURCE_AT, SOURCE_AT + HINT_SIZE);
+  const source = routedSource(frame);
   if (!o.registry.lookup(source)) {
     // The bridge may have registered a moment ago: read the registry once before refusing.
     await o.registry.reload();
@@ -86,21 +77,16 @@ export async function storeInbound(o: InboundWorkerOptions, data: InboundJobData
       );
     }
   }
-  const dest = frame.subarray(DEST_AT, DEST_AT + HINT_SIZE);
-  const messageId = frame.subarray(MSGID_AT, MSGID_AT + ID_SIZE);
-  const ttl = frame.readUInt32BE(TTL_AT);
-  let result: Awaited<ReturnType<DurableStore['enqueue']>>;
-  try {
-    result = await o.store.enqueue(dest, messageId, frame, ttl);
-  } catch (err) {
-    const code = err instanceof RelayError ? err.code : 'STORE_UNAVAILABLE';
-    if (RETRYABLE.has(code)) throw err;
-    throw new UnrecoverableError(`${code}: ${(err as Error).message}`);
-  }
-  if (result.status === 'stored') {
-    writePosition(frame, result.position);
-    o.router.announceDurable(frame, result.position, dest, result.holders ?? []);
-  }
+  const result = await storeAndAnnounce(
+    o,
+    frame,
+    (stored) => stored,
+    (err: unknown) => {
+      const code = err instanceof RelayError ? err.code : 'STORE_UNAVAILABLE';
+      if (RETRYABLE.has(code)) throw err;
+      throw new UnrecoverableError(`${code}: ${(err as Error).message}`);
+    },
+  );
   return { status: result.status === 'stored' ? 'stored' : 'duplicate', position: result.position };
 }
 

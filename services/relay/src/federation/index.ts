@@ -11,7 +11,7 @@ import type { RelayConfig } from '../config.js';
 import type { DurableStore } from '../durable-store.js';
 import type { Logger } from '../log.js';
 import { createRedisClient, isCluster, type RedisClient, type SharedSubscriber } from '../redis-connection.js';
-import type { Router } from '../router.js';
+import type { DurableAnnouncer } from '../store-and-announce.js';
 import { type Dashboard, startDashboard } from './dashboard.js';
 import { OutboundHandOff } from './handoff.js';
 import { type InboundResult, startInboundWorker } from './inbound-worker.js';
@@ -33,7 +33,8 @@ export interface FederationDeps {
   /** The node's subscriber (bridge announcements); shared, not closed here. */
   readonly subscriber: SharedSubscriber;
   readonly store: DurableStore;
-  readonly router: Router;
+  /** The node's router; federation only announces what the inbound worker stored. */
+  readonly router: DurableAnnouncer;
   readonly log: Logger;
   readonly registry: Registry;
   readonly codec: CodecOptions;

@@ -33,18 +33,17 @@ import {
   type AuditRecord,
   type CompiledPolicy,
   type ErrorCode,
-  FRAME_HEADER_SIZE,
   fitText,
   HINT_SIZE,
   hintFromDid,
-  Routed,
+  RoutedAt,
+  routedDest,
+  routedMessageId,
+  routedSource,
   SendFlags,
 } from '@libertaria/shared';
 import type { RedisMembrane } from './redis-membrane.js';
 
-const DEST_AT = FRAME_HEADER_SIZE + Routed.DEST;
-const MSGID_AT = FRAME_HEADER_SIZE + Routed.MESSAGE_ID;
-const SOURCE_AT = FRAME_HEADER_SIZE + Routed.SOURCE;
 /** A durable frame already stored: not a new request, so it passes undecided (the store answers `duplicate`). */
 const STORED_ALREADY: Verdict = { allowed: true, cacheUntil: 0 };
 
@@ -312,7 +311,7 @@ export class Enforcer {
 
 /** Whether the frame's destination hint equals `hint` (24 bytes). */
 function sameDest(frame: Buffer, hint: Buffer): boolean {
-  for (let i = 0; i < HINT_SIZE; i++) if (frame[DEST_AT + i] !== hint[i]) return false;
+  for (let i = 0; i < HINT_SIZE; i++) if (frame[RoutedAt.DEST + i] !== hint[i]) return false;
   return true;
 }
 
@@ -386,14 +385,14 @@ export class ConnectionGate {
         return true;
       }
     }
-    const key = frame.toString('latin1', DEST_AT, DEST_AT + HINT_SIZE);
+    const key = frame.toString('latin1', RoutedAt.DEST, RoutedAt.DEST + HINT_SIZE);
     if (this.queue.length === 0) {
       const hit = this.allows.get(key);
       if (hit !== undefined) {
         if (hit.generation === this.enforcer.generation && this.enforcer.now() < hit.until) {
           this.enforcer.stats.cacheHits++;
           this.last = hit;
-          frame.copy(this.lastDest, 0, DEST_AT, DEST_AT + HINT_SIZE);
+          frame.copy(this.lastDest, 0, RoutedAt.DEST, RoutedAt.DEST + HINT_SIZE);
           return true;
         }
         this.allows.delete(key);
@@ -458,10 +457,7 @@ export class ConnectionGate {
   private decideFrame(key: string, frame: Buffer, flags: number): Promise<Verdict> {
     const isStored = this.enforcer.options.isStoredDuplicate;
     if ((flags & SendFlags.DURABLE) === 0 || isStored === undefined) return this.decideSend(key);
-    const dest = frame.subarray(DEST_AT, DEST_AT + HINT_SIZE);
-    const source = frame.subarray(SOURCE_AT, SOURCE_AT + HINT_SIZE);
-    const messageId = frame.subarray(MSGID_AT, MSGID_AT + 16);
-    return isStored(dest, source, messageId).then(
+    return isStored(routedDest(frame), routedSource(frame), routedMessageId(frame)).then(
       (stored) => (stored ? STORED_ALREADY : this.decideSend(key)),
       () => this.decideSend(key),
     );
