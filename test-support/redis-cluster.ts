@@ -79,12 +79,11 @@ async function waitReplicasSynced(servers: RedisHandle[], timeoutMs = 60_000): P
 
 export async function startRedisCluster(options: { nodeTimeoutMs?: number } = {}): Promise<RedisClusterHandle> {
   const nodeTimeout = String(options.nodeTimeoutMs ?? 1000);
-  const servers = await Promise.all(
+  const started = await Promise.allSettled(
     Array.from({ length: 6 }, () =>
       startRedis({
+        cluster: true,
         args: [
-          '--cluster-enabled',
-          'yes',
           '--cluster-config-file',
           'nodes.conf',
           '--cluster-node-timeout',
@@ -104,6 +103,13 @@ export async function startRedisCluster(options: { nodeTimeoutMs?: number } = {}
       }),
     ),
   );
+  const servers = started.flatMap((r) => (r.status === 'fulfilled' ? [r.value] : []));
+  const failed = started.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+  if (failed) {
+    // The ones that did start must not outlive the failure: their pipes would keep the test process alive.
+    await Promise.all(servers.map((s) => s.stop()));
+    throw failed.reason;
+  }
   const stop = async (): Promise<void> => {
     await Promise.all(servers.map((s) => s.stop()));
   };

@@ -32,6 +32,13 @@ export interface StartRedisOptions {
   appendonly?: boolean;
   /** Extra redis-server arguments, e.g. ['--maxmemory', '10mb']. */
   args?: string[];
+  /**
+   * A cluster node: its bus port is a free port of our range too
+   * (`--cluster-port`). Redis's default, the port + 10000, falls in the
+   * kernel's ephemeral range, where another connection may hold it (seen:
+   * "Failed listening on port … (cluster), aborting").
+   */
+  cluster?: boolean;
 }
 
 /** Ports handed out by this process, so two servers of one suite never get the same one. */
@@ -84,7 +91,17 @@ export async function startRedis(options: StartRedisOptions = {}): Promise<Redis
     const port = Number(new URL(external).port || 6379);
     return { url: external, port, stop: async () => {}, kill: () => {}, restart: async () => {} };
   }
-  const port = await freePort();
+  // Another test process may bind a port between our probe and redis-server's bind: then new ports.
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await startOn(await freePort(), options.cluster ? await freePort() : undefined, options);
+    } catch (error) {
+      if (attempt >= 3 || !/Address already in use/.test((error as Error).message)) throw error;
+    }
+  }
+}
+
+async function startOn(port: number, busPort: number | undefined, options: StartRedisOptions): Promise<RedisHandle> {
   const dir = mkdtempSync(join(tmpdir(), 'lr-redis-'));
   let child: ChildProcess | undefined;
 
@@ -102,6 +119,7 @@ export async function startRedis(options: StartRedisOptions = {}): Promise<Redis
       'everysec',
       '--dir',
       dir,
+      ...(busPort === undefined ? [] : ['--cluster-enabled', 'yes', '--cluster-port', String(busPort)]),
       ...(options.args ?? []),
     ];
     const proc = spawn('redis-server', args, { stdio: ['ignore', 'pipe', 'pipe'] });
@@ -136,7 +154,12 @@ export async function startRedis(options: StartRedisOptions = {}): Promise<Redis
     clearTimeout(timer);
   };
 
-  await launch();
+  try {
+    await launch();
+  } catch (error) {
+    rmSync(dir, { recursive: true, force: true });
+    throw error;
+  }
   return {
     url: `redis://127.0.0.1:${port}`,
     port,
