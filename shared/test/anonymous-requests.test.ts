@@ -39,6 +39,28 @@ import { bundleOf, makePeer, makeResponder } from './support/session-fixtures.js
 
 const POW_BITS = 10;
 
+/**
+ * An established persistent session (its two ends), as the session layer
+ * makes it from the fixtures' keys: 0-RTT tickets come from it.
+ */
+async function establishedSession() {
+  const alice = makePeer(nodeCrypto);
+  const bob = makeResponder(nodeCrypto);
+  const { session: aliceSession, initialMessage } = initiatePersistentSession({
+    provider: nodeCrypto,
+    identity: alice.identity,
+    peerDid: bob.did,
+    bundle: bundleOf(bob.publication, { oneTime: 0, oneTimeKem: 0 }),
+    payload: text('hello'),
+  });
+  const { session: bobSession } = await acceptPersistentSession({
+    provider: nodeCrypto,
+    prekeys: bob.prekeys,
+    initialMessage,
+  });
+  return { aliceSession, bobSession };
+}
+
 describe('anonymous requests through the relay cluster', { timeout: 120_000 }, () => {
   let redis: RedisHandle;
   let a: RelayHandle;
@@ -234,20 +256,7 @@ describe('anonymous requests through the relay cluster', { timeout: 120_000 }, (
 
     // An established session (its two ends), as the session layer makes it. Its keys are the fixtures';
     // what matters here is that both of Bob's instances guard with the cluster, namespaced by bobId.
-    const alice = makePeer(nodeCrypto);
-    const bob = makeResponder(nodeCrypto);
-    const { session: aliceSession, initialMessage } = initiatePersistentSession({
-      provider: nodeCrypto,
-      identity: alice.identity,
-      peerDid: bob.did,
-      bundle: bundleOf(bob.publication, { oneTime: 0, oneTimeKem: 0 }),
-      payload: text('hello'),
-    });
-    const { session: bobSession } = await acceptPersistentSession({
-      provider: nodeCrypto,
-      prekeys: bob.prekeys,
-      initialMessage,
-    });
+    const { aliceSession, bobSession } = await establishedSession();
     for (let round = 0; round < 10; round++) {
       const ticket = aliceSession.issueResumptionTicket();
       const message = seal0Rtt(nodeCrypto, ticket, text(`resume ${round}`));
@@ -313,20 +322,7 @@ describe('single-use ids after Redis loses its data set (the epoch)', { timeout:
     const bobStore = new InMemorySessionStore();
     const before = await bobOver(bobId, bobStore);
 
-    const alice = makePeer(nodeCrypto);
-    const bob = makeResponder(nodeCrypto);
-    const { session: aliceSession, initialMessage } = initiatePersistentSession({
-      provider: nodeCrypto,
-      identity: alice.identity,
-      peerDid: bob.did,
-      bundle: bundleOf(bob.publication, { oneTime: 0, oneTimeKem: 0 }),
-      payload: text('hello'),
-    });
-    const { session: bobSession } = await acceptPersistentSession({
-      provider: nodeCrypto,
-      prekeys: bob.prekeys,
-      initialMessage,
-    });
+    const { aliceSession, bobSession } = await establishedSession();
     const message = seal0Rtt(nodeCrypto, aliceSession.issueResumptionTicket(), text('transfer 10 units'));
     const open = (store: RelayTicketStore) =>
       open0Rtt({ provider: nodeCrypto, message, resolve: (id) => bobSession.resumptionTicketFor(id), store });

@@ -13,22 +13,14 @@
  */
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
-import {
-  Ed25519Identity,
-  type InboundMessage,
-  InMemorySessionStore,
-  nodeCrypto,
-  openFederatedSession,
-  RelayClient,
-  SessionManager,
-  verifyEd25519,
-} from '@libertaria/shared';
+import { Ed25519Identity, InMemorySessionStore, openFederatedSession, type RelayClient } from '@libertaria/shared';
 import { type RedisClusterHandle, startRedisCluster } from '../../../test-support/redis-cluster.js';
 import { type RelayHandle, startRelay } from '../../../test-support/relay-process.js';
 import { BridgeFederation } from '../src/federation/bridge-federation.js';
 import { silentLogger } from '../src/log.js';
 import type { NostrBridge } from '../src/nostr-bridge.js';
 import { makeBridge } from './support/bridge.js';
+import { federationReport, peer } from './support/federation-peer.js';
 import { NostrUser } from './support/nostr-client.js';
 import { type NostrRelayHandle, startNostrRelay } from './support/nostr-relay.js';
 
@@ -45,40 +37,6 @@ async function until<T>(what: string, probe: () => Promise<T | undefined>, timeo
     if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
     await new Promise((r) => setTimeout(r, 100));
   }
-}
-
-/** A sealed Libertaria peer on one relay, with its inbox. */
-async function peer(relayUrl: string) {
-  const identity = Ed25519Identity.generate();
-  const sessions = new SessionManager({
-    identity,
-    store: new InMemorySessionStore(),
-    provider: nodeCrypto,
-    verify: verifyEd25519,
-  });
-  const client = new RelayClient({
-    relays: [relayUrl],
-    identity,
-    sessions,
-    reconnect: { initialDelayMs: 50, maxDelayMs: 500 },
-  });
-  await client.connect();
-  await sessions.ensurePublished(client);
-  const inbox = client.messages()[Symbol.asyncIterator]();
-  const next = async (timeoutMs: number): Promise<InboundMessage> => {
-    let timer: NodeJS.Timeout | undefined;
-    const timeout = new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(new Error(`no message within ${timeoutMs} ms`)), timeoutMs);
-    });
-    try {
-      const r = await Promise.race([inbox.next(), timeout]);
-      if (r.done) throw new Error('inbox closed');
-      return r.value;
-    } finally {
-      clearTimeout(timer);
-    }
-  };
-  return { identity, client, next };
 }
 
 describe('federation on a Redis Cluster: two relays, the Nostr bridge, a primary killed', { timeout: 240_000 }, () => {
@@ -141,17 +99,7 @@ describe('federation on a Redis Cluster: two relays, the Nostr bridge, a primary
     await cluster?.stop();
   });
 
-  /** What the federation queues hold, for a failure message. */
-  async function report(): Promise<string> {
-    const parts: string[] = [];
-    for (const queue of [federation.outboundQueue, federation.inboundQueue]) {
-      const counts = await queue.getJobCounts('waiting', 'active', 'delayed', 'completed', 'failed', 'prioritized');
-      const jobs = await queue.getJobs(['failed', 'delayed', 'active', 'waiting'], 0, 9);
-      const detail = jobs.map((j) => `${j.id}: attempts ${j.attemptsMade}, ${j.failedReason ?? 'no failure'}`);
-      parts.push(`${queue.name} ${JSON.stringify(counts)} [${detail.join('; ')}]`);
-    }
-    return parts.join(' | ');
-  }
+  const report = (): Promise<string> => federationReport(federation);
 
   /** A peer on `relayUrl` and a Nostr user exchange one message each way; returns the peer. */
   async function roundTrip(relayUrl: string, label: string) {

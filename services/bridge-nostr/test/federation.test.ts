@@ -21,16 +21,12 @@ import {
   type ForeignIdentity,
   federatedMessageOf,
   hintFromDid,
-  type InboundMessage,
   InMemorySessionStore,
-  nodeCrypto,
   openFederatedSession,
   RelayClient,
   randomBytes,
   SendFlags,
-  SessionManager,
   toHex,
-  verifyEd25519,
   writeKeyFile,
 } from '@libertaria/shared';
 import { LRELAY_ENTRY, REPO_ROOT } from '../../../test-support/paths.js';
@@ -43,6 +39,7 @@ import { silentLogger } from '../src/log.js';
 import type { BridgeNostrMetrics } from '../src/metrics.js';
 import type { NostrBridge } from '../src/nostr-bridge.js';
 import { makeBridge, TEST_MAX_TEXT_BYTES } from './support/bridge.js';
+import { peer, federationReport as report } from './support/federation-peer.js';
 import { NostrUser } from './support/nostr-client.js';
 import { type NostrRelayHandle, startNostrRelay } from './support/nostr-relay.js';
 
@@ -75,35 +72,6 @@ function runCli(args: string[]): Promise<{ code: number | null; stdout: string; 
   });
 }
 
-/** A Libertaria peer with sealed sessions, as an application runs it. */
-async function peer(relayUrl: string) {
-  const identity = Ed25519Identity.generate();
-  const sessions = new SessionManager({
-    identity,
-    store: new InMemorySessionStore(),
-    provider: nodeCrypto,
-    verify: verifyEd25519,
-  });
-  const client = new RelayClient({ relays: [relayUrl], identity, sessions });
-  await client.connect();
-  await sessions.ensurePublished(client);
-  const inbox = client.messages()[Symbol.asyncIterator]();
-  const next = async (timeoutMs: number): Promise<InboundMessage> => {
-    let timer: NodeJS.Timeout | undefined;
-    const timeout = new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(new Error(`no message within ${timeoutMs} ms`)), timeoutMs);
-    });
-    try {
-      const r = await Promise.race([inbox.next(), timeout]);
-      if (r.done) throw new Error('inbox closed');
-      return r.value;
-    } finally {
-      clearTimeout(timer);
-    }
-  };
-  return { identity, client, next };
-}
-
 describe('federation: Libertaria peer <-> relay <-> BullMQ <-> bridge-nostr <-> Nostr user', () => {
   let redis: RedisHandle;
   let nostr: NostrRelayHandle;
@@ -116,22 +84,7 @@ describe('federation: Libertaria peer <-> relay <-> BullMQ <-> bridge-nostr <-> 
   const bridgeIdentity = Ed25519Identity.generate();
   const figures: Record<string, unknown> = {};
 
-  /**
-   * What the federation queues hold, for a failure message: the counts, and
-   * the jobs that failed or wait for a retry with their attempts and reasons.
-   * A message that never arrives is then explained (a publish that timed out,
-   * a refused frame) instead of a bare timeout.
-   */
-  async function federationReport(): Promise<string> {
-    const parts: string[] = [];
-    for (const queue of [federation.outboundQueue, federation.inboundQueue]) {
-      const counts = await queue.getJobCounts('waiting', 'active', 'delayed', 'completed', 'failed', 'prioritized');
-      const jobs = await queue.getJobs(['failed', 'delayed', 'active', 'waiting'], 0, 9);
-      const detail = jobs.map((j) => `${j.id}: attempts ${j.attemptsMade}, ${j.failedReason ?? 'no failure'}`);
-      parts.push(`${queue.name} ${JSON.stringify(counts)} [${detail.join('; ')}]`);
-    }
-    return parts.join(' | ');
-  }
+  const federationReport = (): Promise<string> => report(federation);
 
   /** The next rumor from `from`; on a timeout the error says what the queues hold. */
   function nextRumorOrReport(user: NostrUser, from: ForeignIdentity, timeoutMs: number) {
