@@ -53,14 +53,18 @@ export class RawPeer {
    * `localAddress`: the source address to connect from, e.g. another
    * loopback address (127.0.0.2) to stand for a second host in tests of
    * per-address limits (every 127.0.0.0/8 address reaches the relay on 127.0.0.1).
+   * `headers` (WebSocket only): extra headers of the upgrade request.
    */
-  static async connect(url: string, options: { localAddress?: string } = {}): Promise<RawPeer> {
+  static async connect(
+    url: string,
+    options: { localAddress?: string; headers?: Record<string, string> } = {},
+  ): Promise<RawPeer> {
     if (url.startsWith('ws://')) {
-      const ws = new WebSocket(
-        url,
-        'libertaria-relay.v1',
-        options.localAddress === undefined ? {} : { localAddress: options.localAddress },
-      );
+      const ws = new WebSocket(url, 'libertaria-relay.v1', {
+        ...(options.localAddress === undefined ? {} : { localAddress: options.localAddress }),
+        // Headers of the upgrade request, e.g. X-Forwarded-For as a proxy in front of the relay writes it.
+        ...(options.headers === undefined ? {} : { headers: options.headers }),
+      });
       ws.binaryType = 'nodebuffer';
       const peer = new RawPeer(
         (b) => ws.send(b),

@@ -240,6 +240,13 @@ export const relayConfigSpec = {
     max: 10000000,
     doc: 'Connections one source address (an IPv6 /64) may hold open on this node, handshaking ones included (per node, not cluster-wide); beyond it a new connection gets a fatal `ERROR ADDRESS_CONNECTION_LIMIT`. 0: no limit.',
   }),
+  RELAY_TRUSTED_PROXIES: str({
+    default: undefined,
+    pattern: /^[0-9A-Fa-f:.]+(\/[0-9]{1,3})?(,[0-9A-Fa-f:.]+(\/[0-9]{1,3})?)*$/,
+    maxLength: 4096,
+    accepted: 'IP addresses and CIDRs separated by commas',
+    doc: "Proxies (an Ingress controller's pods) whose `X-Forwarded-For` names a WebSocket client's address: the rightmost address in it that is not itself a trusted proxy is the one the per-address limits count (docs/deploy.md#client-addresses). Unset: the header is ignored and every peer is its socket's address. Raw TCP is not affected.",
+  }),
   RELAY_DURABLE_WAIT_REPLICAS: int({
     default: 0,
     min: 0,

@@ -24,6 +24,7 @@ import { createRedisClient, type RedisClient, SharedSubscriber, SUBSCRIBER_OPTIO
 import { registerRedisMetrics } from './redis-metrics.js';
 import type { RelayContext } from './relay-context.js';
 import { nodeChannel, Router } from './router.js';
+import { TrustedProxies } from './transport/client-address.js';
 import { listenTcp } from './transport/tcp.js';
 import type { Listener, TransportSink } from './transport/types.js';
 import { listenWebSocket } from './transport/ws.js';
@@ -351,6 +352,7 @@ export class RelayNode {
         // per-message headers: uWS never has to refuse a send.
         maxBackpressure: outboundCeiling(c) + 1024 * 1024,
         idleTimeoutSeconds: idleSeconds,
+        trustedProxies: c.RELAY_TRUSTED_PROXIES ? new TrustedProxies(c.RELAY_TRUSTED_PROXIES) : undefined,
       },
       accept,
     );

@@ -10,6 +10,7 @@
 
 import uWS from 'uWebSockets.js';
 import { FRAME_HEADER_SIZE, ProtocolError, readFrameHeader } from '@libertaria/shared';
+import type { TrustedProxies } from './client-address.js';
 import type { AcceptConnection, Listener, PeerTransport, TransportSink } from './types.js';
 import { countRefusedSend, type Flushable, SlabCopier, scheduleFlush } from './write-batch.js';
 
@@ -28,6 +29,8 @@ export interface WsListenerOptions {
    */
   maxBackpressure: number;
   idleTimeoutSeconds: number;
+  /** Whose X-Forwarded-For names the client (client-address.ts); absent: nobody's. */
+  trustedProxies?: TrustedProxies | undefined;
 }
 
 interface SocketData {
@@ -145,7 +148,9 @@ export function listenWebSocket(options: WsListenerOptions, accept: AcceptConnec
         res.writeStatus('426 Upgrade Required').end(`WebSocket subprotocol ${WS_SUBPROTOCOL} required\n`);
         return;
       }
-      const remoteAddress = Buffer.from(res.getRemoteAddressAsText()).toString();
+      const peer = Buffer.from(res.getRemoteAddressAsText()).toString();
+      const trusted = options.trustedProxies;
+      const remoteAddress = trusted ? trusted.clientAddress(peer, req.getHeader('x-forwarded-for')) : peer;
       res.upgrade<SocketData>(
         { remoteAddress },
         req.getHeader('sec-websocket-key'),
