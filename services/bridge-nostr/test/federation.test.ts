@@ -425,7 +425,7 @@ describe('federation: Libertaria peer <-> relay <-> BullMQ <-> bridge-nostr <-> 
     }
   });
 
-  it('the relay refuses inbound jobs that are not durable frames from a registered bridge, without retrying', async () => {
+  it('the relay refuses inbound jobs that are not durable frames at once, and retries those of an unregistered source', async () => {
     const stranger = Ed25519Identity.generate();
     const recipient = Ed25519Identity.generate();
     const frame = (source: Ed25519Identity, flags: number) =>
@@ -443,16 +443,22 @@ describe('federation: Libertaria peer <-> relay <-> BullMQ <-> bridge-nostr <-> 
         }),
       ).toString('base64');
     const cases = [
-      { id: 'stranger', frame: frame(stranger, SendFlags.DURABLE), reason: /^BRIDGE_NOT_REGISTERED: / },
-      { id: 'fast', frame: frame(bridgeIdentity, 0), reason: /^BAD_FIELD: / },
+      // Retried (its registration may come back after a Redis data loss), then failed.
+      { id: 'stranger', frame: frame(stranger, SendFlags.DURABLE), reason: /^BRIDGE_NOT_REGISTERED: /, attempts: 3 },
+      { id: 'fast', frame: frame(bridgeIdentity, 0), reason: /^BAD_FIELD: /, attempts: 1 },
       {
         id: 'garbage',
         frame: Buffer.from('not a frame').toString('base64'),
         reason: /^UNSUPPORTED_VERSION: /, // 'n' (0x6e) where the version byte goes
+        attempts: 1,
       },
     ];
     for (const c of cases) {
-      await federation.inboundQueue.add('deliver', { frame: c.frame }, { jobId: `test-${c.id}`, attempts: 5 });
+      await federation.inboundQueue.add(
+        'deliver',
+        { frame: c.frame },
+        { jobId: `test-${c.id}`, attempts: 3, backoff: { type: 'fixed', delay: 100 } },
+      );
     }
     for (const c of cases) {
       await until(`job ${c.id} to fail`, async () =>
@@ -461,8 +467,59 @@ describe('federation: Libertaria peer <-> relay <-> BullMQ <-> bridge-nostr <-> 
       // Read after the state: a job object read before it failed holds the old counts.
       const job = await federation.inboundQueue.getJob(`test-${c.id}`);
       assert.ok(job);
-      assert.equal(job.attemptsMade, 1, `${c.id}: not retried`);
+      assert.equal(job.attemptsMade, c.attempts, `${c.id}: attempts`);
       assert.match(job.failedReason, c.reason, c.id);
+    }
+  });
+
+  it('an inbound job of a bridge whose registration was lost is stored once the registration is back', async () => {
+    const { Redis } = await import('ioredis');
+    const r = new Redis(redis.url);
+    const late = Ed25519Identity.generate();
+    const recipient = Ed25519Identity.generate();
+    const hint = toHex(hintFromDid(late.did));
+    try {
+      const frameB64 = Buffer.from(
+        encodeFrame({
+          type: 'DELIVER',
+          dest: hintFromDid(recipient.did),
+          source: hintFromDid(late.did),
+          sessionId: new Uint8Array(16),
+          messageId: new Uint8Array(randomBytes(16)),
+          flags: SendFlags.DURABLE,
+          ttl: 0,
+          position: 0,
+          payload: new TextEncoder().encode('sealed elsewhere'),
+        }),
+      ).toString('base64');
+      await federation.inboundQueue.add(
+        'deliver',
+        { frame: frameB64 },
+        { jobId: 'test-late-registration', attempts: 10, backoff: { type: 'fixed', delay: 300 } },
+      );
+      await until('a first refused attempt', async () => {
+        const job = await federation.inboundQueue.getJob('test-late-registration');
+        return job && job.attemptsMade >= 1 ? true : undefined;
+      });
+      // The bridge (another network, so the nostr bridge stays the one found) registers, as after a restart.
+      const registration = {
+        ...federation.registration,
+        network: 'late-net',
+        queue: 'outbound-late-net',
+        did: late.did,
+        hint,
+      };
+      await r.hset(bridgesKey(FEDERATION_PREFIX), hint, JSON.stringify(registration));
+      await until('the job to be stored', async () =>
+        (await federation.inboundQueue.getJobState('test-late-registration')) === 'completed' ? true : undefined,
+      );
+      const job = await federation.inboundQueue.getJob('test-late-registration');
+      assert.ok(job && job.attemptsMade >= 2, 'stored on a later attempt');
+      // In the recipient's mailbox (the relay's default prefix).
+      assert.equal(await r.zcard(`lr:q:{${toHex(hintFromDid(recipient.did))}}:z`), 1);
+    } finally {
+      await r.hdel(bridgesKey(FEDERATION_PREFIX), hint);
+      r.disconnect();
     }
   });
 

@@ -7,10 +7,10 @@
  * bridge's source hint and the message id, within the bridge's share of the
  * mailbox), so it is delivered wherever the recipient is connected, or later.
  *
- * A frame that can never be stored (malformed, not from a registered bridge,
- * TTL above the relay's) fails at once (UnrecoverableError) and stays in the
- * failed set; a full mailbox (or the bridge's full share of it) or an
- * unreachable Redis is retried with the job's backoff.
+ * A frame that can never be stored (malformed, TTL above the relay's) fails
+ * at once (UnrecoverableError) and stays in the failed set; a full mailbox
+ * (or the bridge's full share of it), an unreachable Redis or a source not
+ * (or no longer) registered as a bridge is retried with the job's backoff.
  */
 import {
   type CodecOptions,
@@ -72,9 +72,11 @@ export async function storeInbound(o: InboundWorkerOptions, data: InboundJobData
     // The bridge may have registered a moment ago: read the registry once before refusing.
     await o.registry.reload();
     if (!o.registry.lookup(source)) {
-      throw new UnrecoverableError(
-        `BRIDGE_NOT_REGISTERED: source ${source.toString('hex')} is not a registered bridge`,
-      );
+      // Retried with the job's backoff, not failed at once: a Redis that lost its data (a restart
+      // without persistence, a failover to an unsynced replica) lost the registration too, and the
+      // bridge writes it again within BRIDGE_NOSTR_REGISTER_EVERY_MS. A job from a source that never
+      // registers fails after its attempts, as before, only later.
+      throw new Error(`BRIDGE_NOT_REGISTERED: source ${source.toString('hex')} is not a registered bridge`);
     }
   }
   const result = await storeAndAnnounce(
