@@ -1,4 +1,4 @@
-// Size: about 2,400 lines, one class. Breaking RelayClient up (send window, outbox,
+// Size: about 2,200 lines, one class. Breaking RelayClient up (send window, outbox,
 // inbound state, request table) is issue 14's explicit work item.
 /**
  * RelayClient: one authenticated connection at a time to the first relay of
@@ -55,12 +55,10 @@ import {
   type SendFrame,
 } from '../protocol/frames.js';
 import { nobleCrypto } from '../session/crypto-noble.js';
-import type { CryptoProvider } from '../session/crypto-provider.js';
-import { type LifecycleState, type LifecycleTransition, SessionLifecycle } from '../session/lifecycle.js';
+import { SessionLifecycle } from '../session/lifecycle.js';
 import {
   decodePrekeyBundle,
   encodePrekeyBundle,
-  type PrekeyVerifier,
   splitPrekeyPublication,
   verifyBundle,
 } from '../session/prekey-bundle.js';
@@ -69,6 +67,22 @@ import { AllTicketStores, InMemoryTicketStore, type TicketStore } from '../sessi
 import { ANON_REQUEST_RETENTION_MS, ANONYMOUS_REQUEST_KIND, decodeAnonymousPlaintext } from './anonymous.js';
 import { backoffDelay, type ReconnectOptions, resolveReconnectOptions } from './backoff.js';
 import { bytesEqual, copyBytes, randomBytes, toHex } from './bytes.js';
+import {
+  type AcceptedGrant,
+  type AuditPageResult,
+  type AuditQueryOptions,
+  CLIENT_DEFAULTS,
+  type ClientLogger,
+  type FetchPrekeysOptions,
+  type InboundMessage,
+  type PrekeyStatus,
+  type PublishPrekeysOptions,
+  type RelayClientEvents,
+  type RelayClientOptions,
+  type RelayClientStats,
+  type SendOptions,
+  type SendResult,
+} from './client-types.js';
 import { ClientErrorCode, toError, toLibertariaError } from './codes.js';
 import { type DedupeSnapshot, DedupeTracker, inboundKey } from './dedupe.js';
 import { TypedEmitter } from './emitter.js';
@@ -92,248 +106,23 @@ import { SessionManager } from './sessions.js';
 import type { TlsClientOptions, Transport } from './transport.js';
 import { parseRelayUrl, parseRelayUrls, type RelayUrl, relayUrlText } from './url.js';
 
-export interface ClientLogger {
-  debug?(message: string, fields?: Record<string, unknown>): void;
-  info?(message: string, fields?: Record<string, unknown>): void;
-  warn?(message: string, fields?: Record<string, unknown>): void;
-  error?(message: string, fields?: Record<string, unknown>): void;
-}
-
-export interface RelayClientOptions {
-  /** ws://, wss://, tcp:// or tls:// URLs, tried in order (failover). */
-  relays: readonly string[];
-  identity: PeerSigner;
-  /**
-   * The relay DID (did:libertaria or did:key) every relay without a DID in
-   * its URL must prove in CHALLENGE (a cluster sharing one operator key);
-   * another key is refused before we sign, with RELAY_IDENTITY_MISMATCH. A
-   * URL's own fragment (`ws://host:8080#did:…`) takes precedence.
-   */
-  expectRelayDid?: string;
-  /**
-   * Trust on first use (docs/client.md#relay-identity): a relay URL with no
-   * expected DID is pinned here to the key its relay proved first, and any
-   * other key later is refused (RELAY_IDENTITY_MISMATCH, naming the pin).
-   * Without it such a relay is accepted with whatever key it proves.
-   */
-  relayPins?: RelayPinStore;
-  /** Verifies relay CHALLENGE signatures (default: the browser-safe noble verifier; in Node verifyEd25519 is faster). */
-  verifyRelaySignature?: SignatureVerifier;
-  reconnect?: Partial<ReconnectOptions>;
-  /**
-   * Handshake budget per step (default 15 s): CHALLENGE within this of our
-   * HELLO, WELCOME within this of our AUTH; opening the transport (TCP, TLS,
-   * WebSocket upgrade) gets twice it. One step is one round trip, so the
-   * default lets links with several seconds of one-way delay in at once.
-   */
-  handshakeTimeoutMs?: number;
-  /**
-   * A durable SEND without ACK for this long means the connection is stuck:
-   * it is replaced and the send written again (default 15 s). Also the PING
-   * timeout.
-   */
-  ackTimeoutMs?: number;
-  /**
-   * Stretch the ACK, PING, presence, prekey and handshake timeouts with the
-   * measured round trip (PING/PONG and handshake durations), so a link with
-   * tens of seconds of one-way delay stays up (default true). The configured
-   * ackTimeoutMs and handshakeTimeoutMs remain the floors.
-   */
-  adaptiveTimeouts?: boolean;
-  /** Cap on any adapted timeout (default 10 minutes). */
-  maxTimeoutMs?: number;
-  logger?: ClientLogger;
-  /** Messages waiting for messages() before fast ones are dropped and durable ones left with the relay (default 1024). */
-  inboundBufferSize?: number;
-  /** Durable messages yielded and not yet ack()ed before further ones are left with the relay (default 4096). */
-  maxUnackedInbound?: number;
-  /** Durable sends on the wire awaiting ACK (default 256); more wait in order. */
-  maxInFlight?: number;
-  /** Message ids remembered for duplicate suppression (default 100,000). */
-  dedupeSize?: number;
-  /** Fast sends are refused (SEND_QUEUE_OVERFLOW) while the transport buffers more than this (default 8 MiB). */
-  maxBufferedBytes?: number;
-  /** TLS settings for wss:// and tls:// (Node only). */
-  tls?: TlsClientOptions;
-  /**
-   * End-to-end sessions (docs/client.md#sealed-sessions): payloads are sealed
-   * and opened by them, and our prekeys are published on every connect and
-   * refilled on 'prekeys-low'. Sealing is the default: without this option
-   * the client makes its own SessionManager over `sessionStore` and `crypto`.
-   */
-  sessions?: SessionManager;
-  /**
-   * Where the client's own SessionManager keeps its keys and sessions (when
-   * `sessions` is not given). Default: memory only, which the client warns
-   * about once: sealed mail that arrived for an earlier run's prekeys cannot
-   * be opened after a restart. In Node a FileSessionStore keeps them.
-   */
-  sessionStore?: SessionStore;
-  /** The primitives of the client's own SessionManager (default nobleCrypto, browser-safe; nodeCrypto is faster in Node). */
-  crypto?: CryptoProvider;
-  /**
-   * false: payloads travel unsealed, readable by every relay and by Redis on
-   * the path, and a relay can forge them. Only for applications that seal
-   * by other means or test the relay itself; the client warns once (default true).
-   */
-  sealing?: boolean;
-  /**
-   * Offline-first (docs/client.md#offline-first-outbox): durable sends are
-   * written here before they go out and removed when the relay ACKs them,
-   * and the inbound acknowledgement state (the RESUME version) before each
-   * ACK, so an application restart loses no unacknowledged send and is shown
-   * no message it acknowledged. connect() resends what the last run left
-   * (same message ids: the relay stores each once) and reports each with an
-   * 'outbox' event. A FileSessionStore makes it survive restarts.
-   */
-  outbox?: SessionStore;
-  /**
-   * Answers anonymous requests (client/anonymous.ts, docs/client.md#anonymous-requests):
-   * called with the opened request, returns the response, which is sealed to
-   * the requester's ephemeral keys and sent back fast. Needs `sessions` (the
-   * request is sealed to our prekeys). Without it anonymous requests are
-   * dropped and reported as ANON_NOT_PERMITTED errors.
-   */
-  onAnonymousRequest?: (request: AnonymousRequest) => Uint8Array | Promise<Uint8Array>;
-  /**
-   * Refuses replayed anonymous requests. Default: the relay cluster
-   * (RelayTicketStore over this client, ONCE_CHECK), so every device of this
-   * DID shares it. A local in-memory guard is always asked first, so a relay
-   * that lies "fresh" cannot replay a request this process answered.
-   */
-  anonymousReplayGuard?: TicketStore;
-}
-
-/** An anonymous request as onAnonymousRequest sees it: no sender DID exists. */
-export interface AnonymousRequest {
-  readonly payload: Uint8Array;
-  /** The exchange's id (random to us; links nothing). */
-  readonly sessionId: Uint8Array;
-}
-
-export interface SendOptions {
-  /** Stored by the relay and acknowledged (default true); false = fast, forwarded from memory only. */
-  durable?: boolean;
-  /** 16 bytes; random by default. Reuse it to retry a send idempotently. */
-  messageId?: Uint8Array;
-  /** 16 bytes, the end-to-end session (opaque to the relay); zero by default. */
-  sessionId?: Uint8Array;
-  /** Durable retention; 0 or unset = the relay's default. */
-  ttlSeconds?: number;
-}
-
-export interface SendResult {
-  messageId: Uint8Array;
-  /** Queue position the relay stored a durable message at; absent for fast sends. */
-  position?: number;
-}
-
-export interface InboundMessage {
-  readonly messageId: Uint8Array;
-  /** Sender DID, verified against the source hint the relay authenticated. */
-  readonly from: string;
-  readonly fromHint: Uint8Array;
-  /** Our own DID. */
-  readonly to: string;
-  readonly payload: Uint8Array;
-  readonly durable: boolean;
-  /** Position in our durable queue; 0 for fast messages. */
-  readonly position: number;
-  readonly sessionId: Uint8Array;
-  /**
-   * True when the payload was opened from an end-to-end session (PQXDH, then
-   * the Double Ratchet): only the holder of `from`'s keys could have written
-   * it. False when it came in the clear inside the sender envelope (a sender
-   * with `sealing: false`, `lrelay send --unsealed`): any relay or Redis on
-   * the path could read it, and a relay could have forged it. A sealed client
-   * still hands such messages over, marked, rather than acknowledging and
-   * dropping them; check this before trusting `from` or the payload.
-   */
-  readonly sealed: boolean;
-  /**
-   * Tells the relay the message is processed, so it is deleted from the
-   * queue. Until then it is redelivered after a reconnect (and hidden as a
-   * duplicate while this client still holds it). A no-op for fast messages.
-   */
-  ack(): Promise<void>;
-}
-
-/** What the relay stores of our prekeys (PREKEY_STATUS). */
-export interface PrekeyStatus {
-  /** Signed prekeys are stored: peers can fetch a bundle. */
-  published: boolean;
-  /** One-time X25519 prekeys left. */
-  oneTimeX25519: number;
-  /** One-time ML-KEM prekeys left. */
-  oneTimeKem: number;
-  /** Most one-time prekeys of each kind the relay keeps. */
-  cap: number;
-  /** Below this many of a kind the relay sends 'prekeys-low'. */
-  lowWater: number;
-  /** Highest one-time X25519 id ever stored: new ones must be above it. Absent: none yet. */
-  lastOneTimeX25519Id?: number;
-  /** Highest one-time KEM id ever stored: new ones must be above it. Absent: none yet. */
-  lastOneTimeKemId?: number;
-}
-
-export interface PublishPrekeysOptions {
-  /** Discard every one-time prekey the relay holds for us before appending these (e.g. after losing local state). */
-  replaceOneTime?: boolean;
-}
-
-export interface FetchPrekeysOptions {
-  /**
-   * Ed25519 verifier (verifyEd25519 in Node): when given, every signature of
-   * the bundle is checked (PREKEY_BAD_SIGNATURE). Without it the session
-   * layer must check them (verifyBundle) before using the keys.
-   */
-  verify?: PrekeyVerifier;
-}
-
-export interface RelayClientEvents {
-  /** relayDid: the did:libertaria of the key the relay proved in CHALLENGE. */
-  connected: { url: string; nodeId: string; connectionId: string; maxPayload: number; relayDid: string };
-  disconnected: { url: string; error?: Error };
-  goaway: { url: string; reconnectAfterMs: number; reconnectHint: string[]; reason: string };
-  'peer-gone': { hint: Uint8Array; messageId: Uint8Array };
-  /** The relay says fetches left fewer one-time prekeys than its low-water mark: publish more. */
-  'prekeys-low': PrekeyStatus;
-  /**
-   * Something went wrong that no pending call reports: a relay ERROR, a
-   * NACK for a fast send, a dropped inbound frame (`dropped` counts fast
-   * frames dropped so far), a relay refused for good.
-   */
-  error: { error: LibertariaError; url?: string; messageId?: Uint8Array; dropped?: number };
-  /** A durable send restored from the outbox (a previous run's) was acknowledged (position) or refused (error). */
-  outbox: { messageId: Uint8Array; position?: number; error?: LibertariaError };
-  /** A peer we talked with moved to another relay node (its path update after a migration). */
-  'peer-moved': { did: string; nodeId: string; at: number };
-  /** The connection's lifecycle moved (session/lifecycle.ts): handshaking, active, degraded, migrating, suspended, closing, closed. */
-  state: LifecycleTransition;
-}
-
-export interface RelayClientStats {
-  /** Durable sends not yet ACKed or NACKed. */
-  pendingSends: number;
-  /** Durable inbound messages yielded but not yet ack()ed. */
-  unackedInbound: number;
-  /** Inbound messages waiting for messages(). */
-  bufferedInbound: number;
-  /** The RESUME watermark. */
-  lastAcked: number;
-  /** Inbound fast frames dropped because the buffer was full. */
-  droppedFast: number;
-  /** Redelivered or repeated inbound frames hidden from the application. */
-  duplicates: number;
-  /** Successful handshakes so far. */
-  connections: number;
-  /** Smoothed round trip to the relay in ms (undefined before the first measurement). */
-  rttMs: number | undefined;
-  /** The ACK/PING timeout in force now (ackTimeoutMs, stretched by the measured round trip). */
-  ackTimeoutMs: number;
-  /** Lifecycle state of the connection to the cluster. */
-  state: LifecycleState;
-}
+// The public types live in client-types.ts; exported from here as before, so no import breaks.
+export type {
+  AcceptedGrant,
+  AnonymousRequest,
+  AuditPageResult,
+  AuditQueryOptions,
+  ClientLogger,
+  FetchPrekeysOptions,
+  InboundMessage,
+  PrekeyStatus,
+  PublishPrekeysOptions,
+  RelayClientEvents,
+  RelayClientOptions,
+  RelayClientStats,
+  SendOptions,
+  SendResult,
+} from './client-types.js';
 
 interface OutboundEntry {
   readonly key: string;
@@ -392,33 +181,6 @@ type RequestAnswer =
   | AuditResultFrame
   | BridgeInfoFrame;
 
-/** A grant the relay accepted (GRANT_ACCEPTED). */
-export interface AcceptedGrant {
-  /** The token's id (its leaf cid), hex. */
-  tokenId: string;
-  /** ms since the epoch; 0 when the token never expires. */
-  expiresAt: number;
-}
-
-/** One page of the membrane's audit trail for this DID's resources (AUDIT_QUERY). */
-export interface AuditPageResult {
-  /** Decisions as the relay keeps them (docs/membrane.md#redis), each with its stream `id`. */
-  records: Record<string, unknown>[];
-  /** Pass as `after` for the next page; undefined when there is nothing more. */
-  next: string | undefined;
-}
-
-export interface AuditQueryOptions {
-  sinceMs?: number;
-  untilMs?: number;
-  /** 1..1000, default 100. */
-  limit?: number;
-  after?: string;
-}
-
-/** Grants re-presented on every new connection (the relay keeps them per connection). */
-const MAX_CLIENT_GRANTS = 64;
-
 interface SessionEnd {
   /** When the session's WELCOME arrived (set by #endSession). */
   startedAt?: number;
@@ -455,12 +217,7 @@ interface Session {
   lastAnsweredPing: number | undefined;
 }
 
-const DEFAULT_HANDSHAKE_TIMEOUT_MS = 15_000;
-const DEFAULT_ACK_TIMEOUT_MS = 15_000;
-const DEFAULT_MAX_TIMEOUT_MS = 10 * 60_000;
 const OUTBOX_SEND_PREFIX = 'outbox-send-';
-const MAX_RECENT_PEERS = 256;
-const RECENT_PEER_MS = 10 * 60_000;
 const CONTROL_PATH_UPDATE = 0x01;
 
 /** Control record: u8 kind (1 = path update) ‖ u64 atMs ‖ u8 len ‖ relay node id (UTF-8). */
@@ -487,11 +244,7 @@ function decodeControlRecord(bytes: Uint8Array): { nodeId: string; at: number } 
   }
 }
 const OUTBOX_INBOUND = 'outbox-inbound';
-/** Keepalive PINGs tracked per connection for RTT; older ones are forgotten (their PONGs still count as traffic). */
-const MAX_TRACKED_KEEPALIVES = 64;
 const ZERO_SESSION = new Uint8Array(ID_SIZE);
-/** Senders of unsealed messages a sealed client warns about (once each), at most. */
-const MAX_UNSEALED_WARNINGS = 64;
 
 const UNSEALED_WARNING =
   'RelayClient with sealing: false: payloads travel readable by every relay and Redis on the path, and a relay can forge them (docs/client.md#sealed-sessions)';
@@ -676,20 +429,27 @@ export class RelayClient {
     this.#reconnect = resolveReconnectOptions(options.reconnect);
     this.#handshakeTimeoutMs = positiveInt(
       options.handshakeTimeoutMs,
-      DEFAULT_HANDSHAKE_TIMEOUT_MS,
+      CLIENT_DEFAULTS.handshakeTimeoutMs,
       'handshakeTimeoutMs',
     );
-    this.#ackTimeoutMs = positiveInt(options.ackTimeoutMs, DEFAULT_ACK_TIMEOUT_MS, 'ackTimeoutMs');
+    this.#ackTimeoutMs = positiveInt(options.ackTimeoutMs, CLIENT_DEFAULTS.ackTimeoutMs, 'ackTimeoutMs');
     this.#adaptive = options.adaptiveTimeouts !== false;
-    this.#maxTimeoutMs = positiveInt(options.maxTimeoutMs, DEFAULT_MAX_TIMEOUT_MS, 'maxTimeoutMs');
-    this.#maxInFlight = positiveInt(options.maxInFlight, 256, 'maxInFlight');
-    this.#maxUnacked = positiveInt(options.maxUnackedInbound, 4096, 'maxUnackedInbound');
-    this.#maxBufferedBytes = positiveInt(options.maxBufferedBytes, 8 * 1024 * 1024, 'maxBufferedBytes');
+    this.#maxTimeoutMs = positiveInt(options.maxTimeoutMs, CLIENT_DEFAULTS.maxTimeoutMs, 'maxTimeoutMs');
+    this.#maxInFlight = positiveInt(options.maxInFlight, CLIENT_DEFAULTS.maxInFlight, 'maxInFlight');
+    this.#maxUnacked = positiveInt(options.maxUnackedInbound, CLIENT_DEFAULTS.maxUnackedInbound, 'maxUnackedInbound');
+    this.#maxBufferedBytes = positiveInt(
+      options.maxBufferedBytes,
+      CLIENT_DEFAULTS.maxBufferedBytes,
+      'maxBufferedBytes',
+    );
     this.#tls = options.tls;
     this.#log = options.logger ?? {};
-    this.#tracker = new DedupeTracker({ maxIds: positiveInt(options.dedupeSize, 100_000, 'dedupeSize') });
-    this.#inbox = new Inbox(positiveInt(options.inboundBufferSize, 1024, 'inboundBufferSize'), () =>
-      this.#maybeResync(),
+    this.#tracker = new DedupeTracker({
+      maxIds: positiveInt(options.dedupeSize, CLIENT_DEFAULTS.dedupeSize, 'dedupeSize'),
+    });
+    this.#inbox = new Inbox(
+      positiveInt(options.inboundBufferSize, CLIENT_DEFAULTS.inboundBufferSize, 'inboundBufferSize'),
+      () => this.#maybeResync(),
     );
     this.events = new TypedEmitter((error, event) =>
       this.#log.error?.('event listener threw', { event: String(event), error: toError(error).message }),
@@ -706,7 +466,10 @@ export class RelayClient {
     this.#outbox = options.outbox;
     // A local memory first: the relay's ONCE_CHECK alone could lie "fresh" and replay a request at us.
     this.#anonymousReplayGuard = new AllTicketStores(
-      new InMemoryTicketStore({ retentionMs: ANON_REQUEST_RETENTION_MS, maxEntries: 100_000 }),
+      new InMemoryTicketStore({
+        retentionMs: ANON_REQUEST_RETENTION_MS,
+        maxEntries: CLIENT_DEFAULTS.anonymousReplayEntries,
+      }),
       options.anonymousReplayGuard ??
         new RelayTicketStore(this, { retentionMs: ANON_REQUEST_RETENTION_MS, label: 'anon-request' }),
     );
@@ -1105,7 +868,7 @@ export class RelayClient {
       token: copy,
     }))) as GrantAcceptedFrame;
     const key = toHex(copy);
-    if (!this.#grants.has(key) && this.#grants.size >= MAX_CLIENT_GRANTS) {
+    if (!this.#grants.has(key) && this.#grants.size >= CLIENT_DEFAULTS.maxGrants) {
       this.#grants.delete(this.#grants.keys().next().value!);
     }
     this.#grants.set(key, copy);
@@ -1164,7 +927,7 @@ export class RelayClient {
       requestId,
       sinceMs: options.sinceMs ?? 0,
       untilMs: options.untilMs ?? 0,
-      limit: options.limit ?? 100,
+      limit: options.limit ?? CLIENT_DEFAULTS.auditPageSize,
       after: options.after ?? '',
     }))) as AuditResultFrame;
     let records: unknown;
@@ -1668,7 +1431,7 @@ export class RelayClient {
     ) {
       session.lastKeepalive = now;
       const data = this.#pingData(PING_KEEPALIVE);
-      if (session.keepalives.size >= MAX_TRACKED_KEEPALIVES) session.keepalives.clear();
+      if (session.keepalives.size >= CLIENT_DEFAULTS.maxTrackedKeepalives) session.keepalives.clear();
       session.keepalives.set(toHex(data), performance.now());
       this.#write(session, { type: 'PING', data });
     }
@@ -2103,7 +1866,7 @@ export class RelayClient {
   /** A sealed client receiving an unsealed message says so once per sender: it is delivered marked `sealed: false`. */
   #warnUnsealed(from: string, url: string): void {
     if (this.#unsealedSenders.has(from)) return;
-    if (this.#unsealedSenders.size >= MAX_UNSEALED_WARNINGS) return;
+    if (this.#unsealedSenders.size >= CLIENT_DEFAULTS.maxUnsealedWarnings) return;
     this.#unsealedSenders.add(from);
     this.#log.warn?.('unsealed message received by a sealed client; delivered marked sealed: false', { url, from });
   }
@@ -2161,7 +1924,7 @@ export class RelayClient {
   #notePeer(did: string): void {
     this.#recentPeers.delete(did);
     this.#recentPeers.set(did, Date.now());
-    if (this.#recentPeers.size > MAX_RECENT_PEERS) {
+    if (this.#recentPeers.size > CLIENT_DEFAULTS.maxRecentPeers) {
       const oldest = this.#recentPeers.keys().next();
       if (!oldest.done) this.#recentPeers.delete(oldest.value);
     }
@@ -2169,12 +1932,12 @@ export class RelayClient {
 
   /**
    * After a migration: a fast, sealed path update to every peer we talked
-   * with in the last RECENT_PEER_MS, so they learn where we are now (the
+   * with in the last CLIENT_DEFAULTS.recentPeerMs, so they learn where we are now (the
    * relay node), as the seed's "B acknowledges, updates routing". Best effort.
    */
   async #announceMove(session: Session): Promise<void> {
     const record = encodeControlRecord(session.welcome.nodeId, Date.now());
-    const since = Date.now() - RECENT_PEER_MS;
+    const since = Date.now() - CLIENT_DEFAULTS.recentPeerMs;
     for (const [did, at] of this.#recentPeers) {
       if (at < since || session.over) continue;
       try {
@@ -2473,7 +2236,7 @@ export class RelayClient {
       await Promise.race([
         session.transportClosed,
         new Promise<void>((r) => {
-          timer = setTimeout(r, 2000);
+          timer = setTimeout(r, CLIENT_DEFAULTS.closeFlushMs);
         }),
       ]);
       if (timer !== undefined) clearTimeout(timer);
