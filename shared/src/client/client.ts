@@ -16,10 +16,12 @@
  * Inbox; a durable message is acknowledged to the relay only when the
  * application calls ack(). RESUME carries the tracker's watermark.
  *
- * Prekeys: publishPrekeys, fetchPrekeys and prekeyStatus are requests
- * correlated by a random 16-byte request id (answered by PREKEY_STATUS,
- * PREKEY_BUNDLE or a NACK carrying the id); unsolicited low-water notices
- * are the 'prekeys-low' event. They are not retried across reconnects.
+ * Prekeys: publishPrekeys, fetchPrekeys and prekeyStatus (like the once,
+ * membrane and bridge requests) are requests correlated by a random 16-byte
+ * request id in the request table (request-table.ts: answered by
+ * PREKEY_STATUS, PREKEY_BUNDLE, … or a NACK carrying the id); unsolicited
+ * low-water notices are the 'prekeys-low' event. They are not retried
+ * across reconnects.
  *
  * No Node-only imports here: with the WebSocket transport this runs in
  * browsers (the identity module still needs a browser port, see the docs).
@@ -30,24 +32,17 @@ import { migrationTranscript } from '../identity/auth-transcript.js';
 import { didMatchesKey, HINT_LENGTH, hintFromDid, parseDid, routingHint } from '../identity/did.js';
 import {
   type AckFrame,
-  type AuditResultFrame,
-  type BridgeInfoFrame,
   type DeliverFrame,
   decodeFrame,
   ErrorFlags,
   encodeFrame,
   type Frame,
   type GoawayFrame,
-  type GrantAcceptedFrame,
-  type GrantRevokedFrame,
   ID_SIZE,
   MAX_PAYLOAD_LIMIT,
   maxBodySize,
   type NackFrame,
-  type OnceResultFrame,
-  type PolicyFrame,
   PREKEY_PUBLISH_HEADER_SIZE,
-  type PrekeyBundleFrame,
   PrekeyPublishFlags,
   PrekeyStatusFlags,
   type PrekeyStatusFrame,
@@ -100,6 +95,7 @@ import { Inbox } from './inbox.js';
 import { OnceEpochTracker } from './once-epoch.js';
 import type { RelayPinStore } from './relay-pins.js';
 import { RelayTicketStore } from './relay-ticket-store.js';
+import { type RequestAnswer, type RequestAnswerType, RequestTable } from './request-table.js';
 import { RttEstimator } from './rtt.js';
 import { InMemorySessionStore, type SessionStore } from './session-store.js';
 import { SessionManager } from './sessions.js';
@@ -152,34 +148,6 @@ interface PendingPresence {
   readonly resolve: (present: boolean) => void;
   readonly reject: (error: Error) => void;
 }
-
-interface PendingPrekeyRequest {
-  readonly session: Session;
-  readonly startedAt: number;
-  /** The answer it expects: PREKEY_BUNDLE for a fetch, ONCE_RESULT for a single-use id, else PREKEY_STATUS; the membrane's answers. */
-  readonly expects:
-    | 'PREKEY_BUNDLE'
-    | 'PREKEY_STATUS'
-    | 'ONCE_RESULT'
-    | 'GRANT_ACCEPTED'
-    | 'GRANT_REVOKED'
-    | 'POLICY'
-    | 'AUDIT_RESULT'
-    | 'BRIDGE_INFO';
-  readonly operation: string;
-  readonly resolve: (frame: RequestAnswer) => void;
-  readonly reject: (error: Error) => void;
-}
-
-type RequestAnswer =
-  | PrekeyBundleFrame
-  | PrekeyStatusFrame
-  | OnceResultFrame
-  | GrantAcceptedFrame
-  | GrantRevokedFrame
-  | PolicyFrame
-  | AuditResultFrame
-  | BridgeInfoFrame;
 
 interface SessionEnd {
   /** When the session's WELCOME arrived (set by #endSession). */
@@ -402,8 +370,8 @@ export class RelayClient {
   #pingCounter = 0;
   /** PRESENCE_QUERY answers carry only the hint: queries per hint are answered in order. */
   readonly #presence = new Map<string, PendingPresence[]>();
-  /** Prekey requests by request id (hex). */
-  readonly #prekeyRequests = new Map<string, PendingPrekeyRequest>();
+  /** Requests answered by one frame (prekeys, once-checks, grants, policy, audit, bridge queries), by request id. */
+  readonly #requests = new RequestTable<Session>();
   /** Grant tokens presented, by hex of their bytes; presented again on every new connection. */
   readonly #grants = new Map<string, Uint8Array>();
 
@@ -772,13 +740,13 @@ export class RelayClient {
     let status: PrekeyStatus | undefined;
     for (const [i, publication] of parts.entries()) {
       const flags = i === 0 && options.replaceOneTime === true ? PrekeyPublishFlags.REPLACE_ONE_TIME : 0;
-      const answer = await this.#prekeyRequest('publishPrekeys', 'PREKEY_STATUS', (requestId) => ({
+      const answer = await this.#request('publishPrekeys', 'PREKEY_STATUS', (requestId) => ({
         type: 'PREKEY_PUBLISH',
         requestId,
         flags,
         publication,
       }));
-      status = prekeyStatusOf(answer as PrekeyStatusFrame);
+      status = prekeyStatusOf(answer);
     }
     return status!;
   }
@@ -795,11 +763,11 @@ export class RelayClient {
    */
   async fetchPrekeys(to: string | Uint8Array, options: FetchPrekeysOptions = {}): Promise<PrekeyBundle> {
     const hint = this.#destination(to);
-    const answer = (await this.#prekeyRequest('fetchPrekeys', 'PREKEY_BUNDLE', (requestId) => ({
+    const answer = await this.#request('fetchPrekeys', 'PREKEY_BUNDLE', (requestId) => ({
       type: 'PREKEY_FETCH',
       requestId,
       hint,
-    }))) as PrekeyBundleFrame;
+    }));
     // Re-encoded into a buffer of its own: the frame's fields are views into the transport's.
     const bundle = decodePrekeyBundle(encodePrekeyBundle(answer.bundle));
     const belongs =
@@ -819,11 +787,11 @@ export class RelayClient {
    * cluster's bridge registry). Rejects BRIDGE_NOT_REGISTERED when none does.
    */
   async findBridge(network: string): Promise<string> {
-    const answer = (await this.#prekeyRequest('findBridge', 'BRIDGE_INFO', (requestId) => ({
+    const answer = await this.#request('findBridge', 'BRIDGE_INFO', (requestId) => ({
       type: 'BRIDGE_QUERY',
       requestId,
       network,
-    }))) as BridgeInfoFrame;
+    }));
     return answer.did;
   }
 
@@ -842,12 +810,12 @@ export class RelayClient {
       throw new RelayError(ClientErrorCode.invalidArgument, 'consumeOnce: retentionMs must be positive');
     }
     const retentionSeconds = Math.ceil(retentionMs / 1000);
-    const answer = (await this.#prekeyRequest('consumeOnce', 'ONCE_RESULT', (requestId) => ({
+    const answer = await this.#request('consumeOnce', 'ONCE_RESULT', (requestId) => ({
       type: 'ONCE_CHECK',
       requestId,
       retentionSeconds,
       id,
-    }))) as OnceResultFrame;
+    }));
     // After the cluster lost its memory of our ids, "fresh" is refused for the id's retention.
     return this.#onceEpoch.judge(answer.fresh, answer.epoch, retentionSeconds * 1000);
   }
@@ -862,11 +830,11 @@ export class RelayClient {
    */
   async presentGrant(token: Uint8Array): Promise<AcceptedGrant> {
     const copy = Uint8Array.from(token);
-    const answer = (await this.#prekeyRequest('presentGrant', 'GRANT_ACCEPTED', (requestId) => ({
+    const answer = await this.#request('presentGrant', 'GRANT_ACCEPTED', (requestId) => ({
       type: 'GRANT_PRESENT',
       requestId,
       token: copy,
-    }))) as GrantAcceptedFrame;
+    }));
     const key = toHex(copy);
     if (!this.#grants.has(key) && this.#grants.size >= CLIENT_DEFAULTS.maxGrants) {
       this.#grants.delete(this.#grants.keys().next().value!);
@@ -886,11 +854,11 @@ export class RelayClient {
    */
   async revokeGrant(token: Uint8Array): Promise<string[]> {
     const copy = Uint8Array.from(token);
-    const answer = (await this.#prekeyRequest('revokeGrant', 'GRANT_REVOKED', (requestId) => ({
+    const answer = await this.#request('revokeGrant', 'GRANT_REVOKED', (requestId) => ({
       type: 'GRANT_REVOKE',
       requestId,
       token: copy,
-    }))) as GrantRevokedFrame;
+    }));
     return answer.cids.map((cid) => toHex(cid));
   }
 
@@ -903,33 +871,33 @@ export class RelayClient {
   async setPolicy(policy: string | object | null): Promise<string | null> {
     const text = policy === null ? '' : typeof policy === 'string' ? policy : JSON.stringify(policy);
     const bytes = new TextEncoder().encode(text);
-    const answer = (await this.#prekeyRequest('setPolicy', 'POLICY', (requestId) => ({
+    const answer = await this.#request('setPolicy', 'POLICY', (requestId) => ({
       type: 'POLICY_PUT',
       requestId,
       policy: bytes,
-    }))) as PolicyFrame;
+    }));
     return answer.policy.length === 0 ? null : new TextDecoder().decode(answer.policy);
   }
 
   /** This DID's stored membrane policy as normalized JSON, or null (POLICY_GET). */
   async getPolicy(): Promise<string | null> {
-    const answer = (await this.#prekeyRequest('getPolicy', 'POLICY', (requestId) => ({
+    const answer = await this.#request('getPolicy', 'POLICY', (requestId) => ({
       type: 'POLICY_GET',
       requestId,
-    }))) as PolicyFrame;
+    }));
     return answer.policy.length === 0 ? null : new TextDecoder().decode(answer.policy);
   }
 
   /** One page of the audit trail of decisions about this DID's resources (AUDIT_QUERY; an owner reads only its own). */
   async queryAudit(options: AuditQueryOptions = {}): Promise<AuditPageResult> {
-    const answer = (await this.#prekeyRequest('queryAudit', 'AUDIT_RESULT', (requestId) => ({
+    const answer = await this.#request('queryAudit', 'AUDIT_RESULT', (requestId) => ({
       type: 'AUDIT_QUERY',
       requestId,
       sinceMs: options.sinceMs ?? 0,
       untilMs: options.untilMs ?? 0,
       limit: options.limit ?? CLIENT_DEFAULTS.auditPageSize,
       after: options.after ?? '',
-    }))) as AuditResultFrame;
+    }));
     let records: unknown;
     try {
       records = JSON.parse(new TextDecoder().decode(answer.records));
@@ -944,11 +912,11 @@ export class RelayClient {
 
   /** What the relay stores of our prekeys (PREKEY_STATUS_QUERY); call it after connecting to learn whether to refill. */
   async prekeyStatus(): Promise<PrekeyStatus> {
-    const answer = await this.#prekeyRequest('prekeyStatus', 'PREKEY_STATUS', (requestId) => ({
+    const answer = await this.#request('prekeyStatus', 'PREKEY_STATUS', (requestId) => ({
       type: 'PREKEY_STATUS_QUERY',
       requestId,
     }));
-    return prekeyStatusOf(answer as PrekeyStatusFrame);
+    return prekeyStatusOf(answer);
   }
 
   /**
@@ -1272,14 +1240,7 @@ export class RelayClient {
       () =>
         new RelayError(ClientErrorCode.unreachable, `presence: connection lost before the answer (${lost.message})`),
     );
-    this.#settlePrekeyRequests(
-      (p) => p.session === session,
-      (p) =>
-        new RelayError(
-          ClientErrorCode.unreachable,
-          `${p.operation}: connection lost before the answer (${lost.message})`,
-        ),
-    );
+    this.#requests.connectionLost(session, lost);
     this.#log.info?.('disconnected from relay', { url: session.url.href, error: end.error?.message });
     if (this.#state === 'running') this.lifecycle.applyIfAllowed('path_lost', lost.message);
     end.startedAt = session.startedAt;
@@ -1410,10 +1371,7 @@ export class RelayClient {
         ping.reject(new RelayError(ClientErrorCode.timeout, `ping: no PONG within ${ackTimeout} ms`));
       }
     }
-    this.#settlePrekeyRequests(
-      (p) => p.session === session && perf - p.startedAt > ackTimeout,
-      (p) => new RelayError(ClientErrorCode.timeout, `${p.operation}: no answer within ${ackTimeout} ms`),
-    );
+    this.#requests.expire(session, perf, ackTimeout);
     for (const list of this.#presence.values()) {
       for (const p of list) {
         if (p.expired || p.session !== session || perf - p.startedAt <= ackTimeout) continue;
@@ -1487,12 +1445,12 @@ export class RelayClient {
     }
   }
 
-  /** Writes one prekey request on the current connection and waits for the answer carrying its request id. */
-  #prekeyRequest(
+  /** Writes one request (request-table.ts) on the current connection and waits for the answer carrying its request id. */
+  #request<K extends RequestAnswerType>(
     operation: string,
-    expects: PendingPrekeyRequest['expects'],
+    expects: K,
     build: (requestId: Uint8Array) => Frame,
-  ): Promise<RequestAnswer> {
+  ): Promise<Extract<RequestAnswer, { type: K }>> {
     if (this.#state === 'closed') return Promise.reject(this.#closedError(operation));
     const session = this.#session;
     if (session === undefined || session.over) {
@@ -1506,41 +1464,14 @@ export class RelayClient {
     } catch (error) {
       return Promise.reject(new RelayError(ClientErrorCode.invalidArgument, `${operation}: ${toError(error).message}`));
     }
-    return new Promise((resolve, reject) => {
-      this.#prekeyRequests.set(toHex(requestId), {
-        session,
-        startedAt: performance.now(),
-        expects,
-        operation,
-        resolve,
-        reject,
-      });
-      this.#write(session, frame);
-    });
+    // Registered before the write: a write that fails ends the connection, which rejects it.
+    const answer = this.#requests.add(requestId, session, operation, expects);
+    this.#write(session, frame);
+    return answer;
   }
 
-  /** Rejects and forgets the prekey requests `match` selects. */
-  #settlePrekeyRequests(match: (p: PendingPrekeyRequest) => boolean, error: (p: PendingPrekeyRequest) => Error): void {
-    for (const [key, pending] of this.#prekeyRequests) {
-      if (!match(pending)) continue;
-      this.#prekeyRequests.delete(key);
-      pending.reject(error(pending));
-    }
-  }
-
-  #onPrekeyAnswer(frame: RequestAnswer): void {
-    const key = toHex(frame.requestId);
-    const pending = this.#prekeyRequests.get(key);
-    if (pending !== undefined) {
-      this.#prekeyRequests.delete(key);
-      if (frame.type === pending.expects) pending.resolve(frame);
-      else {
-        pending.reject(
-          new RelayError(ClientErrorCode.unexpectedFrame, `${pending.operation}: relay answered with ${frame.type}`),
-        );
-      }
-      return;
-    }
+  #onRequestAnswer(frame: RequestAnswer): void {
+    if (this.#requests.answer(frame)) return;
     if (frame.type === 'PREKEY_STATUS' && frame.requestId.every((b) => b === 0) && bytesEqual(frame.hint, this.#hint)) {
       this.events.emit('prekeys-low', prekeyStatusOf(frame));
     }
@@ -1626,7 +1557,7 @@ export class RelayClient {
       case 'POLICY':
       case 'AUDIT_RESULT':
       case 'BRIDGE_INFO':
-        this.#onPrekeyAnswer(frame);
+        this.#onRequestAnswer(frame);
         return;
       case 'GOAWAY': {
         const hint = frame.reconnectHint
@@ -1695,12 +1626,8 @@ export class RelayClient {
   #onNack(session: Session, frame: NackFrame): void {
     const code = errorCodeFromWire(frame.code);
     const key = toHex(frame.messageId);
-    const prekeyRequest = this.#prekeyRequests.get(key);
-    if (prekeyRequest !== undefined) {
-      this.#prekeyRequests.delete(key);
-      prekeyRequest.reject(new RelayError(code, `${prekeyRequest.operation}: ${frame.message || code}`));
-      return;
-    }
+    // A NACK carrying a request id refuses that request.
+    if (this.#requests.refuse(frame.messageId, code, frame.message)) return;
     const error = new RelayError(code, `relay refused message ${key}: ${frame.message || code}`);
     const entry = this.#take(frame.messageId, session);
     if (entry !== undefined) {
@@ -2221,10 +2148,7 @@ export class RelayClient {
       () => true,
       () => reason,
     );
-    this.#settlePrekeyRequests(
-      () => true,
-      () => reason,
-    );
+    this.#requests.rejectAll(reason);
     // Queued messages were never acknowledged: the relay keeps them for the next client.
     this.#inbox.clear();
     this.#inbox.end(inboxError);
