@@ -5,11 +5,12 @@
  * a failover list that works, with reconnection, durable-send retries,
  * RESUME and duplicate suppression. See docs/client.md for the guarantees.
  *
- * Outbound durable sends live in `#outbound` (insertion order = send order)
- * until the relay ACKs or NACKs them. At most `maxInFlight` of them are on
- * the wire at once; after a reconnect every one of them is written again
- * with the same messageId (the relay is idempotent on it), so a durable send
- * is never lost and never reported as done without an ACK.
+ * Outbound durable sends live in the send window (send-window.ts,
+ * insertion order = send order) until the relay ACKs or NACKs them. At most
+ * `maxInFlight` of them are on the wire at once; after a reconnect every one
+ * of them is written again with the same messageId (the relay is idempotent
+ * on it), so a durable send is never lost and never reported as done
+ * without an ACK.
  *
  * Inbound messages go through DedupeTracker (dedupe.ts, keyed on sender
  * hint and messageId) and a bounded
@@ -97,6 +98,7 @@ import type { RelayPinStore } from './relay-pins.js';
 import { RelayTicketStore } from './relay-ticket-store.js';
 import { type RequestAnswer, type RequestAnswerType, RequestTable } from './request-table.js';
 import { RttEstimator } from './rtt.js';
+import { type OutboundEntry, SendWindow } from './send-window.js';
 import { InMemorySessionStore, type SessionStore } from './session-store.js';
 import { SessionManager } from './sessions.js';
 import type { TlsClientOptions, Transport } from './transport.js';
@@ -119,19 +121,6 @@ export type {
   SendOptions,
   SendResult,
 } from './client-types.js';
-
-interface OutboundEntry {
-  readonly key: string;
-  /** Its record in the outbox, if there is one. */
-  outboxName?: string;
-  readonly messageId: Uint8Array;
-  readonly frame: SendFrame;
-  readonly resolve: (result: SendResult) => void;
-  readonly reject: (error: Error) => void;
-  /** The session it was last written on; a new session writes it again. */
-  session: Session | undefined;
-  sentAt: number;
-}
 
 interface PendingPing {
   readonly session: Session;
@@ -245,28 +234,6 @@ const PING_APP = 0x01;
 const PING_KEEPALIVE = 0x02;
 const MAX_TTL = 0xffffffff;
 
-/** A FIFO of keys with O(1) shift (Array#shift is O(n)). */
-class KeyQueue {
-  #items: string[] = [];
-  #head = 0;
-  push(key: string): void {
-    this.#items.push(key);
-  }
-  shift(): string | undefined {
-    if (this.#head >= this.#items.length) return undefined;
-    const key = this.#items[this.#head++];
-    if (this.#head > 1024 && this.#head * 2 > this.#items.length) {
-      this.#items = this.#items.slice(this.#head);
-      this.#head = 0;
-    }
-    return key;
-  }
-  reset(keys: Iterable<string>): void {
-    this.#items = [...keys];
-    this.#head = 0;
-  }
-}
-
 function positiveInt(value: number | undefined, fallback: number, name: string): number {
   if (value === undefined) return fallback;
   if (!Number.isInteger(value) || value < 1) {
@@ -308,7 +275,6 @@ export class RelayClient {
   readonly #reconnect: ReconnectOptions;
   readonly #handshakeTimeoutMs: number;
   readonly #ackTimeoutMs: number;
-  readonly #maxInFlight: number;
   readonly #maxUnacked: number;
   readonly #maxBufferedBytes: number;
   readonly #tls: TlsClientOptions | undefined;
@@ -364,8 +330,8 @@ export class RelayClient {
   #wake: (() => void) | undefined;
   #connections = 0;
 
-  readonly #outbound = new Map<string, OutboundEntry>();
-  readonly #unsent = new KeyQueue();
+  /** Durable sends until ACKed or NACKed, and the in-flight window (send-window.ts). */
+  readonly #window: SendWindow<Session>;
   readonly #pings = new Map<string, PendingPing>();
   #pingCounter = 0;
   /** PRESENCE_QUERY answers carry only the hint: queries per hint are answered in order. */
@@ -403,7 +369,10 @@ export class RelayClient {
     this.#ackTimeoutMs = positiveInt(options.ackTimeoutMs, CLIENT_DEFAULTS.ackTimeoutMs, 'ackTimeoutMs');
     this.#adaptive = options.adaptiveTimeouts !== false;
     this.#maxTimeoutMs = positiveInt(options.maxTimeoutMs, CLIENT_DEFAULTS.maxTimeoutMs, 'maxTimeoutMs');
-    this.#maxInFlight = positiveInt(options.maxInFlight, CLIENT_DEFAULTS.maxInFlight, 'maxInFlight');
+    this.#window = new SendWindow(
+      positiveInt(options.maxInFlight, CLIENT_DEFAULTS.maxInFlight, 'maxInFlight'),
+      (session, frame) => this.#write(session, frame),
+    );
     this.#maxUnacked = positiveInt(options.maxUnackedInbound, CLIENT_DEFAULTS.maxUnackedInbound, 'maxUnackedInbound');
     this.#maxBufferedBytes = positiveInt(
       options.maxBufferedBytes,
@@ -495,7 +464,7 @@ export class RelayClient {
 
   get stats(): RelayClientStats {
     return {
-      pendingSends: this.#outbound.size,
+      pendingSends: this.#window.size,
       unackedInbound: this.#tracker.unacked,
       bufferedInbound: this.#inbox.length,
       lastAcked: this.#tracker.lastAcked,
@@ -623,7 +592,7 @@ export class RelayClient {
       }
       return { messageId };
     }
-    if (this.#outbound.has(key)) {
+    if (this.#window.has(key)) {
       throw new RelayError(ClientErrorCode.invalidArgument, `send: message ${key} is already pending`);
     }
     let outboxName: string | undefined;
@@ -640,7 +609,7 @@ export class RelayClient {
       this.#outboxTail = mine.catch(() => {});
       await mine;
       if (this.#state !== 'running') throw this.#failure ?? this.#closedError('send');
-      if (this.#outbound.has(key)) {
+      if (this.#window.has(key)) {
         throw new RelayError(ClientErrorCode.invalidArgument, `send: message ${key} is already pending`);
       }
     }
@@ -649,11 +618,8 @@ export class RelayClient {
     });
   }
 
-  #enqueue(entry: OutboundEntry): void {
-    this.#outbound.set(entry.key, entry);
-    this.#unsent.push(entry.key);
-    const session = this.#session;
-    if (session !== undefined) this.#pump(session);
+  #enqueue(entry: OutboundEntry<Session>): void {
+    this.#window.add(entry, this.#session);
   }
 
   /** Where `did` said it is after its last migration (its relay node), if it told us. */
@@ -1200,8 +1166,7 @@ export class RelayClient {
     }
     this.#enterSession(session);
     this.#tracker.newConnection();
-    this.#unsent.reset(this.#outbound.keys());
-    this.#pump(session);
+    this.#window.resend(session);
 
     const hb = session.welcome.heartbeatMs;
     const tick = Math.max(50, Math.min(1000, this.#ackTimeoutMs / 4, hb > 0 ? hb / 4 : 1000));
@@ -1348,12 +1313,12 @@ export class RelayClient {
       // We ping at hb/2 when quiet, so more than hb (plus a round trip) without a byte is a missed heartbeat.
       this.lifecycle.apply('heartbeat_missed', `${now - session.lastRx} ms without traffic`);
     }
-    const oldest = this.#outbound.values().next();
+    const oldest = this.#window.oldest();
     if (
-      !oldest.done &&
-      oldest.value.session === session &&
-      now - oldest.value.sentAt > ackTimeout &&
-      this.#ackIsOverdue(session, now - oldest.value.sentAt, ackTimeout)
+      oldest !== undefined &&
+      oldest.session === session &&
+      now - oldest.sentAt > ackTimeout &&
+      this.#ackIsOverdue(session, now - oldest.sentAt, ackTimeout)
     ) {
       // The relay ACKs after Redis confirms; this long without one means the path is stuck. Retry elsewhere.
       this.#endSession(session, {
@@ -1405,30 +1370,6 @@ export class RelayClient {
     } catch (error) {
       this.#endSession(session, { error: toError(error) });
       return false;
-    }
-  }
-
-  /** Writes waiting durable sends while the in-flight window has room. */
-  #pump(session: Session): void {
-    while (!session.over && session.inFlight < this.#maxInFlight) {
-      const key = this.#unsent.shift();
-      if (key === undefined) return;
-      const entry = this.#outbound.get(key);
-      if (entry === undefined || entry.session === session) continue;
-      if (entry.frame.payload.length > session.welcome.maxPayload) {
-        this.#outbound.delete(key);
-        entry.reject(
-          new RelayError(
-            ClientErrorCode.payloadTooLarge,
-            `send: ${entry.frame.payload.length} bytes exceed ${session.url.href}'s limit of ${session.welcome.maxPayload}`,
-          ),
-        );
-        continue;
-      }
-      entry.session = session;
-      entry.sentAt = Date.now();
-      session.inFlight++;
-      if (!this.#write(session, entry.frame)) return;
     }
   }
 
@@ -1616,7 +1557,7 @@ export class RelayClient {
   }
 
   #onAck(session: Session, frame: AckFrame): void {
-    const entry = this.#take(frame.messageId, session);
+    const entry = this.#window.take(frame.messageId, session);
     // An ACK for nothing pending is a late duplicate (we sent the message again); harmless.
     if (entry === undefined) return;
     this.#forgetOutbox(entry);
@@ -1629,23 +1570,11 @@ export class RelayClient {
     // A NACK carrying a request id refuses that request.
     if (this.#requests.refuse(frame.messageId, code, frame.message)) return;
     const error = new RelayError(code, `relay refused message ${key}: ${frame.message || code}`);
-    const entry = this.#take(frame.messageId, session);
+    const entry = this.#window.take(frame.messageId, session);
     if (entry !== undefined) {
       this.#forgetOutbox(entry);
       entry.reject(error);
     } else this.#emitError({ error, url: session.url.href, messageId: copyBytes(frame.messageId) });
-  }
-
-  #take(messageId: Uint8Array, session: Session): OutboundEntry | undefined {
-    const key = toHex(messageId);
-    const entry = this.#outbound.get(key);
-    if (entry === undefined) return undefined;
-    this.#outbound.delete(key);
-    if (entry.session === session) {
-      session.inFlight--;
-      this.#pump(session);
-    }
-    return entry;
   }
 
   #onDeliver(session: Session, frame: DeliverFrame): void {
@@ -2005,7 +1934,7 @@ export class RelayClient {
     return `${OUTBOX_SEND_PREFIX}${Date.now().toString().padStart(15, '0')}-${seq}-${key}`;
   }
 
-  #forgetOutbox(entry: OutboundEntry): void {
+  #forgetOutbox(entry: OutboundEntry<Session>): void {
     const name = entry.outboxName;
     if (name === undefined || this.#outbox === undefined) return;
     entry.outboxName = undefined;
@@ -2065,7 +1994,7 @@ export class RelayClient {
       }
       if (frame.type !== 'SEND' || (frame.flags & SendFlags.DURABLE) === 0) continue;
       const key = toHex(frame.messageId);
-      if (this.#outbound.has(key)) continue;
+      if (this.#window.has(key)) continue;
       const messageId = copyBytes(frame.messageId);
       this.#enqueue({
         key,
@@ -2132,16 +2061,7 @@ export class RelayClient {
     this.#rejectConnected = undefined;
     this.#abort?.abort();
     this.#wake?.();
-    for (const entry of this.#outbound.values()) {
-      entry.reject(
-        new RelayError(
-          reason.code,
-          `message ${entry.key} not acknowledged (${reason.message}); it may or may not have been stored`,
-          { cause: reason },
-        ),
-      );
-    }
-    this.#outbound.clear();
+    this.#window.rejectAll(reason);
     for (const ping of this.#pings.values()) ping.reject(reason);
     this.#pings.clear();
     this.#settlePresence(
