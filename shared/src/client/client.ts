@@ -94,6 +94,7 @@ import {
 } from './handshake.js';
 import { Inbox } from './inbox.js';
 import { OnceEpochTracker } from './once-epoch.js';
+import { encodeControlRecord, PathUpdates, type PeerLocation } from './path-updates.js';
 import type { RelayPinStore } from './relay-pins.js';
 import { RelayTicketStore } from './relay-ticket-store.js';
 import { type RequestAnswer, type RequestAnswerType, RequestTable } from './request-table.js';
@@ -175,31 +176,6 @@ interface Session {
 }
 
 const OUTBOX_SEND_PREFIX = 'outbox-send-';
-const CONTROL_PATH_UPDATE = 0x01;
-
-/** Control record: u8 kind (1 = path update) ‖ u64 atMs ‖ u8 len ‖ relay node id (UTF-8). */
-function encodeControlRecord(nodeId: string, atMs: number): Uint8Array {
-  const id = new TextEncoder().encode(nodeId).subarray(0, 255);
-  const out = new Uint8Array(1 + 8 + 1 + id.length);
-  const view = new DataView(out.buffer);
-  out[0] = CONTROL_PATH_UPDATE;
-  view.setUint32(1, Math.floor(atMs / 0x100000000));
-  view.setUint32(5, atMs >>> 0);
-  out[9] = id.length;
-  out.set(id, 10);
-  return out;
-}
-
-function decodeControlRecord(bytes: Uint8Array): { nodeId: string; at: number } | undefined {
-  if (bytes.length < 10 || bytes[0] !== CONTROL_PATH_UPDATE || bytes.length !== 10 + bytes[9]!) return undefined;
-  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-  const at = view.getUint32(1) * 0x100000000 + view.getUint32(5);
-  try {
-    return { at, nodeId: new TextDecoder('utf-8', { fatal: true }).decode(bytes.subarray(10)) };
-  } catch {
-    return undefined;
-  }
-}
 const OUTBOX_INBOUND = 'outbox-inbound';
 const ZERO_SESSION = new Uint8Array(ID_SIZE);
 
@@ -310,10 +286,8 @@ export class RelayClient {
    * 'state' events.
    */
   readonly lifecycle: SessionLifecycle;
-  /** DIDs we exchanged messages with → when (bounded): they get our path updates. */
-  readonly #recentPeers = new Map<string, number>();
-  /** Where peers last said they are (their path updates). */
-  readonly #peerLocations = new Map<string, { nodeId: string; at: number }>();
+  /** Our recent peers (they get our path updates) and where peers said they are (path-updates.ts). */
+  readonly #paths = new PathUpdates();
   readonly #onAnonymous: RelayClientOptions['onAnonymousRequest'];
   readonly #anonymousReplayGuard: TicketStore;
   /** Inbound sealed frames are opened one at a time, in arrival order. */
@@ -520,7 +494,7 @@ export class RelayClient {
       // A caller that sealed the payload itself (MultipathSession) names its session.
       if (options.sessionId === undefined || isZero(options.sessionId))
         warnOnce('unsealed', this.#log, UNSEALED_WARNING);
-      if (typeof to === 'string') this.#notePeer(to);
+      if (typeof to === 'string') this.#paths.notePeer(to);
       return this.#send(to, payload, options);
     }
     if (typeof to !== 'string') {
@@ -531,7 +505,7 @@ export class RelayClient {
       throw new RelayError(ClientErrorCode.invalidArgument, 'send: payload must be a Uint8Array');
     }
     const { body, sessionId } = await sessions.seal(this, to, payload);
-    this.#notePeer(to);
+    this.#paths.notePeer(to);
     return this.#send(to, body, { ...options, sessionId });
   }
 
@@ -623,8 +597,8 @@ export class RelayClient {
   }
 
   /** Where `did` said it is after its last migration (its relay node), if it told us. */
-  peerLocation(did: string): { nodeId: string; at: number } | undefined {
-    return this.#peerLocations.get(did);
+  peerLocation(did: string): PeerLocation | undefined {
+    return this.#paths.location(did);
   }
 
   /**
@@ -1634,7 +1608,7 @@ export class RelayClient {
       this.#onControl(session, frame, key, durable, position, from, body);
       return;
     }
-    this.#notePeer(from);
+    this.#paths.notePeer(from);
 
     const full = this.#inbox.full || this.#inbox.length + this.#pendingOpens >= this.#inbox.capacity;
     if (durable) {
@@ -1747,7 +1721,7 @@ export class RelayClient {
     const sessionId = copyBytes(frame.sessionId);
     const sealed = copyBytes(body);
     const handle = (record: Uint8Array): void => {
-      const notice = decodeControlRecord(record);
+      const notice = this.#paths.onRecord(from, record);
       if (notice === undefined) {
         this.#emitError({
           error: new RelayError('BAD_FIELD', `unreadable control notice from ${from}`),
@@ -1756,7 +1730,6 @@ export class RelayClient {
         });
         return;
       }
-      this.#peerLocations.set(from, { nodeId: notice.nodeId, at: notice.at });
       this.events.emit('peer-moved', { did: from, nodeId: notice.nodeId, at: notice.at });
     };
     if (sessions === undefined) {
@@ -1776,16 +1749,6 @@ export class RelayClient {
     });
   }
 
-  /** Remembers that we talked with `did` (bounded, most recent last): they hear of our moves. */
-  #notePeer(did: string): void {
-    this.#recentPeers.delete(did);
-    this.#recentPeers.set(did, Date.now());
-    if (this.#recentPeers.size > CLIENT_DEFAULTS.maxRecentPeers) {
-      const oldest = this.#recentPeers.keys().next();
-      if (!oldest.done) this.#recentPeers.delete(oldest.value);
-    }
-  }
-
   /**
    * After a migration: a fast, sealed path update to every peer we talked
    * with in the last CLIENT_DEFAULTS.recentPeerMs, so they learn where we are now (the
@@ -1793,9 +1756,8 @@ export class RelayClient {
    */
   async #announceMove(session: Session): Promise<void> {
     const record = encodeControlRecord(session.welcome.nodeId, Date.now());
-    const since = Date.now() - CLIENT_DEFAULTS.recentPeerMs;
-    for (const [did, at] of this.#recentPeers) {
-      if (at < since || session.over) continue;
+    for (const did of this.#paths.recentPeers(Date.now())) {
+      if (session.over) continue;
       try {
         let body: Uint8Array = record;
         let sessionId: Uint8Array = ZERO_SESSION;
