@@ -34,7 +34,6 @@ import { didMatchesKey, HINT_LENGTH, hintFromDid, parseDid, routingHint } from '
 import {
   type AckFrame,
   type DeliverFrame,
-  decodeFrame,
   ErrorFlags,
   encodeFrame,
   type Frame,
@@ -63,6 +62,7 @@ import { AllTicketStores, InMemoryTicketStore, type TicketStore } from '../sessi
 import { ANON_REQUEST_RETENTION_MS, ANONYMOUS_REQUEST_KIND, decodeAnonymousPlaintext } from './anonymous.js';
 import { backoffDelay, type ReconnectOptions, resolveReconnectOptions } from './backoff.js';
 import { bytesEqual, copyBytes, randomBytes, toHex } from './bytes.js';
+import { ClientOutbox } from './client-outbox.js';
 import {
   type AcceptedGrant,
   type AuditPageResult,
@@ -80,7 +80,7 @@ import {
   type SendResult,
 } from './client-types.js';
 import { ClientErrorCode, toError, toLibertariaError } from './codes.js';
-import { type DedupeSnapshot, DedupeTracker, inboundKey } from './dedupe.js';
+import { DedupeTracker, inboundKey } from './dedupe.js';
 import { TypedEmitter } from './emitter.js';
 import { CONTROL_ENVELOPE_VERSION, checkEnvelopeSender, decodeEnvelope, encodeEnvelope } from './envelope.js';
 import {
@@ -100,7 +100,7 @@ import { RelayTicketStore } from './relay-ticket-store.js';
 import { type RequestAnswer, type RequestAnswerType, RequestTable } from './request-table.js';
 import { RttEstimator } from './rtt.js';
 import { type OutboundEntry, SendWindow } from './send-window.js';
-import { InMemorySessionStore, type SessionStore } from './session-store.js';
+import { InMemorySessionStore } from './session-store.js';
 import { SessionManager } from './sessions.js';
 import type { TlsClientOptions, Transport } from './transport.js';
 import { parseRelayUrl, parseRelayUrls, type RelayUrl, relayUrlText } from './url.js';
@@ -175,8 +175,6 @@ interface Session {
   lastAnsweredPing: number | undefined;
 }
 
-const OUTBOX_SEND_PREFIX = 'outbox-send-';
-const OUTBOX_INBOUND = 'outbox-inbound';
 const ZERO_SESSION = new Uint8Array(ID_SIZE);
 
 const UNSEALED_WARNING =
@@ -258,15 +256,8 @@ export class RelayClient {
   readonly #sessions: SessionManager | undefined;
   readonly #unsealedSenders = new Set<string>();
   readonly #onceEpoch: OnceEpochTracker;
-  readonly #outbox: SessionStore | undefined;
-  #outboxSeq = 0;
-  /** Outbox records of settled sends still being removed. */
-  readonly #outboxRemovals = new Set<Promise<void>>();
-  /** Settles after the last durable send made so far has been written to the outbox. */
-  #outboxTail: Promise<void> = Promise.resolve();
-  /** The queued write of the inbound acknowledgement state (acks of one moment share it). */
-  #inboundWrite: Promise<void> | undefined;
-  #inboundNext: Promise<void> | undefined;
+  /** The offline-first outbox (client-outbox.ts), when options.outbox is given. */
+  readonly #outbox: ClientOutbox | undefined;
   readonly #adaptive: boolean;
   readonly #maxTimeoutMs: number;
   readonly #rtt = new RttEstimator();
@@ -374,7 +365,8 @@ export class RelayClient {
       this.#log,
     );
     this.#onAnonymous = options.onAnonymousRequest;
-    this.#outbox = options.outbox;
+    this.#outbox =
+      options.outbox === undefined ? undefined : new ClientOutbox(options.outbox, this.#log, this.#tracker);
     // A local memory first: the relay's ONCE_CHECK alone could lie "fresh" and replay a request at us.
     this.#anonymousReplayGuard = new AllTicketStores(
       new InMemoryTicketStore({
@@ -572,16 +564,9 @@ export class RelayClient {
     let outboxName: string | undefined;
     if (this.#outbox !== undefined) {
       // Written before it can go out: a restart from here on resends it.
-      outboxName = this.#outboxName(key);
-      // Writes run in parallel, but each send joins the queue only after every earlier one: call order is send order.
-      const put = this.#outbox.put(outboxName, encodeFrame(frame));
-      const earlier = this.#outboxTail;
-      const mine = (async () => {
-        await earlier;
-        await put;
-      })();
-      this.#outboxTail = mine.catch(() => {});
-      await mine;
+      const record = this.#outbox.writeSend(key, frame);
+      outboxName = record.name;
+      await record.written;
       if (this.#state !== 'running') throw this.#failure ?? this.#closedError('send');
       if (this.#window.has(key)) {
         throw new RelayError(ClientErrorCode.invalidArgument, `send: message ${key} is already pending`);
@@ -871,7 +856,7 @@ export class RelayClient {
     await this.#shutdown(this.#closedError('close'), undefined);
     // The outbox must say what happened before the process may exit: settled sends gone from it,
     // the inbound state written.
-    await Promise.allSettled([...this.#outboxRemovals, this.#inboundNext, this.#inboundWrite]);
+    await Promise.allSettled(this.#outbox?.pendingWrites() ?? []);
     this.lifecycle.applyIfAllowed('closed');
   }
 
@@ -1498,7 +1483,7 @@ export class RelayClient {
           // Sent before the relay pumps the queue again, so every frame after it is numbered anew.
           this.#log.warn?.('relay queue restarted; forgetting old positions', { url: session.url.href });
           this.#tracker.resetPositions();
-          if (this.#outbox !== undefined) void this.#persistInbound(this.#outbox).catch(() => {});
+          if (this.#outbox !== undefined) void this.#outbox.persistInbound().catch(() => {});
           return;
         }
         if ((frame.flags & ErrorFlags.FATAL) === 0) {
@@ -1880,7 +1865,7 @@ export class RelayClient {
   async #ackInbound(key: string, messageId: Uint8Array, position: number): Promise<void> {
     this.#tracker.ack(key, position);
     // Persisted before the relay hears it: a restart must not show an acknowledged message again.
-    if (this.#outbox !== undefined) await this.#persistInbound(this.#outbox);
+    if (this.#outbox !== undefined) await this.#outbox.persistInbound();
     const session = this.#session;
     // Without a connection the next RESUME (or a redelivery acked again) tells the relay.
     if (session !== undefined && !session.over) this.#write(session, { type: 'ACK', messageId, position });
@@ -1890,73 +1875,15 @@ export class RelayClient {
   // ---------------------------------------------------------------------------
   // Outbox (offline-first)
 
-  /** Record names sort in send order: time, then a per-process counter, then the message id. */
-  #outboxName(key: string): string {
-    const seq = (this.#outboxSeq++).toString().padStart(9, '0');
-    return `${OUTBOX_SEND_PREFIX}${Date.now().toString().padStart(15, '0')}-${seq}-${key}`;
-  }
-
   #forgetOutbox(entry: OutboundEntry<Session>): void {
-    const name = entry.outboxName;
-    if (name === undefined || this.#outbox === undefined) return;
-    entry.outboxName = undefined;
-    // Failing to forget only means one resend after a restart, which the relay recognizes by id
-    // (but a refused send would be refused again, or worse, spend a quota): close() waits for these.
-    const removal = this.#outbox
-      .delete(name)
-      .catch((error: unknown) =>
-        this.#log.warn?.('outbox: could not remove an acknowledged send', { name, error: toError(error).message }),
-      );
-    this.#outboxRemovals.add(removal);
-    void removal.finally(() => this.#outboxRemovals.delete(removal));
-  }
-
-  /** Writes the inbound acknowledgement state; calls made while a write is queued share it. */
-  #persistInbound(outbox: SessionStore): Promise<void> {
-    if (this.#inboundNext !== undefined) return this.#inboundNext;
-    const previous = this.#inboundWrite;
-    const next = (async () => {
-      await previous?.catch(() => {});
-      // From here on, later acks queue another write: this one may not include them.
-      this.#inboundNext = undefined;
-      const bytes = new TextEncoder().encode(JSON.stringify({ v: 1, ...this.#tracker.snapshot() }));
-      const write = outbox.put(OUTBOX_INBOUND, bytes);
-      this.#inboundWrite = write;
-      await write;
-    })();
-    this.#inboundNext = next;
-    return next;
+    this.#outbox?.forget(entry);
   }
 
   /** Before the first connection: the inbound state and the sends a previous run left unacknowledged. */
-  async #restoreOutbox(outbox: SessionStore): Promise<void> {
-    const inbound = await outbox.get(OUTBOX_INBOUND);
-    if (inbound !== undefined) {
-      try {
-        const parsed = JSON.parse(new TextDecoder().decode(inbound)) as { v?: number } & DedupeSnapshot;
-        if (parsed.v !== 1) throw new Error(`unknown version ${String(parsed.v)}`);
-        this.#tracker.restore(parsed);
-      } catch (error) {
-        throw new RelayError(
-          ClientErrorCode.invalidArgument,
-          `outbox: the inbound state record is unreadable (${toError(error).message}); move it aside to start over`,
-        );
-      }
-    }
-    const names = await outbox.list(OUTBOX_SEND_PREFIX);
-    for (const name of names) {
-      const bytes = await outbox.get(name);
-      if (bytes === undefined) continue;
-      let frame: Frame;
-      try {
-        frame = decodeFrame(bytes, { maxPayload: MAX_PAYLOAD_LIMIT });
-      } catch (error) {
-        this.#log.warn?.('outbox: skipping an unreadable record', { name, error: toError(error).message });
-        continue;
-      }
-      if (frame.type !== 'SEND' || (frame.flags & SendFlags.DURABLE) === 0) continue;
+  #restoreOutbox(outbox: ClientOutbox): Promise<void> {
+    return outbox.restore((frame, name) => {
       const key = toHex(frame.messageId);
-      if (this.#window.has(key)) continue;
+      if (this.#window.has(key)) return false;
       const messageId = copyBytes(frame.messageId);
       this.#enqueue({
         key,
@@ -1968,10 +1895,8 @@ export class RelayClient {
         session: undefined,
         sentAt: 0,
       });
-      // Names sort in send order; keep our own counter after theirs so new sends follow.
-      this.#outboxSeq++;
-    }
-    if (names.length > 0) this.#log.info?.('outbox: resending what the last run left', { count: names.length });
+      return true;
+    });
   }
 
   /** Once the application has drained enough, replace a connection that left frames unread. */
