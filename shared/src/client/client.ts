@@ -95,6 +95,7 @@ import {
 import { Inbox } from './inbox.js';
 import { OnceEpochTracker } from './once-epoch.js';
 import { encodeControlRecord, PathUpdates, type PeerLocation } from './path-updates.js';
+import { PingTable, PresenceTable } from './probes.js';
 import type { RelayPinStore } from './relay-pins.js';
 import { RelayTicketStore } from './relay-ticket-store.js';
 import { type RequestAnswer, type RequestAnswerType, RequestTable } from './request-table.js';
@@ -122,22 +123,6 @@ export type {
   SendOptions,
   SendResult,
 } from './client-types.js';
-
-interface PendingPing {
-  readonly session: Session;
-  readonly startedAt: number;
-  readonly resolve: (rtt: number) => void;
-  readonly reject: (error: Error) => void;
-}
-
-interface PendingPresence {
-  readonly session: Session;
-  readonly startedAt: number;
-  /** Timed out: kept until its late answer arrives, so that answer is not taken for a newer query's. */
-  expired: boolean;
-  readonly resolve: (present: boolean) => void;
-  readonly reject: (error: Error) => void;
-}
 
 interface SessionEnd {
   /** When the session's WELCOME arrived (set by #endSession). */
@@ -297,10 +282,11 @@ export class RelayClient {
 
   /** Durable sends until ACKed or NACKed, and the in-flight window (send-window.ts). */
   readonly #window: SendWindow<Session>;
-  readonly #pings = new Map<string, PendingPing>();
+  /** Application PINGs awaiting their PONG (probes.ts). */
+  readonly #pings = new PingTable<Session>();
   #pingCounter = 0;
-  /** PRESENCE_QUERY answers carry only the hint: queries per hint are answered in order. */
-  readonly #presence = new Map<string, PendingPresence[]>();
+  /** PRESENCE_QUERY answers carry only the hint: queries per hint are answered in order (probes.ts). */
+  readonly #presence = new PresenceTable<Session>();
   /** Requests answered by one frame (prekeys, once-checks, grants, policy, audit, bridge queries), by request id. */
   readonly #requests = new RequestTable<Session>();
   /** Grant tokens presented, by hex of their bytes; presented again on every new connection. */
@@ -606,11 +592,10 @@ export class RelayClient {
     if (session === undefined || session.over) {
       return Promise.reject(new RelayError(ClientErrorCode.unreachable, 'ping: not connected'));
     }
-    return new Promise<number>((resolve, reject) => {
-      const data = this.#pingData(PING_APP);
-      this.#pings.set(toHex(data), { session, startedAt: performance.now(), resolve, reject });
-      this.#write(session, { type: 'PING', data });
-    });
+    const data = this.#pingData(PING_APP);
+    const rtt = this.#pings.add(toHex(data), session);
+    this.#write(session, { type: 'PING', data });
+    return rtt;
   }
 
   /**
@@ -629,13 +614,9 @@ export class RelayClient {
     if (session === undefined || session.over) {
       return Promise.reject(new RelayError(ClientErrorCode.unreachable, 'presence: not connected'));
     }
-    return new Promise<boolean>((resolve, reject) => {
-      const key = toHex(hint);
-      const list = this.#presence.get(key) ?? [];
-      list.push({ session, startedAt: performance.now(), expired: false, resolve, reject });
-      this.#presence.set(key, list);
-      this.#write(session, { type: 'PRESENCE_QUERY', hint });
-    });
+    const present = this.#presence.add(hint, session);
+    this.#write(session, { type: 'PRESENCE_QUERY', hint });
+    return present;
   }
 
   /**
@@ -1154,16 +1135,8 @@ export class RelayClient {
     session.transport.onFrames = undefined;
     session.transport.close();
     const lost = end.error ?? new RelayError(ClientErrorCode.unreachable, `${session.url.href}: connection closed`);
-    for (const [key, ping] of this.#pings) {
-      if (ping.session !== session) continue;
-      this.#pings.delete(key);
-      ping.reject(new RelayError(ClientErrorCode.unreachable, `ping: connection lost before PONG (${lost.message})`));
-    }
-    this.#settlePresence(
-      (p) => p.session === session,
-      () =>
-        new RelayError(ClientErrorCode.unreachable, `presence: connection lost before the answer (${lost.message})`),
-    );
+    this.#pings.connectionLost(session, lost);
+    this.#presence.connectionLost(session, lost);
     this.#requests.connectionLost(session, lost);
     this.#log.info?.('disconnected from relay', { url: session.url.href, error: end.error?.message });
     if (this.#state === 'running') this.lifecycle.applyIfAllowed('path_lost', lost.message);
@@ -1289,20 +1262,9 @@ export class RelayClient {
       return;
     }
     const perf = performance.now();
-    for (const [key, ping] of this.#pings) {
-      if (ping.session === session && perf - ping.startedAt > ackTimeout) {
-        this.#pings.delete(key);
-        ping.reject(new RelayError(ClientErrorCode.timeout, `ping: no PONG within ${ackTimeout} ms`));
-      }
-    }
+    this.#pings.expire(session, perf, ackTimeout);
     this.#requests.expire(session, perf, ackTimeout);
-    for (const list of this.#presence.values()) {
-      for (const p of list) {
-        if (p.expired || p.session !== session || perf - p.startedAt <= ackTimeout) continue;
-        p.expired = true;
-        p.reject(new RelayError(ClientErrorCode.timeout, `presence: no answer within ${ackTimeout} ms`));
-      }
-    }
+    this.#presence.expire(session, perf, ackTimeout);
     // Ping when either direction is quiet: the relay wants traffic from us, and we want proof it is alive
     // (a client that only sends fast frames would otherwise hear nothing and declare the relay silent).
     const half = hb / 2;
@@ -1329,19 +1291,6 @@ export class RelayClient {
     } catch (error) {
       this.#endSession(session, { error: toError(error) });
       return false;
-    }
-  }
-
-  /** Rejects and forgets the presence queries `match` selects (their connection is gone: no answer can come). */
-  #settlePresence(match: (p: PendingPresence) => boolean, error: () => Error): void {
-    for (const [key, list] of this.#presence) {
-      const keep = list.filter((p) => {
-        if (!match(p)) return true;
-        if (!p.expired) p.reject(error());
-        return false;
-      });
-      if (keep.length === 0) this.#presence.delete(key);
-      else this.#presence.set(key, keep);
     }
   }
 
@@ -1422,13 +1371,8 @@ export class RelayClient {
         return;
       case 'PONG': {
         const key = toHex(frame.data);
-        const ping = this.#pings.get(key);
-        if (ping !== undefined) {
-          this.#pings.delete(key);
-          const rtt = performance.now() - ping.startedAt;
-          this.#rtt.sample(rtt);
-          ping.resolve(rtt);
-        }
+        const rtt = this.#pings.answer(key);
+        if (rtt !== undefined) this.#rtt.sample(rtt);
         const sentAt = session.keepalives.get(key);
         if (sentAt !== undefined) {
           session.keepalives.delete(key);
@@ -1443,11 +1387,11 @@ export class RelayClient {
       }
       case 'PEER_GONE':
         // A zero messageId answers PRESENCE_QUERY; otherwise a fast SEND found nobody.
-        if (frame.messageId.every((b) => b === 0) && this.#answerPresence(frame.hint, false)) return;
+        if (frame.messageId.every((b) => b === 0) && this.#presence.answer(frame.hint, false)) return;
         this.events.emit('peer-gone', { hint: copyBytes(frame.hint), messageId: copyBytes(frame.messageId) });
         return;
       case 'PEER_PRESENT':
-        this.#answerPresence(frame.hint, true);
+        this.#presence.answer(frame.hint, true);
         return;
       case 'PREKEY_BUNDLE':
       case 'PREKEY_STATUS':
@@ -1504,15 +1448,6 @@ export class RelayClient {
           url: session.url.href,
         });
     }
-  }
-
-  #answerPresence(hint: Uint8Array, present: boolean): boolean {
-    const key = toHex(hint);
-    const list = this.#presence.get(key);
-    const first = list?.shift();
-    if (list !== undefined && list.length === 0) this.#presence.delete(key);
-    if (first !== undefined && !first.expired) first.resolve(present);
-    return first !== undefined;
   }
 
   #onAck(session: Session, frame: AckFrame): void {
@@ -1949,12 +1884,8 @@ export class RelayClient {
     this.#abort?.abort();
     this.#wake?.();
     this.#window.rejectAll(reason);
-    for (const ping of this.#pings.values()) ping.reject(reason);
-    this.#pings.clear();
-    this.#settlePresence(
-      () => true,
-      () => reason,
-    );
+    this.#pings.rejectAll(reason);
+    this.#presence.rejectAll(reason);
     this.#requests.rejectAll(reason);
     // Queued messages were never acknowledged: the relay keeps them for the next client.
     this.#inbox.clear();
