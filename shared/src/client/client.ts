@@ -80,7 +80,6 @@ import {
   HandshakeError,
   isPermanentRefusal,
   performHandshake,
-  type RelayExpectation,
   type SignatureVerifier,
   type Welcome,
 } from './handshake.js';
@@ -91,13 +90,14 @@ import { PingTable, PresenceTable } from './probes.js';
 import type { RelayPinStore } from './relay-pins.js';
 import { prekeyStatusOf, RelayRequests } from './relay-requests.js';
 import { RelayTicketStore } from './relay-ticket-store.js';
+import { pinOnFirstUse, relayExpectation } from './relay-trust.js';
 import { type RequestAnswer, type RequestAnswerType, RequestTable } from './request-table.js';
 import { RttEstimator } from './rtt.js';
 import { type OutboundEntry, SendWindow } from './send-window.js';
 import { InMemorySessionStore } from './session-store.js';
 import { SessionManager } from './sessions.js';
 import type { TlsClientOptions, Transport } from './transport.js';
-import { parseRelayUrl, parseRelayUrls, type RelayUrl, relayUrlText } from './url.js';
+import { parseRelayUrl, parseRelayUrls, type RelayUrl } from './url.js';
 
 // The public types live in client-types.ts; exported from here as before, so no import breaks.
 export type {
@@ -837,7 +837,7 @@ export class RelayClient {
     this.#abort = abort;
     try {
       const timeoutMs = this.#handshakeTimeout();
-      const pending = this.#expectationFor(url)
+      const pending = relayExpectation(url, this.#expectRelayDid, this.#relayPins)
         .then((expectRelay) =>
           performHandshake(url, {
             identity: this.#identity,
@@ -848,7 +848,7 @@ export class RelayClient {
           }),
         )
         .then(async (h) => {
-          await this.#pinOnFirstUse(url, h);
+          await pinOnFirstUse(url, h.relayDid, this.#relayPins, this.#log);
           return h;
         });
       // close() must not wait for a handshake timeout; the late transport is closed when it resolves.
@@ -875,44 +875,6 @@ export class RelayClient {
       return await Promise.race([pending, aborted]);
     } finally {
       if (this.#abort === abort) this.#abort = undefined;
-    }
-  }
-
-  /** The key `url`'s relay must prove: its fragment, then expectRelayDid, then a pin from first use. */
-  async #expectationFor(url: RelayUrl): Promise<RelayExpectation | undefined> {
-    if (url.expectedDid !== undefined) return { did: url.expectedDid, source: `the relay URL (${relayUrlText(url)})` };
-    if (this.#expectRelayDid !== undefined) return { did: this.#expectRelayDid, source: 'expectRelayDid' };
-    const pins = this.#relayPins;
-    const pin = await pins?.get(url.href).catch((error: unknown) => {
-      throw toLibertariaError(error, `relay pins (${pins.location})`, 'CONFIG_INVALID');
-    });
-    if (pins === undefined || pin === undefined) return undefined;
-    return {
-      did: pin.did,
-      source: `the key pinned for it on first use (${pin.since}, in ${pins.location})`,
-      advice:
-        `The relay's key changed. If its operator replaced the key, remove the pin for ${url.href} from ${pins.location} ` +
-        `or give the new DID in the URL (${url.href}#did:…); otherwise something else is answering at this address`,
-    };
-  }
-
-  /** Trust on first use: remember the key a relay proved, unless its URL named one that differs. */
-  async #pinOnFirstUse(url: RelayUrl, handshake: Handshake): Promise<void> {
-    const pins = this.#relayPins;
-    const did = handshake.relayDid;
-    if (pins === undefined || did === undefined) return;
-    try {
-      const pin = await pins.get(url.href);
-      if (pin !== undefined && pin.did === did) return;
-      // No pin yet, or the URL's own DID (which the relay just proved) replaces an old one.
-      await pins.set(url.href, did);
-      this.#log.info?.(pin === undefined ? 'pinned relay key on first use' : 'relay pin replaced by the URL', {
-        url: url.href,
-        did,
-        pins: pins.location,
-      });
-    } catch (error) {
-      this.#log.warn?.('could not store the relay pin', { url: url.href, error: toError(error).message });
     }
   }
 
