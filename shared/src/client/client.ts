@@ -1,8 +1,9 @@
-// Size: about 1,800 lines, one class. Breaking RelayClient up is issue 14's work item; moved
+// Size: about 1,700 lines, one class. Breaking RelayClient up is issue 14's work item; moved
 // out so far: types and defaults (client-types.ts), the request table (request-table.ts) and the
 // requests (relay-requests.ts), the send window (send-window.ts), the outbox (client-outbox.ts),
-// pings and presence queries (probes.ts), path updates (path-updates.ts). Still here: the
-// connection loop and its states, the inbound side, the anonymous responder.
+// pings and presence queries (probes.ts), path updates (path-updates.ts), the relay list
+// (relay-list.ts) and relay keys (relay-trust.ts). Still here: the connection loop and its
+// states, the per-connection record, the inbound side, the anonymous responder.
 /**
  * RelayClient: one authenticated connection at a time to the first relay of
  * a failover list that works, with reconnection, durable-send retries,
@@ -87,6 +88,7 @@ import { Inbox } from './inbox.js';
 import { OnceEpochTracker } from './once-epoch.js';
 import { encodeControlRecord, PathUpdates, type PeerLocation } from './path-updates.js';
 import { PingTable, PresenceTable } from './probes.js';
+import { hintedUrls, RelayList } from './relay-list.js';
 import type { RelayPinStore } from './relay-pins.js';
 import { prekeyStatusOf, RelayRequests } from './relay-requests.js';
 import { RelayTicketStore } from './relay-ticket-store.js';
@@ -97,7 +99,7 @@ import { type OutboundEntry, SendWindow } from './send-window.js';
 import { InMemorySessionStore } from './session-store.js';
 import { SessionManager } from './sessions.js';
 import type { TlsClientOptions, Transport } from './transport.js';
-import { parseRelayUrl, parseRelayUrls, type RelayUrl } from './url.js';
+import { parseRelayUrls, type RelayUrl } from './url.js';
 
 // The public types live in client-types.ts; exported from here as before, so no import breaks.
 export type {
@@ -207,7 +209,8 @@ export class RelayClient {
 
   readonly #identity: PeerSigner;
   readonly #hint: Uint8Array;
-  readonly #relays: RelayUrl[];
+  /** The relays to try, in failover order, and those to avoid (relay-list.ts). */
+  readonly #relayList: RelayList;
   readonly #expectRelayDid: string | undefined;
   readonly #relayPins: RelayPinStore | undefined;
   readonly #verifyRelay: SignatureVerifier | undefined;
@@ -276,16 +279,11 @@ export class RelayClient {
   #droppedFast = 0;
   #duplicates = 0;
 
-  /** Per relay href: do not connect before this time (GOAWAY reconnectAfterMs). */
-  readonly #notBefore = new Map<string, number>();
-  /** Relays that refused us for good (AUTH_FAILED, UNSUPPORTED_VERSION, wrong identity). */
-  readonly #refused = new Set<string>();
-
   constructor(options: RelayClientOptions) {
     this.#identity = options.identity;
     this.did = options.identity.did;
     this.#hint = options.identity.hint;
-    this.#relays = parseRelayUrls(options.relays);
+    this.#relayList = new RelayList(parseRelayUrls(options.relays));
     if (options.expectRelayDid !== undefined) parseDid(options.expectRelayDid);
     this.#expectRelayDid = options.expectRelayDid;
     this.#relayPins = options.relayPins;
@@ -736,7 +734,7 @@ export class RelayClient {
     let shortSessions = 0;
     let preferred: RelayUrl[] = [];
     while (this.#state === 'running') {
-      const candidates = this.#candidates(preferred);
+      const candidates = this.#relayList.candidates(preferred);
       preferred = [];
       if (candidates.length === 0) {
         this.#fail(new RelayError('AUTH_FAILED', 'every relay refused this client for good; see the error events'));
@@ -746,8 +744,8 @@ export class RelayClient {
       let ranSession = false;
       for (const url of candidates) {
         if (this.#state !== 'running') return;
-        if (this.#refused.has(url.href)) continue;
-        const wait = (this.#notBefore.get(url.href) ?? 0) - Date.now();
+        if (this.#relayList.isRefused(url)) continue;
+        const wait = this.#relayList.notBefore(url) - Date.now();
         if (wait > 0) await this.#sleep(wait);
         if (this.#state !== 'running') return;
         let handshake: Handshake;
@@ -768,8 +766,8 @@ export class RelayClient {
         const end = await this.#runSession(url, handshake);
         if (end.refused !== undefined) this.#refuse(url, end.refused);
         if (end.goaway !== undefined) {
-          this.#notBefore.set(url.href, Date.now() + end.goaway.reconnectAfterMs);
-          preferred = this.#hintedUrls(end.goaway.reconnectHint);
+          this.#relayList.deferUntil(url, Date.now() + end.goaway.reconnectAfterMs);
+          preferred = hintedUrls(end.goaway.reconnectHint, this.#log);
         } else if (end.resync !== true && this.#state === 'running') {
           // Jitter spreads the reconnects of everyone who lost this relay at the same moment; a
           // session that died young counts as a failure, so a flapping relay is not hammered.
@@ -782,7 +780,7 @@ export class RelayClient {
       if (ranSession || this.#state !== 'running') continue;
       failedRounds++;
       const maxRounds = this.#reconnect.maxAttempts;
-      if (this.#relays.every((u) => this.#refused.has(u.href))) {
+      if (this.#relayList.allRefused()) {
         this.#fail(lastError ?? new RelayError('AUTH_FAILED', 'every relay refused this client'));
         return;
       }
@@ -791,7 +789,7 @@ export class RelayClient {
         this.#fail(
           new RelayError(
             code,
-            `no relay reachable after ${failedRounds} round(s) over ${this.#relays.length} relay(s); last: ${lastError?.message ?? 'none'}`,
+            `no relay reachable after ${failedRounds} round(s) over ${this.#relayList.size} relay(s); last: ${lastError?.message ?? 'none'}`,
             { cause: lastError },
           ),
         );
@@ -799,37 +797,6 @@ export class RelayClient {
       }
       await this.#sleep(backoffDelay(failedRounds - 1, this.#reconnect));
     }
-  }
-
-  /** Hinted URLs first, then the configured list; relays still inside a GOAWAY delay go last. */
-  #candidates(preferred: RelayUrl[]): RelayUrl[] {
-    const seen = new Set<string>();
-    const ready: RelayUrl[] = [];
-    const later: RelayUrl[] = [];
-    const now = Date.now();
-    for (const [href, until] of this.#notBefore) if (until <= now) this.#notBefore.delete(href);
-    for (const url of [...preferred, ...this.#relays]) {
-      if (seen.has(url.href) || this.#refused.has(url.href)) continue;
-      seen.add(url.href);
-      if ((this.#notBefore.get(url.href) ?? 0) > now) later.push(url);
-      else ready.push(url);
-    }
-    later.sort((a, b) => (this.#notBefore.get(a.href) ?? 0) - (this.#notBefore.get(b.href) ?? 0));
-    return [...ready, ...later];
-  }
-
-  #hintedUrls(hint: string): RelayUrl[] {
-    const out: RelayUrl[] = [];
-    for (const part of hint.split(',')) {
-      const text = part.trim();
-      if (text === '') continue;
-      try {
-        out.push(parseRelayUrl(text));
-      } catch (error) {
-        this.#log.warn?.('ignoring unusable GOAWAY reconnect hint', { hint: text, error: toError(error).message });
-      }
-    }
-    return out;
   }
 
   async #handshake(url: RelayUrl): Promise<Handshake> {
@@ -885,8 +852,7 @@ export class RelayClient {
 
   /** AUTH_FAILED and friends will not improve by retrying: skip the relay from now on and say so. */
   #refuse(url: RelayUrl, error: RelayError): void {
-    if (this.#refused.has(url.href)) return;
-    this.#refused.add(url.href);
+    if (!this.#relayList.refuse(url)) return;
     this.#log.warn?.('relay refused this client; not retrying it', { url: url.href, code: error.code });
     this.#emitError({ error, url: url.href });
   }
