@@ -33,31 +33,14 @@ import { solvePowStamp } from '../src/protocol/pow.js';
 import { nodeCrypto } from '../src/session/crypto-node.js';
 import { EphemeralSession } from '../src/session/ephemeral.js';
 import { open0Rtt, seal0Rtt } from '../src/session/resumption.js';
-import { acceptPersistentSession, initiatePersistentSession } from '../src/session/session.js';
 import { sealedPeer, str, text } from './support/client-harness.js';
-import { bundleOf, makePeer, makeResponder } from './support/session-fixtures.js';
+import { establishSession } from './support/session-fixtures.js';
 
 const POW_BITS = 10;
 
-/**
- * An established persistent session (its two ends), as the session layer
- * makes it from the fixtures' keys: 0-RTT tickets come from it.
- */
+/** An established persistent session (its two ends) from the fixtures' keys: 0-RTT tickets come from it. */
 async function establishedSession() {
-  const alice = makePeer(nodeCrypto);
-  const bob = makeResponder(nodeCrypto);
-  const { session: aliceSession, initialMessage } = initiatePersistentSession({
-    provider: nodeCrypto,
-    identity: alice.identity,
-    peerDid: bob.did,
-    bundle: bundleOf(bob.publication, { oneTime: 0, oneTimeKem: 0 }),
-    payload: text('hello'),
-  });
-  const { session: bobSession } = await acceptPersistentSession({
-    provider: nodeCrypto,
-    prekeys: bob.prekeys,
-    initialMessage,
-  });
+  const { a: aliceSession, b: bobSession } = await establishSession(nodeCrypto);
   return { aliceSession, bobSession };
 }
 

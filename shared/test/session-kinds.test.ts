@@ -10,15 +10,18 @@ import { nodeCrypto } from '../src/session/crypto-node.js';
 import { acceptEphemeralRequest, EPHEMERAL_RESPONSE_RANDOM_SIZE, EphemeralSession } from '../src/session/ephemeral.js';
 import { SessionError } from '../src/session/errors.js';
 import { open0Rtt, type ResumptionTicket, seal0Rtt } from '../src/session/resumption.js';
-import {
-  acceptPersistentSession,
-  initiatePersistentSession,
-  PersistentSession,
-  type RotationReason,
-  type SessionOptions,
-} from '../src/session/session.js';
+import { PersistentSession, type RotationReason, type SessionOptions } from '../src/session/session.js';
 import { InMemoryTicketStore } from '../src/session/ticket-store.js';
-import { bitFlips, bundleOf, dec, enc, hex, makePeer, makeResponder } from './support/session-fixtures.js';
+import {
+  bitFlips,
+  bundleOf,
+  dec,
+  enc,
+  establishSession,
+  hex,
+  makePeer,
+  makeResponder,
+} from './support/session-fixtures.js';
 
 const p = nodeCrypto;
 
@@ -32,22 +35,7 @@ function typed(err: unknown): string {
 }
 
 async function establish(options: SessionOptions = {}, providerB = p) {
-  const alice = makePeer(p);
-  const bob = makeResponder(providerB);
-  const { session: a, initialMessage } = initiatePersistentSession({
-    provider: p,
-    identity: alice.identity,
-    peerDid: bob.did,
-    bundle: bundleOf(bob.publication, { oneTime: 0, oneTimeKem: 0 }),
-    payload: enc('hello'),
-    ...options,
-  });
-  const { session: b, payload } = await acceptPersistentSession({
-    provider: providerB,
-    prekeys: bob.prekeys,
-    initialMessage,
-    ...options,
-  });
+  const { alice, bob, a, b, payload } = await establishSession(p, options, providerB);
   assert.equal(dec(payload), 'hello');
   return { alice, bob, a, b };
 }

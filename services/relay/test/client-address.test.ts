@@ -11,7 +11,8 @@ import { Ed25519Identity, errorCodeFromWire } from '@libertaria/shared';
 import { RawPeer } from '../../../test-support/raw-peer.js';
 import { type RedisHandle, startRedis } from '../../../test-support/redis.js';
 import { type RelayHandle, startRelay } from '../../../test-support/relay-process.js';
-import { TrustedProxies, TrustedProxiesError, unmapped } from '../src/transport/client-address.js';
+import { unmapped } from '../src/ip-address.js';
+import { TrustedProxies, TrustedProxiesError } from '../src/transport/client-address.js';
 
 describe('TrustedProxies', () => {
   it('takes IPs and CIDRs of both families and refuses anything else', () => {

@@ -12,6 +12,7 @@ import {
   type LocalIdentity,
   type PrekeySecrets,
 } from '../../src/session/prekeys.js';
+import { acceptPersistentSession, initiatePersistentSession, type SessionOptions } from '../../src/session/session.js';
 
 export interface Peer {
   signer: Ed25519Identity;
@@ -55,6 +56,31 @@ export function bundleOf(
   if (options.oneTime !== undefined) bundle.oneTimePrekey = pub.oneTimePrekeys[options.oneTime]!;
   if (options.oneTimeKem !== undefined) bundle.oneTimeKemPrekey = pub.oneTimeKemPrekeys[options.oneTimeKem]!;
   return bundle;
+}
+
+/**
+ * A persistent session established by PQXDH between a fresh peer (on `pa`)
+ * and a fresh responder (on `pb`) without one-time prekeys: both ends, and
+ * the first message's payload as the responder opened it ("hello").
+ */
+export async function establishSession(pa: CryptoProvider, options: SessionOptions = {}, pb = pa) {
+  const alice = makePeer(pa);
+  const bob = makeResponder(pb);
+  const { session: a, initialMessage } = initiatePersistentSession({
+    provider: pa,
+    identity: alice.identity,
+    peerDid: bob.did,
+    bundle: bundleOf(bob.publication, { oneTime: 0, oneTimeKem: 0 }),
+    payload: enc('hello'),
+    ...options,
+  });
+  const { session: b, payload } = await acceptPersistentSession({
+    provider: pb,
+    prekeys: bob.prekeys,
+    initialMessage,
+    ...options,
+  });
+  return { alice, bob, a, b, payload };
 }
 
 export const enc = (s: string): Uint8Array => new TextEncoder().encode(s);

@@ -18,6 +18,7 @@
  * (`externalTrafficPolicy: Local`, docs/deploy.md#client-addresses).
  */
 import { BlockList, isIP } from 'node:net';
+import { unmapped } from '../ip-address.js';
 
 /** Entries of one header read at most, from the right; more proxies than this in a row is not a real path. */
 const MAX_HOPS = 16;
@@ -76,21 +77,4 @@ export class TrustedProxies {
     }
     return client;
   }
-}
-
-/**
- * An IPv4-mapped IPv6 address as plain IPv4 (`::ffff:1.2.3.4` and uWS's long
- * form `0000:0000:0000:0000:0000:ffff:0102:0304`); anything else unchanged.
- */
-export function unmapped(address: string): string {
-  const lower = address.toLowerCase();
-  const dotted = /^(?:0{0,4}:){5}ffff:(\d{1,3}(?:\.\d{1,3}){3})$|^::ffff:(\d{1,3}(?:\.\d{1,3}){3})$/.exec(lower);
-  if (dotted) return (dotted[1] ?? dotted[2])!;
-  const hex = /^(?:(?:0{1,4}:){5}|::)ffff:([0-9a-f]{1,4}):([0-9a-f]{1,4})$/.exec(lower);
-  if (hex) {
-    const hi = Number.parseInt(hex[1]!, 16);
-    const lo = Number.parseInt(hex[2]!, 16);
-    return `${hi >> 8}.${hi & 0xff}.${lo >> 8}.${lo & 0xff}`;
-  }
-  return address;
 }
