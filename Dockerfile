@@ -2,7 +2,7 @@
 # One image for every service of the cluster (docs/deploy.md#the-image):
 #   relay          node services/relay/dist/main.js          (the default command)
 #   bridge-nostr   node services/bridge-nostr/dist/main.js
-#   lrelay CLI     node shared/bin/lrelay.js …
+#   lrelay CLI     node shared/cli/bin/lrelay.js …
 # The services share one lockfile, one dependency tree and one Node, so one
 # image keeps them in step and is built once; the command picks the service.
 #
@@ -26,7 +26,15 @@ ENV NODE_ENV=development \
     npm_config_audit=false
 # Manifests first: the dependency layer is rebuilt only when they change.
 COPY package.json package-lock.json tsconfig.json tsconfig.base.json ./
-COPY shared/package.json shared/
+COPY shared/log/package.json shared/log/
+COPY shared/protocol/package.json shared/protocol/
+COPY shared/config/package.json shared/config/
+COPY shared/identity/package.json shared/identity/
+COPY shared/crypto/package.json shared/crypto/
+COPY shared/membrane/package.json shared/membrane/
+COPY shared/client/package.json shared/client/
+COPY shared/bridge-kit/package.json shared/bridge-kit/
+COPY shared/cli/package.json shared/cli/
 COPY services/relay/package.json services/relay/
 COPY services/bridge-nostr/package.json services/bridge-nostr/
 # --ignore-scripts: no install script runs (the only ones that build are dev
@@ -47,7 +55,7 @@ COPY services/relay/ services/relay/
 COPY services/bridge-nostr/ services/bridge-nostr/
 RUN node node_modules/typescript/bin/tsc -b \
  && npm prune --omit=dev --ignore-scripts --no-audit --no-fund \
- && rm -rf shared/src shared/test services/*/src services/*/test \
+ && rm -rf shared/*/src shared/*/test services/*/src services/*/test \
  && find . -name '*.tsbuildinfo' -delete \
  && uws="uws_$(node -p 'process.platform + "_" + process.arch + "_" + process.versions.modules').node" \
  && find node_modules/uWebSockets.js/binaries -name 'uws_*.node' ! -name "$uws" -delete \

@@ -21,7 +21,8 @@
  * `{"msg":"listening","port":N}` once it serves.
  */
 import { randomBytes } from 'node:crypto';
-import { decodeFrame, Ed25519Identity, encodeFrame, relayChallengeTranscript, routingHint } from '@libertaria/shared';
+import { Ed25519Identity, relayChallengeTranscript, routingHint } from '@libertaria/identity';
+import { decodeFrame, encodeFrame } from '@libertaria/protocol';
 import { type WebSocket, WebSocketServer } from 'ws';
 
 const PROTOCOL = 'libertaria-relay.v1';

@@ -19,13 +19,16 @@
  */
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg, totalmem } from 'node:os';
-import { nobleCrypto } from '../shared/src/session/crypto-noble.js';
-import { nodeCrypto } from '../shared/src/session/crypto-node.js';
-import type { CryptoProvider } from '../shared/src/session/crypto-provider.js';
-import { DoubleRatchet } from '../shared/src/session/double-ratchet.js';
-import { sessionAssociatedData } from '../shared/src/session/pqxdh.js';
-import { acceptPersistentSession, initiatePersistentSession } from '../shared/src/session/session.js';
-import { bundleOf, makePeer, makeResponder } from '../shared/test/support/session-fixtures.js';
+import {
+  acceptPersistentSession,
+  type CryptoProvider,
+  DoubleRatchet,
+  initiatePersistentSession,
+  nobleCrypto,
+  sessionAssociatedData,
+} from '@libertaria/crypto';
+import { nodeCrypto } from '@libertaria/crypto/node';
+import { bundleOf, makePeer, makeResponder } from '../test-support/session-fixtures.js';
 import { human, median, round, type Summary, summarize } from './stats.js';
 
 const envInt = (name: string, fallback: number): number => {

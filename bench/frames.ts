@@ -11,7 +11,7 @@
  *   12  ...     random filler up to the payload size
  */
 import { randomBytes } from 'node:crypto';
-import { encodeFrame, FRAME_HEADER_SIZE, PROTOCOL_VERSION, RoutedAt, SendFlags } from '@libertaria/shared';
+import { encodeFrame, FRAME_HEADER_SIZE, PROTOCOL_VERSION, RoutedAt, SendFlags } from '@libertaria/protocol';
 import { clientHeaderSize, encodeClientMessage, patchMasked } from './raw-ws.js';
 
 export const DELIVER = 0x11;

@@ -13,7 +13,8 @@
  * as lost.
  */
 import { performance } from 'node:perf_hooks';
-import { backoffDelay, DEFAULT_RECONNECT, Ed25519Identity, routingHint } from '@libertaria/shared';
+import { backoffDelay, DEFAULT_RECONNECT } from '@libertaria/client';
+import { Ed25519Identity, routingHint } from '@libertaria/identity';
 import {
   AckBatcher,
   AT,

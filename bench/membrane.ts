@@ -23,12 +23,11 @@
  */
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg } from 'node:os';
+import { Ed25519Identity, routingHint } from '@libertaria/identity';
 import {
   type AccessRequest,
   CompiledPolicy,
   delegateGrant,
-  Ed25519Identity,
-  encodeFrame,
   issueGrant,
   DEFAULT_MEMBRANE_LIMITS as LIMITS,
   Membrane,
@@ -38,10 +37,10 @@ import {
   MemoryPolicySource,
   MemoryRevocationList,
   MemoryTrustProvider,
-  routingHint,
   validatePolicy,
   verifyGrant,
-} from '@libertaria/shared';
+} from '@libertaria/membrane';
+import { encodeFrame } from '@libertaria/protocol';
 import { Redis } from 'ioredis';
 import { RedisAuditLog } from '../services/relay/src/membrane/audit-log.js';
 import { RedisConstraintState } from '../services/relay/src/membrane/constraint-state.js';

@@ -6,17 +6,15 @@
  * callback in place (no decode, no copy).
  */
 import { randomBytes } from 'node:crypto';
+import { authTranscript, Ed25519Identity, routingHint } from '@libertaria/identity';
 import {
-  authTranscript,
   decodeFrame,
   decodeFrames,
-  Ed25519Identity,
   encodeFrame,
   type Frame,
   MAX_PAYLOAD_LIMIT,
-  routingHint,
   type WelcomeFrame,
-} from '@libertaria/shared';
+} from '@libertaria/protocol';
 import { ACK, DELIVER, ERROR, NACK, PEER_GONE } from './frames.js';
 import { RawWsClient } from './raw-ws.js';
 

@@ -1111,10 +1111,14 @@ function sourceState(): SourceState {
     return t;
   };
   const relayBuilt = newest('services/relay/dist', '.js');
-  const sharedBuilt = newest('shared/dist', '.js');
+  // shared/ holds one package per folder, each with its src/ and dist/.
+  const packages = readdirSync(join(root, 'shared')).map((name) => `shared/${name}`);
+  const newestOf = (sub: string, ext: string): number =>
+    Math.max(0, ...packages.filter((p) => existsSync(join(root, p, sub))).map((p) => newest(`${p}/${sub}`, ext)));
+  const sharedBuilt = newestOf('dist', '.js');
   const stale =
-    newest('services/relay/src', '.ts') > relayBuilt || newest('shared/src', '.ts') > sharedBuilt
-      ? { staleBuild: 'a source file is newer than services/relay/dist or shared/dist: run `npx tsc -b`' }
+    newest('services/relay/src', '.ts') > relayBuilt || newestOf('src', '.ts') > sharedBuilt
+      ? { staleBuild: 'a source file is newer than services/relay/dist or shared/*/dist: run `npx tsc -b`' }
       : {};
   const dirty = git('status', '--porcelain', '--', 'services', 'shared');
   return {

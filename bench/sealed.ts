@@ -22,16 +22,10 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
-import {
-  Ed25519Identity,
-  FileSessionStore,
-  InMemorySessionStore,
-  nodeCrypto,
-  RelayClient,
-  SessionManager,
-  type SessionStore,
-  verifyEd25519,
-} from '@libertaria/shared';
+import { InMemorySessionStore, RelayClient, SessionManager, type SessionStore } from '@libertaria/client';
+import { FileSessionStore } from '@libertaria/client/node';
+import { nodeCrypto } from '@libertaria/crypto/node';
+import { Ed25519Identity, verifyEd25519 } from '@libertaria/identity';
 import { cpuPercent, cpuSnapshot } from './procs.js';
 
 export type SealedVariant = 'unsealed' | 'sealed-memory' | 'sealed-file';

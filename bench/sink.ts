@@ -12,7 +12,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import { createServer, type Socket } from 'node:net';
-import { encodeFrame } from '@libertaria/shared';
+import { encodeFrame } from '@libertaria/protocol';
 import { acceptKey, encodeServerMessage } from './raw-ws.js';
 
 const payloadBytes = Number(process.env.BENCH_PAYLOAD_BYTES ?? 1024);

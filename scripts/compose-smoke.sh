@@ -76,7 +76,7 @@ redis_container="$(podman ps --filter "label=io.podman.compose.project=$project"
 say "Redis: appendonly=$(podman exec "$redis_container" redis-cli config get appendonly | tail -n 1), maxmemory-policy=$(podman exec "$redis_container" redis-cli config get maxmemory-policy | tail -n 1)"
 say "relays ready in $(($(date +%s) - started)) s (ws $RELAY1_WS_PORT and $RELAY2_WS_PORT on the host)"
 
-lrelay() { node shared/bin/lrelay.js "$@"; }
+lrelay() { node shared/cli/bin/lrelay.js "$@"; }
 lrelay keygen --out "$work/alice.key" >/dev/null
 lrelay keygen --out "$work/bob.key" >/dev/null
 bob="$(lrelay whoami --key "$work/bob.key")"

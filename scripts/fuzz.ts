@@ -3,7 +3,7 @@
  * Defaults to 5,000,000 inputs with a random seed; prints the seed so a
  * failure can be replayed (FUZZ_SEED=… for the CI test, or pass it here).
  */
-import { fuzzFrames } from '../shared/test/support/fuzz-frames.js';
+import { fuzzFrames } from '../test-support/fuzz-frames.js';
 
 const iterations = Number(process.argv[2] ?? 5_000_000);
 const seed = Number(process.argv[3] ?? Math.floor(Math.random() * 2 ** 32));

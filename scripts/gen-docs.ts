@@ -7,10 +7,10 @@
  * when a table is stale, so run this after changing either source.
  */
 import { readFileSync, writeFileSync } from 'node:fs';
+import { describeConfig } from '@libertaria/config';
+import { ERROR_CODES } from '@libertaria/protocol';
 import { bridgeNostrConfigSpec } from '../services/bridge-nostr/src/config.js';
 import { relayConfigSpec } from '../services/relay/src/config.js';
-import { describeConfig } from '../shared/src/config.js';
-import { ERROR_CODES } from '../shared/src/errors.js';
 import { caseTable } from '../test-support/attack/cases.js';
 
 function replaceBetween(path: string, marker: string, body: string): void {

@@ -104,7 +104,7 @@ done
 say "HEALTHCHECK of relay-1: healthy"
 
 # Without systemd podman cannot schedule HEALTHCHECK timers and says so on every run; `podman healthcheck run` works.
-cli() { podman run --rm --no-healthcheck "${hardened[@]}" -v "$work:/keys" "$IMAGE" node shared/bin/lrelay.js "$@"; }
+cli() { podman run --rm --no-healthcheck "${hardened[@]}" -v "$work:/keys" "$IMAGE" node shared/cli/bin/lrelay.js "$@"; }
 cli keygen --out /keys/alice.key >/dev/null
 cli keygen --out /keys/bob.key >/dev/null
 bob="$(cli whoami --key /keys/bob.key)"
@@ -119,7 +119,7 @@ podman exec "$tag-relay-1" node -e "fetch('http://127.0.0.1:$admin1/metrics').th
 
 # A peer connected to relay 1 while it drains: it gets GOAWAY and moves on to relay 2.
 podman run -d --name "$tag-listener" --no-healthcheck "${hardened[@]}" -v "$work:/keys" "$IMAGE" \
-  node shared/bin/lrelay.js listen --relay "ws://127.0.0.1:$ws1,ws://127.0.0.1:$ws2" --key /keys/bob.key --timeout 30 >/dev/null
+  node shared/cli/bin/lrelay.js listen --relay "ws://127.0.0.1:$ws1,ws://127.0.0.1:$ws2" --key /keys/bob.key --timeout 30 >/dev/null
 containers+=("$tag-listener")
 connected=0
 for _ in $(seq 1 50); do

@@ -35,4 +35,4 @@ export function repoPath(...parts: string[]): string {
 }
 
 /** The `lrelay` CLI as users run it: the compiled entry point (`tsc -b` builds it before the tests). */
-export const LRELAY_ENTRY = repoPath('shared', 'dist', 'cli', 'lrelay.js');
+export const LRELAY_ENTRY = repoPath('shared', 'cli', 'dist', 'lrelay.js');

@@ -13,7 +13,7 @@ import {
   prekeySignatureMessage,
   type SignedKemKey,
   X25519_KEY_SIZE,
-} from '@libertaria/shared';
+} from '@libertaria/protocol';
 
 /** Anything that signs with the DID key: an Ed25519Identity of either build (src or dist). */
 export interface PrekeySigner {

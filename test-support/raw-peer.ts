@@ -6,21 +6,19 @@
  */
 import { randomBytes } from 'node:crypto';
 import { connect as netConnect, type Socket } from 'node:net';
+import { authTranscript, type Ed25519Identity, verifyRelayChallenge } from '@libertaria/identity';
 import {
-  authTranscript,
   type ChallengeFrame,
   decodeFrame,
   decodeFrames,
-  type Ed25519Identity,
   encodeFrame,
   type Frame,
   FrameStreamDecoder,
   MAX_PAYLOAD_LIMIT,
   MAX_PROTOCOL_VERSION,
   MIN_PROTOCOL_VERSION,
-  verifyRelayChallenge,
   type WelcomeFrame,
-} from '@libertaria/shared';
+} from '@libertaria/protocol';
 import WebSocket from 'ws';
 
 export class RawPeer {

@@ -9,7 +9,7 @@
  *   relay.kill('SIGKILL');     // chaos
  */
 import { type ChildProcess, spawn } from 'node:child_process';
-import { Ed25519Identity } from '@libertaria/shared';
+import { Ed25519Identity } from '@libertaria/identity';
 import { ownChild } from './children.js';
 import { repoPath } from './paths.js';
 

@@ -11,9 +11,9 @@ set -eu
 : "${BRIDGE_NOSTR_KEY_STORE_FILE:?BRIDGE_NOSTR_KEY_STORE_FILE is required}"
 mkdir -p "$(dirname "$BRIDGE_NOSTR_IDENTITY_FILE")" "$(dirname "$BRIDGE_NOSTR_KEY_STORE_FILE")"
 if [ ! -s "$BRIDGE_NOSTR_IDENTITY_FILE" ]; then
-  node /app/shared/bin/lrelay.js keygen --out "$BRIDGE_NOSTR_IDENTITY_FILE" >/dev/null
+  node /app/shared/cli/bin/lrelay.js keygen --out "$BRIDGE_NOSTR_IDENTITY_FILE" >/dev/null
 fi
-echo "{\"level\":\"info\",\"msg\":\"bridge identity\",\"did\":\"$(node /app/shared/bin/lrelay.js whoami --key "$BRIDGE_NOSTR_IDENTITY_FILE")\"}"
+echo "{\"level\":\"info\",\"msg\":\"bridge identity\",\"did\":\"$(node /app/shared/cli/bin/lrelay.js whoami --key "$BRIDGE_NOSTR_IDENTITY_FILE")\"}"
 if [ -z "${BRIDGE_NOSTR_KEK:-}" ] || [ "$BRIDGE_NOSTR_KEK" = dev-generate ]; then
   kek_file="$(dirname "$BRIDGE_NOSTR_KEY_STORE_FILE")/dev-kek"
   if [ ! -s "$kek_file" ]; then

@@ -3,7 +3,7 @@
  * finish, report every figure, and still fail the scenario that hit it.
  *
  * The crash: when a WebSocket connect does not open within the handshake
- * timeout, shared/src/client/ws-transport.ts clears the socket's onerror and
+ * timeout, shared/client/src/ws-transport.ts clears the socket's onerror and
  * then calls close() on the still-connecting `ws` socket, which emits an
  * 'error' event with no listener: an uncaught exception that takes down the
  * application. It shows up when a relay is slow to answer the upgrade (a

@@ -13,17 +13,17 @@
  * Everything else (reconnecting, failing over, re-sending unACKed frames,
  * hiding duplicates, RESUME) is the SDK's job, and is what is under test.
  */
+
 import {
-  Ed25519Identity,
   InMemorySessionStore,
-  nodeCrypto,
   RelayClient,
   type RelayClientOptions,
   randomBytes,
   SessionManager,
-  toHex,
-  verifyEd25519,
-} from '@libertaria/shared';
+} from '@libertaria/client';
+import { nodeCrypto } from '@libertaria/crypto/node';
+import { Ed25519Identity, verifyEd25519 } from '@libertaria/identity';
+import { toHex } from '@libertaria/protocol';
 import { encodePayload, type Ledger } from './ledger.js';
 
 export interface FleetOptions {

@@ -13,7 +13,7 @@
  * FULL_SCALE for `npm run chaos`), so both run the same code.
  */
 import { monitorEventLoopDelay } from 'node:perf_hooks';
-import type { RelayClientOptions } from '@libertaria/shared';
+import type { RelayClientOptions } from '@libertaria/client';
 import { TcpProxy } from '../tcp-proxy.js';
 import { type AppendFsync, type Cluster, type NodeSlot, startCluster } from './cluster.js';
 import { knownCrashes } from './crash-guard.js';

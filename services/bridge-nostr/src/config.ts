@@ -15,7 +15,7 @@ import {
   readConfig,
   str,
   url,
-} from '@libertaria/shared';
+} from '@libertaria/config';
 
 /** Every variable of the bridge starts with this; unknown ones are rejected. */
 export const BRIDGE_NOSTR_ENV_PREFIX = 'BRIDGE_NOSTR_';

@@ -7,7 +7,7 @@
  */
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import type { BridgeFederation } from './federation/bridge-federation.js';
+import type { BridgeFederation } from '@libertaria/bridge-kit/worker';
 import type { NostrKeyStore } from './key-store.js';
 import type { BridgeNostrMetrics } from './metrics.js';
 import { nip05Document } from './nip05.js';

@@ -12,7 +12,7 @@
  * before the handler runs (two relays answering at once must not both deliver)
  * and unmarked if the handler rejects, so a later copy gets another chance.
  */
-import { type BridgeInboundHandler, type BridgeInboundMessage, nostrIdentity } from '@libertaria/shared';
+import { type BridgeInboundHandler, type BridgeInboundMessage, nostrIdentity } from '@libertaria/bridge-kit';
 import { type NostrEvent, validateEvent } from 'nostr-tools/core';
 import { verifyEvent } from 'nostr-tools/pure';
 import type { RecentIds } from './dedupe.js';

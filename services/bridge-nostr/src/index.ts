@@ -1,7 +1,6 @@
 /** @libertaria/bridge-nostr: the Nostr side of Libertaria's federated sessions. */
 export * from './config.js';
 export * from './dedupe.js';
-export * from './federation/bridge-federation.js';
 export * from './http-server.js';
 export * from './inbound.js';
 export * from './key-store.js';

@@ -18,7 +18,8 @@
 import { createCipheriv, createDecipheriv, randomBytes } from 'node:crypto';
 import { appendFile, mkdir, open, readFile } from 'node:fs/promises';
 import { dirname } from 'node:path';
-import { BridgeError, parseDid } from '@libertaria/shared';
+import { BridgeError } from '@libertaria/bridge-kit';
+import { parseDid } from '@libertaria/identity';
 import { generateSecretKey, getPublicKey } from 'nostr-tools/pure';
 import { validateNip05Name } from './nip05.js';
 

@@ -1,2 +1,2 @@
-/** The bridge logs like every service (the relay's shape): shared/src/log.ts. */
-export { createLogger, type Logger, type LogLevel, silentLogger } from '@libertaria/shared';
+/** The bridge logs like every service (the relay's shape): shared/log (@libertaria/log). */
+export { createLogger, type Logger, type LogLevel, silentLogger } from '@libertaria/log';

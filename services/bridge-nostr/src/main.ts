@@ -4,7 +4,7 @@
  * cluster (docs/bridges.md#federation); without it inbound messages are only
  * logged (without their text).
  */
-import { ConfigValidationError } from '@libertaria/shared';
+import { ConfigValidationError } from '@libertaria/config';
 import { startNostrBridgeService } from './service.js';
 
 try {

@@ -4,7 +4,7 @@
  *   { "names": { "<name>": "<hex pubkey>" }, "relays": { "<hex pubkey>": ["wss://…"] } }
  * NIP-05 asks for CORS `*` (web clients fetch it cross-origin) and no redirects.
  */
-import { BridgeError } from '@libertaria/shared';
+import { BridgeError } from '@libertaria/bridge-kit';
 
 /** NIP-05 local parts are a-z0-9-_. ; we bound them to 64 characters. */
 const NAME = /^[a-z0-9._-]{1,64}$/;

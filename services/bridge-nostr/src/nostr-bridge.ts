@@ -1,5 +1,5 @@
 /**
- * The Nostr bridge: the `Bridge` of shared/src/bridge for Nostr.
+ * The Nostr bridge: the `Bridge` of shared/bridge-kit for Nostr.
  *
  * Outbound private messages are NIP-17: a kind-14 rumor signed by nobody,
  * sealed (kind 13) with the bridged identity's key and gift-wrapped (kind
@@ -17,8 +17,8 @@
  * wrap (cached by frame id), which relays and clients recognise by event id.
  */
 
-import type { Bridge } from '@libertaria/shared';
 import {
+  type Bridge,
   BridgeError,
   type BridgeHealth,
   type BridgeInboundHandler,
@@ -28,8 +28,8 @@ import {
   expectIdentityType,
   type ForeignIdentity,
   nostrIdentity,
-  parseDid,
-} from '@libertaria/shared';
+} from '@libertaria/bridge-kit';
+import { parseDid } from '@libertaria/identity';
 import type { EventTemplate, NostrEvent } from 'nostr-tools/core';
 import { finalizeEvent, verifyEvent } from 'nostr-tools/pure';
 import { RecentIds } from './dedupe.js';
@@ -343,7 +343,9 @@ export class NostrBridge implements Bridge {
     if (this.closed) throw new BridgeError('BRIDGE_CLOSED', 'the Nostr bridge was closed during the send');
     if (acceptedBy.length === 0) {
       const reasons = failed.map((f) => `${f.target}: ${f.reason}`).join('; ');
-      throw new BridgeError('BRIDGE_UNAVAILABLE', `no relay accepted event ${event.id} (${reasons})`);
+      // NIP-01's machine-readable "slow down": the federation worker pauses the queue instead of retrying.
+      const rateLimited = failed.some((f) => f.reason.startsWith('rate-limited:'));
+      throw new BridgeError('BRIDGE_UNAVAILABLE', `no relay accepted event ${event.id} (${reasons})`, { rateLimited });
     }
     return { foreignId: event.id, acceptedBy, failed };
   }

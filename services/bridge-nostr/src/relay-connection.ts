@@ -16,7 +16,8 @@
  * (the inbound processor verifies them); what cannot even be parsed goes to
  * `onMalformed` with a reason for the metrics.
  */
-import { BridgeError, backoffDelay, type ReconnectOptions, resolveReconnectOptions } from '@libertaria/shared';
+import { BridgeError } from '@libertaria/bridge-kit';
+import { backoffDelay, type ReconnectOptions, resolveReconnectOptions } from '@libertaria/client';
 import type { EventTemplate, NostrEvent } from 'nostr-tools/core';
 import { makeAuthEvent } from 'nostr-tools/nip42';
 import WebSocket from 'ws';

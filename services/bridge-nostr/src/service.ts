@@ -2,9 +2,13 @@
  * Wires the bridge from its configuration: key store, bridge, HTTP listener.
  * `main.ts` calls it with the environment; tests call it with a plain record.
  */
-import { type BridgeInboundHandler, type Env, FileSessionStore, parseRelayUrls, readKeyFile } from '@libertaria/shared';
+import type { BridgeInboundHandler } from '@libertaria/bridge-kit';
+import { BridgeFederation } from '@libertaria/bridge-kit/worker';
+import { parseRelayUrls } from '@libertaria/client';
+import { FileSessionStore } from '@libertaria/client/node';
+import type { Env } from '@libertaria/config';
+import { readKeyFile } from '@libertaria/identity/node';
 import { type BridgeNostrConfig, loadBridgeNostrConfig, relayUrls } from './config.js';
-import { BridgeFederation } from './federation/bridge-federation.js';
 import { type BridgeHttpServer, startBridgeHttpServer } from './http-server.js';
 import { NostrKeyStore, parseKek } from './key-store.js';
 import { createLogger, type Logger } from './log.js';

@@ -6,7 +6,9 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { after, describe, it } from 'node:test';
-import { type BridgeInboundMessage, Ed25519Identity, LibertariaError, nostrIdentity } from '@libertaria/shared';
+import { type BridgeInboundMessage, nostrIdentity } from '@libertaria/bridge-kit';
+import { Ed25519Identity } from '@libertaria/identity';
+import { LibertariaError } from '@libertaria/protocol';
 import * as nip17 from 'nostr-tools/nip17';
 import * as nip44 from 'nostr-tools/nip44';
 import { finalizeEvent, generateSecretKey, getPublicKey } from 'nostr-tools/pure';

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { describe, it } from 'node:test';
-import { ConfigValidationError, describeConfig } from '@libertaria/shared';
+import { ConfigValidationError, describeConfig } from '@libertaria/config';
 import { repoPath } from '../../../test-support/paths.js';
 import { bridgeNostrConfigSpec, loadBridgeNostrConfig, relayUrls } from '../src/config.js';
 

@@ -4,8 +4,8 @@
  * and NIP-17 code) as the far end. The user publishes each answer on both
  * relays; the contract checks the bridge hands it over once.
  */
-import { type ForeignIdentity, parseForeignIdentity } from '@libertaria/shared';
-import { testBridge } from '@libertaria/shared/bridge/contract';
+import { type ForeignIdentity, parseForeignIdentity } from '@libertaria/bridge-kit';
+import { testBridge } from '@libertaria/bridge-kit/contract';
 import { makeBridge, TEST_MAX_TEXT_BYTES } from './support/bridge.js';
 import { NostrUser } from './support/nostr-client.js';
 import { startNostrRelay } from './support/nostr-relay.js';

@@ -13,10 +13,12 @@
  */
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
-import { Ed25519Identity, InMemorySessionStore, openFederatedSession, type RelayClient } from '@libertaria/shared';
+import { openFederatedSession } from '@libertaria/bridge-kit';
+import { BridgeFederation } from '@libertaria/bridge-kit/worker';
+import { InMemorySessionStore, type RelayClient } from '@libertaria/client';
+import { Ed25519Identity } from '@libertaria/identity';
 import { type RedisClusterHandle, startRedisCluster } from '../../../test-support/redis-cluster.js';
 import { type RelayHandle, startRelay } from '../../../test-support/relay-process.js';
-import { BridgeFederation } from '../src/federation/bridge-federation.js';
 import { silentLogger } from '../src/log.js';
 import type { NostrBridge } from '../src/nostr-bridge.js';
 import { makeBridge } from './support/bridge.js';

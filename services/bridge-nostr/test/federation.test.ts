@@ -15,24 +15,19 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import {
   bridgesKey,
-  Ed25519Identity,
-  encodeFrame,
   FEDERATION_PREFIX,
   type ForeignIdentity,
   federatedMessageOf,
-  hintFromDid,
-  InMemorySessionStore,
   openFederatedSession,
-  RelayClient,
-  randomBytes,
-  SendFlags,
-  toHex,
-  writeKeyFile,
-} from '@libertaria/shared';
+} from '@libertaria/bridge-kit';
+import { BridgeFederation } from '@libertaria/bridge-kit/worker';
+import { InMemorySessionStore, RelayClient, randomBytes } from '@libertaria/client';
+import { Ed25519Identity, hintFromDid } from '@libertaria/identity';
+import { writeKeyFile } from '@libertaria/identity/node';
+import { encodeFrame, SendFlags, toHex } from '@libertaria/protocol';
 import { LRELAY_ENTRY, REPO_ROOT } from '../../../test-support/paths.js';
 import { type RedisHandle, startRedis } from '../../../test-support/redis.js';
 import { type RelayHandle, startRelay } from '../../../test-support/relay-process.js';
-import { BridgeFederation } from '../src/federation/bridge-federation.js';
 import { type BridgeHttpServer, startBridgeHttpServer } from '../src/http-server.js';
 import type { NostrKeyStore } from '../src/key-store.js';
 import { silentLogger } from '../src/log.js';

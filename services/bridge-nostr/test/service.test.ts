@@ -5,7 +5,8 @@ import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { it } from 'node:test';
-import { type BridgeInboundMessage, Ed25519Identity } from '@libertaria/shared';
+import type { BridgeInboundMessage } from '@libertaria/bridge-kit';
+import { Ed25519Identity } from '@libertaria/identity';
 import { silentLogger } from '../src/log.js';
 import { startNostrBridgeService } from '../src/service.js';
 import { NostrUser } from './support/nostr-client.js';
@@ -48,7 +49,9 @@ it('starts from its environment, bridges an identity, and hands over a message f
 it('joins the relay cluster from its environment: registers, serves federation health, refuses a partial setup', async (t) => {
   const { startRedis } = await import('../../../test-support/redis.js');
   const { startRelay } = await import('../../../test-support/relay-process.js');
-  const { writeKeyFile, bridgesKey, FEDERATION_PREFIX, hintFromDid, hintToHex } = await import('@libertaria/shared');
+  const { hintFromDid, hintToHex } = await import('@libertaria/identity');
+  const { writeKeyFile } = await import('@libertaria/identity/node');
+  const { bridgesKey, FEDERATION_PREFIX } = await import('@libertaria/bridge-kit');
   const { loadBridgeNostrConfig } = await import('../src/config.js');
   // Each part is stopped after the test even when a later step fails: a part
   // left running would keep this file's process alive until the run's timeout.

@@ -8,7 +8,7 @@
  * listeners so it can stay private to the cluster.
  *
  * Refusals are `text/plain` bodies that start with a stable code from
- * shared/src/errors.ts: `BAD_FIELD: …` (400: a malformed path, body or
+ * shared/protocol/src/errors.ts: `BAD_FIELD: …` (400: a malformed path, body or
  * parameter), the store's code (503), `INTERNAL: …` (500: a bug, counted in
  * relay_internal_errors_total{where="admin"}). No request, with or without the
  * token, can throw out of the handler: a throw answers 500 and the node goes on.

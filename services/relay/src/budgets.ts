@@ -22,7 +22,8 @@
  * DURABLE_BUDGET_EXCEEDED) counted in relay_budget_refused_total{budget}.
  */
 import { isIP } from 'node:net';
-import { type ErrorCode, hintToHex, RelayError } from '@libertaria/shared';
+import { hintToHex } from '@libertaria/identity';
+import { type ErrorCode, RelayError } from '@libertaria/protocol';
 import { ipv6Groups, unmapped } from './ip-address.js';
 import type { RedisClient as Redis } from './redis-connection.js';
 

@@ -16,7 +16,7 @@ import {
   readConfig,
   str,
   url,
-} from '@libertaria/shared';
+} from '@libertaria/config';
 
 /** Every relay variable starts with this, except the shared `REDIS_URL`; unknown ones are rejected. */
 export const RELAY_ENV_PREFIX = 'RELAY_';
@@ -132,7 +132,7 @@ export const relayConfigSpec = {
     max: 10000000,
     doc: 'Frames one connection may send in a burst (token bucket size).',
   }),
-  // Sized so an honest SDK client (shared/src/client) never meets the control budget, with the
+  // Sized so an honest SDK client (@libertaria/client) never meets the control budget, with the
   // costs of CONTROL_COSTS (rate-limits.ts): keepalive PINGs every heartbeatMs/2 (0.4 tokens/s at
   // the default 5 s), at most one probe PING in flight per tick (≤ 20/s while an ACK is overdue),
   // RESUME + MIGRATE + one GRANT_PRESENT per held grant at connect (50 + 50 + ≤ 64), PRESENCE_QUERY at

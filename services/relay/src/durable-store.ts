@@ -35,9 +35,10 @@
  * (`enableOfflineQueue: false`, `maxRetriesPerRequest: 1`, `commandTimeout`),
  * so a SEND is NACKed with STORE_UNAVAILABLE instead of hanging.
  */
+
+import { hintToHex } from '@libertaria/identity';
 import {
   HINT_SIZE,
-  hintToHex,
   ID_SIZE,
   LibertariaError,
   MIN_ROUTED_FRAME_SIZE,
@@ -47,7 +48,7 @@ import {
   routedMessageId,
   routedSource,
   writeRoutedPosition,
-} from '@libertaria/shared';
+} from '@libertaria/protocol';
 import calculateSlot from 'cluster-key-slot';
 import type { ChainableCommander, RedisOptions } from 'ioredis';
 import { presenceKey } from './presence.js';

@@ -6,7 +6,9 @@
  */
 import { createPrivateKey } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
-import { ConfigError, decodeKeyFile, Ed25519Identity } from '@libertaria/shared';
+import { Ed25519Identity } from '@libertaria/identity';
+import { decodeKeyFile } from '@libertaria/identity/node';
+import { ConfigError } from '@libertaria/protocol';
 import type { RelayConfig } from './config.js';
 
 const MAX_KEY_FILE_BYTES = 16 * 1024;

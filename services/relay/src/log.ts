@@ -1,2 +1,2 @@
-/** The relay logs like every service: shared/src/log.ts. */
-export { createLogger, type Logger, type LogLevel, silentLogger } from '@libertaria/shared';
+/** The relay logs like every service: shared/log (@libertaria/log). */
+export { createLogger, type Logger, type LogLevel, silentLogger } from '@libertaria/log';

@@ -4,7 +4,7 @@
  * `{"msg":"listening","ws":…,"tcp":…,"admin":…}` once it serves. SIGTERM or
  * SIGINT drains within RELAY_DRAIN_TIMEOUT_MS, then exits.
  */
-import { ConfigError } from '@libertaria/shared';
+import { ConfigError } from '@libertaria/protocol';
 import { loadRelayConfig, type RelayConfig } from './config.js';
 import { installProcessHandlers } from './containment.js';
 import { loadRelayIdentity } from './identity-key.js';

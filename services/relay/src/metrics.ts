@@ -4,7 +4,7 @@
  * the Prometheus counters only when /metrics is scraped: prom-client builds a
  * label key on every inc(), which cost several percent of the fast path.
  */
-import { FrameType, type FrameTypeName, frameTypeName } from '@libertaria/shared';
+import { FrameType, type FrameTypeName, frameTypeName } from '@libertaria/protocol';
 import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client';
 import type { BudgetName } from './budgets.js';
 import { failedFlushes, refusedSends } from './transport/write-batch.js';

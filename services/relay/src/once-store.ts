@@ -27,7 +27,7 @@
  * script may touch both.
  */
 import { randomBytes } from 'node:crypto';
-import { ONCE_EPOCH_SIZE, RelayError } from '@libertaria/shared';
+import { ONCE_EPOCH_SIZE, RelayError } from '@libertaria/protocol';
 import { toStoreError } from './durable-store.js';
 import type { RedisClient } from './redis-connection.js';
 

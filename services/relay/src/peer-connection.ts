@@ -33,10 +33,18 @@
  * identity (durable sends, prekey publication, single-use ids) is refused.
  */
 import { randomBytes } from 'node:crypto';
+import type { BridgeRegistration } from '@libertaria/bridge-kit';
 import {
-  type BridgeRegistration,
+  hintToHex,
+  migrationTranscript,
+  relayChallengeTranscript,
+  routingHint,
+  verifyAuth,
+  verifyEd25519,
+} from '@libertaria/identity';
+import { canonicalDid } from '@libertaria/membrane';
+import {
   type CodecOptions,
-  canonicalDid,
   checkRoutedFrame,
   decodeFrame,
   type ErrorCode,
@@ -49,30 +57,24 @@ import {
   fitText,
   HelloFeatures,
   HINT_SIZE,
-  hintToHex,
   ID_SIZE,
   LibertariaError,
   MAX_PROTOCOL_VERSION,
   MIN_PROTOCOL_VERSION,
   maxBodySize,
-  migrationTranscript,
   PROTOCOL_VERSION,
   PrekeyPublishFlags,
   type PrekeyPublishFrame,
   type ProtocolError,
   RelayError,
   RoutedAt,
-  relayChallengeTranscript,
   routedDest,
   routedFlags,
   routedMessageId,
-  routingHint,
   SendFlags,
-  verifyAuth,
-  verifyEd25519,
   verifyPowStamp,
   verifyPublication,
-} from '@libertaria/shared';
+} from '@libertaria/protocol';
 import { type Admission, addressKey, type Charge, isOomError, OOM_REFUSAL, type Refusal } from './budgets.js';
 import type { DurableStore } from './durable-store.js';
 import type { ConnectionGate, SendHost } from './membrane/enforcer.js';

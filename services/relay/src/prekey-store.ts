@@ -30,10 +30,11 @@
  * Time for the rate window is Redis's (PEXPIRE); nothing here depends on the
  * node's clock except presence leases, compared with the caller's `nowMs`.
  */
+
+import { hintToHex } from '@libertaria/identity';
 import {
   decodePrekeyBundle,
   encodePrekeyBundle,
-  hintToHex,
   MLKEM768_PUBLIC_KEY_SIZE,
   ONE_TIME_X25519_KEY_ENCODED_SIZE,
   type PrekeyBundle,
@@ -42,7 +43,7 @@ import {
   type PrekeyStatusFrame,
   RelayError,
   SIGNED_KEM_KEY_ENCODED_SIZE,
-} from '@libertaria/shared';
+} from '@libertaria/protocol';
 import { toStoreError } from './durable-store.js';
 import { presenceKey } from './presence.js';
 import type { RedisClient } from './redis-connection.js';

@@ -33,7 +33,8 @@
  * tag; the sweep and withdraw go hint by hint (redis-connection.ts runEach).
  */
 import { randomInt } from 'node:crypto';
-import { hintToHex, LibertariaError, RelayError } from '@libertaria/shared';
+import { hintToHex } from '@libertaria/identity';
+import { LibertariaError, RelayError } from '@libertaria/protocol';
 import { type RedisClient, runEach } from './redis-connection.js';
 
 /**

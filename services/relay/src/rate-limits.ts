@@ -3,7 +3,7 @@
  * nothing here must survive the node, so Redis is not involved.
  */
 
-import { FrameType, type FrameTypeName } from '@libertaria/shared';
+import { FrameType, type FrameTypeName } from '@libertaria/protocol';
 
 /** Fixed one-minute windows of failure counts, at most `maxKeys` of them (the oldest forgotten first). */
 class FailureWindows {

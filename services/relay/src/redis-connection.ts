@@ -14,76 +14,13 @@
  * commands over keys of several slots (withdraw, sweeps) go out one by one.
  */
 import { EventEmitter } from 'node:events';
-import { Cluster, type ClusterOptions, Redis, type RedisOptions } from 'ioredis';
+import { isCluster, type RedisClient } from '@libertaria/redis';
+import type { RedisOptions } from 'ioredis';
 
-export type RedisClient = Redis | Cluster;
-
-/** What a relay connection needs to know about where Redis is. */
-export interface RedisTarget {
-  /** REDIS_URL: the server, or (with clusterNodes) the credentials and TLS for every Cluster node. */
-  url: string;
-  /** REDIS_CLUSTER_NODES: seed nodes of a Redis Cluster, `host:port,host:port,…`. */
-  clusterNodes?: string | undefined;
-}
-
-/** `host:port,host:port` → seed nodes; throws on a malformed entry. */
-export function parseClusterNodes(list: string): Array<{ host: string; port: number }> {
-  return list
-    .split(',')
-    .map((s) => s.trim())
-    .filter((s) => s.length > 0)
-    .map((entry) => {
-      const at = entry.lastIndexOf(':');
-      const host = entry.slice(0, at).replace(/^\[(.*)\]$/, '$1');
-      const port = Number(entry.slice(at + 1));
-      if (at <= 0 || !Number.isInteger(port) || port < 1 || port > 65535) {
-        throw new Error(`REDIS_CLUSTER_NODES: "${entry}" is not host:port`);
-      }
-      return { host, port };
-    });
-}
-
-export function isCluster(client: RedisClient): client is Cluster {
-  return client.isCluster;
-}
-
-/** Credentials, database and TLS of REDIS_URL as per-node options. */
-function urlOptions(url: string): RedisOptions {
-  const u = new URL(url);
-  const out: RedisOptions = {};
-  if (u.username) out.username = decodeURIComponent(u.username);
-  if (u.password) out.password = decodeURIComponent(u.password);
-  if (u.protocol === 'rediss:') out.tls = {};
-  return out;
-}
-
-/**
- * A connection to the target. `options` are per-connection ioredis options
- * (as for `new Redis`); on a Cluster they apply to each node connection, and
- * the Cluster itself gets the same offline-queue and auto-pipelining choice.
- */
-export function createRedisClient(
-  target: RedisTarget,
-  options: RedisOptions,
-  cluster: Partial<ClusterOptions> = {},
-): RedisClient {
-  if (target.clusterNodes === undefined || target.clusterNodes === '') return new Redis(target.url, options);
-  const { enableOfflineQueue, enableAutoPipelining, lazyConnect, retryStrategy: _ignored, ...perNode } = options;
-  return new Cluster(parseClusterNodes(target.clusterNodes), {
-    redisOptions: { ...urlOptions(target.url), ...perNode },
-    ...(enableOfflineQueue !== undefined ? { enableOfflineQueue } : {}),
-    ...(enableAutoPipelining !== undefined ? { enableAutoPipelining } : {}),
-    ...(lazyConnect !== undefined ? { lazyConnect } : {}),
-    // A primary that fails is replaced by its replica within the cluster's node timeout:
-    // keep asking for the slot map meanwhile, then resend what was redirected.
-    retryDelayOnFailover: 200,
-    retryDelayOnClusterDown: 200,
-    retryDelayOnTryAgain: 100,
-    slotsRefreshTimeout: 2000,
-    clusterRetryStrategy: (times: number) => Math.min(100 * 2 ** Math.min(times, 6), 5000),
-    ...cluster,
-  });
-}
+// The connection rules every service shares (one server or a Cluster) live in
+// @libertaria/redis; the relay's own parts (the shared subscriber, sharded
+// publishing) are below.
+export { createRedisClient, isCluster, parseClusterNodes, type RedisClient, type RedisTarget } from '@libertaria/redis';
 
 /** ioredis options of a subscriber connection (SUBSCRIBE waits for the connection rather than failing). */
 export const SUBSCRIBER_OPTIONS = {

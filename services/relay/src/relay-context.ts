@@ -1,4 +1,4 @@
-import type { Ed25519Identity } from '@libertaria/shared';
+import type { Ed25519Identity } from '@libertaria/identity';
 import type { DurableAdmission } from './budgets.js';
 import type { RelayConfig } from './config.js';
 import type { DurableStore } from './durable-store.js';

@@ -5,7 +5,8 @@
  */
 import { randomBytes } from 'node:crypto';
 import { hostname } from 'node:os';
-import { type Ed25519Identity, MAX_TEXT_BYTES, maxBodySize } from '@libertaria/shared';
+import type { Ed25519Identity } from '@libertaria/identity';
+import { MAX_TEXT_BYTES, maxBodySize } from '@libertaria/protocol';
 import { listenAdmin } from './admin.js';
 import { DurableAdmission, DurableBudgets, KnownRecipients, RedisMemoryGuard } from './budgets.js';
 import { type RelayConfig, relayQueueSenderShare } from './config.js';

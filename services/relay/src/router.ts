@@ -31,7 +31,7 @@ import {
   routedFlags,
   routedMessageId,
   SendFlags,
-} from '@libertaria/shared';
+} from '@libertaria/protocol';
 import type { Logger } from './log.js';
 import type { RelayMetrics } from './metrics.js';
 import type { PeerConnection } from './peer-connection.js';

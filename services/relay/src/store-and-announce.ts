@@ -16,7 +16,7 @@
  * classes, so the inbound worker's modules do not reach the router, the peer
  * connections and the relay context (issue 14: the import cycle those made).
  */
-import { routedDest, routedMessageId, routedTtl, writeRoutedPosition } from '@libertaria/shared';
+import { routedDest, routedMessageId, routedTtl, writeRoutedPosition } from '@libertaria/protocol';
 import type { DurableStore, EnqueueResult } from './durable-store.js';
 
 /** Router.announceDurable: offers a stored frame to local connections and the holders' nodes. */

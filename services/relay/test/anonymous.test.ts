@@ -9,16 +9,15 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { after, before, describe, it } from 'node:test';
+import { Ed25519Identity, hintFromDid } from '@libertaria/identity';
 import {
-  Ed25519Identity,
   errorCodeFromWire,
   type Frame,
   HelloFeatures,
-  hintFromDid,
   solvePowStamp,
   verifyPowStamp,
   type WelcomeFrame,
-} from '@libertaria/shared';
+} from '@libertaria/protocol';
 import { Redis } from 'ioredis';
 import { metric } from '../../../test-support/metrics.js';
 import { makePublication } from '../../../test-support/prekeys.js';

@@ -8,14 +8,8 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { after, before, describe, it } from 'node:test';
-import {
-  type DeliverFrame,
-  Ed25519Identity,
-  FRAME_HEADER_SIZE,
-  type Frame,
-  maxBodySize,
-  SendFlags,
-} from '@libertaria/shared';
+import { Ed25519Identity } from '@libertaria/identity';
+import { type DeliverFrame, FRAME_HEADER_SIZE, type Frame, maxBodySize, SendFlags } from '@libertaria/protocol';
 import { RawPeer } from '../../../test-support/raw-peer.js';
 import { type RedisHandle, startRedis } from '../../../test-support/redis.js';
 import { type RelayHandle, startRelay } from '../../../test-support/relay-process.js';

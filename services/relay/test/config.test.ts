@@ -1,7 +1,8 @@
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { describe, it } from 'node:test';
-import { ConfigError, ConfigValidationError, describeConfig, type Env } from '@libertaria/shared';
+import { ConfigValidationError, describeConfig, type Env } from '@libertaria/config';
+import { ConfigError } from '@libertaria/protocol';
 import { repoPath } from '../../../test-support/paths.js';
 import { loadRelayConfig, type RelayConfig, relayConfigSpec, relayQueueSenderShare } from '../src/config.js';
 

@@ -13,16 +13,9 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { after, before, describe, it } from 'node:test';
-import {
-  Ed25519Identity,
-  ErrorFlags,
-  encodeEnvelope,
-  encodeFrame,
-  errorCodeFromWire,
-  type Frame,
-  RelayClient,
-  SendFlags,
-} from '@libertaria/shared';
+import { encodeEnvelope, RelayClient } from '@libertaria/client';
+import { Ed25519Identity } from '@libertaria/identity';
+import { ErrorFlags, encodeFrame, errorCodeFromWire, type Frame, SendFlags } from '@libertaria/protocol';
 import { metric } from '../../../test-support/metrics.js';
 import { RawPeer } from '../../../test-support/raw-peer.js';
 import { type RedisHandle, startRedis } from '../../../test-support/redis.js';

@@ -21,16 +21,15 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { after, before, describe, it } from 'node:test';
+import { Ed25519Identity, routingHint } from '@libertaria/identity';
 import {
   type DeliverFrame,
-  Ed25519Identity,
   errorCodeFromWire,
   maxBodySize,
   PREKEY_PUBLISH_HEADER_SIZE,
-  routingHint,
   SendFlags,
   splitPrekeyPublication,
-} from '@libertaria/shared';
+} from '@libertaria/protocol';
 import { Redis } from 'ioredis';
 import { metric } from '../../../test-support/metrics.js';
 import { makePublication } from '../../../test-support/prekeys.js';

@@ -6,7 +6,7 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { after, before, describe, it } from 'node:test';
-import { decodeFrame, encodeFrame, LibertariaError, RelayError, RoutedAt, SendFlags } from '@libertaria/shared';
+import { decodeFrame, encodeFrame, LibertariaError, RelayError, RoutedAt, SendFlags } from '@libertaria/protocol';
 import { Redis, type RedisOptions } from 'ioredis';
 import { type RedisHandle, startRedis } from '../../../test-support/redis.js';
 import {

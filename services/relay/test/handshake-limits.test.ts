@@ -8,7 +8,8 @@
  */
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
-import { Ed25519Identity, encodeFrame, errorCodeFromWire, type Frame } from '@libertaria/shared';
+import { Ed25519Identity } from '@libertaria/identity';
+import { encodeFrame, errorCodeFromWire, type Frame } from '@libertaria/protocol';
 import { RawPeer } from '../../../test-support/raw-peer.js';
 import { type RedisHandle, startRedis } from '../../../test-support/redis.js';
 import { type RelayHandle, startRelay } from '../../../test-support/relay-process.js';

@@ -9,22 +9,18 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { after, before, describe, it } from 'node:test';
+import { RelayClient } from '@libertaria/client';
+import { Ed25519Identity, hintFromDid } from '@libertaria/identity';
 import {
   decodeGrant,
   delegateGrant,
-  Ed25519Identity,
   encodeGrant,
-  errorCodeFromWire,
   type GrantPayload,
-  HelloFeatures,
-  hintFromDid,
   issueGrant,
   DEFAULT_MEMBRANE_LIMITS as LIMITS,
-  RelayClient,
-  RelayError,
   signGrantLink,
-  solvePowStamp,
-} from '@libertaria/shared';
+} from '@libertaria/membrane';
+import { errorCodeFromWire, HelloFeatures, RelayError, solvePowStamp } from '@libertaria/protocol';
 import { Redis } from 'ioredis';
 import { RawPeer } from '../../../test-support/raw-peer.js';
 import { type RedisHandle, startRedis } from '../../../test-support/redis.js';

@@ -7,7 +7,8 @@
  */
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
-import { Ed25519Identity, type ErrorCode, encodeFrame, routingHint } from '@libertaria/shared';
+import { Ed25519Identity, routingHint } from '@libertaria/identity';
+import { type ErrorCode, encodeFrame } from '@libertaria/protocol';
 import { Redis } from 'ioredis';
 import { type RedisHandle, startRedis } from '../../../test-support/redis.js';
 import { DurableStore } from '../src/durable-store.js';

@@ -5,7 +5,7 @@
  * starts at once), fires every spend concurrently, prints the result as JSON.
  */
 import { createInterface } from 'node:readline';
-import type { ConsumeOp } from '@libertaria/shared';
+import type { ConsumeOp } from '@libertaria/membrane';
 import { Redis } from 'ioredis';
 import { RedisConstraintState } from '../src/membrane/constraint-state.js';
 

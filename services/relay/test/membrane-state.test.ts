@@ -8,16 +8,16 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { after, before, describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
+import { Ed25519Identity } from '@libertaria/identity';
 import {
   type ConsumeOp,
   DEFAULT_MEMBRANE_LIMITS,
-  Ed25519Identity,
   Membrane,
   MemoryAuditSink,
   MemoryConstraintState,
   MemoryRevocationList,
   MemoryTrustProvider,
-} from '@libertaria/shared';
+} from '@libertaria/membrane';
 import { Redis, type RedisOptions } from 'ioredis';
 import { type RedisHandle, startRedis } from '../../../test-support/redis.js';
 import { RedisConstraintState } from '../src/membrane/constraint-state.js';

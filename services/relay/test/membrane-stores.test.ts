@@ -8,15 +8,15 @@ import assert from 'node:assert/strict';
 import { once } from 'node:events';
 import { after, before, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { Ed25519Identity } from '@libertaria/identity';
 import {
   type AccessDecision,
-  Ed25519Identity,
   issueGrant,
   DEFAULT_MEMBRANE_LIMITS as LIMITS,
   Membrane,
   membraneLimits,
   verifyGrant,
-} from '@libertaria/shared';
+} from '@libertaria/membrane';
 import { Redis } from 'ioredis';
 import { type RedisHandle, startRedis } from '../../../test-support/redis.js';
 import { RedisAuditLog } from '../src/membrane/audit-log.js';

@@ -12,14 +12,9 @@ import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { createServer, type Server, type Socket, connect as tcpConnect } from 'node:net';
 import { after, before, describe, it } from 'node:test';
-import {
-  Ed25519Identity,
-  errorCodeFromWire,
-  hintFromDid,
-  type InboundMessage,
-  migrationTranscript,
-  RelayClient,
-} from '@libertaria/shared';
+import { type InboundMessage, RelayClient } from '@libertaria/client';
+import { Ed25519Identity, hintFromDid, migrationTranscript } from '@libertaria/identity';
+import { errorCodeFromWire } from '@libertaria/protocol';
 import { metric } from '../../../test-support/metrics.js';
 import { RawPeer } from '../../../test-support/raw-peer.js';
 import { type RedisHandle, startRedis } from '../../../test-support/redis.js';

@@ -6,7 +6,8 @@
  */
 import assert from 'node:assert/strict';
 import { after, before, it } from 'node:test';
-import { Ed25519Identity, RelayClient } from '@libertaria/shared';
+import { RelayClient } from '@libertaria/client';
+import { Ed25519Identity } from '@libertaria/identity';
 import { type RedisHandle, startRedis } from '../../../test-support/redis.js';
 import { type RelayHandle, startRelay } from '../../../test-support/relay-process.js';
 

@@ -8,16 +8,9 @@
  */
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
-import {
-  authTranscript,
-  decodeFrames,
-  Ed25519Identity,
-  ErrorFlags,
-  encodeFrame,
-  errorCodeFromWire,
-  type Frame,
-  silentLogger,
-} from '@libertaria/shared';
+import { authTranscript, Ed25519Identity } from '@libertaria/identity';
+import { silentLogger } from '@libertaria/log';
+import { decodeFrames, ErrorFlags, encodeFrame, errorCodeFromWire, type Frame } from '@libertaria/protocol';
 import { loadRelayConfig } from '../src/config.js';
 import { RelayMetrics } from '../src/metrics.js';
 import { PeerConnection } from '../src/peer-connection.js';

@@ -5,8 +5,8 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { after, before, describe, it } from 'node:test';
+import { Ed25519Identity, verifyEd25519 } from '@libertaria/identity';
 import {
-  Ed25519Identity,
   errorCodeFromWire,
   type Frame,
   maxBodySize,
@@ -17,8 +17,7 @@ import {
   type PrekeyStatusFrame,
   splitPrekeyPublication,
   verifyBundle,
-  verifyEd25519,
-} from '@libertaria/shared';
+} from '@libertaria/protocol';
 import { Redis } from 'ioredis';
 import { makePublication } from '../../../test-support/prekeys.js';
 import { RawPeer } from '../../../test-support/raw-peer.js';

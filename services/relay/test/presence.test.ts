@@ -7,7 +7,7 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { after, before, describe, it } from 'node:test';
-import { LibertariaError } from '@libertaria/shared';
+import { LibertariaError } from '@libertaria/protocol';
 import { Redis } from 'ioredis';
 import { type RedisHandle, startRedis } from '../../../test-support/redis.js';
 import { DURABLE_STORE_REDIS_OPTIONS } from '../src/durable-store.js';

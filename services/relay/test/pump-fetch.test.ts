@@ -8,14 +8,9 @@
  */
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import {
-  authTranscript,
-  decodeFrames,
-  Ed25519Identity,
-  encodeFrame,
-  type Frame,
-  silentLogger,
-} from '@libertaria/shared';
+import { authTranscript, Ed25519Identity } from '@libertaria/identity';
+import { silentLogger } from '@libertaria/log';
+import { decodeFrames, encodeFrame, type Frame } from '@libertaria/protocol';
 import { loadRelayConfig } from '../src/config.js';
 import { RelayMetrics } from '../src/metrics.js';
 import { PeerConnection, PUMP_FETCH_BYTES, PUMP_FETCH_CONCURRENCY } from '../src/peer-connection.js';

@@ -13,7 +13,8 @@
  */
 import assert from 'node:assert/strict';
 import { after, before, it } from 'node:test';
-import { Ed25519Identity, hintFromDid, hintToHex, RelayClient } from '@libertaria/shared';
+import { RelayClient } from '@libertaria/client';
+import { Ed25519Identity, hintFromDid, hintToHex } from '@libertaria/identity';
 import { type RedisClusterHandle, startRedisCluster } from '../../../test-support/redis-cluster.js';
 import { type RelayHandle, startRelay } from '../../../test-support/relay-process.js';
 

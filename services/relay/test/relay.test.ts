@@ -5,7 +5,8 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { after, before, describe, it } from 'node:test';
-import { Ed25519Identity, encodeFrame, errorCodeFromWire, type Frame, FrameType, SendFlags } from '@libertaria/shared';
+import { Ed25519Identity } from '@libertaria/identity';
+import { encodeFrame, errorCodeFromWire, type Frame, FrameType, SendFlags } from '@libertaria/protocol';
 import { Redis } from 'ioredis';
 import { RawPeer } from '../../../test-support/raw-peer.js';
 import { type RedisHandle, startRedis } from '../../../test-support/redis.js';
@@ -287,7 +288,7 @@ describe('relay nodes on one Redis', () => {
     track(p1);
     p1.hello(0);
     const ch = await p1.next('CHALLENGE');
-    const { authTranscript } = await import('@libertaria/shared');
+    const { authTranscript } = await import('@libertaria/identity');
     const sig = id.sign(
       authTranscript({ relayNonce: ch.nonce, clientNonce: p1.clientNonce, relayKey: ch.relayKey, binding: 'ws' }),
     );

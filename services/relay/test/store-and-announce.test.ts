@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { encodeFrame, RelayError, readRoutedPosition, SendFlags } from '@libertaria/shared';
+import { encodeFrame, RelayError, readRoutedPosition, SendFlags } from '@libertaria/protocol';
 import type { EnqueueResult } from '../src/durable-store.js';
 import { type Mailboxes, storeAndAnnounce } from '../src/store-and-announce.js';
 

@@ -3,16 +3,11 @@
  * and a report of what the federation's queues hold, for failure messages
  * (a message that never arrives is then explained instead of a bare timeout).
  */
-import {
-  Ed25519Identity,
-  type InboundMessage,
-  InMemorySessionStore,
-  nodeCrypto,
-  RelayClient,
-  SessionManager,
-  verifyEd25519,
-} from '@libertaria/shared';
-import type { BridgeFederation } from '../../src/federation/bridge-federation.js';
+
+import type { BridgeFederation } from '@libertaria/bridge-kit/worker';
+import { type InboundMessage, InMemorySessionStore, RelayClient, SessionManager } from '@libertaria/client';
+import { nodeCrypto } from '@libertaria/crypto/node';
+import { Ed25519Identity, verifyEd25519 } from '@libertaria/identity';
 
 /** A Libertaria peer with sealed sessions, as an application runs it: connected, prekeys published. */
 export async function peer(relayUrl: string) {

@@ -3,8 +3,8 @@
  * NIP-17/NIP-59 code (not the bridge's nip59.ts/relay-connection.ts), the way
  * a Nostr app talks to relays. It implements the contract suite's ForeignParty.
  */
-import { type ForeignIdentity, nostrIdentity } from '@libertaria/shared';
-import type { ForeignParty } from '@libertaria/shared/bridge/contract';
+import { type ForeignIdentity, nostrIdentity } from '@libertaria/bridge-kit';
+import type { ForeignParty } from '@libertaria/bridge-kit/contract';
 import type { NostrEvent } from 'nostr-tools/core';
 import * as nip17 from 'nostr-tools/nip17';
 import { generateSecretKey, getPublicKey } from 'nostr-tools/pure';

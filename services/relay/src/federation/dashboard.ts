@@ -17,7 +17,7 @@ import type { AddressInfo } from 'node:net';
 import { createBullBoard } from '@bull-board/api';
 import { BullMQAdapter } from '@bull-board/api/bullMQAdapter';
 import { ExpressAdapter } from '@bull-board/express';
-import { type BridgeRegistration, bridgesKey, checkRegistration, INBOUND_QUEUE } from '@libertaria/shared';
+import { type BridgeRegistration, bridgesKey, checkRegistration, INBOUND_QUEUE } from '@libertaria/bridge-kit';
 import { Queue } from 'bullmq';
 import express from 'express';
 import type { RedisClient } from '../redis-connection.js';

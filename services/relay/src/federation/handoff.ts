@@ -10,7 +10,8 @@
  * the SEND is NACKed with STORE_UNAVAILABLE and the client writes it again,
  * instead of an ACK waiting on a reconnect.
  */
-import { type BridgeRegistration, FrameType, routedDest, routedMessageId, toHex } from '@libertaria/shared';
+import type { BridgeRegistration } from '@libertaria/bridge-kit';
+import { FrameType, routedDest, routedMessageId, toHex } from '@libertaria/protocol';
 import { type JobsOptions, Queue } from 'bullmq';
 import type { RedisClient } from '../redis-connection.js';
 

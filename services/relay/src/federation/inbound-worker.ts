@@ -12,17 +12,17 @@
  * (or the bridge's full share of it), an unreachable Redis or a source not
  * (or no longer) registered as a bridge is retried with the job's backoff.
  */
+
+import { INBOUND_QUEUE, type InboundJobData } from '@libertaria/bridge-kit';
 import {
   type CodecOptions,
   checkRoutedFrame,
   FrameType,
-  INBOUND_QUEUE,
-  type InboundJobData,
   RelayError,
   routedFlags,
   routedSource,
   SendFlags,
-} from '@libertaria/shared';
+} from '@libertaria/protocol';
 import { type Job, UnrecoverableError, Worker } from 'bullmq';
 import type { DurableStore } from '../durable-store.js';
 import type { Logger } from '../log.js';

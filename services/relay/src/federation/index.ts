@@ -4,7 +4,8 @@
  * the worker that stores bridged messages from the inbound queue.
  * PeerConnection sees only `bridgeFor` and `handOff` (RelayContext.federation).
  */
-import type { BridgeRegistration, CodecOptions } from '@libertaria/shared';
+import type { BridgeRegistration } from '@libertaria/bridge-kit';
+import type { CodecOptions } from '@libertaria/protocol';
 import type { Worker } from 'bullmq';
 import { Counter, Gauge, type Registry } from 'prom-client';
 import type { RelayConfig } from '../config.js';

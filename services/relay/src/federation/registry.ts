@@ -6,7 +6,8 @@
  * and every RELAY_FEDERATION_REFRESH_MS in case an announcement was missed
  * while the subscriber reconnected. Lookups on the SEND path are a Map read.
  */
-import { type BridgeRegistration, bridgesChannel, bridgesKey, checkRegistration, HINT_SIZE } from '@libertaria/shared';
+import { type BridgeRegistration, bridgesChannel, bridgesKey, checkRegistration } from '@libertaria/bridge-kit';
+import { HINT_SIZE } from '@libertaria/protocol';
 import type { Logger } from '../log.js';
 import type { RedisClient, Subscriber } from '../redis-connection.js';
 

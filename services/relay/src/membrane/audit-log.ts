@@ -11,7 +11,8 @@
  * owner, resource, action or outcome scan that range in batches, up to a
  * bounded number of entries per query, and return a cursor to continue.
  */
-import { type AuditRecord, type AuditSink, type ErrorCode, isErrorCode } from '@libertaria/shared';
+import type { AuditRecord, AuditSink } from '@libertaria/membrane';
+import { type ErrorCode, isErrorCode } from '@libertaria/protocol';
 import type { RedisClient } from '../redis-connection.js';
 import { requireInt, toStoreError } from './store-error.js';
 

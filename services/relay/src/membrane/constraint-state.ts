@@ -16,7 +16,7 @@
  * clock (the `nowMs` the membrane passes), so nodes must keep NTP time; a
  * skewed node moves only its own requests into a neighbouring window.
  */
-import { type ConstraintState, type ConsumeOp, counterKey, windowIndex } from '@libertaria/shared';
+import { type ConstraintState, type ConsumeOp, counterKey, windowIndex } from '@libertaria/membrane';
 import type { RedisClient } from '../redis-connection.js';
 import { toStoreError } from './store-error.js';
 

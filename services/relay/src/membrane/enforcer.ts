@@ -28,20 +28,19 @@
  * Queued sends count as the connection's async work, so PING stays a barrier:
  * the PONG follows every ACK or NACK owed for earlier SENDs.
  */
+
+import { hintFromDid } from '@libertaria/identity';
+import type { AccessDecision, AuditRecord, CompiledPolicy } from '@libertaria/membrane';
 import {
-  type AccessDecision,
-  type AuditRecord,
-  type CompiledPolicy,
   type ErrorCode,
   fitText,
   HINT_SIZE,
-  hintFromDid,
   RoutedAt,
   routedDest,
   routedMessageId,
   routedSource,
   SendFlags,
-} from '@libertaria/shared';
+} from '@libertaria/protocol';
 import type { RedisMembrane } from './redis-membrane.js';
 
 /** A durable frame already stored: not a new request, so it passes undecided (the store answers `duplicate`). */

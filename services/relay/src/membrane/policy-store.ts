@@ -20,17 +20,18 @@
  *    started before an invalidation does not store its (possibly old) result.
  * Concurrent misses for one owner share one Redis read.
  */
+
+import { hintFromDid } from '@libertaria/identity';
 import {
   CompiledPolicy,
   canonicalDid,
-  hintFromDid,
   type MembraneLimits,
   type MembranePolicy,
   type PolicySource,
   parsePolicy,
   policyToJson,
   validatePolicy,
-} from '@libertaria/shared';
+} from '@libertaria/membrane';
 import { isCluster, type RedisClient, type Subscriber } from '../redis-connection.js';
 import { requireInt, toStoreError } from './store-error.js';
 

@@ -5,19 +5,18 @@
  * connection's own, the audit records are those whose owner is that DID, a
  * grant must name it as its audience. Answers (or NACKs) carry the request id.
  */
+
+import { hintFromDid } from '@libertaria/identity';
 import {
   canonicalDid,
   checkGrantApplies,
   DEFAULT_MEMBRANE_LIMITS,
   decodeGrant,
-  type ErrorCode,
-  type Frame,
-  hintFromDid,
-  LibertariaError,
   MembraneError,
   parsePolicy,
   policyToJson,
-} from '@libertaria/shared';
+} from '@libertaria/membrane';
+import { type ErrorCode, type Frame, LibertariaError } from '@libertaria/protocol';
 import { TokenBucket } from '../rate-limits.js';
 import type { ConnectionGate, Enforcer } from './enforcer.js';
 

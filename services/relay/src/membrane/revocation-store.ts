@@ -8,7 +8,9 @@
  * purged after it: the list stays bounded by the live tokens revoked. A
  * check is one ZMSCORE for all the links of a chain.
  */
-import { RelayError, type RevocationList } from '@libertaria/shared';
+
+import type { RevocationList } from '@libertaria/membrane';
+import { RelayError } from '@libertaria/protocol';
 import type { RedisClient } from '../redis-connection.js';
 import { toStoreError } from './store-error.js';
 

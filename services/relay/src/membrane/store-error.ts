@@ -1,4 +1,4 @@
-import { LibertariaError, RelayError } from '@libertaria/shared';
+import { LibertariaError, RelayError } from '@libertaria/protocol';
 
 /** Any Redis failure as STORE_UNAVAILABLE (the membrane then fails closed); our own errors pass through. */
 export function toStoreError(err: unknown): LibertariaError {

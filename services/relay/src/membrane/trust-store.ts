@@ -6,7 +6,8 @@
  *
  * Read on a decision only when a minTrust constraint applies (one HGET).
  */
-import { canonicalDid, RelayError, type TrustProvider } from '@libertaria/shared';
+import { canonicalDid, type TrustProvider } from '@libertaria/membrane';
+import { RelayError } from '@libertaria/protocol';
 import type { RedisClient } from '../redis-connection.js';
 import { toStoreError } from './store-error.js';
 

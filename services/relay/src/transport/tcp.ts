@@ -7,7 +7,8 @@
 import { readFileSync } from 'node:fs';
 import { createServer as createNetServer, type Server, type Socket } from 'node:net';
 import { createServer as createTlsServer, type TLSSocket } from 'node:tls';
-import { CHANNEL_BINDING_LENGTH, FrameStreamDecoder, ProtocolError, TLS_EXPORTER_LABEL } from '@libertaria/shared';
+import { CHANNEL_BINDING_LENGTH, TLS_EXPORTER_LABEL } from '@libertaria/identity';
+import { FrameStreamDecoder, ProtocolError } from '@libertaria/protocol';
 import type { AcceptConnection, Listener, PeerTransport, TransportSink } from './types.js';
 import { type Flushable, scheduleFlush } from './write-batch.js';
 

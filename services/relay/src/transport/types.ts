@@ -1,4 +1,4 @@
-import type { ProtocolError } from '@libertaria/shared';
+import type { ProtocolError } from '@libertaria/protocol';
 import type { Transport } from '../metrics.js';
 
 /**

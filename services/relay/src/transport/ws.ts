@@ -9,7 +9,7 @@
  */
 
 import uWS from 'uWebSockets.js';
-import { FRAME_HEADER_SIZE, ProtocolError, readFrameHeader } from '@libertaria/shared';
+import { FRAME_HEADER_SIZE, ProtocolError, readFrameHeader } from '@libertaria/protocol';
 import type { TrustedProxies } from './client-address.js';
 import type { AcceptConnection, Listener, PeerTransport, TransportSink } from './types.js';
 import { countRefusedSend, type Flushable, SlabCopier, scheduleFlush } from './write-batch.js';

@@ -1,0 +1,468 @@
+/**
+ * A bridge inside the relay cluster (docs/bridges.md#federation): the BullMQ
+ * federation worker every bridge service runs around its `Bridge`
+ * (`@libertaria/bridge-kit/worker`, Node-only). Nothing here is specific to
+ * one network.
+ *
+ * - The bridge is a Libertaria peer: it connects to the relays with its own
+ *   identity (a RelayClient with a SessionManager), publishes its prekeys so
+ *   peers can seal to it, and fetches peers' prekeys to seal to them.
+ * - It registers in Redis (hash `<prefix>:bridges`, then a pub/sub notice) so
+ *   relay nodes hand durable SENDs addressed to it to its outbound queue.
+ * - Outbound worker: opens each frame with its SessionManager, reads the
+ *   federated message and calls `bridge.send`. A BridgeError that is not
+ *   `retryable` (and any frame that cannot be opened or read) fails the job
+ *   at once (UnrecoverableError); the rest is retried with the job's
+ *   exponential backoff and jitter. Failed jobs stay visible in the queue.
+ * - Inbound: each foreign message is sealed to its Libertaria recipient and
+ *   added to the `inbound` queue as a durable DELIVER frame (job id derived
+ *   from the foreign id: idempotent); a relay node's worker stores it.
+ */
+
+import {
+  checkEnvelopeSender,
+  decodeEnvelope,
+  encodeEnvelope,
+  RelayClient,
+  SessionManager,
+  type SessionStore,
+} from '@libertaria/client';
+import { nodeCrypto } from '@libertaria/crypto/node';
+import { type Ed25519Identity, hintFromDid, hintToHex, verifyEd25519 } from '@libertaria/identity';
+import type { Logger } from '@libertaria/log';
+import { decodeFrame, encodeFrame, LibertariaError, SendFlags, toHex } from '@libertaria/protocol';
+import { createRedisClient, type RedisClient, type RedisTarget } from '@libertaria/redis';
+import { type Job, type JobsOptions, Queue, UnrecoverableError, Worker } from 'bullmq';
+import { Counter, Gauge, type Registry } from 'prom-client';
+import { BridgeError } from './errors.js';
+import {
+  type BridgeRegistration,
+  bridgesChannel,
+  bridgesKey,
+  decodeFederatedMessage,
+  encodeFederatedMessage,
+  FEDERATION_PREFIX,
+  federatedMessageId,
+  federationNetworkName,
+  INBOUND_QUEUE,
+  type InboundJobData,
+  inboundJobId,
+  type OutboundJobData,
+  outboundQueueName,
+} from './federation.js';
+import { parseForeignIdentity } from './foreign-identity.js';
+import { type Bridge, type BridgeInboundMessage, type BridgeOutboundMessage, bridgeProtocolName } from './types.js';
+
+export interface BridgeFederationOptions {
+  readonly bridge: Bridge;
+  readonly identity: Ed25519Identity;
+  /** Where the bridge's sessions and prekeys live (FileSessionStore in production). */
+  readonly sessionStore: SessionStore;
+  /** Libertaria relay URLs the bridge connects to as a peer. */
+  readonly relays: readonly string[];
+  readonly redisUrl: string;
+  /** REDIS_CLUSTER_NODES: run on a Redis Cluster (redisUrl then gives credentials and TLS). */
+  readonly redisClusterNodes?: string | undefined;
+  readonly prefix?: string;
+  /** Outbound jobs processed at once by this bridge. */
+  readonly concurrency: number;
+  /** Most outbound jobs per second towards the foreign network (BullMQ limiter, shared by the bridge's workers). */
+  readonly ratePerSecond: number;
+  /**
+   * When the bridge reports the foreign network rate-limits it (a BridgeError
+   * with `rateLimited`, e.g. Nostr's `rate-limited:`, HTTP 429) without a
+   * `retryAfterMs` of its own, the whole outbound queue pauses this long and
+   * the job goes back to waiting without spending an attempt (BullMQ manual
+   * rate limit).
+   */
+  readonly rateLimitPauseMs: number;
+  /** Outbound retry policy, published in the registration; relay nodes apply it when they add jobs. */
+  readonly attempts: number;
+  readonly backoffMs: number;
+  readonly jitter: number;
+  /** Inbound jobs: tries, first backoff, and retention. */
+  readonly inboundAttempts: number;
+  readonly inboundBackoffMs: number;
+  readonly keepCompleted: number;
+  readonly keepFailed: number;
+  /** TTL of inbound frames in the recipient's mailbox, in seconds (0: the relay's maximum). */
+  readonly inboundTtlSeconds: number;
+  /**
+   * The registration is written again this often (default 10 s) and whenever
+   * the Redis connection is ready again: a Redis that lost it knows the
+   * bridge again within this time.
+   */
+  readonly registerEveryMs?: number;
+  readonly log: Logger;
+  readonly registry?: Registry;
+}
+
+export interface FederationHealth {
+  readonly relay: 'connected' | 'disconnected';
+  readonly redis: string;
+  readonly worker: 'running' | 'stopped';
+  readonly redisEvictionPolicy: string;
+  readonly outbound: Record<string, number>;
+  readonly inbound: Record<string, number>;
+}
+
+/** Thrown for a job that must not be retried: its message says the code first. */
+function final(code: string, message: string): UnrecoverableError {
+  return new UnrecoverableError(`${code}: ${message}`);
+}
+
+export class BridgeFederation {
+  readonly network: string;
+  readonly hint: string;
+  readonly client: RelayClient;
+  readonly sessions: SessionManager;
+  private readonly prefix: string;
+  private readonly redis: RedisClient;
+  private workerConnection: RedisClient | undefined;
+  private get redisTarget(): RedisTarget {
+    return { url: this.o.redisUrl, clusterNodes: this.o.redisClusterNodes };
+  }
+  readonly outboundQueue: Queue<OutboundJobData>;
+  readonly inboundQueue: Queue<InboundJobData>;
+  private worker: Worker<OutboundJobData> | undefined;
+  private evictionPolicy = 'unknown';
+  private readonly jobs: Counter<'queue' | 'result'>;
+  private closed = false;
+  private registerTimer: NodeJS.Timeout | undefined;
+  private mailboxLoop: Promise<void> | undefined;
+
+  constructor(private readonly o: BridgeFederationOptions) {
+    this.network = federationNetworkName(bridgeProtocolName(o.bridge.protocol));
+    this.hint = hintToHex(hintFromDid(o.identity.did));
+    this.prefix = o.prefix ?? FEDERATION_PREFIX;
+    this.sessions = new SessionManager({
+      identity: o.identity,
+      store: o.sessionStore,
+      provider: nodeCrypto,
+      verify: verifyEd25519,
+    });
+    this.client = new RelayClient({ relays: [...o.relays], identity: o.identity, sessions: this.sessions });
+    // Producer connection: fails fast while Redis is down, so the foreign side sees an error and resends.
+    this.redis = createRedisClient(this.redisTarget, {
+      connectionName: `bridge-${this.network}`,
+      enableOfflineQueue: false,
+      maxRetriesPerRequest: 1,
+      lazyConnect: true,
+    });
+    this.redis.on('error', (err) => o.log.debug('federation redis error', { err }));
+    this.outboundQueue = new Queue(outboundQueueName(this.network), {
+      connection: this.redis,
+      prefix: this.prefix,
+    });
+    this.inboundQueue = new Queue(INBOUND_QUEUE, {
+      connection: this.redis,
+      prefix: this.prefix,
+    });
+    const registers = o.registry ? [o.registry] : [];
+    this.jobs = new Counter({
+      name: 'bridge_federation_jobs_total',
+      help: 'Federation jobs by queue (outbound, inbound) and result: ok, retry, failed (kept in the failed set), duplicate (inbound already queued)',
+      labelNames: ['queue', 'result'],
+      registers,
+    });
+    const self = this;
+    new Gauge({
+      name: 'bridge_federation_queue_jobs',
+      help: "Jobs in the bridge's outbound queue and in the inbound queue, by state (read from Redis at scrape)",
+      labelNames: ['queue', 'state'],
+      registers,
+      async collect() {
+        try {
+          const [out, inb] = await Promise.all([self.outboundQueue.getJobCounts(), self.inboundQueue.getJobCounts()]);
+          for (const [state, n] of Object.entries(out)) this.labels('outbound', state).set(n);
+          for (const [state, n] of Object.entries(inb)) this.labels('inbound', state).set(n);
+        } catch {
+          // Redis down: the gauge keeps its last values; /health says so.
+        }
+      },
+    });
+  }
+
+  get registration(): BridgeRegistration {
+    return {
+      network: this.network,
+      did: this.o.identity.did,
+      hint: this.hint,
+      queue: outboundQueueName(this.network),
+      attempts: this.o.attempts,
+      backoffMs: this.o.backoffMs,
+      jitter: this.o.jitter,
+      registeredAt: Date.now(),
+    };
+  }
+
+  /** Connects to Redis and the relays, publishes prekeys, registers, and starts the outbound worker. */
+  async start(): Promise<void> {
+    // BullMQ's Queue may have started connecting the shared connection already.
+    if (this.redis.status === 'wait') await this.redis.connect();
+    else if (this.redis.status !== 'ready') await new Promise((resolve) => this.redis.once('ready', resolve));
+    await this.checkEvictionPolicy();
+    // Registered first: frames sent from now on wait in the queue until the worker below runs.
+    await this.register();
+    // Again, so that a Redis that lost its data (no persistence, a failover to an unsynced replica)
+    // knows the bridge again: until then relays refuse its inbound jobs as BRIDGE_NOT_REGISTERED.
+    const again = (): void => {
+      if (this.closed) return;
+      this.register().catch((err: unknown) => this.o.log.warn('bridge registration failed', { err }));
+    };
+    this.registerTimer = setInterval(again, this.o.registerEveryMs ?? 10_000);
+    this.registerTimer.unref();
+    this.redis.on('ready', again);
+    await this.client.connect();
+    await this.sessions.ensurePublished(this.client);
+    this.o.bridge.onInbound((message) => this.deliverInbound(message));
+    this.mailboxLoop = this.drainMailbox();
+    // On a Cluster the worker gets a connection made here (BullMQ then leaves closing it to us).
+    if (this.o.redisClusterNodes) {
+      this.workerConnection = createRedisClient(this.redisTarget, {
+        maxRetriesPerRequest: null,
+        connectionName: `bridge-${this.network}-worker`,
+      });
+      this.workerConnection.on('error', (err) => this.o.log.debug('federation worker redis error', { err }));
+    }
+    this.worker = new Worker<OutboundJobData>(outboundQueueName(this.network), (job) => this.processOutbound(job), {
+      // BullMQ's production guide: a worker's connection retries forever rather than failing its blocking commands.
+      connection: this.workerConnection ?? {
+        url: this.o.redisUrl,
+        maxRetriesPerRequest: null,
+        connectionName: `bridge-${this.network}-worker`,
+      },
+      prefix: this.prefix,
+      concurrency: this.o.concurrency,
+      limiter: { max: this.o.ratePerSecond, duration: 1000 },
+    });
+    this.worker.on('completed', () => this.jobs.labels('outbound', 'ok').inc());
+    this.worker.on('failed', (job, err) => {
+      const isFinal =
+        err instanceof UnrecoverableError || (job !== undefined && job.attemptsMade >= (job.opts.attempts ?? 1));
+      this.jobs.labels('outbound', isFinal ? 'failed' : 'retry').inc();
+      this.o.log.warn('outbound job failed', {
+        job: job?.id,
+        final: isFinal,
+        attempt: job?.attemptsMade,
+        err: err.message,
+      });
+      // Out of attempts on a retryable error: the opened text is kept (bounded per peer by the
+      // SessionManager) so an operator's retry from the dashboard can still send it.
+      if (err instanceof UnrecoverableError && job) void this.forget(job);
+    });
+    this.worker.on('error', (err) => this.o.log.warn('outbound worker error', { err }));
+    this.o.log.info('federation started', { network: this.network, did: this.o.identity.did, hint: this.hint });
+  }
+
+  /** BullMQ cannot work if Redis evicts keys: warn loudly (managed Redis may forbid CONFIG; then unknown). */
+  private async checkEvictionPolicy(): Promise<void> {
+    try {
+      const reply = (await this.redis.config('GET', 'maxmemory-policy')) as string[];
+      this.evictionPolicy = reply[1] ?? 'unknown';
+    } catch {
+      this.evictionPolicy = 'unknown';
+    }
+    if (this.evictionPolicy !== 'noeviction') {
+      this.o.log.warn('redis maxmemory-policy is not noeviction: BullMQ jobs may be evicted', {
+        policy: this.evictionPolicy,
+      });
+    }
+  }
+
+  /** Writes the registration and announces it; relay nodes read it at once. Kept when the bridge stops, so frames queue up meanwhile. */
+  async register(): Promise<void> {
+    await this.redis.hset(bridgesKey(this.prefix), this.hint, JSON.stringify(this.registration));
+    await this.redis.publish(bridgesChannel(this.prefix), this.hint);
+  }
+
+  /** Removes the registration: relay nodes then store frames to this DID in its mailbox like any peer's. */
+  async deregister(): Promise<void> {
+    await this.redis.hdel(bridgesKey(this.prefix), this.hint);
+    await this.redis.publish(bridgesChannel(this.prefix), this.hint);
+  }
+
+  private async forget(job: Job<OutboundJobData>): Promise<void> {
+    try {
+      const frame = decodeFrame(Buffer.from(job.data.frame, 'base64'));
+      if (frame.type !== 'DELIVER') return;
+      const { senderDid } = decodeEnvelope(frame.payload);
+      await this.sessions.acknowledge(senderDid, frame.messageId);
+    } catch {
+      // Nothing was kept for a frame that never opened.
+    }
+  }
+
+  /** One outbound job: open, read, send. Returns what the foreign side reported. */
+  async processOutbound(job: Job<OutboundJobData>): Promise<{ foreignId: string; acceptedBy: readonly string[] }> {
+    let frame: ReturnType<typeof decodeFrame>;
+    try {
+      frame = decodeFrame(Buffer.from(String(job.data?.frame), 'base64'));
+    } catch (err) {
+      throw final('BAD_FIELD', `the job's frame does not decode: ${(err as Error).message}`);
+    }
+    if (frame.type !== 'DELIVER')
+      throw final('BAD_FIELD', `an outbound job carries a DELIVER frame, not ${frame.type}`);
+    if (hintToHex(frame.dest) !== this.hint) throw final('BAD_FIELD', 'the frame is not addressed to this bridge');
+    let from: string;
+    let plaintext: Uint8Array;
+    try {
+      const envelope = decodeEnvelope(frame.payload);
+      checkEnvelopeSender(envelope, frame.source);
+      from = envelope.senderDid;
+      // With the message id the opened text is kept until acknowledged, so a retried job opens again.
+      plaintext = await this.sessions.open(from, frame.sessionId, envelope.body, frame.messageId);
+    } catch (err) {
+      const code = err instanceof LibertariaError ? err.code : 'DECRYPT_FAILED';
+      throw final(code, `the frame does not open: ${(err as Error).message}`);
+    }
+    let result: Awaited<ReturnType<BridgeFederation['sendFederated']>>;
+    try {
+      result = await this.sendFederated(from, toHex(frame.messageId), plaintext);
+    } catch (err) {
+      if (this.worker && err instanceof BridgeError && err.rateLimited) {
+        // The remote asked us to slow down: pause the queue, keep the attempt.
+        const pauseMs = err.retryAfterMs ?? this.o.rateLimitPauseMs;
+        this.jobs.labels('outbound', 'rate_limited').inc();
+        this.o.log.warn('the foreign network rate-limits the bridge; pausing the outbound queue', { pauseMs });
+        await this.worker.rateLimit(pauseMs);
+        throw Worker.RateLimitError();
+      }
+      throw err;
+    }
+    await this.sessions.acknowledge(from, frame.messageId);
+    return result;
+  }
+
+  private async sendFederated(from: string, id: string, plaintext: Uint8Array) {
+    let message: BridgeOutboundMessage;
+    try {
+      const decoded = decodeFederatedMessage(plaintext);
+      switch (decoded.type) {
+        case 'send-dm':
+          message = {
+            type: 'private',
+            id,
+            from,
+            to: parseForeignIdentity(decoded.to),
+            text: decoded.text,
+            ...(decoded.session === undefined ? {} : { sessionId: decoded.session }),
+          };
+          break;
+        case 'send-note':
+          message = { type: 'public', id, from, text: decoded.text };
+          break;
+        case 'received':
+          throw new LibertariaError('FEDERATED_ENVELOPE_INVALID', 'a peer cannot send a received message');
+        default: {
+          const never: never = decoded;
+          throw new LibertariaError('FEDERATED_ENVELOPE_INVALID', `unknown type ${JSON.stringify(never)}`);
+        }
+      }
+      // Writing through the bridge is the peer's consent to be bridged: its foreign identity is made on first use.
+      if ((await this.o.bridge.foreignIdentityOf(from)) === undefined) await this.o.bridge.bridgeIdentity(from);
+      const sent = await this.o.bridge.send(message);
+      this.o.log.info('outbound sent', { from, id, foreignId: sent.foreignId, acceptedBy: sent.acceptedBy.length });
+      return { foreignId: sent.foreignId, acceptedBy: sent.acceptedBy };
+    } catch (err) {
+      if (err instanceof BridgeError && err.retryable) throw err;
+      if (err instanceof LibertariaError) throw final(err.code, err.message);
+      throw err;
+    }
+  }
+
+  /** Seals a foreign message to its recipient and queues it for a relay node to store. */
+  async deliverInbound(message: BridgeInboundMessage): Promise<void> {
+    const jobId = inboundJobId(this.network, message.id);
+    if (await this.inboundQueue.getJob(jobId)) {
+      // Already queued or stored (seen on another relay, or again after a restart): sealing again would waste a ratchet step.
+      this.jobs.labels('inbound', 'duplicate').inc();
+      return;
+    }
+    const payload = encodeFederatedMessage({
+      type: 'received',
+      kind: message.type === 'private' ? 'dm' : 'mention',
+      from: message.from.uri,
+      text: message.text,
+      sentAt: message.sentAt,
+      id: message.id,
+    });
+    const { body, sessionId } = await this.sessions.seal(this.client, message.to, payload);
+    const frame = encodeFrame({
+      type: 'DELIVER',
+      dest: hintFromDid(message.to),
+      source: hintFromDid(this.o.identity.did),
+      sessionId,
+      messageId: federatedMessageId(this.network, message.id),
+      flags: SendFlags.DURABLE,
+      ttl: this.o.inboundTtlSeconds,
+      position: 0,
+      payload: encodeEnvelope(this.o.identity.did, body),
+    });
+    const options: JobsOptions = {
+      jobId,
+      attempts: this.o.inboundAttempts,
+      backoff: { type: 'exponential', delay: this.o.inboundBackoffMs, jitter: this.o.jitter },
+      removeOnComplete: { count: this.o.keepCompleted },
+      removeOnFail: { count: this.o.keepFailed },
+    };
+    await this.inboundQueue.add('deliver', { frame: Buffer.from(frame).toString('base64') }, options);
+    this.jobs.labels('inbound', 'ok').inc();
+    this.o.log.info('inbound queued', { to: message.to, from: message.from.uri, id: message.id, job: jobId });
+  }
+
+  /**
+   * Frames that reached the bridge's own mailbox instead of its queue (sent
+   * while no relay node knew the registration, or with federation off on a
+   * node): sent at once, without the queue's retries, then acknowledged.
+   */
+  private async drainMailbox(): Promise<void> {
+    try {
+      for await (const m of this.client.messages()) {
+        try {
+          await this.sendFederated(m.from, toHex(m.messageId), m.payload);
+        } catch (err) {
+          this.jobs.labels('mailbox', 'failed').inc();
+          this.o.log.warn('a message from the mailbox could not be sent', {
+            from: m.from,
+            err: (err as Error).message,
+          });
+        }
+        await m.ack();
+      }
+    } catch (err) {
+      if (!this.closed) this.o.log.error('mailbox loop ended', { err });
+    }
+  }
+
+  async health(): Promise<FederationHealth> {
+    const counts = async (q: Queue) => {
+      try {
+        return await q.getJobCounts('waiting', 'active', 'delayed', 'failed', 'completed');
+      } catch {
+        return {};
+      }
+    };
+    const [outbound, inbound] = await Promise.all([counts(this.outboundQueue), counts(this.inboundQueue)]);
+    return {
+      relay: this.client.connected ? 'connected' : 'disconnected',
+      redis: this.redis.status,
+      worker: this.worker?.isRunning() ? 'running' : 'stopped',
+      redisEvictionPolicy: this.evictionPolicy,
+      outbound,
+      inbound,
+    };
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    clearInterval(this.registerTimer);
+    await this.worker?.close();
+    await this.client.close();
+    await this.mailboxLoop;
+    await Promise.allSettled([this.outboundQueue.close(), this.inboundQueue.close()]);
+    await this.redis.quit().catch(() => undefined);
+    await this.workerConnection?.quit().catch(() => undefined);
+  }
+}
