@@ -38,7 +38,7 @@ export type {
   TrustProvider,
 } from './interfaces.js';
 export { DEFAULT_MEMBRANE_LIMITS, type MembraneLimits, membraneLimits } from './limits.js';
-export { type AccessDecision, type AccessRequest, Membrane, type MembraneOptions } from './membrane.js';
+export { type AccessDecision, type AccessRequest, auditRecordOf, Membrane, type MembraneOptions } from './membrane.js';
 export { MembraneError } from './membrane-error.js';
 export {
   counterKey,

@@ -78,6 +78,22 @@ const CANONICAL_DID = /^did:libertaria:z[1-9A-HJ-NP-Za-km-z]{43,44}$/;
 
 type Denial = Extract<AccessDecision, { allowed: false }>;
 
+/** The audit record of a decision about a request: the one shape the membrane and the relay's own decisions write. */
+export function auditRecordOf(
+  request: Pick<AuditRecord, 'at' | 'peer' | 'owner' | 'resource' | 'action' | 'amount'>,
+  decision: AccessDecision,
+): AuditRecord {
+  return {
+    ...request,
+    allowed: decision.allowed,
+    code: decision.allowed ? 'OK' : decision.code,
+    via: decision.via,
+    field: decision.field,
+    reason: decision.allowed ? '' : decision.reason,
+    basis: decision.basis,
+  };
+}
+
 export class Membrane {
   private readonly o: Required<Omit<MembraneOptions, 'limits'>> & { limits: MembraneLimits };
   private readonly grants = new Map<string, VerifiedGrant | MembraneError>();
@@ -114,20 +130,17 @@ export class Membrane {
       const code: ErrorCode = err instanceof LibertariaError ? err.code : 'STORE_UNAVAILABLE';
       decision = deny(code, err instanceof Error ? err.message : String(err), '', 'none', '');
     }
-    const record: AuditRecord = {
-      at: nowMs,
-      peer: String(request.peer),
-      owner: String(request.owner),
-      resource: String(request.resource),
-      action: request.action,
-      amount: request.amount ?? 1,
-      allowed: decision.allowed,
-      code: decision.allowed ? 'OK' : decision.code,
-      via: decision.via,
-      field: decision.field,
-      reason: decision.allowed ? '' : decision.reason,
-      basis: decision.basis,
-    };
+    const record = auditRecordOf(
+      {
+        at: nowMs,
+        peer: String(request.peer),
+        owner: String(request.owner),
+        resource: String(request.resource),
+        action: request.action,
+        amount: request.amount ?? 1,
+      },
+      decision,
+    );
     try {
       await this.o.audit.record(record);
     } catch (err) {

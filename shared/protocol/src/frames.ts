@@ -78,6 +78,7 @@
  * This module is deliberately free of Node-only imports: the WebSocket client
  * path runs in browsers too.
  */
+import { ByteWriter } from './byte-writer.js';
 import { concatBytes, readU32, writeU32 } from './bytes.js';
 import { ProtocolError } from './errors.js';
 import {
@@ -1150,34 +1151,13 @@ function checkUint(value: number, max: number, field: string): void {
   if (!Number.isInteger(value) || value < 0 || value > max) fail('BAD_FIELD', `${field} must be an integer 0..${max}`);
 }
 
-class BodyWriter {
-  readonly buf: Uint8Array;
-  pos = FRAME_HEADER_SIZE;
+/** A frame's buffer with its header written; the body follows through the ByteWriter methods. */
+class BodyWriter extends ByteWriter {
   constructor(type: FrameTypeValue, bodyLength: number, version: number) {
-    this.buf = new Uint8Array(FRAME_HEADER_SIZE + bodyLength);
+    super(FRAME_HEADER_SIZE + bodyLength, FRAME_HEADER_SIZE);
     this.buf[0] = version;
     this.buf[1] = type;
     writeU32(this.buf, 2, bodyLength);
-  }
-  u8(v: number): void {
-    this.buf[this.pos++] = v;
-  }
-  u16(v: number): void {
-    this.buf[this.pos++] = v >>> 8;
-    this.buf[this.pos++] = v & 0xff;
-  }
-  u32(v: number): void {
-    writeU32(this.buf, this.pos, v);
-    this.pos += 4;
-  }
-  u64(v: number): void {
-    writeU32(this.buf, this.pos, Math.floor(v / 0x100000000));
-    writeU32(this.buf, this.pos + 4, v >>> 0);
-    this.pos += 8;
-  }
-  bytes(b: Uint8Array): void {
-    this.buf.set(b, this.pos);
-    this.pos += b.length;
   }
 }
 

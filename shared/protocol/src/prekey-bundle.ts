@@ -27,6 +27,7 @@
  * No Node-only imports: the client SDK runs in browsers, so signature checks
  * take the Ed25519 verifier as a parameter (the relay passes verifyEd25519).
  */
+import { ByteWriter } from './byte-writer.js';
 import { bytesEqual, writeU32 } from './bytes.js';
 import { IdentityError, ProtocolError } from './errors.js';
 import {
@@ -240,27 +241,7 @@ function checkBytes(value: Uint8Array, size: number, field: string): void {
   }
 }
 
-class Writer {
-  readonly buf: Uint8Array;
-  pos = 0;
-  constructor(size: number) {
-    this.buf = new Uint8Array(size);
-  }
-  u8(v: number): void {
-    this.buf[this.pos++] = v;
-  }
-  u16(v: number): void {
-    this.buf[this.pos++] = v >>> 8;
-    this.buf[this.pos++] = v & 0xff;
-  }
-  u32(v: number): void {
-    writeU32(this.buf, this.pos, v);
-    this.pos += 4;
-  }
-  bytes(b: Uint8Array): void {
-    this.buf.set(b, this.pos);
-    this.pos += b.length;
-  }
+class Writer extends ByteWriter {
   signedX25519(k: SignedX25519Key, field: string): void {
     checkU32(k.id, `${field}.id`);
     checkBytes(k.publicKey, X25519_KEY_SIZE, `${field}.publicKey`);

@@ -30,7 +30,7 @@
  */
 
 import { hintFromDid } from '@libertaria/identity';
-import type { AccessDecision, AuditRecord, CompiledPolicy } from '@libertaria/membrane';
+import { type AccessDecision, auditRecordOf, type CompiledPolicy } from '@libertaria/membrane';
 import {
   type ErrorCode,
   fitText,
@@ -280,21 +280,18 @@ export class Enforcer {
     nowMs: number,
     decision: AccessDecision,
   ): Promise<Verdict> {
-    const record: AuditRecord = {
-      at: nowMs,
-      peer: peer === '' ? ANONYMOUS : peer,
-      owner: owner ?? '',
-      // The recipient's DID is unknown without an owner entry: the audit names its hint.
-      resource: owner ?? `hint:${Buffer.from(hintKey, 'latin1').toString('hex')}`,
-      action,
-      amount: 1,
-      allowed: decision.allowed,
-      code: decision.allowed ? 'OK' : decision.code,
-      via: decision.via,
-      field: decision.field,
-      reason: decision.allowed ? '' : decision.reason,
-      basis: decision.basis,
-    };
+    const record = auditRecordOf(
+      {
+        at: nowMs,
+        peer: peer === '' ? ANONYMOUS : peer,
+        owner: owner ?? '',
+        // The recipient's DID is unknown without an owner entry: the audit names its hint.
+        resource: owner ?? `hint:${Buffer.from(hintKey, 'latin1').toString('hex')}`,
+        action,
+        amount: 1,
+      },
+      decision,
+    );
     try {
       await this.rm.audit.record(record);
     } catch (err) {
