@@ -1,5 +1,6 @@
-// Size: about 1,100 lines, most of them the Lua scripts with their KEYS/ARGV headers next to
-// the code that calls them; splitting scripts from callers is left to issue 14's package split.
+// Size: about 1,100 lines, most of them the Lua scripts with their KEYS/ARGV headers, each next
+// to the method that calls it: a script and its caller change together (key order, argument
+// encoding, reply shape), so they are read and reviewed together.
 /**
  * The durable per-recipient queue behind durable SEND/DELIVER/ACK/RESUME
  * (docs/durable-queue.md explains the design; docs/protocol.md the frames).

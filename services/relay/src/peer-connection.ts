@@ -1,6 +1,8 @@
-// Size: about 1,550 lines, one class per connection (handshake, dispatch, delivery pump,
-// containment). Splitting the handshake and the delivery pump into their own modules is
-// part of issue 14 (its relay-side items); not done here to keep the hardening reviewable.
+// Size: about 1,550 lines, one class per connection: the handshake, the frame dispatch, the
+// durable delivery pump and the containment budgets all read and change the same per-connection
+// state (handshake step, window, pump flags, byte budgets) on the hot path, so they stay in one
+// object with no indirection per frame. What shares no state lives outside: the membrane
+// requests (membrane/requests.ts), store-and-announce (store-and-announce.ts), the transports.
 /**
  * One peer connection, whatever the transport: the handshake, then frame
  * dispatch. The hot path (a SEND from an authenticated peer) reads the routed
