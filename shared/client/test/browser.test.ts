@@ -281,9 +281,11 @@ describe('RelayClient in headless Chromium, through two relay nodes', {
     assert.notEqual(a.did, b.did);
     for (const peer of [a, b]) {
       // The first node of the list, which proved the key its URL names.
-      assert.deepEqual(
-        peer.connections.map((c) => [c.nodeId, c.relayDid]),
-        [[node1.nodeId, node1.did]],
+      assert.ok(
+        peer.connected &&
+          peer.connections.length > 0 &&
+          peer.connections.every((c) => c.nodeId === node1.nodeId && c.relayDid === node1.did),
+        `on node 1: ${JSON.stringify(peer.connections)}`,
       );
     }
 
