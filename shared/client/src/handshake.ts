@@ -361,9 +361,15 @@ export async function performHandshake(url: RelayUrl, options: HandshakeOptions)
   });
 }
 
-/** Codes after which retrying the same relay cannot succeed. */
+/**
+ * Codes after which retrying the same relay cannot succeed. INVALID_RELAY_URL
+ * comes from openTransport: a tcp:// or tls:// relay outside Node.
+ */
 export function isPermanentRefusal(error: RelayError): boolean {
   return (
-    error.code === 'AUTH_FAILED' || error.code === 'UNSUPPORTED_VERSION' || error.code === 'RELAY_IDENTITY_MISMATCH'
+    error.code === 'AUTH_FAILED' ||
+    error.code === 'UNSUPPORTED_VERSION' ||
+    error.code === 'RELAY_IDENTITY_MISMATCH' ||
+    error.code === 'INVALID_RELAY_URL'
   );
 }

@@ -3,7 +3,8 @@
  * that gives them the same event semantics. Kept free of Node-only imports:
  * the browser build uses it with the WebSocket transport.
  */
-import type { Frame } from '@libertaria/protocol';
+import { type Frame, RelayError } from '@libertaria/protocol';
+import { ClientErrorCode } from './codes.js';
 import type { RelayUrl } from './url.js';
 
 export interface Transport {
@@ -108,14 +109,26 @@ export abstract class BaseTransport implements Transport {
   }
 }
 
+/** Whether this runtime is Node (tcp:// and tls:// need node:net and node:tls). */
+function isNode(): boolean {
+  return typeof (globalThis as { process?: { versions?: { node?: unknown } } }).process?.versions?.node === 'string';
+}
+
 /**
  * Opens the transport for a URL. tcp:// and tls:// load the Node-only module
  * through a variable specifier, so a browser bundler never follows it.
+ * Outside Node they are refused before that import (INVALID_RELAY_URL, a
+ * permanent refusal: the client skips that relay from then on), which a
+ * browser would otherwise resolve against the page's URL and fetch from the
+ * page's origin.
  */
 export async function openTransport(url: RelayUrl, options: TransportOptions): Promise<Transport> {
   if (url.scheme === 'ws' || url.scheme === 'wss') {
     const { openWebSocketTransport } = await import('./ws-transport.js');
     return openWebSocketTransport(url, options);
+  }
+  if (!isNode()) {
+    throw new RelayError(ClientErrorCode.invalidUrl, `${url.href}: ${url.scheme}:// needs Node; use ws:// or wss://`);
   }
   const specifier: string = './tcp-transport.js';
   const mod = (await import(specifier)) as typeof import('./tcp-transport.js');

@@ -9,6 +9,7 @@ import { describe, it } from 'node:test';
 import {
   backoffBounds,
   backoffDelay,
+  ClientErrorCode,
   checkEnvelopeSender,
   DEFAULT_RECONNECT,
   DedupeTracker,
@@ -17,6 +18,8 @@ import {
   encodeEnvelope,
   envelopeOverhead,
   Inbox,
+  isPermanentRefusal,
+  openTransport,
   parseRelayUrl,
   parseRelayUrls,
   randomBytes,
@@ -499,6 +502,29 @@ describe('browser safety', () => {
     const inputs = Object.keys(result.metafile!.inputs);
     assert.ok(!inputs.some((f) => f.endsWith('ed25519-node.js')), 'ed25519-node.js stays out of the bundle');
     assert.ok(code.length > 10_000, 'the bundle holds the client');
+  });
+  it('tcp:// and tls:// relays are refused outside Node, before the Node-only import, for good', async () => {
+    const saved = Object.getOwnPropertyDescriptor(globalThis, 'process')!;
+    let opening: Promise<unknown>[];
+    // As in a browser: no `process`. openTransport refuses synchronously, so it is hidden for no longer than the calls.
+    Object.defineProperty(globalThis, 'process', { value: undefined, configurable: true, writable: true });
+    try {
+      opening = ['tcp://127.0.0.1:9', 'tls://relay.example:8443'].map((url) =>
+        openTransport(parseRelayUrl(url), { timeoutMs: 1000, maxPayload: 1024 }),
+      );
+    } finally {
+      Object.defineProperty(globalThis, 'process', saved);
+    }
+    for (const [i, scheme] of ['tcp', 'tls'].entries()) {
+      await assert.rejects(opening[i]!, (error: unknown) => {
+        assert.ok(error instanceof RelayError, String(error));
+        assert.equal(error.code, ClientErrorCode.invalidUrl);
+        assert.match(error.message, new RegExp(`${scheme}:// needs Node; use ws:// or wss://`));
+        // The client skips such a relay from then on instead of retrying it every round.
+        assert.ok(isPermanentRefusal(error));
+        return true;
+      });
+    }
   });
   it('ws-transport.ts and the modules it needs import nothing from Node', () => {
     for (const file of ['ws-transport.ts', 'transport.ts', 'codes.ts', 'bytes.ts', 'url.ts']) {
