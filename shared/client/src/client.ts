@@ -101,6 +101,7 @@ import { RelayTicketStore } from './relay-ticket-store.js';
 import { pinOnFirstUse, relayExpectation } from './relay-trust.js';
 import { type RequestAnswer, type RequestAnswerType, RequestTable } from './request-table.js';
 import { RttEstimator } from './rtt.js';
+import { RunStatus } from './run-status.js';
 import { type OutboundEntry, SendWindow } from './send-window.js';
 import { InMemorySessionStore } from './session-store.js';
 import { SessionManager } from './sessions.js';
@@ -258,12 +259,9 @@ export class RelayClient {
   #opening: Promise<void> = Promise.resolve();
   #pendingOpens = 0;
 
-  #state: 'idle' | 'running' | 'closed' | 'failed' = 'idle';
-  #failure: LibertariaError | undefined;
+  /** idle, running, closed or failed, and connect()'s promise (run-status.ts, shared with MultipathSession). */
+  readonly #status = new RunStatus('client');
   #session: Session | undefined;
-  #connected: Promise<void> | undefined;
-  #resolveConnected: (() => void) | undefined;
-  #rejectConnected: ((error: Error) => void) | undefined;
   #abort: AbortController | undefined;
   #wake: (() => void) | undefined;
   #connections = 0;
@@ -356,7 +354,7 @@ export class RelayClient {
       }
       const publish = (): void => {
         sessions.ensurePublished(this).catch((error: unknown) => {
-          if (this.#state === 'running') this.#emitError({ error: toLibertariaError(error, 'publishing prekeys') });
+          if (this.#status.running) this.#emitError({ error: toLibertariaError(error, 'publishing prekeys') });
         });
       };
       this.events.on('connected', publish);
@@ -423,19 +421,12 @@ export class RelayClient {
    * or every relay refused us for good, or close() was called first.
    */
   connect(): Promise<void> {
-    if (this.#state === 'closed') return Promise.reject(this.#closedError('connect'));
-    if (this.#state === 'failed') return Promise.reject(this.#failure);
-    if (this.#connected !== undefined) return this.#connected;
-    this.#state = 'running';
-    this.#connected = new Promise<void>((resolve, reject) => {
-      this.#resolveConnected = resolve;
-      this.#rejectConnected = reject;
+    return this.#status.connect(() => {
+      const start = this.#outbox === undefined ? Promise.resolve() : this.#restoreOutbox(this.#outbox);
+      void start
+        .then(() => this.#run())
+        .catch((error: unknown) => this.#fail(toLibertariaError(error, 'connection loop failed')));
     });
-    const start = this.#outbox === undefined ? Promise.resolve() : this.#restoreOutbox(this.#outbox);
-    void start
-      .then(() => this.#run())
-      .catch((error: unknown) => this.#fail(toLibertariaError(error, 'connection loop failed')));
-    return this.#connected;
   }
 
   /**
@@ -451,9 +442,7 @@ export class RelayClient {
    * PEER_GONE, surfaced as the 'peer-gone' event.
    */
   async send(to: string | Uint8Array, payload: Uint8Array, options: SendOptions = {}): Promise<SendResult> {
-    if (this.#state === 'closed') throw this.#closedError('send');
-    if (this.#state === 'failed') throw this.#failure;
-    if (this.#state === 'idle') throw new RelayError(ClientErrorCode.unreachable, 'send: call connect() first');
+    this.#status.throwIfNotRunning('send');
     const sessions = this.#sessions;
     if (sessions === undefined) {
       // A caller that sealed the payload itself (MultipathSession) names its session.
@@ -475,8 +464,7 @@ export class RelayClient {
   }
 
   async #send(to: string | Uint8Array, payload: Uint8Array, options: SendOptions): Promise<SendResult> {
-    if (this.#state === 'closed') throw this.#closedError('send');
-    if (this.#state === 'failed') throw this.#failure;
+    this.#status.throwIfEnded('send');
     const dest = this.#destination(to);
     if (!(payload instanceof Uint8Array)) {
       throw new RelayError(ClientErrorCode.invalidArgument, 'send: payload must be a Uint8Array');
@@ -540,7 +528,7 @@ export class RelayClient {
       const record = this.#outbox.writeSend(key, frame);
       outboxName = record.name;
       await record.written;
-      if (this.#state !== 'running') throw this.#failure ?? this.#closedError('send');
+      if (!this.#status.running) throw this.#status.failure ?? this.#status.closedError('send');
       if (this.#window.has(key)) {
         throw new RelayError(ClientErrorCode.invalidArgument, `send: message ${key} is already pending`);
       }
@@ -721,10 +709,9 @@ export class RelayClient {
    * writes, e.g. ACKs, are flushed first).
    */
   async close(): Promise<void> {
-    if (this.#state === 'closed' || this.#state === 'failed') return;
-    this.#state = 'closed';
+    if (!this.#status.close()) return;
     this.lifecycle.applyIfAllowed('close');
-    await this.#shutdown(this.#closedError('close'), undefined);
+    await this.#shutdown(this.#status.closedError('close'), undefined);
     // The outbox must say what happened before the process may exit: settled sends gone from it,
     // the inbound state written.
     await Promise.allSettled(this.#outbox?.pendingWrites() ?? []);
@@ -739,7 +726,7 @@ export class RelayClient {
     /** Sessions in a row that ended soon after WELCOME: a relay that accepts and then drops us. */
     let shortSessions = 0;
     let preferred: RelayUrl[] = [];
-    while (this.#state === 'running') {
+    while (this.#status.running) {
       const candidates = this.#relayList.candidates(preferred);
       preferred = [];
       if (candidates.length === 0) {
@@ -749,11 +736,11 @@ export class RelayClient {
       let lastError: RelayError | undefined;
       let ranSession = false;
       for (const url of candidates) {
-        if (this.#state !== 'running') return;
+        if (!this.#status.running) return;
         if (this.#relayList.isRefused(url)) continue;
         const wait = this.#relayList.notBefore(url) - Date.now();
         if (wait > 0) await this.#sleep(wait);
-        if (this.#state !== 'running') return;
+        if (!this.#status.running) return;
         let handshake: Handshake;
         try {
           handshake = await this.#handshake(url);
@@ -763,7 +750,7 @@ export class RelayClient {
           this.#connectFailed(url, lastError);
           continue;
         }
-        if (this.#state !== 'running') {
+        if (!this.#status.running) {
           handshake.transport.close();
           return;
         }
@@ -774,7 +761,7 @@ export class RelayClient {
         if (end.goaway !== undefined) {
           this.#relayList.deferUntil(url, Date.now() + end.goaway.reconnectAfterMs);
           preferred = hintedUrls(end.goaway.reconnectHint, this.#log);
-        } else if (end.resync !== true && this.#state === 'running') {
+        } else if (end.resync !== true && this.#status.running) {
           // Jitter spreads the reconnects of everyone who lost this relay at the same moment; a
           // session that died young counts as a failure, so a flapping relay is not hammered.
           const lived = Date.now() - (end.startedAt ?? 0);
@@ -783,7 +770,7 @@ export class RelayClient {
         }
         break;
       }
-      if (ranSession || this.#state !== 'running') continue;
+      if (ranSession || !this.#status.running) continue;
       failedRounds++;
       const maxRounds = this.#reconnect.maxAttempts;
       if (this.#relayList.allRefused()) {
@@ -826,7 +813,7 @@ export class RelayClient {
         });
       // close() must not wait for a handshake timeout; the late transport is closed when it resolves.
       const aborted = new Promise<never>((_, reject) => {
-        abort.signal.addEventListener('abort', () => reject(this.#closedError('connect')), { once: true });
+        abort.signal.addEventListener('abort', () => reject(this.#status.closedError('connect')), { once: true });
       });
       const started = performance.now();
       pending.then(
@@ -864,7 +851,7 @@ export class RelayClient {
   }
 
   #sleep(ms: number): Promise<void> {
-    if (ms <= 0 || this.#state !== 'running') return Promise.resolve();
+    if (ms <= 0 || !this.#status.running) return Promise.resolve();
     return new Promise<void>((resolve) => {
       const timer = setTimeout(done, ms);
       function done(): void {
@@ -941,7 +928,7 @@ export class RelayClient {
       maxPayload: session.welcome.maxPayload,
       relayDid: handshake.relayDid ?? '',
     });
-    this.#resolveConnected?.();
+    this.#status.markConnected();
     if (!session.over) this.#onFrames(session, handshake.leftover);
     if (!session.over) handshake.transport.onFrames = (frames) => this.#onFrames(session, frames);
     return ended;
@@ -959,7 +946,7 @@ export class RelayClient {
     this.#presence.connectionLost(session, lost);
     this.#requests.connectionLost(session, lost);
     this.#log.info?.('disconnected from relay', { url: session.url.href, error: end.error?.message });
-    if (this.#state === 'running') this.lifecycle.applyIfAllowed('path_lost', lost.message);
+    if (this.#status.running) this.lifecycle.applyIfAllowed('path_lost', lost.message);
     end.startedAt = session.startedAt;
     this.events.emit(
       'disconnected',
@@ -1120,7 +1107,7 @@ export class RelayClient {
     expects: K,
     build: (requestId: Uint8Array) => Frame,
   ): Promise<Extract<RequestAnswer, { type: K }>> {
-    if (this.#state === 'closed') return Promise.reject(this.#closedError(operation));
+    if (this.#status.state === 'closed') return Promise.reject(this.#status.closedError(operation));
     const session = this.#session;
     if (session === undefined || session.over) {
       return Promise.reject(new RelayError(ClientErrorCode.unreachable, `${operation}: not connected`));
@@ -1680,14 +1667,8 @@ export class RelayClient {
     }
   }
 
-  #closedError(operation: string): RelayError {
-    return new RelayError(ClientErrorCode.closed, `${operation}: the client is closed`);
-  }
-
   #fail(error: LibertariaError): void {
-    if (this.#state === 'closed' || this.#state === 'failed') return;
-    this.#state = 'failed';
-    this.#failure = error;
+    if (!this.#status.fail(error)) return;
     if (!this.lifecycle.applyIfAllowed('failed', error.code)) {
       this.lifecycle.applyIfAllowed('close', error.code);
       this.lifecycle.applyIfAllowed('closed', error.code);
@@ -1698,9 +1679,7 @@ export class RelayClient {
   }
 
   async #shutdown(reason: LibertariaError, inboxError: LibertariaError | undefined): Promise<void> {
-    this.#rejectConnected?.(reason);
-    this.#resolveConnected = undefined;
-    this.#rejectConnected = undefined;
+    this.#status.settleConnect(reason);
     this.#abort?.abort();
     this.#wake?.();
     this.#window.rejectAll(reason);
