@@ -1,9 +1,10 @@
-// Size: about 1,700 lines, one class. Breaking RelayClient up is issue 14's work item; moved
+// Size: about 1,600 lines, one class. Breaking RelayClient up is issue 14's work item; moved
 // out so far: types and defaults (client-types.ts), the request table (request-table.ts) and the
 // requests (relay-requests.ts), the send window (send-window.ts), the outbox (client-outbox.ts),
-// pings and presence queries (probes.ts), path updates (path-updates.ts), the relay list
-// (relay-list.ts) and relay keys (relay-trust.ts). Still here: the connection loop and its
-// states, the per-connection record, the inbound side, the anonymous responder.
+// pings and presence queries (probes.ts), path updates and their announcement (path-updates.ts),
+// the relay list (relay-list.ts), relay keys (relay-trust.ts), the run status (run-status.ts),
+// the per-connection record (connection.ts) and sealing and its warnings (sealing.ts). Still
+// here: the connection loop, the inbound side, the anonymous responder, the frame dispatch.
 /**
  * RelayClient: one authenticated connection at a time to the first relay of
  * a failover list that works, with reconnection, durable-send retries,
@@ -32,13 +33,7 @@
  * browsers (the identity module still needs a browser port, see the docs).
  */
 
-import {
-  AllTicketStores,
-  InMemoryTicketStore,
-  nobleCrypto,
-  SessionLifecycle,
-  type TicketStore,
-} from '@libertaria/crypto';
+import { AllTicketStores, InMemoryTicketStore, SessionLifecycle, type TicketStore } from '@libertaria/crypto';
 import { HINT_LENGTH, hintFromDid, migrationTranscript, type PeerSigner, parseDid } from '@libertaria/identity';
 import {
   type AckFrame,
@@ -47,7 +42,6 @@ import {
   encodeFrame,
   errorCodeFromWire,
   type Frame,
-  type GoawayFrame,
   ID_SIZE,
   type LibertariaError,
   MAX_PAYLOAD_LIMIT,
@@ -79,6 +73,7 @@ import {
   type SendResult,
 } from './client-types.js';
 import { ClientErrorCode, toError, toLibertariaError } from './codes.js';
+import type { Connection, ConnectionEnd } from './connection.js';
 import { DedupeTracker, inboundKey } from './dedupe.js';
 import { TypedEmitter } from './emitter.js';
 import { CONTROL_ENVELOPE_VERSION, checkEnvelopeSender, decodeEnvelope, encodeEnvelope } from './envelope.js';
@@ -88,11 +83,10 @@ import {
   isPermanentRefusal,
   performHandshake,
   type SignatureVerifier,
-  type Welcome,
 } from './handshake.js';
 import { Inbox } from './inbox.js';
 import { OnceEpochTracker } from './once-epoch.js';
-import { encodeControlRecord, PathUpdates, type PeerLocation } from './path-updates.js';
+import { PathUpdates, type PeerLocation } from './path-updates.js';
 import { PingTable, PresenceTable } from './probes.js';
 import { hintedUrls, RelayList } from './relay-list.js';
 import type { RelayPinStore } from './relay-pins.js';
@@ -102,10 +96,11 @@ import { pinOnFirstUse, relayExpectation } from './relay-trust.js';
 import { type RequestAnswer, type RequestAnswerType, RequestTable } from './request-table.js';
 import { RttEstimator } from './rtt.js';
 import { RunStatus } from './run-status.js';
+import { isZero, sealingSessions, UNSEALED_WARNING, UnsealedSenders, warnOnce, ZERO_SESSION } from './sealing.js';
 import { type OutboundEntry, SendWindow } from './send-window.js';
 import { InMemorySessionStore } from './session-store.js';
-import { SessionManager } from './sessions.js';
-import type { TlsClientOptions, Transport } from './transport.js';
+import type { SessionManager } from './sessions.js';
+import type { TlsClientOptions } from './transport.js';
 import { parseRelayUrls, type RelayUrl } from './url.js';
 
 // The public types live in client-types.ts; exported from here as before, so no import breaks.
@@ -126,71 +121,6 @@ export type {
   SendResult,
 } from './client-types.js';
 
-interface SessionEnd {
-  /** When the session's WELCOME arrived (set by #endSession). */
-  startedAt?: number;
-  error?: Error;
-  goaway?: GoawayFrame;
-  /** Replace the connection at once so the relay redelivers what was left unread. */
-  resync?: boolean;
-  /** The relay refused us for good (AUTH_FAILED after WELCOME). */
-  refused?: RelayError;
-}
-
-interface Session {
-  readonly url: RelayUrl;
-  readonly transport: Transport;
-  readonly version: number;
-  readonly welcome: Welcome;
-  readonly ended: Promise<SessionEnd>;
-  readonly transportClosed: Promise<void>;
-  resolveEnded: (end: SessionEnd) => void;
-  over: boolean;
-  inFlight: number;
-  lastRx: number;
-  lastTx: number;
-  lastKeepalive: number;
-  readonly startedAt: number;
-  /** A durable frame was left unread on this connection: every later one is too, until it is replaced. */
-  leavingUnread: boolean;
-  timer: ReturnType<typeof setInterval> | undefined;
-  /** Keepalive PINGs in flight (hex data → performance.now() at send), for RTT samples. */
-  keepalives: Map<string, number>;
-  /** The PING after RESUME on a new path: its PONG ends the migration (PING is a barrier on the relay). */
-  migrationPing: string | undefined;
-  /** performance.now() at which the newest answered keepalive PING was sent. */
-  lastAnsweredPing: number | undefined;
-}
-
-const ZERO_SESSION = new Uint8Array(ID_SIZE);
-
-const UNSEALED_WARNING =
-  'RelayClient with sealing: false: payloads travel readable by every relay and Redis on the path, and a relay can forge them (docs/client.md#sealed-sessions)';
-
-/**
- * Warnings said once per logger, however many clients share it (a test suite
- * makes hundreds); clients without a logger share the console, once per process.
- */
-const warnedByLogger = new WeakMap<ClientLogger, Set<string>>();
-const warnedOnConsole = new Set<string>();
-function warnOnce(kind: string, log: ClientLogger, message: string): void {
-  const warn = log.warn;
-  let warned = warnedOnConsole;
-  if (warn !== undefined) {
-    warned = warnedByLogger.get(log) ?? new Set();
-    warnedByLogger.set(log, warned);
-  }
-  if (warned.has(kind)) return;
-  warned.add(kind);
-  // Without a logger the client is otherwise silent; this one must still be heard.
-  if (warn !== undefined) warn.call(log, message);
-  else globalThis.console?.warn(`libertaria: ${message}`);
-}
-
-function isZero(bytes: Uint8Array): boolean {
-  for (const b of bytes) if (b !== 0) return false;
-  return true;
-}
 const PING_APP = 0x01;
 const PING_KEEPALIVE = 0x02;
 const MAX_TTL = 0xffffffff;
@@ -229,7 +159,7 @@ export class RelayClient {
   readonly #tls: TlsClientOptions | undefined;
   readonly #log: ClientLogger;
   readonly #sessions: SessionManager | undefined;
-  readonly #unsealedSenders = new Set<string>();
+  readonly #unsealedSenders: UnsealedSenders;
   /** The offline-first outbox (client-outbox.ts), when options.outbox is given. */
   readonly #outbox: ClientOutbox | undefined;
   readonly #adaptive: boolean;
@@ -252,7 +182,7 @@ export class RelayClient {
    */
   readonly lifecycle: SessionLifecycle;
   /** Our recent peers (they get our path updates) and where peers said they are (path-updates.ts). */
-  readonly #paths = new PathUpdates();
+  readonly #paths: PathUpdates;
   readonly #onAnonymous: RelayClientOptions['onAnonymousRequest'];
   readonly #anonymousReplayGuard: TicketStore;
   /** Inbound sealed frames are opened one at a time, in arrival order. */
@@ -261,20 +191,20 @@ export class RelayClient {
 
   /** idle, running, closed or failed, and connect()'s promise (run-status.ts, shared with MultipathSession). */
   readonly #status = new RunStatus('client');
-  #session: Session | undefined;
+  #session: Connection | undefined;
   #abort: AbortController | undefined;
   #wake: (() => void) | undefined;
   #connections = 0;
 
   /** Durable sends until ACKed or NACKed, and the in-flight window (send-window.ts). */
-  readonly #window: SendWindow<Session>;
+  readonly #window: SendWindow<Connection>;
   /** Application PINGs awaiting their PONG (probes.ts). */
-  readonly #pings = new PingTable<Session>();
+  readonly #pings = new PingTable<Connection>();
   #pingCounter = 0;
   /** PRESENCE_QUERY answers carry only the hint: queries per hint are answered in order (probes.ts). */
-  readonly #presence = new PresenceTable<Session>();
+  readonly #presence = new PresenceTable<Connection>();
   /** Requests answered by one frame (prekeys, once-checks, grants, policy, audit, bridge queries), by request id. */
-  readonly #requests = new RequestTable<Session>();
+  readonly #requests = new RequestTable<Connection>();
   /** What each request to the relay sends and how its answer is read; the grants presented (relay-requests.ts). */
   readonly #relayRequests: RelayRequests;
 
@@ -325,7 +255,16 @@ export class RelayClient {
     );
     this.lifecycle = new SessionLifecycle({ name: `relay link ${this.did}`, log: this.#log });
     this.lifecycle.onTransition((t) => this.events.emit('state', t));
-    this.#sessions = this.#sealingSessions(options);
+    this.#sessions = sealingSessions(options, this.#log);
+    this.#unsealedSenders = new UnsealedSenders(this.#log);
+    const sessions = this.#sessions;
+    this.#paths = new PathUpdates({
+      did: this.did,
+      hint: this.#hint,
+      seal: sessions === undefined ? undefined : (did, record) => sessions.seal(this, did, record),
+      write: (session, frame) => this.#write(session, frame),
+      log: this.#log,
+    });
     // Kept with our keys (or the outbox) so a restart still knows the epoch it saw.
     const onceEpoch = new OnceEpochTracker(
       this.#sessions?.store ?? options.outbox ?? new InMemorySessionStore(),
@@ -347,7 +286,6 @@ export class RelayClient {
       options.anonymousReplayGuard ??
         new RelayTicketStore(this, { retentionMs: ANON_REQUEST_RETENTION_MS, label: 'anon-request' }),
     );
-    const sessions = this.#sessions;
     if (sessions !== undefined) {
       if (sessions.identity.did !== this.did) {
         throw new RelayError(ClientErrorCode.invalidArgument, 'sessions: the SessionManager is for another identity');
@@ -360,33 +298,6 @@ export class RelayClient {
       this.events.on('connected', publish);
       this.events.on('prekeys-low', publish);
     }
-  }
-
-  /**
-   * Sealed by default (issue 13): the given SessionManager, else one of our
-   * own (memory-only unless `sessionStore`). Unsealed only when asked for,
-   * and said aloud once per process: the payloads are the relay's to read.
-   */
-  #sealingSessions(options: RelayClientOptions): SessionManager | undefined {
-    // Warned about at the first unsealed payload, not here: a client that only
-    // makes membrane requests (lrelay policy, grant --revoke) has none.
-    if (options.sealing === false) return undefined;
-    if (options.sessions !== undefined) return options.sessions;
-    const provider = options.crypto ?? nobleCrypto;
-    if (options.sessionStore === undefined) {
-      warnOnce(
-        'memory-sessions',
-        this.#log,
-        "RelayClient keeps its end-to-end sessions in memory only: sealed mail that arrived for an earlier run's prekeys cannot be opened after a restart; pass sessionStore (a FileSessionStore in Node) to keep them (docs/client.md#sealed-sessions)",
-      );
-    }
-    return new SessionManager({
-      identity: options.identity,
-      store: options.sessionStore ?? new InMemorySessionStore(),
-      provider,
-      verify: (key, data, signature) => provider.verifyEd25519(key, data, signature),
-      log: this.#log,
-    });
   }
 
   /** Whether payloads are sealed end to end (true unless `sealing: false`). */
@@ -538,7 +449,7 @@ export class RelayClient {
     });
   }
 
-  #enqueue(entry: OutboundEntry<Session>): void {
+  #enqueue(entry: OutboundEntry<Connection>): void {
     this.#window.add(entry, this.#session);
   }
 
@@ -863,11 +774,11 @@ export class RelayClient {
   }
 
   // ---------------------------------------------------------------------------
-  // Session
+  // Connection
 
-  #runSession(url: RelayUrl, handshake: Handshake): Promise<SessionEnd> {
-    let resolveEnded: (end: SessionEnd) => void = () => {};
-    const ended = new Promise<SessionEnd>((r) => {
+  #runSession(url: RelayUrl, handshake: Handshake): Promise<ConnectionEnd> {
+    let resolveEnded: (end: ConnectionEnd) => void = () => {};
+    const ended = new Promise<ConnectionEnd>((r) => {
       resolveEnded = r;
     });
     let resolveClosed: () => void = () => {};
@@ -875,7 +786,7 @@ export class RelayClient {
       resolveClosed = r;
     });
     const now = Date.now();
-    const session: Session = {
+    const session: Connection = {
       url,
       transport: handshake.transport,
       version: handshake.version,
@@ -934,7 +845,7 @@ export class RelayClient {
     return ended;
   }
 
-  #endSession(session: Session, end: SessionEnd): void {
+  #endSession(session: Connection, end: ConnectionEnd): void {
     if (session.over) return;
     session.over = true;
     if (session.timer !== undefined) clearInterval(session.timer);
@@ -964,7 +875,7 @@ export class RelayClient {
    * a one-way partition: our frames no longer arrive). With no PING on its
    * way, one is sent now as the probe.
    */
-  #ackIsOverdue(session: Session, sendAge: number, ackTimeout: number): boolean {
+  #ackIsOverdue(session: Connection, sendAge: number, ackTimeout: number): boolean {
     if (!this.#adaptive) return true;
     const perf = performance.now();
     if (session.lastAnsweredPing !== undefined && perf - session.lastAnsweredPing < sendAge) return true;
@@ -1000,7 +911,7 @@ export class RelayClient {
    * node or transport) a migration, which ends when the relay has answered a
    * PING sent after RESUME (PING is a barrier, so the redelivery is under way).
    */
-  #enterSession(session: Session): void {
+  #enterSession(session: Connection): void {
     const href = session.url.href;
     const previous = this.#lastPath;
     this.#lastPath = href;
@@ -1029,7 +940,7 @@ export class RelayClient {
   }
 
   /** Periodic per-connection duties: keepalive, liveness, stuck ACKs, ping timeouts. */
-  #tick(session: Session): void {
+  #tick(session: Connection): void {
     if (session.over) return;
     const now = Date.now();
     const hb = session.welcome.heartbeatMs;
@@ -1089,7 +1000,7 @@ export class RelayClient {
   }
 
   /** Writes one frame; on failure the session ends and false is returned. */
-  #write(session: Session, frame: Frame): boolean {
+  #write(session: Connection, frame: Frame): boolean {
     if (session.over) return false;
     try {
       session.transport.send(encodeFrame(frame, session.version));
@@ -1149,7 +1060,7 @@ export class RelayClient {
   // ---------------------------------------------------------------------------
   // Inbound frames
 
-  #onFrames(session: Session, frames: Frame[]): void {
+  #onFrames(session: Connection, frames: Frame[]): void {
     for (const frame of frames) {
       if (session.over) return;
       session.lastRx = Date.now();
@@ -1162,7 +1073,7 @@ export class RelayClient {
     }
   }
 
-  #onFrame(session: Session, frame: Frame): void {
+  #onFrame(session: Connection, frame: Frame): void {
     switch (frame.type) {
       case 'DELIVER':
         this.#onDeliver(session, frame);
@@ -1188,7 +1099,7 @@ export class RelayClient {
         }
         if (session.migrationPing === key) {
           session.migrationPing = undefined;
-          if (this.lifecycle.applyIfAllowed('migrated', session.url.href)) void this.#announceMove(session);
+          if (this.lifecycle.applyIfAllowed('migrated', session.url.href)) void this.#paths.announce(session);
         }
         return;
       }
@@ -1241,7 +1152,7 @@ export class RelayClient {
           this.#emitError({ error, url: session.url.href });
           return;
         }
-        const end: SessionEnd = { error };
+        const end: ConnectionEnd = { error };
         if (isPermanentRefusal(error)) end.refused = error;
         this.#endSession(session, end);
         return;
@@ -1257,7 +1168,7 @@ export class RelayClient {
     }
   }
 
-  #onAck(session: Session, frame: AckFrame): void {
+  #onAck(session: Connection, frame: AckFrame): void {
     const entry = this.#window.take(frame.messageId, session);
     // An ACK for nothing pending is a late duplicate (we sent the message again); harmless.
     if (entry === undefined) return;
@@ -1265,7 +1176,7 @@ export class RelayClient {
     entry.resolve({ messageId: entry.messageId, position: frame.position });
   }
 
-  #onNack(session: Session, frame: NackFrame): void {
+  #onNack(session: Connection, frame: NackFrame): void {
     const code = errorCodeFromWire(frame.code);
     const key = toHex(frame.messageId);
     // A NACK carrying a request id refuses that request.
@@ -1278,7 +1189,7 @@ export class RelayClient {
     } else this.#emitError({ error, url: session.url.href, messageId: copyBytes(frame.messageId) });
   }
 
-  #onDeliver(session: Session, frame: DeliverFrame): void {
+  #onDeliver(session: Connection, frame: DeliverFrame): void {
     const durable = (frame.flags & SendFlags.DURABLE) !== 0;
     const position = durable ? frame.position : 0;
     const url = session.url.href;
@@ -1370,7 +1281,7 @@ export class RelayClient {
     // The SDK seals under a session id of its own (never all zero); all zero is
     // the id of an unsealed send, whose payload is the plaintext.
     const unsealed = sessions === undefined || isZero(sessionId);
-    if (sessions !== undefined && unsealed) this.#warnUnsealed(from, url);
+    if (sessions !== undefined && unsealed) this.#unsealedSenders.warn(from, url);
     if (sessions === undefined && isZero(sessionId)) warnOnce('unsealed', this.#log, UNSEALED_WARNING);
     if (!unsealed) {
       // Held (duplicates hidden) while it is opened; never yielded unless it opens.
@@ -1420,20 +1331,12 @@ export class RelayClient {
     });
   }
 
-  /** A sealed client receiving an unsealed message says so once per sender: it is delivered marked `sealed: false`. */
-  #warnUnsealed(from: string, url: string): void {
-    if (this.#unsealedSenders.has(from)) return;
-    if (this.#unsealedSenders.size >= CLIENT_DEFAULTS.maxUnsealedWarnings) return;
-    this.#unsealedSenders.add(from);
-    this.#log.warn?.('unsealed message received by a sealed client; delivered marked sealed: false', { url, from });
-  }
-
   /**
    * A control envelope from a peer's SDK (never shown to the application):
    * today the path update a peer sends after a migration. Fast only.
    */
   #onControl(
-    session: Session,
+    session: Connection,
     frame: DeliverFrame,
     key: string,
     durable: boolean,
@@ -1477,45 +1380,11 @@ export class RelayClient {
   }
 
   /**
-   * After a migration: a fast, sealed path update to every peer we talked
-   * with in the last CLIENT_DEFAULTS.recentPeerMs, so they learn where we are now (the
-   * relay node), as the seed's "B acknowledges, updates routing". Best effort.
-   */
-  async #announceMove(session: Session): Promise<void> {
-    const record = encodeControlRecord(session.welcome.nodeId, Date.now());
-    for (const did of this.#paths.recentPeers(Date.now())) {
-      if (session.over) continue;
-      try {
-        let body: Uint8Array = record;
-        let sessionId: Uint8Array = ZERO_SESSION;
-        if (this.#sessions !== undefined) {
-          const sealed = await this.#sessions.seal(this, did, record);
-          body = sealed.body;
-          sessionId = sealed.sessionId;
-        }
-        this.#write(session, {
-          type: 'SEND',
-          dest: hintFromDid(did),
-          source: this.#hint,
-          sessionId,
-          messageId: randomBytes(ID_SIZE),
-          flags: 0,
-          ttl: 0,
-          position: 0,
-          payload: encodeEnvelope(this.did, body, CONTROL_ENVELOPE_VERSION),
-        });
-      } catch (error) {
-        this.#log.debug?.('path update not sent', { to: did, error: toError(error).message });
-      }
-    }
-  }
-
-  /**
    * An anonymous request: opened with our prekeys, answered by the
    * application's handler, the response sent back fast to the requester's
    * reply hint. Never yielded by messages(): it has no sender DID.
    */
-  #onAnonymousRequest(session: Session, frame: DeliverFrame, key: string, durable: boolean, position: number): void {
+  #onAnonymousRequest(session: Connection, frame: DeliverFrame, key: string, durable: boolean, position: number): void {
     const url = session.url.href;
     const messageId = copyBytes(frame.messageId);
     // Anonymous connections cannot send durably; acknowledge anything odd so it cannot block the queue.
@@ -1617,7 +1486,7 @@ export class RelayClient {
   // ---------------------------------------------------------------------------
   // Outbox (offline-first)
 
-  #forgetOutbox(entry: OutboundEntry<Session>): void {
+  #forgetOutbox(entry: OutboundEntry<Connection>): void {
     this.#outbox?.forget(entry);
   }
 
