@@ -1,10 +1,11 @@
-// Size: about 1,600 lines, one class. Breaking RelayClient up is issue 14's work item; moved
+// Size: about 1,100 lines, one class. Breaking RelayClient up is issue 14's work item; moved
 // out so far: types and defaults (client-types.ts), the request table (request-table.ts) and the
 // requests (relay-requests.ts), the send window (send-window.ts), the outbox (client-outbox.ts),
 // pings and presence queries (probes.ts), path updates and their announcement (path-updates.ts),
 // the relay list (relay-list.ts), relay keys (relay-trust.ts), the run status (run-status.ts),
-// the per-connection record (connection.ts) and sealing and its warnings (sealing.ts). Still
-// here: the connection loop, the inbound side, the anonymous responder, the frame dispatch.
+// the per-connection record (connection.ts), sealing and its warnings (sealing.ts) and the link:
+// the connection loop, its states and liveness (connection-loop.ts, link-timing.ts). Still here:
+// the inbound side, the anonymous responder, the frame dispatch.
 /**
  * RelayClient: one authenticated connection at a time to the first relay of
  * a failover list that works, with reconnection, durable-send retries,
@@ -33,8 +34,8 @@
  * browsers (the identity module still needs a browser port, see the docs).
  */
 
-import { AllTicketStores, InMemoryTicketStore, SessionLifecycle, type TicketStore } from '@libertaria/crypto';
-import { HINT_LENGTH, hintFromDid, migrationTranscript, type PeerSigner, parseDid } from '@libertaria/identity';
+import { AllTicketStores, InMemoryTicketStore, type SessionLifecycle, type TicketStore } from '@libertaria/crypto';
+import { HINT_LENGTH, hintFromDid, type PeerSigner, parseDid } from '@libertaria/identity';
 import {
   type AckFrame,
   type DeliverFrame,
@@ -53,7 +54,7 @@ import {
   type SendFrame,
 } from '@libertaria/protocol';
 import { ANON_REQUEST_RETENTION_MS, ANONYMOUS_REQUEST_KIND, decodeAnonymousPlaintext } from './anonymous.js';
-import { backoffDelay, type ReconnectOptions, resolveReconnectOptions } from './backoff.js';
+import { resolveReconnectOptions } from './backoff.js';
 import { bytesEqual, copyBytes, randomBytes, toHex } from './bytes.js';
 import { ClientOutbox } from './client-outbox.js';
 import {
@@ -74,34 +75,25 @@ import {
 } from './client-types.js';
 import { ClientErrorCode, toError, toLibertariaError } from './codes.js';
 import type { Connection, ConnectionEnd } from './connection.js';
+import { ConnectionLoop } from './connection-loop.js';
 import { DedupeTracker, inboundKey } from './dedupe.js';
 import { TypedEmitter } from './emitter.js';
 import { CONTROL_ENVELOPE_VERSION, checkEnvelopeSender, decodeEnvelope, encodeEnvelope } from './envelope.js';
-import {
-  type Handshake,
-  HandshakeError,
-  isPermanentRefusal,
-  performHandshake,
-  type SignatureVerifier,
-} from './handshake.js';
+import { isPermanentRefusal } from './handshake.js';
 import { Inbox } from './inbox.js';
+import { LinkTiming, PING_APP } from './link-timing.js';
 import { OnceEpochTracker } from './once-epoch.js';
 import { PathUpdates, type PeerLocation } from './path-updates.js';
 import { PingTable, PresenceTable } from './probes.js';
-import { hintedUrls, RelayList } from './relay-list.js';
-import type { RelayPinStore } from './relay-pins.js';
+import { RelayList } from './relay-list.js';
 import { prekeyStatusOf, RelayRequests } from './relay-requests.js';
 import { RelayTicketStore } from './relay-ticket-store.js';
-import { pinOnFirstUse, relayExpectation } from './relay-trust.js';
 import { type RequestAnswer, type RequestAnswerType, RequestTable } from './request-table.js';
-import { RttEstimator } from './rtt.js';
-import { RunStatus } from './run-status.js';
 import { isZero, sealingSessions, UNSEALED_WARNING, UnsealedSenders, warnOnce, ZERO_SESSION } from './sealing.js';
 import { type OutboundEntry, SendWindow } from './send-window.js';
 import { InMemorySessionStore } from './session-store.js';
 import type { SessionManager } from './sessions.js';
-import type { TlsClientOptions } from './transport.js';
-import { parseRelayUrls, type RelayUrl } from './url.js';
+import { parseRelayUrls } from './url.js';
 
 // The public types live in client-types.ts; exported from here as before, so no import breaks.
 export type {
@@ -121,8 +113,6 @@ export type {
   SendResult,
 } from './client-types.js';
 
-const PING_APP = 0x01;
-const PING_KEEPALIVE = 0x02;
 const MAX_TTL = 0xffffffff;
 
 function positiveInt(value: number | undefined, fallback: number, name: string): number {
@@ -133,54 +123,28 @@ function positiveInt(value: number | undefined, fallback: number, name: string):
   return value;
 }
 
-/** Timers must not keep Node alive on their own (the socket does); browsers have no unref. */
-function unref(timer: ReturnType<typeof setTimeout>): void {
-  const t = timer as { unref?: () => void };
-  t.unref?.();
-}
-
 export class RelayClient {
   readonly events: TypedEmitter<RelayClientEvents>;
   /** Our own did:libertaria DID. */
   readonly did: string;
 
-  readonly #identity: PeerSigner;
-  readonly #hint: Uint8Array;
-  /** The relays to try, in failover order, and those to avoid (relay-list.ts). */
-  readonly #relayList: RelayList;
-  readonly #expectRelayDid: string | undefined;
-  readonly #relayPins: RelayPinStore | undefined;
-  readonly #verifyRelay: SignatureVerifier | undefined;
-  readonly #reconnect: ReconnectOptions;
-  readonly #handshakeTimeoutMs: number;
-  readonly #ackTimeoutMs: number;
-  readonly #maxUnacked: number;
-  readonly #maxBufferedBytes: number;
-  readonly #tls: TlsClientOptions | undefined;
-  readonly #log: ClientLogger;
-  readonly #sessions: SessionManager | undefined;
-  readonly #unsealedSenders: UnsealedSenders;
-  /** The offline-first outbox (client-outbox.ts), when options.outbox is given. */
-  readonly #outbox: ClientOutbox | undefined;
-  readonly #adaptive: boolean;
-  readonly #maxTimeoutMs: number;
-  readonly #rtt = new RttEstimator();
-  /**
-   * Doubles after each handshake that ran out of time, up to maxTimeoutMs,
-   * and resets on success: before the first measurement nothing else tells
-   * a 10 ms link from a light-minutes one (TCP backs off its SYN timer alike).
-   */
-  #handshakeStretch = 1;
-  /** Href of the relay URL the last connection used: a different one on reconnect is a migration. */
-  #lastPath: string | undefined;
-  /** The last connection's connectionId (WELCOME): a new connection MIGRATEs from it. */
-  #lastConnectionId: Uint8Array | undefined;
   /**
    * The lifecycle of this client's link to the cluster (the seed's
    * SessionState for the relay path): transitions are logged and emitted as
    * 'state' events.
    */
   readonly lifecycle: SessionLifecycle;
+
+  readonly #hint: Uint8Array;
+  readonly #maxUnacked: number;
+  readonly #maxBufferedBytes: number;
+  readonly #log: ClientLogger;
+  readonly #sessions: SessionManager | undefined;
+  readonly #unsealedSenders: UnsealedSenders;
+  /** The link: connections, their liveness, the run status and the lifecycle (connection-loop.ts). */
+  readonly #link: ConnectionLoop;
+  /** The offline-first outbox (client-outbox.ts), when options.outbox is given. */
+  readonly #outbox: ClientOutbox | undefined;
   /** Our recent peers (they get our path updates) and where peers said they are (path-updates.ts). */
   readonly #paths: PathUpdates;
   readonly #onAnonymous: RelayClientOptions['onAnonymousRequest'];
@@ -189,18 +153,10 @@ export class RelayClient {
   #opening: Promise<void> = Promise.resolve();
   #pendingOpens = 0;
 
-  /** idle, running, closed or failed, and connect()'s promise (run-status.ts, shared with MultipathSession). */
-  readonly #status = new RunStatus('client');
-  #session: Connection | undefined;
-  #abort: AbortController | undefined;
-  #wake: (() => void) | undefined;
-  #connections = 0;
-
   /** Durable sends until ACKed or NACKed, and the in-flight window (send-window.ts). */
   readonly #window: SendWindow<Connection>;
   /** Application PINGs awaiting their PONG (probes.ts). */
   readonly #pings = new PingTable<Connection>();
-  #pingCounter = 0;
   /** PRESENCE_QUERY answers carry only the hint: queries per hint are answered in order (probes.ts). */
   readonly #presence = new PresenceTable<Connection>();
   /** Requests answered by one frame (prekeys, once-checks, grants, policy, audit, bridge queries), by request id. */
@@ -214,26 +170,26 @@ export class RelayClient {
   #duplicates = 0;
 
   constructor(options: RelayClientOptions) {
-    this.#identity = options.identity;
-    this.did = options.identity.did;
-    this.#hint = options.identity.hint;
-    this.#relayList = new RelayList(parseRelayUrls(options.relays));
+    // Options are checked in this order: the first bad one is the error.
+    const identity: PeerSigner = options.identity;
+    this.did = identity.did;
+    this.#hint = identity.hint;
+    const relays = new RelayList(parseRelayUrls(options.relays));
     if (options.expectRelayDid !== undefined) parseDid(options.expectRelayDid);
-    this.#expectRelayDid = options.expectRelayDid;
-    this.#relayPins = options.relayPins;
-    this.#verifyRelay = options.verifyRelaySignature;
-    this.#reconnect = resolveReconnectOptions(options.reconnect);
-    this.#handshakeTimeoutMs = positiveInt(
-      options.handshakeTimeoutMs,
-      CLIENT_DEFAULTS.handshakeTimeoutMs,
-      'handshakeTimeoutMs',
-    );
-    this.#ackTimeoutMs = positiveInt(options.ackTimeoutMs, CLIENT_DEFAULTS.ackTimeoutMs, 'ackTimeoutMs');
-    this.#adaptive = options.adaptiveTimeouts !== false;
-    this.#maxTimeoutMs = positiveInt(options.maxTimeoutMs, CLIENT_DEFAULTS.maxTimeoutMs, 'maxTimeoutMs');
+    const reconnect = resolveReconnectOptions(options.reconnect);
+    const timing = new LinkTiming({
+      handshakeTimeoutMs: positiveInt(
+        options.handshakeTimeoutMs,
+        CLIENT_DEFAULTS.handshakeTimeoutMs,
+        'handshakeTimeoutMs',
+      ),
+      ackTimeoutMs: positiveInt(options.ackTimeoutMs, CLIENT_DEFAULTS.ackTimeoutMs, 'ackTimeoutMs'),
+      adaptive: options.adaptiveTimeouts !== false,
+      maxTimeoutMs: positiveInt(options.maxTimeoutMs, CLIENT_DEFAULTS.maxTimeoutMs, 'maxTimeoutMs'),
+    });
     this.#window = new SendWindow(
       positiveInt(options.maxInFlight, CLIENT_DEFAULTS.maxInFlight, 'maxInFlight'),
-      (session, frame) => this.#write(session, frame),
+      (connection, frame) => this.#link.write(connection, frame),
     );
     this.#maxUnacked = positiveInt(options.maxUnackedInbound, CLIENT_DEFAULTS.maxUnackedInbound, 'maxUnackedInbound');
     this.#maxBufferedBytes = positiveInt(
@@ -241,7 +197,6 @@ export class RelayClient {
       CLIENT_DEFAULTS.maxBufferedBytes,
       'maxBufferedBytes',
     );
-    this.#tls = options.tls;
     this.#log = options.logger ?? {};
     this.#tracker = new DedupeTracker({
       maxIds: positiveInt(options.dedupeSize, CLIENT_DEFAULTS.dedupeSize, 'dedupeSize'),
@@ -253,8 +208,32 @@ export class RelayClient {
     this.events = new TypedEmitter((error, event) =>
       this.#log.error?.('event listener threw', { event: String(event), error: toError(error).message }),
     );
-    this.lifecycle = new SessionLifecycle({ name: `relay link ${this.did}`, log: this.#log });
-    this.lifecycle.onTransition((t) => this.events.emit('state', t));
+    this.#link = new ConnectionLoop({
+      name: `relay link ${this.did}`,
+      identity,
+      relays,
+      expectRelayDid: options.expectRelayDid,
+      relayPins: options.relayPins,
+      verifyRelay: options.verifyRelaySignature,
+      reconnect,
+      tls: options.tls,
+      log: this.#log,
+      timing,
+      parts: {
+        window: this.#window,
+        tracker: this.#tracker,
+        pings: this.#pings,
+        presence: this.#presence,
+        requests: this.#requests,
+        events: this.events,
+        grants: () => this.#relayRequests.grants(),
+        onFrames: (connection, frames) => this.#onFrames(connection, frames),
+        onMigrated: (connection) => void this.#paths.announce(connection),
+        emitError: (event) => this.#emitError(event),
+        fail: (error) => this.#fail(error),
+      },
+    });
+    this.lifecycle = this.#link.lifecycle;
     this.#sessions = sealingSessions(options, this.#log);
     this.#unsealedSenders = new UnsealedSenders(this.#log);
     const sessions = this.#sessions;
@@ -262,7 +241,7 @@ export class RelayClient {
       did: this.did,
       hint: this.#hint,
       seal: sessions === undefined ? undefined : (did, record) => sessions.seal(this, did, record),
-      write: (session, frame) => this.#write(session, frame),
+      write: (connection, frame) => this.#link.write(connection, frame),
       log: this.#log,
     });
     // Kept with our keys (or the outbox) so a restart still knows the epoch it saw.
@@ -292,7 +271,7 @@ export class RelayClient {
       }
       const publish = (): void => {
         sessions.ensurePublished(this).catch((error: unknown) => {
-          if (this.#status.running) this.#emitError({ error: toLibertariaError(error, 'publishing prekeys') });
+          if (this.#link.status.running) this.#emitError({ error: toLibertariaError(error, 'publishing prekeys') });
         });
       };
       this.events.on('connected', publish);
@@ -307,7 +286,7 @@ export class RelayClient {
 
   /** Whether a relay connection is authenticated right now. */
   get connected(): boolean {
-    return this.#session !== undefined && !this.#session.over;
+    return this.#link.live !== undefined;
   }
 
   get stats(): RelayClientStats {
@@ -318,9 +297,9 @@ export class RelayClient {
       lastAcked: this.#tracker.lastAcked,
       droppedFast: this.#droppedFast,
       duplicates: this.#duplicates,
-      connections: this.#connections,
-      rttMs: this.#rtt.srtt,
-      ackTimeoutMs: this.#ackTimeout(),
+      connections: this.#link.connections,
+      rttMs: this.#link.timing.srtt,
+      ackTimeoutMs: this.#link.timing.ackTimeout(),
       state: this.lifecycle.state,
     };
   }
@@ -332,10 +311,10 @@ export class RelayClient {
    * or every relay refused us for good, or close() was called first.
    */
   connect(): Promise<void> {
-    return this.#status.connect(() => {
+    return this.#link.status.connect(() => {
       const start = this.#outbox === undefined ? Promise.resolve() : this.#restoreOutbox(this.#outbox);
       void start
-        .then(() => this.#run())
+        .then(() => this.#link.run())
         .catch((error: unknown) => this.#fail(toLibertariaError(error, 'connection loop failed')));
     });
   }
@@ -353,7 +332,7 @@ export class RelayClient {
    * PEER_GONE, surfaced as the 'peer-gone' event.
    */
   async send(to: string | Uint8Array, payload: Uint8Array, options: SendOptions = {}): Promise<SendResult> {
-    this.#status.throwIfNotRunning('send');
+    this.#link.status.throwIfNotRunning('send');
     const sessions = this.#sessions;
     if (sessions === undefined) {
       // A caller that sealed the payload itself (MultipathSession) names its session.
@@ -375,7 +354,7 @@ export class RelayClient {
   }
 
   async #send(to: string | Uint8Array, payload: Uint8Array, options: SendOptions): Promise<SendResult> {
-    this.#status.throwIfEnded('send');
+    this.#link.status.throwIfEnded('send');
     const dest = this.#destination(to);
     if (!(payload instanceof Uint8Array)) {
       throw new RelayError(ClientErrorCode.invalidArgument, 'send: payload must be a Uint8Array');
@@ -395,7 +374,7 @@ export class RelayClient {
     }
     // encodeEnvelope copies the payload, so the caller may reuse its buffer at once.
     const body = encodeEnvelope(this.did, payload);
-    const limit = this.#session?.welcome.maxPayload ?? MAX_PAYLOAD_LIMIT;
+    const limit = this.#link.current?.welcome.maxPayload ?? MAX_PAYLOAD_LIMIT;
     if (body.length > limit) {
       throw new RelayError(
         ClientErrorCode.payloadTooLarge,
@@ -415,17 +394,17 @@ export class RelayClient {
     };
     const key = toHex(messageId);
     if (!durable) {
-      const session = this.#session;
-      if (session === undefined || session.over) {
+      const connection = this.#link.live;
+      if (connection === undefined) {
         throw new RelayError(ClientErrorCode.unreachable, 'send: not connected (fast messages are not queued)');
       }
-      if (session.transport.bufferedAmount > this.#maxBufferedBytes) {
+      if (connection.transport.bufferedAmount > this.#maxBufferedBytes) {
         throw new RelayError(
           ClientErrorCode.outboundOverflow,
-          `send: ${session.transport.bufferedAmount} bytes already buffered; fast message refused`,
+          `send: ${connection.transport.bufferedAmount} bytes already buffered; fast message refused`,
         );
       }
-      if (!this.#write(session, frame)) {
+      if (!this.#link.write(connection, frame)) {
         throw new RelayError(ClientErrorCode.unreachable, 'send: connection lost while writing');
       }
       return { messageId };
@@ -439,7 +418,7 @@ export class RelayClient {
       const record = this.#outbox.writeSend(key, frame);
       outboxName = record.name;
       await record.written;
-      if (!this.#status.running) throw this.#status.failure ?? this.#status.closedError('send');
+      if (!this.#link.status.running) throw this.#link.status.failure ?? this.#link.status.closedError('send');
       if (this.#window.has(key)) {
         throw new RelayError(ClientErrorCode.invalidArgument, `send: message ${key} is already pending`);
       }
@@ -450,7 +429,7 @@ export class RelayClient {
   }
 
   #enqueue(entry: OutboundEntry<Connection>): void {
-    this.#window.add(entry, this.#session);
+    this.#window.add(entry, this.#link.current);
   }
 
   /** Where `did` said it is after its last migration (its relay node), if it told us. */
@@ -474,13 +453,13 @@ export class RelayClient {
    * is lost first or no PONG comes within ackTimeoutMs.
    */
   ping(): Promise<number> {
-    const session = this.#session;
-    if (session === undefined || session.over) {
+    const connection = this.#link.live;
+    if (connection === undefined) {
       return Promise.reject(new RelayError(ClientErrorCode.unreachable, 'ping: not connected'));
     }
-    const data = this.#pingData(PING_APP);
-    const rtt = this.#pings.add(toHex(data), session);
-    this.#write(session, { type: 'PING', data });
+    const data = this.#link.timing.pingData(PING_APP);
+    const rtt = this.#pings.add(toHex(data), connection);
+    this.#link.write(connection, { type: 'PING', data });
     return rtt;
   }
 
@@ -496,12 +475,12 @@ export class RelayClient {
     } catch (error) {
       return Promise.reject(error);
     }
-    const session = this.#session;
-    if (session === undefined || session.over) {
+    const connection = this.#link.live;
+    if (connection === undefined) {
       return Promise.reject(new RelayError(ClientErrorCode.unreachable, 'presence: not connected'));
     }
-    const present = this.#presence.add(hint, session);
-    this.#write(session, { type: 'PRESENCE_QUERY', hint });
+    const present = this.#presence.add(hint, connection);
+    this.#link.write(connection, { type: 'PRESENCE_QUERY', hint });
     return present;
   }
 
@@ -519,11 +498,11 @@ export class RelayClient {
    * ackTimeoutMs per part.
    */
   async publishPrekeys(pub: PrekeyPublication, options: PublishPrekeysOptions = {}): Promise<PrekeyStatus> {
-    const session = this.#session;
-    if (session === undefined || session.over) {
+    const connection = this.#link.live;
+    if (connection === undefined) {
       throw new RelayError(ClientErrorCode.unreachable, 'publishPrekeys: not connected');
     }
-    return this.#relayRequests.publishPrekeys(session.welcome.maxPayload, pub, options);
+    return this.#relayRequests.publishPrekeys(connection.welcome.maxPayload, pub, options);
   }
 
   /**
@@ -620,396 +599,12 @@ export class RelayClient {
    * writes, e.g. ACKs, are flushed first).
    */
   async close(): Promise<void> {
-    if (!this.#status.close()) return;
-    this.lifecycle.applyIfAllowed('close');
-    await this.#shutdown(this.#status.closedError('close'), undefined);
+    if (!this.#link.close()) return;
+    await this.#shutdown(this.#link.status.closedError('close'), undefined);
     // The outbox must say what happened before the process may exit: settled sends gone from it,
     // the inbound state written.
     await Promise.allSettled(this.#outbox?.pendingWrites() ?? []);
-    this.lifecycle.applyIfAllowed('closed');
-  }
-
-  // ---------------------------------------------------------------------------
-  // Connection loop
-
-  async #run(): Promise<void> {
-    let failedRounds = 0;
-    /** Sessions in a row that ended soon after WELCOME: a relay that accepts and then drops us. */
-    let shortSessions = 0;
-    let preferred: RelayUrl[] = [];
-    while (this.#status.running) {
-      const candidates = this.#relayList.candidates(preferred);
-      preferred = [];
-      if (candidates.length === 0) {
-        this.#fail(new RelayError('AUTH_FAILED', 'every relay refused this client for good; see the error events'));
-        return;
-      }
-      let lastError: RelayError | undefined;
-      let ranSession = false;
-      for (const url of candidates) {
-        if (!this.#status.running) return;
-        if (this.#relayList.isRefused(url)) continue;
-        const wait = this.#relayList.notBefore(url) - Date.now();
-        if (wait > 0) await this.#sleep(wait);
-        if (!this.#status.running) return;
-        let handshake: Handshake;
-        try {
-          handshake = await this.#handshake(url);
-        } catch (error) {
-          lastError =
-            error instanceof RelayError ? error : new RelayError(ClientErrorCode.unreachable, toError(error).message);
-          this.#connectFailed(url, lastError);
-          continue;
-        }
-        if (!this.#status.running) {
-          handshake.transport.close();
-          return;
-        }
-        failedRounds = 0;
-        ranSession = true;
-        const end = await this.#runSession(url, handshake);
-        if (end.refused !== undefined) this.#refuse(url, end.refused);
-        if (end.goaway !== undefined) {
-          this.#relayList.deferUntil(url, Date.now() + end.goaway.reconnectAfterMs);
-          preferred = hintedUrls(end.goaway.reconnectHint, this.#log);
-        } else if (end.resync !== true && this.#status.running) {
-          // Jitter spreads the reconnects of everyone who lost this relay at the same moment; a
-          // session that died young counts as a failure, so a flapping relay is not hammered.
-          const lived = Date.now() - (end.startedAt ?? 0);
-          shortSessions = lived < this.#reconnect.maxDelayMs ? shortSessions + 1 : 0;
-          await this.#sleep(backoffDelay(Math.max(0, shortSessions - 1), this.#reconnect));
-        }
-        break;
-      }
-      if (ranSession || !this.#status.running) continue;
-      failedRounds++;
-      const maxRounds = this.#reconnect.maxAttempts;
-      if (this.#relayList.allRefused()) {
-        this.#fail(lastError ?? new RelayError('AUTH_FAILED', 'every relay refused this client'));
-        return;
-      }
-      if (maxRounds > 0 && failedRounds >= maxRounds) {
-        const code = lastError?.code ?? ClientErrorCode.unreachable;
-        this.#fail(
-          new RelayError(
-            code,
-            `no relay reachable after ${failedRounds} round(s) over ${this.#relayList.size} relay(s); last: ${lastError?.message ?? 'none'}`,
-            { cause: lastError },
-          ),
-        );
-        return;
-      }
-      await this.#sleep(backoffDelay(failedRounds - 1, this.#reconnect));
-    }
-  }
-
-  async #handshake(url: RelayUrl): Promise<Handshake> {
-    const abort = new AbortController();
-    this.#abort = abort;
-    try {
-      const timeoutMs = this.#handshakeTimeout();
-      const pending = relayExpectation(url, this.#expectRelayDid, this.#relayPins)
-        .then((expectRelay) =>
-          performHandshake(url, {
-            identity: this.#identity,
-            expectRelay,
-            timeoutMs,
-            tls: this.#tls,
-            verify: this.#verifyRelay,
-          }),
-        )
-        .then(async (h) => {
-          await pinOnFirstUse(url, h.relayDid, this.#relayPins, this.#log);
-          return h;
-        });
-      // close() must not wait for a handshake timeout; the late transport is closed when it resolves.
-      const aborted = new Promise<never>((_, reject) => {
-        abort.signal.addEventListener('abort', () => reject(this.#status.closedError('connect')), { once: true });
-      });
-      const started = performance.now();
-      pending.then(
-        (h) => {
-          if (abort.signal.aborted) h.transport.close();
-          else {
-            // HELLO → CHALLENGE → AUTH → WELCOME is two round trips (and a signature each side).
-            this.#rtt.sample((performance.now() - started) / 2);
-            this.#handshakeStretch = 1;
-          }
-        },
-        (error: unknown) => {
-          // Our own timer ran out (not a relay's refusal): allow the next attempt longer.
-          const ours =
-            !(error instanceof HandshakeError) && (error as RelayError).code === ClientErrorCode.handshakeTimeout;
-          if (this.#adaptive && ours) this.#handshakeStretch = Math.min(this.#handshakeStretch * 2, 1 << 20);
-        },
-      );
-      return await Promise.race([pending, aborted]);
-    } finally {
-      if (this.#abort === abort) this.#abort = undefined;
-    }
-  }
-
-  #connectFailed(url: RelayUrl, error: RelayError): void {
-    this.#log.debug?.('relay connection failed', { url: url.href, code: error.code, error: error.message });
-    if (isPermanentRefusal(error)) this.#refuse(url, error);
-  }
-
-  /** AUTH_FAILED and friends will not improve by retrying: skip the relay from now on and say so. */
-  #refuse(url: RelayUrl, error: RelayError): void {
-    if (!this.#relayList.refuse(url)) return;
-    this.#log.warn?.('relay refused this client; not retrying it', { url: url.href, code: error.code });
-    this.#emitError({ error, url: url.href });
-  }
-
-  #sleep(ms: number): Promise<void> {
-    if (ms <= 0 || !this.#status.running) return Promise.resolve();
-    return new Promise<void>((resolve) => {
-      const timer = setTimeout(done, ms);
-      function done(): void {
-        clearTimeout(timer);
-        resolve();
-      }
-      this.#wake = done;
-    });
-  }
-
-  // ---------------------------------------------------------------------------
-  // Connection
-
-  #runSession(url: RelayUrl, handshake: Handshake): Promise<ConnectionEnd> {
-    let resolveEnded: (end: ConnectionEnd) => void = () => {};
-    const ended = new Promise<ConnectionEnd>((r) => {
-      resolveEnded = r;
-    });
-    let resolveClosed: () => void = () => {};
-    const transportClosed = new Promise<void>((r) => {
-      resolveClosed = r;
-    });
-    const now = Date.now();
-    const session: Connection = {
-      url,
-      transport: handshake.transport,
-      version: handshake.version,
-      welcome: handshake.welcome,
-      ended,
-      transportClosed,
-      resolveEnded,
-      over: false,
-      inFlight: 0,
-      lastRx: now,
-      lastTx: now,
-      lastKeepalive: now,
-      startedAt: now,
-      leavingUnread: false,
-      timer: undefined,
-      keepalives: new Map(),
-      migrationPing: undefined,
-      lastAnsweredPing: undefined,
-    };
-    this.#session = session;
-    this.#connections++;
-    handshake.transport.onClose = (error) => {
-      resolveClosed();
-      this.#endSession(session, error === undefined ? {} : { error });
-    };
-    if (session.over) return ended;
-
-    // RESUME first: the relay then redelivers everything after the watermark.
-    const lastAcked = this.#tracker.lastAcked;
-    if (!this.#write(session, { type: 'RESUME', lastAcked })) return ended;
-    // Grants before any send: the relay holds a grant as soon as it reads GRANT_PRESENT, so the sends
-    // pumped below are decided by it. The answers go unclaimed (a refusal shows in the sends' NACKs).
-    for (const token of this.#relayRequests.grants()) {
-      this.#write(session, { type: 'GRANT_PRESENT', requestId: randomBytes(ID_SIZE), token });
-    }
-    this.#enterSession(session);
-    this.#tracker.newConnection();
-    this.#window.resend(session);
-
-    const hb = session.welcome.heartbeatMs;
-    const tick = Math.max(50, Math.min(1000, this.#ackTimeoutMs / 4, hb > 0 ? hb / 4 : 1000));
-    session.timer = setInterval(() => this.#tick(session), tick);
-    unref(session.timer);
-
-    this.#log.info?.('connected to relay', { url: url.href, nodeId: session.welcome.nodeId, lastAcked });
-    this.events.emit('connected', {
-      url: url.href,
-      nodeId: session.welcome.nodeId,
-      connectionId: toHex(session.welcome.connectionId),
-      maxPayload: session.welcome.maxPayload,
-      relayDid: handshake.relayDid ?? '',
-    });
-    this.#status.markConnected();
-    if (!session.over) this.#onFrames(session, handshake.leftover);
-    if (!session.over) handshake.transport.onFrames = (frames) => this.#onFrames(session, frames);
-    return ended;
-  }
-
-  #endSession(session: Connection, end: ConnectionEnd): void {
-    if (session.over) return;
-    session.over = true;
-    if (session.timer !== undefined) clearInterval(session.timer);
-    if (this.#session === session) this.#session = undefined;
-    session.transport.onFrames = undefined;
-    session.transport.close();
-    const lost = end.error ?? new RelayError(ClientErrorCode.unreachable, `${session.url.href}: connection closed`);
-    this.#pings.connectionLost(session, lost);
-    this.#presence.connectionLost(session, lost);
-    this.#requests.connectionLost(session, lost);
-    this.#log.info?.('disconnected from relay', { url: session.url.href, error: end.error?.message });
-    if (this.#status.running) this.lifecycle.applyIfAllowed('path_lost', lost.message);
-    end.startedAt = session.startedAt;
-    this.events.emit(
-      'disconnected',
-      end.error === undefined ? { url: session.url.href } : { url: session.url.href, error: end.error },
-    );
-    session.resolveEnded(end);
-  }
-
-  /**
-   * An ACK is late by the current RTT estimate (`sendAge` > ackTimeout): is the
-   * path stuck, or did it just get slower (the estimate learns only from the
-   * next PONG)? PING is a barrier on the relay, so a PONG for a PING sent
-   * after the SEND means the ACK should have come first: stuck. A PING still
-   * on its way means the link is slow: wait, up to 4 × the ACK limit (beyond,
-   * a one-way partition: our frames no longer arrive). With no PING on its
-   * way, one is sent now as the probe.
-   */
-  #ackIsOverdue(session: Connection, sendAge: number, ackTimeout: number): boolean {
-    if (!this.#adaptive) return true;
-    const perf = performance.now();
-    if (session.lastAnsweredPing !== undefined && perf - session.lastAnsweredPing < sendAge) return true;
-    let inFlight = false;
-    for (const sentAt of session.keepalives.values()) {
-      if (perf - sentAt >= 4 * ackTimeout) return true;
-      inFlight = true;
-    }
-    if (!inFlight) {
-      const data = this.#pingData(PING_KEEPALIVE);
-      session.keepalives.set(toHex(data), perf);
-      session.lastKeepalive = Date.now();
-      this.#write(session, { type: 'PING', data });
-    }
-    return false;
-  }
-
-  /** The handshake timeout: the floor, stretched by the measured round trip and by earlier timeouts. */
-  #handshakeTimeout(): number {
-    if (!this.#adaptive) return this.#handshakeTimeoutMs;
-    const floor = Math.min(this.#maxTimeoutMs, this.#handshakeTimeoutMs * this.#handshakeStretch);
-    return this.#rtt.timeout(floor, 3, this.#maxTimeoutMs);
-  }
-
-  /** The ACK/PING/request timeout in force: the configured floor, stretched by the measured round trip. */
-  #ackTimeout(): number {
-    return this.#adaptive ? this.#rtt.timeout(this.#ackTimeoutMs, 2, this.#maxTimeoutMs) : this.#ackTimeoutMs;
-  }
-
-  /**
-   * Lifecycle on a new connection: the first one establishes the link; after
-   * a loss, the same relay URL is a reconnection and another one (address,
-   * node or transport) a migration, which ends when the relay has answered a
-   * PING sent after RESUME (PING is a barrier, so the redelivery is under way).
-   */
-  #enterSession(session: Connection): void {
-    const href = session.url.href;
-    const previous = this.#lastPath;
-    this.#lastPath = href;
-    const previousConnection = this.#lastConnectionId;
-    this.#lastConnectionId = session.welcome.connectionId;
-    if (previousConnection !== undefined) {
-      // Whatever is left of the old path (a half-open socket after an address change, a node that
-      // has not noticed yet) is closed by the relay cluster now instead of when it times out.
-      const proof = this.#identity.sign(migrationTranscript(session.welcome.connectionId, previousConnection));
-      this.#write(session, { type: 'MIGRATE', previousConnectionId: previousConnection, proof });
-    }
-    const state = this.lifecycle.state;
-    if (state === 'handshaking') {
-      this.lifecycle.apply('established', href);
-      return;
-    }
-    if (state !== 'suspended') return;
-    if (previous === href) {
-      this.lifecycle.apply('reconnected', href);
-      return;
-    }
-    this.lifecycle.apply('path_changed', `${previous ?? 'none'} -> ${href}`);
-    const data = this.#pingData(PING_KEEPALIVE);
-    session.migrationPing = toHex(data);
-    this.#write(session, { type: 'PING', data });
-  }
-
-  /** Periodic per-connection duties: keepalive, liveness, stuck ACKs, ping timeouts. */
-  #tick(session: Connection): void {
-    if (session.over) return;
-    const now = Date.now();
-    const hb = session.welcome.heartbeatMs;
-    // A link whose delay jumps (a partition that delays rather than drops, a path moving to a
-    // far relay) stays silent until its first answer teaches the RTT estimate: while the link is
-    // degraded the limits double once, as TCP backs off its retransmission timer. A path that is
-    // really dead is abandoned after 2 × max(2 × heartbeatMs, ackTimeout).
-    const stretch = this.#adaptive && this.lifecycle.state === 'degraded' ? 2 : 1;
-    const ackTimeout = this.#ackTimeout() * stretch;
-    if (hb > 0 && now - session.lastRx > Math.max(2 * hb * stretch, ackTimeout)) {
-      this.#endSession(session, {
-        error: new RelayError(
-          ClientErrorCode.unreachable,
-          `${session.url.href}: relay silent for ${now - session.lastRx} ms`,
-        ),
-      });
-      return;
-    }
-    if (hb > 0 && this.lifecycle.state === 'active' && now - session.lastRx > hb + this.#rtt.rto) {
-      // We ping at hb/2 when quiet, so more than hb (plus a round trip) without a byte is a missed heartbeat.
-      this.lifecycle.apply('heartbeat_missed', `${now - session.lastRx} ms without traffic`);
-    }
-    const oldest = this.#window.oldest();
-    if (
-      oldest !== undefined &&
-      oldest.session === session &&
-      now - oldest.sentAt > ackTimeout &&
-      this.#ackIsOverdue(session, now - oldest.sentAt, ackTimeout)
-    ) {
-      // The relay ACKs after Redis confirms; this long without one means the path is stuck. Retry elsewhere.
-      this.#endSession(session, {
-        error: new RelayError(
-          ClientErrorCode.unreachable,
-          `${session.url.href}: no ACK within ${ackTimeout} ms; reconnecting to send again`,
-        ),
-      });
-      return;
-    }
-    const perf = performance.now();
-    this.#pings.expire(session, perf, ackTimeout);
-    this.#requests.expire(session, perf, ackTimeout);
-    this.#presence.expire(session, perf, ackTimeout);
-    // Ping when either direction is quiet: the relay wants traffic from us, and we want proof it is alive
-    // (a client that only sends fast frames would otherwise hear nothing and declare the relay silent).
-    const half = hb / 2;
-    if (
-      hb > 0 &&
-      (now - session.lastTx >= half || now - session.lastRx >= half) &&
-      now - session.lastKeepalive >= half
-    ) {
-      session.lastKeepalive = now;
-      const data = this.#pingData(PING_KEEPALIVE);
-      if (session.keepalives.size >= CLIENT_DEFAULTS.maxTrackedKeepalives) session.keepalives.clear();
-      session.keepalives.set(toHex(data), performance.now());
-      this.#write(session, { type: 'PING', data });
-    }
-  }
-
-  /** Writes one frame; on failure the session ends and false is returned. */
-  #write(session: Connection, frame: Frame): boolean {
-    if (session.over) return false;
-    try {
-      session.transport.send(encodeFrame(frame, session.version));
-      session.lastTx = Date.now();
-      return true;
-    } catch (error) {
-      this.#endSession(session, { error: toError(error) });
-      return false;
-    }
+    this.#link.closed();
   }
 
   /** Writes one request (request-table.ts) on the current connection and waits for the answer carrying its request id. */
@@ -1018,22 +613,22 @@ export class RelayClient {
     expects: K,
     build: (requestId: Uint8Array) => Frame,
   ): Promise<Extract<RequestAnswer, { type: K }>> {
-    if (this.#status.state === 'closed') return Promise.reject(this.#status.closedError(operation));
-    const session = this.#session;
-    if (session === undefined || session.over) {
+    if (this.#link.status.state === 'closed') return Promise.reject(this.#link.status.closedError(operation));
+    const connection = this.#link.live;
+    if (connection === undefined) {
       return Promise.reject(new RelayError(ClientErrorCode.unreachable, `${operation}: not connected`));
     }
     const requestId = randomBytes(ID_SIZE);
     const frame = build(requestId);
     try {
       // Encoded once here so a malformed argument is refused instead of failing the connection's write.
-      encodeFrame(frame, session.version);
+      encodeFrame(frame, connection.version);
     } catch (error) {
       return Promise.reject(new RelayError(ClientErrorCode.invalidArgument, `${operation}: ${toError(error).message}`));
     }
     // Registered before the write: a write that fails ends the connection, which rejects it.
-    const answer = this.#requests.add(requestId, session, operation, expects);
-    this.#write(session, frame);
+    const answer = this.#requests.add(requestId, connection, operation, expects);
+    this.#link.write(connection, frame);
     return answer;
   }
 
@@ -1045,26 +640,13 @@ export class RelayClient {
     // Otherwise a late answer to a request that timed out: nothing waits for it.
   }
 
-  #pingData(kind: number): Uint8Array {
-    this.#pingCounter = (this.#pingCounter + 1) % 0x100000000;
-    const data = new Uint8Array(8);
-    data[0] = kind;
-    const n = this.#pingCounter;
-    data[4] = n >>> 24;
-    data[5] = (n >>> 16) & 0xff;
-    data[6] = (n >>> 8) & 0xff;
-    data[7] = n & 0xff;
-    return data;
-  }
-
   // ---------------------------------------------------------------------------
   // Inbound frames
 
   #onFrames(session: Connection, frames: Frame[]): void {
     for (const frame of frames) {
       if (session.over) return;
-      session.lastRx = Date.now();
-      if (this.lifecycle.state === 'degraded') this.lifecycle.apply('heartbeat_ok');
+      this.#link.heard(session);
       try {
         this.#onFrame(session, frame);
       } catch (error) {
@@ -1085,22 +667,13 @@ export class RelayClient {
         this.#onNack(session, frame);
         return;
       case 'PING':
-        this.#write(session, { type: 'PONG', data: frame.data });
+        this.#link.write(session, { type: 'PONG', data: frame.data });
         return;
       case 'PONG': {
         const key = toHex(frame.data);
         const rtt = this.#pings.answer(key);
-        if (rtt !== undefined) this.#rtt.sample(rtt);
-        const sentAt = session.keepalives.get(key);
-        if (sentAt !== undefined) {
-          session.keepalives.delete(key);
-          this.#rtt.sample(performance.now() - sentAt);
-          session.lastAnsweredPing = Math.max(session.lastAnsweredPing ?? 0, sentAt);
-        }
-        if (session.migrationPing === key) {
-          session.migrationPing = undefined;
-          if (this.lifecycle.applyIfAllowed('migrated', session.url.href)) void this.#paths.announce(session);
-        }
+        if (rtt !== undefined) this.#link.timing.sample(rtt);
+        this.#link.pong(session, key);
         return;
       }
       case 'PEER_GONE':
@@ -1133,7 +706,7 @@ export class RelayClient {
           reconnectHint: hint,
           reason: frame.reason,
         });
-        this.#endSession(session, {
+        this.#link.end(session, {
           goaway: { ...frame },
           error: new RelayError('DRAINING', `${session.url.href}: GOAWAY: ${frame.reason || 'no reason given'}`),
         });
@@ -1154,7 +727,7 @@ export class RelayClient {
         }
         const end: ConnectionEnd = { error };
         if (isPermanentRefusal(error)) end.refused = error;
-        this.#endSession(session, end);
+        this.#link.end(session, end);
         return;
       }
       default:
@@ -1206,7 +779,7 @@ export class RelayClient {
     if (verdict !== 'new') this.#duplicates++;
     if (verdict === 'ack-again') {
       this.#tracker.ack(key, position);
-      this.#write(session, { type: 'ACK', messageId: frame.messageId, position });
+      this.#link.write(session, { type: 'ACK', messageId: frame.messageId, position });
       return;
     }
     if (verdict === 'drop') return;
@@ -1415,11 +988,11 @@ export class RelayClient {
         const payload = decodeAnonymousPlaintext(responder.payload, Date.now());
         const answer = await handler({ payload, sessionId: responder.sessionId });
         const body = encodeEnvelope(this.did, responder.sealResponse(answer));
-        const current = this.#session;
-        if (current === undefined || current.over) {
+        const current = this.#link.live;
+        if (current === undefined) {
           throw new RelayError(ClientErrorCode.unreachable, 'the connection ended before the response could be sent');
         }
-        this.#write(current, {
+        this.#link.write(current, {
           type: 'SEND',
           dest: replyTo,
           source: this.#hint,
@@ -1477,9 +1050,9 @@ export class RelayClient {
     this.#tracker.ack(key, position);
     // Persisted before the relay hears it: a restart must not show an acknowledged message again.
     if (this.#outbox !== undefined) await this.#outbox.persistInbound();
-    const session = this.#session;
+    const connection = this.#link.live;
     // Without a connection the next RESUME (or a redelivery acked again) tells the relay.
-    if (session !== undefined && !session.over) this.#write(session, { type: 'ACK', messageId, position });
+    if (connection !== undefined) this.#link.write(connection, { type: 'ACK', messageId, position });
     this.#maybeResync();
   }
 
@@ -1512,13 +1085,13 @@ export class RelayClient {
 
   /** Once the application has drained enough, replace a connection that left frames unread. */
   #maybeResync(): void {
-    const session = this.#session;
-    if (session === undefined || !session.leavingUnread || session.over) return;
+    const session = this.#link.live;
+    if (session === undefined || !session.leavingUnread) return;
     if (this.#inbox.length > this.#inbox.capacity / 2 || this.#tracker.unacked > this.#maxUnacked / 2) return;
     this.#log.info?.('inbound buffer drained; reconnecting to receive what was left with the relay', {
       url: session.url.href,
     });
-    this.#endSession(session, { resync: true });
+    this.#link.end(session, { resync: true });
   }
 
   // ---------------------------------------------------------------------------
@@ -1537,20 +1110,13 @@ export class RelayClient {
   }
 
   #fail(error: LibertariaError): void {
-    if (!this.#status.fail(error)) return;
-    if (!this.lifecycle.applyIfAllowed('failed', error.code)) {
-      this.lifecycle.applyIfAllowed('close', error.code);
-      this.lifecycle.applyIfAllowed('closed', error.code);
-    }
-    this.#log.error?.('relay client gave up', { code: error.code, error: error.message });
+    if (!this.#link.fail(error)) return;
     this.#emitError({ error });
     void this.#shutdown(error, error);
   }
 
   async #shutdown(reason: LibertariaError, inboxError: LibertariaError | undefined): Promise<void> {
-    this.#status.settleConnect(reason);
-    this.#abort?.abort();
-    this.#wake?.();
+    this.#link.stop(reason);
     this.#window.rejectAll(reason);
     this.#pings.rejectAll(reason);
     this.#presence.rejectAll(reason);
@@ -1558,18 +1124,6 @@ export class RelayClient {
     // Queued messages were never acknowledged: the relay keeps them for the next client.
     this.#inbox.clear();
     this.#inbox.end(inboxError);
-    const session = this.#session;
-    if (session !== undefined) {
-      this.#endSession(session, {});
-      // Let the transport flush (ACKs written just before close) and finish; bounded so close() cannot hang.
-      let timer: ReturnType<typeof setTimeout> | undefined;
-      await Promise.race([
-        session.transportClosed,
-        new Promise<void>((r) => {
-          timer = setTimeout(r, CLIENT_DEFAULTS.closeFlushMs);
-        }),
-      ]);
-      if (timer !== undefined) clearTimeout(timer);
-    }
+    await this.#link.closeConnection();
   }
 }

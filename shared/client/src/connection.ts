@@ -6,12 +6,12 @@
  * table what waits for an answer on it, the inbound side whether it leaves
  * frames unread on it, the link its liveness.
  *
- * `over` is set once, when the connection ends (RelayClient's #endSession,
- * the only place that sets it), and never cleared: a part still holding the
+ * `over` is set once, when the connection ends (ConnectionLoop's end(), the
+ * only place that sets it), and never cleared: a part still holding the
  * record (a timer, a path update being sealed) sees that it must not write
- * on it any more. The client drops its current connection at the same
- * moment, so `over` is true exactly for the records that are no longer the
- * current one.
+ * on it any more. The connection loop drops its current connection at the
+ * same moment, so `over` is true exactly for the records that are no longer
+ * the current one.
  *
  * Types only: browser-safe.
  */
@@ -22,7 +22,7 @@ import type { RelayUrl } from './url.js';
 
 /** How a connection ended: what the connection loop does next depends on it. */
 export interface ConnectionEnd {
-  /** When the connection's WELCOME arrived (set by #endSession). */
+  /** When the connection's WELCOME arrived (set by ConnectionLoop's end()). */
   startedAt?: number;
   error?: Error;
   goaway?: GoawayFrame;
