@@ -1,44 +1,36 @@
-// Size: about 1,100 lines, one class. Breaking RelayClient up is issue 14's work item; moved
-// out so far: types and defaults (client-types.ts), the request table (request-table.ts) and the
-// requests (relay-requests.ts), the send window (send-window.ts), the outbox (client-outbox.ts),
-// pings and presence queries (probes.ts), path updates and their announcement (path-updates.ts),
-// the relay list (relay-list.ts), relay keys (relay-trust.ts), the run status (run-status.ts),
-// the per-connection record (connection.ts), sealing and its warnings (sealing.ts) and the link:
-// the connection loop, its states and liveness (connection-loop.ts, link-timing.ts). Still here:
-// the inbound side, the anonymous responder, the frame dispatch.
+// Size: about 800 lines, one class. Breaking RelayClient up is issue 14's work item; still here
+// besides the façade: the frame dispatch.
 /**
  * RelayClient: one authenticated connection at a time to the first relay of
  * a failover list that works, with reconnection, durable-send retries,
  * RESUME and duplicate suppression. See docs/client.md for the guarantees.
  *
- * Outbound durable sends live in the send window (send-window.ts,
- * insertion order = send order) until the relay ACKs or NACKs them. At most
- * `maxInFlight` of them are on the wire at once; after a reconnect every one
- * of them is written again with the same messageId (the relay is idempotent
- * on it), so a durable send is never lost and never reported as done
- * without an ACK.
+ * This file is the façade: the public API and its documentation, the
+ * options, and the wiring of the parts, each in a module with one job:
  *
- * Inbound messages go through DedupeTracker (dedupe.ts, keyed on sender
- * hint and messageId) and a bounded
- * Inbox; a durable message is acknowledged to the relay only when the
- * application calls ack(). RESUME carries the tracker's watermark.
- *
- * Prekeys: publishPrekeys, fetchPrekeys and prekeyStatus (like the once,
- * membrane and bridge requests) are requests correlated by a random 16-byte
- * request id in the request table (request-table.ts: answered by
- * PREKEY_STATUS, PREKEY_BUNDLE, … or a NACK carrying the id); unsolicited
- * low-water notices are the 'prekeys-low' event. They are not retried
- * across reconnects.
+ *   connection-loop.ts   the link: the failover loop, each connection from
+ *                        RESUME to its end, liveness, the run status and the
+ *                        lifecycle (timing in link-timing.ts, the record in
+ *                        connection.ts, whether it runs in run-status.ts)
+ *   send-window.ts       durable sends until ACKed or NACKed, in send order
+ *   client-outbox.ts     the offline-first outbox
+ *   inbound.ts           DELIVERs: duplicates, flow control, opening, acks
+ *   anonymous-responder.ts  answering anonymous requests
+ *   probes.ts, request-table.ts, relay-requests.ts
+ *                        pings, presence queries and the requests to the relay
+ *   path-updates.ts      telling peers where we moved, and where they did
+ *   relay-list.ts, relay-trust.ts  the relays to try and the keys they must prove
+ *   sealing.ts           whether payloads are sealed, and the warnings if not
+ *   client-types.ts      the public types and CLIENT_DEFAULTS
  *
  * No Node-only imports here: with the WebSocket transport this runs in
  * browsers (the identity module still needs a browser port, see the docs).
  */
 
-import { AllTicketStores, InMemoryTicketStore, type SessionLifecycle, type TicketStore } from '@libertaria/crypto';
+import type { SessionLifecycle } from '@libertaria/crypto';
 import { HINT_LENGTH, hintFromDid, type PeerSigner, parseDid } from '@libertaria/identity';
 import {
   type AckFrame,
-  type DeliverFrame,
   ErrorFlags,
   encodeFrame,
   errorCodeFromWire,
@@ -53,7 +45,7 @@ import {
   SendFlags,
   type SendFrame,
 } from '@libertaria/protocol';
-import { ANON_REQUEST_RETENTION_MS, ANONYMOUS_REQUEST_KIND, decodeAnonymousPlaintext } from './anonymous.js';
+import { AnonymousResponder } from './anonymous-responder.js';
 import { resolveReconnectOptions } from './backoff.js';
 import { bytesEqual, copyBytes, randomBytes, toHex } from './bytes.js';
 import { ClientOutbox } from './client-outbox.js';
@@ -76,20 +68,19 @@ import {
 import { ClientErrorCode, toError, toLibertariaError } from './codes.js';
 import type { Connection, ConnectionEnd } from './connection.js';
 import { ConnectionLoop } from './connection-loop.js';
-import { DedupeTracker, inboundKey } from './dedupe.js';
+import { DedupeTracker } from './dedupe.js';
 import { TypedEmitter } from './emitter.js';
-import { CONTROL_ENVELOPE_VERSION, checkEnvelopeSender, decodeEnvelope, encodeEnvelope } from './envelope.js';
+import { encodeEnvelope } from './envelope.js';
 import { isPermanentRefusal } from './handshake.js';
-import { Inbox } from './inbox.js';
+import { InboundSide } from './inbound.js';
 import { LinkTiming, PING_APP } from './link-timing.js';
 import { OnceEpochTracker } from './once-epoch.js';
 import { PathUpdates, type PeerLocation } from './path-updates.js';
 import { PingTable, PresenceTable } from './probes.js';
 import { RelayList } from './relay-list.js';
 import { prekeyStatusOf, RelayRequests } from './relay-requests.js';
-import { RelayTicketStore } from './relay-ticket-store.js';
 import { type RequestAnswer, type RequestAnswerType, RequestTable } from './request-table.js';
-import { isZero, sealingSessions, UNSEALED_WARNING, UnsealedSenders, warnOnce, ZERO_SESSION } from './sealing.js';
+import { isZero, sealingSessions, UNSEALED_WARNING, warnOnce, ZERO_SESSION } from './sealing.js';
 import { type OutboundEntry, SendWindow } from './send-window.js';
 import { InMemorySessionStore } from './session-store.js';
 import type { SessionManager } from './sessions.js';
@@ -127,7 +118,6 @@ export class RelayClient {
   readonly events: TypedEmitter<RelayClientEvents>;
   /** Our own did:libertaria DID. */
   readonly did: string;
-
   /**
    * The lifecycle of this client's link to the cluster (the seed's
    * SessionState for the relay path): transitions are logged and emitted as
@@ -136,25 +126,15 @@ export class RelayClient {
   readonly lifecycle: SessionLifecycle;
 
   readonly #hint: Uint8Array;
-  readonly #maxUnacked: number;
   readonly #maxBufferedBytes: number;
   readonly #log: ClientLogger;
   readonly #sessions: SessionManager | undefined;
-  readonly #unsealedSenders: UnsealedSenders;
   /** The link: connections, their liveness, the run status and the lifecycle (connection-loop.ts). */
   readonly #link: ConnectionLoop;
-  /** The offline-first outbox (client-outbox.ts), when options.outbox is given. */
-  readonly #outbox: ClientOutbox | undefined;
-  /** Our recent peers (they get our path updates) and where peers said they are (path-updates.ts). */
-  readonly #paths: PathUpdates;
-  readonly #onAnonymous: RelayClientOptions['onAnonymousRequest'];
-  readonly #anonymousReplayGuard: TicketStore;
-  /** Inbound sealed frames are opened one at a time, in arrival order. */
-  #opening: Promise<void> = Promise.resolve();
-  #pendingOpens = 0;
-
   /** Durable sends until ACKed or NACKed, and the in-flight window (send-window.ts). */
   readonly #window: SendWindow<Connection>;
+  /** The offline-first outbox (client-outbox.ts), when options.outbox is given. */
+  readonly #outbox: ClientOutbox | undefined;
   /** Application PINGs awaiting their PONG (probes.ts). */
   readonly #pings = new PingTable<Connection>();
   /** PRESENCE_QUERY answers carry only the hint: queries per hint are answered in order (probes.ts). */
@@ -163,11 +143,12 @@ export class RelayClient {
   readonly #requests = new RequestTable<Connection>();
   /** What each request to the relay sends and how its answer is read; the grants presented (relay-requests.ts). */
   readonly #relayRequests: RelayRequests;
-
+  /** Duplicate suppression and the RESUME watermark (dedupe.ts), shared by the inbound side, the link and the outbox. */
   readonly #tracker: DedupeTracker;
-  readonly #inbox: Inbox<InboundMessage>;
-  #droppedFast = 0;
-  #duplicates = 0;
+  /** DELIVERs: duplicates, flow control, opening, acknowledgements (inbound.ts). */
+  readonly #inbound: InboundSide;
+  /** Our recent peers (they get our path updates) and where peers said they are (path-updates.ts). */
+  readonly #paths: PathUpdates;
 
   constructor(options: RelayClientOptions) {
     // Options are checked in this order: the first bad one is the error.
@@ -191,23 +172,22 @@ export class RelayClient {
       positiveInt(options.maxInFlight, CLIENT_DEFAULTS.maxInFlight, 'maxInFlight'),
       (connection, frame) => this.#link.write(connection, frame),
     );
-    this.#maxUnacked = positiveInt(options.maxUnackedInbound, CLIENT_DEFAULTS.maxUnackedInbound, 'maxUnackedInbound');
+    const maxUnacked = positiveInt(options.maxUnackedInbound, CLIENT_DEFAULTS.maxUnackedInbound, 'maxUnackedInbound');
     this.#maxBufferedBytes = positiveInt(
       options.maxBufferedBytes,
       CLIENT_DEFAULTS.maxBufferedBytes,
       'maxBufferedBytes',
     );
-    this.#log = options.logger ?? {};
+    const log: ClientLogger = options.logger ?? {};
+    this.#log = log;
     this.#tracker = new DedupeTracker({
       maxIds: positiveInt(options.dedupeSize, CLIENT_DEFAULTS.dedupeSize, 'dedupeSize'),
     });
-    this.#inbox = new Inbox(
-      positiveInt(options.inboundBufferSize, CLIENT_DEFAULTS.inboundBufferSize, 'inboundBufferSize'),
-      () => this.#maybeResync(),
-    );
+    const capacity = positiveInt(options.inboundBufferSize, CLIENT_DEFAULTS.inboundBufferSize, 'inboundBufferSize');
     this.events = new TypedEmitter((error, event) =>
-      this.#log.error?.('event listener threw', { event: String(event), error: toError(error).message }),
+      log.error?.('event listener threw', { event: String(event), error: toError(error).message }),
     );
+    const emitError = (event: RelayClientEvents['error']): void => this.#emitError(event);
     this.#link = new ConnectionLoop({
       name: `relay link ${this.did}`,
       identity,
@@ -217,7 +197,7 @@ export class RelayClient {
       verifyRelay: options.verifyRelaySignature,
       reconnect,
       tls: options.tls,
-      log: this.#log,
+      log,
       timing,
       parts: {
         window: this.#window,
@@ -229,42 +209,52 @@ export class RelayClient {
         grants: () => this.#relayRequests.grants(),
         onFrames: (connection, frames) => this.#onFrames(connection, frames),
         onMigrated: (connection) => void this.#paths.announce(connection),
-        emitError: (event) => this.#emitError(event),
+        emitError,
         fail: (error) => this.#fail(error),
       },
     });
     this.lifecycle = this.#link.lifecycle;
-    this.#sessions = sealingSessions(options, this.#log);
-    this.#unsealedSenders = new UnsealedSenders(this.#log);
-    const sessions = this.#sessions;
+    const sessions = sealingSessions(options, log);
+    this.#sessions = sessions;
+    // Kept with our keys (or the outbox) so a restart still knows the epoch it saw.
+    const onceEpoch = new OnceEpochTracker(sessions?.store ?? options.outbox ?? new InMemorySessionStore(), log);
+    this.#relayRequests = new RelayRequests(
+      (operation, expects, build) => this.#request(operation, expects, build),
+      onceEpoch,
+    );
+    this.#outbox = options.outbox === undefined ? undefined : new ClientOutbox(options.outbox, log, this.#tracker);
+    const responder = new AnonymousResponder({
+      did: this.did,
+      hint: this.#hint,
+      sessions,
+      handler: options.onAnonymousRequest,
+      replayGuard: options.anonymousReplayGuard,
+      once: this,
+      link: this.#link,
+      emitError,
+    });
     this.#paths = new PathUpdates({
       did: this.did,
       hint: this.#hint,
       seal: sessions === undefined ? undefined : (did, record) => sessions.seal(this, did, record),
       write: (connection, frame) => this.#link.write(connection, frame),
-      log: this.#log,
+      log,
     });
-    // Kept with our keys (or the outbox) so a restart still knows the epoch it saw.
-    const onceEpoch = new OnceEpochTracker(
-      this.#sessions?.store ?? options.outbox ?? new InMemorySessionStore(),
-      this.#log,
-    );
-    this.#relayRequests = new RelayRequests(
-      (operation, expects, build) => this.#request(operation, expects, build),
-      onceEpoch,
-    );
-    this.#onAnonymous = options.onAnonymousRequest;
-    this.#outbox =
-      options.outbox === undefined ? undefined : new ClientOutbox(options.outbox, this.#log, this.#tracker);
-    // A local memory first: the relay's ONCE_CHECK alone could lie "fresh" and replay a request at us.
-    this.#anonymousReplayGuard = new AllTicketStores(
-      new InMemoryTicketStore({
-        retentionMs: ANON_REQUEST_RETENTION_MS,
-        maxEntries: CLIENT_DEFAULTS.anonymousReplayEntries,
-      }),
-      options.anonymousReplayGuard ??
-        new RelayTicketStore(this, { retentionMs: ANON_REQUEST_RETENTION_MS, label: 'anon-request' }),
-    );
+    this.#inbound = new InboundSide({
+      did: this.did,
+      hint: this.#hint,
+      tracker: this.#tracker,
+      capacity,
+      maxUnacked,
+      sessions,
+      outbox: this.#outbox,
+      paths: this.#paths,
+      responder,
+      link: this.#link,
+      events: this.events,
+      log,
+      emitError,
+    });
     if (sessions !== undefined) {
       if (sessions.identity.did !== this.did) {
         throw new RelayError(ClientErrorCode.invalidArgument, 'sessions: the SessionManager is for another identity');
@@ -293,10 +283,10 @@ export class RelayClient {
     return {
       pendingSends: this.#window.size,
       unackedInbound: this.#tracker.unacked,
-      bufferedInbound: this.#inbox.length,
+      bufferedInbound: this.#inbound.buffered,
       lastAcked: this.#tracker.lastAcked,
-      droppedFast: this.#droppedFast,
-      duplicates: this.#duplicates,
+      droppedFast: this.#inbound.droppedFast,
+      duplicates: this.#inbound.duplicates,
       connections: this.#link.connections,
       rttMs: this.#link.timing.srtt,
       ackTimeoutMs: this.#link.timing.ackTimeout(),
@@ -443,7 +433,7 @@ export class RelayClient {
    * error the client gave up with.
    */
   messages(): AsyncIterable<InboundMessage> {
-    return { [Symbol.asyncIterator]: () => this.#inbox.iterator() };
+    return { [Symbol.asyncIterator]: () => this.#inbound.iterator() };
   }
 
   /**
@@ -607,31 +597,6 @@ export class RelayClient {
     this.#link.closed();
   }
 
-  /** Writes one request (request-table.ts) on the current connection and waits for the answer carrying its request id. */
-  #request<K extends RequestAnswerType>(
-    operation: string,
-    expects: K,
-    build: (requestId: Uint8Array) => Frame,
-  ): Promise<Extract<RequestAnswer, { type: K }>> {
-    if (this.#link.status.state === 'closed') return Promise.reject(this.#link.status.closedError(operation));
-    const connection = this.#link.live;
-    if (connection === undefined) {
-      return Promise.reject(new RelayError(ClientErrorCode.unreachable, `${operation}: not connected`));
-    }
-    const requestId = randomBytes(ID_SIZE);
-    const frame = build(requestId);
-    try {
-      // Encoded once here so a malformed argument is refused instead of failing the connection's write.
-      encodeFrame(frame, connection.version);
-    } catch (error) {
-      return Promise.reject(new RelayError(ClientErrorCode.invalidArgument, `${operation}: ${toError(error).message}`));
-    }
-    // Registered before the write: a write that fails ends the connection, which rejects it.
-    const answer = this.#requests.add(requestId, connection, operation, expects);
-    this.#link.write(connection, frame);
-    return answer;
-  }
-
   #onRequestAnswer(frame: RequestAnswer): void {
     if (this.#requests.answer(frame)) return;
     if (frame.type === 'PREKEY_STATUS' && frame.requestId.every((b) => b === 0) && bytesEqual(frame.hint, this.#hint)) {
@@ -639,9 +604,8 @@ export class RelayClient {
     }
     // Otherwise a late answer to a request that timed out: nothing waits for it.
   }
-
   // ---------------------------------------------------------------------------
-  // Inbound frames
+  // Frames from the relay
 
   #onFrames(session: Connection, frames: Frame[]): void {
     for (const frame of frames) {
@@ -658,7 +622,7 @@ export class RelayClient {
   #onFrame(session: Connection, frame: Frame): void {
     switch (frame.type) {
       case 'DELIVER':
-        this.#onDeliver(session, frame);
+        this.#inbound.deliver(session, frame);
         return;
       case 'ACK':
         this.#onAck(session, frame);
@@ -716,9 +680,7 @@ export class RelayClient {
         const error = new RelayError(errorCodeFromWire(frame.code), `${session.url.href}: ${frame.message}`);
         if (error.code === 'QUEUE_RESET') {
           // Sent before the relay pumps the queue again, so every frame after it is numbered anew.
-          this.#log.warn?.('relay queue restarted; forgetting old positions', { url: session.url.href });
-          this.#tracker.resetPositions();
-          if (this.#outbox !== undefined) void this.#outbox.persistInbound().catch(() => {});
+          this.#inbound.queueReset(session.url.href);
           return;
         }
         if ((frame.flags & ErrorFlags.FATAL) === 0) {
@@ -745,7 +707,7 @@ export class RelayClient {
     const entry = this.#window.take(frame.messageId, session);
     // An ACK for nothing pending is a late duplicate (we sent the message again); harmless.
     if (entry === undefined) return;
-    this.#forgetOutbox(entry);
+    this.#outbox?.forget(entry);
     entry.resolve({ messageId: entry.messageId, position: frame.position });
   }
 
@@ -757,310 +719,34 @@ export class RelayClient {
     const error = new RelayError(code, `relay refused message ${key}: ${frame.message || code}`);
     const entry = this.#window.take(frame.messageId, session);
     if (entry !== undefined) {
-      this.#forgetOutbox(entry);
+      this.#outbox?.forget(entry);
       entry.reject(error);
     } else this.#emitError({ error, url: session.url.href, messageId: copyBytes(frame.messageId) });
   }
 
-  #onDeliver(session: Connection, frame: DeliverFrame): void {
-    const durable = (frame.flags & SendFlags.DURABLE) !== 0;
-    const position = durable ? frame.position : 0;
-    const url = session.url.href;
-    if (durable && position === 0) {
-      this.#emitError({
-        error: new RelayError(ClientErrorCode.unexpectedFrame, `${url}: durable DELIVER without a queue position`),
-        url,
-      });
-      return;
-    }
-    // Per sender: another sender's frame with the same messageId is another message.
-    const key = inboundKey(frame.source, frame.messageId);
-    const verdict = this.#tracker.check(key, position);
-    if (verdict !== 'new') this.#duplicates++;
-    if (verdict === 'ack-again') {
-      this.#tracker.ack(key, position);
-      this.#link.write(session, { type: 'ACK', messageId: frame.messageId, position });
-      return;
-    }
-    if (verdict === 'drop') return;
-    if (frame.payload[0] === ANONYMOUS_REQUEST_KIND) {
-      this.#onAnonymousRequest(session, frame, key, durable, position);
-      return;
-    }
-
-    let from: string;
-    let body: Uint8Array;
-    let control = false;
-    try {
-      if (!bytesEqual(frame.dest, this.#hint)) {
-        throw new RelayError(ClientErrorCode.unexpectedFrame, `DELIVER addressed to ${toHex(frame.dest)}, not to us`);
-      }
-      const envelope = decodeEnvelope(frame.payload);
-      checkEnvelopeSender(envelope, frame.source);
-      from = envelope.senderDid;
-      body = envelope.body;
-      control = envelope.version === CONTROL_ENVELOPE_VERSION;
-    } catch (error) {
-      // A frame we will never accept: acknowledge it so it cannot block the queue, and say so.
-      if (durable) {
-        void this.#ackInbound(key, copyBytes(frame.messageId), position);
-      } else {
-        this.#tracker.accept(key, 0);
-      }
-      this.#emitError({
-        error: toLibertariaError(error, 'inbound message'),
-        url,
-        messageId: copyBytes(frame.messageId),
-      });
-      return;
-    }
-
-    if (control) {
-      this.#onControl(session, frame, key, durable, position, from, body);
-      return;
-    }
-    this.#paths.notePeer(from);
-
-    const full = this.#inbox.full || this.#inbox.length + this.#pendingOpens >= this.#inbox.capacity;
-    if (durable) {
-      if (session.leavingUnread || full || this.#tracker.unacked + this.#pendingOpens >= this.#maxUnacked) {
-        // Not acknowledged, so the relay keeps it; it comes back once the connection is replaced.
-        if (!session.leavingUnread) {
-          this.#log.warn?.('inbound buffer full; leaving durable messages with the relay', { url, position });
-        }
-        session.leavingUnread = true;
-        this.#tracker.leaveUnread(position);
-        return;
-      }
-    } else if (full) {
-      this.#droppedFast++;
-      this.#emitError({
-        error: new RelayError(
-          ClientErrorCode.inboundOverflow,
-          `inbound buffer full (${this.#inbox.capacity}); fast message dropped (${this.#droppedFast} so far)`,
-        ),
-        url,
-        messageId: copyBytes(frame.messageId),
-        dropped: this.#droppedFast,
-      });
-      return;
-    }
-
-    const messageId = copyBytes(frame.messageId);
-    const fromHint = copyBytes(frame.source);
-    // Copies: the frame is a view into the transport's buffer.
-    const sessionId = copyBytes(frame.sessionId);
-    const sessions = this.#sessions;
-    // The SDK seals under a session id of its own (never all zero); all zero is
-    // the id of an unsealed send, whose payload is the plaintext.
-    const unsealed = sessions === undefined || isZero(sessionId);
-    if (sessions !== undefined && unsealed) this.#unsealedSenders.warn(from, url);
-    if (sessions === undefined && isZero(sessionId)) warnOnce('unsealed', this.#log, UNSEALED_WARNING);
-    if (!unsealed) {
-      // Held (duplicates hidden) while it is opened; never yielded unless it opens.
-      this.#tracker.accept(key, position);
-      const sealed = copyBytes(body);
-      this.#pendingOpens++;
-      this.#opening = this.#opening.then(async () => {
-        let plaintext: Uint8Array;
-        try {
-          // Durable: the plaintext is kept until ack(), so a redelivery after a crash still opens.
-          plaintext = await sessions.open(from, sessionId, sealed, durable ? messageId : undefined);
-        } catch (error) {
-          this.#pendingOpens--;
-          // A poison frame must not block the queue: acknowledged, reported, never delivered.
-          if (durable) void this.#ackInbound(key, messageId, position);
-          this.#emitError({ error: toLibertariaError(error, 'opening a sealed message'), url, messageId });
-          return;
-        }
-        this.#pendingOpens--;
-        this.#inbox.push(
-          this.#inboundMessage(key, messageId, from, fromHint, plaintext, durable, position, sessionId, true),
-        );
-      });
-      return;
-    }
-    this.#tracker.accept(key, position);
-    // Behind any message still being opened, so the application sees them in order.
-    const message = this.#inboundMessage(
-      key,
-      messageId,
-      from,
-      fromHint,
-      copyBytes(body),
-      durable,
-      position,
-      sessionId,
-      false,
-    );
-    if (sessions === undefined) {
-      this.#inbox.push(message);
-      return;
-    }
-    this.#pendingOpens++;
-    this.#opening = this.#opening.then(() => {
-      this.#pendingOpens--;
-      this.#inbox.push(message);
-    });
-  }
-
-  /**
-   * A control envelope from a peer's SDK (never shown to the application):
-   * today the path update a peer sends after a migration. Fast only.
-   */
-  #onControl(
-    session: Connection,
-    frame: DeliverFrame,
-    key: string,
-    durable: boolean,
-    position: number,
-    from: string,
-    body: Uint8Array,
-  ): void {
-    const messageId = copyBytes(frame.messageId);
-    if (durable) void this.#ackInbound(key, messageId, position);
-    else this.#tracker.accept(key, 0);
-    const sessions = this.#sessions;
-    const sessionId = copyBytes(frame.sessionId);
-    const sealed = copyBytes(body);
-    const handle = (record: Uint8Array): void => {
-      const notice = this.#paths.onRecord(from, record);
-      if (notice === undefined) {
-        this.#emitError({
-          error: new RelayError('BAD_FIELD', `unreadable control notice from ${from}`),
-          url: session.url.href,
-          messageId,
-        });
-        return;
-      }
-      this.events.emit('peer-moved', { did: from, nodeId: notice.nodeId, at: notice.at });
-    };
-    if (sessions === undefined) {
-      handle(sealed);
-      return;
-    }
-    this.#opening = this.#opening.then(async () => {
-      try {
-        handle(await sessions.open(from, sessionId, sealed));
-      } catch (error) {
-        this.#emitError({
-          error: toLibertariaError(error, 'opening a control notice'),
-          url: session.url.href,
-          messageId,
-        });
-      }
-    });
-  }
-
-  /**
-   * An anonymous request: opened with our prekeys, answered by the
-   * application's handler, the response sent back fast to the requester's
-   * reply hint. Never yielded by messages(): it has no sender DID.
-   */
-  #onAnonymousRequest(session: Connection, frame: DeliverFrame, key: string, durable: boolean, position: number): void {
-    const url = session.url.href;
-    const messageId = copyBytes(frame.messageId);
-    // Anonymous connections cannot send durably; acknowledge anything odd so it cannot block the queue.
-    if (durable) void this.#ackInbound(key, messageId, position);
-    else this.#tracker.accept(key, 0);
-    const sessions = this.#sessions;
-    const handler = this.#onAnonymous;
-    if (sessions === undefined || handler === undefined || durable) {
-      this.#emitError({
-        error: new RelayError(
-          'ANON_NOT_PERMITTED',
-          durable
-            ? 'a durable anonymous request was refused (anonymous requests are fast only)'
-            : 'an anonymous request arrived but this client has no onAnonymousRequest handler (or no sessions)',
-        ),
-        url,
-        messageId,
-      });
-      return;
-    }
-    const replyTo = copyBytes(frame.source);
-    const sessionId = copyBytes(frame.sessionId);
-    const request = frame.payload.slice(1);
-    const guard = this.#anonymousReplayGuard;
-    void (async () => {
-      try {
-        const responder = await sessions.acceptAnonymousRequest(request, guard);
-        const payload = decodeAnonymousPlaintext(responder.payload, Date.now());
-        const answer = await handler({ payload, sessionId: responder.sessionId });
-        const body = encodeEnvelope(this.did, responder.sealResponse(answer));
-        const current = this.#link.live;
-        if (current === undefined) {
-          throw new RelayError(ClientErrorCode.unreachable, 'the connection ended before the response could be sent');
-        }
-        this.#link.write(current, {
-          type: 'SEND',
-          dest: replyTo,
-          source: this.#hint,
-          sessionId,
-          messageId: randomBytes(ID_SIZE),
-          flags: 0,
-          ttl: 0,
-          position: 0,
-          payload: body,
-        });
-      } catch (error) {
-        this.#emitError({ error: toLibertariaError(error, 'answering an anonymous request'), url, messageId });
-      }
-    })();
-  }
-
-  #inboundMessage(
-    key: string,
-    messageId: Uint8Array,
-    from: string,
-    fromHint: Uint8Array,
-    payload: Uint8Array,
-    durable: boolean,
-    position: number,
-    sessionId: Uint8Array,
-    sealed: boolean,
-  ): InboundMessage {
-    let acked = !durable;
-    return {
-      messageId,
-      from,
-      fromHint,
-      to: this.did,
-      payload,
-      durable,
-      position,
-      sessionId,
-      sealed,
-      ack: async () => {
-        if (acked) return;
-        acked = true;
-        // The kept plaintext is forgotten before the relay hears the ACK (sessions.ts acknowledge()).
-        if (durable && sealed && this.#sessions !== undefined) {
-          await this.#sessions.acknowledge(from, messageId).catch((error: unknown) => {
-            acked = false;
-            throw error;
-          });
-        }
-        await this.#ackInbound(key, messageId, position);
-      },
-    };
-  }
-
-  async #ackInbound(key: string, messageId: Uint8Array, position: number): Promise<void> {
-    this.#tracker.ack(key, position);
-    // Persisted before the relay hears it: a restart must not show an acknowledged message again.
-    if (this.#outbox !== undefined) await this.#outbox.persistInbound();
+  /** Writes one request (request-table.ts) on the current connection and waits for the answer carrying its request id. */
+  #request<K extends RequestAnswerType>(
+    operation: string,
+    expects: K,
+    build: (requestId: Uint8Array) => Frame,
+  ): Promise<Extract<RequestAnswer, { type: K }>> {
+    if (this.#link.status.state === 'closed') return Promise.reject(this.#link.status.closedError(operation));
     const connection = this.#link.live;
-    // Without a connection the next RESUME (or a redelivery acked again) tells the relay.
-    if (connection !== undefined) this.#link.write(connection, { type: 'ACK', messageId, position });
-    this.#maybeResync();
-  }
-
-  // ---------------------------------------------------------------------------
-  // Outbox (offline-first)
-
-  #forgetOutbox(entry: OutboundEntry<Connection>): void {
-    this.#outbox?.forget(entry);
+    if (connection === undefined) {
+      return Promise.reject(new RelayError(ClientErrorCode.unreachable, `${operation}: not connected`));
+    }
+    const requestId = randomBytes(ID_SIZE);
+    const frame = build(requestId);
+    try {
+      // Encoded once here so a malformed argument is refused instead of failing the connection's write.
+      encodeFrame(frame, connection.version);
+    } catch (error) {
+      return Promise.reject(new RelayError(ClientErrorCode.invalidArgument, `${operation}: ${toError(error).message}`));
+    }
+    // Registered before the write: a write that fails ends the connection, which rejects it.
+    const answer = this.#requests.add(requestId, connection, operation, expects);
+    this.#link.write(connection, frame);
+    return answer;
   }
 
   /** Before the first connection: the inbound state and the sends a previous run left unacknowledged. */
@@ -1082,20 +768,6 @@ export class RelayClient {
       return true;
     });
   }
-
-  /** Once the application has drained enough, replace a connection that left frames unread. */
-  #maybeResync(): void {
-    const session = this.#link.live;
-    if (session === undefined || !session.leavingUnread) return;
-    if (this.#inbox.length > this.#inbox.capacity / 2 || this.#tracker.unacked > this.#maxUnacked / 2) return;
-    this.#log.info?.('inbound buffer drained; reconnecting to receive what was left with the relay', {
-      url: session.url.href,
-    });
-    this.#link.end(session, { resync: true });
-  }
-
-  // ---------------------------------------------------------------------------
-  // Helpers
 
   #destination(to: string | Uint8Array): Uint8Array {
     if (typeof to === 'string') return hintFromDid(to);
@@ -1121,9 +793,7 @@ export class RelayClient {
     this.#pings.rejectAll(reason);
     this.#presence.rejectAll(reason);
     this.#requests.rejectAll(reason);
-    // Queued messages were never acknowledged: the relay keeps them for the next client.
-    this.#inbox.clear();
-    this.#inbox.end(inboxError);
+    this.#inbound.end(inboxError);
     await this.#link.closeConnection();
   }
 }
