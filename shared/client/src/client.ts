@@ -1,5 +1,3 @@
-// Size: about 800 lines, one class. Breaking RelayClient up is issue 14's work item; still here
-// besides the façade: the frame dispatch.
 /**
  * RelayClient: one authenticated connection at a time to the first relay of
  * a failover list that works, with reconnection, durable-send retries,
@@ -12,6 +10,7 @@
  *                        RESUME to its end, liveness, the run status and the
  *                        lifecycle (timing in link-timing.ts, the record in
  *                        connection.ts, whether it runs in run-status.ts)
+ *   frame-dispatch.ts    each frame from a relay to the part that handles it
  *   send-window.ts       durable sends until ACKed or NACKed, in send order
  *   client-outbox.ts     the offline-first outbox
  *   inbound.ts           DELIVERs: duplicates, flow control, opening, acks
@@ -30,15 +29,11 @@
 import type { SessionLifecycle } from '@libertaria/crypto';
 import { HINT_LENGTH, hintFromDid, type PeerSigner, parseDid } from '@libertaria/identity';
 import {
-  type AckFrame,
-  ErrorFlags,
   encodeFrame,
-  errorCodeFromWire,
   type Frame,
   ID_SIZE,
   type LibertariaError,
   MAX_PAYLOAD_LIMIT,
-  type NackFrame,
   type PrekeyBundle,
   type PrekeyPublication,
   RelayError,
@@ -47,7 +42,7 @@ import {
 } from '@libertaria/protocol';
 import { AnonymousResponder } from './anonymous-responder.js';
 import { resolveReconnectOptions } from './backoff.js';
-import { bytesEqual, copyBytes, randomBytes, toHex } from './bytes.js';
+import { copyBytes, randomBytes, toHex } from './bytes.js';
 import { ClientOutbox } from './client-outbox.js';
 import {
   type AcceptedGrant,
@@ -66,19 +61,19 @@ import {
   type SendResult,
 } from './client-types.js';
 import { ClientErrorCode, toError, toLibertariaError } from './codes.js';
-import type { Connection, ConnectionEnd } from './connection.js';
+import type { Connection } from './connection.js';
 import { ConnectionLoop } from './connection-loop.js';
 import { DedupeTracker } from './dedupe.js';
 import { TypedEmitter } from './emitter.js';
 import { encodeEnvelope } from './envelope.js';
-import { isPermanentRefusal } from './handshake.js';
+import { FrameDispatch } from './frame-dispatch.js';
 import { InboundSide } from './inbound.js';
 import { LinkTiming, PING_APP } from './link-timing.js';
 import { OnceEpochTracker } from './once-epoch.js';
 import { PathUpdates, type PeerLocation } from './path-updates.js';
 import { PingTable, PresenceTable } from './probes.js';
 import { RelayList } from './relay-list.js';
-import { prekeyStatusOf, RelayRequests } from './relay-requests.js';
+import { RelayRequests } from './relay-requests.js';
 import { type RequestAnswer, type RequestAnswerType, RequestTable } from './request-table.js';
 import { isZero, sealingSessions, UNSEALED_WARNING, warnOnce, ZERO_SESSION } from './sealing.js';
 import { type OutboundEntry, SendWindow } from './send-window.js';
@@ -207,7 +202,7 @@ export class RelayClient {
         requests: this.#requests,
         events: this.events,
         grants: () => this.#relayRequests.grants(),
-        onFrames: (connection, frames) => this.#onFrames(connection, frames),
+        onFrames: (connection, frames) => dispatch.frames(connection, frames),
         onMigrated: (connection) => void this.#paths.announce(connection),
         emitError,
         fail: (error) => this.#fail(error),
@@ -251,6 +246,19 @@ export class RelayClient {
       paths: this.#paths,
       responder,
       link: this.#link,
+      events: this.events,
+      log,
+      emitError,
+    });
+    const dispatch = new FrameDispatch({
+      hint: this.#hint,
+      link: this.#link,
+      inbound: this.#inbound,
+      window: this.#window,
+      outbox: this.#outbox,
+      pings: this.#pings,
+      presence: this.#presence,
+      requests: this.#requests,
       events: this.events,
       log,
       emitError,
@@ -595,133 +603,6 @@ export class RelayClient {
     // the inbound state written.
     await Promise.allSettled(this.#outbox?.pendingWrites() ?? []);
     this.#link.closed();
-  }
-
-  #onRequestAnswer(frame: RequestAnswer): void {
-    if (this.#requests.answer(frame)) return;
-    if (frame.type === 'PREKEY_STATUS' && frame.requestId.every((b) => b === 0) && bytesEqual(frame.hint, this.#hint)) {
-      this.events.emit('prekeys-low', prekeyStatusOf(frame));
-    }
-    // Otherwise a late answer to a request that timed out: nothing waits for it.
-  }
-  // ---------------------------------------------------------------------------
-  // Frames from the relay
-
-  #onFrames(session: Connection, frames: Frame[]): void {
-    for (const frame of frames) {
-      if (session.over) return;
-      this.#link.heard(session);
-      try {
-        this.#onFrame(session, frame);
-      } catch (error) {
-        this.#emitError({ error: toLibertariaError(error, 'handling a frame'), url: session.url.href });
-      }
-    }
-  }
-
-  #onFrame(session: Connection, frame: Frame): void {
-    switch (frame.type) {
-      case 'DELIVER':
-        this.#inbound.deliver(session, frame);
-        return;
-      case 'ACK':
-        this.#onAck(session, frame);
-        return;
-      case 'NACK':
-        this.#onNack(session, frame);
-        return;
-      case 'PING':
-        this.#link.write(session, { type: 'PONG', data: frame.data });
-        return;
-      case 'PONG': {
-        const key = toHex(frame.data);
-        const rtt = this.#pings.answer(key);
-        if (rtt !== undefined) this.#link.timing.sample(rtt);
-        this.#link.pong(session, key);
-        return;
-      }
-      case 'PEER_GONE':
-        // A zero messageId answers PRESENCE_QUERY; otherwise a fast SEND found nobody.
-        if (frame.messageId.every((b) => b === 0) && this.#presence.answer(frame.hint, false)) return;
-        this.events.emit('peer-gone', { hint: copyBytes(frame.hint), messageId: copyBytes(frame.messageId) });
-        return;
-      case 'PEER_PRESENT':
-        this.#presence.answer(frame.hint, true);
-        return;
-      case 'PREKEY_BUNDLE':
-      case 'PREKEY_STATUS':
-      case 'ONCE_RESULT':
-      case 'GRANT_ACCEPTED':
-      case 'GRANT_REVOKED':
-      case 'POLICY':
-      case 'AUDIT_RESULT':
-      case 'BRIDGE_INFO':
-        this.#onRequestAnswer(frame);
-        return;
-      case 'GOAWAY': {
-        const hint = frame.reconnectHint
-          .split(',')
-          .map((s) => s.trim())
-          .filter((s) => s !== '');
-        this.#log.info?.('relay sent GOAWAY', { url: session.url.href, reason: frame.reason });
-        this.events.emit('goaway', {
-          url: session.url.href,
-          reconnectAfterMs: frame.reconnectAfterMs,
-          reconnectHint: hint,
-          reason: frame.reason,
-        });
-        this.#link.end(session, {
-          goaway: { ...frame },
-          error: new RelayError('DRAINING', `${session.url.href}: GOAWAY: ${frame.reason || 'no reason given'}`),
-        });
-        return;
-      }
-      case 'ERROR': {
-        const error = new RelayError(errorCodeFromWire(frame.code), `${session.url.href}: ${frame.message}`);
-        if (error.code === 'QUEUE_RESET') {
-          // Sent before the relay pumps the queue again, so every frame after it is numbered anew.
-          this.#inbound.queueReset(session.url.href);
-          return;
-        }
-        if ((frame.flags & ErrorFlags.FATAL) === 0) {
-          this.#emitError({ error, url: session.url.href });
-          return;
-        }
-        const end: ConnectionEnd = { error };
-        if (isPermanentRefusal(error)) end.refused = error;
-        this.#link.end(session, end);
-        return;
-      }
-      default:
-        this.#emitError({
-          error: new RelayError(
-            ClientErrorCode.unexpectedFrame,
-            `${session.url.href}: unexpected ${frame.type} from relay`,
-          ),
-          url: session.url.href,
-        });
-    }
-  }
-
-  #onAck(session: Connection, frame: AckFrame): void {
-    const entry = this.#window.take(frame.messageId, session);
-    // An ACK for nothing pending is a late duplicate (we sent the message again); harmless.
-    if (entry === undefined) return;
-    this.#outbox?.forget(entry);
-    entry.resolve({ messageId: entry.messageId, position: frame.position });
-  }
-
-  #onNack(session: Connection, frame: NackFrame): void {
-    const code = errorCodeFromWire(frame.code);
-    const key = toHex(frame.messageId);
-    // A NACK carrying a request id refuses that request.
-    if (this.#requests.refuse(frame.messageId, code, frame.message)) return;
-    const error = new RelayError(code, `relay refused message ${key}: ${frame.message || code}`);
-    const entry = this.#window.take(frame.messageId, session);
-    if (entry !== undefined) {
-      this.#outbox?.forget(entry);
-      entry.reject(error);
-    } else this.#emitError({ error, url: session.url.href, messageId: copyBytes(frame.messageId) });
   }
 
   /** Writes one request (request-table.ts) on the current connection and waits for the answer carrying its request id. */

@@ -57,7 +57,7 @@ export interface LinkParts {
   readonly events: TypedEmitter<RelayClientEvents>;
   /** The grants presented again first thing on every connection (relay-requests.ts). */
   grants(): Iterable<Uint8Array>;
-  /** Frames read from a connection (the client's frame dispatch). */
+  /** Frames read from a connection (frame-dispatch.ts). */
   onFrames(connection: Connection, frames: Frame[]): void;
   /** A migration completed on `connection`: the peers are told (path-updates.ts). */
   onMigrated(connection: Connection): void;
