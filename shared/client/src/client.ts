@@ -1,66 +1,48 @@
-// Size: about 1,700 lines, one class. Breaking RelayClient up is issue 14's work item; moved
-// out so far: types and defaults (client-types.ts), the request table (request-table.ts) and the
-// requests (relay-requests.ts), the send window (send-window.ts), the outbox (client-outbox.ts),
-// pings and presence queries (probes.ts), path updates (path-updates.ts), the relay list
-// (relay-list.ts) and relay keys (relay-trust.ts). Still here: the connection loop and its
-// states, the per-connection record, the inbound side, the anonymous responder.
 /**
  * RelayClient: one authenticated connection at a time to the first relay of
  * a failover list that works, with reconnection, durable-send retries,
  * RESUME and duplicate suppression. See docs/client.md for the guarantees.
  *
- * Outbound durable sends live in the send window (send-window.ts,
- * insertion order = send order) until the relay ACKs or NACKs them. At most
- * `maxInFlight` of them are on the wire at once; after a reconnect every one
- * of them is written again with the same messageId (the relay is idempotent
- * on it), so a durable send is never lost and never reported as done
- * without an ACK.
+ * This file is the façade: the public API and its documentation, the
+ * options, and the wiring of the parts, each in a module with one job:
  *
- * Inbound messages go through DedupeTracker (dedupe.ts, keyed on sender
- * hint and messageId) and a bounded
- * Inbox; a durable message is acknowledged to the relay only when the
- * application calls ack(). RESUME carries the tracker's watermark.
- *
- * Prekeys: publishPrekeys, fetchPrekeys and prekeyStatus (like the once,
- * membrane and bridge requests) are requests correlated by a random 16-byte
- * request id in the request table (request-table.ts: answered by
- * PREKEY_STATUS, PREKEY_BUNDLE, … or a NACK carrying the id); unsolicited
- * low-water notices are the 'prekeys-low' event. They are not retried
- * across reconnects.
+ *   connection-loop.ts   the link: the failover loop, each connection from
+ *                        RESUME to its end, liveness, the run status and the
+ *                        lifecycle (timing in link-timing.ts, the record in
+ *                        connection.ts, whether it runs in run-status.ts)
+ *   frame-dispatch.ts    each frame from a relay to the part that handles it
+ *   send-window.ts       durable sends until ACKed or NACKed, in send order
+ *   client-outbox.ts     the offline-first outbox
+ *   inbound.ts           DELIVERs: duplicates, flow control, opening, acks
+ *   anonymous-responder.ts  answering anonymous requests
+ *   probes.ts, request-table.ts, relay-requests.ts
+ *                        pings, presence queries and the requests to the relay
+ *   path-updates.ts      telling peers where we moved, and where they did
+ *   relay-list.ts, relay-trust.ts  the relays to try and the keys they must prove
+ *   sealing.ts           whether payloads are sealed, and the warnings if not
+ *   client-types.ts      the public types and CLIENT_DEFAULTS
  *
  * No Node-only imports here: with the WebSocket transport this runs in
  * browsers (the identity module still needs a browser port, see the docs).
  */
 
+import type { SessionLifecycle } from '@libertaria/crypto';
+import { HINT_LENGTH, hintFromDid, type PeerSigner, parseDid } from '@libertaria/identity';
 import {
-  AllTicketStores,
-  InMemoryTicketStore,
-  nobleCrypto,
-  SessionLifecycle,
-  type TicketStore,
-} from '@libertaria/crypto';
-import { HINT_LENGTH, hintFromDid, migrationTranscript, type PeerSigner, parseDid } from '@libertaria/identity';
-import {
-  type AckFrame,
-  type DeliverFrame,
-  ErrorFlags,
   encodeFrame,
-  errorCodeFromWire,
   type Frame,
-  type GoawayFrame,
   ID_SIZE,
   type LibertariaError,
   MAX_PAYLOAD_LIMIT,
-  type NackFrame,
   type PrekeyBundle,
   type PrekeyPublication,
   RelayError,
   SendFlags,
   type SendFrame,
 } from '@libertaria/protocol';
-import { ANON_REQUEST_RETENTION_MS, ANONYMOUS_REQUEST_KIND, decodeAnonymousPlaintext } from './anonymous.js';
-import { backoffDelay, type ReconnectOptions, resolveReconnectOptions } from './backoff.js';
-import { bytesEqual, copyBytes, randomBytes, toHex } from './bytes.js';
+import { AnonymousResponder } from './anonymous-responder.js';
+import { resolveReconnectOptions } from './backoff.js';
+import { copyBytes, randomBytes, toHex } from './bytes.js';
 import { ClientOutbox } from './client-outbox.js';
 import {
   type AcceptedGrant,
@@ -79,33 +61,25 @@ import {
   type SendResult,
 } from './client-types.js';
 import { ClientErrorCode, toError, toLibertariaError } from './codes.js';
-import { DedupeTracker, inboundKey } from './dedupe.js';
+import type { Connection } from './connection.js';
+import { ConnectionLoop } from './connection-loop.js';
+import { DedupeTracker } from './dedupe.js';
 import { TypedEmitter } from './emitter.js';
-import { CONTROL_ENVELOPE_VERSION, checkEnvelopeSender, decodeEnvelope, encodeEnvelope } from './envelope.js';
-import {
-  type Handshake,
-  HandshakeError,
-  isPermanentRefusal,
-  performHandshake,
-  type SignatureVerifier,
-  type Welcome,
-} from './handshake.js';
-import { Inbox } from './inbox.js';
+import { encodeEnvelope } from './envelope.js';
+import { FrameDispatch } from './frame-dispatch.js';
+import { InboundSide } from './inbound.js';
+import { LinkTiming, PING_APP } from './link-timing.js';
 import { OnceEpochTracker } from './once-epoch.js';
-import { encodeControlRecord, PathUpdates, type PeerLocation } from './path-updates.js';
+import { PathUpdates, type PeerLocation } from './path-updates.js';
 import { PingTable, PresenceTable } from './probes.js';
-import { hintedUrls, RelayList } from './relay-list.js';
-import type { RelayPinStore } from './relay-pins.js';
-import { prekeyStatusOf, RelayRequests } from './relay-requests.js';
-import { RelayTicketStore } from './relay-ticket-store.js';
-import { pinOnFirstUse, relayExpectation } from './relay-trust.js';
+import { RelayList } from './relay-list.js';
+import { RelayRequests } from './relay-requests.js';
 import { type RequestAnswer, type RequestAnswerType, RequestTable } from './request-table.js';
-import { RttEstimator } from './rtt.js';
+import { isZero, sealingSessions, UNSEALED_WARNING, warnOnce, ZERO_SESSION } from './sealing.js';
 import { type OutboundEntry, SendWindow } from './send-window.js';
 import { InMemorySessionStore } from './session-store.js';
-import { SessionManager } from './sessions.js';
-import type { TlsClientOptions, Transport } from './transport.js';
-import { parseRelayUrls, type RelayUrl } from './url.js';
+import type { SessionManager } from './sessions.js';
+import { parseRelayUrls } from './url.js';
 
 // The public types live in client-types.ts; exported from here as before, so no import breaks.
 export type {
@@ -125,73 +99,6 @@ export type {
   SendResult,
 } from './client-types.js';
 
-interface SessionEnd {
-  /** When the session's WELCOME arrived (set by #endSession). */
-  startedAt?: number;
-  error?: Error;
-  goaway?: GoawayFrame;
-  /** Replace the connection at once so the relay redelivers what was left unread. */
-  resync?: boolean;
-  /** The relay refused us for good (AUTH_FAILED after WELCOME). */
-  refused?: RelayError;
-}
-
-interface Session {
-  readonly url: RelayUrl;
-  readonly transport: Transport;
-  readonly version: number;
-  readonly welcome: Welcome;
-  readonly ended: Promise<SessionEnd>;
-  readonly transportClosed: Promise<void>;
-  resolveEnded: (end: SessionEnd) => void;
-  over: boolean;
-  inFlight: number;
-  lastRx: number;
-  lastTx: number;
-  lastKeepalive: number;
-  readonly startedAt: number;
-  /** A durable frame was left unread on this connection: every later one is too, until it is replaced. */
-  leavingUnread: boolean;
-  timer: ReturnType<typeof setInterval> | undefined;
-  /** Keepalive PINGs in flight (hex data → performance.now() at send), for RTT samples. */
-  keepalives: Map<string, number>;
-  /** The PING after RESUME on a new path: its PONG ends the migration (PING is a barrier on the relay). */
-  migrationPing: string | undefined;
-  /** performance.now() at which the newest answered keepalive PING was sent. */
-  lastAnsweredPing: number | undefined;
-}
-
-const ZERO_SESSION = new Uint8Array(ID_SIZE);
-
-const UNSEALED_WARNING =
-  'RelayClient with sealing: false: payloads travel readable by every relay and Redis on the path, and a relay can forge them (docs/client.md#sealed-sessions)';
-
-/**
- * Warnings said once per logger, however many clients share it (a test suite
- * makes hundreds); clients without a logger share the console, once per process.
- */
-const warnedByLogger = new WeakMap<ClientLogger, Set<string>>();
-const warnedOnConsole = new Set<string>();
-function warnOnce(kind: string, log: ClientLogger, message: string): void {
-  const warn = log.warn;
-  let warned = warnedOnConsole;
-  if (warn !== undefined) {
-    warned = warnedByLogger.get(log) ?? new Set();
-    warnedByLogger.set(log, warned);
-  }
-  if (warned.has(kind)) return;
-  warned.add(kind);
-  // Without a logger the client is otherwise silent; this one must still be heard.
-  if (warn !== undefined) warn.call(log, message);
-  else globalThis.console?.warn(`libertaria: ${message}`);
-}
-
-function isZero(bytes: Uint8Array): boolean {
-  for (const b of bytes) if (b !== 0) return false;
-  return true;
-}
-const PING_APP = 0x01;
-const PING_KEEPALIVE = 0x02;
 const MAX_TTL = 0xffffffff;
 
 function positiveInt(value: number | undefined, fallback: number, name: string): number {
@@ -202,193 +109,172 @@ function positiveInt(value: number | undefined, fallback: number, name: string):
   return value;
 }
 
-/** Timers must not keep Node alive on their own (the socket does); browsers have no unref. */
-function unref(timer: ReturnType<typeof setTimeout>): void {
-  const t = timer as { unref?: () => void };
-  t.unref?.();
-}
-
 export class RelayClient {
   readonly events: TypedEmitter<RelayClientEvents>;
   /** Our own did:libertaria DID. */
   readonly did: string;
-
-  readonly #identity: PeerSigner;
-  readonly #hint: Uint8Array;
-  /** The relays to try, in failover order, and those to avoid (relay-list.ts). */
-  readonly #relayList: RelayList;
-  readonly #expectRelayDid: string | undefined;
-  readonly #relayPins: RelayPinStore | undefined;
-  readonly #verifyRelay: SignatureVerifier | undefined;
-  readonly #reconnect: ReconnectOptions;
-  readonly #handshakeTimeoutMs: number;
-  readonly #ackTimeoutMs: number;
-  readonly #maxUnacked: number;
-  readonly #maxBufferedBytes: number;
-  readonly #tls: TlsClientOptions | undefined;
-  readonly #log: ClientLogger;
-  readonly #sessions: SessionManager | undefined;
-  readonly #unsealedSenders = new Set<string>();
-  /** The offline-first outbox (client-outbox.ts), when options.outbox is given. */
-  readonly #outbox: ClientOutbox | undefined;
-  readonly #adaptive: boolean;
-  readonly #maxTimeoutMs: number;
-  readonly #rtt = new RttEstimator();
-  /**
-   * Doubles after each handshake that ran out of time, up to maxTimeoutMs,
-   * and resets on success: before the first measurement nothing else tells
-   * a 10 ms link from a light-minutes one (TCP backs off its SYN timer alike).
-   */
-  #handshakeStretch = 1;
-  /** Href of the relay URL the last connection used: a different one on reconnect is a migration. */
-  #lastPath: string | undefined;
-  /** The last connection's connectionId (WELCOME): a new connection MIGRATEs from it. */
-  #lastConnectionId: Uint8Array | undefined;
   /**
    * The lifecycle of this client's link to the cluster (the seed's
    * SessionState for the relay path): transitions are logged and emitted as
    * 'state' events.
    */
   readonly lifecycle: SessionLifecycle;
-  /** Our recent peers (they get our path updates) and where peers said they are (path-updates.ts). */
-  readonly #paths = new PathUpdates();
-  readonly #onAnonymous: RelayClientOptions['onAnonymousRequest'];
-  readonly #anonymousReplayGuard: TicketStore;
-  /** Inbound sealed frames are opened one at a time, in arrival order. */
-  #opening: Promise<void> = Promise.resolve();
-  #pendingOpens = 0;
 
-  #state: 'idle' | 'running' | 'closed' | 'failed' = 'idle';
-  #failure: LibertariaError | undefined;
-  #session: Session | undefined;
-  #connected: Promise<void> | undefined;
-  #resolveConnected: (() => void) | undefined;
-  #rejectConnected: ((error: Error) => void) | undefined;
-  #abort: AbortController | undefined;
-  #wake: (() => void) | undefined;
-  #connections = 0;
-
+  readonly #hint: Uint8Array;
+  readonly #maxBufferedBytes: number;
+  readonly #log: ClientLogger;
+  readonly #sessions: SessionManager | undefined;
+  /** The link: connections, their liveness, the run status and the lifecycle (connection-loop.ts). */
+  readonly #link: ConnectionLoop;
   /** Durable sends until ACKed or NACKed, and the in-flight window (send-window.ts). */
-  readonly #window: SendWindow<Session>;
+  readonly #window: SendWindow<Connection>;
+  /** The offline-first outbox (client-outbox.ts), when options.outbox is given. */
+  readonly #outbox: ClientOutbox | undefined;
   /** Application PINGs awaiting their PONG (probes.ts). */
-  readonly #pings = new PingTable<Session>();
-  #pingCounter = 0;
+  readonly #pings = new PingTable<Connection>();
   /** PRESENCE_QUERY answers carry only the hint: queries per hint are answered in order (probes.ts). */
-  readonly #presence = new PresenceTable<Session>();
+  readonly #presence = new PresenceTable<Connection>();
   /** Requests answered by one frame (prekeys, once-checks, grants, policy, audit, bridge queries), by request id. */
-  readonly #requests = new RequestTable<Session>();
+  readonly #requests = new RequestTable<Connection>();
   /** What each request to the relay sends and how its answer is read; the grants presented (relay-requests.ts). */
   readonly #relayRequests: RelayRequests;
-
+  /** Duplicate suppression and the RESUME watermark (dedupe.ts), shared by the inbound side, the link and the outbox. */
   readonly #tracker: DedupeTracker;
-  readonly #inbox: Inbox<InboundMessage>;
-  #droppedFast = 0;
-  #duplicates = 0;
+  /** DELIVERs: duplicates, flow control, opening, acknowledgements (inbound.ts). */
+  readonly #inbound: InboundSide;
+  /** Our recent peers (they get our path updates) and where peers said they are (path-updates.ts). */
+  readonly #paths: PathUpdates;
 
   constructor(options: RelayClientOptions) {
-    this.#identity = options.identity;
-    this.did = options.identity.did;
-    this.#hint = options.identity.hint;
-    this.#relayList = new RelayList(parseRelayUrls(options.relays));
+    // Options are checked in this order: the first bad one is the error.
+    const identity: PeerSigner = options.identity;
+    this.did = identity.did;
+    this.#hint = identity.hint;
+    const relays = new RelayList(parseRelayUrls(options.relays));
     if (options.expectRelayDid !== undefined) parseDid(options.expectRelayDid);
-    this.#expectRelayDid = options.expectRelayDid;
-    this.#relayPins = options.relayPins;
-    this.#verifyRelay = options.verifyRelaySignature;
-    this.#reconnect = resolveReconnectOptions(options.reconnect);
-    this.#handshakeTimeoutMs = positiveInt(
-      options.handshakeTimeoutMs,
-      CLIENT_DEFAULTS.handshakeTimeoutMs,
-      'handshakeTimeoutMs',
-    );
-    this.#ackTimeoutMs = positiveInt(options.ackTimeoutMs, CLIENT_DEFAULTS.ackTimeoutMs, 'ackTimeoutMs');
-    this.#adaptive = options.adaptiveTimeouts !== false;
-    this.#maxTimeoutMs = positiveInt(options.maxTimeoutMs, CLIENT_DEFAULTS.maxTimeoutMs, 'maxTimeoutMs');
+    const reconnect = resolveReconnectOptions(options.reconnect);
+    const timing = new LinkTiming({
+      handshakeTimeoutMs: positiveInt(
+        options.handshakeTimeoutMs,
+        CLIENT_DEFAULTS.handshakeTimeoutMs,
+        'handshakeTimeoutMs',
+      ),
+      ackTimeoutMs: positiveInt(options.ackTimeoutMs, CLIENT_DEFAULTS.ackTimeoutMs, 'ackTimeoutMs'),
+      adaptive: options.adaptiveTimeouts !== false,
+      maxTimeoutMs: positiveInt(options.maxTimeoutMs, CLIENT_DEFAULTS.maxTimeoutMs, 'maxTimeoutMs'),
+    });
     this.#window = new SendWindow(
       positiveInt(options.maxInFlight, CLIENT_DEFAULTS.maxInFlight, 'maxInFlight'),
-      (session, frame) => this.#write(session, frame),
+      (connection, frame) => this.#link.write(connection, frame),
     );
-    this.#maxUnacked = positiveInt(options.maxUnackedInbound, CLIENT_DEFAULTS.maxUnackedInbound, 'maxUnackedInbound');
+    const maxUnacked = positiveInt(options.maxUnackedInbound, CLIENT_DEFAULTS.maxUnackedInbound, 'maxUnackedInbound');
     this.#maxBufferedBytes = positiveInt(
       options.maxBufferedBytes,
       CLIENT_DEFAULTS.maxBufferedBytes,
       'maxBufferedBytes',
     );
-    this.#tls = options.tls;
-    this.#log = options.logger ?? {};
+    const log: ClientLogger = options.logger ?? {};
+    this.#log = log;
     this.#tracker = new DedupeTracker({
       maxIds: positiveInt(options.dedupeSize, CLIENT_DEFAULTS.dedupeSize, 'dedupeSize'),
     });
-    this.#inbox = new Inbox(
-      positiveInt(options.inboundBufferSize, CLIENT_DEFAULTS.inboundBufferSize, 'inboundBufferSize'),
-      () => this.#maybeResync(),
-    );
+    const capacity = positiveInt(options.inboundBufferSize, CLIENT_DEFAULTS.inboundBufferSize, 'inboundBufferSize');
     this.events = new TypedEmitter((error, event) =>
-      this.#log.error?.('event listener threw', { event: String(event), error: toError(error).message }),
+      log.error?.('event listener threw', { event: String(event), error: toError(error).message }),
     );
-    this.lifecycle = new SessionLifecycle({ name: `relay link ${this.did}`, log: this.#log });
-    this.lifecycle.onTransition((t) => this.events.emit('state', t));
-    this.#sessions = this.#sealingSessions(options);
+    const emitError = (event: RelayClientEvents['error']): void => this.#emitError(event);
+    this.#link = new ConnectionLoop({
+      name: `relay link ${this.did}`,
+      identity,
+      relays,
+      expectRelayDid: options.expectRelayDid,
+      relayPins: options.relayPins,
+      verifyRelay: options.verifyRelaySignature,
+      reconnect,
+      tls: options.tls,
+      log,
+      timing,
+      parts: {
+        window: this.#window,
+        tracker: this.#tracker,
+        pings: this.#pings,
+        presence: this.#presence,
+        requests: this.#requests,
+        events: this.events,
+        grants: () => this.#relayRequests.grants(),
+        onFrames: (connection, frames) => dispatch.frames(connection, frames),
+        onMigrated: (connection) => void this.#paths.announce(connection),
+        emitError,
+        fail: (error) => this.#fail(error),
+      },
+    });
+    this.lifecycle = this.#link.lifecycle;
+    const sessions = sealingSessions(options, log);
+    this.#sessions = sessions;
     // Kept with our keys (or the outbox) so a restart still knows the epoch it saw.
-    const onceEpoch = new OnceEpochTracker(
-      this.#sessions?.store ?? options.outbox ?? new InMemorySessionStore(),
-      this.#log,
-    );
+    const onceEpoch = new OnceEpochTracker(sessions?.store ?? options.outbox ?? new InMemorySessionStore(), log);
     this.#relayRequests = new RelayRequests(
       (operation, expects, build) => this.#request(operation, expects, build),
       onceEpoch,
     );
-    this.#onAnonymous = options.onAnonymousRequest;
-    this.#outbox =
-      options.outbox === undefined ? undefined : new ClientOutbox(options.outbox, this.#log, this.#tracker);
-    // A local memory first: the relay's ONCE_CHECK alone could lie "fresh" and replay a request at us.
-    this.#anonymousReplayGuard = new AllTicketStores(
-      new InMemoryTicketStore({
-        retentionMs: ANON_REQUEST_RETENTION_MS,
-        maxEntries: CLIENT_DEFAULTS.anonymousReplayEntries,
-      }),
-      options.anonymousReplayGuard ??
-        new RelayTicketStore(this, { retentionMs: ANON_REQUEST_RETENTION_MS, label: 'anon-request' }),
-    );
-    const sessions = this.#sessions;
+    this.#outbox = options.outbox === undefined ? undefined : new ClientOutbox(options.outbox, log, this.#tracker);
+    const responder = new AnonymousResponder({
+      did: this.did,
+      hint: this.#hint,
+      sessions,
+      handler: options.onAnonymousRequest,
+      replayGuard: options.anonymousReplayGuard,
+      once: this,
+      link: this.#link,
+      emitError,
+    });
+    this.#paths = new PathUpdates({
+      did: this.did,
+      hint: this.#hint,
+      seal: sessions === undefined ? undefined : (did, record) => sessions.seal(this, did, record),
+      write: (connection, frame) => this.#link.write(connection, frame),
+      log,
+    });
+    this.#inbound = new InboundSide({
+      did: this.did,
+      hint: this.#hint,
+      tracker: this.#tracker,
+      capacity,
+      maxUnacked,
+      sessions,
+      outbox: this.#outbox,
+      paths: this.#paths,
+      responder,
+      link: this.#link,
+      events: this.events,
+      log,
+      emitError,
+    });
+    const dispatch = new FrameDispatch({
+      hint: this.#hint,
+      link: this.#link,
+      inbound: this.#inbound,
+      window: this.#window,
+      outbox: this.#outbox,
+      pings: this.#pings,
+      presence: this.#presence,
+      requests: this.#requests,
+      events: this.events,
+      log,
+      emitError,
+    });
     if (sessions !== undefined) {
       if (sessions.identity.did !== this.did) {
         throw new RelayError(ClientErrorCode.invalidArgument, 'sessions: the SessionManager is for another identity');
       }
       const publish = (): void => {
         sessions.ensurePublished(this).catch((error: unknown) => {
-          if (this.#state === 'running') this.#emitError({ error: toLibertariaError(error, 'publishing prekeys') });
+          if (this.#link.status.running) this.#emitError({ error: toLibertariaError(error, 'publishing prekeys') });
         });
       };
       this.events.on('connected', publish);
       this.events.on('prekeys-low', publish);
     }
-  }
-
-  /**
-   * Sealed by default (issue 13): the given SessionManager, else one of our
-   * own (memory-only unless `sessionStore`). Unsealed only when asked for,
-   * and said aloud once per process: the payloads are the relay's to read.
-   */
-  #sealingSessions(options: RelayClientOptions): SessionManager | undefined {
-    // Warned about at the first unsealed payload, not here: a client that only
-    // makes membrane requests (lrelay policy, grant --revoke) has none.
-    if (options.sealing === false) return undefined;
-    if (options.sessions !== undefined) return options.sessions;
-    const provider = options.crypto ?? nobleCrypto;
-    if (options.sessionStore === undefined) {
-      warnOnce(
-        'memory-sessions',
-        this.#log,
-        "RelayClient keeps its end-to-end sessions in memory only: sealed mail that arrived for an earlier run's prekeys cannot be opened after a restart; pass sessionStore (a FileSessionStore in Node) to keep them (docs/client.md#sealed-sessions)",
-      );
-    }
-    return new SessionManager({
-      identity: options.identity,
-      store: options.sessionStore ?? new InMemorySessionStore(),
-      provider,
-      verify: (key, data, signature) => provider.verifyEd25519(key, data, signature),
-      log: this.#log,
-    });
   }
 
   /** Whether payloads are sealed end to end (true unless `sealing: false`). */
@@ -398,20 +284,20 @@ export class RelayClient {
 
   /** Whether a relay connection is authenticated right now. */
   get connected(): boolean {
-    return this.#session !== undefined && !this.#session.over;
+    return this.#link.live !== undefined;
   }
 
   get stats(): RelayClientStats {
     return {
       pendingSends: this.#window.size,
       unackedInbound: this.#tracker.unacked,
-      bufferedInbound: this.#inbox.length,
+      bufferedInbound: this.#inbound.buffered,
       lastAcked: this.#tracker.lastAcked,
-      droppedFast: this.#droppedFast,
-      duplicates: this.#duplicates,
-      connections: this.#connections,
-      rttMs: this.#rtt.srtt,
-      ackTimeoutMs: this.#ackTimeout(),
+      droppedFast: this.#inbound.droppedFast,
+      duplicates: this.#inbound.duplicates,
+      connections: this.#link.connections,
+      rttMs: this.#link.timing.srtt,
+      ackTimeoutMs: this.#link.timing.ackTimeout(),
       state: this.lifecycle.state,
     };
   }
@@ -423,19 +309,12 @@ export class RelayClient {
    * or every relay refused us for good, or close() was called first.
    */
   connect(): Promise<void> {
-    if (this.#state === 'closed') return Promise.reject(this.#closedError('connect'));
-    if (this.#state === 'failed') return Promise.reject(this.#failure);
-    if (this.#connected !== undefined) return this.#connected;
-    this.#state = 'running';
-    this.#connected = new Promise<void>((resolve, reject) => {
-      this.#resolveConnected = resolve;
-      this.#rejectConnected = reject;
+    return this.#link.status.connect(() => {
+      const start = this.#outbox === undefined ? Promise.resolve() : this.#restoreOutbox(this.#outbox);
+      void start
+        .then(() => this.#link.run())
+        .catch((error: unknown) => this.#fail(toLibertariaError(error, 'connection loop failed')));
     });
-    const start = this.#outbox === undefined ? Promise.resolve() : this.#restoreOutbox(this.#outbox);
-    void start
-      .then(() => this.#run())
-      .catch((error: unknown) => this.#fail(toLibertariaError(error, 'connection loop failed')));
-    return this.#connected;
   }
 
   /**
@@ -451,9 +330,7 @@ export class RelayClient {
    * PEER_GONE, surfaced as the 'peer-gone' event.
    */
   async send(to: string | Uint8Array, payload: Uint8Array, options: SendOptions = {}): Promise<SendResult> {
-    if (this.#state === 'closed') throw this.#closedError('send');
-    if (this.#state === 'failed') throw this.#failure;
-    if (this.#state === 'idle') throw new RelayError(ClientErrorCode.unreachable, 'send: call connect() first');
+    this.#link.status.throwIfNotRunning('send');
     const sessions = this.#sessions;
     if (sessions === undefined) {
       // A caller that sealed the payload itself (MultipathSession) names its session.
@@ -475,8 +352,7 @@ export class RelayClient {
   }
 
   async #send(to: string | Uint8Array, payload: Uint8Array, options: SendOptions): Promise<SendResult> {
-    if (this.#state === 'closed') throw this.#closedError('send');
-    if (this.#state === 'failed') throw this.#failure;
+    this.#link.status.throwIfEnded('send');
     const dest = this.#destination(to);
     if (!(payload instanceof Uint8Array)) {
       throw new RelayError(ClientErrorCode.invalidArgument, 'send: payload must be a Uint8Array');
@@ -496,7 +372,7 @@ export class RelayClient {
     }
     // encodeEnvelope copies the payload, so the caller may reuse its buffer at once.
     const body = encodeEnvelope(this.did, payload);
-    const limit = this.#session?.welcome.maxPayload ?? MAX_PAYLOAD_LIMIT;
+    const limit = this.#link.current?.welcome.maxPayload ?? MAX_PAYLOAD_LIMIT;
     if (body.length > limit) {
       throw new RelayError(
         ClientErrorCode.payloadTooLarge,
@@ -516,17 +392,17 @@ export class RelayClient {
     };
     const key = toHex(messageId);
     if (!durable) {
-      const session = this.#session;
-      if (session === undefined || session.over) {
+      const connection = this.#link.live;
+      if (connection === undefined) {
         throw new RelayError(ClientErrorCode.unreachable, 'send: not connected (fast messages are not queued)');
       }
-      if (session.transport.bufferedAmount > this.#maxBufferedBytes) {
+      if (connection.transport.bufferedAmount > this.#maxBufferedBytes) {
         throw new RelayError(
           ClientErrorCode.outboundOverflow,
-          `send: ${session.transport.bufferedAmount} bytes already buffered; fast message refused`,
+          `send: ${connection.transport.bufferedAmount} bytes already buffered; fast message refused`,
         );
       }
-      if (!this.#write(session, frame)) {
+      if (!this.#link.write(connection, frame)) {
         throw new RelayError(ClientErrorCode.unreachable, 'send: connection lost while writing');
       }
       return { messageId };
@@ -540,7 +416,7 @@ export class RelayClient {
       const record = this.#outbox.writeSend(key, frame);
       outboxName = record.name;
       await record.written;
-      if (this.#state !== 'running') throw this.#failure ?? this.#closedError('send');
+      if (!this.#link.status.running) throw this.#link.status.failure ?? this.#link.status.closedError('send');
       if (this.#window.has(key)) {
         throw new RelayError(ClientErrorCode.invalidArgument, `send: message ${key} is already pending`);
       }
@@ -550,8 +426,8 @@ export class RelayClient {
     });
   }
 
-  #enqueue(entry: OutboundEntry<Session>): void {
-    this.#window.add(entry, this.#session);
+  #enqueue(entry: OutboundEntry<Connection>): void {
+    this.#window.add(entry, this.#link.current);
   }
 
   /** Where `did` said it is after its last migration (its relay node), if it told us. */
@@ -565,7 +441,7 @@ export class RelayClient {
    * error the client gave up with.
    */
   messages(): AsyncIterable<InboundMessage> {
-    return { [Symbol.asyncIterator]: () => this.#inbox.iterator() };
+    return { [Symbol.asyncIterator]: () => this.#inbound.iterator() };
   }
 
   /**
@@ -575,13 +451,13 @@ export class RelayClient {
    * is lost first or no PONG comes within ackTimeoutMs.
    */
   ping(): Promise<number> {
-    const session = this.#session;
-    if (session === undefined || session.over) {
+    const connection = this.#link.live;
+    if (connection === undefined) {
       return Promise.reject(new RelayError(ClientErrorCode.unreachable, 'ping: not connected'));
     }
-    const data = this.#pingData(PING_APP);
-    const rtt = this.#pings.add(toHex(data), session);
-    this.#write(session, { type: 'PING', data });
+    const data = this.#link.timing.pingData(PING_APP);
+    const rtt = this.#pings.add(toHex(data), connection);
+    this.#link.write(connection, { type: 'PING', data });
     return rtt;
   }
 
@@ -597,12 +473,12 @@ export class RelayClient {
     } catch (error) {
       return Promise.reject(error);
     }
-    const session = this.#session;
-    if (session === undefined || session.over) {
+    const connection = this.#link.live;
+    if (connection === undefined) {
       return Promise.reject(new RelayError(ClientErrorCode.unreachable, 'presence: not connected'));
     }
-    const present = this.#presence.add(hint, session);
-    this.#write(session, { type: 'PRESENCE_QUERY', hint });
+    const present = this.#presence.add(hint, connection);
+    this.#link.write(connection, { type: 'PRESENCE_QUERY', hint });
     return present;
   }
 
@@ -620,11 +496,11 @@ export class RelayClient {
    * ackTimeoutMs per part.
    */
   async publishPrekeys(pub: PrekeyPublication, options: PublishPrekeysOptions = {}): Promise<PrekeyStatus> {
-    const session = this.#session;
-    if (session === undefined || session.over) {
+    const connection = this.#link.live;
+    if (connection === undefined) {
       throw new RelayError(ClientErrorCode.unreachable, 'publishPrekeys: not connected');
     }
-    return this.#relayRequests.publishPrekeys(session.welcome.maxPayload, pub, options);
+    return this.#relayRequests.publishPrekeys(connection.welcome.maxPayload, pub, options);
   }
 
   /**
@@ -721,397 +597,12 @@ export class RelayClient {
    * writes, e.g. ACKs, are flushed first).
    */
   async close(): Promise<void> {
-    if (this.#state === 'closed' || this.#state === 'failed') return;
-    this.#state = 'closed';
-    this.lifecycle.applyIfAllowed('close');
-    await this.#shutdown(this.#closedError('close'), undefined);
+    if (!this.#link.close()) return;
+    await this.#shutdown(this.#link.status.closedError('close'), undefined);
     // The outbox must say what happened before the process may exit: settled sends gone from it,
     // the inbound state written.
     await Promise.allSettled(this.#outbox?.pendingWrites() ?? []);
-    this.lifecycle.applyIfAllowed('closed');
-  }
-
-  // ---------------------------------------------------------------------------
-  // Connection loop
-
-  async #run(): Promise<void> {
-    let failedRounds = 0;
-    /** Sessions in a row that ended soon after WELCOME: a relay that accepts and then drops us. */
-    let shortSessions = 0;
-    let preferred: RelayUrl[] = [];
-    while (this.#state === 'running') {
-      const candidates = this.#relayList.candidates(preferred);
-      preferred = [];
-      if (candidates.length === 0) {
-        this.#fail(new RelayError('AUTH_FAILED', 'every relay refused this client for good; see the error events'));
-        return;
-      }
-      let lastError: RelayError | undefined;
-      let ranSession = false;
-      for (const url of candidates) {
-        if (this.#state !== 'running') return;
-        if (this.#relayList.isRefused(url)) continue;
-        const wait = this.#relayList.notBefore(url) - Date.now();
-        if (wait > 0) await this.#sleep(wait);
-        if (this.#state !== 'running') return;
-        let handshake: Handshake;
-        try {
-          handshake = await this.#handshake(url);
-        } catch (error) {
-          lastError =
-            error instanceof RelayError ? error : new RelayError(ClientErrorCode.unreachable, toError(error).message);
-          this.#connectFailed(url, lastError);
-          continue;
-        }
-        if (this.#state !== 'running') {
-          handshake.transport.close();
-          return;
-        }
-        failedRounds = 0;
-        ranSession = true;
-        const end = await this.#runSession(url, handshake);
-        if (end.refused !== undefined) this.#refuse(url, end.refused);
-        if (end.goaway !== undefined) {
-          this.#relayList.deferUntil(url, Date.now() + end.goaway.reconnectAfterMs);
-          preferred = hintedUrls(end.goaway.reconnectHint, this.#log);
-        } else if (end.resync !== true && this.#state === 'running') {
-          // Jitter spreads the reconnects of everyone who lost this relay at the same moment; a
-          // session that died young counts as a failure, so a flapping relay is not hammered.
-          const lived = Date.now() - (end.startedAt ?? 0);
-          shortSessions = lived < this.#reconnect.maxDelayMs ? shortSessions + 1 : 0;
-          await this.#sleep(backoffDelay(Math.max(0, shortSessions - 1), this.#reconnect));
-        }
-        break;
-      }
-      if (ranSession || this.#state !== 'running') continue;
-      failedRounds++;
-      const maxRounds = this.#reconnect.maxAttempts;
-      if (this.#relayList.allRefused()) {
-        this.#fail(lastError ?? new RelayError('AUTH_FAILED', 'every relay refused this client'));
-        return;
-      }
-      if (maxRounds > 0 && failedRounds >= maxRounds) {
-        const code = lastError?.code ?? ClientErrorCode.unreachable;
-        this.#fail(
-          new RelayError(
-            code,
-            `no relay reachable after ${failedRounds} round(s) over ${this.#relayList.size} relay(s); last: ${lastError?.message ?? 'none'}`,
-            { cause: lastError },
-          ),
-        );
-        return;
-      }
-      await this.#sleep(backoffDelay(failedRounds - 1, this.#reconnect));
-    }
-  }
-
-  async #handshake(url: RelayUrl): Promise<Handshake> {
-    const abort = new AbortController();
-    this.#abort = abort;
-    try {
-      const timeoutMs = this.#handshakeTimeout();
-      const pending = relayExpectation(url, this.#expectRelayDid, this.#relayPins)
-        .then((expectRelay) =>
-          performHandshake(url, {
-            identity: this.#identity,
-            expectRelay,
-            timeoutMs,
-            tls: this.#tls,
-            verify: this.#verifyRelay,
-          }),
-        )
-        .then(async (h) => {
-          await pinOnFirstUse(url, h.relayDid, this.#relayPins, this.#log);
-          return h;
-        });
-      // close() must not wait for a handshake timeout; the late transport is closed when it resolves.
-      const aborted = new Promise<never>((_, reject) => {
-        abort.signal.addEventListener('abort', () => reject(this.#closedError('connect')), { once: true });
-      });
-      const started = performance.now();
-      pending.then(
-        (h) => {
-          if (abort.signal.aborted) h.transport.close();
-          else {
-            // HELLO → CHALLENGE → AUTH → WELCOME is two round trips (and a signature each side).
-            this.#rtt.sample((performance.now() - started) / 2);
-            this.#handshakeStretch = 1;
-          }
-        },
-        (error: unknown) => {
-          // Our own timer ran out (not a relay's refusal): allow the next attempt longer.
-          const ours =
-            !(error instanceof HandshakeError) && (error as RelayError).code === ClientErrorCode.handshakeTimeout;
-          if (this.#adaptive && ours) this.#handshakeStretch = Math.min(this.#handshakeStretch * 2, 1 << 20);
-        },
-      );
-      return await Promise.race([pending, aborted]);
-    } finally {
-      if (this.#abort === abort) this.#abort = undefined;
-    }
-  }
-
-  #connectFailed(url: RelayUrl, error: RelayError): void {
-    this.#log.debug?.('relay connection failed', { url: url.href, code: error.code, error: error.message });
-    if (isPermanentRefusal(error)) this.#refuse(url, error);
-  }
-
-  /** AUTH_FAILED and friends will not improve by retrying: skip the relay from now on and say so. */
-  #refuse(url: RelayUrl, error: RelayError): void {
-    if (!this.#relayList.refuse(url)) return;
-    this.#log.warn?.('relay refused this client; not retrying it', { url: url.href, code: error.code });
-    this.#emitError({ error, url: url.href });
-  }
-
-  #sleep(ms: number): Promise<void> {
-    if (ms <= 0 || this.#state !== 'running') return Promise.resolve();
-    return new Promise<void>((resolve) => {
-      const timer = setTimeout(done, ms);
-      function done(): void {
-        clearTimeout(timer);
-        resolve();
-      }
-      this.#wake = done;
-    });
-  }
-
-  // ---------------------------------------------------------------------------
-  // Session
-
-  #runSession(url: RelayUrl, handshake: Handshake): Promise<SessionEnd> {
-    let resolveEnded: (end: SessionEnd) => void = () => {};
-    const ended = new Promise<SessionEnd>((r) => {
-      resolveEnded = r;
-    });
-    let resolveClosed: () => void = () => {};
-    const transportClosed = new Promise<void>((r) => {
-      resolveClosed = r;
-    });
-    const now = Date.now();
-    const session: Session = {
-      url,
-      transport: handshake.transport,
-      version: handshake.version,
-      welcome: handshake.welcome,
-      ended,
-      transportClosed,
-      resolveEnded,
-      over: false,
-      inFlight: 0,
-      lastRx: now,
-      lastTx: now,
-      lastKeepalive: now,
-      startedAt: now,
-      leavingUnread: false,
-      timer: undefined,
-      keepalives: new Map(),
-      migrationPing: undefined,
-      lastAnsweredPing: undefined,
-    };
-    this.#session = session;
-    this.#connections++;
-    handshake.transport.onClose = (error) => {
-      resolveClosed();
-      this.#endSession(session, error === undefined ? {} : { error });
-    };
-    if (session.over) return ended;
-
-    // RESUME first: the relay then redelivers everything after the watermark.
-    const lastAcked = this.#tracker.lastAcked;
-    if (!this.#write(session, { type: 'RESUME', lastAcked })) return ended;
-    // Grants before any send: the relay holds a grant as soon as it reads GRANT_PRESENT, so the sends
-    // pumped below are decided by it. The answers go unclaimed (a refusal shows in the sends' NACKs).
-    for (const token of this.#relayRequests.grants()) {
-      this.#write(session, { type: 'GRANT_PRESENT', requestId: randomBytes(ID_SIZE), token });
-    }
-    this.#enterSession(session);
-    this.#tracker.newConnection();
-    this.#window.resend(session);
-
-    const hb = session.welcome.heartbeatMs;
-    const tick = Math.max(50, Math.min(1000, this.#ackTimeoutMs / 4, hb > 0 ? hb / 4 : 1000));
-    session.timer = setInterval(() => this.#tick(session), tick);
-    unref(session.timer);
-
-    this.#log.info?.('connected to relay', { url: url.href, nodeId: session.welcome.nodeId, lastAcked });
-    this.events.emit('connected', {
-      url: url.href,
-      nodeId: session.welcome.nodeId,
-      connectionId: toHex(session.welcome.connectionId),
-      maxPayload: session.welcome.maxPayload,
-      relayDid: handshake.relayDid ?? '',
-    });
-    this.#resolveConnected?.();
-    if (!session.over) this.#onFrames(session, handshake.leftover);
-    if (!session.over) handshake.transport.onFrames = (frames) => this.#onFrames(session, frames);
-    return ended;
-  }
-
-  #endSession(session: Session, end: SessionEnd): void {
-    if (session.over) return;
-    session.over = true;
-    if (session.timer !== undefined) clearInterval(session.timer);
-    if (this.#session === session) this.#session = undefined;
-    session.transport.onFrames = undefined;
-    session.transport.close();
-    const lost = end.error ?? new RelayError(ClientErrorCode.unreachable, `${session.url.href}: connection closed`);
-    this.#pings.connectionLost(session, lost);
-    this.#presence.connectionLost(session, lost);
-    this.#requests.connectionLost(session, lost);
-    this.#log.info?.('disconnected from relay', { url: session.url.href, error: end.error?.message });
-    if (this.#state === 'running') this.lifecycle.applyIfAllowed('path_lost', lost.message);
-    end.startedAt = session.startedAt;
-    this.events.emit(
-      'disconnected',
-      end.error === undefined ? { url: session.url.href } : { url: session.url.href, error: end.error },
-    );
-    session.resolveEnded(end);
-  }
-
-  /**
-   * An ACK is late by the current RTT estimate (`sendAge` > ackTimeout): is the
-   * path stuck, or did it just get slower (the estimate learns only from the
-   * next PONG)? PING is a barrier on the relay, so a PONG for a PING sent
-   * after the SEND means the ACK should have come first: stuck. A PING still
-   * on its way means the link is slow: wait, up to 4 × the ACK limit (beyond,
-   * a one-way partition: our frames no longer arrive). With no PING on its
-   * way, one is sent now as the probe.
-   */
-  #ackIsOverdue(session: Session, sendAge: number, ackTimeout: number): boolean {
-    if (!this.#adaptive) return true;
-    const perf = performance.now();
-    if (session.lastAnsweredPing !== undefined && perf - session.lastAnsweredPing < sendAge) return true;
-    let inFlight = false;
-    for (const sentAt of session.keepalives.values()) {
-      if (perf - sentAt >= 4 * ackTimeout) return true;
-      inFlight = true;
-    }
-    if (!inFlight) {
-      const data = this.#pingData(PING_KEEPALIVE);
-      session.keepalives.set(toHex(data), perf);
-      session.lastKeepalive = Date.now();
-      this.#write(session, { type: 'PING', data });
-    }
-    return false;
-  }
-
-  /** The handshake timeout: the floor, stretched by the measured round trip and by earlier timeouts. */
-  #handshakeTimeout(): number {
-    if (!this.#adaptive) return this.#handshakeTimeoutMs;
-    const floor = Math.min(this.#maxTimeoutMs, this.#handshakeTimeoutMs * this.#handshakeStretch);
-    return this.#rtt.timeout(floor, 3, this.#maxTimeoutMs);
-  }
-
-  /** The ACK/PING/request timeout in force: the configured floor, stretched by the measured round trip. */
-  #ackTimeout(): number {
-    return this.#adaptive ? this.#rtt.timeout(this.#ackTimeoutMs, 2, this.#maxTimeoutMs) : this.#ackTimeoutMs;
-  }
-
-  /**
-   * Lifecycle on a new connection: the first one establishes the link; after
-   * a loss, the same relay URL is a reconnection and another one (address,
-   * node or transport) a migration, which ends when the relay has answered a
-   * PING sent after RESUME (PING is a barrier, so the redelivery is under way).
-   */
-  #enterSession(session: Session): void {
-    const href = session.url.href;
-    const previous = this.#lastPath;
-    this.#lastPath = href;
-    const previousConnection = this.#lastConnectionId;
-    this.#lastConnectionId = session.welcome.connectionId;
-    if (previousConnection !== undefined) {
-      // Whatever is left of the old path (a half-open socket after an address change, a node that
-      // has not noticed yet) is closed by the relay cluster now instead of when it times out.
-      const proof = this.#identity.sign(migrationTranscript(session.welcome.connectionId, previousConnection));
-      this.#write(session, { type: 'MIGRATE', previousConnectionId: previousConnection, proof });
-    }
-    const state = this.lifecycle.state;
-    if (state === 'handshaking') {
-      this.lifecycle.apply('established', href);
-      return;
-    }
-    if (state !== 'suspended') return;
-    if (previous === href) {
-      this.lifecycle.apply('reconnected', href);
-      return;
-    }
-    this.lifecycle.apply('path_changed', `${previous ?? 'none'} -> ${href}`);
-    const data = this.#pingData(PING_KEEPALIVE);
-    session.migrationPing = toHex(data);
-    this.#write(session, { type: 'PING', data });
-  }
-
-  /** Periodic per-connection duties: keepalive, liveness, stuck ACKs, ping timeouts. */
-  #tick(session: Session): void {
-    if (session.over) return;
-    const now = Date.now();
-    const hb = session.welcome.heartbeatMs;
-    // A link whose delay jumps (a partition that delays rather than drops, a path moving to a
-    // far relay) stays silent until its first answer teaches the RTT estimate: while the link is
-    // degraded the limits double once, as TCP backs off its retransmission timer. A path that is
-    // really dead is abandoned after 2 × max(2 × heartbeatMs, ackTimeout).
-    const stretch = this.#adaptive && this.lifecycle.state === 'degraded' ? 2 : 1;
-    const ackTimeout = this.#ackTimeout() * stretch;
-    if (hb > 0 && now - session.lastRx > Math.max(2 * hb * stretch, ackTimeout)) {
-      this.#endSession(session, {
-        error: new RelayError(
-          ClientErrorCode.unreachable,
-          `${session.url.href}: relay silent for ${now - session.lastRx} ms`,
-        ),
-      });
-      return;
-    }
-    if (hb > 0 && this.lifecycle.state === 'active' && now - session.lastRx > hb + this.#rtt.rto) {
-      // We ping at hb/2 when quiet, so more than hb (plus a round trip) without a byte is a missed heartbeat.
-      this.lifecycle.apply('heartbeat_missed', `${now - session.lastRx} ms without traffic`);
-    }
-    const oldest = this.#window.oldest();
-    if (
-      oldest !== undefined &&
-      oldest.session === session &&
-      now - oldest.sentAt > ackTimeout &&
-      this.#ackIsOverdue(session, now - oldest.sentAt, ackTimeout)
-    ) {
-      // The relay ACKs after Redis confirms; this long without one means the path is stuck. Retry elsewhere.
-      this.#endSession(session, {
-        error: new RelayError(
-          ClientErrorCode.unreachable,
-          `${session.url.href}: no ACK within ${ackTimeout} ms; reconnecting to send again`,
-        ),
-      });
-      return;
-    }
-    const perf = performance.now();
-    this.#pings.expire(session, perf, ackTimeout);
-    this.#requests.expire(session, perf, ackTimeout);
-    this.#presence.expire(session, perf, ackTimeout);
-    // Ping when either direction is quiet: the relay wants traffic from us, and we want proof it is alive
-    // (a client that only sends fast frames would otherwise hear nothing and declare the relay silent).
-    const half = hb / 2;
-    if (
-      hb > 0 &&
-      (now - session.lastTx >= half || now - session.lastRx >= half) &&
-      now - session.lastKeepalive >= half
-    ) {
-      session.lastKeepalive = now;
-      const data = this.#pingData(PING_KEEPALIVE);
-      if (session.keepalives.size >= CLIENT_DEFAULTS.maxTrackedKeepalives) session.keepalives.clear();
-      session.keepalives.set(toHex(data), performance.now());
-      this.#write(session, { type: 'PING', data });
-    }
-  }
-
-  /** Writes one frame; on failure the session ends and false is returned. */
-  #write(session: Session, frame: Frame): boolean {
-    if (session.over) return false;
-    try {
-      session.transport.send(encodeFrame(frame, session.version));
-      session.lastTx = Date.now();
-      return true;
-    } catch (error) {
-      this.#endSession(session, { error: toError(error) });
-      return false;
-    }
+    this.#link.closed();
   }
 
   /** Writes one request (request-table.ts) on the current connection and waits for the answer carrying its request id. */
@@ -1120,518 +611,23 @@ export class RelayClient {
     expects: K,
     build: (requestId: Uint8Array) => Frame,
   ): Promise<Extract<RequestAnswer, { type: K }>> {
-    if (this.#state === 'closed') return Promise.reject(this.#closedError(operation));
-    const session = this.#session;
-    if (session === undefined || session.over) {
+    if (this.#link.status.state === 'closed') return Promise.reject(this.#link.status.closedError(operation));
+    const connection = this.#link.live;
+    if (connection === undefined) {
       return Promise.reject(new RelayError(ClientErrorCode.unreachable, `${operation}: not connected`));
     }
     const requestId = randomBytes(ID_SIZE);
     const frame = build(requestId);
     try {
       // Encoded once here so a malformed argument is refused instead of failing the connection's write.
-      encodeFrame(frame, session.version);
+      encodeFrame(frame, connection.version);
     } catch (error) {
       return Promise.reject(new RelayError(ClientErrorCode.invalidArgument, `${operation}: ${toError(error).message}`));
     }
     // Registered before the write: a write that fails ends the connection, which rejects it.
-    const answer = this.#requests.add(requestId, session, operation, expects);
-    this.#write(session, frame);
+    const answer = this.#requests.add(requestId, connection, operation, expects);
+    this.#link.write(connection, frame);
     return answer;
-  }
-
-  #onRequestAnswer(frame: RequestAnswer): void {
-    if (this.#requests.answer(frame)) return;
-    if (frame.type === 'PREKEY_STATUS' && frame.requestId.every((b) => b === 0) && bytesEqual(frame.hint, this.#hint)) {
-      this.events.emit('prekeys-low', prekeyStatusOf(frame));
-    }
-    // Otherwise a late answer to a request that timed out: nothing waits for it.
-  }
-
-  #pingData(kind: number): Uint8Array {
-    this.#pingCounter = (this.#pingCounter + 1) % 0x100000000;
-    const data = new Uint8Array(8);
-    data[0] = kind;
-    const n = this.#pingCounter;
-    data[4] = n >>> 24;
-    data[5] = (n >>> 16) & 0xff;
-    data[6] = (n >>> 8) & 0xff;
-    data[7] = n & 0xff;
-    return data;
-  }
-
-  // ---------------------------------------------------------------------------
-  // Inbound frames
-
-  #onFrames(session: Session, frames: Frame[]): void {
-    for (const frame of frames) {
-      if (session.over) return;
-      session.lastRx = Date.now();
-      if (this.lifecycle.state === 'degraded') this.lifecycle.apply('heartbeat_ok');
-      try {
-        this.#onFrame(session, frame);
-      } catch (error) {
-        this.#emitError({ error: toLibertariaError(error, 'handling a frame'), url: session.url.href });
-      }
-    }
-  }
-
-  #onFrame(session: Session, frame: Frame): void {
-    switch (frame.type) {
-      case 'DELIVER':
-        this.#onDeliver(session, frame);
-        return;
-      case 'ACK':
-        this.#onAck(session, frame);
-        return;
-      case 'NACK':
-        this.#onNack(session, frame);
-        return;
-      case 'PING':
-        this.#write(session, { type: 'PONG', data: frame.data });
-        return;
-      case 'PONG': {
-        const key = toHex(frame.data);
-        const rtt = this.#pings.answer(key);
-        if (rtt !== undefined) this.#rtt.sample(rtt);
-        const sentAt = session.keepalives.get(key);
-        if (sentAt !== undefined) {
-          session.keepalives.delete(key);
-          this.#rtt.sample(performance.now() - sentAt);
-          session.lastAnsweredPing = Math.max(session.lastAnsweredPing ?? 0, sentAt);
-        }
-        if (session.migrationPing === key) {
-          session.migrationPing = undefined;
-          if (this.lifecycle.applyIfAllowed('migrated', session.url.href)) void this.#announceMove(session);
-        }
-        return;
-      }
-      case 'PEER_GONE':
-        // A zero messageId answers PRESENCE_QUERY; otherwise a fast SEND found nobody.
-        if (frame.messageId.every((b) => b === 0) && this.#presence.answer(frame.hint, false)) return;
-        this.events.emit('peer-gone', { hint: copyBytes(frame.hint), messageId: copyBytes(frame.messageId) });
-        return;
-      case 'PEER_PRESENT':
-        this.#presence.answer(frame.hint, true);
-        return;
-      case 'PREKEY_BUNDLE':
-      case 'PREKEY_STATUS':
-      case 'ONCE_RESULT':
-      case 'GRANT_ACCEPTED':
-      case 'GRANT_REVOKED':
-      case 'POLICY':
-      case 'AUDIT_RESULT':
-      case 'BRIDGE_INFO':
-        this.#onRequestAnswer(frame);
-        return;
-      case 'GOAWAY': {
-        const hint = frame.reconnectHint
-          .split(',')
-          .map((s) => s.trim())
-          .filter((s) => s !== '');
-        this.#log.info?.('relay sent GOAWAY', { url: session.url.href, reason: frame.reason });
-        this.events.emit('goaway', {
-          url: session.url.href,
-          reconnectAfterMs: frame.reconnectAfterMs,
-          reconnectHint: hint,
-          reason: frame.reason,
-        });
-        this.#endSession(session, {
-          goaway: { ...frame },
-          error: new RelayError('DRAINING', `${session.url.href}: GOAWAY: ${frame.reason || 'no reason given'}`),
-        });
-        return;
-      }
-      case 'ERROR': {
-        const error = new RelayError(errorCodeFromWire(frame.code), `${session.url.href}: ${frame.message}`);
-        if (error.code === 'QUEUE_RESET') {
-          // Sent before the relay pumps the queue again, so every frame after it is numbered anew.
-          this.#log.warn?.('relay queue restarted; forgetting old positions', { url: session.url.href });
-          this.#tracker.resetPositions();
-          if (this.#outbox !== undefined) void this.#outbox.persistInbound().catch(() => {});
-          return;
-        }
-        if ((frame.flags & ErrorFlags.FATAL) === 0) {
-          this.#emitError({ error, url: session.url.href });
-          return;
-        }
-        const end: SessionEnd = { error };
-        if (isPermanentRefusal(error)) end.refused = error;
-        this.#endSession(session, end);
-        return;
-      }
-      default:
-        this.#emitError({
-          error: new RelayError(
-            ClientErrorCode.unexpectedFrame,
-            `${session.url.href}: unexpected ${frame.type} from relay`,
-          ),
-          url: session.url.href,
-        });
-    }
-  }
-
-  #onAck(session: Session, frame: AckFrame): void {
-    const entry = this.#window.take(frame.messageId, session);
-    // An ACK for nothing pending is a late duplicate (we sent the message again); harmless.
-    if (entry === undefined) return;
-    this.#forgetOutbox(entry);
-    entry.resolve({ messageId: entry.messageId, position: frame.position });
-  }
-
-  #onNack(session: Session, frame: NackFrame): void {
-    const code = errorCodeFromWire(frame.code);
-    const key = toHex(frame.messageId);
-    // A NACK carrying a request id refuses that request.
-    if (this.#requests.refuse(frame.messageId, code, frame.message)) return;
-    const error = new RelayError(code, `relay refused message ${key}: ${frame.message || code}`);
-    const entry = this.#window.take(frame.messageId, session);
-    if (entry !== undefined) {
-      this.#forgetOutbox(entry);
-      entry.reject(error);
-    } else this.#emitError({ error, url: session.url.href, messageId: copyBytes(frame.messageId) });
-  }
-
-  #onDeliver(session: Session, frame: DeliverFrame): void {
-    const durable = (frame.flags & SendFlags.DURABLE) !== 0;
-    const position = durable ? frame.position : 0;
-    const url = session.url.href;
-    if (durable && position === 0) {
-      this.#emitError({
-        error: new RelayError(ClientErrorCode.unexpectedFrame, `${url}: durable DELIVER without a queue position`),
-        url,
-      });
-      return;
-    }
-    // Per sender: another sender's frame with the same messageId is another message.
-    const key = inboundKey(frame.source, frame.messageId);
-    const verdict = this.#tracker.check(key, position);
-    if (verdict !== 'new') this.#duplicates++;
-    if (verdict === 'ack-again') {
-      this.#tracker.ack(key, position);
-      this.#write(session, { type: 'ACK', messageId: frame.messageId, position });
-      return;
-    }
-    if (verdict === 'drop') return;
-    if (frame.payload[0] === ANONYMOUS_REQUEST_KIND) {
-      this.#onAnonymousRequest(session, frame, key, durable, position);
-      return;
-    }
-
-    let from: string;
-    let body: Uint8Array;
-    let control = false;
-    try {
-      if (!bytesEqual(frame.dest, this.#hint)) {
-        throw new RelayError(ClientErrorCode.unexpectedFrame, `DELIVER addressed to ${toHex(frame.dest)}, not to us`);
-      }
-      const envelope = decodeEnvelope(frame.payload);
-      checkEnvelopeSender(envelope, frame.source);
-      from = envelope.senderDid;
-      body = envelope.body;
-      control = envelope.version === CONTROL_ENVELOPE_VERSION;
-    } catch (error) {
-      // A frame we will never accept: acknowledge it so it cannot block the queue, and say so.
-      if (durable) {
-        void this.#ackInbound(key, copyBytes(frame.messageId), position);
-      } else {
-        this.#tracker.accept(key, 0);
-      }
-      this.#emitError({
-        error: toLibertariaError(error, 'inbound message'),
-        url,
-        messageId: copyBytes(frame.messageId),
-      });
-      return;
-    }
-
-    if (control) {
-      this.#onControl(session, frame, key, durable, position, from, body);
-      return;
-    }
-    this.#paths.notePeer(from);
-
-    const full = this.#inbox.full || this.#inbox.length + this.#pendingOpens >= this.#inbox.capacity;
-    if (durable) {
-      if (session.leavingUnread || full || this.#tracker.unacked + this.#pendingOpens >= this.#maxUnacked) {
-        // Not acknowledged, so the relay keeps it; it comes back once the connection is replaced.
-        if (!session.leavingUnread) {
-          this.#log.warn?.('inbound buffer full; leaving durable messages with the relay', { url, position });
-        }
-        session.leavingUnread = true;
-        this.#tracker.leaveUnread(position);
-        return;
-      }
-    } else if (full) {
-      this.#droppedFast++;
-      this.#emitError({
-        error: new RelayError(
-          ClientErrorCode.inboundOverflow,
-          `inbound buffer full (${this.#inbox.capacity}); fast message dropped (${this.#droppedFast} so far)`,
-        ),
-        url,
-        messageId: copyBytes(frame.messageId),
-        dropped: this.#droppedFast,
-      });
-      return;
-    }
-
-    const messageId = copyBytes(frame.messageId);
-    const fromHint = copyBytes(frame.source);
-    // Copies: the frame is a view into the transport's buffer.
-    const sessionId = copyBytes(frame.sessionId);
-    const sessions = this.#sessions;
-    // The SDK seals under a session id of its own (never all zero); all zero is
-    // the id of an unsealed send, whose payload is the plaintext.
-    const unsealed = sessions === undefined || isZero(sessionId);
-    if (sessions !== undefined && unsealed) this.#warnUnsealed(from, url);
-    if (sessions === undefined && isZero(sessionId)) warnOnce('unsealed', this.#log, UNSEALED_WARNING);
-    if (!unsealed) {
-      // Held (duplicates hidden) while it is opened; never yielded unless it opens.
-      this.#tracker.accept(key, position);
-      const sealed = copyBytes(body);
-      this.#pendingOpens++;
-      this.#opening = this.#opening.then(async () => {
-        let plaintext: Uint8Array;
-        try {
-          // Durable: the plaintext is kept until ack(), so a redelivery after a crash still opens.
-          plaintext = await sessions.open(from, sessionId, sealed, durable ? messageId : undefined);
-        } catch (error) {
-          this.#pendingOpens--;
-          // A poison frame must not block the queue: acknowledged, reported, never delivered.
-          if (durable) void this.#ackInbound(key, messageId, position);
-          this.#emitError({ error: toLibertariaError(error, 'opening a sealed message'), url, messageId });
-          return;
-        }
-        this.#pendingOpens--;
-        this.#inbox.push(
-          this.#inboundMessage(key, messageId, from, fromHint, plaintext, durable, position, sessionId, true),
-        );
-      });
-      return;
-    }
-    this.#tracker.accept(key, position);
-    // Behind any message still being opened, so the application sees them in order.
-    const message = this.#inboundMessage(
-      key,
-      messageId,
-      from,
-      fromHint,
-      copyBytes(body),
-      durable,
-      position,
-      sessionId,
-      false,
-    );
-    if (sessions === undefined) {
-      this.#inbox.push(message);
-      return;
-    }
-    this.#pendingOpens++;
-    this.#opening = this.#opening.then(() => {
-      this.#pendingOpens--;
-      this.#inbox.push(message);
-    });
-  }
-
-  /** A sealed client receiving an unsealed message says so once per sender: it is delivered marked `sealed: false`. */
-  #warnUnsealed(from: string, url: string): void {
-    if (this.#unsealedSenders.has(from)) return;
-    if (this.#unsealedSenders.size >= CLIENT_DEFAULTS.maxUnsealedWarnings) return;
-    this.#unsealedSenders.add(from);
-    this.#log.warn?.('unsealed message received by a sealed client; delivered marked sealed: false', { url, from });
-  }
-
-  /**
-   * A control envelope from a peer's SDK (never shown to the application):
-   * today the path update a peer sends after a migration. Fast only.
-   */
-  #onControl(
-    session: Session,
-    frame: DeliverFrame,
-    key: string,
-    durable: boolean,
-    position: number,
-    from: string,
-    body: Uint8Array,
-  ): void {
-    const messageId = copyBytes(frame.messageId);
-    if (durable) void this.#ackInbound(key, messageId, position);
-    else this.#tracker.accept(key, 0);
-    const sessions = this.#sessions;
-    const sessionId = copyBytes(frame.sessionId);
-    const sealed = copyBytes(body);
-    const handle = (record: Uint8Array): void => {
-      const notice = this.#paths.onRecord(from, record);
-      if (notice === undefined) {
-        this.#emitError({
-          error: new RelayError('BAD_FIELD', `unreadable control notice from ${from}`),
-          url: session.url.href,
-          messageId,
-        });
-        return;
-      }
-      this.events.emit('peer-moved', { did: from, nodeId: notice.nodeId, at: notice.at });
-    };
-    if (sessions === undefined) {
-      handle(sealed);
-      return;
-    }
-    this.#opening = this.#opening.then(async () => {
-      try {
-        handle(await sessions.open(from, sessionId, sealed));
-      } catch (error) {
-        this.#emitError({
-          error: toLibertariaError(error, 'opening a control notice'),
-          url: session.url.href,
-          messageId,
-        });
-      }
-    });
-  }
-
-  /**
-   * After a migration: a fast, sealed path update to every peer we talked
-   * with in the last CLIENT_DEFAULTS.recentPeerMs, so they learn where we are now (the
-   * relay node), as the seed's "B acknowledges, updates routing". Best effort.
-   */
-  async #announceMove(session: Session): Promise<void> {
-    const record = encodeControlRecord(session.welcome.nodeId, Date.now());
-    for (const did of this.#paths.recentPeers(Date.now())) {
-      if (session.over) continue;
-      try {
-        let body: Uint8Array = record;
-        let sessionId: Uint8Array = ZERO_SESSION;
-        if (this.#sessions !== undefined) {
-          const sealed = await this.#sessions.seal(this, did, record);
-          body = sealed.body;
-          sessionId = sealed.sessionId;
-        }
-        this.#write(session, {
-          type: 'SEND',
-          dest: hintFromDid(did),
-          source: this.#hint,
-          sessionId,
-          messageId: randomBytes(ID_SIZE),
-          flags: 0,
-          ttl: 0,
-          position: 0,
-          payload: encodeEnvelope(this.did, body, CONTROL_ENVELOPE_VERSION),
-        });
-      } catch (error) {
-        this.#log.debug?.('path update not sent', { to: did, error: toError(error).message });
-      }
-    }
-  }
-
-  /**
-   * An anonymous request: opened with our prekeys, answered by the
-   * application's handler, the response sent back fast to the requester's
-   * reply hint. Never yielded by messages(): it has no sender DID.
-   */
-  #onAnonymousRequest(session: Session, frame: DeliverFrame, key: string, durable: boolean, position: number): void {
-    const url = session.url.href;
-    const messageId = copyBytes(frame.messageId);
-    // Anonymous connections cannot send durably; acknowledge anything odd so it cannot block the queue.
-    if (durable) void this.#ackInbound(key, messageId, position);
-    else this.#tracker.accept(key, 0);
-    const sessions = this.#sessions;
-    const handler = this.#onAnonymous;
-    if (sessions === undefined || handler === undefined || durable) {
-      this.#emitError({
-        error: new RelayError(
-          'ANON_NOT_PERMITTED',
-          durable
-            ? 'a durable anonymous request was refused (anonymous requests are fast only)'
-            : 'an anonymous request arrived but this client has no onAnonymousRequest handler (or no sessions)',
-        ),
-        url,
-        messageId,
-      });
-      return;
-    }
-    const replyTo = copyBytes(frame.source);
-    const sessionId = copyBytes(frame.sessionId);
-    const request = frame.payload.slice(1);
-    const guard = this.#anonymousReplayGuard;
-    void (async () => {
-      try {
-        const responder = await sessions.acceptAnonymousRequest(request, guard);
-        const payload = decodeAnonymousPlaintext(responder.payload, Date.now());
-        const answer = await handler({ payload, sessionId: responder.sessionId });
-        const body = encodeEnvelope(this.did, responder.sealResponse(answer));
-        const current = this.#session;
-        if (current === undefined || current.over) {
-          throw new RelayError(ClientErrorCode.unreachable, 'the connection ended before the response could be sent');
-        }
-        this.#write(current, {
-          type: 'SEND',
-          dest: replyTo,
-          source: this.#hint,
-          sessionId,
-          messageId: randomBytes(ID_SIZE),
-          flags: 0,
-          ttl: 0,
-          position: 0,
-          payload: body,
-        });
-      } catch (error) {
-        this.#emitError({ error: toLibertariaError(error, 'answering an anonymous request'), url, messageId });
-      }
-    })();
-  }
-
-  #inboundMessage(
-    key: string,
-    messageId: Uint8Array,
-    from: string,
-    fromHint: Uint8Array,
-    payload: Uint8Array,
-    durable: boolean,
-    position: number,
-    sessionId: Uint8Array,
-    sealed: boolean,
-  ): InboundMessage {
-    let acked = !durable;
-    return {
-      messageId,
-      from,
-      fromHint,
-      to: this.did,
-      payload,
-      durable,
-      position,
-      sessionId,
-      sealed,
-      ack: async () => {
-        if (acked) return;
-        acked = true;
-        // The kept plaintext is forgotten before the relay hears the ACK (sessions.ts acknowledge()).
-        if (durable && sealed && this.#sessions !== undefined) {
-          await this.#sessions.acknowledge(from, messageId).catch((error: unknown) => {
-            acked = false;
-            throw error;
-          });
-        }
-        await this.#ackInbound(key, messageId, position);
-      },
-    };
-  }
-
-  async #ackInbound(key: string, messageId: Uint8Array, position: number): Promise<void> {
-    this.#tracker.ack(key, position);
-    // Persisted before the relay hears it: a restart must not show an acknowledged message again.
-    if (this.#outbox !== undefined) await this.#outbox.persistInbound();
-    const session = this.#session;
-    // Without a connection the next RESUME (or a redelivery acked again) tells the relay.
-    if (session !== undefined && !session.over) this.#write(session, { type: 'ACK', messageId, position });
-    this.#maybeResync();
-  }
-
-  // ---------------------------------------------------------------------------
-  // Outbox (offline-first)
-
-  #forgetOutbox(entry: OutboundEntry<Session>): void {
-    this.#outbox?.forget(entry);
   }
 
   /** Before the first connection: the inbound state and the sends a previous run left unacknowledged. */
@@ -1654,20 +650,6 @@ export class RelayClient {
     });
   }
 
-  /** Once the application has drained enough, replace a connection that left frames unread. */
-  #maybeResync(): void {
-    const session = this.#session;
-    if (session === undefined || !session.leavingUnread || session.over) return;
-    if (this.#inbox.length > this.#inbox.capacity / 2 || this.#tracker.unacked > this.#maxUnacked / 2) return;
-    this.#log.info?.('inbound buffer drained; reconnecting to receive what was left with the relay', {
-      url: session.url.href,
-    });
-    this.#endSession(session, { resync: true });
-  }
-
-  // ---------------------------------------------------------------------------
-  // Helpers
-
   #destination(to: string | Uint8Array): Uint8Array {
     if (typeof to === 'string') return hintFromDid(to);
     if (to instanceof Uint8Array && to.length === HINT_LENGTH) return copyBytes(to);
@@ -1680,48 +662,19 @@ export class RelayClient {
     }
   }
 
-  #closedError(operation: string): RelayError {
-    return new RelayError(ClientErrorCode.closed, `${operation}: the client is closed`);
-  }
-
   #fail(error: LibertariaError): void {
-    if (this.#state === 'closed' || this.#state === 'failed') return;
-    this.#state = 'failed';
-    this.#failure = error;
-    if (!this.lifecycle.applyIfAllowed('failed', error.code)) {
-      this.lifecycle.applyIfAllowed('close', error.code);
-      this.lifecycle.applyIfAllowed('closed', error.code);
-    }
-    this.#log.error?.('relay client gave up', { code: error.code, error: error.message });
+    if (!this.#link.fail(error)) return;
     this.#emitError({ error });
     void this.#shutdown(error, error);
   }
 
   async #shutdown(reason: LibertariaError, inboxError: LibertariaError | undefined): Promise<void> {
-    this.#rejectConnected?.(reason);
-    this.#resolveConnected = undefined;
-    this.#rejectConnected = undefined;
-    this.#abort?.abort();
-    this.#wake?.();
+    this.#link.stop(reason);
     this.#window.rejectAll(reason);
     this.#pings.rejectAll(reason);
     this.#presence.rejectAll(reason);
     this.#requests.rejectAll(reason);
-    // Queued messages were never acknowledged: the relay keeps them for the next client.
-    this.#inbox.clear();
-    this.#inbox.end(inboxError);
-    const session = this.#session;
-    if (session !== undefined) {
-      this.#endSession(session, {});
-      // Let the transport flush (ACKs written just before close) and finish; bounded so close() cannot hang.
-      let timer: ReturnType<typeof setTimeout> | undefined;
-      await Promise.race([
-        session.transportClosed,
-        new Promise<void>((r) => {
-          timer = setTimeout(r, CLIENT_DEFAULTS.closeFlushMs);
-        }),
-      ]);
-      if (timer !== undefined) clearTimeout(timer);
-    }
+    this.#inbound.end(inboxError);
+    await this.#link.closeConnection();
   }
 }

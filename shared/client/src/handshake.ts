@@ -13,7 +13,7 @@
  * not above the whole handshake.
  *
  * Everything that can go wrong becomes a RelayError whose code says what to
- * do next (client.ts decides): AUTH_FAILED, UNSUPPORTED_VERSION and
+ * do next (connection-loop.ts decides): AUTH_FAILED, UNSUPPORTED_VERSION and
  * RELAY_IDENTITY_MISMATCH will not get better by retrying the same relay;
  * everything else may.
  */

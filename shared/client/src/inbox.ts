@@ -1,6 +1,6 @@
 /**
  * A bounded FIFO of inbound messages with async-iterator consumers. The
- * client decides what to do when it is full (see client.ts); this class only
+ * client decides what to do when it is full (see inbound.ts); this class only
  * holds items and hands them to whoever awaits next().
  */
 

@@ -37,6 +37,7 @@ import { encodeMultipathFrame, MULTIPATH_STREAM_ID_SIZE } from './multipath-fram
 import { MultipathInbound, type MultipathInboundStats, type MultipathMessage } from './multipath-inbound.js';
 import { MULTIPATH_STRATEGIES, type MultipathStrategy, PathScheduler, type PathView } from './multipath-scheduler.js';
 import type { ReorderOptions } from './reorder.js';
+import { RunStatus, rejectUnacknowledged } from './run-status.js';
 import type { SessionManager, SessionTransport } from './sessions.js';
 
 export type { MultipathMessage } from './multipath-inbound.js';
@@ -174,9 +175,10 @@ function positiveInt(value: number | undefined, fallback: number, name: string):
 
 /**
  * A path's RelayClient rejects a durable send without a NACK only when it is
- * closed or gives up, and then with the failure as `cause` (client.ts
- * #shutdown); a NACK (QUEUE_FULL, …) has none. The former is a path problem
- * (try another path), the latter the relay's verdict on the message.
+ * closed or gives up, and then with the failure as `cause` (its shutdown,
+ * run-status.ts rejectUnacknowledged); a NACK (QUEUE_FULL, …) has none. The
+ * former is a path problem (try another path), the latter the relay's
+ * verdict on the message.
  */
 function isPathFailure(error: unknown): boolean {
   return error instanceof RelayError && (error.cause !== undefined || error.code === ClientErrorCode.closed);
@@ -193,11 +195,8 @@ export class MultipathSession {
   readonly #log: ClientLogger;
   readonly #streamId = randomBytes(MULTIPATH_STREAM_ID_SIZE);
 
-  #state: 'idle' | 'running' | 'closed' | 'failed' = 'idle';
-  #failure: LibertariaError | undefined;
-  #connected: Promise<void> | undefined;
-  #resolveConnected: (() => void) | undefined;
-  #rejectConnected: ((error: Error) => void) | undefined;
+  /** idle, running, closed or failed, and connect()'s promise (run-status.ts, shared with RelayClient). */
+  readonly #status = new RunStatus('multipath session');
   #active: PathState | undefined;
 
   readonly #outStreams = new Map<string, OutboundStream>();
@@ -321,24 +320,17 @@ export class MultipathSession {
    * came first.
    */
   connect(): Promise<void> {
-    if (this.#state === 'closed') return Promise.reject(this.#closedError('connect'));
-    if (this.#state === 'failed') return Promise.reject(this.#failure);
-    if (this.#connected !== undefined) return this.#connected;
-    this.#state = 'running';
-    this.#connected = new Promise<void>((resolve, reject) => {
-      this.#resolveConnected = resolve;
-      this.#rejectConnected = reject;
+    return this.#status.connect((connected) => {
+      // Nobody may be awaiting it yet when a failure rejects it.
+      connected.catch(() => {});
+      for (const path of this.#paths) {
+        this.#pumps.push(this.#pump(path));
+        path.client.connect().then(
+          () => this.#status.markConnected(),
+          (error: unknown) => this.#pathFailed(path, toLibertariaError(error, `${path.name}: connect`)),
+        );
+      }
     });
-    // Nobody may be awaiting it yet when a failure rejects it.
-    this.#connected.catch(() => {});
-    for (const path of this.#paths) {
-      this.#pumps.push(this.#pump(path));
-      path.client.connect().then(
-        () => this.#resolveConnected?.(),
-        (error: unknown) => this.#pathFailed(path, toLibertariaError(error, `${path.name}: connect`)),
-      );
-    }
-    return this.#connected;
   }
 
   /**
@@ -351,9 +343,7 @@ export class MultipathSession {
    * path; rejects CONNECTION_FAILED when none is.
    */
   async send(to: string, payload: Uint8Array, options: MultipathSendOptions = {}): Promise<MultipathSendResult> {
-    if (this.#state === 'closed') throw this.#closedError('send');
-    if (this.#state === 'failed') throw this.#failure;
-    if (this.#state === 'idle') throw new RelayError(ClientErrorCode.unreachable, 'send: call connect() first');
+    this.#status.throwIfNotRunning('send');
     if (typeof to !== 'string') {
       throw new RelayError(ClientErrorCode.invalidArgument, 'send: "to" must be a DID (sequence numbers are per DID)');
     }
@@ -412,9 +402,8 @@ export class MultipathSession {
 
   /** Closes every path. Pending sends reject CLIENT_CLOSED; messages() ends; held messages stay with the relay. */
   async close(): Promise<void> {
-    if (this.#state === 'closed' || this.#state === 'failed') return;
-    this.#state = 'closed';
-    await this.#shutdown(this.#closedError('close'), undefined);
+    if (!this.#status.close()) return;
+    await this.#shutdown(this.#status.closedError('close'), undefined);
   }
 
   // ---------------------------------------------------------------------------
@@ -503,8 +492,8 @@ export class MultipathSession {
       reject = rej;
     });
     done.catch(() => {});
-    if (this.#state !== 'running') {
-      reject(this.#state === 'failed' ? this.#failure! : this.#closedError('send'));
+    if (!this.#status.running) {
+      reject(this.#status.state === 'failed' ? this.#status.failure! : this.#status.closedError('send'));
       return () => done;
     }
     if (this.#pending.has(fields.key)) {
@@ -551,7 +540,7 @@ export class MultipathSession {
           path.outstanding--;
           entry.written.delete(path);
           if (this.#pending.get(entry.key) !== entry) return;
-          if (isPathFailure(error) && this.#state === 'running') {
+          if (isPathFailure(error) && this.#status.running) {
             // Only a closed or failed client rejects this way: that path carries nothing any more.
             this.#pathFailed(path, toLibertariaError(error, `${path.name}: send`));
             this.#reroute();
@@ -572,7 +561,7 @@ export class MultipathSession {
    * nothing in flight on it.
    */
   #reroute(): void {
-    if (this.#state !== 'running') return;
+    if (!this.#status.running) return;
     for (const entry of this.#pending.values()) {
       let up = false;
       for (const p of entry.written) {
@@ -614,14 +603,14 @@ export class MultipathSession {
   #listen(path: PathState): void {
     const events = path.client.events;
     events.on('connected', ({ url, nodeId }) => {
-      if (this.#state !== 'running') return;
+      if (!this.#status.running) return;
       this.events.emit('path-up', { path: path.name, url, nodeId });
       this.#noteActive();
       this.#reroute();
       this.#publishPrekeys(path);
     });
     events.on('disconnected', ({ error }) => {
-      if (this.#state !== 'running') return;
+      if (!this.#status.running) return;
       this.events.emit('path-down', error === undefined ? { path: path.name } : { path: path.name, error });
       this.#noteActive();
       this.#reroute();
@@ -637,17 +626,17 @@ export class MultipathSession {
 
   #publishPrekeys(path: PathState): void {
     const sessions = this.#sessions;
-    if (sessions === undefined || this.#state !== 'running') return;
+    if (sessions === undefined || !this.#status.running) return;
     // The path clients run unsealed, so publishing our prekeys is the session's job (the manager shares one run).
     sessions.ensurePublished(path.client).catch((error: unknown) => {
-      if (this.#state === 'running') {
+      if (this.#status.running) {
         this.#emitError({ error: toLibertariaError(error, 'publishing prekeys'), path: path.name });
       }
     });
   }
 
   #pathFailed(path: PathState, error: LibertariaError): void {
-    if (path.failed || this.#state !== 'running') return;
+    if (path.failed || !this.#status.running) return;
     path.failed = true;
     this.#log.warn?.('multipath: path gave up', { path: path.name, code: error.code, error: error.message });
     this.events.emit('path-failed', { path: path.name, error });
@@ -671,8 +660,8 @@ export class MultipathSession {
         else path.duplicates++;
         // The application is behind: stop reading this path; its own flow control leaves
         // durable frames with the relay meanwhile (docs/client.md#inbound-flow-control).
-        while (this.#state === 'running' && this.#inbound.full) await this.#inbound.waitForRoom();
-        if (this.#state !== 'running') return;
+        while (this.#status.running && this.#inbound.full) await this.#inbound.waitForRoom();
+        if (!this.#status.running) return;
       }
     } catch (error) {
       this.#pathFailed(path, toLibertariaError(error, `${path.name}: messages`));
@@ -688,33 +677,16 @@ export class MultipathSession {
     }
   }
 
-  #closedError(operation: string): RelayError {
-    return new RelayError(ClientErrorCode.closed, `${operation}: the multipath session is closed`);
-  }
-
   #fail(error: LibertariaError): void {
-    if (this.#state === 'closed' || this.#state === 'failed') return;
-    this.#state = 'failed';
-    this.#failure = error;
+    if (!this.#status.fail(error)) return;
     this.#log.error?.('multipath session gave up', { code: error.code, error: error.message });
     this.#emitError({ error });
     void this.#shutdown(error, error);
   }
 
   async #shutdown(reason: LibertariaError, inboxError: LibertariaError | undefined): Promise<void> {
-    this.#rejectConnected?.(reason);
-    this.#resolveConnected = undefined;
-    this.#rejectConnected = undefined;
-    for (const entry of this.#pending.values()) {
-      entry.reject(
-        new RelayError(
-          reason.code,
-          `message ${entry.key} not acknowledged (${reason.message}); it may or may not have been stored`,
-          { cause: reason },
-        ),
-      );
-    }
-    this.#pending.clear();
+    this.#status.settleConnect(reason);
+    rejectUnacknowledged(this.#pending, reason);
     // Held and buffered messages were never acknowledged: the relay keeps them for the next session.
     this.#inbound.close(inboxError);
     await Promise.all(this.#paths.map((p) => p.client.close()));

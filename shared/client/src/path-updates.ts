@@ -4,11 +4,20 @@
  * fast, sealed control envelope (never shown to the application), as the
  * seed's "B acknowledges, updates routing"; and it remembers where peers
  * said they are (peerLocation, the 'peer-moved' event). This module holds
- * the control record's codec and both tables; the client seals and writes.
+ * the control record's codec, both tables and the announcement itself
+ * (sealed with the client's sessions, written on its connection); the
+ * inbound side (inbound.ts) opens the peers' notices and hands them here.
  *
  * Browser-safe: no Node-only imports.
  */
-import { CLIENT_DEFAULTS } from './client-types.js';
+import { hintFromDid } from '@libertaria/identity';
+import { type Frame, ID_SIZE } from '@libertaria/protocol';
+import { randomBytes } from './bytes.js';
+import { CLIENT_DEFAULTS, type ClientLogger } from './client-types.js';
+import { toError } from './codes.js';
+import type { Connection } from './connection.js';
+import { CONTROL_ENVELOPE_VERSION, encodeEnvelope } from './envelope.js';
+import { ZERO_SESSION } from './sealing.js';
 
 const CONTROL_PATH_UPDATE = 0x01;
 
@@ -43,11 +52,28 @@ export function decodeControlRecord(bytes: Uint8Array): PeerLocation | undefined
   }
 }
 
+/** What announcing our moves needs of the client. */
+export interface PathUpdatesOptions {
+  /** Our DID and hint: the envelope's sender and the SEND's source. */
+  did: string;
+  hint: Uint8Array;
+  /** Seals a record for a peer; undefined when the client does not seal. */
+  seal: ((did: string, record: Uint8Array) => Promise<{ body: Uint8Array; sessionId: Uint8Array }>) | undefined;
+  /** Writes one frame on a connection (false when it failed, and the connection ended). */
+  write: (connection: Connection, frame: Frame) => boolean;
+  log: ClientLogger;
+}
+
 export class PathUpdates {
   /** DIDs we exchanged messages with → when (bounded): they get our path updates. */
   readonly #recentPeers = new Map<string, number>();
   /** Where peers last said they are (their path updates). */
   readonly #peerLocations = new Map<string, PeerLocation>();
+  readonly #options: PathUpdatesOptions;
+
+  constructor(options: PathUpdatesOptions) {
+    this.#options = options;
+  }
 
   /** Remembers that we talked with `did` (bounded, most recent last): they hear of our moves. */
   notePeer(did: string): void {
@@ -83,5 +109,40 @@ export class PathUpdates {
   /** Where `did` said it is after its last migration (its relay node), if it told us. */
   location(did: string): PeerLocation | undefined {
     return this.#peerLocations.get(did);
+  }
+
+  /**
+   * After a migration: a fast, sealed path update to every peer we talked
+   * with in the last CLIENT_DEFAULTS.recentPeerMs, so they learn where we are now (the
+   * relay node), as the seed's "B acknowledges, updates routing". Best effort.
+   */
+  async announce(connection: Connection): Promise<void> {
+    const { did: ourDid, hint, seal, write, log } = this.#options;
+    const record = encodeControlRecord(connection.welcome.nodeId, Date.now());
+    for (const did of this.recentPeers(Date.now())) {
+      if (connection.over) continue;
+      try {
+        let body: Uint8Array = record;
+        let sessionId: Uint8Array = ZERO_SESSION;
+        if (seal !== undefined) {
+          const sealed = await seal(did, record);
+          body = sealed.body;
+          sessionId = sealed.sessionId;
+        }
+        write(connection, {
+          type: 'SEND',
+          dest: hintFromDid(did),
+          source: hint,
+          sessionId,
+          messageId: randomBytes(ID_SIZE),
+          flags: 0,
+          ttl: 0,
+          position: 0,
+          payload: encodeEnvelope(ourDid, body, CONTROL_ENVELOPE_VERSION),
+        });
+      } catch (error) {
+        log.debug?.('path update not sent', { to: did, error: toError(error).message });
+      }
+    }
   }
 }

@@ -15,6 +15,7 @@ import { type LibertariaError, RelayError, type SendFrame } from '@libertaria/pr
 import { toHex } from './bytes.js';
 import type { SendResult } from './client-types.js';
 import { ClientErrorCode } from './codes.js';
+import { rejectUnacknowledged } from './run-status.js';
 
 /** What the window needs of the client's connection record. */
 export interface WindowConnection {
@@ -137,17 +138,8 @@ export class SendWindow<S extends WindowConnection> {
     return entry;
   }
 
-  /** The client stops: every pending send rejects with `reason`'s code; the relay may or may not have stored it. */
+  /** The client stops: every pending send rejects with `reason`'s code; the relay may or may not have stored it (run-status.ts). */
   rejectAll(reason: LibertariaError): void {
-    for (const entry of this.#outbound.values()) {
-      entry.reject(
-        new RelayError(
-          reason.code,
-          `message ${entry.key} not acknowledged (${reason.message}); it may or may not have been stored`,
-          { cause: reason },
-        ),
-      );
-    }
-    this.#outbound.clear();
+    rejectUnacknowledged(this.#outbound, reason);
   }
 }
