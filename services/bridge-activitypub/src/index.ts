@@ -1,9 +1,18 @@
 /**
  * @libertaria/bridge-activitypub (in progress): the building blocks of the
- * ActivityPub bridge on Fedify. The bridge itself (actors, inbox, outbox, the
- * Bridge interface) is not written yet. Loading it fills what Fedify 2.3.6
- * needs from Node 20 (fedify-runtime.ts).
+ * ActivityPub bridge on Fedify. So far: Fedify's KvStore on ioredis, tested
+ * on a real Redis. The bridge itself (actors, inbox, outbox, the Bridge
+ * interface) is not written yet. Loading it fills what Fedify 2.3.6 needs
+ * from Node 20 (fedify-runtime.ts).
  */
 import './fedify-runtime.js';
 
 export { fedifyRuntimeReady } from './fedify-runtime.js';
+export { canonicalJson } from './json-value.js';
+export {
+  DEFAULT_KV_PREFIX,
+  DEFAULT_MAX_VALUE_BYTES,
+  KvValueTooLargeError,
+  RedisKvStore,
+  type RedisKvStoreOptions,
+} from './redis-kv-store.js';
