@@ -196,7 +196,7 @@ describe('BullMqMessageQueue', () => {
     await q.enqueue({ text: 'no id' });
     await q.enqueue({ text: 'another' });
     await until('four messages', () => handled.length === 4);
-    await sleep(300);
+    await until('four completed jobs', async () => (await q.queue.getJobCounts('completed')).completed === 4);
     await q.enqueue({ id: 'same', v: 1 }); // completed and kept: still a no-op
     await sleep(300);
     assert.equal(handled.length, 4, 'each message once');
@@ -302,6 +302,8 @@ describe('BullMqMessageQueue', () => {
     await q.enqueue({ id: 'k3', key: 'K' }, { orderingKey: K });
     await q.enqueue({ id: 'x1', key: 'L' }, { orderingKey: 'another key' });
     await until('all four', () => finished.length === 4);
+    // Handlers return a moment before BullMQ records the job completed (and the ordering list is released).
+    await until('four completed jobs', async () => (await q.queue.getJobCounts('completed')).completed === 4);
     assert.deepEqual(
       finished.filter((id) => id.startsWith('k')),
       ['k1', 'k2', 'k3'],
