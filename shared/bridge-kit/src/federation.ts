@@ -194,6 +194,28 @@ export function bridgesChannel(prefix: string = FEDERATION_PREFIX): string {
   return `${prefix}:bridges:changed`;
 }
 
+/**
+ * A set of further queue names (beside the registry's outbound queues and
+ * `inbound`) that the relay's dashboard lists: queues a bridge runs for
+ * itself, such as the ActivityPub bridge's Fedify queue. Entries are added by
+ * the queue's owner (SADD) and never removed (an unused queue shows empty).
+ */
+export function dashboardQueuesKey(prefix: string = FEDERATION_PREFIX): string {
+  return `${prefix}:dashboard-queues`;
+}
+
+const SERVICE_QUEUE = /^[a-z][a-z0-9-]{0,62}$/;
+
+/**
+ * True for a name a bridge may give a queue of its own (dashboardQueuesKey):
+ * lowercase letters, digits and '-', at most 63 characters, and never a name
+ * of the federation's own queues (`inbound`, `outbound-*`), whose workers
+ * would take its jobs for federation jobs.
+ */
+export function isServiceQueueName(name: string): boolean {
+  return SERVICE_QUEUE.test(name) && name !== INBOUND_QUEUE && !name.startsWith('outbound-');
+}
+
 /** `nostr` → `nostr`; `custom:matrix` → `custom-matrix` (queue names and job ids may not hold ':'). */
 export function federationNetworkName(protocolName: string): string {
   const name = protocolName.replace(/:/g, '-');

@@ -3,6 +3,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import {
   checkRegistration,
+  dashboardQueuesKey,
   decodeFederatedMessage,
   encodeFederatedMessage,
   type FederatedMessage,
@@ -10,6 +11,7 @@ import {
   federationNetworkName,
   inboundJobId,
   isFederatedMessage,
+  isServiceQueueName,
   MAX_FEDERATED_MESSAGE_BYTES,
   MAX_FEDERATED_TEXT_BYTES,
   outboundQueueName,
@@ -108,5 +110,23 @@ describe('registry and job ids', () => {
     assert.notEqual(id, inboundJobId('nostr', 'd'.repeat(64)));
     assert.equal(federatedMessageId('nostr', 'x').length, 16);
     assert.notDeepEqual(federatedMessageId('nostr', 'x'), federatedMessageId('xmtp', 'x'));
+  });
+
+  it("lists bridges' own queues for the dashboard, never under the federation's queue names", () => {
+    assert.equal(dashboardQueuesKey(), '{lr-bridge}:dashboard-queues');
+    assert.equal(dashboardQueuesKey('{x}'), '{x}:dashboard-queues');
+    assert.ok(isServiceQueueName('activitypub-fedify'));
+    for (const name of [
+      'inbound',
+      'outbound-nostr',
+      'outbound-activitypub',
+      'Fedify',
+      'a:b',
+      '',
+      '-a',
+      'a'.repeat(64),
+    ]) {
+      assert.equal(isServiceQueueName(name), false, name);
+    }
   });
 });

@@ -1,7 +1,9 @@
 /**
  * The operators' view of the federation queues: Bull Board (@bull-board/api
  * with its Express adapter) behind an admin token. It shows every bridge's
- * outbound queue (from the registry) and the inbound queue: waiting, active,
+ * outbound queue (from the registry), the inbound queue, and the queues
+ * bridges run for themselves and list in `<prefix>:dashboard-queues` (e.g.
+ * the ActivityPub bridge's Fedify queue): waiting, active,
  * delayed, completed and failed jobs, their data, errors and attempts, and
  * lets an operator retry or remove them.
  *
@@ -17,7 +19,14 @@ import type { AddressInfo } from 'node:net';
 import { createBullBoard } from '@bull-board/api';
 import { BullMQAdapter } from '@bull-board/api/bullMQAdapter';
 import { ExpressAdapter } from '@bull-board/express';
-import { type BridgeRegistration, bridgesKey, checkRegistration, INBOUND_QUEUE } from '@libertaria/bridge-kit';
+import {
+  type BridgeRegistration,
+  bridgesKey,
+  checkRegistration,
+  dashboardQueuesKey,
+  INBOUND_QUEUE,
+  isServiceQueueName,
+} from '@libertaria/bridge-kit';
 import { Queue } from 'bullmq';
 import express from 'express';
 import type { RedisClient } from '../redis-connection.js';
@@ -78,8 +87,11 @@ export async function startDashboard(o: DashboardOptions): Promise<Dashboard> {
         // The relay nodes log malformed registrations; the dashboard just leaves them out.
       }
     }
+    // Bridges' own queues, by names isServiceQueueName accepts (never a federation queue's, never a ':').
+    const own = (await o.redis.smembers(dashboardQueuesKey(o.prefix))).filter(isServiceQueueName).sort();
     const known = new Set(queues.keys());
-    const added = registrations.filter((r) => !known.has(r.queue)).map((r) => new BullMQAdapter(open(r.queue)));
+    const names = [...new Set([...registrations.map((r) => r.queue), ...own])];
+    const added = names.filter((name) => !known.has(name)).map((name) => new BullMQAdapter(open(name)));
     for (const adapter of added) board.addQueue(adapter);
   };
   await refresh();
