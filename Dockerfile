@@ -27,6 +27,7 @@ ENV NODE_ENV=development \
 # Manifests first: the dependency layer is rebuilt only when they change.
 COPY package.json package-lock.json tsconfig.json tsconfig.base.json ./
 COPY shared/log/package.json shared/log/
+COPY shared/redis/package.json shared/redis/
 COPY shared/protocol/package.json shared/protocol/
 COPY shared/config/package.json shared/config/
 COPY shared/identity/package.json shared/identity/
@@ -37,6 +38,7 @@ COPY shared/bridge-kit/package.json shared/bridge-kit/
 COPY shared/cli/package.json shared/cli/
 COPY services/relay/package.json services/relay/
 COPY services/bridge-nostr/package.json services/bridge-nostr/
+COPY services/bridge-activitypub/package.json services/bridge-activitypub/
 # --ignore-scripts: no install script runs (the only ones that build are dev
 # dependencies: better-sqlite3 for the tests' Nostr relay, esbuild); the native
 # runtime modules (uWebSockets.js, bufferutil, utf-8-validate, msgpackr-extract)
@@ -53,6 +55,7 @@ RUN --mount=type=secret,id=npm_ca \
 COPY shared/ shared/
 COPY services/relay/ services/relay/
 COPY services/bridge-nostr/ services/bridge-nostr/
+COPY services/bridge-activitypub/ services/bridge-activitypub/
 RUN node node_modules/typescript/bin/tsc -b \
  && npm prune --omit=dev --ignore-scripts --no-audit --no-fund \
  && rm -rf shared/*/src shared/*/test services/*/src services/*/test \

@@ -338,3 +338,35 @@ describe('compose, Prometheus and Grafana', () => {
     assert.equal(mount?.split(':')[1], provisioning.providers[0].options.path, 'Grafana loads the mounted folder');
   });
 });
+
+describe('the image build context', () => {
+  // npm ci in the Dockerfile needs every workspace's package.json (the lock
+  // file names them all), and tsc -b every referenced project's sources; a
+  // workspace added to package.json but not to the image breaks its build.
+  const workspaces: string[] = JSON.parse(readFileSync(repoPath('package.json'), 'utf8')).workspaces.flatMap(
+    (pattern: string) =>
+      pattern.endsWith('/*')
+        ? readdirSync(repoPath(pattern.slice(0, -2)))
+            .map((name) => `${pattern.slice(0, -2)}/${name}`)
+            .filter((dir) => existsSync(repoPath(dir, 'package.json')))
+        : [pattern],
+  );
+  const dockerfile = readFileSync(repoPath('Dockerfile'), 'utf8');
+  const ignore = readFileSync(repoPath('.dockerignore'), 'utf8').split('\n');
+  it('copies every workspace manifest before npm ci, and every service source', () => {
+    assert.ok(workspaces.length >= 10, `workspaces found: ${workspaces.join(', ')}`);
+    for (const dir of workspaces) {
+      assert.ok(dockerfile.includes(`COPY ${dir}/package.json ${dir}/`), `Dockerfile copies ${dir}/package.json`);
+      if (dir.startsWith('services/'))
+        assert.ok(dockerfile.includes(`COPY ${dir}/ ${dir}/`), `Dockerfile copies ${dir}/`);
+    }
+  });
+  it('lets every workspace manifest, tsconfig and source into the build context', () => {
+    for (const dir of workspaces) {
+      const wildcard = dir.startsWith('shared/') ? 'shared/*' : dir;
+      for (const entry of ['package.json', 'tsconfig.json', 'src/']) {
+        assert.ok(ignore.includes(`!${wildcard}/${entry}`), `.dockerignore lets in ${wildcard}/${entry}`);
+      }
+    }
+  });
+});
