@@ -362,10 +362,11 @@ describe('the image build context', () => {
     }
   });
   it('lets every workspace manifest, tsconfig and source into the build context', () => {
+    // Named one by one: buildah does not descend into a folder `**` excluded for
+    // a negated pattern with a wildcard in its middle (`!shared/*/src/` let nothing in).
     for (const dir of workspaces) {
-      const wildcard = dir.startsWith('shared/') ? 'shared/*' : dir;
       for (const entry of ['package.json', 'tsconfig.json', 'src/']) {
-        assert.ok(ignore.includes(`!${wildcard}/${entry}`), `.dockerignore lets in ${wildcard}/${entry}`);
+        assert.ok(ignore.includes(`!${dir}/${entry}`), `.dockerignore lets in ${dir}/${entry}`);
       }
     }
   });
