@@ -399,6 +399,10 @@ export class DurableBudgets {
   /** Charges of this turn, by window and weight (nearly always one batch). */
   private readonly batches = new Map<string, ChargeBatch>();
   private chargesScheduled = false;
+  /** The batch the last charge went to, while this turn's batches are open. */
+  private lastBatch: ChargeBatch | undefined;
+  /** Subjects per sender hint object and address (subjectsOf); weak: gone with the connection's hint. */
+  private readonly subjectCache = new WeakMap<Uint8Array, Map<string, Subject[]>>();
   /** Refunds of this turn, summed per window key: one call per key. */
   private readonly refunds = new Map<
     string,
@@ -425,11 +429,12 @@ export class DurableBudgets {
 
   /** The budget a subject is held refused under by this node, if any (no Redis call). */
   heldRefusal(sender: Uint8Array, address: string, now = Date.now()): BudgetName | undefined {
-    for (const key of [this.subjectTag('sender', hintToHex(sender)), this.subjectTag('address', address)]) {
-      const h = this.held.get(key);
+    if (this.held.size === 0) return undefined;
+    for (const { tag } of this.subjectsOf(sender, address)) {
+      const h = this.held.get(tag);
       if (h === undefined) continue;
       if (h.until > now) return h.budget;
-      this.held.delete(key);
+      this.held.delete(tag);
     }
     return undefined;
   }
@@ -442,24 +447,20 @@ export class DurableBudgets {
    * was lost, as for any command).
    */
   charge(sender: Uint8Array, address: string, bytes: number, now = Date.now()): Promise<ChargeResult> {
-    const o = this.o;
-    const subjects: Subject[] = [];
-    if (o.senderFrames + o.senderBytes > 0) {
-      const tag = this.subjectTag('sender', hintToHex(sender));
-      subjects.push({ kind: 'sender', tag, maxFrames: o.senderFrames, maxBytes: o.senderBytes });
-    }
-    if (o.addressFrames + o.addressBytes > 0) {
-      const tag = this.subjectTag('address', address);
-      subjects.push({ kind: 'address', tag, maxFrames: o.addressFrames, maxBytes: o.addressBytes });
-    }
+    const subjects = this.subjectsOf(sender, address);
     if (subjects.length === 0) return Promise.resolve({ charge: { keys: [], bytes } });
     const window = Math.floor(now / this.windowMs);
     const weight = 1000 - Math.floor(((now % this.windowMs) * 1000) / this.windowMs);
-    const id = `${window}:${weight}`;
-    let batch = this.batches.get(id);
-    if (batch === undefined) {
-      batch = { now, window, weight, items: [] };
-      this.batches.set(id, batch);
+    // Nearly every charge of a turn falls in the batch of the one before.
+    let batch = this.lastBatch;
+    if (batch === undefined || batch.window !== window || batch.weight !== weight) {
+      const id = `${window}:${weight}`;
+      batch = this.batches.get(id);
+      if (batch === undefined) {
+        batch = { now, window, weight, items: [] };
+        this.batches.set(id, batch);
+      }
+      this.lastBatch = batch;
     }
     const items = batch.items;
     const pending = new Promise<ChargeResult>((resolve, reject) => {
@@ -470,6 +471,36 @@ export class DurableBudgets {
       setImmediate(() => this.flushCharges());
     }
     return pending;
+  }
+
+  /**
+   * The budgeted subjects of a sender and address, made once per sender
+   * hint object (a connection passes the same one for each frame) and
+   * address: a durable frame allocates no key names of its own.
+   */
+  private subjectsOf(sender: Uint8Array, address: string): Subject[] {
+    let byAddress = this.subjectCache.get(sender);
+    if (byAddress === undefined) {
+      byAddress = new Map();
+      this.subjectCache.set(sender, byAddress);
+    }
+    let subjects = byAddress.get(address);
+    if (subjects === undefined) {
+      const o = this.o;
+      subjects = [];
+      if (o.senderFrames + o.senderBytes > 0) {
+        const tag = this.subjectTag('sender', hintToHex(sender));
+        subjects.push({ kind: 'sender', tag, maxFrames: o.senderFrames, maxBytes: o.senderBytes });
+      }
+      if (o.addressFrames + o.addressBytes > 0) {
+        const tag = this.subjectTag('address', address);
+        subjects.push({ kind: 'address', tag, maxFrames: o.addressFrames, maxBytes: o.addressBytes });
+      }
+      // A hint object is one connection's: it sees one address, rarely more.
+      if (byAddress.size >= 4) byAddress.clear();
+      byAddress.set(address, subjects);
+    }
+    return subjects;
   }
 
   /** Gives a charge back (its frame was not stored); refunds of one turn go out summed per key. */
@@ -515,6 +546,7 @@ export class DurableBudgets {
     this.chargesScheduled = false;
     const batches = [...this.batches.values()];
     this.batches.clear();
+    this.lastBatch = undefined;
     for (const batch of batches) {
       for (let i = 0; i < batch.items.length; i += CHARGE_BATCH) {
         const items = batch.items.slice(i, i + CHARGE_BATCH);
