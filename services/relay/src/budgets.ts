@@ -25,7 +25,7 @@ import { isIP } from 'node:net';
 import { hintToHex } from '@libertaria/identity';
 import { type ErrorCode, RelayError } from '@libertaria/protocol';
 import { ipv6Groups, unmapped } from './ip-address.js';
-import type { RedisClient as Redis } from './redis-connection.js';
+import { isCluster, type RedisClient as Redis } from './redis-connection.js';
 
 /** What a refusal is counted under: relay_budget_refused_total{budget}. */
 export type BudgetName =
@@ -230,52 +230,94 @@ export class KnownRecipients {
 // Per-sender and per-address budgets, in Redis
 
 const CHARGE_LUA = `--[[
-  Charges one durable frame to a subject's sliding hour, unless that would
-  go over a limit. The estimate is this window's count plus the previous
+  Charges a batch of durable frames, in order, each to one or two subjects'
+  sliding hours (a sender DID, its source address), each frame to all of its
+  subjects or to none: a frame over any of its subjects' limits is charged
+  to none of them, and the frames after it are decided on the counts
+  without it. A subject's estimate is its window's count plus the previous
   window's weighted by the share of it still inside the sliding hour.
   Input:
-    KEYS[1] this window: HASH f -> frames, b -> bytes
-    KEYS[2] the previous window (same hash tag)
-    ARGV[1] bytes of this frame
-    ARGV[2] most frames (0: no limit)
-    ARGV[3] most bytes (0: no limit)
-    ARGV[4] weight of the previous window in thousandths (0..1000)
-    ARGV[5] ms KEYS[1] lives once created (two windows)
-  Output: 0 charged; 1 over the frame limit; 2 over the byte limit (nothing charged)
+    KEYS[2j-1] subject j's window: HASH f -> frames, b -> bytes
+    KEYS[2j]   subject j's previous window (same hash tag)
+    ARGV[1] weight of the previous windows in thousandths (0..1000)
+    ARGV[2] ms a window key lives once created (two windows)
+    ARGV[3] S, the number of subjects (KEYS holds 2S keys)
+    ARGV[2+2j], ARGV[3+2j]  subject j's most frames, most bytes (0: no limit), j = 1..S
+    then one triple per frame, from ARGV[4+2S]:
+      bytes of the frame, its first subject j, its second subject j (0: none)
+  Output: two codes per frame, one per subject slot of its triple:
+    0 within that subject's budget (or no subject in that slot);
+    1 over its frame limit; 2 over its byte limit.
+    A frame is charged when both its codes are 0, else to neither subject.
 ]]
-local cur = redis.call('HMGET', KEYS[1], 'f', 'b')
-local prev = redis.call('HMGET', KEYS[2], 'f', 'b')
-local w = tonumber(ARGV[4]) / 1000
-local bytes = tonumber(ARGV[1])
-local maxF, maxB = tonumber(ARGV[2]), tonumber(ARGV[3])
-local f = (tonumber(cur[1]) or 0) + math.floor((tonumber(prev[1]) or 0) * w)
-local b = (tonumber(cur[2]) or 0) + math.floor((tonumber(prev[2]) or 0) * w)
-if maxF > 0 and f + 1 > maxF then return 1 end
-if maxB > 0 and b + bytes > maxB then return 2 end
-redis.call('HINCRBY', KEYS[1], 'f', 1)
-redis.call('HINCRBY', KEYS[1], 'b', bytes)
-if not cur[1] then redis.call('PEXPIRE', KEYS[1], ARGV[5]) end
-return 0
+local w = tonumber(ARGV[1]) / 1000
+local n = tonumber(ARGV[3])
+local f, b, maxF, maxB, addF, addB, fresh = {}, {}, {}, {}, {}, {}, {}
+for j = 1, n do
+  local cur = redis.call('HMGET', KEYS[2 * j - 1], 'f', 'b')
+  local prev = redis.call('HMGET', KEYS[2 * j], 'f', 'b')
+  f[j] = (tonumber(cur[1]) or 0) + math.floor((tonumber(prev[1]) or 0) * w)
+  b[j] = (tonumber(cur[2]) or 0) + math.floor((tonumber(prev[2]) or 0) * w)
+  fresh[j] = not cur[1]
+  maxF[j], maxB[j] = tonumber(ARGV[2 + 2 * j]), tonumber(ARGV[3 + 2 * j])
+  addF[j], addB[j] = 0, 0
+end
+local out = {}
+for i = 4 + 2 * n, #ARGV, 3 do
+  local bytes = tonumber(ARGV[i])
+  local ok = true
+  for k = 1, 2 do
+    local j = tonumber(ARGV[i + k])
+    local code = 0
+    if j > 0 then
+      if maxF[j] > 0 and f[j] + 1 > maxF[j] then code = 1
+      elseif maxB[j] > 0 and b[j] + bytes > maxB[j] then code = 2 end
+    end
+    if code > 0 then ok = false end
+    out[#out + 1] = code
+  end
+  if ok then
+    for k = 1, 2 do
+      local j = tonumber(ARGV[i + k])
+      if j > 0 then
+        f[j], b[j] = f[j] + 1, b[j] + bytes
+        addF[j], addB[j] = addF[j] + 1, addB[j] + bytes
+      end
+    end
+  end
+end
+-- Written last, after every check: a write refused (OOM) leaves nothing charged.
+for j = 1, n do
+  if addF[j] > 0 then
+    redis.call('HINCRBY', KEYS[2 * j - 1], 'f', addF[j])
+    redis.call('HINCRBY', KEYS[2 * j - 1], 'b', addB[j])
+    if fresh[j] then redis.call('PEXPIRE', KEYS[2 * j - 1], ARGV[2]) end
+  end
+end
+return out
 `;
 
 const REFUND_LUA = `--[[
-  Gives back a charge whose frame was not stored (a duplicate, a full queue,
-  Redis failing): a retried frame is charged once.
-  Input: KEYS[1] the window charged; ARGV[1] bytes
+  Gives back charges whose frames were not stored (a duplicate, a full queue,
+  Redis failing, or the frame's other subject refused it on a Redis
+  Cluster): a retried frame is charged once.
+  Input: KEYS[1] the window charged; ARGV[1] bytes; ARGV[2] frames (1 when absent)
   Output: 1 refunded, 0 the window is gone
 ]]
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-redis.call('HINCRBY', KEYS[1], 'f', -1)
+redis.call('HINCRBY', KEYS[1], 'f', -tonumber(ARGV[2] or '1'))
 redis.call('HINCRBY', KEYS[1], 'b', -tonumber(ARGV[1]))
 return 1
 `;
 
-const CMD = { charge: 'libertariaBudgetCharge', refund: 'libertariaBudgetRefund' } as const;
+const CMD = { charge: 'libertariaBudgetChargeMany', refund: 'libertariaBudgetRefund' } as const;
 type BudgetCommands = { [K in (typeof CMD)[keyof typeof CMD]]: (...args: Array<string | number>) => Promise<unknown> };
 
 /** How long a node refuses a subject by itself after Redis refused it: an abuser costs one call a second per node. */
 const REFUSAL_HOLD_MS = 1000;
 const ONE_HOUR_MS = 3_600_000;
+/** Most frames per charge script call: keeps the script short and far below Lua's unpack/stack limits. */
+const CHARGE_BATCH = 512;
 
 export interface DurableBudgetOptions {
   /** Key prefix (RELAY_REDIS_PREFIX). */
@@ -287,6 +329,13 @@ export interface DurableBudgetOptions {
   /** The sliding window (one hour; shorter in tests). */
   windowMs?: number;
   maxHeldRefusals?: number;
+  /**
+   * One charge script call per subject instead of one for the whole batch:
+   * what a Redis Cluster needs (each subject's keys are in their own slot).
+   * Defaults to whether the connection is a Cluster; tests set it to run
+   * that path on one server.
+   */
+  callPerSubject?: boolean;
 }
 
 /** What was charged, to give back when the frame is not stored. */
@@ -295,7 +344,25 @@ export interface Charge {
   bytes: number;
 }
 
-type Subject = { kind: 'sender' | 'address'; id: string; maxFrames: number; maxBytes: number };
+type ChargeResult = { charge: Charge } | { refused: BudgetName };
+
+type Subject = { kind: 'sender' | 'address'; tag: string; maxFrames: number; maxBytes: number };
+
+/** A charge waiting for its turn's batch. */
+interface PendingCharge {
+  subjects: Subject[];
+  bytes: number;
+  resolve: (result: ChargeResult) => void;
+  reject: (err: unknown) => void;
+}
+
+/** The charges of one turn in one window (and one weight of the previous window). */
+interface ChargeBatch {
+  now: number;
+  window: number;
+  weight: number;
+  items: PendingCharge[];
+}
 
 /**
  * Frames and bytes per sender DID (its routing hint) and per source address
@@ -304,9 +371,23 @@ type Subject = { kind: 'sender' | 'address'; id: string; maxFrames: number; maxB
  *   ${prefix}:bud:{s:<hintHex>}:<window>   HASH f, b   (a sender)
  *   ${prefix}:bud:{a:<address>}:<window>   HASH f, b   (an address, IPv6 by /64)
  *
- * <window> is floor(now / window length); each key lives two windows. The
- * two subjects are charged by two script calls issued together (their keys
- * are in different Redis Cluster slots), so admission costs one round trip.
+ * <window> is floor(now / window length); each key lives two windows.
+ *
+ * Charges are batched per event-loop turn, like the ACKs (DurableStore.ackMany):
+ * every charge asked for in one turn goes out in one script call that
+ * decides each frame in order and answers per frame. Before (one call per
+ * subject per frame: two EVALSHAs for every durable frame) the charge halved
+ * durable throughput end to end, the relay's own per-command work being the
+ * limit (docs/benchmarks.md, "The durable path since the budgets"). One call
+ * per turn also makes a frame's two charges one atomic step on one server:
+ * a frame is charged to both its sender and its address or to neither, so
+ * nothing is refunded for a refusal. On a Redis Cluster the sender's and
+ * the address's keys are in different slots: there it is one call per
+ * subject per turn, and a frame one subject refused is refunded to the
+ * other (as before, per frame). The charge is not folded into the enqueue
+ * script for the same reason (other slots than the recipient's queue), and
+ * because bridged frames are charged without an enqueue.
+ *
  * A subject refused by Redis is then refused by this node alone for a
  * second, so a flood over its budget costs Redis nothing more.
  */
@@ -315,6 +396,20 @@ export class DurableBudgets {
   private readonly windowMs: number;
   private readonly held = new Map<string, { until: number; budget: BudgetName }>();
   private readonly maxHeld: number;
+  private readonly callPerSubject: boolean;
+  /** Charges of this turn, by window and weight (nearly always one batch). */
+  private readonly batches = new Map<string, ChargeBatch>();
+  private chargesScheduled = false;
+  /** The batch the last charge went to, while this turn's batches are open. */
+  private lastBatch: ChargeBatch | undefined;
+  /** Subjects per sender hint object and address (subjectsOf); weak: gone with the connection's hint. */
+  private readonly subjectCache = new WeakMap<Uint8Array, Map<string, Subject[]>>();
+  /** Refunds of this turn, summed per window key: one call per key. */
+  private readonly refunds = new Map<
+    string,
+    { frames: number; bytes: number; waiters: Array<(err?: unknown) => void> }
+  >();
+  private refundsScheduled = false;
 
   constructor(
     redis: Redis,
@@ -322,7 +417,8 @@ export class DurableBudgets {
   ) {
     this.windowMs = o.windowMs ?? ONE_HOUR_MS;
     this.maxHeld = o.maxHeldRefusals ?? 100_000;
-    redis.defineCommand(CMD.charge, { numberOfKeys: 2, lua: CHARGE_LUA });
+    this.callPerSubject = o.callPerSubject ?? isCluster(redis);
+    redis.defineCommand(CMD.charge, { lua: CHARGE_LUA });
     redis.defineCommand(CMD.refund, { numberOfKeys: 1, lua: REFUND_LUA });
     this.commands = redis as unknown as BudgetCommands;
   }
@@ -334,79 +430,229 @@ export class DurableBudgets {
 
   /** The budget a subject is held refused under by this node, if any (no Redis call). */
   heldRefusal(sender: Uint8Array, address: string, now = Date.now()): BudgetName | undefined {
-    for (const key of [this.subjectTag('sender', hintToHex(sender)), this.subjectTag('address', address)]) {
-      const h = this.held.get(key);
+    if (this.held.size === 0) return undefined;
+    for (const { tag } of this.subjectsOf(sender, address)) {
+      const h = this.held.get(tag);
       if (h === undefined) continue;
       if (h.until > now) return h.budget;
-      this.held.delete(key);
+      this.held.delete(tag);
     }
     return undefined;
   }
 
   /**
-   * Charges one frame of `bytes` to the sender and its address. Resolves
-   * with what was charged, or the budget that refused it (then nothing stays
-   * charged). Rejects when Redis fails (nothing is charged for sure then).
+   * Charges one frame of `bytes` to the sender and its address, in this
+   * turn's batch. Resolves with what was charged, or the budget that
+   * refused it (then nothing stays charged). Rejects when Redis fails
+   * (nothing is charged then, unless Redis applied the call and the reply
+   * was lost, as for any command).
    */
-  async charge(
-    sender: Uint8Array,
-    address: string,
-    bytes: number,
-    now = Date.now(),
-  ): Promise<{ charge: Charge } | { refused: BudgetName }> {
-    const o = this.o;
-    const subjects: Subject[] = [];
-    if (o.senderFrames + o.senderBytes > 0) {
-      subjects.push({ kind: 'sender', id: hintToHex(sender), maxFrames: o.senderFrames, maxBytes: o.senderBytes });
-    }
-    if (o.addressFrames + o.addressBytes > 0) {
-      subjects.push({ kind: 'address', id: address, maxFrames: o.addressFrames, maxBytes: o.addressBytes });
-    }
+  charge(sender: Uint8Array, address: string, bytes: number, now = Date.now()): Promise<ChargeResult> {
+    const subjects = this.subjectsOf(sender, address);
+    if (subjects.length === 0) return Promise.resolve({ charge: { keys: [], bytes } });
     const window = Math.floor(now / this.windowMs);
     const weight = 1000 - Math.floor(((now % this.windowMs) * 1000) / this.windowMs);
-    const calls = subjects.map((s) => {
-      const tag = this.subjectTag(s.kind, s.id);
-      const current = `${tag}:${window}`;
-      return this.commands[CMD.charge](
-        current,
-        `${tag}:${window - 1}`,
-        bytes,
-        s.maxFrames,
-        s.maxBytes,
-        weight,
-        2 * this.windowMs,
-      ).then((code) => ({ subject: s, tag, key: current, code: Number(code) }));
+    // Nearly every charge of a turn falls in the batch of the one before.
+    let batch = this.lastBatch;
+    if (batch === undefined || batch.window !== window || batch.weight !== weight) {
+      const id = `${window}:${weight}`;
+      batch = this.batches.get(id);
+      if (batch === undefined) {
+        batch = { now, window, weight, items: [] };
+        this.batches.set(id, batch);
+      }
+      this.lastBatch = batch;
+    }
+    const items = batch.items;
+    const pending = new Promise<ChargeResult>((resolve, reject) => {
+      items.push({ subjects, bytes, resolve, reject });
     });
-    const settled = await Promise.allSettled(calls);
-    const charged: string[] = [];
-    let refused: BudgetName | undefined;
-    let failure: unknown;
-    for (const r of settled) {
-      if (r.status === 'rejected') {
-        failure ??= r.reason;
-        continue;
-      }
-      const { subject, tag, key, code } = r.value;
-      if (code === 0) {
-        charged.push(key);
-        continue;
-      }
-      const budget: BudgetName = `${subject.kind}_${code === 1 ? 'frames' : 'bytes'}`;
-      refused ??= budget;
-      this.hold(tag, budget, now);
+    if (!this.chargesScheduled) {
+      this.chargesScheduled = true;
+      setImmediate(() => this.flushCharges());
     }
-    if (refused !== undefined || failure !== undefined) {
-      // One subject may have been charged while the other refused or failed: give it back.
-      if (charged.length > 0) this.refund({ keys: charged, bytes }).catch(() => {});
-      if (refused !== undefined) return { refused };
-      throw failure;
-    }
-    return { charge: { keys: charged, bytes } };
+    return pending;
   }
 
-  /** Gives a charge back (its frame was not stored). */
-  async refund(charge: Charge): Promise<void> {
-    await Promise.all(charge.keys.map((key) => this.commands[CMD.refund](key, charge.bytes)));
+  /**
+   * The budgeted subjects of a sender and address, made once per sender
+   * hint object (a connection passes the same one for each frame) and
+   * address: a durable frame allocates no key names of its own.
+   */
+  private subjectsOf(sender: Uint8Array, address: string): Subject[] {
+    let byAddress = this.subjectCache.get(sender);
+    if (byAddress === undefined) {
+      byAddress = new Map();
+      this.subjectCache.set(sender, byAddress);
+    }
+    let subjects = byAddress.get(address);
+    if (subjects === undefined) {
+      const o = this.o;
+      subjects = [];
+      if (o.senderFrames + o.senderBytes > 0) {
+        const tag = this.subjectTag('sender', hintToHex(sender));
+        subjects.push({ kind: 'sender', tag, maxFrames: o.senderFrames, maxBytes: o.senderBytes });
+      }
+      if (o.addressFrames + o.addressBytes > 0) {
+        const tag = this.subjectTag('address', address);
+        subjects.push({ kind: 'address', tag, maxFrames: o.addressFrames, maxBytes: o.addressBytes });
+      }
+      // A hint object is one connection's: it sees one address, rarely more.
+      if (byAddress.size >= 4) byAddress.clear();
+      byAddress.set(address, subjects);
+    }
+    return subjects;
+  }
+
+  /** Gives a charge back (its frame was not stored); refunds of one turn go out summed per key. */
+  refund(charge: Charge): Promise<void> {
+    if (charge.keys.length === 0) return Promise.resolve();
+    return Promise.all(charge.keys.map((key) => this.refundKey(key, 1, charge.bytes))).then(() => {});
+  }
+
+  private refundKey(key: string, frames: number, bytes: number): Promise<void> {
+    return new Promise<void>((resolve, reject) => {
+      let r = this.refunds.get(key);
+      if (r === undefined) {
+        r = { frames: 0, bytes: 0, waiters: [] };
+        this.refunds.set(key, r);
+      }
+      r.frames += frames;
+      r.bytes += bytes;
+      r.waiters.push((err) => (err === undefined ? resolve() : reject(err)));
+      if (!this.refundsScheduled) {
+        this.refundsScheduled = true;
+        setImmediate(() => this.flushRefunds());
+      }
+    });
+  }
+
+  private flushRefunds(): void {
+    this.refundsScheduled = false;
+    const refunds = [...this.refunds];
+    this.refunds.clear();
+    for (const [key, { frames, bytes, waiters }] of refunds) {
+      this.commands[CMD.refund](key, bytes, frames).then(
+        () => {
+          for (const w of waiters) w();
+        },
+        (err: unknown) => {
+          for (const w of waiters) w(err);
+        },
+      );
+    }
+  }
+
+  private flushCharges(): void {
+    this.chargesScheduled = false;
+    const batches = [...this.batches.values()];
+    this.batches.clear();
+    this.lastBatch = undefined;
+    for (const batch of batches) {
+      for (let i = 0; i < batch.items.length; i += CHARGE_BATCH) {
+        const items = batch.items.slice(i, i + CHARGE_BATCH);
+        this.runBatch(batch, items).catch((err: unknown) => {
+          for (const item of items) item.reject(err);
+        });
+      }
+    }
+  }
+
+  /**
+   * One batch: one script call for all its subjects (one server), or one
+   * per subject (a Cluster: each call's keys in one slot). Each frame is
+   * charged when every subject took it; on a Cluster a frame one subject
+   * refused or failed on is refunded to the subjects that took it.
+   */
+  private async runBatch(batch: ChargeBatch, items: PendingCharge[]): Promise<void> {
+    // Subjects in order of first appearance; each frame names them by index.
+    const index = new Map<string, number>();
+    const subjects: Subject[] = [];
+    const refs = items.map((item) =>
+      item.subjects.map((s) => {
+        let j = index.get(s.tag);
+        if (j === undefined) {
+          j = subjects.length;
+          index.set(s.tag, j);
+          subjects.push(s);
+        }
+        return j;
+      }),
+    );
+    const current = (s: Subject) => `${s.tag}:${batch.window}`;
+    // codes[k][slot]: the verdict of item k's subject in that slot; undefined when its call failed.
+    const codes: Array<Array<number | undefined>> = items.map((item) => item.subjects.map(() => undefined));
+    // taken[k][slot]: that subject was charged for item k (a subject with room is not, when another of the same call refused).
+    const taken: boolean[][] = items.map((item) => item.subjects.map(() => false));
+    let failure: unknown;
+    const groups: number[][] = this.callPerSubject ? subjects.map((_, j) => [j]) : [subjects.map((_, j) => j)];
+    await Promise.all(
+      groups.map(async (group) => {
+        const local = new Map(group.map((j, l) => [j, l + 1]));
+        const args: Array<string | number> = [];
+        for (const j of group) {
+          const s = subjects[j]!;
+          args.push(current(s), `${s.tag}:${batch.window - 1}`);
+        }
+        args.push(batch.weight, 2 * this.windowMs, group.length);
+        for (const j of group) args.push(subjects[j]!.maxFrames, subjects[j]!.maxBytes);
+        // One triple per item with a subject in this call: bytes, then the call's
+        // index of the item's first and second subject (0: none here).
+        const sent: number[] = [];
+        items.forEach((item, k) => {
+          const slots = refs[k]!.map((j) => local.get(j) ?? 0);
+          if (slots.every((l) => l === 0)) return;
+          args.push(item.bytes, slots[0] ?? 0, slots[1] ?? 0);
+          sent.push(k);
+        });
+        let reply: unknown;
+        try {
+          reply = await this.commands[CMD.charge](2 * group.length, ...args);
+        } catch (err) {
+          failure ??= err;
+          return;
+        }
+        if (!Array.isArray(reply) || reply.length !== 2 * sent.length) {
+          failure ??= new RelayError('INTERNAL', 'budget script returned a malformed reply');
+          return;
+        }
+        // Two codes per triple, one per subject slot; the subjects of this
+        // call took the item only when every one of them had room.
+        sent.forEach((k, t) => {
+          const took = Number(reply[2 * t]) === 0 && Number(reply[2 * t + 1]) === 0;
+          refs[k]!.forEach((j, slot) => {
+            if (!local.has(j)) return;
+            codes[k]![slot] = Number(reply[2 * t + slot]);
+            taken[k]![slot] = took;
+          });
+        });
+      }),
+    );
+    const now = batch.now;
+    items.forEach((item, k) => {
+      const verdicts = codes[k]!;
+      let refused: BudgetName | undefined;
+      let failed = false;
+      const took: string[] = [];
+      item.subjects.forEach((s, slot) => {
+        const code = verdicts[slot];
+        if (taken[k]![slot]) took.push(current(s));
+        if (code === undefined) failed = true;
+        else if (code !== 0) {
+          const budget: BudgetName = `${s.kind}_${code === 1 ? 'frames' : 'bytes'}`;
+          refused ??= budget;
+          this.hold(s.tag, budget, now);
+        }
+      });
+      if (refused === undefined && !failed) {
+        item.resolve({ charge: { keys: took, bytes: item.bytes } });
+        return;
+      }
+      // Only with a call per subject (a Cluster) can a subject have taken a frame another refused or failed on: give it back.
+      if (took.length > 0) this.refund({ keys: took, bytes: item.bytes }).catch(() => {});
+      if (refused !== undefined) item.resolve({ refused });
+      else item.reject(failure);
+    });
   }
 
   private subjectTag(kind: Subject['kind'], id: string): string {
@@ -517,6 +763,13 @@ export class DurableAdmission {
     }
     if (!budgeted && known === true) return ADMITTED;
     const charging = budgeted ? budgets.charge(sender, address, bytes, now) : undefined;
+    if (known === true && charging !== undefined) {
+      // The common case (no prekey lookup pending): one promise per frame on top of the charge.
+      return charging.then(
+        (c): Admission =>
+          'refused' in c ? { ok: false, refusal: refusal(c.refused) } : { ok: true, charge: c.charge },
+      );
+    }
     return Promise.allSettled([known, charging]).then(([k, c]): Admission => {
       const charged =
         c.status === 'fulfilled' && c.value !== undefined && 'charge' in c.value ? c.value.charge : undefined;

@@ -51,7 +51,7 @@ import {
   writeRoutedPosition,
 } from '@libertaria/protocol';
 import calculateSlot from 'cluster-key-slot';
-import type { ChainableCommander, RedisOptions } from 'ioredis';
+import type { RedisOptions } from 'ioredis';
 import { presenceKey } from './presence.js';
 import { isCluster, type RedisClient } from './redis-connection.js';
 
@@ -254,9 +254,19 @@ end
 /** Most ACK pairs per script call: keeps Lua's unpack() far below its stack limit. */
 const ACK_BATCH = 256;
 
+/**
+ * Most frames per enqueue script call. A call runs about 15 commands per
+ * frame inside Redis: 256 frames keep one call near a millisecond, like
+ * ACK_BATCH for the ACKs.
+ */
+const ENQUEUE_BATCH = 256;
+
 const ENQUEUE_LUA = `--[[
-  Appends one frame to a recipient's durable queue, idempotent on (source,
-  messageId), within the queue's limits and the sender's share of them.
+  Appends frames to one recipient's durable queue, in order, each as if it
+  were enqueued alone: idempotent on (source, messageId), within the
+  queue's limits and its sender's share of them. One call carries the
+  recipient's frames of one event-loop turn (DurableStore.enqueue batches
+  them).
   Input:
     KEYS[1] z  ZSET member -> position           (member = source .. messageId)
     KEYS[2] d  HASH member -> frame bytes
@@ -265,31 +275,37 @@ const ENQUEUE_LUA = `--[[
     KEYS[5] x  ZSET acknowledged member -> position
     KEYS[6] s  HASH source .. 'f' -> frames, source .. 'b' -> bytes per sender
     KEYS[7] p  presence HASH nodeId -> leaseExpiryMs (presence.ts; same hash tag)
-    ARGV[1] member: the frame's source hint (24 raw bytes) .. messageId (16)
-    ARGV[2] frame (stored as is)
-    ARGV[3] nowMs
-    ARGV[4] expiresAtMs of this frame
-    ARGV[5] maxFrames
-    ARGV[6] maxBytes
-    ARGV[7] metaRetentionMs: m and x outlive the latest frame expiry by this
-    ARGV[8] purge budget
-    ARGV[9] maxFramesPerSender
-    ARGV[10] maxBytesPerSender
-    Output: {code, position, depth, node...}
-    0 stored, position newly issued; depth = frames now queued (for metrics),
-      then the nodes holding an unexpired presence lease on the recipient, so
-      the relay can announce the frame without another round trip
-    1 duplicate, position of the original (stored or already acknowledged)
+    ARGV[1] nowMs
+    ARGV[2] maxFrames
+    ARGV[3] maxBytes
+    ARGV[4] metaRetentionMs: m and x outlive the latest frame expiry by this
+    ARGV[5] purge budget
+    ARGV[6] maxFramesPerSender
+    ARGV[7] maxBytesPerSender
+    then three per frame, from ARGV[8]:
+      member (the frame's source hint, 24 raw bytes, .. messageId, 16),
+      frame (stored as is), expiresAtMs of this frame
+  Output: {code, position, depth} per frame, in order, then node...
+    0 stored, position newly issued; depth = frames queued once it was
+      stored (for metrics)
+    1 duplicate, position of the original (stored, acknowledged recently,
+      or stored earlier in this call)
     2 QUEUE_FULL        (nothing stored, nothing evicted)
     3 QUEUE_BYTES_FULL  (nothing stored, nothing evicted)
-    4 again: at a limit while expired frames remain; call again
+    4 again: at a limit while expired frames remain; neither this frame nor
+      any later frame of this call was looked at: call again
     5 sender holds maxFramesPerSender frames of this queue (nothing stored)
     6 sender's bytes would exceed maxBytesPerSender (nothing stored)
+    The nodes after the frames: those holding an unexpired presence lease on
+    the recipient (none listed when no frame was stored), so the relay can
+    announce the frames without another round trip.
 ]]
 ${COMMON_LUA}
 local z, d, e, m, x, s, p = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7]
-local member, frame, now = ARGV[1], ARGV[2], ARGV[3]
-local budget = tonumber(ARGV[8])
+local now = ARGV[1]
+local maxFrames, maxBytes = tonumber(ARGV[2]), tonumber(ARGV[3])
+local retention, budget = tonumber(ARGV[4]), tonumber(ARGV[5])
+local maxSenderFrames, maxSenderBytes = tonumber(ARGV[6]), tonumber(ARGV[7])
 local purged = purge(z, d, e, m, s, now, budget)
 -- The frame keys (and s) expire on their own when every frame has
 -- (PEXPIREAT below) while m outlives them: no frames left means no bytes
@@ -299,39 +315,57 @@ if card == 0 then
   redis.call('HDEL', m, 'bytes')
   redis.call('DEL', s)
 end
-
-local pos = duplicateOf(z, d, x, member)
-if pos then return {1, tonumber(pos)} end
-
--- The queue's limits first, then the sender's share of it: QUEUE_SENDER_FULL
--- says the queue would take other senders' frames, only not this sender's
--- (and a share as large as the queue is no share: the queue's code wins).
-local src = string.sub(member, 1, SOURCE_SIZE)
-local full = nil
-if card >= tonumber(ARGV[5]) then
-  full = 2
-elseif tonumber(redis.call('HGET', m, 'bytes') or '0') + #frame > tonumber(ARGV[6]) then
-  full = 3
-else
-  local counts = redis.call('HMGET', s, src .. 'f', src .. 'b')
-  if tonumber(counts[1] or '0') >= tonumber(ARGV[9]) then
-    full = 5
-  elseif tonumber(counts[2] or '0') + #frame > tonumber(ARGV[10]) then
-    full = 6
+local out, stored, again = {}, false, false
+for i = 8, #ARGV, 3 do
+  local member, frame = ARGV[i], ARGV[i + 1]
+  local code, position = 0, 0
+  if again then
+    code = 4
+  else
+    local pos = duplicateOf(z, d, x, member)
+    if pos then
+      code, position = 1, tonumber(pos)
+    else
+      -- The queue's limits first, then the sender's share of it:
+      -- QUEUE_SENDER_FULL says the queue would take other senders' frames,
+      -- only not this sender's (and a share as large as the queue is no
+      -- share: the queue's code wins).
+      local src = string.sub(member, 1, SOURCE_SIZE)
+      if card >= maxFrames then
+        code = 2
+      elseif tonumber(redis.call('HGET', m, 'bytes') or '0') + #frame > maxBytes then
+        code = 3
+      else
+        local counts = redis.call('HMGET', s, src .. 'f', src .. 'b')
+        if tonumber(counts[1] or '0') >= maxSenderFrames then
+          code = 5
+        elseif tonumber(counts[2] or '0') + #frame > maxSenderBytes then
+          code = 6
+        end
+      end
+      if code ~= 0 then
+        if expiredLeft(e, now, purged, budget) then
+          again = true
+          code = 4
+        end
+      else
+        position = redis.call('HINCRBY', m, 'seq', 1)
+        redis.call('ZADD', z, position, member)
+        redis.call('HSET', d, member, frame)
+        redis.call('ZADD', e, ARGV[i + 2], member)
+        redis.call('HINCRBY', m, 'bytes', #frame)
+        redis.call('HINCRBY', s, src .. 'f', 1)
+        redis.call('HINCRBY', s, src .. 'b', #frame)
+        card = card + 1
+        stored = true
+      end
+    end
   end
+  out[#out + 1] = code
+  out[#out + 1] = position
+  out[#out + 1] = code == 0 and card or 0
 end
-if full then
-  if expiredLeft(e, now, purged, budget) then return {4, 0} end
-  return {full, 0}
-end
-
-local position = redis.call('HINCRBY', m, 'seq', 1)
-redis.call('ZADD', z, position, member)
-redis.call('HSET', d, member, frame)
-redis.call('ZADD', e, ARGV[4], member)
-redis.call('HINCRBY', m, 'bytes', #frame)
-redis.call('HINCRBY', s, src .. 'f', 1)
-redis.call('HINCRBY', s, src .. 'b', #frame)
+if not stored then return out end
 -- The frame keys live exactly as long as their latest-expiring frame, so an
 -- abandoned queue disappears; s goes with them (it counts their frames); m
 -- (the position counter) and x outlive it so a returning recipient's
@@ -341,10 +375,9 @@ redis.call('PEXPIREAT', z, latest)
 redis.call('PEXPIREAT', d, latest)
 redis.call('PEXPIREAT', e, latest)
 redis.call('PEXPIREAT', s, latest)
-redis.call('PEXPIREAT', m, latest + tonumber(ARGV[7]))
+redis.call('PEXPIREAT', m, latest + retention)
 -- (On a missing x, PEXPIREAT does nothing.)
-redis.call('PEXPIREAT', x, latest + tonumber(ARGV[7]))
-local out = {0, position, card + 1}
+redis.call('PEXPIREAT', x, latest + retention)
 local holders = redis.call('HGETALL', p)
 for i = 1, #holders, 2 do
   if tonumber(holders[i + 1]) > tonumber(now) then out[#out + 1] = holders[i] end
@@ -545,7 +578,7 @@ return {0, frames, tonumber(redis.call('HGET', m, 'bytes') or '0')}
 // Command names are namespaced: defineCommand attaches them to the shared
 // connection, where other modules may define their own scripts.
 const CMD = {
-  enqueue: 'libertariaQueueEnqueue',
+  enqueue: 'libertariaQueueEnqueueBatch',
   fetch: 'libertariaQueueFetch',
   ack: 'libertariaQueueAck',
   ackUpTo: 'libertariaQueueAckUpTo',
@@ -559,9 +592,23 @@ type ScriptCall = (...args: ScriptArg[]) => Promise<unknown>;
 type QueueCommands = {
   [K in (typeof CMD)[keyof typeof CMD]]: ScriptCall;
 } & { libertariaQueueFetchBuffer: ScriptCall };
-type QueuePipeline = ChainableCommander & {
-  libertariaQueueEnqueue(...args: ScriptArg[]): QueuePipeline;
-};
+/** An enqueue, validated, with what its script call needs. */
+interface PendingEnqueue {
+  /** The recipient's z d e m x s and its presence key p. */
+  keys: string[];
+  destHex: string;
+  member: Buffer;
+  frame: Buffer;
+  ttlMs: number;
+  /** The caller's clock, or undefined: the turn's (Date.now() when the batch is sent). */
+  nowMs: number | undefined;
+}
+/** An enqueue waiting in its turn's batch. */
+interface QueuedEnqueue {
+  item: PendingEnqueue;
+  resolve: (outcome: EnqueueResult | typeof Code.AGAIN) => void;
+  reject: (err: unknown) => void;
+}
 
 // ---------------------------------------------------------------------------
 
@@ -657,6 +704,9 @@ export class DurableStore {
   /** Enqueues waiting for replicas, by primary ('' on one server): one WAIT per primary per turn. */
   private readonly waits = new Map<string, { key: string; waiters: Array<(err?: Error) => void> }>();
   private waitsScheduled = false;
+  /** This turn's enqueues, by the caller's nowMs ('turn': none given), in the order they came. */
+  private readonly enqueues = new Map<number | 'turn', QueuedEnqueue[]>();
+  private enqueuesScheduled = false;
 
   constructor(redis: RedisClient, options: DurableStoreOptions) {
     checkCount(options.maxFrames, 'maxFrames', 1);
@@ -726,35 +776,134 @@ export class DurableStore {
    * are purged first (≤ 100 per call). Resolves only once Redis confirmed;
    * any Redis failure → STORE_UNAVAILABLE with the cause attached.
    *
-   * Concurrent calls are pipelined on the connection (ioredis writes each
-   * command without waiting for earlier replies); enqueueMany forces one write.
+   * The enqueues of one event-loop turn go to Redis together, in the order
+   * they were made (flushEnqueues): one script call, each frame decided as
+   * if it came alone. A call failing rejects every frame in it (nothing of
+   * a failed call is stored, unless Redis ran it and the reply was lost, as
+   * for any command: the sender's retry is then a duplicate). `nowMs`
+   * omitted: the time the turn's batch is sent.
    */
   async enqueue(
     dest: Uint8Array,
     messageId: Uint8Array,
     frame: Uint8Array,
     ttlSeconds: number,
-    nowMs: number = Date.now(),
+    nowMs?: number,
   ): Promise<EnqueueResult> {
-    const args = this.enqueueArgs(dest, messageId, frame, ttlSeconds, nowMs);
-    const destHex = hintToHex(dest);
+    const item = this.enqueueItem(dest, messageId, frame, ttlSeconds, nowMs);
     // A queue at its limit whose expired frames exceed one purge batch asks
     // to be called again; each call frees up to a batch, so this is bounded.
     const maxAttempts = Math.ceil(this.maxFrames / ENQUEUE_PURGE_BATCH) + 1;
     for (let attempt = 0; attempt < maxAttempts; attempt++) {
-      let result: unknown;
-      try {
-        result = await this.commands[CMD.enqueue](...args);
-      } catch (err) {
-        throw toStoreError(err);
-      }
-      const outcome = this.enqueueOutcome(result, destHex);
+      const outcome = await this.inTurnBatch(item);
       if (outcome !== Code.AGAIN) {
-        if (this.waitReplicas > 0) await this.replicated(destHex);
+        if (this.waitReplicas > 0) await this.replicated(item.destHex);
         return outcome;
       }
     }
-    throw scriptError(Code.AGAIN, destHex);
+    throw scriptError(Code.AGAIN, item.destHex);
+  }
+
+  /**
+   * Adds an enqueue to this event-loop turn's batch (sent at setImmediate,
+   * like the ACKs of a turn); resolves with its own outcome.
+   */
+  private inTurnBatch(item: PendingEnqueue): Promise<EnqueueResult | typeof Code.AGAIN> {
+    return new Promise((resolve, reject) => {
+      const key = item.nowMs ?? 'turn';
+      let batch = this.enqueues.get(key);
+      if (batch === undefined) {
+        batch = [];
+        this.enqueues.set(key, batch);
+      }
+      batch.push({ item, resolve, reject });
+      if (!this.enqueuesScheduled) {
+        this.enqueuesScheduled = true;
+        setImmediate(() => this.flushEnqueues());
+      }
+    });
+  }
+
+  /**
+   * Sends the turn's enqueues: one script call per recipient (per
+   * ENQUEUE_BATCH frames), its frames in the order they were enqueued, so
+   * one sender's frames to a recipient get increasing positions.
+   *
+   * Why batched: each command costs the relay a Command object, a socket
+   * write and a reply to parse, and Redis a script invocation; once the
+   * per-frame budget charge was gone (budgets.ts) that per-command work was
+   * the relay's largest cost on the durable path. Why per recipient and not
+   * one call for every recipient of the turn (which one server would
+   * allow): measured alike on the durable benchmark (docs/benchmarks.md,
+   * "The durable path since the budgets"), a recipient's keys are in one
+   * Cluster slot, so both deployments take the same path, and a call that
+   * fails (a script error aborts it where it stands) fails only that
+   * recipient's frames.
+   */
+  private flushEnqueues(): void {
+    this.enqueuesScheduled = false;
+    const batches = [...this.enqueues];
+    this.enqueues.clear();
+    for (const [key, waiting] of batches) {
+      const nowMs = key === 'turn' ? Date.now() : key;
+      const byRecipient = new Map<string, QueuedEnqueue[]>();
+      for (const w of waiting) {
+        let list = byRecipient.get(w.item.destHex);
+        if (list === undefined) {
+          list = [];
+          byRecipient.set(w.item.destHex, list);
+        }
+        list.push(w);
+      }
+      for (const list of byRecipient.values()) {
+        for (let i = 0; i < list.length; i += ENQUEUE_BATCH) {
+          const chunk = list.slice(i, i + ENQUEUE_BATCH);
+          this.enqueueCall(chunk, nowMs).catch((err: unknown) => {
+            const error = toStoreError(err);
+            for (const w of chunk) w.reject(error);
+          });
+        }
+      }
+    }
+  }
+
+  /** One enqueue script call for `chunk` (frames of one recipient); settles each frame with its own outcome. */
+  private async enqueueCall(chunk: QueuedEnqueue[], nowMs: number): Promise<void> {
+    const args: ScriptArg[] = [
+      ...chunk[0]!.item.keys,
+      nowMs,
+      this.maxFrames,
+      this.maxBytes,
+      this.metaRetentionMs,
+      ENQUEUE_PURGE_BATCH,
+      this.maxFramesPerSender,
+      this.maxBytesPerSender,
+    ];
+    for (const { item } of chunk) args.push(item.member, item.frame, nowMs + item.ttlMs);
+    const result = reply(await this.commands[CMD.enqueue](...args));
+    // {code, position, depth} per frame, then the nodes holding the recipient.
+    const holders = result.slice(3 * chunk.length).map((h) => (Buffer.isBuffer(h) ? h.toString() : String(h)));
+    chunk.forEach(({ item, resolve, reject }, k) => {
+      const code = int(result[3 * k]);
+      switch (code) {
+        case Code.OK:
+          resolve({
+            status: 'stored',
+            position: int(result[3 * k + 1]),
+            depth: int(result[3 * k + 2]),
+            holders,
+          });
+          break;
+        case Code.DUPLICATE:
+          resolve({ status: 'duplicate', position: int(result[3 * k + 1]) });
+          break;
+        case Code.AGAIN:
+          resolve(Code.AGAIN);
+          break;
+        default:
+          reject(scriptError(code, item.destHex));
+      }
+    });
   }
 
   /**
@@ -817,65 +966,19 @@ export class DurableStore {
   }
 
   /**
-   * Enqueues many frames in one pipeline (one socket write, one round trip).
-   * Each item gets the outcome enqueue would have produced: an error of
-   * validation, limits or Redis is reported per item rather than thrown.
-   * Redis Cluster: ioredis refuses a pipeline spanning slots, so give a
-   * Cluster connection items of one recipient only (or use enqueue with
-   * enableAutoPipelining, which groups per node by itself).
+   * Enqueues many frames, which go out in this turn's batch (one script call
+   * on one server, one per recipient on a Cluster). Each item gets the
+   * outcome enqueue would have produced: an error of validation, limits or
+   * Redis is reported per item rather than thrown.
    */
   async enqueueMany(items: readonly EnqueueItem[], nowMs: number = Date.now()): Promise<EnqueueOutcome[]> {
-    const outcomes: Array<EnqueueOutcome | undefined> = new Array(items.length);
-    const sent: number[] = [];
-    const pipeline = this.redis.pipeline() as QueuePipeline;
-    items.forEach((item, i) => {
-      try {
-        pipeline.libertariaQueueEnqueue(
-          ...this.enqueueArgs(item.dest, item.messageId, item.frame, item.ttlSeconds, nowMs),
-        );
-        sent.push(i);
-      } catch (err) {
-        outcomes[i] = { status: 'rejected', error: toStoreError(err) };
-      }
-    });
-    let replies: Array<[Error | null, unknown]> | null = [];
-    if (sent.length > 0) {
-      try {
-        replies = await pipeline.exec();
-      } catch (err) {
-        replies = null;
-        const error = toStoreError(err);
-        for (const i of sent) outcomes[i] = { status: 'rejected', error };
-      }
-    }
-    const retry: number[] = [];
-    if (replies !== null) {
-      sent.forEach((itemIndex, k) => {
-        const [err, result] = replies?.[k] ?? [new Error('pipeline returned no reply'), null];
-        if (err) {
-          outcomes[itemIndex] = { status: 'rejected', error: toStoreError(err) };
-          return;
-        }
-        const item = items[itemIndex]!;
-        try {
-          const outcome = this.enqueueOutcome(result, hintToHex(item.dest));
-          if (outcome === Code.AGAIN) retry.push(itemIndex);
-          else outcomes[itemIndex] = outcome;
-        } catch (error) {
-          outcomes[itemIndex] = { status: 'rejected', error: toStoreError(error) };
-        }
-      });
-    }
-    // Rare: a full queue still purging expired frames; finish those one by one.
-    for (const i of retry) {
-      const item = items[i]!;
-      try {
-        outcomes[i] = await this.enqueue(item.dest, item.messageId, item.frame, item.ttlSeconds, nowMs);
-      } catch (err) {
-        outcomes[i] = { status: 'rejected', error: toStoreError(err) };
-      }
-    }
-    return outcomes.map((o) => o ?? { status: 'rejected', error: new RelayError('INTERNAL', 'no outcome') });
+    return Promise.all(
+      items.map((item) =>
+        this.enqueue(item.dest, item.messageId, item.frame, item.ttlSeconds, nowMs).catch(
+          (err: unknown): EnqueueOutcome => ({ status: 'rejected', error: toStoreError(err) }),
+        ),
+      ),
+    );
   }
 
   /**
@@ -1042,17 +1145,17 @@ export class DurableStore {
     return { frames: int(result[1]), bytes: int(result[2]) };
   }
 
-  /** Validates an enqueue and builds its script arguments (throws RelayError). */
-  private enqueueArgs(
+  /** Validates an enqueue and prepares its part of a script call (throws RelayError). */
+  private enqueueItem(
     dest: Uint8Array,
     messageId: Uint8Array,
     frame: Uint8Array,
     ttlSeconds: number,
-    nowMs: number,
-  ): ScriptArg[] {
+    nowMs: number | undefined,
+  ): PendingEnqueue {
     checkMessageId(messageId);
     checkCount(ttlSeconds, 'ttlSeconds', 0);
-    checkCount(nowMs, 'nowMs', 0);
+    if (nowMs !== undefined) checkCount(nowMs, 'nowMs', 0);
     if (ttlSeconds > this.maxTtlSeconds) {
       throw new RelayError(
         'TTL_TOO_LONG',
@@ -1076,38 +1179,13 @@ export class DurableStore {
     // authenticated peer's own (SOURCE_MISMATCH), the federation inbound worker
     // that it is a registered bridge's.
     const source = routedSource(bytes);
-    return [
-      ...keys,
-      memberOf(source, messageId),
-      bytes,
+    return {
+      keys,
+      destHex: hintToHex(dest),
+      member: memberOf(source, messageId),
+      frame: bytes,
+      ttlMs: ttl * 1000,
       nowMs,
-      nowMs + ttl * 1000,
-      this.maxFrames,
-      this.maxBytes,
-      this.metaRetentionMs,
-      ENQUEUE_PURGE_BATCH,
-      this.maxFramesPerSender,
-      this.maxBytesPerSender,
-    ];
-  }
-
-  /** The result of an enqueue script, AGAIN, or a thrown RelayError for a refusal. */
-  private enqueueOutcome(result: unknown, destHex: string): EnqueueResult | typeof Code.AGAIN {
-    const [code, position, depth, ...holders] = reply(result);
-    switch (int(code)) {
-      case Code.OK:
-        return {
-          status: 'stored',
-          position: int(position),
-          depth: int(depth),
-          holders: holders.map((h) => (Buffer.isBuffer(h) ? h.toString() : String(h))),
-        };
-      case Code.DUPLICATE:
-        return { status: 'duplicate', position: int(position) };
-      case Code.AGAIN:
-        return Code.AGAIN;
-      default:
-        throw scriptError(int(code), destHex);
-    }
+    };
   }
 }

@@ -131,6 +131,14 @@ const PUMP_BATCH = 256;
  * node's one Redis connection ahead of everyone else's commands.
  */
 export const PUMP_FETCH_BYTES = 1024 * 1024;
+/** A durable SEND waiting for its admission (PeerConnection.storeDurable). */
+interface PendingAdmission {
+  frame: Buffer;
+  bridge: BridgeRegistration | undefined;
+  /** Undefined until decided. */
+  result: Admission | undefined;
+}
+
 /**
  * Delivery pumps of one node reading Redis at once; the others wait their
  * turn. Without it, many connections resuming a large backlog without
@@ -200,11 +208,13 @@ export class PeerConnection implements TransportSink, SendHost, RequestHost {
   private holdsAddressSlot = false;
   /**
    * Durable SENDs waiting for their admission (budgets.ts: a Redis round
-   * trip), and the end of the last one's: each is stored only after the one
-   * before, so one connection's durable frames keep their order in the queue.
+   * trip per turn), oldest first from `admissionHead`: each is stored only
+   * after the one before, so one connection's durable frames keep their
+   * order in the queue. A queue rather than a promise chained per frame: the
+   * admission's own cost per frame is the relay's, on the durable path.
    */
-  private admissionsPending = 0;
-  private admissionTail: Promise<void> = Promise.resolve();
+  private admissions: Array<PendingAdmission | undefined> = [];
+  private admissionHead = 0;
   /** In the router's table (from AUTH success until release). */
   private attached = false;
   private released = false;
@@ -1079,35 +1089,54 @@ export class PeerConnection implements TransportSink, SendHost, RequestHost {
       bridge === undefined ? dest : undefined,
       frame.length,
     );
-    if (!(admission instanceof Promise) && this.admissionsPending === 0) {
+    const waiting = this.admissions.length > this.admissionHead;
+    if (!(admission instanceof Promise) && !waiting) {
       return this.admitted(frame, bridge, admission);
     }
-    this.admissionsPending++;
+    const entry: PendingAdmission = { frame, bridge, result: undefined };
+    this.admissions.push(entry);
     // PING stays a barrier: its PONG waits for this frame's ACK or NACK.
     this.beginAsync();
-    // Settled at once (never rejects), so the wait for the earlier frames below is never cut short.
-    const decided = Promise.resolve(admission).then(
-      (result) => result,
-      (err: unknown): Admission => {
-        // The admission's Redis calls failed: nothing was charged, nothing is stored.
-        if (isOomError(err)) {
-          ctx.admission.guard?.noteOom();
-          return { ok: false, refusal: OOM_REFUSAL };
-        }
-        ctx.metrics.redisErrors.labels('budget').inc();
-        const message = `Redis did not confirm: ${err instanceof Error ? err.message : String(err)}`;
-        return { ok: false, refusal: { code: 'STORE_UNAVAILABLE', budget: 'redis_memory', message } };
-      },
-    );
-    const work = Promise.all([this.admissionTail, decided])
-      .then(([, result]) => {
-        this.admissionsPending--;
-        this.guard('durable', () => this.admitted(frame, bridge, result));
-        this.endAsync();
-      })
+    if (!(admission instanceof Promise)) {
+      // Decided, but behind earlier frames still waiting: stored after them.
+      entry.result = admission;
+      return;
+    }
+    const work = admission
+      .then(
+        (result) => {
+          entry.result = result;
+        },
+        (err: unknown) => {
+          // The admission's Redis calls failed: nothing was charged, nothing is stored.
+          if (isOomError(err)) {
+            ctx.admission.guard?.noteOom();
+            entry.result = { ok: false, refusal: OOM_REFUSAL };
+            return;
+          }
+          ctx.metrics.redisErrors.labels('budget').inc();
+          const message = `Redis did not confirm: ${err instanceof Error ? err.message : String(err)}`;
+          entry.result = { ok: false, refusal: { code: 'STORE_UNAVAILABLE', budget: 'redis_memory', message } };
+        },
+      )
+      .then(() => this.admitInOrder())
       .catch(this.asyncFailed);
-    this.admissionTail = work;
     ctx.trackDurableWrite(work);
+  }
+
+  /** Stores (or refuses) the waiting frames whose admission is decided, oldest first, up to the first undecided one. */
+  private admitInOrder(): void {
+    const queue = this.admissions;
+    while (this.admissionHead < queue.length) {
+      const entry = queue[this.admissionHead]!;
+      const result = entry.result;
+      if (result === undefined) return;
+      queue[this.admissionHead++] = undefined;
+      this.guard('durable', () => this.admitted(entry.frame, entry.bridge, result));
+      this.endAsync();
+    }
+    this.admissions = [];
+    this.admissionHead = 0;
   }
 
   /** Admission decided: refuse (NACK, counted), or store / hand off with what was charged. */

@@ -285,6 +285,126 @@ describe('durable budgets per sender and per address, across two nodes', () => {
     }
   });
 
+  /** Frames (or bytes) charged to a subject in Redis, over its windows (a test may cross a window's end). */
+  async function charged(kind: 's' | 'a', id: string, field: 'f' | 'b' = 'f'): Promise<number> {
+    const r = new Redis(redis.url);
+    try {
+      let n = 0;
+      for (const key of await r.keys(`lr:bud:{${kind}:${id}}:*`)) n += Number((await r.hget(key, field)) ?? 0);
+      return n;
+    } finally {
+      r.disconnect();
+    }
+  }
+  const hex = (hint: Uint8Array) => Buffer.from(hint).toString('hex');
+
+  it('several senders in one burst: the one over its budget is refused mid-batch, the others stored in order, once; budgets exact', async () => {
+    const bob = await Peer.open(a.tcpUrl, { localAddress: '127.0.0.7' });
+    const senders = await Promise.all([0, 1, 2].map(() => Peer.open(a.tcpUrl, { localAddress: '127.0.0.6' })));
+    const [s1, s2, s3] = senders as [Peer, Peer, Peer];
+    try {
+      await bob.resume();
+      // s2 has spent 35 of its 40 frames.
+      const early = Array.from({ length: 35 }, () => s2.send(bob.hint));
+      await s2.settle(early);
+      // Then the three send at once, interleaved: their SENDs reach the relay in the same turns.
+      const sent: Array<[Peer, string]> = [];
+      for (let i = 0; i < 10; i++) for (const p of senders) sent.push([p, p.send(bob.hint)]);
+      await Promise.all(senders.map((p) => p.ping()));
+      const ids = (p: Peer) => sent.filter(([q]) => q === p).map(([, id]) => id);
+      const answers = (p: Peer) => ids(p).map((id) => (p.acks.has(id) ? 'ACK' : (p.nacks.get(id) ?? 'none')));
+      const ten = (what: string) => Array.from({ length: 10 }, () => what);
+      assert.deepEqual(answers(s1), ten('ACK'), s1.describe());
+      assert.deepEqual(answers(s3), ten('ACK'), s3.describe());
+      // s2's first five fit its budget, the five after them do not.
+      assert.deepEqual(
+        answers(s2),
+        [...ten('ACK').slice(5), ...ten('DURABLE_BUDGET_EXCEEDED').slice(5)],
+        s2.describe(),
+      );
+
+      // Bob receives every acknowledged frame once, at the position its sender was told, positions 1..60 in order.
+      const acked = new Map<string, number>();
+      for (const p of senders) for (const [id, position] of p.acks) acked.set(id, position);
+      assert.equal(acked.size, 60);
+      await until(
+        () => bob.delivered.length >= 60,
+        () => `bob: ${bob.describe()}`,
+      );
+      await bob.ping();
+      const delivered = bob.delivered.map((f) => [Buffer.from(f.messageId).toString('hex'), f.position] as const);
+      assert.deepEqual(
+        delivered.map(([, position]) => position),
+        Array.from({ length: 60 }, (_, i) => i + 1),
+      );
+      assert.deepEqual(new Map(delivered), acked);
+      // Each sender's frames in the order it sent them.
+      for (const p of senders) {
+        const order = [...(p === s2 ? early : []), ...ids(p)].filter((id) => acked.has(id));
+        assert.deepEqual(
+          delivered.filter(([id]) => order.includes(id)).map(([id]) => id),
+          order,
+        );
+      }
+      // Redis holds exactly the frames stored against each budget.
+      assert.equal(await charged('s', hex(s1.hint)), 10);
+      assert.equal(await charged('s', hex(s2.hint)), 40);
+      assert.equal(await charged('s', hex(s3.hint)), 10);
+      assert.equal(await charged('a', '127.0.0.6'), 60);
+    } finally {
+      bob.close();
+      for (const p of senders) p.close();
+    }
+  });
+
+  it('Redis failing for one recipient mid-burst: its frames NACKed STORE_UNAVAILABLE and refunded; the others stored', async () => {
+    const bob = await Peer.open(a.tcpUrl, { localAddress: '127.0.0.9' });
+    const senders = await Promise.all([0, 1].map(() => Peer.open(a.tcpUrl, { localAddress: '127.0.0.8' })));
+    const broken = randomBytes(24);
+    const r = new Redis(redis.url);
+    // A queue key of the wrong type: every enqueue script call for that recipient fails (WRONGTYPE).
+    await r.set(`lr:q:{${broken.toString('hex')}}:m`, 'not a hash');
+    r.disconnect();
+    const before = await metric(a, 'relay_redis_errors_total', { operation: 'enqueue' });
+    try {
+      await bob.resume();
+      const sent: Array<[Peer, string, boolean]> = [];
+      for (let i = 0; i < 6; i++) {
+        for (const p of senders) sent.push([p, p.send(i % 2 === 1 ? broken : bob.hint), i % 2 === 1]);
+      }
+      await Promise.all(senders.map((p) => p.ping()));
+      for (const [p, id, toBroken] of sent) {
+        if (toBroken) assert.equal(p.nacks.get(id), 'STORE_UNAVAILABLE', p.describe());
+        else assert.ok(p.acks.has(id), p.describe());
+      }
+      await until(
+        () => bob.delivered.length >= 6,
+        () => `bob: ${bob.describe()}`,
+      );
+      assert.deepEqual(
+        bob.delivered.map((f) => f.position),
+        [1, 2, 3, 4, 5, 6],
+      );
+      assert.ok((await metric(a, 'relay_redis_errors_total', { operation: 'enqueue' })) - before >= 6);
+      // The failed frames' charges were given back (asynchronously): only the stored ones count.
+      const counts = async () => [
+        await charged('s', hex(senders[0]!.hint)),
+        await charged('s', hex(senders[1]!.hint)),
+        await charged('a', '127.0.0.8'),
+      ];
+      const deadline = Date.now() + WAIT_MS;
+      let seen = await counts();
+      while (JSON.stringify(seen) !== JSON.stringify([3, 3, 6]) && Date.now() < deadline) {
+        await new Promise((resolve) => setTimeout(resolve, 50));
+        seen = await counts();
+      }
+      assert.deepEqual(seen, [3, 3, 6]);
+    } finally {
+      bob.close();
+      for (const p of senders) p.close();
+    }
+  });
+
   it('one address holds at most RELAY_CONNECTIONS_PER_ADDRESS connections to a node', async () => {
     const before = await metric(a, 'relay_budget_refused_total', { budget: 'connections_per_address' });
     const held: RawPeer[] = [];

@@ -583,7 +583,7 @@ describe('DurableStore', () => {
     assert.equal((await a.depth(dest)).frames, 500);
   });
 
-  it('enqueues a batch in one pipeline and reports each item', async () => {
+  it('enqueues many in one turn and reports each item', async () => {
     const s = store({ maxTtlSeconds: 60 });
     const dest = hint();
     const ids = Array.from({ length: 3 }, messageId);
@@ -598,6 +598,165 @@ describe('DurableStore', () => {
     const summary = outcomes.map((o) => (o.status === 'rejected' ? o.error.code : `${o.status}@${o.position}`));
     assert.deepEqual(summary, ['stored@1', 'TTL_TOO_LONG', 'duplicate@1', 'INVALID_HINT', 'BAD_FIELD', 'stored@2']);
     assert.deepEqual(await s.enqueueMany([]), []);
+  });
+
+  describe('one turn, one script call per recipient', () => {
+    /** Script calls Redis ran (EVALSHA and EVAL), from INFO commandstats. */
+    const scriptCalls = async () => {
+      const info = await redis.info('commandstats');
+      let n = 0;
+      for (const m of info.matchAll(/^cmdstat_(?:evalsha|eval):calls=(\d+)/gm)) n += Number(m[1]);
+      return n;
+    };
+    const senders = [new Uint8Array(24).fill(0x01), new Uint8Array(24).fill(0x02), new Uint8Array(24).fill(0x03)];
+
+    it('several senders to several recipients in one turn: one call per recipient, positions in the order sent', async () => {
+      const s = store();
+      const dests = [hint(), hint()];
+      // Warm up (the script loaded), outside the counted turn.
+      const w = messageId();
+      await s.enqueue(dests[0]!, w, deliver(dests[0]!, w), 0);
+      const before = await scriptCalls();
+      const sent: Array<{ dest: number; id: Uint8Array; source: number }> = [];
+      for (let i = 0; i < 12; i++) sent.push({ dest: i % 2, id: messageId(), source: i % 3 });
+      const results = await Promise.all(
+        sent.map(({ dest, id, source }) =>
+          s.enqueue(dests[dest]!, id, deliver(dests[dest]!, id, undefined, senders[source]), 0),
+        ),
+      );
+      assert.equal((await scriptCalls()) - before, 2, 'one script call per recipient');
+      // Recipient 0 had the warm-up frame at 1.
+      assert.deepEqual(
+        results.map((r) => `${r.status}@${r.position}`),
+        sent.map(({ dest }, i) => `stored@${dest === 0 ? 2 + i / 2 : 1 + (i - 1) / 2}`),
+      );
+      // Depth counts each frame as stored in turn; holders are read once per call.
+      assert.deepEqual(
+        results.filter((_, i) => i % 2 === 1).map((r) => r.depth),
+        [1, 2, 3, 4, 5, 6],
+      );
+      for (const [d, dest] of dests.entries()) {
+        const fetched = await s.fetch(dest, 0, 100);
+        const expected = sent.filter((f) => f.dest === d).map((f) => Buffer.from(f.id).toString('hex'));
+        assert.deepEqual(fetched.map((f) => f.messageId.toString('hex')).slice(d === 0 ? 1 : 0), expected);
+        assert.deepEqual(
+          fetched.map((f) => f.position),
+          fetched.map((_, i) => i + 1),
+        );
+      }
+    });
+
+    it('a frame refused in the middle of a batch stores nothing and takes no position; the frames around it are stored', async () => {
+      const s = store({ maxFrames: 100, maxFramesPerSender: 2 });
+      const dest = hint();
+      const ids = Array.from({ length: 7 }, messageId);
+      const from = [0, 1, 0, 1, 0, 2, 0];
+      const settled = await Promise.allSettled([
+        ...ids.map((id, i) => s.enqueue(dest, id, deliver(dest, id, undefined, senders[from[i]!]), 0)),
+        // The first frame again, in the same batch: a duplicate of it.
+        s.enqueue(dest, ids[0]!, deliver(dest, ids[0]!, undefined, senders[0]), 0),
+      ]);
+      const summary = settled.map((r) =>
+        r.status === 'fulfilled' ? `${r.value.status}@${r.value.position}` : (r.reason as LibertariaError).code,
+      );
+      assert.deepEqual(summary, [
+        'stored@1',
+        'stored@2',
+        'stored@3',
+        'stored@4',
+        'QUEUE_SENDER_FULL',
+        'stored@5',
+        'QUEUE_SENDER_FULL',
+        'duplicate@1',
+      ]);
+      assert.deepEqual(await s.depth(dest), {
+        frames: 5,
+        bytes: 5 * deliver(dest, ids[0]!).length,
+      });
+      assert.deepEqual(await s.senderUsage(dest, senders[0]!), { frames: 2, bytes: 2 * deliver(dest, ids[0]!).length });
+    });
+
+    it('Redis failing for one recipient mid-turn rejects that recipient’s frames only; the others are stored', async () => {
+      const s = store();
+      const [good, broken] = [hint(), hint()];
+      // A queue key of the wrong type: that recipient's script call fails (WRONGTYPE).
+      const [, , , m] = s.keys(broken);
+      await redis.set(m, 'not a hash');
+      const ids = Array.from({ length: 6 }, messageId);
+      const settled = await Promise.allSettled(
+        ids.map((id, i) => {
+          const dest = i % 2 === 0 ? good : broken;
+          return s.enqueue(dest, id, deliver(dest, id), 0);
+        }),
+      );
+      const summary = settled.map((r) =>
+        r.status === 'fulfilled' ? `${r.value.status}@${r.value.position}` : (r.reason as LibertariaError).code,
+      );
+      assert.deepEqual(summary, [
+        'stored@1',
+        'STORE_UNAVAILABLE',
+        'stored@2',
+        'STORE_UNAVAILABLE',
+        'stored@3',
+        'STORE_UNAVAILABLE',
+      ]);
+      assert.equal(await redis.zcard(s.keys(broken)[0]), 0, 'nothing of the failed call is stored');
+    });
+
+    it('a batch whose reply never came: every frame rejected; the retries are duplicates at the original positions, stored once', async () => {
+      const conn = await connect(server.url, { commandTimeout: 300 });
+      const s = store({}, conn);
+      const dest = hint();
+      const ids = Array.from({ length: 5 }, messageId);
+      // CLIENT PAUSE WRITE holds the call past the command timeout; Redis runs it afterwards.
+      await redis.call('CLIENT', 'PAUSE', '1000', 'WRITE');
+      let settled: PromiseSettledResult<EnqueueResult>[];
+      try {
+        settled = await Promise.allSettled(ids.map((id) => s.enqueue(dest, id, deliver(dest, id), 0)));
+      } finally {
+        await redis.call('CLIENT', 'UNPAUSE');
+      }
+      assert.deepEqual(
+        settled.map((r) => r.status === 'rejected' && (r.reason as LibertariaError).code),
+        ids.map(() => 'STORE_UNAVAILABLE'),
+      );
+      const retries = await Promise.all(ids.map((id) => s.enqueue(dest, id, deliver(dest, id), 0)));
+      // Applied once (the timed-out call ran after the pause) or stored now: positions 1..5 in order either way.
+      assert.deepEqual(
+        retries.map((r) => r.position),
+        [1, 2, 3, 4, 5],
+      );
+      assert.deepEqual(
+        (await s.fetch(dest, 0, 100)).map((f) => f.messageId.toString('hex')),
+        ids.map((id) => Buffer.from(id).toString('hex')),
+      );
+    });
+
+    it('a full queue still purging expired frames: the frames from the first one refused go again in the next turn, in order', async () => {
+      const dest = hint();
+      const s = store({ maxFrames: 250 });
+      const base = Date.now();
+      // 250 frames expiring at base + 1 s: the queue is full of them.
+      const filled = await s.enqueueMany(
+        Array.from({ length: 250 }, () => {
+          const id = messageId();
+          return { dest, messageId: id, frame: deliver(dest, id), ttlSeconds: 1 };
+        }),
+        base,
+      );
+      assert.ok(filled.every((o) => o.status === 'stored'));
+      // Later, 150 new frames in one turn: the call purges 100 expired ones and
+      // stores 100 frames; the 101st finds the queue full with expired frames
+      // left (AGAIN), so it and the 49 after it go in the next turn's call.
+      const later = base + 2000;
+      const ids = Array.from({ length: 150 }, messageId);
+      const results = await Promise.all(ids.map((id) => s.enqueue(dest, id, deliver(dest, id), 0, later)));
+      assert.deepEqual(
+        results.map((r) => r.position),
+        ids.map((_, i) => 251 + i),
+      );
+      assert.deepEqual(await s.depth(dest, later), { frames: 150, bytes: 150 * deliver(dest, ids[0]!).length });
+    });
   });
 
   it('fails with STORE_UNAVAILABLE, fast, when Redis is gone', async () => {
