@@ -7,7 +7,7 @@
  * the suite checks interoperation, not the bridge against itself.
  *
  * This module imports `node:test`, so it is not re-exported from the package
- * index: import it as `@libertaria/shared/bridge/contract`.
+ * index: import it as `@libertaria/bridge-kit/contract`.
  */
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';

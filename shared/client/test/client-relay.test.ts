@@ -49,7 +49,7 @@ function nextEvent<K extends keyof RelayClientEvents>(
 }
 
 /**
- * RawPeer is typed against the package build (@libertaria/shared), whose
+ * RawPeer is typed against the package build (@libertaria/protocol and friends), whose
  * Ed25519Identity is a distinct class for the type checker: hand it one made
  * from the same seed.
  */
