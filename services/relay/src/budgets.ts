@@ -1,3 +1,6 @@
+// Size: about 800 lines: the budget Lua scripts (one charge per turn, answered per frame; per
+// subject on a Cluster) with their KEYS/ARGV headers beside the batching code that calls them,
+// as in durable-store.ts; a script and its caller change together.
 /**
  * Storage budgets of durable frames (issue 12, item 5; docs/relay.md#durable-budgets).
  * Before these, any authenticated peer could store frames for any hint, real
