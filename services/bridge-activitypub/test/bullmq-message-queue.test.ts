@@ -355,8 +355,10 @@ describe('BullMqMessageQueue', () => {
     });
     await writer.enqueue({ id: 'wrong-key' });
     const job = await until('the job to fail', async () => {
-      const j = await writer.queue.getJob('m-wrong-key');
-      return (await j?.getState()) === 'failed' ? j : undefined;
+      // getState reads after getJob: read the job again once failed, not the snapshot taken before
+      // the failure was recorded (attemptsMade 0 in it: seen once in CI).
+      if ((await writer.queue.getJobState('m-wrong-key')) !== 'failed') return undefined;
+      return writer.queue.getJob('m-wrong-key');
     });
     assert.equal(job.attemptsMade, 1, 'not retried');
     assert.match(job.failedReason, /cannot be opened/);
