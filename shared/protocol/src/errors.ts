@@ -263,6 +263,14 @@ export const ERROR_CODES = {
     wire: 0x0a0d,
     summary: 'no bridge is registered for the network, or the frame does not come from a registered bridge',
   },
+  BRIDGE_KEY_STORE_FULL: {
+    wire: 0x0a0e,
+    summary: "the bridge's sealed store holds its configured maximum of records; nothing was created",
+  },
+  BRIDGE_IDENTITY_CONFLICT: {
+    wire: 0x0a0f,
+    summary: 'a unique key of a sealed record (e.g. a handle) already belongs to another identity; nothing was written',
+  },
 
   // Generic.
   INTERNAL: { wire: 0x0f01, summary: 'an unexpected failure inside the node; it is logged there' },
