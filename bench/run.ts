@@ -27,6 +27,7 @@ import { cpus, loadavg, totalmem } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
+import { RoutedAt } from '@libertaria/protocol';
 import { startRedis } from '../test-support/redis.js';
 import { startRelay } from '../test-support/relay-process.js';
 import {
@@ -42,6 +43,7 @@ import {
   startService,
   tcpCounters,
 } from './procs.js';
+import { redisCeiling } from './redis-ceiling.js';
 import { SEALED_VARIANTS } from './sealed.js';
 import { human, median, round, type Summary, summarize } from './stats.js';
 
@@ -84,6 +86,8 @@ const config = {
   durablePairs: envInt('BENCH_PAIRS', 4),
   durableWindow: envInt('BENCH_DURABLE_WINDOW', 512),
   drainFrames: envInt('BENCH_DRAIN_FRAMES', QUICK ? 10_000 : 100_000),
+  /** Frames per trial of the Redis ceiling beside the durable figure (bench/redis-ceiling.ts). */
+  ceilingFrames: envInt('BENCH_CEILING_FRAMES', QUICK ? 20_000 : 100_000),
   /** Sealed vs unsealed durable (bench/sealed.ts): rounds of the three variants, frames in flight. */
   sealedRounds: envInt('BENCH_SEALED_ROUNDS', QUICK ? 3 : 5),
   sealedWindow: 256,
@@ -308,9 +312,20 @@ async function main(): Promise<void> {
         });
         const { recipientHints, ...rest } = r;
         record('durable', { ...rest, leftInQueues: await queueDepths(redis.url, recipientHints) });
+        // Right after each durable trial, on the same Redis: its ceiling for the least durable work (bench/redis-ceiling.ts).
+        record(
+          'redisCeiling',
+          await redisCeiling(redis.url, {
+            frames: config.ceilingFrames,
+            frameBytes: RoutedAt.PAYLOAD + config.payloadBytes,
+            keys: config.durablePairs,
+          }),
+        );
       }
     });
-    log(`durable e2e: ${human(median(rates('durable')))}/s`);
+    log(
+      `durable e2e: ${human(median(rates('durable')))}/s; Redis ceiling (RPUSH+PEXPIRE+LPOP per frame): ${human(median(rates('redisCeiling')))}/s`,
+    );
 
     // 4b. The cost of sealing on the durable path: SDK clients unsealed vs sealed, variants rotated per round.
     await watch('sealed', async () => {
@@ -614,6 +629,8 @@ function buildReport(
         delivered: durableRows.reduce((s, r) => s + r.delivered, 0),
       },
     },
+    /** What the same Redis does with the least durable work (RPUSH + PEXPIRE + LPOP per frame), after each durable trial. */
+    redisCeiling: rate('redisCeiling'),
     drain: {
       frames: drainRows[0]?.frames ?? 0,
       seconds: summarize(drainRows.map((r) => r.drainSeconds)),
@@ -666,6 +683,8 @@ function buildReport(
     /** Sealed / unsealed durable through the SDK, per round (the same round's trials), summarized. */
     sealedMemoryOverUnsealed: pairedRatio('sealed_sealed-memory', 'sealed_unsealed'),
     sealedFileOverUnsealed: pairedRatio('sealed_sealed-file', 'sealed_unsealed'),
+    /** Durable e2e / the Redis ceiling measured right after it, per trial. */
+    durableOverRedisCeilingPaired: pairedRatio('durable', 'redisCeiling'),
   };
   const full = !config.quick;
   const has = (s: Summary) => s.trials.length > 0;
@@ -914,6 +933,20 @@ function printTable(report: ReturnType<typeof buildReport>): void {
     ],
     rateRow('fast, 2 nodes (A -> Redis -> B)', f.crossNode, 'frames/s', cpuNote(f.crossNode.cpu)),
     rateRow('durable e2e (send-store-deliver-ack)', f.durable, 'frames/s', cpuNote(f.durable.cpu)),
+    rateRow(
+      'Redis ceiling: RPUSH+PEXPIRE+LPOP per frame',
+      f.redisCeiling,
+      'frames/s',
+      'redis-cli --pipe, same Redis, after each durable trial',
+    ),
+    [
+      'ratio durable e2e / Redis ceiling',
+      report.ratios.durableOverRedisCeilingPaired.median.toFixed(2),
+      `${report.ratios.durableOverRedisCeilingPaired.min.toFixed(2)}-${report.ratios.durableOverRedisCeilingPaired.max.toFixed(2)}`,
+      'x',
+      String(report.ratios.durableOverRedisCeilingPaired.trials.length),
+      'median and min-max of per-trial ratios',
+    ],
     rateRow('durable e2e, SDK clients: unsealed', f.sealedUnsealed, 'frames/s', cpuNote(f.sealedUnsealed.cpu)),
     rateRow('durable e2e, SDK: sealed, memory store', f.sealedMemory, 'frames/s', cpuNote(f.sealedMemory.cpu)),
     rateRow('durable e2e, SDK: sealed, file store', f.sealedFile, 'frames/s', cpuNote(f.sealedFile.cpu)),
