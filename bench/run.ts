@@ -226,7 +226,8 @@ async function main(): Promise<void> {
       `generator capacity: write ${human(median(rates('capacitySend')))}/s, read ${human(median(rates('capacityReceive')))}/s`,
     );
 
-    // 2. Fast path, one node, relay vs baseline in alternating trials; then the batched variant.
+    // 2. Fast path, one node: the relay over WebSocket, the relay over raw TCP and the baseline in
+    // rotating trials; then the batched variant.
     const fastArgs = (url: string, framesPerMessage: number) => ({
       ...common,
       senderUrl: url,
@@ -245,16 +246,17 @@ async function main(): Promise<void> {
     ] as const) {
       if (!runs(suffix === '' ? 'fast' : 'batched')) continue;
       await watch(`fast${suffix}`, async () => {
+        const targets = ['relay', 'relayTcp', 'baseline'] as const;
+        const urls = { relay: relayA.wsUrl, relayTcp: relayA.tcpUrl, baseline: baselineUrl };
         for (let t = 0; t < config.trials; t++) {
-          const order = t % 2 === 0 ? (['relay', 'baseline'] as const) : (['baseline', 'relay'] as const);
-          for (const target of order) {
-            const url = target === 'relay' ? relayA.wsUrl : baselineUrl;
-            record(`fast${suffix}_${target}`, await gen.request('fast', fastArgs(url, fpm)));
+          for (let i = 0; i < targets.length; i++) {
+            const target = targets[(i + t) % targets.length]!;
+            record(`fast${suffix}_${target}`, await gen.request('fast', fastArgs(urls[target], fpm)));
           }
         }
       });
       log(
-        `fast${suffix ? ' batched' : ''}: relay ${human(median(rates(`fast${suffix}_relay`)))}/s, baseline ${human(median(rates(`fast${suffix}_baseline`)))}/s`,
+        `fast${suffix ? ' batched' : ''}: relay ${human(median(rates(`fast${suffix}_relay`)))}/s (TCP ${human(median(rates(`fast${suffix}_relayTcp`)))}/s), baseline ${human(median(rates(`fast${suffix}_baseline`)))}/s`,
       );
     }
 
@@ -596,11 +598,17 @@ function buildReport(
     generatorWrite: { ...rate('capacitySend'), cpu: cpuMedian('capacitySend') },
     generatorRead: { ...rate('capacityReceive'), cpu: cpuMedian('capacityReceive') },
     fastRelay: { ...rate('fast_relay'), cpu: cpuMedian('fast_relay'), health: health('fast_relay') },
+    fastRelayTcp: { ...rate('fast_relayTcp'), cpu: cpuMedian('fast_relayTcp'), health: health('fast_relayTcp') },
     fastBaseline: { ...rate('fast_baseline'), cpu: cpuMedian('fast_baseline'), health: health('fast_baseline') },
     fastBatchedRelay: {
       ...rate('fastBatched_relay'),
       cpu: cpuMedian('fastBatched_relay'),
       health: health('fastBatched_relay'),
+    },
+    fastBatchedRelayTcp: {
+      ...rate('fastBatched_relayTcp'),
+      cpu: cpuMedian('fastBatched_relayTcp'),
+      health: health('fastBatched_relayTcp'),
     },
     fastBatchedBaseline: {
       ...rate('fastBatched_baseline'),
@@ -671,6 +679,8 @@ function buildReport(
   const ratios = {
     fastRelayOverBaseline: figures.fastRelay.median / figures.fastBaseline.median,
     fastRelayOverBaselinePaired: pairedRatio('fast_relay', 'fast_baseline'),
+    /** Raw TCP / WebSocket on the relay, per trial (rotated order). */
+    fastTcpOverWsPaired: pairedRatio('fast_relayTcp', 'fast_relay'),
     batchedRelayOverBaselineBatched: figures.fastBatchedRelay.median / figures.fastBatchedBaseline.median,
     batchedRelayOverBaselineBatchedPaired: pairedRatio('fastBatched_relay', 'fastBatched_baseline'),
     batchedRelayOverBaselineSingle: figures.fastBatchedRelay.median / figures.fastBaseline.median,
@@ -891,6 +901,7 @@ function printTable(report: ReturnType<typeof buildReport>): void {
     rateRow('generator write capacity (sink)', f.generatorWrite, 'frames/s', cpuNote(f.generatorWrite.cpu)),
     rateRow('generator read capacity (sink)', f.generatorRead, 'frames/s', cpuNote(f.generatorRead.cpu)),
     rateRow('fast, 1 node: relay', f.fastRelay, 'frames/s', cpuNote(f.fastRelay.cpu)),
+    rateRow('fast, 1 node: relay over raw TCP', f.fastRelayTcp, 'frames/s', cpuNote(f.fastRelayTcp.cpu)),
     rateRow('fast, 1 node: ws baseline', f.fastBaseline, 'frames/s', cpuNote(f.fastBaseline.cpu)),
     [
       'ratio relay / baseline',
@@ -905,6 +916,12 @@ function printTable(report: ReturnType<typeof buildReport>): void {
       f.fastBatchedRelay,
       'frames/s',
       cpuNote(f.fastBatchedRelay.cpu),
+    ),
+    rateRow(
+      `fast batched (${config.batch}/msg): relay over raw TCP`,
+      f.fastBatchedRelayTcp,
+      'frames/s',
+      cpuNote(f.fastBatchedRelayTcp.cpu),
     ),
     rateRow(
       `fast batched (${config.batch}/msg): baseline`,
@@ -937,7 +954,7 @@ function printTable(report: ReturnType<typeof buildReport>): void {
       'Redis ceiling: RPUSH+PEXPIRE+LPOP per frame',
       f.redisCeiling,
       'frames/s',
-      'redis-cli --pipe, same Redis, after each durable trial',
+      'one pipelined stream on the same Redis, after each durable trial',
     ),
     [
       'ratio durable e2e / Redis ceiling',
