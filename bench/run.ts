@@ -39,6 +39,7 @@ import {
   redisCommandCalls,
   relayCounters,
   relayGauges,
+  relayMajorGcs,
   type ServiceHandle,
   startService,
   tcpCounters,
@@ -86,6 +87,8 @@ const config = {
   durablePairs: envInt('BENCH_PAIRS', 4),
   durableWindow: envInt('BENCH_DURABLE_WINDOW', 512),
   drainFrames: envInt('BENCH_DRAIN_FRAMES', QUICK ? 10_000 : 100_000),
+  /** How long relay C idles between its fresh and its idle fast trials (BENCH_ONLY=gcmode; issue 18). */
+  gcIdleMs: envInt('BENCH_GC_IDLE_MS', QUICK ? 12_000 : 60_000),
   /** Frames per trial of the Redis ceiling beside the durable figure (bench/redis-ceiling.ts). */
   ceilingFrames: envInt('BENCH_CEILING_FRAMES', QUICK ? 20_000 : 100_000),
   /** Sealed vs unsealed durable (bench/sealed.ts): rounds of the three variants, frames in flight. */
@@ -292,6 +295,33 @@ async function main(): Promise<void> {
       log(
         `membrane: on ${human(median(rates('membrane_on')))}/s, off ${human(median(rates('membrane_off')))}/s, uncached ${human(median(rates('membrane_uncached')))}/s`,
       );
+    }
+
+    // 2c. One mode or two (issue 18): a fresh relay C, fast trials at once, then the same trials after it
+    // idled (V8 compacts an idle heap after ~8-9 s), with its major collections counted from /metrics.
+    if (runs('gcmode')) {
+      const fresh = await startRelay({ redisUrl: redis.url, nodeId: 'bench-gc', env: config.relayEnv });
+      cleanups.push(() => fresh.stop());
+      const pidsWith = { ...pids, relayC: fresh.process.pid! };
+      await watch('gcmode', async () => {
+        for (const phase of ['fresh', 'idle'] as const) {
+          if (phase === 'idle') {
+            log(`gc mode: relay C idles ${config.gcIdleMs / 1000} s`);
+            await sleep(config.gcIdleMs);
+          }
+          for (let t = 0; t < config.trials; t++) {
+            const gc0 = await relayMajorGcs(fresh.adminUrl);
+            const r = await gen.request<Record<string, unknown>>('fast', {
+              ...fastArgs(fresh.wsUrl, 1),
+              pids: pidsWith,
+            });
+            const gc1 = await relayMajorGcs(fresh.adminUrl);
+            record(`gc_${phase}`, { ...r, majorGcs: gc1.count - gc0.count, majorGcSeconds: gc1.seconds - gc0.seconds });
+          }
+        }
+      });
+      await fresh.stop();
+      log(`gc mode: fresh ${human(median(rates('gc_fresh')))}/s, after idling ${human(median(rates('gc_idle')))}/s`);
     }
 
     // 3. Fast path across two nodes (sender on A, receiver on B, Redis pub/sub between).
@@ -534,6 +564,14 @@ function buildReport(
       closed: [...new Set(rs.flatMap((r) => r.closed ?? []))],
     };
   };
+  /** Major (mark-compact) collections of the relay per trial, and the seconds they took, summarized. */
+  const majorGcs = (key: string) => {
+    const rs = (raw[key] ?? []) as Array<{ majorGcs: number; majorGcSeconds: number }>;
+    return {
+      majorGcsPerTrial: summarize(rs.map((r) => r.majorGcs)),
+      majorGcSecondsPerTrial: summarize(rs.map((r) => r.majorGcSeconds)),
+    };
+  };
   /** Ratio of paired trials (trial i of a / trial i of b), summarized. */
   const pairedRatio = (a: string, b: string) => {
     const ra = rows(a).map((r) => r.rate);
@@ -615,6 +653,9 @@ function buildReport(
       cpu: cpuMedian('fastBatched_baseline'),
       health: health('fastBatched_baseline'),
     },
+    /** Relay C right after start, then after idling (issue 18's two modes), with its major GCs per trial. */
+    gcFresh: { ...rate('gc_fresh'), cpu: cpuMedian('gc_fresh'), health: health('gc_fresh'), ...majorGcs('gc_fresh') },
+    gcIdle: { ...rate('gc_idle'), cpu: cpuMedian('gc_idle'), health: health('gc_idle'), ...majorGcs('gc_idle') },
     membraneOn: { ...rate('membrane_on'), cpu: cpuMedian('membrane_on'), health: health('membrane_on') },
     membraneOff: { ...rate('membrane_off'), cpu: cpuMedian('membrane_off'), health: health('membrane_off') },
     membraneUncached: {
@@ -693,6 +734,8 @@ function buildReport(
     /** Sealed / unsealed durable through the SDK, per round (the same round's trials), summarized. */
     sealedMemoryOverUnsealed: pairedRatio('sealed_sealed-memory', 'sealed_unsealed'),
     sealedFileOverUnsealed: pairedRatio('sealed_sealed-file', 'sealed_unsealed'),
+    /** Fast path after idling / right after start, relay C (issue 18: one mode, within 10 %). */
+    gcIdleOverFresh: figures.gcIdle.median / figures.gcFresh.median,
     /** Durable e2e / the Redis ceiling measured right after it, per trial. */
     durableOverRedisCeilingPaired: pairedRatio('durable', 'redisCeiling'),
   };
@@ -937,6 +980,18 @@ function printTable(report: ReturnType<typeof buildReport>): void {
       String(report.ratios.batchedRelayOverBaselineBatchedPaired.trials.length),
       `vs unbatched baseline: ${report.ratios.batchedRelayOverBaselineSingle.toFixed(2)}x`,
     ],
+    rateRow(
+      'fast, fresh relay (trials right after start)',
+      f.gcFresh,
+      'frames/s',
+      `${f.gcFresh.majorGcsPerTrial.median} major GCs per trial (${(f.gcFresh.majorGcSecondsPerTrial.median * 1000).toFixed(0)} ms); ${cpuNote(f.gcFresh.cpu)}`,
+    ),
+    rateRow(
+      `fast, same relay after ${config.gcIdleMs / 1000} s idle`,
+      f.gcIdle,
+      'frames/s',
+      `${f.gcIdle.majorGcsPerTrial.median} major GCs per trial (${(f.gcIdle.majorGcSecondsPerTrial.median * 1000).toFixed(0)} ms); idle / fresh ${report.ratios.gcIdleOverFresh.toFixed(2)}x; ${cpuNote(f.gcIdle.cpu)}`,
+    ),
     rateRow('fast, membrane on (default, cached)', f.membraneOn, 'frames/s', cpuNote(f.membraneOn.cpu)),
     rateRow('fast, membrane off', f.membraneOff, 'frames/s', cpuNote(f.membraneOff.cpu)),
     rateRow('fast, membrane on, no allow cache', f.membraneUncached, 'frames/s', cpuNote(f.membraneUncached.cpu)),
