@@ -12,6 +12,7 @@ import { ActorStore } from '../../src/actors.js';
 import { type BridgeHttpOptions, type BridgeHttpServer, startBridgeHttpServer } from '../../src/http-server.js';
 import { silentLogger } from '../../src/log.js';
 import { BridgeActivityPubMetrics } from '../../src/metrics.js';
+import { queueMessageKey } from '../../src/service.js';
 
 export const TEST_MAX_TEXT_BYTES = 2000;
 export const TEST_MAX_ACTIVITY_BYTES = 64 * 1024;
@@ -32,6 +33,8 @@ export async function makeBridge(options: {
   policy: ForeignSenderDecider;
   kek?: Uint8Array;
   prefix?: string;
+  /** The public origin when the bridge is behind a front (default: its own listener). */
+  origin?: string;
   overrides?: Partial<ActivityPubBridgeOptions>;
 }): Promise<TestBridge> {
   const prefix = options.prefix ?? '{lr-bridge}';
@@ -47,7 +50,7 @@ export async function makeBridge(options: {
     maxActivityBytes: TEST_MAX_ACTIVITY_BYTES,
   };
   const http = await startBridgeHttpServer(httpOptions);
-  const origin = `http://127.0.0.1:${http.port}`;
+  const origin = options.origin ?? `http://127.0.0.1:${http.port}`;
   const bridge = new ActivityPubBridge({
     origin,
     redis,
@@ -55,7 +58,8 @@ export async function makeBridge(options: {
     prefix,
     actors,
     policy: options.policy,
-    messageKey: new Uint8Array(randomBytes(32)),
+    // Derived from the KEK as the service does: every instance must open the others' queued messages.
+    messageKey: queueMessageKey(kek),
     insecure: true,
     maxTextBytes: TEST_MAX_TEXT_BYTES,
     maxFollowers: 100,
