@@ -37,7 +37,7 @@ import type { Actor, ActorStore } from './actors.js';
 import { BullMqMessageQueue } from './bullmq-message-queue.js';
 import { createBridgeFederation } from './federation.js';
 import { textToHtml } from './html-text.js';
-import { BridgeActivityPubMetrics, failureReason } from './metrics.js';
+import { type BridgeActivityPubMetrics, failureReason } from './metrics.js';
 import { RemoteAccountError, RemoteAccounts } from './remote.js';
 import { BridgeState } from './state.js';
 
@@ -243,8 +243,16 @@ export class ActivityPubBridge implements Bridge {
         content: textToHtml(message.text),
         published: Temporal.Now.instant(),
       });
-      const create = new Create({ id: new URL(`${noteId.href}#create`), actor: me, to: PUBLIC_COLLECTION, cc: followers, object: note });
-      await this.guard(() => ctx.sendActivity({ identifier: actor.handle }, 'followers', create, { preferSharedInbox: true }));
+      const create = new Create({
+        id: new URL(`${noteId.href}#create`),
+        actor: me,
+        to: PUBLIC_COLLECTION,
+        cc: followers,
+        object: note,
+      });
+      await this.guard(() =>
+        ctx.sendActivity({ identifier: actor.handle }, 'followers', create, { preferSharedInbox: true }),
+      );
       this.o.metrics.deliveries.labels('Create', 'queued').inc();
       return { foreignId: noteId.href, acceptedBy: [followers.href], failed: [] };
     }

@@ -20,7 +20,14 @@
  * case-insensitive. A peer may ask for a name instead on its first bridging
  * (`bridgeIdentity(did, { name })`), which then is public and chosen.
  */
-import { createHash, createPrivateKey, createPublicKey, generateKeyPairSync, type KeyObject, type webcrypto } from 'node:crypto';
+import {
+  createHash,
+  createPrivateKey,
+  createPublicKey,
+  generateKeyPairSync,
+  type KeyObject,
+  type webcrypto,
+} from 'node:crypto';
 import { BridgeError } from '@libertaria/bridge-kit';
 import { parseDid } from '@libertaria/identity';
 

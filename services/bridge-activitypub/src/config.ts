@@ -227,7 +227,7 @@ export const bridgeActivityPubConfigSpec = {
     default: 10000,
     min: 0,
     max: 10000000,
-    doc: 'Completed jobs kept (newest first), in the inbound and in Fedify\'s queue: a message seen again while its job is kept is not handled twice.',
+    doc: "Completed jobs kept (newest first), in the inbound and in Fedify's queue: a message seen again while its job is kept is not handled twice.",
   }),
   BRIDGE_AP_KEEP_FAILED: int({
     default: 100000,
@@ -250,7 +250,8 @@ export function bridgeActivityPubConfigProblems(config: BridgeActivityPubConfig)
   if (origin.protocol === 'http:' && !config.BRIDGE_AP_INSECURE_TEST_MODE) {
     problems.push({
       variable: 'BRIDGE_AP_ORIGIN',
-      message: 'BRIDGE_AP_ORIGIN is http: — the fediverse needs https:; plain HTTP is for tests only (BRIDGE_AP_INSECURE_TEST_MODE=true)',
+      message:
+        'BRIDGE_AP_ORIGIN is http: — the fediverse needs https:; plain HTTP is for tests only (BRIDGE_AP_INSECURE_TEST_MODE=true)',
     });
   }
   if (origin.pathname !== '/' || origin.search !== '' || origin.hash !== '' || origin.username !== '') {

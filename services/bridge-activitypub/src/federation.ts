@@ -71,7 +71,8 @@ export function createBridgeFederation(bridge: ActivityPubBridge, queue: BullMqM
         ...common,
         followers: ctx.getFollowersUri(identifier),
         name: identifier,
-        summary: 'A Libertaria peer, reached through the Libertaria ActivityPub bridge. Direct messages reach it; the bridge operator can read what crosses the bridge.',
+        summary:
+          'A Libertaria peer, reached through the Libertaria ActivityPub bridge. Direct messages reach it; the bridge operator can read what crosses the bridge.',
         // Follows are decided by the peer's membrane policy, not granted to everyone.
         manuallyApprovesFollowers: true,
         discoverable: false,

@@ -82,7 +82,10 @@ function precheck(req: IncomingMessage, body: Buffer): { status: number; reason:
   }
   if (typeof json !== 'object' || json === null || Array.isArray(json)) return { status: 400, reason: 'shape' };
   const activity = json as Record<string, unknown>;
-  const actor = typeof activity.actor === 'object' && activity.actor !== null ? (activity.actor as { id?: unknown }).id : activity.actor;
+  const actor =
+    typeof activity.actor === 'object' && activity.actor !== null
+      ? (activity.actor as { id?: unknown }).id
+      : activity.actor;
   if (typeof activity.id !== 'string' || typeof activity.type !== 'string' || typeof actor !== 'string') {
     return { status: 400, reason: 'shape' };
   }

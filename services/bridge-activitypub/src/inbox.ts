@@ -52,7 +52,10 @@ export function registerInbox(federation: Federation<void>, bridge: ActivityPubB
   };
 
   /** The bridged actors an activity (and its object) is addressed to, plus the inbox it came through. */
-  async function addressees(ctx: InboxContext<void>, ...objects: { toIds: URL[]; ccIds: URL[]; btoIds: URL[]; bccIds: URL[] }[]) {
+  async function addressees(
+    ctx: InboxContext<void>,
+    ...objects: { toIds: URL[]; ccIds: URL[]; btoIds: URL[]; bccIds: URL[] }[]
+  ) {
     const handles = new Set<string>();
     let isPublic = false;
     for (const object of objects) {

@@ -5,7 +5,12 @@
  */
 import './fedify-runtime.js';
 
-export { ActivityPubBridge, type ActivityPubBridgeOptions, type ForeignSenderDecider, retryAfterMs } from './activitypub-bridge.js';
+export {
+  ActivityPubBridge,
+  type ActivityPubBridgeOptions,
+  type ForeignSenderDecider,
+  retryAfterMs,
+} from './activitypub-bridge.js';
 export { type Actor, ActorStore, HANDLE_PREFIX, handleOf, INSTANCE_ACTOR, type SealedStoreLike } from './actors.js';
 export {
   BullMqMessageQueue,

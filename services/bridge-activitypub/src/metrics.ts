@@ -6,7 +6,17 @@
 import { Counter, collectDefaultMetrics, Gauge, Registry } from 'prom-client';
 
 /** Activity types counted by name; every other type is `other`. */
-export const COUNTED_TYPES = new Set(['Create', 'Follow', 'Undo', 'Delete', 'Update', 'Accept', 'Reject', 'Announce', 'Like']);
+export const COUNTED_TYPES = new Set([
+  'Create',
+  'Follow',
+  'Undo',
+  'Delete',
+  'Update',
+  'Accept',
+  'Reject',
+  'Announce',
+  'Like',
+]);
 
 export function typeLabel(type: string): string {
   return COUNTED_TYPES.has(type) ? type : 'other';

@@ -9,7 +9,7 @@
  * the only case where http is used.
  */
 import type { Context } from '@fedify/fedify';
-import { type Actor as ApActor, isActor, type Object as ApObject } from '@fedify/fedify/vocab';
+import { type Actor as ApActor, type Object as ApObject, isActor } from '@fedify/fedify/vocab';
 import { BridgeError, type ForeignIdentity, parseForeignIdentity } from '@libertaria/bridge-kit';
 import type { RedisClient } from '@libertaria/redis';
 
@@ -85,7 +85,9 @@ export class RemoteAccounts {
   }
 
   /** WebFinger: the subject and the `self` actor link, or undefined when the server says no such account. */
-  async webfinger(acct: ForeignIdentity & { type: 'activitypub' }): Promise<{ subject: string; self: string } | undefined> {
+  async webfinger(
+    acct: ForeignIdentity & { type: 'activitypub' },
+  ): Promise<{ subject: string; self: string } | undefined> {
     const scheme = this.o.insecure ? 'http' : 'https';
     const url = new URL(`${scheme}://${acct.host}/.well-known/webfinger`);
     url.searchParams.set('resource', acct.uri);

@@ -36,7 +36,9 @@ export interface StartOptions {
 
 /** The key sealing Fedify's queued messages: derived from the KEK, so every process has it and nothing else is configured. */
 export function queueMessageKey(kek: Uint8Array): Uint8Array {
-  return new Uint8Array(hkdfSync('sha256', kek, new Uint8Array(0), 'libertaria/bridge-activitypub/fedify-queue/v1', 32));
+  return new Uint8Array(
+    hkdfSync('sha256', kek, new Uint8Array(0), 'libertaria/bridge-activitypub/fedify-queue/v1', 32),
+  );
 }
 
 export async function startActivityPubBridgeService(

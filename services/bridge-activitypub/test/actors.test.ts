@@ -13,7 +13,9 @@ describe('actors: the handle rule and keys sealed in Redis', () => {
   let client: RedisClient;
   const kek = new Uint8Array(randomBytes(32));
   const open = async () =>
-    new ActorStore(await RedisSealedStore.open({ redis: client, kek, namespace: 'activitypub-actors', maxRecords: 10 }));
+    new ActorStore(
+      await RedisSealedStore.open({ redis: client, kek, namespace: 'activitypub-actors', maxRecords: 10 }),
+    );
 
   before(async () => {
     redis = await startRedis();
@@ -30,7 +32,10 @@ describe('actors: the handle rule and keys sealed in Redis', () => {
     assert.match(handleOf(did), /^l[a-z2-7]{24}$/);
     assert.notEqual(handleOf(did), handleOf(Ed25519Identity.generate().did));
     // A known vector, so the rule cannot change silently (it would move every actor).
-    assert.equal(handleOf('did:libertaria:z6MkhaXgBZDvotDkL5257faiztiGiC2QtKLGpbnnEGta2doK'), 'lg3mt2kqpzbxydgsuv77mhvfk');
+    assert.equal(
+      handleOf('did:libertaria:z6MkhaXgBZDvotDkL5257faiztiGiC2QtKLGpbnnEGta2doK'),
+      'lg3mt2kqpzbxydgsuv77mhvfk',
+    );
   });
 
   it('gives two stores (two processes) the same actor and the same keys, made once', async () => {

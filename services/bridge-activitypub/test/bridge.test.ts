@@ -7,7 +7,12 @@
  */
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
-import { BridgeError, type BridgeInboundMessage, type ForeignIdentity, parseForeignIdentity } from '@libertaria/bridge-kit';
+import {
+  BridgeError,
+  type BridgeInboundMessage,
+  type ForeignIdentity,
+  parseForeignIdentity,
+} from '@libertaria/bridge-kit';
 import { Ed25519Identity } from '@libertaria/identity';
 import { type RedisHandle, startRedis } from '../../../test-support/redis.js';
 import { BridgeActivityPubMetrics } from '../src/metrics.js';
@@ -19,11 +24,17 @@ class TablePolicy {
   denied = new Set<string>();
   async decide(owner: string, sender: ForeignIdentity, action: 'message' | 'follow') {
     const key = `${owner} ${sender.uri} ${action}`;
-    return this.denied.has(key) ? { allowed: false, reason: 'denied by the test table' } : { allowed: true, reason: 'allowed' };
+    return this.denied.has(key)
+      ? { allowed: false, reason: 'denied by the test table' }
+      : { allowed: true, reason: 'allowed' };
   }
 }
 
-async function until<T>(what: string, probe: () => Promise<T | undefined> | T | undefined, timeoutMs = 20_000): Promise<T> {
+async function until<T>(
+  what: string,
+  probe: () => Promise<T | undefined> | T | undefined,
+  timeoutMs = 20_000,
+): Promise<T> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     const value = await probe();
@@ -77,7 +88,9 @@ describe('ActivityPub bridge <-> an independent ActivityPub server (plain HTTP, 
     };
     assert.equal(jrd.subject, aliceAcct.uri);
     assert.ok(jrd.links.some((l) => l.rel === 'self' && l.href === aliceActor));
-    const doc = (await (await fetch(aliceActor, { headers: { accept: 'application/activity+json' } })).json()) as Record<string, unknown>;
+    const doc = (await (
+      await fetch(aliceActor, { headers: { accept: 'application/activity+json' } })
+    ).json()) as Record<string, unknown>;
     assert.equal(doc.type, 'Person');
     assert.equal(doc.inbox, `${aliceActor}/inbox`);
     assert.equal((doc.endpoints as { sharedInbox: string }).sharedInbox, `${t.origin}/inbox`);
@@ -85,7 +98,9 @@ describe('ActivityPub bridge <-> an independent ActivityPub server (plain HTTP, 
     assert.match(JSON.stringify(doc.assertionMethod), /z6Mk/, 'the Ed25519 key as a Multikey');
     const followers = await fetch(doc.followers as string, { headers: { accept: 'application/activity+json' } });
     assert.equal(followers.status, 200);
-    const outbox = (await (await fetch(doc.outbox as string, { headers: { accept: 'application/activity+json' } })).json()) as {
+    const outbox = (await (
+      await fetch(doc.outbox as string, { headers: { accept: 'application/activity+json' } })
+    ).json()) as {
       totalItems: number;
     };
     assert.equal(outbox.totalItems, 0, 'the bridge keeps no copy of messages');
@@ -103,7 +118,10 @@ describe('ActivityPub bridge <-> an independent ActivityPub server (plain HTTP, 
     const text = `hello bob <3 & "you" ${hex()}`;
     const result = await t.bridge.send({ type: 'private', id: hex(), from: alice, to: bob, text });
     assert.deepEqual(result.acceptedBy, [`${remote.actorId('bob')}/inbox`]);
-    const got = await remote.waitFor((r) => r.activity.type === 'Create' && JSON.stringify(r.activity).includes(result.foreignId), 10_000);
+    const got = await remote.waitFor(
+      (r) => r.activity.type === 'Create' && JSON.stringify(r.activity).includes(result.foreignId),
+      10_000,
+    );
     assert.equal(got.signer, aliceActor);
     const note = got.activity.object as Record<string, unknown>;
     assert.equal(note.type, 'Note');
@@ -201,7 +219,9 @@ describe('ActivityPub bridge <-> an independent ActivityPub server (plain HTTP, 
       object: fromBob,
     };
     assert.equal(await remote.deliver('bob', inbox, undo), 202);
-    await until('the follower to be removed', async () => ((await t.bridge.state.followerCount(handle)) === 0 ? true : undefined));
+    await until('the follower to be removed', async () =>
+      (await t.bridge.state.followerCount(handle)) === 0 ? true : undefined,
+    );
     assert.equal(await BridgeActivityPubMetrics.total(t.metrics.inbound, { type: 'Follow', verdict: 'accepted' }), 1);
     assert.equal(await BridgeActivityPubMetrics.total(t.metrics.inbound, { type: 'Follow', verdict: 'rejected' }), 1);
   });

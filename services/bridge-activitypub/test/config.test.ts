@@ -47,7 +47,13 @@ describe('bridge-activitypub configuration', () => {
   it('reports every problem at once, never echoes the KEK, and refuses unknown BRIDGE_AP_ variables', () => {
     const secret = 'zz'.repeat(32);
     assert.throws(
-      () => loadBridgeActivityPubConfig({ ...base, BRIDGE_AP_KEK: secret, BRIDGE_AP_MAX_TEXT_BYTE: '5', BRIDGE_AP_ORIGIN: undefined }),
+      () =>
+        loadBridgeActivityPubConfig({
+          ...base,
+          BRIDGE_AP_KEK: secret,
+          BRIDGE_AP_MAX_TEXT_BYTE: '5',
+          BRIDGE_AP_ORIGIN: undefined,
+        }),
       (err: unknown) => {
         assert.ok(err instanceof ConfigValidationError);
         assert.deepEqual(err.problems.map((p) => p.variable).sort(), [

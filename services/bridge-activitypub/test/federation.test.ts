@@ -76,7 +76,9 @@ describe('federation: Libertaria peer <-> relay <-> BullMQ <-> bridge-activitypu
     });
   }
   const dmText = (r: Received): string | undefined =>
-    r.activity.type === 'Create' ? noteText(String((r.activity.object as { content?: unknown }).content ?? '')) : undefined;
+    r.activity.type === 'Create'
+      ? noteText(String((r.activity.object as { content?: unknown }).content ?? ''))
+      : undefined;
 
   before(async () => {
     redis = await startRedis({ args: ['--maxmemory-policy', 'noeviction'] });
@@ -85,7 +87,12 @@ describe('federation: Libertaria peer <-> relay <-> BullMQ <-> bridge-activitypu
     await remote.start();
     policyRedis = createRedisClient({ url: redis.url }, { connectionName: 'test-policy' });
     // The relay's default prefix: the bridged peers' policies are the ones they set through the relay.
-    policy = new ForeignSenderPolicy({ redis: policyRedis, relayPrefix: 'lr', network: 'activitypub', whenNoPolicy: 'allow' });
+    policy = new ForeignSenderPolicy({
+      redis: policyRedis,
+      relayPrefix: 'lr',
+      network: 'activitypub',
+      whenNoPolicy: 'allow',
+    });
     await policy.start();
     t = await makeBridge({ redisUrl: redis.url, policy });
     await t.bridge.start();
@@ -148,7 +155,14 @@ describe('federation: Libertaria peer <-> relay <-> BullMQ <-> bridge-activitypu
       // Bob answers the way Mastodon does; alice gets it sealed from the bridge, from acct:bob@host.
       const { id, inbox } = await remote.resolve(aliceAcct.uri);
       const t1 = performance.now();
-      assert.equal(await remote.deliver('bob', inbox, remote.note('bob', { id, acct: aliceAcct.uri }, 'hello back from the fediverse')), 202);
+      assert.equal(
+        await remote.deliver(
+          'bob',
+          inbox,
+          remote.note('bob', { id, acct: aliceAcct.uri }, 'hello back from the fediverse'),
+        ),
+        202,
+      );
       const message = await alice.next(30_000).catch(async (err: Error) => {
         throw new Error(`${err.message}; federation: ${await federationReport()}`);
       });
@@ -223,7 +237,10 @@ describe('federation: Libertaria peer <-> relay <-> BullMQ <-> bridge-activitypu
       assert.equal(await t.bridge.state.followerCount(erinAcct.uri.slice(5).split('@')[0] as string), 1);
 
       // A message policy that names one server: carol may message, a server not named may not.
-      assert.equal(await remote.deliver('carol', inbox, remote.note('carol', { id, acct: erinAcct.uri }, 'carol says hi')), 202);
+      assert.equal(
+        await remote.deliver('carol', inbox, remote.note('carol', { id, acct: erinAcct.uri }, 'carol says hi')),
+        202,
+      );
       const message = await erin.next(30_000);
       assert.equal(federatedMessageOf(message, [bridgeIdentity.did])?.text, 'carol says hi');
       await erin.client.setPolicy({
@@ -235,7 +252,10 @@ describe('federation: Libertaria peer <-> relay <-> BullMQ <-> bridge-activitypu
       });
       const denied = () => BridgeActivityPubMetrics.total(t.metrics.inbound, { type: 'Create', verdict: 'denied' });
       const before = await denied();
-      assert.equal(await remote.deliver('carol', inbox, remote.note('carol', { id, acct: erinAcct.uri }, 'carol again')), 202);
+      assert.equal(
+        await remote.deliver('carol', inbox, remote.note('carol', { id, acct: erinAcct.uri }, 'carol again')),
+        202,
+      );
       await until('the denial', async () => ((await denied()) > before ? true : undefined));
     } finally {
       await erin.client.setPolicy(null).catch(() => {});
@@ -300,7 +320,12 @@ describe('federation: Libertaria peer <-> relay <-> BullMQ <-> bridge-activitypu
     try {
       const acct = await t.bridge.bridgeIdentity(hana.identity.did);
       const { id, inbox } = await remote.resolve(acct.uri);
-      const forged = await remote.signedFetch(inbox, 'POST', JSON.stringify(remote.note('bob', { id, acct: acct.uri }, 'forged')), 'carol');
+      const forged = await remote.signedFetch(
+        inbox,
+        'POST',
+        JSON.stringify(remote.note('bob', { id, acct: acct.uri }, 'forged')),
+        'carol',
+      );
       assert.equal(forged.status, 401);
       const body = JSON.stringify(remote.note('bob', { id, acct: acct.uri }, 'original'));
       const tampered = await fetch(inbox, {

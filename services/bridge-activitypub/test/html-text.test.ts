@@ -16,12 +16,16 @@ describe('HTML to text (inbound notes)', () => {
   });
 
   it('never interprets markup: scripts, styles and comments are dropped, attributes never reach the text', () => {
-    const html = '<p onclick="evil()">a<script>alert(1)</script><style>p{}</style><!-- hidden -->b<img src=x onerror=alert(1)></p>';
+    const html =
+      '<p onclick="evil()">a<script>alert(1)</script><style>p{}</style><!-- hidden -->b<img src=x onerror=alert(1)></p>';
     assert.equal(htmlToText(html), 'ab');
   });
 
   it('decodes character references, and replaces invalid ones', () => {
-    assert.equal(htmlToText('&lt;tag&gt; &#39;q&#39; &#x1F600; &#0; &#xD800; &bogus;'), "<tag> 'q' 😀 \ufffd \ufffd &bogus;");
+    assert.equal(
+      htmlToText('&lt;tag&gt; &#39;q&#39; &#x1F600; &#0; &#xD800; &bogus;'),
+      "<tag> 'q' 😀 \ufffd \ufffd &bogus;",
+    );
   });
 
   it('keeps a lone < and an unclosed tag as harmless text or nothing', () => {

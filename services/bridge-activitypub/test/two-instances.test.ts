@@ -61,7 +61,12 @@ describe('two bridge instances behind one domain', () => {
     await remote.start();
     front = await roundRobin();
     policyRedis = createRedisClient({ url: redis.url }, {});
-    policy = new ForeignSenderPolicy({ redis: policyRedis, relayPrefix: 'lr', network: 'activitypub', whenNoPolicy: 'allow' });
+    policy = new ForeignSenderPolicy({
+      redis: policyRedis,
+      relayPrefix: 'lr',
+      network: 'activitypub',
+      whenNoPolicy: 'allow',
+    });
     const kek = new Uint8Array(randomBytes(32));
     one = await makeBridge({ redisUrl: redis.url, policy, kek, origin: front.origin });
     two = await makeBridge({ redisUrl: redis.url, policy, kek, origin: front.origin });
@@ -104,7 +109,8 @@ describe('two bridge instances behind one domain', () => {
     const bob: ForeignIdentity = { type: 'activitypub', uri: remote.acct('bob'), user: 'bob', host: remote.host };
     const { id, inbox } = await remote.resolve(acct.uri);
     const texts = Array.from({ length: 8 }, (_, i) => `message ${i}`);
-    for (const text of texts) assert.equal(await remote.deliver('bob', inbox, remote.note('bob', { id, acct: acct.uri }, text)), 202);
+    for (const text of texts)
+      assert.equal(await remote.deliver('bob', inbox, remote.note('bob', { id, acct: acct.uri }, text)), 202);
     const deadline = Date.now() + 30_000;
     while (texts.some((text) => !inbound.some((m) => m.message.text === text)) && Date.now() < deadline) {
       await new Promise((r) => setTimeout(r, 50));
@@ -116,7 +122,10 @@ describe('two bridge instances behind one domain', () => {
     for (const [i, t] of [one, two].entries()) {
       const text = `sent by instance ${i}`;
       await t.bridge.send({ type: 'private', id: randomBytes(16).toString('hex'), from: did, to: bob, text });
-      const got = await remote.waitFor((r) => noteText(String((r.activity.object as { content?: string })?.content ?? '')) === text, 10_000);
+      const got = await remote.waitFor(
+        (r) => noteText(String((r.activity.object as { content?: string })?.content ?? '')) === text,
+        10_000,
+      );
       assert.equal(got.signer, id);
     }
   });
@@ -125,9 +134,18 @@ describe('two bridge instances behind one domain', () => {
     const did = Ed25519Identity.generate().did;
     const acct = await one.bridge.bridgeIdentity(did);
     const { id, inbox } = await remote.resolve(acct.uri);
-    const follow = { '@context': 'https://www.w3.org/ns/activitystreams', id: `${remote.actorId('bob')}#f-${Date.now()}`, type: 'Follow', actor: remote.actorId('bob'), object: id };
+    const follow = {
+      '@context': 'https://www.w3.org/ns/activitystreams',
+      id: `${remote.actorId('bob')}#f-${Date.now()}`,
+      type: 'Follow',
+      actor: remote.actorId('bob'),
+      object: id,
+    };
     assert.equal(await remote.deliver('bob', inbox, follow), 202);
-    await remote.waitFor((r) => r.activity.type === 'Accept' && (r.activity.object as { id?: string }).id === follow.id, 15_000);
+    await remote.waitFor(
+      (r) => r.activity.type === 'Accept' && (r.activity.object as { id?: string }).id === follow.id,
+      15_000,
+    );
     const handle = acct.uri.slice(5).split('@')[0] as string;
     assert.equal(await two.bridge.state.followerCount(handle), 1);
     assert.equal(await one.bridge.state.followerCount(handle), 1);

@@ -155,7 +155,9 @@ export class ApServer {
       if (found) return found;
       const left = deadline - Date.now();
       if (left <= 0) {
-        throw new Error(`no ${what} within ${timeoutMs} ms (received: ${this.received.map((r) => r.activity.type).join(', ') || 'nothing'}; refused: ${JSON.stringify(this.refused)})`);
+        throw new Error(
+          `no ${what} within ${timeoutMs} ms (received: ${this.received.map((r) => r.activity.type).join(', ') || 'nothing'}; refused: ${JSON.stringify(this.refused)})`,
+        );
       }
       await new Promise<void>((resolve) => {
         const timer = setTimeout(resolve, Math.min(left, 1000));
@@ -254,7 +256,8 @@ export class ApServer {
     const sig = parseSignature(header);
     if (!sig.keyId || !sig.signature) return 'Signature lacks keyId or signature';
     const signed = (sig.headers ?? 'date').toLowerCase().split(' ');
-    const required = body === undefined ? ['(request-target)', 'host', 'date'] : ['(request-target)', 'host', 'date', 'digest'];
+    const required =
+      body === undefined ? ['(request-target)', 'host', 'date'] : ['(request-target)', 'host', 'date', 'digest'];
     for (const h of required) if (!signed.includes(h)) return `${h} is not signed`;
     const date = Date.parse(String(req.headers.date ?? ''));
     if (Number.isNaN(date) || Math.abs(Date.now() - date) > 3600_000) return 'date missing or off by more than an hour';
@@ -309,7 +312,9 @@ export class ApServer {
       names.push('digest');
     }
     const lines = names.map((h) =>
-      h === '(request-target)' ? `(request-target): ${method.toLowerCase()} ${url.pathname}${url.search}` : `${h}: ${headers[h]}`,
+      h === '(request-target)'
+        ? `(request-target): ${method.toLowerCase()} ${url.pathname}${url.search}`
+        : `${h}: ${headers[h]}`,
     );
     const signer = createSign('RSA-SHA256');
     signer.update(lines.join('\n'));
@@ -339,7 +344,12 @@ export class ApServer {
   }
 
   /** A Mastodon-style direct message: Create(Note) to the actor only, with a Mention tag and an h-card mention in the content. */
-  note(from: string, to: { id: string; acct: string }, text: string, options: { public?: boolean; inReplyTo?: string } = {}) {
+  note(
+    from: string,
+    to: { id: string; acct: string },
+    text: string,
+    options: { public?: boolean; inReplyTo?: string } = {},
+  ) {
     const actor = this.actorId(from);
     const id = `${actor}/statuses/${randomUUID()}`;
     const [user] = to.acct.slice(5).split('@');

@@ -7,7 +7,11 @@
 import { randomBytes } from 'node:crypto';
 import { RedisSealedStore } from '@libertaria/bridge-kit/worker';
 import { createRedisClient, type RedisClient } from '@libertaria/redis';
-import { ActivityPubBridge, type ActivityPubBridgeOptions, type ForeignSenderDecider } from '../../src/activitypub-bridge.js';
+import {
+  ActivityPubBridge,
+  type ActivityPubBridgeOptions,
+  type ForeignSenderDecider,
+} from '../../src/activitypub-bridge.js';
 import { ActorStore } from '../../src/actors.js';
 import { type BridgeHttpOptions, type BridgeHttpServer, startBridgeHttpServer } from '../../src/http-server.js';
 import { silentLogger } from '../../src/log.js';
