@@ -26,12 +26,13 @@ import { INSTANCE_ACTOR } from './actors.js';
 import type { BullMqMessageQueue } from './bullmq-message-queue.js';
 import { registerInbox } from './inbox.js';
 import { failureReason } from './metrics.js';
-import { RedisKvStore } from './redis-kv-store.js';
+import { DEFAULT_KV_PREFIX, RedisKvStore } from './redis-kv-store.js';
 
 export function createBridgeFederation(bridge: ActivityPubBridge, queue: BullMqMessageQueue): Federation<void> {
   const o = bridge.o;
   const federation = createFederation<void>({
-    kv: new RedisKvStore(o.redis, { prefix: `${o.prefix}:ap:kv:` }),
+    // No hash tag: Fedify's cache entries spread over a Cluster's shards (docs/redis.md).
+    kv: new RedisKvStore(o.redis, { prefix: DEFAULT_KV_PREFIX }),
     queue,
     manuallyStartQueue: true,
     origin: o.origin,
