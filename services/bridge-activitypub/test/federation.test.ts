@@ -315,6 +315,37 @@ describe('federation: Libertaria peer <-> relay <-> BullMQ <-> bridge-activitypu
     }
   });
 
+  it('a remote answering 429 with Retry-After: the outbound queue waits that long, then delivers', async () => {
+    const ivan = await peer(relay.wsUrl);
+    try {
+      const session = openFederatedSession(ivan.client, { remote: remote.acct('bob'), bridge: bridgeIdentity.did });
+      await session.send('warm up 429');
+      await received((r) => dmText(r) === 'warm up 429', 'the warm-up DM');
+      // A rate limiter: 429 with Retry-After: 2 for the next 2 seconds, then open again.
+      const t0 = Date.now();
+      remote.forceInbox = { status: 429, headers: { 'retry-after': '2' }, untilMs: t0 + 2000 };
+      const { messageId } = await session.send('after the rate limit');
+      await received((r) => dmText(r) === 'after the rate limit', 'the DM after the 429');
+      const waited = Date.now() - t0;
+      figures.retryAfterWaitMs = waited;
+      assert.ok(waited >= 2000, `delivered after ${waited} ms, not before Retry-After: 2`);
+      // One attempt inside the window (Fedify knocks twice: draft-cavage, then RFC 9421 on any error), then the pause.
+      const inWindow = remote.inboxTimes.filter((at) => at >= t0 && at < t0 + 2000).length;
+      figures.requestsIn429Window = inWindow;
+      assert.ok(inWindow >= 1 && inWindow <= 2, `${inWindow} requests while the remote asked to wait`);
+      const job = await until('the job to complete', async () => {
+        const j = await federation.outboundQueue.getJob(toHex(messageId));
+        return j && (await j.getState()) === 'completed' ? j : undefined;
+      });
+      figures.attemptsAcross429 = job.attemptsMade;
+      assert.equal(job.failedReason ?? undefined, undefined, 'never failed: the job waited');
+      assert.ok((await BridgeActivityPubMetrics.total(t.metrics.deliveryFailures, { reason: 'rate_limited' })) >= 1);
+    } finally {
+      remote.forceInbox = undefined;
+      await ivan.client.close();
+    }
+  });
+
   it('refuses a forged signature and a tampered body; nothing reaches the peer', async () => {
     const hana = await peer(relay.wsUrl);
     try {

@@ -87,10 +87,11 @@ export class ApServer {
   readonly received: Received[] = [];
   readonly refused: Refusal[] = [];
   private waiters: (() => void)[] = [];
-  /** Inbox requests seen, answered or not (retries show here). */
+  /** Inbox requests seen, answered or not (retries show here), and when each came. */
   inboxHits = 0;
-  /** Forced answer for every inbox POST, e.g. `{ status: 410 }`. */
-  forceInbox: { status: number; headers?: Record<string, string> } | undefined;
+  readonly inboxTimes: number[] = [];
+  /** Forced answer for inbox POSTs, e.g. `{ status: 410 }`; with `untilMs`, until that time only (a rate limiter's window). */
+  forceInbox: { status: number; headers?: Record<string, string>; untilMs?: number } | undefined;
   /** Authorized fetch: actor documents only for signed GETs. */
   secureMode = false;
   readonly keyCache = new Map<string, string>();
@@ -207,9 +208,11 @@ export class ApServer {
     const inboxMatch = /^\/(?:users\/([a-z0-9_]+)\/)?inbox$/.exec(url.pathname);
     if (req.method === 'POST' && inboxMatch) {
       this.inboxHits++;
+      this.inboxTimes.push(Date.now());
       const body = await readBody(req);
-      if (this.forceInbox) {
-        res.writeHead(this.forceInbox.status, this.forceInbox.headers ?? {}).end();
+      const forced = this.forceInbox;
+      if (forced && (forced.untilMs === undefined || Date.now() < forced.untilMs)) {
+        res.writeHead(forced.status, forced.headers ?? {}).end();
         return;
       }
       let activity: Record<string, unknown>;
