@@ -61,7 +61,7 @@ describe('ActivityPub bridge <-> an independent ActivityPub server (plain HTTP, 
 
   before(async () => {
     redis = await startRedis({ args: ['--maxmemory-policy', 'noeviction'] });
-    remote = new ApServer(['bob', 'carol']);
+    remote = new ApServer(['bob', 'carol', 'dana']);
     await remote.start();
     t = await makeBridge({ redisUrl: redis.url, policy });
     t.bridge.onInbound(async (m) => {
@@ -224,6 +224,85 @@ describe('ActivityPub bridge <-> an independent ActivityPub server (plain HTTP, 
     );
     assert.equal(await BridgeActivityPubMetrics.total(t.metrics.inbound, { type: 'Follow', verdict: 'accepted' }), 1);
     assert.equal(await BridgeActivityPubMetrics.total(t.metrics.inbound, { type: 'Follow', verdict: 'rejected' }), 1);
+  });
+
+  it('works with a server in authorized-fetch mode: actor fetches both ways are signed', async () => {
+    const dana = parseForeignIdentity(remote.acct('dana'));
+    remote.secureMode = true;
+    remote.keyCache.clear();
+    try {
+      const unsigned = await fetch(remote.actorId('dana'), { headers: { accept: 'application/activity+json' } });
+      assert.equal(unsigned.status, 401, 'the server refuses unsigned actor fetches');
+      remote.refused.length = 0;
+      const result = await t.bridge.send({ type: 'private', id: hex(), from: alice, to: dana, text: 'secure hello' });
+      const got = await remote.waitFor((r) => JSON.stringify(r.activity).includes(result.foreignId), 10_000);
+      assert.equal(got.signer, aliceActor);
+      const { id: actorId, inbox } = await remote.resolve(aliceAcct.uri);
+      const note = remote.note('dana', { id: actorId, acct: aliceAcct.uri }, 'secure reply');
+      assert.equal(await remote.deliver('dana', inbox, note), 202);
+      const back = await until('the reply', () => inbound.find((m) => m.id === note.object.id));
+      assert.equal(back.from.uri, dana.uri);
+      assert.deepEqual(remote.refused, [], 'every fetch of the bridge was signed and verified');
+    } finally {
+      remote.secureMode = false;
+    }
+  });
+
+  it('sends public notes to followers through the queue; Update and Delete of an actor are handled', async () => {
+    const { id: actorId, inbox } = await remote.resolve(aliceAcct.uri);
+    const follow = {
+      '@context': 'https://www.w3.org/ns/activitystreams',
+      id: `${remote.actorId('dana')}#follows/${hex()}`,
+      type: 'Follow',
+      actor: remote.actorId('dana'),
+      object: actorId,
+    };
+    assert.equal(await remote.deliver('dana', inbox, follow), 202);
+    await remote.waitFor(
+      (r) => r.activity.type === 'Accept' && (r.activity.object as { id: string }).id === follow.id,
+      15_000,
+    );
+    const result = await t.bridge.send({ type: 'public', id: hex(), from: alice, text: 'hello, followers' });
+    const note = await remote.waitFor(
+      (r) => JSON.stringify(r.activity).includes(result.foreignId),
+      15_000,
+      'the public note',
+    );
+    assert.equal(note.inbox, '/inbox', "delivered to the follower's shared inbox");
+    assert.ok(
+      JSON.stringify([(note.activity.object as { to: unknown }).to]).includes(
+        'https://www.w3.org/ns/activitystreams#Public',
+      ),
+    );
+    assert.equal(noteText(String((note.activity.object as { content: string }).content)), 'hello, followers');
+
+    const handle = aliceAcct.uri.slice(5).split('@')[0] as string;
+    const danaId = remote.actorId('dana');
+    const update = {
+      '@context': 'https://www.w3.org/ns/activitystreams',
+      id: `${danaId}#update-${hex()}`,
+      type: 'Update',
+      actor: danaId,
+      object: danaId,
+    };
+    assert.equal(await remote.deliver('dana', inbox, update), 202);
+    await until('the Update', async () =>
+      (await BridgeActivityPubMetrics.total(t.metrics.inbound, { type: 'Update', verdict: 'refreshed' })) === 1
+        ? true
+        : undefined,
+    );
+    const del = {
+      '@context': 'https://www.w3.org/ns/activitystreams',
+      id: `${danaId}#delete-${hex()}`,
+      type: 'Delete',
+      actor: danaId,
+      object: danaId,
+    };
+    assert.equal(await t.bridge.state.followerCount(handle), 1);
+    assert.equal(await remote.deliver('dana', inbox, del), 202);
+    await until('the follower to be dropped', async () =>
+      (await t.bridge.state.followerCount(handle)) === 0 ? true : undefined,
+    );
   });
 
   it('maps remote answers to retry decisions: 410 and 404 final, 429 rate-limited with Retry-After, down retryable', async () => {
