@@ -13,22 +13,15 @@ import {
   type ForeignIdentity,
   parseForeignIdentity,
 } from '@libertaria/bridge-kit';
+import { ForeignSenderPolicy } from '@libertaria/bridge-kit/worker';
 import { Ed25519Identity } from '@libertaria/identity';
+import { DEFAULT_MEMBRANE_LIMITS } from '@libertaria/membrane';
+import { RedisPolicyStore } from '@libertaria/membrane/redis';
+import { createRedisClient, type RedisClient } from '@libertaria/redis';
 import { type RedisHandle, startRedis } from '../../../test-support/redis.js';
 import { BridgeActivityPubMetrics } from '../src/metrics.js';
 import { ApServer, noteText } from './support/ap-server.js';
 import { makeBridge, TEST_MAX_ACTIVITY_BYTES, type TestBridge } from './support/bridge.js';
-
-/** Who may follow or message, per owner DID: the decisions a membrane policy would give. */
-class TablePolicy {
-  denied = new Set<string>();
-  async decide(owner: string, sender: ForeignIdentity, action: 'message' | 'follow') {
-    const key = `${owner} ${sender.uri} ${action}`;
-    return this.denied.has(key)
-      ? { allowed: false, reason: 'denied by the test table' }
-      : { allowed: true, reason: 'allowed' };
-  }
-}
 
 async function until<T>(
   what: string,
@@ -52,7 +45,9 @@ describe('ActivityPub bridge <-> an independent ActivityPub server (plain HTTP, 
   let redis: RedisHandle;
   let t: TestBridge;
   let remote: ApServer;
-  const policy = new TablePolicy();
+  let policyRedis: RedisClient;
+  let policyStore: RedisPolicyStore;
+  let policy: ForeignSenderPolicy;
   const inbound: BridgeInboundMessage[] = [];
   const alice = Ed25519Identity.generate().did;
   let aliceAcct: ForeignIdentity;
@@ -63,6 +58,19 @@ describe('ActivityPub bridge <-> an independent ActivityPub server (plain HTTP, 
     redis = await startRedis({ args: ['--maxmemory-policy', 'noeviction'] });
     remote = new ApServer(['bob', 'carol', 'dana']);
     await remote.start();
+    // The owners' policies as a relay node writes them (POLICY_PUT), read by the real ForeignSenderPolicy.
+    policyRedis = createRedisClient({ url: redis.url }, {});
+    policyStore = new RedisPolicyStore(policyRedis, createRedisClient({ url: redis.url }, { lazyConnect: true }), {
+      prefix: 'lr',
+      limits: DEFAULT_MEMBRANE_LIMITS,
+    });
+    policy = new ForeignSenderPolicy({
+      redis: policyRedis,
+      relayPrefix: 'lr',
+      network: 'activitypub',
+      whenNoPolicy: 'allow',
+    });
+    await policy.start();
     t = await makeBridge({ redisUrl: redis.url, policy });
     t.bridge.onInbound(async (m) => {
       inbound.push(m);
@@ -75,6 +83,8 @@ describe('ActivityPub bridge <-> an independent ActivityPub server (plain HTTP, 
 
   after(async () => {
     await t?.close();
+    await policy?.close();
+    await policyRedis?.quit().catch(() => undefined);
     await remote?.stop();
     await redis?.stop();
   });
@@ -192,7 +202,15 @@ describe('ActivityPub bridge <-> an independent ActivityPub server (plain HTTP, 
 
   it('answers Follow with Accept or Reject by the owner’s policy, and Undo removes the follower', async () => {
     const { id: actorId, inbox } = await remote.resolve(aliceAcct.uri);
-    policy.denied.add(`${alice} ${remote.acct('carol')} follow`);
+    // Alice lets the whole fediverse message her, and bob and dana (not carol) follow her.
+    await policyStore.put(alice, {
+      version: 1,
+      capabilities: [
+        { resource: 'federated://activitypub/*', action: 'send' },
+        { resource: `federated://activitypub/${remote.host}/bob`, action: 'read' },
+        { resource: `federated://activitypub/${remote.host}/dana`, action: 'read' },
+      ],
+    });
     const follow = (who: string) => ({
       '@context': 'https://www.w3.org/ns/activitystreams',
       id: `${remote.actorId(who)}#follows/${hex()}`,
