@@ -90,8 +90,11 @@ export class ApServer {
   /** Inbox requests seen, answered or not (retries show here), and when each came. */
   inboxHits = 0;
   readonly inboxTimes: number[] = [];
-  /** Forced answer for inbox POSTs, e.g. `{ status: 410 }`; with `untilMs`, until that time only (a rate limiter's window). */
-  forceInbox: { status: number; headers?: Record<string, string>; untilMs?: number } | undefined;
+  /**
+   * Forced answer for inbox POSTs, e.g. `{ status: 410 }`; with `forMs`, only for that long from the first
+   * request it answers (a rate limiter's window), whose time is then in `startedAt`.
+   */
+  forceInbox: { status: number; headers?: Record<string, string>; forMs?: number; startedAt?: number } | undefined;
   /** Authorized fetch: actor documents only for signed GETs. */
   secureMode = false;
   readonly keyCache = new Map<string, string>();
@@ -211,7 +214,8 @@ export class ApServer {
       this.inboxTimes.push(Date.now());
       const body = await readBody(req);
       const forced = this.forceInbox;
-      if (forced && (forced.untilMs === undefined || Date.now() < forced.untilMs)) {
+      if (forced) forced.startedAt ??= Date.now();
+      if (forced && (forced.forMs === undefined || Date.now() < (forced.startedAt as number) + forced.forMs)) {
         res.writeHead(forced.status, forced.headers ?? {}).end();
         return;
       }
