@@ -8,7 +8,7 @@
  * loopback. The scheme is https unless the insecure test mode is on, which is
  * the only case where http is used.
  */
-import type { Context } from '@fedify/fedify';
+import { type Context, UrlError, validatePublicUrl } from '@fedify/fedify';
 import { type Actor as ApActor, type Object as ApObject, isActor } from '@fedify/fedify/vocab';
 import { BridgeError, type ForeignIdentity, parseForeignIdentity } from '@libertaria/bridge-kit';
 import type { RedisClient } from '@libertaria/redis';
@@ -33,7 +33,16 @@ export interface RemoteAccountsOptions {
 }
 
 /** Why an account could not be resolved (a metrics label). */
-export type ResolveFailure = 'webfinger_not_found' | 'not_an_actor' | 'unverified_account' | 'bad_account';
+export type ResolveFailure =
+  | 'webfinger_not_found'
+  | 'not_an_actor'
+  | 'unverified_account'
+  | 'bad_account'
+  | 'private_address'
+  | 'too_many_redirects';
+
+/** WebFinger redirects followed (each checked like the first URL). */
+const MAX_REDIRECTS = 3;
 
 export class RemoteAccountError extends BridgeError {
   constructor(
@@ -89,19 +98,38 @@ export class RemoteAccounts {
     acct: ForeignIdentity & { type: 'activitypub' },
   ): Promise<{ subject: string; self: string } | undefined> {
     const scheme = this.o.insecure ? 'http' : 'https';
-    const url = new URL(`${scheme}://${acct.host}/.well-known/webfinger`);
+    let url = new URL(`${scheme}://${acct.host}/.well-known/webfinger`);
     url.searchParams.set('resource', acct.uri);
     let response: Response;
-    try {
-      response = await fetch(url, {
-        headers: { accept: 'application/jrd+json, application/json', 'user-agent': this.o.userAgent },
-        redirect: 'error',
-        signal: AbortSignal.timeout(this.o.timeoutMs),
-      });
-    } catch (err) {
-      throw new BridgeError('BRIDGE_UNAVAILABLE', `WebFinger of ${acct.uri} failed: ${(err as Error).message}`, {
-        cause: err,
-      });
+    for (let hop = 0; ; hop++) {
+      // Outside the test mode, never towards loopback or private addresses (server-side request forgery).
+      if (!this.o.insecure) {
+        try {
+          await validatePublicUrl(url.href);
+        } catch (err) {
+          if (err instanceof UrlError) throw new RemoteAccountError('private_address', `${acct.uri}: ${err.message}`);
+          throw err;
+        }
+      }
+      try {
+        response = await fetch(url, {
+          headers: { accept: 'application/jrd+json, application/json', 'user-agent': this.o.userAgent },
+          redirect: 'manual',
+          signal: AbortSignal.timeout(this.o.timeoutMs),
+        });
+      } catch (err) {
+        throw new BridgeError('BRIDGE_UNAVAILABLE', `WebFinger of ${acct.uri} failed: ${(err as Error).message}`, {
+          cause: err,
+        });
+      }
+      const location = response.headers.get('location');
+      if (response.status < 300 || response.status >= 400 || location === null) break;
+      await response.body?.cancel();
+      if (hop >= MAX_REDIRECTS) throw new RemoteAccountError('too_many_redirects', `WebFinger of ${acct.uri}`);
+      const next = new URL(location, url);
+      if (next.protocol !== `${scheme}:`)
+        throw new RemoteAccountError('bad_account', `WebFinger of ${acct.uri} redirects to ${next.protocol}`);
+      url = next;
     }
     if (response.status === 404 || response.status === 410) {
       await response.body?.cancel();
