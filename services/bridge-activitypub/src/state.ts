@@ -18,6 +18,15 @@ export interface Follower {
   readonly sharedInbox?: string;
 }
 
+/** KEYS[1] followers hash; ARGV[1] actor id, ARGV[2] its JSON, ARGV[3] the limit. 1: stored, 0: full. */
+const ADD_FOLLOWER_LUA = `
+if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 or redis.call('HLEN', KEYS[1]) < tonumber(ARGV[3]) then
+  redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+  return 1
+end
+return 0
+`;
+
 function digest(id: string): string {
   return createHash('sha256').update(id).digest('hex').slice(0, 32);
 }
@@ -38,15 +47,14 @@ export class BridgeState {
     return `${this.prefix}:ap:thread:${did}:${digest(actorId)}`;
   }
 
-  /** Adds a follower unless the actor already has `max`; false when full. */
+  /** Adds a follower unless the actor already has `max` (checked and written in one script); false when full. */
   async addFollower(handle: string, follower: Follower, max: number): Promise<boolean> {
-    const key = this.followersKey(handle);
-    if (!(await this.redis.hexists(key, follower.id)) && (await this.redis.hlen(key)) >= max) return false;
     const value = JSON.stringify({
       inbox: follower.inbox,
       ...(follower.sharedInbox ? { sharedInbox: follower.sharedInbox } : {}),
     });
-    await this.redis.hset(key, follower.id, value);
+    const added = await this.redis.eval(ADD_FOLLOWER_LUA, 1, this.followersKey(handle), follower.id, value, max);
+    if (added !== 1) return false;
     await this.redis.sadd(this.followingKey(follower.id), handle);
     return true;
   }
