@@ -157,6 +157,30 @@ describe('ActivityPub bridge <-> an independent ActivityPub server (plain HTTP, 
     assert.equal(inbound.filter((m) => m.id === activity.object.id).length, 1);
   });
 
+  it('hands a public note that mentions the peer over as a mention; refuses a sender WebFinger does not confirm', async () => {
+    const { id: actorId, inbox } = await remote.resolve(aliceAcct.uri);
+    const mention = remote.note('bob', { id: actorId, acct: aliceAcct.uri }, 'hello everyone and alice', {
+      public: true,
+    });
+    assert.equal(await remote.deliver('bob', inbox, mention), 202);
+    const got = await until('the mention', () => inbound.find((m) => m.id === mention.object.id));
+    assert.equal(got.type, 'mention');
+    assert.equal(got.text, 'hello everyone and alice');
+
+    // carol's actor claims preferredUsername "carol", but WebFinger does not know acct:carol@host: not a verified account.
+    remote.unlisted.add('carol');
+    try {
+      const invalid = () => BridgeActivityPubMetrics.total(t.metrics.inbound, { type: 'Create', verdict: 'invalid' });
+      const before = await invalid();
+      const spoof = remote.note('carol', { id: actorId, acct: aliceAcct.uri }, 'who am I');
+      assert.equal(await remote.deliver('carol', inbox, spoof), 202);
+      await until('the refusal', async () => ((await invalid()) > before ? true : undefined));
+      assert.ok(!inbound.some((m) => m.id === spoof.object.id));
+    } finally {
+      remote.unlisted.delete('carol');
+    }
+  });
+
   it('replies keep the thread: the next message to bob answers his last note (inReplyTo)', async () => {
     const last = inbound.filter((m) => m.from.uri === bob.uri).at(-1);
     assert.ok(last);

@@ -97,6 +97,8 @@ export class ApServer {
   forceInbox: { status: number; headers?: Record<string, string>; forMs?: number; startedAt?: number } | undefined;
   /** Authorized fetch: actor documents only for signed GETs. */
   secureMode = false;
+  /** Users WebFinger does not know (their actors still answer): an account that cannot be verified. */
+  readonly unlisted = new Set<string>();
   readonly keyCache = new Map<string, string>();
 
   constructor(names: readonly string[]) {
@@ -178,7 +180,7 @@ export class ApServer {
     if (req.method === 'GET' && url.pathname === '/.well-known/webfinger') {
       const resource = url.searchParams.get('resource') ?? '';
       const m = /^acct:([^@]+)@(.+)$/.exec(resource);
-      if (!m || m[2] !== this.host || !this.users.has(m[1] as string)) {
+      if (!m || m[2] !== this.host || !this.users.has(m[1] as string) || this.unlisted.has(m[1] as string)) {
         res.writeHead(404).end();
         return;
       }
