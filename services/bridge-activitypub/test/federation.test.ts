@@ -41,6 +41,21 @@ async function until<T>(what: string, probe: () => Promise<T | undefined>, timeo
   }
 }
 
+/**
+ * The outbound job once it is in `state`, read again after: a Job read before
+ * it finished is a snapshot (its attemptsMade may still be 0).
+ */
+async function jobIn(federation: BridgeFederation, messageId: Uint8Array, state: 'completed' | 'failed') {
+  const id = toHex(messageId);
+  await until(`the job to be ${state}`, async () => {
+    const j = await federation.outboundQueue.getJob(id);
+    return j && (await j.getState()) === state ? true : undefined;
+  });
+  const job = await federation.outboundQueue.getJob(id);
+  assert.ok(job, `job ${id}`);
+  return job;
+}
+
 function runCli(args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
   return new Promise((resolve, reject) => {
     const child = spawn(process.execPath, [LRELAY_ENTRY, ...args], { cwd: REPO_ROOT, stdio: 'pipe' });
@@ -279,10 +294,7 @@ describe('federation: Libertaria peer <-> relay <-> BullMQ <-> bridge-activitypu
       assert.ok(!['completed', 'failed'].includes(await job.getState()), 'waiting for its retry');
       await remote.start();
       await received((r) => dmText(r) === 'sent while bob’s server was down', 'the DM after the outage');
-      const done = await until('the job to complete', async () => {
-        const j = await federation.outboundQueue.getJob(toHex(messageId));
-        return j && (await j.getState()) === 'completed' ? j : undefined;
-      });
+      const done = await jobIn(federation, messageId, 'completed');
       figures.attemptsAcrossOutage = done.attemptsMade;
       assert.ok(done.attemptsMade >= 2, `retried (${done.attemptsMade} attempts)`);
       assert.ok((await BridgeActivityPubMetrics.total(t.metrics.deliveryFailures, { reason: 'network' })) >= 1);
@@ -300,10 +312,7 @@ describe('federation: Libertaria peer <-> relay <-> BullMQ <-> bridge-activitypu
       remote.forceInbox = { status: 410 };
       const hitsBefore = remote.inboxHits;
       const { messageId } = await session.send('to an account that is gone');
-      const job = await until('the job to fail', async () => {
-        const j = await federation.outboundQueue.getJob(toHex(messageId));
-        return j && (await j.getState()) === 'failed' ? j : undefined;
-      });
+      const job = await jobIn(federation, messageId, 'failed');
       assert.equal(job.attemptsMade, 1, 'not retried');
       assert.match(job.failedReason ?? '', /^BRIDGE_UNAVAILABLE: .*HTTP 410/);
       const hits = remote.inboxHits - hitsBefore;
@@ -340,10 +349,7 @@ describe('federation: Libertaria peer <-> relay <-> BullMQ <-> bridge-activitypu
       const inWindow = remote.inboxTimes.filter((at) => at >= refusedAt && at < refusedAt + 2000).length;
       figures.requestsIn429Window = inWindow;
       assert.ok(inWindow >= 1 && inWindow <= 2, `${inWindow} requests while the remote asked to wait`);
-      const job = await until('the job to complete', async () => {
-        const j = await federation.outboundQueue.getJob(toHex(messageId));
-        return j && (await j.getState()) === 'completed' ? j : undefined;
-      });
+      const job = await jobIn(federation, messageId, 'completed');
       figures.attemptsAcross429 = job.attemptsMade;
       assert.equal(job.attemptsMade, 1, 'the rate-limited run spent no attempt');
       assert.ok((await BridgeActivityPubMetrics.total(t.metrics.deliveryFailures, { reason: 'rate_limited' })) >= 1);
