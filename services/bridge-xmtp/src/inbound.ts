@@ -19,8 +19,10 @@
  * again after a crash between the hand-over and the cursor write is dropped
  * by the inbound queue (its job id is derived from the XMTP message id).
  *
- * Jobs of one DID are deduplicated while one waits; a wake-up that comes while
- * its job runs marks the DID dirty and the job reads once more before ending.
+ * A DID has one job at a time (BullMQ deduplication on the DID, until the job
+ * ends): a wake-up that comes meanwhile marks the DID and the running job
+ * reads (and syncs, if that was asked) once more before it ends. The bridge
+ * runs as one process, so the marks live in memory.
  */
 import type { BridgeInboundHandler, BridgeInboundMessage } from '@libertaria/bridge-kit';
 import { BridgeError } from '@libertaria/bridge-kit';
@@ -105,7 +107,9 @@ export class InboundSync {
   readonly queue: Queue<SyncJobData>;
   private worker: Worker<SyncJobData> | undefined;
   private workerConnection: RedisClient | undefined;
+  /** DIDs asked for a read, or a network sync, since their job last started one. */
   private readonly dirty = new Set<string>();
+  private readonly wantNetwork = new Set<string>();
   private closed = false;
 
   constructor(private readonly o: InboundSyncOptions) {
@@ -146,13 +150,15 @@ export class InboundSync {
   async trigger(did: string, network: boolean): Promise<void> {
     if (this.closed) return;
     this.dirty.add(did);
+    if (network) this.wantNetwork.add(did);
     try {
       await this.queue.add(
         network ? 'network' : 'local',
         { did, network },
         {
-          // One waiting job per DID and kind; one that runs re-reads if marked dirty meanwhile.
-          deduplication: { id: `${network ? 'n' : 'l'}:${did}` },
+          // One job per DID at a time (two would race on its cursors): while one waits or runs, a
+          // new request only marks the DID, and the job reads (and syncs, if asked) once more.
+          deduplication: { id: did },
           attempts: this.o.attempts,
           backoff: { type: 'exponential', delay: this.o.backoffMs, jitter: this.o.jitter },
           removeOnComplete: true,
@@ -168,10 +174,15 @@ export class InboundSync {
     const { did, network } = job.data;
     try {
       const client = await this.o.clientOf(did);
-      if (network) await client.sync();
       let delivered = 0;
+      let fromNetwork = network;
       do {
         this.dirty.delete(did);
+        if (fromNetwork || this.wantNetwork.has(did)) {
+          this.wantNetwork.delete(did);
+          await client.sync();
+        }
+        fromNetwork = false;
         for (const dm of await client.listDms()) delivered += await this.drain(did, client, dm);
       } while (this.dirty.has(did) && !this.closed);
       return { delivered };

@@ -1,0 +1,485 @@
+/**
+ * The XMTP bridge on a real Redis (sealed keys, accounts, cursors, sent ids,
+ * the BullMQ sync queue and its limiter) and the in-process XMTP network: keys
+ * and sealing, installations across restarts, outbound idempotency and
+ * errors, inbound resume without gaps or duplicates, consent, content types,
+ * rate limits.
+ */
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { existsSync, rmSync } from 'node:fs';
+import { after, before, describe, it } from 'node:test';
+import { BridgeError, type ForeignIdentity } from '@libertaria/bridge-kit';
+import { Ed25519Identity } from '@libertaria/identity';
+import { LibertariaError } from '@libertaria/protocol';
+import { Redis } from 'ioredis';
+import { type RedisHandle, startRedis } from '../../../test-support/redis.js';
+import { BridgeXmtpMetrics } from '../src/metrics.js';
+import { FixedSenderPolicy, type SenderPolicy } from '../src/policy.js';
+import { InterimRedisSealedStore } from '../src/sealed-store.js';
+import { FAKE_MAX_INSTALLATIONS, FakeXmtpNetwork, FakeXmtpUser } from './support/fake-network.js';
+import { makeBridge, type TestBridge, until } from './support/harness.js';
+
+const hexId = () => randomBytes(16).toString('hex');
+const did = () => Ed25519Identity.generate().did;
+
+function code(expected: string, retryable?: boolean) {
+  return (err: unknown) => {
+    assert.ok(err instanceof LibertariaError, String(err));
+    assert.equal(err.code, expected);
+    if (retryable !== undefined) assert.equal((err as BridgeError).retryable, retryable);
+    return true;
+  };
+}
+
+describe('bridge-xmtp', () => {
+  let redis: RedisHandle;
+  const open: TestBridge[] = [];
+  const track = (b: TestBridge) => {
+    open.push(b);
+    return b;
+  };
+
+  before(async () => {
+    redis = await startRedis({ args: ['--maxmemory-policy', 'noeviction'] });
+  });
+  after(async () => {
+    for (const b of open) await b.close();
+    await redis?.stop();
+  });
+
+  describe('identities', () => {
+    it('keeps each key sealed in Redis: no secret in clear, and a wrong KEK does not open the store', async () => {
+      const network = new FakeXmtpNetwork();
+      const b = track(await makeBridge({ redisUrl: redis.url, network }));
+      const alice = did();
+      const identity = await b.bridge.bridgeIdentity(alice);
+      assert.equal(identity.type, 'xmtp');
+      const account = await b.identities.account(alice);
+      const raw = await b.redis.hget(`${b.prefix}:sealed:xmtp:records`, alice);
+      assert.ok(raw);
+      for (const secret of [account.eoaSecret, account.dbEncryptionKey]) {
+        assert.ok(!raw.includes(Buffer.from(secret).toString('hex')));
+        assert.ok(!raw.includes(Buffer.from(secret).toString('base64')));
+      }
+      await assert.rejects(
+        InterimRedisSealedStore.open({
+          redis: b.redis,
+          kek: new Uint8Array(randomBytes(32)),
+          namespace: 'xmtp',
+          prefix: b.prefix,
+        }),
+        code('BRIDGE_KEY_STORE', false),
+      );
+      // A record moved to another DID no longer opens (its associated data names the DID).
+      const mallory = did();
+      await b.redis.hset(`${b.prefix}:sealed:xmtp:records`, mallory, raw);
+      const store = await InterimRedisSealedStore.open({
+        redis: b.redis,
+        kek: b.kek,
+        namespace: 'xmtp',
+        prefix: b.prefix,
+      });
+      await assert.rejects(store.get(mallory), code('BRIDGE_KEY_STORE'));
+    });
+
+    it('gives one DID one XMTP account even when two bridge processes bridge it at once', async () => {
+      const network = new FakeXmtpNetwork();
+      const a = track(await makeBridge({ redisUrl: redis.url, network }));
+      const b = track(await makeBridge({ redisUrl: redis.url, network, kek: a.kek, prefix: a.prefix }));
+      const peers = Array.from({ length: 5 }, did);
+      const [fromA, fromB] = await Promise.all([
+        Promise.all(peers.map((p) => a.identities.ensure(p))),
+        Promise.all(peers.map((p) => b.identities.ensure(p))),
+      ]);
+      assert.deepEqual(
+        fromA.map((i) => i.address),
+        fromB.map((i) => i.address),
+      );
+      assert.equal(new Set(fromA.map((i) => i.address)).size, 5);
+      assert.equal(await a.identities.count(), 5);
+      assert.equal(await a.identities.didOfAddress(fromA[0]?.address ?? ''), peers[0]);
+    });
+
+    it('refuses a sealed record whose address another record holds (BRIDGE_IDENTITY_CONFLICT)', async () => {
+      const r = new Redis(redis.url);
+      try {
+        const store = await InterimRedisSealedStore.open({
+          redis: r,
+          kek: new Uint8Array(randomBytes(32)),
+          namespace: 'xmtp',
+          prefix: `{c${hexId()}}`,
+          maxRecords: 2,
+        });
+        const make = () => ({ meta: { address: '0xabc' }, secret: new Uint8Array(64) });
+        assert.equal((await store.getOrCreate('a', make, { unique: { address: '0xabc' } })).created, true);
+        assert.equal((await store.getOrCreate('a', make, { unique: { address: '0xabc' } })).created, false);
+        await assert.rejects(
+          store.getOrCreate('b', make, { unique: { address: '0xabc' } }),
+          code('BRIDGE_IDENTITY_CONFLICT'),
+        );
+        await store.getOrCreate('c', () => ({ meta: { address: '0xc' }, secret: new Uint8Array(64) }));
+        await assert.rejects(
+          store.getOrCreate('d', () => ({ meta: { address: '0xd' }, secret: new Uint8Array(64) })),
+          code('BRIDGE_IDENTITY_LIMIT'),
+        );
+      } finally {
+        r.disconnect();
+      }
+    });
+  });
+
+  describe('installations', () => {
+    it('reuses the installation of the local database after a restart, and never registers another', async () => {
+      const network = new FakeXmtpNetwork();
+      const first = await makeBridge({ redisUrl: redis.url, network });
+      const alice = did();
+      const identity = await first.bridge.bridgeIdentity(alice);
+      const { inboxId, installationId } = (await first.identities.get(alice)) ?? {};
+      assert.ok(inboxId && installationId);
+      await first.close();
+      for (let restart = 0; restart < FAKE_MAX_INSTALLATIONS + 2; restart++) {
+        const again = await makeBridge({
+          redisUrl: redis.url,
+          network,
+          kek: first.kek,
+          dbDir: first.dbDir,
+          prefix: first.prefix,
+        });
+        await again.bridge.start();
+        assert.equal((await again.bridge.foreignIdentityOf(alice))?.uri, identity.uri);
+        const client = await again.bridge.clientOf(alice);
+        assert.equal(client.installationId, installationId);
+        assert.equal(await BridgeXmtpMetrics.total(again.metrics.installations, { result: 'reused' }), 1);
+        await again.close();
+      }
+      // More restarts than XMTP allows installations: still the one.
+      assert.equal(network.installationsOf(inboxId), 1);
+    });
+
+    it('refuses to open an inbox whose database is gone (BRIDGE_STATE_MISSING) unless the operator allows a new installation', async () => {
+      const network = new FakeXmtpNetwork();
+      const first = await makeBridge({ redisUrl: redis.url, network });
+      const alice = did();
+      await first.bridge.bridgeIdentity(alice);
+      const info = await first.identities.get(alice);
+      await first.close();
+      const dbPath = first.identities.dbPath(info?.address ?? '');
+      assert.ok(existsSync(dbPath));
+      rmSync(dbPath);
+      const lost = track(
+        await makeBridge({ redisUrl: redis.url, network, kek: first.kek, dbDir: first.dbDir, prefix: first.prefix }),
+      );
+      await lost.bridge.start();
+      await assert.rejects(lost.bridge.clientOf(alice), code('BRIDGE_STATE_MISSING', false));
+      assert.equal(lost.bridge.health().status, 'degraded');
+      assert.ok((await BridgeXmtpMetrics.total(lost.metrics.installations, { result: 'missing' })) >= 1);
+      assert.equal(network.installationsOf(info?.inboxId ?? ''), 1);
+      const allowed = track(
+        await makeBridge({
+          redisUrl: redis.url,
+          network,
+          kek: first.kek,
+          dbDir: first.dbDir,
+          prefix: first.prefix,
+          overrides: { allowNewInstallation: true },
+        }),
+      );
+      const client = await allowed.bridge.clientOf(alice);
+      assert.notEqual(client.installationId, info?.installationId);
+      assert.equal(await BridgeXmtpMetrics.total(allowed.metrics.installations, { result: 'changed' }), 1);
+      assert.equal((await allowed.identities.get(alice))?.installationId, client.installationId);
+      assert.equal(network.installationsOf(info?.inboxId ?? ''), 2);
+    });
+
+    it('does not open a database under another key (BRIDGE_KEY_STORE, final)', async () => {
+      const network = new FakeXmtpNetwork();
+      const b = track(await makeBridge({ redisUrl: redis.url, network }));
+      const alice = did();
+      await b.bridge.bridgeIdentity(alice);
+      const account = await b.identities.account(alice);
+      account.dbEncryptionKey.fill(1);
+      await assert.rejects(network.open(account, { mayCreateInstallation: false }), code('BRIDGE_KEY_STORE', false));
+    });
+  });
+
+  describe('outbound', () => {
+    let network: FakeXmtpNetwork;
+    let b: TestBridge;
+    let user: FakeXmtpUser;
+    const alice = did();
+    let aliceXmtp: ForeignIdentity;
+
+    before(async () => {
+      network = new FakeXmtpNetwork();
+      b = track(await makeBridge({ redisUrl: redis.url, network }));
+      user = new FakeXmtpUser(network);
+      aliceXmtp = await b.bridge.bridgeIdentity(alice);
+    });
+
+    it('sends to an address and to an inbox id, in one DM', async () => {
+      const byAddress = await b.bridge.send({
+        type: 'private',
+        id: hexId(),
+        from: alice,
+        to: { type: 'xmtp', uri: `xmtp:${user.address}`, kind: 'address', value: user.address },
+        text: 'by address',
+      });
+      const byInbox = await b.bridge.send({
+        type: 'private',
+        id: hexId(),
+        from: alice,
+        to: user.identity,
+        text: 'by inbox',
+      });
+      assert.deepEqual(byAddress.acceptedBy, ['xmtp:fake']);
+      const got = user.received(aliceXmtp);
+      assert.deepEqual(
+        got.map((m) => m.id),
+        [byAddress.foreignId, byInbox.foreignId],
+      );
+      assert.equal(new Set(got.map((m) => m.conversationId)).size, 1);
+    });
+
+    it('sends a frame once however often it is sent again, and finishes a publish a crash interrupted', async () => {
+      const id = hexId();
+      const first = await b.bridge.send({ type: 'private', id, from: alice, to: user.identity, text: 'once' });
+      const again = await b.bridge.send({ type: 'private', id, from: alice, to: user.identity, text: 'once' });
+      assert.equal(again.foreignId, first.foreignId);
+      // Prepared, recorded, then the publish fails: the retry publishes that same message.
+      const id2 = hexId();
+      network.failNext('publish', network.unavailable('publish'));
+      await assert.rejects(
+        b.bridge.send({ type: 'private', id: id2, from: alice, to: user.identity, text: 'after a failed publish' }),
+        code('BRIDGE_UNAVAILABLE', true),
+      );
+      assert.equal(
+        user.received(aliceXmtp).filter((m) => m.content.type === 'text' && m.content.text === 'after a failed publish')
+          .length,
+        0,
+      );
+      const retried = await b.bridge.send({
+        type: 'private',
+        id: id2,
+        from: alice,
+        to: user.identity,
+        text: 'after a failed publish',
+      });
+      const copies = user
+        .received(aliceXmtp)
+        .filter((m) => m.content.type === 'text' && m.content.text !== 'by address' && m.content.text !== 'by inbox');
+      assert.deepEqual(
+        copies.map((m) => (m.content.type === 'text' ? m.content.text : '')),
+        ['once', 'after a failed publish'],
+      );
+      assert.equal(copies[1]?.id, retried.foreignId);
+      assert.equal(await BridgeXmtpMetrics.total(b.metrics.sends, { result: 'duplicate' }), 2);
+    });
+
+    it('ends with a final code what cannot succeed, and marks what may', async () => {
+      const nobody = `0x${randomBytes(20).toString('hex')}`;
+      await assert.rejects(
+        b.bridge.send({
+          type: 'private',
+          id: hexId(),
+          from: alice,
+          to: { type: 'xmtp', uri: `xmtp:${nobody}`, kind: 'address', value: nobody },
+          text: 'x',
+        }),
+        code('BRIDGE_RECIPIENT_UNREACHABLE', false),
+      );
+      const noInbox = randomBytes(32).toString('hex');
+      await assert.rejects(
+        b.bridge.send({
+          type: 'private',
+          id: hexId(),
+          from: alice,
+          to: { type: 'xmtp', uri: `xmtp:${noInbox}`, kind: 'inbox', value: noInbox },
+          text: 'x',
+        }),
+        code('BRIDGE_RECIPIENT_UNREACHABLE', false),
+      );
+      await assert.rejects(
+        b.bridge.send({ type: 'public', id: hexId(), from: alice, text: 'x' }),
+        code('BRIDGE_PROTOCOL_MISMATCH', false),
+      );
+      network.failNext('prepareText', network.rateLimited(1234));
+      await assert.rejects(
+        b.bridge.send({ type: 'private', id: hexId(), from: alice, to: user.identity, text: 'x' }),
+        (err: unknown) => err instanceof BridgeError && err.rateLimited && err.retryAfterMs === 1234,
+      );
+      assert.equal(await BridgeXmtpMetrics.total(b.metrics.rateLimited, { direction: 'write' }), 1);
+      assert.equal(await BridgeXmtpMetrics.total(b.metrics.sends, { result: 'BRIDGE_RECIPIENT_UNREACHABLE' }), 2);
+    });
+  });
+
+  describe('inbound', () => {
+    async function started(network: FakeXmtpNetwork, options: { policy?: SenderPolicy } = {}, from?: TestBridge) {
+      const b = track(
+        await makeBridge(
+          {
+            redisUrl: redis.url,
+            network,
+            ...(options.policy ? { policy: options.policy } : {}),
+            ...(from ? { kek: from.kek, dbDir: from.dbDir, prefix: from.prefix } : {}),
+          },
+          true,
+        ),
+      );
+      await b.bridge.start();
+      return b;
+    }
+
+    it('resumes after a restart without a gap or a duplicate, across pages and equal timestamps', async () => {
+      const network = new FakeXmtpNetwork();
+      const first = await started(network, { policy: new FixedSenderPolicy('accept') });
+      const alice = did();
+      const aliceXmtp = await first.bridge.bridgeIdentity(alice);
+      const user = new FakeXmtpUser(network);
+      // Seven messages, three of them on one nanosecond: pages of three cut through the tie.
+      const texts = ['m1', 'm2', 'm3', 'm4', 'm5', 'm6', 'm7'];
+      for (const [i, text] of texts.entries()) user.send(aliceXmtp, { type: 'text', text }, i === 3 || i === 4);
+      await until('seven messages', () => (first.received.length >= 7 ? true : undefined));
+      assert.deepEqual(
+        first.received.map((m) => m.text),
+        texts,
+      );
+      await first.close();
+      // Written while the bridge is down.
+      for (const text of ['d1', 'd2', 'd3', 'd4']) user.send(aliceXmtp, { type: 'text', text }, text === 'd2');
+      const second = await started(network, {}, first);
+      await until('the four written meanwhile', () => (second.received.length >= 4 ? true : undefined));
+      assert.deepEqual(
+        second.received.map((m) => m.text),
+        ['d1', 'd2', 'd3', 'd4'],
+      );
+      const first7 = first.received.map((m) => m.id);
+      assert.equal(new Set([...first7, ...second.received.map((m) => m.id)]).size, 11);
+      assert.equal(second.received[0]?.from.uri, `xmtp:${user.inboxId}`);
+      assert.equal(second.received[0]?.to, alice);
+      // Nothing more arrives after a further network sync.
+      await second.bridge.inbound.trigger(alice, true);
+      await until('the sync to run', async () =>
+        (await BridgeXmtpMetrics.total(second.metrics.syncs, { kind: 'network', result: 'ok' })) >= 2
+          ? true
+          : undefined,
+      );
+      assert.equal(second.received.length, 4);
+    });
+
+    it('keeps the cursor before a message the federation did not take, and hands it over on the retry', async () => {
+      const network = new FakeXmtpNetwork();
+      const b = await started(network, { policy: new FixedSenderPolicy('accept') });
+      let refuse = 2;
+      const taken: string[] = [];
+      b.bridge.onInbound(async (m) => {
+        if (m.text === 'second' && refuse-- > 0) throw new Error('inbound queue unavailable');
+        taken.push(m.text);
+      });
+      const alice = did();
+      const to = await b.bridge.bridgeIdentity(alice);
+      const user = new FakeXmtpUser(network);
+      for (const text of ['first', 'second', 'third']) user.send(to, { type: 'text', text });
+      await until('all three', () => (taken.length >= 3 ? true : undefined));
+      assert.deepEqual(taken, ['first', 'second', 'third']);
+      assert.equal(await BridgeXmtpMetrics.total(b.metrics.handlerFailures), 2);
+    });
+
+    it("lets an unknown sender through only by the owner's policy, and never from a denied DM", async () => {
+      const network = new FakeXmtpNetwork();
+      const decisions: string[] = [];
+      const policy: SenderPolicy = {
+        async decide(owner, sender, action) {
+          decisions.push(`${owner} ${sender.uri} ${action}`);
+          return { allowed: sender.uri.endsWith(friend.inboxId), reason: 'test policy' };
+        },
+      };
+      const b = await started(network, { policy });
+      const alice = did();
+      const to = await b.bridge.bridgeIdentity(alice);
+      const stranger = new FakeXmtpUser(network);
+      const friend = new FakeXmtpUser(network);
+      const known = new FakeXmtpUser(network);
+      stranger.send(to, { type: 'text', text: 'from a stranger' });
+      friend.send(to, { type: 'text', text: 'from a friend' });
+      friend.send(to, { type: 'text', text: 'friend again' });
+      await until('the friend', () => (b.received.length >= 2 ? true : undefined));
+      // A DM Alice started is allowed: its answers need no decision.
+      await b.bridge.send({ type: 'private', id: hexId(), from: alice, to: known.identity, text: 'hi' });
+      known.send(to, { type: 'text', text: 'answer' });
+      await until('the answer', () => (b.received.length >= 3 ? true : undefined));
+      assert.deepEqual(
+        b.received.map((m) => m.text),
+        ['from a friend', 'friend again', 'answer'],
+      );
+      // One decision for the friend's DM (then allowed), one per stranger's message, none for the known DM.
+      assert.deepEqual(decisions, [
+        `${alice} xmtp:${stranger.inboxId} message`,
+        `${alice} xmtp:${friend.inboxId} message`,
+      ]);
+      assert.equal(await BridgeXmtpMetrics.total(b.metrics.skipped, { reason: 'refused' }), 1);
+      // A DM the owner denied: nothing from it, no question asked.
+      const client = await b.bridge.clientOf(alice);
+      await client.setConsent(network.dmId(client.inboxId, friend.inboxId), 'denied');
+      friend.send(to, { type: 'text', text: 'after the block' });
+      await until('the denied message to be skipped', async () =>
+        (await BridgeXmtpMetrics.total(b.metrics.skipped, { reason: 'denied' })) === 1 ? true : undefined,
+      );
+      assert.equal(b.received.length, 3);
+    });
+
+    it('hands over text, replies and reactions as text, and skips what has none or is too large', async () => {
+      const network = new FakeXmtpNetwork();
+      const b = await started(network, { policy: new FixedSenderPolicy('accept') });
+      const alice = did();
+      const to = await b.bridge.bridgeIdentity(alice);
+      const user = new FakeXmtpUser(network);
+      const first = user.send(to, { type: 'text', text: 'hello' });
+      user.send(to, { type: 'reply', text: 'replying', reference: first.id });
+      user.send(to, { type: 'reaction', emoji: '👍', reference: first.id, action: 'added' });
+      user.send(to, { type: 'reaction', emoji: '👍', reference: first.id, action: 'removed' });
+      user.send(to, { type: 'other', contentType: 'xmtp.org/readReceipt:1.0', fallback: undefined });
+      user.send(to, { type: 'other', contentType: 'xmtp.org/attachment:1.0', fallback: 'an attachment (photo.png)' });
+      user.send(to, { type: 'text', text: 'x'.repeat(2001) });
+      user.send(to, { type: 'text', text: 'last' });
+      await until('the last', () => (b.received.some((m) => m.text === 'last') ? true : undefined));
+      assert.deepEqual(
+        b.received.map((m) => m.text),
+        ['hello', 'replying', 'reacted 👍', 'an attachment (photo.png)', 'last'],
+      );
+      for (const reason of ['reaction_removed', 'unsupported', 'too_large']) {
+        assert.equal(await BridgeXmtpMetrics.total(b.metrics.skipped, { reason }), 1, reason);
+      }
+    });
+
+    it('pauses reading when XMTP rate-limits a read, then goes on', async () => {
+      const network = new FakeXmtpNetwork();
+      const b = await started(network, { policy: new FixedSenderPolicy('accept') });
+      const alice = did();
+      const to = await b.bridge.bridgeIdentity(alice);
+      await until('the first sync', async () =>
+        (await BridgeXmtpMetrics.total(b.metrics.syncs, { result: 'ok' })) >= 1 ? true : undefined,
+      );
+      const user = new FakeXmtpUser(network);
+      network.failNext('messagesAfter', network.rateLimited(300));
+      const t0 = Date.now();
+      user.send(to, { type: 'text', text: 'slowly' });
+      await until('the message', () => (b.received.length >= 1 ? true : undefined));
+      assert.ok(Date.now() - t0 >= 300, 'waited out the pause');
+      assert.equal(await BridgeXmtpMetrics.total(b.metrics.rateLimited, { direction: 'read' }), 1);
+    });
+
+    it('reads no faster than BRIDGE_XMTP_READ_RATE (the sync queue limiter)', async () => {
+      const network = new FakeXmtpNetwork();
+      const b = track(await makeBridge({ redisUrl: redis.url, network, overrides: { readRatePerSecond: 2 } }, true));
+      const peers = Array.from({ length: 6 }, did);
+      for (const p of peers) await b.bridge.bridgeIdentity(p);
+      const syncsBefore = network.calls.sync;
+      const t0 = Date.now();
+      await b.bridge.start(); // one network sync per inbox: 6 jobs at 2 per second
+      await until('six syncs', () => (network.calls.sync - syncsBefore >= 6 ? true : undefined), 30_000);
+      // Six jobs at two per second: the last one starts in the third window at the earliest.
+      assert.ok(Date.now() - t0 >= 2000, `six syncs took ${Date.now() - t0} ms`);
+    });
+  });
+});
