@@ -4,6 +4,7 @@
  * listener. `main.ts` calls it with the environment; tests call it with a
  * plain record and their own `network` (the fake XMTP network).
  */
+import { mkdirSync } from 'node:fs';
 import type { BridgeInboundHandler } from '@libertaria/bridge-kit';
 import { BridgeFederation } from '@libertaria/bridge-kit/worker';
 import { parseRelayUrls } from '@libertaria/client';
@@ -55,6 +56,8 @@ export async function startXmtpBridgeService(env: Env, options: StartOptions = {
   const network =
     options.network ??
     new SdkXmtpNetwork({ env: config.BRIDGE_XMTP_ENV, apiUrl: config.BRIDGE_XMTP_API_URL, appVersion: APP_VERSION });
+  // The volume of the local databases: owner-only, as it holds every inbox's MLS state (encrypted).
+  mkdirSync(config.BRIDGE_XMTP_DB_DIR, { recursive: true, mode: 0o700 });
   const store = await InterimRedisSealedStore.open({
     redis,
     kek: Uint8Array.from(Buffer.from(config.BRIDGE_XMTP_KEK, 'hex')),
