@@ -85,8 +85,9 @@ export class FakeXmtpNetwork implements XmtpNetwork {
   /** Every installation ever created, for the installation-limit checks. */
   installationsCreated = 0;
 
+  /** XMTP's own rule (libxmtp's generate_inbox_id): SHA-256 of the lowercase address and the nonce 1. */
   inboxIdOf(address: string): string {
-    return sha256(`fake-xmtp-inbox:${address.toLowerCase()}:1`);
+    return sha256(`${address.toLowerCase()}1`);
   }
 
   /** Makes the next `count` calls of `op` fail with `error`. */

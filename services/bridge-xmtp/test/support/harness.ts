@@ -10,16 +10,16 @@ import type { BridgeInboundMessage } from '@libertaria/bridge-kit';
 import { Redis } from 'ioredis';
 import { XmtpIdentities } from '../../src/identities.js';
 import { BridgeXmtpMetrics } from '../../src/metrics.js';
+import type { XmtpNetwork } from '../../src/network.js';
 import { FixedSenderPolicy, type SenderPolicy } from '../../src/policy.js';
 import { InterimRedisSealedStore } from '../../src/sealed-store.js';
 import { XmtpBridge, type XmtpBridgeOptions } from '../../src/xmtp-bridge.js';
-import type { FakeXmtpNetwork } from './fake-network.js';
 
 export const TEST_MAX_TEXT_BYTES = 2000;
 
 export interface BridgeSetup {
   readonly redisUrl: string;
-  readonly network: FakeXmtpNetwork;
+  readonly network: XmtpNetwork;
   /** Shared by bridges that play one deployment restarted: same KEK, same volume, same prefix. */
   readonly kek?: Uint8Array;
   readonly dbDir?: string;
