@@ -40,15 +40,17 @@ import {
   validatePolicy,
   verifyGrant,
 } from '@libertaria/membrane';
+import {
+  createRedisMembrane,
+  RedisAuditLog,
+  RedisConstraintState,
+  RedisPolicyStore,
+  RedisRevocationStore,
+  RedisTrustStore,
+} from '@libertaria/membrane/redis';
 import { encodeFrame } from '@libertaria/protocol';
 import { Redis } from 'ioredis';
-import { RedisAuditLog } from '../services/relay/src/membrane/audit-log.js';
-import { RedisConstraintState } from '../services/relay/src/membrane/constraint-state.js';
 import { Enforcer } from '../services/relay/src/membrane/enforcer.js';
-import { RedisPolicyStore } from '../services/relay/src/membrane/policy-store.js';
-import { createRedisMembrane } from '../services/relay/src/membrane/redis-membrane.js';
-import { RedisRevocationStore } from '../services/relay/src/membrane/revocation-store.js';
-import { RedisTrustStore } from '../services/relay/src/membrane/trust-store.js';
 import { startRedis } from '../test-support/redis.js';
 import { human, round, type Summary, summarize } from './stats.js';
 

@@ -34,8 +34,8 @@ export function makePeer(p: CryptoProvider, seed?: Uint8Array): Peer {
   return { signer, identity: { signer, identityDh: generateIdentityDhKey(p, signer) }, did: signer.did };
 }
 
-export function makeResponder(p: CryptoProvider, oneTime = 4, oneTimeKem = 2): Responder {
-  const peer = makePeer(p);
+export function makeResponder(p: CryptoProvider, oneTime = 4, oneTimeKem = 2, seed?: Uint8Array): Responder {
+  const peer = makePeer(p, seed);
   const { publication, secrets } = generatePrekeyPublication(p, peer.identity, {
     signedPrekeyId: 7,
     lastResortKemPrekeyId: 9,

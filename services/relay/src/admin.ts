@@ -15,8 +15,8 @@
  */
 import { createHash, timingSafeEqual } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { AuditPage, AuditQuery } from '@libertaria/membrane/redis';
 import type { Registry } from 'prom-client';
-import type { AuditPage, AuditQuery } from './membrane/audit-log.js';
 
 export interface AdminHandlers {
   /** The node's relay identity, served at GET /identity. */

@@ -105,6 +105,12 @@ export interface StoredFrame {
   messageId: Buffer;
   /** The stored DELIVER frame with its position written in place (RoutedAt.POSITION). */
   frame: Buffer;
+  /**
+   * When the frame was stored (ms since the epoch): its expiry minus its TTL.
+   * A frame stored with TTL 0 took the relay's maximum TTL; should
+   * RELAY_QUEUE_TTL_SECONDS change meanwhile, this is off by the change.
+   */
+  storedAtMs: number;
 }
 
 /**
@@ -409,7 +415,7 @@ const FETCH_LUA = `--[[
     ARGV[4] purge budget
     ARGV[5] maxBytes: stop before a frame that would take the frames read
             past this many bytes (the first frame is always read); 0 = no limit
-  Output: {code, more, position1, member1, frame1, position2, ...}
+  Output: {code, more, position1, member1, frame1, expiresAtMs1, position2, ...}
     0 ok; more = 1 when frames after the last one returned were left out
       (by limit or maxBytes), 0 when nothing follows it
     4 again: expired frames remain after the purge budget; call again
@@ -440,12 +446,15 @@ end
 local out = {0, (#rows > 2 * #ids) and 1 or 0}
 if #ids == 0 then return out end
 local frames = redis.call('HMGET', d, unpack(ids))
+-- Expiries tell the relay when each frame was stored (expiry minus its TTL): the queue age at delivery.
+local expiries = redis.call('ZMSCORE', e, unpack(ids))
 for i = 1, #ids do
   local frame = frames[i]
   if frame then
     out[#out + 1] = tonumber(rows[2 * i])
     out[#out + 1] = ids[i]
     out[#out + 1] = frame
+    out[#out + 1] = tonumber(expiries[i] or '0')
   end
 end
 return out
@@ -766,6 +775,8 @@ export class DurableStore {
    * Appends a durable frame for `dest`. `frame` is the complete DELIVER frame
    * (header included, position 0), stored as is; its source hint names the
    * sender. ttlSeconds 0 means maxTtlSeconds; more than that → TTL_TOO_LONG.
+   * ttlSeconds is the frame's own TTL field (the relay passes `routedTtl(frame)`):
+   * fetch tells when a frame was stored from its expiry minus that field.
    * Idempotent on (source, messageId): a frame of this sender with this id
    * already stored, or acknowledged recently (within the last maxFrames
    * acks), returns `duplicate` with the original position and stores
@@ -1058,7 +1069,7 @@ export class DurableStore {
     }
     if (result[0] !== Code.OK) throw scriptError(int(result[0]), hintToHex(dest));
     const frames: StoredFrame[] = [];
-    for (let i = 2; i + 2 < result.length; i += 3) {
+    for (let i = 2; i + 3 < result.length; i += 4) {
       const position = int(result[i]);
       const frame = buf(result[i + 2]);
       if (frame.length < MIN_ROUTED_FRAME_SIZE) {
@@ -1067,7 +1078,9 @@ export class DurableStore {
       writeRoutedPosition(frame, position);
       // The member is source ‖ messageId (or, stored by a relay of the earlier layout, messageId alone).
       const member = buf(result[i + 1]);
-      frames.push({ position, messageId: member.subarray(member.length - ID_SIZE), frame });
+      const ttlSeconds = frame.readUInt32BE(RoutedAt.TTL);
+      const storedAtMs = int(result[i + 3]) - (ttlSeconds === 0 ? this.maxTtlSeconds : ttlSeconds) * 1000;
+      frames.push({ position, messageId: member.subarray(member.length - ID_SIZE), frame, storedAtMs });
     }
     return { frames, more: int(result[1]) === 1 };
   }

@@ -37,6 +37,7 @@ export class RelayMetrics {
   readonly durableStored: Counter<'result'>;
   readonly durableQueueDepth: Histogram;
   readonly durableStoreSeconds: Histogram;
+  readonly durableDeliveryAge: Histogram;
   readonly remoteForwardSeconds: Histogram;
   readonly prekeyPublishes: Counter<'result'>;
   readonly prekeyFetches: Counter<'result'>;
@@ -221,6 +222,12 @@ export class RelayMetrics {
       name: 'relay_durable_store_seconds',
       help: 'Time from receiving a durable SEND to Redis confirming it',
       buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1],
+      registers: r,
+    });
+    this.durableDeliveryAge = new Histogram({
+      name: 'relay_durable_delivery_age_seconds',
+      help: 'How long each durable frame waited in its queue, from store to being written to the recipient (redeliveries after a reconnect count again)',
+      buckets: [0.01, 0.1, 1, 10, 60, 600, 3600, 21600, 86400, 604800, 2592000],
       registers: r,
     });
     this.remoteForwardSeconds = new Histogram({

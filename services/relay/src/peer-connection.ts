@@ -1427,6 +1427,7 @@ export class PeerConnection implements TransportSink, SendHost, RequestHost {
             this.ctx.log.warn('durable queue restarted; resetting cursor', { did: this.did, from: after });
             this.cursor = batch[0]!.position - 1;
           }
+          const nowMs = Date.now();
           for (const item of batch) {
             if (item.position <= this.cursor) continue;
             // Other writes may have taken the room meanwhile: stop here, the
@@ -1435,6 +1436,7 @@ export class PeerConnection implements TransportSink, SendHost, RequestHost {
             this.writeOut(item.frame);
             this.cursor = item.position;
             this.ackCredit++;
+            this.ctx.metrics.durableDeliveryAge.observe(Math.max(0, nowMs - item.storedAtMs) / 1000);
           }
           if (!more) break;
         }

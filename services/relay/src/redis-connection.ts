@@ -14,13 +14,20 @@
  * commands over keys of several slots (withdraw, sweeps) go out one by one.
  */
 import { EventEmitter } from 'node:events';
-import { isCluster, type RedisClient } from '@libertaria/redis';
+import { isCluster, type RedisClient, type Subscriber } from '@libertaria/redis';
 import type { RedisOptions } from 'ioredis';
 
 // The connection rules every service shares (one server or a Cluster) live in
 // @libertaria/redis; the relay's own parts (the shared subscriber, sharded
 // publishing) are below.
-export { createRedisClient, isCluster, parseClusterNodes, type RedisClient, type RedisTarget } from '@libertaria/redis';
+export {
+  createRedisClient,
+  isCluster,
+  parseClusterNodes,
+  type RedisClient,
+  type RedisTarget,
+  type Subscriber,
+} from '@libertaria/redis';
 
 /** ioredis options of a subscriber connection (SUBSCRIBE waits for the connection rather than failing). */
 export const SUBSCRIBER_OPTIONS = {
@@ -29,19 +36,6 @@ export const SUBSCRIBER_OPTIONS = {
   commandTimeout: undefined,
   lazyConnect: true,
 } as const satisfies RedisOptions;
-
-/** The part of an ioredis subscriber that the policy cache and the bridge registry use. */
-export interface Subscriber {
-  readonly status: string;
-  connect(): Promise<void>;
-  subscribe(...channels: string[]): Promise<unknown>;
-  unsubscribe(...channels: string[]): Promise<unknown>;
-  on(event: 'message', listener: (channel: string, message: string) => void): this;
-  on(event: 'ready' | 'close' | 'end', listener: () => void): this;
-  off(event: 'message', listener: (channel: string, message: string) => void): this;
-  off(event: 'ready' | 'close' | 'end', listener: () => void): this;
-  once(event: 'ready' | 'close' | 'end', listener: () => void): this;
-}
 
 /**
  * One subscriber connection per node, dispatched by channel: binary channels

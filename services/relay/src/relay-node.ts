@@ -6,6 +6,7 @@
 import { randomBytes } from 'node:crypto';
 import { hostname } from 'node:os';
 import type { Ed25519Identity } from '@libertaria/identity';
+import { createRedisMembrane, type RedisMembrane } from '@libertaria/membrane/redis';
 import { MAX_TEXT_BYTES, maxBodySize } from '@libertaria/protocol';
 import { listenAdmin } from './admin.js';
 import { DurableAdmission, DurableBudgets, KnownRecipients, RedisMemoryGuard } from './budgets.js';
@@ -14,7 +15,6 @@ import { DURABLE_STORE_REDIS_OPTIONS, DurableStore } from './durable-store.js';
 import { RelayFederation } from './federation/index.js';
 import { createLogger, type Logger } from './log.js';
 import { Enforcer } from './membrane/enforcer.js';
-import { createRedisMembrane, type RedisMembrane } from './membrane/redis-membrane.js';
 import { RelayMetrics } from './metrics.js';
 import { OnceStore } from './once-store.js';
 import { outboundCeiling, PeerConnection, PUMP_FETCH_CONCURRENCY } from './peer-connection.js';

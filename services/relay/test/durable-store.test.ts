@@ -348,6 +348,32 @@ describe('DurableStore', () => {
     assert.equal(await redis.pexpiretime(m), now + 5 + 2 * 600_000);
   });
 
+  it('tells when each fetched frame was stored, from its expiry and its own TTL', async () => {
+    const s = store({ maxTtlSeconds: 600 });
+    const dest = hint();
+    const now = Date.now() - 90_000;
+    const byDefault = messageId();
+    await s.enqueue(dest, byDefault, deliver(dest, byDefault), 0, now);
+    const own = messageId();
+    const withTtl = encodeFrame({
+      type: 'DELIVER',
+      dest,
+      source: SOURCE,
+      sessionId: new Uint8Array(16),
+      messageId: own,
+      flags: SendFlags.DURABLE,
+      ttl: 120,
+      position: 0,
+      payload: new Uint8Array(3),
+    });
+    await s.enqueue(dest, own, withTtl, 120, now + 7_000);
+    const fetched = await s.fetch(dest, 0, 10, now + 60_000);
+    assert.deepEqual(
+      fetched.map((f) => f.storedAtMs),
+      [now, now + 7_000],
+    );
+  });
+
   it('neither fetches nor counts expired frames, and frees their room', async () => {
     const dest = hint();
     const size = deliver(dest, messageId()).length;

@@ -20,13 +20,12 @@ import {
   DEFAULT_MEMBRANE_LIMITS as LIMITS,
   signGrantLink,
 } from '@libertaria/membrane';
+import { RedisRevocationStore, RedisTrustStore } from '@libertaria/membrane/redis';
 import { errorCodeFromWire, HelloFeatures, RelayError, solvePowStamp } from '@libertaria/protocol';
 import { Redis } from 'ioredis';
 import { RawPeer } from '../../../test-support/raw-peer.js';
 import { type RedisHandle, startRedis } from '../../../test-support/redis.js';
 import { type RelayHandle, startRelay } from '../../../test-support/relay-process.js';
-import { RedisRevocationStore } from '../src/membrane/revocation-store.js';
-import { RedisTrustStore } from '../src/membrane/trust-store.js';
 
 const ADMIN_TOKEN = 'test-admin-token-0123456789';
 const enc = (s: string): Uint8Array => new TextEncoder().encode(s);

@@ -8,12 +8,12 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { Ed25519Identity, routingHint } from '@libertaria/identity';
+import { createRedisMembrane, type RedisMembrane } from '@libertaria/membrane/redis';
 import { type ErrorCode, encodeFrame } from '@libertaria/protocol';
 import { Redis } from 'ioredis';
 import { type RedisHandle, startRedis } from '../../../test-support/redis.js';
 import { DurableStore } from '../src/durable-store.js';
 import { Enforcer, type EnforcerOptions, type SendHost } from '../src/membrane/enforcer.js';
-import { createRedisMembrane, type RedisMembrane } from '../src/membrane/redis-membrane.js';
 
 let redis: RedisHandle;
 let c: Redis;

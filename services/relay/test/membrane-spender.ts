@@ -6,8 +6,8 @@
  */
 import { createInterface } from 'node:readline';
 import type { ConsumeOp } from '@libertaria/membrane';
+import { RedisConstraintState } from '@libertaria/membrane/redis';
 import { Redis } from 'ioredis';
-import { RedisConstraintState } from '../src/membrane/constraint-state.js';
 
 interface Job {
   url: string;

@@ -18,10 +18,9 @@ import {
   MemoryRevocationList,
   MemoryTrustProvider,
 } from '@libertaria/membrane';
+import { RedisConstraintState, RedisPolicyStore } from '@libertaria/membrane/redis';
 import { Redis, type RedisOptions } from 'ioredis';
 import { type RedisHandle, startRedis } from '../../../test-support/redis.js';
-import { RedisConstraintState } from '../src/membrane/constraint-state.js';
-import { RedisPolicyStore } from '../src/membrane/policy-store.js';
 
 const op = (kind: 'rate' | 'quota', id: string, limit: number, windowMs: number, perPeer = true): ConsumeOp => ({
   kind,

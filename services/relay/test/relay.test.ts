@@ -253,6 +253,11 @@ describe('relay nodes on one Redis', () => {
     assert.match(metrics, /relay_durable_sends_total\{result="stored"[^}]*\} 5\n/);
     assert.match(metrics, /relay_durable_queue_depth_count\{[^}]*\} 5\n/);
     assert.match(metrics, /relay_durable_queue_depth_bucket\{le="10"[^}]*\} 5\n/);
+    // Each of the five waited in the queue from its store to Bob's arrival: seconds here, not days.
+    assert.match(metrics, /relay_durable_delivery_age_seconds_count\{[^}]*\} 5\n/);
+    assert.match(metrics, /relay_durable_delivery_age_seconds_bucket\{le="600"[^}]*\} 5\n/);
+    const sum = Number(/relay_durable_delivery_age_seconds_sum\{[^}]*\} ([0-9.e-]+)\n/.exec(metrics)?.[1]);
+    assert.ok(sum > 0, `the frames waited ${sum} s in all`);
   });
 
   it('lets a peer hold several connections at once; a new one does not close the old', async () => {

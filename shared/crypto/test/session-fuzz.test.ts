@@ -17,3 +17,10 @@ it('session decoders survive 200,000 random and mutated inputs', async () => {
   assert.ok(stats.heapGrowthBytes < 64 * 1024 * 1024, `heap grew by ${stats.heapGrowthBytes} bytes`);
   console.log(`session fuzz seed=${seed} ${JSON.stringify(stats)}`);
 });
+
+it('is reproducible from its seed: same corpus, same inputs, same counts', async () => {
+  const [a, b] = [await fuzzSession(20_000, 7), await fuzzSession(20_000, 7)];
+  assert.deepEqual([a.decoded, a.errors], [b.decoded, b.errors]);
+  const other = await fuzzSession(20_000, 8);
+  assert.notDeepEqual([other.decoded, other.errors], [a.decoded, a.errors]);
+});

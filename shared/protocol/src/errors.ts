@@ -263,14 +263,18 @@ export const ERROR_CODES = {
     wire: 0x0a0d,
     summary: 'no bridge is registered for the network, or the frame does not come from a registered bridge',
   },
-  // 0x0a3x: the XMTP bridge (services/bridge-xmtp); numbered apart so other bridges' codes can follow 0x0a0d.
+  BRIDGE_KEY_STORE_FULL: {
+    wire: 0x0a0e,
+    summary: "the bridge's sealed store holds its configured maximum of records; nothing was created",
+  },
+  BRIDGE_IDENTITY_CONFLICT: {
+    wire: 0x0a0f,
+    summary: 'a unique key of a sealed record (e.g. a handle) already belongs to another identity; nothing was written',
+  },
+  // 0x0a3x: the XMTP bridge (services/bridge-xmtp); numbered apart so other bridges' codes can follow 0x0a0f.
   BRIDGE_RECIPIENT_UNREACHABLE: {
     wire: 0x0a30,
     summary: 'the foreign recipient exists on no inbox of that network (e.g. an address never registered on XMTP)',
-  },
-  BRIDGE_IDENTITY_CONFLICT: {
-    wire: 0x0a32,
-    summary: 'a foreign identity (an address) being recorded already belongs to another bridged peer',
   },
   BRIDGE_STATE_MISSING: {
     wire: 0x0a31,

@@ -75,3 +75,20 @@ export function createRedisClient(
     ...cluster,
   });
 }
+
+/**
+ * The part of an ioredis subscriber connection that a policy cache or a
+ * registry listening for announcements uses (the relay's SharedSubscriber,
+ * or a plain ioredis connection).
+ */
+export interface Subscriber {
+  readonly status: string;
+  connect(): Promise<void>;
+  subscribe(...channels: string[]): Promise<unknown>;
+  unsubscribe(...channels: string[]): Promise<unknown>;
+  on(event: 'message', listener: (channel: string, message: string) => void): this;
+  on(event: 'ready' | 'close' | 'end', listener: () => void): this;
+  off(event: 'message', listener: (channel: string, message: string) => void): this;
+  off(event: 'ready' | 'close' | 'end', listener: () => void): this;
+  once(event: 'ready' | 'close' | 'end', listener: () => void): this;
+}

@@ -31,6 +31,7 @@
 
 import { hintFromDid } from '@libertaria/identity';
 import { type AccessDecision, auditRecordOf, type CompiledPolicy } from '@libertaria/membrane';
+import type { RedisMembrane } from '@libertaria/membrane/redis';
 import {
   type ErrorCode,
   fitText,
@@ -41,7 +42,6 @@ import {
   routedSource,
   SendFlags,
 } from '@libertaria/protocol';
-import type { RedisMembrane } from './redis-membrane.js';
 
 /** A durable frame already stored: not a new request, so it passes undecided (the store answers `duplicate`). */
 const STORED_ALREADY: Verdict = { allowed: true, cacheUntil: 0 };

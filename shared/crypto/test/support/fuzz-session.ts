@@ -11,11 +11,16 @@
  *    (ProtocolError for wire messages, SessionError SESSION_STATE_INVALID for state);
  *  - whatever decodes re-encodes to exactly the input (one encoding per message);
  *  - memory does not grow with the number of inputs.
- * The PRNG is seeded, so a failure is reproducible from the seed.
+ *  - no single input takes long (SLOW_INPUT_MS): a decoder that loops on
+ *    some input fails with that input instead of timing the run out.
+ * Everything is seeded, the corpus too (its keys come from a DRBG on the
+ * seed and its clock is fixed), so a run is reproducible from the seed:
+ * same inputs, same counts.
  */
 
 import {
   acceptPersistentSession,
+  type CryptoProvider,
   decodeInitialMessage,
   decodeZeroRttMessage,
   encodeInitialMessage,
@@ -25,6 +30,7 @@ import {
 } from '@libertaria/crypto';
 import { nodeCrypto } from '@libertaria/crypto/node';
 import { isErrorCode, LibertariaError, ProtocolError } from '@libertaria/protocol';
+import { sha256 } from '@noble/hashes/sha2.js';
 import { bundleOf, makePeer, makeResponder } from '../../../../test-support/session-fixtures.js';
 import {
   acceptEphemeralRequest,
@@ -89,12 +95,47 @@ const decoders: Record<string, Decoder> = {
   },
 };
 
-/** Real messages of every kind, made once, as mutation seeds. */
-async function corpus(): Promise<{ wire: Record<string, Uint8Array[]>; state: Uint8Array[] }> {
-  const p = nodeCrypto;
-  const alice = makePeer(p);
-  const bob = makeResponder(p);
+/** A wall-clock bound per input: decoding takes microseconds, so this is a loop, not a loaded machine. */
+const SLOW_INPUT_MS = 2_000;
+/** The corpus' clock: session state carries its creation time. */
+const FIXED_CLOCK = () => 1_767_225_600_000;
+
+/** SHA-256 in counter mode over the seed: the corpus' keys, reproducible (never use this outside tests). */
+function drbg(seed: number): (length: number) => Uint8Array {
+  let counter = 0;
+  return (length) => {
+    const out = new Uint8Array(length);
+    for (let at = 0; at < length; at += 32) {
+      const block = sha256(new TextEncoder().encode(`fuzz-session ${seed} ${counter++}`));
+      out.set(block.subarray(0, Math.min(32, length - at)), at);
+    }
+    return out;
+  };
+}
+
+/** nodeCrypto with every random choice (keys, KEM seeds, nonces) drawn from `random`. */
+function seededProvider(random: (length: number) => Uint8Array): CryptoProvider {
+  return {
+    ...nodeCrypto,
+    name: 'node-seeded',
+    randomBytes: random,
+    x25519Generate: () => {
+      const privateKey = random(32);
+      return { privateKey, publicKey: nodeCrypto.x25519PublicKey(privateKey) };
+    },
+    kemGenerate: (seed) => nodeCrypto.kemGenerate(seed ?? random(64)),
+    kemEncapsulate: (publicKey, seed) => nodeCrypto.kemEncapsulate(publicKey, seed ?? random(32)),
+  };
+}
+
+/** Real messages of every kind, made once per seed, as mutation seeds. */
+async function corpus(seed: number): Promise<{ wire: Record<string, Uint8Array[]>; state: Uint8Array[] }> {
+  const random = drbg(seed);
+  const p = seededProvider(random);
+  const alice = makePeer(p, random(32));
+  const bob = makeResponder(p, 4, 2, random(32));
   const { session: a, initialMessage } = initiatePersistentSession({
+    clock: FIXED_CLOCK,
     provider: p,
     identity: alice.identity,
     peerDid: bob.did,
@@ -102,19 +143,26 @@ async function corpus(): Promise<{ wire: Record<string, Uint8Array[]>; state: Ui
     payload: new Uint8Array(20),
   });
   const noOtp = initiatePersistentSession({
+    clock: FIXED_CLOCK,
     provider: p,
     identity: alice.identity,
     peerDid: bob.did,
     bundle: bundleOf(bob.publication, { oneTimeKem: 0 }),
     payload: new Uint8Array(3),
   }).initialMessage;
-  const { session: b } = await acceptPersistentSession({ provider: p, prekeys: bob.prekeys, initialMessage });
+  const { session: b } = await acceptPersistentSession({
+    clock: FIXED_CLOCK,
+    provider: p,
+    prekeys: bob.prekeys,
+    initialMessage,
+  });
   const r1 = a.encrypt(new Uint8Array(5));
   a.encrypt(new Uint8Array(1)); // skipped on Bob's side
   b.decrypt(a.encrypt(new Uint8Array(0)));
   const r2 = b.encrypt(new Uint8Array(100));
-  const zero = seal0Rtt(p, a.issueResumptionTicket(), new Uint8Array(7));
+  const zero = seal0Rtt(p, a.issueResumptionTicket(), new Uint8Array(7), { now: FIXED_CLOCK() });
   const { request, session: e } = EphemeralSession.request({
+    clock: FIXED_CLOCK,
     provider: p,
     peerDid: bob.did,
     bundle: bundleOf(bob.publication),
@@ -193,10 +241,15 @@ function record(
   stats.errors[err.code] = (stats.errors[err.code] ?? 0) + 1;
 }
 
+function checkTime(started: number, what: string, input: Uint8Array): void {
+  const ms = performance.now() - started;
+  if (ms > SLOW_INPUT_MS) throw new Error(`${what}: one input took ${Math.round(ms)} ms: ${hexOf(input)}`);
+}
+
 /** `iterations` wire inputs (spread over the five decoders) plus iterations/20 state inputs. */
 export async function fuzzSession(iterations: number, seed: number): Promise<SessionFuzzStats> {
   const rnd = prng(seed);
-  const seeds = await corpus();
+  const seeds = await corpus(seed);
   const stats: SessionFuzzStats = { inputs: 0, decoded: {}, errors: {}, heapGrowthBytes: 0 };
   const names = Object.keys(decoders);
   globalThis.gc?.();
@@ -206,11 +259,13 @@ export async function fuzzSession(iterations: number, seed: number): Promise<Ses
     const pool = seeds.wire[name]!;
     const input = i % 3 === 2 ? randomInput(rnd) : mutate(pool[rnd() % pool.length]!, rnd);
     let again: Uint8Array | undefined;
+    const started = performance.now();
     try {
       again = decoders[name]!(input);
     } catch (err) {
       record(stats, err, name, input, (e) => e instanceof ProtocolError);
     }
+    checkTime(started, name, input);
     if (again !== undefined) {
       if (!same(again, input)) throw new Error(`${name}: re-encoding differs for input ${hexOf(input)}`);
       stats.decoded[name] = (stats.decoded[name] ?? 0) + 1;
@@ -221,11 +276,13 @@ export async function fuzzSession(iterations: number, seed: number): Promise<Ses
   for (let i = 0; i < Math.ceil(iterations / 20); i++) {
     const input = i % 4 === 3 ? randomInput(rnd) : mutate(seeds.state[rnd() % seeds.state.length]!, rnd);
     let restored: PersistentSession | undefined;
+    const started = performance.now();
     try {
       restored = PersistentSession.restore(nodeCrypto, input);
     } catch (err) {
       record(stats, err, 'state', input, (e) => e.code === 'SESSION_STATE_INVALID');
     }
+    checkTime(started, 'state', input);
     if (restored !== undefined) {
       if (!same(restored.serialize(), input)) throw new Error(`state: re-serialization differs for ${hexOf(input)}`);
       stats.decoded['state'] = (stats.decoded['state'] ?? 0) + 1;

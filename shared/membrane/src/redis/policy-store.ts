@@ -22,6 +22,7 @@
  */
 
 import { hintFromDid } from '@libertaria/identity';
+import { isCluster, type RedisClient, type Subscriber } from '@libertaria/redis';
 import {
   CompiledPolicy,
   canonicalDid,
@@ -31,8 +32,7 @@ import {
   parsePolicy,
   policyToJson,
   validatePolicy,
-} from '@libertaria/membrane';
-import { isCluster, type RedisClient, type Subscriber } from '../redis-connection.js';
+} from '../index.js';
 import { requireInt, toStoreError } from './store-error.js';
 
 export interface PolicyStoreOptions {

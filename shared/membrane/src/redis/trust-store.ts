@@ -6,9 +6,10 @@
  *
  * Read on a decision only when a minTrust constraint applies (one HGET).
  */
-import { canonicalDid, type TrustProvider } from '@libertaria/membrane';
+
 import { RelayError } from '@libertaria/protocol';
-import type { RedisClient } from '../redis-connection.js';
+import type { RedisClient } from '@libertaria/redis';
+import { canonicalDid, type TrustProvider } from '../index.js';
 import { toStoreError } from './store-error.js';
 
 export class RedisTrustStore implements TrustProvider {

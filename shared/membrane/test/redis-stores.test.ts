@@ -17,14 +17,16 @@ import {
   membraneLimits,
   verifyGrant,
 } from '@libertaria/membrane';
+import {
+  createRedisMembrane,
+  RedisAuditLog,
+  RedisConstraintState,
+  RedisPolicyStore,
+  RedisRevocationStore,
+  RedisTrustStore,
+} from '@libertaria/membrane/redis';
 import { Redis } from 'ioredis';
 import { type RedisHandle, startRedis } from '../../../test-support/redis.js';
-import { RedisAuditLog } from '../src/membrane/audit-log.js';
-import { RedisConstraintState } from '../src/membrane/constraint-state.js';
-import { RedisPolicyStore } from '../src/membrane/policy-store.js';
-import { createRedisMembrane } from '../src/membrane/redis-membrane.js';
-import { RedisRevocationStore } from '../src/membrane/revocation-store.js';
-import { RedisTrustStore } from '../src/membrane/trust-store.js';
 
 let redis: RedisHandle;
 const connections: Redis[] = [];

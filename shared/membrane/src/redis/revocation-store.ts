@@ -9,9 +9,9 @@
  * check is one ZMSCORE for all the links of a chain.
  */
 
-import type { RevocationList } from '@libertaria/membrane';
 import { RelayError } from '@libertaria/protocol';
-import type { RedisClient } from '../redis-connection.js';
+import type { RedisClient } from '@libertaria/redis';
+import type { RevocationList } from '../index.js';
 import { toStoreError } from './store-error.js';
 
 const CID = /^[0-9a-f]{64}$/;

@@ -4,8 +4,9 @@
  * cache needs a subscriber connection of its own (a subscribed ioredis
  * connection cannot run commands).
  */
-import { DEFAULT_MEMBRANE_LIMITS, Membrane, type MembraneLimits } from '@libertaria/membrane';
-import type { RedisClient, Subscriber } from '../redis-connection.js';
+
+import type { RedisClient, Subscriber } from '@libertaria/redis';
+import { DEFAULT_MEMBRANE_LIMITS, Membrane, type MembraneLimits } from '../index.js';
 import { RedisAuditLog } from './audit-log.js';
 import { RedisConstraintState } from './constraint-state.js';
 import { RedisPolicyStore } from './policy-store.js';

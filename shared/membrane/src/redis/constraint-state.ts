@@ -16,8 +16,9 @@
  * clock (the `nowMs` the membrane passes), so nodes must keep NTP time; a
  * skewed node moves only its own requests into a neighbouring window.
  */
-import { type ConstraintState, type ConsumeOp, counterKey, windowIndex } from '@libertaria/membrane';
-import type { RedisClient } from '../redis-connection.js';
+
+import type { RedisClient } from '@libertaria/redis';
+import { type ConstraintState, type ConsumeOp, counterKey, windowIndex } from '../index.js';
 import { toStoreError } from './store-error.js';
 
 const CONSUME_LUA = `--[[

@@ -11,9 +11,10 @@
  * owner, resource, action or outcome scan that range in batches, up to a
  * bounded number of entries per query, and return a cursor to continue.
  */
-import type { AuditRecord, AuditSink } from '@libertaria/membrane';
+
 import { type ErrorCode, isErrorCode } from '@libertaria/protocol';
-import type { RedisClient } from '../redis-connection.js';
+import type { RedisClient } from '@libertaria/redis';
+import type { AuditRecord, AuditSink } from '../index.js';
 import { requireInt, toStoreError } from './store-error.js';
 
 export interface AuditLogOptions {
