@@ -63,9 +63,15 @@ export const bridgeXmtpConfigSpec = {
     default: false,
     doc: '`true` lets an inbox whose installation is recorded register a new one when its database is missing (after a lost volume: XMTP allows few installations per inbox). `false` refuses with `BRIDGE_STATE_MISSING`.',
   }),
-  BRIDGE_XMTP_UNKNOWN_SENDERS: oneOf(['refuse', 'accept'], {
-    default: 'refuse',
-    doc: "What happens to a message in a DM whose consent is unknown (a stranger wrote first) until the owner's membrane policy on `federated://xmtp` decides it: `refuse` drops it (counted), `accept` delivers it and allows the DM.",
+  BRIDGE_XMTP_RELAY_PREFIX: str({
+    default: 'lr',
+    pattern: /^[A-Za-z0-9{}_-]{1,32}$/,
+    accepted: '1 to 32 of `A-Z a-z 0-9 { } _ -`',
+    doc: "The relays' `RELAY_REDIS_PREFIX`: where the bridged peers' membrane policies live, which decide messages from unknown XMTP senders (`federated://xmtp/<inbox id>`).",
+  }),
+  BRIDGE_XMTP_WHEN_NO_POLICY: oneOf(['deny', 'allow'], {
+    default: 'deny',
+    doc: 'Messages from unknown XMTP senders (a stranger opened the DM) to a bridged peer without a membrane policy: `deny` drops them (counted, audited), `allow` delivers them and allows the DM. A peer with a policy gets what it grants on `federated://xmtp/…`.',
   }),
   BRIDGE_XMTP_HTTP_HOST: str({
     default: '127.0.0.1',

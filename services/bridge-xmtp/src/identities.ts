@@ -4,7 +4,8 @@
  * A bridged DID gets a random secp256k1 key (its Ethereum address names its
  * XMTP inbox) and a random 32-byte SQLCipher key for its local XMTP database;
  * both are one sealed record (64 bytes: key ‖ database key) in the
- * `SealedStore` (Redis, under the KEK), its address a unique index. Beside
+ * bridge-kit's `RedisSealedStore` (Redis, under the KEK; namespace `xmtp`),
+ * its address a unique index. Beside
  * it, the hash `<prefix>:xmtp:accounts` (DID → JSON) lists the bridged DIDs
  * with their inbox id and, once a client opened, their installation id:
  * what the bridge opens at start, and the proof an installation exists, so a
@@ -16,11 +17,11 @@
  */
 import { join } from 'node:path';
 import { BridgeError, type ForeignIdentity } from '@libertaria/bridge-kit';
+import type { RedisSealedStore } from '@libertaria/bridge-kit/worker';
 import { parseDid } from '@libertaria/identity';
 import type { RedisClient } from '@libertaria/redis';
 import { EOA_SECRET_BYTES, eoaAddress, generateEoaSecret } from './eoa.js';
 import type { XmtpAccount } from './network.js';
-import type { SealedStore } from './sealed-store.js';
 
 export interface AccountInfo {
   readonly did: string;
@@ -31,7 +32,7 @@ export interface AccountInfo {
 }
 
 export interface XmtpIdentitiesOptions {
-  readonly store: SealedStore;
+  readonly store: RedisSealedStore;
   readonly redis: RedisClient;
   readonly prefix: string;
   readonly dbDir: string;
@@ -111,12 +112,13 @@ export class XmtpIdentities {
     secret.set(eoa, 0);
     secret.set(crypto.getRandomValues(new Uint8Array(32)), EOA_SECRET_BYTES);
     eoa.fill(0);
-    const { record, created } = await this.o.store.getOrCreate(
+    const { record } = await this.o.store.getOrCreate(
       did,
       () => ({ meta: { address, inboxId: this.o.inboxIdOf(address) }, secret }),
       { unique: { address } },
     );
-    if (!created) secret.fill(0);
+    // The store wiped ours when it sealed it; theirs (another process won) is ours to wipe too.
+    secret.fill(0);
     record.secret.fill(0);
     const recordAddress = String(record.meta.address);
     // HSETNX: a concurrent ensure() of the same DID elsewhere must not erase an installation id written meanwhile.

@@ -26,6 +26,7 @@
  */
 import type { BridgeInboundHandler, BridgeInboundMessage } from '@libertaria/bridge-kit';
 import { BridgeError } from '@libertaria/bridge-kit';
+import type { ForeignSenderPolicy } from '@libertaria/bridge-kit/worker';
 import type { Logger } from '@libertaria/log';
 import { createRedisClient, type RedisClient, type RedisTarget } from '@libertaria/redis';
 import { type Job, Queue, UnrecoverableError, Worker } from 'bullmq';
@@ -39,9 +40,11 @@ import {
   type XmtpDm,
   type XmtpMessage,
 } from './network.js';
-import type { SenderPolicy } from './policy.js';
 
 export const SYNC_QUEUE = 'xmtp-sync';
+
+/** What consent needs of bridge-kit's ForeignSenderPolicy. */
+export type SenderPolicy = Pick<ForeignSenderPolicy, 'decide'>;
 
 export interface SyncJobData {
   readonly did: string;
@@ -258,6 +261,7 @@ export class InboundSync {
         this.o.log.info('unknown XMTP sender refused by the owner policy', {
           to: did,
           from: from.uri,
+          code: decision.code,
           reason: decision.reason,
         });
         return 'refused';

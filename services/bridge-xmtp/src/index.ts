@@ -7,8 +7,6 @@ export * from './inbound.js';
 export * from './log.js';
 export * from './metrics.js';
 export * from './network.js';
-export * from './policy.js';
 export * from './sdk-network.js';
-export * from './sealed-store.js';
 export * from './service.js';
 export * from './xmtp-bridge.js';

@@ -6,7 +6,7 @@
  */
 import { mkdirSync } from 'node:fs';
 import type { BridgeInboundHandler } from '@libertaria/bridge-kit';
-import { BridgeFederation } from '@libertaria/bridge-kit/worker';
+import { BridgeFederation, ForeignSenderPolicy, RedisSealedStore } from '@libertaria/bridge-kit/worker';
 import { parseRelayUrls } from '@libertaria/client';
 import { FileSessionStore } from '@libertaria/client/node';
 import type { Env } from '@libertaria/config';
@@ -18,9 +18,7 @@ import { XmtpIdentities } from './identities.js';
 import { createLogger, type Logger } from './log.js';
 import { BridgeXmtpMetrics } from './metrics.js';
 import type { XmtpNetwork } from './network.js';
-import { FixedSenderPolicy, type SenderPolicy } from './policy.js';
 import { SdkXmtpNetwork } from './sdk-network.js';
-import { InterimRedisSealedStore } from './sealed-store.js';
 import { XmtpBridge } from './xmtp-bridge.js';
 
 export const APP_VERSION = 'libertaria-bridge-xmtp/0.1.0';
@@ -42,8 +40,6 @@ export interface StartOptions {
   readonly onInbound?: BridgeInboundHandler;
   /** The XMTP network; default the real one (@xmtp/node-sdk on BRIDGE_XMTP_ENV). */
   readonly network?: XmtpNetwork;
-  /** Consent of unknown senders; default from BRIDGE_XMTP_UNKNOWN_SENDERS. */
-  readonly policy?: SenderPolicy;
 }
 
 export async function startXmtpBridgeService(env: Env, options: StartOptions = {}): Promise<XmtpBridgeService> {
@@ -58,7 +54,7 @@ export async function startXmtpBridgeService(env: Env, options: StartOptions = {
     new SdkXmtpNetwork({ env: config.BRIDGE_XMTP_ENV, apiUrl: config.BRIDGE_XMTP_API_URL, appVersion: APP_VERSION });
   // The volume of the local databases: owner-only, as it holds every inbox's MLS state (encrypted).
   mkdirSync(config.BRIDGE_XMTP_DB_DIR, { recursive: true, mode: 0o700 });
-  const store = await InterimRedisSealedStore.open({
+  const store = await RedisSealedStore.open({
     redis,
     kek: Uint8Array.from(Buffer.from(config.BRIDGE_XMTP_KEK, 'hex')),
     namespace: 'xmtp',
@@ -74,6 +70,15 @@ export async function startXmtpBridgeService(env: Env, options: StartOptions = {
     maxIdentities: config.BRIDGE_XMTP_MAX_IDENTITIES,
   });
   const metrics = new BridgeXmtpMetrics();
+  // Unknown senders are decided by the bridged peer's own membrane policy, read from the relays' keys.
+  const policy = new ForeignSenderPolicy({
+    redis,
+    relayPrefix: config.BRIDGE_XMTP_RELAY_PREFIX,
+    network: 'xmtp',
+    whenNoPolicy: config.BRIDGE_XMTP_WHEN_NO_POLICY,
+    registry: metrics.registry,
+  });
+  await policy.start();
   const jitter = config.BRIDGE_XMTP_JITTER_PERCENT / 100;
   const bridge = new XmtpBridge({
     network,
@@ -81,7 +86,7 @@ export async function startXmtpBridgeService(env: Env, options: StartOptions = {
     redis,
     redisTarget: target,
     prefix,
-    policy: options.policy ?? new FixedSenderPolicy(config.BRIDGE_XMTP_UNKNOWN_SENDERS),
+    policy,
     metrics,
     log,
     maxTextBytes: config.BRIDGE_XMTP_MAX_TEXT_BYTES,
@@ -151,6 +156,7 @@ export async function startXmtpBridgeService(env: Env, options: StartOptions = {
       await federation?.close();
       await bridge.close();
       await http.close();
+      await policy.close();
       await redis.quit().catch(() => undefined);
     },
   };

@@ -30,10 +30,9 @@ import {
 import { type Logger, silentLogger } from '@libertaria/log';
 import type { RedisClient, RedisTarget } from '@libertaria/redis';
 import { addressIdentity, wipeAccount, type XmtpIdentities } from './identities.js';
-import { InboundSync } from './inbound.js';
+import { InboundSync, type SenderPolicy } from './inbound.js';
 import { BridgeXmtpMetrics } from './metrics.js';
 import type { XmtpClient, XmtpNetwork } from './network.js';
-import type { SenderPolicy } from './policy.js';
 
 export interface XmtpBridgeOptions {
   readonly network: XmtpNetwork;

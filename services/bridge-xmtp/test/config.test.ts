@@ -20,7 +20,8 @@ describe('bridge-xmtp configuration', () => {
     assert.equal(config.BRIDGE_XMTP_WRITE_RATE, 10);
     assert.equal(config.BRIDGE_XMTP_READ_RATE, 50);
     assert.equal(config.BRIDGE_XMTP_ALLOW_NEW_INSTALLATION, false);
-    assert.equal(config.BRIDGE_XMTP_UNKNOWN_SENDERS, 'refuse');
+    assert.equal(config.BRIDGE_XMTP_WHEN_NO_POLICY, 'deny');
+    assert.equal(config.BRIDGE_XMTP_RELAY_PREFIX, 'lr');
     assert.equal(config.BRIDGE_XMTP_PREFIX, '{lr-bridge}');
     assert.equal(config.BRIDGE_XMTP_LIBERTARIA_RELAYS, undefined);
   });

@@ -8,7 +8,6 @@
 import { type ForeignIdentity, parseForeignIdentity } from '@libertaria/bridge-kit';
 import { testBridge } from '@libertaria/bridge-kit/contract';
 import { startRedis } from '../../../test-support/redis.js';
-import { FixedSenderPolicy } from '../src/policy.js';
 import { FakeXmtpNetwork, FakeXmtpUser } from './support/fake-network.js';
 import { makeBridge, TEST_MAX_TEXT_BYTES } from './support/harness.js';
 
@@ -19,8 +18,8 @@ testBridge(
   async () => {
     const redis = await startRedis({ args: ['--maxmemory-policy', 'noeviction'] });
     const network = new FakeXmtpNetwork();
-    // The contract's user writes first to a bridged peer: a stranger, whom the owner's policy here accepts.
-    const made = await makeBridge({ redisUrl: redis.url, network, policy: new FixedSenderPolicy('accept') });
+    // The contract's user writes first to a bridged peer: a stranger, whom ForeignSenderPolicy lets through for owners without a policy (whenNoPolicy allow).
+    const made = await makeBridge({ redisUrl: redis.url, network, whenNoPolicy: 'allow' });
     const remote = new FakeXmtpUser(network);
     return {
       bridge: made.bridge,

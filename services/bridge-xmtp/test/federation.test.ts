@@ -158,17 +158,59 @@ describe('federation: Libertaria peer <-> relay <-> BullMQ <-> bridge-xmtp <-> X
     }
   });
 
-  it('a stranger is refused by the owner policy (default refuse); nothing reaches the peer', async () => {
+  it("a stranger reaches a peer only once the peer's own membrane policy allows federated://xmtp/…", async () => {
     const bob = await peer(relay.wsUrl);
     try {
       await service.bridge.bridgeIdentity(bob.identity.did);
       const bobXmtp = (await service.bridge.foreignIdentityOf(bob.identity.did))!;
       const stranger = new FakeXmtpUser(network);
+      // Bob has no policy: the bridge's default (BRIDGE_XMTP_WHEN_NO_POLICY=deny) refuses.
       stranger.send(bobXmtp, { type: 'text', text: 'buy my coin' });
       await until('the refusal', async () =>
         /^bridge_xmtp_inbound_skipped_total\{reason="refused"\} 1$/m.test(await metrics()) ? true : undefined,
       );
-      await assert.rejects(bob.next(1000), /no message/);
+      // Bob writes his policy through the relay (POLICY_PUT): any XMTP inbox may write to him, and
+      // peers (the bridge among them) may still open sessions and send to him on the relay.
+      await bob.client.setPolicy({
+        version: 1,
+        capabilities: [
+          { resource: 'federated://xmtp/*', action: 'send' },
+          { resource: bob.identity.did, action: '*' },
+        ],
+      });
+      // The bridge caches policies and drops them on the relay's invalidation notice, which may come a
+      // moment after setPolicy resolves: a message written in between is still refused. One message
+      // at a time, each waited for until it is decided.
+      const decisions = async () => {
+        const text = await metrics();
+        const count = (result: string) =>
+          Number(
+            new RegExp(`^bridge_xmtp_consent_decisions_total\\{result="${result}"\\} (\\d+)$`, 'm').exec(text)?.[1] ??
+              0,
+          );
+        return { allowed: count('allowed'), refused: count('refused') };
+      };
+      for (let attempt = 0; ; attempt++) {
+        const before = await decisions();
+        stranger.send(bobXmtp, { type: 'text', text: 'hello, allowed now' });
+        const after = await until('a decision', async () => {
+          const now = await decisions();
+          return now.allowed + now.refused > before.allowed + before.refused ? now : undefined;
+        });
+        if (after.allowed > before.allowed) break;
+        assert.ok(attempt < 20, 'the policy never applied');
+        await new Promise((r) => setTimeout(r, 100));
+      }
+      // The first message Bob gets is the allowed one: the refused one, written before, never came.
+      const message = await bob.next(30_000);
+      assert.equal(federatedMessageOf(message, [bridgeIdentity.did])?.text, 'hello, allowed now');
+      assert.equal(federatedMessageOf(message)?.from.uri, `xmtp:${stranger.inboxId}`);
+      await message.ack();
+      const text = await metrics();
+      assert.match(
+        text,
+        /^bridge_foreign_sender_decisions_total\{network="xmtp",action="message",verdict="allow",code="OK"\} 1$/m,
+      );
     } finally {
       await bob.client.close();
     }

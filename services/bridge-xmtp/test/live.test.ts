@@ -20,7 +20,6 @@ import { Ed25519Identity } from '@libertaria/identity';
 import { Client, type IdentifierKind, type XmtpEnv } from '@xmtp/node-sdk';
 import { type RedisHandle, startRedis } from '../../../test-support/redis.js';
 import { eoaAddress, generateEoaSecret, signPersonalMessage } from '../src/eoa.js';
-import { FixedSenderPolicy } from '../src/policy.js';
 import { SdkXmtpNetwork } from '../src/sdk-network.js';
 import { makeBridge, TEST_MAX_TEXT_BYTES, until } from './support/harness.js';
 
@@ -105,7 +104,7 @@ if (ENV === undefined) {
       const made = await makeBridge({
         redisUrl: await redisUrl(),
         network: new SdkXmtpNetwork({ env, appVersion: 'libertaria-bridge-xmtp-live-test/0.1.0' }),
-        policy: new FixedSenderPolicy('accept'),
+        whenNoPolicy: 'allow',
         overrides: { syncIntervalMs: 2000 },
       });
       return { bridge: made.bridge, remote, close: () => made.close() };

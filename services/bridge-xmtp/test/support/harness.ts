@@ -7,12 +7,13 @@ import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { BridgeInboundMessage } from '@libertaria/bridge-kit';
+import { ForeignSenderPolicy, RedisSealedStore } from '@libertaria/bridge-kit/worker';
+import { DEFAULT_MEMBRANE_LIMITS } from '@libertaria/membrane';
+import { RedisPolicyStore } from '@libertaria/membrane/redis';
 import { Redis } from 'ioredis';
 import { XmtpIdentities } from '../../src/identities.js';
 import { BridgeXmtpMetrics } from '../../src/metrics.js';
 import type { XmtpNetwork } from '../../src/network.js';
-import { FixedSenderPolicy, type SenderPolicy } from '../../src/policy.js';
-import { InterimRedisSealedStore } from '../../src/sealed-store.js';
 import { XmtpBridge, type XmtpBridgeOptions } from '../../src/xmtp-bridge.js';
 
 export const TEST_MAX_TEXT_BYTES = 2000;
@@ -24,7 +25,8 @@ export interface BridgeSetup {
   readonly kek?: Uint8Array;
   readonly dbDir?: string;
   readonly prefix?: string;
-  readonly policy?: SenderPolicy;
+  /** Owners without a membrane policy (ForeignSenderPolicy's whenNoPolicy); default deny. */
+  readonly whenNoPolicy?: 'allow' | 'deny';
   readonly overrides?: Partial<XmtpBridgeOptions>;
 }
 
@@ -36,6 +38,8 @@ export interface TestBridge {
   readonly kek: Uint8Array;
   readonly dbDir: string;
   readonly prefix: string;
+  /** The relays' policy store on the same Redis and prefix: what POLICY_PUT writes. */
+  readonly policies: RedisPolicyStore;
   /** Inbound messages handed over (when `collect` was asked). */
   readonly received: BridgeInboundMessage[];
   close(): Promise<void>;
@@ -46,7 +50,21 @@ export async function makeBridge(setup: BridgeSetup, collect = false): Promise<T
   const dbDir = setup.dbDir ?? mkdtempSync(join(tmpdir(), 'bridge-xmtp-db-'));
   const prefix = setup.prefix ?? `{t${randomBytes(4).toString('hex')}}`;
   const redis = new Redis(setup.redisUrl, { maxRetriesPerRequest: 3 });
-  const store = await InterimRedisSealedStore.open({ redis, kek, namespace: 'xmtp', prefix, maxRecords: 100 });
+  const store = await RedisSealedStore.open({ redis, kek, namespace: 'xmtp', prefix, maxRecords: 100 });
+  // The owners' policies: one relay prefix per bridge deployment of the test, as RELAY_REDIS_PREFIX.
+  const relayPrefix = `lr${prefix.replace(/[{}]/g, '')}`;
+  const foreignSenders = new ForeignSenderPolicy({
+    redis,
+    relayPrefix,
+    network: 'xmtp',
+    whenNoPolicy: setup.whenNoPolicy ?? 'deny',
+  });
+  await foreignSenders.start();
+  const policySubscriber = new Redis(setup.redisUrl, { lazyConnect: true });
+  const policies = new RedisPolicyStore(redis, policySubscriber, {
+    prefix: relayPrefix,
+    limits: DEFAULT_MEMBRANE_LIMITS,
+  });
   const identities = new XmtpIdentities({
     store,
     redis,
@@ -62,7 +80,7 @@ export async function makeBridge(setup: BridgeSetup, collect = false): Promise<T
     redis,
     redisTarget: { url: setup.redisUrl },
     prefix,
-    policy: setup.policy ?? new FixedSenderPolicy('refuse'),
+    policy: foreignSenders,
     metrics,
     maxTextBytes: TEST_MAX_TEXT_BYTES,
     sentTtlSeconds: 3600,
@@ -88,9 +106,12 @@ export async function makeBridge(setup: BridgeSetup, collect = false): Promise<T
     kek,
     dbDir,
     prefix,
+    policies,
     received,
     async close() {
       await bridge.close();
+      await foreignSenders.close();
+      policySubscriber.disconnect();
       redis.disconnect();
     },
   };
