@@ -19,10 +19,10 @@
  * again after a crash between the hand-over and the cursor write is dropped
  * by the inbound queue (its job id is derived from the XMTP message id).
  *
- * A DID has one job at a time (BullMQ deduplication on the DID, until the job
- * ends): a wake-up that comes meanwhile marks the DID and the running job
- * reads (and syncs, if that was asked) once more before it ends. The bridge
- * runs as one process, so the marks live in memory.
+ * A DID has one job at a time (BullMQ deduplication on the DID with
+ * `keepLastIfActive`): a wake-up while its job waits joins that job; one
+ * while it runs is kept by BullMQ and queued when the job ends, so nothing
+ * stored after a read started waits for the periodic sync.
  */
 import type { BridgeInboundHandler, BridgeInboundMessage } from '@libertaria/bridge-kit';
 import { BridgeError } from '@libertaria/bridge-kit';
@@ -110,8 +110,7 @@ export class InboundSync {
   readonly queue: Queue<SyncJobData>;
   private worker: Worker<SyncJobData> | undefined;
   private workerConnection: RedisClient | undefined;
-  /** DIDs asked for a read, or a network sync, since their job last started one. */
-  private readonly dirty = new Set<string>();
+  /** DIDs asked for a network sync since their last one (a job's data keeps only the latest request). */
   private readonly wantNetwork = new Set<string>();
   private closed = false;
 
@@ -152,16 +151,16 @@ export class InboundSync {
   /** Asks for a read of `did`'s inbox; `network` syncs from XMTP first. Never throws (logged). */
   async trigger(did: string, network: boolean): Promise<void> {
     if (this.closed) return;
-    this.dirty.add(did);
     if (network) this.wantNetwork.add(did);
     try {
       await this.queue.add(
         network ? 'network' : 'local',
         { did, network },
         {
-          // One job per DID at a time (two would race on its cursors): while one waits or runs, a
-          // new request only marks the DID, and the job reads (and syncs, if asked) once more.
-          deduplication: { id: did },
+          // One job per DID at a time (two would race on its cursors): while one waits, a new
+          // request joins it; while one runs, BullMQ keeps the request and queues it when the
+          // running job ends, so a message stored after the read started is read by the next job.
+          deduplication: { id: did, keepLastIfActive: true },
           attempts: this.o.attempts,
           backoff: { type: 'exponential', delay: this.o.backoffMs, jitter: this.o.jitter },
           removeOnComplete: true,
@@ -177,17 +176,12 @@ export class InboundSync {
     const { did, network } = job.data;
     try {
       const client = await this.o.clientOf(did);
+      if (network || this.wantNetwork.has(did)) {
+        await client.sync();
+        this.wantNetwork.delete(did);
+      }
       let delivered = 0;
-      let fromNetwork = network;
-      do {
-        this.dirty.delete(did);
-        if (fromNetwork || this.wantNetwork.has(did)) {
-          this.wantNetwork.delete(did);
-          await client.sync();
-        }
-        fromNetwork = false;
-        for (const dm of await client.listDms()) delivered += await this.drain(did, client, dm);
-      } while (this.dirty.has(did) && !this.closed);
+      for (const dm of await client.listDms()) delivered += await this.drain(did, client, dm);
       return { delivered };
     } catch (err) {
       if (err instanceof BridgeError && err.rateLimited && this.worker) {

@@ -82,6 +82,8 @@ export class FakeXmtpNetwork implements XmtpNetwork {
     sync: 0,
     messagesAfter: 0,
   };
+  /** Called with each page a client reads, before the client gets it: tests act at that exact moment. */
+  onPage: ((page: XmtpPage) => void) | undefined;
   /** Every installation ever created, for the installation-limit checks. */
   installationsCreated = 0;
 
@@ -346,7 +348,9 @@ class FakeClient implements XmtpClient {
     this.alive();
     this.net.check('messagesAfter');
     const all = (this.local.messages.get(conversationId) ?? []).filter((m) => isAfter(cursor, m));
-    return { messages: all.slice(0, limit), more: all.length > limit };
+    const page = { messages: all.slice(0, limit), more: all.length > limit };
+    this.network.onPage?.(page);
+    return page;
   }
 
   async setConsent(conversationId: string, consent: XmtpConsent): Promise<void> {
