@@ -93,6 +93,7 @@ describe('federation: Libertaria peer <-> relay <-> BullMQ <-> bridge-xmtp <-> X
         BRIDGE_XMTP_SYNC_BACKOFF_MS: '100',
         BRIDGE_XMTP_INBOUND_BACKOFF_MS: '100',
         BRIDGE_XMTP_REGISTER_EVERY_MS: '500',
+        BRIDGE_XMTP_WRITE_RATE: '5',
       },
       { log: silentLogger, network },
     );
@@ -305,6 +306,27 @@ describe('federation: Libertaria peer <-> relay <-> BullMQ <-> bridge-xmtp <-> X
       assert.match(text, /^bridge_xmtp_rate_limited_total\{direction="write"\} 1$/m);
     } finally {
       await erin.client.close();
+    }
+  });
+
+  it('publishes no faster than BRIDGE_XMTP_WRITE_RATE (the outbound queue limiter)', async () => {
+    const frank = await peer(relay.wsUrl);
+    try {
+      const user = new FakeXmtpUser(network);
+      await service.bridge.bridgeIdentity(frank.identity.did);
+      const frankXmtp = (await service.bridge.foreignIdentityOf(frank.identity.did))!;
+      const session = openFederatedSession(frank.client, { remote: user.identity.uri, bridge: bridgeIdentity.did });
+      const texts = Array.from({ length: 16 }, (_, i) => `burst ${i}`);
+      const t0 = performance.now();
+      for (const text of texts) await session.send(text);
+      const got = await receivedOrReport(user, frankXmtp, 16);
+      const elapsed = performance.now() - t0;
+      figures.sixteenAtFivePerSecondMs = Math.round(elapsed);
+      assert.deepEqual([...got].sort(), [...texts].sort());
+      // 16 jobs at 5 per second: after a first window (perhaps partly spent) two more full ones pass.
+      assert.ok(elapsed >= 2000, `16 messages at 5/s took ${Math.round(elapsed)} ms`);
+    } finally {
+      await frank.client.close();
     }
   });
 });
