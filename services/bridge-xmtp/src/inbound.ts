@@ -24,8 +24,13 @@
  * while it runs is kept by BullMQ and queued when the job ends, so nothing
  * stored after a read started waits for the periodic sync.
  */
-import type { BridgeInboundHandler, BridgeInboundMessage } from '@libertaria/bridge-kit';
-import { BridgeError } from '@libertaria/bridge-kit';
+import {
+  BridgeError,
+  type BridgeInboundHandler,
+  type BridgeInboundMessage,
+  type ForeignIdentity,
+  parseForeignIdentity,
+} from '@libertaria/bridge-kit';
 import type { ForeignSenderPolicy } from '@libertaria/bridge-kit/worker';
 import type { Logger } from '@libertaria/log';
 import { createRedisClient, type RedisClient, type RedisTarget } from '@libertaria/redis';
@@ -241,12 +246,14 @@ export class InboundSync {
     if (consent === 'denied') return 'denied';
     const content = inboundText(message, this.o.maxTextBytes);
     if ('skip' in content) return content.skip;
-    const from = {
-      type: 'xmtp',
-      uri: `xmtp:${message.senderInboxId}`,
-      kind: 'inbox',
-      value: message.senderInboxId,
-    } as const;
+    let from: ForeignIdentity;
+    try {
+      // What the network says is input like any other: a sender that is no inbox id is dropped.
+      from = parseForeignIdentity(`xmtp:${message.senderInboxId}`);
+    } catch {
+      return 'malformed';
+    }
+    if (from.type !== 'xmtp' || from.kind !== 'inbox') return 'malformed';
     let consented = false;
     if (consent === 'unknown') {
       const decision = await this.o.policy.decide(did, from, 'message');

@@ -12,7 +12,8 @@ export type SkipReason =
   | 'refused' // an unknown sender the owner's membrane policy refused
   | 'too_large'
   | 'unsupported' // a content type without text or fallback (read receipt, group update…)
-  | 'reaction_removed';
+  | 'reaction_removed'
+  | 'malformed'; // a sender id that is not an inbox id
 
 export class BridgeXmtpMetrics {
   readonly registry = new Registry();
@@ -51,7 +52,7 @@ export class BridgeXmtpMetrics {
     });
     this.skipped = new Counter({
       name: 'bridge_xmtp_inbound_skipped_total',
-      help: 'Inbound XMTP messages not handed over, by reason (own, denied, refused, too_large, unsupported, reaction_removed)',
+      help: 'Inbound XMTP messages not handed over, by reason (own, denied, refused, too_large, unsupported, reaction_removed, malformed)',
       labelNames: ['reason'],
       registers,
     });

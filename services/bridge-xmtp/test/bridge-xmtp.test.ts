@@ -98,6 +98,17 @@ describe('bridge-xmtp', () => {
       assert.equal(await a.identities.count(), 5);
       assert.equal(await a.identities.didOfAddress(fromA[0]?.address ?? ''), peers[0]);
     });
+    it('bridges at most BRIDGE_XMTP_MAX_IDENTITIES peers (BRIDGE_IDENTITY_LIMIT, final)', async () => {
+      const network = new FakeXmtpNetwork();
+      const b = track(await makeBridge({ redisUrl: redis.url, network, maxIdentities: 2 }));
+      await b.bridge.bridgeIdentity(did());
+      const second = did();
+      await b.bridge.bridgeIdentity(second);
+      await assert.rejects(b.bridge.bridgeIdentity(did()), code('BRIDGE_IDENTITY_LIMIT', false));
+      // Those already bridged stay bridged.
+      assert.ok(await b.bridge.bridgeIdentity(second));
+      assert.equal(await b.identities.count(), 2);
+    });
   });
 
   describe('installations', () => {
@@ -217,6 +228,9 @@ describe('bridge-xmtp', () => {
       const first = await b.bridge.send({ type: 'private', id, from: alice, to: user.identity, text: 'once' });
       const again = await b.bridge.send({ type: 'private', id, from: alice, to: user.identity, text: 'once' });
       assert.equal(again.foreignId, first.foreignId);
+      // Kept BRIDGE_XMTP_SENT_TTL_SECONDS (3600 in the harness), not for ever.
+      const ttl = await b.redis.ttl(`${b.prefix}:xmtp:sent:${id}`);
+      assert.ok(ttl > 3500 && ttl <= 3600, `ttl ${ttl}`);
       // Prepared, recorded, then the publish fails: the retry publishes that same message.
       const id2 = hexId();
       network.failNext('publish', network.unavailable('publish'));
@@ -435,15 +449,24 @@ describe('bridge-xmtp', () => {
       user.send(to, { type: 'other', contentType: 'xmtp.org/readReceipt:1.0', fallback: undefined });
       user.send(to, { type: 'other', contentType: 'xmtp.org/attachment:1.0', fallback: 'an attachment (photo.png)' });
       user.send(to, { type: 'text', text: 'x'.repeat(2001) });
+      // A network that names a sender with something that is no inbox id.
+      network.sendAs('not-an-inbox-id', network.inboxIdOf(to.type === 'xmtp' ? to.value : ''), {
+        type: 'text',
+        text: 'forged',
+      });
       user.send(to, { type: 'text', text: 'last' });
       await until('the last', () => (b.received.some((m) => m.text === 'last') ? true : undefined));
       assert.deepEqual(
         b.received.map((m) => m.text),
         ['hello', 'replying', 'reacted 👍', 'an attachment (photo.png)', 'last'],
       );
-      for (const reason of ['reaction_removed', 'unsupported', 'too_large']) {
-        assert.equal(await BridgeXmtpMetrics.total(b.metrics.skipped, { reason }), 1, reason);
+      for (const reason of ['reaction_removed', 'unsupported', 'too_large', 'malformed']) {
+        // The forged sender's DM may be read after the user's: wait for each count.
+        await until(`one ${reason}`, async () =>
+          (await BridgeXmtpMetrics.total(b.metrics.skipped, { reason })) === 1 ? true : undefined,
+        );
       }
+      assert.equal(b.received.length, 5);
     });
 
     it('pauses reading when XMTP rate-limits a read, then goes on', async () => {

@@ -27,6 +27,8 @@ export interface BridgeSetup {
   readonly prefix?: string;
   /** Owners without a membrane policy (ForeignSenderPolicy's whenNoPolicy); default deny. */
   readonly whenNoPolicy?: 'allow' | 'deny';
+  /** BRIDGE_XMTP_MAX_IDENTITIES (default 100). */
+  readonly maxIdentities?: number;
   readonly overrides?: Partial<XmtpBridgeOptions>;
 }
 
@@ -50,7 +52,13 @@ export async function makeBridge(setup: BridgeSetup, collect = false): Promise<T
   const dbDir = setup.dbDir ?? mkdtempSync(join(tmpdir(), 'bridge-xmtp-db-'));
   const prefix = setup.prefix ?? `{t${randomBytes(4).toString('hex')}}`;
   const redis = new Redis(setup.redisUrl, { maxRetriesPerRequest: 3 });
-  const store = await RedisSealedStore.open({ redis, kek, namespace: 'xmtp', prefix, maxRecords: 100 });
+  const store = await RedisSealedStore.open({
+    redis,
+    kek,
+    namespace: 'xmtp',
+    prefix,
+    maxRecords: setup.maxIdentities ?? 100,
+  });
   // The owners' policies: one relay prefix per bridge deployment of the test, as RELAY_REDIS_PREFIX.
   const relayPrefix = `lr${prefix.replace(/[{}]/g, '')}`;
   const foreignSenders = new ForeignSenderPolicy({
@@ -71,7 +79,7 @@ export async function makeBridge(setup: BridgeSetup, collect = false): Promise<T
     prefix,
     dbDir,
     inboxIdOf: (a) => setup.network.inboxIdOf(a),
-    maxIdentities: 100,
+    maxIdentities: setup.maxIdentities ?? 100,
   });
   const metrics = new BridgeXmtpMetrics(false);
   const bridge = new XmtpBridge({
