@@ -19,6 +19,7 @@ import { existsSync, mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { BridgeError } from '@libertaria/bridge-kit';
 import {
+  type AsyncStreamProxy,
   Client,
   type ConsentState,
   type DecodedMessage,
@@ -282,17 +283,24 @@ class SdkClient implements XmtpClient {
 
   watch(onActivity: () => void, onError: (err: unknown) => void): () => void {
     let stopped = false;
-    const stream = this.client.conversations.streamAllDmMessages({
-      consentStates: [CONSENT.allowed, CONSENT.unknown],
-      onValue: () => onActivity(),
-      onError: (err) => onError(err),
-      onFail: () => onError(new Error('the XMTP message stream failed after its retries')),
-    });
-    stream.catch(onError);
+    let stream: AsyncStreamProxy<unknown> | undefined;
+    const run = async (): Promise<void> => {
+      stream = await this.client.conversations.streamAllDmMessages({
+        consentStates: [CONSENT.allowed, CONSENT.unknown],
+        onError: (err) => onError(err),
+        onFail: () => onError(new Error('the XMTP message stream failed after its retries')),
+      });
+      if (stopped) {
+        await stream.end();
+        return;
+      }
+      // Iterated, not only observed with onValue: the SDK queues every value until it is read.
+      for await (const _ of stream) onActivity();
+    };
+    run().catch(onError);
     return () => {
-      if (stopped) return;
       stopped = true;
-      stream.then((s) => s.end()).catch(() => undefined);
+      stream?.end().catch(() => undefined);
     };
   }
 
