@@ -2,6 +2,7 @@
 # One image for every service of the cluster (docs/deploy.md#the-image):
 #   relay          node services/relay/dist/main.js          (the default command)
 #   bridge-nostr   node services/bridge-nostr/dist/main.js
+#   bridge-xmtp    node services/bridge-xmtp/dist/main.js        (needs a volume: docs/bridges.md#the-xmtp-bridge)
 #   lrelay CLI     node shared/cli/bin/lrelay.js …
 # The services share one lockfile, one dependency tree and one Node, so one
 # image keeps them in step and is built once; the command picks the service.
