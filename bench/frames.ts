@@ -28,21 +28,24 @@ export const PAYLOAD_SEQ = 8;
 export const MSGID_SEQ = 12;
 
 export interface SendTemplate {
-  /** One masked WebSocket message holding `framesPerMessage` SEND frames. */
+  /** One masked WebSocket message (raw TCP: the bare frames) holding `framesPerMessage` SEND frames. */
   message: Buffer;
   framesPerMessage: number;
   frameSize: number;
-  /** Where the (masked) payload of the WebSocket message starts in `message`. */
+  /** Where the (masked) payload of the WebSocket message starts in `message`; 0 on raw TCP. */
   wsHeader: number;
+  /** Raw TCP: nothing is masked, patches are plain writes. */
+  tcp: boolean;
 }
 
-/** Builds the masked WebSocket message carrying `framesPerMessage` identical SEND frames. */
+/** Builds the masked WebSocket message (raw TCP: the bytes) carrying `framesPerMessage` identical SEND frames. */
 export function sendTemplate(opts: {
   dest: Uint8Array;
   source: Uint8Array;
   durable: boolean;
   payloadBytes: number;
   framesPerMessage: number;
+  tcp?: boolean;
 }): SendTemplate {
   const messageId = randomBytes(16);
   messageId.fill(0, MSGID_SEQ);
@@ -61,11 +64,13 @@ export function sendTemplate(opts: {
   });
   const batch = Buffer.allocUnsafe(frame.length * opts.framesPerMessage);
   for (let i = 0; i < opts.framesPerMessage; i++) batch.set(frame, i * frame.length);
+  const tcp = opts.tcp ?? false;
   return {
-    message: encodeClientMessage(batch),
+    message: tcp ? batch : encodeClientMessage(batch),
     framesPerMessage: opts.framesPerMessage,
     frameSize: frame.length,
-    wsHeader: clientHeaderSize(batch.length),
+    wsHeader: tcp ? 0 : clientHeaderSize(batch.length),
+    tcp,
   };
 }
 
@@ -86,12 +91,18 @@ const scratch = Buffer.alloc(8);
 export function writeNumbered(template: SendTemplate, out: Buffer, offset: number, seq: number, now: number): number {
   template.message.copy(out, offset);
   const base = offset + template.wsHeader;
+  const patch = template.tcp ? patchPlain : patchMasked;
   scratch.writeUInt32BE(seq >>> 0, 0);
-  patchMasked(out, base, AT.MESSAGE_ID + MSGID_SEQ, scratch.subarray(0, 4));
-  patchMasked(out, base, AT.PAYLOAD + PAYLOAD_SEQ, scratch.subarray(0, 4));
+  patch(out, base, AT.MESSAGE_ID + MSGID_SEQ, scratch.subarray(0, 4));
+  patch(out, base, AT.PAYLOAD + PAYLOAD_SEQ, scratch.subarray(0, 4));
   scratch.writeDoubleLE(now, 0);
-  patchMasked(out, base, AT.PAYLOAD + PAYLOAD_TS, scratch);
+  patch(out, base, AT.PAYLOAD + PAYLOAD_TS, scratch);
   return offset + template.message.length;
+}
+
+/** patchMasked's signature for unmasked bytes (raw TCP). */
+function patchPlain(msg: Buffer, payloadStart: number, at: number, bytes: Uint8Array): void {
+  msg.set(bytes, payloadStart + at);
 }
 
 /** An ACK frame (envelope + messageId + position) is this long. */
@@ -100,13 +111,16 @@ export const ACK_FRAME_SIZE = FRAME_HEADER_SIZE + 16 + 8;
 /**
  * Collects ACK frames for DELIVERs read from one socket read, and sends them
  * as one WebSocket message (several frames per message, as the protocol
- * allows) when flushed.
+ * allows; on raw TCP, the frames back to back in one write) when flushed.
  */
 export class AckBatcher {
   private buf = Buffer.allocUnsafe(ACK_FRAME_SIZE * 256);
   private used = 0;
   count = 0;
-  constructor(private readonly write: (msg: Buffer) => void) {}
+  constructor(
+    private readonly write: (msg: Buffer) => void,
+    private readonly tcp = false,
+  ) {}
 
   /** Acknowledges the DELIVER frame at `frameStart` in `src`. */
   add(src: Buffer, frameStart: number): void {
@@ -126,7 +140,9 @@ export class AckBatcher {
 
   flush(): void {
     if (this.used === 0) return;
-    this.write(encodeClientMessage(this.buf.subarray(0, this.used)));
+    const frames = this.buf.subarray(0, this.used);
+    // Raw TCP: a copy, since the socket may still hold the bytes when the buffer is reused.
+    this.write(this.tcp ? Buffer.from(frames) : encodeClientMessage(frames));
     this.used = 0;
   }
 }

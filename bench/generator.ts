@@ -216,6 +216,7 @@ async function fast(a: FastArgs) {
       durable: false,
       payloadBytes: a.payloadBytes,
       framesPerMessage: a.framesPerMessage,
+      tcp: sender.tcp,
     });
     pairs.push(new FastPair(sender, receiver, template, a.messagesPerWrite, a.window));
   }
@@ -269,7 +270,7 @@ class DurableReceiver {
   duplicates = 0;
   readonly acks: AckBatcher;
   constructor(readonly peer: BenchPeer) {
-    this.acks = new AckBatcher((msg) => peer.ws.write(msg));
+    this.acks = new AckBatcher((msg) => peer.ws.write(msg), peer.tcp);
     peer.onDeliver = (buf, at) => {
       const position = readPosition(buf, at);
       if (position === this.lastPosition + 1) this.lastPosition = position;
@@ -329,6 +330,7 @@ async function durable(a: DurableArgs) {
       durable: true,
       payloadBytes: a.payloadBytes,
       framesPerMessage: 1,
+      tcp: senderPeer.tcp,
     });
     const sender: DurableSender = new DurableSender(senderPeer, template, () =>
       Math.min(
@@ -399,6 +401,7 @@ async function drain(a: DrainArgs) {
     durable: true,
     payloadBytes: a.payloadBytes,
     framesPerMessage: 1,
+    tcp: senderPeer.tcp,
   });
   const sender: DurableSender = new DurableSender(senderPeer, template, () =>
     Math.min(a.frames - sender.sent, a.window - (sender.sent - senderPeer.acked - senderPeer.nacked)),
@@ -483,6 +486,7 @@ async function latency(a: LatencyArgs) {
     durable: a.durable,
     payloadBytes: a.payloadBytes,
     framesPerMessage: 1,
+    tcp: sender.tcp,
   });
   const total = a.warmupMs + a.durationMs;
   const samples = new Float64Array(Math.ceil((a.rate * total) / 1000) + 1000);

@@ -1,5 +1,6 @@
 /**
- * A benchmark peer: a raw-socket WebSocket client (raw-ws.ts) that does the
+ * A benchmark peer: a raw-socket WebSocket client (raw-ws.ts), or a raw TCP
+ * one for `tcp://` URLs (raw-tcp.ts), that does the
  * relay handshake with the shared codec and real Ed25519 signatures, then
  * switches to a hot-path reader that only looks at each frame's type byte and
  * length, counts DELIVER/ACK/NACK/PEER_GONE, and hands DELIVER frames to a
@@ -16,6 +17,7 @@ import {
   type WelcomeFrame,
 } from '@libertaria/protocol';
 import { ACK, DELIVER, ERROR, NACK, PEER_GONE } from './frames.js';
+import { RawTcpClient } from './raw-tcp.js';
 import { RawWsClient } from './raw-ws.js';
 
 export const SUBPROTOCOL = 'libertaria-relay.v1';
@@ -39,10 +41,17 @@ export class BenchPeer {
   private handshakeFrames: Frame[] = [];
   private wake: (() => void) | undefined;
 
+  /** The connection (named for WebSocket, the first transport; a RawTcpClient on `tcp://`). */
+  readonly ws: RawWsClient | RawTcpClient;
+  /** Raw TCP: frames go on the stream as they are, not in masked WebSocket messages. */
+  readonly tcp: boolean;
+
   private constructor(
-    readonly ws: RawWsClient,
+    ws: RawWsClient | RawTcpClient,
     readonly identity: Ed25519Identity,
   ) {
+    this.ws = ws;
+    this.tcp = ws instanceof RawTcpClient;
     this.hint = Buffer.from(routingHint(identity.publicKey));
     ws.setHandlers({
       onMessage: (buf, start, end) => (this.open ? this.onHot(buf, start, end) : this.onHandshake(buf, start, end)),
@@ -56,7 +65,7 @@ export class BenchPeer {
 
   /** Connects and authenticates (HELLO → CHALLENGE → AUTH → WELCOME). */
   static async connect(url: string, identity = Ed25519Identity.generate()): Promise<BenchPeer> {
-    const ws = await RawWsClient.connect(url, SUBPROTOCOL);
+    const ws = url.startsWith('tcp:') ? await RawTcpClient.connect(url) : await RawWsClient.connect(url, SUBPROTOCOL);
     const peer = new BenchPeer(ws, identity);
     try {
       await peer.handshake();
@@ -95,7 +104,7 @@ export class BenchPeer {
       relayNonce: challenge.nonce,
       clientNonce,
       relayKey: challenge.relayKey,
-      binding: 'ws',
+      binding: this.tcp ? 'tcp' : 'ws',
     });
     this.sendFrame({
       type: 'AUTH',

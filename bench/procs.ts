@@ -258,6 +258,16 @@ export async function relayCounters(adminUrl: string): Promise<Record<string, nu
   return out;
 }
 
+/** A relay's major (mark-compact) collections so far and the seconds they took, from its /metrics. */
+export async function relayMajorGcs(adminUrl: string): Promise<{ count: number; seconds: number }> {
+  const text = await (await fetch(`${adminUrl}/metrics`)).text();
+  const read = (name: string) =>
+    Number(
+      new RegExp(`^nodejs_gc_duration_seconds_${name}\\{kind="major"[^}]*\\} ([0-9.e+-]+)$`, 'm').exec(text)?.[1] ?? 0,
+    );
+  return { count: read('count'), seconds: read('sum') };
+}
+
 /** after − before, keeping only counters that moved. */
 export function counterDelta(before: Record<string, number>, after: Record<string, number>): Record<string, number> {
   const out: Record<string, number> = {};

@@ -27,6 +27,7 @@ import { cpus, loadavg, totalmem } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
+import { RoutedAt } from '@libertaria/protocol';
 import { startRedis } from '../test-support/redis.js';
 import { startRelay } from '../test-support/relay-process.js';
 import {
@@ -38,10 +39,12 @@ import {
   redisCommandCalls,
   relayCounters,
   relayGauges,
+  relayMajorGcs,
   type ServiceHandle,
   startService,
   tcpCounters,
 } from './procs.js';
+import { redisCeiling } from './redis-ceiling.js';
 import { SEALED_VARIANTS } from './sealed.js';
 import { human, median, round, type Summary, summarize } from './stats.js';
 
@@ -84,6 +87,10 @@ const config = {
   durablePairs: envInt('BENCH_PAIRS', 4),
   durableWindow: envInt('BENCH_DURABLE_WINDOW', 512),
   drainFrames: envInt('BENCH_DRAIN_FRAMES', QUICK ? 10_000 : 100_000),
+  /** How long relay C idles between its fresh and its idle fast trials (BENCH_ONLY=gcmode; issue 18). */
+  gcIdleMs: envInt('BENCH_GC_IDLE_MS', QUICK ? 12_000 : 60_000),
+  /** Frames per trial of the Redis ceiling beside the durable figure (bench/redis-ceiling.ts). */
+  ceilingFrames: envInt('BENCH_CEILING_FRAMES', QUICK ? 20_000 : 100_000),
   /** Sealed vs unsealed durable (bench/sealed.ts): rounds of the three variants, frames in flight. */
   sealedRounds: envInt('BENCH_SEALED_ROUNDS', QUICK ? 3 : 5),
   sealedWindow: 256,
@@ -222,7 +229,8 @@ async function main(): Promise<void> {
       `generator capacity: write ${human(median(rates('capacitySend')))}/s, read ${human(median(rates('capacityReceive')))}/s`,
     );
 
-    // 2. Fast path, one node, relay vs baseline in alternating trials; then the batched variant.
+    // 2. Fast path, one node: the relay over WebSocket, the relay over raw TCP and the baseline in
+    // rotating trials; then the batched variant.
     const fastArgs = (url: string, framesPerMessage: number) => ({
       ...common,
       senderUrl: url,
@@ -241,16 +249,17 @@ async function main(): Promise<void> {
     ] as const) {
       if (!runs(suffix === '' ? 'fast' : 'batched')) continue;
       await watch(`fast${suffix}`, async () => {
+        const targets = ['relay', 'relayTcp', 'baseline'] as const;
+        const urls = { relay: relayA.wsUrl, relayTcp: relayA.tcpUrl, baseline: baselineUrl };
         for (let t = 0; t < config.trials; t++) {
-          const order = t % 2 === 0 ? (['relay', 'baseline'] as const) : (['baseline', 'relay'] as const);
-          for (const target of order) {
-            const url = target === 'relay' ? relayA.wsUrl : baselineUrl;
-            record(`fast${suffix}_${target}`, await gen.request('fast', fastArgs(url, fpm)));
+          for (let i = 0; i < targets.length; i++) {
+            const target = targets[(i + t) % targets.length]!;
+            record(`fast${suffix}_${target}`, await gen.request('fast', fastArgs(urls[target], fpm)));
           }
         }
       });
       log(
-        `fast${suffix ? ' batched' : ''}: relay ${human(median(rates(`fast${suffix}_relay`)))}/s, baseline ${human(median(rates(`fast${suffix}_baseline`)))}/s`,
+        `fast${suffix ? ' batched' : ''}: relay ${human(median(rates(`fast${suffix}_relay`)))}/s (TCP ${human(median(rates(`fast${suffix}_relayTcp`)))}/s), baseline ${human(median(rates(`fast${suffix}_baseline`)))}/s`,
       );
     }
 
@@ -288,6 +297,33 @@ async function main(): Promise<void> {
       );
     }
 
+    // 2c. One mode or two (issue 18): a fresh relay C, fast trials at once, then the same trials after it
+    // idled (V8 compacts an idle heap after ~8-9 s), with its major collections counted from /metrics.
+    if (runs('gcmode')) {
+      const fresh = await startRelay({ redisUrl: redis.url, nodeId: 'bench-gc', env: config.relayEnv });
+      cleanups.push(() => fresh.stop());
+      const pidsWith = { ...pids, relayC: fresh.process.pid! };
+      await watch('gcmode', async () => {
+        for (const phase of ['fresh', 'idle'] as const) {
+          if (phase === 'idle') {
+            log(`gc mode: relay C idles ${config.gcIdleMs / 1000} s`);
+            await sleep(config.gcIdleMs);
+          }
+          for (let t = 0; t < config.trials; t++) {
+            const gc0 = await relayMajorGcs(fresh.adminUrl);
+            const r = await gen.request<Record<string, unknown>>('fast', {
+              ...fastArgs(fresh.wsUrl, 1),
+              pids: pidsWith,
+            });
+            const gc1 = await relayMajorGcs(fresh.adminUrl);
+            record(`gc_${phase}`, { ...r, majorGcs: gc1.count - gc0.count, majorGcSeconds: gc1.seconds - gc0.seconds });
+          }
+        }
+      });
+      await fresh.stop();
+      log(`gc mode: fresh ${human(median(rates('gc_fresh')))}/s, after idling ${human(median(rates('gc_idle')))}/s`);
+    }
+
     // 3. Fast path across two nodes (sender on A, receiver on B, Redis pub/sub between).
     await watch('crossNode', async () => {
       for (let t = 0; t < (runs('cross') ? config.slowTrials : 0); t++) {
@@ -308,9 +344,20 @@ async function main(): Promise<void> {
         });
         const { recipientHints, ...rest } = r;
         record('durable', { ...rest, leftInQueues: await queueDepths(redis.url, recipientHints) });
+        // Right after each durable trial, on the same Redis: its ceiling for the least durable work (bench/redis-ceiling.ts).
+        record(
+          'redisCeiling',
+          await redisCeiling(redis.url, {
+            frames: config.ceilingFrames,
+            frameBytes: RoutedAt.PAYLOAD + config.payloadBytes,
+            keys: config.durablePairs,
+          }),
+        );
       }
     });
-    log(`durable e2e: ${human(median(rates('durable')))}/s`);
+    log(
+      `durable e2e: ${human(median(rates('durable')))}/s; Redis ceiling (RPUSH+PEXPIRE+LPOP per frame): ${human(median(rates('redisCeiling')))}/s`,
+    );
 
     // 4b. The cost of sealing on the durable path: SDK clients unsealed vs sealed, variants rotated per round.
     await watch('sealed', async () => {
@@ -517,6 +564,14 @@ function buildReport(
       closed: [...new Set(rs.flatMap((r) => r.closed ?? []))],
     };
   };
+  /** Major (mark-compact) collections of the relay per trial, and the seconds they took, summarized. */
+  const majorGcs = (key: string) => {
+    const rs = (raw[key] ?? []) as Array<{ majorGcs: number; majorGcSeconds: number }>;
+    return {
+      majorGcsPerTrial: summarize(rs.map((r) => r.majorGcs)),
+      majorGcSecondsPerTrial: summarize(rs.map((r) => r.majorGcSeconds)),
+    };
+  };
   /** Ratio of paired trials (trial i of a / trial i of b), summarized. */
   const pairedRatio = (a: string, b: string) => {
     const ra = rows(a).map((r) => r.rate);
@@ -581,17 +636,26 @@ function buildReport(
     generatorWrite: { ...rate('capacitySend'), cpu: cpuMedian('capacitySend') },
     generatorRead: { ...rate('capacityReceive'), cpu: cpuMedian('capacityReceive') },
     fastRelay: { ...rate('fast_relay'), cpu: cpuMedian('fast_relay'), health: health('fast_relay') },
+    fastRelayTcp: { ...rate('fast_relayTcp'), cpu: cpuMedian('fast_relayTcp'), health: health('fast_relayTcp') },
     fastBaseline: { ...rate('fast_baseline'), cpu: cpuMedian('fast_baseline'), health: health('fast_baseline') },
     fastBatchedRelay: {
       ...rate('fastBatched_relay'),
       cpu: cpuMedian('fastBatched_relay'),
       health: health('fastBatched_relay'),
     },
+    fastBatchedRelayTcp: {
+      ...rate('fastBatched_relayTcp'),
+      cpu: cpuMedian('fastBatched_relayTcp'),
+      health: health('fastBatched_relayTcp'),
+    },
     fastBatchedBaseline: {
       ...rate('fastBatched_baseline'),
       cpu: cpuMedian('fastBatched_baseline'),
       health: health('fastBatched_baseline'),
     },
+    /** Relay C right after start, then after idling (issue 18's two modes), with its major GCs per trial. */
+    gcFresh: { ...rate('gc_fresh'), cpu: cpuMedian('gc_fresh'), health: health('gc_fresh'), ...majorGcs('gc_fresh') },
+    gcIdle: { ...rate('gc_idle'), cpu: cpuMedian('gc_idle'), health: health('gc_idle'), ...majorGcs('gc_idle') },
     membraneOn: { ...rate('membrane_on'), cpu: cpuMedian('membrane_on'), health: health('membrane_on') },
     membraneOff: { ...rate('membrane_off'), cpu: cpuMedian('membrane_off'), health: health('membrane_off') },
     membraneUncached: {
@@ -614,6 +678,8 @@ function buildReport(
         delivered: durableRows.reduce((s, r) => s + r.delivered, 0),
       },
     },
+    /** What the same Redis does with the least durable work (RPUSH + PEXPIRE + LPOP per frame), after each durable trial. */
+    redisCeiling: rate('redisCeiling'),
     drain: {
       frames: drainRows[0]?.frames ?? 0,
       seconds: summarize(drainRows.map((r) => r.drainSeconds)),
@@ -654,6 +720,8 @@ function buildReport(
   const ratios = {
     fastRelayOverBaseline: figures.fastRelay.median / figures.fastBaseline.median,
     fastRelayOverBaselinePaired: pairedRatio('fast_relay', 'fast_baseline'),
+    /** Raw TCP / WebSocket on the relay, per trial (rotated order). */
+    fastTcpOverWsPaired: pairedRatio('fast_relayTcp', 'fast_relay'),
     batchedRelayOverBaselineBatched: figures.fastBatchedRelay.median / figures.fastBatchedBaseline.median,
     batchedRelayOverBaselineBatchedPaired: pairedRatio('fastBatched_relay', 'fastBatched_baseline'),
     batchedRelayOverBaselineSingle: figures.fastBatchedRelay.median / figures.fastBaseline.median,
@@ -666,6 +734,10 @@ function buildReport(
     /** Sealed / unsealed durable through the SDK, per round (the same round's trials), summarized. */
     sealedMemoryOverUnsealed: pairedRatio('sealed_sealed-memory', 'sealed_unsealed'),
     sealedFileOverUnsealed: pairedRatio('sealed_sealed-file', 'sealed_unsealed'),
+    /** Fast path after idling / right after start, relay C (issue 18: one mode, within 10 %). */
+    gcIdleOverFresh: figures.gcIdle.median / figures.gcFresh.median,
+    /** Durable e2e / the Redis ceiling measured right after it, per trial. */
+    durableOverRedisCeilingPaired: pairedRatio('durable', 'redisCeiling'),
   };
   const full = !config.quick;
   const has = (s: Summary) => s.trials.length > 0;
@@ -872,6 +944,7 @@ function printTable(report: ReturnType<typeof buildReport>): void {
     rateRow('generator write capacity (sink)', f.generatorWrite, 'frames/s', cpuNote(f.generatorWrite.cpu)),
     rateRow('generator read capacity (sink)', f.generatorRead, 'frames/s', cpuNote(f.generatorRead.cpu)),
     rateRow('fast, 1 node: relay', f.fastRelay, 'frames/s', cpuNote(f.fastRelay.cpu)),
+    rateRow('fast, 1 node: relay over raw TCP', f.fastRelayTcp, 'frames/s', cpuNote(f.fastRelayTcp.cpu)),
     rateRow('fast, 1 node: ws baseline', f.fastBaseline, 'frames/s', cpuNote(f.fastBaseline.cpu)),
     [
       'ratio relay / baseline',
@@ -888,6 +961,12 @@ function printTable(report: ReturnType<typeof buildReport>): void {
       cpuNote(f.fastBatchedRelay.cpu),
     ),
     rateRow(
+      `fast batched (${config.batch}/msg): relay over raw TCP`,
+      f.fastBatchedRelayTcp,
+      'frames/s',
+      cpuNote(f.fastBatchedRelayTcp.cpu),
+    ),
+    rateRow(
       `fast batched (${config.batch}/msg): baseline`,
       f.fastBatchedBaseline,
       'frames/s',
@@ -901,6 +980,18 @@ function printTable(report: ReturnType<typeof buildReport>): void {
       String(report.ratios.batchedRelayOverBaselineBatchedPaired.trials.length),
       `vs unbatched baseline: ${report.ratios.batchedRelayOverBaselineSingle.toFixed(2)}x`,
     ],
+    rateRow(
+      'fast, fresh relay (trials right after start)',
+      f.gcFresh,
+      'frames/s',
+      `${f.gcFresh.majorGcsPerTrial.median} major GCs per trial (${(f.gcFresh.majorGcSecondsPerTrial.median * 1000).toFixed(0)} ms); ${cpuNote(f.gcFresh.cpu)}`,
+    ),
+    rateRow(
+      `fast, same relay after ${config.gcIdleMs / 1000} s idle`,
+      f.gcIdle,
+      'frames/s',
+      `${f.gcIdle.majorGcsPerTrial.median} major GCs per trial (${(f.gcIdle.majorGcSecondsPerTrial.median * 1000).toFixed(0)} ms); idle / fresh ${report.ratios.gcIdleOverFresh.toFixed(2)}x; ${cpuNote(f.gcIdle.cpu)}`,
+    ),
     rateRow('fast, membrane on (default, cached)', f.membraneOn, 'frames/s', cpuNote(f.membraneOn.cpu)),
     rateRow('fast, membrane off', f.membraneOff, 'frames/s', cpuNote(f.membraneOff.cpu)),
     rateRow('fast, membrane on, no allow cache', f.membraneUncached, 'frames/s', cpuNote(f.membraneUncached.cpu)),
@@ -914,6 +1005,20 @@ function printTable(report: ReturnType<typeof buildReport>): void {
     ],
     rateRow('fast, 2 nodes (A -> Redis -> B)', f.crossNode, 'frames/s', cpuNote(f.crossNode.cpu)),
     rateRow('durable e2e (send-store-deliver-ack)', f.durable, 'frames/s', cpuNote(f.durable.cpu)),
+    rateRow(
+      'Redis ceiling: RPUSH+PEXPIRE+LPOP per frame',
+      f.redisCeiling,
+      'frames/s',
+      'one pipelined stream on the same Redis, after each durable trial',
+    ),
+    [
+      'ratio durable e2e / Redis ceiling',
+      report.ratios.durableOverRedisCeilingPaired.median.toFixed(2),
+      `${report.ratios.durableOverRedisCeilingPaired.min.toFixed(2)}-${report.ratios.durableOverRedisCeilingPaired.max.toFixed(2)}`,
+      'x',
+      String(report.ratios.durableOverRedisCeilingPaired.trials.length),
+      'median and min-max of per-trial ratios',
+    ],
     rateRow('durable e2e, SDK clients: unsealed', f.sealedUnsealed, 'frames/s', cpuNote(f.sealedUnsealed.cpu)),
     rateRow('durable e2e, SDK: sealed, memory store', f.sealedMemory, 'frames/s', cpuNote(f.sealedMemory.cpu)),
     rateRow('durable e2e, SDK: sealed, file store', f.sealedFile, 'frames/s', cpuNote(f.sealedFile.cpu)),
