@@ -279,7 +279,7 @@ export class XmtpBridge implements Bridge {
     }
   }
 
-  /** Opens every bridged inbox, starts reading, and schedules the periodic network syncs. */
+  /** Starts reading every bridged inbox (each opens in its first sync job) and schedules the periodic network syncs. */
   async start(): Promise<void> {
     if (this.closed) throw new BridgeError('BRIDGE_CLOSED', 'the XMTP bridge is closed');
     if (this.started) return;
@@ -288,15 +288,9 @@ export class XmtpBridge implements Bridge {
     const accounts = await this.o.identities.all();
     for (const info of accounts) this.dids.add(info.did);
     this.refreshGauges();
-    // One at a time: opening is disk and network work; a failure leaves the inbox for the next sync.
-    for (const info of accounts) {
-      try {
-        await this.clientOf(info.did);
-      } catch (err) {
-        this.log.warn('an XMTP inbox did not open; the next sync tries again', { did: info.did, err });
-      }
-      await this.inbound.trigger(info.did, true);
-    }
+    // Each inbox opens in its first sync job, not here: with the network down, start does not wait
+    // on every inbox in turn, and opening is paced by the read limiter and retried with backoff.
+    for (const info of accounts) await this.inbound.trigger(info.did, true);
     this.timer = setInterval(() => {
       for (const did of this.dids) void this.inbound.trigger(did, true);
     }, this.o.syncIntervalMs);

@@ -174,6 +174,41 @@ describe('bridge-xmtp', () => {
       assert.equal(network.installationsOf(info?.inboxId ?? ''), 2);
     });
 
+    it('starts at once while XMTP is down, and opens its inboxes when XMTP is back (retried sync jobs)', async () => {
+      const network = new FakeXmtpNetwork();
+      const first = await makeBridge({ redisUrl: redis.url, network });
+      const peers = [did(), did(), did()];
+      const identities = [];
+      for (const p of peers) identities.push(await first.bridge.bridgeIdentity(p));
+      await first.close();
+      network.failNext('open', network.unavailable('open'), 6);
+      const again = track(
+        await makeBridge(
+          {
+            redisUrl: redis.url,
+            network,
+            kek: first.kek,
+            dbDir: first.dbDir,
+            prefix: first.prefix,
+            whenNoPolicy: 'allow',
+          },
+          true,
+        ),
+      );
+      await again.bridge.start();
+      await until('three inboxes open', async () =>
+        (await again.metrics.clients.get()).values.find((v) => v.labels.state === 'open')?.value === 3
+          ? true
+          : undefined,
+      );
+      assert.ok((await BridgeXmtpMetrics.total(again.metrics.syncs, { result: 'retry' })) >= 2);
+      assert.equal(again.bridge.health().status, 'ok');
+      const user = new FakeXmtpUser(network);
+      user.send(identities[2] as ForeignIdentity, { type: 'text', text: 'after the outage' });
+      await until('the message', () => (again.received.length === 1 ? true : undefined));
+      assert.equal(again.received[0]?.to, peers[2]);
+    });
+
     it('does not open a database under another key (BRIDGE_KEY_STORE, final)', async () => {
       const network = new FakeXmtpNetwork();
       const b = track(await makeBridge({ redisUrl: redis.url, network }));
