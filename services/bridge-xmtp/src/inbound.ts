@@ -28,6 +28,7 @@ import {
   BridgeError,
   type BridgeInboundHandler,
   type BridgeInboundMessage,
+  dashboardQueuesKey,
   type ForeignIdentity,
   parseForeignIdentity,
 } from '@libertaria/bridge-kit';
@@ -127,7 +128,9 @@ export class InboundSync {
     return `${this.o.prefix}:xmtp:cursor:${did}`;
   }
 
-  start(): void {
+  async start(): Promise<void> {
+    // Listed for the relay's Bull Board dashboard, beside the federation's queues.
+    await this.o.redis.sadd(dashboardQueuesKey(this.o.prefix), SYNC_QUEUE);
     this.workerConnection = createRedisClient(
       this.o.redisTarget,
       // BullMQ's production guide: a worker's connection retries forever rather than failing its blocking commands.

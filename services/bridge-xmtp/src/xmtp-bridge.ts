@@ -284,7 +284,7 @@ export class XmtpBridge implements Bridge {
     if (this.closed) throw new BridgeError('BRIDGE_CLOSED', 'the XMTP bridge is closed');
     if (this.started) return;
     this.started = true;
-    this.inbound.start();
+    await this.inbound.start();
     const accounts = await this.o.identities.all();
     for (const info of accounts) this.dids.add(info.did);
     this.refreshGauges();

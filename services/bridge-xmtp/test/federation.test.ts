@@ -15,7 +15,12 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { type ForeignIdentity, federatedMessageOf, openFederatedSession } from '@libertaria/bridge-kit';
+import {
+  dashboardQueuesKey,
+  type ForeignIdentity,
+  federatedMessageOf,
+  openFederatedSession,
+} from '@libertaria/bridge-kit';
 import { randomBytes } from '@libertaria/client';
 import { Ed25519Identity } from '@libertaria/identity';
 import { writeKeyFile } from '@libertaria/identity/node';
@@ -121,6 +126,8 @@ describe('federation: Libertaria peer <-> relay <-> BullMQ <-> bridge-xmtp <-> X
     const text = await metrics();
     assert.match(text, /^bridge_xmtp_identities 0$/m);
     assert.match(text, /^# TYPE bridge_federation_jobs_total counter$/m);
+    // The sync queue is listed for the relay's dashboard.
+    assert.ok((await service.redis.smembers(dashboardQueuesKey('{lr-bridge}'))).includes('xmtp-sync'));
   });
 
   it('a peer and an XMTP user exchange messages both ways; the DM is consented by writing first', async () => {
