@@ -34,6 +34,7 @@ import {
 } from '@libertaria/bridge-kit';
 import type { ForeignSenderPolicy } from '@libertaria/bridge-kit/worker';
 import type { Logger } from '@libertaria/log';
+import { LibertariaError } from '@libertaria/protocol';
 import { createRedisClient, type RedisClient, type RedisTarget } from '@libertaria/redis';
 import { type Job, Queue, UnrecoverableError, Worker } from 'bullmq';
 import type { BridgeXmtpMetrics, SkipReason } from './metrics.js';
@@ -48,6 +49,8 @@ import {
 } from './network.js';
 
 export const SYNC_QUEUE = 'xmtp-sync';
+
+const XMTP_ID = /^[0-9a-fA-F]{1,128}$/;
 
 /** What consent needs of bridge-kit's ForeignSenderPolicy. */
 export type SenderPolicy = Pick<ForeignSenderPolicy, 'decide'>;
@@ -246,6 +249,8 @@ export class InboundSync {
     consent: XmtpDm['consent'],
   ): Promise<SkipReason | 'consented' | undefined> {
     if (message.senderInboxId === client.inboxId) return 'own';
+    // XMTP ids are hex; anything else could not be carried (nor deduplicated) and would block the DM.
+    if (!XMTP_ID.test(message.id)) return 'malformed';
     if (consent === 'denied') return 'denied';
     const content = inboundText(message, this.o.maxTextBytes);
     if ('skip' in content) return content.skip;
@@ -287,6 +292,8 @@ export class InboundSync {
       await handler(inbound);
     } catch (err) {
       this.o.metrics.handlerFailures.inc();
+      // A message the federated format refuses will never pass: skipped, not retried for ever.
+      if (err instanceof LibertariaError && err.code === 'FEDERATED_ENVELOPE_INVALID') return 'malformed';
       // Retryable whatever it was: the cursor stays before this message, the job's backoff applies.
       throw new BridgeError('BRIDGE_UNAVAILABLE', `the inbound hand-over failed: ${(err as Error).message}`, {
         cause: err,

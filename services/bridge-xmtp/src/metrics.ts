@@ -13,7 +13,7 @@ export type SkipReason =
   | 'too_large'
   | 'unsupported' // a content type without text or fallback (read receipt, group update…)
   | 'reaction_removed'
-  | 'malformed'; // a sender id that is not an inbox id
+  | 'malformed'; // a sender that is no inbox id, an id that is not hex, a message the federated format refuses
 
 export class BridgeXmtpMetrics {
   readonly registry = new Registry();

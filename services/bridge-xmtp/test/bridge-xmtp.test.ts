@@ -409,6 +409,22 @@ describe('bridge-xmtp', () => {
       assert.equal(await BridgeXmtpMetrics.total(b.metrics.handlerFailures), 2);
     });
 
+    it('skips a message the federation refuses as malformed instead of retrying it for ever', async () => {
+      const network = new FakeXmtpNetwork();
+      const b = await started(network, { whenNoPolicy: 'allow' });
+      const taken: string[] = [];
+      b.bridge.onInbound(async (m) => {
+        if (m.text === 'poison') throw new LibertariaError('FEDERATED_ENVELOPE_INVALID', 'refused by the encoder');
+        taken.push(m.text);
+      });
+      const to = await b.bridge.bridgeIdentity(did());
+      const user = new FakeXmtpUser(network);
+      for (const text of ['before', 'poison', 'after']) user.send(to, { type: 'text', text });
+      await until('the message after', () => (taken.includes('after') ? true : undefined));
+      assert.deepEqual(taken, ['before', 'after']);
+      assert.equal(await BridgeXmtpMetrics.total(b.metrics.skipped, { reason: 'malformed' }), 1);
+    });
+
     it("lets an unknown sender through only by the owner's membrane policy, and never from a denied DM", async () => {
       const network = new FakeXmtpNetwork();
       const b = await started(network); // owners without a policy: deny
@@ -484,6 +500,14 @@ describe('bridge-xmtp', () => {
       user.send(to, { type: 'other', contentType: 'xmtp.org/readReceipt:1.0', fallback: undefined });
       user.send(to, { type: 'other', contentType: 'xmtp.org/attachment:1.0', fallback: 'an attachment (photo.png)' });
       user.send(to, { type: 'text', text: 'x'.repeat(2001) });
+      // A message id that is not hex, from the user.
+      network.sendAs(
+        user.inboxId,
+        network.inboxIdOf(to.type === 'xmtp' ? to.value : ''),
+        { type: 'text', text: 'bad id' },
+        false,
+        'not hex\n',
+      );
       // A network that names a sender with something that is no inbox id.
       network.sendAs('not-an-inbox-id', network.inboxIdOf(to.type === 'xmtp' ? to.value : ''), {
         type: 'text',
@@ -495,10 +519,11 @@ describe('bridge-xmtp', () => {
         b.received.map((m) => m.text),
         ['hello', 'replying', 'reacted 👍', 'an attachment (photo.png)', 'last'],
       );
-      for (const reason of ['reaction_removed', 'unsupported', 'too_large', 'malformed']) {
+      const expected: Record<string, number> = { reaction_removed: 1, unsupported: 1, too_large: 1, malformed: 2 };
+      for (const [reason, count] of Object.entries(expected)) {
         // The forged sender's DM may be read after the user's: wait for each count.
-        await until(`one ${reason}`, async () =>
-          (await BridgeXmtpMetrics.total(b.metrics.skipped, { reason })) === 1 ? true : undefined,
+        await until(`${count} ${reason}`, async () =>
+          (await BridgeXmtpMetrics.total(b.metrics.skipped, { reason })) === count ? true : undefined,
         );
       }
       assert.equal(b.received.length, 5);

@@ -174,14 +174,16 @@ export class FakeXmtpNetwork implements XmtpNetwork {
   }
 
   /** A native XMTP user's send: from `fromInboxId` to `toInboxId`; `tie` gives it the previous message's timestamp. */
-  sendAs(fromInboxId: string, toInboxId: string, content: XmtpContent, tie = false): XmtpMessage {
+  sendAs(
+    fromInboxId: string,
+    toInboxId: string,
+    content: XmtpContent,
+    tie = false,
+    id = randomBytes(32).toString('hex'),
+  ): XmtpMessage {
     if (!this.isRegistered(toInboxId)) throw new Error(`fake XMTP: no inbox ${toInboxId}`);
     const conv = this.conversation(fromInboxId, toInboxId);
-    return this.publishNow(
-      conv,
-      { id: randomBytes(32).toString('hex'), conversationId: conv.id, senderInboxId: fromInboxId, content },
-      tie,
-    );
+    return this.publishNow(conv, { id, conversationId: conv.id, senderInboxId: fromInboxId, content }, tie);
   }
 
   /** Messages of a DM as the network holds them (for the user's side and assertions). */
