@@ -2,7 +2,8 @@
  * Regenerates the tables in docs/ that are derived from code: the error codes
  * (docs/errors.md, from ERROR_CODES), the relay's variables
  * (docs/configuration.md, from relayConfigSpec), the Nostr bridge's
- * (docs/bridges.md, from bridgeNostrConfigSpec) and the adversarial suite's
+ * (docs/bridges.md, from bridgeNostrConfigSpec), the XMTP bridge's
+ * (docs/configuration.md, from bridgeXmtpConfigSpec) and the adversarial suite's
  * cases (docs/security.md, from test-support/attack/cases.ts). `npm run docs`. Tests fail
  * when a table is stale, so run this after changing either source.
  */
@@ -10,6 +11,7 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { describeConfig } from '@libertaria/config';
 import { ERROR_CODES } from '@libertaria/protocol';
 import { bridgeNostrConfigSpec } from '../services/bridge-nostr/src/config.js';
+import { bridgeXmtpConfigSpec } from '../services/bridge-xmtp/src/config.js';
 import { relayConfigSpec } from '../services/relay/src/config.js';
 import { caseTable } from '../test-support/attack/cases.js';
 
@@ -35,5 +37,6 @@ replaceBetween(
 );
 replaceBetween('docs/configuration.md', 'relay-config', describeConfig(relayConfigSpec));
 replaceBetween('docs/bridges.md', 'bridge-nostr-config', describeConfig(bridgeNostrConfigSpec));
+replaceBetween('docs/configuration.md', 'bridge-xmtp-config', describeConfig(bridgeXmtpConfigSpec));
 replaceBetween('docs/security.md', 'attack-cases', caseTable());
 console.log('docs: regenerated docs/errors.md, docs/configuration.md, docs/bridges.md and docs/security.md tables');
