@@ -2,6 +2,7 @@
 # One image for every service of the cluster (docs/deploy.md#the-image):
 #   relay          node services/relay/dist/main.js          (the default command)
 #   bridge-nostr   node services/bridge-nostr/dist/main.js
+#   bridge-xmtp    node services/bridge-xmtp/dist/main.js        (needs a volume: docs/bridges.md#the-xmtp-bridge)
 #   lrelay CLI     node shared/cli/bin/lrelay.js …
 # The services share one lockfile, one dependency tree and one Node, so one
 # image keeps them in step and is built once; the command picks the service.
@@ -39,6 +40,7 @@ COPY shared/cli/package.json shared/cli/
 COPY services/relay/package.json services/relay/
 COPY services/bridge-nostr/package.json services/bridge-nostr/
 COPY services/bridge-activitypub/package.json services/bridge-activitypub/
+COPY services/bridge-xmtp/package.json services/bridge-xmtp/
 # --ignore-scripts: no install script runs (the only ones that build are dev
 # dependencies: better-sqlite3 for the tests' Nostr relay, esbuild); the native
 # runtime modules (uWebSockets.js, bufferutil, utf-8-validate, msgpackr-extract)
@@ -56,6 +58,7 @@ COPY shared/ shared/
 COPY services/relay/ services/relay/
 COPY services/bridge-nostr/ services/bridge-nostr/
 COPY services/bridge-activitypub/ services/bridge-activitypub/
+COPY services/bridge-xmtp/ services/bridge-xmtp/
 RUN node node_modules/typescript/bin/tsc -b \
  && npm prune --omit=dev --ignore-scripts --no-audit --no-fund \
  && rm -rf shared/*/src shared/*/test services/*/src services/*/test \

@@ -87,6 +87,7 @@ describe('shared/ packages', () => {
       'services/relay/src',
       'services/bridge-nostr/src',
       'services/bridge-activitypub/src',
+      'services/bridge-xmtp/src',
     ];
     const run = spawnSync(process.execPath, [repoPath('scripts/import-cycles.mjs'), ...dirs], { encoding: 'utf8' });
     assert.equal(run.status, 0, run.stdout + run.stderr);

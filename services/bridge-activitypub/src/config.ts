@@ -1,6 +1,6 @@
 /**
  * The ActivityPub bridge's configuration: the one place the bridge reads the
- * environment. `docs/bridges.md` carries the table that
+ * environment. `docs/configuration.md` carries the table that
  * `describeConfig(bridgeActivityPubConfigSpec)` produces (a test keeps them
  * equal; `npm run docs` regenerates it).
  */
@@ -271,7 +271,7 @@ export function loadBridgeActivityPubConfig(env: Env = process.env): BridgeActiv
   });
 }
 
-/** The markdown table of the variables, for docs/bridges.md. */
+/** The markdown table of the variables, for docs/configuration.md. */
 export function describeBridgeActivityPubConfig(): string {
   return describeConfig(bridgeActivityPubConfigSpec);
 }

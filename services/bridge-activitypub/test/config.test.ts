@@ -67,15 +67,15 @@ describe('bridge-activitypub configuration', () => {
     );
   });
 
-  it('is documented in docs/bridges.md exactly as describeConfig gives it', () => {
-    const doc = readFileSync(repoPath('docs/bridges.md'), 'utf8');
+  it('is documented in docs/configuration.md exactly as describeConfig gives it', () => {
+    const doc = readFileSync(repoPath('docs/configuration.md'), 'utf8');
     const begin = '<!-- bridge-activitypub-config:begin -->';
     const end = '<!-- bridge-activitypub-config:end -->';
     assert.ok(doc.indexOf(begin) >= 0 && doc.indexOf(end) > doc.indexOf(begin));
     assert.equal(
       doc.slice(doc.indexOf(begin) + begin.length, doc.indexOf(end)).trim(),
       describeConfig(bridgeActivityPubConfigSpec),
-      'docs/bridges.md is out of date: run npm run docs',
+      'docs/configuration.md is out of date: run npm run docs',
     );
   });
 });

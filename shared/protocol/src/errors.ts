@@ -271,6 +271,16 @@ export const ERROR_CODES = {
     wire: 0x0a0f,
     summary: 'a unique key of a sealed record (e.g. a handle) already belongs to another identity; nothing was written',
   },
+  // 0x0a3x: the XMTP bridge (services/bridge-xmtp); numbered apart so other bridges' codes can follow 0x0a0f.
+  BRIDGE_RECIPIENT_UNREACHABLE: {
+    wire: 0x0a30,
+    summary: 'the foreign recipient exists on no inbox of that network (e.g. an address never registered on XMTP)',
+  },
+  BRIDGE_STATE_MISSING: {
+    wire: 0x0a31,
+    summary:
+      "a bridged identity's local state (the XMTP database) is missing although the network knows its installation",
+  },
 
   // Generic.
   INTERNAL: { wire: 0x0f01, summary: 'an unexpected failure inside the node; it is logged there' },
