@@ -373,6 +373,14 @@ describe('bridge-nostr scaled out: two processes, one identity, state in Redis',
     console.log(`# phase 1: ${outboundSent} out, ${inboundSent} in; outbound jobs by process: ${okA} + ${okB}`);
     assert.equal(okA + okB, outboundSent);
     assert.ok(okA > 0 && okB > 0, `both processes ran outbound jobs (${okA}, ${okB})`);
+    // Every seal and open went through a per-peer lease, on both processes.
+    const leases = await Promise.all(
+      [a, b].map((p) => p.metric(/^bridge_federation_session_locks_total\{result="(acquired|waited)"\}/)),
+    );
+    assert.ok(
+      leases.every((n) => n > 0),
+      `leases taken: ${leases}`,
+    );
     // Nothing was written locally: the processes got no state directory, and the key file setting is unset.
     assert.deepEqual((await readdir(dir)).sort(), ['bridge.json']);
     // And Redis holds no message text in clear: not in the queues' job data, not in the session records.

@@ -98,8 +98,9 @@ describe('scaled-out bridge state in Redis', () => {
 
   it('RedisSessionStore.lock: one holder per key across clients; a writer whose lease expired writes nothing', async () => {
     const s = scope();
-    const one = new RedisSessionStore({ redis: a, prefix: '{t}', scope: s, lockTtlMs: 300, lockWaitMs: 10_000 });
-    const two = new RedisSessionStore({ redis: b, prefix: '{t}', scope: s, lockTtlMs: 300, lockWaitMs: 10_000 });
+    // Leases long enough that a loaded machine's event-loop stalls cannot expire one mid-bump.
+    const one = new RedisSessionStore({ redis: a, prefix: '{t}', scope: s, lockTtlMs: 5000, lockWaitMs: 30_000 });
+    const two = new RedisSessionStore({ redis: b, prefix: '{t}', scope: s, lockTtlMs: 5000, lockWaitMs: 30_000 });
     // Read-modify-write of one counter from two "processes": with the lock no increment is lost.
     await one.put('session-counter', Uint8Array.of(0));
     const bump = (store: RedisSessionStore) =>
@@ -144,10 +145,10 @@ describe('scaled-out bridge state in Redis', () => {
     await held;
     assert.equal(await a.exists(key), 0, 'released');
     // The lease is renewed while held: work longer than the ttl keeps it.
-    const short = new RedisLeaseLock({ redis: a, ttlMs: 150, waitMs: 0, onEvent: (e) => events.push(e) });
+    const short = new RedisLeaseLock({ redis: a, ttlMs: 600, waitMs: 0, onEvent: (e) => events.push(e) });
     await short.run(key, async () => {
-      await new Promise((r) => setTimeout(r, 600));
-      assert.equal(await a.exists(key), 1, 'still held after 4 ttls');
+      await new Promise((r) => setTimeout(r, 2000));
+      assert.equal(await a.exists(key), 1, 'still held after more than 3 ttls');
     });
     assert.ok(!events.includes('lost'));
   });
