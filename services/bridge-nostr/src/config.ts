@@ -197,6 +197,12 @@ export const bridgeNostrConfigSpec = {
     max: 3600000,
     doc: 'Scaled out: how often a process reads the list of bridged identities from Redis again, in milliseconds, besides the notice of each new one (a notice missed during a Redis disconnection is caught up by then).',
   }),
+  BRIDGE_NOSTR_JOB_LOCK_MS: int({
+    default: 30000,
+    min: 1000,
+    max: 600000,
+    doc: "Lock on a running federation job, in milliseconds (BullMQ's lockDuration, and its stall check's interval): a job whose process died (kill -9, a lost pod) runs again elsewhere after at most about twice this. A process whose event loop stalls longer may see its job run twice; sends and seals are idempotent per job.",
+  }),
   BRIDGE_NOSTR_WRAP_TTL_SECONDS: int({
     default: 604800,
     min: 60,

@@ -121,6 +121,7 @@ export async function startNostrBridgeService(env: Env, options: StartOptions = 
           redisClusterNodes: config.REDIS_CLUSTER_NODES,
           prefix: config.BRIDGE_NOSTR_FEDERATION_PREFIX,
           concurrency: config.BRIDGE_NOSTR_OUTBOUND_CONCURRENCY,
+          jobLockMs: config.BRIDGE_NOSTR_JOB_LOCK_MS,
           ratePerSecond: config.BRIDGE_NOSTR_OUTBOUND_RATE,
           rateLimitPauseMs: config.BRIDGE_NOSTR_RATE_LIMIT_PAUSE_MS,
           attempts: config.BRIDGE_NOSTR_OUTBOUND_ATTEMPTS,

@@ -9,17 +9,21 @@
  * 1. Both serve at once: messages both ways for several peers; every message
  *    arrives exactly once (counted per text on both sides, and per job in
  *    the queues), and both processes ran outbound jobs.
- * 2. The leader is killed (SIGKILL) in the middle of traffic both ways and a
+ * 2. A process is killed (SIGKILL) while it holds outbound jobs whose
+ *    events the Nostr relay has not answered yet: another process runs them
+ *    again after BullMQ's stall check and republishes the very same events
+ *    (the wrap cache in Redis), so the Nostr user still gets each once.
+ * 3. The leader is killed (SIGKILL) in the middle of traffic both ways and a
  *    new process is started with the same environment (nothing local): every
  *    message still arrives exactly once.
- * 3. The survivor of step 2 is stopped: the restarted process alone (leader
+ * 4. The survivor of step 3 is stopped: the restarted process alone (leader
  *    now) carries messages both ways on the existing sessions.
  */
 import assert from 'node:assert/strict';
 import { type ChildProcess, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdtemp, readdir, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { hostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { type ForeignIdentity, federatedMessageOf, nostrIdentity, openFederatedSession } from '@libertaria/bridge-kit';
@@ -169,6 +173,35 @@ class Inbox {
   }
 }
 
+let storedQueries = 0;
+/** What the Nostr relay stores for `user` (read to the end of stored events): rumors counted per text, distinct rumor ids. */
+async function storedTexts(url: string, user: NostrUser): Promise<Map<string, number>> {
+  const relay = await Relay.connect(url);
+  try {
+    const rumors = new Map<string, string>();
+    // A `since` never used before: the relay library answers a repeated filter from a one-second cache.
+    const since = Math.floor(Date.now() / 1000) - 3 * 86400 - 1000 - ++storedQueries;
+    await new Promise<void>((resolve) => {
+      relay.subscribe([{ kinds: [1059], '#p': [user.pubkey], since }], {
+        onevent: (wrap: NostrEvent) => {
+          try {
+            const rumor = nip17.unwrapEvent(wrap, user.secret);
+            rumors.set(rumor.id, rumor.content);
+          } catch {
+            // Not for this user.
+          }
+        },
+        oneose: () => resolve(),
+      });
+    });
+    const texts = new Map<string, number>();
+    for (const text of rumors.values()) texts.set(text, (texts.get(text) ?? 0) + 1);
+    return texts;
+  } finally {
+    relay.close();
+  }
+}
+
 describe('bridge-nostr scaled out: two processes, one identity, state in Redis', { timeout: 600_000 }, () => {
   let redis: RedisHandle;
   let nostr: NostrRelayHandle;
@@ -212,6 +245,9 @@ describe('bridge-nostr scaled out: two processes, one identity, state in Redis',
       BRIDGE_NOSTR_OUTBOUND_BACKOFF_MS: '300',
       BRIDGE_NOSTR_INBOUND_BACKOFF_MS: '300',
       BRIDGE_NOSTR_IDENTITY_REFRESH_MS: '1000',
+      // A killed process's jobs come back within about two job locks; a held publish waits for the test, not a timeout.
+      BRIDGE_NOSTR_JOB_LOCK_MS: '3000',
+      BRIDGE_NOSTR_PUBLISH_TIMEOUT_MS: '60000',
       BRIDGE_NOSTR_LOG_LEVEL: 'info',
     };
     processes.push(await startBridgeProcess('bridge-a', env), await startBridgeProcess('bridge-b', env));
@@ -403,6 +439,55 @@ describe('bridge-nostr scaled out: two processes, one identity, state in Redis',
     assert.deepEqual(leaks, [], 'no key holds a message text');
   });
 
+  it('a process killed with outbound jobs in hand: another runs them, each event published once', async () => {
+    const queue = new Queue('outbound-nostr', { connection: { url: redis.url }, prefix: '{lr-bridge}' });
+    const release = nostr.holdEvents();
+    let released = false;
+    try {
+      const doomed = processes.find((p) => p.name === 'bridge-b') as BridgeProcess;
+      const doomedName = `${hostname()}-${doomed.child.pid}`;
+      for (const [n, p] of peers.entries()) {
+        for (let i = 0; i < 2; i++) {
+          await p.session.send(`phase kill-in-hand out ${n}.${i}`);
+          outboundSent++;
+        }
+      }
+      const expected = peers.length * 2;
+      // Every job taken, its event sent and held by the Nostr relay, some of them by the doomed process.
+      const inHand = await until('every job in hand, some by the doomed process', async () => {
+        const active = await queue.getJobs(['active']);
+        const mine = active.filter((j) => j.processedBy === doomedName).length;
+        return active.length === expected && mine > 0 && nostr.held() >= expected ? mine : undefined;
+      });
+      await doomed.kill();
+      processes.splice(processes.indexOf(doomed), 1);
+      release();
+      released = true;
+      processes.push(await startBridgeProcess('bridge-c', env));
+      await checkExactlyOnce('kill-in-hand');
+      const stalled = await Promise.all(
+        processes.map((p) => p.metric(/^bridge_federation_jobs_total\{queue="outbound",result="stalled"\}/)),
+      );
+      console.log(
+        `# kill-in-hand: the killed process held ${inHand} jobs; run again after the stall check: ${stalled}`,
+      );
+      assert.ok(stalled.reduce((x, y) => x + y, 0) >= inHand, 'its jobs were handed back by the stall check');
+      // Every job has completed (each publish answered), so the relay's store is final: one message per text,
+      // although the killed process's events and the retries' both reached the relay.
+      const stored = await storedTexts(nostr.url, user);
+      const mine = [...stored].filter(([text]) => text.startsWith('phase kill-in-hand'));
+      assert.deepEqual(
+        mine.filter(([, n]) => n !== 1),
+        [],
+        'the retried jobs republished the same events',
+      );
+      assert.equal(mine.length, peers.length * 2);
+    } finally {
+      if (!released) release();
+      await queue.close();
+    }
+  });
+
   it('the leader killed mid-traffic: a new process (no local state) joins, every message arrives once', async () => {
     const roles = await Promise.all(processes.map(async (p) => (await p.health()).federation?.role));
     const leader = processes[roles.indexOf('leader')] as BridgeProcess;
@@ -421,10 +506,16 @@ describe('bridge-nostr scaled out: two processes, one identity, state in Redis',
     console.log(`# phase 2: the survivor leads ${Date.now() - killedAt} ms after the kill`);
     await converse('phase 2 talk', 3);
     await checkExactlyOnce('phase 2');
+    const stalled = await Promise.all(
+      [survivor, restarted].map((p) =>
+        p.metric(/^bridge_federation_jobs_total\{queue="(outbound|seal)",result="stalled"\}/),
+      ),
+    );
+    console.log(`# phase 2: jobs the killed process left active and others ran again: ${stalled.join(' + ')}`);
   });
 
   it('the restarted process alone resumes: leader, same keys and sessions, both ways', async () => {
-    const survivor = processes.find((p) => p.name === 'bridge-b' || p.name === 'bridge-a') as BridgeProcess;
+    const survivor = processes.find((p) => p.name !== 'bridge-restarted') as BridgeProcess;
     const restarted = processes.find((p) => p.name === 'bridge-restarted') as BridgeProcess;
     await survivor.stop();
     processes.splice(processes.indexOf(survivor), 1);

@@ -26,6 +26,7 @@
  *   runs outbound jobs.
  */
 
+import { hostname } from 'node:os';
 import {
   checkEnvelopeSender,
   decodeEnvelope,
@@ -39,7 +40,7 @@ import { type Ed25519Identity, hintFromDid, hintToHex, verifyEd25519 } from '@li
 import type { Logger } from '@libertaria/log';
 import { decodeFrame, encodeFrame, LibertariaError, SendFlags, toHex } from '@libertaria/protocol';
 import { createRedisClient, type RedisClient, type RedisTarget } from '@libertaria/redis';
-import { type Job, type JobsOptions, Queue, UnrecoverableError, Worker } from 'bullmq';
+import { type Job, type JobsOptions, Queue, UnrecoverableError, Worker, type WorkerOptions } from 'bullmq';
 import { Counter, Gauge, type Registry } from 'prom-client';
 import { BridgeError } from './errors.js';
 import {
@@ -98,6 +99,13 @@ export interface BridgeFederationOptions {
   readonly prefix?: string;
   /** Outbound jobs processed at once by this bridge. */
   readonly concurrency: number;
+  /**
+   * BullMQ's job lock (lockDuration, and the stall check's interval): a job
+   * whose process died is run again by another worker after at most about
+   * twice this; a job whose process stalls longer than this (event loop
+   * blocked) may run twice, which the idempotent steps absorb. Default 30 s.
+   */
+  readonly jobLockMs?: number;
   /** Most outbound jobs per second towards the foreign network (BullMQ limiter, shared by the bridge's workers). */
   readonly ratePerSecond: number;
   /**
@@ -263,6 +271,12 @@ export class BridgeFederation {
     return this.leader === undefined ? !this.closed : this.leader.isLeader;
   }
 
+  /** Options every worker of this process shares: its name (`processedBy` of its jobs: which process ran what) and lock. */
+  private workerOptions(): Pick<WorkerOptions, 'name' | 'lockDuration' | 'stalledInterval'> {
+    const lock = this.o.jobLockMs ?? 30_000;
+    return { name: `${hostname()}-${process.pid}`, lockDuration: lock, stalledInterval: lock };
+  }
+
   get registration(): BridgeRegistration {
     return {
       network: this.network,
@@ -320,6 +334,7 @@ export class BridgeFederation {
       prefix: this.prefix,
       concurrency: this.o.concurrency,
       limiter: { max: this.o.ratePerSecond, duration: 1000 },
+      ...this.workerOptions(),
     });
     this.worker.on('completed', () => this.jobs.labels('outbound', 'ok').inc());
     this.worker.on('failed', (job, err) => {
@@ -337,6 +352,11 @@ export class BridgeFederation {
       if (err instanceof UnrecoverableError && job) void this.forget(job);
     });
     this.worker.on('error', (err) => this.o.log.warn('outbound worker error', { err }));
+    // A job whose worker died (a process killed mid-job) is handed back by BullMQ's stall check: counted, it is retried.
+    this.worker.on('stalled', (jobId) => {
+      this.jobs.labels('outbound', 'stalled').inc();
+      this.o.log.warn('an outbound job stalled (its worker died?); BullMQ runs it again', { job: jobId });
+    });
     if (this.o.scaleOut) {
       this.leader = new RedisLeader({
         redis: this.redis,
@@ -573,6 +593,7 @@ export class BridgeFederation {
       prefix: this.prefix,
       concurrency: this.o.concurrency,
       autorun: false,
+      ...this.workerOptions(),
     });
     worker.on('failed', (job, err) => {
       const isFinal =
@@ -581,6 +602,10 @@ export class BridgeFederation {
       this.o.log.warn('seal job failed', { job: job?.id, final: isFinal, err: err.message });
     });
     worker.on('completed', () => this.jobs.labels('seal', 'ok').inc());
+    worker.on('stalled', (jobId) => {
+      this.jobs.labels('seal', 'stalled').inc();
+      this.o.log.warn('a seal job stalled (the previous leader died?); BullMQ runs it again', { job: jobId });
+    });
     worker.on('error', (err) => this.o.log.warn('seal worker error', { err }));
     this.sealWorker = worker;
     try {
