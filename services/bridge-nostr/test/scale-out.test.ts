@@ -417,6 +417,8 @@ describe('bridge-nostr scaled out: two processes, one identity, state in Redis',
       leases.every((n) => n > 0),
       `leases taken: ${leases}`,
     );
+    const leaders = await Promise.all([a, b].map((p) => p.metric(/^bridge_federation_leader /)));
+    assert.deepEqual(leaders.sort(), [0, 1], 'one leader, by the metric too');
     // Nothing was written locally: the processes got no state directory, and the key file setting is unset.
     assert.deepEqual((await readdir(dir)).sort(), ['bridge.json']);
     // And Redis holds no message text in clear: not in the queues' job data, not in the session records.
@@ -511,7 +513,7 @@ describe('bridge-nostr scaled out: two processes, one identity, state in Redis',
         p.metric(/^bridge_federation_jobs_total\{queue="(outbound|seal)",result="stalled"\}/),
       ),
     );
-    console.log(`# phase 2: jobs the killed process left active and others ran again: ${stalled.join(' + ')}`);
+    console.log(`# phase 2: stalled jobs run again by the live processes, since they started: ${stalled.join(' + ')}`);
   });
 
   it('the restarted process alone resumes: leader, same keys and sessions, both ways', async () => {

@@ -164,6 +164,8 @@ export class BridgeFederation {
   private sealWorker: Worker<SealJobData> | undefined;
   private readonly sealKey: Buffer | undefined;
   private leaderChange: Promise<void> = Promise.resolve();
+  private readonly leaderGauge: Gauge;
+  private readonly leaderChanges: Counter<'to'>;
   private readonly prefix: string;
   private readonly redis: RedisClient;
   private workerConnection: RedisClient | undefined;
@@ -192,6 +194,17 @@ export class BridgeFederation {
     });
     this.redis.on('error', (err) => o.log.debug('federation redis error', { err }));
     const registers = o.registry ? [o.registry] : [];
+    this.leaderGauge = new Gauge({
+      name: 'bridge_federation_leader',
+      help: 'Whether this process holds the bridge relay connection: 1 for the leader of a scaled-out bridge or a single process, 0 for a follower',
+      registers,
+    });
+    this.leaderChanges = new Counter({
+      name: 'bridge_federation_leader_changes_total',
+      help: 'Times this process became leader (to="leader") or stepped down (to="follower") in a scaled-out bridge',
+      labelNames: ['to'],
+      registers,
+    });
     const locks = new Counter({
       name: 'bridge_federation_session_locks_total',
       help: 'Per-peer session leases of a scaled-out bridge: acquired, waited (acquired after waiting), busy (gave up: the job is retried), lost (expired while held), error (Redis)',
@@ -315,6 +328,7 @@ export class BridgeFederation {
       await this.sessions.ensurePublished(this.client);
       this.o.bridge.onInbound((message) => this.deliverInbound(message));
       this.mailboxLoop = this.drainMailbox(this.client);
+      this.leaderGauge.set(1);
     }
     // On a Cluster the worker gets a connection made here (BullMQ then leaves closing it to us).
     if (this.o.redisClusterNodes) {
@@ -575,6 +589,8 @@ export class BridgeFederation {
 
   /** Scaled out: the leader takes the relay connection, the mailbox and the seal queue; a follower gives them up. */
   private onLeaderChange(leader: boolean): Promise<void> {
+    this.leaderGauge.set(leader ? 1 : 0);
+    this.leaderChanges.labels(leader ? 'leader' : 'follower').inc();
     this.leaderChange = this.leaderChange.then(() => (leader ? this.lead() : this.follow()));
     return this.leaderChange;
   }
