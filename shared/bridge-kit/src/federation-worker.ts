@@ -624,11 +624,12 @@ export class BridgeFederation {
     });
     worker.on('error', (err) => this.o.log.warn('seal worker error', { err }));
     this.sealWorker = worker;
-    try {
-      await client.connect();
-    } catch (err) {
-      this.o.log.error('the leader cannot connect to the relays', { err });
-    }
+    // Not awaited: while the relays are unreachable the client keeps trying, and a lost lease must be able
+    // to close it at once (follow() runs after this returns). Seals wait for it inside fetchPrekeys, or retry.
+    client.connect().catch((err: unknown) => {
+      if (!this.closed && this.sealWorker === worker)
+        this.o.log.error('the leader cannot connect to the relays', { err });
+    });
     this.mailboxLoop = this.drainMailbox(client);
     void worker.run().catch((err: unknown) => this.o.log.warn('seal worker stopped', { err }));
   }
