@@ -226,28 +226,47 @@ export class RedisNostrKeyStore implements NostrKeys {
    * One-shot import of a file key store (BRIDGE_NOSTR_KEY_STORE_FILE): every
    * identity not in Redis yet is written with its key and name; the ones
    * already there are left alone (the import is safe to run on every start,
-   * from every process). Returns how many were imported.
+   * from every process). A DID keeps its npub whatever happens: a name that
+   * another DID holds in Redis is dropped (logged), not the key; a DID that
+   * Redis maps to another key keeps Redis's (logged). Any other failure stops
+   * the start: a key left behind would make the DID a new npub later.
+   * Returns how many were imported.
    */
   async importFrom(file: NostrKeyStore): Promise<number> {
     let imported = 0;
     for (const identity of file.all()) {
-      const made = await file.withSecretKey(identity.did, async (secret) => {
-        try {
-          const { created } = await this.store.getOrCreate(
+      const created = await file.withSecretKey(identity.did, async (secret) => {
+        const write = (name: string | undefined) =>
+          this.store.getOrCreate(
             identity.did,
             () => ({
-              meta: { pubkey: identity.pubkey, ...(identity.name === undefined ? {} : { name: identity.name }) },
+              meta: { pubkey: identity.pubkey, ...(name === undefined ? {} : { name }) },
               secret: Uint8Array.from(secret),
             }),
-            identity.name === undefined ? undefined : { unique: { nip05: identity.name } },
+            name === undefined ? undefined : { unique: { nip05: name } },
           );
-          return created;
+        let result: Awaited<ReturnType<typeof write>>;
+        try {
+          result = await write(identity.name);
         } catch (err) {
-          this.o.log.error('a key of the key file could not be imported', { did: identity.did, err });
-          return false;
+          if (!(err instanceof BridgeError && err.code === 'BRIDGE_IDENTITY_CONFLICT')) throw err;
+          this.o.log.warn('a name of the key file belongs to another identity in Redis: imported without it', {
+            did: identity.did,
+            name: identity.name,
+          });
+          result = await write(undefined);
         }
+        result.record.secret.fill(0);
+        if (!result.created && result.record.meta.pubkey !== identity.pubkey) {
+          this.o.log.warn("Redis holds another key for an identity of the key file: Redis's is kept", {
+            did: identity.did,
+            file: identity.pubkey,
+            redis: result.record.meta.pubkey,
+          });
+        }
+        return result.created;
       });
-      if (made) imported++;
+      if (created) imported++;
     }
     if (imported > 0) await this.reload();
     return imported;

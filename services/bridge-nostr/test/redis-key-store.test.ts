@@ -115,6 +115,12 @@ describe('RedisNostrKeyStore', () => {
         assert.ok(sameKey);
       }
       assert.equal(store.byName('carol')?.did, dids[0]);
+      // Another file whose DID's name is taken in Redis: the key comes over (the npub never changes), not the name.
+      const second = await NostrKeyStore.open(join(dir, 'keys-2.jsonl'), kek, { maxIdentities: 10 });
+      const dave = await second.bridge(Ed25519Identity.generate().did, 'carol');
+      assert.equal(await store.importFrom(second), 1);
+      assert.equal(store.get(dave.did)?.pubkey, dave.pubkey);
+      assert.equal(store.byName('carol')?.did, dids[0]);
     } finally {
       await store.close();
     }
