@@ -31,6 +31,7 @@ import { Ed25519Identity } from '@libertaria/identity';
 import { writeKeyFile } from '@libertaria/identity/node';
 import { createRedisClient, type RedisClient } from '@libertaria/redis';
 import { Queue } from 'bullmq';
+import { finalizeEvent } from 'nostr-tools/pure';
 import { type RedisHandle, startRedis } from '../../../test-support/redis.js';
 import { type RelayHandle, startRelay } from '../../../test-support/relay-process.js';
 import { NOSTR_KEYS_NAMESPACE } from '../src/redis-key-store.js';
@@ -249,7 +250,20 @@ describe('bridge-nostr scaled out: two processes, one identity, state in Redis',
     for (let i = 0; i < 3; i++) await newPeer();
     await sendBothWays('phase 1', 6);
     await converse('phase 1 talk', 4);
+    // A public note mentioning every peer: one foreign message, one mention (one job) per bridged peer.
+    const note = finalizeEvent(
+      {
+        kind: 1,
+        created_at: Math.floor(Date.now() / 1000),
+        tags: peers.map((p) => ['p', (p.npub as Extract<ForeignIdentity, { type: 'nostr' }>).pubkeyHex]),
+        content: 'phase 1 note mentioning everyone',
+      },
+      user.secret,
+    );
+    await user.publishEverywhere(note);
+    inboundSent += peers.length;
     await checkExactlyOnce('phase 1');
+    for (const p of peers) assert.equal(p.received.get('phase 1 note mentioning everyone'), 1);
     const [a, b] = processes as [BridgeProcess, BridgeProcess];
     const okA = await a.metric(/^bridge_federation_jobs_total\{queue="outbound",result="ok"\}/);
     const okB = await b.metric(/^bridge_federation_jobs_total\{queue="outbound",result="ok"\}/);

@@ -504,7 +504,7 @@ export class BridgeFederation {
 
   /** Seals a foreign message to its recipient and queues it for a relay node to store. */
   async deliverInbound(message: BridgeInboundMessage): Promise<void> {
-    const jobId = inboundJobId(this.network, message.id);
+    const jobId = inboundJobId(this.network, message.id, message.to);
     if (await this.inboundQueue.getJob(jobId)) {
       // Already queued or stored (seen on another relay, or again after a restart): sealing again would waste a ratchet step.
       this.jobs.labels('inbound', 'duplicate').inc();
@@ -555,7 +555,7 @@ export class BridgeFederation {
    */
   async queueForSealing(message: BridgeInboundMessage): Promise<void> {
     const queue = this.sealQueue as Queue<SealJobData>;
-    const jobId = inboundJobId(this.network, message.id);
+    const jobId = inboundJobId(this.network, message.id, message.to);
     if ((await this.inboundQueue.getJob(jobId)) || (await queue.getJob(jobId))) {
       this.jobs.labels('inbound', 'duplicate').inc();
       return;
