@@ -180,6 +180,21 @@ describe('relay Deployment', () => {
     assert.ok(find(base, 'PodDisruptionBudget', 'relay'));
     assert.equal(find(base, 'HorizontalPodAutoscaler', 'relay').spec.scaleTargetRef.name, 'relay');
   });
+
+  it('runs the Nostr bridge scaled out: several replicas, nothing local, a budget that keeps one', () => {
+    const bridge = find(base, 'Deployment', 'bridge-nostr');
+    assert.equal(bridgeConfig.BRIDGE_NOSTR_SCALE_OUT, 'true');
+    assert.ok(bridge.spec.replicas >= 2, `${bridge.spec.replicas} replicas`);
+    assert.equal(bridge.spec.strategy.type, 'RollingUpdate');
+    assert.equal(bridge.spec.strategy.rollingUpdate.maxUnavailable, 0);
+    const volumes = (bridge.spec.template.spec.volumes as Obj[]) ?? [];
+    assert.ok(!volumes.some((v) => v.persistentVolumeClaim), 'no volume: keys and sessions are in Redis');
+    assert.ok(!base.some((o) => o.kind === 'PersistentVolumeClaim'), 'the base claims no volume');
+    for (const file of ['BRIDGE_NOSTR_KEY_STORE_FILE', 'BRIDGE_NOSTR_STATE_DIR']) {
+      assert.equal(bridgeConfig[file], undefined, `${file} is not set: nothing is kept in the pod`);
+    }
+    assert.equal(find(base, 'PodDisruptionBudget', 'bridge-nostr').spec.minAvailable, 1);
+  });
 });
 
 describe('configuration variables', () => {

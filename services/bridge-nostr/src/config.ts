@@ -4,6 +4,7 @@
  * `describeConfig(bridgeNostrConfigSpec)` produces (a test keeps them equal).
  */
 import {
+  bool,
   type ConfigOf,
   type ConfigProblem,
   type ConfigSpec,
@@ -37,8 +38,9 @@ export const bridgeNostrConfigSpec = {
     doc: 'Key-encryption key: every bridged Nostr secret key is stored sealed under it (AES-256-GCM). Required; keep it apart from the key store.',
   }),
   BRIDGE_NOSTR_KEY_STORE_FILE: str({
+    default: undefined,
     maxLength: 4096,
-    doc: 'File holding the sealed Nostr keys of bridged identities (created with mode 0600). Required.',
+    doc: 'File holding the sealed Nostr keys of bridged identities (created with mode 0600). Required unless `BRIDGE_NOSTR_SCALE_OUT` is on; with it, the keys live in Redis and an existing file named here is imported at start (once per identity; the file is only read).',
   }),
   BRIDGE_NOSTR_HTTP_HOST: str({
     default: '127.0.0.1',
@@ -165,7 +167,47 @@ export const bridgeNostrConfigSpec = {
   BRIDGE_NOSTR_STATE_DIR: str({
     default: undefined,
     maxLength: 4096,
-    doc: "Directory of the bridge's sealed-session state (sessions, prekeys, opened messages). Required with `BRIDGE_NOSTR_REDIS_URL`.",
+    doc: "Directory of the bridge's sealed-session state (sessions, prekeys, opened messages). Required with `BRIDGE_NOSTR_REDIS_URL` unless `BRIDGE_NOSTR_SCALE_OUT` is on (the state is then in Redis).",
+  }),
+  BRIDGE_NOSTR_SCALE_OUT: bool({
+    default: false,
+    doc: 'Run as one of any number of processes of this bridge (docs/bridges.md#running-several-processes): Nostr keys sealed in Redis, sessions in Redis under per-peer leases, the gift-wrap cache in Redis, and one leader (elected in Redis) holding the relay connection. Needs `BRIDGE_NOSTR_REDIS_URL`; no local file is written.',
+  }),
+  BRIDGE_NOSTR_LEADER_TTL_MS: int({
+    default: 10000,
+    min: 300,
+    max: 600000,
+    doc: "Scaled out: the leader's lease, in milliseconds, renewed every third of it; a killed leader is replaced within about this (its relay connection, mailbox and inbound sealing move to another process).",
+  }),
+  BRIDGE_NOSTR_SESSION_LOCK_TTL_MS: int({
+    default: 10000,
+    min: 100,
+    max: 600000,
+    doc: "Scaled out: the lease on one peer's session state while a process seals or opens, in milliseconds, renewed while held; a process killed holding it blocks that peer for at most this long.",
+  }),
+  BRIDGE_NOSTR_SESSION_LOCK_WAIT_MS: int({
+    default: 30000,
+    min: 0,
+    max: 600000,
+    doc: 'Scaled out: how long a job waits for a busy peer\'s session lease, in milliseconds, before it fails with a retryable error (`bridge_federation_session_locks_total{result="busy"}`) and is retried with backoff.',
+  }),
+  BRIDGE_NOSTR_IDENTITY_REFRESH_MS: int({
+    default: 30000,
+    min: 100,
+    max: 3600000,
+    doc: 'Scaled out: how often a process reads the list of bridged identities from Redis again, in milliseconds, besides the notice of each new one (a notice missed during a Redis disconnection is caught up by then).',
+  }),
+  BRIDGE_NOSTR_JOB_LOCK_MS: int({
+    default: 30000,
+    min: 1000,
+    max: 600000,
+    doc: "Lock on a running federation job, in milliseconds (BullMQ's lockDuration, and its stall check's interval): a job whose process died (kill -9, a lost pod) runs again elsewhere after at most about twice this. A process whose event loop stalls longer may see its job run twice; sends and seals are idempotent per job.",
+  }),
+  BRIDGE_NOSTR_WRAP_TTL_SECONDS: int({
+    default: 604800,
+    min: 60,
+    max: 31536000,
+    doc: 'Scaled out: how long the gift wrap (or note) made for an outbound frame is kept in Redis, in seconds, so a retry on any process republishes the very same event (7 days: longer than an outbound job is retried by hand, usually).',
   }),
   BRIDGE_NOSTR_OUTBOUND_CONCURRENCY: int({
     default: 8,
@@ -256,16 +298,25 @@ export function bridgeNostrConfigProblems(config: BridgeNostrConfig): ConfigProb
       message: `BRIDGE_NOSTR_RECONNECT_MAX_MS=${config.BRIDGE_NOSTR_RECONNECT_MAX_MS} is below BRIDGE_NOSTR_RECONNECT_INITIAL_MS=${config.BRIDGE_NOSTR_RECONNECT_INITIAL_MS}`,
     });
   }
+  const scaleOut = config.BRIDGE_NOSTR_SCALE_OUT;
   if (config.BRIDGE_NOSTR_REDIS_URL !== undefined) {
-    for (const variable of [
-      'BRIDGE_NOSTR_LIBERTARIA_RELAYS',
-      'BRIDGE_NOSTR_IDENTITY_FILE',
-      'BRIDGE_NOSTR_STATE_DIR',
-    ] as const) {
+    const needed = ['BRIDGE_NOSTR_LIBERTARIA_RELAYS', 'BRIDGE_NOSTR_IDENTITY_FILE'] as const;
+    for (const variable of scaleOut ? needed : ([...needed, 'BRIDGE_NOSTR_STATE_DIR'] as const)) {
       if (config[variable] === undefined) {
         problems.push({ variable, message: `${variable} is required when BRIDGE_NOSTR_REDIS_URL is set` });
       }
     }
+  } else if (scaleOut) {
+    problems.push({
+      variable: 'BRIDGE_NOSTR_SCALE_OUT',
+      message: 'BRIDGE_NOSTR_SCALE_OUT needs BRIDGE_NOSTR_REDIS_URL (the shared state lives there)',
+    });
+  }
+  if (!scaleOut && config.BRIDGE_NOSTR_KEY_STORE_FILE === undefined) {
+    problems.push({
+      variable: 'BRIDGE_NOSTR_KEY_STORE_FILE',
+      message: 'BRIDGE_NOSTR_KEY_STORE_FILE is required unless BRIDGE_NOSTR_SCALE_OUT is on',
+    });
   }
   return problems;
 }

@@ -8,7 +8,7 @@
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { BridgeFederation } from '@libertaria/bridge-kit/worker';
-import type { NostrKeyStore } from './key-store.js';
+import type { NostrKeys } from './key-store.js';
 import type { BridgeNostrMetrics } from './metrics.js';
 import { nip05Document } from './nip05.js';
 import type { NostrBridge } from './nostr-bridge.js';
@@ -23,7 +23,7 @@ export async function startBridgeHttpServer(options: {
   host: string;
   port: number;
   bridge: NostrBridge;
-  keys: NostrKeyStore;
+  keys: NostrKeys;
   metrics: BridgeNostrMetrics;
   /** Adds `federation` (relay connection, Redis, worker, job counts) to /health. */
   federation?: BridgeFederation;
@@ -56,7 +56,7 @@ export async function startBridgeHttpServer(options: {
       federation.health().then(
         (f) => {
           // Without Redis or the relay connection nothing crosses the bridge: down, whatever Nostr says.
-          const down = health.status === 'down' || f.redis !== 'ready' || f.relay !== 'connected';
+          const down = health.status === 'down' || f.redis !== 'ready' || f.relay === 'disconnected';
           res
             .writeHead(down ? 503 : 200, { 'content-type': 'application/json' })
             .end(JSON.stringify({ ...health, status: down ? 'down' : health.status, federation: f }));

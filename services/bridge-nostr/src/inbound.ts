@@ -16,7 +16,7 @@ import { type BridgeInboundHandler, type BridgeInboundMessage, nostrIdentity } f
 import { type NostrEvent, validateEvent } from 'nostr-tools/core';
 import { verifyEvent } from 'nostr-tools/pure';
 import type { RecentIds } from './dedupe.js';
-import type { NostrKeyStore } from './key-store.js';
+import type { NostrKeys } from './key-store.js';
 import type { Logger } from './log.js';
 import type { BridgeNostrMetrics, MalformedMetricReason } from './metrics.js';
 import { privateMessageRecipients } from './nip17.js';
@@ -25,7 +25,7 @@ import { KIND_GIFT_WRAP, UnwrapError, unwrapGiftWrap } from './nip59.js';
 export const KIND_TEXT_NOTE = 1;
 
 export interface InboundOptions {
-  readonly keys: NostrKeyStore;
+  readonly keys: NostrKeys;
   readonly seen: RecentIds;
   readonly metrics: BridgeNostrMetrics;
   readonly log: Logger;

@@ -48,6 +48,24 @@ interface SealedRecord {
   sealed: string;
 }
 
+/**
+ * What the bridge needs of a key store: NostrKeyStore (a file, one process)
+ * or RedisNostrKeyStore (Redis, any number of processes). Reads are
+ * synchronous, from an index of public data kept in memory; secrets are
+ * opened per use.
+ */
+export interface NostrKeys {
+  readonly size: number;
+  get(did: string): BridgedIdentity | undefined;
+  byPubkey(pubkey: string): BridgedIdentity | undefined;
+  byName(name: string): BridgedIdentity | undefined;
+  all(): IterableIterator<BridgedIdentity>;
+  bridge(did: string, name?: string): Promise<BridgedIdentity>;
+  withSecretKey<T>(did: string, use: (secret: Uint8Array) => T | Promise<T>): Promise<T>;
+  /** Calls `listener` when identities bridged by another process become known here (to subscribe to them). */
+  onAdded?(listener: () => void): void;
+}
+
 export interface KeyStoreLimits {
   readonly maxIdentities: number;
 }
@@ -116,7 +134,7 @@ export function parseKek(hex: string): Uint8Array {
   return new Uint8Array(Buffer.from(hex, 'hex'));
 }
 
-export class NostrKeyStore {
+export class NostrKeyStore implements NostrKeys {
   private readonly byDid = new Map<string, BridgedIdentity>();
   private readonly sealedByDid = new Map<string, SealedRecord>();
   private readonly didByPubkey = new Map<string, string>();

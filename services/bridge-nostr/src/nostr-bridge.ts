@@ -34,7 +34,7 @@ import type { EventTemplate, NostrEvent } from 'nostr-tools/core';
 import { finalizeEvent, verifyEvent } from 'nostr-tools/pure';
 import { RecentIds } from './dedupe.js';
 import { InboundProcessor, KIND_TEXT_NOTE } from './inbound.js';
-import type { BridgedIdentity, NostrKeyStore } from './key-store.js';
+import type { BridgedIdentity, NostrKeys } from './key-store.js';
 import { type Logger, silentLogger } from './log.js';
 import { BridgeNostrMetrics } from './metrics.js';
 import { inboxRelays, KIND_DM_RELAYS, privateMessageRumor } from './nip17.js';
@@ -46,7 +46,7 @@ const PUBKEYS_PER_FILTER = 256;
 
 export interface NostrBridgeOptions {
   readonly relays: readonly string[];
-  readonly keys: NostrKeyStore;
+  readonly keys: NostrKeys;
   readonly metrics?: BridgeNostrMetrics;
   readonly log?: Logger;
   readonly maxTextBytes: number;
@@ -64,6 +64,19 @@ export interface NostrBridgeOptions {
   readonly maxAuthKeys: number;
   readonly dedupeCapacity: number;
   readonly lookbackSeconds: number;
+  /**
+   * Where the event made for an outbound frame is kept (default: in this
+   * process, bounded by dedupeCapacity). Scaled out: Redis, so a retry on
+   * any process republishes the same event (RedisWrapCache).
+   */
+  readonly wrapCache?: WrapCache;
+}
+
+/** Events made for outbound frames, by frame id: the first one stored wins, so retries publish the same event. */
+export interface WrapCache {
+  get(frameId: string): Promise<NostrEvent | undefined>;
+  /** Stores `event` unless one is there; returns the one that is there afterwards. */
+  putIfAbsent(frameId: string, event: NostrEvent): Promise<NostrEvent>;
 }
 
 export class NostrBridge implements Bridge {
@@ -87,6 +100,11 @@ export class NostrBridge implements Bridge {
     this.log = o.log ?? silentLogger;
     this.seen = new RecentIds(o.dedupeCapacity);
     this.metrics.identities.set(o.keys.size);
+    // Identities bridged by another process of this bridge: subscribe to their keys too.
+    o.keys.onAdded?.(() => {
+      this.metrics.identities.set(o.keys.size);
+      this.resubscribe();
+    });
     this.inbound = new InboundProcessor({
       keys: o.keys,
       seen: this.seen,
@@ -246,7 +264,7 @@ export class NostrBridge implements Bridge {
     switch (message.type) {
       case 'private': {
         const to = message.to as Extract<ForeignIdentity, { type: 'nostr' }>;
-        let wrap = this.sentWraps.get(message.id);
+        let wrap = await this.cached(message.id);
         if (!wrap) {
           const rumor = privateMessageRumor(from.pubkey, to.pubkeyHex, message.text);
           try {
@@ -258,13 +276,13 @@ export class NostrBridge implements Bridge {
               cause: err,
             });
           }
-          this.remember(message.id, wrap);
+          wrap = await this.remember(message.id, wrap);
         }
         const inbox = await this.lookupInboxRelays(to.pubkeyHex);
         return this.publish(wrap, inbox.length > 0 ? inbox : this.relays);
       }
       case 'public': {
-        let note = this.sentWraps.get(message.id);
+        let note = await this.cached(message.id);
         if (!note) {
           const template = {
             kind: KIND_TEXT_NOTE,
@@ -273,7 +291,7 @@ export class NostrBridge implements Bridge {
             content: message.text,
           };
           note = await this.o.keys.withSecretKey(from.did, (secret) => finalizeEvent(template, secret));
-          this.remember(message.id, note);
+          note = await this.remember(message.id, note);
         }
         return this.publish(note, this.relays);
       }
@@ -287,10 +305,18 @@ export class NostrBridge implements Bridge {
     }
   }
 
-  private remember(frameId: string, event: NostrEvent): void {
+  private async cached(frameId: string): Promise<NostrEvent | undefined> {
+    if (this.o.wrapCache) return this.o.wrapCache.get(frameId);
+    return this.sentWraps.get(frameId);
+  }
+
+  /** Keeps the event made for a frame; returns the one to publish (another process's, if it stored one first). */
+  private async remember(frameId: string, event: NostrEvent): Promise<NostrEvent> {
+    if (this.o.wrapCache) return this.o.wrapCache.putIfAbsent(frameId, event);
     this.sentWraps.set(frameId, event);
     if (this.sentWraps.size > this.o.dedupeCapacity)
       this.sentWraps.delete(this.sentWraps.keys().next().value as string);
+    return event;
   }
 
   /** The recipient's kind-10050 inbox relays, asked of every configured relay at once. */

@@ -1,6 +1,8 @@
 /**
  * Wires the bridge from its configuration: key store, bridge, HTTP listener.
  * `main.ts` calls it with the environment; tests call it with a plain record.
+ * With BRIDGE_NOSTR_SCALE_OUT the keys, sessions and gift-wrap cache are in
+ * Redis and nothing is written locally (docs/bridges.md#running-several-processes).
  */
 import type { BridgeInboundHandler } from '@libertaria/bridge-kit';
 import { BridgeFederation } from '@libertaria/bridge-kit/worker';
@@ -8,17 +10,20 @@ import { parseRelayUrls } from '@libertaria/client';
 import { FileSessionStore } from '@libertaria/client/node';
 import type { Env } from '@libertaria/config';
 import { readKeyFile } from '@libertaria/identity/node';
+import { createRedisClient, type RedisClient } from '@libertaria/redis';
 import { type BridgeNostrConfig, loadBridgeNostrConfig, relayUrls } from './config.js';
 import { type BridgeHttpServer, startBridgeHttpServer } from './http-server.js';
-import { NostrKeyStore, parseKek } from './key-store.js';
+import { NostrKeyStore, type NostrKeys, parseKek } from './key-store.js';
 import { createLogger, type Logger } from './log.js';
 import { BridgeNostrMetrics } from './metrics.js';
 import { NostrBridge } from './nostr-bridge.js';
+import { RedisNostrKeyStore } from './redis-key-store.js';
+import { RedisWrapCache } from './wrap-cache.js';
 
 export interface NostrBridgeService {
   readonly config: BridgeNostrConfig;
   readonly bridge: NostrBridge;
-  readonly keys: NostrKeyStore;
+  readonly keys: NostrKeys;
   readonly http: BridgeHttpServer;
   /** Set when BRIDGE_NOSTR_REDIS_URL is: the bridge's place in the relay cluster. */
   readonly federation: BridgeFederation | undefined;
@@ -34,9 +39,39 @@ export interface StartOptions {
 export async function startNostrBridgeService(env: Env, options: StartOptions = {}): Promise<NostrBridgeService> {
   const config = loadBridgeNostrConfig(env);
   const logger = options.log ?? createLogger(config.BRIDGE_NOSTR_LOG_LEVEL, { service: 'bridge-nostr' });
-  const keys = await NostrKeyStore.open(config.BRIDGE_NOSTR_KEY_STORE_FILE, parseKek(config.BRIDGE_NOSTR_KEK), {
-    maxIdentities: config.BRIDGE_NOSTR_MAX_IDENTITIES,
-  });
+  const kek = parseKek(config.BRIDGE_NOSTR_KEK);
+  const scaleOut = config.BRIDGE_NOSTR_SCALE_OUT;
+  let redis: RedisClient | undefined;
+  let keys: NostrKeys;
+  let redisKeys: RedisNostrKeyStore | undefined;
+  if (scaleOut) {
+    // The config check guarantees the URL. Commands fail after one retry instead of waiting for Redis forever.
+    redis = createRedisClient(
+      { url: config.BRIDGE_NOSTR_REDIS_URL as string, clusterNodes: config.REDIS_CLUSTER_NODES },
+      { connectionName: 'bridge-nostr-state', maxRetriesPerRequest: 1 },
+    );
+    redis.on('error', (err) => logger.debug('state redis error', { err }));
+    redisKeys = await RedisNostrKeyStore.open({
+      redis,
+      kek,
+      prefix: config.BRIDGE_NOSTR_FEDERATION_PREFIX,
+      maxIdentities: config.BRIDGE_NOSTR_MAX_IDENTITIES,
+      refreshMs: config.BRIDGE_NOSTR_IDENTITY_REFRESH_MS,
+      log: logger,
+    });
+    if (config.BRIDGE_NOSTR_KEY_STORE_FILE !== undefined) {
+      const file = await NostrKeyStore.open(config.BRIDGE_NOSTR_KEY_STORE_FILE, kek, {
+        maxIdentities: config.BRIDGE_NOSTR_MAX_IDENTITIES,
+      });
+      const imported = await redisKeys.importFrom(file);
+      logger.info('key file imported into Redis', { file: config.BRIDGE_NOSTR_KEY_STORE_FILE, imported });
+    }
+    keys = redisKeys;
+  } else {
+    keys = await NostrKeyStore.open(config.BRIDGE_NOSTR_KEY_STORE_FILE as string, kek, {
+      maxIdentities: config.BRIDGE_NOSTR_MAX_IDENTITIES,
+    });
+  }
   const metrics = new BridgeNostrMetrics();
   const bridge = new NostrBridge({
     relays: relayUrls(config),
@@ -56,6 +91,15 @@ export async function startNostrBridgeService(env: Env, options: StartOptions = 
     handlerRetryDelayMs: config.BRIDGE_NOSTR_HANDLER_RETRY_MS,
     dedupeCapacity: config.BRIDGE_NOSTR_DEDUPE_CAPACITY,
     lookbackSeconds: config.BRIDGE_NOSTR_LOOKBACK_SECONDS,
+    ...(redis === undefined
+      ? {}
+      : {
+          wrapCache: new RedisWrapCache(
+            redis,
+            config.BRIDGE_NOSTR_FEDERATION_PREFIX,
+            config.BRIDGE_NOSTR_WRAP_TTL_SECONDS,
+          ),
+        }),
   });
   const federation =
     config.BRIDGE_NOSTR_REDIS_URL === undefined
@@ -63,12 +107,21 @@ export async function startNostrBridgeService(env: Env, options: StartOptions = 
       : new BridgeFederation({
           bridge,
           identity: await readKeyFile(config.BRIDGE_NOSTR_IDENTITY_FILE as string),
-          sessionStore: new FileSessionStore(config.BRIDGE_NOSTR_STATE_DIR as string),
+          ...(scaleOut
+            ? {
+                scaleOut: {
+                  leaderTtlMs: config.BRIDGE_NOSTR_LEADER_TTL_MS,
+                  lockTtlMs: config.BRIDGE_NOSTR_SESSION_LOCK_TTL_MS,
+                  lockWaitMs: config.BRIDGE_NOSTR_SESSION_LOCK_WAIT_MS,
+                },
+              }
+            : { sessionStore: new FileSessionStore(config.BRIDGE_NOSTR_STATE_DIR as string) }),
           relays: parseRelayUrls(config.BRIDGE_NOSTR_LIBERTARIA_RELAYS as string).map((u) => u.href),
           redisUrl: config.BRIDGE_NOSTR_REDIS_URL,
           redisClusterNodes: config.REDIS_CLUSTER_NODES,
           prefix: config.BRIDGE_NOSTR_FEDERATION_PREFIX,
           concurrency: config.BRIDGE_NOSTR_OUTBOUND_CONCURRENCY,
+          jobLockMs: config.BRIDGE_NOSTR_JOB_LOCK_MS,
           ratePerSecond: config.BRIDGE_NOSTR_OUTBOUND_RATE,
           rateLimitPauseMs: config.BRIDGE_NOSTR_RATE_LIMIT_PAUSE_MS,
           attempts: config.BRIDGE_NOSTR_OUTBOUND_ATTEMPTS,
@@ -106,6 +159,8 @@ export async function startNostrBridgeService(env: Env, options: StartOptions = 
       await federation?.close();
       await bridge.close();
       await http.close();
+      await redisKeys?.close();
+      await redis?.quit().catch(() => undefined);
     },
   };
 }

@@ -276,9 +276,16 @@ export function federatedMessageId(network: string, foreignId: string): Uint8Arr
   return sha256(new TextEncoder().encode(`libertaria-federation-v1\0${network}\0${foreignId}`)).slice(0, 16);
 }
 
-/** The inbound job id of a foreign message: idempotent like federatedMessageId. */
-export function inboundJobId(network: string, foreignId: string): string {
-  const hex = Array.from(federatedMessageId(network, foreignId), (b) => b.toString(16).padStart(2, '0')).join('');
+/**
+ * The inbound job id of a foreign message: idempotent like federatedMessageId.
+ * With `recipient` (the bridge worker always gives it) the id is per
+ * recipient too: one foreign message may reach several bridged peers (a note
+ * mentioning two of them, a group message), and each needs its own job; the
+ * same message to the same peer is still one job.
+ */
+export function inboundJobId(network: string, foreignId: string, recipient?: string): string {
+  const id = recipient === undefined ? foreignId : `${foreignId}\0${recipient}`;
+  const hex = Array.from(federatedMessageId(network, id), (b) => b.toString(16).padStart(2, '0')).join('');
   return `${federationNetworkName(network)}-${hex}`;
 }
 

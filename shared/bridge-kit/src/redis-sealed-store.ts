@@ -400,6 +400,17 @@ export class RedisSealedStore {
     return id ?? undefined;
   }
 
+  /** Every value of a unique index with its owner, a page of HSCAN at a time. */
+  async *listUnique(index: string, pageSize = 500): AsyncGenerator<{ value: string; id: string }> {
+    if (!NAME.test(index)) throw new BridgeError('BAD_FIELD', `unique index ${JSON.stringify(index)} is not a name`);
+    let cursor = '0';
+    do {
+      const [next, flat] = await this.#redis.hscan(this.#uniqueKey(index), cursor, 'COUNT', pageSize);
+      cursor = next;
+      for (let i = 0; i + 1 < flat.length; i += 2) yield { value: flat[i] as string, id: flat[i + 1] as string };
+    } while (cursor !== '0');
+  }
+
   async count(): Promise<number> {
     return this.#redis.hlen(this.#records);
   }
@@ -409,7 +420,9 @@ export class RedisSealedStore {
    * of HSCAN at a time; a record created during the scan may or may not be
    * seen (subscribe to `createdChannel` for those).
    */
-  async *list(pageSize = 500): AsyncGenerator<{ id: string; meta: Readonly<Record<string, string | number>> }> {
+  async *list(
+    pageSize = 500,
+  ): AsyncGenerator<{ id: string; meta: Readonly<Record<string, string | number>>; createdAt: number }> {
     let cursor = '0';
     do {
       const [next, flat] = await this.#redis.hscan(this.#records, cursor, 'COUNT', pageSize);
@@ -418,7 +431,9 @@ export class RedisSealedStore {
         const id = flat[i] as string;
         try {
           const r = JSON.parse(flat[i + 1] as string) as Partial<StoredRecord>;
-          if (r.id === id && typeof r.meta === 'object' && r.meta !== null) yield { id, meta: Object.freeze(r.meta) };
+          if (r.id === id && typeof r.meta === 'object' && r.meta !== null && typeof r.createdAt === 'number') {
+            yield { id, meta: Object.freeze(r.meta), createdAt: r.createdAt };
+          }
         } catch {
           // Not a record: get() of it says why.
         }

@@ -108,6 +108,11 @@ describe('registry and job ids', () => {
     assert.match(id, /^nostr-[0-9a-f]{32}$/);
     assert.equal(id, inboundJobId('nostr', 'e'.repeat(64)), 'deterministic: the same foreign message, the same job');
     assert.notEqual(id, inboundJobId('nostr', 'd'.repeat(64)));
+    // One foreign message to two bridged peers: two jobs; to one peer again: the same job.
+    const [alice, bob] = ['did:example:alice', 'did:example:bob'];
+    assert.notEqual(inboundJobId('nostr', 'e'.repeat(64), alice), inboundJobId('nostr', 'e'.repeat(64), bob));
+    assert.equal(inboundJobId('nostr', 'e'.repeat(64), alice), inboundJobId('nostr', 'e'.repeat(64), alice));
+    assert.match(inboundJobId('nostr', 'e'.repeat(64), alice), /^nostr-[0-9a-f]{32}$/);
     assert.equal(federatedMessageId('nostr', 'x').length, 16);
     assert.notDeepEqual(federatedMessageId('nostr', 'x'), federatedMessageId('xmtp', 'x'));
   });

@@ -142,6 +142,21 @@ export interface SessionManagerOptions {
    * handshake is refused (HANDSHAKE_RATE_LIMITED) before any of that work.
    */
   maxHandshakesPerMinute?: number;
+  /**
+   * The store is shared with other processes of the same identity (a bridge
+   * scaled out over one Redis): peer records are read from the store for
+   * every seal, open and acknowledge instead of being cached here (a cached
+   * copy would be stale once another process advanced the ratchet), and the
+   * prekey record is read again before publishing. Pair it with `lock`.
+   */
+  shared?: boolean;
+  /**
+   * Runs `work` holding a lock shared with the other processes using this
+   * store, per key (a peer DID, or `prekeys` for the first creation of the
+   * prekey record), inside this manager's own per-peer chain. A Redis lease
+   * in a scaled-out bridge (@libertaria/bridge-kit/worker RedisSessionStore).
+   */
+  lock?: <T>(key: string, work: () => Promise<T>) => Promise<T>;
 }
 
 export interface RotationEvent {
@@ -222,6 +237,8 @@ export class SessionManager {
   readonly #recordNames = new Map<string, string>();
   /** Per-peer chains: seal and open of one peer's sessions run one at a time. */
   readonly #locks = new Map<string, Promise<unknown>>();
+  readonly #shared: boolean;
+  readonly #sharedLock: SessionManagerOptions['lock'];
   #publishing: Promise<void> | undefined;
 
   constructor(options: SessionManagerOptions) {
@@ -239,6 +256,8 @@ export class SessionManager {
     this.#maxOpened = options.maxOpenedPerPeer ?? 4096;
     this.#rotationRetryMs = options.rotationRetryMs ?? 60_000;
     this.#handshakesPerMinute = options.maxHandshakesPerMinute ?? 20;
+    this.#shared = options.shared ?? false;
+    this.#sharedLock = options.lock;
     if (!Number.isSafeInteger(this.#handshakesPerMinute) || this.#handshakesPerMinute < 1) {
       throw new ProtocolError('BAD_FIELD', 'sessions: maxHandshakesPerMinute must be a positive integer');
     }
@@ -262,7 +281,9 @@ export class SessionManager {
 
   #lock<T>(key: string, work: () => Promise<T>): Promise<T> {
     const previous = this.#locks.get(key) ?? Promise.resolve();
-    const next = previous.then(work, work);
+    const shared = this.#sharedLock;
+    const locked = shared === undefined ? work : () => shared(key, work);
+    const next = previous.then(locked, locked);
     const tail = next.catch(() => undefined);
     this.#locks.set(key, tail);
     void tail.then(() => {
@@ -279,23 +300,7 @@ export class SessionManager {
   /** Loads (or creates) the identity DH key and the signed prekeys. */
   load(): Promise<void> {
     this.#loaded ??= this.#lock('prekeys', async () => {
-      const bytes = await this.store.get(RECORD_PREKEYS);
-      if (bytes !== undefined) {
-        const f = unpackFields(bytes);
-        if (f.length !== 8) throw new SessionError('SESSION_STATE_INVALID', 'prekey record is malformed');
-        this.#prekeys = {
-          identityDh: identityDhKeyFromPrivate(this.#p, this.identity, f[0] as Uint8Array),
-          spkId: readU32(f[1]),
-          spkPrivate: f[2] as Uint8Array,
-          spkPublic: this.#p.x25519PublicKey(f[2] as Uint8Array),
-          lrId: readU32(f[3]),
-          lrSecret: f[4] as Uint8Array,
-          lrPublic: f[5] as Uint8Array,
-          nextX25519: readU32(f[6]),
-          nextKem: readU32(f[7]),
-        };
-        return;
-      }
+      if (await this.#readPrekeys()) return;
       const idh = this.#p.x25519Generate();
       const identityDh = identityDhKeyFromPrivate(this.#p, this.identity, idh.privateKey);
       const { secrets } = generatePrekeyPublication(
@@ -315,8 +320,32 @@ export class SessionManager {
         nextKem: 1,
       };
       await this.#savePrekeys();
+    }).catch((error: unknown) => {
+      // A store that failed (Redis down, a busy shared lock) is asked again next time, not remembered as failed.
+      this.#loaded = undefined;
+      throw error;
     });
     return this.#loaded;
+  }
+
+  /** Reads the prekey record into memory; false when there is none yet. */
+  async #readPrekeys(): Promise<boolean> {
+    const bytes = await this.store.get(RECORD_PREKEYS);
+    if (bytes === undefined) return false;
+    const f = unpackFields(bytes);
+    if (f.length !== 8) throw new SessionError('SESSION_STATE_INVALID', 'prekey record is malformed');
+    this.#prekeys = {
+      identityDh: identityDhKeyFromPrivate(this.#p, this.identity, f[0] as Uint8Array),
+      spkId: readU32(f[1]),
+      spkPrivate: f[2] as Uint8Array,
+      spkPublic: this.#p.x25519PublicKey(f[2] as Uint8Array),
+      lrId: readU32(f[3]),
+      lrSecret: f[4] as Uint8Array,
+      lrPublic: f[5] as Uint8Array,
+      nextX25519: readU32(f[6]),
+      nextKem: readU32(f[7]),
+    };
+    return true;
   }
 
   async #savePrekeys(): Promise<void> {
@@ -351,6 +380,8 @@ export class SessionManager {
 
   async #publish(relay: SessionTransport): Promise<void> {
     await this.load();
+    // Another process may have published (and moved the one-time key counters) since we loaded.
+    if (this.#shared) await this.#lock('prekeys', () => this.#readPrekeys());
     const k = this.#prekeys as PrekeyState;
     const status = await relay.prekeyStatus();
     const localX = (await this.store.list('otk-x25519-')).length;
@@ -441,7 +472,8 @@ export class SessionManager {
       bytes === undefined
         ? { entries: [], opened: new Map() }
         : decodePeerRecord(this.#p, bytes, this.#sessionOptions());
-    this.#peers.set(peerDid, peer);
+    // Shared: never cached, every locked operation starts from what the store holds now.
+    if (!this.#shared) this.#peers.set(peerDid, peer);
     return peer;
   }
 

@@ -271,6 +271,10 @@ export const ERROR_CODES = {
     wire: 0x0a0f,
     summary: 'a unique key of a sealed record (e.g. a handle) already belongs to another identity; nothing was written',
   },
+  BRIDGE_LEASE_LOST: {
+    wire: 0x0a10,
+    summary: 'a bridge process lost its lease on shared session state before writing it; the job is retried',
+  },
   // 0x0a3x: the XMTP bridge (services/bridge-xmtp); numbered apart so other bridges' codes can follow 0x0a0f.
   BRIDGE_RECIPIENT_UNREACHABLE: {
     wire: 0x0a30,

@@ -29,6 +29,13 @@ export interface NostrRelayHandle {
   restart(): Promise<void>;
   /** Refuses the next `count` EVENTs with `OK false "rate-limited: …"` (NIP-01), as a relay that throttles does. */
   rateLimitNext(count: number): void;
+  /**
+   * Holds every EVENT (neither stored nor answered) until the returned
+   * function is called, as a relay that hangs does: publishers wait for
+   * their OK meanwhile. `held()` counts the EVENTs waiting.
+   */
+  holdEvents(): () => void;
+  held(): number;
 }
 
 export interface StartNostrRelayOptions {
@@ -62,6 +69,19 @@ class RateLimiter implements HandleMessagePlugin {
   }
 }
 
+class EventGate implements HandleMessagePlugin {
+  gate: Promise<void> | undefined;
+  waiting = 0;
+  async handleMessage(_ctx: ClientContext, message: IncomingMessage, next: () => Promise<never>) {
+    if (message[0] === 'EVENT' && this.gate) {
+      this.waiting++;
+      await this.gate;
+      this.waiting--;
+    }
+    return next();
+  }
+}
+
 export async function startNostrRelay(options: StartNostrRelayOptions = {}): Promise<NostrRelayHandle> {
   const repository = new EventRepositorySqlite(':memory:');
   await repository.init(); // creates the tables (its migrations)
@@ -72,6 +92,8 @@ export async function startNostrRelay(options: StartNostrRelayOptions = {}): Pro
   if (options.auth) relay.register(new GiftWrapAuthGuard());
   const limiter = new RateLimiter();
   relay.register(limiter);
+  const gate = new EventGate();
+  relay.register(gate);
   const validator = new Validator();
   const authenticated: string[] = [];
   let wss: WebSocketServer | undefined;
@@ -122,5 +144,16 @@ export async function startNostrRelay(options: StartNostrRelayOptions = {}): Pro
     rateLimitNext(count: number) {
       limiter.pending = count;
     },
+    holdEvents() {
+      let release: () => void = () => {};
+      gate.gate = new Promise<void>((resolve) => {
+        release = resolve;
+      });
+      return () => {
+        gate.gate = undefined;
+        release();
+      };
+    },
+    held: () => gate.waiting,
   };
 }
