@@ -160,8 +160,37 @@ export const bridgeActivityPubConfigSpec = {
     doc: "Key file of the bridge's own Libertaria identity (`lrelay keygen --out FILE`): the DID peers send to. Required.",
   }),
   BRIDGE_AP_STATE_DIR: str({
+    default: undefined,
     maxLength: 4096,
-    doc: "Directory of the bridge's sealed-session state (sessions, prekeys, opened messages). Required.",
+    doc: "Directory of the bridge's sealed-session state (sessions, prekeys, opened messages). Required unless `BRIDGE_AP_SCALE_OUT` is on (the state is then in Redis).",
+  }),
+  BRIDGE_AP_SCALE_OUT: bool({
+    default: false,
+    doc: 'Run as one of any number of processes of this bridge behind one origin (docs/bridges.md#several-processes-behind-one-domain): sessions in Redis under per-peer leases and one leader (elected in Redis) holding the relay connection; actors, keys, followers and queues are in Redis anyway. No local file is written.',
+  }),
+  BRIDGE_AP_LEADER_TTL_MS: int({
+    default: 10000,
+    min: 300,
+    max: 600000,
+    doc: "Scaled out: the leader's lease, in milliseconds, renewed every third of it; a killed leader is replaced within about this.",
+  }),
+  BRIDGE_AP_SESSION_LOCK_TTL_MS: int({
+    default: 10000,
+    min: 100,
+    max: 600000,
+    doc: "Scaled out: the lease on one peer's session state while a process seals or opens, in milliseconds, renewed while held.",
+  }),
+  BRIDGE_AP_SESSION_LOCK_WAIT_MS: int({
+    default: 30000,
+    min: 0,
+    max: 600000,
+    doc: "Scaled out: how long a job waits for a busy peer's session lease, in milliseconds, before it fails with a retryable error and is retried with backoff.",
+  }),
+  BRIDGE_AP_JOB_LOCK_MS: int({
+    default: 30000,
+    min: 1000,
+    max: 600000,
+    doc: "Lock on a running federation job, in milliseconds (BullMQ's lockDuration and stall check): a job whose process died runs again elsewhere after at most about twice this.",
   }),
   BRIDGE_AP_OUTBOUND_CONCURRENCY: int({
     default: 8,
@@ -258,6 +287,12 @@ export function bridgeActivityPubConfigProblems(config: BridgeActivityPubConfig)
     problems.push({
       variable: 'BRIDGE_AP_ORIGIN',
       message: 'BRIDGE_AP_ORIGIN is an origin only: scheme, host and port, no path, query or credentials',
+    });
+  }
+  if (!config.BRIDGE_AP_SCALE_OUT && config.BRIDGE_AP_STATE_DIR === undefined) {
+    problems.push({
+      variable: 'BRIDGE_AP_STATE_DIR',
+      message: 'BRIDGE_AP_STATE_DIR is required unless BRIDGE_AP_SCALE_OUT is on',
     });
   }
   return problems;

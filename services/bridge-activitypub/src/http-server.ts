@@ -113,7 +113,8 @@ export async function startBridgeHttpServer(options: BridgeHttpOptions): Promise
       const down =
         !health ||
         health.status === 'down' ||
-        (federation !== undefined && (federation.redis !== 'ready' || federation.relay !== 'connected'));
+        // A follower (scaled out) holds no relay connection by design: `standby`, not down.
+        (federation !== undefined && (federation.redis !== 'ready' || federation.relay === 'disconnected'));
       res
         .writeHead(down ? 503 : 200, { 'content-type': 'application/json' })
         .end(JSON.stringify({ ...health, status: down ? 'down' : health?.status, federation }));

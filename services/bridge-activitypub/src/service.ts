@@ -122,7 +122,16 @@ export async function startActivityPubBridgeService(
     const federation = new BridgeFederation({
       bridge,
       identity: await readKeyFile(config.BRIDGE_AP_IDENTITY_FILE),
-      sessionStore: new FileSessionStore(config.BRIDGE_AP_STATE_DIR),
+      ...(config.BRIDGE_AP_SCALE_OUT
+        ? {
+            scaleOut: {
+              leaderTtlMs: config.BRIDGE_AP_LEADER_TTL_MS,
+              lockTtlMs: config.BRIDGE_AP_SESSION_LOCK_TTL_MS,
+              lockWaitMs: config.BRIDGE_AP_SESSION_LOCK_WAIT_MS,
+            },
+          }
+        : { sessionStore: new FileSessionStore(config.BRIDGE_AP_STATE_DIR as string) }),
+      jobLockMs: config.BRIDGE_AP_JOB_LOCK_MS,
       relays: parseRelayUrls(config.BRIDGE_AP_LIBERTARIA_RELAYS).map((u) => u.href),
       redisUrl: config.BRIDGE_AP_REDIS_URL,
       redisClusterNodes: config.REDIS_CLUSTER_NODES,

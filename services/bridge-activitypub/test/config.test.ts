@@ -44,6 +44,15 @@ describe('bridge-activitypub configuration', () => {
     );
   });
 
+  it('needs a state directory unless scaled out (the sessions are then in Redis)', () => {
+    const { BRIDGE_AP_STATE_DIR: _dir, ...withoutDir } = base;
+    assert.throws(
+      () => loadBridgeActivityPubConfig(withoutDir),
+      (err: unknown) => err instanceof ConfigValidationError && err.problems[0]?.variable === 'BRIDGE_AP_STATE_DIR',
+    );
+    assert.equal(loadBridgeActivityPubConfig({ ...withoutDir, BRIDGE_AP_SCALE_OUT: 'true' }).BRIDGE_AP_SCALE_OUT, true);
+  });
+
   it('reports every problem at once, never echoes the KEK, and refuses unknown BRIDGE_AP_ variables', () => {
     const secret = 'zz'.repeat(32);
     assert.throws(
