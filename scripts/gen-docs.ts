@@ -1,15 +1,17 @@
 /**
  * Regenerates the tables in docs/ that are derived from code: the error codes
  * (docs/errors.md, from ERROR_CODES), the relay's variables
- * (docs/configuration.md, from relayConfigSpec), the Nostr bridge's
- * (docs/bridges.md, from bridgeNostrConfigSpec), the XMTP bridge's
- * (docs/configuration.md, from bridgeXmtpConfigSpec) and the adversarial suite's
+ * (docs/configuration.md, from relayConfigSpec), the bridges' (the Nostr
+ * bridge's in docs/bridges.md, from bridgeNostrConfigSpec; the ActivityPub
+ * and XMTP bridges' in docs/configuration.md, from bridgeActivityPubConfigSpec
+ * and bridgeXmtpConfigSpec) and the adversarial suite's
  * cases (docs/security.md, from test-support/attack/cases.ts). `npm run docs`. Tests fail
  * when a table is stale, so run this after changing either source.
  */
 import { readFileSync, writeFileSync } from 'node:fs';
 import { describeConfig } from '@libertaria/config';
 import { ERROR_CODES } from '@libertaria/protocol';
+import { bridgeActivityPubConfigSpec } from '../services/bridge-activitypub/src/config.js';
 import { bridgeNostrConfigSpec } from '../services/bridge-nostr/src/config.js';
 import { bridgeXmtpConfigSpec } from '../services/bridge-xmtp/src/config.js';
 import { relayConfigSpec } from '../services/relay/src/config.js';
@@ -37,6 +39,7 @@ replaceBetween(
 );
 replaceBetween('docs/configuration.md', 'relay-config', describeConfig(relayConfigSpec));
 replaceBetween('docs/bridges.md', 'bridge-nostr-config', describeConfig(bridgeNostrConfigSpec));
+replaceBetween('docs/configuration.md', 'bridge-activitypub-config', describeConfig(bridgeActivityPubConfigSpec));
 replaceBetween('docs/configuration.md', 'bridge-xmtp-config', describeConfig(bridgeXmtpConfigSpec));
 replaceBetween('docs/security.md', 'attack-cases', caseTable());
 console.log('docs: regenerated docs/errors.md, docs/configuration.md, docs/bridges.md and docs/security.md tables');

@@ -1,21 +1,34 @@
 /**
- * @libertaria/bridge-activitypub (in progress): the building blocks of the
- * ActivityPub bridge on Fedify. So far its two Redis adapters, each tested on
- * a real Redis: Fedify's KvStore on ioredis and its MessageQueue on BullMQ.
- * The bridge itself (actors, inbox, outbox, the Bridge interface) is not
- * written yet (README.md). Loading it fills what Fedify 2.3.6 needs from
- * Node 20 (fedify-runtime.ts).
+ * @libertaria/bridge-activitypub: bridged Libertaria peers as ActivityPub
+ * actors, on Fedify (docs/bridges.md#activitypub). Loading it fills what
+ * Fedify 2.3.6 needs from Node 20 (fedify-runtime.ts).
  */
 import './fedify-runtime.js';
 
+export {
+  ActivityPubBridge,
+  type ActivityPubBridgeOptions,
+  type ForeignSenderDecider,
+  retryAfterMs,
+} from './activitypub-bridge.js';
+export { type Actor, ActorStore, HANDLE_PREFIX, handleOf, INSTANCE_ACTOR, type SealedStoreLike } from './actors.js';
 export {
   BullMqMessageQueue,
   type BullMqMessageQueueOptions,
   type FedifyJobData,
   MessageTooLargeError,
 } from './bullmq-message-queue.js';
+export {
+  type BridgeActivityPubConfig,
+  bridgeActivityPubConfigSpec,
+  describeBridgeActivityPubConfig,
+  loadBridgeActivityPubConfig,
+} from './config.js';
 export { fedifyRuntimeReady } from './fedify-runtime.js';
+export { htmlToText, textToHtml } from './html-text.js';
+export { type BridgeHttpServer, startBridgeHttpServer } from './http-server.js';
 export { canonicalJson } from './json-value.js';
+export { BridgeActivityPubMetrics } from './metrics.js';
 export {
   DEFAULT_KV_PREFIX,
   DEFAULT_MAX_VALUE_BYTES,
@@ -23,3 +36,5 @@ export {
   RedisKvStore,
   type RedisKvStoreOptions,
 } from './redis-kv-store.js';
+export { RemoteAccounts, type RemoteActor } from './remote.js';
+export { type ActivityPubBridgeService, queueMessageKey, startActivityPubBridgeService } from './service.js';
