@@ -199,7 +199,7 @@ export class ActivityPubBridge implements Bridge {
 
   identityOf(actor: Actor): ForeignIdentity {
     const host = new URL(this.o.origin).host;
-    return { type: 'activitypub', uri: `acct:${actor.handle}@${host}`, user: actor.handle, host };
+    return { type: 'activitypub', kind: 'acct', uri: `acct:${actor.handle}@${host}`, user: actor.handle, host };
   }
 
   /** `<origin>/users/<handle>`. */
@@ -259,7 +259,11 @@ export class ActivityPubBridge implements Bridge {
     const to = message.to as ForeignIdentity & { type: 'activitypub' };
     let remote: Awaited<ReturnType<RemoteAccounts['resolve']>>;
     try {
-      remote = await this.guard(() => this.accounts.resolve(ctx, to, actor.handle));
+      remote = await this.guard(() =>
+        to.kind === 'acct'
+          ? this.accounts.resolve(ctx, to, actor.handle)
+          : this.accounts.resolveActor(ctx, to, actor.handle),
+      );
       this.o.metrics.lookups.labels('ok').inc();
     } catch (err) {
       const reason = err instanceof RemoteAccountError ? err.reason : 'unavailable';
@@ -273,7 +277,7 @@ export class ActivityPubBridge implements Bridge {
       id: noteId,
       attribution: me,
       to: recipient,
-      tags: [new Mention({ href: recipient, name: `@${to.user}@${to.host}` })],
+      tags: [new Mention({ href: recipient, name: mentionName(remote.acct) })],
       content: textToHtml(message.text),
       published: Temporal.Now.instant(),
       ...(inReplyTo ? { replyTarget: new URL(inReplyTo) } : {}),
@@ -355,4 +359,9 @@ export class ActivityPubBridge implements Bridge {
     await this.queueRunning?.catch(() => undefined);
     await this.queue.close();
   }
+}
+
+/** How a mention names its account: `@user@host` for `acct:user@host`, the actor URL when it has no account. */
+function mentionName(acct: string): string {
+  return acct.startsWith('acct:') ? `@${acct.slice('acct:'.length)}` : acct;
 }

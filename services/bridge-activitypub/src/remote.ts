@@ -159,7 +159,7 @@ export class RemoteAccounts {
   /** The actor of an account: WebFinger, then the actor document (fetched signed by `signer` where given). */
   async resolve(
     ctx: Context<void>,
-    acct: ForeignIdentity & { type: 'activitypub' },
+    acct: ForeignIdentity & { type: 'activitypub'; kind: 'acct' },
     signer?: string,
   ): Promise<RemoteActor> {
     const cached = await this.o.redis.get(this.acctKey(acct.uri));
@@ -170,6 +170,35 @@ export class RemoteAccounts {
     const remote: RemoteActor = { ...actorAddresses(actor), acct: acct.uri };
     await this.remember(remote);
     return remote;
+  }
+
+  /**
+   * An actor named by its URL (`lrelay send --to https://host/users/bob`):
+   * its document fetched directly, no WebFinger. `acct` is then only how the
+   * actor names itself (preferredUsername at the URL's host), for the
+   * mention's text: unverified, so it is never cached where inbound
+   * checks (`accountOf`) would read it. Plain http only in the test mode.
+   */
+  async resolveActor(
+    ctx: Context<void>,
+    actorUrl: ForeignIdentity & { type: 'activitypub'; kind: 'actor' },
+    signer?: string,
+  ): Promise<RemoteActor> {
+    const url = new URL(actorUrl.uri);
+    if (url.protocol !== 'https:' && !this.o.insecure) {
+      throw new RemoteAccountError('bad_account', `${actorUrl.uri}: an actor URL must be https`);
+    }
+    const actor = await this.fetchActor(ctx, actorUrl.uri, signer);
+    const name = actor.preferredUsername?.toString();
+    let acct = actorUrl.uri;
+    if (name) {
+      try {
+        acct = parseForeignIdentity(`acct:${name}@${url.host}`).uri;
+      } catch {
+        // A name that makes no account: the mention shows the URL.
+      }
+    }
+    return { ...actorAddresses(actor), acct };
   }
 
   private async fetchActor(ctx: Context<void>, href: string, signer?: string): Promise<ApActor> {

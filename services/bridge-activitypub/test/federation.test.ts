@@ -213,6 +213,39 @@ describe('federation: Libertaria peer <-> relay <-> BullMQ <-> bridge-activitypu
     }
   });
 
+  it('lrelay send --to <actor URL> reaches the actor without WebFinger', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'apub-cli-'));
+    try {
+      const keyFile = join(dir, 'key');
+      await writeKeyFile(keyFile, Ed25519Identity.generate());
+      const sent = await runCli([
+        'send',
+        '--relay',
+        relay.wsUrl,
+        '--key',
+        keyFile,
+        '--to',
+        remote.actorId('carol'),
+        '--text',
+        'to the actor URL',
+      ]);
+      assert.equal(sent.code, 0, sent.stderr);
+      const got = await received(
+        (r) => dmText(r) === 'to the actor URL' && r.inbox === '/users/carol/inbox',
+        'the DM sent to an actor URL',
+      );
+      // Addressed only to that actor, with a Mention naming it as it names itself.
+      const note = got.activity.object as { to: unknown; tag: unknown };
+      assert.deepEqual([note.to].flat(), [remote.actorId('carol')]);
+      assert.deepEqual(
+        [note.tag].flat().map((m) => [(m as { type: string }).type, (m as { name: string }).name]),
+        [['Mention', `@carol@${remote.host}`]],
+      );
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+
   it("follows and messages are decided by the bridged peer's membrane policy (federated://activitypub/…)", async () => {
     const erin = await peer(relay.wsUrl);
     try {

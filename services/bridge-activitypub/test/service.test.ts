@@ -103,7 +103,7 @@ describe('bridge-activitypub service', () => {
         type: 'private',
         id: 'ab'.repeat(16),
         from: peer,
-        to: { type: 'activitypub', uri: remote.acct('bob'), user: 'bob', host: remote.host },
+        to: { type: 'activitypub', kind: 'acct', uri: remote.acct('bob'), user: 'bob', host: remote.host },
         text: 'hi',
       });
       const { inbox } = await remote.resolve(acct.uri);

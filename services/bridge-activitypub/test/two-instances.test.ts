@@ -106,7 +106,13 @@ describe('two bridge instances behind one domain', () => {
   it('deliver each inbound message once, and either sends for any actor (signature checked against the shared key)', async () => {
     const did = Ed25519Identity.generate().did;
     const acct = await two.bridge.bridgeIdentity(did);
-    const bob: ForeignIdentity = { type: 'activitypub', uri: remote.acct('bob'), user: 'bob', host: remote.host };
+    const bob: ForeignIdentity = {
+      type: 'activitypub',
+      kind: 'acct',
+      uri: remote.acct('bob'),
+      user: 'bob',
+      host: remote.host,
+    };
     const { id, inbox } = await remote.resolve(acct.uri);
     const texts = Array.from({ length: 8 }, (_, i) => `message ${i}`);
     for (const text of texts)

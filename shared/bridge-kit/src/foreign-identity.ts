@@ -4,6 +4,8 @@
  *   nostr:npub1…             NIP-21 URI of a NIP-19 public key (lowercase bech32, 32-byte x-only
  *                            secp256k1 key that lies on the curve)
  *   acct:user@host           RFC 7565 account, resolved by WebFinger (ActivityPub)
+ *   https://host/path        an ActivityPub actor by its id (http:// too: the bridge
+ *                            takes it only in its test mode), fetched directly
  *   xmtp:0x<40 hex>          XMTP account by Ethereum address
  *   xmtp:<64 hex>            XMTP inbox id
  *
@@ -28,7 +30,15 @@ const MAX_ACCT_USER_LENGTH = 64;
 
 export type ForeignIdentity =
   | { readonly type: 'nostr'; readonly uri: string; readonly npub: string; readonly pubkeyHex: string }
-  | { readonly type: 'activitypub'; readonly uri: string; readonly user: string; readonly host: string }
+  | {
+      readonly type: 'activitypub';
+      /** `acct`: an account found by WebFinger; `actor`: an actor document's URL (its id), fetched as is. */
+      readonly kind: 'acct';
+      readonly uri: string;
+      readonly user: string;
+      readonly host: string;
+    }
+  | { readonly type: 'activitypub'; readonly kind: 'actor'; readonly uri: string; readonly host: string }
   | { readonly type: 'xmtp'; readonly uri: string; readonly kind: 'address' | 'inbox'; readonly value: string }
   | { readonly type: 'custom'; readonly uri: string; readonly scheme: string; readonly opaque: string };
 
@@ -106,6 +116,27 @@ function parseHost(uri: string, hostPort: string): string {
   return port === undefined ? host : `${host}:${port}`;
 }
 
+/**
+ * An ActivityPub actor named by its id: an http(s) URL with a DNS host (or
+ * IPv4 address), a path, and no user info or fragment. Canonical as the WHATWG
+ * URL parser writes it (scheme and host lowercased, default port dropped).
+ */
+function parseActorUrl(uri: string): ForeignIdentity {
+  let url: URL;
+  try {
+    url = new URL(uri);
+  } catch {
+    throw invalid(uri, 'not a URL');
+  }
+  if (url.username !== '' || url.password !== '') throw invalid(uri, 'an actor URL carries no user or password');
+  if (url.hash !== '') throw invalid(uri, 'an actor URL has no fragment');
+  if (url.pathname === '/' || url.pathname === '') throw invalid(uri, 'an actor URL has a path');
+  const host = parseHost(uri, url.host);
+  const canonical = url.href;
+  if (canonical.length > MAX_FOREIGN_URI_LENGTH) throw invalid(uri.slice(0, 40), 'the canonical URL is too long');
+  return { type: 'activitypub', kind: 'actor', uri: canonical, host };
+}
+
 /** Parses and canonicalizes a foreign identity URI. */
 export function parseForeignIdentity(uri: string, options: ParseForeignIdentityOptions = {}): ForeignIdentity {
   if (typeof uri !== 'string') throw invalid(String(uri), 'a foreign identity is a string');
@@ -132,8 +163,11 @@ export function parseForeignIdentity(uri: string, options: ParseForeignIdentityO
         throw invalid(uri, `the user is 1 to ${MAX_ACCT_USER_LENGTH} of A-Z a-z 0-9 . _ ~ -`);
       }
       const host = parseHost(uri, rest.slice(at + 1));
-      return { type: 'activitypub', uri: `acct:${user}@${host}`, user, host };
+      return { type: 'activitypub', kind: 'acct', uri: `acct:${user}@${host}`, user, host };
     }
+    case 'https':
+    case 'http':
+      return parseActorUrl(uri);
     case 'xmtp': {
       if (ETH_ADDRESS.test(rest)) {
         const value = rest.toLowerCase();

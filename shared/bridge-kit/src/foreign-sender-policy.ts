@@ -9,7 +9,8 @@
  *
  *   owner     the bridged peer's DID (whose policy applies)
  *   resource  federated://<network>/<sender path>
- *               activitypub  federated://activitypub/<host>/<user>   (acct:user@host)
+ *               activitypub  federated://activitypub/<host>/<user>   (acct:user@host;
+ *                            an actor URL: <host>/<the URL, percent-encoded>)
  *               nostr        federated://nostr/<npub>
  *               xmtp         federated://xmtp/<address or inbox id>
  *               custom       federated://custom:<scheme>/<opaque, percent-encoded>
@@ -95,7 +96,8 @@ export function foreignSenderResource(network: string, sender: ForeignIdentity):
   const base = `federated://${segment(network)}`;
   switch (sender.type) {
     case 'activitypub':
-      return `${base}/${segment(sender.host)}/${segment(sender.user)}`;
+      // An actor known only by its URL (inbound senders are accounts): the whole URL as one segment.
+      return `${base}/${segment(sender.host)}/${segment(sender.kind === 'acct' ? sender.user : sender.uri)}`;
     case 'nostr':
       return `${base}/${sender.npub}`;
     case 'xmtp':

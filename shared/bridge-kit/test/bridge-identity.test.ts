@@ -48,6 +48,7 @@ describe('foreign identity URIs', () => {
   it('parse acct:user@host, lowercasing the host, with an optional port', () => {
     assert.deepEqual(parseForeignIdentity('acct:Alice@Social.Example'), {
       type: 'activitypub',
+      kind: 'acct',
       uri: 'acct:Alice@social.example',
       user: 'Alice',
       host: 'social.example',
@@ -63,6 +64,33 @@ describe('foreign identity URIs', () => {
     ]) {
       assert.throws(() => parseForeignIdentity(bad), code('FOREIGN_IDENTITY_INVALID'), bad);
     }
+  });
+
+  it('parse an ActivityPub actor by its URL, canonical as the URL parser writes it', () => {
+    assert.deepEqual(parseForeignIdentity('HTTPS://Social.Example:443/users/Bob'), {
+      type: 'activitypub',
+      kind: 'actor',
+      uri: 'https://social.example/users/Bob',
+      host: 'social.example',
+    });
+    const local = parseForeignIdentity('http://127.0.0.1:8080/users/bob?x=1');
+    assert.deepEqual(
+      [local.uri, local.type === 'activitypub' && local.host],
+      ['http://127.0.0.1:8080/users/bob?x=1', '127.0.0.1:8080'],
+    );
+    for (const bad of [
+      'https://social.example',
+      'https://social.example/',
+      'https://bob:secret@social.example/users/bob',
+      'https://social.example/users/bob#main-key',
+      'https://-bad-.example/users/bob',
+      'https://[::1]/users/bob',
+      `https://social.example/${'a'.repeat(400)}`,
+      'https://',
+    ]) {
+      assert.throws(() => parseForeignIdentity(bad), code('FOREIGN_IDENTITY_INVALID'), bad);
+    }
+    assert.throws(() => parseForeignIdentity('ftp://social.example/bob'), code('FOREIGN_PROTOCOL_UNSUPPORTED'));
   });
 
   it('parse xmtp: addresses and inbox ids, canonical in lowercase', () => {

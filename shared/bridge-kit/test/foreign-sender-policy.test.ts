@@ -77,6 +77,11 @@ describe('foreignSenderResource and foreignPeerDid', () => {
       ['activitypub', 'acct:bob@host.example:8443', 'federated://activitypub/host.example:8443/bob'],
       ['activitypub', 'acct:..@host.example', 'federated://activitypub/host.example/%2E%2E'],
       [
+        'activitypub',
+        'https://h.example/users/x',
+        'federated://activitypub/h.example/https:%2F%2Fh.example%2Fusers%2Fx',
+      ],
+      [
         'xmtp',
         'xmtp:0xAbCdEf0123456789abcdef0123456789ABCDEF01',
         'federated://xmtp/0xabcdef0123456789abcdef0123456789abcdef01',
