@@ -65,7 +65,11 @@ RUN node node_modules/typescript/bin/tsc -b \
  && find . -name '*.tsbuildinfo' -delete \
  && uws="uws_$(node -p 'process.platform + "_" + process.arch + "_" + process.versions.modules').node" \
  && find node_modules/uWebSockets.js/binaries -name 'uws_*.node' ! -name "$uws" -delete \
- && node -e "require('./node_modules/uWebSockets.js/binaries/$uws'); console.log('build: native uWebSockets.js $uws loads on node', process.version)"
+ && node -e "require('./node_modules/uWebSockets.js/binaries/$uws'); console.log('build: native uWebSockets.js $uws loads on node', process.version)" \
+ && xmtp="bindings_node.$(node -p 'process.platform + "-" + process.arch')-gnu.node" \
+ && find node_modules -path '*/@xmtp/node-bindings/dist/*' -name 'bindings_node.*.node' ! -name "$xmtp" -delete \
+ && for b in $(find node_modules -path '*/@xmtp/node-bindings' -type d); do \
+      node -e "require('./$b'); console.log('build: native XMTP bindings load from $b')"; done
 
 # ---- runtime: production dependencies, compiled code, tini, an unprivileged user
 FROM ${BASE_IMAGE} AS runtime
