@@ -98,7 +98,7 @@ COPY --from=build --chown=0:0 /src/package.json /src/package-lock.json ./
 COPY --from=build --chown=0:0 /src/node_modules/ node_modules/
 COPY --from=build --chown=0:0 /src/shared/ shared/
 COPY --from=build --chown=0:0 /src/services/ services/
-COPY --chown=0:0 deploy/image/healthcheck.mjs deploy/image/bridge-nostr-start.sh deploy/image/
+COPY --chown=0:0 deploy/image/healthcheck.mjs deploy/image/bridge-nostr-start.sh deploy/image/bridge-start.sh deploy/image/
 # Files are root's and read-only to the service; it runs as 10001 with a
 # read-only root filesystem (compose and Kubernetes set it), writing only to
 # the volumes it is given (the bridge's key store and session state).

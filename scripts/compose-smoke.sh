@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # `npm run compose:smoke`: brings docker-compose.yml up for real with
 # podman-compose on podman's own network (docs/deploy.md#one-host-docker-composeyml):
-# Redis (AOF), relay-1, relay-2, the Nostr bridge and Prometheus; Grafana is
+# Redis (AOF), relay-1, relay-2, the Nostr, ActivityPub and XMTP bridges and
+# Prometheus; Grafana is
 # left out (no registry here, and Debian has no Grafana package). Redis and
 # Prometheus are stand-ins built from Debian's packages
 # (deploy/image/build-local.sh --stand-ins). Host ports are free ones, so
@@ -29,10 +30,10 @@ export RELAY_IDENTITY_KEY
 if [ "${SKIP_BUILD:-0}" != 1 ]; then IMAGE="$CLUSTER_IMAGE" bash deploy/image/build-local.sh --stand-ins; fi
 
 read -r RELAY1_WS_PORT RELAY1_TCP_PORT RELAY1_ADMIN_PORT RELAY2_WS_PORT RELAY2_TCP_PORT RELAY2_ADMIN_PORT \
-  BRIDGE_HTTP_PORT PROMETHEUS_PORT GRAFANA_PORT <<<"$(node -e '
+  BRIDGE_HTTP_PORT PROMETHEUS_PORT GRAFANA_PORT BRIDGE_AP_PORT BRIDGE_XMTP_PORT <<<"$(node -e '
     const net = require("node:net"); const servers = []; const ports = [];
     (async () => {
-      for (let i = 0; i < 9; i++) {
+      for (let i = 0; i < 11; i++) {
         const s = net.createServer(); servers.push(s);
         await new Promise((r) => s.listen(0, "0.0.0.0", r)); ports.push(s.address().port);
       }
@@ -40,7 +41,7 @@ read -r RELAY1_WS_PORT RELAY1_TCP_PORT RELAY1_ADMIN_PORT RELAY2_WS_PORT RELAY2_T
       console.log(ports.join(" "));
     })();')"
 export RELAY1_WS_PORT RELAY1_TCP_PORT RELAY1_ADMIN_PORT RELAY2_WS_PORT RELAY2_TCP_PORT RELAY2_ADMIN_PORT \
-  BRIDGE_HTTP_PORT PROMETHEUS_PORT GRAFANA_PORT
+  BRIDGE_HTTP_PORT PROMETHEUS_PORT GRAFANA_PORT BRIDGE_AP_PORT BRIDGE_XMTP_PORT
 project="libertaria-smoke-$$"
 compose() { podman-compose -p "$project" -f docker-compose.yml "$@"; }
 work="$(mktemp -d)"
@@ -57,7 +58,7 @@ cleanup() {
 trap cleanup EXIT
 
 started=$(date +%s)
-compose up -d redis relay-1 relay-2 bridge-nostr prometheus >"$work/up.log" 2>&1 ||
+compose up -d redis relay-1 relay-2 bridge-nostr bridge-activitypub bridge-xmtp prometheus >"$work/up.log" 2>&1 ||
   { grep -v systemd "$work/up.log" | tail -n 30; say "podman-compose up failed"; exit 1; }
 podman ps --filter "label=io.podman.compose.project=$project" --format '{{.Names}}  {{.Status}}  {{.Ports}}'
 
@@ -96,7 +97,7 @@ for _ in $(seq 1 30); do
   targets="$(curl -s "$prom/api/v1/targets")"
   if node -e '
     const t = JSON.parse(process.argv[1]).data.activeTargets;
-    const want = ["relay-1:9090", "relay-2:9090", "bridge-nostr:8090"];
+    const want = ["relay-1:9090", "relay-2:9090", "bridge-nostr:8090", "bridge-activitypub:8091", "bridge-xmtp:8092"];
     process.exit(want.every((w) => t.some((x) => x.labels.instance === w && x.health === "up")) ? 0 : 1);' "$targets"; then
     ok=1
     break
@@ -113,4 +114,6 @@ q() { curl -s "$prom/api/v1/query" --data-urlencode "query=$1" | node -e 'let s=
 say "relay_redis_used_memory_bytes / relay_redis_maxmemory_bytes (through Prometheus):"
 q 'relay_redis_used_memory_bytes / relay_redis_maxmemory_bytes'
 say "bridge health: $(curl -s "http://127.0.0.1:$BRIDGE_HTTP_PORT/health" | head -c 400)"
+say "ActivityPub bridge health: $(curl -s "http://127.0.0.1:$BRIDGE_AP_PORT/health" | head -c 400)"
+say "XMTP bridge health: $(curl -s "http://127.0.0.1:$BRIDGE_XMTP_PORT/health" | head -c 400)"
 say "passed in $(($(date +%s) - started)) s"

@@ -15,7 +15,9 @@ import { dirname, join, relative } from 'node:path';
 import { describe, it } from 'node:test';
 import { Ajv2019 } from 'ajv/dist/2019.js';
 import { parse, parseAllDocuments } from 'yaml';
+import { bridgeActivityPubConfigSpec } from '../../services/bridge-activitypub/src/config.js';
 import { bridgeNostrConfigSpec } from '../../services/bridge-nostr/src/config.js';
+import { bridgeXmtpConfigSpec } from '../../services/bridge-xmtp/src/config.js';
 import { relayConfigSpec } from '../../services/relay/src/config.js';
 import { REPO_ROOT, repoPath } from '../../test-support/paths.js';
 import { validateManifest } from './k8s-schemas.js';
@@ -212,6 +214,10 @@ describe('configuration variables', () => {
     check('bridge-nostr-config', bridgeConfig, 'BRIDGE_NOSTR_', bridgeVars);
     for (const name of ['relay-1', 'relay-2']) check(name, compose.services[name]!.environment, 'RELAY_', relayVars);
     check('compose bridge-nostr', compose.services['bridge-nostr']!.environment, 'BRIDGE_NOSTR_', bridgeVars);
+    const apVars = new Set(Object.keys(bridgeActivityPubConfigSpec));
+    check('compose bridge-activitypub', compose.services['bridge-activitypub']!.environment, 'BRIDGE_AP_', apVars);
+    const xmtpVars = new Set(Object.keys(bridgeXmtpConfigSpec));
+    check('compose bridge-xmtp', compose.services['bridge-xmtp']!.environment, 'BRIDGE_XMTP_', xmtpVars);
     for (const file of filesUnder(join(K8S, 'overlays'), /\.yaml$/)) {
       for (const o of readAll(file)) {
         for (const lit of (o.secretGenerator ?? []).flatMap((g: Obj) => g.literals ?? [])) {
@@ -311,7 +317,17 @@ describe('compose, Prometheus and Grafana', () => {
     const arg = (flag: string) => redis[redis.indexOf(flag) + 1];
     assert.equal(arg('--appendonly'), 'yes');
     assert.equal(arg('--maxmemory-policy'), 'noeviction');
-    for (const s of ['relay-1', 'relay-2', 'bridge-nostr', 'prometheus', 'grafana']) assert.ok(compose.services[s], s);
+    for (const s of [
+      'relay-1',
+      'relay-2',
+      'bridge-nostr',
+      'bridge-activitypub',
+      'bridge-xmtp',
+      'prometheus',
+      'grafana',
+    ]) {
+      assert.ok(compose.services[s], s);
+    }
   });
 
   it('scrapes every service at the port it serves metrics on', () => {
@@ -323,9 +339,13 @@ describe('compose, Prometheus and Grafana', () => {
       assert.ok(targets.includes(`${relay}:${relayConfig.RELAY_ADMIN_PORT}`), `${relay} scraped`);
     }
     assert.ok(targets.includes(`bridge-nostr:${compose.services['bridge-nostr']!.environment.BRIDGE_NOSTR_HTTP_PORT}`));
+    const ap = compose.services['bridge-activitypub']!.environment;
+    assert.ok(targets.includes(`bridge-activitypub:${ap.BRIDGE_AP_HTTP_PORT}`), 'the ActivityPub bridge scraped');
+    const xmtp = compose.services['bridge-xmtp']!.environment;
+    assert.ok(targets.includes(`bridge-xmtp:${xmtp.BRIDGE_XMTP_HTTP_PORT}`), 'the XMTP bridge scraped');
     assert.deepEqual(
       prom.scrape_configs.map((j: Obj) => j.job_name).sort(),
-      ['bridge-nostr', 'prometheus', 'relay'],
+      ['bridge-activitypub', 'bridge-nostr', 'bridge-xmtp', 'prometheus', 'relay'],
       'job names the alert rules use',
     );
   });
