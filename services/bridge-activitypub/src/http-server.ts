@@ -12,17 +12,18 @@
  *   GET  /metrics                        Prometheus text
  *   anything else                        Fedify (WebFinger, actors, collections, NodeInfo) or 404
  */
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
-import type { AddressInfo } from 'node:net';
-import type { BridgeFederation } from '@libertaria/bridge-kit/worker';
+import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
+import {
+  type BridgeFederation,
+  type BridgeHttpServer,
+  listenBridgeHttp,
+  writeBridgeHealth,
+  writeMetrics,
+} from '@libertaria/bridge-kit/worker';
 import type { ActivityPubBridge } from './activitypub-bridge.js';
 import type { BridgeActivityPubMetrics } from './metrics.js';
 
-export interface BridgeHttpServer {
-  readonly server: Server;
-  readonly port: number;
-  close(): Promise<void>;
-}
+export type { BridgeHttpServer };
 
 export interface BridgeHttpOptions {
   readonly host: string;
@@ -103,21 +104,12 @@ export async function startBridgeHttpServer(options: BridgeHttpOptions): Promise
   const handle = async (req: IncomingMessage, res: ServerResponse): Promise<void> => {
     const path = (req.url ?? '/').split('?')[0] ?? '/';
     if (path === '/metrics' && req.method === 'GET') {
-      const text = await metrics.registry.metrics();
-      res.writeHead(200, { 'content-type': metrics.registry.contentType }).end(text);
+      await writeMetrics(res, metrics.registry);
       return;
     }
     if (path === '/health' && req.method === 'GET') {
-      const health = options.bridge?.health();
-      const federation = await options.federation?.health();
-      const down =
-        !health ||
-        health.status === 'down' ||
-        // A follower (scaled out) holds no relay connection by design: `standby`, not down.
-        (federation !== undefined && (federation.redis !== 'ready' || federation.relay === 'disconnected'));
-      res
-        .writeHead(down ? 503 : 200, { 'content-type': 'application/json' })
-        .end(JSON.stringify({ ...health, status: down ? 'down' : health?.status, federation }));
+      // Still starting (no bridge yet) is down.
+      await writeBridgeHealth(res, options.bridge?.health(), options.federation);
       return;
     }
     const bridge = options.bridge;
@@ -157,17 +149,5 @@ export async function startBridgeHttpServer(options: BridgeHttpOptions): Promise
       res.end('internal error');
     });
   });
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(options.port, options.host, () => resolve());
-  });
-  return {
-    server,
-    port: (server.address() as AddressInfo).port,
-    close: () =>
-      new Promise<void>((resolve) => {
-        server.closeAllConnections();
-        server.close(() => resolve());
-      }),
-  };
+  return listenBridgeHttp(server, options.port, options.host);
 }

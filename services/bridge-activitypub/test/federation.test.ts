@@ -22,6 +22,7 @@ import { Ed25519Identity } from '@libertaria/identity';
 import { writeKeyFile } from '@libertaria/identity/node';
 import { toHex } from '@libertaria/protocol';
 import { createRedisClient, type RedisClient } from '@libertaria/redis';
+import { peer, federationReport as report } from '../../../test-support/federation-peer.js';
 import { LRELAY_ENTRY, REPO_ROOT } from '../../../test-support/paths.js';
 import { type RedisHandle, startRedis } from '../../../test-support/redis.js';
 import { type RelayHandle, startRelay } from '../../../test-support/relay-process.js';
@@ -29,7 +30,6 @@ import { silentLogger } from '../src/log.js';
 import { BridgeActivityPubMetrics } from '../src/metrics.js';
 import { ApServer, noteText, type Received } from './support/ap-server.js';
 import { makeBridge, type TestBridge } from './support/bridge.js';
-import { peer, federationReport as report } from './support/federation-peer.js';
 
 async function until<T>(what: string, probe: () => Promise<T | undefined>, timeoutMs = 30_000): Promise<T> {
   const deadline = Date.now() + timeoutMs;

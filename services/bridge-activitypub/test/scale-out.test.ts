@@ -25,12 +25,12 @@ import { federatedMessageOf, openFederatedSession } from '@libertaria/bridge-kit
 import { Ed25519Identity } from '@libertaria/identity';
 import { writeKeyFile } from '@libertaria/identity/node';
 import { ownChild } from '../../../test-support/children.js';
+import { peer } from '../../../test-support/federation-peer.js';
 import { repoPath } from '../../../test-support/paths.js';
 import { type RedisHandle, startRedis } from '../../../test-support/redis.js';
 import { type RelayHandle, startRelay } from '../../../test-support/relay-process.js';
 import { handleOf } from '../src/actors.js';
 import { ApServer, noteText } from './support/ap-server.js';
-import { peer } from './support/federation-peer.js';
 
 /** Deadlines for a loaded 2-core machine; a killed leader is replaced within its lease. */
 const MESSAGE_MS = 90_000;

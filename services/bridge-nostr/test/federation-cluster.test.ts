@@ -17,12 +17,12 @@ import { openFederatedSession } from '@libertaria/bridge-kit';
 import { BridgeFederation } from '@libertaria/bridge-kit/worker';
 import { InMemorySessionStore, type RelayClient } from '@libertaria/client';
 import { Ed25519Identity } from '@libertaria/identity';
+import { federationReport, peer } from '../../../test-support/federation-peer.js';
 import { type RedisClusterHandle, startRedisCluster } from '../../../test-support/redis-cluster.js';
 import { type RelayHandle, startRelay } from '../../../test-support/relay-process.js';
 import { silentLogger } from '../src/log.js';
 import type { NostrBridge } from '../src/nostr-bridge.js';
 import { makeBridge } from './support/bridge.js';
-import { federationReport, peer } from './support/federation-peer.js';
 import { NostrUser } from './support/nostr-client.js';
 import { type NostrRelayHandle, startNostrRelay } from './support/nostr-relay.js';
 

@@ -25,6 +25,7 @@ import { InMemorySessionStore, RelayClient, randomBytes } from '@libertaria/clie
 import { Ed25519Identity, hintFromDid } from '@libertaria/identity';
 import { writeKeyFile } from '@libertaria/identity/node';
 import { encodeFrame, SendFlags, toHex } from '@libertaria/protocol';
+import { peer, federationReport as report } from '../../../test-support/federation-peer.js';
 import { LRELAY_ENTRY, REPO_ROOT } from '../../../test-support/paths.js';
 import { type RedisHandle, startRedis } from '../../../test-support/redis.js';
 import { type RelayHandle, startRelay } from '../../../test-support/relay-process.js';
@@ -34,7 +35,6 @@ import { silentLogger } from '../src/log.js';
 import type { BridgeNostrMetrics } from '../src/metrics.js';
 import type { NostrBridge } from '../src/nostr-bridge.js';
 import { makeBridge, TEST_MAX_TEXT_BYTES } from './support/bridge.js';
-import { peer, federationReport as report } from './support/federation-peer.js';
 import { NostrUser } from './support/nostr-client.js';
 import { type NostrRelayHandle, startNostrRelay } from './support/nostr-relay.js';
 

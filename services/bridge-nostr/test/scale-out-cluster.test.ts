@@ -19,11 +19,11 @@ import { RedisSealedStore } from '@libertaria/bridge-kit/worker';
 import { Ed25519Identity } from '@libertaria/identity';
 import { writeKeyFile } from '@libertaria/identity/node';
 import { createRedisClient, type RedisClient } from '@libertaria/redis';
+import { peer } from '../../../test-support/federation-peer.js';
 import { type RedisClusterHandle, startRedisCluster } from '../../../test-support/redis-cluster.js';
 import { type RelayHandle, startRelay } from '../../../test-support/relay-process.js';
 import { NOSTR_KEYS_NAMESPACE } from '../src/redis-key-store.js';
 import { type BridgeProcess, Inbox, startBridgeProcess, until } from './support/bridge-process.js';
-import { peer } from './support/federation-peer.js';
 import { NostrUser } from './support/nostr-client.js';
 import { type NostrRelayHandle, startNostrRelay } from './support/nostr-relay.js';
 

@@ -7,6 +7,14 @@
  * Redis), and what scaled-out processes share: RedisSessionStore, leases and
  * the leader election. Needs Redis (ioredis), BullMQ and prom-client.
  */
+
+export {
+  type BridgeHttpServer,
+  bridgeHealthReport,
+  listenBridgeHttp,
+  writeBridgeHealth,
+  writeMetrics,
+} from './bridge-http.js';
 export {
   BridgeFederation,
   type BridgeFederationOptions,
@@ -37,3 +45,4 @@ export {
   type SealedRecord,
 } from './redis-sealed-store.js';
 export { RedisSessionStore, type RedisSessionStoreOptions } from './redis-session-store.js';
+export { type ClosableService, logInboundWithoutText, runBridgeService } from './service-main.js';
