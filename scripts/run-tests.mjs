@@ -117,9 +117,26 @@ const env = {
   ].join(' '),
 };
 
-const runner = spawn(process.execPath, args, { cwd: root, stdio: 'inherit', env });
+// The runner's output passes through unchanged; it is read only for the files that timed out,
+// so what the watchdog saw of them can be said (below).
+const runStarted = Date.now();
+const runner = spawn(process.execPath, args, { cwd: root, stdio: ['inherit', 'pipe', 'inherit'], env });
+const timedOut = new Set();
+let outputTail = '';
+runner.stdout.on('data', (chunk) => {
+  process.stdout.write(chunk);
+  const text = outputTail + chunk.toString();
+  const lines = text.split('\n');
+  outputTail = lines.pop() ?? '';
+  for (let i = 0; i < lines.length; i++) {
+    const file = /^✖ (.+\.test\.js) \(/.exec(lines[i])?.[1];
+    if (file && /test timed out/.test(lines[i + 1] ?? '')) timedOut.add(relative(root, file));
+  }
+});
 const firstSeen = new Map();
 const reported = new Set();
+/** Every test-file process the watchdog saw: when first and last, and the processes it had started. */
+const seen = new Map();
 /** The runner's children that run a compiled test file (Linux /proc; elsewhere nothing is watched). */
 function testFileProcesses() {
   const found = [];
@@ -144,11 +161,36 @@ function testFileProcesses() {
   }
   return found;
 }
+
+/** The processes `pid` started (pid and command line), from /proc. */
+function childrenOf(pid) {
+  const out = [];
+  let pids;
+  try {
+    pids = readdirSync('/proc').filter((name) => /^\d+$/.test(name));
+  } catch {
+    return out;
+  }
+  for (const p of pids) {
+    try {
+      const stat = readFileSync(`/proc/${p}/stat`, 'utf8');
+      if (Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]) !== pid) continue;
+      out.push(`${p} ${readFileSync(`/proc/${p}/cmdline`, 'utf8').split('\0').join(' ').trim().slice(0, 120)}`);
+    } catch {
+      // Ended meanwhile.
+    }
+  }
+  return out;
+}
 const watchdog = setInterval(() => {
   const now = Date.now();
   for (const { pid, file } of testFileProcesses()) {
     const key = `${pid} ${file}`;
     if (!firstSeen.has(key)) firstSeen.set(key, now);
+    const entry = seen.get(file) ?? { pid, first: now, last: now, children: new Set() };
+    entry.last = now;
+    for (const child of childrenOf(pid)) entry.children.add(child);
+    seen.set(file, entry);
     if (reported.has(key) || now - firstSeen.get(key) < REPORT_AFTER_S * 1000) continue;
     reported.add(key);
     try {
@@ -168,6 +210,16 @@ const limit = setTimeout(() => {
 runner.on('exit', (code, signal) => {
   clearInterval(watchdog);
   clearTimeout(limit);
+  // A file that timed out with no live process seen for it points at the runner's side (its child
+  // gone, the runner still waiting on its output), not at the test.
+  for (const file of timedOut) {
+    const e = seen.get(file);
+    console.error(
+      e === undefined
+        ? `run-tests: ${file} timed out, and the watchdog (every 5 s) never saw a process running it`
+        : `run-tests: ${file} timed out; its process ${e.pid} was seen from ${((e.first - runStarted) / 1000).toFixed(0)} s to ${((e.last - runStarted) / 1000).toFixed(0)} s of the run, having started: ${[...e.children].join('; ') || 'no process'}`,
+    );
+  }
   const reports = readdirSync(reportDir).filter((name) => name.endsWith('.json'));
   for (const name of reports) summarizeReport(join(reportDir, name));
   for (const key of reported) {
