@@ -104,12 +104,4 @@ export class BridgeNostrMetrics {
       registers,
     });
   }
-
-  /** Sum of a counter over all its label sets: for health output and tests. */
-  static async total(counter: Counter<string>, labels: Record<string, string> = {}): Promise<number> {
-    const { values } = await counter.get();
-    return values
-      .filter((v) => Object.entries(labels).every(([k, want]) => v.labels[k] === want))
-      .reduce((sum, v) => sum + v.value, 0);
-  }
 }

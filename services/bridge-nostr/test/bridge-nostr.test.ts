@@ -13,10 +13,10 @@ import * as nip17 from 'nostr-tools/nip17';
 import * as nip44 from 'nostr-tools/nip44';
 import { finalizeEvent, generateSecretKey, getPublicKey } from 'nostr-tools/pure';
 import { WebSocketServer } from 'ws';
+import { counterTotal } from '../../../test-support/metrics.js';
 import { freePort } from '../../../test-support/redis.js';
 import { startBridgeHttpServer } from '../src/http-server.js';
 import { NostrKeyStore } from '../src/key-store.js';
-import { BridgeNostrMetrics } from '../src/metrics.js';
 import { makeBridge } from './support/bridge.js';
 import { NostrUser } from './support/nostr-client.js';
 import { startNostrRelay } from './support/nostr-relay.js';
@@ -86,14 +86,14 @@ describe('bridge-nostr with real relays', () => {
       () => inbound.some((m) => m.text === 'hi alice, from nostr'),
       () => ({ inbound: inbound.map((m) => m.text), health: bridge.health() }),
     );
-    await until('the second copy seen', async () => (await BridgeNostrMetrics.total(metrics.duplicates)) >= 1);
+    await until('the second copy seen', async () => (await counterTotal(metrics.duplicates)) >= 1);
     const answers = inbound.filter((m) => m.text === 'hi alice, from nostr');
     assert.equal(answers.length, 1);
     assert.deepEqual(
       { type: answers[0]!.type, to: answers[0]!.to, from: answers[0]!.from.uri },
       { type: 'private', to: alice, from: bob.identity.uri },
     );
-    assert.equal(await BridgeNostrMetrics.total(metrics.delivered, { type: 'private' }), 1);
+    assert.equal(await counterTotal(metrics.delivered, { type: 'private' }), 1);
   });
 
   it('drops and reconnects a relay that stops answering pings (half-open connection)', async () => {
@@ -117,7 +117,7 @@ describe('bridge-nostr with real relays', () => {
     );
     await until(
       'three opens counted by the bridge',
-      async () => (await BridgeNostrMetrics.total(metrics.connects, { result: 'open' })) >= 3,
+      async () => (await counterTotal(metrics.connects, { result: 'open' })) >= 3,
       () => ({ connections, health: bridge.health() }),
     );
   });
@@ -143,8 +143,8 @@ describe('bridge-nostr with real relays', () => {
       () => ({ calls }),
     );
     assert.equal(calls, 3);
-    assert.equal(await BridgeNostrMetrics.total(metrics.handlerFailures), 2);
-    assert.equal(await BridgeNostrMetrics.total(metrics.delivered), 1);
+    assert.equal(await counterTotal(metrics.handlerFailures), 2);
+    assert.equal(await counterTotal(metrics.delivered), 1);
   });
 
   it('sends to the kind-10050 inbox relays a recipient publishes, not to the configured ones', async () => {
@@ -173,7 +173,7 @@ describe('bridge-nostr with real relays', () => {
     });
     assert.deepEqual(result.acceptedBy, [inbox.url]);
     assert.equal(await received, 'to your inbox');
-    assert.equal(await BridgeNostrMetrics.total(bridge.metrics.inboxLookups, { result: 'found' }), 1);
+    assert.equal(await counterTotal(bridge.metrics.inboxLookups, { result: 'found' }), 1);
   });
 
   it('answers NIP-42 AUTH and then receives gift wraps the relay keeps for authenticated readers', async () => {
@@ -201,7 +201,7 @@ describe('bridge-nostr with real relays', () => {
       () => inbound.some((m) => m.text === 'behind auth'),
       () => ({ inbound: inbound.map((m) => m.text), health: bridge.health() }),
     );
-    assert.equal(await BridgeNostrMetrics.total(bridge.metrics.auth, { result: 'accepted' }), 1);
+    assert.equal(await counterTotal(bridge.metrics.auth, { result: 'accepted' }), 1);
   });
 
   it('retries a relay that is down with backoff, reports it, refuses sends as retryable, and recovers', async () => {
@@ -217,7 +217,7 @@ describe('bridge-nostr with real relays', () => {
       () => bridge.health(),
     );
     assert.equal(bridge.health().status, 'down');
-    assert.ok((await BridgeNostrMetrics.total(bridge.metrics.connects, { result: 'failed' })) >= 3);
+    assert.ok((await counterTotal(bridge.metrics.connects, { result: 'failed' })) >= 3);
     const bob = new NostrUser([]);
     await assert.rejects(
       bridge.send({ type: 'private', id: frameId(), from: alice, to: bob.identity, text: 'nobody listens' }),
@@ -306,7 +306,7 @@ describe('bridge-nostr with real relays', () => {
       () => inbound.some((m) => m.text === 'real one'),
       () => ({ inbound: inbound.map((m) => m.text), health: bridge.health() }),
     );
-    const count = (reason: string) => BridgeNostrMetrics.total(metrics.malformed, { reason });
+    const count = (reason: string) => counterTotal(metrics.malformed, { reason });
     await until('malformed counts', async () => (await count('json')) >= 1 && (await count('signature')) >= 1);
     assert.ok((await count('wrap_payload')) + (await count('wrap_decrypt')) >= 1, 'undecryptable wrap counted');
     assert.equal(await count('sender_mismatch'), 1);

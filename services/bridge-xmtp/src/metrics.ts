@@ -97,12 +97,4 @@ export class BridgeXmtpMetrics {
       registers,
     });
   }
-
-  /** Sum of a counter over all its label sets matching `labels`: for tests and health. */
-  static async total(counter: Counter<string>, labels: Record<string, string> = {}): Promise<number> {
-    const { values } = await counter.get();
-    return values
-      .filter((v) => Object.entries(labels).every(([k, want]) => v.labels[k] === want))
-      .reduce((sum, v) => sum + v.value, 0);
-  }
 }

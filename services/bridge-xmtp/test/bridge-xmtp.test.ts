@@ -13,8 +13,8 @@ import { BridgeError, type ForeignIdentity } from '@libertaria/bridge-kit';
 import { RedisSealedStore } from '@libertaria/bridge-kit/worker';
 import { Ed25519Identity } from '@libertaria/identity';
 import { LibertariaError } from '@libertaria/protocol';
+import { counterTotal } from '../../../test-support/metrics.js';
 import { type RedisHandle, startRedis } from '../../../test-support/redis.js';
-import { BridgeXmtpMetrics } from '../src/metrics.js';
 import { FAKE_MAX_INSTALLATIONS, FakeXmtpNetwork, FakeXmtpUser } from './support/fake-network.js';
 import { makeBridge, type TestBridge, until } from './support/harness.js';
 
@@ -132,7 +132,7 @@ describe('bridge-xmtp', () => {
         assert.equal((await again.bridge.foreignIdentityOf(alice))?.uri, identity.uri);
         const client = await again.bridge.clientOf(alice);
         assert.equal(client.installationId, installationId);
-        assert.equal(await BridgeXmtpMetrics.total(again.metrics.installations, { result: 'reused' }), 1);
+        assert.equal(await counterTotal(again.metrics.installations, { result: 'reused' }), 1);
         await again.close();
       }
       // More restarts than XMTP allows installations: still the one.
@@ -155,7 +155,7 @@ describe('bridge-xmtp', () => {
       await lost.bridge.start();
       await assert.rejects(lost.bridge.clientOf(alice), code('BRIDGE_STATE_MISSING', false));
       assert.equal(lost.bridge.health().status, 'degraded');
-      assert.ok((await BridgeXmtpMetrics.total(lost.metrics.installations, { result: 'missing' })) >= 1);
+      assert.ok((await counterTotal(lost.metrics.installations, { result: 'missing' })) >= 1);
       assert.equal(network.installationsOf(info?.inboxId ?? ''), 1);
       const allowed = track(
         await makeBridge({
@@ -169,7 +169,7 @@ describe('bridge-xmtp', () => {
       );
       const client = await allowed.bridge.clientOf(alice);
       assert.notEqual(client.installationId, info?.installationId);
-      assert.equal(await BridgeXmtpMetrics.total(allowed.metrics.installations, { result: 'changed' }), 1);
+      assert.equal(await counterTotal(allowed.metrics.installations, { result: 'changed' }), 1);
       assert.equal((await allowed.identities.get(alice))?.installationId, client.installationId);
       assert.equal(network.installationsOf(info?.inboxId ?? ''), 2);
     });
@@ -201,7 +201,7 @@ describe('bridge-xmtp', () => {
           ? true
           : undefined,
       );
-      assert.ok((await BridgeXmtpMetrics.total(again.metrics.syncs, { result: 'retry' })) >= 2);
+      assert.ok((await counterTotal(again.metrics.syncs, { result: 'retry' })) >= 2);
       assert.equal(again.bridge.health().status, 'ok');
       const user = new FakeXmtpUser(network);
       user.send(identities[2] as ForeignIdentity, { type: 'text', text: 'after the outage' });
@@ -293,7 +293,7 @@ describe('bridge-xmtp', () => {
         ['once', 'after a failed publish'],
       );
       assert.equal(copies[1]?.id, retried.foreignId);
-      assert.equal(await BridgeXmtpMetrics.total(b.metrics.sends, { result: 'duplicate' }), 2);
+      assert.equal(await counterTotal(b.metrics.sends, { result: 'duplicate' }), 2);
     });
 
     it('ends with a final code what cannot succeed, and marks what may', async () => {
@@ -328,8 +328,8 @@ describe('bridge-xmtp', () => {
         b.bridge.send({ type: 'private', id: hexId(), from: alice, to: user.identity, text: 'x' }),
         (err: unknown) => err instanceof BridgeError && err.rateLimited && err.retryAfterMs === 1234,
       );
-      assert.equal(await BridgeXmtpMetrics.total(b.metrics.rateLimited, { direction: 'write' }), 1);
-      assert.equal(await BridgeXmtpMetrics.total(b.metrics.sends, { result: 'BRIDGE_RECIPIENT_UNREACHABLE' }), 2);
+      assert.equal(await counterTotal(b.metrics.rateLimited, { direction: 'write' }), 1);
+      assert.equal(await counterTotal(b.metrics.sends, { result: 'BRIDGE_RECIPIENT_UNREACHABLE' }), 2);
     });
   });
 
@@ -384,9 +384,7 @@ describe('bridge-xmtp', () => {
       // Nothing more arrives after a further network sync.
       await second.bridge.inbound.trigger(alice, true);
       await until('the sync to run', async () =>
-        (await BridgeXmtpMetrics.total(second.metrics.syncs, { kind: 'network', result: 'ok' })) >= 2
-          ? true
-          : undefined,
+        (await counterTotal(second.metrics.syncs, { kind: 'network', result: 'ok' })) >= 2 ? true : undefined,
       );
       assert.equal(second.received.length, 4);
     });
@@ -406,7 +404,7 @@ describe('bridge-xmtp', () => {
       for (const text of ['first', 'second', 'third']) user.send(to, { type: 'text', text });
       await until('all three', () => (taken.length >= 3 ? true : undefined));
       assert.deepEqual(taken, ['first', 'second', 'third']);
-      assert.equal(await BridgeXmtpMetrics.total(b.metrics.handlerFailures), 2);
+      assert.equal(await counterTotal(b.metrics.handlerFailures), 2);
     });
 
     it('skips a message the federation refuses as malformed instead of retrying it for ever', async () => {
@@ -422,7 +420,7 @@ describe('bridge-xmtp', () => {
       for (const text of ['before', 'poison', 'after']) user.send(to, { type: 'text', text });
       await until('the message after', () => (taken.includes('after') ? true : undefined));
       assert.deepEqual(taken, ['before', 'after']);
-      assert.equal(await BridgeXmtpMetrics.total(b.metrics.skipped, { reason: 'malformed' }), 1);
+      assert.equal(await counterTotal(b.metrics.skipped, { reason: 'malformed' }), 1);
     });
 
     it("lets an unknown sender through only by the owner's membrane policy, and never from a denied DM", async () => {
@@ -451,18 +449,18 @@ describe('bridge-xmtp', () => {
         ['from a friend', 'friend again', 'answer'],
       );
       // One decision for the friend's DM (then allowed), one for the stranger's message, none for the known DM.
-      assert.equal(await BridgeXmtpMetrics.total(b.metrics.consent, { result: 'allowed' }), 1);
-      assert.equal(await BridgeXmtpMetrics.total(b.metrics.consent, { result: 'refused' }), 1);
-      assert.equal(await BridgeXmtpMetrics.total(b.metrics.skipped, { reason: 'refused' }), 1);
+      assert.equal(await counterTotal(b.metrics.consent, { result: 'allowed' }), 1);
+      assert.equal(await counterTotal(b.metrics.consent, { result: 'refused' }), 1);
+      assert.equal(await counterTotal(b.metrics.skipped, { reason: 'refused' }), 1);
       // A DM the owner denied: nothing from it, no question asked.
       const client = await b.bridge.clientOf(alice);
       await client.setConsent(network.dmId(client.inboxId, friend.inboxId), 'denied');
       friend.send(to, { type: 'text', text: 'after the block' });
       await until('the denied message to be skipped', async () =>
-        (await BridgeXmtpMetrics.total(b.metrics.skipped, { reason: 'denied' })) === 1 ? true : undefined,
+        (await counterTotal(b.metrics.skipped, { reason: 'denied' })) === 1 ? true : undefined,
       );
       assert.equal(b.received.length, 3);
-      assert.equal(await BridgeXmtpMetrics.total(b.metrics.consent), 2);
+      assert.equal(await counterTotal(b.metrics.consent), 2);
     });
 
     it('loses no wake-up: a message stored while a read ends is read by the next job, not the periodic sync', async () => {
@@ -523,7 +521,7 @@ describe('bridge-xmtp', () => {
       for (const [reason, count] of Object.entries(expected)) {
         // The forged sender's DM may be read after the user's: wait for each count.
         await until(`${count} ${reason}`, async () =>
-          (await BridgeXmtpMetrics.total(b.metrics.skipped, { reason })) === count ? true : undefined,
+          (await counterTotal(b.metrics.skipped, { reason })) === count ? true : undefined,
         );
       }
       assert.equal(b.received.length, 5);
@@ -535,7 +533,7 @@ describe('bridge-xmtp', () => {
       const alice = did();
       const to = await b.bridge.bridgeIdentity(alice);
       await until('the first sync', async () =>
-        (await BridgeXmtpMetrics.total(b.metrics.syncs, { result: 'ok' })) >= 1 ? true : undefined,
+        (await counterTotal(b.metrics.syncs, { result: 'ok' })) >= 1 ? true : undefined,
       );
       const user = new FakeXmtpUser(network);
       network.failNext('messagesAfter', network.rateLimited(300));
@@ -543,7 +541,7 @@ describe('bridge-xmtp', () => {
       user.send(to, { type: 'text', text: 'slowly' });
       await until('the message', () => (b.received.length >= 1 ? true : undefined));
       assert.ok(Date.now() - t0 >= 300, 'waited out the pause');
-      assert.equal(await BridgeXmtpMetrics.total(b.metrics.rateLimited, { direction: 'read' }), 1);
+      assert.equal(await counterTotal(b.metrics.rateLimited, { direction: 'read' }), 1);
     });
 
     it('reads no faster than BRIDGE_XMTP_READ_RATE (the sync queue limiter)', async () => {
