@@ -6,18 +6,11 @@
  * the whole frames it completed as one "message" (a view, no copy); a frame
  * split across reads waits for its rest.
  */
-import { connect, type Socket } from 'node:net';
+import { connect } from 'node:net';
 import { FRAME_HEADER_SIZE } from '@libertaria/protocol';
-import type { RawWsHandlers } from './raw-ws.js';
+import { RawStream } from './raw-stream.js';
 
-export class RawTcpClient {
-  closed = false;
-  closeReason = '';
-  private pending: Buffer | undefined;
-  private handlers: RawWsHandlers | undefined;
-
-  private constructor(readonly socket: Socket) {}
-
+export class RawTcpClient extends RawStream {
   static connect(url: string, timeoutMs = 5000): Promise<RawTcpClient> {
     const u = new URL(url);
     return new Promise((resolve, reject) => {
@@ -34,27 +27,10 @@ export class RawTcpClient {
       socket.once('connect', () => {
         clearTimeout(timer);
         const client = new RawTcpClient(socket);
-        socket.on('data', (d: Buffer) => client.onData(d));
-        socket.on('close', () => client.markClosed('socket closed'));
-        socket.on('error', (err) => client.markClosed(`socket error: ${err.message}`));
+        client.attach();
         resolve(client);
       });
     });
-  }
-
-  setHandlers(handlers: RawWsHandlers): void {
-    this.handlers = handlers;
-    if (this.pending) {
-      const p = this.pending;
-      this.pending = undefined;
-      this.onData(p);
-    }
-  }
-
-  /** Writes frame bytes as they are; false when the socket buffer is above its high-water mark. */
-  write(bytes: Uint8Array): boolean {
-    if (this.closed) return false;
-    return this.socket.write(bytes);
   }
 
   /** Sends frame bytes (no framing on a raw stream). */
@@ -69,29 +45,10 @@ export class RawTcpClient {
     this.markClosed('closed by client');
   }
 
-  destroy(): void {
-    this.socket.destroy();
-    this.markClosed('destroyed');
-  }
-
-  private markClosed(reason: string): void {
-    if (this.closed) return;
-    this.closed = true;
-    this.closeReason = reason;
-    this.handlers?.onClose?.(reason);
-  }
-
-  private onData(chunk: Buffer): void {
+  protected onData(chunk: Buffer): void {
+    const buf = this.take(chunk);
     const handlers = this.handlers;
-    if (!handlers) {
-      this.pending = this.pending ? Buffer.concat([this.pending, chunk]) : chunk;
-      return;
-    }
-    let buf = chunk;
-    if (this.pending) {
-      buf = Buffer.concat([this.pending, chunk]);
-      this.pending = undefined;
-    }
+    if (buf === undefined || handlers === undefined) return;
     // The whole frames at the front: envelope (version, type, u32 body length), then the body.
     let end = 0;
     while (buf.length - end >= FRAME_HEADER_SIZE) {

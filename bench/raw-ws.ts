@@ -12,7 +12,8 @@
  * Not a general client: no fragmentation on send, no extensions, no text.
  */
 import { createHash, randomBytes } from 'node:crypto';
-import { connect, type Socket } from 'node:net';
+import { connect } from 'node:net';
+import { type RawHandlers, RawStream } from './raw-stream.js';
 
 const WS_GUID = '258EAFA5-E914-47DA-95CA-C5AB0DC85B11';
 /** The fixed client mask key (RFC 6455 §5.3 wants it unpredictable; a load generator may reuse one). */
@@ -76,22 +77,10 @@ export function acceptKey(key: string): string {
     .digest('base64');
 }
 
-export interface RawWsHandlers {
-  /** A whole binary message: its payload is `buf[start, end)` (a view; valid until the handler returns or longer). */
-  onMessage(buf: Buffer, start: number, end: number): void;
-  /** Called once after each socket read was fully parsed (a good moment to flush batched replies). */
-  onReadDone?(): void;
-  onClose?(reason: string): void;
-}
+/** The handlers a BenchPeer installs (raw-stream.ts). */
+export type RawWsHandlers = RawHandlers;
 
-export class RawWsClient {
-  closed = false;
-  closeReason = '';
-  private pending: Buffer | undefined;
-  private handlers: RawWsHandlers | undefined;
-
-  private constructor(readonly socket: Socket) {}
-
+export class RawWsClient extends RawStream {
   /** Connects and upgrades; resolves once the 101 with the right accept key and subprotocol arrived. */
   static connect(url: string, protocol: string, timeoutMs = 5000): Promise<RawWsClient> {
     const u = new URL(url);
@@ -142,29 +131,11 @@ export class RawWsClient {
         const client = new RawWsClient(socket);
         const rest = head.subarray(end + 4);
         if (rest.length > 0) client.pending = Buffer.from(rest);
-        socket.on('data', (d: Buffer) => client.onData(d));
-        socket.on('close', () => client.markClosed('socket closed'));
-        socket.on('error', (err) => client.markClosed(`socket error: ${err.message}`));
+        client.attach();
         resolve(client);
       };
       socket.on('data', onHead);
     });
-  }
-
-  /** Installs the message handlers; bytes that arrived with the 101 are parsed now. */
-  setHandlers(handlers: RawWsHandlers): void {
-    this.handlers = handlers;
-    if (this.pending) {
-      const p = this.pending;
-      this.pending = undefined;
-      this.onData(p);
-    }
-  }
-
-  /** Writes pre-encoded (masked) bytes; false when the socket buffer is above its high-water mark. */
-  write(bytes: Uint8Array): boolean {
-    if (this.closed) return false;
-    return this.socket.write(bytes);
   }
 
   /** Sends one masked binary message built from `payload` now. */
@@ -181,29 +152,10 @@ export class RawWsClient {
     this.markClosed('closed by client');
   }
 
-  destroy(): void {
-    this.socket.destroy();
-    this.markClosed('destroyed');
-  }
-
-  private markClosed(reason: string): void {
-    if (this.closed) return;
-    this.closed = true;
-    this.closeReason = reason;
-    this.handlers?.onClose?.(reason);
-  }
-
-  private onData(chunk: Buffer): void {
+  protected onData(chunk: Buffer): void {
+    const buf = this.take(chunk);
     const handlers = this.handlers;
-    if (!handlers) {
-      this.pending = this.pending ? Buffer.concat([this.pending, chunk]) : chunk;
-      return;
-    }
-    let buf = chunk;
-    if (this.pending) {
-      buf = Buffer.concat([this.pending, chunk]);
-      this.pending = undefined;
-    }
+    if (buf === undefined || handlers === undefined) return;
     const len = buf.length;
     let off = 0;
     while (len - off >= 2) {
