@@ -69,13 +69,14 @@ export interface ForeignSenderPolicyOptions {
 }
 
 const FOREIGN_PEER_DOMAIN = 'libertaria foreign peer v1\n';
+const utf8 = new TextEncoder();
 
 /**
  * The did:libertaria a foreign sender is counted and audited as: SHA-256 of a
  * domain tag and its canonical URI, taken as a public key nobody holds.
  */
 export function foreignPeerDid(sender: ForeignIdentity): string {
-  return formatLibertariaDid(sha256(new TextEncoder().encode(FOREIGN_PEER_DOMAIN + sender.uri)));
+  return formatLibertariaDid(sha256(utf8.encode(FOREIGN_PEER_DOMAIN + sender.uri)));
 }
 
 /** Characters a membrane resource segment holds as they are (RFC 3986 unreserved and sub-delims, `:`, `@`). */
@@ -86,7 +87,7 @@ function segment(value: string): string {
   let out = '';
   for (const ch of value) {
     if (SEGMENT_CHAR.test(ch)) out += ch;
-    else for (const byte of new TextEncoder().encode(ch)) out += `%${byte.toString(16).toUpperCase().padStart(2, '0')}`;
+    else for (const byte of utf8.encode(ch)) out += `%${byte.toString(16).toUpperCase().padStart(2, '0')}`;
   }
   return out === '.' ? '%2E' : out === '..' ? '%2E%2E' : out;
 }
