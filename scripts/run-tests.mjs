@@ -207,7 +207,8 @@ const limit = setTimeout(() => {
   console.error(`run-tests: the test run exceeded ${RUN_LIMIT_MS / 60000} minutes and was stopped`);
   runner.kill('SIGKILL');
 }, RUN_LIMIT_MS);
-runner.on('exit', (code, signal) => {
+// 'close', not 'exit': the runner's last output (the failure summary) is read before the report.
+runner.on('close', (code, signal) => {
   clearInterval(watchdog);
   clearTimeout(limit);
   // A file that timed out with no live process seen for it points at the runner's side (its child
