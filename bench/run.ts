@@ -11,6 +11,7 @@
  * BENCH_QUICK=1 runs a ~30 s version (fewer, shorter trials; a 10k backlog).
  * Overrides: BENCH_TRIALS, BENCH_DURATION_MS, BENCH_DRAIN_FRAMES, BENCH_PAIRS,
  * BENCH_WINDOW, BENCH_BATCH, BENCH_DURABLE_WINDOW, BENCH_SEALED_ROUNDS;
+ * BENCH_RELAY_NODE_ARGS gives the relays node options (profiling: `--cpu-prof --cpu-prof-dir=DIR`).
  * BENCH_ONLY=capacity,fast,batched,membrane,cross,durable,sealed,drain,latency runs a
  * subset (for exploring; the report then lacks the other figures).
  *
@@ -138,6 +139,9 @@ const config = {
   } as Record<string, string>,
 };
 
+/** BENCH_RELAY_NODE_ARGS, split on spaces: node's own options for every relay of the run. */
+const relayNodeArgs = (process.env.BENCH_RELAY_NODE_ARGS ?? '').split(' ').filter(Boolean);
+
 const log = (msg: string) => process.stderr.write(`[bench ${((Date.now() - started) / 1000).toFixed(0)}s] ${msg}\n`);
 const started = Date.now();
 
@@ -161,9 +165,19 @@ async function main(): Promise<void> {
   try {
     const redis = await startRedis();
     cleanups.push(() => redis.stop());
-    const relayA = await startRelay({ redisUrl: redis.url, nodeId: 'bench-a', env: config.relayEnv });
+    const relayA = await startRelay({
+      redisUrl: redis.url,
+      nodeArgs: relayNodeArgs,
+      nodeId: 'bench-a',
+      env: config.relayEnv,
+    });
     cleanups.push(() => relayA.stop());
-    const relayB = await startRelay({ redisUrl: redis.url, nodeId: 'bench-b', env: config.relayEnv });
+    const relayB = await startRelay({
+      redisUrl: redis.url,
+      nodeArgs: relayNodeArgs,
+      nodeId: 'bench-b',
+      env: config.relayEnv,
+    });
     cleanups.push(() => relayB.stop());
     const baseline: ServiceHandle = await startService('./baseline-ws-forwarder.ts');
     cleanups.push(() => baseline.stop());
@@ -270,12 +284,14 @@ async function main(): Promise<void> {
     if (runs('membrane')) {
       const off = await startRelay({
         redisUrl: redis.url,
+        nodeArgs: relayNodeArgs,
         nodeId: 'bench-mb-off',
         env: { ...config.relayEnv, RELAY_MEMBRANE_ENABLED: 'false' },
       });
       cleanups.push(() => off.stop());
       const uncached = await startRelay({
         redisUrl: redis.url,
+        nodeArgs: relayNodeArgs,
         nodeId: 'bench-mb-uncached',
         env: { ...config.relayEnv, RELAY_MEMBRANE_CONNECTION_CACHE_ENTRIES: '0' },
       });
@@ -300,7 +316,12 @@ async function main(): Promise<void> {
     // 2c. One mode or two (issue 18): a fresh relay C, fast trials at once, then the same trials after it
     // idled (V8 compacts an idle heap after ~8-9 s), with its major collections counted from /metrics.
     if (runs('gcmode')) {
-      const fresh = await startRelay({ redisUrl: redis.url, nodeId: 'bench-gc', env: config.relayEnv });
+      const fresh = await startRelay({
+        redisUrl: redis.url,
+        nodeArgs: relayNodeArgs,
+        nodeId: 'bench-gc',
+        env: config.relayEnv,
+      });
       cleanups.push(() => fresh.stop());
       const pidsWith = { ...pids, relayC: fresh.process.pid! };
       await watch('gcmode', async () => {

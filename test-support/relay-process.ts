@@ -44,6 +44,8 @@ export interface StartRelayOptions {
    * several nodes for a cluster sharing an operator key.
    */
   identity?: Ed25519Identity;
+  /** Options for node itself, before the script (profiling flags such as `--cpu-prof` are refused in NODE_OPTIONS). */
+  nodeArgs?: readonly string[];
 }
 
 /** RELAY_IDENTITY_KEY for an identity: its seed, base64url. */
@@ -69,7 +71,10 @@ export async function startRelay(options: StartRelayOptions): Promise<RelayHandl
     RELAY_LOG_LEVEL: process.env.TEST_RELAY_LOG_LEVEL ?? 'info',
     ...options.env,
   };
-  const child = spawn(process.execPath, [MAIN], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, [...(options.nodeArgs ?? []), MAIN], {
+    env,
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
   ownChild(child);
   const logs: string[] = [];
   const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));

@@ -45,9 +45,6 @@ import {
   MIN_ROUTED_FRAME_SIZE,
   RelayError,
   RoutedAt,
-  routedDest,
-  routedMessageId,
-  routedSource,
   writeRoutedPosition,
 } from '@libertaria/protocol';
 import calculateSlot from 'cluster-key-slot';
@@ -288,9 +285,9 @@ const ENQUEUE_LUA = `--[[
     ARGV[5] purge budget
     ARGV[6] maxFramesPerSender
     ARGV[7] maxBytesPerSender
-    then three per frame, from ARGV[8]:
-      member (the frame's source hint, 24 raw bytes, .. messageId, 16),
-      frame (stored as is), expiresAtMs of this frame
+    then two per frame, from ARGV[8]: the frame (the DELIVER frame, stored
+      as is; its member is read from its own source hint and messageId),
+      expiresAtMs of this frame
   Output: {code, position, depth} per frame, in order, then node...
     0 stored, position newly issued; depth = frames queued once it was
       stored (for metrics)
@@ -305,6 +302,11 @@ const ENQUEUE_LUA = `--[[
     The nodes after the frames: those holding an unexpired presence lease on
     the recipient (none listed when no frame was stored), so the relay can
     announce the frames without another round trip.
+  Each frame is decided on counts kept in Lua locals (queue size and bytes,
+  each sender's frames and bytes, the last position), and the frames stored
+  are written at the end in one command per key: the script is atomic, so
+  no one sees the difference, and a call of n frames runs a handful of
+  commands instead of about ten per frame.
 ]]
 ${COMMON_LUA}
 local z, d, e, m, x, s, p = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7]
@@ -321,14 +323,57 @@ if card == 0 then
   redis.call('HDEL', m, 'bytes')
   redis.call('DEL', s)
 end
+-- Members, from each frame's own header (1-based offsets of source and messageId).
+local members, ids, n = {}, {}, (#ARGV - 7) / 2
+for k = 1, n do
+  local frame = ARGV[6 + 2 * k]
+  local id = string.sub(frame, ${RoutedAt.MESSAGE_ID + 1}, ${RoutedAt.MESSAGE_ID + ID_SIZE})
+  members[k] = string.sub(frame, ${RoutedAt.SOURCE + 1}, ${RoutedAt.SOURCE + HINT_SIZE}) .. id
+  ids[k] = id
+end
+-- Duplicates of what is queued or acknowledged: two reads for the whole call
+-- (members, then the ids as the earlier layout stored them, in one ZMSCORE).
+local lookup = {}
+for k = 1, n do
+  lookup[k] = members[k]
+  lookup[n + k] = ids[k]
+end
+local scores = redis.call('ZMSCORE', z, unpack(lookup))
+local queued, legacy, absent = {}, {}, {}
+for k = 1, n do
+  queued[k] = scores[k]
+  legacy[k] = scores[n + k]
+  if not queued[k] then absent[#absent + 1] = members[k] end
+end
+local ackedAt = {}
+if #absent > 0 then
+  local acked = redis.call('ZMSCORE', x, unpack(absent))
+  for j = 1, #absent do
+    if acked[j] then ackedAt[absent[j]] = acked[j] end
+  end
+end
+local meta = redis.call('HMGET', m, 'seq', 'bytes')
+local seq, bytes = tonumber(meta[1] or '0'), tonumber(meta[2] or '0')
+local bytesBefore = bytes
+-- Per sender: {frames, bytes} as read, then as counted; the order they came in.
+local senders, senderOrder = {}, {}
+local added = {}
+local zadd, hset, eadd = {}, {}, {}
 local out, stored, again = {}, false, false
-for i = 8, #ARGV, 3 do
-  local member, frame = ARGV[i], ARGV[i + 1]
+for k = 1, n do
+  local member, frame = members[k], ARGV[6 + 2 * k]
   local code, position = 0, 0
   if again then
     code = 4
   else
-    local pos = duplicateOf(z, d, x, member)
+    local pos = added[member] or queued[k] or ackedAt[member]
+    if not pos and legacy[k] then
+      -- A frame of the earlier layout (member = messageId alone) counts when it carries this source.
+      local old = redis.call('HGET', d, ids[k])
+      if old and string.sub(old, ${RoutedAt.SOURCE + 1}, ${RoutedAt.SOURCE + HINT_SIZE}) == string.sub(member, 1, SOURCE_SIZE) then
+        pos = legacy[k]
+      end
+    end
     if pos then
       code, position = 1, tonumber(pos)
     else
@@ -337,15 +382,22 @@ for i = 8, #ARGV, 3 do
       -- only not this sender's (and a share as large as the queue is no
       -- share: the queue's code wins).
       local src = string.sub(member, 1, SOURCE_SIZE)
+      local counts = senders[src]
       if card >= maxFrames then
         code = 2
-      elseif tonumber(redis.call('HGET', m, 'bytes') or '0') + #frame > maxBytes then
+      elseif bytes + #frame > maxBytes then
         code = 3
       else
-        local counts = redis.call('HMGET', s, src .. 'f', src .. 'b')
-        if tonumber(counts[1] or '0') >= maxSenderFrames then
+        if not counts then
+          local read = redis.call('HMGET', s, src .. 'f', src .. 'b')
+          local f, b = tonumber(read[1] or '0'), tonumber(read[2] or '0')
+          counts = {f, b, f, b}
+          senders[src] = counts
+          senderOrder[#senderOrder + 1] = src
+        end
+        if counts[3] >= maxSenderFrames then
           code = 5
-        elseif tonumber(counts[2] or '0') + #frame > maxSenderBytes then
+        elseif counts[4] + #frame > maxSenderBytes then
           code = 6
         end
       end
@@ -355,13 +407,18 @@ for i = 8, #ARGV, 3 do
           code = 4
         end
       else
-        position = redis.call('HINCRBY', m, 'seq', 1)
-        redis.call('ZADD', z, position, member)
-        redis.call('HSET', d, member, frame)
-        redis.call('ZADD', e, ARGV[i + 2], member)
-        redis.call('HINCRBY', m, 'bytes', #frame)
-        redis.call('HINCRBY', s, src .. 'f', 1)
-        redis.call('HINCRBY', s, src .. 'b', #frame)
+        seq = seq + 1
+        position = seq
+        zadd[#zadd + 1] = position
+        zadd[#zadd + 1] = member
+        hset[#hset + 1] = member
+        hset[#hset + 1] = frame
+        eadd[#eadd + 1] = ARGV[7 + 2 * k]
+        eadd[#eadd + 1] = member
+        added[member] = position
+        bytes = bytes + #frame
+        counts[3] = counts[3] + 1
+        counts[4] = counts[4] + #frame
         card = card + 1
         stored = true
       end
@@ -372,6 +429,19 @@ for i = 8, #ARGV, 3 do
   out[#out + 1] = code == 0 and card or 0
 end
 if not stored then return out end
+redis.call('ZADD', z, unpack(zadd))
+redis.call('HSET', d, unpack(hset))
+redis.call('ZADD', e, unpack(eadd))
+redis.call('HSET', m, 'seq', seq)
+redis.call('HINCRBY', m, 'bytes', bytes - bytesBefore)
+for i = 1, #senderOrder do
+  local src = senderOrder[i]
+  local c = senders[src]
+  if c[3] > c[1] then
+    redis.call('HINCRBY', s, src .. 'f', c[3] - c[1])
+    redis.call('HINCRBY', s, src .. 'b', c[4] - c[2])
+  end
+end
 -- The frame keys live exactly as long as their latest-expiring frame, so an
 -- abandoned queue disappears; s goes with them (it counts their frames); m
 -- (the position counter) and x outlive it so a returning recipient's
@@ -603,10 +673,9 @@ type QueueCommands = {
 } & { libertariaQueueFetchBuffer: ScriptCall };
 /** An enqueue, validated, with what its script call needs. */
 interface PendingEnqueue {
-  /** The recipient's z d e m x s and its presence key p. */
-  keys: string[];
+  dest: Uint8Array;
   destHex: string;
-  member: Buffer;
+  /** The DELIVER frame; the script reads its member (source ‖ messageId) from it. */
   frame: Buffer;
   ttlMs: number;
   /** The caller's clock, or undefined: the turn's (Date.now() when the batch is sent). */
@@ -880,8 +949,11 @@ export class DurableStore {
 
   /** One enqueue script call for `chunk` (frames of one recipient); settles each frame with its own outcome. */
   private async enqueueCall(chunk: QueuedEnqueue[], nowMs: number): Promise<void> {
+    const dest = chunk[0]!.item.dest;
     const args: ScriptArg[] = [
-      ...chunk[0]!.item.keys,
+      ...this.keys(dest),
+      // The presence key (same prefix and hash tag): the script names the holders in the same step.
+      presenceKey(this.prefix, dest),
       nowMs,
       this.maxFrames,
       this.maxBytes,
@@ -890,7 +962,7 @@ export class DurableStore {
       this.maxFramesPerSender,
       this.maxBytesPerSender,
     ];
-    for (const { item } of chunk) args.push(item.member, item.frame, nowMs + item.ttlMs);
+    for (const { item } of chunk) args.push(item.frame, nowMs + item.ttlMs);
     const result = reply(await this.commands[CMD.enqueue](...args));
     // {code, position, depth} per frame, then the nodes holding the recipient.
     const holders = result.slice(3 * chunk.length).map((h) => (Buffer.isBuffer(h) ? h.toString() : String(h)));
@@ -1175,27 +1247,26 @@ export class DurableStore {
         `TTL of ${ttlSeconds} s exceeds the relay's maximum of ${this.maxTtlSeconds} s`,
       );
     }
-    // The presence key (same prefix and hash tag): the script names the holders in the same step.
-    const keys = [...this.keys(dest), presenceKey(this.prefix, dest)];
     // The frame must be the DELIVER for this (dest, messageId): fetch writes
     // its position into it, and a mix-up here would deliver to the wrong peer.
+    // (compare with offsets: no views allocated per frame.)
+    const destHex = hintToHex(dest); // throws INVALID_HINT for a dest that is no hint
     const bytes = asBuffer(frame);
     if (
       bytes.length < MIN_ROUTED_FRAME_SIZE ||
-      !routedDest(bytes).equals(asBuffer(dest)) ||
-      !routedMessageId(bytes).equals(asBuffer(messageId))
+      bytes.compare(dest, 0, HINT_SIZE, RoutedAt.DEST, RoutedAt.DEST + HINT_SIZE) !== 0 ||
+      bytes.compare(messageId, 0, ID_SIZE, RoutedAt.MESSAGE_ID, RoutedAt.MESSAGE_ID + ID_SIZE) !== 0
     ) {
       throw new RelayError('BAD_FIELD', 'frame is not a DELIVER frame for this dest and messageId');
     }
     const ttl = ttlSeconds === 0 ? this.maxTtlSeconds : ttlSeconds;
-    // The frame's source hint names the sender: the relay checked it is the
-    // authenticated peer's own (SOURCE_MISMATCH), the federation inbound worker
-    // that it is a registered bridge's.
-    const source = routedSource(bytes);
+    // The frame's source hint names the sender (the script reads it from the
+    // frame): the relay checked it is the authenticated peer's own
+    // (SOURCE_MISMATCH), the federation inbound worker that it is a
+    // registered bridge's.
     return {
-      keys,
-      destHex: hintToHex(dest),
-      member: memberOf(source, messageId),
+      dest,
+      destHex,
       frame: bytes,
       ttlMs: ttl * 1000,
       nowMs,
