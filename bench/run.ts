@@ -11,7 +11,8 @@
  * BENCH_QUICK=1 runs a ~30 s version (fewer, shorter trials; a 10k backlog).
  * Overrides: BENCH_TRIALS, BENCH_DURATION_MS, BENCH_DRAIN_FRAMES, BENCH_PAIRS,
  * BENCH_WINDOW, BENCH_BATCH, BENCH_DURABLE_WINDOW, BENCH_SEALED_ROUNDS;
- * BENCH_RELAY_NODE_ARGS gives the relays node options (profiling: `--cpu-prof --cpu-prof-dir=DIR`).
+ * BENCH_RELAY_NODE_ARGS gives the relays node options (profiling: `--cpu-prof --cpu-prof-dir=DIR`);
+ * BENCH_RELAY_ECHO=1 copies relay A's output to stderr (with `--trace-gc`: its collections).
  * BENCH_ONLY=capacity,fast,batched,membrane,cross,durable,sealed,drain,latency runs a
  * subset (for exploring; the report then lacks the other figures).
  *
@@ -168,6 +169,7 @@ async function main(): Promise<void> {
     const relayA = await startRelay({
       redisUrl: redis.url,
       nodeArgs: relayNodeArgs,
+      echo: process.env.BENCH_RELAY_ECHO === '1',
       nodeId: 'bench-a',
       env: config.relayEnv,
     });

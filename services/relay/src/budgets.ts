@@ -27,6 +27,7 @@
 import { isIP } from 'node:net';
 import { hintToHex } from '@libertaria/identity';
 import { type ErrorCode, RelayError } from '@libertaria/protocol';
+import { BudgetReserves } from './budget-reserves.js';
 import { ipv6Groups, unmapped } from './ip-address.js';
 import { isCluster, type RedisClient as Redis } from './redis-connection.js';
 
@@ -233,7 +234,7 @@ export class KnownRecipients {
 // Per-sender and per-address budgets, in Redis
 
 const CHARGE_LUA = `--[[
-  Charges a batch of durable frames, in order, each to one or two subjects'
+  Charges a batch of durable frames (or reservations of several frames), in order, each to one or two subjects'
   sliding hours (a sender DID, its source address), each frame to all of its
   subjects or to none: a frame over any of its subjects' limits is charged
   to none of them, and the frames after it are decided on the counts
@@ -246,12 +247,16 @@ const CHARGE_LUA = `--[[
     ARGV[2] ms a window key lives once created (two windows)
     ARGV[3] S, the number of subjects (KEYS holds 2S keys)
     ARGV[2+2j], ARGV[3+2j]  subject j's most frames, most bytes (0: no limit), j = 1..S
-    then one triple per frame, from ARGV[4+2S]:
-      bytes of the frame, its first subject j, its second subject j (0: none)
-  Output: two codes per frame, one per subject slot of its triple:
+    then four per item, from ARGV[4+2S]: frames (1 for a frame; more for a
+      node's reservation, budget-reserves.ts), bytes, its first subject j,
+      its second subject j (0: none)
+  Output: two codes per item, one per subject slot:
     0 within that subject's budget (or no subject in that slot);
-    1 over its frame limit; 2 over its byte limit.
-    A frame is charged when both its codes are 0, else to neither subject.
+    1 over its frame limit; 2 over its byte limit;
+    3 a reservation (frames > 1) that would take the subject past 7/8 of a
+      limit: declined, not refused (the node charges frame by frame from
+      there, so the last eighth of a budget is decided exactly).
+    An item is charged when both its codes are 0, else to neither subject.
 ]]
 local w = tonumber(ARGV[1]) / 1000
 local n = tonumber(ARGV[3])
@@ -266,25 +271,27 @@ for j = 1, n do
   addF[j], addB[j] = 0, 0
 end
 local out = {}
-for i = 4 + 2 * n, #ARGV, 3 do
-  local bytes = tonumber(ARGV[i])
+for i = 4 + 2 * n, #ARGV, 4 do
+  local frames, bytes = tonumber(ARGV[i]), tonumber(ARGV[i + 1])
   local ok = true
-  for k = 1, 2 do
+  for k = 2, 3 do
     local j = tonumber(ARGV[i + k])
     local code = 0
     if j > 0 then
-      if maxF[j] > 0 and f[j] + 1 > maxF[j] then code = 1
+      if frames > 1 and ((maxF[j] > 0 and (f[j] + frames) * 8 > maxF[j] * 7) or
+                         (maxB[j] > 0 and (b[j] + bytes) * 8 > maxB[j] * 7)) then code = 3
+      elseif maxF[j] > 0 and f[j] + frames > maxF[j] then code = 1
       elseif maxB[j] > 0 and b[j] + bytes > maxB[j] then code = 2 end
     end
     if code > 0 then ok = false end
     out[#out + 1] = code
   end
   if ok then
-    for k = 1, 2 do
+    for k = 2, 3 do
       local j = tonumber(ARGV[i + k])
       if j > 0 then
-        f[j], b[j] = f[j] + 1, b[j] + bytes
-        addF[j], addB[j] = addF[j] + 1, addB[j] + bytes
+        f[j], b[j] = f[j] + frames, b[j] + bytes
+        addF[j], addB[j] = addF[j] + frames, addB[j] + bytes
       end
     end
   end
@@ -343,17 +350,24 @@ export interface DurableBudgetOptions {
 
 /** What was charged, to give back when the frame is not stored. */
 export interface Charge {
-  keys: string[];
+  /** The window keys charged (one per subject). */
+  keys: readonly string[];
   bytes: number;
+  /** Frames charged: 1 for a frame, more for a reservation (budget-reserves.ts). */
+  frames: number;
+  /** The node's reserve the frame was taken from, if any (budget-reserves.ts gives it back there). */
+  reserve?: unknown;
 }
 
-type ChargeResult = { charge: Charge } | { refused: BudgetName };
+/** `declined`: a reservation the budget would not grant (past 7/8 of a limit); not a refusal. */
+export type ChargeResult = { charge: Charge } | { refused: BudgetName } | { declined: true };
 
-type Subject = { kind: 'sender' | 'address'; tag: string; maxFrames: number; maxBytes: number };
+export type Subject = { kind: 'sender' | 'address'; tag: string; maxFrames: number; maxBytes: number };
 
 /** A charge waiting for its turn's batch. */
 interface PendingCharge {
   subjects: Subject[];
+  frames: number;
   bytes: number;
   resolve: (result: ChargeResult) => void;
   reject: (err: unknown) => void;
@@ -426,6 +440,11 @@ export class DurableBudgets {
     this.commands = redis as unknown as BudgetCommands;
   }
 
+  /** The sliding window's length in ms. */
+  get windowLengthMs(): number {
+    return this.windowMs;
+  }
+
   get enabled(): boolean {
     const o = this.o;
     return o.senderFrames + o.senderBytes + o.addressFrames + o.addressBytes > 0;
@@ -450,9 +469,17 @@ export class DurableBudgets {
    * (nothing is charged then, unless Redis applied the call and the reply
    * was lost, as for any command).
    */
-  charge(sender: Uint8Array, address: string, bytes: number, now = Date.now()): Promise<ChargeResult> {
-    const subjects = this.subjectsOf(sender, address);
-    if (subjects.length === 0) return Promise.resolve({ charge: { keys: [], bytes } });
+  charge(sender: Uint8Array, address: string, bytes: number, now = Date.now(), frames = 1): Promise<ChargeResult> {
+    return this.chargeSubjects(this.subjectsOf(sender, address), bytes, now, frames);
+  }
+
+  /**
+   * charge() for subjects already looked up. `frames` > 1 asks for a
+   * reservation of that many frames and `bytes` bytes at once, granted
+   * whole or declined (past 7/8 of a limit) or refused.
+   */
+  chargeSubjects(subjects: Subject[], bytes: number, now: number, frames = 1): Promise<ChargeResult> {
+    if (subjects.length === 0) return Promise.resolve({ charge: { keys: [], bytes, frames } });
     const window = Math.floor(now / this.windowMs);
     const weight = 1000 - Math.floor(((now % this.windowMs) * 1000) / this.windowMs);
     // Nearly every charge of a turn falls in the batch of the one before.
@@ -468,7 +495,7 @@ export class DurableBudgets {
     }
     const items = batch.items;
     const pending = new Promise<ChargeResult>((resolve, reject) => {
-      items.push({ subjects, bytes, resolve, reject });
+      items.push({ subjects, frames, bytes, resolve, reject });
     });
     if (!this.chargesScheduled) {
       this.chargesScheduled = true;
@@ -482,7 +509,7 @@ export class DurableBudgets {
    * hint object (a connection passes the same one for each frame) and
    * address: a durable frame allocates no key names of its own.
    */
-  private subjectsOf(sender: Uint8Array, address: string): Subject[] {
+  subjectsOf(sender: Uint8Array, address: string): Subject[] {
     let byAddress = this.subjectCache.get(sender);
     if (byAddress === undefined) {
       byAddress = new Map();
@@ -510,7 +537,7 @@ export class DurableBudgets {
   /** Gives a charge back (its frame was not stored); refunds of one turn go out summed per key. */
   refund(charge: Charge): Promise<void> {
     if (charge.keys.length === 0) return Promise.resolve();
-    return Promise.all(charge.keys.map((key) => this.refundKey(key, 1, charge.bytes))).then(() => {});
+    return Promise.all(charge.keys.map((key) => this.refundKey(key, charge.frames, charge.bytes))).then(() => {});
   }
 
   private refundKey(key: string, frames: number, bytes: number): Promise<void> {
@@ -599,13 +626,13 @@ export class DurableBudgets {
         }
         args.push(batch.weight, 2 * this.windowMs, group.length);
         for (const j of group) args.push(subjects[j]!.maxFrames, subjects[j]!.maxBytes);
-        // One triple per item with a subject in this call: bytes, then the call's
-        // index of the item's first and second subject (0: none here).
+        // Four per item with a subject in this call: frames, bytes, then the
+        // call's index of the item's first and second subject (0: none here).
         const sent: number[] = [];
         items.forEach((item, k) => {
           const slots = refs[k]!.map((j) => local.get(j) ?? 0);
           if (slots.every((l) => l === 0)) return;
-          args.push(item.bytes, slots[0] ?? 0, slots[1] ?? 0);
+          args.push(item.frames, item.bytes, slots[0] ?? 0, slots[1] ?? 0);
           sent.push(k);
         });
         let reply: unknown;
@@ -635,25 +662,28 @@ export class DurableBudgets {
     items.forEach((item, k) => {
       const verdicts = codes[k]!;
       let refused: BudgetName | undefined;
+      let declined = false;
       let failed = false;
       const took: string[] = [];
       item.subjects.forEach((s, slot) => {
         const code = verdicts[slot];
         if (taken[k]![slot]) took.push(current(s));
         if (code === undefined) failed = true;
+        else if (code === 3) declined = true;
         else if (code !== 0) {
           const budget: BudgetName = `${s.kind}_${code === 1 ? 'frames' : 'bytes'}`;
           refused ??= budget;
           this.hold(s.tag, budget, now);
         }
       });
-      if (refused === undefined && !failed) {
-        item.resolve({ charge: { keys: took, bytes: item.bytes } });
+      if (refused === undefined && !declined && !failed) {
+        item.resolve({ charge: { keys: took, bytes: item.bytes, frames: item.frames } });
         return;
       }
       // Only with a call per subject (a Cluster) can a subject have taken a frame another refused or failed on: give it back.
-      if (took.length > 0) this.refund({ keys: took, bytes: item.bytes }).catch(() => {});
+      if (took.length > 0) this.refund({ keys: took, bytes: item.bytes, frames: item.frames }).catch(() => {});
       if (refused !== undefined) item.resolve({ refused });
+      else if (declined && !failed) item.resolve({ declined: true });
       else item.reject(failure);
     });
   }
@@ -679,11 +709,20 @@ export type Admission = { ok: true; charge: Charge | undefined } | { ok: false; 
 
 const ADMITTED: Admission = { ok: true, charge: undefined };
 
+/** A frame's charge (never a reservation, so never declined) as an admission. */
+function admissionOf(c: ChargeResult): Admission {
+  if ('charge' in c) return { ok: true, charge: c.charge };
+  if ('refused' in c) return { ok: false, refusal: refusal(c.refused) };
+  throw new RelayError('INTERNAL', 'a single frame charge was declined');
+}
+
 export interface DurableAdmissionParts {
   guard: RedisMemoryGuard | undefined;
   budgets: DurableBudgets | undefined;
   /** Set when RELAY_DURABLE_REQUIRE_PREKEYS is on. */
   recipients: KnownRecipients | undefined;
+  /** Largest budget reservation of a connection (RELAY_DURABLE_BUDGET_RESERVE_FRAMES; budget-reserves.ts); 0: none. */
+  reserveFrames?: number;
 }
 
 function refusal(budget: BudgetName): Refusal {
@@ -727,7 +766,21 @@ export const OOM_REFUSAL: Refusal = {
  * charges and, on a cache miss, the prekey lookup, issued together).
  */
 export class DurableAdmission {
-  constructor(private readonly parts: DurableAdmissionParts) {}
+  /** The node's budget reserves (budget-reserves.ts); set when budgets are on. */
+  readonly reserves: BudgetReserves | undefined;
+
+  constructor(private readonly parts: DurableAdmissionParts) {
+    const { budgets } = parts;
+    this.reserves =
+      budgets?.enabled === true
+        ? new BudgetReserves(budgets, parts.reserveFrames ?? 0, budgets.windowLengthMs)
+        : undefined;
+  }
+
+  /** Gives the node's reserves back to Redis. */
+  close(): Promise<void> {
+    return this.reserves?.close() ?? Promise.resolve();
+  }
 
   get guard(): RedisMemoryGuard | undefined {
     return this.parts.guard;
@@ -765,19 +818,16 @@ export class DurableAdmission {
       if (held !== undefined) return { ok: false, refusal: refusal(held) };
     }
     if (!budgeted && known === true) return ADMITTED;
-    const charging = budgeted ? budgets.charge(sender, address, bytes, now) : undefined;
+    const charging = budgeted ? this.reserves!.charge(sender, address, bytes, now) : undefined;
     if (known === true && charging !== undefined) {
-      // The common case (no prekey lookup pending): one promise per frame on top of the charge.
-      return charging.then(
-        (c): Admission =>
-          'refused' in c ? { ok: false, refusal: refusal(c.refused) } : { ok: true, charge: c.charge },
-      );
+      // The common case: from the connection's reserve, at once; else one promise on top of the charge.
+      return charging instanceof Promise ? charging.then(admissionOf) : admissionOf(charging);
     }
     return Promise.allSettled([known, charging]).then(([k, c]): Admission => {
       const charged =
         c.status === 'fulfilled' && c.value !== undefined && 'charge' in c.value ? c.value.charge : undefined;
       const giveBack = (): void => {
-        if (charged !== undefined) budgets?.refund(charged).catch(() => {});
+        if (charged !== undefined) this.reserves?.refund(charged);
       };
       if (k.status === 'rejected') {
         giveBack();
@@ -795,7 +845,7 @@ export class DurableAdmission {
 
   /** Gives back what an admitted frame was charged, when it was not stored after all. */
   refund(charge: Charge | undefined): void {
-    if (charge !== undefined) this.parts.budgets?.refund(charge).catch(() => {});
+    if (charge !== undefined) this.reserves?.refund(charge);
   }
 
   /** The recipient published prekeys through this node. */

@@ -51,6 +51,8 @@ export class RelayMetrics {
   readonly internalErrors: Counter<'where'>;
   /** Set by the node: Redis memory as last sampled, and whether durable writes are refused for it. */
   redisMemory: (() => { used: number; max: number; full: boolean }) | undefined;
+  /** The node's budget reserve counts (budget-reserves.ts), read at scrape time. */
+  budgetReserves: (() => { local: number; reservations: number; exact: number }) | undefined;
   /** Set by the node when the membrane is on: SENDs decided from a connection's cache so far. */
   membraneCacheHits: (() => number) | undefined;
   /** Set by the node: bytes its connections' transports hold for their peers, in all and the most for one. */
@@ -300,6 +302,20 @@ export class RelayMetrics {
       help: 'Requests refused over a storage or connection budget, by budget: sender_frames, sender_bytes, address_frames, address_bytes (DURABLE_BUDGET_EXCEEDED), recipient_prekeys (RECIPIENT_UNKNOWN), redis_memory (STORE_FULL), connections_per_address (ADDRESS_CONNECTION_LIMIT)',
       labelNames: ['budget'],
       registers: r,
+    });
+    new Counter({
+      name: 'relay_budget_charges_total',
+      help: "Durable frames charged to their budgets, by how: local (from the connection's reserve, no Redis call), exact (one by one in Redis: no reserve, or the last eighth of a budget); reservations: reserves Redis granted (RELAY_DURABLE_BUDGET_RESERVE_FRAMES)",
+      labelNames: ['path'],
+      registers: r,
+      collect() {
+        const stats = metrics.budgetReserves?.();
+        if (stats === undefined) return;
+        this.reset();
+        this.labels('local').inc(stats.local);
+        this.labels('exact').inc(stats.exact);
+        this.labels('reservations').inc(stats.reservations);
+      },
     });
     new Gauge({
       name: 'relay_redis_used_memory_bytes',

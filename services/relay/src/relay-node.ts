@@ -194,7 +194,9 @@ export class RelayNode {
       recipients: config.RELAY_DURABLE_REQUIRE_PREKEYS
         ? new KnownRecipients({ lookup: (hint) => prekeys.hasPublished(hint) })
         : undefined,
+      reserveFrames: config.RELAY_DURABLE_BUDGET_RESERVE_FRAMES,
     });
+    metrics.budgetReserves = () => admission.reserves?.stats ?? { local: 0, reservations: 0, exact: 0 };
     let node: RelayNode | undefined;
     const ctx: RelayContext = {
       config,
@@ -485,6 +487,10 @@ export class RelayNode {
     await Promise.allSettled([...this.pendingDurable]);
     clearInterval(this.heartbeat);
     this.memoryGuard.stop();
+    // Unused budget reserves go back, so this node's senders are not charged for frames never stored.
+    await withTimeout(this.ctx.admission.close(), 1000).catch((err: unknown) =>
+      this.log.warn('budget reserves not given back; they count until their window ends', { err }),
+    );
     try {
       await withTimeout(this.presence.withdraw(hints), 1000);
     } catch (err) {
