@@ -48,6 +48,8 @@ interface Reserve {
   bytes: number;
   /** Frames the next reservation asks for (doubles on use, back to 2 when given back). */
   next: number;
+  /** Frames of the last grant: the reserve asks for the next one once it is down to half of this. */
+  granted: number;
   /** The budget declined a reservation in this window: frame by frame until the window changes. */
   exactOnly: boolean;
   lastUsed: number;
@@ -101,6 +103,7 @@ export class BudgetReserves {
         frames: 0,
         bytes: 0,
         next: 2,
+        granted: 0,
         exactOnly: false,
         lastUsed: now,
         busy: false,
@@ -158,7 +161,11 @@ export class BudgetReserves {
     }
   }
 
-  /** A frame from the reserve, when it holds enough in the frame's window. */
+  /**
+   * A frame from the reserve, when it holds enough in the frame's window. A
+   * reserve down to half of its last grant asks for the next one at once,
+   * so a steady sender finds it refilled instead of waiting for Redis.
+   */
   private take(reserve: Reserve, bytes: number, now: number): ChargeResult | undefined {
     if (reserve.frames < 1 || reserve.bytes < bytes || reserve.window !== Math.floor(now / this.windowMs)) {
       return undefined;
@@ -167,10 +174,11 @@ export class BudgetReserves {
     reserve.bytes -= bytes;
     reserve.lastUsed = now;
     this.stats.local++;
+    if (!reserve.busy && !reserve.exactOnly && 2 * reserve.frames < reserve.granted) this.refill(reserve, bytes, now);
     return { charge: { keys: reserve.keys, bytes, frames: 1, reserve } };
   }
 
-  /** Hands out what the reserve holds to its waiters, in order; asks Redis for the first one it cannot serve. */
+  /** Hands out what the reserve holds to its waiters, in order; asks Redis when it cannot serve the first. */
   private serve(reserve: Reserve): void {
     while (reserve.waiters.length > 0 && !reserve.busy) {
       const w = reserve.waiters[0]!;
@@ -180,57 +188,68 @@ export class BudgetReserves {
         w.resolve(local);
         continue;
       }
-      this.request(reserve, w);
-    }
-  }
-
-  /** One charge in Redis for the waiter `w` (first in line): a reservation, or its frame alone. */
-  private request(reserve: Reserve, w: Waiter): void {
-    const window = Math.floor(w.now / this.windowMs);
-    if (reserve.window !== window) {
-      // A new window: what is left was charged to the old one; give it back there.
-      void this.release(reserve);
-      reserve.window = window;
-      reserve.exactOnly = false;
-    }
-    const frames = reserve.exactOnly ? 1 : Math.min(reserve.next, this.cap(reserve.subjects, w.bytes));
-    if (frames <= 1) {
+      if (this.refill(reserve, w.bytes, w.now)) return;
       // No reservation fits (a small budget, or its last eighth): every waiter is charged on its own,
       // all at once (one batch per turn, decided in order), not one round trip after another.
-      reserve.exactOnly = true;
       const waiters = reserve.waiters;
       reserve.waiters = [];
       for (const x of waiters) {
         this.stats.exact++;
         this.budgets.chargeSubjects(reserve.subjects, x.bytes, x.now).then(x.resolve, x.reject);
       }
-      return;
+    }
+  }
+
+  /**
+   * Asks Redis for a reservation sized for frames of `bytes` at `now`;
+   * false when none fits (the reserve is then frame by frame for the rest
+   * of the window). Waiters are served when it is answered; Redis failing
+   * fails the first waiter's frame, as its own charge would have.
+   */
+  private refill(reserve: Reserve, bytes: number, now: number): boolean {
+    const window = Math.floor(now / this.windowMs);
+    if (reserve.window !== window) {
+      // A new window: what is left was charged to the old one; give it back there.
+      void this.release(reserve);
+      reserve.window = window;
+      reserve.exactOnly = false;
+    }
+    const frames = reserve.exactOnly ? 1 : Math.min(reserve.next, this.cap(reserve.subjects, bytes));
+    if (frames <= 1) {
+      reserve.exactOnly = true;
+      return false;
     }
     reserve.busy = true;
-    const bytes = frames * w.bytes;
-    this.budgets.chargeSubjects(reserve.subjects, bytes, w.now, frames).then(
+    const total = frames * bytes;
+    this.budgets.chargeSubjects(reserve.subjects, total, now, frames).then(
       (result) => {
         reserve.busy = false;
         if ('charge' in result) {
-          this.stats.reservations++;
-          reserve.keys = result.charge.keys;
-          reserve.frames += frames;
-          reserve.bytes += bytes;
-          reserve.next = Math.min(2 * frames, this.maxFrames);
-        } else {
+          if (reserve.window !== window || this.reserves.get(reserve.subjects) !== reserve) {
+            // The window moved on (or the reserve was given back) meanwhile: this grant goes straight back.
+            this.budgets.refund(result.charge).catch(() => {});
+          } else {
+            this.stats.reservations++;
+            reserve.keys = result.charge.keys;
+            reserve.frames += frames;
+            reserve.bytes += total;
+            reserve.granted = frames;
+            reserve.next = Math.min(2 * frames, this.maxFrames);
+          }
+        } else if (reserve.window === window) {
           // Declined (past 7/8 of a limit) or refused: frame by frame for the rest of this window.
           reserve.exactOnly = true;
         }
         this.serve(reserve);
       },
       (err: unknown) => {
-        // Redis failed: the waiter's frame fails as its own charge would have; the next waiter asks again.
         reserve.busy = false;
-        reserve.waiters.shift();
-        w.reject(err);
+        const w = reserve.waiters.shift();
+        w?.reject(err);
         this.serve(reserve);
       },
     );
+    return true;
   }
 
   /** The largest reservation the subjects' limits allow: 1/16 of each, in frames of `bytes` bytes. */
@@ -250,6 +269,7 @@ export class BudgetReserves {
     reserve.bytes = 0;
     reserve.keys = [];
     reserve.next = 2;
+    reserve.granted = 0;
     if (frames === 0 && bytes === 0) return Promise.resolve();
     return this.budgets.refund({ keys, bytes, frames }).catch(() => {});
   }

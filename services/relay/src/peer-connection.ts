@@ -1166,7 +1166,7 @@ export class PeerConnection implements TransportSink, SendHost, RequestHost {
       frame,
       (result, messageId) => {
         ctx.metrics.durableStoreSeconds.observe((performance.now() - started) / 1000);
-        ctx.metrics.durableStored.labels(result.status).inc();
+        ctx.metrics.durableStoredCounts[result.status]++;
         if (result.depth !== undefined) ctx.metrics.durableQueueDepth.observe(result.depth);
         // Before the announcement (storeAndAnnounce's order): a peer sending to itself gets the ACK first.
         this.writeControl(this.encode({ type: 'ACK', messageId, position: result.position }, this.version));
