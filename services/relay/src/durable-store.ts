@@ -94,6 +94,18 @@ export interface EnqueueItem {
   ttlSeconds: number;
 }
 
+/**
+ * Who hears an enqueue's outcome (enqueueTo): the relay's per-frame write
+ * object, so the hot path makes no promise and no closure per frame.
+ * Exactly one of the two is called, once.
+ */
+export interface EnqueueSink {
+  /** Redis answered: stored, or a duplicate of a frame stored before. */
+  enqueued(result: EnqueueResult): void;
+  /** Refused (a limit, TTL_TOO_LONG, …) or not confirmed by Redis (STORE_UNAVAILABLE). */
+  enqueueFailed(err: LibertariaError): void;
+}
+
 /** One item's outcome in enqueueMany: its result, or the error enqueue would have thrown (RelayError, or IdentityError INVALID_HINT). */
 export type EnqueueOutcome = EnqueueResult | { status: 'rejected'; error: LibertariaError };
 
@@ -671,8 +683,8 @@ type ScriptCall = (...args: ScriptArg[]) => Promise<unknown>;
 type QueueCommands = {
   [K in (typeof CMD)[keyof typeof CMD]]: ScriptCall;
 } & { libertariaQueueFetchBuffer: ScriptCall };
-/** An enqueue, validated, with what its script call needs. */
-interface PendingEnqueue {
+/** An enqueue, validated, with what its script call needs and who hears the outcome. */
+interface EnqueueJob {
   dest: Uint8Array;
   destHex: string;
   /** The DELIVER frame; the script reads its member (source ‖ messageId) from it. */
@@ -680,12 +692,26 @@ interface PendingEnqueue {
   ttlMs: number;
   /** The caller's clock, or undefined: the turn's (Date.now() when the batch is sent). */
   nowMs: number | undefined;
+  sink: EnqueueSink;
+  /** Script calls that answered AGAIN for this frame so far. */
+  attempts: number;
 }
-/** An enqueue waiting in its turn's batch. */
-interface QueuedEnqueue {
-  item: PendingEnqueue;
-  resolve: (outcome: EnqueueResult | typeof Code.AGAIN) => void;
-  reject: (err: unknown) => void;
+
+/**
+ * Tells a sink its outcome. A sink that throws must not break the batch it
+ * was answered in (the other frames' sinks); its error surfaces as an
+ * uncaught exception, which the relay's process handler counts
+ * (relay_internal_errors_total) instead of dying.
+ */
+function settle(job: EnqueueJob, outcome: EnqueueResult | LibertariaError): void {
+  try {
+    if (outcome instanceof LibertariaError) job.sink.enqueueFailed(outcome);
+    else job.sink.enqueued(outcome);
+  } catch (err) {
+    queueMicrotask(() => {
+      throw err;
+    });
+  }
 }
 
 // ---------------------------------------------------------------------------
@@ -783,7 +809,9 @@ export class DurableStore {
   private readonly waits = new Map<string, { key: string; waiters: Array<(err?: Error) => void> }>();
   private waitsScheduled = false;
   /** This turn's enqueues, by the caller's nowMs ('turn': none given), in the order they came. */
-  private readonly enqueues = new Map<number | 'turn', QueuedEnqueue[]>();
+  private readonly enqueues = new Map<number | 'turn', EnqueueJob[]>();
+  /** Script calls answering AGAIN one frame may take: each frees up to a purge batch. */
+  private readonly maxAttempts: number;
   private enqueuesScheduled = false;
 
   constructor(redis: RedisClient, options: DurableStoreOptions) {
@@ -802,6 +830,7 @@ export class DurableStore {
     this.metaRetentionMs = options.maxTtlSeconds * 1000;
     this.waitReplicas = options.waitReplicas ?? 0;
     this.waitTimeoutMs = options.waitTimeoutMs ?? 1000;
+    this.maxAttempts = Math.ceil(this.maxFrames / ENQUEUE_PURGE_BATCH) + 1;
     // defineCommand sends EVALSHA and falls back to EVAL on NOSCRIPT, so a
     // Redis restart or SCRIPT FLUSH needs no handling here.
     redis.defineCommand(CMD.enqueue, { numberOfKeys: 7, lua: ENQUEUE_LUA });
@@ -863,45 +892,48 @@ export class DurableStore {
    * for any command: the sender's retry is then a duplicate). `nowMs`
    * omitted: the time the turn's batch is sent.
    */
-  async enqueue(
+  enqueue(
     dest: Uint8Array,
     messageId: Uint8Array,
     frame: Uint8Array,
     ttlSeconds: number,
     nowMs?: number,
   ): Promise<EnqueueResult> {
-    const item = this.enqueueItem(dest, messageId, frame, ttlSeconds, nowMs);
-    // A queue at its limit whose expired frames exceed one purge batch asks
-    // to be called again; each call frees up to a batch, so this is bounded.
-    const maxAttempts = Math.ceil(this.maxFrames / ENQUEUE_PURGE_BATCH) + 1;
-    for (let attempt = 0; attempt < maxAttempts; attempt++) {
-      const outcome = await this.inTurnBatch(item);
-      if (outcome !== Code.AGAIN) {
-        if (this.waitReplicas > 0) await this.replicated(item.destHex);
-        return outcome;
-      }
-    }
-    throw scriptError(Code.AGAIN, item.destHex);
+    return new Promise((resolve, reject) => {
+      this.enqueueTo(dest, messageId, frame, ttlSeconds, { enqueued: resolve, enqueueFailed: reject }, nowMs);
+    });
   }
 
   /**
-   * Adds an enqueue to this event-loop turn's batch (sent at setImmediate,
-   * like the ACKs of a turn); resolves with its own outcome.
+   * enqueue() for the hot path: the outcome goes to `sink` (EnqueueSink)
+   * instead of a promise. Throws only what validation refuses (BAD_FIELD,
+   * TTL_TOO_LONG, INVALID_HINT), synchronously; everything else reaches the
+   * sink, exactly once.
    */
-  private inTurnBatch(item: PendingEnqueue): Promise<EnqueueResult | typeof Code.AGAIN> {
-    return new Promise((resolve, reject) => {
-      const key = item.nowMs ?? 'turn';
-      let batch = this.enqueues.get(key);
-      if (batch === undefined) {
-        batch = [];
-        this.enqueues.set(key, batch);
-      }
-      batch.push({ item, resolve, reject });
-      if (!this.enqueuesScheduled) {
-        this.enqueuesScheduled = true;
-        setImmediate(() => this.flushEnqueues());
-      }
-    });
+  enqueueTo(
+    dest: Uint8Array,
+    messageId: Uint8Array,
+    frame: Uint8Array,
+    ttlSeconds: number,
+    sink: EnqueueSink,
+    nowMs?: number,
+  ): void {
+    this.inTurnBatch(this.enqueueJob(dest, messageId, frame, ttlSeconds, nowMs, sink));
+  }
+
+  /** Adds an enqueue to this event-loop turn's batch (sent at setImmediate, like the ACKs of a turn). */
+  private inTurnBatch(job: EnqueueJob): void {
+    const key = job.nowMs ?? 'turn';
+    let batch = this.enqueues.get(key);
+    if (batch === undefined) {
+      batch = [];
+      this.enqueues.set(key, batch);
+    }
+    batch.push(job);
+    if (!this.enqueuesScheduled) {
+      this.enqueuesScheduled = true;
+      setImmediate(() => this.flushEnqueues());
+    }
   }
 
   /**
@@ -926,21 +958,21 @@ export class DurableStore {
     this.enqueues.clear();
     for (const [key, waiting] of batches) {
       const nowMs = key === 'turn' ? Date.now() : key;
-      const byRecipient = new Map<string, QueuedEnqueue[]>();
-      for (const w of waiting) {
-        let list = byRecipient.get(w.item.destHex);
+      const byRecipient = new Map<string, EnqueueJob[]>();
+      for (const job of waiting) {
+        let list = byRecipient.get(job.destHex);
         if (list === undefined) {
           list = [];
-          byRecipient.set(w.item.destHex, list);
+          byRecipient.set(job.destHex, list);
         }
-        list.push(w);
+        list.push(job);
       }
       for (const list of byRecipient.values()) {
         for (let i = 0; i < list.length; i += ENQUEUE_BATCH) {
-          const chunk = list.slice(i, i + ENQUEUE_BATCH);
+          const chunk = list.length <= ENQUEUE_BATCH ? list : list.slice(i, i + ENQUEUE_BATCH);
           this.enqueueCall(chunk, nowMs).catch((err: unknown) => {
             const error = toStoreError(err);
-            for (const w of chunk) w.reject(error);
+            for (const job of chunk) settle(job, error);
           });
         }
       }
@@ -948,8 +980,8 @@ export class DurableStore {
   }
 
   /** One enqueue script call for `chunk` (frames of one recipient); settles each frame with its own outcome. */
-  private async enqueueCall(chunk: QueuedEnqueue[], nowMs: number): Promise<void> {
-    const dest = chunk[0]!.item.dest;
+  private async enqueueCall(chunk: EnqueueJob[], nowMs: number): Promise<void> {
+    const dest = chunk[0]!.dest;
     const args: ScriptArg[] = [
       ...this.keys(dest),
       // The presence key (same prefix and hash tag): the script names the holders in the same step.
@@ -962,15 +994,17 @@ export class DurableStore {
       this.maxFramesPerSender,
       this.maxBytesPerSender,
     ];
-    for (const { item } of chunk) args.push(item.frame, nowMs + item.ttlMs);
+    for (const job of chunk) args.push(job.frame, nowMs + job.ttlMs);
     const result = reply(await this.commands[CMD.enqueue](...args));
     // {code, position, depth} per frame, then the nodes holding the recipient.
     const holders = result.slice(3 * chunk.length).map((h) => (Buffer.isBuffer(h) ? h.toString() : String(h)));
-    chunk.forEach(({ item, resolve, reject }, k) => {
-      const code = int(result[3 * k]);
+    // Every code is read before any sink runs: a malformed reply fails the whole call, never half of it.
+    const codes = chunk.map((_, k) => int(result[3 * k]));
+    chunk.forEach((job, k) => {
+      const code = codes[k]!;
       switch (code) {
         case Code.OK:
-          resolve({
+          this.confirmed(job, {
             status: 'stored',
             position: int(result[3 * k + 1]),
             depth: int(result[3 * k + 2]),
@@ -978,15 +1012,27 @@ export class DurableStore {
           });
           break;
         case Code.DUPLICATE:
-          resolve({ status: 'duplicate', position: int(result[3 * k + 1]) });
+          this.confirmed(job, { status: 'duplicate', position: int(result[3 * k + 1]) });
           break;
         case Code.AGAIN:
-          resolve(Code.AGAIN);
+          // A queue at its limit whose expired frames exceed one purge batch: the next turn's call
+          // frees another batch; bounded by maxAttempts.
+          if (++job.attempts < this.maxAttempts) this.inTurnBatch(job);
+          else settle(job, scriptError(Code.AGAIN, job.destHex));
           break;
         default:
-          reject(scriptError(code, item.destHex));
+          settle(job, scriptError(code, job.destHex));
       }
     });
+  }
+
+  /** Redis answered stored or duplicate: settle now, or once replicas confirmed (RELAY_DURABLE_WAIT_REPLICAS). */
+  private confirmed(job: EnqueueJob, result: EnqueueResult): void {
+    if (this.waitReplicas === 0) return settle(job, result);
+    this.replicated(job.destHex).then(
+      () => settle(job, result),
+      (err: unknown) => settle(job, toStoreError(err)),
+    );
   }
 
   /**
@@ -1231,13 +1277,14 @@ export class DurableStore {
   }
 
   /** Validates an enqueue and prepares its part of a script call (throws RelayError). */
-  private enqueueItem(
+  private enqueueJob(
     dest: Uint8Array,
     messageId: Uint8Array,
     frame: Uint8Array,
     ttlSeconds: number,
     nowMs: number | undefined,
-  ): PendingEnqueue {
+    sink: EnqueueSink,
+  ): EnqueueJob {
     checkMessageId(messageId);
     checkCount(ttlSeconds, 'ttlSeconds', 0);
     if (nowMs !== undefined) checkCount(nowMs, 'nowMs', 0);
@@ -1270,6 +1317,8 @@ export class DurableStore {
       frame: bytes,
       ttlMs: ttl * 1000,
       nowMs,
+      sink,
+      attempts: 0,
     };
   }
 }

@@ -78,14 +78,14 @@ import {
   verifyPublication,
 } from '@libertaria/protocol';
 import { type Admission, addressKey, type Charge, isOomError, OOM_REFUSAL, type Refusal } from './budgets.js';
-import type { DurableStore } from './durable-store.js';
+import type { DurableStore, EnqueueResult } from './durable-store.js';
 import type { ConnectionGate, SendHost } from './membrane/enforcer.js';
 import { type MembraneRequestFrame, MembraneRequests, type RequestHost } from './membrane/requests.js';
 import type { AuthFailureReason } from './metrics.js';
 import type { PrekeyCounts } from './prekey-store.js';
 import { CONTROL_COST_BY_TYPE, REQUEST_ID_FRAMES, TokenBucket } from './rate-limits.js';
 import type { RelayContext } from './relay-context.js';
-import { storeAndAnnounce } from './store-and-announce.js';
+import { type StoreHandler, storeAndAnnounceTo } from './store-and-announce.js';
 import type { PeerTransport, TransportSink } from './transport/types.js';
 
 type State = 'hello' | 'auth' | 'anon_auth' | 'attaching' | 'open' | 'closed';
@@ -1156,44 +1156,60 @@ export class PeerConnection implements TransportSink, SendHost, RequestHost {
     this.nack(frame, refusal.code, refusal.message);
   }
 
-  /** Stores an admitted durable SEND in the recipient's mailbox (store-and-announce.ts); ACKs or NACKs it. */
+  /**
+   * Stores an admitted durable SEND in the recipient's mailbox
+   * (store-and-announce.ts); ACKs or NACKs it. One DurableWrite object per
+   * frame carries it through the store's batch: no promise or closure per
+   * frame on this path (issue 18).
+   */
   private enqueueDurable(frame: Buffer, charge: Charge | undefined): void {
-    const ctx = this.ctx;
-    const started = performance.now();
     this.beginAsync();
-    const work = storeAndAnnounce(
-      ctx,
-      frame,
-      (result, messageId) => {
-        ctx.metrics.durableStoreSeconds.observe((performance.now() - started) / 1000);
-        ctx.metrics.durableStoredCounts[result.status]++;
-        if (result.depth !== undefined) ctx.metrics.durableQueueDepth.observe(result.depth);
-        // Before the announcement (storeAndAnnounce's order): a peer sending to itself gets the ACK first.
-        this.writeControl(this.encode({ type: 'ACK', messageId, position: result.position }, this.version));
+    this.ctx.durableWrites.started();
+    storeAndAnnounceTo(this.ctx, new DurableWrite(this, frame, charge, performance.now()));
+  }
+
+  /** A DurableWrite's frame is in Redis (or was already): ACK it. Internal to this module. */
+  durableStored(write: DurableWrite, result: EnqueueResult, messageId: Buffer): void {
+    const ctx = this.ctx;
+    ctx.durableWrites.settled();
+    try {
+      ctx.metrics.durableStoreSeconds.observe((performance.now() - write.started) / 1000);
+      ctx.metrics.durableStoredCounts[result.status]++;
+      if (result.depth !== undefined) ctx.metrics.durableQueueDepth.observe(result.depth);
+      // Before the announcement (storeAndAnnounce's order): a peer sending to itself gets the ACK first.
+      this.writeControl(this.encode({ type: 'ACK', messageId, position: result.position }, this.version));
+      this.endAsync();
+      // A duplicate was charged when it was first stored.
+      if (result.status !== 'stored') ctx.admission.refund(write.charge);
+    } catch (err) {
+      this.asyncFailed(err);
+    }
+  }
+
+  /** A DurableWrite's frame was refused or Redis did not confirm it: NACK it. Internal to this module. */
+  durableFailed(write: DurableWrite, err: LibertariaError): void {
+    const ctx = this.ctx;
+    ctx.durableWrites.settled();
+    try {
+      ctx.admission.refund(write.charge);
+      if (isOomError(err)) {
+        // Redis reached maxmemory before the guard's next sample saw it coming.
+        ctx.admission.guard?.noteOom();
+        this.refuseDurable(write.frame, OOM_REFUSAL);
         this.endAsync();
-        // A duplicate was charged when it was first stored.
-        if (result.status !== 'stored') ctx.admission.refund(charge);
-      },
-      (err: unknown) => {
-        ctx.admission.refund(charge);
-        if (isOomError(err)) {
-          // Redis reached maxmemory before the guard's next sample saw it coming.
-          ctx.admission.guard?.noteOom();
-          this.refuseDurable(frame, OOM_REFUSAL);
-          this.endAsync();
-          return;
-        }
-        const code: ErrorCode = err instanceof RelayError ? err.code : 'STORE_UNAVAILABLE';
-        ctx.metrics.durableStored.labels(code).inc();
-        if (code === 'STORE_UNAVAILABLE') {
-          ctx.metrics.redisErrors.labels('enqueue').inc();
-          ctx.log.warn('durable store failed', { err });
-        }
-        this.nack(frame, code, err instanceof Error ? err.message : String(err));
-        this.endAsync();
-      },
-    ).catch(this.asyncFailed);
-    ctx.trackDurableWrite(work);
+        return;
+      }
+      const code: ErrorCode = err instanceof RelayError ? err.code : 'STORE_UNAVAILABLE';
+      ctx.metrics.durableStored.labels(code).inc();
+      if (code === 'STORE_UNAVAILABLE') {
+        ctx.metrics.redisErrors.labels('enqueue').inc();
+        ctx.log.warn('durable store failed', { err });
+      }
+      this.nack(write.frame, code, err.message);
+      this.endAsync();
+    } catch (error) {
+      this.asyncFailed(error);
+    }
   }
 
   refuseSend(frame: Buffer, code: ErrorCode, message: string): void {
@@ -1573,5 +1589,22 @@ export class PeerConnection implements TransportSink, SendHost, RequestHost {
   describe(): string {
     if (this.hint === undefined) return 'unauthenticated';
     return `${this.anonymous ? 'anonymous' : this.did} (${hintToHex(this.hint)})`;
+  }
+}
+
+/** One durable SEND on its way into Redis (storeAndAnnounceTo's handler): the store's answer goes to its connection. */
+class DurableWrite implements StoreHandler {
+  constructor(
+    private readonly conn: PeerConnection,
+    readonly frame: Buffer,
+    readonly charge: Charge | undefined,
+    /** performance.now() when the store was asked: relay_durable_store_seconds. */
+    readonly started: number,
+  ) {}
+  stored(result: EnqueueResult, messageId: Buffer): void {
+    this.conn.durableStored(this, result, messageId);
+  }
+  failed(err: LibertariaError): void {
+    this.conn.durableFailed(this, err);
   }
 }

@@ -3,6 +3,7 @@ import type { DurableAdmission } from './budgets.js';
 import type { RelayConfig } from './config.js';
 import type { DurableStore } from './durable-store.js';
 import type { FederationHook } from './federation/index.js';
+import type { InFlightCount } from './in-flight-count.js';
 import type { Logger } from './log.js';
 import type { Enforcer } from './membrane/enforcer.js';
 import type { RelayMetrics } from './metrics.js';
@@ -42,4 +43,6 @@ export interface RelayContext {
   isDraining(): boolean;
   /** Registers a durable write (a durable SEND, a prekey publication) in flight, so a drain waits for it. */
   trackDurableWrite(work: Promise<unknown>): void;
+  /** Durable SENDs in flight to Redis, counted without a promise each (the hot path's trackDurableWrite). */
+  readonly durableWrites: InFlightCount;
 }

@@ -13,6 +13,7 @@ import { DurableAdmission, DurableBudgets, KnownRecipients, RedisMemoryGuard } f
 import { type RelayConfig, relayQueueSenderShare } from './config.js';
 import { DURABLE_STORE_REDIS_OPTIONS, DurableStore } from './durable-store.js';
 import { RelayFederation } from './federation/index.js';
+import { InFlightCount } from './in-flight-count.js';
 import { createLogger, type Logger } from './log.js';
 import { Enforcer } from './membrane/enforcer.js';
 import { RelayMetrics } from './metrics.js';
@@ -217,6 +218,7 @@ export class RelayNode {
       ...(federation ? { federation } : {}),
       isDraining: () => node?.draining ?? false,
       trackDurableWrite: (work) => node?.track(work),
+      durableWrites: new InFlightCount(),
     };
     node = new RelayNode(
       config,
@@ -457,7 +459,10 @@ export class RelayNode {
   async drain(): Promise<void> {
     if (this.draining) return;
     this.draining = true;
-    this.log.info('draining', { connections: this.router.connections().length, pending: this.pendingDurable.size });
+    this.log.info('draining', {
+      connections: this.router.connections().length,
+      pending: this.pendingDurable.size + this.ctx.durableWrites.size,
+    });
     for (const l of this.listeners) l.stopAccepting();
     let hint = '';
     try {
@@ -481,10 +486,10 @@ export class RelayNode {
     while (this.router.connections().length > 0 && Date.now() < graceEnds) {
       await new Promise((r) => setTimeout(r, 50));
     }
-    await Promise.allSettled([...this.pendingDurable]);
+    await Promise.allSettled([...this.pendingDurable, this.ctx.durableWrites.idle()]);
     const hints = this.router.localHints();
     for (const conn of this.router.connections()) conn.close();
-    await Promise.allSettled([...this.pendingDurable]);
+    await Promise.allSettled([...this.pendingDurable, this.ctx.durableWrites.idle()]);
     clearInterval(this.heartbeat);
     this.memoryGuard.stop();
     // Unused budget reserves go back, so this node's senders are not charged for frames never stored.

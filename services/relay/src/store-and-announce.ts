@@ -16,8 +16,14 @@
  * classes, so the inbound worker's modules do not reach the router, the peer
  * connections and the relay context (issue 14: the import cycle those made).
  */
-import { routedDest, routedMessageId, routedTtl, writeRoutedPosition } from '@libertaria/protocol';
-import type { DurableStore, EnqueueResult } from './durable-store.js';
+import {
+  type LibertariaError,
+  routedDest,
+  routedMessageId,
+  routedTtl,
+  writeRoutedPosition,
+} from '@libertaria/protocol';
+import { type DurableStore, type EnqueueResult, type EnqueueSink, toStoreError } from './durable-store.js';
 
 /** Router.announceDurable: offers a stored frame to local connections and the holders' nodes. */
 export interface DurableAnnouncer {
@@ -54,10 +60,64 @@ export function storeAndAnnounce<T>(
   const messageId = routedMessageId(frame);
   return to.store.enqueue(dest, messageId, frame, routedTtl(frame)).then((result) => {
     const answer = onStored(result, messageId);
-    if (result.status === 'stored') {
-      writeRoutedPosition(frame, result.position);
-      to.router.announceDurable(frame, result.position, dest, result.holders ?? []);
-    }
+    announceStored(to.router, frame, dest, result);
     return answer;
   }, onFailed);
+}
+
+/** The other half of the sequence: a newly stored frame gets its position and is announced. */
+function announceStored(router: DurableAnnouncer, frame: Buffer, dest: Uint8Array, result: EnqueueResult): void {
+  if (result.status !== 'stored') return;
+  writeRoutedPosition(frame, result.position);
+  router.announceDurable(frame, result.position, dest, result.holders ?? []);
+}
+
+/** What storeAndAnnounceTo tells, in place of storeAndAnnounce's handlers: one object per frame, no closures. */
+export interface StoreHandler {
+  /** The frame being stored (a DELIVER, position 0); its position is written in place once stored. */
+  readonly frame: Buffer;
+  /** As storeAndAnnounce's onStored: runs before the position is written and the frame announced. */
+  stored(result: EnqueueResult, messageId: Buffer): void;
+  /** As onFailed: nothing was stored or announced. */
+  failed(err: LibertariaError): void;
+}
+
+/** Where storeAndAnnounceTo stores: the store's callback form (the relay context). */
+export interface SinkMailboxes {
+  readonly store: Pick<DurableStore, 'enqueueTo'>;
+  readonly router: DurableAnnouncer;
+}
+
+/**
+ * storeAndAnnounce for the relay's hot path: the same sequence, told to
+ * `handler` rather than through promises (a durable SEND then costs no
+ * promise and no closure). A validation refusal reaches `handler.failed`
+ * too, synchronously.
+ */
+export function storeAndAnnounceTo(to: SinkMailboxes, handler: StoreHandler): void {
+  const frame = handler.frame;
+  const dest = routedDest(frame);
+  const sink = new AnnouncingSink(to.router, dest, handler);
+  try {
+    to.store.enqueueTo(dest, routedMessageId(frame), frame, routedTtl(frame), sink);
+  } catch (err) {
+    handler.failed(toStoreError(err));
+  }
+}
+
+/** The store's sink for storeAndAnnounceTo: answers the handler first, then announces. */
+class AnnouncingSink implements EnqueueSink {
+  constructor(
+    private readonly router: DurableAnnouncer,
+    private readonly dest: Uint8Array,
+    private readonly handler: StoreHandler,
+  ) {}
+  enqueued(result: EnqueueResult): void {
+    const frame = this.handler.frame;
+    this.handler.stored(result, routedMessageId(frame));
+    announceStored(this.router, frame, this.dest, result);
+  }
+  enqueueFailed(err: LibertariaError): void {
+    this.handler.failed(err);
+  }
 }

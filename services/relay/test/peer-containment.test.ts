@@ -12,6 +12,7 @@ import { authTranscript, Ed25519Identity } from '@libertaria/identity';
 import { silentLogger } from '@libertaria/log';
 import { decodeFrames, ErrorFlags, encodeFrame, errorCodeFromWire, type Frame } from '@libertaria/protocol';
 import { loadRelayConfig } from '../src/config.js';
+import { InFlightCount } from '../src/in-flight-count.js';
 import { RelayMetrics } from '../src/metrics.js';
 import { PeerConnection } from '../src/peer-connection.js';
 import { ConcurrencyLimit, ConnectionsPerAddress, HandshakeFailureLimiter } from '../src/rate-limits.js';
@@ -88,6 +89,7 @@ function context(overrides: { log?: RelayContext['log']; metrics?: RelayMetrics 
     membrane: undefined,
     isDraining: () => false,
     trackDurableWrite: () => undefined,
+    durableWrites: new InFlightCount(),
   } as unknown as RelayContext;
   return { ctx, metrics, errors };
 }

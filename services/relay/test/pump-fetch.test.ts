@@ -12,6 +12,7 @@ import { authTranscript, Ed25519Identity } from '@libertaria/identity';
 import { silentLogger } from '@libertaria/log';
 import { decodeFrames, encodeFrame, type Frame } from '@libertaria/protocol';
 import { loadRelayConfig } from '../src/config.js';
+import { InFlightCount } from '../src/in-flight-count.js';
 import { RelayMetrics } from '../src/metrics.js';
 import { PeerConnection, PUMP_FETCH_BYTES, PUMP_FETCH_CONCURRENCY } from '../src/peer-connection.js';
 import { ConcurrencyLimit, ConnectionsPerAddress, HandshakeFailureLimiter, WaitingSlots } from '../src/rate-limits.js';
@@ -78,6 +79,7 @@ describe('durable delivery pumps of one node', () => {
       membrane: undefined,
       isDraining: () => false,
       trackDurableWrite: () => undefined,
+      durableWrites: new InFlightCount(),
     } as unknown as RelayContext;
 
     // One DID, many connections, each RESUMEs (with an empty transport: room for its whole budget).
