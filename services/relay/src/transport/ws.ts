@@ -42,6 +42,27 @@ interface SocketData {
 /** uWS `WebSocket.send` result: refused, over maxBackpressure (1 = sent, 0 = buffered: both accepted). */
 const SEND_DROPPED = 2;
 
+/** Most bytes of frames joined into one outbound message (a frame larger than this goes alone). */
+export const COALESCE_BYTES = 64 * 1024;
+
+/**
+ * One buffer for every join: uWS copies what send() is given before it
+ * returns (into its cork buffer or the socket), so the bytes can be reused
+ * by the next join; a fresh buffer per message would be garbage per flush.
+ */
+const scratch = Buffer.allocUnsafeSlow(COALESCE_BYTES);
+
+/** frames[from..to) (bytes in all) back to back in the scratch buffer: a view valid until the next join. */
+function coalesce(frames: readonly Uint8Array[], from: number, to: number, bytes: number): Buffer {
+  let at = 0;
+  for (let k = from; k < to; k++) {
+    const f = frames[k]!;
+    scratch.set(f, at);
+    at += f.byteLength;
+  }
+  return scratch.subarray(0, bytes);
+}
+
 class WsTransport implements PeerTransport, Flushable {
   readonly kind = 'ws' as const;
   closed = false;
@@ -68,15 +89,26 @@ class WsTransport implements PeerTransport, Flushable {
     // One corked burst: uWS copies each frame into its buffer and writes once.
     this.ws.cork(this.sendPending);
   }
-  /** The cork callback (one function per connection, not one per flush). */
+  /**
+   * The cork callback (one function per connection, not one per flush).
+   * Frames go out several to a message (docs/protocol.md: a message holds
+   * one or more whole frames), up to COALESCE_BYTES each: uWS's cost is per
+   * message (a call into C++, a WebSocket header), and a DELIVER with its
+   * ACKs is many small frames.
+   */
   private readonly sendPending = (): void => {
     const frames = this.pending;
     const n = frames.length;
     let i = 0;
-    for (; i < n; i++) {
-      const f = frames[i]!;
-      if (this.ws.send(f, true, false) === SEND_DROPPED) break;
-      this.pendingBytes -= f.byteLength;
+    while (i < n) {
+      const first = frames[i]!;
+      let end = i + 1;
+      let bytes = first.byteLength;
+      while (end < n && bytes + frames[end]!.byteLength <= COALESCE_BYTES) bytes += frames[end++]!.byteLength;
+      const message = end === i + 1 ? first : coalesce(frames, i, end, bytes);
+      if (this.ws.send(message, true, false) === SEND_DROPPED) break;
+      this.pendingBytes -= bytes;
+      i = end;
     }
     if (i === n) {
       this.pending = [];
