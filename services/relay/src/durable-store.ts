@@ -270,9 +270,9 @@ end
 const ACK_BATCH = 256;
 
 /**
- * Most frames per enqueue script call. A call runs about 15 commands per
- * frame inside Redis: 256 frames keep one call near a millisecond, like
- * ACK_BATCH for the ACKs.
+ * Most frames per enqueue script call: 256 keep one call near a millisecond
+ * inside Redis and Lua's unpack() far below its stack limit, like ACK_BATCH
+ * for the ACKs.
  */
 const ENQUEUE_BATCH = 256;
 
