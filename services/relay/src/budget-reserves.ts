@@ -115,7 +115,8 @@ export class BudgetReserves {
       const local = this.take(reserve, bytes, now);
       if (local !== undefined) return local;
     }
-    if (reserve.exactOnly && reserve.window === Math.floor(now / this.windowMs)) {
+    // (Behind waiters it queues instead: frames are charged in the order they came.)
+    if (reserve.waiters.length === 0 && reserve.exactOnly && reserve.window === Math.floor(now / this.windowMs)) {
       // The last eighth of a budget: each frame charged in Redis (batched per turn, decided in order).
       this.stats.exact++;
       return this.budgets.chargeSubjects(subjects, bytes, now);

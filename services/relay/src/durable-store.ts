@@ -517,28 +517,41 @@ local limit = tonumber(ARGV[2])
 local maxBytes = tonumber(ARGV[5] or '0')
 -- One row more than asked: tells whether anything follows.
 local rows = redis.call('ZRANGEBYSCORE', z, '(' .. after, '+inf', 'WITHSCORES', 'LIMIT', 0, limit + 1)
-local ids, total = {}, 0
-for i = 1, math.min(#rows, 2 * limit), 2 do
-  if maxBytes > 0 then
-    total = total + redis.call('HSTRLEN', d, rows[i])
-    if #ids > 0 and total > maxBytes then break end
+local ids = {}
+for i = 1, math.min(#rows, 2 * limit), 2 do ids[#ids + 1] = rows[i] end
+if #ids == 0 then return {0, 0} end
+-- The frames themselves tell their sizes: the byte limit is applied to what
+-- HMGET read, 32 frames at a time (one command per 32, not an HSTRLEN per
+-- frame first; a reader with little room reads at most 31 frames it does
+-- not take).
+local out, total, taken, full = {0, 0}, 0, 0, false
+local from = 1
+while from <= #ids and not full do
+  local chunk = {}
+  for j = from, math.min(from + 31, #ids) do chunk[#chunk + 1] = ids[j] end
+  local frames = redis.call('HMGET', d, unpack(chunk))
+  -- Expiries tell the relay when each frame was stored (expiry minus its TTL): the queue age at delivery.
+  local expiries = redis.call('ZMSCORE', e, unpack(chunk))
+  for k = 1, #chunk do
+    local i = from + k - 1
+    local frame = frames[k]
+    if frame then
+      total = total + #frame
+      if maxBytes > 0 and taken > 0 and total > maxBytes then
+        full = true
+        break
+      end
+      out[#out + 1] = tonumber(rows[2 * i])
+      out[#out + 1] = ids[i]
+      out[#out + 1] = frame
+      out[#out + 1] = tonumber(expiries[k] or '0')
+    end
+    taken = i
   end
-  ids[#ids + 1] = rows[i]
+  from = from + #chunk
 end
-local out = {0, (#rows > 2 * #ids) and 1 or 0}
-if #ids == 0 then return out end
-local frames = redis.call('HMGET', d, unpack(ids))
--- Expiries tell the relay when each frame was stored (expiry minus its TTL): the queue age at delivery.
-local expiries = redis.call('ZMSCORE', e, unpack(ids))
-for i = 1, #ids do
-  local frame = frames[i]
-  if frame then
-    out[#out + 1] = tonumber(rows[2 * i])
-    out[#out + 1] = ids[i]
-    out[#out + 1] = frame
-    out[#out + 1] = tonumber(expiries[i] or '0')
-  end
-end
+-- more: rows after the last one looked at (cut by bytes, or beyond limit).
+out[2] = (#rows > 2 * taken) and 1 or 0
 return out
 `;
 
