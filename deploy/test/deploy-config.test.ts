@@ -65,6 +65,7 @@ const relayDeployment = find(base, 'Deployment', 'relay');
 const relayConfig = find(base, 'ConfigMap', 'relay-config').data as Record<string, string>;
 const bridgeConfig = find(base, 'ConfigMap', 'bridge-nostr-config').data as Record<string, string>;
 const apConfig = find(base, 'ConfigMap', 'bridge-activitypub-config').data as Record<string, string>;
+const xmtpConfig = find(base, 'ConfigMap', 'bridge-xmtp-config').data as Record<string, string>;
 const compose = readYaml(repoPath('docker-compose.yml')) as { services: Record<string, Obj> };
 
 describe('YAML and kustomize structure', () => {
@@ -135,6 +136,11 @@ describe('Kubernetes schemas (kubernetes-models, offline)', () => {
         `https://${apHost}`,
         'BRIDGE_AP_ORIGIN is the Ingress host',
       );
+      assert.equal(
+        named('ConfigMap', 'bridge-xmtp-config').data.BRIDGE_XMTP_ENV,
+        overlay === 'dev' ? 'dev' : 'production',
+        'the XMTP network',
+      );
       if (overlay === 'dev') {
         assert.ok(named('StatefulSet', 'redis'));
         for (const secret of [
@@ -143,12 +149,14 @@ describe('Kubernetes schemas (kubernetes-models, offline)', () => {
           'bridge-nostr-identity',
           'bridge-activitypub-secrets',
           'bridge-activitypub-identity',
+          'bridge-xmtp-secrets',
+          'bridge-xmtp-identity',
         ]) {
           assert.ok(named('Secret', secret), `dev generates ${secret}`);
         }
       } else {
         assert.ok(!objs.some((o) => o.kind === 'Secret'), 'prod ships no secrets: the operator creates them');
-        assert.ok(!objs.some((o) => o.kind === 'StatefulSet'), 'prod runs no Redis of its own');
+        assert.ok(!named('StatefulSet', 'redis'), 'prod runs no Redis of its own');
       }
     });
   }
@@ -215,7 +223,7 @@ describe('relay Deployment', () => {
   });
 });
 
-describe('ActivityPub bridge', () => {
+describe('ActivityPub and XMTP bridges', () => {
   it('runs the ActivityPub bridge scaled out behind an Ingress on its https origin', () => {
     const bridge = find(base, 'Deployment', 'bridge-activitypub');
     assert.equal(apConfig.BRIDGE_AP_SCALE_OUT, 'true');
@@ -238,8 +246,26 @@ describe('ActivityPub bridge', () => {
     assert.equal(find(base, 'PodDisruptionBudget', 'bridge-activitypub').spec.minAvailable, 1);
   });
 
+  it('runs the XMTP bridge as one StatefulSet pod whose volume holds the databases and sessions', () => {
+    const bridge = find(base, 'StatefulSet', 'bridge-xmtp');
+    assert.equal(bridge.spec.replicas, 1, 'one process owns every inbox database');
+    assert.equal(find(base, 'Service', 'bridge-xmtp').metadata.name, bridge.spec.serviceName);
+    const claim = (bridge.spec.volumeClaimTemplates as Obj[])[0]!;
+    assert.deepEqual(claim.spec.accessModes, ['ReadWriteOnce']);
+    const mount = bridge.spec.template.spec.containers[0].volumeMounts.find((m: Obj) => m.name === claim.metadata.name);
+    assert.ok(mount, 'the claim is mounted');
+    for (const dir of ['BRIDGE_XMTP_DB_DIR', 'BRIDGE_XMTP_STATE_DIR']) {
+      assert.ok(xmtpConfig[dir]?.startsWith(`${mount.mountPath}/`), `${dir} is on the volume`);
+    }
+    const volumes = (bridge.spec.template.spec.volumes as Obj[]) ?? [];
+    assert.ok(!volumes.some((v) => v.name === claim.metadata.name), 'never an emptyDir in its place');
+    assert.equal(xmtpConfig.BRIDGE_XMTP_ALLOW_NEW_INSTALLATION, undefined, 'an operator decision, not a default');
+    assert.equal(xmtpConfig.BRIDGE_XMTP_ENV, 'dev', 'base: the dev network; prod patches it');
+    assert.ok(!base.some((o) => o.kind === 'PodDisruptionBudget' && o.metadata.name === 'bridge-xmtp'));
+  });
+
   it('scrapes every bridge with a PodMonitor whose job is the bridge name', () => {
-    for (const name of ['bridge-nostr', 'bridge-activitypub']) {
+    for (const name of ['bridge-nostr', 'bridge-activitypub', 'bridge-xmtp']) {
       const monitor = find(base, 'PodMonitor', name);
       assert.deepEqual(monitor.spec.selector.matchLabels, { 'app.kubernetes.io/name': name });
       assert.equal(monitor.spec.jobLabel, 'app.kubernetes.io/name');
@@ -277,6 +303,7 @@ describe('configuration variables', () => {
     check('relay-config', relayConfig, 'RELAY_', relayVars);
     check('bridge-nostr-config', bridgeConfig, 'BRIDGE_NOSTR_', bridgeVars);
     check('bridge-activitypub-config', apConfig, 'BRIDGE_AP_', apVars);
+    check('bridge-xmtp-config', xmtpConfig, 'BRIDGE_XMTP_', xmtpVars);
     for (const name of ['relay-1', 'relay-2']) check(name, compose.services[name]!.environment, 'RELAY_', relayVars);
     check('compose bridge-nostr', compose.services['bridge-nostr']!.environment, 'BRIDGE_NOSTR_', bridgeVars);
     check('compose bridge-activitypub', compose.services['bridge-activitypub']!.environment, 'BRIDGE_AP_', apVars);
@@ -325,6 +352,7 @@ describe('security', () => {
     assert.deepEqual(from[0].podSelector.matchExpressions[0].values.sort(), [
       'bridge-activitypub',
       'bridge-nostr',
+      'bridge-xmtp',
       'relay',
     ]);
     assert.ok(!from[0].namespaceSelector, 'same namespace only');
