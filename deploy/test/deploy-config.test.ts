@@ -64,6 +64,8 @@ const find = (objs: Obj[], kind: string, name: string): Obj => {
 const relayDeployment = find(base, 'Deployment', 'relay');
 const relayConfig = find(base, 'ConfigMap', 'relay-config').data as Record<string, string>;
 const bridgeConfig = find(base, 'ConfigMap', 'bridge-nostr-config').data as Record<string, string>;
+const apConfig = find(base, 'ConfigMap', 'bridge-activitypub-config').data as Record<string, string>;
+const xmtpConfig = find(base, 'ConfigMap', 'bridge-xmtp-config').data as Record<string, string>;
 const compose = readYaml(repoPath('docker-compose.yml')) as { services: Record<string, Obj> };
 
 describe('YAML and kustomize structure', () => {
@@ -121,18 +123,40 @@ describe('Kubernetes schemas (kubernetes-models, offline)', () => {
       const relay = objs.find((o) => o.kind === 'Deployment' && o.metadata.name === 'relay')!;
       const image = relay.spec.template.spec.containers[0].image as string;
       assert.match(image, overlay === 'dev' ? /:dev$/ : /:\d+\.\d+\.\d+$/, 'the overlay pins the image tag');
-      const host = objs.find((o) => o.kind === 'Ingress')!.spec.rules[0].host as string;
-      const config = objs.find((o) => o.kind === 'ConfigMap' && o.metadata.name === 'relay-config')!;
+      const named = (kind: string, name: string) => objs.find((o) => o.kind === kind && o.metadata.name === name)!;
+      const host = named('Ingress', 'relay-ws').spec.rules[0].host as string;
+      const config = named('ConfigMap', 'relay-config');
       assert.ok(
         String(config.data.RELAY_PUBLIC_URLS).split(',').includes(`wss://${host}`),
         `RELAY_PUBLIC_URLS names the Ingress host ${host}`,
       );
+      const apHost = named('Ingress', 'bridge-activitypub').spec.rules[0].host as string;
+      assert.equal(
+        named('ConfigMap', 'bridge-activitypub-config').data.BRIDGE_AP_ORIGIN,
+        `https://${apHost}`,
+        'BRIDGE_AP_ORIGIN is the Ingress host',
+      );
+      assert.equal(
+        named('ConfigMap', 'bridge-xmtp-config').data.BRIDGE_XMTP_ENV,
+        overlay === 'dev' ? 'dev' : 'production',
+        'the XMTP network',
+      );
       if (overlay === 'dev') {
-        assert.ok(objs.some((o) => o.kind === 'StatefulSet' && o.metadata.name === 'redis'));
-        assert.ok(objs.some((o) => o.kind === 'Secret' && o.metadata.name === 'relay-secrets'));
+        assert.ok(named('StatefulSet', 'redis'));
+        for (const secret of [
+          'relay-secrets',
+          'bridge-nostr-secrets',
+          'bridge-nostr-identity',
+          'bridge-activitypub-secrets',
+          'bridge-activitypub-identity',
+          'bridge-xmtp-secrets',
+          'bridge-xmtp-identity',
+        ]) {
+          assert.ok(named('Secret', secret), `dev generates ${secret}`);
+        }
       } else {
         assert.ok(!objs.some((o) => o.kind === 'Secret'), 'prod ships no secrets: the operator creates them');
-        assert.ok(!objs.some((o) => o.kind === 'StatefulSet'), 'prod runs no Redis of its own');
+        assert.ok(!named('StatefulSet', 'redis'), 'prod runs no Redis of its own');
       }
     });
   }
@@ -199,6 +223,58 @@ describe('relay Deployment', () => {
   });
 });
 
+describe('ActivityPub and XMTP bridges', () => {
+  it('runs the ActivityPub bridge scaled out behind an Ingress on its https origin', () => {
+    const bridge = find(base, 'Deployment', 'bridge-activitypub');
+    assert.equal(apConfig.BRIDGE_AP_SCALE_OUT, 'true');
+    assert.ok(bridge.spec.replicas >= 2, `${bridge.spec.replicas} replicas`);
+    assert.equal(bridge.spec.strategy.rollingUpdate.maxUnavailable, 0);
+    const volumes = (bridge.spec.template.spec.volumes as Obj[]) ?? [];
+    assert.ok(!volumes.some((v) => v.persistentVolumeClaim), 'no volume: everything is in Redis');
+    assert.equal(apConfig.BRIDGE_AP_STATE_DIR, undefined, 'scaled out: no state directory');
+    assert.equal(apConfig.BRIDGE_AP_INSECURE_TEST_MODE, undefined, 'the test-only mode is never set');
+    const identity = volumes.find((v) => v.secret?.secretName === 'bridge-activitypub-identity');
+    const mount = bridge.spec.template.spec.containers[0].volumeMounts.find((m: Obj) => m.name === identity?.name);
+    assert.equal(apConfig.BRIDGE_AP_IDENTITY_FILE, `${mount?.mountPath}/bridge.json`, 'identity from its Secret');
+    const origin = new URL(apConfig.BRIDGE_AP_ORIGIN!);
+    assert.equal(origin.protocol, 'https:');
+    const ingress = find(base, 'Ingress', 'bridge-activitypub');
+    assert.equal(ingress.spec.rules[0].host, origin.host, 'the Ingress serves BRIDGE_AP_ORIGIN');
+    const paths = ingress.spec.rules[0].http.paths.map((p: Obj) => p.path) as string[];
+    for (const p of ['/.well-known', '/users', '/inbox', '/nodeinfo']) assert.ok(paths.includes(p), p);
+    assert.ok(!paths.some((p) => p === '/' || p.startsWith('/metrics') || p.startsWith('/health')), 'not public');
+    assert.equal(find(base, 'PodDisruptionBudget', 'bridge-activitypub').spec.minAvailable, 1);
+  });
+
+  it('runs the XMTP bridge as one StatefulSet pod whose volume holds the databases and sessions', () => {
+    const bridge = find(base, 'StatefulSet', 'bridge-xmtp');
+    assert.equal(bridge.spec.replicas, 1, 'one process owns every inbox database');
+    assert.equal(find(base, 'Service', 'bridge-xmtp').metadata.name, bridge.spec.serviceName);
+    const claim = (bridge.spec.volumeClaimTemplates as Obj[])[0]!;
+    assert.deepEqual(claim.spec.accessModes, ['ReadWriteOnce']);
+    const mount = bridge.spec.template.spec.containers[0].volumeMounts.find((m: Obj) => m.name === claim.metadata.name);
+    assert.ok(mount, 'the claim is mounted');
+    for (const dir of ['BRIDGE_XMTP_DB_DIR', 'BRIDGE_XMTP_STATE_DIR']) {
+      assert.ok(xmtpConfig[dir]?.startsWith(`${mount.mountPath}/`), `${dir} is on the volume`);
+    }
+    const volumes = (bridge.spec.template.spec.volumes as Obj[]) ?? [];
+    assert.ok(!volumes.some((v) => v.name === claim.metadata.name), 'never an emptyDir in its place');
+    assert.equal(xmtpConfig.BRIDGE_XMTP_ALLOW_NEW_INSTALLATION, undefined, 'an operator decision, not a default');
+    assert.equal(xmtpConfig.BRIDGE_XMTP_ENV, 'dev', 'base: the dev network; prod patches it');
+    assert.ok(!base.some((o) => o.kind === 'PodDisruptionBudget' && o.metadata.name === 'bridge-xmtp'));
+  });
+
+  it('scrapes every bridge with a PodMonitor whose job is the bridge name', () => {
+    for (const name of ['bridge-nostr', 'bridge-activitypub', 'bridge-xmtp']) {
+      const monitor = find(base, 'PodMonitor', name);
+      assert.deepEqual(monitor.spec.selector.matchLabels, { 'app.kubernetes.io/name': name });
+      assert.equal(monitor.spec.jobLabel, 'app.kubernetes.io/name');
+      const workload = base.find((o) => ['Deployment', 'StatefulSet'].includes(o.kind) && o.metadata.name === name)!;
+      assert.ok(workload.spec.template.spec.containers[0].ports.some((p: Obj) => p.name === 'http'));
+    }
+  });
+});
+
 describe('configuration variables', () => {
   const relayVars = new Set(Object.keys(relayConfigSpec));
   const bridgeVars = new Set(Object.keys(bridgeNostrConfigSpec));
@@ -209,36 +285,37 @@ describe('configuration variables', () => {
     }
   };
 
-  it('uses only variables the services know (they refuse unknown RELAY_*/BRIDGE_NOSTR_* ones)', () => {
+  const apVars = new Set(Object.keys(bridgeActivityPubConfigSpec));
+  const xmtpVars = new Set(Object.keys(bridgeXmtpConfigSpec));
+  /** The prefix and the known variables of a variable's service (by prefix) or of a container (by name). */
+  const serviceOf = (key: string): [string, Set<string>] =>
+    key.startsWith('BRIDGE_NOSTR_') || key === 'bridge-nostr'
+      ? ['BRIDGE_NOSTR_', bridgeVars]
+      : key.startsWith('BRIDGE_AP_') || key === 'bridge-activitypub'
+        ? ['BRIDGE_AP_', apVars]
+        : key.startsWith('BRIDGE_XMTP_') || key === 'bridge-xmtp'
+          ? ['BRIDGE_XMTP_', xmtpVars]
+          : key.startsWith('BRIDGE')
+            ? ['BRIDGE', new Set()]
+            : ['RELAY_', relayVars];
+
+  it('uses only variables the services know (they refuse unknown RELAY_*/BRIDGE_*_* ones)', () => {
     check('relay-config', relayConfig, 'RELAY_', relayVars);
     check('bridge-nostr-config', bridgeConfig, 'BRIDGE_NOSTR_', bridgeVars);
+    check('bridge-activitypub-config', apConfig, 'BRIDGE_AP_', apVars);
+    check('bridge-xmtp-config', xmtpConfig, 'BRIDGE_XMTP_', xmtpVars);
     for (const name of ['relay-1', 'relay-2']) check(name, compose.services[name]!.environment, 'RELAY_', relayVars);
     check('compose bridge-nostr', compose.services['bridge-nostr']!.environment, 'BRIDGE_NOSTR_', bridgeVars);
-    const apVars = new Set(Object.keys(bridgeActivityPubConfigSpec));
     check('compose bridge-activitypub', compose.services['bridge-activitypub']!.environment, 'BRIDGE_AP_', apVars);
-    const xmtpVars = new Set(Object.keys(bridgeXmtpConfigSpec));
     check('compose bridge-xmtp', compose.services['bridge-xmtp']!.environment, 'BRIDGE_XMTP_', xmtpVars);
     for (const file of filesUnder(join(K8S, 'overlays'), /\.yaml$/)) {
       for (const o of readAll(file)) {
         for (const lit of (o.secretGenerator ?? []).flatMap((g: Obj) => g.literals ?? [])) {
           const key = String(lit).split('=')[0]!;
-          check(
-            relative(REPO_ROOT, file),
-            { [key]: 1 },
-            key.startsWith('BRIDGE') ? 'BRIDGE_NOSTR_' : 'RELAY_',
-            key.startsWith('BRIDGE') ? bridgeVars : relayVars,
-          );
+          check(relative(REPO_ROOT, file), { [key]: 1 }, ...serviceOf(key));
         }
         for (const c of o.spec?.template?.spec?.containers ?? []) {
-          for (const e of c.env ?? []) {
-            const bridge = c.name === 'bridge-nostr';
-            check(
-              relative(REPO_ROOT, file),
-              { [e.name]: 1 },
-              bridge ? 'BRIDGE_NOSTR_' : 'RELAY_',
-              bridge ? bridgeVars : relayVars,
-            );
-          }
+          for (const e of c.env ?? []) check(relative(REPO_ROOT, file), { [e.name]: 1 }, ...serviceOf(c.name));
         }
       }
     }
@@ -272,7 +349,12 @@ describe('security', () => {
     assert.deepEqual(policy.spec.policyTypes, ['Ingress']);
     const from = policy.spec.ingress.flatMap((r: Obj) => r.from);
     assert.equal(from.length, 1);
-    assert.deepEqual(from[0].podSelector.matchExpressions[0].values.sort(), ['bridge-nostr', 'relay']);
+    assert.deepEqual(from[0].podSelector.matchExpressions[0].values.sort(), [
+      'bridge-activitypub',
+      'bridge-nostr',
+      'bridge-xmtp',
+      'relay',
+    ]);
     assert.ok(!from[0].namespaceSelector, 'same namespace only');
   });
 
