@@ -219,7 +219,7 @@ export const relayConfigSpec = {
     doc: 'Durable bytes all DIDs connecting from one source address (an IPv6 /64) may store in any hour, across the cluster (1 GiB); beyond it `NACK DURABLE_BUDGET_EXCEEDED`. 0: no limit.',
   }),
   RELAY_DURABLE_BUDGET_RESERVE_FRAMES: int({
-    default: 256,
+    default: 1024,
     min: 0,
     max: 65536,
     doc: 'Largest reserve of durable budget a node charges in Redis at once for one connection (its sender DID and address), then hands out frame by frame without a Redis call (services/relay/src/budget-reserves.ts). Reserves grow with use up to this, never above 1/16 of a budget, stop at 7/8 of one (the last eighth is charged frame by frame), and an unused remainder goes back after 1 s idle. 0 or 1: every durable frame is charged in Redis on its own.',
