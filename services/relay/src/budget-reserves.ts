@@ -70,6 +70,8 @@ export interface BudgetReserveStats {
 export class BudgetReserves {
   private readonly reserves = new Map<Subject[], Reserve>();
   private readonly timer: NodeJS.Timeout | undefined;
+  /** Reservations asked of Redis and not answered yet (with their refund, if one follows): close() waits for them. */
+  private readonly requests = new Set<Promise<unknown>>();
   readonly stats: BudgetReserveStats = { local: 0, reservations: 0, exact: 0 };
 
   /**
@@ -85,6 +87,11 @@ export class BudgetReserves {
       this.timer = setInterval(() => this.sweep(Date.now()), RESERVE_IDLE_MS / 2);
       this.timer.unref();
     }
+  }
+
+  /** Reservations asked of Redis and not answered yet. */
+  get requestsInFlight(): number {
+    return this.requests.size;
   }
 
   /** Charges one frame: from the connection's reserve when it holds enough (synchronously), else through Redis. */
@@ -150,7 +157,8 @@ export class BudgetReserves {
     const pending: Array<Promise<void>> = [];
     for (const reserve of this.reserves.values()) pending.push(this.release(reserve));
     this.reserves.clear();
-    await Promise.allSettled(pending);
+    // A reservation still in flight is given back when it is granted (the reserve is gone): wait for that too.
+    await Promise.allSettled([...pending, ...this.requests]);
   }
 
   /** Reserves untouched for RESERVE_IDLE_MS go back to Redis. */
@@ -222,13 +230,14 @@ export class BudgetReserves {
     }
     reserve.busy = true;
     const total = frames * bytes;
-    this.budgets.chargeSubjects(reserve.subjects, total, now, frames).then(
-      (result) => {
+    const request = this.budgets.chargeSubjects(reserve.subjects, total, now, frames).then(
+      (result): Promise<void> | undefined => {
         reserve.busy = false;
+        let refund: Promise<void> | undefined;
         if ('charge' in result) {
           if (reserve.window !== window || this.reserves.get(reserve.subjects) !== reserve) {
             // The window moved on (or the reserve was given back) meanwhile: this grant goes straight back.
-            this.budgets.refund(result.charge).catch(() => {});
+            refund = this.budgets.refund(result.charge).catch(() => {});
           } else {
             this.stats.reservations++;
             reserve.keys = result.charge.keys;
@@ -242,14 +251,21 @@ export class BudgetReserves {
           reserve.exactOnly = true;
         }
         this.serve(reserve);
+        return refund;
       },
       (err: unknown) => {
         reserve.busy = false;
         const w = reserve.waiters.shift();
         w?.reject(err);
         this.serve(reserve);
+        return undefined;
       },
     );
+    this.requests.add(request);
+    const done = (): void => {
+      this.requests.delete(request);
+    };
+    request.then(done, done);
     return true;
   }
 

@@ -84,6 +84,25 @@ describe('BudgetReserves (real Redis)', () => {
     assert.deepEqual(await counted(prefix, sender, t), { frames: 5000, bytes: 500_000 });
   });
 
+  it('close() waits for a reservation still in flight and gives it back too', async () => {
+    const prefix = `t${randomBytes(4).toString('hex')}`;
+    const reserves = node(a, prefix, { senderFrames: 1_000_000 });
+    const sender = randomBytes(24);
+    const t = 15 * WINDOW;
+    await run(reserves, sender, 300, 100, t);
+    // Take from the reserve, synchronously, until it is down to half its last grant and asks for the
+    // next one; then close at once, with that reservation on its way.
+    let taken = 300;
+    while (reserves.requestsInFlight === 0) {
+      const r = reserves.charge(sender, '10.0.0.1', 100, t);
+      assert.ok(!(r instanceof Promise) && 'charge' in r, 'taken from the reserve');
+      taken++;
+    }
+    await reserves.close();
+    assert.equal(reserves.requestsInFlight, 0);
+    assert.deepEqual(await counted(prefix, sender, t), { frames: taken, bytes: taken * 100 });
+  });
+
   it('never exceeds a budget, and its last eighth is charged frame by frame: exactly the limit on one node', async () => {
     const prefix = `t${randomBytes(4).toString('hex')}`;
     const reserves = node(a, prefix, { senderFrames: 800 });
