@@ -1,4 +1,4 @@
-// Size: about 1,580 lines, one class per connection: the handshake, the frame dispatch, the
+// Size: about 1,610 lines, one class per connection: the handshake, the frame dispatch, the
 // durable delivery pump and the containment budgets all read and change the same per-connection
 // state (handshake step, window, pump flags, byte budgets) on the hot path, so they stay in one
 // object with no indirection per frame. What shares no state lives outside: the membrane
@@ -77,7 +77,8 @@ import {
   verifyPowStamp,
   verifyPublication,
 } from '@libertaria/protocol';
-import { type Admission, addressKey, type Charge, isOomError, OOM_REFUSAL, type Refusal } from './budgets.js';
+import { addressKey, type Charge, isOomError, type Refusal } from './budgets.js';
+import { type Admission, OOM_REFUSAL } from './durable-admission.js';
 import type { DurableStore, EnqueueResult } from './durable-store.js';
 import type { ConnectionGate, SendHost } from './membrane/enforcer.js';
 import { type MembraneRequestFrame, MembraneRequests, type RequestHost } from './membrane/requests.js';

@@ -1,6 +1,6 @@
 import type { Ed25519Identity } from '@libertaria/identity';
-import type { DurableAdmission } from './budgets.js';
 import type { RelayConfig } from './config.js';
+import type { DurableAdmission } from './durable-admission.js';
 import type { DurableStore } from './durable-store.js';
 import type { FederationHook } from './federation/index.js';
 import type { InFlightCount } from './in-flight-count.js';
