@@ -66,6 +66,47 @@ export interface NostrKeys {
   onAdded?(listener: () => void): void;
 }
 
+/**
+ * The in-memory index both key stores answer lookups from: bridged
+ * identities by DID, public key and NIP-05 name (public data only).
+ */
+export abstract class IndexedIdentities {
+  private readonly byDid = new Map<string, BridgedIdentity>();
+  private readonly didByPubkey = new Map<string, string>();
+  private readonly didByName = new Map<string, string>();
+
+  /** Adds or replaces an identity; a name its DID had before stops naming it. */
+  protected indexIdentity(identity: BridgedIdentity): void {
+    const previous = this.byDid.get(identity.did);
+    if (previous?.name !== undefined && previous.name !== identity.name) this.didByName.delete(previous.name);
+    this.byDid.set(identity.did, identity);
+    this.didByPubkey.set(identity.pubkey, identity.did);
+    if (identity.name !== undefined) this.didByName.set(identity.name, identity.did);
+  }
+
+  get size(): number {
+    return this.byDid.size;
+  }
+
+  get(did: string): BridgedIdentity | undefined {
+    return this.byDid.get(did);
+  }
+
+  byPubkey(pubkey: string): BridgedIdentity | undefined {
+    const did = this.didByPubkey.get(pubkey);
+    return did === undefined ? undefined : this.byDid.get(did);
+  }
+
+  byName(name: string): BridgedIdentity | undefined {
+    const did = this.didByName.get(name);
+    return did === undefined ? undefined : this.byDid.get(did);
+  }
+
+  all(): IterableIterator<BridgedIdentity> {
+    return this.byDid.values();
+  }
+}
+
 export interface KeyStoreLimits {
   readonly maxIdentities: number;
 }
@@ -134,11 +175,8 @@ export function parseKek(hex: string): Uint8Array {
   return new Uint8Array(Buffer.from(hex, 'hex'));
 }
 
-export class NostrKeyStore implements NostrKeys {
-  private readonly byDid = new Map<string, BridgedIdentity>();
+export class NostrKeyStore extends IndexedIdentities implements NostrKeys {
   private readonly sealedByDid = new Map<string, SealedRecord>();
-  private readonly didByPubkey = new Map<string, string>();
-  private readonly didByName = new Map<string, string>();
   /** Appends are chained so concurrent bridge() calls neither interleave lines nor race on names. */
   private tail: Promise<unknown> = Promise.resolve();
 
@@ -146,7 +184,9 @@ export class NostrKeyStore implements NostrKeys {
     private readonly file: string,
     private readonly kek: Uint8Array,
     private readonly limits: KeyStoreLimits,
-  ) {}
+  ) {
+    super();
+  }
 
   /** Opens (or creates) the key store and checks every record against the KEK. */
   static async open(file: string, kek: Uint8Array, limits: KeyStoreLimits): Promise<NostrKeyStore> {
@@ -176,40 +216,10 @@ export class NostrKeyStore implements NostrKeys {
   }
 
   private index(record: SealedRecord): void {
-    const previous = this.byDid.get(record.did);
-    if (previous?.name !== undefined) this.didByName.delete(previous.name);
-    const identity: BridgedIdentity = Object.freeze({
-      did: record.did,
-      pubkey: record.pubkey,
-      name: record.name,
-      createdAt: record.createdAt,
-    });
-    this.byDid.set(record.did, identity);
+    this.indexIdentity(
+      Object.freeze({ did: record.did, pubkey: record.pubkey, name: record.name, createdAt: record.createdAt }),
+    );
     this.sealedByDid.set(record.did, record);
-    this.didByPubkey.set(record.pubkey, record.did);
-    if (record.name !== undefined) this.didByName.set(record.name, record.did);
-  }
-
-  get size(): number {
-    return this.byDid.size;
-  }
-
-  get(did: string): BridgedIdentity | undefined {
-    return this.byDid.get(did);
-  }
-
-  byPubkey(pubkey: string): BridgedIdentity | undefined {
-    const did = this.didByPubkey.get(pubkey);
-    return did === undefined ? undefined : this.byDid.get(did);
-  }
-
-  byName(name: string): BridgedIdentity | undefined {
-    const did = this.didByName.get(name);
-    return did === undefined ? undefined : this.byDid.get(did);
-  }
-
-  all(): IterableIterator<BridgedIdentity> {
-    return this.byDid.values();
   }
 
   /**
@@ -226,15 +236,15 @@ export class NostrKeyStore implements NostrKeys {
   private async bridgeNow(did: string, name: string | undefined): Promise<BridgedIdentity> {
     parseDid(did);
     if (name !== undefined) validateNip05Name(name);
-    const existing = this.byDid.get(did);
+    const existing = this.get(did);
     if (existing && (name === undefined || existing.name === name)) return existing;
     if (existing?.name !== undefined) {
       throw new BridgeError('BRIDGE_NAME_TAKEN', `${did} is already bridged as ${JSON.stringify(existing.name)}`);
     }
-    if (name !== undefined && this.didByName.has(name)) {
+    if (name !== undefined && this.byName(name) !== undefined) {
       throw new BridgeError('BRIDGE_NAME_TAKEN', `the name ${JSON.stringify(name)} belongs to another peer`);
     }
-    if (!existing && this.byDid.size >= this.limits.maxIdentities) {
+    if (!existing && this.size >= this.limits.maxIdentities) {
       throw new BridgeError(
         'BRIDGE_IDENTITY_LIMIT',
         `the bridge holds its maximum of ${this.limits.maxIdentities} identities`,
@@ -252,7 +262,7 @@ export class NostrKeyStore implements NostrKeys {
     }
     await this.append(record);
     this.index(record);
-    return this.byDid.get(did)!;
+    return this.get(did)!;
   }
 
   private async append(record: SealedRecord): Promise<void> {

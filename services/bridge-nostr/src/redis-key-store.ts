@@ -20,7 +20,7 @@ import { RedisSealedStore } from '@libertaria/bridge-kit/worker';
 import { parseDid } from '@libertaria/identity';
 import type { RedisClient } from '@libertaria/redis';
 import { generateSecretKey, getPublicKey } from 'nostr-tools/pure';
-import type { BridgedIdentity, NostrKeyStore, NostrKeys } from './key-store.js';
+import { type BridgedIdentity, IndexedIdentities, type NostrKeyStore, type NostrKeys } from './key-store.js';
 import type { Logger } from './log.js';
 import { validateNip05Name } from './nip05.js';
 
@@ -35,10 +35,7 @@ export interface RedisNostrKeyStoreOptions {
   readonly log: Logger;
 }
 
-export class RedisNostrKeyStore implements NostrKeys {
-  private readonly byDid = new Map<string, BridgedIdentity>();
-  private readonly didByPubkey = new Map<string, string>();
-  private readonly didByName = new Map<string, string>();
+export class RedisNostrKeyStore extends IndexedIdentities implements NostrKeys {
   private readonly listeners: Array<() => void> = [];
   private subscriber: RedisClient | undefined;
   private timer: NodeJS.Timeout | undefined;
@@ -47,7 +44,9 @@ export class RedisNostrKeyStore implements NostrKeys {
   private constructor(
     readonly store: RedisSealedStore,
     private readonly o: RedisNostrKeyStoreOptions,
-  ) {}
+  ) {
+    super();
+  }
 
   /** Opens the store (a wrong KEK fails here: BRIDGE_KEY_STORE), reads the index and follows changes. */
   static async open(options: RedisNostrKeyStoreOptions): Promise<RedisNostrKeyStore> {
@@ -63,7 +62,7 @@ export class RedisNostrKeyStore implements NostrKeys {
     keys.subscriber = options.redis.duplicate();
     keys.subscriber.on('error', (err) => options.log.debug('key store subscriber error', { err }));
     keys.subscriber.on('message', (_channel: string, did: string) => {
-      if (!keys.byDid.has(did)) void keys.learn(did);
+      if (!keys.get(did) !== undefined) void keys.learn(did);
     });
     await keys.subscriber.subscribe(store.createdChannel);
     await keys.reload();
@@ -75,12 +74,9 @@ export class RedisNostrKeyStore implements NostrKeys {
   }
 
   private index(did: string, pubkey: string, name: string | undefined, createdAt: number): boolean {
-    const known = this.byDid.get(did);
+    const known = this.get(did);
     if (known && known.pubkey === pubkey && known.name === (name ?? known.name)) return false;
-    const identity: BridgedIdentity = Object.freeze({ did, pubkey, name: name ?? known?.name, createdAt });
-    this.byDid.set(did, identity);
-    this.didByPubkey.set(pubkey, did);
-    if (identity.name !== undefined) this.didByName.set(identity.name, did);
+    this.indexIdentity(Object.freeze({ did, pubkey, name: name ?? known?.name, createdAt }));
     return known === undefined;
   }
 
@@ -94,7 +90,7 @@ export class RedisNostrKeyStore implements NostrKeys {
       added = this.index(id, meta.pubkey, name, createdAt) || added;
     }
     for await (const { value, id } of this.store.listUnique('nip05')) {
-      const known = this.byDid.get(id);
+      const known = this.get(id);
       if (known && known.name === undefined) this.index(id, known.pubkey, value, known.createdAt);
     }
     if (added) this.notify();
@@ -127,28 +123,6 @@ export class RedisNostrKeyStore implements NostrKeys {
     this.listeners.push(listener);
   }
 
-  get size(): number {
-    return this.byDid.size;
-  }
-
-  get(did: string): BridgedIdentity | undefined {
-    return this.byDid.get(did);
-  }
-
-  byPubkey(pubkey: string): BridgedIdentity | undefined {
-    const did = this.didByPubkey.get(pubkey);
-    return did === undefined ? undefined : this.byDid.get(did);
-  }
-
-  byName(name: string): BridgedIdentity | undefined {
-    const did = this.didByName.get(name);
-    return did === undefined ? undefined : this.byDid.get(did);
-  }
-
-  all(): IterableIterator<BridgedIdentity> {
-    return this.byDid.values();
-  }
-
   /**
    * Bridges a DID, atomically across processes: the first process to create
    * its key wins and every caller gets that key. The same rules as the file
@@ -158,7 +132,7 @@ export class RedisNostrKeyStore implements NostrKeys {
   async bridge(did: string, name?: string): Promise<BridgedIdentity> {
     parseDid(did);
     if (name !== undefined) validateNip05Name(name);
-    const known = this.byDid.get(did);
+    const known = this.get(did);
     if (known && (name === undefined || known.name === name)) return known;
     if (known?.name !== undefined) {
       throw new BridgeError('BRIDGE_NAME_TAKEN', `${did} is already bridged as ${JSON.stringify(known.name)}`);
@@ -178,7 +152,7 @@ export class RedisNostrKeyStore implements NostrKeys {
     }
     record.secret.fill(0);
     const pubkey = String(record.meta.pubkey);
-    let current = typeof record.meta.name === 'string' ? record.meta.name : this.byDid.get(did)?.name;
+    let current = typeof record.meta.name === 'string' ? record.meta.name : this.get(did)?.name;
     if (name !== undefined && current === undefined) {
       // An identity made without a name (here or by another process) takes one now.
       try {
@@ -191,7 +165,7 @@ export class RedisNostrKeyStore implements NostrKeys {
       throw new BridgeError('BRIDGE_NAME_TAKEN', `${did} is already bridged as ${JSON.stringify(current)}`);
     }
     this.index(did, pubkey, current, record.createdAt);
-    return this.byDid.get(did) as BridgedIdentity;
+    return this.get(did) as BridgedIdentity;
   }
 
   private translate(err: unknown, name: string | undefined): unknown {
