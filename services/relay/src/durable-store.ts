@@ -488,7 +488,13 @@ return 0
 `;
 
 const FETCH_LUA = `--[[
-  Reads frames after a position, in position order, none expired.
+  Says which frames to read after a position, in position order, none
+  expired: their positions and members. The frames themselves (HMGET d)
+  and their expiries (ZMSCORE e) the relay reads with plain commands right
+  after (DurableStore.fetchWithin): a frame that passes through Lua is
+  copied into a Lua string and again into the reply, which made the frame
+  bytes the largest cost of a drain; a plain HMGET writes them to the
+  reply once.
   Input:
     KEYS[1] z, KEYS[2] d, KEYS[3] e, KEYS[4] m, KEYS[5] s   (as in enqueue)
     ARGV[1] afterPosition
@@ -497,7 +503,7 @@ const FETCH_LUA = `--[[
     ARGV[4] purge budget
     ARGV[5] maxBytes: stop before a frame that would take the frames read
             past this many bytes (the first frame is always read); 0 = no limit
-  Output: {code, more, position1, member1, frame1, expiresAtMs1, position2, ...}
+  Output: {code, more, position1, member1, position2, member2, ...}
     0 ok; more = 1 when frames after the last one returned were left out
       (by limit or maxBytes), 0 when nothing follows it
     4 again: expired frames remain after the purge budget; call again
@@ -517,40 +523,19 @@ local limit = tonumber(ARGV[2])
 local maxBytes = tonumber(ARGV[5] or '0')
 -- One row more than asked: tells whether anything follows.
 local rows = redis.call('ZRANGEBYSCORE', z, '(' .. after, '+inf', 'WITHSCORES', 'LIMIT', 0, limit + 1)
-local ids = {}
-for i = 1, math.min(#rows, 2 * limit), 2 do ids[#ids + 1] = rows[i] end
-if #ids == 0 then return {0, 0} end
--- The frames themselves tell their sizes: the byte limit is applied to what
--- HMGET read, 32 frames at a time (one command per 32, not an HSTRLEN per
--- frame first; a reader with little room reads at most 31 frames it does
--- not take).
-local out, total, taken, full = {0, 0}, 0, 0, false
-local from = 1
-while from <= #ids and not full do
-  local chunk = {}
-  for j = from, math.min(from + 31, #ids) do chunk[#chunk + 1] = ids[j] end
-  local frames = redis.call('HMGET', d, unpack(chunk))
-  -- Expiries tell the relay when each frame was stored (expiry minus its TTL): the queue age at delivery.
-  local expiries = redis.call('ZMSCORE', e, unpack(chunk))
-  for k = 1, #chunk do
-    local i = from + k - 1
-    local frame = frames[k]
-    if frame then
-      total = total + #frame
-      if maxBytes > 0 and taken > 0 and total > maxBytes then
-        full = true
-        break
-      end
-      out[#out + 1] = tonumber(rows[2 * i])
-      out[#out + 1] = ids[i]
-      out[#out + 1] = frame
-      out[#out + 1] = tonumber(expiries[k] or '0')
-    end
-    taken = i
+local n = math.min(#rows / 2, limit)
+local out, total, taken = {0, 0}, 0, 0
+for i = 1, n do
+  local member = rows[2 * i - 1]
+  if maxBytes > 0 then
+    total = total + redis.call('HSTRLEN', d, member)
+    if taken > 0 and total > maxBytes then break end
   end
-  from = from + #chunk
+  out[#out + 1] = tonumber(rows[2 * i])
+  out[#out + 1] = member
+  taken = i
 end
--- more: rows after the last one looked at (cut by bytes, or beyond limit).
+-- more: rows after the last one taken (cut by bytes, or beyond limit).
 out[2] = (#rows > 2 * taken) and 1 or 0
 return out
 `;
@@ -1199,21 +1184,45 @@ export class DurableStore {
       }
     }
     if (result[0] !== Code.OK) throw scriptError(int(result[0]), hintToHex(dest));
+    const count = (result.length - 2) / 2;
+    const more = int(result[1]) === 1;
+    if (count === 0) return { frames: [], more };
+    const members: Buffer[] = new Array(count);
+    for (let k = 0; k < count; k++) members[k] = buf(result[3 + 2 * k]);
+    // The frames and their expiries, read with plain commands (see FETCH_LUA),
+    // sent together. A frame acknowledged or purged since the script answered
+    // reads as null and is left out: it needs no delivery. (A frame purged
+    // and stored again in that instant would be read under its old position
+    // too: a duplicate the client drops, never a loss.)
+    let stored: Array<Buffer | null>;
+    let expiries: Array<string | null>;
+    try {
+      [stored, expiries] = await Promise.all([
+        this.redis.hmgetBuffer(d, ...members),
+        this.redis.zmscore(e, ...members),
+      ]);
+    } catch (err) {
+      throw toStoreError(err);
+    }
     const frames: StoredFrame[] = [];
-    for (let i = 2; i + 3 < result.length; i += 4) {
-      const position = int(result[i]);
-      const frame = buf(result[i + 2]);
+    for (let k = 0; k < count; k++) {
+      const frame = stored[k];
+      const expiresAt = expiries[k];
+      if (!frame) continue;
+      const position = int(result[2 + 2 * k]);
       if (frame.length < MIN_ROUTED_FRAME_SIZE) {
         throw new RelayError('INTERNAL', `stored frame at ${position} is too short`);
       }
       writeRoutedPosition(frame, position);
       // The member is source ‖ messageId (or, stored by a relay of the earlier layout, messageId alone).
-      const member = buf(result[i + 1]);
+      const member = members[k]!;
       const ttlSeconds = frame.readUInt32BE(RoutedAt.TTL);
-      const storedAtMs = int(result[i + 3]) - (ttlSeconds === 0 ? this.maxTtlSeconds : ttlSeconds) * 1000;
+      // No expiry beside a frame only if the keys were changed by hand: age 0.
+      const storedAtMs =
+        expiresAt == null ? nowMs : Number(expiresAt) - (ttlSeconds === 0 ? this.maxTtlSeconds : ttlSeconds) * 1000;
       frames.push({ position, messageId: member.subarray(member.length - ID_SIZE), frame, storedAtMs });
     }
-    return { frames, more: int(result[1]) === 1 };
+    return { frames, more };
   }
 
   /** Removes one frame on the recipient's ACK, only if the frame at `position` has `messageId`. */
