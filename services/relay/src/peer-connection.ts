@@ -132,6 +132,8 @@ const PUMP_BATCH = 256;
  * node's one Redis connection ahead of everyone else's commands.
  */
 export const PUMP_FETCH_BYTES = 1024 * 1024;
+/** What one read of the durable queue returns (DurableStore.fetchWithin). */
+type Fetched = Awaited<ReturnType<DurableStore['fetchWithin']>>;
 /** A durable SEND waiting for its admission (PeerConnection.storeDurable). */
 interface PendingAdmission {
   frame: Buffer;
@@ -1419,22 +1421,33 @@ export class PeerConnection implements TransportSink, SendHost, RequestHost {
   private async pump(): Promise<void> {
     const hint = this.hint!;
     const budget = this.ctx.config.RELAY_SEND_QUEUE_BYTES;
+    // The read of the frames after the batch being written, started before
+    // writing it: Redis reads the next batch while this one goes out, instead
+    // of the two taking turns (a drain was bound by that wait, neither the
+    // relay nor Redis busy). Used only if the batch was written whole.
+    let ahead: { after: number; read: Promise<Fetched> } | undefined;
+    const dropAhead = (): void => {
+      // Its slot is released by readQueue; its answer, or failure, is not needed.
+      ahead?.read.catch(() => {});
+      ahead = undefined;
+    };
     try {
       do {
         this.pumpAgain = false;
         for (;;) {
           if (!this.deliveryMayResume()) return this.pauseDelivery();
-          const slots = this.ctx.fetchSlots;
-          if (slots !== undefined) await slots.acquire();
-          let fetched: Awaited<ReturnType<DurableStore['fetchWithin']>>;
+          if (this.state !== 'open') return;
           const after = this.cursor;
-          try {
-            if (this.state !== 'open') return;
+          let fetched: Fetched;
+          if (ahead !== undefined && ahead.after === after) {
+            const read = ahead.read;
+            ahead = undefined;
+            fetched = await read;
+          } else {
+            dropAhead();
             // Read only what the budget has room for (at least one frame), a bounded slice at a time.
             const room = Math.min(PUMP_FETCH_BYTES, Math.max(1, budget - this.transport.bufferedBytes()));
-            fetched = await this.ctx.store.fetchWithin(hint, after, PUMP_BATCH, room);
-          } finally {
-            slots?.release();
+            fetched = await this.readQueue(hint, after, room);
           }
           const { frames: batch, more } = fetched;
           if (this.state !== 'open') return;
@@ -1443,6 +1456,17 @@ export class PeerConnection implements TransportSink, SendHost, RequestHost {
             // from the start when asked past its last position): follow it.
             this.ctx.log.warn('durable queue restarted; resetting cursor', { did: this.did, from: after });
             this.cursor = batch[0]!.position - 1;
+          }
+          if (more && batch.length > 0) {
+            // The next read's room leaves out this batch, not yet written:
+            // the two together stay within the budget.
+            let bytes = 0;
+            for (const item of batch) bytes += item.frame.length;
+            const room = Math.min(PUMP_FETCH_BYTES, budget - this.transport.bufferedBytes() - bytes);
+            if (room > 0) {
+              const last = batch[batch.length - 1]!.position;
+              ahead = { after: last, read: this.readQueue(hint, last, room) };
+            }
           }
           const nowMs = Date.now();
           for (const item of batch) {
@@ -1464,7 +1488,19 @@ export class PeerConnection implements TransportSink, SendHost, RequestHost {
       clearTimeout(this.pumpRetryTimer);
       this.pumpRetryTimer = setTimeout(() => this.guard('timer', () => this.requestPump()), 1000);
     } finally {
+      dropAhead();
       this.pumping = false;
+    }
+  }
+
+  /** One read of the durable queue, within the node's fetch slots (PUMP_FETCH_CONCURRENCY). */
+  private async readQueue(hint: Uint8Array, after: number, room: number): Promise<Fetched> {
+    const slots = this.ctx.fetchSlots;
+    if (slots !== undefined) await slots.acquire();
+    try {
+      return await this.ctx.store.fetchWithin(hint, after, PUMP_BATCH, room);
+    } finally {
+      slots?.release();
     }
   }
 
