@@ -252,6 +252,13 @@ export class WaitingSlots {
     return this.waiting.length;
   }
 
+  /** Takes a slot if one is free, at once (no turn of the event loop): true if taken. */
+  tryAcquire(): boolean {
+    if (this.held >= this.max) return false;
+    this.held++;
+    return true;
+  }
+
   acquire(): Promise<void> {
     if (this.held < this.max) {
       this.held++;
