@@ -79,9 +79,12 @@ function context(store: unknown, config = loadRelayConfig({})): RelayContext {
   } as unknown as RelayContext;
 }
 
-/** A PeerConnection authenticated as a fresh identity over `transport`. */
-async function openConnection(ctx: RelayContext, transport: FakeTransport): Promise<PeerConnection> {
-  const id = Ed25519Identity.generate();
+/** A PeerConnection authenticated as `id` (a fresh identity unless given) over `transport`. */
+async function openConnection(
+  ctx: RelayContext,
+  transport: FakeTransport,
+  id: Ed25519Identity = Ed25519Identity.generate(),
+): Promise<PeerConnection> {
   const conn = new PeerConnection(ctx, transport);
   conn.onFrame(Buffer.from(encodeFrame({ type: 'HELLO', minVersion: 2, maxVersion: 2, features: 0, clientNonce })));
   const challenge = transport.out.find((f) => f.type === 'CHALLENGE');
@@ -115,43 +118,15 @@ describe('durable delivery pumps of one node', () => {
         });
       },
     };
-    const ctx = {
-      config: loadRelayConfig({}),
-      identity: relayIdentity,
-      nodeId: 'pump-test',
-      log: silentLogger,
-      metrics: new RelayMetrics('pump-test'),
-      router: { attach: async () => undefined, detach: () => undefined },
-      store,
-      authLimiter: new HandshakeFailureLimiter({ perPeer: 1000, perAddress: 1000 }),
-      anonSlots: new ConcurrencyLimit(10),
-      connectionsPerAddress: new ConnectionsPerAddress(0),
-      fetchSlots: new WaitingSlots(PUMP_FETCH_CONCURRENCY),
-      membrane: undefined,
-      isDraining: () => false,
-      trackDurableWrite: () => undefined,
-      durableWrites: new InFlightCount(),
-    } as unknown as RelayContext;
+    const ctx = context(store);
 
     // One DID, many connections, each RESUMEs (with an empty transport: room for its whole budget).
     const id = Ed25519Identity.generate();
     const connections = 3 * PUMP_FETCH_CONCURRENCY;
     const conns: PeerConnection[] = [];
     for (let i = 0; i < connections; i++) {
-      const transport = new FakeTransport();
-      const conn = new PeerConnection(ctx, transport);
+      const conn = await openConnection(ctx, new FakeTransport(), id);
       conns.push(conn);
-      conn.onFrame(Buffer.from(encodeFrame({ type: 'HELLO', minVersion: 2, maxVersion: 2, features: 0, clientNonce })));
-      const challenge = transport.out.find((f) => f.type === 'CHALLENGE');
-      assert.ok(challenge && challenge.type === 'CHALLENGE');
-      const signature = id.sign(
-        authTranscript({ relayNonce: challenge.nonce, clientNonce, relayKey: relayIdentity.publicKey, binding: 'tcp' }),
-      );
-      conn.onFrame(
-        Buffer.from(encodeFrame({ type: 'AUTH', keyType: 1, publicKey: id.publicKey, signature, did: id.did })),
-      );
-      await tick();
-      assert.ok(transport.out.some((f) => f.type === 'WELCOME'));
       conn.onFrame(Buffer.from(encodeFrame({ type: 'RESUME', lastAcked: 0 })));
     }
     await tick();
