@@ -83,7 +83,8 @@ if (!existsSync(main)) {
 /** The node's identity key: the configured one, or data/relay-identity.key (made now if missing). */
 async function ensureIdentity() {
   if (process.env.RELAY_IDENTITY_KEY_FILE || process.env.RELAY_IDENTITY_KEY) return {};
-  const { Ed25519Identity, readKeyFile, writeKeyFile } = await import(join(root, 'shared/dist/index.js'));
+  const { Ed25519Identity } = await import('@libertaria/identity');
+  const { readKeyFile, writeKeyFile } = await import('@libertaria/identity/node');
   const file = join(root, 'data', 'relay-identity.key');
   let identity;
   if (existsSync(file)) {
@@ -107,7 +108,10 @@ async function ensureIdentity() {
 
 const identityEnv = await ensureIdentity();
 const redis = await ensureRedis();
-const relay = spawn(process.execPath, [main], { stdio: 'inherit', env: { ...process.env, ...identityEnv } });
+const relay = spawn(process.execPath, [main], {
+  stdio: 'inherit',
+  env: { ...process.env, ...identityEnv },
+});
 for (const sig of ['SIGTERM', 'SIGINT']) process.on(sig, () => relay.kill(sig));
 relay.on('exit', (code, signal) => {
   redis?.kill('SIGTERM');
