@@ -113,4 +113,6 @@ EXPOSE 8080 8081 9090 8090
 HEALTHCHECK --interval=15s --timeout=10s --start-period=20s --retries=3 \
   CMD ["node", "/app/deploy/image/healthcheck.mjs"]
 ENTRYPOINT ["/sbin/tini-init", "--"]
-CMD ["node", "services/relay/dist/main.js"]
+# --initial-old-space-size: services/relay/node-flags.json says why (the relay's full
+# collections under ArrayBuffer churn); deploy/test/deploy-config.test.ts keeps this in step.
+CMD ["node", "--initial-old-space-size=256", "services/relay/dist/main.js"]

@@ -7,13 +7,15 @@
 // REDIS_URL and redis-server is on the PATH, starts a private one (in-memory,
 // no persistence) for this run and says so; otherwise explains how to get Redis.
 import { spawn, spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync } from 'node:fs';
 import { createConnection } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
 const root = new URL('..', import.meta.url).pathname;
 const main = join(root, 'services/relay/dist/main.js');
+/** Node options every relay runs with, and why: services/relay/node-flags.json. */
+const nodeFlags = JSON.parse(readFileSync(join(root, 'services/relay/node-flags.json'), 'utf8')).flags;
 const redisUrl = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
 
 function ping(host, port) {
@@ -108,7 +110,7 @@ async function ensureIdentity() {
 
 const identityEnv = await ensureIdentity();
 const redis = await ensureRedis();
-const relay = spawn(process.execPath, [main], {
+const relay = spawn(process.execPath, [...nodeFlags, main], {
   stdio: 'inherit',
   env: { ...process.env, ...identityEnv },
 });

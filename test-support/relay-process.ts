@@ -9,11 +9,16 @@
  *   relay.kill('SIGKILL');     // chaos
  */
 import { type ChildProcess, spawn } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { Ed25519Identity } from '@libertaria/identity';
 import { ownChild } from './children.js';
 import { repoPath } from './paths.js';
 
 const MAIN = repoPath('services/relay/dist/main.js');
+/** Node options every relay runs with, as operators run it (services/relay/node-flags.json says why). */
+export const RELAY_NODE_FLAGS: readonly string[] = JSON.parse(
+  readFileSync(repoPath('services/relay/node-flags.json'), 'utf8'),
+).flags;
 
 export interface RelayHandle {
   nodeId: string;
@@ -71,7 +76,7 @@ export async function startRelay(options: StartRelayOptions): Promise<RelayHandl
     RELAY_LOG_LEVEL: process.env.TEST_RELAY_LOG_LEVEL ?? 'info',
     ...options.env,
   };
-  const child = spawn(process.execPath, [...(options.nodeArgs ?? []), MAIN], {
+  const child = spawn(process.execPath, [...RELAY_NODE_FLAGS, ...(options.nodeArgs ?? []), MAIN], {
     env,
     stdio: ['ignore', 'pipe', 'pipe'],
   });

@@ -456,6 +456,22 @@ describe('compose, Prometheus and Grafana', () => {
   });
 });
 
+describe('the relay process', () => {
+  // services/relay/node-flags.json holds the node options every relay runs
+  // with (and why); npm start and the tests read it, the image and the
+  // Kubernetes command spell them out.
+  const flags: string[] = JSON.parse(readFileSync(repoPath('services', 'relay', 'node-flags.json'), 'utf8')).flags;
+  const expected = ['node', ...flags, 'services/relay/dist/main.js'];
+  it('runs with the same node options in the image and in Kubernetes', () => {
+    assert.ok(flags.length > 0);
+    const cmd = /^CMD (\[.*\])$/m.exec(readFileSync(repoPath('Dockerfile'), 'utf8'))?.[1];
+    assert.ok(cmd, 'the Dockerfile has a CMD');
+    assert.deepEqual(JSON.parse(cmd), expected, "the image's default command (the relay)");
+    const container = relayDeployment.spec.template.spec.containers.find((c: Obj) => c.name === 'relay');
+    assert.deepEqual(container.command, ['/sbin/tini-init', '--', ...expected], 'the Kubernetes relay command');
+  });
+});
+
 describe('the image build context', () => {
   // npm ci in the Dockerfile needs every workspace's package.json (the lock
   // file names them all), and tsc -b every referenced project's sources; a

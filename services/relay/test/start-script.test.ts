@@ -1,10 +1,12 @@
 /**
  * `npm start` (scripts/start-relay.mjs), the README's one command: it makes
- * the node's identity key when none is configured and runs the relay. It broke once without
+ * the node's identity key when none is configured, and runs the relay with
+ * the node options of services/relay/node-flags.json. It broke once without
  * a test noticing (it imported the pre-split `shared/dist/index.js`).
  */
 import assert from 'node:assert/strict';
-import { type ChildProcess, spawn } from 'node:child_process';
+import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { after, before, describe, it } from 'node:test';
 import { ownChild } from '../../../test-support/children.js';
 import { repoPath } from '../../../test-support/paths.js';
@@ -46,7 +48,7 @@ describe('npm start (scripts/start-relay.mjs)', () => {
     await redis.stop();
   });
 
-  it('starts a relay with an identity key of its own and stops on SIGTERM', async () => {
+  it('starts a relay with an identity key of its own and the relay node options, and stops on SIGTERM', async () => {
     const env: Record<string, string> = {
       PATH: process.env.PATH ?? '',
       REDIS_URL: redis.url,
@@ -67,6 +69,10 @@ describe('npm start (scripts/start-relay.mjs)', () => {
     const listening = JSON.parse(await waitFor(/"msg":"listening"/, 30_000));
     assert.equal(listening.did, did, 'the relay runs with the key the script announced');
     assert.ok(listening.ws > 0 && listening.tcp > 0);
+
+    const flags: string[] = JSON.parse(readFileSync(repoPath('services', 'relay', 'node-flags.json'), 'utf8')).flags;
+    const relayArgs = spawnSync('ps', ['-o', 'args=', '--ppid', String(script.pid)], { encoding: 'utf8' }).stdout;
+    for (const flag of flags) assert.ok(relayArgs.includes(flag), `the relay runs with ${flag}: ${relayArgs}`);
 
     const exited = new Promise<number | null>((resolve) => script.once('exit', (code) => resolve(code)));
     script.kill('SIGTERM');
