@@ -559,6 +559,7 @@ async function queueDepths(redisUrl: string, hints: string[]): Promise<number> {
 type Row = {
   rate: number;
   cpu: Record<string, number>;
+  delivered?: number;
   lost?: number;
   stalls?: number;
   peerGone?: number;
@@ -575,6 +576,17 @@ function buildReport(
 ) {
   const rows = (key: string) => (raw[key] ?? []) as Row[];
   const rate = (key: string) => summarize(rows(key).map((r) => r.rate));
+  /**
+   * Redis commands per frame delivered in a watched phase: every command
+   * Redis ran meanwhile (INFO commandstats, server-wide: the relays', a
+   * script's own commands included, and the bench's few INFO calls).
+   */
+  const redisCommandsPerFrame = (phase: string, key: string): number => {
+    const calls = (relayEvents[phase] as { redisCalls?: Record<string, number> } | undefined)?.redisCalls ?? {};
+    const commands = Object.values(calls).reduce((sum, n) => sum + n, 0);
+    const frames = rows(key).reduce((sum, r) => sum + (r.delivered ?? 0), 0);
+    return frames > 0 ? commands / frames : Number.NaN;
+  };
   const cpuMedian = (key: string) => medianCpu(rows(key).map((r) => r.cpu));
   const health = (key: string) => {
     const rs = rows(key);
@@ -749,6 +761,8 @@ function buildReport(
     batchedRelayOverBaselineBatchedPaired: pairedRatio('fastBatched_relay', 'fastBatched_baseline'),
     batchedRelayOverBaselineSingle: figures.fastBatchedRelay.median / figures.fastBaseline.median,
     crossNodeOverOneNode: figures.crossNode.median / figures.fastRelay.median,
+    /** What a frame across two nodes costs Redis (issue 18): commands per delivered frame in the cross-node trials. */
+    crossNodeRedisCommandsPerFrame: redisCommandsPerFrame('crossNode', 'crossNode'),
     /** Fast path with the membrane on (cached allows) / off, per paired trial. */
     membraneOnOverOffPaired: pairedRatio('membrane_on', 'membrane_off'),
     membraneUncachedOverOffPaired: pairedRatio('membrane_uncached', 'membrane_off'),
@@ -1027,6 +1041,14 @@ function printTable(report: ReturnType<typeof buildReport>): void {
       `no cache / off: ${report.ratios.membraneUncachedOverOffPaired.median.toFixed(2)}x (median of paired trials)`,
     ],
     rateRow('fast, 2 nodes (A -> Redis -> B)', f.crossNode, 'frames/s', cpuNote(f.crossNode.cpu)),
+    [
+      'Redis commands per cross-node frame',
+      report.ratios.crossNodeRedisCommandsPerFrame.toFixed(4),
+      '',
+      'commands',
+      String(f.crossNode.trials.length),
+      `all commands Redis ran in the cross-node trials / frames delivered${Number.isFinite(report.ratios.crossNodeOverOneNode) ? `; 2 nodes / 1 node ${report.ratios.crossNodeOverOneNode.toFixed(2)}x` : ''}`,
+    ],
     rateRow('durable e2e (send-store-deliver-ack)', f.durable, 'frames/s', cpuNote(f.durable.cpu)),
     rateRow(
       'Redis ceiling: RPUSH+PEXPIRE+LPOP per frame',
