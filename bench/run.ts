@@ -124,6 +124,8 @@ const config = {
     RELAY_QUEUE_MAX_FRAMES: '1000000',
     RELAY_QUEUE_MAX_BYTES: String(2 ** 30),
     RELAY_CONNECTIONS_PER_ADDRESS: '0',
+    // The test harness poisons recycled inbound buffers (a check, with a cost); production does not.
+    RELAY_DEBUG_POISON_RECYCLED: 'false',
     ...(process.env.BENCH_DURABLE_BUDGETS === 'off'
       ? {
           RELAY_DURABLE_FRAMES_PER_SENDER_PER_HOUR: '0',

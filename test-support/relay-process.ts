@@ -74,6 +74,8 @@ export async function startRelay(options: StartRelayOptions): Promise<RelayHandl
     RELAY_TCP_PORT: '0',
     RELAY_ADMIN_PORT: '0',
     RELAY_LOG_LEVEL: process.env.TEST_RELAY_LOG_LEVEL ?? 'info',
+    // Tests run relays with recycled inbound buffers poisoned: a frame kept without a copy shows (inbound-arena.ts).
+    RELAY_DEBUG_POISON_RECYCLED: 'true',
     ...options.env,
   };
   const child = spawn(process.execPath, [...RELAY_NODE_FLAGS, ...(options.nodeArgs ?? []), MAIN], {

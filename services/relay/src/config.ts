@@ -253,6 +253,10 @@ export const relayConfigSpec = {
     accepted: 'IP addresses and CIDRs separated by commas',
     doc: "Proxies (an Ingress controller's pods) whose `X-Forwarded-For` names a WebSocket client's address: the rightmost address in it that is not itself a trusted proxy is the one the per-address limits count (docs/deploy.md#client-addresses). Unset: the header is ignored and every peer is its socket's address. Raw TCP is not affected.",
   }),
+  RELAY_DEBUG_POISON_RECYCLED: bool({
+    default: false,
+    doc: 'For tests: fill each recycled inbound WebSocket buffer with 0xEE when it becomes reusable, so a frame some code kept without copying it reads as garbage instead of silently as another frame (docs/relay.md#inbound-buffers). Costs a fill of 256 KiB per recycled buffer; leave it off in production.',
+  }),
   RELAY_DURABLE_WAIT_REPLICAS: int({
     default: 0,
     min: 0,

@@ -8,6 +8,7 @@ import { FrameType, type FrameTypeName, frameTypeName } from '@libertaria/protoc
 import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client';
 import type { BudgetName } from './budgets.js';
 import { FastHistogram } from './fast-histogram.js';
+import { inboundArena } from './transport/inbound-arena.js';
 import { failedFlushes, refusedSends } from './transport/write-batch.js';
 
 export type Direction = 'in' | 'out';
@@ -129,6 +130,27 @@ export class RelayMetrics {
       collect() {
         this.inc(refusedSends - reportedRefused);
         reportedRefused = refusedSends;
+      },
+    });
+    let reportedSlabs = 0;
+    new Counter({
+      name: 'relay_inbound_slabs_allocated_total',
+      help: 'Inbound WebSocket buffers (256 KiB) allocated; steady traffic reuses them, so this grows only with the peak in flight',
+      registers: r,
+      collect() {
+        this.inc(inboundArena.stats.allocated - reportedSlabs);
+        reportedSlabs = inboundArena.stats.allocated;
+      },
+    });
+    new Gauge({
+      name: 'relay_inbound_slabs',
+      help: 'Inbound WebSocket buffers (256 KiB each) held: in use or waiting out their turns, and free for reuse',
+      labelNames: ['state'],
+      registers: r,
+      collect() {
+        const { inUse, free } = inboundArena.slabs();
+        this.labels('in_use').set(inUse);
+        this.labels('free').set(free);
       },
     });
     this.outboundBudget = new Gauge({

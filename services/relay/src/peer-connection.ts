@@ -87,6 +87,7 @@ import type { PrekeyCounts } from './prekey-store.js';
 import { CONTROL_COST_BY_TYPE, REQUEST_ID_FRAMES, TokenBucket } from './rate-limits.js';
 import type { RelayContext } from './relay-context.js';
 import { type StoreHandler, storeAndAnnounceTo } from './store-and-announce.js';
+import { retainFrame } from './transport/inbound-arena.js';
 import type { PeerTransport, TransportSink } from './transport/types.js';
 
 type State = 'hello' | 'auth' | 'anon_auth' | 'attaching' | 'open' | 'closed';
@@ -347,7 +348,9 @@ export class PeerConnection implements TransportSink, SendHost, RequestHost {
     }
     let decoded: Frame;
     try {
-      decoded = decodeFrame(frame, this.codecOptions);
+      // Control frames may be handled over several turns (Redis calls): their bytes are copied out of
+      // a recycled inbound slab (inbound-arena.ts). ACKs are many and small: onAck copies the id alone.
+      decoded = decodeFrame(type === ACK_TYPE ? frame : retainFrame(frame), this.codecOptions);
     } catch (err) {
       this.onProtocolError(err as ProtocolError);
       return;
@@ -1072,7 +1075,8 @@ export class PeerConnection implements TransportSink, SendHost, RequestHost {
       this.ctx.router.forwardFast(frame, this);
       return;
     }
-    this.storeDurable(frame);
+    // Kept until Redis has it (turns from now): copied out of a recycled inbound slab (inbound-arena.ts).
+    this.storeDurable(retainFrame(frame));
   }
 
   /**
@@ -1299,7 +1303,7 @@ export class PeerConnection implements TransportSink, SendHost, RequestHost {
 
   /** ACKs arriving in one turn are removed from the queue in one script call. */
   private onAck(messageId: Uint8Array, position: number): void {
-    if (this.pendingAcks.push({ messageId, position }) > 1) return;
+    if (this.pendingAcks.push({ messageId: retainFrame(messageId), position }) > 1) return;
     setImmediate(() =>
       this.guard('ack', () => {
         const acks = this.pendingAcks;

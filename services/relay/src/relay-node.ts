@@ -359,6 +359,7 @@ export class RelayNode {
         maxBackpressure: outboundCeiling(c) + 1024 * 1024,
         idleTimeoutSeconds: idleSeconds,
         trustedProxies: c.RELAY_TRUSTED_PROXIES ? new TrustedProxies(c.RELAY_TRUSTED_PROXIES) : undefined,
+        poisonRecycled: c.RELAY_DEBUG_POISON_RECYCLED,
       },
       accept,
     );

@@ -37,6 +37,7 @@ import type { RelayMetrics } from './metrics.js';
 import type { PeerConnection } from './peer-connection.js';
 import type { PresenceRegistry } from './presence.js';
 import { publishBinary, type RedisClient } from './redis-connection.js';
+import { retainFrame } from './transport/inbound-arena.js';
 
 /** Fast-path lookups of remote peers are cached this long (positive answers only). */
 const REMOTE_CACHE_MS = 1000;
@@ -129,6 +130,8 @@ export class Router {
       this.publish(cached.nodes, frame);
       return;
     }
+    // The frame waits for Redis (turns from now): copied out of a recycled inbound slab (inbound-arena.ts).
+    frame = retainFrame(frame);
     // Frames arriving while a lookup for the same recipient is in flight share it.
     let lookup = this.lookups.get(key);
     if (!lookup) {
@@ -206,7 +209,8 @@ export class Router {
   private flushOutbox(): void {
     this.outboxScheduled = false;
     for (const [node, frames] of this.outbox) {
-      const message = frames.length === 1 ? frames[0]! : Buffer.concat(frames);
+      // ioredis may hold the message past this turn (a socket not yet writable): never an inbound slab's bytes.
+      const message = frames.length === 1 ? retainFrame(frames[0]!) : Buffer.concat(frames);
       publishBinary(this.redis, nodeChannel(this.prefix, node), message).catch((err: unknown) => {
         this.metrics.redisErrors.labels('publish').inc();
         this.log.debug('publish failed', { err });

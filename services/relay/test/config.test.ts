@@ -25,6 +25,7 @@ describe('loadRelayConfig', () => {
       RELAY_DURABLE_WAIT_REPLICAS: 0,
       RELAY_DURABLE_WAIT_TIMEOUT_MS: 1000,
       RELAY_TRUSTED_PROXIES: undefined,
+      RELAY_DEBUG_POISON_RECYCLED: false,
       RELAY_NODE_ID: undefined,
       RELAY_PUBLIC_URLS: undefined,
       RELAY_HOST: '0.0.0.0',

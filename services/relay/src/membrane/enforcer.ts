@@ -42,6 +42,7 @@ import {
   routedSource,
   SendFlags,
 } from '@libertaria/protocol';
+import { retainFrame } from '../transport/inbound-arena.js';
 
 /** A durable frame already stored: not a new request, so it passes undecided (the store answers `duplicate`). */
 const STORED_ALREADY: Verdict = { allowed: true, cacheUntil: 0 };
@@ -398,6 +399,8 @@ export class ConnectionGate {
       this.host.refuseSend(frame, 'RATE_LIMITED', 'too many sends waiting for access decisions');
       return false;
     }
+    // Held for a decision (maybe a Redis call): copied out of a recycled inbound slab (inbound-arena.ts).
+    frame = retainFrame(frame);
     this.host.beginAsync();
     const hit = this.queue.length > 0 ? this.cachedAllow(key) : undefined;
     let verdict: Verdict | Promise<Verdict> | undefined = hit;

@@ -44,34 +44,3 @@ export function scheduleFlush(t: Flushable): void {
     setImmediate(flushAll);
   }
 }
-
-/**
- * Copies inbound messages into shared slabs rather than a fresh ArrayBuffer
- * each: fresh backing stores are malloc'd and freed by the GC off-thread,
- * which contended for the allocator lock under load. A frame keeps its slab
- * alive only while it is in use (forwarding copies it into the outbound
- * transport at flush), so retention is short; large messages get their own copy.
- */
-export class SlabCopier {
-  private slab: Buffer;
-  private offset = 0;
-  constructor(
-    private readonly slabSize = 256 * 1024,
-    private readonly maxPooled = 16 * 1024,
-  ) {
-    this.slab = Buffer.allocUnsafeSlow(slabSize);
-  }
-  copy(source: ArrayBuffer): Buffer {
-    const n = source.byteLength;
-    if (n > this.maxPooled) return Buffer.from(source.slice(0));
-    if (this.offset + n > this.slabSize) {
-      this.slab = Buffer.allocUnsafeSlow(this.slabSize);
-      this.offset = 0;
-    }
-    const out = this.slab.subarray(this.offset, this.offset + n);
-    out.set(new Uint8Array(source));
-    // Keep the next message 8-byte aligned.
-    this.offset += (n + 7) & ~7;
-    return out;
-  }
-}

@@ -11,8 +11,9 @@
 import uWS from 'uWebSockets.js';
 import { FRAME_HEADER_SIZE, ProtocolError, readFrameHeader } from '@libertaria/protocol';
 import type { TrustedProxies } from './client-address.js';
+import { inboundArena, retainFrame } from './inbound-arena.js';
 import type { AcceptConnection, Listener, PeerTransport, TransportSink } from './types.js';
-import { countRefusedSend, type Flushable, SlabCopier, scheduleFlush } from './write-batch.js';
+import { countRefusedSend, type Flushable, scheduleFlush } from './write-batch.js';
 
 export const WS_SUBPROTOCOL = 'libertaria-relay.v1';
 
@@ -31,6 +32,8 @@ export interface WsListenerOptions {
   idleTimeoutSeconds: number;
   /** Whose X-Forwarded-For names the client (client-address.ts); absent: nobody's. */
   trustedProxies?: TrustedProxies | undefined;
+  /** Poison inbound slabs when they are recycled (RELAY_DEBUG_POISON_RECYCLED; inbound-arena.ts). */
+  poisonRecycled?: boolean;
 }
 
 interface SocketData {
@@ -77,7 +80,9 @@ class WsTransport implements PeerTransport, Flushable {
   write(bytes: Uint8Array): void {
     if (this.closed) return;
     this.pendingBytes += bytes.byteLength;
-    if (this.pending.push(bytes) === 1 && !this.stalled) scheduleFlush(this);
+    // Stalled, the frame waits for uWS's drain, not for this turn's flush: keep a copy of an inbound one.
+    if (this.stalled) this.pending.push(retainFrame(bytes));
+    else if (this.pending.push(bytes) === 1) scheduleFlush(this);
   }
   flush(): void {
     if (this.closed) {
@@ -119,7 +124,8 @@ class WsTransport implements PeerTransport, Flushable {
     // The budget keeps uWS below maxBackpressure, so this is not expected (counted).
     countRefusedSend();
     this.stalled = true;
-    this.pending = frames.slice(i);
+    // They wait for the drain, maybe turns from now: inbound frames among them are copied out of their slabs.
+    this.pending = frames.slice(i).map(retainFrame);
   };
   /** uWS drained part of its buffer: send what it refused before. */
   onSocketDrain(): void {
@@ -165,7 +171,7 @@ function forEachFrame(message: Buffer, maxBody: number, sink: TransportSink): vo
 
 export function listenWebSocket(options: WsListenerOptions, accept: AcceptConnection): Promise<Listener> {
   const app = uWS.App();
-  const slabs = new SlabCopier();
+  if (options.poisonRecycled) inboundArena.poisonRecycled = true;
   app.ws<SocketData>('/*', {
     compression: uWS.DISABLED,
     maxPayloadLength: options.maxMessageBytes,
@@ -207,8 +213,9 @@ export function listenWebSocket(options: WsListenerOptions, accept: AcceptConnec
         return;
       }
       // uWS neuters `message` when this callback returns; one copy per message
-      // (not per frame, into a shared slab) lets frames outlive the callback.
-      const bytes = slabs.copy(message);
+      // (not per frame) into a recycled slab lets frames outlive the callback
+      // for a few turns (inbound-arena.ts: what keeps one longer copies it).
+      const bytes = inboundArena.copy(message);
       try {
         forEachFrame(bytes, options.maxBody, sink);
       } catch (err) {
