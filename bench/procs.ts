@@ -261,9 +261,12 @@ export async function relayCounters(adminUrl: string): Promise<Record<string, nu
 /** A relay's major (mark-compact) collections so far and the seconds they took, from its /metrics. */
 export async function relayMajorGcs(adminUrl: string): Promise<{ count: number; seconds: number }> {
   const text = await (await fetch(`${adminUrl}/metrics`)).text();
+  // The relay's registry puts its default label first ({node="…",kind="major"}): match kind anywhere.
   const read = (name: string) =>
     Number(
-      new RegExp(`^nodejs_gc_duration_seconds_${name}\\{kind="major"[^}]*\\} ([0-9.e+-]+)$`, 'm').exec(text)?.[1] ?? 0,
+      new RegExp(`^nodejs_gc_duration_seconds_${name}\\{[^}]*kind="major"[^}]*\\} ([0-9.e+-]+)$`, 'm').exec(
+        text,
+      )?.[1] ?? 0,
     );
   return { count: read('count'), seconds: read('sum') };
 }

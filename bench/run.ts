@@ -438,6 +438,8 @@ async function main(): Promise<void> {
       for (let t = 0; t < (runs('latency') ? config.slowTrials : 0); t++) {
         for (let i = 0; i < targets.length; i++) {
           const [key, url, durable, rate] = targets[(i + t) % targets.length]!;
+          // With BENCH_RELAY_ECHO, relay A's output (e.g. --trace-gc) then shows which trial it falls in.
+          log(`latency trial ${t + 1}: ${key}`);
           record(
             key,
             await gen.request('latency', {
