@@ -16,10 +16,10 @@
  * and the cross-node outbox, which copy them out. Code that keeps a frame
  * longer (a durable SEND waiting for Redis, the membrane holding a SEND, a
  * presence lookup, a send uWS refused, a control frame whose handling is
- * asynchronous) calls `retain()`, which copies the bytes out of a slab and
- * leaves any other buffer as it is.
+ * asynchronous) calls `retainFrame()`, which copies the bytes out of a slab
+ * and leaves any other buffer as it is.
  *
- * A missed `retain()` would let a later message overwrite a kept frame, so
+ * A missed `retainFrame()` would let a later message overwrite a kept frame, so
  * the test harness runs relays with RELAY_DEBUG_POISON_RECYCLED: a slab is
  * filled with 0xEE the moment it becomes reusable (and retired after every
  * turn, full or not), so a frame kept three turns without a copy reads as
@@ -65,10 +65,7 @@ export class InboundArena {
   copy(source: ArrayBuffer): Buffer {
     const n = source.byteLength;
     if (n > this.maxPooled) return Buffer.from(source.slice(0));
-    if (!this.ticking) {
-      this.ticking = true;
-      setImmediate(this.tick);
-    }
+    this.scheduleTick();
     if (this.offset + n > this.slabSize) this.nextSlab();
     const out = this.slab.subarray(this.offset, this.offset + n);
     out.set(new Uint8Array(source));
@@ -84,7 +81,7 @@ export class InboundArena {
 
   /** Bytes that stay valid as long as they are referenced: a copy if they lie in a slab, else the same bytes. */
   retain(bytes: Uint8Array): Buffer {
-    if (this.ours.has(bytes.buffer as ArrayBuffer)) return Buffer.from(bytes);
+    if (this.owns(bytes)) return Buffer.from(bytes);
     return Buffer.isBuffer(bytes) ? bytes : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   }
 
@@ -115,11 +112,15 @@ export class InboundArena {
       this.usedHead = 0;
     }
     // Slabs still waiting need more generations: keep the clock running even without new messages.
-    if (this.usedHead < used.length && !this.ticking) {
-      this.ticking = true;
-      setImmediate(this.tick);
-    }
+    if (this.usedHead < used.length) this.scheduleTick();
   };
+
+  /** The generation clock: one tick per event-loop turn, while messages arrive or slabs wait. */
+  private scheduleTick(): void {
+    if (this.ticking) return;
+    this.ticking = true;
+    setImmediate(this.tick);
+  }
 
   private nextSlab(): void {
     this.used.push({ slab: this.slab, generation: this.generation });
