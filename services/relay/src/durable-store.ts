@@ -49,6 +49,7 @@ import {
 } from '@libertaria/protocol';
 import calculateSlot from 'cluster-key-slot';
 import type { RedisOptions } from 'ioredis';
+import { EncodedScript, type ScriptArg } from './encoded-script.js';
 import { presenceKey } from './presence.js';
 import { isCluster, type RedisClient } from './redis-connection.js';
 
@@ -664,23 +665,18 @@ if frames == 0 then return {0, 0, 0} end
 return {0, frames, tonumber(redis.call('HGET', m, 'bytes') or '0')}
 `;
 
-// Command names are namespaced: defineCommand attaches them to the shared
-// connection, where other modules may define their own scripts.
-const CMD = {
-  enqueue: 'libertariaQueueEnqueueBatch',
-  fetch: 'libertariaQueueFetch',
-  ack: 'libertariaQueueAck',
-  ackUpTo: 'libertariaQueueAckUpTo',
-  depth: 'libertariaQueueDepth',
-  isStored: 'libertariaQueueIsStored',
+// The scripts go out through EncodedScript (encoded-script.ts): the enqueue
+// and ACK requests carry two arguments per frame, which ioredis' own
+// encoding made a visible share of the relay's CPU.
+const SCRIPT = {
+  enqueue: new EncodedScript(ENQUEUE_LUA, 7),
+  fetch: new EncodedScript(FETCH_LUA, 5),
+  ack: new EncodedScript(ACK_LUA, 6),
+  ackUpTo: new EncodedScript(ACK_UP_TO_LUA, 6),
+  depth: new EncodedScript(DEPTH_LUA, 5),
+  isStored: new EncodedScript(IS_STORED_LUA, 3),
 } as const;
 
-type ScriptArg = string | number | Buffer;
-type ScriptCall = (...args: ScriptArg[]) => Promise<unknown>;
-/** What defineCommand adds to the connection (ioredis types it only by module augmentation, which would leak). */
-type QueueCommands = {
-  [K in (typeof CMD)[keyof typeof CMD]]: ScriptCall;
-} & { libertariaQueueFetchBuffer: ScriptCall };
 /** An enqueue, validated, with what its script call needs and who hears the outcome. */
 interface EnqueueJob {
   dest: Uint8Array;
@@ -792,7 +788,6 @@ function memberOf(source: Uint8Array, messageId: Uint8Array): Buffer {
 
 export class DurableStore {
   private readonly redis: RedisClient;
-  private readonly commands: QueueCommands;
   private readonly prefix: string;
   private readonly maxFrames: number;
   private readonly maxBytes: number;
@@ -829,15 +824,6 @@ export class DurableStore {
     this.waitReplicas = options.waitReplicas ?? 0;
     this.waitTimeoutMs = options.waitTimeoutMs ?? 1000;
     this.maxAttempts = Math.ceil(this.maxFrames / ENQUEUE_PURGE_BATCH) + 1;
-    // defineCommand sends EVALSHA and falls back to EVAL on NOSCRIPT, so a
-    // Redis restart or SCRIPT FLUSH needs no handling here.
-    redis.defineCommand(CMD.enqueue, { numberOfKeys: 7, lua: ENQUEUE_LUA });
-    redis.defineCommand(CMD.fetch, { numberOfKeys: 5, lua: FETCH_LUA });
-    redis.defineCommand(CMD.ack, { numberOfKeys: 6, lua: ACK_LUA });
-    redis.defineCommand(CMD.ackUpTo, { numberOfKeys: 6, lua: ACK_UP_TO_LUA });
-    redis.defineCommand(CMD.depth, { numberOfKeys: 5, lua: DEPTH_LUA });
-    redis.defineCommand(CMD.isStored, { numberOfKeys: 3, lua: IS_STORED_LUA });
-    this.commands = redis as unknown as QueueCommands;
   }
 
   /** The queue's six keys [z, d, e, m, x, s]; all share the hash tag {hintHex}. */
@@ -993,7 +979,7 @@ export class DurableStore {
       this.maxBytesPerSender,
     ];
     for (const job of chunk) args.push(job.frame, nowMs + job.ttlMs);
-    const result = reply(await this.commands[CMD.enqueue](...args));
+    const result = reply(await SCRIPT.enqueue.call(this.redis, args));
     // {code, position, depth} per frame, then the nodes holding the recipient.
     const holders = result.slice(3 * chunk.length).map((h) => (Buffer.isBuffer(h) ? h.toString() : String(h)));
     // Every code is read before any sink runs: a malformed reply fails the whole call, never half of it.
@@ -1119,7 +1105,7 @@ export class DurableStore {
     const member = memberOf(source, messageId);
     const [z, d, , , x] = this.keys(dest);
     try {
-      return int(await this.commands[CMD.isStored](z, d, x, member)) > 0;
+      return int(await SCRIPT.isStored.call(this.redis, [z, d, x, member])) > 0;
     } catch (err) {
       throw toStoreError(err);
     }
@@ -1166,17 +1152,10 @@ export class DurableStore {
     while (result[0] === Code.AGAIN) {
       try {
         result = reply(
-          await this.commands.libertariaQueueFetchBuffer(
-            z,
-            d,
-            e,
-            m,
-            s,
-            afterPosition,
-            limit,
-            nowMs,
-            READ_PURGE_BATCH,
-            maxBytes,
+          await SCRIPT.fetch.call(
+            this.redis,
+            [z, d, e, m, s, afterPosition, limit, nowMs, READ_PURGE_BATCH, maxBytes],
+            'buffer',
           ),
         );
       } catch (err) {
@@ -1247,7 +1226,7 @@ export class DurableStore {
     try {
       for (let i = 0; i < args.length; i += 2 * ACK_BATCH) {
         const chunk = args.slice(i, i + 2 * ACK_BATCH);
-        removed += int(await this.commands[CMD.ack](z, d, e, m, x, s, this.maxFrames, ...chunk));
+        removed += int(await SCRIPT.ack.call(this.redis, [z, d, e, m, x, s, this.maxFrames, ...chunk]));
       }
     } catch (err) {
       throw toStoreError(err);
@@ -1274,7 +1253,9 @@ export class DurableStore {
     for (;;) {
       let result: unknown[];
       try {
-        result = reply(await this.commands[CMD.ackUpTo](z, d, e, m, x, s, upTo, ACK_UP_TO_BATCH, this.maxFrames));
+        result = reply(
+          await SCRIPT.ackUpTo.call(this.redis, [z, d, e, m, x, s, upTo, ACK_UP_TO_BATCH, this.maxFrames]),
+        );
       } catch (err) {
         throw toStoreError(err);
       }
@@ -1290,7 +1271,7 @@ export class DurableStore {
     let result: unknown[] = [Code.AGAIN];
     while (result[0] === Code.AGAIN) {
       try {
-        result = reply(await this.commands[CMD.depth](z, d, e, m, s, nowMs, READ_PURGE_BATCH));
+        result = reply(await SCRIPT.depth.call(this.redis, [z, d, e, m, s, nowMs, READ_PURGE_BATCH]));
       } catch (err) {
         throw toStoreError(err);
       }
