@@ -13,7 +13,7 @@
  * sender's id is its own (issue 12 item 9).
  *
  *   ${prefix}:q:{hintHex}:z  ZSET  member → position     (delivery order)
- *   ${prefix}:q:{hintHex}:d  HASH  member → frame bytes  (the DELIVER frame, position 0)
+ *   ${prefix}:q:{hintHex}:d  HASH  member → frame bytes  (the DELIVER frame; its position field holds the store time)
  *   ${prefix}:q:{hintHex}:e  ZSET  member → expiresAtMs  (per-frame TTL)
  *   ${prefix}:q:{hintHex}:m  HASH  seq → last position issued, bytes → sum of stored frame sizes
  *   ${prefix}:q:{hintHex}:x  ZSET  acknowledged member → position (≤ maxFrames newest)
@@ -45,6 +45,7 @@ import {
   MIN_ROUTED_FRAME_SIZE,
   RelayError,
   RoutedAt,
+  readRoutedPosition,
   writeRoutedPosition,
 } from '@libertaria/protocol';
 import calculateSlot from 'cluster-key-slot';
@@ -116,9 +117,12 @@ export interface StoredFrame {
   /** The stored DELIVER frame with its position written in place (RoutedAt.POSITION). */
   frame: Buffer;
   /**
-   * When the frame was stored (ms since the epoch): its expiry minus its TTL.
-   * A frame stored with TTL 0 took the relay's maximum TTL; should
-   * RELAY_QUEUE_TTL_SECONDS change meanwhile, this is off by the change.
+   * When the frame was stored (ms since the epoch): the time its enqueue
+   * call was sent, kept in the stored frame's position field until fetch
+   * writes the position there. For a frame stored by an earlier relay
+   * (position field 0): its expiry minus its TTL (a frame stored with TTL 0
+   * took the relay's maximum TTL; should RELAY_QUEUE_TTL_SECONDS change
+   * meanwhile, that is off by the change).
    */
   storedAtMs: number;
 }
@@ -491,8 +495,8 @@ return 0
 const FETCH_LUA = `--[[
   Says which frames to read after a position, in position order, none
   expired: their positions and members. The frames themselves (HMGET d)
-  and their expiries (ZMSCORE e) the relay reads with plain commands right
-  after (DurableStore.fetchWithin): a frame that passes through Lua is
+  the relay reads with a plain command right after
+  (DurableStore.fetchWithin): a frame that passes through Lua is
   copied into a Lua string and again into the reply, which made the frame
   bytes the largest cost of a drain; a plain HMGET writes them to the
   reply once.
@@ -855,10 +859,11 @@ export class DurableStore {
 
   /**
    * Appends a durable frame for `dest`. `frame` is the complete DELIVER frame
-   * (header included, position 0), stored as is; its source hint names the
+   * (header included), stored as is but for its position field: the store
+   * writes the time of the enqueue call there, in place (fetch reads it as
+   * storedAtMs, then writes the position); its source hint names the
    * sender. ttlSeconds 0 means maxTtlSeconds; more than that → TTL_TOO_LONG.
-   * ttlSeconds is the frame's own TTL field (the relay passes `routedTtl(frame)`):
-   * fetch tells when a frame was stored from its expiry minus that field.
+   * ttlSeconds is the frame's own TTL field (the relay passes `routedTtl(frame)`).
    * Idempotent on (source, messageId): a frame of this sender with this id
    * already stored, or acknowledged recently (within the last maxFrames
    * acks), returns `duplicate` with the original position and stores
@@ -978,7 +983,12 @@ export class DurableStore {
       this.maxFramesPerSender,
       this.maxBytesPerSender,
     ];
-    for (const job of chunk) args.push(job.frame, nowMs + job.ttlMs);
+    for (const job of chunk) {
+      // The store time rides in the stored frame's position field (fetch reads it as storedAtMs):
+      // one read of the frame at delivery instead of a read of its expiry beside it.
+      writeRoutedPosition(job.frame, nowMs);
+      args.push(job.frame, nowMs + job.ttlMs);
+    }
     const result = reply(await SCRIPT.enqueue.call(this.redis, args));
     // {code, position, depth} per frame, then the nodes holding the recipient.
     const holders = result.slice(3 * chunk.length).map((h) => (Buffer.isBuffer(h) ? h.toString() : String(h)));
@@ -1168,40 +1178,61 @@ export class DurableStore {
     if (count === 0) return { frames: [], more };
     const members: Buffer[] = new Array(count);
     for (let k = 0; k < count; k++) members[k] = buf(result[3 + 2 * k]);
-    // The frames and their expiries, read with plain commands (see FETCH_LUA),
-    // sent together. A frame acknowledged or purged since the script answered
-    // reads as null and is left out: it needs no delivery. (A frame purged
-    // and stored again in that instant would be read under its old position
-    // too: a duplicate the client drops, never a loss.)
+    // The frames, read with a plain command (see FETCH_LUA). A frame
+    // acknowledged or purged since the script answered reads as null and is
+    // left out: it needs no delivery. (A frame purged and stored again in
+    // that instant would be read under its old position too: a duplicate the
+    // client drops, never a loss.)
     let stored: Array<Buffer | null>;
-    let expiries: Array<string | null>;
     try {
-      [stored, expiries] = await Promise.all([
-        this.redis.hmgetBuffer(d, ...members),
-        this.redis.zmscore(e, ...members),
-      ]);
+      stored = await this.redis.hmgetBuffer(d, ...members);
     } catch (err) {
       throw toStoreError(err);
     }
     const frames: StoredFrame[] = [];
+    /** Frames stored by an earlier relay (no store time in the frame), with their members. */
+    const undated: Array<{ item: StoredFrame; member: Buffer }> = [];
     for (let k = 0; k < count; k++) {
       const frame = stored[k];
-      const expiresAt = expiries[k];
       if (!frame) continue;
       const position = int(result[2 + 2 * k]);
       if (frame.length < MIN_ROUTED_FRAME_SIZE) {
         throw new RelayError('INTERNAL', `stored frame at ${position} is too short`);
       }
+      const storedAtMs = readRoutedPosition(frame);
       writeRoutedPosition(frame, position);
       // The member is source ‖ messageId (or, stored by a relay of the earlier layout, messageId alone).
       const member = members[k]!;
-      const ttlSeconds = frame.readUInt32BE(RoutedAt.TTL);
-      // No expiry beside a frame only if the keys were changed by hand: age 0.
-      const storedAtMs =
-        expiresAt == null ? nowMs : Number(expiresAt) - (ttlSeconds === 0 ? this.maxTtlSeconds : ttlSeconds) * 1000;
-      frames.push({ position, messageId: member.subarray(member.length - ID_SIZE), frame, storedAtMs });
+      const item = { position, messageId: member.subarray(member.length - ID_SIZE), frame, storedAtMs };
+      frames.push(item);
+      if (storedAtMs === 0) undated.push({ item, member });
     }
+    if (undated.length > 0) await this.dateFromExpiry(e, undated, nowMs);
     return { frames, more };
+  }
+
+  /**
+   * storedAtMs of frames stored by a relay that did not write the store time
+   * into them: their expiry (in e) minus their TTL. Only during an upgrade.
+   */
+  private async dateFromExpiry(
+    e: string,
+    undated: ReadonlyArray<{ item: StoredFrame; member: Buffer }>,
+    nowMs: number,
+  ): Promise<void> {
+    let expiries: Array<string | null>;
+    try {
+      expiries = await this.redis.zmscore(e, ...undated.map((u) => u.member));
+    } catch (err) {
+      throw toStoreError(err);
+    }
+    undated.forEach(({ item }, j) => {
+      const expiresAt = expiries[j];
+      const ttlSeconds = item.frame.readUInt32BE(RoutedAt.TTL);
+      // No expiry beside a frame only if the keys were changed by hand: age 0.
+      item.storedAtMs =
+        expiresAt == null ? nowMs : Number(expiresAt) - (ttlSeconds === 0 ? this.maxTtlSeconds : ttlSeconds) * 1000;
+    });
   }
 
   /** Removes one frame on the recipient's ACK, only if the frame at `position` has `messageId`. */

@@ -6,7 +6,15 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { after, before, describe, it } from 'node:test';
-import { decodeFrame, encodeFrame, LibertariaError, RelayError, RoutedAt, SendFlags } from '@libertaria/protocol';
+import {
+  decodeFrame,
+  encodeFrame,
+  LibertariaError,
+  RelayError,
+  RoutedAt,
+  readRoutedPosition,
+  SendFlags,
+} from '@libertaria/protocol';
 import { Redis, type RedisOptions } from 'ioredis';
 import { type RedisHandle, startRedis } from '../../../test-support/redis.js';
 import {
@@ -232,7 +240,7 @@ describe('DurableStore', () => {
     assert.deepEqual(await s.depth(dest), { frames: 5, bytes: 5 * deliver(dest, ids[0]!).length });
   });
 
-  it('writes the position into the frame at offset 91 and leaves every other byte as stored', async () => {
+  it('writes the position into the frame at offset 91 and leaves every other byte as stored (the store time aside)', async () => {
     const s = store();
     const dest = hint();
     // Start high so the upper 32 bits of the u64 are exercised too.
@@ -240,7 +248,9 @@ describe('DurableStore', () => {
     await redis.hset(m, 'seq', 2 ** 40 + 0x1234);
     const id = messageId();
     const original = deliver(dest, id, new Uint8Array(randomBytes(300)));
+    const before = Date.now();
     const { position } = await s.enqueue(dest, id, original, 0);
+    const storedAt = readRoutedPosition(original);
     assert.equal(position, 2 ** 40 + 0x1235);
     const [f] = await s.fetch(dest, 0, 1);
     assert.ok(f);
@@ -249,7 +259,9 @@ describe('DurableStore', () => {
     assert.deepEqual(f.frame.subarray(91, 99), u64(position));
     assert.deepEqual(f.frame.subarray(0, 91), Buffer.from(original.subarray(0, 91)));
     assert.deepEqual(f.frame.subarray(99), Buffer.from(original.subarray(99)));
-    assert.deepEqual(original.subarray(91, 99), new Uint8Array(8), 'the caller’s frame is not modified');
+    // The caller's frame is modified in its position field alone: the store time, written before it was sent.
+    assert.ok(storedAt >= before && storedAt <= Date.now(), `store time ${storedAt}`);
+    assert.equal(f.storedAtMs, storedAt);
   });
 
   it('is idempotent on messageId, also after the frame was acknowledged', async () => {
@@ -392,6 +404,28 @@ describe('DurableStore', () => {
     assert.deepEqual(
       fetched.map((f) => f.storedAtMs),
       [now, now + 7_000],
+    );
+  });
+
+  it('keeps the store time in the stored frame, and dates frames an earlier relay stored from their expiry', async () => {
+    const s = store({ maxTtlSeconds: 600 });
+    const dest = hint();
+    const now = Date.now() - 30_000;
+    const ids = [messageId(), messageId()];
+    for (const id of ids) await s.enqueue(dest, id, deliver(dest, id), 0, now);
+    const [, d] = s.keys(dest);
+    // The store time rides in the stored frame's position field, until delivery writes the position there.
+    const stored = await redis.hgetBuffer(d, member(ids[0]!));
+    assert.equal(readRoutedPosition(stored!), now);
+    // A relay before this one stored position 0: its frame is dated from its expiry (now + 600 s) minus its TTL.
+    await redis.hset(d, member(ids[1]!), Buffer.from(deliver(dest, ids[1]!)));
+    const fetched = await s.fetch(dest, 0, 10, now + 5_000);
+    assert.deepEqual(
+      fetched.map((f) => [f.position, readRoutedPosition(f.frame), f.storedAtMs]),
+      [
+        [1, 1, now],
+        [2, 2, now],
+      ],
     );
   });
 
