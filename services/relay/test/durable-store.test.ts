@@ -195,6 +195,38 @@ describe('DurableStore', () => {
     assert.deepEqual(positions(await s.fetchWithin(dest, 5, 3, size)), { positions: [], more: false });
   });
 
+  it('looks at frame sizes only when the largest queued frame could break the byte limit, and stays exact around one', async () => {
+    const s = store();
+    const dest = hint();
+    const [, , , m] = s.keys(dest);
+    const ids = Array.from({ length: 9 }, messageId);
+    const big = new Uint8Array(3000);
+    for (const [i, id] of ids.entries()) await s.enqueue(dest, id, deliver(dest, id, i === 5 ? big : undefined), 0);
+    const small = deliver(dest, ids[0]!).length;
+    const large = deliver(dest, ids[5]!, big).length;
+    assert.equal(Number(await redis.hget(m, 'largest')), large);
+    const sizeLooks = async (): Promise<number> =>
+      Number(/cmdstat_hstrlen:calls=(\d+)/.exec(await redis.info('commandstats'))?.[1] ?? 0);
+    const read = async (after: number, limit: number, maxBytes: number) => {
+      const before = await sizeLooks();
+      const r = await s.fetchWithin(dest, after, limit, maxBytes);
+      return { positions: r.frames.map((f) => f.position), more: r.more, looks: (await sizeLooks()) - before };
+    };
+    // 4 frames of the largest size fit: no size is looked at.
+    assert.deepEqual(await read(0, 4, 4 * large), { positions: [1, 2, 3, 4], more: true, looks: 0 });
+    // They might not: sizes are looked at, and the limit holds to the byte.
+    assert.deepEqual(await read(0, 10, 5 * small + large - 1), { positions: [1, 2, 3, 4, 5], more: true, looks: 6 });
+    assert.deepEqual(await read(5, 10, large), { positions: [6], more: true, looks: 2 });
+    // A queue an earlier relay wrote last has no such bound: every size is looked at.
+    await redis.hdel(m, 'largest');
+    assert.deepEqual((await read(0, 4, 100 * large)).looks, 4);
+    // The bound starts again once the queue was empty.
+    await s.ackUpTo(dest, 9);
+    const id = messageId();
+    await s.enqueue(dest, id, deliver(dest, id), 0);
+    assert.equal(Number(await redis.hget(m, 'largest')), small);
+  });
+
   it('leaves out a frame gone between the script naming it and the frame read (acknowledged or purged meanwhile)', async () => {
     // fetchWithin asks the script which frames to read, then reads them with
     // HMGET: a frame removed in between reads as null. Removing one by hand
