@@ -112,6 +112,16 @@ export interface EnqueueSink {
 /** One item's outcome in enqueueMany: its result, or the error enqueue would have thrown (RelayError, or IdentityError INVALID_HINT). */
 export type EnqueueOutcome = EnqueueResult | { status: 'rejected'; error: LibertariaError };
 
+/** What a read of the queue will return, told as soon as Redis named the frames (fetchWithin's onNamed). */
+export interface NamedFrames {
+  /** The position of the last frame named (the frames returned end there, or earlier if some were removed meanwhile). */
+  last: number;
+  /** At least the bytes of the frames named; -1 when unknown (a read without byte limit of a queue with no m.largest). */
+  bytes: number;
+  /** Frames follow the last one named. */
+  more: boolean;
+}
+
 export interface StoredFrame {
   position: number;
   messageId: Buffer;
@@ -518,9 +528,12 @@ const FETCH_LUA = `--[[
     ARGV[4] purge budget
     ARGV[5] maxBytes: stop before a frame that would take the frames read
             past this many bytes (the first frame is always read); 0 = no limit
-  Output: {code, more, position1, member1, position2, member2, ...}
+  Output: {code, more, bytes, position1, member1, position2, member2, ...}
     0 ok; more = 1 when frames after the last one returned were left out
-      (by limit or maxBytes), 0 when nothing follows it
+      (by limit or maxBytes), 0 when nothing follows it; bytes = at least
+      the size of the frames named (their sizes when looked at, else their
+      count times m.largest), -1 when unknown (no byte limit and no
+      m.largest)
     4 again: expired frames remain after the purge budget; call again
   An afterPosition above the last position issued cannot come from this
   queue: the recipient remembers an earlier queue that expired entirely, so
@@ -546,12 +559,13 @@ if largest > 0 and largest * limit <= maxBytes then maxBytes = 0 end
 -- One row more than asked: tells whether anything follows.
 local rows = redis.call('ZRANGEBYSCORE', z, '(' .. after, '+inf', 'WITHSCORES', 'LIMIT', 0, limit + 1)
 local n = math.min(#rows / 2, limit)
-local out, total, taken = {0, 0}, 0, 0
+local out, total, taken, takenBytes = {0, 0, -1}, 0, 0, 0
 for i = 1, n do
   local member = rows[2 * i - 1]
   if maxBytes > 0 then
     total = total + redis.call('HSTRLEN', d, member)
     if taken > 0 and total > maxBytes then break end
+    takenBytes = total
   end
   out[#out + 1] = tonumber(rows[2 * i])
   out[#out + 1] = member
@@ -559,6 +573,11 @@ for i = 1, n do
 end
 -- more: rows after the last one taken (cut by bytes, or beyond limit).
 out[2] = (#rows > 2 * taken) and 1 or 0
+if maxBytes > 0 then
+  out[3] = takenBytes
+elseif largest > 0 then
+  out[3] = taken * largest
+end
 return out
 `;
 
@@ -1160,6 +1179,11 @@ export class DurableStore {
    * always read, whatever its size; 0 = no byte limit): a delivery pump reads
    * only what its connection has room for. `more` says whether frames
    * follow the last one returned.
+   *
+   * `onNamed`, if given, hears which frames will be read as soon as Redis
+   * named them, before they are read (NamedFrames): a delivery pump starts
+   * its next read from there, so Redis names the next batch while this one
+   * is read and written.
    */
   async fetchWithin(
     dest: Uint8Array,
@@ -1167,6 +1191,7 @@ export class DurableStore {
     limit: number,
     maxBytes: number,
     nowMs: number = Date.now(),
+    onNamed?: (named: NamedFrames) => void,
   ): Promise<{ frames: StoredFrame[]; more: boolean }> {
     checkCount(afterPosition, 'afterPosition', 0);
     checkCount(limit, 'limit', 0);
@@ -1190,19 +1215,29 @@ export class DurableStore {
       }
     }
     if (result[0] !== Code.OK) throw scriptError(int(result[0]), hintToHex(dest));
-    const count = (result.length - 2) / 2;
+    const count = (result.length - 3) / 2;
     const more = int(result[1]) === 1;
     if (count === 0) return { frames: [], more };
     const members: Buffer[] = new Array(count);
-    for (let k = 0; k < count; k++) members[k] = buf(result[3 + 2 * k]);
+    for (let k = 0; k < count; k++) members[k] = buf(result[4 + 2 * k]);
     // The frames, read with a plain command (see FETCH_LUA). A frame
     // acknowledged or purged since the script answered reads as null and is
     // left out: it needs no delivery. (A frame purged and stored again in
     // that instant would be read under its old position too: a duplicate the
     // client drops, never a loss.)
+    const read = this.redis.hmgetBuffer(d, ...members);
+    if (onNamed !== undefined) {
+      // Told once the read is on its way, so a read the listener starts goes to Redis after it.
+      try {
+        onNamed({ last: int(result[1 + 2 * count]), bytes: int(result[2]), more });
+      } catch (err) {
+        read.catch(() => {});
+        throw err;
+      }
+    }
     let stored: Array<Buffer | null>;
     try {
-      stored = await this.redis.hmgetBuffer(d, ...members);
+      stored = await read;
     } catch (err) {
       throw toStoreError(err);
     }
@@ -1212,7 +1247,7 @@ export class DurableStore {
     for (let k = 0; k < count; k++) {
       const frame = stored[k];
       if (!frame) continue;
-      const position = int(result[2 + 2 * k]);
+      const position = int(result[3 + 2 * k]);
       if (frame.length < MIN_ROUTED_FRAME_SIZE) {
         throw new RelayError('INTERNAL', `stored frame at ${position} is too short`);
       }

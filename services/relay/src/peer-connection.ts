@@ -79,7 +79,7 @@ import {
 } from '@libertaria/protocol';
 import { addressKey, type Charge, isOomError, type Refusal } from './budgets.js';
 import { type Admission, OOM_REFUSAL } from './durable-admission.js';
-import type { DurableStore, EnqueueResult } from './durable-store.js';
+import type { DurableStore, EnqueueResult, NamedFrames } from './durable-store.js';
 import type { ConnectionGate, SendHost } from './membrane/enforcer.js';
 import { type MembraneRequestFrame, MembraneRequests, type RequestHost } from './membrane/requests.js';
 import type { AuthFailureReason } from './metrics.js';
@@ -135,6 +135,12 @@ const PUMP_BATCH = 256;
 export const PUMP_FETCH_BYTES = 1024 * 1024;
 /** What one read of the durable queue returns (DurableStore.fetchWithin). */
 type Fetched = Awaited<ReturnType<DurableStore['fetchWithin']>>;
+/** One read of the durable queue by a delivery pump: where it starts, its answer, and what Redis named for it. */
+interface PumpRead {
+  after: number;
+  read: Promise<Fetched>;
+  named: NamedFrames | undefined;
+}
 /** A durable SEND waiting for its admission (PeerConnection.storeDurable). */
 interface PendingAdmission {
   frame: Buffer;
@@ -1425,15 +1431,35 @@ export class PeerConnection implements TransportSink, SendHost, RequestHost {
   private async pump(): Promise<void> {
     const hint = this.hint!;
     const budget = this.ctx.config.RELAY_SEND_QUEUE_BYTES;
-    // The read of the frames after the batch being written, started before
-    // writing it: Redis reads the next batch while this one goes out, instead
-    // of the two taking turns (a drain was bound by that wait, neither the
-    // relay nor Redis busy). Used only if the batch was written whole.
-    let ahead: { after: number; read: Promise<Fetched> } | undefined;
+    // Reads ahead: the read of the frames after the batch in hand, started
+    // before that batch is written, so Redis reads the next batch while this
+    // one goes out instead of the two taking turns (a drain was bound by that
+    // wait, neither the relay nor Redis busy). It starts as soon as Redis has
+    // named the batch in hand (fetchWithin's onNamed), while that batch is
+    // still being read from Redis, or else once the batch arrived; at most
+    // one read ahead. Used only if the batch was written whole.
+    let current: PumpRead | undefined;
+    let ahead: PumpRead | undefined;
     const dropAhead = (): void => {
       // Its slot is released by readQueue; its answer, or failure, is not needed.
       ahead?.read.catch(() => {});
       ahead = undefined;
+    };
+    const startRead = (after: number, room: number): PumpRead => {
+      const entry: PumpRead = { after, read: undefined as unknown as Promise<Fetched>, named: undefined };
+      entry.read = this.readQueue(hint, after, room, (named) => {
+        entry.named = named;
+        if (entry === current) readAheadOf(entry);
+      });
+      return entry;
+    };
+    /** Starts the read after `entry`'s frames once Redis named them, if the budget has room for both. */
+    const readAheadOf = (entry: PumpRead): void => {
+      const named = entry.named;
+      if (ahead !== undefined || this.state !== 'open' || !named?.more || named.bytes < 0) return;
+      // The batch named is not yet written: the two together stay within the budget.
+      const room = Math.min(PUMP_FETCH_BYTES, budget - this.transport.bufferedBytes() - named.bytes);
+      if (room > 0) ahead = startRead(named.last, room);
     };
     try {
       do {
@@ -1442,17 +1468,17 @@ export class PeerConnection implements TransportSink, SendHost, RequestHost {
           if (!this.deliveryMayResume()) return this.pauseDelivery();
           if (this.state !== 'open') return;
           const after = this.cursor;
-          let fetched: Fetched;
           if (ahead !== undefined && ahead.after === after) {
-            const read = ahead.read;
+            current = ahead;
             ahead = undefined;
-            fetched = await read;
+            readAheadOf(current); // if Redis named its frames already
           } else {
             dropAhead();
             // Read only what the budget has room for (at least one frame), a bounded slice at a time.
             const room = Math.min(PUMP_FETCH_BYTES, Math.max(1, budget - this.transport.bufferedBytes()));
-            fetched = await this.readQueue(hint, after, room);
+            current = startRead(after, room);
           }
+          const fetched = await current.read;
           const { frames: batch, more } = fetched;
           if (this.state !== 'open') return;
           if (batch.length > 0 && batch[0]!.position <= after) {
@@ -1461,16 +1487,14 @@ export class PeerConnection implements TransportSink, SendHost, RequestHost {
             this.ctx.log.warn('durable queue restarted; resetting cursor', { did: this.did, from: after });
             this.cursor = batch[0]!.position - 1;
           }
-          if (more && batch.length > 0) {
-            // The next read's room leaves out this batch, not yet written:
-            // the two together stay within the budget.
+          if (more && batch.length > 0 && ahead === undefined) {
+            // No read ahead started on the names (a store that does not tell
+            // them): start it now. Its room leaves out this batch, not yet
+            // written: the two together stay within the budget.
             let bytes = 0;
             for (const item of batch) bytes += item.frame.length;
             const room = Math.min(PUMP_FETCH_BYTES, budget - this.transport.bufferedBytes() - bytes);
-            if (room > 0) {
-              const last = batch[batch.length - 1]!.position;
-              ahead = { after: last, read: this.readQueue(hint, last, room) };
-            }
+            if (room > 0) ahead = startRead(batch[batch.length - 1]!.position, room);
           }
           const nowMs = Date.now();
           for (const item of batch) {
@@ -1493,18 +1517,24 @@ export class PeerConnection implements TransportSink, SendHost, RequestHost {
       this.pumpRetryTimer = setTimeout(() => this.guard('timer', () => this.requestPump()), 1000);
     } finally {
       dropAhead();
+      current = undefined;
       this.pumping = false;
     }
   }
 
   /** One read of the durable queue, within the node's fetch slots (PUMP_FETCH_CONCURRENCY). */
-  private async readQueue(hint: Uint8Array, after: number, room: number): Promise<Fetched> {
+  private async readQueue(
+    hint: Uint8Array,
+    after: number,
+    room: number,
+    onNamed: (named: NamedFrames) => void,
+  ): Promise<Fetched> {
     const slots = this.ctx.fetchSlots;
     // A free slot is taken at once, so a read ahead goes to Redis before the
     // batch is written, not a microtask after.
     if (slots !== undefined && !slots.tryAcquire()) await slots.acquire();
     try {
-      return await this.ctx.store.fetchWithin(hint, after, PUMP_BATCH, room);
+      return await this.ctx.store.fetchWithin(hint, after, PUMP_BATCH, room, undefined, onNamed);
     } finally {
       slots?.release();
     }

@@ -22,6 +22,7 @@ import {
   DurableStore,
   type DurableStoreOptions,
   type EnqueueResult,
+  type NamedFrames,
 } from '../src/durable-store.js';
 import { PresenceRegistry } from '../src/presence.js';
 
@@ -225,6 +226,40 @@ describe('DurableStore', () => {
     const id = messageId();
     await s.enqueue(dest, id, deliver(dest, id), 0);
     assert.equal(Number(await redis.hget(m, 'largest')), small);
+  });
+
+  it('tells which frames a read names before it returns them: the last position, their bytes (at least), more', async () => {
+    const s = store();
+    const dest = hint();
+    const ids = Array.from({ length: 5 }, messageId);
+    const big = new Uint8Array(2000);
+    for (const [i, id] of ids.entries()) await s.enqueue(dest, id, deliver(dest, id, i === 1 ? big : undefined), 0);
+    const small = deliver(dest, ids[0]!).length;
+    const large = deliver(dest, ids[1]!, big).length;
+    const told: NamedFrames[] = [];
+    const read = async (after: number, limit: number, maxBytes: number) => {
+      let returned = false;
+      const r = await s.fetchWithin(dest, after, limit, maxBytes, Date.now(), (named) => {
+        assert.equal(returned, false, 'told before the frames are returned');
+        told.push(named);
+      });
+      returned = true;
+      return r.frames.map((f) => f.position);
+    };
+    // Sizes looked at (3 of the largest frame would not fit): their exact sum.
+    assert.deepEqual(await read(0, 3, small + large + small), [1, 2, 3]);
+    assert.deepEqual(told.pop(), { last: 3, bytes: small + large + small, more: true });
+    // Sizes not looked at (limit x largest fits): limit x largest, at least what is read.
+    assert.deepEqual(await read(3, 10, 10 * large), [4, 5]);
+    assert.deepEqual(told.pop(), { last: 5, bytes: 2 * large, more: false });
+    // No byte limit, no m.largest: unknown.
+    const [, , , m] = s.keys(dest);
+    await redis.hdel(m, 'largest');
+    assert.deepEqual(await read(0, 2, 0), [1, 2]);
+    assert.deepEqual(told.pop(), { last: 2, bytes: -1, more: true });
+    // Nothing after the last position: no names to tell.
+    assert.deepEqual(await read(5, 10, 0), []);
+    assert.equal(told.length, 0);
   });
 
   it('leaves out a frame gone between the script naming it and the frame read (acknowledged or purged meanwhile)', async () => {

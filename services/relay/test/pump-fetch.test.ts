@@ -12,7 +12,7 @@ import { authTranscript, Ed25519Identity } from '@libertaria/identity';
 import { silentLogger } from '@libertaria/log';
 import { decodeFrames, encodeFrame, type Frame, SendFlags } from '@libertaria/protocol';
 import { loadRelayConfig } from '../src/config.js';
-import type { StoredFrame } from '../src/durable-store.js';
+import type { NamedFrames, StoredFrame } from '../src/durable-store.js';
 import { InFlightCount } from '../src/in-flight-count.js';
 import { RelayMetrics } from '../src/metrics.js';
 import { PeerConnection, PUMP_FETCH_BYTES, PUMP_FETCH_CONCURRENCY } from '../src/peer-connection.js';
@@ -144,82 +144,106 @@ describe('durable delivery pumps of one node', () => {
     );
     for (const conn of conns) conn.onClose();
   });
-  it('read the next batch while writing one, within the budget, and skip nothing when a batch is cut short', async () => {
-    // A queue of small frames (256 of them, one read's limit, are far below
-    // the budget, so reads ahead are taken) larger than the budget (so the
-    // pump pauses, and drops a read ahead, several times).
-    const total = 3000;
-    const queue: StoredFrame[] = [];
-    for (let position = 1; position <= total; position++) {
-      const messageId = new Uint8Array(16);
-      new DataView(messageId.buffer).setUint32(0, position);
-      const frame = Buffer.from(
-        encodeFrame({
-          type: 'DELIVER',
-          dest: new Uint8Array(24).fill(1),
-          source: new Uint8Array(24).fill(2),
-          sessionId: new Uint8Array(16),
-          messageId,
-          flags: SendFlags.DURABLE,
-          ttl: 0,
-          position,
-          payload: new Uint8Array(100),
-        }),
-      );
-      queue.push({ position, messageId: Buffer.from(messageId), frame, storedAtMs: Date.now() });
-    }
-    const budget = 4 * 65536;
-    const transport = new HoldingTransport();
-    const delivered = (): number => transport.out.filter((f) => f.type === 'DELIVER').length;
-    const reads: Array<{ after: number; maxBytes: number; written: number; buffered: number }> = [];
-    const store = {
-      ackUpTo: async () => ({ removed: 0, restarted: false }),
-      fetchWithin: async (_hint: Uint8Array, after: number, limit: number, maxBytes: number) => {
-        reads.push({ after, maxBytes, written: delivered(), buffered: transport.buffered });
+  for (const tellsNames of [false, true]) {
+    it(`read the next batch while writing one, within the budget, and skip nothing when a batch is cut short${tellsNames ? '; the next read starts once Redis named the frames' : ''}`, async () => {
+      // A queue of small frames (256 of them, one read's limit, are far below
+      // the budget, so reads ahead are taken) larger than the budget (so the
+      // pump pauses, and drops a read ahead, several times).
+      const total = 3000;
+      const queue: StoredFrame[] = [];
+      for (let position = 1; position <= total; position++) {
+        const messageId = new Uint8Array(16);
+        new DataView(messageId.buffer).setUint32(0, position);
+        const frame = Buffer.from(
+          encodeFrame({
+            type: 'DELIVER',
+            dest: new Uint8Array(24).fill(1),
+            source: new Uint8Array(24).fill(2),
+            sessionId: new Uint8Array(16),
+            messageId,
+            flags: SendFlags.DURABLE,
+            ttl: 0,
+            position,
+            payload: new Uint8Array(100),
+          }),
+        );
+        queue.push({ position, messageId: Buffer.from(messageId), frame, storedAtMs: Date.now() });
+      }
+      const budget = 4 * 65536;
+      const transport = new HoldingTransport();
+      const delivered = (): number => transport.out.filter((f) => f.type === 'DELIVER').length;
+      const reads: Array<{ after: number; maxBytes: number; written: number; buffered: number; overlapping: boolean }> =
+        [];
+      let open = 0;
+      const store = {
+        ackUpTo: async () => ({ removed: 0, restarted: false }),
+        fetchWithin: async (
+          _hint: Uint8Array,
+          after: number,
+          limit: number,
+          maxBytes: number,
+          _nowMs?: number,
+          onNamed?: (named: NamedFrames) => void,
+        ) => {
+          reads.push({ after, maxBytes, written: delivered(), buffered: transport.buffered, overlapping: open > 0 });
+          open++;
+          await tick();
+          const frames: StoredFrame[] = [];
+          let bytes = 0;
+          for (const item of queue) {
+            if (item.position <= after) continue;
+            if (frames.length === limit || (frames.length > 0 && bytes + item.frame.length > maxBytes)) break;
+            bytes += item.frame.length;
+            // The relay writes its version into the frame: a copy, as Redis would give.
+            frames.push({ ...item, frame: Buffer.from(item.frame) });
+          }
+          const last = frames.at(-1)?.position ?? after;
+          if (tellsNames && frames.length > 0) {
+            // As Redis does: the names first, then the frames a round trip later.
+            onNamed?.({ last, bytes, more: last < total });
+            await tick();
+          }
+          open--;
+          return { frames, more: last < total };
+        },
+      };
+      const ctx = context(store, loadRelayConfig({ RELAY_SEND_QUEUE_BYTES: String(budget) }));
+      const conn = await openConnection(ctx, transport);
+      conn.onFrame(Buffer.from(encodeFrame({ type: 'RESUME', lastAcked: 0 })));
+      for (let round = 0; round < 200 && delivered() < total; round++) {
         await tick();
-        const frames: StoredFrame[] = [];
-        let bytes = 0;
-        for (const item of queue) {
-          if (item.position <= after) continue;
-          if (frames.length === limit || (frames.length > 0 && bytes + item.frame.length > maxBytes)) break;
-          bytes += item.frame.length;
-          // The relay writes its version into the frame: a copy, as Redis would give.
-          frames.push({ ...item, frame: Buffer.from(item.frame) });
-        }
-        const last = frames.at(-1)?.position ?? after;
-        return { frames, more: last < total };
-      },
-    };
-    const ctx = context(store, loadRelayConfig({ RELAY_SEND_QUEUE_BYTES: String(budget) }));
-    const conn = await openConnection(ctx, transport);
-    conn.onFrame(Buffer.from(encodeFrame({ type: 'RESUME', lastAcked: 0 })));
-    for (let round = 0; round < 200 && delivered() < total; round++) {
-      await tick();
-      transport.buffered = 0; // the peer read everything
-      conn.onDrain();
-    }
-    const positions = transport.out
-      .filter((f) => f.type === 'DELIVER')
-      .map((f) => (f.type === 'DELIVER' ? f.position : 0));
-    assert.deepEqual(
-      positions,
-      queue.map((q) => q.position),
-      'every frame once, in order',
-    );
-    assert.ok(transport.peak <= budget, `held ${transport.peak} bytes, budget ${budget}`);
-    const frameSize = queue[0]!.frame.length;
-    const ahead = reads.filter((r) => r.after > r.written);
-    assert.ok(ahead.length > 0, 'some reads asked for frames after a batch not yet written');
-    for (const r of ahead) {
-      // The batch read but not yet written, what the transport holds, and this read: within the budget.
-      const unwritten = (r.after - r.written) * frameSize;
-      assert.ok(
-        unwritten + r.buffered + r.maxBytes <= budget,
-        `read after ${r.after} with ${r.written} written asked ${r.maxBytes} bytes`,
+        transport.buffered = 0; // the peer read everything
+        conn.onDrain();
+      }
+      const positions = transport.out
+        .filter((f) => f.type === 'DELIVER')
+        .map((f) => (f.type === 'DELIVER' ? f.position : 0));
+      assert.deepEqual(
+        positions,
+        queue.map((q) => q.position),
+        'every frame once, in order',
       );
-    }
-    // Reads ahead are used, not only dropped: fewer reads than one per batch written plus one per pause.
-    assert.ok(reads.length < 2 * Math.ceil(total / 256) + 20, `${reads.length} reads`);
-    conn.onClose();
-  });
+      assert.ok(transport.peak <= budget, `held ${transport.peak} bytes, budget ${budget}`);
+      const frameSize = queue[0]!.frame.length;
+      const ahead = reads.filter((r) => r.after > r.written);
+      assert.ok(ahead.length > 0, 'some reads asked for frames after a batch not yet written');
+      for (const r of ahead) {
+        // The batch read but not yet written, what the transport holds, and this read: within the budget.
+        const unwritten = (r.after - r.written) * frameSize;
+        assert.ok(
+          unwritten + r.buffered + r.maxBytes <= budget,
+          `read after ${r.after} with ${r.written} written asked ${r.maxBytes} bytes`,
+        );
+      }
+      // Reads ahead are used, not only dropped: fewer reads than one per batch written plus one per pause.
+      assert.ok(reads.length < 2 * Math.ceil(total / 256) + 20, `${reads.length} reads`);
+      // Told the names, the pump asks for the next batch while the one before is still being read.
+      assert.equal(
+        reads.some((r) => r.overlapping),
+        tellsNames,
+        'reads overlap exactly when the store tells the names',
+      );
+      conn.onClose();
+    });
+  }
 });
