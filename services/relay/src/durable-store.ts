@@ -385,8 +385,13 @@ local seq, bytes = tonumber(meta[1] or '0'), tonumber(meta[2] or '0')
 local bytesBefore = bytes
 -- The largest frame stored since the queue was last empty: no queued frame
 -- is larger (frames are never rewritten), so fetch may skip their sizes.
+-- Kept only while it holds: the field exists, or the queue is empty now. A
+-- queue without it (written by a relay before the field, or whose field a
+-- read found wrong) gets it back only once empty: frames already queued
+-- may be larger than any this call stores.
 local largest = tonumber(meta[3] or '0')
 local largestBefore = largest
+local largestKept = meta[3] ~= false or card == 0
 -- Per sender: {frames, bytes} as read, then as counted; the order they came in.
 local senders, senderOrder = {}, {}
 local added = {}
@@ -465,7 +470,7 @@ if not stored then return out end
 redis.call('ZADD', z, unpack(zadd))
 redis.call('HSET', d, unpack(hset))
 redis.call('ZADD', e, unpack(eadd))
-if largest > largestBefore then
+if largestKept and largest > largestBefore then
   redis.call('HSET', m, 'seq', seq, 'largest', largest)
 else
   redis.call('HSET', m, 'seq', seq)
@@ -1244,9 +1249,11 @@ export class DurableStore {
     const frames: StoredFrame[] = [];
     /** Frames stored by an earlier relay (no store time in the frame), with their members. */
     const undated: Array<{ item: StoredFrame; member: Buffer }> = [];
+    let bytesRead = 0;
     for (let k = 0; k < count; k++) {
       const frame = stored[k];
       if (!frame) continue;
+      bytesRead += frame.length;
       const position = int(result[3 + 2 * k]);
       if (frame.length < MIN_ROUTED_FRAME_SIZE) {
         throw new RelayError('INTERNAL', `stored frame at ${position} is too short`);
@@ -1258,6 +1265,13 @@ export class DurableStore {
       const item = { position, messageId: member.subarray(member.length - ID_SIZE), frame, storedAtMs };
       frames.push(item);
       if (storedAtMs === 0) undated.push({ item, member });
+    }
+    if (bytesRead > int(result[2]) && int(result[2]) >= 0) {
+      // More bytes than the script named: m.largest was below a queued frame
+      // (a relay before the field stored it during an upgrade). Dropped, so
+      // reads look at every size until the queue is empty and enqueue starts
+      // it again; this read went past its byte limit once.
+      this.redis.hdel(m, 'largest').catch(() => {});
     }
     if (undated.length > 0) await this.dateFromExpiry(e, undated, nowMs);
     return { frames, more };

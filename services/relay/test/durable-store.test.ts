@@ -228,6 +228,41 @@ describe('DurableStore', () => {
     assert.equal(Number(await redis.hget(m, 'largest')), small);
   });
 
+  it('never sets m.largest below a frame already queued, and drops a value a read finds too small', async () => {
+    const s = store();
+    const dest = hint();
+    const [, , , m] = s.keys(dest);
+    const big = new Uint8Array(5000);
+    const ids = Array.from({ length: 4 }, messageId);
+    for (const id of ids.slice(0, 3)) await s.enqueue(dest, id, deliver(dest, id, big), 0);
+    const large = deliver(dest, ids[0]!, big).length;
+    const small = deliver(dest, ids[3]!).length;
+    // A queue an earlier relay wrote (no field) gets none from a store into it while not empty.
+    await redis.hdel(m, 'largest');
+    await s.enqueue(dest, ids[3]!, deliver(dest, ids[3]!), 0);
+    assert.equal(await redis.hget(m, 'largest'), null);
+    let r = await s.fetchWithin(dest, 0, 10, 2 * large);
+    assert.deepEqual(
+      r.frames.map((f) => f.position),
+      [1, 2],
+      'sizes looked at: the byte limit holds',
+    );
+    // A value too small (an earlier relay stored a larger frame after this one set it):
+    // the read that finds more bytes than named drops it, and the next read holds its limit again.
+    await redis.hset(m, 'largest', small);
+    r = await s.fetchWithin(dest, 0, 10, 2 * large);
+    assert.equal(r.frames.length, 4, 'this read went past its limit once');
+    const deadline = Date.now() + 5000;
+    while ((await redis.hget(m, 'largest')) !== null && Date.now() < deadline)
+      await new Promise((t) => setTimeout(t, 10));
+    assert.equal(await redis.hget(m, 'largest'), null);
+    r = await s.fetchWithin(dest, 0, 10, 2 * large);
+    assert.deepEqual(
+      r.frames.map((f) => f.position),
+      [1, 2],
+    );
+  });
+
   it('tells which frames a read names before it returns them: the last position, their bytes (at least), more', async () => {
     const s = store();
     const dest = hint();
