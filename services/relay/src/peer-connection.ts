@@ -1,4 +1,4 @@
-// Size: about 1,650 lines, one class per connection: the handshake, the frame dispatch, the
+// Size: about 1,700 lines, one class per connection: the handshake, the frame dispatch, the
 // durable delivery pump and the containment budgets all read and change the same per-connection
 // state (handshake step, window, pump flags, byte budgets) on the hot path, so they stay in one
 // object with no indirection per frame. What shares no state lives outside: the membrane
@@ -1446,11 +1446,12 @@ export class PeerConnection implements TransportSink, SendHost, RequestHost {
       ahead = undefined;
     };
     const startRead = (after: number, room: number): PumpRead => {
-      const entry: PumpRead = { after, read: undefined as unknown as Promise<Fetched>, named: undefined };
-      entry.read = this.readQueue(hint, after, room, (named) => {
+      // (The names come a round trip later at the earliest: entry is set by then.)
+      const read = this.readQueue(hint, after, room, (named) => {
         entry.named = named;
         if (entry === current) readAheadOf(entry);
       });
+      const entry: PumpRead = { after, read, named: undefined };
       return entry;
     };
     /** Starts the read after `entry`'s frames once Redis named them, if the budget has room for both. */
