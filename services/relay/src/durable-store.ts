@@ -558,7 +558,8 @@ local maxBytes = tonumber(ARGV[5] or '0')
 -- No queued frame is larger than m.largest (enqueue keeps it): when limit
 -- frames of that size fit in maxBytes, no size needs a look (an HSTRLEN
 -- per frame was a third of this script's time in a drain). Without the
--- field (a queue an earlier relay wrote last) every size is looked at.
+-- field (a queue that already held frames when it had none) every size is
+-- looked at.
 local largest = tonumber(meta[2] or '0')
 if largest > 0 and largest * limit <= maxBytes then maxBytes = 0 end
 -- One row more than asked: tells whether anything follows.
@@ -1230,11 +1231,12 @@ export class DurableStore {
     // left out: it needs no delivery. (A frame purged and stored again in
     // that instant would be read under its old position too: a duplicate the
     // client drops, never a loss.)
+    const namedBytes = int(result[2]);
     const read = this.redis.hmgetBuffer(d, ...members);
     if (onNamed !== undefined) {
       // Told once the read is on its way, so a read the listener starts goes to Redis after it.
       try {
-        onNamed({ last: int(result[1 + 2 * count]), bytes: int(result[2]), more });
+        onNamed({ last: int(result[1 + 2 * count]), bytes: namedBytes, more });
       } catch (err) {
         read.catch(() => {});
         throw err;
@@ -1266,7 +1268,7 @@ export class DurableStore {
       frames.push(item);
       if (storedAtMs === 0) undated.push({ item, member });
     }
-    if (bytesRead > int(result[2]) && int(result[2]) >= 0) {
+    if (namedBytes >= 0 && bytesRead > namedBytes) {
       // More bytes than the script named: m.largest was below a queued frame
       // (a relay before the field stored it during an upgrade). Dropped, so
       // reads look at every size until the queue is empty and enqueue starts

@@ -1454,13 +1454,16 @@ export class PeerConnection implements TransportSink, SendHost, RequestHost {
       const entry: PumpRead = { after, read, named: undefined };
       return entry;
     };
-    /** Starts the read after `entry`'s frames once Redis named them, if the budget has room for both. */
+    /** Starts the read after position `last` if the budget has room for it beside `unwritten` bytes read but not yet written. */
+    const startAhead = (last: number, unwritten: number): void => {
+      const room = Math.min(PUMP_FETCH_BYTES, budget - this.transport.bufferedBytes() - unwritten);
+      if (room > 0) ahead = startRead(last, room);
+    };
+    /** Starts the read after `entry`'s frames once Redis named them. */
     const readAheadOf = (entry: PumpRead): void => {
       const named = entry.named;
       if (ahead !== undefined || this.state !== 'open' || !named?.more || named.bytes < 0) return;
-      // The batch named is not yet written: the two together stay within the budget.
-      const room = Math.min(PUMP_FETCH_BYTES, budget - this.transport.bufferedBytes() - named.bytes);
-      if (room > 0) ahead = startRead(named.last, room);
+      startAhead(named.last, named.bytes);
     };
     try {
       do {
@@ -1490,12 +1493,10 @@ export class PeerConnection implements TransportSink, SendHost, RequestHost {
           }
           if (more && batch.length > 0 && ahead === undefined) {
             // No read ahead started on the names (a store that does not tell
-            // them): start it now. Its room leaves out this batch, not yet
-            // written: the two together stay within the budget.
+            // them): start it now, its room leaving out this batch, not yet written.
             let bytes = 0;
             for (const item of batch) bytes += item.frame.length;
-            const room = Math.min(PUMP_FETCH_BYTES, budget - this.transport.bufferedBytes() - bytes);
-            if (room > 0) ahead = startRead(batch[batch.length - 1]!.position, room);
+            startAhead(batch[batch.length - 1]!.position, bytes);
           }
           const nowMs = Date.now();
           for (const item of batch) {
