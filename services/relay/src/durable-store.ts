@@ -51,7 +51,7 @@ import {
 } from '@libertaria/protocol';
 import calculateSlot from 'cluster-key-slot';
 import type { RedisOptions } from 'ioredis';
-import { EncodedScript, type ScriptArg } from './encoded-script.js';
+import { EncodedScript, type ScriptArg, sendEncoded } from './encoded-script.js';
 import { presenceKey } from './presence.js';
 import { isCluster, type RedisClient } from './redis-connection.js';
 
@@ -1232,7 +1232,7 @@ export class DurableStore {
     // that instant would be read under its old position too: a duplicate the
     // client drops, never a loss.)
     const namedBytes = int(result[2]);
-    const read = this.redis.hmgetBuffer(d, ...members);
+    const read = sendEncoded(this.redis, 'hmget', [d, ...members], 'buffer') as Promise<Array<Buffer | null>>;
     if (onNamed !== undefined) {
       // Told once the read is on its way, so a read the listener starts goes to Redis after it.
       try {

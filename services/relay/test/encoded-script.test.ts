@@ -2,14 +2,15 @@
  * EncodedScript (the durable store's script requests written in one pass):
  * the bytes it writes are the bytes ioredis would write for the same
  * arguments, and against a real Redis it behaves as defineCommand does
- * (EVAL first on a connection, EVALSHA after, NOSCRIPT recovered).
+ * (EVAL first on a connection, EVALSHA after, NOSCRIPT recovered); and
+ * sendEncoded, the plain commands (the pump's HMGET) written the same way.
  */
 import assert from 'node:assert/strict';
 import { randomBytes, randomInt } from 'node:crypto';
 import { after, before, describe, it } from 'node:test';
 import { Command, Redis } from 'ioredis';
 import { type RedisHandle, startRedis } from '../../../test-support/redis.js';
-import { EncodedScript, encodeRequest, type ScriptArg } from '../src/encoded-script.js';
+import { EncodedScript, encodeRequest, type ScriptArg, sendEncoded } from '../src/encoded-script.js';
 
 /** What ioredis writes for `evalsha args…` (its own encoder: the reference). */
 function ioredisBytes(args: readonly ScriptArg[]): Buffer {
@@ -56,6 +57,18 @@ describe('encodeRequest', () => {
       const ours = encodeRequest('evalsha', args[0] as string, args, 1);
       assert.deepEqual(ours, ioredisBytes(args), `case ${n}`);
     }
+  });
+
+  it('writes an HMGET as ioredis does', () => {
+    const args: ScriptArg[] = [`lr:q:{${randomBytes(24).toString('hex')}}:d`];
+    for (let i = 0; i < 300; i++) args.push(randomBytes(40));
+    const command = new Command('hmget', [...args], { replyEncoding: null });
+    command.promise.catch(() => {});
+    const theirs = command.toWritable({});
+    assert.deepEqual(
+      encodeRequest('hmget', args[0] as string, args, 1),
+      Buffer.isBuffer(theirs) ? theirs : Buffer.from(theirs),
+    );
   });
 
   it('writes Uint8Array views at their offset, not their whole buffer', () => {
@@ -135,5 +148,45 @@ describe('EncodedScript against Redis', () => {
     await assert.rejects(failing.call(redis, ['why']), /NOPE why/);
     await assert.rejects(failing.call(redis, ['again']), /NOPE again/);
     assert.deepEqual(await echo.call(redis, ['k4', 'ok', 4]), ['ok', 4, 2]);
+  });
+});
+
+describe('sendEncoded against Redis', () => {
+  let server: RedisHandle;
+  let redis: Redis;
+  before(async () => {
+    server = await startRedis();
+    redis = new Redis(server.url, { enableAutoPipelining: false, lazyConnect: true });
+    await redis.connect();
+  });
+  after(async () => {
+    redis.disconnect();
+    await server.stop();
+  });
+
+  it('reads fields as Buffers or strings, absent ones as null, in the order asked', async () => {
+    const fields = Array.from({ length: 256 }, () => randomBytes(40));
+    const values = fields.map(() => randomBytes(randomInt(0, 2000)));
+    await redis.hset('h', ...fields.flatMap((f, i) => [f, values[i]!]));
+    const missing = randomBytes(40);
+    await redis.config('RESETSTAT');
+    const got = (await sendEncoded(
+      redis,
+      'hmget',
+      ['h', missing, ...fields, missing],
+      'buffer',
+    )) as Array<Buffer | null>;
+    assert.deepEqual(got, [null, ...values, null]);
+    assert.deepEqual(await sendEncoded(redis, 'hmget', ['h', fields[0]!]), [values[0]!.toString()]);
+    // Plain HMGETs, nothing else.
+    const info = await redis.info('commandstats');
+    assert.match(info, /cmdstat_hmget:calls=2,/);
+  });
+
+  it("rejects with Redis' error (a key of another type), and refuses a first argument that is not a key", async () => {
+    await redis.set('plain', 'x');
+    await assert.rejects(sendEncoded(redis, 'hmget', ['plain', 'f']), /WRONGTYPE/);
+    assert.throws(() => sendEncoded(redis, 'hmget', [Buffer.from('h'), 'f']), /first argument must be a key/);
+    assert.deepEqual(await sendEncoded(redis, 'hmget', ['h', 'nothing']), [null]);
   });
 });
