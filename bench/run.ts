@@ -600,6 +600,21 @@ function buildReport(
     return frames > 0 ? commands / frames : Number.NaN;
   };
   const cpuMedian = (key: string) => medianCpu(rows(key).map((r) => r.cpu));
+  /**
+   * CPU µs each process spent per frame (its CPU % over the trial / the
+   * trial's rate), median over trials. On this shared 2-core machine a
+   * neighbour's load moves the rates by ±15 % from run to run; the cost per
+   * frame moves far less, so it shows what a change did to each process.
+   */
+  const cpuPerFrame = (trials: ReadonlyArray<{ cpu: Record<string, number>; rate: number }>) => {
+    const out: Record<string, number> = {};
+    for (const n of new Set(trials.flatMap((t) => Object.keys(t.cpu)))) {
+      if (n === 'other' || n === 'softirq') continue;
+      const v = median(trials.map((t) => ((t.cpu[n] ?? 0) / 100) * (1e6 / t.rate)).filter(Number.isFinite));
+      if (v >= 0.05) out[n] = round(v, 2);
+    }
+    return out;
+  };
   const health = (key: string) => {
     const rs = rows(key);
     return {
@@ -727,6 +742,7 @@ function buildReport(
       ...rate('durable'),
       storeAckRate: summarize(durableRows.map((r) => r.storeAckRate)),
       cpu: cpuMedian('durable'),
+      cpuUsPerFrame: cpuPerFrame(rows('durable')),
       health: {
         ...health('durable'),
         gaps: durableRows.reduce((s, r) => s + r.gaps, 0),
@@ -746,6 +762,7 @@ function buildReport(
       firstDeliverMs: summarize(drainRows.map((r) => r.firstDeliverMs)),
       fillRate: summarize(drainRows.map((r) => r.fillRate)),
       cpu: medianCpu(drainRows.map((r) => r.cpu)),
+      cpuUsPerFrame: cpuPerFrame(drainRows.map((r) => ({ cpu: r.cpu, rate: r.drainRate }))),
       fillCpu: medianCpu(drainRows.map((r) => r.fillCpu)),
       health: {
         incompleteTrials: drainRows.filter((r) => !r.drained).length,
@@ -999,6 +1016,17 @@ function printTable(report: ReturnType<typeof buildReport>): void {
     Object.entries(cpu)
       .map(([k, v]) => `${k} ${v}%`)
       .join(', ');
+  /** µs of CPU per frame: relay A's in the median column, every process's in the notes. */
+  const cpuRow = (label: string, perFrame: Record<string, number>, trials: number): string[] => [
+    label,
+    perFrame['relayA'] === undefined ? 'n/a' : perFrame['relayA'].toFixed(2),
+    '',
+    'µs',
+    String(trials),
+    `median over trials of CPU % / rate: ${Object.entries(perFrame)
+      .map(([k, v]) => `${k} ${v.toFixed(2)}`)
+      .join(', ')}`,
+  ];
   const ms = (s: Summary) => `${s.median.toFixed(2)}`;
   const msRange = (s: Summary) => `${s.min.toFixed(2)}-${s.max.toFixed(2)}`;
   const rows: string[][] = [
@@ -1087,6 +1115,7 @@ function printTable(report: ReturnType<typeof buildReport>): void {
       `all commands Redis ran in the cross-node trials / frames delivered${Number.isFinite(report.ratios.crossNodeOverOneNode) ? `; 2 nodes / 1 node ${report.ratios.crossNodeOverOneNode.toFixed(2)}x` : ''}`,
     ],
     rateRow('durable e2e (send-store-deliver-ack)', f.durable, 'frames/s', cpuNote(f.durable.cpu)),
+    cpuRow('durable e2e: CPU per frame, relay A', f.durable.cpuUsPerFrame, f.durable.trials.length),
     rateRow(
       'Redis ceiling: RPUSH+PEXPIRE+LPOP per frame',
       f.redisCeiling,
@@ -1128,6 +1157,7 @@ function printTable(report: ReturnType<typeof buildReport>): void {
       String(f.drain.seconds.trials.length),
       `${human(f.drain.rate.median)} frames/s; ${cpuNote(f.drain.cpu)}`,
     ],
+    cpuRow('drain: CPU per frame, relay A', f.drain.cpuUsPerFrame, f.drain.seconds.trials.length),
     rateRow('durable store, recipient offline', f.drain.fillRate, 'frames/s', cpuNote(f.drain.fillCpu)),
   ];
   for (const [label, l] of [
