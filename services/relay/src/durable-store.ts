@@ -122,6 +122,27 @@ export interface NamedFrames {
   more: boolean;
 }
 
+/** What fetchWithin read. */
+export interface FetchedFrames {
+  /** The frames read, in position order. */
+  frames: StoredFrame[];
+  /** Frames follow `last`. */
+  more: boolean;
+  /**
+   * The position of the last frame Redis named (afterPosition when none).
+   * Frames named but gone when read (`vanished`) need no delivery: a reader
+   * continues after `last`, not after its last frame, or a read naming only
+   * such frames would be made again and again.
+   */
+  last: number;
+  /**
+   * Frames named that were gone when read: acknowledged or expired in
+   * between (harmless), or lost from Redis (an evicting maxmemory-policy
+   * removes the frames' hash; docs/deploy.md).
+   */
+  vanished: number;
+}
+
 export interface StoredFrame {
   position: number;
   messageId: Buffer;
@@ -1198,11 +1219,11 @@ export class DurableStore {
     maxBytes: number,
     nowMs: number = Date.now(),
     onNamed?: (named: NamedFrames) => void,
-  ): Promise<{ frames: StoredFrame[]; more: boolean }> {
+  ): Promise<FetchedFrames> {
     checkCount(afterPosition, 'afterPosition', 0);
     checkCount(limit, 'limit', 0);
     checkCount(maxBytes, 'maxBytes', 0);
-    if (limit === 0) return { frames: [], more: false };
+    if (limit === 0) return { frames: [], more: false, last: afterPosition, vanished: 0 };
     const [z, d, e, m, , s] = this.keys(dest);
     let result: unknown[] = [Code.AGAIN];
     // Each call purges at most READ_PURGE_BATCH expired frames; it says AGAIN
@@ -1223,7 +1244,7 @@ export class DurableStore {
     if (result[0] !== Code.OK) throw scriptError(int(result[0]), hintToHex(dest));
     const count = (result.length - 3) / 2;
     const more = int(result[1]) === 1;
-    if (count === 0) return { frames: [], more };
+    if (count === 0) return { frames: [], more, last: afterPosition, vanished: 0 };
     const members: Buffer[] = new Array(count);
     for (let k = 0; k < count; k++) members[k] = buf(result[4 + 2 * k]);
     // The frames, read with a plain command (see FETCH_LUA). A frame
@@ -1276,7 +1297,7 @@ export class DurableStore {
       this.redis.hdel(m, 'largest').catch(() => {});
     }
     if (undated.length > 0) await this.dateFromExpiry(e, undated, nowMs);
-    return { frames, more };
+    return { frames, more, last: int(result[1 + 2 * count]), vanished: count - frames.length };
   }
 
   /**

@@ -42,6 +42,7 @@ export class RelayMetrics {
   readonly durableQueueDepth: FastHistogram;
   readonly durableStoreSeconds: FastHistogram;
   readonly durableDeliveryAge: FastHistogram;
+  readonly durableVanished: Counter;
   readonly remoteForwardSeconds: Histogram;
   readonly prekeyPublishes: Counter<'result'>;
   readonly prekeyFetches: Counter<'result'>;
@@ -268,6 +269,11 @@ export class RelayMetrics {
       name: 'relay_durable_delivery_age_seconds',
       help: 'How long each durable frame waited in its queue, from store to being written to the recipient (redeliveries after a reconnect count again)',
       buckets: [0.01, 0.1, 1, 10, 60, 600, 3600, 21600, 86400, 604800, 2592000],
+      registers: r,
+    });
+    this.durableVanished = new Counter({
+      name: 'relay_durable_vanished_frames_total',
+      help: 'Frames a delivery read found named in a queue but gone from its hash: acknowledged or expired in between (a few are normal), or lost (a Redis whose maxmemory-policy evicts keys); delivery continues after them',
       registers: r,
     });
     this.remoteForwardSeconds = new Histogram({

@@ -79,7 +79,7 @@ import {
 } from '@libertaria/protocol';
 import { addressKey, type Charge, isOomError, type Refusal } from './budgets.js';
 import { type Admission, OOM_REFUSAL } from './durable-admission.js';
-import type { DurableStore, EnqueueResult, NamedFrames } from './durable-store.js';
+import type { DurableStore, EnqueueResult, FetchedFrames, NamedFrames } from './durable-store.js';
 import type { ConnectionGate, SendHost } from './membrane/enforcer.js';
 import { type MembraneRequestFrame, MembraneRequests, type RequestHost } from './membrane/requests.js';
 import type { AuthFailureReason } from './metrics.js';
@@ -1509,6 +1509,14 @@ export class PeerConnection implements TransportSink, SendHost, RequestHost {
             this.ackCredit++;
             this.ctx.metrics.durableDeliveryAge.observe(Math.max(0, nowMs - item.storedAtMs) / 1000);
           }
+          // Frames Redis named but that were gone when read (acknowledged or
+          // expired meanwhile, or lost to an evicting Redis) need no delivery:
+          // the cursor passes them, or a read that names only such frames
+          // would be made again forever and the frames after them never
+          // delivered. (A store that does not tell `last`: test doubles.)
+          const { last, vanished } = fetched as Partial<FetchedFrames>;
+          if (vanished) this.ctx.metrics.durableVanished.inc(vanished);
+          if (last !== undefined && (last > this.cursor || (batch.length === 0 && last < after))) this.cursor = last;
           if (!more) break;
         }
       } while (this.pumpAgain);

@@ -196,6 +196,36 @@ describe('DurableStore', () => {
     assert.deepEqual(positions(await s.fetchWithin(dest, 5, 3, size)), { positions: [], more: false });
   });
 
+  it('says which position a read named last, and how many named frames were gone when read', async () => {
+    const s = store();
+    const dest = hint();
+    const ids = Array.from({ length: 6 }, messageId);
+    for (const id of ids) await s.enqueue(dest, id, deliver(dest, id), 0);
+    const summary = (r: Awaited<ReturnType<DurableStore['fetchWithin']>>) => ({
+      positions: r.frames.map((f) => f.position),
+      more: r.more,
+      last: r.last,
+      vanished: r.vanished,
+    });
+    assert.deepEqual(summary(await s.fetchWithin(dest, 0, 4, 0)), {
+      positions: [1, 2, 3, 4],
+      more: true,
+      last: 4,
+      vanished: 0,
+    });
+    assert.deepEqual(summary(await s.fetchWithin(dest, 6, 4, 0)), { positions: [], more: false, last: 6, vanished: 0 });
+    // Frames 3 and 4 lost from the frames hash (what an evicting Redis does to the whole hash), still indexed.
+    const d = s.keys(dest)[1];
+    await redis.hdel(d, Buffer.concat([SOURCE, ids[2]!]), Buffer.concat([SOURCE, ids[3]!]));
+    assert.deepEqual(summary(await s.fetchWithin(dest, 2, 2, 0)), { positions: [], more: true, last: 4, vanished: 2 });
+    assert.deepEqual(summary(await s.fetchWithin(dest, 0, 10, 0)), {
+      positions: [1, 2, 5, 6],
+      more: false,
+      last: 6,
+      vanished: 2,
+    });
+  });
+
   it('looks at frame sizes only when the largest queued frame could break the byte limit, and stays exact around one', async () => {
     const s = store();
     const dest = hint();

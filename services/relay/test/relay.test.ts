@@ -55,7 +55,15 @@ async function eventually(redisUrl: string, check: (r: Redis) => Promise<boolean
 }
 
 /** The durable queue's keys of a recipient (services/relay/src/durable-store.ts, default prefix). */
-const queueKey = (id: Ed25519Identity, key: 'z' | 's') => `lr:q:{${Buffer.from(id.hint).toString('hex')}}:${key}`;
+const queueKey = (id: Ed25519Identity, key: 'z' | 'd' | 's') => `lr:q:{${Buffer.from(id.hint).toString('hex')}}:${key}`;
+
+/** Script calls Redis ran so far (INFO commandstats: EVAL and EVALSHA). */
+async function scriptCalls(r: Redis): Promise<number> {
+  const info = await r.info('commandstats');
+  let calls = 0;
+  for (const m of info.matchAll(/cmdstat_eval(?:sha)?:calls=(\d+)/g)) calls += Number(m[1]);
+  return calls;
+}
 
 async function resumed(url: string, id: Ed25519Identity, lastAcked = 0): Promise<RawPeer> {
   const p = await RawPeer.connect(url);
@@ -181,6 +189,36 @@ describe('relay nodes on one Redis', () => {
     const bob = track(await resumed(b.wsUrl, bobId));
     await bob.next('DELIVER');
     await assert.rejects(bob.next('DELIVER', 500), /timed out/);
+  });
+
+  it('skips frames that vanished from Redis (an evicting Redis) instead of reading them again forever, and delivers what follows', async () => {
+    const alice = await peer(a.tcpUrl);
+    track(alice.p);
+    const bobId = Ed25519Identity.generate();
+    // More lost frames than one read names (256), then one that is still there.
+    const lost = 300;
+    for (let i = 0; i < lost; i++) alice.p.send(sendFrame(alice.id, bobId, text(`lost${i}`), true));
+    for (let i = 0; i < lost; i++) await alice.p.next('ACK');
+    const r = new Redis(redis.url);
+    try {
+      // What a Redis with an evicting maxmemory-policy does to the largest key: the frames go, the index stays.
+      assert.equal(await r.del(queueKey(bobId, 'd')), 1);
+      alice.p.send(sendFrame(alice.id, bobId, text('kept'), true));
+      assert.equal((await alice.p.next('ACK')).position, lost + 1);
+      const fetchesBefore = await scriptCalls(r);
+      const bob = track(await resumed(b.wsUrl, bobId));
+      const d = await bob.next('DELIVER', 10_000);
+      assert.equal(Buffer.from(d.payload).toString(), 'kept');
+      assert.equal(d.position, lost + 1);
+      // And the pump stopped reading: a handful of script calls, not a loop.
+      await new Promise((done) => setTimeout(done, 500));
+      const calls = (await scriptCalls(r)) - fetchesBefore;
+      assert.ok(calls < 20, `${calls} script calls to read ${lost + 1} frames`);
+      const metrics = await (await fetch(`${b.adminUrl}/metrics`)).text();
+      assert.match(metrics, new RegExp(`relay_durable_vanished_frames_total\\{[^}]*\\} ${lost}\n`));
+    } finally {
+      r.disconnect();
+    }
   });
 
   it('delivers two senders’ durable frames that share a message id, each at its own position', async () => {
