@@ -40,6 +40,7 @@
 
 import { hintToHex } from '@libertaria/identity';
 import {
+  bytesEqualAt,
   HINT_SIZE,
   ID_SIZE,
   LibertariaError,
@@ -1419,13 +1420,13 @@ export class DurableStore {
     }
     // The frame must be the DELIVER for this (dest, messageId): fetch writes
     // its position into it, and a mix-up here would deliver to the wrong peer.
-    // (compare with offsets: no views allocated per frame.)
+    // (compared in place: no views allocated per frame.)
     const destHex = hintToHex(dest); // throws INVALID_HINT for a dest that is no hint
     const bytes = asBuffer(frame);
     if (
       bytes.length < MIN_ROUTED_FRAME_SIZE ||
-      bytes.compare(dest, 0, HINT_SIZE, RoutedAt.DEST, RoutedAt.DEST + HINT_SIZE) !== 0 ||
-      bytes.compare(messageId, 0, ID_SIZE, RoutedAt.MESSAGE_ID, RoutedAt.MESSAGE_ID + ID_SIZE) !== 0
+      !bytesEqualAt(bytes, RoutedAt.DEST, dest, 0, HINT_SIZE) ||
+      !bytesEqualAt(bytes, RoutedAt.MESSAGE_ID, messageId, 0, ID_SIZE)
     ) {
       throw new RelayError('BAD_FIELD', 'frame is not a DELIVER frame for this dest and messageId');
     }

@@ -46,6 +46,7 @@ import {
 } from '@libertaria/identity';
 import { canonicalDid } from '@libertaria/membrane';
 import {
+  bytesEqualAt,
   type CodecOptions,
   checkRoutedFrame,
   decodeFrame,
@@ -1054,8 +1055,8 @@ export class PeerConnection implements TransportSink, SendHost, RequestHost {
       return this.onProtocolError(err as ProtocolError);
     }
     const flags = routedFlags(frame);
-    // compare, not a view and equals: nothing allocated for the common case.
-    if (frame.compare(this.hint!, 0, HINT_SIZE, RoutedAt.SOURCE, RoutedAt.SOURCE + HINT_SIZE) !== 0) {
+    // Compared in place: no view allocated for the common case.
+    if (!bytesEqualAt(frame, RoutedAt.SOURCE, this.hint!, 0, HINT_SIZE)) {
       this.ctx.metrics.drop('source_mismatch');
       return this.nack(frame, 'SOURCE_MISMATCH', 'source hint is not your own');
     }
