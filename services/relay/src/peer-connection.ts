@@ -1486,6 +1486,14 @@ export class PeerConnection implements TransportSink, SendHost, RequestHost {
           const fetched = await current.read;
           const { frames: batch, more } = fetched;
           if (this.state !== 'open') return;
+          if (this.cursor !== after) {
+            // A RESUME moved the cursor while this batch was read (a peer may
+            // RESUME again on an open connection, and a queue found restarted
+            // sets it to 0): the batch, and any read ahead, are for the old
+            // place; writing them would skip the frames in between.
+            dropAhead();
+            continue;
+          }
           if (batch.length > 0 && batch[0]!.position <= after) {
             // The queue expired entirely and restarted at 1 (the store reads
             // from the start when asked past its last position): follow it.
@@ -1497,7 +1505,7 @@ export class PeerConnection implements TransportSink, SendHost, RequestHost {
             // them): start it now, its room leaving out this batch, not yet written.
             let bytes = 0;
             for (const item of batch) bytes += item.frame.length;
-            startAhead(batch[batch.length - 1]!.position, bytes);
+            startAhead((fetched as Partial<FetchedFrames>).last ?? batch[batch.length - 1]!.position, bytes);
           }
           const nowMs = Date.now();
           for (const item of batch) {

@@ -204,7 +204,8 @@ describe('durable delivery pumps of one node', () => {
             await tick();
           }
           open--;
-          return { frames, more: last < total };
+          // A store that tells the names tells the last one named too, as DurableStore does.
+          return tellsNames ? { frames, more: last < total, last, vanished: 0 } : { frames, more: last < total };
         },
       };
       const ctx = context(store, loadRelayConfig({ RELAY_SEND_QUEUE_BYTES: String(budget) }));
@@ -246,4 +247,113 @@ describe('durable delivery pumps of one node', () => {
       conn.onClose();
     });
   }
+
+  /** A queue of `total` small DELIVER frames at positions 1…total, as StoredFrames. */
+  function smallQueue(total: number): StoredFrame[] {
+    const queue: StoredFrame[] = [];
+    for (let position = 1; position <= total; position++) {
+      const messageId = new Uint8Array(16);
+      new DataView(messageId.buffer).setUint32(0, position);
+      const frame = Buffer.from(
+        encodeFrame({
+          type: 'DELIVER',
+          dest: new Uint8Array(24).fill(1),
+          source: new Uint8Array(24).fill(2),
+          sessionId: new Uint8Array(16),
+          messageId,
+          flags: SendFlags.DURABLE,
+          ttl: 0,
+          position,
+          payload: new Uint8Array(10),
+        }),
+      );
+      queue.push({ position, messageId: Buffer.from(messageId), frame, storedAtMs: Date.now() });
+    }
+    return queue;
+  }
+
+  /** A store over `queue` as DurableStore reads it: names `limit` positions, returns those not `gone`. */
+  function namingStore(queue: StoredFrame[], gone: (position: number) => boolean, reads: number[]) {
+    return {
+      ackUpTo: async () => ({ removed: 0, restarted: false }),
+      fetchWithin: async (
+        _hint: Uint8Array,
+        after: number,
+        limit: number,
+        _maxBytes: number,
+        _nowMs?: number,
+        onNamed?: (named: NamedFrames) => void,
+      ) => {
+        reads.push(after);
+        // As Redis does: the names a round trip after the call, the frames a round trip later.
+        await tick();
+        const named = queue.filter((q) => q.position > after).slice(0, limit);
+        const last = named.at(-1)?.position ?? after;
+        const more = last < queue.length;
+        onNamed?.({ last, bytes: named.length * queue[0]!.frame.length, more });
+        await tick();
+        const frames = named.filter((q) => !gone(q.position)).map((q) => ({ ...q, frame: Buffer.from(q.frame) }));
+        return { frames, more, last, vanished: named.length - frames.length };
+      },
+    };
+  }
+
+  it('passes frames Redis named but no longer holds, and delivers the rest once, in order', async () => {
+    const total = 1200;
+    // Whole reads of gone frames (256 named, none read) and a partly gone one.
+    const gone = (p: number) => (p > 100 && p <= 700) || p === 1200;
+    const reads: number[] = [];
+    const transport = new FakeTransport();
+    const ctx = context(namingStore(smallQueue(total), gone, reads));
+    const conn = await openConnection(ctx, transport);
+    try {
+      conn.onFrame(Buffer.from(encodeFrame({ type: 'RESUME', lastAcked: 0 })));
+      const expected = Array.from({ length: total }, (_, i) => i + 1).filter((p) => !gone(p));
+      const positions = () =>
+        transport.out.filter((f) => f.type === 'DELIVER').map((f) => (f.type === 'DELIVER' ? f.position : 0));
+      for (let round = 0; round < 400 && positions().length < expected.length && reads.length < 100; round++) {
+        await tick();
+      }
+      // A pump that read the gone frames again would still be reading.
+      for (let round = 0; round < 10; round++) await tick();
+      assert.deepEqual(positions(), expected);
+      assert.ok(reads.length <= 8, `${reads.length} reads for ${total} frames`);
+      const metrics = await ctx.metrics.registry.metrics();
+      assert.match(metrics, /relay_durable_vanished_frames_total\{[^}]*\} 601\n/);
+    } finally {
+      conn.onClose();
+    }
+  });
+
+  it('reads again from where a RESUME during a read put the cursor, skipping nothing', async () => {
+    const total = 600;
+    const reads: number[] = [];
+    const queue = smallQueue(total);
+    const transport = new FakeTransport();
+    const ctx = context(namingStore(queue, () => false, reads));
+    const conn = await openConnection(ctx, transport);
+    const delivered = (from = 0) =>
+      transport.out
+        .slice(from)
+        .filter((f) => f.type === 'DELIVER')
+        .map((f) => (f.type === 'DELIVER' ? f.position : 0));
+    conn.onFrame(Buffer.from(encodeFrame({ type: 'RESUME', lastAcked: 0 })));
+    for (let round = 0; round < 200 && delivered().length < total; round++) await tick();
+    assert.equal(delivered().length, total);
+    // 100 more frames stored; one announced out of order starts a read after 600, and while it is
+    // in flight the peer RESUMEs from 100 on the same connection.
+    queue.push(...smallQueue(total + 100).slice(total));
+    const before = transport.out.length;
+    const readsBefore = reads.length;
+    conn.offerDurable(queue.at(-1)!.frame, total + 100);
+    assert.equal(reads.length, readsBefore + 1, 'a read is in flight');
+    conn.onFrame(Buffer.from(encodeFrame({ type: 'RESUME', lastAcked: 100 })));
+    for (let round = 0; round < 200 && delivered(before).length < total; round++) await tick();
+    assert.deepEqual(
+      delivered(before),
+      Array.from({ length: total }, (_, i) => 101 + i),
+      'every frame after the RESUME position, once, in order',
+    );
+    conn.onClose();
+  });
 });
