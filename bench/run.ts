@@ -609,7 +609,8 @@ function buildReport(
   const cpuPerFrame = (trials: ReadonlyArray<{ cpu: Record<string, number>; rate: number }>) => {
     const out: Record<string, number> = {};
     for (const n of new Set(trials.flatMap((t) => Object.keys(t.cpu)))) {
-      if (n === 'other' || n === 'softirq') continue;
+      // Machine-wide shares, not a process's work.
+      if (n === 'other' || n === 'softirq' || n === 'steal') continue;
       const v = median(trials.map((t) => ((t.cpu[n] ?? 0) / 100) * (1e6 / t.rate)).filter(Number.isFinite));
       if (v >= 0.05) out[n] = round(v, 2);
     }

@@ -267,6 +267,24 @@ local function purge(z, d, e, m, s, now, budget)
   uncount(z, s, ids, sizes)
   return n
 end
+-- The last position issued: m.seq (given as read), or, when m is gone while
+-- the queue's index is not, the highest position in z (and x, when given).
+-- m outlives z and x (PEXPIREAT below), so a queue that expired has neither
+-- and starts again at 1; but a Redis that evicts keys may drop m alone, and
+-- positions issued from 0 again would collide with queued ones while every
+-- reader's cursor looked beyond the queue (a pump then read from the start
+-- forever).
+local function lastIssued(z, x, seq)
+  if seq then return tonumber(seq) end
+  local top = 0
+  local zt = redis.call('ZRANGE', z, -1, -1, 'WITHSCORES')
+  if zt[2] then top = tonumber(zt[2]) end
+  if x then
+    local xt = redis.call('ZRANGE', x, -1, -1, 'WITHSCORES')
+    if xt[2] and tonumber(xt[2]) > top then top = tonumber(xt[2]) end
+  end
+  return top
+end
 -- A purge that used its whole budget may have left expired frames behind.
 local function expiredLeft(e, now, purged, budget)
   return purged == budget and redis.call('ZCOUNT', e, '-inf', now) > 0
@@ -403,7 +421,7 @@ if #absent > 0 then
   end
 end
 local meta = redis.call('HMGET', m, 'seq', 'bytes', 'largest')
-local seq, bytes = tonumber(meta[1] or '0'), tonumber(meta[2] or '0')
+local seq, bytes = lastIssued(z, x, meta[1]), tonumber(meta[2] or '0')
 local bytesBefore = bytes
 -- The largest frame stored since the queue was last empty: no queued frame
 -- is larger (frames are never rewritten), so fetch may skip their sizes.
@@ -574,7 +592,7 @@ if expiredLeft(e, now, purge(z, d, e, m, s, now, budget), budget) then return {4
 
 local meta = redis.call('HMGET', m, 'seq', 'largest')
 local after = ARGV[1]
-if tonumber(after) > tonumber(meta[1] or '0') then after = '0' end
+if tonumber(after) > lastIssued(z, nil, meta[1]) then after = '0' end
 local limit = tonumber(ARGV[2])
 local maxBytes = tonumber(ARGV[5] or '0')
 -- No queued frame is larger than m.largest (enqueue keeps it): when limit
@@ -692,7 +710,7 @@ const ACK_UP_TO_LUA = `--[[
 ${COMMON_LUA}
 local z, d, e, m, x, s = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local batch = tonumber(ARGV[2])
-if tonumber(ARGV[1]) > tonumber(redis.call('HGET', m, 'seq') or '0') then return {0, 0, 1} end
+if tonumber(ARGV[1]) > lastIssued(z, x, redis.call('HGET', m, 'seq')) then return {0, 0, 1} end
 local rows = redis.call('ZRANGEBYSCORE', z, '-inf', ARGV[1], 'WITHSCORES', 'LIMIT', 0, batch)
 local n = #rows / 2
 if n == 0 then return {0, 0} end

@@ -226,6 +226,30 @@ describe('DurableStore', () => {
     });
   });
 
+  it('keeps issuing positions after the highest one queued or acknowledged when m is lost, and reads on from a cursor', async () => {
+    const s = store();
+    const dest = hint();
+    const ids = Array.from({ length: 5 }, messageId);
+    for (const id of ids) await s.enqueue(dest, id, deliver(dest, id), 0);
+    assert.equal(await s.ackMany(dest, [{ messageId: ids[4]!, position: 5 }]), 1);
+    // What a Redis that evicts keys may do: m goes, z, d, e and x stay.
+    await redis.del(s.keys(dest)[3]);
+    // Reads from a cursor inside the queue go on from there (not from 1 again, as for a queue that expired).
+    assert.deepEqual(
+      (await s.fetch(dest, 2, 10)).map((f) => f.position),
+      [3, 4],
+    );
+    // New frames take positions after every one issued, the acknowledged 5 included.
+    const next = messageId();
+    assert.equal((await s.enqueue(dest, next, deliver(dest, next), 0)).position, 6);
+    // RESUME within the queue is no restart.
+    assert.deepEqual(await s.ackUpTo(dest, 3), { removed: 3, restarted: false });
+    assert.deepEqual(
+      (await s.fetch(dest, 3, 10)).map((f) => f.position),
+      [4, 6],
+    );
+  });
+
   it('looks at frame sizes only when the largest queued frame could break the byte limit, and stays exact around one', async () => {
     const s = store();
     const dest = hint();
