@@ -268,21 +268,21 @@ local function purge(z, d, e, m, s, now, budget)
   return n
 end
 -- The last position issued: m.seq (given as read), or, when m is gone while
--- the queue's index is not, the highest position in z (and x, when given).
--- m outlives z and x (PEXPIREAT below), so a queue that expired has neither
--- and starts again at 1; but a Redis that evicts keys may drop m alone, and
--- positions issued from 0 again would collide with queued ones while every
--- reader's cursor looked beyond the queue (a pump then read from the start
--- forever).
+-- the queue's index is not, the highest position in z and x. m outlives z
+-- and expires with x (PEXPIREAT in enqueue), so a queue that expired has
+-- neither and starts again at 1; but a Redis that evicts keys may drop m
+-- alone, and positions issued from 0 again would collide with queued ones
+-- while every reader's cursor looked beyond the queue (a pump then read from
+-- the start forever). Callers read it before purging: the purge may remove
+-- the highest positions. (Positions whose frames expired and were purged
+-- before m was lost are not seen: see docs/durable-queue.md.)
 local function lastIssued(z, x, seq)
   if seq then return tonumber(seq) end
   local top = 0
   local zt = redis.call('ZRANGE', z, -1, -1, 'WITHSCORES')
   if zt[2] then top = tonumber(zt[2]) end
-  if x then
-    local xt = redis.call('ZRANGE', x, -1, -1, 'WITHSCORES')
-    if xt[2] and tonumber(xt[2]) > top then top = tonumber(xt[2]) end
-  end
+  local xt = redis.call('ZRANGE', x, -1, -1, 'WITHSCORES')
+  if xt[2] and tonumber(xt[2]) > top then top = tonumber(xt[2]) end
   return top
 end
 -- A purge that used its whole budget may have left expired frames behind.
@@ -382,6 +382,8 @@ local now = ARGV[1]
 local maxFrames, maxBytes = tonumber(ARGV[2]), tonumber(ARGV[3])
 local retention, budget = tonumber(ARGV[4]), tonumber(ARGV[5])
 local maxSenderFrames, maxSenderBytes = tonumber(ARGV[6]), tonumber(ARGV[7])
+-- Before the purge, which may remove the highest positions issued (lastIssued).
+local issued = lastIssued(z, x, redis.call('HGET', m, 'seq'))
 local purged = purge(z, d, e, m, s, now, budget)
 -- The frame keys (and s) expire on their own when every frame has
 -- (PEXPIREAT below) while m outlives them: no frames left means no bytes
@@ -421,7 +423,7 @@ if #absent > 0 then
   end
 end
 local meta = redis.call('HMGET', m, 'seq', 'bytes', 'largest')
-local seq, bytes = lastIssued(z, x, meta[1]), tonumber(meta[2] or '0')
+local seq, bytes = issued, tonumber(meta[2] or '0')
 local bytesBefore = bytes
 -- The largest frame stored since the queue was last empty: no queued frame
 -- is larger (frames are never rewritten), so fetch may skip their sizes.
@@ -566,7 +568,7 @@ const FETCH_LUA = `--[[
   bytes the largest cost of a drain; a plain HMGET writes them to the
   reply once.
   Input:
-    KEYS[1] z, KEYS[2] d, KEYS[3] e, KEYS[4] m, KEYS[5] s   (as in enqueue)
+    KEYS[1] z, KEYS[2] d, KEYS[3] e, KEYS[4] m, KEYS[5] s, KEYS[6] x   (as in enqueue)
     ARGV[1] afterPosition
     ARGV[2] limit (>= 1)
     ARGV[3] nowMs
@@ -585,14 +587,16 @@ const FETCH_LUA = `--[[
   everything stored now is new to it and is read from the start.
 ]]
 ${COMMON_LUA}
-local z, d, e, m, s = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local z, d, e, m, s, x = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local now = ARGV[3]
 local budget = tonumber(ARGV[4])
+-- Read before the purge, which may remove the highest positions issued (lastIssued).
+local meta = redis.call('HMGET', m, 'seq', 'largest')
+local issued = lastIssued(z, x, meta[1])
 if expiredLeft(e, now, purge(z, d, e, m, s, now, budget), budget) then return {4} end
 
-local meta = redis.call('HMGET', m, 'seq', 'largest')
 local after = ARGV[1]
-if tonumber(after) > lastIssued(z, nil, meta[1]) then after = '0' end
+if tonumber(after) > issued then after = '0' end
 local limit = tonumber(ARGV[2])
 local maxBytes = tonumber(ARGV[5] or '0')
 -- No queued frame is larger than m.largest (enqueue keeps it): when limit
@@ -756,7 +760,7 @@ return {0, frames, tonumber(redis.call('HGET', m, 'bytes') or '0')}
 // encoding made a visible share of the relay's CPU.
 const SCRIPT = {
   enqueue: new EncodedScript(ENQUEUE_LUA, 7),
-  fetch: new EncodedScript(FETCH_LUA, 5),
+  fetch: new EncodedScript(FETCH_LUA, 6),
   ack: new EncodedScript(ACK_LUA, 6),
   ackUpTo: new EncodedScript(ACK_UP_TO_LUA, 6),
   depth: new EncodedScript(DEPTH_LUA, 5),
@@ -1243,7 +1247,7 @@ export class DurableStore {
     checkCount(limit, 'limit', 0);
     checkCount(maxBytes, 'maxBytes', 0);
     if (limit === 0) return { frames: [], more: false, last: afterPosition, vanished: 0 };
-    const [z, d, e, m, , s] = this.keys(dest);
+    const [z, d, e, m, x, s] = this.keys(dest);
     let result: unknown[] = [Code.AGAIN];
     // Each call purges at most READ_PURGE_BATCH expired frames; it says AGAIN
     // until none is left, so the frames finally read are all unexpired.
@@ -1252,7 +1256,7 @@ export class DurableStore {
         result = reply(
           await SCRIPT.fetch.call(
             this.redis,
-            [z, d, e, m, s, afterPosition, limit, nowMs, READ_PURGE_BATCH, maxBytes],
+            [z, d, e, m, s, x, afterPosition, limit, nowMs, READ_PURGE_BATCH, maxBytes],
             'buffer',
           ),
         );

@@ -234,11 +234,13 @@ describe('DurableStore', () => {
     assert.equal(await s.ackMany(dest, [{ messageId: ids[4]!, position: 5 }]), 1);
     // What a Redis that evicts keys may do: m goes, z, d, e and x stay.
     await redis.del(s.keys(dest)[3]);
-    // Reads from a cursor inside the queue go on from there (not from 1 again, as for a queue that expired).
+    // Reads from a cursor inside the queue go on from there (not from 1 again, as for a queue that
+    // expired), also from the acknowledged 5, above every frame still queued.
     assert.deepEqual(
       (await s.fetch(dest, 2, 10)).map((f) => f.position),
       [3, 4],
     );
+    assert.deepEqual(await s.fetch(dest, 5, 10), []);
     // New frames take positions after every one issued, the acknowledged 5 included.
     const next = messageId();
     assert.equal((await s.enqueue(dest, next, deliver(dest, next), 0)).position, 6);
@@ -248,6 +250,20 @@ describe('DurableStore', () => {
       (await s.fetch(dest, 3, 10)).map((f) => f.position),
       [4, 6],
     );
+  });
+
+  it('counts a top frame that expired, not yet purged, as issued when m is lost', async () => {
+    const s = store();
+    const dest = hint();
+    const now = Date.now();
+    const ids = Array.from({ length: 3 }, messageId);
+    await s.enqueue(dest, ids[0]!, deliver(dest, ids[0]!), 0, now);
+    await s.enqueue(dest, ids[1]!, deliver(dest, ids[1]!), 0, now);
+    assert.equal((await s.enqueue(dest, ids[2]!, deliver(dest, ids[2]!), 1, now)).position, 3);
+    await redis.del(s.keys(dest)[3]);
+    // Two seconds on, position 3 has expired; the enqueue purges it, and must not issue 3 again.
+    const next = messageId();
+    assert.equal((await s.enqueue(dest, next, deliver(dest, next), 0, now + 2000)).position, 4);
   });
 
   it('looks at frame sizes only when the largest queued frame could break the byte limit, and stays exact around one', async () => {
