@@ -79,7 +79,7 @@ describe('encodeRequest', () => {
   });
 });
 
-describe('EncodedScript against Redis', () => {
+describe('EncodedScript and sendEncoded against Redis', () => {
   let server: RedisHandle;
   let redis: Redis;
   before(async () => {
@@ -148,20 +148,6 @@ describe('EncodedScript against Redis', () => {
     await assert.rejects(failing.call(redis, ['why']), /NOPE why/);
     await assert.rejects(failing.call(redis, ['again']), /NOPE again/);
     assert.deepEqual(await echo.call(redis, ['k4', 'ok', 4]), ['ok', 4, 2]);
-  });
-});
-
-describe('sendEncoded against Redis', () => {
-  let server: RedisHandle;
-  let redis: Redis;
-  before(async () => {
-    server = await startRedis();
-    redis = new Redis(server.url, { enableAutoPipelining: false, lazyConnect: true });
-    await redis.connect();
-  });
-  after(async () => {
-    redis.disconnect();
-    await server.stop();
   });
 
   it('reads fields as Buffers or strings, absent ones as null, in the order asked', async () => {

@@ -98,6 +98,30 @@ async function openConnection(
   return conn;
 }
 
+/** A queue of `total` small DELIVER frames at positions 1…total, as StoredFrames. */
+function smallQueue(total: number, payloadBytes = 10): StoredFrame[] {
+  const queue: StoredFrame[] = [];
+  for (let position = 1; position <= total; position++) {
+    const messageId = new Uint8Array(16);
+    new DataView(messageId.buffer).setUint32(0, position);
+    const frame = Buffer.from(
+      encodeFrame({
+        type: 'DELIVER',
+        dest: new Uint8Array(24).fill(1),
+        source: new Uint8Array(24).fill(2),
+        sessionId: new Uint8Array(16),
+        messageId,
+        flags: SendFlags.DURABLE,
+        ttl: 0,
+        position,
+        payload: new Uint8Array(payloadBytes),
+      }),
+    );
+    queue.push({ position, messageId: Buffer.from(messageId), frame, storedAtMs: Date.now() });
+  }
+  return queue;
+}
+
 describe('durable delivery pumps of one node', () => {
   it(`read at most ${PUMP_FETCH_BYTES} bytes per fetch and at most ${PUMP_FETCH_CONCURRENCY} fetches at once`, async () => {
     let inFlight = 0;
@@ -150,25 +174,7 @@ describe('durable delivery pumps of one node', () => {
       // the budget, so reads ahead are taken) larger than the budget (so the
       // pump pauses, and drops a read ahead, several times).
       const total = 3000;
-      const queue: StoredFrame[] = [];
-      for (let position = 1; position <= total; position++) {
-        const messageId = new Uint8Array(16);
-        new DataView(messageId.buffer).setUint32(0, position);
-        const frame = Buffer.from(
-          encodeFrame({
-            type: 'DELIVER',
-            dest: new Uint8Array(24).fill(1),
-            source: new Uint8Array(24).fill(2),
-            sessionId: new Uint8Array(16),
-            messageId,
-            flags: SendFlags.DURABLE,
-            ttl: 0,
-            position,
-            payload: new Uint8Array(100),
-          }),
-        );
-        queue.push({ position, messageId: Buffer.from(messageId), frame, storedAtMs: Date.now() });
-      }
+      const queue = smallQueue(total, 100);
       const budget = 4 * 65536;
       const transport = new HoldingTransport();
       const delivered = (): number => transport.out.filter((f) => f.type === 'DELIVER').length;
@@ -246,30 +252,6 @@ describe('durable delivery pumps of one node', () => {
       );
       conn.onClose();
     });
-  }
-
-  /** A queue of `total` small DELIVER frames at positions 1…total, as StoredFrames. */
-  function smallQueue(total: number): StoredFrame[] {
-    const queue: StoredFrame[] = [];
-    for (let position = 1; position <= total; position++) {
-      const messageId = new Uint8Array(16);
-      new DataView(messageId.buffer).setUint32(0, position);
-      const frame = Buffer.from(
-        encodeFrame({
-          type: 'DELIVER',
-          dest: new Uint8Array(24).fill(1),
-          source: new Uint8Array(24).fill(2),
-          sessionId: new Uint8Array(16),
-          messageId,
-          flags: SendFlags.DURABLE,
-          ttl: 0,
-          position,
-          payload: new Uint8Array(10),
-        }),
-      );
-      queue.push({ position, messageId: Buffer.from(messageId), frame, storedAtMs: Date.now() });
-    }
-    return queue;
   }
 
   /** A store over `queue` as DurableStore reads it: names `limit` positions, returns those not `gone`. */
