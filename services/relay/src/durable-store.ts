@@ -568,7 +568,7 @@ const FETCH_LUA = `--[[
   bytes the largest cost of a drain; a plain HMGET writes them to the
   reply once.
   Input:
-    KEYS[1] z, KEYS[2] d, KEYS[3] e, KEYS[4] m, KEYS[5] s, KEYS[6] x   (as in enqueue)
+    KEYS[1] z, KEYS[2] d, KEYS[3] e, KEYS[4] m, KEYS[5] s, KEYS[6] x   (enqueue's keys, in this order)
     ARGV[1] afterPosition
     ARGV[2] limit (>= 1)
     ARGV[3] nowMs

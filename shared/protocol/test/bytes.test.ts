@@ -23,11 +23,15 @@ describe('bytesEqualAt', () => {
     }
   });
 
-  it('is false for a range past either array, and true for an empty range inside both', () => {
+  it('is false for a range past either array or a length that is no count, and true for an empty range inside both', () => {
     const a = new Uint8Array([1, 2, 3]);
     assert.equal(bytesEqualAt(a, 1, a, 1, 2), true);
     assert.equal(bytesEqualAt(a, 2, a, 2, 2), false);
     assert.equal(bytesEqualAt(a, -1, a, 0, 1), false);
     assert.equal(bytesEqualAt(a, 3, new Uint8Array(0), 0, 0), true);
+    // No silent "equal" for a length or offset that is no count.
+    assert.equal(bytesEqualAt(a, 0, a, 0, Number.NaN), false);
+    assert.equal(bytesEqualAt(a, 0, a, 0, -1), false);
+    assert.equal(bytesEqualAt(a, 0.5, a, 0, 1), false);
   });
 });
