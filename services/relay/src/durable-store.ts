@@ -422,8 +422,9 @@ if #absent > 0 then
     if acked[j] then ackedAt[absent[j]] = acked[j] end
   end
 end
-local meta = redis.call('HMGET', m, 'seq', 'bytes', 'largest')
-local seq, bytes = issued, tonumber(meta[2] or '0')
+-- (seq is issued, read above.)
+local meta = redis.call('HMGET', m, 'bytes', 'largest')
+local seq, bytes = issued, tonumber(meta[1] or '0')
 local bytesBefore = bytes
 -- The largest frame stored since the queue was last empty: no queued frame
 -- is larger (frames are never rewritten), so fetch may skip their sizes.
@@ -431,9 +432,9 @@ local bytesBefore = bytes
 -- queue without it (written by a relay before the field, or whose field a
 -- read found wrong) gets it back only once empty: frames already queued
 -- may be larger than any this call stores.
-local largest = tonumber(meta[3] or '0')
+local largest = tonumber(meta[2] or '0')
 local largestBefore = largest
-local largestKept = meta[3] ~= false or card == 0
+local largestKept = meta[2] ~= false or card == 0
 -- Per sender: {frames, bytes} as read, then as counted; the order they came in.
 local senders, senderOrder = {}, {}
 local added = {}

@@ -1484,7 +1484,13 @@ export class PeerConnection implements TransportSink, SendHost, RequestHost {
             current = startRead(after, room);
           }
           const fetched = await current.read;
-          const { frames: batch, more } = fetched;
+          // (`last` and `vanished` are missing only from test doubles of the store.)
+          const {
+            frames: batch,
+            more,
+            last,
+            vanished,
+          } = fetched as Omit<Fetched, 'last' | 'vanished'> & Partial<Pick<FetchedFrames, 'last' | 'vanished'>>;
           if (this.state !== 'open') return;
           if (this.cursor !== after) {
             // A RESUME moved the cursor while this batch was read (a peer may
@@ -1505,7 +1511,7 @@ export class PeerConnection implements TransportSink, SendHost, RequestHost {
             // them): start it now, its room leaving out this batch, not yet written.
             let bytes = 0;
             for (const item of batch) bytes += item.frame.length;
-            startAhead((fetched as Partial<FetchedFrames>).last ?? batch[batch.length - 1]!.position, bytes);
+            startAhead(last ?? batch[batch.length - 1]!.position, bytes);
           }
           const nowMs = Date.now();
           for (const item of batch) {
@@ -1522,8 +1528,7 @@ export class PeerConnection implements TransportSink, SendHost, RequestHost {
           // expired meanwhile, or lost to an evicting Redis) need no delivery:
           // the cursor passes them, or a read that names only such frames
           // would be made again forever and the frames after them never
-          // delivered. (A store that does not tell `last`: test doubles.)
-          const { last, vanished } = fetched as Partial<FetchedFrames>;
+          // delivered.
           if (vanished) this.ctx.metrics.durableVanished.inc(vanished);
           if (last !== undefined && (last > this.cursor || (batch.length === 0 && last < after))) this.cursor = last;
           if (!more) break;
