@@ -53,6 +53,7 @@ import {
 import calculateSlot from 'cluster-key-slot';
 import type { RedisOptions } from 'ioredis';
 import { EncodedScript, type ScriptArg, sendEncoded } from './encoded-script.js';
+import { type PackedAcks, PendingAcks } from './pending-acks.js';
 import { presenceKey } from './presence.js';
 import { isCluster, type RedisClient } from './redis-connection.js';
 
@@ -1359,18 +1360,28 @@ export class DurableStore {
    * Returns how many frames were removed.
    */
   async ackMany(dest: Uint8Array, acks: ReadonlyArray<{ messageId: Uint8Array; position: number }>): Promise<number> {
-    const args: ScriptArg[] = [];
+    const packed = new PendingAcks();
     for (const { messageId, position } of acks) {
       checkMessageId(messageId);
-      checkCount(position, 'position', 0);
-      args.push(asBuffer(messageId), position);
+      packed.push(messageId, position);
     }
+    return this.ackPacked(dest, packed.take());
+  }
+
+  /** ackMany for ACKs packed as a connection keeps them (pending-acks.ts): no object per ACK. */
+  async ackPacked(dest: Uint8Array, acks: PackedAcks): Promise<number> {
+    const { ids, positions, count } = acks;
+    for (let i = 0; i < count; i++) checkCount(positions[i]!, 'position', 0);
     const [z, d, e, m, x, s] = this.keys(dest);
     let removed = 0;
     try {
-      for (let i = 0; i < args.length; i += 2 * ACK_BATCH) {
-        const chunk = args.slice(i, i + 2 * ACK_BATCH);
-        removed += int(await SCRIPT.ack.call(this.redis, [z, d, e, m, x, s, this.maxFrames, ...chunk]));
+      for (let start = 0; start < count; start += ACK_BATCH) {
+        const end = Math.min(count, start + ACK_BATCH);
+        const args: ScriptArg[] = [z, d, e, m, x, s, this.maxFrames];
+        for (let i = start; i < end; i++) {
+          args.push(ids.subarray(i * ID_SIZE, (i + 1) * ID_SIZE), positions[i]!);
+        }
+        removed += int(await SCRIPT.ack.call(this.redis, args));
       }
     } catch (err) {
       throw toStoreError(err);

@@ -68,6 +68,8 @@ export class RelayMetrics {
   pausedDeliveries = 0;
   /** Times durable delivery paused for room. */
   deliveryPauses = 0;
+  /** Set by the node: recipients' ACKs its connections hold back now (pending-acks.ts). */
+  acksHeld: (() => number) | undefined;
 
   // [direction][type byte] → totals since start, and what was already reported.
   private readonly frameCounts = [new Float64Array(256), new Float64Array(256)];
@@ -181,6 +183,14 @@ export class RelayMetrics {
       registers: r,
       collect() {
         this.set(metrics.pausedDeliveries);
+      },
+    });
+    new Gauge({
+      name: 'relay_durable_acks_held',
+      help: "Recipients' ACKs held back while their backlogs are delivered, removed from Redis once the delivery catches up (at most RELAY_DURABLE_ACK_HOLD)",
+      registers: r,
+      collect() {
+        this.set(metrics.acksHeld?.() ?? 0);
       },
     });
     let reportedPauses = 0;

@@ -84,6 +84,7 @@ import type { DurableStore, EnqueueResult, FetchedFrames, NamedFrames } from './
 import type { ConnectionGate, SendHost } from './membrane/enforcer.js';
 import { type MembraneRequestFrame, MembraneRequests, type RequestHost } from './membrane/requests.js';
 import type { AuthFailureReason } from './metrics.js';
+import { PendingAcks } from './pending-acks.js';
 import type { PrekeyCounts } from './prekey-store.js';
 import { CONTROL_COST_BY_TYPE, REQUEST_ID_FRAMES, TokenBucket } from './rate-limits.js';
 import type { RelayContext } from './relay-context.js';
@@ -208,7 +209,11 @@ export class PeerConnection implements TransportSink, SendHost, RequestHost {
    */
   private asyncWork = 0;
   private deferredPongs: Uint8Array[] = [];
-  private pendingAcks: Array<{ messageId: Uint8Array; position: number }> = [];
+  /** ACKs not yet sent to Redis: this turn's, and those held while the pump reads a backlog (pending-acks.ts). */
+  private readonly acks = new PendingAcks();
+  /** How many ACKs of this connection count against the node's hold budget (held, or being sent). */
+  private acksHeld = 0;
+  private ackFlushScheduled = false;
   /** The membrane's per-connection state (docs/membrane.md#enforcement-in-the-relay), made on first use. */
   private gate: ConnectionGate | undefined;
   private membraneRequests: MembraneRequests | undefined;
@@ -458,6 +463,8 @@ export class PeerConnection implements TransportSink, SendHost, RequestHost {
     }
     if (this.anonymous) this.ctx.anonSlots.release();
     if (this.holdsAddressSlot) this.ctx.connectionsPerAddress.release(this.address);
+    // ACKs received are sent even though the connection is gone (a drain's close included).
+    this.flushAcks();
     this.ctx.metrics.connections.labels(this.transport.kind).dec();
     if (this.attached) this.ctx.router.detach(this);
   }
@@ -1308,23 +1315,53 @@ export class PeerConnection implements TransportSink, SendHost, RequestHost {
     );
   }
 
-  /** ACKs arriving in one turn are removed from the queue in one script call. */
+  /**
+   * ACKs arriving in one turn are removed from the queue in one script call
+   * (256 at most each). While the delivery pump is reading a backlog they are
+   * held instead, within the node's RELAY_DURABLE_ACK_HOLD, and sent once it
+   * has caught up or paused, or the connection closes: Redis serves the reads
+   * first (pending-acks.ts says why that is safe).
+   */
   private onAck(messageId: Uint8Array, position: number): void {
-    if (this.pendingAcks.push({ messageId: retainFrame(messageId), position }) > 1) return;
-    setImmediate(() =>
-      this.guard('ack', () => {
-        const acks = this.pendingAcks;
-        this.pendingAcks = [];
-        this.ctx.store
-          .ackMany(this.hint!, acks)
-          .catch((err: unknown) => {
-            // The frames stay queued and come back after a reconnect; the client drops them as duplicates.
-            this.ctx.metrics.redisErrors.labels('ack').inc();
-            this.ctx.log.warn('ack failed', { err });
-          })
-          .catch(this.asyncFailed);
-      }),
-    );
+    this.acks.push(messageId, position);
+    if (this.pumping && this.ctx.ackHold?.tryHold()) {
+      this.acksHeld++;
+      return;
+    }
+    this.scheduleAckFlush();
+  }
+
+  private scheduleAckFlush(): void {
+    if (this.ackFlushScheduled || this.acks.count === 0) return;
+    this.ackFlushScheduled = true;
+    setImmediate(this.flushAcksNow);
+  }
+
+  private readonly flushAcksNow = (): void => {
+    this.ackFlushScheduled = false;
+    this.guard('ack', () => this.flushAcks());
+  };
+
+  /**
+   * Sends every ACK kept to Redis. The script calls go one after another
+   * (DurableStore.ackPacked), so a flush of many held ACKs does not put
+   * the node's other requests behind all of them at once; the hold budget
+   * they took is given back once they are done.
+   */
+  private flushAcks(): void {
+    if (this.acks.count === 0 || this.hint === undefined) return;
+    const held = this.acksHeld;
+    this.acksHeld = 0;
+    const hold = this.ctx.ackHold;
+    this.ctx.store
+      .ackPacked(this.hint, this.acks.take())
+      .catch((err: unknown) => {
+        // The frames stay queued and come back after a reconnect; the client drops them as duplicates.
+        this.ctx.metrics.redisErrors.labels('ack').inc();
+        this.ctx.log.warn('ack failed', { err });
+      })
+      .finally(() => hold?.release(held))
+      .catch(this.asyncFailed);
   }
 
   private onResume(lastAcked: number): void {
@@ -1543,6 +1580,8 @@ export class PeerConnection implements TransportSink, SendHost, RequestHost {
       dropAhead();
       current = undefined;
       this.pumping = false;
+      // Caught up, paused or stopped: the ACKs held meanwhile go now.
+      this.scheduleAckFlush();
     }
   }
 

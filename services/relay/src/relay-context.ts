@@ -8,6 +8,7 @@ import type { Logger } from './log.js';
 import type { Enforcer } from './membrane/enforcer.js';
 import type { RelayMetrics } from './metrics.js';
 import type { OnceStore } from './once-store.js';
+import type { AckHoldBudget } from './pending-acks.js';
 import type { PrekeyStore } from './prekey-store.js';
 import type { ConcurrencyLimit, ConnectionsPerAddress, HandshakeFailureLimiter, WaitingSlots } from './rate-limits.js';
 import type { Router } from './router.js';
@@ -38,6 +39,12 @@ export interface RelayContext {
    * (PUMP_FETCH_CONCURRENCY); absent: unbounded (tests that build a context by hand).
    */
   readonly fetchSlots?: WaitingSlots;
+  /**
+   * ACKs this node's connections may hold back while their backlogs are
+   * delivered (RELAY_DURABLE_ACK_HOLD, pending-acks.ts); absent: none held
+   * (tests that build a context by hand).
+   */
+  readonly ackHold?: AckHoldBudget;
   /** Bridges and their queues (docs/bridges.md#federation); undefined when RELAY_FEDERATION_ENABLED is false. */
   readonly federation?: FederationHook;
   isDraining(): boolean;

@@ -20,6 +20,7 @@ import { Enforcer } from './membrane/enforcer.js';
 import { RelayMetrics } from './metrics.js';
 import { OnceStore } from './once-store.js';
 import { outboundCeiling, PeerConnection, PUMP_FETCH_CONCURRENCY } from './peer-connection.js';
+import { AckHoldBudget } from './pending-acks.js';
 import { PrekeyStore } from './prekey-store.js';
 import { PresenceRegistry } from './presence.js';
 import { ConcurrencyLimit, ConnectionsPerAddress, HandshakeFailureLimiter, WaitingSlots } from './rate-limits.js';
@@ -131,6 +132,8 @@ export class RelayNode {
     const router = new Router(redis, presence, nodeId, prefix, metrics, log);
     metrics.outboundBytes = () => router.outboundBytes();
     metrics.outboundBudget.set(config.RELAY_SEND_QUEUE_BYTES);
+    const ackHold = new AckHoldBudget(config.RELAY_DURABLE_ACK_HOLD);
+    metrics.acksHeld = () => ackHold.held;
     registerRedisMetrics(metrics.registry, redis);
     const once = new OnceStore(redis, { prefix, maxRetentionSeconds: config.RELAY_ONCE_MAX_RETENTION_SECONDS });
     const authLimiter = new HandshakeFailureLimiter({
@@ -216,6 +219,7 @@ export class RelayNode {
       connectionsPerAddress: new ConnectionsPerAddress(config.RELAY_CONNECTIONS_PER_ADDRESS),
       admission,
       fetchSlots: new WaitingSlots(PUMP_FETCH_CONCURRENCY),
+      ackHold,
       ...(federation ? { federation } : {}),
       isDraining: () => node?.draining ?? false,
       trackDurableWrite: (work) => node?.track(work),

@@ -175,6 +175,20 @@ describe('DurableStore', () => {
     assert.equal((await s.depth(dest)).frames, 48);
   });
 
+  it('refuses a batch of ACKs with a position that is no count before removing any of them', async () => {
+    const s = store({ maxFrames: 1000 });
+    const dest = hint();
+    const ids = Array.from({ length: 300 }, messageId);
+    for (const id of ids) await s.enqueue(dest, id, deliver(dest, id), 0);
+    const acks = ids.map((id, i) => ({ messageId: id, position: i + 1 }));
+    // In the second script call's share (past ACK_BATCH = 256): the first must not have run either.
+    acks[280] = { messageId: ids[280]!, position: -1 };
+    await assert.rejects(s.ackMany(dest, acks), (err: Error & { code?: string }) => err.code === 'BAD_FIELD');
+    acks[280] = { messageId: ids[280]!, position: 1.5 };
+    await assert.rejects(s.ackMany(dest, acks), (err: Error & { code?: string }) => err.code === 'BAD_FIELD');
+    assert.equal((await s.depth(dest)).frames, 300);
+  });
+
   it('fetches within a byte limit, at least one frame, and says whether more follow', async () => {
     const s = store();
     const dest = hint();

@@ -16,6 +16,7 @@ import type { NamedFrames, StoredFrame } from '../src/durable-store.js';
 import { InFlightCount } from '../src/in-flight-count.js';
 import { RelayMetrics } from '../src/metrics.js';
 import { PeerConnection, PUMP_FETCH_BYTES, PUMP_FETCH_CONCURRENCY } from '../src/peer-connection.js';
+import { AckHoldBudget, type PackedAcks } from '../src/pending-acks.js';
 import { ConcurrencyLimit, ConnectionsPerAddress, HandshakeFailureLimiter, WaitingSlots } from '../src/rate-limits.js';
 import type { RelayContext } from '../src/relay-context.js';
 import type { PeerTransport } from '../src/transport/types.js';
@@ -337,5 +338,132 @@ describe('durable delivery pumps of one node', () => {
       'every frame after the RESUME position, once, in order',
     );
     conn.onClose();
+  });
+});
+
+describe('ACKs held while a backlog is delivered (RELAY_DURABLE_ACK_HOLD)', () => {
+  /**
+   * A store whose reads after position `gateAfter` wait until the test opens
+   * the gate (the pump is then reading a backlog), and which records the
+   * positions of each ACK call.
+   */
+  function gatedStore(queue: StoredFrame[], gateAfter: number) {
+    const waiting: Array<() => void> = [];
+    let open = false;
+    const ackCalls: number[][] = [];
+    return {
+      ackCalls,
+      openGate() {
+        open = true;
+        for (const release of waiting.splice(0)) release();
+      },
+      ackUpTo: async () => ({ removed: 0, restarted: false }),
+      ackPacked: async (_hint: Uint8Array, acks: PackedAcks) => {
+        ackCalls.push(Array.from(acks.positions.subarray(0, acks.count)));
+        await tick();
+        return acks.count;
+      },
+      fetchWithin: async (
+        _hint: Uint8Array,
+        after: number,
+        limit: number,
+        _maxBytes: number,
+        _nowMs?: number,
+        onNamed?: (named: NamedFrames) => void,
+      ) => {
+        if (after >= gateAfter && !open) await new Promise<void>((r) => waiting.push(r));
+        await tick();
+        const named = queue.filter((q) => q.position > after).slice(0, limit);
+        const last = named.at(-1)?.position ?? after;
+        const more = last < queue.length;
+        onNamed?.({ last, bytes: named.length * queue[0]!.frame.length, more });
+        await tick();
+        return { frames: named.map((q) => ({ ...q, frame: Buffer.from(q.frame) })), more, last, vanished: 0 };
+      },
+    };
+  }
+
+  function holdingContext(store: unknown, limit: number): RelayContext & { ackHold: AckHoldBudget } {
+    const ctx = { ...context(store), ackHold: new AckHoldBudget(limit) };
+    ctx.metrics.acksHeld = () => ctx.ackHold.held;
+    return ctx;
+  }
+
+  const deliveries = (transport: FakeTransport) =>
+    transport.out.flatMap((f) => (f.type === 'DELIVER' ? [{ messageId: f.messageId, position: f.position }] : []));
+  const ackEach = (conn: PeerConnection, frames: Array<{ messageId: Uint8Array; position: number }>) => {
+    for (const f of frames) conn.onFrame(Buffer.from(encodeFrame({ type: 'ACK', ...f })));
+  };
+  const range = (from: number, to: number) => Array.from({ length: to - from + 1 }, (_, i) => from + i);
+  async function until(what: string, done: () => boolean): Promise<void> {
+    for (let round = 0; round < 400 && !done(); round++) await tick();
+    assert.ok(done(), what);
+  }
+
+  it('holds them while the pump reads, sends them in order once it has caught up, then as before', async () => {
+    const store = gatedStore(smallQueue(600), 256);
+    const ctx = holdingContext(store, 10_000);
+    const transport = new FakeTransport();
+    const conn = await openConnection(ctx, transport);
+    try {
+      conn.onFrame(Buffer.from(encodeFrame({ type: 'RESUME', lastAcked: 0 })));
+      await until('the first batch delivered', () => deliveries(transport).length === 256);
+      // The pump now waits for the read after 256: the recipient acknowledges what it has.
+      ackEach(conn, deliveries(transport));
+      for (let round = 0; round < 5; round++) await tick();
+      assert.deepEqual(store.ackCalls, [], 'no ACK sent while the backlog is read');
+      assert.equal(ctx.ackHold.held, 256);
+      assert.match(await ctx.metrics.registry.metrics(), /relay_durable_acks_held\{[^}]*\} 256\n/);
+      store.openGate();
+      await until('every frame delivered', () => deliveries(transport).length === 600);
+      await until('the held ACKs sent', () => store.ackCalls.length === 1);
+      assert.deepEqual(store.ackCalls[0], range(1, 256));
+      await until('their budget given back', () => ctx.ackHold.held === 0);
+      // Caught up: ACKs go in the turn's call, as without a hold.
+      ackEach(conn, deliveries(transport).slice(256));
+      await until('the rest sent', () => store.ackCalls.length === 2);
+      assert.deepEqual(store.ackCalls[1], range(257, 600));
+      assert.equal(ctx.ackHold.held, 0);
+    } finally {
+      conn.onClose();
+    }
+  });
+
+  for (const limit of [0, 100]) {
+    it(`sends them each turn once the node holds its limit (${limit})`, async () => {
+      const store = gatedStore(smallQueue(600), 256);
+      const ctx = holdingContext(store, limit);
+      const transport = new FakeTransport();
+      const conn = await openConnection(ctx, transport);
+      try {
+        conn.onFrame(Buffer.from(encodeFrame({ type: 'RESUME', lastAcked: 0 })));
+        await until('the first batch delivered', () => deliveries(transport).length === 256);
+        ackEach(conn, deliveries(transport));
+        // The ACK past the limit sends all of them (those held too) in that turn's call.
+        await until('the ACKs sent while the pump still reads', () => store.ackCalls.length === 1);
+        assert.deepEqual(store.ackCalls[0], range(1, 256));
+        await until('the budget given back', () => ctx.ackHold.held === 0);
+        store.openGate();
+        await until('every frame delivered', () => deliveries(transport).length === 600);
+      } finally {
+        conn.onClose();
+      }
+    });
+  }
+
+  it('sends the ACKs it holds when the connection closes', async () => {
+    const store = gatedStore(smallQueue(600), 256);
+    const ctx = holdingContext(store, 10_000);
+    const transport = new FakeTransport();
+    const conn = await openConnection(ctx, transport);
+    conn.onFrame(Buffer.from(encodeFrame({ type: 'RESUME', lastAcked: 0 })));
+    await until('the first batch delivered', () => deliveries(transport).length === 256);
+    ackEach(conn, deliveries(transport).slice(0, 200));
+    for (let round = 0; round < 5; round++) await tick();
+    assert.equal(store.ackCalls.length, 0);
+    conn.onClose();
+    assert.deepEqual(store.ackCalls, [range(1, 200)], 'sent as the connection closed');
+    await until('the budget given back', () => ctx.ackHold.held === 0);
+    store.openGate();
   });
 });

@@ -1,0 +1,93 @@
+/**
+ * A connection's durable ACKs on their way to Redis, and how many of them a
+ * node may hold back while their recipients' backlogs are delivered.
+ *
+ * Why hold ACKs at all: removing an acknowledged frame is most of what a
+ * drain costs Redis (about 4–8 µs per frame of an ACK script against 2–3 µs
+ * of reading it; docs/benchmarks.md, "Reads before clean-up"), and Redis runs
+ * one thing at a time, so each batch of ACKs made the next read of the same
+ * backlog wait. Nothing waits on the removal: the sender had its ACK when the
+ * frame was stored, the recipient already has the frame, and a RESUME after a
+ * lost connection carries the recipient's own cumulative ACK. So while a
+ * delivery pump is reading a backlog, its connection's ACKs are kept (packed,
+ * 24 bytes each) and sent once the pump has caught up, pauses, or the
+ * connection closes; a node holds at most RELAY_DURABLE_ACK_HOLD of them at
+ * once, past which ACKs go to Redis each turn as before.
+ *
+ * What holding changes: acknowledged frames stay queued (and count against
+ * the queue's and their senders' caps) until the pump catches up; a relay
+ * killed meanwhile forgets the ACKs it held, and the recipient's next RESUME
+ * removes them (its lastAcked), as for ACKs in flight when a relay dies.
+ */
+
+const ID_SIZE = 16;
+const INITIAL_CAPACITY = 64;
+
+/** ACKs packed: `count` 16-byte messageIds back to back in `ids`, their positions in `positions`. */
+export interface PackedAcks {
+  readonly ids: Buffer;
+  readonly positions: Float64Array;
+  readonly count: number;
+}
+
+/** ACKs of one connection, in arrival order; grows as needed, handed over whole by take(). */
+export class PendingAcks {
+  private ids = Buffer.allocUnsafe(0);
+  private positions = new Float64Array(0);
+  private n = 0;
+
+  get count(): number {
+    return this.n;
+  }
+
+  /** Copies `messageId` (it may point into a reused receive buffer). Returns the new count. */
+  push(messageId: Uint8Array, position: number): number {
+    if (this.n === this.positions.length) this.grow();
+    this.ids.set(messageId.subarray(0, ID_SIZE), this.n * ID_SIZE);
+    this.positions[this.n] = position;
+    return ++this.n;
+  }
+
+  /** The ACKs so far, handed over; this list starts empty again (new storage, so they stay as handed). */
+  take(): PackedAcks {
+    const taken: PackedAcks = { ids: this.ids, positions: this.positions, count: this.n };
+    this.ids = Buffer.allocUnsafe(0);
+    this.positions = new Float64Array(0);
+    this.n = 0;
+    return taken;
+  }
+
+  private grow(): void {
+    const capacity = Math.max(INITIAL_CAPACITY, this.positions.length * 2);
+    const ids = Buffer.allocUnsafe(capacity * ID_SIZE);
+    this.ids.copy(ids, 0, 0, this.n * ID_SIZE);
+    const positions = new Float64Array(capacity);
+    positions.set(this.positions.subarray(0, this.n));
+    this.ids = ids;
+    this.positions = positions;
+  }
+}
+
+/** How many ACKs the connections of a node hold back at once (RELAY_DURABLE_ACK_HOLD). */
+export class AckHoldBudget {
+  private heldNow = 0;
+
+  constructor(readonly limit: number) {}
+
+  /** ACKs held by this node's connections now (relay_durable_acks_held). */
+  get held(): number {
+    return this.heldNow;
+  }
+
+  /** Takes room for one ACK more: false when the node holds `limit` already. */
+  tryHold(): boolean {
+    if (this.heldNow >= this.limit) return false;
+    this.heldNow++;
+    return true;
+  }
+
+  /** Gives back the room of `n` ACKs held (they went to Redis, or their connection closed). */
+  release(n: number): void {
+    this.heldNow = Math.max(0, this.heldNow - n);
+  }
+}
