@@ -171,12 +171,6 @@ export const relayConfigSpec = {
     doc: 'Most bytes held in the durable queue of one recipient (64 MiB).',
   }),
   // One sender's share of one recipient's queue (issue 12 item 5); relayQueueSenderShare() below applies the defaults.
-  RELAY_DURABLE_ACK_HOLD: int({
-    default: 262144,
-    min: 0,
-    max: 16777216,
-    doc: "Most recipients' ACKs this node holds back at once (24 bytes each: 6 MiB by default) while their backlogs are delivered: removing acknowledged frames waits until the recipient's delivery pump has caught up, so Redis serves the reads first (docs/durable-queue.md#reads-before-clean-up). Beyond it ACKs go to Redis each turn; 0 never holds.",
-  }),
   RELAY_QUEUE_MAX_FRAMES_PER_SENDER: int({
     default: undefined,
     min: 1,
@@ -188,6 +182,12 @@ export const relayConfigSpec = {
     min: 1024,
     max: 17179869184,
     doc: 'Most bytes one sender may hold in the durable queue of one recipient. Unset: a quarter of `RELAY_QUEUE_MAX_BYTES` (rounded up), and at least one largest frame (`RELAY_MAX_PAYLOAD_BYTES` + 99). `RELAY_QUEUE_MAX_BYTES` or more turns the share off.',
+  }),
+  RELAY_DURABLE_ACK_HOLD: int({
+    default: 262144,
+    min: 0,
+    max: 16777216,
+    doc: "Most recipients' ACKs this node holds back (or is sending) at once, 24 bytes each (6 MiB by default), while their backlogs are delivered: removing acknowledged frames waits until the recipient's delivery pump has caught up or paused, so Redis serves the reads first (docs/durable-queue.md#reads-before-clean-up). Beyond it ACKs go to Redis each turn; 0 never holds.",
   }),
   RELAY_QUEUE_TTL_SECONDS: int({
     default: 2592000,

@@ -135,6 +135,8 @@ const PUMP_BATCH = 256;
  * node's one Redis connection ahead of everyone else's commands.
  */
 export const PUMP_FETCH_BYTES = 1024 * 1024;
+/** A send of ACKs that Redis failed is tried again after this long (the connection keeps them). */
+const ACK_RETRY_MS = 1000;
 /** What one read of the durable queue returns (DurableStore.fetchWithin). */
 type Fetched = Awaited<ReturnType<DurableStore['fetchWithin']>>;
 /** One read of the durable queue by a delivery pump: where it starts, its answer, and what Redis named for it. */
@@ -214,6 +216,7 @@ export class PeerConnection implements TransportSink, SendHost, RequestHost {
   /** How many ACKs of this connection count against the node's hold budget (held, or being sent). */
   private acksHeld = 0;
   private ackFlushScheduled = false;
+  private ackRetryTimer: NodeJS.Timeout | undefined;
   /** The membrane's per-connection state (docs/membrane.md#enforcement-in-the-relay), made on first use. */
   private gate: ConnectionGate | undefined;
   private membraneRequests: MembraneRequests | undefined;
@@ -463,10 +466,11 @@ export class PeerConnection implements TransportSink, SendHost, RequestHost {
     }
     if (this.anonymous) this.ctx.anonSlots.release();
     if (this.holdsAddressSlot) this.ctx.connectionsPerAddress.release(this.address);
-    // ACKs received are sent even though the connection is gone (a drain's close included).
-    this.flushAcks();
     this.ctx.metrics.connections.labels(this.transport.kind).dec();
     if (this.attached) this.ctx.router.detach(this);
+    // ACKs received are sent even though the connection is gone (once: a failure now drops them).
+    clearTimeout(this.ackRetryTimer);
+    this.flushAcks();
   }
 
   // ---------------------------------------------------------------------------
@@ -1324,7 +1328,8 @@ export class PeerConnection implements TransportSink, SendHost, RequestHost {
    */
   private onAck(messageId: Uint8Array, position: number): void {
     this.acks.push(messageId, position);
-    if (this.pumping && this.ctx.ackHold?.tryHold()) {
+    // A draining node holds nothing: its connections close soon, and what they hold must reach Redis first.
+    if (this.pumping && !this.ctx.isDraining() && this.ctx.ackHold?.tryHold()) {
       this.acksHeld++;
       return;
     }
@@ -1344,24 +1349,43 @@ export class PeerConnection implements TransportSink, SendHost, RequestHost {
 
   /**
    * Sends every ACK kept to Redis. The script calls go one after another
-   * (DurableStore.ackPacked), so a flush of many held ACKs does not put
-   * the node's other requests behind all of them at once; the hold budget
-   * they took is given back once they are done.
+   * (DurableStore.ackPacked), so a send of many held ACKs puts the node's
+   * other requests behind one call at a time, not all of them; the hold
+   * budget they took is given back once they are done. If Redis fails them,
+   * an open connection keeps them (and their budget) and tries again in a
+   * second: the pump has moved past their frames and would not deliver them
+   * again before a reconnect. The node's drain waits for the send.
    */
   private flushAcks(): void {
     if (this.acks.count === 0 || this.hint === undefined) return;
+    clearTimeout(this.ackRetryTimer);
     const held = this.acksHeld;
     this.acksHeld = 0;
     const hold = this.ctx.ackHold;
-    this.ctx.store
-      .ackPacked(this.hint, this.acks.take())
+    const taken = this.acks.take();
+    let kept = false;
+    const work = this.ctx.store
+      .ackPacked(this.hint, taken)
       .catch((err: unknown) => {
-        // The frames stay queued and come back after a reconnect; the client drops them as duplicates.
         this.ctx.metrics.redisErrors.labels('ack').inc();
-        this.ctx.log.warn('ack failed', { err });
+        if (this.state === 'closed') {
+          // The frames stay queued and come back after a reconnect; the client drops them as duplicates.
+          this.ctx.log.warn('ack failed', { err, acks: taken.count });
+          return;
+        }
+        this.ctx.log.warn('ack failed; trying again in a second', { err, acks: taken.count });
+        // Sent again whole: those the failed run had removed already remove nothing the second time.
+        this.acks.append(taken);
+        this.acksHeld += held;
+        kept = true;
+        clearTimeout(this.ackRetryTimer);
+        this.ackRetryTimer = setTimeout(() => this.guard('timer', () => this.flushAcks()), ACK_RETRY_MS);
       })
-      .finally(() => hold?.release(held))
-      .catch(this.asyncFailed);
+      .finally(() => {
+        if (!kept) hold?.release(held);
+      });
+    work.catch(this.asyncFailed);
+    this.ctx.trackDurableWrite(work);
   }
 
   private onResume(lastAcked: number): void {
@@ -1478,6 +1502,7 @@ export class PeerConnection implements TransportSink, SendHost, RequestHost {
     // one read ahead. Used only if the batch was written whole.
     let current: PumpRead | undefined;
     let ahead: PumpRead | undefined;
+    let failed = false;
     const dropAhead = (): void => {
       // Its slot is released by readQueue; its answer, or failure, is not needed.
       ahead?.read.catch(() => {});
@@ -1568,10 +1593,15 @@ export class PeerConnection implements TransportSink, SendHost, RequestHost {
           // delivered.
           if (vanished) this.ctx.metrics.durableVanished.inc(vanished);
           if (last !== undefined && (last > this.cursor || (batch.length === 0 && last < after))) this.cursor = last;
-          if (!more) break;
+          if (!more) {
+            // Caught up: the ACKs held go now, also when new frames keep the pump going (pumpAgain).
+            this.scheduleAckFlush();
+            break;
+          }
         }
       } while (this.pumpAgain);
     } catch (err) {
+      failed = true;
       this.ctx.metrics.redisErrors.labels('fetch').inc();
       this.ctx.log.warn('durable fetch failed; retrying', { err });
       clearTimeout(this.pumpRetryTimer);
@@ -1580,8 +1610,9 @@ export class PeerConnection implements TransportSink, SendHost, RequestHost {
       dropAhead();
       current = undefined;
       this.pumping = false;
-      // Caught up, paused or stopped: the ACKs held meanwhile go now.
-      this.scheduleAckFlush();
+      // Paused or stopped: the ACKs held meanwhile go now. Not after a failed
+      // read: Redis is likely failing them too; they wait for the retry's pump.
+      if (!failed) this.scheduleAckFlush();
     }
   }
 
@@ -1672,6 +1703,8 @@ export class PeerConnection implements TransportSink, SendHost, RequestHost {
   /** Graceful close: flush, then end. */
   close(): void {
     if (this.state === 'closed') return;
+    // Sent now, not when the socket has closed: a draining node quits Redis soon after (it waits for this send).
+    this.guard('close', () => this.flushAcks());
     this.transport.end();
   }
 

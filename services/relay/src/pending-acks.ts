@@ -10,14 +10,17 @@
  * frame was stored, the recipient already has the frame, and a RESUME after a
  * lost connection carries the recipient's own cumulative ACK. So while a
  * delivery pump is reading a backlog, its connection's ACKs are kept (packed,
- * 24 bytes each) and sent once the pump has caught up, pauses, or the
- * connection closes; a node holds at most RELAY_DURABLE_ACK_HOLD of them at
- * once, past which ACKs go to Redis each turn as before.
+ * 24 bytes each) and sent once a read finds nothing after it (caught up, even
+ * if new frames keep the pump going), the pump pauses, or the connection
+ * closes; a node holds (or is sending) at most RELAY_DURABLE_ACK_HOLD of them
+ * at once, past which ACKs go to Redis each turn as before, and a draining
+ * node holds none.
  *
  * What holding changes: acknowledged frames stay queued (and count against
  * the queue's and their senders' caps) until the pump catches up; a relay
  * killed meanwhile forgets the ACKs it held, and the recipient's next RESUME
- * removes them (its lastAcked), as for ACKs in flight when a relay dies.
+ * removes them (its lastAcked), as for ACKs in flight when a relay dies. A
+ * send Redis fails is kept by its (open) connection and tried again.
  */
 
 const ID_SIZE = 16;
@@ -48,6 +51,12 @@ export class PendingAcks {
     return ++this.n;
   }
 
+  /** Adds ACKs handed over before (a send Redis failed), after those kept since. */
+  append(acks: PackedAcks): void {
+    for (let i = 0; i < acks.count; i++)
+      this.push(acks.ids.subarray(i * ID_SIZE, (i + 1) * ID_SIZE), acks.positions[i]!);
+  }
+
   /** The ACKs so far, handed over; this list starts empty again (new storage, so they stay as handed). */
   take(): PackedAcks {
     const taken: PackedAcks = { ids: this.ids, positions: this.positions, count: this.n };
@@ -74,7 +83,7 @@ export class AckHoldBudget {
 
   constructor(readonly limit: number) {}
 
-  /** ACKs held by this node's connections now (relay_durable_acks_held). */
+  /** ACKs held by this node's connections now, or being sent (relay_durable_acks_held). */
   get held(): number {
     return this.heldNow;
   }

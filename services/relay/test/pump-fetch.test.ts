@@ -351,8 +351,15 @@ describe('ACKs held while a backlog is delivered (RELAY_DURABLE_ACK_HOLD)', () =
     const waiting: Array<() => void> = [];
     let open = false;
     const ackCalls: number[][] = [];
-    return {
+    const store = {
       ackCalls,
+      /** Reads and ACK sends to fail next (each failure used once). */
+      failReads: 0,
+      failAcks: 0,
+      /** Called as each read starts, with the position it reads after. */
+      onRead: (_after: number) => {},
+      /** Reads see frames up to this position. */
+      visible: queue.length,
       openGate() {
         open = true;
         for (const release of waiting.splice(0)) release();
@@ -361,6 +368,10 @@ describe('ACKs held while a backlog is delivered (RELAY_DURABLE_ACK_HOLD)', () =
       ackPacked: async (_hint: Uint8Array, acks: PackedAcks) => {
         ackCalls.push(Array.from(acks.positions.subarray(0, acks.count)));
         await tick();
+        if (store.failAcks > 0) {
+          store.failAcks--;
+          throw new Error('Redis did not confirm: test');
+        }
         return acks.count;
       },
       fetchWithin: async (
@@ -371,16 +382,22 @@ describe('ACKs held while a backlog is delivered (RELAY_DURABLE_ACK_HOLD)', () =
         _nowMs?: number,
         onNamed?: (named: NamedFrames) => void,
       ) => {
+        store.onRead(after);
         if (after >= gateAfter && !open) await new Promise<void>((r) => waiting.push(r));
         await tick();
-        const named = queue.filter((q) => q.position > after).slice(0, limit);
+        if (store.failReads > 0) {
+          store.failReads--;
+          throw new Error('Redis did not confirm: test');
+        }
+        const named = queue.filter((q) => q.position > after && q.position <= store.visible).slice(0, limit);
         const last = named.at(-1)?.position ?? after;
-        const more = last < queue.length;
+        const more = last < store.visible;
         onNamed?.({ last, bytes: named.length * queue[0]!.frame.length, more });
         await tick();
         return { frames: named.map((q) => ({ ...q, frame: Buffer.from(q.frame) })), more, last, vanished: 0 };
       },
     };
+    return store;
   }
 
   function holdingContext(store: unknown, limit: number): RelayContext & { ackHold: AckHoldBudget } {
@@ -465,5 +482,99 @@ describe('ACKs held while a backlog is delivered (RELAY_DURABLE_ACK_HOLD)', () =
     assert.deepEqual(store.ackCalls, [range(1, 200)], 'sent as the connection closed');
     await until('the budget given back', () => ctx.ackHold.held === 0);
     store.openGate();
+  });
+
+  it('sends them each time a read catches up, though new frames keep the pump going', async () => {
+    const queue = smallQueue(400);
+    const store = gatedStore(queue, Number.POSITIVE_INFINITY);
+    store.visible = 256;
+    const ctx = holdingContext(store, 10_000);
+    const transport = new FakeTransport();
+    const conn = await openConnection(ctx, transport);
+    // Each read lets one more frame in and announces it while the read is in flight (pumpAgain).
+    store.onRead = () => {
+      if (store.visible >= 300) return;
+      store.visible++;
+      const next = queue[store.visible - 1]!;
+      setImmediate(() => conn.offerDurable(next.frame, next.position));
+    };
+    try {
+      conn.onFrame(Buffer.from(encodeFrame({ type: 'RESUME', lastAcked: 0 })));
+      let acked = 0;
+      for (let round = 0; round < 400 && store.visible < 300; round++) {
+        await tick();
+        const now = deliveries(transport);
+        ackEach(conn, now.slice(acked));
+        acked = now.length;
+      }
+      assert.ok(store.visible < 300 || store.ackCalls.length > 0, 'the feed outlasted the test');
+      assert.ok(store.ackCalls.length > 0, 'ACKs sent while the frames kept coming');
+      await until('every frame delivered', () => deliveries(transport).length === 300);
+      ackEach(conn, deliveries(transport).slice(acked));
+      await until('every ACK sent', () => store.ackCalls.flat().length === 300);
+      await until('the budget given back', () => ctx.ackHold.held === 0);
+    } finally {
+      conn.onClose();
+    }
+  });
+
+  it('keeps them through a failed read, and sends again those Redis failed', async () => {
+    const store = gatedStore(smallQueue(600), 256);
+    const ctx = holdingContext(store, 10_000);
+    const transport = new FakeTransport();
+    const conn = await openConnection(ctx, transport);
+    try {
+      conn.onFrame(Buffer.from(encodeFrame({ type: 'RESUME', lastAcked: 0 })));
+      await until('the first batch delivered', () => deliveries(transport).length === 256);
+      ackEach(conn, deliveries(transport));
+      for (let round = 0; round < 5; round++) await tick();
+      store.failReads = 1;
+      store.failAcks = 1;
+      store.openGate();
+      // The read fails; the pump tries again a second later: nothing sent meanwhile.
+      for (let round = 0; round < 20; round++) await tick();
+      assert.deepEqual(store.ackCalls, [], 'not sent into a failing Redis');
+      assert.equal(ctx.ackHold.held, 256);
+      await until('every frame delivered', () => deliveries(transport).length === 600);
+      // Caught up: sent, failed, kept, and sent again a second later.
+      await until('sent twice', () => store.ackCalls.length === 2);
+      assert.deepEqual(store.ackCalls, [range(1, 256), range(1, 256)]);
+      await until('the budget given back', () => ctx.ackHold.held === 0);
+    } finally {
+      conn.onClose();
+    }
+  });
+
+  it('sends what it holds when the node closes the connection, before the socket has closed', async () => {
+    const store = gatedStore(smallQueue(600), 256);
+    const ctx = holdingContext(store, 10_000);
+    const transport = new FakeTransport();
+    const conn = await openConnection(ctx, transport);
+    conn.onFrame(Buffer.from(encodeFrame({ type: 'RESUME', lastAcked: 0 })));
+    await until('the first batch delivered', () => deliveries(transport).length === 256);
+    ackEach(conn, deliveries(transport).slice(0, 100));
+    for (let round = 0; round < 5; round++) await tick();
+    assert.equal(ctx.ackHold.held, 100);
+    conn.close(); // as RelayNode.drain does: the transport ends; the socket closes later
+    assert.deepEqual(store.ackCalls, [range(1, 100)]);
+    conn.onClose();
+    store.openGate();
+    await until('the budget given back', () => ctx.ackHold.held === 0);
+  });
+
+  it('holds nothing on a draining node', async () => {
+    const store = gatedStore(smallQueue(600), 256);
+    const ctx = holdingContext(store, 10_000);
+    const transport = new FakeTransport();
+    const conn = await openConnection(ctx, transport);
+    ctx.isDraining = () => true;
+    conn.onFrame(Buffer.from(encodeFrame({ type: 'RESUME', lastAcked: 0 })));
+    await until('the first batch delivered', () => deliveries(transport).length === 256);
+    ackEach(conn, deliveries(transport));
+    await until('sent in the turn while the pump still reads', () => store.ackCalls.length === 1);
+    assert.deepEqual(store.ackCalls[0], range(1, 256));
+    assert.equal(ctx.ackHold.held, 0);
+    store.openGate();
+    conn.onClose();
   });
 });
