@@ -417,14 +417,21 @@ describe('ACKs held while a backlog is delivered (RELAY_DURABLE_ACK_HOLD)', () =
     assert.ok(done(), what);
   }
 
-  it('holds them while the pump reads, sends them in order once it has caught up, then as before', async () => {
+  /** A connection that RESUMEd a backlog of 600 and got its first 256; the read after them waits on the gate. */
+  async function resumedBacklog(limit: number, beforeResume?: (ctx: RelayContext) => void) {
     const store = gatedStore(smallQueue(600), 256);
-    const ctx = holdingContext(store, 10_000);
+    const ctx = holdingContext(store, limit);
     const transport = new FakeTransport();
     const conn = await openConnection(ctx, transport);
+    beforeResume?.(ctx);
+    conn.onFrame(Buffer.from(encodeFrame({ type: 'RESUME', lastAcked: 0 })));
+    await until('the first batch delivered', () => deliveries(transport).length === 256);
+    return { store, ctx, transport, conn };
+  }
+
+  it('holds them while the pump reads, sends them in order once it has caught up, then as before', async () => {
+    const { store, ctx, transport, conn } = await resumedBacklog(10_000);
     try {
-      conn.onFrame(Buffer.from(encodeFrame({ type: 'RESUME', lastAcked: 0 })));
-      await until('the first batch delivered', () => deliveries(transport).length === 256);
       // The pump now waits for the read after 256: the recipient acknowledges what it has.
       ackEach(conn, deliveries(transport));
       for (let round = 0; round < 5; round++) await tick();
@@ -448,13 +455,8 @@ describe('ACKs held while a backlog is delivered (RELAY_DURABLE_ACK_HOLD)', () =
 
   for (const limit of [0, 100]) {
     it(`sends them each turn once the node holds its limit (${limit})`, async () => {
-      const store = gatedStore(smallQueue(600), 256);
-      const ctx = holdingContext(store, limit);
-      const transport = new FakeTransport();
-      const conn = await openConnection(ctx, transport);
+      const { store, ctx, transport, conn } = await resumedBacklog(limit);
       try {
-        conn.onFrame(Buffer.from(encodeFrame({ type: 'RESUME', lastAcked: 0 })));
-        await until('the first batch delivered', () => deliveries(transport).length === 256);
         ackEach(conn, deliveries(transport));
         // The ACK past the limit sends all of them (those held too) in that turn's call.
         await until('the ACKs sent while the pump still reads', () => store.ackCalls.length === 1);
@@ -469,12 +471,7 @@ describe('ACKs held while a backlog is delivered (RELAY_DURABLE_ACK_HOLD)', () =
   }
 
   it('sends the ACKs it holds when the connection closes', async () => {
-    const store = gatedStore(smallQueue(600), 256);
-    const ctx = holdingContext(store, 10_000);
-    const transport = new FakeTransport();
-    const conn = await openConnection(ctx, transport);
-    conn.onFrame(Buffer.from(encodeFrame({ type: 'RESUME', lastAcked: 0 })));
-    await until('the first batch delivered', () => deliveries(transport).length === 256);
+    const { store, ctx, transport, conn } = await resumedBacklog(10_000);
     ackEach(conn, deliveries(transport).slice(0, 200));
     for (let round = 0; round < 5; round++) await tick();
     assert.equal(store.ackCalls.length, 0);
@@ -519,13 +516,8 @@ describe('ACKs held while a backlog is delivered (RELAY_DURABLE_ACK_HOLD)', () =
   });
 
   it('keeps them through a failed read, and sends again those Redis failed', async () => {
-    const store = gatedStore(smallQueue(600), 256);
-    const ctx = holdingContext(store, 10_000);
-    const transport = new FakeTransport();
-    const conn = await openConnection(ctx, transport);
+    const { store, ctx, transport, conn } = await resumedBacklog(10_000);
     try {
-      conn.onFrame(Buffer.from(encodeFrame({ type: 'RESUME', lastAcked: 0 })));
-      await until('the first batch delivered', () => deliveries(transport).length === 256);
       ackEach(conn, deliveries(transport));
       for (let round = 0; round < 5; round++) await tick();
       store.failReads = 1;
@@ -546,12 +538,7 @@ describe('ACKs held while a backlog is delivered (RELAY_DURABLE_ACK_HOLD)', () =
   });
 
   it('sends what it holds when the node closes the connection, before the socket has closed', async () => {
-    const store = gatedStore(smallQueue(600), 256);
-    const ctx = holdingContext(store, 10_000);
-    const transport = new FakeTransport();
-    const conn = await openConnection(ctx, transport);
-    conn.onFrame(Buffer.from(encodeFrame({ type: 'RESUME', lastAcked: 0 })));
-    await until('the first batch delivered', () => deliveries(transport).length === 256);
+    const { store, ctx, transport, conn } = await resumedBacklog(10_000);
     ackEach(conn, deliveries(transport).slice(0, 100));
     for (let round = 0; round < 5; round++) await tick();
     assert.equal(ctx.ackHold.held, 100);
@@ -563,13 +550,9 @@ describe('ACKs held while a backlog is delivered (RELAY_DURABLE_ACK_HOLD)', () =
   });
 
   it('holds nothing on a draining node', async () => {
-    const store = gatedStore(smallQueue(600), 256);
-    const ctx = holdingContext(store, 10_000);
-    const transport = new FakeTransport();
-    const conn = await openConnection(ctx, transport);
-    ctx.isDraining = () => true;
-    conn.onFrame(Buffer.from(encodeFrame({ type: 'RESUME', lastAcked: 0 })));
-    await until('the first batch delivered', () => deliveries(transport).length === 256);
+    const { store, ctx, transport, conn } = await resumedBacklog(10_000, (ctx) => {
+      ctx.isDraining = () => true;
+    });
     ackEach(conn, deliveries(transport));
     await until('sent in the turn while the pump still reads', () => store.ackCalls.length === 1);
     assert.deepEqual(store.ackCalls[0], range(1, 256));
