@@ -124,6 +124,16 @@ export interface NamedFrames {
   more: boolean;
 }
 
+/** The frames a read names, before they are read: members and positions in order (DurableStore.fetchWithin). */
+interface Names {
+  members: Buffer[];
+  positions: number[];
+  more: boolean;
+  /** At least their bytes; -1 when unknown. */
+  bytes: number;
+  last: number;
+}
+
 /** What fetchWithin read. */
 export interface FetchedFrames {
   /** The frames read, in position order. */
@@ -563,7 +573,10 @@ return 0
 
 const FETCH_LUA = `--[[
   Says which frames to read after a position, in position order, none
-  expired: their positions and members. The frames themselves (HMGET d)
+  expired: their positions and members. Used when the plain read of
+  DurableStore.nameWithoutScript cannot answer (expired frames, m or
+  m.largest missing, a cursor past the last position, a byte limit that
+  needs the sizes). The frames themselves (HMGET d)
   the relay reads with a plain command right after
   (DurableStore.fetchWithin): a frame that passes through Lua is
   copied into a Lua string and again into the reply, which made the frame
@@ -849,6 +862,18 @@ function int(value: unknown): number {
   if (typeof value !== 'number' || !Number.isSafeInteger(value)) {
     throw new RelayError('INTERNAL', `durable queue script returned ${String(value)} where an integer belongs`);
   }
+  return value;
+}
+/** A position Redis wrote as a score (ASCII digits), read without making a string of it. */
+function asciiCount(bytes: Buffer): number {
+  let value = 0;
+  for (let i = 0; i < bytes.length; i++) {
+    const digit = bytes[i]! - 48;
+    if (digit < 0 || digit > 9 || i >= 16)
+      throw new RelayError('INTERNAL', `durable queue position ${bytes.toString('latin1')} is no count`);
+    value = value * 10 + digit;
+  }
+  if (bytes.length === 0) throw new RelayError('INTERNAL', 'durable queue position is empty');
   return value;
 }
 function buf(value: unknown): Buffer {
@@ -1250,39 +1275,22 @@ export class DurableStore {
     checkCount(maxBytes, 'maxBytes', 0);
     if (limit === 0) return { frames: [], more: false, last: afterPosition, vanished: 0 };
     const [z, d, e, m, x, s] = this.keys(dest);
-    let result: unknown[] = [Code.AGAIN];
-    // Each call purges at most READ_PURGE_BATCH expired frames; it says AGAIN
-    // until none is left, so the frames finally read are all unexpired.
-    while (result[0] === Code.AGAIN) {
-      try {
-        result = reply(
-          await SCRIPT.fetch.call(
-            this.redis,
-            [z, d, e, m, s, x, afterPosition, limit, nowMs, READ_PURGE_BATCH, maxBytes],
-            'buffer',
-          ),
-        );
-      } catch (err) {
-        throw toStoreError(err);
-      }
-    }
-    if (result[0] !== Code.OK) throw scriptError(int(result[0]), hintToHex(dest));
-    const count = (result.length - 3) / 2;
-    const more = int(result[1]) === 1;
+    const names =
+      (await this.nameWithoutScript(z, e, m, afterPosition, limit, maxBytes, nowMs)) ??
+      (await this.nameWithScript(dest, [z, d, e, m, s, x], afterPosition, limit, maxBytes, nowMs));
+    const { members, positions, more, bytes: namedBytes, last } = names;
+    const count = members.length;
     if (count === 0) return { frames: [], more, last: afterPosition, vanished: 0 };
-    const members: Buffer[] = new Array(count);
-    for (let k = 0; k < count; k++) members[k] = buf(result[4 + 2 * k]);
     // The frames, read with a plain command (see FETCH_LUA). A frame
     // acknowledged or purged since the script answered reads as null and is
     // left out: it needs no delivery. (A frame purged and stored again in
     // that instant would be read under its old position too: a duplicate the
     // client drops, never a loss.)
-    const namedBytes = int(result[2]);
     const read = sendEncoded(this.redis, 'hmget', [d, ...members], 'buffer') as Promise<Array<Buffer | null>>;
     if (onNamed !== undefined) {
       // Told once the read is on its way, so a read the listener starts goes to Redis after it.
       try {
-        onNamed({ last: int(result[1 + 2 * count]), bytes: namedBytes, more });
+        onNamed({ last, bytes: namedBytes, more });
       } catch (err) {
         read.catch(() => {});
         throw err;
@@ -1302,7 +1310,7 @@ export class DurableStore {
       const frame = stored[k];
       if (!frame) continue;
       bytesRead += frame.length;
-      const position = int(result[3 + 2 * k]);
+      const position = positions[k]!;
       if (frame.length < MIN_ROUTED_FRAME_SIZE) {
         throw new RelayError('INTERNAL', `stored frame at ${position} is too short`);
       }
@@ -1322,7 +1330,115 @@ export class DurableStore {
       this.redis.hdel(m, 'largest').catch(() => {});
     }
     if (undated.length > 0) await this.dateFromExpiry(e, undated, nowMs);
-    return { frames, more, last: int(result[1 + 2 * count]), vanished: count - frames.length };
+    return { frames, more, last, vanished: count - frames.length };
+  }
+
+  /**
+   * Which frames to read, named by the fetch script (FETCH_LUA): it purges
+   * expired frames, finds the last position issued when m is lost, follows
+   * a queue that restarted, and looks at frame sizes when the byte limit
+   * needs them.
+   */
+  private async nameWithScript(
+    dest: Uint8Array,
+    keys: readonly string[],
+    afterPosition: number,
+    limit: number,
+    maxBytes: number,
+    nowMs: number,
+  ): Promise<Names> {
+    let result: unknown[] = [Code.AGAIN];
+    // Each call purges at most READ_PURGE_BATCH expired frames; it says AGAIN
+    // until none is left, so the frames finally read are all unexpired.
+    while (result[0] === Code.AGAIN) {
+      try {
+        result = reply(
+          await SCRIPT.fetch.call(
+            this.redis,
+            [...keys, afterPosition, limit, nowMs, READ_PURGE_BATCH, maxBytes],
+            'buffer',
+          ),
+        );
+      } catch (err) {
+        throw toStoreError(err);
+      }
+    }
+    if (result[0] !== Code.OK) throw scriptError(int(result[0]), hintToHex(dest));
+    const count = (result.length - 3) / 2;
+    const members: Buffer[] = new Array(count);
+    const positions: number[] = new Array(count);
+    for (let k = 0; k < count; k++) {
+      positions[k] = int(result[3 + 2 * k]);
+      members[k] = buf(result[4 + 2 * k]);
+    }
+    return {
+      members,
+      positions,
+      more: int(result[1]) === 1,
+      bytes: int(result[2]),
+      last: count > 0 ? positions[count - 1]! : afterPosition,
+    };
+  }
+
+  /**
+   * Which frames to read, named without the script in the common case: one
+   * round trip of three plain commands (the frames after the cursor, then
+   * m's last position and largest frame, and whether anything expired), and
+   * no row passes through Lua, which was most of the script's time in a
+   * drain (docs/benchmarks.md, "Issue 18: reads before clean-up").
+   * Undefined, and the script decides, when the common case does not hold:
+   * a frame has expired (the script purges it), m or its largest frame is
+   * missing, the cursor is past the last position issued (a restarted
+   * queue), or `limit` frames of the largest size would not fit in maxBytes
+   * (the script looks at the sizes). m.largest is read after the rows, so it
+   * bounds every frame they name.
+   */
+  private async nameWithoutScript(
+    z: string,
+    e: string,
+    m: string,
+    afterPosition: number,
+    limit: number,
+    maxBytes: number,
+    nowMs: number,
+  ): Promise<Names | undefined> {
+    // One pipeline: the three commands go to Redis in one write (three writes cost the relay more
+    // kernel time than the script they replace), and to one node of a Cluster (the keys share a slot).
+    let replies: Array<[Error | null, unknown]> | null;
+    try {
+      replies = await this.redis
+        .pipeline()
+        .zrangebyscoreBuffer(z, `(${afterPosition}`, '+inf', 'WITHSCORES', 'LIMIT', 0, limit + 1)
+        .hmget(m, 'seq', 'largest')
+        .zrangebyscore(e, '-inf', nowMs, 'LIMIT', 0, 1)
+        .exec();
+    } catch (err) {
+      throw toStoreError(err);
+    }
+    if (replies === null) throw new RelayError('STORE_UNAVAILABLE', 'Redis did not confirm: the read was discarded');
+    for (const [err] of replies) if (err) throw toStoreError(err);
+    const rows = replies[0]![1] as Buffer[];
+    const meta = replies[1]![1] as Array<string | null>;
+    const expired = replies[2]![1] as string[];
+    const seq = meta[0] == null ? Number.NaN : Number(meta[0]);
+    const largest = meta[1] == null ? 0 : Number(meta[1]);
+    if (expired.length > 0 || !(afterPosition <= seq) || !(largest > 0)) return undefined;
+    // Frames of the largest size might not fit: the script looks at their sizes.
+    if (maxBytes > 0 && largest * limit > maxBytes) return undefined;
+    const count = Math.min(rows.length / 2, limit);
+    const members: Buffer[] = new Array(count);
+    const positions: number[] = new Array(count);
+    for (let k = 0; k < count; k++) {
+      members[k] = rows[2 * k]!;
+      positions[k] = asciiCount(rows[2 * k + 1]!);
+    }
+    return {
+      members,
+      positions,
+      more: rows.length > 2 * count,
+      bytes: count * largest,
+      last: count > 0 ? positions[count - 1]! : afterPosition,
+    };
   }
 
   /**

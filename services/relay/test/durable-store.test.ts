@@ -189,6 +189,52 @@ describe('DurableStore', () => {
     assert.equal((await s.depth(dest)).frames, 300);
   });
 
+  it('names the frames of a read without the script in the common case, and leaves the rest to it', async () => {
+    const s = store();
+    const dest = hint();
+    const [z, , , m] = s.keys(dest);
+    const scriptCalls = async (): Promise<number> => {
+      const stats = await redis.info('commandstats');
+      return ['evalsha', 'eval'].reduce(
+        (sum, name) => sum + Number(new RegExp(`cmdstat_${name}:calls=(\\d+)`).exec(stats)?.[1] ?? 0),
+        0,
+      );
+    };
+    const now = Date.now();
+    const ids = Array.from({ length: 6 }, messageId);
+    for (const id of ids) await s.enqueue(dest, id, deliver(dest, id), 0, now);
+    const large = Number(await redis.hget(m, 'largest'));
+    const read = async (after: number, limit: number, maxBytes: number, nowMs = now) => {
+      const before = await scriptCalls();
+      const r = await s.fetchWithin(dest, after, limit, maxBytes, nowMs);
+      return {
+        positions: r.frames.map((f) => f.position),
+        more: r.more,
+        last: r.last,
+        scripts: (await scriptCalls()) - before,
+      };
+    };
+    // Nothing expired, m whole, the cursor within the queue, limit x largest fits: no script.
+    assert.deepEqual(await read(0, 4, 4 * large), { positions: [1, 2, 3, 4], more: true, last: 4, scripts: 0 });
+    assert.deepEqual(await read(4, 10, 0), { positions: [5, 6], more: false, last: 6, scripts: 0 });
+    // Limit x largest might not fit: the script looks at the sizes.
+    assert.deepEqual(await read(0, 4, 4 * large - 1), { positions: [1, 2, 3], more: true, last: 3, scripts: 1 });
+    // A cursor past the last position issued (a queue that restarted): the script reads from the start.
+    assert.deepEqual((await read(50, 2, 0)).positions, [1, 2]);
+    // m.largest missing, then m.seq missing (m lost): the script.
+    await redis.hdel(m, 'largest');
+    assert.equal((await read(0, 2, 0)).scripts, 1);
+    await redis.del(m);
+    assert.deepEqual(await read(2, 2, 0), { positions: [3, 4], more: true, last: 4, scripts: 1 });
+    // A frame expired (stored with a TTL of 1 s, read 2 s later): the script purges it first.
+    const short = messageId();
+    await s.enqueue(dest, short, deliver(dest, short), 1, now);
+    const later = await read(0, 10, 0, now + 2000);
+    assert.deepEqual(later.positions, [1, 2, 3, 4, 5, 6]);
+    assert.ok(later.scripts >= 1);
+    assert.equal(await redis.zcard(z), 6, 'the expired frame purged');
+  });
+
   it('fetches within a byte limit, at least one frame, and says whether more follow', async () => {
     const s = store();
     const dest = hint();
