@@ -1390,8 +1390,8 @@ export class DurableStore {
    * a frame has expired (the script purges it), m or its largest frame is
    * missing, the cursor is past the last position issued (a restarted
    * queue), or `limit` frames of the largest size would not fit in maxBytes
-   * (the script looks at the sizes). m.largest is read after the rows, so it
-   * bounds every frame they name.
+   * (the script looks at the sizes), and always on a Redis Cluster (below).
+   * m.largest is read after the rows, so it bounds every frame they name.
    */
   private async nameWithoutScript(
     z: string,
@@ -1402,6 +1402,11 @@ export class DurableStore {
     maxBytes: number,
     nowMs: number,
   ): Promise<Names | undefined> {
+    // On a Cluster a slot being migrated may hold some of a queue's keys on
+    // either node, and a single-key read of a key not moved yet answers as
+    // if it were empty (an expired frame not seen in e, an empty z): the
+    // script, which names every key, gets TRYAGAIN until they are together.
+    if (isCluster(this.redis)) return undefined;
     // One pipeline: the three commands go to Redis in one write (three writes cost the relay more
     // kernel time than the script they replace), and to one node of a Cluster (the keys share a slot).
     let replies: Array<[Error | null, unknown]> | null;

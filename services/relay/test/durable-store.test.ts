@@ -192,7 +192,7 @@ describe('DurableStore', () => {
   it('names the frames of a read without the script in the common case, and leaves the rest to it', async () => {
     const s = store();
     const dest = hint();
-    const [z, , , m] = s.keys(dest);
+    const [, , , m] = s.keys(dest);
     const scriptCalls = async (): Promise<number> => {
       const stats = await redis.info('commandstats');
       return ['evalsha', 'eval'].reduce(
@@ -226,13 +226,19 @@ describe('DurableStore', () => {
     assert.equal((await read(0, 2, 0)).scripts, 1);
     await redis.del(m);
     assert.deepEqual(await read(2, 2, 0), { positions: [3, 4], more: true, last: 4, scripts: 1 });
-    // A frame expired (stored with a TTL of 1 s, read 2 s later): the script purges it first.
-    const short = messageId();
-    await s.enqueue(dest, short, deliver(dest, short), 1, now);
-    const later = await read(0, 10, 0, now + 2000);
-    assert.deepEqual(later.positions, [1, 2, 3, 4, 5, 6]);
-    assert.ok(later.scripts >= 1);
-    assert.equal(await redis.zcard(z), 6, 'the expired frame purged');
+    // A frame expired (stored with a TTL of 1 s, read 2 s later), on a queue m whole: the script purges it first.
+    const fresh = hint();
+    const [fz] = s.keys(fresh);
+    const freshIds = Array.from({ length: 3 }, messageId);
+    for (const [i, id] of freshIds.entries()) await s.enqueue(fresh, id, deliver(fresh, id), i === 1 ? 1 : 0, now);
+    const before = await scriptCalls();
+    const later = await s.fetchWithin(fresh, 0, 10, 0, now + 2000);
+    assert.deepEqual(
+      later.frames.map((f) => f.position),
+      [1, 3],
+    );
+    assert.ok((await scriptCalls()) - before >= 1);
+    assert.equal(await redis.zcard(fz), 2, 'the expired frame purged');
   });
 
   it('fetches within a byte limit, at least one frame, and says whether more follow', async () => {
