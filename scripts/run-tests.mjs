@@ -123,14 +123,18 @@ const runStarted = Date.now();
 const runner = spawn(process.execPath, args, { cwd: root, stdio: ['inherit', 'pipe', 'inherit'], env });
 const timedOut = new Set();
 let outputTail = '';
+// The line before, across chunks: the runner writes a file's ✖ line and its
+// "test timed out" line separately, and a chunk may end between the two.
+let previousLine = '';
 runner.stdout.on('data', (chunk) => {
   process.stdout.write(chunk);
   const text = outputTail + chunk.toString();
   const lines = text.split('\n');
   outputTail = lines.pop() ?? '';
-  for (let i = 0; i < lines.length; i++) {
-    const file = /^✖ (.+\.test\.js) \(/.exec(lines[i])?.[1];
-    if (file && /test timed out/.test(lines[i + 1] ?? '')) timedOut.add(relative(root, file));
+  for (const line of lines) {
+    const file = /^✖ (.+\.test\.js) \(/.exec(previousLine)?.[1];
+    if (file && /test timed out/.test(line)) timedOut.add(relative(root, file));
+    previousLine = line;
   }
 });
 const firstSeen = new Map();
