@@ -1,4 +1,4 @@
-// Size: about 1,480 lines, most of them the Lua scripts with their KEYS/ARGV headers, each next
+// Size: about 1,600 lines, most of them the Lua scripts with their KEYS/ARGV headers, each next
 // to the method that calls it: a script and its caller change together (key order, argument
 // encoding, reply shape), so they are read and reviewed together.
 /**
