@@ -1408,7 +1408,7 @@ export class DurableStore {
     // script, which names every key, gets TRYAGAIN until they are together.
     if (isCluster(this.redis)) return undefined;
     // One pipeline: the three commands go to Redis in one write (three writes cost the relay more
-    // kernel time than the script they replace), and to one node of a Cluster (the keys share a slot).
+    // kernel time than the script they replace).
     let replies: Array<[Error | null, unknown]> | null;
     try {
       replies = await this.redis

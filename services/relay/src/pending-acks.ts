@@ -23,7 +23,8 @@
  * send Redis fails is kept by its (open) connection and tried again.
  */
 
-const ID_SIZE = 16;
+import { ID_SIZE } from '@libertaria/protocol';
+
 const INITIAL_CAPACITY = 64;
 
 /** ACKs packed: `count` 16-byte messageIds back to back in `ids`, their positions in `positions`. */
