@@ -525,9 +525,17 @@ export function grantToken(
   return Buffer.concat([utf8('LMG'), u8(1), u8(1), u16(payload.length), payload, issuer.publicKey, signature]);
 }
 
+/** RFC 8410 SPKI prefix of a raw Ed25519 public key. */
+const SPKI_ED25519 = Buffer.from('302a300506032b6570032100', 'hex');
+
+/**
+ * The raw key, from its SPKI DER. Not a JWK export: on Node 20 that can
+ * deadlock for a generated key (shared/crypto/src/crypto-node.ts, publicKeyOf).
+ */
 function rawPublicKey(key: KeyObject): Buffer {
-  const jwk = key.export({ format: 'jwk' });
-  return Buffer.from(jwk.x as string, 'base64url');
+  const spki = key.export({ format: 'der', type: 'spki' });
+  if (!spki.subarray(0, SPKI_ED25519.length).equals(SPKI_ED25519)) throw new Error('not an Ed25519 public key');
+  return spki.subarray(SPKI_ED25519.length);
 }
 
 /**

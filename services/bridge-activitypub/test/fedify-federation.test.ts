@@ -22,13 +22,14 @@ import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { after, before, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { createFederation, type Federation, generateCryptoKeyPair, MemoryKvStore } from '@fedify/fedify';
+import { createFederation, type Federation, MemoryKvStore } from '@fedify/fedify';
 import { Create, Endpoints, Note, Person } from '@fedify/fedify/vocab';
 import { createRedisClient, type RedisClient } from '@libertaria/redis';
 import { type RedisHandle, startRedis } from '../../../test-support/redis.js';
 import { BullMqMessageQueue } from '../src/bullmq-message-queue.js';
 import '../src/fedify-runtime.js';
 import { RedisKvStore } from '../src/redis-kv-store.js';
+import { importedKeyPair } from './support/keys.js';
 import { type Served, serve } from './support/serve.js';
 
 let redis: RedisHandle;
@@ -59,7 +60,8 @@ async function until<T>(what: string, probe: () => Promise<T | undefined> | T | 
 
 /** One Fedify server with one actor, `name`, with an RSA and an Ed25519 key; its inbox listener records Create(Note). */
 async function server(name: string, options: Parameters<typeof createFederation<void>>[0], received: typeof atA) {
-  const keys = [await generateCryptoKeyPair('RSASSA-PKCS1-v1_5'), await generateCryptoKeyPair('Ed25519')];
+  // Imported, not generated: support/keys.ts says why.
+  const keys = [await importedKeyPair('rsa'), await importedKeyPair('ed25519')];
   const federation = createFederation<void>(options);
   federation
     .setActorDispatcher('/users/{identifier}', async (ctx, identifier) => {

@@ -6,14 +6,15 @@
  */
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { exportJwk, generateCryptoKeyPair, importJwk } from '@fedify/fedify';
+import { exportJwk, importJwk } from '@fedify/fedify';
+import { importedKeyPair } from './support/keys.js';
 
 const major = Number(process.versions.node.split('.')[0]);
 
 describe('Fedify on this Node', () => {
   it(`imports Ed25519 JWKs once fedify-runtime is loaded (Node ${process.versions.node})`, async () => {
-    const pair = await generateCryptoKeyPair('Ed25519');
-    const jwk = await exportJwk(pair.privateKey);
+    // jwk-export: imported key (support/keys.ts)
+    const jwk = await exportJwk((await importedKeyPair('ed25519')).privateKey);
     if (major < 21) {
       assert.equal('navigator' in globalThis, false, 'Node 20 has no navigator');
       await assert.rejects(importJwk(jwk, 'private'), /navigator is not defined/, 'the gap is still there in Fedify');
@@ -22,8 +23,9 @@ describe('Fedify on this Node', () => {
     assert.equal(fedifyRuntimeReady, true);
     const key = await importJwk(jwk, 'private');
     assert.equal(key.algorithm.name, 'Ed25519');
-    const rsa = await generateCryptoKeyPair('RSASSA-PKCS1-v1_5');
-    assert.equal((await importJwk(await exportJwk(rsa.privateKey), 'private')).algorithm.name, 'RSASSA-PKCS1-v1_5');
+    const rsa = (await importedKeyPair('rsa')).privateKey;
+    // jwk-export: imported key (support/keys.ts)
+    assert.equal((await importJwk(await exportJwk(rsa), 'private')).algorithm.name, 'RSASSA-PKCS1-v1_5');
     assert.match((globalThis as { navigator?: { userAgent?: string } }).navigator?.userAgent ?? '', /^Node\.js\//);
   });
 });

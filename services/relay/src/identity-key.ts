@@ -12,14 +12,23 @@ import { ConfigError } from '@libertaria/protocol';
 import type { RelayConfig } from './config.js';
 
 const MAX_KEY_FILE_BYTES = 16 * 1024;
+/** RFC 8410 PKCS#8 PrivateKeyInfo of an Ed25519 key, up to its 32-byte seed. */
+const PKCS8_ED25519_PREFIX = Buffer.from('302e020100300506032b657004220420', 'hex');
 
 function seedOfPem(pem: string, path: string): Uint8Array {
   try {
     const key = createPrivateKey({ key: pem, format: 'pem' });
     if (key.asymmetricKeyType !== 'ed25519') throw new Error(`a ${key.asymmetricKeyType} key, not Ed25519`);
-    const jwk = key.export({ format: 'jwk' });
-    if (typeof jwk.d !== 'string') throw new Error('no private part');
-    return Buffer.from(jwk.d, 'base64url');
+    // Re-encoded by OpenSSL as RFC 8410 PKCS#8 (prefix ‖ 32-byte seed), whatever form the file used.
+    // Not a JWK export, which on Node 20 can deadlock (shared/crypto/src/crypto-node.ts, publicKeyOf).
+    const der = key.export({ format: 'der', type: 'pkcs8' });
+    if (
+      der.length !== PKCS8_ED25519_PREFIX.length + 32 ||
+      !der.subarray(0, PKCS8_ED25519_PREFIX.length).equals(PKCS8_ED25519_PREFIX)
+    ) {
+      throw new Error('an Ed25519 key OpenSSL does not encode as a 32-byte seed');
+    }
+    return new Uint8Array(der.subarray(PKCS8_ED25519_PREFIX.length));
   } catch (err) {
     throw new ConfigError(
       'RELAY_IDENTITY_KEY_FILE',

@@ -313,7 +313,9 @@ describe('relay identity keys', { timeout: 170_000 }, () => {
     await writeFile(pemFile, privateKey.export({ format: 'pem', type: 'pkcs8' }));
     const pemRelay = await startRelay({ redisUrl: redis.url, env: { RELAY_IDENTITY_KEY_FILE: pemFile } });
     cleanups.push(() => pemRelay.stop());
-    const seed = Buffer.from(privateKey.export({ format: 'jwk' }).d!, 'base64url');
+    // The seed from PKCS#8 DER (its last 32 bytes), not a JWK export: on Node 20 a JWK export of a
+    // generated key can deadlock (shared/crypto/src/crypto-node.ts, publicKeyOf).
+    const seed = privateKey.export({ format: 'der', type: 'pkcs8' }).subarray(-32);
     assert.equal(pemRelay.did, Ed25519Identity.fromSeed(seed).did);
 
     const child = spawn(process.execPath, [repoPath('services/relay/dist/main.js')], {

@@ -69,24 +69,40 @@ function publicKeyObject(raw: Uint8Array): KeyObject {
   });
 }
 
-function rawPublicKey(key: KeyObject): Uint8Array {
-  const x = key.export({ format: 'jwk' }).x;
-  if (typeof x !== 'string') throw new Error('OpenSSL exported an X25519 key without x');
-  return new Uint8Array(Buffer.from(x, 'base64url'));
+/** The X25519 base point, u = 9 (RFC 7748 §4.1): X25519(k, 9) is k's public key. */
+const BASE_POINT = createPublicKey({
+  key: { kty: 'OKP', crv: 'X25519', x: Buffer.from([9, ...new Array<number>(31).fill(0)]).toString('base64url') },
+  format: 'jwk',
+});
+
+/**
+ * The public key of a private KeyObject, as X25519(k, 9): a DH with the base
+ * point, never a JWK export. On Node 20 a JWK export holds the key's mutex
+ * while it allocates strings; a garbage collection started by one of those
+ * allocations may finalize the generateKeyPairSync job that made the key,
+ * whose destructor takes the same mutex, and the thread waits on itself for
+ * good (seen as test files hung in futex_wait, docs/crypto.md "Node
+ * performance notes"). DER exports and DH hold no lock while they allocate.
+ */
+function publicKeyOf(key: KeyObject): Uint8Array {
+  const shared = diffieHellman({ privateKey: key, publicKey: BASE_POINT });
+  const out = new Uint8Array(shared);
+  shared.fill(0);
+  return out;
 }
 
 function x25519PublicKey(privateKey: Uint8Array): Uint8Array {
-  return rawPublicKey(createPublicKey(privateKeyObject(privateKey)));
+  return publicKeyOf(privateKeyObject(privateKey));
 }
 
 /** A fresh pair from OpenSSL's generator; the private KeyObject is cached so its first DH needs no import. */
 function x25519Generate(): X25519KeyPair {
-  const { privateKey: key, publicKey } = generateKeyPairSync('x25519');
+  const { privateKey: key } = generateKeyPairSync('x25519');
   const der = key.export({ format: 'der', type: 'pkcs8' });
   const privateKey = new Uint8Array(der.subarray(PKCS8_X25519_PREFIX.length));
   der.fill(0);
   privateKeys.set(privateKey, { bytes: Uint8Array.from(privateKey), key });
-  return { privateKey, publicKey: rawPublicKey(publicKey) };
+  return { privateKey, publicKey: publicKeyOf(key) };
 }
 
 function x25519(privateKey: Uint8Array, publicKey: Uint8Array): Uint8Array {
