@@ -414,7 +414,8 @@ async function main(): Promise<void> {
           window: config.durableWindow,
         });
         const { recipientHints, ...rest } = r;
-        record('durable', { ...rest, leftInQueues: await queueDepths(redis.url, recipientHints) });
+        const queues = await queueDepths(redis.url, recipientHints);
+        record('durable', { ...rest, leftInQueues: queues.left, queuesEmptiedAfterMs: queues.emptiedAfterMs });
         // Right after each durable trial, on the same Redis: its ceiling for the least durable work (bench/redis-ceiling.ts).
         record(
           'redisCeiling',
@@ -467,11 +468,18 @@ async function main(): Promise<void> {
           150_000,
         );
         const { recipientHint, ...rest } = r;
-        record('drain', { ...rest, leftInQueue: await queueDepths(redis.url, [recipientHint]) });
+        const queue = await queueDepths(redis.url, [recipientHint]);
+        record('drain', { ...rest, leftInQueue: queue.left, queueEmptiedAfterMs: queue.emptiedAfterMs });
       }
     });
-    const drains = (raw['drain'] ?? []) as Array<{ drainSeconds: number; fillRate: number }>;
-    log(`drain of ${config.drainFrames}: ${median(drains.map((d) => d.drainSeconds)).toFixed(2)} s`);
+    const drains = (raw['drain'] ?? []) as Array<{
+      drainSeconds: number;
+      fillRate: number;
+      queueEmptiedAfterMs: number;
+    }>;
+    log(
+      `drain of ${config.drainFrames}: ${median(drains.map((d) => d.drainSeconds)).toFixed(2)} s; queue empty ${drains.map((d) => `${d.queueEmptiedAfterMs} ms`).join(', ')} after the trial`,
+    );
 
     // 6. Latency at a fixed rate.
     await watch('latency', async () => {
@@ -596,12 +604,28 @@ async function main(): Promise<void> {
 
 const mib = (bytes: number) => (bytes / 2 ** 20).toFixed(0);
 
-async function queueDepths(redisUrl: string, hints: string[]): Promise<number> {
-  let total = 0;
-  // Key layout of services/relay/src/durable-store.ts, default RELAY_REDIS_PREFIX.
-  for (const h of hints) total += Number(await redisCommand(redisUrl, 'ZCARD', `lr:q:{${h}}:z`));
-  return total;
+/**
+ * Frames still queued for these recipients, once the relay's removals have
+ * landed or QUEUE_SETTLE_MS passed: acknowledged frames leave Redis a little
+ * after their delivery, since a pump reading a backlog holds its ACKs until
+ * it has caught up (docs/durable-queue.md, "Reads before clean-up"). Also
+ * how long after the trial the queues were found empty (-1: not within the
+ * deadline).
+ */
+async function queueDepths(redisUrl: string, hints: string[]): Promise<{ left: number; emptiedAfterMs: number }> {
+  const started = Date.now();
+  for (;;) {
+    let left = 0;
+    // Key layout of services/relay/src/durable-store.ts, default RELAY_REDIS_PREFIX.
+    for (const h of hints) left += Number(await redisCommand(redisUrl, 'ZCARD', `lr:q:{${h}}:z`));
+    const waited = Date.now() - started;
+    if (left === 0) return { left, emptiedAfterMs: waited };
+    if (waited >= QUEUE_SETTLE_MS) return { left, emptiedAfterMs: -1 };
+    await sleep(50);
+  }
 }
+/** How long queueDepths waits for acknowledged frames to leave Redis. */
+const QUEUE_SETTLE_MS = 30_000;
 
 // ---------------------------------------------------------------------------
 // Report
@@ -694,6 +718,7 @@ function buildReport(
       duplicates: number;
       settled: boolean;
       leftInQueues: number;
+      queuesEmptiedAfterMs: number;
       sent: number;
       delivered: number;
     }
@@ -709,6 +734,7 @@ function buildReport(
     gaps: number;
     duplicates: number;
     leftInQueue: number;
+    queueEmptiedAfterMs: number;
     cpu: Record<string, number>;
     problems: string[];
   }>;
@@ -792,6 +818,8 @@ function buildReport(
     durable: {
       ...rate('durable'),
       storeAckRate: summarize(durableRows.map((r) => r.storeAckRate)),
+      /** ms after each trial until its queues were empty (-1: not within 30 s; leftInQueues counts those frames). */
+      queuesEmptiedAfterMs: durableRows.map((r) => r.queuesEmptiedAfterMs),
       cpu: cpuMedian('durable'),
       cpuUsPerFrame: cpuPerFrame(rows('durable')),
       health: {
@@ -812,6 +840,8 @@ function buildReport(
       rate: summarize(drainRows.map((r) => r.drainRate)),
       firstDeliverMs: summarize(drainRows.map((r) => r.firstDeliverMs)),
       fillRate: summarize(drainRows.map((r) => r.fillRate)),
+      /** ms after each trial until its queue was empty: the held ACKs landing (-1: not within 30 s; leftInQueue counts those frames). */
+      queueEmptiedAfterMs: drainRows.map((r) => r.queueEmptiedAfterMs),
       cpu: medianCpu(drainRows.map((r) => r.cpu)),
       cpuUsPerFrame: cpuPerFrame(drainRows.map((r) => ({ cpu: r.cpu, rate: r.drainRate }))),
       fillCpu: medianCpu(drainRows.map((r) => r.fillCpu)),
