@@ -13,6 +13,9 @@
  * BENCH_WINDOW, BENCH_BATCH, BENCH_DURABLE_WINDOW, BENCH_SEALED_ROUNDS;
  * BENCH_RELAY_NODE_ARGS gives the relays node options (profiling: `--cpu-prof --cpu-prof-dir=DIR`);
  * BENCH_RELAY_ECHO=1 copies relay A's output to stderr (with `--trace-gc`: its collections).
+ * RELAY_* variables in the bench's environment reach every relay it starts, over the bench's own
+ * settings (an A/B of one build: `RELAY_DURABLE_ACK_HOLD=0 npm run bench`); the report's
+ * "relay settings" line shows them.
  * BENCH_ONLY=capacity,fast,batched,membrane,cross,durable,sealed,drain,latency runs a
  * subset (for exploring; the report then lacks the other figures).
  *
@@ -139,6 +142,10 @@ const config = {
           RELAY_DURABLE_FRAMES_PER_ADDRESS_PER_HOUR: '1000000000',
           RELAY_DURABLE_BYTES_PER_ADDRESS_PER_HOUR: String(2 ** 40),
         }),
+    // Last, so they win: the relays get only the environment they are given (test-support/relay-process.ts).
+    ...Object.fromEntries(
+      Object.entries(process.env).filter((e): e is [string, string] => e[0].startsWith('RELAY_') && e[1] !== undefined),
+    ),
   } as Record<string, string>,
 };
 
