@@ -85,10 +85,8 @@ const BASE_POINT = createPublicKey({
  * performance notes"). DER exports and DH hold no lock while they allocate.
  */
 function publicKeyOf(key: KeyObject): Uint8Array {
-  const shared = diffieHellman({ privateKey: key, publicKey: BASE_POINT });
-  const out = new Uint8Array(shared);
-  shared.fill(0);
-  return out;
+  // A public value: no wipe, unlike x25519's shared secret.
+  return new Uint8Array(diffieHellman({ privateKey: key, publicKey: BASE_POINT }));
 }
 
 function x25519PublicKey(privateKey: Uint8Array): Uint8Array {
