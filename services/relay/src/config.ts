@@ -96,6 +96,12 @@ export const relayConfigSpec = {
     max: 268435456,
     doc: "Outbound memory budget of one connection (4 MiB): most bytes the relay holds for it (this turn's writes and the socket layer's buffer) before fast frames are dropped and durable delivery pauses; control frames may exceed it by 64 KiB.",
   }),
+  RELAY_CROSS_NODE_MESSAGE_BYTES: int({
+    default: 65536,
+    min: 4096,
+    max: 8388608,
+    doc: 'Frames for one other node leave as one pub/sub message per event-loop turn, or as soon as that message reaches this many bytes (64 KiB): the receiving node can deliver nothing of a message before all of it has arrived, so a smaller message lets the two nodes and Redis work at once (docs/benchmarks.md). A larger frame travels alone.',
+  }),
   RELAY_HANDSHAKE_STEP_TIMEOUT_MS: int({
     default: 10000,
     min: 100,

@@ -129,7 +129,7 @@ export class RelayNode {
       targetFetchesPerMinute: config.RELAY_PREKEY_TARGET_FETCHES_PER_MINUTE,
       ttlSeconds: config.RELAY_PREKEY_TTL_SECONDS,
     });
-    const router = new Router(redis, presence, nodeId, prefix, metrics, log);
+    const router = new Router(redis, presence, nodeId, prefix, metrics, log, config.RELAY_CROSS_NODE_MESSAGE_BYTES);
     metrics.outboundBytes = () => router.outboundBytes();
     metrics.outboundBudget.set(config.RELAY_SEND_QUEUE_BYTES);
     const ackHold = new AckHoldBudget(config.RELAY_DURABLE_ACK_HOLD);

@@ -12,7 +12,10 @@
  * are announced to every node holding the recipient when Redis stored them;
  * the announcement is only a shortcut — Redis is the source of truth and
  * each connection re-reads its queue whenever it sees a gap. Frames for one
- * node in one event-loop turn travel as one pub/sub message.
+ * node in one event-loop turn travel as one pub/sub message, cut early at
+ * RELAY_CROSS_NODE_MESSAGE_BYTES: the other node can deliver nothing of a
+ * message before it has all of it, so smaller messages keep the two nodes
+ * and Redis working at once (measured: docs/benchmarks.md).
  *
  * The same channels carry PREKEY_STATUS low-water notices to the nodes that
  * hold a prekey owner: the frame opens with the owner's hint, at the offset
@@ -51,7 +54,8 @@ export class Router {
   private readonly local = new Map<string, Set<PeerConnection>>();
   private readonly remoteCache = new Map<string, { nodes: string[]; expires: number }>();
   private readonly lookups = new Map<string, Promise<string[]>>();
-  private readonly outbox = new Map<string, Buffer[]>();
+  /** Frames for each other node waiting for the end of this turn, and their bytes. */
+  private readonly outbox = new Map<string, { frames: Buffer[]; bytes: number }>();
   private outboxScheduled = false;
 
   constructor(
@@ -61,6 +65,8 @@ export class Router {
     private readonly prefix: string,
     private readonly metrics: RelayMetrics,
     private readonly log: Logger,
+    /** A node's outbox leaves early once it holds this many bytes (RELAY_CROSS_NODE_MESSAGE_BYTES). */
+    private readonly messageBytes: number,
   ) {}
 
   /** Adds an authenticated connection; the first of its peer on this node registers presence. */
@@ -196,9 +202,18 @@ export class Router {
   /** Queues a frame for other nodes; frames for one node in one turn travel as one pub/sub message. */
   private publish(nodes: readonly string[], frame: Buffer): void {
     for (const node of nodes) {
-      const queued = this.outbox.get(node);
-      if (queued) queued.push(frame);
-      else this.outbox.set(node, [frame]);
+      let queued = this.outbox.get(node);
+      if (queued) {
+        queued.frames.push(frame);
+        queued.bytes += frame.length;
+      } else {
+        queued = { frames: [frame], bytes: frame.length };
+        this.outbox.set(node, queued);
+      }
+      if (queued.bytes >= this.messageBytes) {
+        this.outbox.delete(node);
+        this.flushNode(node, queued.frames);
+      }
     }
     if (nodes.length > 0 && !this.outboxScheduled) {
       this.outboxScheduled = true;
@@ -208,15 +223,17 @@ export class Router {
 
   private flushOutbox(): void {
     this.outboxScheduled = false;
-    for (const [node, frames] of this.outbox) {
-      // ioredis may hold the message past this turn (a socket not yet writable): never an inbound slab's bytes.
-      const message = frames.length === 1 ? retainFrame(frames[0]!) : Buffer.concat(frames);
-      publishBinary(this.redis, nodeChannel(this.prefix, node), message).catch((err: unknown) => {
-        this.metrics.redisErrors.labels('publish').inc();
-        this.log.debug('publish failed', { err });
-      });
-    }
+    for (const [node, queued] of this.outbox) this.flushNode(node, queued.frames);
     this.outbox.clear();
+  }
+
+  private flushNode(node: string, frames: Buffer[]): void {
+    // ioredis may hold the message past this turn (a socket not yet writable): never an inbound slab's bytes.
+    const message = frames.length === 1 ? retainFrame(frames[0]!) : Buffer.concat(frames);
+    publishBinary(this.redis, nodeChannel(this.prefix, node), message).catch((err: unknown) => {
+      this.metrics.redisErrors.labels('publish').inc();
+      this.log.debug('publish failed', { err });
+    });
   }
 
   /** A pub/sub message from another node: one or more whole DELIVER frames back to back. */
@@ -298,7 +315,6 @@ export class Router {
     return false;
   }
 
-  /** After the pub/sub link was down, announcements may be lost: every connection re-reads its queue. */
   /** Bytes the local connections' transports hold for their peers: the sum and the largest (metrics). */
   outboundBytes(): { total: number; max: number } {
     let total = 0;
@@ -313,6 +329,7 @@ export class Router {
     return { total, max };
   }
 
+  /** After the pub/sub link was down, announcements may be lost: every connection re-reads its queue. */
   resyncAll(): void {
     for (const set of this.local.values()) for (const conn of set) conn.requestPump();
   }
