@@ -45,10 +45,21 @@ export function verifySignature(publicKey: Uint8Array, data: Uint8Array, signatu
   return verify(null, data, publicKeyObject(publicKey), signature);
 }
 
-/** Imports a raw 32-byte Ed25519 public key. Throws IdentityError INVALID_KEY on a wrong length. */
+/**
+ * Imports a raw 32-byte Ed25519 public key. Throws IdentityError INVALID_KEY
+ * on a wrong length. As JWK, not SPKI DER: OpenSSL 3 imports DER through its
+ * decoder framework, about 75 µs a key on our machines against about 6 µs for
+ * JWK, and a relay imports one key per handshake (the reconnect storm spent
+ * a fifth of its CPU here; docs/crypto.md). The same bytes either way (a
+ * test compares them); only JWK *exports* are unsafe on Node 20
+ * (crypto-node.ts, publicKeyOf).
+ */
 export function publicKeyObject(raw: Uint8Array): KeyObject {
   if (!(raw instanceof Uint8Array) || raw.length !== 32) {
     throw new IdentityError('INVALID_KEY', 'an Ed25519 public key is 32 bytes');
   }
-  return createPublicKey({ key: Buffer.concat([SPKI_ED25519_PREFIX, raw]), format: 'der', type: 'spki' });
+  return createPublicKey({
+    key: { kty: 'OKP', crv: 'Ed25519', x: Buffer.from(raw.buffer, raw.byteOffset, 32).toString('base64url') },
+    format: 'jwk',
+  });
 }

@@ -132,6 +132,16 @@ describe('Ed25519 keys', () => {
   it('publicKeyObject imports raw keys and rejects wrong lengths', () => {
     const key = publicKeyObject(unhex(RFC8032_PUBLIC_KEY));
     assert.equal(key.asymmetricKeyType, 'ed25519');
+    // Imported as JWK (the fast path): the same key as the SPKI DER import would give.
+    assert.deepEqual(
+      key.export({ format: 'der', type: 'spki' }),
+      Buffer.concat([Buffer.from('302a300506032b6570032100', 'hex'), unhex(RFC8032_PUBLIC_KEY)]),
+    );
+    for (let i = 0; i < 50; i++) {
+      const id = Ed25519Identity.generate();
+      const der = publicKeyObject(id.publicKey).export({ format: 'der', type: 'spki' });
+      assert.deepEqual(new Uint8Array(der.subarray(12)), id.publicKey);
+    }
     throwsIdentity(() => publicKeyObject(new Uint8Array(31)), 'INVALID_KEY');
   });
 
