@@ -463,6 +463,37 @@ describe('relay nodes on one Redis', () => {
     assert.equal(Buffer.from((await bob.p.next('DELIVER')).payload).toString(), 'still here');
   });
 
+  it('over WebSocket, refuses a message that is empty or ends inside a frame (TRUNCATED), and takes one whole frame as a message', async () => {
+    const alice = await peer(b.wsUrl);
+    const bob = await peer(b.wsUrl);
+    track(alice.p);
+    track(bob.p);
+    const ping = encodeFrame({ type: 'PING', data: new Uint8Array(8) });
+    const cases: Array<[string, Uint8Array]> = [
+      ['empty message', new Uint8Array(0)],
+      ['a frame and 3 bytes of the next', Buffer.concat([ping, ping.subarray(0, 3)])],
+      ['a frame cut short', ping.subarray(0, ping.length - 1)],
+    ];
+    for (const [label, bytes] of cases) {
+      const { p } = await peer(b.wsUrl);
+      p.send(bytes);
+      const err = await p.next('ERROR');
+      assert.equal(errorCodeFromWire(err.code), 'TRUNCATED', label);
+      await p.closedPromise;
+    }
+    // One whole frame per message, and two in one: both delivered, in order.
+    alice.p.send(sendFrame(alice.id, bob.id, text('one'), false));
+    alice.p.send(
+      Buffer.concat([
+        encodeFrame(sendFrame(alice.id, bob.id, text('two'), false)),
+        encodeFrame(sendFrame(alice.id, bob.id, text('three'), false)),
+      ]),
+    );
+    for (const want of ['one', 'two', 'three']) {
+      assert.equal(Buffer.from((await bob.p.next('DELIVER')).payload).toString(), want);
+    }
+  });
+
   it('answers PING only after the answers owed for earlier frames (PING is a barrier)', async () => {
     const alice = await peer(a.tcpUrl);
     track(alice.p);

@@ -156,6 +156,12 @@ class WsTransport implements PeerTransport, Flushable {
 
 /** Splits one WebSocket message into whole frames; a message must not end inside a frame. */
 function forEachFrame(message: Buffer, maxBody: number, sink: TransportSink): void {
+  if (message.length === 0) throw new ProtocolError('TRUNCATED', 'empty message holds no frame');
+  // One frame filling the message (paced senders send one per message): the message is the frame, no view.
+  if (FRAME_HEADER_SIZE + readFrameHeader(message, 0, maxBody) === message.length) {
+    sink.onFrame(message);
+    return;
+  }
   let offset = 0;
   while (offset < message.length) {
     const bodyLength = readFrameHeader(message, offset, maxBody);
@@ -166,7 +172,6 @@ function forEachFrame(message: Buffer, maxBody: number, sink: TransportSink): vo
     sink.onFrame(message.subarray(offset, end));
     offset = end;
   }
-  if (message.length === 0) throw new ProtocolError('TRUNCATED', 'empty message holds no frame');
 }
 
 export function listenWebSocket(options: WsListenerOptions, accept: AcceptConnection): Promise<Listener> {
