@@ -11,9 +11,10 @@
  * BENCH_QUICK=1 runs a ~30 s version (fewer, shorter trials; a 10k backlog).
  * Overrides: BENCH_TRIALS, BENCH_DURATION_MS, BENCH_DRAIN_FRAMES, BENCH_PAIRS,
  * BENCH_WINDOW, BENCH_BATCH, BENCH_DURABLE_WINDOW, BENCH_SEALED_ROUNDS, BENCH_GC_IDLE_MS,
- * BENCH_LATENCY_PAIRS, BENCH_LATENCY_FAST_MS;
+ * BENCH_GC_PAIRS, BENCH_LATENCY_PAIRS, BENCH_LATENCY_FAST_MS;
  * BENCH_RELAY_NODE_ARGS gives the relays node options (profiling: `--cpu-prof --cpu-prof-dir=DIR`);
- * BENCH_RELAY_ECHO=1 copies relay A's output to stderr (with `--trace-gc`: its collections).
+ * BENCH_RELAY_ECHO=1 copies the output of relay A and of gcmode's relays C and D to stderr (with
+ * `--trace-gc`: their collections).
  * RELAY_* variables in the bench's environment reach every relay it starts, over the bench's own
  * settings (an A/B of one build: `RELAY_DURABLE_ACK_HOLD=0 npm run bench`); the report's
  * "relay settings" line shows them.
@@ -95,6 +96,12 @@ const config = {
   drainFrames: envInt('BENCH_DRAIN_FRAMES', QUICK ? 10_000 : 100_000),
   /** How long relay C idles between its fresh and its idle fast trials (BENCH_ONLY=gcmode; issue 18). */
   gcIdleMs: envInt('BENCH_GC_IDLE_MS', QUICK ? 12_000 : 60_000),
+  /**
+   * Pairs of trials (relay C after its idle, relay D just started) per transport. Single pairs of this
+   * machine range 0.80-1.19x with no collection to tell them apart (2026-12-07): 9, so that the
+   * median does not rest on two or three of them.
+   */
+  gcPairs: envInt('BENCH_GC_PAIRS', QUICK ? 2 : 9),
   /** Frames per trial of the Redis ceiling beside the durable figure (bench/redis-ceiling.ts). */
   ceilingFrames: envInt('BENCH_CEILING_FRAMES', QUICK ? 20_000 : 100_000),
   /** Sealed vs unsealed durable (bench/sealed.ts): rounds of the three variants, frames in flight. */
@@ -348,6 +355,7 @@ async function main(): Promise<void> {
       const idled = await startRelay({
         redisUrl: redis.url,
         nodeArgs: relayNodeArgs,
+        echo: process.env.BENCH_RELAY_ECHO === '1',
         nodeId: 'bench-gc',
         env: config.relayEnv,
       });
@@ -377,6 +385,7 @@ async function main(): Promise<void> {
       const started = await startRelay({
         redisUrl: redis.url,
         nodeArgs: relayNodeArgs,
+        echo: process.env.BENCH_RELAY_ECHO === '1',
         nodeId: 'bench-gc2',
         env: config.relayEnv,
       });
@@ -384,7 +393,7 @@ async function main(): Promise<void> {
       const pairedPids = { ...pids, relayC: idled.process.pid!, relayD: started.process.pid! };
       await watch('gcmodePaired', async () => {
         for (const tcp of [false, true]) {
-          for (let t = 0; t < config.trials; t++) {
+          for (let t = 0; t < config.gcPairs; t++) {
             // Alternated within the pairs, so neither side always runs first after the other's trial.
             const order = t % 2 === 0 ? (['idle', 'twin'] as const) : (['twin', 'idle'] as const);
             for (const which of order) {
