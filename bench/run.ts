@@ -98,7 +98,7 @@ const config = {
   gcIdleMs: envInt('BENCH_GC_IDLE_MS', QUICK ? 12_000 : 60_000),
   /**
    * Pairs of trials (relay C after its idle, relay D just started) per transport. Single pairs of this
-   * machine range 0.80-1.19x with no collection to tell them apart (2026-12-07): 9, so that the
+   * machine range 0.80-1.33x with no collection to tell them apart (2026-12-07): 9, so that the
    * median does not rest on two or three of them.
    */
   gcPairs: envInt('BENCH_GC_PAIRS', QUICK ? 2 : 9),
