@@ -608,10 +608,11 @@ function fail(code: 'TRUNCATED' | 'BAD_LENGTH' | 'BAD_FIELD' | 'TRAILING_BYTES',
 function u16(b: Uint8Array, o: number): number {
   return (b[o]! << 8) | b[o + 1]!;
 }
-function u64(b: Uint8Array, o: number, field: string): number {
+/** `frame` and `field` name the value in an error; the label is built only then (this runs per frame forwarded). */
+function u64(b: Uint8Array, o: number, frame: string, field: string): number {
   const hi = readU32(b, o);
   // Anything at or above 2^53 cannot be represented exactly; such positions are never issued.
-  if (hi > 0x1fffff) fail('BAD_FIELD', `${field} exceeds 2^53-1`);
+  if (hi > 0x1fffff) fail('BAD_FIELD', `${frame}.${field} exceeds 2^53-1`);
   return hi * 0x100000000 + readU32(b, o + 4);
 }
 
@@ -646,7 +647,7 @@ class BodyReader {
     return readU32(this.buf, this.need(4, field));
   }
   u64(field: string): number {
-    return u64(this.buf, this.need(8, field), `${this.frame}.${field}`);
+    return u64(this.buf, this.need(8, field), this.frame, field);
   }
   bytes(n: number, field: string): Uint8Array {
     const at = this.need(n, field);
@@ -1000,12 +1001,8 @@ export function checkRoutedFrame(frame: Uint8Array, options?: CodecOptions): voi
   const flags = frame[FRAME_HEADER_SIZE + Routed.FLAGS]!;
   if ((flags & ~KNOWN_SEND_FLAGS) !== 0)
     fail('BAD_FIELD', `${name}.flags: undefined bits set (0x${flags.toString(16)})`);
-  // u64()'s checks, without building its field label per frame (this runs for every frame forwarded).
-  const positionHigh = readU32(frame, FRAME_HEADER_SIZE + Routed.POSITION);
-  if (positionHigh > 0x1fffff) fail('BAD_FIELD', `${name}.position exceeds 2^53-1`);
-  if (name === 'SEND' && (positionHigh !== 0 || readU32(frame, FRAME_HEADER_SIZE + Routed.POSITION + 4) !== 0)) {
-    fail('BAD_FIELD', 'SEND.position must be 0');
-  }
+  const position = u64(frame, FRAME_HEADER_SIZE + Routed.POSITION, name, 'position');
+  if (name === 'SEND' && position !== 0) fail('BAD_FIELD', 'SEND.position must be 0');
   if (bodyLength - ROUTED_HEADER_SIZE > maxPayload) {
     throw new ProtocolError(
       'FRAME_TOO_LARGE',

@@ -157,11 +157,6 @@ class WsTransport implements PeerTransport, Flushable {
 /** Splits one WebSocket message into whole frames; a message must not end inside a frame. */
 function forEachFrame(message: Buffer, maxBody: number, sink: TransportSink): void {
   if (message.length === 0) throw new ProtocolError('TRUNCATED', 'empty message holds no frame');
-  // One frame filling the message (paced senders send one per message): the message is the frame, no view.
-  if (FRAME_HEADER_SIZE + readFrameHeader(message, 0, maxBody) === message.length) {
-    sink.onFrame(message);
-    return;
-  }
   let offset = 0;
   while (offset < message.length) {
     const bodyLength = readFrameHeader(message, offset, maxBody);
@@ -169,7 +164,8 @@ function forEachFrame(message: Buffer, maxBody: number, sink: TransportSink): vo
     if (end > message.length) {
       throw new ProtocolError('TRUNCATED', `message ends ${end - message.length} bytes inside a frame`);
     }
-    sink.onFrame(message.subarray(offset, end));
+    // One frame filling the message (paced senders send one per message) is the message itself: no view.
+    sink.onFrame(offset === 0 && end === message.length ? message : message.subarray(offset, end));
     offset = end;
   }
 }
