@@ -48,6 +48,7 @@ import {
   RelayError,
   RoutedAt,
   readRoutedPosition,
+  routedTtl,
   writeRoutedPosition,
 } from '@libertaria/protocol';
 import calculateSlot from 'cluster-key-slot';
@@ -784,9 +785,7 @@ const SCRIPT = {
 
 /** An enqueue, validated, with what its script call needs and who hears the outcome. */
 interface EnqueueJob {
-  dest: Uint8Array;
-  destHex: string;
-  /** The DELIVER frame; the script reads its member (source ‖ messageId) from it. */
+  /** The DELIVER frame; the script reads its member (source ‖ messageId) from it, destOf() its recipient. */
   frame: Buffer;
   ttlMs: number;
   /** The caller's clock, or undefined: the turn's (Date.now() when the batch is sent). */
@@ -1023,6 +1022,20 @@ export class DurableStore {
     this.inTurnBatch(this.enqueueJob(dest, messageId, frame, ttlSeconds, nowMs, sink));
   }
 
+  /**
+   * enqueueTo() for a frame that names its own recipient, id and TTL (the
+   * relay's durable SEND, retyped to DELIVER): the same outcome, without
+   * views of the frame's fields made per frame to compare the frame with.
+   * Throws BAD_FIELD for a frame too short to be routed and TTL_TOO_LONG,
+   * synchronously.
+   */
+  enqueueFrameTo(frame: Buffer, sink: EnqueueSink, nowMs?: number): void {
+    if (frame.length < MIN_ROUTED_FRAME_SIZE) throw new RelayError('BAD_FIELD', 'frame is too short to be routed');
+    const ttlSeconds = routedTtl(frame);
+    this.checkTiming(ttlSeconds, nowMs);
+    this.inTurnBatch(this.job(frame, ttlSeconds, nowMs, sink));
+  }
+
   /** Adds an enqueue to this event-loop turn's batch (sent at setImmediate, like the ACKs of a turn). */
   private inTurnBatch(job: EnqueueJob): void {
     const key = job.nowMs ?? 'turn';
@@ -1060,14 +1073,23 @@ export class DurableStore {
     this.enqueues.clear();
     for (const [key, waiting] of batches) {
       const nowMs = key === 'turn' ? Date.now() : key;
+      // Grouped by recipient. A turn's frames mostly come in runs to one recipient (a message of
+      // frames from one sender): a run joins its list on a byte comparison, and only a change of
+      // recipient makes a key string (no string per frame).
       const byRecipient = new Map<string, EnqueueJob[]>();
+      let run: EnqueueJob[] | undefined;
+      let runFrame: Buffer | undefined;
       for (const job of waiting) {
-        let list = byRecipient.get(job.destHex);
-        if (list === undefined) {
-          list = [];
-          byRecipient.set(job.destHex, list);
+        if (run === undefined || !bytesEqualAt(job.frame, RoutedAt.DEST, runFrame!, RoutedAt.DEST, HINT_SIZE)) {
+          const key = job.frame.toString('latin1', RoutedAt.DEST, RoutedAt.DEST + HINT_SIZE);
+          run = byRecipient.get(key);
+          if (run === undefined) {
+            run = [];
+            byRecipient.set(key, run);
+          }
+          runFrame = job.frame;
         }
-        list.push(job);
+        run.push(job);
       }
       for (const list of byRecipient.values()) {
         for (let i = 0; i < list.length; i += ENQUEUE_BATCH) {
@@ -1083,7 +1105,7 @@ export class DurableStore {
 
   /** One enqueue script call for `chunk` (frames of one recipient); settles each frame with its own outcome. */
   private async enqueueCall(chunk: EnqueueJob[], nowMs: number): Promise<void> {
-    const dest = chunk[0]!.dest;
+    const dest = destOf(chunk[0]!);
     const args: ScriptArg[] = [
       ...this.keys(dest),
       // The presence key (same prefix and hash tag): the script names the holders in the same step.
@@ -1125,10 +1147,10 @@ export class DurableStore {
           // A queue at its limit whose expired frames exceed one purge batch: the next turn's call
           // frees another batch; bounded by maxAttempts.
           if (++job.attempts < this.maxAttempts) this.inTurnBatch(job);
-          else settle(job, scriptError(Code.AGAIN, job.destHex));
+          else settle(job, scriptError(Code.AGAIN, hintToHex(destOf(job))));
           break;
         default:
-          settle(job, scriptError(code, job.destHex));
+          settle(job, scriptError(code, hintToHex(destOf(job))));
       }
     });
   }
@@ -1136,7 +1158,7 @@ export class DurableStore {
   /** Redis answered stored or duplicate: settle now, or once replicas confirmed (RELAY_DURABLE_WAIT_REPLICAS). */
   private confirmed(job: EnqueueJob, result: EnqueueResult): void {
     if (this.waitReplicas === 0) return settle(job, result);
-    this.replicated(job.destHex).then(
+    this.replicated(hintToHex(destOf(job))).then(
       () => settle(job, result),
       (err: unknown) => settle(job, toStoreError(err)),
     );
@@ -1565,18 +1587,12 @@ export class DurableStore {
     sink: EnqueueSink,
   ): EnqueueJob {
     checkMessageId(messageId);
-    checkCount(ttlSeconds, 'ttlSeconds', 0);
-    if (nowMs !== undefined) checkCount(nowMs, 'nowMs', 0);
-    if (ttlSeconds > this.maxTtlSeconds) {
-      throw new RelayError(
-        'TTL_TOO_LONG',
-        `TTL of ${ttlSeconds} s exceeds the relay's maximum of ${this.maxTtlSeconds} s`,
-      );
-    }
+    this.checkTiming(ttlSeconds, nowMs);
+    // INVALID_HINT for a dest that is no hint: hintToHex's check, without its string per frame.
+    if (!(dest instanceof Uint8Array) || dest.length !== HINT_SIZE) hintToHex(dest);
     // The frame must be the DELIVER for this (dest, messageId): fetch writes
     // its position into it, and a mix-up here would deliver to the wrong peer.
     // (compared in place: no views allocated per frame.)
-    const destHex = hintToHex(dest); // throws INVALID_HINT for a dest that is no hint
     const bytes = asBuffer(frame);
     if (
       bytes.length < MIN_ROUTED_FRAME_SIZE ||
@@ -1585,19 +1601,33 @@ export class DurableStore {
     ) {
       throw new RelayError('BAD_FIELD', 'frame is not a DELIVER frame for this dest and messageId');
     }
+    return this.job(bytes, ttlSeconds, nowMs, sink);
+  }
+
+  /** TTL_TOO_LONG, or BAD_FIELD for a count that is none. */
+  private checkTiming(ttlSeconds: number, nowMs: number | undefined): void {
+    checkCount(ttlSeconds, 'ttlSeconds', 0);
+    if (nowMs !== undefined) checkCount(nowMs, 'nowMs', 0);
+    if (ttlSeconds > this.maxTtlSeconds) {
+      throw new RelayError(
+        'TTL_TOO_LONG',
+        `TTL of ${ttlSeconds} s exceeds the relay's maximum of ${this.maxTtlSeconds} s`,
+      );
+    }
+  }
+
+  /** A validated frame's part of a script call. */
+  private job(frame: Buffer, ttlSeconds: number, nowMs: number | undefined, sink: EnqueueSink): EnqueueJob {
     const ttl = ttlSeconds === 0 ? this.maxTtlSeconds : ttlSeconds;
     // The frame's source hint names the sender (the script reads it from the
     // frame): the relay checked it is the authenticated peer's own
     // (SOURCE_MISMATCH), the federation inbound worker that it is a
     // registered bridge's.
-    return {
-      dest,
-      destHex,
-      frame: bytes,
-      ttlMs: ttl * 1000,
-      nowMs,
-      sink,
-      attempts: 0,
-    };
+    return { frame, ttlMs: ttl * 1000, nowMs, sink, attempts: 0 };
   }
+}
+
+/** The recipient's hint, read from the job's own frame (a view: taken once per script call, not per frame). */
+function destOf(job: EnqueueJob): Buffer {
+  return job.frame.subarray(RoutedAt.DEST, RoutedAt.DEST + HINT_SIZE);
 }

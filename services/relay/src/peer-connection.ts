@@ -52,6 +52,7 @@ import {
   decodeFrame,
   type ErrorCode,
   ErrorFlags,
+  encodeAckOf,
   encodeFrame,
   errorCodeToWire,
   FRAME_HEADER_SIZE,
@@ -88,7 +89,7 @@ import { PendingAcks } from './pending-acks.js';
 import type { PrekeyCounts } from './prekey-store.js';
 import { CONTROL_COST_BY_TYPE, REQUEST_ID_FRAMES, TokenBucket } from './rate-limits.js';
 import type { RelayContext } from './relay-context.js';
-import { type StoreHandler, storeAndAnnounceTo } from './store-and-announce.js';
+import { AnnouncedWrite, type DurableAnnouncer, storeAndAnnounceTo } from './store-and-announce.js';
 import { retainFrame } from './transport/inbound-arena.js';
 import type { PeerTransport, TransportSink } from './transport/types.js';
 
@@ -1190,11 +1191,11 @@ export class PeerConnection implements TransportSink, SendHost, RequestHost {
   private enqueueDurable(frame: Buffer, charge: Charge | undefined): void {
     this.beginAsync();
     this.ctx.durableWrites.started();
-    storeAndAnnounceTo(this.ctx, new DurableWrite(this, frame, charge, performance.now()));
+    storeAndAnnounceTo(this.ctx.store, new DurableWrite(this, this.ctx.router, frame, charge, performance.now()));
   }
 
   /** A DurableWrite's frame is in Redis (or was already): ACK it. Internal to this module. */
-  durableStored(write: DurableWrite, result: EnqueueResult, messageId: Buffer): void {
+  durableStored(write: DurableWrite, result: EnqueueResult): void {
     const ctx = this.ctx;
     ctx.durableWrites.settled();
     try {
@@ -1202,7 +1203,8 @@ export class PeerConnection implements TransportSink, SendHost, RequestHost {
       ctx.metrics.durableStoredCounts[result.status]++;
       if (result.depth !== undefined) ctx.metrics.durableQueueDepth.observe(result.depth);
       // Before the announcement (storeAndAnnounce's order): a peer sending to itself gets the ACK first.
-      this.writeControl(this.encode({ type: 'ACK', messageId, position: result.position }, this.version));
+      // Encoded from the frame's own messageId: no view of it and no frame object per durable SEND.
+      this.writeControl(encodeAckOf(write.frame, RoutedAt.MESSAGE_ID, result.position, this.version));
       this.endAsync();
       // A duplicate was charged when it was first stored.
       if (result.status !== 'stored') ctx.admission.refund(write.charge);
@@ -1464,7 +1466,12 @@ export class PeerConnection implements TransportSink, SendHost, RequestHost {
 
   /** A durable frame was stored for this peer (here or on another node). */
   offerDurable(frame: Buffer, position: number): void {
-    this.guard('offer', () => this.offer(frame, position));
+    // guard() without its closure: this runs once per durable frame.
+    try {
+      this.offer(frame, position);
+    } catch (err) {
+      this.internalError('offer', err);
+    }
   }
 
   private offer(frame: Buffer, position: number): void {
@@ -1762,16 +1769,19 @@ export class PeerConnection implements TransportSink, SendHost, RequestHost {
 }
 
 /** One durable SEND on its way into Redis (storeAndAnnounceTo's handler): the store's answer goes to its connection. */
-class DurableWrite implements StoreHandler {
+class DurableWrite extends AnnouncedWrite {
   constructor(
     private readonly conn: PeerConnection,
-    readonly frame: Buffer,
+    router: DurableAnnouncer,
+    frame: Buffer,
     readonly charge: Charge | undefined,
     /** performance.now() when the store was asked: relay_durable_store_seconds. */
     readonly started: number,
-  ) {}
-  stored(result: EnqueueResult, messageId: Buffer): void {
-    this.conn.durableStored(this, result, messageId);
+  ) {
+    super(router, frame);
+  }
+  stored(result: EnqueueResult): void {
+    this.conn.durableStored(this, result);
   }
   failed(err: LibertariaError): void {
     this.conn.durableFailed(this, err);

@@ -47,7 +47,10 @@ export class PendingAcks {
   /** Copies `messageId` (it may point into a reused receive buffer). Returns the new count. */
   push(messageId: Uint8Array, position: number): number {
     if (this.n === this.positions.length) this.grow();
-    this.ids.set(messageId.subarray(0, ID_SIZE), this.n * ID_SIZE);
+    // Byte by byte: a subarray() of the id would be an object per ACK.
+    const ids = this.ids;
+    const at = this.n * ID_SIZE;
+    for (let i = 0; i < ID_SIZE; i++) ids[at + i] = messageId[i]!;
     this.positions[this.n] = position;
     return ++this.n;
   }

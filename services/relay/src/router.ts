@@ -169,20 +169,27 @@ export class Router {
   }
 
   /**
-   * A durable frame was stored at `position` for `dest`: offer it to local
+   * A durable frame was stored at `position` for the recipient it names: offer it to local
    * connections and announce it to the other nodes that held a presence lease
    * on the recipient when Redis stored it (`holders`, read in the same
    * script). A peer that attaches after that instant registered presence
    * before its RESUME, so its own queue read finds the frame.
    */
-  announceDurable(frame: Buffer, position: number, dest: Uint8Array, holders: readonly string[]): void {
-    const key = Buffer.from(dest.buffer, dest.byteOffset, HINT_SIZE).toString('latin1');
-    const set = this.local.get(key);
+  announceDurable(frame: Buffer, position: number, holders: readonly string[]): void {
+    const set = this.local.get(frame.toString('latin1', RoutedAt.DEST, RoutedAt.DEST + HINT_SIZE));
     if (set) for (const conn of set) conn.offerDurable(frame, position);
+    // Most durable frames go to a recipient held by this node alone, or by no node: nothing to publish,
+    // and no arrays made per frame to find that out (issue 18: they were the largest allocation per frame).
+    if (!this.anyOtherNode(holders)) return;
     this.publish(
       this.presence.liveHolders(holders).filter((n) => n !== this.nodeId),
       frame,
     );
+  }
+
+  private anyOtherNode(holders: readonly string[]): boolean {
+    for (let i = 0; i < holders.length; i++) if (holders[i] !== this.nodeId) return true;
+    return false;
   }
 
   /**

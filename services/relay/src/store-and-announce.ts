@@ -25,9 +25,9 @@ import {
 } from '@libertaria/protocol';
 import { type DurableStore, type EnqueueResult, type EnqueueSink, toStoreError } from './durable-store.js';
 
-/** Router.announceDurable: offers a stored frame to local connections and the holders' nodes. */
+/** Router.announceDurable: offers a stored frame to local connections and the holders' nodes (the frame names its recipient). */
 export interface DurableAnnouncer {
-  announceDurable(frame: Buffer, position: number, dest: Uint8Array, holders: readonly string[]): void;
+  announceDurable(frame: Buffer, position: number, holders: readonly string[]): void;
 }
 
 /** Where durable frames are stored and announced (the relay context, or the inbound worker's options). */
@@ -60,64 +60,55 @@ export function storeAndAnnounce<T>(
   const messageId = routedMessageId(frame);
   return to.store.enqueue(dest, messageId, frame, routedTtl(frame)).then((result) => {
     const answer = onStored(result, messageId);
-    announceStored(to.router, frame, dest, result);
+    announceStored(to.router, frame, result);
     return answer;
   }, onFailed);
 }
 
+const NO_HOLDERS: readonly string[] = [];
+
 /** The other half of the sequence: a newly stored frame gets its position and is announced. */
-function announceStored(router: DurableAnnouncer, frame: Buffer, dest: Uint8Array, result: EnqueueResult): void {
+function announceStored(router: DurableAnnouncer, frame: Buffer, result: EnqueueResult): void {
   if (result.status !== 'stored') return;
   writeRoutedPosition(frame, result.position);
-  router.announceDurable(frame, result.position, dest, result.holders ?? []);
+  router.announceDurable(frame, result.position, result.holders ?? NO_HOLDERS);
 }
 
-/** What storeAndAnnounceTo tells, in place of storeAndAnnounce's handlers: one object per frame, no closures. */
-export interface StoreHandler {
-  /** The frame being stored (a DELIVER, position 0); its position is written in place once stored. */
-  readonly frame: Buffer;
-  /** As storeAndAnnounce's onStored: runs before the position is written and the frame announced. */
-  stored(result: EnqueueResult, messageId: Buffer): void;
+/**
+ * One frame on storeAndAnnounceTo's path: the store's sink (EnqueueSink)
+ * and the handler of its outcome in one object, so the relay's hot path
+ * makes one object per durable SEND and no promise, closure or view of the
+ * frame's fields. A subclass says what the outcome means (peer-connection.ts:
+ * the sender's ACK or NACK).
+ */
+export abstract class AnnouncedWrite implements EnqueueSink {
+  constructor(
+    private readonly router: DurableAnnouncer,
+    /** The frame being stored (a DELIVER, position 0); its position is written in place once stored. */
+    readonly frame: Buffer,
+  ) {}
+  /** As storeAndAnnounce's onStored (the message id is the frame's own): runs before the position is written and the frame announced. */
+  abstract stored(result: EnqueueResult): void;
   /** As onFailed: nothing was stored or announced. */
-  failed(err: LibertariaError): void;
-}
-
-/** Where storeAndAnnounceTo stores: the store's callback form (the relay context). */
-export interface SinkMailboxes {
-  readonly store: Pick<DurableStore, 'enqueueTo'>;
-  readonly router: DurableAnnouncer;
+  abstract failed(err: LibertariaError): void;
+  enqueued(result: EnqueueResult): void {
+    this.stored(result);
+    announceStored(this.router, this.frame, result);
+  }
+  enqueueFailed(err: LibertariaError): void {
+    this.failed(err);
+  }
 }
 
 /**
  * storeAndAnnounce for the relay's hot path: the same sequence, told to
- * `handler` rather than through promises (a durable SEND then costs no
- * promise and no closure). A validation refusal reaches `handler.failed`
- * too, synchronously.
+ * `write` rather than through promises. A validation refusal reaches
+ * `write.failed` too, synchronously.
  */
-export function storeAndAnnounceTo(to: SinkMailboxes, handler: StoreHandler): void {
-  const frame = handler.frame;
-  const dest = routedDest(frame);
-  const sink = new AnnouncingSink(to.router, dest, handler);
+export function storeAndAnnounceTo(store: Pick<DurableStore, 'enqueueFrameTo'>, write: AnnouncedWrite): void {
   try {
-    to.store.enqueueTo(dest, routedMessageId(frame), frame, routedTtl(frame), sink);
+    store.enqueueFrameTo(write.frame, write);
   } catch (err) {
-    handler.failed(toStoreError(err));
-  }
-}
-
-/** The store's sink for storeAndAnnounceTo: answers the handler first, then announces. */
-class AnnouncingSink implements EnqueueSink {
-  constructor(
-    private readonly router: DurableAnnouncer,
-    private readonly dest: Uint8Array,
-    private readonly handler: StoreHandler,
-  ) {}
-  enqueued(result: EnqueueResult): void {
-    const frame = this.handler.frame;
-    this.handler.stored(result, routedMessageId(frame));
-    announceStored(this.router, frame, this.dest, result);
-  }
-  enqueueFailed(err: LibertariaError): void {
-    this.handler.failed(err);
+    write.failed(toStoreError(err));
   }
 }

@@ -10,6 +10,7 @@ import {
   decodeFrame,
   encodeFrame,
   LibertariaError,
+  MIN_ROUTED_FRAME_SIZE,
   RelayError,
   RoutedAt,
   readRoutedPosition,
@@ -617,6 +618,35 @@ describe('DurableStore', () => {
     // Keys expire with the latest frame (the sender counts with them); the counter outlives it by maxTtl.
     for (const key of [z, d, e, senders]) assert.equal(await redis.pexpiretime(key), now + 5 + 600_000);
     assert.equal(await redis.pexpiretime(m), now + 5 + 2 * 600_000);
+  });
+
+  it('enqueueFrameTo takes recipient, id and TTL from the frame itself, as enqueue would', async () => {
+    const s = store({ maxTtlSeconds: 600 });
+    const dest = hint();
+    const now = Date.now();
+    const outcome = (frame: Uint8Array): Promise<EnqueueResult> =>
+      new Promise((resolve, reject) =>
+        s.enqueueFrameTo(Buffer.from(frame), { enqueued: resolve, enqueueFailed: reject }, now),
+      );
+    const withTtl = (id: Uint8Array, ttl: number): Uint8Array => {
+      const frame = Buffer.from(deliver(dest, id));
+      frame.writeUInt32BE(ttl, RoutedAt.TTL);
+      return frame;
+    };
+    const id = messageId();
+    assert.deepEqual(withoutDepth(await outcome(withTtl(id, 120))), { status: 'stored', position: 1 });
+    assert.equal(Number(await redis.zscore(s.keys(dest)[2], member(id))), now + 120_000);
+    // The same frame again: the original's position; and enqueue() agrees on the same (dest, id).
+    assert.deepEqual(await outcome(withTtl(id, 120)), { status: 'duplicate', position: 1 });
+    assert.deepEqual(await s.enqueue(dest, id, withTtl(id, 120), 120, now), { status: 'duplicate', position: 1 });
+    // Refusals are thrown before anything is batched: a TTL over the maximum, a frame too short to be routed.
+    const sink = {
+      enqueued: () => assert.fail('no outcome expected'),
+      enqueueFailed: () => assert.fail('no failure expected'),
+    };
+    assert.throws(() => s.enqueueFrameTo(Buffer.from(withTtl(messageId(), 601)), sink), { code: 'TTL_TOO_LONG' });
+    assert.throws(() => s.enqueueFrameTo(Buffer.alloc(MIN_ROUTED_FRAME_SIZE - 1), sink), { code: 'BAD_FIELD' });
+    assert.deepEqual(await s.depth(dest, now), { frames: 1, bytes: withTtl(id, 120).length });
   });
 
   it('tells when each fetched frame was stored, from its expiry and its own TTL', async () => {

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { encodeFrame, RelayError, readRoutedPosition, SendFlags } from '@libertaria/protocol';
+import { encodeFrame, RelayError, readRoutedPosition, routedDest, SendFlags } from '@libertaria/protocol';
 import type { EnqueueResult } from '../src/durable-store.js';
 import { type Mailboxes, storeAndAnnounce } from '../src/store-and-announce.js';
 
@@ -34,9 +34,9 @@ function mailboxes(answer: () => Promise<EnqueueResult>, log: string[]): Mailbox
       },
     },
     router: {
-      announceDurable: (frame, position, dest, holders) => {
+      announceDurable: (frame, position, holders) => {
         log.push(
-          `announce ${readRoutedPosition(frame)} ${position} ${Buffer.from(dest).toString('hex', 0, 1)} ${holders}`,
+          `announce ${readRoutedPosition(frame)} ${position} ${routedDest(frame).toString('hex', 0, 1)} ${holders}`,
         );
       },
     },

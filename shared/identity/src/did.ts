@@ -156,7 +156,9 @@ export function hintToHex(hint: Uint8Array): string {
   if (!(hint instanceof Uint8Array) || hint.length !== HINT_LENGTH) {
     throw new IdentityError('INVALID_HINT', `a routing hint is ${HINT_LENGTH} bytes`);
   }
-  return Buffer.from(hint).toString('hex');
+  // A view, not Buffer.from(hint)'s copy: the relay names a queue's keys with this per durable frame.
+  const bytes = Buffer.isBuffer(hint) ? hint : Buffer.from(hint.buffer, hint.byteOffset, HINT_LENGTH);
+  return bytes.toString('hex');
 }
 
 /** Parses 48 hex characters (either case) into a 24-byte hint. */

@@ -1169,6 +1169,30 @@ function textBytes(s: string, max: number, field: string, min = 0): Uint8Array {
 }
 
 /**
+ * An ACK for the messageId at `idOffset` of `bytes` (a SEND or DELIVER frame
+ * names it at RoutedAt.MESSAGE_ID): encodeFrame's ACK without the frame
+ * object and writer, for the relay's ACK of every durable SEND.
+ */
+export function encodeAckOf(
+  bytes: Uint8Array,
+  idOffset: number,
+  position: number,
+  version: number = PROTOCOL_VERSION,
+): Uint8Array {
+  if (!(idOffset >= 0 && idOffset + ID_SIZE <= bytes.length))
+    fail('BAD_LENGTH', `ACK.messageId: no ${ID_SIZE} bytes at offset ${idOffset}`);
+  checkUint(position, MAX_POSITION, 'ACK.position');
+  const buf = new Uint8Array(FRAME_HEADER_SIZE + ID_SIZE + 8);
+  buf[0] = version;
+  buf[1] = FrameType.ACK;
+  writeU32(buf, 2, ID_SIZE + 8);
+  for (let i = 0; i < ID_SIZE; i++) buf[FRAME_HEADER_SIZE + i] = bytes[idOffset + i]!;
+  writeU32(buf, FRAME_HEADER_SIZE + ID_SIZE, Math.floor(position / 0x100000000));
+  writeU32(buf, FRAME_HEADER_SIZE + ID_SIZE + 4, position >>> 0);
+  return buf;
+}
+
+/**
  * Encodes one frame into a fresh buffer of exactly its size. Fields are
  * validated with the same rules the decoder applies, so whatever this
  * produces decodes (given a payload limit at least as large).
@@ -1262,14 +1286,9 @@ export function encodeFrame(frame: Frame, version: number = PROTOCOL_VERSION): U
       w.bytes(frame.payload);
       return w.buf;
     }
-    case 'ACK': {
+    case 'ACK':
       checkLen(frame.messageId, ID_SIZE, 'ACK.messageId');
-      checkUint(frame.position, MAX_POSITION, 'ACK.position');
-      const w = new BodyWriter(t, ID_SIZE + 8, version);
-      w.bytes(frame.messageId);
-      w.u64(frame.position);
-      return w.buf;
-    }
+      return encodeAckOf(frame.messageId, 0, frame.position, version);
     case 'NACK': {
       checkLen(frame.messageId, ID_SIZE, 'NACK.messageId');
       checkUint(frame.code, 0xffff, 'NACK.code');

@@ -3,6 +3,7 @@ import { describe, it } from 'node:test';
 import {
   decodeFrame,
   decodeFrames,
+  encodeAckOf,
   encodeFrame,
   encodeFrames,
   type Frame,
@@ -12,6 +13,7 @@ import {
   MIN_BODY_LIMIT,
   maxBodySize,
   ProtocolError,
+  RoutedAt,
 } from '@libertaria/protocol';
 
 const hex = (s: string): Uint8Array => Uint8Array.from(Buffer.from(s.replace(/\s+/g, ''), 'hex'));
@@ -269,6 +271,29 @@ describe('frame codec fixtures', () => {
     const bytes = hex(fixtures.find((f) => f.frame.type === 'SEND')!.hex);
     const frame = decodeFrame(bytes) as Extract<Frame, { type: 'SEND' }>;
     assert.equal(frame.payload.buffer, bytes.buffer);
+  });
+});
+
+describe('encodeAckOf', () => {
+  it('writes the ACK encodeFrame writes, taking the messageId from a SEND in place', () => {
+    const sendHex = fixtures.find((f) => f.frame.type === 'SEND')!.hex;
+    const send = hex(sendHex);
+    const { messageId } = decodeFrame(send) as Extract<Frame, { type: 'SEND' }>;
+    for (const position of [0, 1, 2 ** 32 + 7, 2 ** 53 - 1]) {
+      for (const version of [1, 2]) {
+        assert.equal(
+          toHex(encodeAckOf(send, RoutedAt.MESSAGE_ID, position, version)),
+          toHex(encodeFrame({ type: 'ACK', messageId, position }, version)),
+        );
+      }
+    }
+  });
+  it('refuses an id past the end and a position encodeFrame refuses', () => {
+    const id = fill(16, 0x1d);
+    expectCode(() => encodeAckOf(id, 1, 0), 'BAD_LENGTH');
+    expectCode(() => encodeAckOf(id, -1, 0), 'BAD_LENGTH');
+    expectCode(() => encodeAckOf(id, 0, 2 ** 53), 'BAD_FIELD');
+    expectCode(() => encodeAckOf(id, 0, 1.5), 'BAD_FIELD');
   });
 });
 
