@@ -1,4 +1,5 @@
 import {
+  ackPositionOf,
   checkRoutedFrame,
   decodeFrame,
   decodeFrames,
@@ -26,6 +27,8 @@ export interface FuzzStats {
   decoded: number;
   /** Inputs typed SEND/DELIVER on which the hot-path check was compared with the decoder. */
   routedChecked: number;
+  /** Inputs typed ACK on which the relay's in-place ACK read was compared with the decoder. */
+  ackChecked: number;
   errors: Record<string, number>;
   heapGrowthBytes: number;
 }
@@ -245,6 +248,29 @@ function checkOne(input: Uint8Array, rnd: () => number, stats: FuzzStats): void 
     }
     stats.routedChecked++;
   }
+  // The relay's in-place ACK read: the same error code, or the same position.
+  if (input.length >= 2 && input[1] === FrameType.ACK) {
+    let single: string | number;
+    try {
+      const frame = decodeFrame(input, { maxPayload: MAX_PAYLOAD });
+      single = frame.type === 'ACK' ? frame.position : 'not an ACK';
+    } catch (err) {
+      single = (err as ProtocolError).code;
+    }
+    let read: string | number;
+    try {
+      read = ackPositionOf(input, { maxPayload: MAX_PAYLOAD });
+    } catch (err) {
+      if (!(err instanceof ProtocolError)) throw new Error(`ackPositionOf: untyped exception ${String(err)}`);
+      read = err.code;
+    }
+    if (single !== read) {
+      throw new Error(
+        `ackPositionOf (${read}) disagrees with decodeFrame (${single}) on ${Buffer.from(input).toString('hex')}`,
+      );
+    }
+    stats.ackChecked++;
+  }
   if (frames) {
     stats.decoded++;
     const again = encodeFrames(frames);
@@ -284,7 +310,7 @@ function checkOne(input: Uint8Array, rnd: () => number, stats: FuzzStats): void 
 export function fuzzFrames(iterations: number, seed: number): FuzzStats {
   const rnd = prng(seed);
   const seeds = corpus();
-  const stats: FuzzStats = { inputs: 0, decoded: 0, routedChecked: 0, errors: {}, heapGrowthBytes: 0 };
+  const stats: FuzzStats = { inputs: 0, decoded: 0, routedChecked: 0, ackChecked: 0, errors: {}, heapGrowthBytes: 0 };
   globalThis.gc?.();
   const heapBefore = process.memoryUsage().heapUsed;
   for (let i = 0; i < iterations; i++) {

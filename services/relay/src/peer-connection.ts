@@ -46,6 +46,8 @@ import {
 } from '@libertaria/identity';
 import { canonicalDid } from '@libertaria/membrane';
 import {
+  ACK_MESSAGE_ID_OFFSET,
+  ackPositionOf,
   bytesEqualAt,
   type CodecOptions,
   checkRoutedFrame,
@@ -361,6 +363,16 @@ export class PeerConnection implements TransportSink, SendHost, RequestHost {
       // Charged before decoding: a flood costs this node a table read and a subtraction per frame.
       if (type === ACK_TYPE && this.ackCredit > 0) this.ackCredit--;
       else if (!this.controlBucket.spend(CONTROL_COST_BY_TYPE[type]!)) return this.refuseControl(type, frame);
+      if (type === ACK_TYPE && !this.anonymous) {
+        // One per durable frame delivered: read in place, no frame object (dispatch's rules otherwise).
+        let position: number;
+        try {
+          position = ackPositionOf(frame, this.codecOptions);
+        } catch (err) {
+          return this.onProtocolError(err as ProtocolError);
+        }
+        return this.onAck(frame, ACK_MESSAGE_ID_OFFSET, position);
+      }
     }
     let decoded: Frame;
     try {
@@ -501,7 +513,7 @@ export class PeerConnection implements TransportSink, SendHost, RequestHost {
     if (this.anonymous && !ANON_ALLOWED[frame.type]) return this.refuseAnonymous(frame);
     switch (frame.type) {
       case 'ACK':
-        return this.onAck(frame.messageId, frame.position);
+        return this.onAck(frame.messageId, 0, frame.position);
       case 'RESUME':
         return this.onResume(frame.lastAcked);
       case 'PING': {
@@ -1328,8 +1340,9 @@ export class PeerConnection implements TransportSink, SendHost, RequestHost {
    * has caught up or paused, or the connection closes: Redis serves the reads
    * first (pending-acks.ts says why that is safe).
    */
-  private onAck(messageId: Uint8Array, position: number): void {
-    this.acks.push(messageId, position);
+  /** An ACK of the messageId at `idOffset` of `bytes` (copied: the bytes may lie in a recycled inbound slab). */
+  private onAck(bytes: Uint8Array, idOffset: number, position: number): void {
+    this.acks.push(bytes, position, idOffset);
     // A draining node holds nothing: its connections close soon, and what they hold must reach Redis first.
     if (this.pumping && !this.ctx.isDraining() && this.ctx.ackHold?.tryHold()) {
       this.acksHeld++;

@@ -44,21 +44,23 @@ export class PendingAcks {
     return this.n;
   }
 
-  /** Copies `messageId` (it may point into a reused receive buffer). Returns the new count. */
-  push(messageId: Uint8Array, position: number): number {
+  /**
+   * Copies the messageId at `idOffset` of `bytes` (they may point into a
+   * reused receive buffer: an ACK frame itself, read in place). Returns the new count.
+   */
+  push(bytes: Uint8Array, position: number, idOffset = 0): number {
     if (this.n === this.positions.length) this.grow();
     // Byte by byte: a subarray() of the id would be an object per ACK.
     const ids = this.ids;
     const at = this.n * ID_SIZE;
-    for (let i = 0; i < ID_SIZE; i++) ids[at + i] = messageId[i]!;
+    for (let i = 0; i < ID_SIZE; i++) ids[at + i] = bytes[idOffset + i]!;
     this.positions[this.n] = position;
     return ++this.n;
   }
 
   /** Adds ACKs handed over before (a send Redis failed), after those kept since. */
   append(acks: PackedAcks): void {
-    for (let i = 0; i < acks.count; i++)
-      this.push(acks.ids.subarray(i * ID_SIZE, (i + 1) * ID_SIZE), acks.positions[i]!);
+    for (let i = 0; i < acks.count; i++) this.push(acks.ids, acks.positions[i]!, i * ID_SIZE);
   }
 
   /** The ACKs so far, handed over; this list starts empty again (new storage, so they stay as handed). */

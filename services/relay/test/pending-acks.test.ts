@@ -24,6 +24,23 @@ describe('PendingAcks', () => {
     assert.deepEqual(taken.ids.subarray(0, 16 * 1000), before);
     assert.equal(acks.take().count, 100);
   });
+
+  it('copies an id from inside a larger buffer (an ACK frame read in place), and appends what was taken', () => {
+    const acks = new PendingAcks();
+    const frame = randomBytes(30);
+    acks.push(frame, 7, 6);
+    acks.push(frame, 8, 14);
+    const taken = acks.take();
+    assert.deepEqual(taken.ids.subarray(0, 16), frame.subarray(6, 22));
+    assert.deepEqual(taken.ids.subarray(16, 32), frame.subarray(14, 30));
+    const again = new PendingAcks();
+    again.push(randomBytes(16), 1);
+    again.append(taken);
+    const all = again.take();
+    assert.equal(all.count, 3);
+    assert.deepEqual(all.ids.subarray(16, 48), taken.ids.subarray(0, 32));
+    assert.deepEqual([...all.positions.subarray(0, 3)].slice(1), [7, 8]);
+  });
 });
 
 describe('AckHoldBudget', () => {

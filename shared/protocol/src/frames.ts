@@ -1012,6 +1012,27 @@ export function checkRoutedFrame(frame: Uint8Array, options?: CodecOptions): voi
   if (frame.length !== end) fail('TRAILING_BYTES', `${frame.length - end} bytes after the frame`);
 }
 
+/** Where an ACK frame carries its messageId (header included): ackPositionOf's callers copy it from here. */
+export const ACK_MESSAGE_ID_OFFSET = FRAME_HEADER_SIZE;
+const ACK_BODY_SIZE = ID_SIZE + 8;
+
+/**
+ * The position of one whole ACK frame (header included), read in place: no
+ * frame object and no view of its messageId (ACK_MESSAGE_ID_OFFSET), for the
+ * relay's ACK of every durable frame it delivers. Throws exactly when
+ * decodeFrame would (the fuzz test holds them to that); a frame that is not
+ * an exact ACK goes through decodeFrame itself, for its error.
+ */
+export function ackPositionOf(frame: Uint8Array, options?: CodecOptions): number {
+  if (frame.length === FRAME_HEADER_SIZE + ACK_BODY_SIZE && frame[1] === FrameType.ACK) {
+    const bodyLength = readFrameHeader(frame, 0, maxBodySize(effectiveMaxPayload(options)));
+    if (bodyLength === ACK_BODY_SIZE) return u64(frame, FRAME_HEADER_SIZE + ID_SIZE, 'ACK', 'position');
+  }
+  const decoded = decodeFrame(frame, options);
+  if (decoded.type !== 'ACK') fail('BAD_FIELD', `ackPositionOf: a ${decoded.type} frame is no ACK`);
+  return decoded.position;
+}
+
 /** Decodes the frame starting at `offset`; returns it and the offset just past it. */
 export function decodeFrameAt(buf: Uint8Array, offset: number, options?: CodecOptions): { frame: Frame; next: number } {
   const maxPayload = effectiveMaxPayload(options);

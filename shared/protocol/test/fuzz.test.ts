@@ -13,6 +13,7 @@ it('frame decoders survive 100,000 random and mutated inputs', () => {
     stats.routedChecked > 1000,
     `only ${stats.routedChecked} SEND/DELIVER inputs compared with the hot-path check`,
   );
+  assert.ok(stats.ackChecked > 200, `only ${stats.ackChecked} ACK inputs compared with the in-place ACK read`);
   for (const code of [
     'TRUNCATED',
     'BAD_LENGTH',
