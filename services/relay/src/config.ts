@@ -195,6 +195,10 @@ export const relayConfigSpec = {
     max: 16777216,
     doc: "Most recipients' ACKs this node holds back (or is sending) at once, 24 bytes each (6 MiB by default), while their backlogs are delivered: removing acknowledged frames waits until the recipient's delivery pump has caught up or paused, so Redis serves the reads first (docs/durable-queue.md#reads-before-clean-up). Beyond it ACKs go to Redis each turn; 0 never holds.",
   }),
+  RELAY_DURABLE_FRAMES_PATH: oneOf(['prewrite', 'script'], {
+    default: 'prewrite',
+    doc: 'How durable frames reach Redis on one server: `prewrite` writes them with `HSETNX` (no reply each: `CLIENT REPLY OFF`) right before the enqueue script, which then handles 40-byte members only; `script` hands the frames to the script. A Redis Cluster, and a server that refuses `CLIENT REPLY` or `PEXPIRE ... NX` (asked once, before the first enqueue), always take `script`. Set `script` behind a proxy that passes `CLIENT REPLY` on without honouring it (docs/durable-queue.md#enqueue).',
+  }),
   RELAY_QUEUE_TTL_SECONDS: int({
     default: 2592000,
     min: 60,

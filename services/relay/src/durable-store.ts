@@ -1,6 +1,6 @@
-// Size: about 1,600 lines, most of them the Lua scripts with their KEYS/ARGV headers, each next
-// to the method that calls it: a script and its caller change together (key order, argument
-// encoding, reply shape), so they are read and reviewed together.
+// Size: about 1,850 lines, most of them the Lua scripts (enqueue in two forms, one text) with
+// their KEYS/ARGV headers, each next to the method that calls it: a script and its caller change
+// together (key order, argument encoding, reply shape), so they are read and reviewed together.
 /**
  * The durable per-recipient queue behind durable SEND/DELIVER/ACK/RESUME
  * (docs/durable-queue.md explains the design; docs/protocol.md the frames).
@@ -52,8 +52,8 @@ import {
   writeRoutedPosition,
 } from '@libertaria/protocol';
 import calculateSlot from 'cluster-key-slot';
-import type { RedisOptions } from 'ioredis';
-import { EncodedScript, type ScriptArg, sendEncoded } from './encoded-script.js';
+import { type RedisOptions, ReplyError } from 'ioredis';
+import { EncodedScript, type ScriptArg, sendEncoded, sendSilentHsetnx } from './encoded-script.js';
 import { type PackedAcks, PendingAcks } from './pending-acks.js';
 import { presenceKey } from './presence.js';
 import { isCluster, type RedisClient } from './redis-connection.js';
@@ -79,6 +79,15 @@ export interface DurableStoreOptions {
   maxFramesPerSender?: number;
   /** Most bytes one sender may hold in one recipient's queue (RELAY_QUEUE_MAX_BYTES_PER_SENDER); default maxBytes. */
   maxBytesPerSender?: number;
+  /**
+   * How enqueued frames reach Redis (docs/durable-queue.md#enqueue):
+   * 'prewrite' (the default on one server) writes them with HSETNX before
+   * the script, which then handles 40-byte members only; 'script' hands
+   * them to the script. A Redis Cluster always takes 'script', and so does
+   * a server found not to allow the pre-write (CLIENT REPLY, PEXPIRE NX:
+   * Redis 7.0 or later, CLIENT not renamed or denied).
+   */
+  framesPath?: 'prewrite' | 'script';
 }
 
 /**
@@ -220,6 +229,8 @@ const Code = {
   SENDER_FULL: 5,
   /** The sender's frames in this queue would exceed maxBytesPerSender bytes. */
   SENDER_BYTES_FULL: 6,
+  /** The pre-written frame is not in d (another call for its member removed it): write it and call again. */
+  NOT_WRITTEN: 7,
 } as const;
 
 const COMMON_LUA = `
@@ -344,12 +355,33 @@ const ACK_BATCH = 256;
  */
 const ENQUEUE_BATCH = 256;
 
-const ENQUEUE_LUA = `--[[
+/**
+ * The enqueue script, in its two forms (docs/durable-queue.md#enqueue):
+ * - 'argv': the frames are the script's arguments and it writes them to d
+ *   (HSET from Lua). Every deployment can run it; a Redis Cluster does.
+ * - 'hash': the relay wrote the frames to d itself just before, with
+ *   HSETNX (DurableStore's pre-write: a plain command never overwrites a
+ *   stored frame), and the script gets their members alone. A 1 KiB frame
+ *   handed to Lua and written out of it again cost Redis about 3 µs, the
+ *   largest item of a durable frame's Redis time. The script checks that
+ *   each frame it stores is in d (HSTRLEN, which also gives its exact size)
+ *   and removes the fields it did not keep.
+ */
+function enqueueLua(frames: 'argv' | 'hash'): string {
+  const argv = frames === 'argv';
+  return `--[[
   Appends frames to one recipient's durable queue, in order, each as if it
   were enqueued alone: idempotent on (source, messageId), within the
   queue's limits and its sender's share of them. One call carries the
   recipient's frames of one event-loop turn (DurableStore.enqueue batches
-  them).
+  them).${
+    argv
+      ? ''
+      : `
+  The frames are in d already: the relay wrote each with HSETNX d member
+  frame right before this call (so a frame stored before keeps its bytes).
+  This script keeps those it stores and removes the others' fields.`
+  }
   Input:
     KEYS[1] z  ZSET member -> position           (member = source .. messageId)
     KEYS[2] d  HASH member -> frame bytes
@@ -364,10 +396,16 @@ const ENQUEUE_LUA = `--[[
     ARGV[4] metaRetentionMs: m and x outlive the latest frame expiry by this
     ARGV[5] purge budget
     ARGV[6] maxFramesPerSender
-    ARGV[7] maxBytesPerSender
+    ARGV[7] maxBytesPerSender${
+      argv
+        ? `
     then two per frame, from ARGV[8]: the frame (the DELIVER frame, stored
       as is; its member is read from its own source hint and messageId),
-      expiresAtMs of this frame
+      expiresAtMs of this frame`
+        : `
+    ARGV[8] the frames' members (40 bytes each), one after another
+    then one per frame, from ARGV[9]: expiresAtMs of this frame`
+    }
   Output: {code, position, depth} per frame, in order, then node...
     0 stored, position newly issued; depth = frames queued once it was
       stored (for metrics)
@@ -378,7 +416,15 @@ const ENQUEUE_LUA = `--[[
     4 again: at a limit while expired frames remain; neither this frame nor
       any later frame of this call was looked at: call again
     5 sender holds maxFramesPerSender frames of this queue (nothing stored)
-    6 sender's bytes would exceed maxBytesPerSender (nothing stored)
+    6 sender's bytes would exceed maxBytesPerSender (nothing stored)${
+      argv
+        ? ''
+        : `
+    7 the frame is not in d (a concurrent call for the same member removed
+      the field this one wrote, or Redis refused the write at maxmemory
+      while this script's own write is allowed): call again, with the frame
+      as an argument; every later frame of this call gets 4`
+    }
     The nodes after the frames: those holding an unexpired presence lease on
     the recipient (none listed when no frame was stored), so the relay can
     announce the frames without another round trip.
@@ -394,6 +440,44 @@ local now = ARGV[1]
 local maxFrames, maxBytes = tonumber(ARGV[2]), tonumber(ARGV[3])
 local retention, budget = tonumber(ARGV[4]), tonumber(ARGV[5])
 local maxSenderFrames, maxSenderBytes = tonumber(ARGV[6]), tonumber(ARGV[7])
+${
+  argv
+    ? `-- Members, from each frame's own header (1-based offsets of source and messageId).
+local members, ids, n = {}, {}, (#ARGV - 7) / 2
+for k = 1, n do
+  local frame = ARGV[6 + 2 * k]
+  local id = string.sub(frame, ${RoutedAt.MESSAGE_ID + 1}, ${RoutedAt.MESSAGE_ID + ID_SIZE})
+  members[k] = string.sub(frame, ${RoutedAt.SOURCE + 1}, ${RoutedAt.SOURCE + HINT_SIZE}) .. id
+  ids[k] = id
+end
+local function expiresAt(k) return ARGV[7 + 2 * k] end`
+    : `-- Members, as given (source .. messageId, 40 bytes each).
+local all, members, ids, n = ARGV[8], {}, {}, #ARGV - 8
+if #all ~= n * MEMBER_SIZE then return redis.error_reply('ERR members do not match the expiries') end
+for k = 1, n do
+  local member = string.sub(all, MEMBER_SIZE * k - MEMBER_SIZE + 1, MEMBER_SIZE * k)
+  members[k] = member
+  ids[k] = string.sub(member, SOURCE_SIZE + 1)
+end
+local function expiresAt(k) return ARGV[8 + k] end`
+}
+${
+  argv
+    ? ''
+    : `
+-- The pre-write's errors go unanswered (CLIENT REPLY OFF). After it every
+-- member of the call has a field, unless Redis refused the writes (at
+-- maxmemory) or a concurrent call for a member removed its field. When the
+-- last one is missing, a write of this script's own, its first (Redis
+-- refuses a script at maxmemory only its first write), tells which: its
+-- OOM error is this call's answer, as when the script form's first write
+-- is refused. Otherwise a missing frame is answered 7 below.
+if redis.call('HEXISTS', d, members[n]) == 0 then
+  local written = redis.pcall('HSETNX', d, members[n], '')
+  if type(written) == 'table' and written.err then return written end
+  redis.call('HDEL', d, members[n])
+end`
+}
 -- Before the purge, which may remove the highest positions issued (lastIssued).
 local issued = lastIssued(z, x, redis.call('HGET', m, 'seq'))
 local purged = purge(z, d, e, m, s, now, budget)
@@ -405,14 +489,7 @@ if card == 0 then
   redis.call('HDEL', m, 'bytes', 'largest')
   redis.call('DEL', s)
 end
--- Members, from each frame's own header (1-based offsets of source and messageId).
-local members, ids, n = {}, {}, (#ARGV - 7) / 2
-for k = 1, n do
-  local frame = ARGV[6 + 2 * k]
-  local id = string.sub(frame, ${RoutedAt.MESSAGE_ID + 1}, ${RoutedAt.MESSAGE_ID + ID_SIZE})
-  members[k] = string.sub(frame, ${RoutedAt.SOURCE + 1}, ${RoutedAt.SOURCE + HINT_SIZE}) .. id
-  ids[k] = id
-end
+
 -- Duplicates of what is queued or acknowledged: two reads for the whole call
 -- (members, then the ids as the earlier layout stored them, in one ZMSCORE).
 local lookup = {}
@@ -453,7 +530,7 @@ local added = {}
 local zadd, hset, eadd = {}, {}, {}
 local out, stored, again = {}, false, false
 for k = 1, n do
-  local member, frame = members[k], ARGV[6 + 2 * k]
+  local member = members[k]
   local code, position = 0, 0
   if again then
     code = 4
@@ -475,9 +552,21 @@ for k = 1, n do
       -- share: the queue's code wins).
       local src = string.sub(member, 1, SOURCE_SIZE)
       local counts = senders[src]
-      if card >= maxFrames then
+      ${
+        argv
+          ? `local frame = ARGV[6 + 2 * k]
+      local size = #frame
+      if card >= maxFrames then`
+          : `-- Its field, as the relay wrote it (or as stored earlier: an orphan of a call that never ran).
+      local size = redis.call('HSTRLEN', d, member)
+      if size == 0 then
+        -- Not written: this frame and every later one of the call go again (after it, in order).
+        code = 7
+        again = true
+      elseif card >= maxFrames then`
+      }
         code = 2
-      elseif bytes + #frame > maxBytes then
+      elseif bytes + size > maxBytes then
         code = 3
       else
         if not counts then
@@ -489,11 +578,13 @@ for k = 1, n do
         end
         if counts[3] >= maxSenderFrames then
           code = 5
-        elseif counts[4] + #frame > maxSenderBytes then
+        elseif counts[4] + size > maxSenderBytes then
           code = 6
         end
       end
-      if code ~= 0 then
+      if code == 7 then
+        -- Written again by the relay, then decided in another call.
+      elseif code ~= 0 then
         if expiredLeft(e, now, purged, budget) then
           again = true
           code = 4
@@ -502,16 +593,20 @@ for k = 1, n do
         seq = seq + 1
         position = seq
         zadd[#zadd + 1] = position
-        zadd[#zadd + 1] = member
+        zadd[#zadd + 1] = member${
+          argv
+            ? `
         hset[#hset + 1] = member
-        hset[#hset + 1] = frame
-        eadd[#eadd + 1] = ARGV[7 + 2 * k]
+        hset[#hset + 1] = frame`
+            : ''
+        }
+        eadd[#eadd + 1] = expiresAt(k)
         eadd[#eadd + 1] = member
         added[member] = position
-        bytes = bytes + #frame
-        if #frame > largest then largest = #frame end
+        bytes = bytes + size
+        if size > largest then largest = size end
         counts[3] = counts[3] + 1
-        counts[4] = counts[4] + #frame
+        counts[4] = counts[4] + size
         card = card + 1
         stored = true
       end
@@ -520,10 +615,30 @@ for k = 1, n do
   out[#out + 1] = code
   out[#out + 1] = position
   out[#out + 1] = code == 0 and card or 0
+end${
+    argv
+      ? ''
+      : `
+-- The fields this call wrote and did not keep: refused, duplicates of
+-- acknowledged or earlier-layout frames, and those left for another call.
+-- A duplicate of a queued frame is that frame's own field: kept.
+local drop, dropped = {}, {}
+for k = 1, n do
+  local member = members[k]
+  if not added[member] and not queued[k] and not dropped[member] then
+    dropped[member] = true
+    drop[#drop + 1] = member
+  end
 end
+if #drop > 0 then redis.call('HDEL', d, unpack(drop)) end`
+  }
 if not stored then return out end
-redis.call('ZADD', z, unpack(zadd))
-redis.call('HSET', d, unpack(hset))
+redis.call('ZADD', z, unpack(zadd))${
+    argv
+      ? `
+redis.call('HSET', d, unpack(hset))`
+      : ''
+  }
 redis.call('ZADD', e, unpack(eadd))
 if largestKept and largest > largestBefore then
   redis.call('HSET', m, 'seq', seq, 'largest', largest)
@@ -557,6 +672,7 @@ for i = 1, #holders, 2 do
 end
 return out
 `;
+}
 
 const IS_STORED_LUA = `--[[
   Whether enqueue would answer duplicate for this member (read only).
@@ -775,7 +891,8 @@ return {0, frames, tonumber(redis.call('HGET', m, 'bytes') or '0')}
 // and ACK requests carry two arguments per frame, which ioredis' own
 // encoding made a visible share of the relay's CPU.
 const SCRIPT = {
-  enqueue: new EncodedScript(ENQUEUE_LUA, 7),
+  enqueue: new EncodedScript(enqueueLua('argv'), 7),
+  enqueueNamed: new EncodedScript(enqueueLua('hash'), 7),
   fetch: new EncodedScript(FETCH_LUA, 6),
   ack: new EncodedScript(ACK_LUA, 6),
   ackUpTo: new EncodedScript(ACK_UP_TO_LUA, 6),
@@ -791,8 +908,10 @@ interface EnqueueJob {
   /** The caller's clock, or undefined: the turn's (Date.now() when the batch is sent). */
   nowMs: number | undefined;
   sink: EnqueueSink;
-  /** Script calls that answered AGAIN for this frame so far. */
+  /** Script calls that answered AGAIN or NOT_WRITTEN for this frame so far. */
   attempts: number;
+  /** NOT_WRITTEN once: its next call hands the frames to the script (the pre-write failed for it). */
+  viaScript?: boolean;
 }
 
 /**
@@ -835,6 +954,9 @@ function scriptError(code: number, dest: string): RelayError {
       // Only reached when a retry loop gave up: expired frames are purged
       // in bounded batches and this many batches did not free room.
       return new RelayError('QUEUE_FULL', `durable queue of ${dest} is still purging expired frames; retry`);
+    case Code.NOT_WRITTEN:
+      // Only reached when a retry loop gave up: concurrent sends of the same member kept removing this one's write.
+      return new RelayError('STORE_UNAVAILABLE', `durable frame for ${dest} was not found where it was written; retry`);
     default:
       return new RelayError('INTERNAL', `durable queue script returned unknown code ${code}`);
   }
@@ -922,6 +1044,9 @@ export class DurableStore {
   /** Script calls answering AGAIN one frame may take: each frees up to a purge batch. */
   private readonly maxAttempts: number;
   private enqueuesScheduled = false;
+  /** 'prewrite' wanted; undefined until the server was asked whether it allows it (probeFramesPath). */
+  private framesPath: 'prewrite' | 'script' | undefined;
+  private probingFramesPath: Promise<'prewrite' | 'script'> | undefined;
 
   constructor(redis: RedisClient, options: DurableStoreOptions) {
     checkCount(options.maxFrames, 'maxFrames', 1);
@@ -940,6 +1065,55 @@ export class DurableStore {
     this.waitReplicas = options.waitReplicas ?? 0;
     this.waitTimeoutMs = options.waitTimeoutMs ?? 1000;
     this.maxAttempts = Math.ceil(this.maxFrames / ENQUEUE_PURGE_BATCH) + 1;
+    this.framesPath = isCluster(redis) || options.framesPath === 'script' ? 'script' : undefined;
+  }
+
+  /**
+   * How this store's enqueues write their frames ('prewrite' or 'script'),
+   * once known: a store that may pre-write asks the server first
+   * (probeFramesPath). For tests and operators.
+   */
+  get enqueueFramesPath(): 'prewrite' | 'script' | undefined {
+    return this.framesPath;
+  }
+
+  /**
+   * Whether the server runs what the pre-write sends: CLIENT REPLY (a
+   * server may rename or deny CLIENT) and PEXPIRE … NX (Redis 7.0). Asked
+   * once, with commands that change nothing and answer once each, so a
+   * refusal cannot leave replies unmatched. A refusal means 'script' for
+   * good; a connection failure is thrown (the enqueue fails as
+   * STORE_UNAVAILABLE) and the next enqueue asks again. The relay asks at
+   * start, to log the answer.
+   */
+  whichFramesPath(): Promise<'prewrite' | 'script'> {
+    return this.framesPath !== undefined ? Promise.resolve(this.framesPath) : this.probeFramesPath();
+  }
+
+  private probeFramesPath(): Promise<'prewrite' | 'script'> {
+    this.probingFramesPath ??= Promise.all([
+      this.redis.call('CLIENT', 'REPLY', 'ON'),
+      this.redis.call('PEXPIRE', `${this.prefix}:probe:pexpire-nx`, 1, 'NX'),
+    ])
+      .then(
+        (): 'prewrite' => 'prewrite',
+        (err: unknown) => {
+          if (!(err instanceof ReplyError)) throw err;
+          return 'script' as const;
+        },
+      )
+      .then(
+        (path) => {
+          this.framesPath = path;
+          this.probingFramesPath = undefined;
+          return path;
+        },
+        (err: unknown) => {
+          this.probingFramesPath = undefined;
+          throw err;
+        },
+      );
+    return this.probingFramesPath;
   }
 
   /** The queue's six keys [z, d, e, m, x, s]; all share the hash tag {hintHex}. */
@@ -1105,9 +1279,11 @@ export class DurableStore {
 
   /** One enqueue script call for `chunk` (frames of one recipient); settles each frame with its own outcome. */
   private async enqueueCall(chunk: EnqueueJob[], nowMs: number): Promise<void> {
+    const path = this.framesPath ?? (await this.probeFramesPath());
     const dest = destOf(chunk[0]!);
+    const keys = this.keys(dest);
     const args: ScriptArg[] = [
-      ...this.keys(dest),
+      ...keys,
       // The presence key (same prefix and hash tag): the script names the holders in the same step.
       presenceKey(this.prefix, dest),
       nowMs,
@@ -1118,13 +1294,35 @@ export class DurableStore {
       this.maxFramesPerSender,
       this.maxBytesPerSender,
     ];
-    for (const job of chunk) {
-      // The store time rides in the stored frame's position field (fetch reads it as storedAtMs):
-      // one read of the frame at delivery instead of a read of its expiry beside it.
-      writeRoutedPosition(job.frame, nowMs);
-      args.push(job.frame, nowMs + job.ttlMs);
+    // The store time rides in the stored frame's position field (fetch reads it as storedAtMs):
+    // one read of the frame at delivery instead of a read of its expiry beside it.
+    for (const job of chunk) writeRoutedPosition(job.frame, nowMs);
+    let script = SCRIPT.enqueue;
+    let prewrite = path === 'prewrite';
+    // A frame whose pre-write was not found goes in a call of the script form: one that cannot miss it.
+    for (const job of chunk) if (job.viaScript === true) prewrite = false;
+    if (prewrite) {
+      // The frames first, by HSETNX (no reply), then the script on their members: both on this one
+      // connection, in this order, so the script finds them (or finds them removed: NOT_WRITTEN).
+      const frames = chunk.map((job) => job.frame);
+      // Byte by byte: Buffer#copy of a part of a frame makes a view each time.
+      const members = Buffer.allocUnsafe(chunk.length * (HINT_SIZE + ID_SIZE));
+      let at = 0;
+      for (const frame of frames) {
+        for (let i = 0; i < HINT_SIZE; i++) members[at++] = frame[RoutedAt.SOURCE + i]!;
+        for (let i = 0; i < ID_SIZE; i++) members[at++] = frame[RoutedAt.MESSAGE_ID + i]!;
+      }
+      // Its outcome is the script's to tell: it stores only frames it finds written.
+      sendSilentHsetnx(this.redis, keys[1], frames, RoutedAt.SOURCE, RoutedAt.MESSAGE_ID, this.metaRetentionMs).catch(
+        () => {},
+      );
+      args.push(members);
+      for (const job of chunk) args.push(nowMs + job.ttlMs);
+      script = SCRIPT.enqueueNamed;
+    } else {
+      for (const job of chunk) args.push(job.frame, nowMs + job.ttlMs);
     }
-    const result = reply(await SCRIPT.enqueue.call(this.redis, args));
+    const result = reply(await script.call(this.redis, args));
     // {code, position, depth} per frame, then the nodes holding the recipient.
     const holders = result.slice(3 * chunk.length).map((h) => (Buffer.isBuffer(h) ? h.toString() : String(h)));
     // Every code is read before any sink runs: a malformed reply fails the whole call, never half of it.
@@ -1143,11 +1341,14 @@ export class DurableStore {
         case Code.DUPLICATE:
           this.confirmed(job, { status: 'duplicate', position: int(result[3 * k + 1]) });
           break;
+        case Code.NOT_WRITTEN:
         case Code.AGAIN:
-          // A queue at its limit whose expired frames exceed one purge batch: the next turn's call
-          // frees another batch; bounded by maxAttempts.
+          // AGAIN: a queue at its limit whose expired frames exceed one purge batch: the next turn's
+          // call frees another batch. NOT_WRITTEN: the next turn's call carries the frame itself.
+          // Bounded by maxAttempts.
+          if (code === Code.NOT_WRITTEN) job.viaScript = true;
           if (++job.attempts < this.maxAttempts) this.inTurnBatch(job);
-          else settle(job, scriptError(Code.AGAIN, hintToHex(destOf(job))));
+          else settle(job, scriptError(code, hintToHex(destOf(job))));
           break;
         default:
           settle(job, scriptError(code, hintToHex(destOf(job))));

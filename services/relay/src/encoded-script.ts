@@ -127,6 +127,91 @@ class PlainCommand extends Command {
 }
 
 /**
+ * Writes frames into the hash `key` with one HSETNX each (field: the
+ * frame's member, its source hint then its messageId, read from the frame
+ * itself), gives `key` an expiry of `expireMs` if it has none (PEXPIRE NX:
+ * a hash these writes created must not outlive its frames), and asks Redis
+ * for no reply to any of that (CLIENT REPLY OFF … ON): one request, one
+ * reply (the ON's OK), however many frames. The durable enqueue's
+ * pre-write (DurableStore): the frames reach d by a plain command, not
+ * through Lua. Single server only: on a Cluster a redirect would go
+ * unanswered. `key` is a string; the members' offsets are those of a
+ * routed frame (`sourceAt`, `idAt`: RoutedAt.SOURCE, RoutedAt.MESSAGE_ID).
+ */
+export function sendSilentHsetnx(
+  redis: RedisClient,
+  key: string,
+  frames: readonly Buffer[],
+  sourceAt: number,
+  idAt: number,
+  expireMs: number,
+): Promise<unknown> {
+  return redis.sendCommand(new SilentHsetnx(key, frames, sourceAt, idAt, expireMs)) as Promise<unknown>;
+}
+
+const MEMBER_SOURCE = 24;
+const MEMBER_ID = 16;
+const REPLY_OFF = Buffer.from('*3\r\n$6\r\nCLIENT\r\n$5\r\nREPLY\r\n$3\r\nOFF\r\n');
+const REPLY_ON = Buffer.from('*3\r\n$6\r\nCLIENT\r\n$5\r\nREPLY\r\n$2\r\nON\r\n');
+const HSETNX_HEAD = Buffer.from('*4\r\n$6\r\nHSETNX\r\n');
+const MEMBER_HEAD = Buffer.from(`$${MEMBER_SOURCE + MEMBER_ID}\r\n`);
+
+class SilentHsetnx extends Command {
+  constructor(
+    private readonly key: string,
+    private readonly frames: readonly Buffer[],
+    private readonly sourceAt: number,
+    private readonly idAt: number,
+    private readonly expireMs: number,
+  ) {
+    // The name and first argument ioredis sees (its routing, its logs): the writes' own.
+    super('hsetnx', [], { replyEncoding: 'utf8' });
+    this.args = [key];
+  }
+
+  override stringifyArguments(): void {}
+
+  override toWritable(): Buffer {
+    const keyLength = Buffer.byteLength(this.key);
+    const keyBulk = bulkSize(keyLength);
+    const expire = ['PEXPIRE', this.key, String(this.expireMs), 'NX'];
+    let size = REPLY_OFF.length + REPLY_ON.length + 1 + 1 + 2;
+    for (const part of expire) size += bulkSize(Buffer.byteLength(part));
+    for (const frame of this.frames) {
+      size +=
+        HSETNX_HEAD.length + keyBulk + MEMBER_HEAD.length + MEMBER_SOURCE + MEMBER_ID + 2 + bulkSize(frame.length);
+    }
+    const out = Buffer.allocUnsafe(size);
+    out.set(REPLY_OFF, 0);
+    let at = REPLY_OFF.length;
+    // What every write repeats up to its member: HSETNX, the key, the member's length.
+    const head = Buffer.allocUnsafe(HSETNX_HEAD.length + keyBulk + MEMBER_HEAD.length);
+    head.set(HSETNX_HEAD, 0);
+    head.set(MEMBER_HEAD, writeBulkString(head, HSETNX_HEAD.length, this.key));
+    const { sourceAt, idAt } = this;
+    for (const frame of this.frames) {
+      // Whole arrays by set(), short runs byte by byte: Buffer#copy of a part makes a view each time.
+      out.set(head, at);
+      at += head.length;
+      for (let i = 0; i < MEMBER_SOURCE; i++) out[at++] = frame[sourceAt + i]!;
+      for (let i = 0; i < MEMBER_ID; i++) out[at++] = frame[idAt + i]!;
+      at = writeCrlf(out, at);
+      at = writeHeader(out, at, frame.length);
+      out.set(frame, at);
+      at = writeCrlf(out, at + frame.length);
+    }
+    out[at++] = 0x2a; // *
+    out[at++] = 0x30 + expire.length;
+    at = writeCrlf(out, at);
+    for (const part of expire) at = writeBulkString(out, at, part);
+    out.set(REPLY_ON, at);
+    at += REPLY_ON.length;
+    if (at !== size) throw new Error(`SilentHsetnx: wrote ${at} of ${size} bytes`);
+    return out;
+  }
+}
+
+/**
  * The RESP request `name first args[from…]` (an array of bulk strings).
  * Numbers must be safe integers or are written as String(n) would (Redis
  * reads both); strings are written as UTF-8.

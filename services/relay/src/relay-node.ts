@@ -121,6 +121,7 @@ export class RelayNode {
       maxBytes: config.RELAY_QUEUE_MAX_BYTES,
       maxTtlSeconds: config.RELAY_QUEUE_TTL_SECONDS,
       ...relayQueueSenderShare(config),
+      framesPath: config.RELAY_DURABLE_FRAMES_PATH,
     });
     const prekeys = new PrekeyStore(redis, {
       prefix,
@@ -294,6 +295,12 @@ export class RelayNode {
       }
     });
     await this.checkAllowOom();
+    // Which way durable frames reach Redis (docs/durable-queue.md#enqueue), asked now so the log says it.
+    await this.ctx.store.whichFramesPath().then(
+      (path) => this.log.info('durable frames path', { path }),
+      (err: unknown) =>
+        this.log.warn('durable frames path not known yet: asked again at the first durable frame', { err }),
+    );
     subscribedOnce = true;
     // Listed (and a previous process of this node id swept) before any peer is served.
     await this.presence.announceNode(this.publicUrls());

@@ -10,7 +10,7 @@ import { randomBytes, randomInt } from 'node:crypto';
 import { after, before, describe, it } from 'node:test';
 import { Command, Redis } from 'ioredis';
 import { type RedisHandle, startRedis } from '../../../test-support/redis.js';
-import { EncodedScript, encodeRequest, type ScriptArg, sendEncoded } from '../src/encoded-script.js';
+import { EncodedScript, encodeRequest, type ScriptArg, sendEncoded, sendSilentHsetnx } from '../src/encoded-script.js';
 
 /** What ioredis writes for `evalsha args…` (its own encoder: the reference). */
 function ioredisBytes(args: readonly ScriptArg[]): Buffer {
@@ -148,6 +148,36 @@ describe('EncodedScript and sendEncoded against Redis', () => {
     await assert.rejects(failing.call(redis, ['why']), /NOPE why/);
     await assert.rejects(failing.call(redis, ['again']), /NOPE again/);
     assert.deepEqual(await echo.call(redis, ['k4', 'ok', 4]), ['ok', 4, 2]);
+  });
+
+  it('writes frames by HSETNX without a reply each: never over a field, an expiry only where none', async () => {
+    // Frames laid out as routed frames: the member is bytes 30..54 then 70..86 (RoutedAt.SOURCE, MESSAGE_ID).
+    const frame = (n: number): Buffer => randomBytes(86 + n);
+    const memberOf = (f: Buffer): Buffer => Buffer.concat([f.subarray(30, 54), f.subarray(70, 86)]);
+    const frames = [frame(10), frame(0), frame(3000)];
+    const taken = frame(5);
+    await redis.hset('silent', memberOf(taken), 'kept');
+    await redis.config('RESETSTAT');
+    // One reply for the whole request: the next commands get their own answers, not these writes'.
+    const [written, pong, length] = await Promise.all([
+      sendSilentHsetnx(redis, 'silent', [...frames, taken], 30, 70, 60_000),
+      redis.ping(),
+      redis.hlen('silent'),
+    ]);
+    assert.equal(written, 'OK');
+    assert.equal(pong, 'PONG');
+    assert.equal(length, 4);
+    for (const f of frames) assert.deepEqual(await redis.hgetBuffer('silent', memberOf(f)), f);
+    assert.equal(await redis.hget('silent', memberOf(taken)), 'kept');
+    // The hash had no expiry: it has the one given; one it has already stays.
+    const ttl = await redis.pttl('silent');
+    assert.ok(ttl > 50_000 && ttl <= 60_000, `pttl ${ttl}`);
+    await redis.pexpire('silent', 5_000);
+    await sendSilentHsetnx(redis, 'silent', [frame(1)], 30, 70, 60_000);
+    assert.ok((await redis.pttl('silent')) <= 5_000);
+    const info = await redis.info('commandstats');
+    assert.match(info, /cmdstat_hsetnx:calls=5,/);
+    assert.match(info, /cmdstat_client\|reply:calls=4,/);
   });
 
   it('reads fields as Buffers or strings, absent ones as null, in the order asked', async () => {
