@@ -88,6 +88,12 @@ export interface DurableStoreOptions {
    * Redis 7.0 or later, CLIENT not renamed or denied).
    */
   framesPath?: 'prewrite' | 'script';
+  /**
+   * Fewest frames of one script call that take the pre-write (default 16):
+   * a call of fewer takes the script form, whose one request answers a
+   * small call sooner (docs/benchmarks.md). Tests set 1.
+   */
+  prewriteMinFrames?: number;
 }
 
 /**
@@ -229,7 +235,7 @@ const Code = {
   SENDER_FULL: 5,
   /** The sender's frames in this queue would exceed maxBytesPerSender bytes. */
   SENDER_BYTES_FULL: 6,
-  /** The pre-written frame is not in d (another call for its member removed it): write it and call again. */
+  /** The pre-written frame is not in d (removed by another call for its member, or refused unanswered): send it again as an argument. */
   NOT_WRITTEN: 7,
 } as const;
 
@@ -489,7 +495,6 @@ if card == 0 then
   redis.call('HDEL', m, 'bytes', 'largest')
   redis.call('DEL', s)
 end
-
 -- Duplicates of what is queued or acknowledged: two reads for the whole call
 -- (members, then the ids as the earlier layout stored them, in one ZMSCORE).
 local lookup = {}
@@ -900,6 +905,12 @@ const SCRIPT = {
   isStored: new EncodedScript(IS_STORED_LUA, 3),
 } as const;
 
+/** Fewest frames of a call that go to Redis by the pre-write, by default (see enqueueCall). */
+const PREWRITE_MIN_FRAMES = 16;
+
+/** Redis' answers (and a proxy's) for a command it does not have or does not allow this client. */
+const NOT_SUPPORTED = /unknown (sub)?command|wrong number of arguments|unsupported|syntax error|NOPERM|disabled/i;
+
 /** An enqueue, validated, with what its script call needs and who hears the outcome. */
 interface EnqueueJob {
   /** The DELIVER frame; the script reads its member (source ‖ messageId) from it, destOf() its recipient. */
@@ -1046,6 +1057,7 @@ export class DurableStore {
   private enqueuesScheduled = false;
   /** 'prewrite' wanted; undefined until the server was asked whether it allows it (probeFramesPath). */
   private framesPath: 'prewrite' | 'script' | undefined;
+  private readonly prewriteMinFrames: number;
   private probingFramesPath: Promise<'prewrite' | 'script'> | undefined;
 
   constructor(redis: RedisClient, options: DurableStoreOptions) {
@@ -1066,6 +1078,8 @@ export class DurableStore {
     this.waitTimeoutMs = options.waitTimeoutMs ?? 1000;
     this.maxAttempts = Math.ceil(this.maxFrames / ENQUEUE_PURGE_BATCH) + 1;
     this.framesPath = isCluster(redis) || options.framesPath === 'script' ? 'script' : undefined;
+    this.prewriteMinFrames = options.prewriteMinFrames ?? PREWRITE_MIN_FRAMES;
+    checkCount(this.prewriteMinFrames, 'prewriteMinFrames', 1);
   }
 
   /**
@@ -1081,10 +1095,10 @@ export class DurableStore {
    * Whether the server runs what the pre-write sends: CLIENT REPLY (a
    * server may rename or deny CLIENT) and PEXPIRE … NX (Redis 7.0). Asked
    * once, with commands that change nothing and answer once each, so a
-   * refusal cannot leave replies unmatched. A refusal means 'script' for
-   * good; a connection failure is thrown (the enqueue fails as
-   * STORE_UNAVAILABLE) and the next enqueue asks again. The relay asks at
-   * start, to log the answer.
+   * refusal cannot leave replies unmatched. An answer that the command is
+   * unknown or not allowed means 'script' for good; any other failure is
+   * thrown (the enqueue fails as STORE_UNAVAILABLE) and the next enqueue
+   * asks again. The relay asks at start, to log the answer.
    */
   whichFramesPath(): Promise<'prewrite' | 'script'> {
     return this.framesPath !== undefined ? Promise.resolve(this.framesPath) : this.probeFramesPath();
@@ -1098,7 +1112,9 @@ export class DurableStore {
       .then(
         (): 'prewrite' => 'prewrite',
         (err: unknown) => {
-          if (!(err instanceof ReplyError)) throw err;
+          // Only an answer that the command is not there or not allowed means 'script' for good;
+          // anything else (LOADING, BUSY, a lost connection) is asked again at the next enqueue.
+          if (!(err instanceof ReplyError) || !NOT_SUPPORTED.test((err as Error).message)) throw err;
           return 'script' as const;
         },
       )
@@ -1298,13 +1314,17 @@ export class DurableStore {
     // one read of the frame at delivery instead of a read of its expiry beside it.
     for (const job of chunk) writeRoutedPosition(job.frame, nowMs);
     let script = SCRIPT.enqueue;
-    let prewrite = path === 'prewrite';
+    // The pre-write pays for its second request when a call carries many frames (a loaded relay's
+    // turns: about 160 a call on the durable benchmark); a call of a few frames (a relay at 10k frames/s
+    // paced) took longer to answer with it, in the tail (docs/benchmarks.md): those take the script form.
+    let prewrite = path === 'prewrite' && chunk.length >= this.prewriteMinFrames;
     // A frame whose pre-write was not found goes in a call of the script form: one that cannot miss it.
     for (const job of chunk) if (job.viaScript === true) prewrite = false;
+    let frames: Buffer[] = [];
     if (prewrite) {
       // The frames first, by HSETNX (no reply), then the script on their members: both on this one
       // connection, in this order, so the script finds them (or finds them removed: NOT_WRITTEN).
-      const frames = chunk.map((job) => job.frame);
+      frames = chunk.map((job) => job.frame);
       // Byte by byte: Buffer#copy of a part of a frame makes a view each time.
       const members = Buffer.allocUnsafe(chunk.length * (HINT_SIZE + ID_SIZE));
       let at = 0;
@@ -1312,15 +1332,17 @@ export class DurableStore {
         for (let i = 0; i < HINT_SIZE; i++) members[at++] = frame[RoutedAt.SOURCE + i]!;
         for (let i = 0; i < ID_SIZE; i++) members[at++] = frame[RoutedAt.MESSAGE_ID + i]!;
       }
-      // Its outcome is the script's to tell: it stores only frames it finds written.
-      sendSilentHsetnx(this.redis, keys[1], frames, RoutedAt.SOURCE, RoutedAt.MESSAGE_ID, this.metaRetentionMs).catch(
-        () => {},
-      );
       args.push(members);
       for (const job of chunk) args.push(nowMs + job.ttlMs);
       script = SCRIPT.enqueueNamed;
     } else {
       for (const job of chunk) args.push(job.frame, nowMs + job.ttlMs);
+    }
+    if (prewrite) {
+      // Its outcome is the script's to tell: it stores only frames it finds written.
+      sendSilentHsetnx(this.redis, keys[1], frames, RoutedAt.SOURCE, RoutedAt.MESSAGE_ID, this.metaRetentionMs).catch(
+        () => {},
+      );
     }
     const result = reply(await script.call(this.redis, args));
     // {code, position, depth} per frame, then the nodes holding the recipient.

@@ -16,7 +16,7 @@ import {
   readRoutedPosition,
   SendFlags,
 } from '@libertaria/protocol';
-import { type Command, Redis, type RedisOptions } from 'ioredis';
+import { type Command, Redis, type RedisOptions, ReplyError } from 'ioredis';
 import { type RedisHandle, startRedis } from '../../../test-support/redis.js';
 import {
   DURABLE_STORE_REDIS_OPTIONS,
@@ -114,6 +114,8 @@ for (const framesPath of ['prewrite', 'script'] as const) {
         maxBytes: 1 << 24,
         maxTtlSeconds: 3600,
         framesPath,
+        // Every call by the pre-write in its run, however few frames (the relay's default is 16).
+        prewriteMinFrames: 1,
         ...overrides,
       };
     }
@@ -683,6 +685,61 @@ for (const framesPath of ['prewrite', 'script'] as const) {
     });
 
     if (framesPath === 'prewrite') {
+      it('pre-writes a call of at least prewriteMinFrames frames; a smaller one takes the script form', async () => {
+        const spied = await connect(server.url);
+        const send = spied.sendCommand.bind(spied);
+        const sent: string[] = [];
+        spied.sendCommand = ((command: Command) => {
+          sent.push(command.name);
+          return send(command);
+        }) as typeof spied.sendCommand;
+        const s = store({ prewriteMinFrames: 16 }, spied);
+        const dest = hint();
+        const turn = async (n: number): Promise<string[]> => {
+          const ids = Array.from({ length: n }, messageId);
+          sent.length = 0;
+          const results = await Promise.all(ids.map((id) => s.enqueue(dest, id, deliver(dest, id), 0)));
+          assert.ok(results.every((r) => r.status === 'stored'));
+          return sent.filter((name) => name === 'hsetnx');
+        };
+        assert.deepEqual(await turn(15), []);
+        assert.deepEqual(await turn(16), ['hsetnx']);
+        assert.equal((await s.depth(dest)).frames, 31);
+      });
+
+      it('takes the script form on a server that does not have CLIENT, and on one answering LOADING asks again', async () => {
+        const renamed = await startRedis({
+          args: ['--rename-command', 'CLIENT', `CLIENT_${randomBytes(4).toString('hex')}`],
+        });
+        try {
+          const s = store({}, await connect(renamed.url));
+          const dest = hint();
+          const id = messageId();
+          assert.equal((await s.enqueue(dest, id, deliver(dest, id), 0)).status, 'stored');
+          assert.equal(s.enqueueFramesPath, 'script');
+          assert.equal((await s.fetch(dest, 0, 10)).length, 1);
+        } finally {
+          await renamed.stop();
+        }
+        // A passing refusal (a server still loading) is no answer: the path stays open and is asked again.
+        const busy = await connect(server.url);
+        const call = busy.call.bind(busy);
+        let refused = 0;
+        busy.call = ((...args: Parameters<typeof busy.call>) => {
+          if (String(args[0]).toUpperCase() === 'CLIENT' && refused++ === 0) {
+            return Promise.reject(new ReplyError('LOADING Redis is loading the dataset in memory'));
+          }
+          return call(...args);
+        }) as typeof busy.call;
+        const s = store({}, busy);
+        const dest = hint();
+        const id = messageId();
+        await rejectsWith(s.enqueue(dest, id, deliver(dest, id), 0), 'STORE_UNAVAILABLE');
+        assert.equal(s.enqueueFramesPath, undefined);
+        assert.equal((await s.enqueue(dest, id, deliver(dest, id), 0)).status, 'stored');
+        assert.equal(s.enqueueFramesPath, 'prewrite');
+      });
+
       it('sends a frame again, as a script argument, when its pre-write was lost (NOT_WRITTEN), and stores it once', async () => {
         // A connection that drops the first pre-write: the script finds no frame, answers NOT_WRITTEN, and the
         // store's next call writes it again (a lost write stands for a concurrent call removing it).
