@@ -197,7 +197,7 @@ export const relayConfigSpec = {
   }),
   RELAY_DURABLE_FRAMES_PATH: oneOf(['prewrite', 'script'], {
     default: 'prewrite',
-    doc: 'How durable frames reach Redis on one server: `prewrite` writes them with `HSETNX` (no reply each: `CLIENT REPLY OFF`) right before the enqueue script, which then handles 40-byte members only; `script` hands the frames to the script. A Redis Cluster, and a server that refuses `CLIENT REPLY` or `PEXPIRE ... NX` (asked once, before the first enqueue), always take `script`. Set `script` behind a proxy that passes `CLIENT REPLY` on without honouring it (docs/durable-queue.md#enqueue).',
+    doc: 'How durable frames reach Redis on one server: `prewrite` writes the frames of a call of 16 or more with `HSETNX` (no reply each: `CLIENT REPLY OFF`) right before the enqueue script, which then handles 40-byte members only (a smaller call takes `script`); `script` hands the frames to the script. A Redis Cluster, and a server that refuses `CLIENT REPLY` or `PEXPIRE ... NX` (asked once, before the first enqueue), always take `script`. Set `script` behind a proxy that passes `CLIENT REPLY` on without honouring it (docs/durable-queue.md#enqueue).',
   }),
   RELAY_QUEUE_TTL_SECONDS: int({
     default: 2592000,
