@@ -1320,11 +1320,10 @@ export class DurableStore {
     let prewrite = path === 'prewrite' && chunk.length >= this.prewriteMinFrames;
     // A frame whose pre-write was not found goes in a call of the script form: one that cannot miss it.
     for (const job of chunk) if (job.viaScript === true) prewrite = false;
-    let frames: Buffer[] = [];
     if (prewrite) {
       // The frames first, by HSETNX (no reply), then the script on their members: both on this one
       // connection, in this order, so the script finds them (or finds them removed: NOT_WRITTEN).
-      frames = chunk.map((job) => job.frame);
+      const frames = chunk.map((job) => job.frame);
       // Byte by byte: Buffer#copy of a part of a frame makes a view each time.
       const members = Buffer.allocUnsafe(chunk.length * (HINT_SIZE + ID_SIZE));
       let at = 0;
@@ -1335,14 +1334,12 @@ export class DurableStore {
       args.push(members);
       for (const job of chunk) args.push(nowMs + job.ttlMs);
       script = SCRIPT.enqueueNamed;
-    } else {
-      for (const job of chunk) args.push(job.frame, nowMs + job.ttlMs);
-    }
-    if (prewrite) {
       // Its outcome is the script's to tell: it stores only frames it finds written.
       sendSilentHsetnx(this.redis, keys[1], frames, RoutedAt.SOURCE, RoutedAt.MESSAGE_ID, this.metaRetentionMs).catch(
         () => {},
       );
+    } else {
+      for (const job of chunk) args.push(job.frame, nowMs + job.ttlMs);
     }
     const result = reply(await script.call(this.redis, args));
     // {code, position, depth} per frame, then the nodes holding the recipient.
