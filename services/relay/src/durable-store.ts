@@ -1335,9 +1335,7 @@ export class DurableStore {
       for (const job of chunk) args.push(nowMs + job.ttlMs);
       script = SCRIPT.enqueueNamed;
       // Its outcome is the script's to tell: it stores only frames it finds written.
-      sendSilentHsetnx(this.redis, keys[1], frames, RoutedAt.SOURCE, RoutedAt.MESSAGE_ID, this.metaRetentionMs).catch(
-        () => {},
-      );
+      sendSilentHsetnx(this.redis, keys[1], frames, members, this.metaRetentionMs).catch(() => {});
     } else {
       for (const job of chunk) args.push(job.frame, nowMs + job.ttlMs);
     }

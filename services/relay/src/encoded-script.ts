@@ -128,40 +128,38 @@ class PlainCommand extends Command {
 
 /**
  * Writes frames into the hash `key` with one HSETNX each (field: the
- * frame's member, its source hint then its messageId, read from the frame
- * itself), gives `key` an expiry of `expireMs` if it has none (PEXPIRE NX:
+ * frame's member, the 40 bytes at its place in `members`), gives `key` an expiry of `expireMs` if it has none (PEXPIRE NX:
  * a hash these writes created must not outlive its frames), and asks Redis
  * for no reply to any of that (CLIENT REPLY OFF … ON): one request, one
  * reply (the ON's OK), however many frames. The durable enqueue's
  * pre-write (DurableStore): the frames reach d by a plain command, not
  * through Lua. Single server only: on a Cluster a redirect would go
- * unanswered. `key` is a string; the members' offsets are those of a
- * routed frame (`sourceAt`, `idAt`: RoutedAt.SOURCE, RoutedAt.MESSAGE_ID).
+ * unanswered. `key` is a string; `members` holds the frames' members one
+ * after another (the enqueue script's own argument, made once).
  */
 export function sendSilentHsetnx(
   redis: RedisClient,
   key: string,
   frames: readonly Buffer[],
-  sourceAt: number,
-  idAt: number,
+  members: Buffer,
   expireMs: number,
 ): Promise<unknown> {
-  return redis.sendCommand(new SilentHsetnx(key, frames, sourceAt, idAt, expireMs)) as Promise<unknown>;
+  if (members.length !== frames.length * MEMBER_SIZE) throw new RangeError('sendSilentHsetnx: one member per frame');
+  return redis.sendCommand(new SilentHsetnx(key, frames, members, expireMs)) as Promise<unknown>;
 }
 
-const MEMBER_SOURCE = 24;
-const MEMBER_ID = 16;
+/** A durable frame's member: its source hint, then its messageId. */
+const MEMBER_SIZE = 40;
 const REPLY_OFF = Buffer.from('*3\r\n$6\r\nCLIENT\r\n$5\r\nREPLY\r\n$3\r\nOFF\r\n');
 const REPLY_ON = Buffer.from('*3\r\n$6\r\nCLIENT\r\n$5\r\nREPLY\r\n$2\r\nON\r\n');
 const HSETNX_HEAD = Buffer.from('*4\r\n$6\r\nHSETNX\r\n');
-const MEMBER_HEAD = Buffer.from(`$${MEMBER_SOURCE + MEMBER_ID}\r\n`);
+const MEMBER_HEAD = Buffer.from(`$${MEMBER_SIZE}\r\n`);
 
 class SilentHsetnx extends Command {
   constructor(
     private readonly key: string,
     private readonly frames: readonly Buffer[],
-    private readonly sourceAt: number,
-    private readonly idAt: number,
+    private readonly members: Buffer,
     private readonly expireMs: number,
   ) {
     // The name and first argument ioredis sees (its routing, its logs): the writes' own.
@@ -178,8 +176,7 @@ class SilentHsetnx extends Command {
     let size = REPLY_OFF.length + REPLY_ON.length + 1 + 1 + 2;
     for (const part of expire) size += bulkSize(Buffer.byteLength(part));
     for (const frame of this.frames) {
-      size +=
-        HSETNX_HEAD.length + keyBulk + MEMBER_HEAD.length + MEMBER_SOURCE + MEMBER_ID + 2 + bulkSize(frame.length);
+      size += HSETNX_HEAD.length + keyBulk + MEMBER_HEAD.length + MEMBER_SIZE + 2 + bulkSize(frame.length);
     }
     const out = Buffer.allocUnsafe(size);
     out.set(REPLY_OFF, 0);
@@ -188,13 +185,13 @@ class SilentHsetnx extends Command {
     const head = Buffer.allocUnsafe(HSETNX_HEAD.length + keyBulk + MEMBER_HEAD.length);
     head.set(HSETNX_HEAD, 0);
     head.set(MEMBER_HEAD, writeBulkString(head, HSETNX_HEAD.length, this.key));
-    const { sourceAt, idAt } = this;
+    const members = this.members;
+    let member = 0;
     for (const frame of this.frames) {
       // Whole arrays by set(), short runs byte by byte: Buffer#copy of a part makes a view each time.
       out.set(head, at);
       at += head.length;
-      for (let i = 0; i < MEMBER_SOURCE; i++) out[at++] = frame[sourceAt + i]!;
-      for (let i = 0; i < MEMBER_ID; i++) out[at++] = frame[idAt + i]!;
+      for (let i = 0; i < MEMBER_SIZE; i++) out[at++] = members[member++]!;
       at = writeCrlf(out, at);
       at = writeHeader(out, at, frame.length);
       out.set(frame, at);

@@ -1338,9 +1338,10 @@ export class PeerConnection implements TransportSink, SendHost, RequestHost {
    * (256 at most each). While the delivery pump is reading a backlog they are
    * held instead, within the node's RELAY_DURABLE_ACK_HOLD, and sent once it
    * has caught up or paused, or the connection closes: Redis serves the reads
-   * first (pending-acks.ts says why that is safe).
+   * first (pending-acks.ts says why that is safe). The ACK names the
+   * messageId at `idOffset` of `bytes`, copied (they may lie in a recycled
+   * inbound slab).
    */
-  /** An ACK of the messageId at `idOffset` of `bytes` (copied: the bytes may lie in a recycled inbound slab). */
   private onAck(bytes: Uint8Array, idOffset: number, position: number): void {
     this.acks.push(bytes, position, idOffset);
     // A draining node holds nothing: its connections close soon, and what they hold must reach Redis first.

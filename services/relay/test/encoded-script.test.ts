@@ -160,7 +160,7 @@ describe('EncodedScript and sendEncoded against Redis', () => {
     await redis.config('RESETSTAT');
     // One reply for the whole request: the next commands get their own answers, not these writes'.
     const [written, pong, length] = await Promise.all([
-      sendSilentHsetnx(redis, 'silent', [...frames, taken], 30, 70, 60_000),
+      sendSilentHsetnx(redis, 'silent', [...frames, taken], Buffer.concat([...frames, taken].map(memberOf)), 60_000),
       redis.ping(),
       redis.hlen('silent'),
     ]);
@@ -173,7 +173,8 @@ describe('EncodedScript and sendEncoded against Redis', () => {
     const ttl = await redis.pttl('silent');
     assert.ok(ttl > 50_000 && ttl <= 60_000, `pttl ${ttl}`);
     await redis.pexpire('silent', 5_000);
-    await sendSilentHsetnx(redis, 'silent', [frame(1)], 30, 70, 60_000);
+    const one = frame(1);
+    await sendSilentHsetnx(redis, 'silent', [one], memberOf(one), 60_000);
     assert.ok((await redis.pttl('silent')) <= 5_000);
     const info = await redis.info('commandstats');
     assert.match(info, /cmdstat_hsetnx:calls=5,/);
