@@ -1,4 +1,4 @@
-// Size: about 1,780 lines, one class per connection: the handshake, the frame dispatch, the
+// Size: about 1,800 lines, one class per connection: the handshake, the frame dispatch, the
 // durable delivery pump and the containment budgets all read and change the same per-connection
 // state (handshake step, window, pump flags, byte budgets) on the hot path, so they stay in one
 // object with no indirection per frame. What shares no state lives outside: the membrane

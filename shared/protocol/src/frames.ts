@@ -1,4 +1,4 @@
-// Size: about 1,580 lines on purpose: the whole wire protocol in one file, the codec
+// Size: about 1,610 lines on purpose: the whole wire protocol in one file, the codec
 // beside the block comment that documents every frame (like Tailscale's derp.go).
 /**
  * Libertaria relay wire protocol, version 2.
