@@ -102,6 +102,38 @@ export const relayConfigSpec = {
     max: 8388608,
     doc: 'Frames for one other node leave as one pub/sub message per event-loop turn, or as soon as that message reaches this many bytes (64 KiB): the receiving node can deliver nothing of a message before all of it has arrived, so a smaller message lets the two nodes and Redis work at once (docs/benchmarks.md). A larger frame travels alone.',
   }),
+  RELAY_NODE_LINKS: bool({
+    default: true,
+    doc: 'Whether frames for other nodes travel over direct TCP links between nodes (docs/relay.md#node-links), with Redis pub/sub as the fallback. Off: pub/sub only, and this node accepts no links.',
+  }),
+  RELAY_NODE_LINK_HOST: str({
+    default: undefined,
+    pattern: /^[A-Za-z0-9.:%_-]{1,253}$/,
+    accepted: 'an IP address or host name other nodes reach this node at',
+    doc: "Address this node accepts node links on, and tells other nodes (through its presence entry) to dial. Unset: `RELAY_HOST` when that names one address, else this machine's first non-internal IPv4 address (a pod's IP in Kubernetes), else 127.0.0.1.",
+  }),
+  RELAY_NODE_LINK_PORT: port({
+    default: 0,
+    doc: 'Port this node accepts node links on; 0 picks a free one (other nodes learn it through Redis). Set a fixed one where a firewall or NetworkPolicy must name it.',
+  }),
+  RELAY_NODE_LINK_BUFFER_BYTES: int({
+    default: 8388608,
+    min: 65536,
+    max: 268435456,
+    doc: 'Most bytes one outbound node link may hold unsent (8 MiB); beyond it, messages for that node take Redis pub/sub until the link catches up.',
+  }),
+  RELAY_NODE_LINK_MAX_INBOUND: int({
+    default: 256,
+    min: 1,
+    max: 65536,
+    doc: 'Most node links (open or still in their handshake) this node accepts at once; one more is closed at once and counted.',
+  }),
+  RELAY_NODE_LINK_HANDSHAKE_TIMEOUT_MS: int({
+    default: 5000,
+    min: 100,
+    max: 600000,
+    doc: 'Time a node link has to complete its handshake, on both sides.',
+  }),
   RELAY_HANDSHAKE_STEP_TIMEOUT_MS: int({
     default: 10000,
     min: 100,

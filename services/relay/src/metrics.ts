@@ -36,6 +36,10 @@ export class RelayMetrics {
   readonly drops: Counter<'reason'>;
   readonly authFailures: Counter<'reason'>;
   readonly redisErrors: Counter<'operation'>;
+  /** relay_cross_node_messages_total{path}: messages for other nodes, by the way they went. */
+  readonly crossNodeMessages: { link: BoundCounter; pubsub: BoundCounter };
+  readonly nodeLinks: Gauge<'direction'>;
+  readonly nodeLinkFailures: Counter<'direction' | 'reason'>;
   readonly durableStored: Counter<'result'>;
   /** relay_durable_sends_total{result="stored"|"duplicate"}, counted here per frame and exported at scrape. */
   readonly durableStoredCounts = { stored: 0, duplicate: 0 };
@@ -242,6 +246,25 @@ export class RelayMetrics {
       name: 'relay_redis_errors_total',
       help: 'Redis operations that failed',
       labelNames: ['operation'],
+      registers: r,
+    });
+    const crossNode = new Counter({
+      name: 'relay_cross_node_messages_total',
+      help: 'Messages of frames for other nodes, by path: link (a direct node link) or pubsub (Redis)',
+      labelNames: ['path'],
+      registers: r,
+    });
+    this.crossNodeMessages = { link: crossNode.labels('link'), pubsub: crossNode.labels('pubsub') };
+    this.nodeLinks = new Gauge({
+      name: 'relay_node_links',
+      help: 'Node links open now: out (this node sends) and in (this node receives)',
+      labelNames: ['direction'],
+      registers: r,
+    });
+    this.nodeLinkFailures = new Counter({
+      name: 'relay_node_link_failures_total',
+      help: 'Node links that failed, by direction and reason (dial, refused, protocol, lost, bad_hello, bad_mac, timeout, full, bad_frame)',
+      labelNames: ['direction', 'reason'],
       registers: r,
     });
     const storedCounts = this.durableStoredCounts;

@@ -7,7 +7,8 @@
  *
  *   ${prefix}:pr:{hintHex}              HASH nodeId → incarnation   (written on attach and detach only)
  *   ${prefix}:nh:{nodeId}:<incarnation> SET  hex hints this node incarnation holds (for the sweep)
- *   ${prefix}:nodes                     HASH nodeId → JSON {"urls": [...], "expires": ms, "inc": incarnation}
+ *   ${prefix}:nodes                     HASH nodeId → JSON {"urls": [...], "expires": ms, "inc": incarnation,
+ *                                                          "link": {"host", "port", "key"} (node-link.ts; absent when links are off)}
  *   ${prefix}:sweep:{nodeId}            STRING the node sweeping a dead node's presence (PX 60 s)
  *
  * A holder is live while its node's entry in `nodes` is unexpired. Each node
@@ -35,6 +36,7 @@
 import { randomInt } from 'node:crypto';
 import { hintToHex } from '@libertaria/identity';
 import { LibertariaError, RelayError } from '@libertaria/protocol';
+import type { LinkAddress } from './node-link.js';
 import { type RedisClient, runEach } from './redis-connection.js';
 
 /**
@@ -67,6 +69,7 @@ interface NodeEntry {
   urls: string[];
   expires: number;
   inc: string | undefined;
+  link: LinkAddress | undefined;
   raw: string;
 }
 
@@ -132,14 +135,30 @@ export function newIncarnation(): string {
 
 function parseEntry(raw: string): NodeEntry | undefined {
   try {
-    const entry = JSON.parse(raw) as { urls?: unknown; expires?: unknown; inc?: unknown };
+    const entry = JSON.parse(raw) as { urls?: unknown; expires?: unknown; inc?: unknown; link?: unknown };
     const urls = Array.isArray(entry.urls) ? entry.urls.filter((u): u is string => typeof u === 'string') : [];
     const expires = Number(entry.expires);
     if (!Number.isFinite(expires)) return undefined;
-    return { urls, expires, inc: typeof entry.inc === 'string' ? entry.inc : undefined, raw };
+    return {
+      urls,
+      expires,
+      inc: typeof entry.inc === 'string' ? entry.inc : undefined,
+      link: parseLink(entry.link),
+      raw,
+    };
   } catch {
     return undefined;
   }
+}
+
+/** A link address as an entry lists it, or undefined when it is absent or not well formed. */
+function parseLink(value: unknown): LinkAddress | undefined {
+  if (typeof value !== 'object' || value === null) return undefined;
+  const { host, port, key } = value as { host?: unknown; port?: unknown; key?: unknown };
+  if (typeof host !== 'string' || !/^[A-Za-z0-9.:%_-]{1,253}$/.test(host)) return undefined;
+  if (typeof port !== 'number' || !Number.isInteger(port) || port < 1 || port > 65535) return undefined;
+  if (typeof key !== 'string' || !/^[A-Za-z0-9_-]{43}$/.test(key)) return undefined;
+  return { host, port, key };
 }
 
 export class PresenceRegistry {
@@ -152,6 +171,8 @@ export class PresenceRegistry {
   private readonly nodesKey: string;
   /** What announceNode last published; each heartbeat re-publishes it. */
   private publicUrls: string[] | undefined;
+  /** Where this node accepts node links (setLink), published in its entry. */
+  private link: LinkAddress | undefined;
   /** The node registry as last read: nodeId → entry. */
   private view = new Map<string, NodeEntry>();
   /** Holders seen that the registry did not list when read after them: gone. */
@@ -409,8 +430,30 @@ export class PresenceRegistry {
     if (entryRaw !== undefined) await this.commands[CMD.dropNode](this.nodesKey, nodeId, entryRaw);
   }
 
+  /** Where this node accepts node links; set before announceNode, published with every heartbeat. */
+  setLink(link: LinkAddress | undefined): void {
+    this.link = link;
+  }
+
+  /** Where a live node other than this one accepts node links, as the registry last read listed it. */
+  linkOf(nodeId: string, nowMs: number = Date.now()): LinkAddress | undefined {
+    if (nodeId === this.nodeId) return undefined;
+    const entry = this.view.get(nodeId);
+    if (entry === undefined) {
+      // A node that started after the last read: isLive reads the registry again (at most once a second).
+      this.isLive(nodeId, nowMs);
+      return undefined;
+    }
+    return entry.expires > nowMs ? entry.link : undefined;
+  }
+
   private nodeEntry(nowMs: number): string {
-    return JSON.stringify({ urls: this.publicUrls ?? [], expires: nowMs + this.leaseMs, inc: this.incarnation });
+    return JSON.stringify({
+      urls: this.publicUrls ?? [],
+      expires: nowMs + this.leaseMs,
+      inc: this.incarnation,
+      ...(this.link ? { link: this.link } : {}),
+    });
   }
 }
 

@@ -4,7 +4,7 @@
  * it: queues, presence and routes live in Redis.
  */
 import { randomBytes } from 'node:crypto';
-import { hostname } from 'node:os';
+import { hostname, networkInterfaces } from 'node:os';
 import type { Ed25519Identity } from '@libertaria/identity';
 import { createRedisMembrane, type RedisMembrane } from '@libertaria/membrane/redis';
 import { MAX_TEXT_BYTES, maxBodySize } from '@libertaria/protocol';
@@ -18,6 +18,7 @@ import { InFlightCount } from './in-flight-count.js';
 import { createLogger, type Logger } from './log.js';
 import { Enforcer } from './membrane/enforcer.js';
 import { RelayMetrics } from './metrics.js';
+import { LINK_KEY_SIZE, NodeLinkDialer, NodeLinkListener } from './node-link.js';
 import { OnceStore } from './once-store.js';
 import { outboundCeiling, PeerConnection, PUMP_FETCH_CONCURRENCY } from './peer-connection.js';
 import { AckHoldBudget } from './pending-acks.js';
@@ -37,6 +38,8 @@ export interface RelayPorts {
   ws: number;
   tcp: number | undefined;
   admin: number;
+  /** Where node links are accepted (RELAY_NODE_LINKS), else undefined. */
+  link: number | undefined;
 }
 
 /** Derives a node id from the host name when RELAY_NODE_ID is unset. */
@@ -74,7 +77,8 @@ export class RelayNode {
   private redisErrorLogged = 0;
   /** The readiness write is a script flagged allow-oom (Redis ≥ 7), like presence leases. */
   private healthWriteAllowOom = false;
-  ports: RelayPorts = { ws: 0, tcp: undefined, admin: 0 };
+  ports: RelayPorts = { ws: 0, tcp: undefined, admin: 0, link: undefined };
+  private linkListener: NodeLinkListener | undefined;
 
   private constructor(
     readonly config: RelayConfig,
@@ -240,6 +244,8 @@ export class RelayNode {
       federation,
       memoryGuard,
     );
+    // Links are listed in the node's presence entry, which connectRedis writes first.
+    if (config.RELAY_NODE_LINKS) await node.startLinks();
     await node.connectRedis(prefix);
     await memoryGuard.start();
     // Decisions work before this resolves (uncached); it resolves once policy invalidations are heard.
@@ -247,6 +253,57 @@ export class RelayNode {
     await node.listen();
     node.startHeartbeat();
     return node;
+  }
+
+  /**
+   * Accepts node links (their frames go to the router as pub/sub messages'
+   * do) and dials other nodes' links for the router's cross-node messages
+   * (node-link.ts, docs/relay.md#node-links).
+   */
+  private async startLinks(): Promise<void> {
+    const c = this.config;
+    const key = randomBytes(LINK_KEY_SIZE);
+    const host = nodeLinkHost(c);
+    const events = {
+      failure: (side: 'in' | 'out', reason: string) => this.metrics.nodeLinkFailures.labels(side, reason).inc(),
+      links: (side: 'in' | 'out', count: number) => this.metrics.nodeLinks.labels(side).set(count),
+    };
+    this.linkListener = new NodeLinkListener({
+      nodeId: this.nodeId,
+      key,
+      host,
+      port: c.RELAY_NODE_LINK_PORT,
+      maxInbound: c.RELAY_NODE_LINK_MAX_INBOUND,
+      handshakeTimeoutMs: c.RELAY_NODE_LINK_HANDSHAKE_TIMEOUT_MS,
+      maxPayload: c.RELAY_MAX_PAYLOAD_BYTES,
+      log: this.log,
+      events,
+      onFrame: (frame) => {
+        try {
+          this.router.onRemoteFrame(frame);
+        } catch (err) {
+          this.internalError('node_link_frame', err);
+        }
+      },
+      // Announcements it carried may be lost, as after a pub/sub reconnect: queues are re-read.
+      onLost: () => this.router.resyncAll(),
+    });
+    const port = await this.linkListener.start().catch((err: unknown) => {
+      throw new Error(
+        `cannot accept node links on ${host}:${c.RELAY_NODE_LINK_PORT} (${err instanceof Error ? err.message : String(err)}): set RELAY_NODE_LINK_HOST or RELAY_NODE_LINK_PORT, or RELAY_NODE_LINKS=false`,
+      );
+    });
+    this.ports.link = port;
+    this.presence.setLink({ host, port, key: key.toString('base64url') });
+    this.router.links = new NodeLinkDialer({
+      nodeId: this.nodeId,
+      handshakeTimeoutMs: c.RELAY_NODE_LINK_HANDSHAKE_TIMEOUT_MS,
+      bufferBytes: c.RELAY_NODE_LINK_BUFFER_BYTES,
+      addressOf: (nodeId) => this.presence.linkOf(nodeId),
+      log: this.log,
+      events,
+    });
+    this.log.info('accepting node links', { host, port });
   }
 
   /** A throw or rejection contained outside any connection: counted and logged, the node carries on. */
@@ -435,6 +492,7 @@ export class RelayNode {
       try {
         // One pipeline on one key (renew this node's lease, read the others'), whatever the number of peers.
         await this.presence.renew();
+        this.router.links?.prune((nodeId) => this.presence.isLive(nodeId));
       } catch (err) {
         this.metrics.redisErrors.labels('heartbeat').inc();
         this.log.warn('heartbeat failed', { err });
@@ -514,6 +572,8 @@ export class RelayNode {
     } catch (err) {
       this.log.warn('presence withdraw failed; leases will expire', { err });
     }
+    this.router.links?.close();
+    this.linkListener?.close();
     await this.adminClose?.();
     this.ctx.membrane?.stop();
     await this.membrane?.rm.stop().catch(() => {});
@@ -549,6 +609,20 @@ function withTimeout<T>(p: Promise<T>, ms: number): Promise<T> {
       },
     );
   });
+}
+
+/**
+ * The address node links are accepted on and announced at: RELAY_NODE_LINK_HOST,
+ * else RELAY_HOST when it names one address, else the first non-internal IPv4
+ * address (what other pods or containers reach), else loopback.
+ */
+export function nodeLinkHost(config: Pick<RelayConfig, 'RELAY_NODE_LINK_HOST' | 'RELAY_HOST'>): string {
+  if (config.RELAY_NODE_LINK_HOST !== undefined) return config.RELAY_NODE_LINK_HOST;
+  if (config.RELAY_HOST !== '0.0.0.0' && config.RELAY_HOST !== '::') return config.RELAY_HOST;
+  for (const addresses of Object.values(networkInterfaces())) {
+    for (const a of addresses ?? []) if (a.family === 'IPv4' && !a.internal) return a.address;
+  }
+  return '127.0.0.1';
 }
 
 /** A Redis URL without its password, for logs. */

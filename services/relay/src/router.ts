@@ -7,6 +7,10 @@
  * same DELIVER bytes. Holders named by Redis scripts are filtered against
  * the presence registry's view of live nodes first.
  *
+ * With node links on (node-link.ts), those same messages go straight to
+ * the other node over a TCP link, and through pub/sub only while no link to
+ * that node is ready or the link is backed up.
+ *
  * Fast frames prefer local connections and are never stored; when the
  * recipient is connected nowhere the sender gets PEER_GONE. Durable frames
  * are announced to every node holding the recipient when Redis stored them;
@@ -37,6 +41,7 @@ import {
 } from '@libertaria/protocol';
 import type { Logger } from './log.js';
 import type { RelayMetrics } from './metrics.js';
+import type { NodeLinkDialer } from './node-link.js';
 import type { PeerConnection } from './peer-connection.js';
 import type { PresenceRegistry } from './presence.js';
 import { publishBinary, type RedisClient } from './redis-connection.js';
@@ -57,6 +62,8 @@ export class Router {
   /** Frames for each other node waiting for the end of this turn, and their bytes. */
   private readonly outbox = new Map<string, { frames: Buffer[]; bytes: number }>();
   private outboxScheduled = false;
+  /** Direct links to other nodes (RELAY_NODE_LINKS); messages take pub/sub where none is ready. */
+  links: NodeLinkDialer | undefined;
 
   constructor(
     private readonly redis: RedisClient,
@@ -237,6 +244,11 @@ export class Router {
   private flushNode(node: string, frames: Buffer[]): void {
     // ioredis may hold the message past this turn (a socket not yet writable): never an inbound slab's bytes.
     const message = frames.length === 1 ? retainFrame(frames[0]!) : Buffer.concat(frames);
+    if (this.links?.send(node, message)) {
+      this.metrics.crossNodeMessages.link.inc();
+      return;
+    }
+    this.metrics.crossNodeMessages.pubsub.inc();
     publishBinary(this.redis, nodeChannel(this.prefix, node), message).catch((err: unknown) => {
       this.metrics.redisErrors.labels('publish').inc();
       this.log.debug('publish failed', { err });
@@ -255,8 +267,8 @@ export class Router {
     if (offset !== message.length) this.metrics.drop('bad_remote_message');
   }
 
-  /** A DELIVER frame (or a PREKEY_STATUS notice, or a MIGRATE notice) from another node. */
-  private onRemoteFrame(frame: Buffer): void {
+  /** A DELIVER frame (or a PREKEY_STATUS notice, or a MIGRATE notice) from another node, by pub/sub or a link. */
+  onRemoteFrame(frame: Buffer): void {
     if (frame[1] === FrameType.MIGRATE && frame.length === FRAME_HEADER_SIZE + 16 + 1 + HINT_SIZE) {
       const previousId = frame.subarray(FRAME_HEADER_SIZE, FRAME_HEADER_SIZE + 16);
       const hint = frame.subarray(FRAME_HEADER_SIZE + 17);

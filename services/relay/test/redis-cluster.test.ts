@@ -42,6 +42,8 @@ async function startRelays(prefix: string, waitReplicas: number): Promise<[Relay
     RELAY_DURABLE_WAIT_REPLICAS: String(waitReplicas),
     RELAY_HEARTBEAT_MS: '1000',
     RELAY_PRESENCE_TTL_MS: '5000',
+    // Cross-node frames through sharded pub/sub, the path this test checks (node links would skip it).
+    RELAY_NODE_LINKS: 'false',
   };
   const redisUrl = `redis://127.0.0.1:${cluster.servers[0]!.port}`;
   const pair = await Promise.all([startRelay({ redisUrl, env }), startRelay({ redisUrl, env })]);

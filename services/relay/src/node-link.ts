@@ -1,0 +1,408 @@
+/**
+ * Node links: frames between relay nodes straight over TCP, with Redis
+ * pub/sub as the fallback (docs/relay.md#node-links). Through pub/sub a
+ * cross-node frame crosses loopback or the network twice more than on one
+ * node, is copied by Redis and by ioredis on both sides, and waits for its
+ * whole message at Redis and again at the receiving node; a link carries it
+ * from one node's memory to the other's in one hop. Tailscale's DERP servers
+ * mesh the same way. Redis stays what nodes find each other through: each
+ * node lists its link address and a link key in its presence entry
+ * (presence.ts), so a link is open to exactly those who can already publish
+ * on the node's pub/sub channel.
+ *
+ * A link carries frames one way: the node that dials sends, the node that
+ * accepts receives. Two nodes that send to each other hold two links.
+ *
+ *   accepting node → dialer   CHALLENGE  "LLNK" | version 0x01 | nonce (32 bytes)
+ *   dialer → accepting node   HELLO      "LLNK" | version 0x01 | n (1 byte, 1-64) | dialer's node id (n bytes, ASCII) | mac (32)
+ *                             mac = HMAC-SHA256(accepting node's link key,
+ *                                   "libertaria node link v1" | nonce | n' | accepting node's id | n | dialer's id)
+ *   accepting node → dialer   ACCEPT     0x00
+ *   dialer → accepting node   relay frames back to back (DELIVER, PREKEY_STATUS, MIGRATE), as a pub/sub message holds them
+ *
+ * The accepting node sends nothing after ACCEPT. Anything that breaks these
+ * rules (a wrong magic or version, a bad mac, a HELLO not complete within
+ * RELAY_NODE_LINK_HANDSHAKE_TIMEOUT_MS, a frame the stream decoder refuses)
+ * closes that link, counted in relay_node_link_failures_total; the frames
+ * themselves are checked as pub/sub messages are (router.ts onRemoteFrame).
+ *
+ * What a link may lose: fast frames are best effort anyway; a durable
+ * frame's announcement is a shortcut (the queue in Redis is the truth), and
+ * a receiving node whose link closed other than cleanly has its connections
+ * re-read their queues, as after a pub/sub reconnect. A sender whose link is
+ * not ready, or holds more than RELAY_NODE_LINK_BUFFER_BYTES unsent, uses
+ * pub/sub for that message: frames of one flow can then overtake each other
+ * across the two paths, which fast frames may do and durable ones recover
+ * from by position.
+ */
+import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
+import { connect, createServer, type Server, type Socket } from 'node:net';
+import { FrameStreamDecoder } from '@libertaria/protocol';
+import type { Logger } from './log.js';
+
+export const LINK_MAGIC = Buffer.from('LLNK', 'latin1');
+export const LINK_VERSION = 1;
+export const LINK_NONCE_SIZE = 32;
+export const LINK_MAC_SIZE = 32;
+export const LINK_KEY_SIZE = 32;
+export const LINK_MAX_NODE_ID = 64;
+export const LINK_CHALLENGE_SIZE = LINK_MAGIC.length + 1 + LINK_NONCE_SIZE;
+const LINK_ACCEPT = 0x00;
+const MAC_LABEL = Buffer.from('libertaria node link v1', 'latin1');
+/** Longest a dialer waits before dialing a node again after a failure, and the first wait. */
+const RETRY_MAX_MS = 30_000;
+const RETRY_FIRST_MS = 500;
+/** TCP keepalive on idle links, so a vanished peer machine is noticed. */
+const KEEPALIVE_MS = 15_000;
+
+/** Where a node accepts links, as its presence entry lists it. */
+export interface LinkAddress {
+  host: string;
+  port: number;
+  /** The node's link key, base64url (32 bytes). */
+  key: string;
+}
+
+export type LinkFailure =
+  /** dialer: could not connect, or the link closed before its HELLO was sent */
+  | 'dial'
+  /** dialer: the accepting node closed the link after HELLO (a wrong key: the registry changed, or is not what that node holds) */
+  | 'refused'
+  /** dialer: the accepting node answered something other than the protocol */
+  | 'protocol'
+  /** an accepted link closed other than cleanly */
+  | 'lost'
+  /** accepting node: wrong magic or version, or a node id out of bounds */
+  | 'bad_hello'
+  /** accepting node: the mac did not match this node's key */
+  | 'bad_mac'
+  /** no complete handshake in time */
+  | 'timeout'
+  /** accepting node: RELAY_NODE_LINK_MAX_INBOUND links open already */
+  | 'full'
+  /** accepting node: a frame the stream decoder refused (length, size) */
+  | 'bad_frame';
+
+export interface LinkEvents {
+  failure(side: 'in' | 'out', reason: LinkFailure): void;
+  /** Links ready now, each way. */
+  links(side: 'in' | 'out', count: number): void;
+}
+
+export function linkMac(key: Buffer, nonce: Uint8Array, acceptorId: string, dialerId: string): Buffer {
+  const hmac = createHmac('sha256', key);
+  hmac.update(MAC_LABEL);
+  hmac.update(nonce);
+  hmac.update(Buffer.from([acceptorId.length]));
+  hmac.update(acceptorId, 'latin1');
+  hmac.update(Buffer.from([dialerId.length]));
+  hmac.update(dialerId, 'latin1');
+  return hmac.digest();
+}
+
+export function encodeChallenge(nonce: Uint8Array): Buffer {
+  return Buffer.concat([LINK_MAGIC, Buffer.from([LINK_VERSION]), nonce]);
+}
+
+export function encodeHello(dialerId: string, mac: Uint8Array): Buffer {
+  return Buffer.concat([
+    LINK_MAGIC,
+    Buffer.from([LINK_VERSION, dialerId.length]),
+    Buffer.from(dialerId, 'latin1'),
+    mac,
+  ]);
+}
+
+export type HelloParse =
+  | { kind: 'more' }
+  | { kind: 'bad' }
+  | { kind: 'hello'; dialerId: string; mac: Buffer; size: number };
+
+/** Reads a HELLO from the start of `bytes`: more bytes needed, not a HELLO, or the HELLO and its size. */
+export function parseHello(bytes: Buffer): HelloParse {
+  const head = LINK_MAGIC.length + 2;
+  const known = Math.min(bytes.length, LINK_MAGIC.length);
+  if (!bytes.subarray(0, known).equals(LINK_MAGIC.subarray(0, known))) return { kind: 'bad' };
+  if (bytes.length > LINK_MAGIC.length && bytes[LINK_MAGIC.length] !== LINK_VERSION) return { kind: 'bad' };
+  if (bytes.length < head) return { kind: 'more' };
+  const n = bytes[head - 1]!;
+  if (n < 1 || n > LINK_MAX_NODE_ID) return { kind: 'bad' };
+  const size = head + n + LINK_MAC_SIZE;
+  if (bytes.length < size) return { kind: 'more' };
+  const dialerId = bytes.toString('latin1', head, head + n);
+  if (!/^[A-Za-z0-9._-]+$/.test(dialerId)) return { kind: 'bad' };
+  return { kind: 'hello', dialerId, mac: Buffer.from(bytes.subarray(head + n, size)), size };
+}
+
+export interface LinkListenerOptions {
+  nodeId: string;
+  key: Buffer;
+  host: string;
+  port: number;
+  maxInbound: number;
+  handshakeTimeoutMs: number;
+  /** RELAY_MAX_PAYLOAD_BYTES: the stream decoder refuses larger frames. */
+  maxPayload: number;
+  log: Logger;
+  events: LinkEvents;
+  /** One whole frame from another node (a view of the received bytes, safe to keep). */
+  onFrame(frame: Buffer): void;
+  /** An accepted link closed other than cleanly: what it carried may be partly lost. */
+  onLost(): void;
+}
+
+/** Accepts links from other nodes and hands their frames to the router. */
+export class NodeLinkListener {
+  private readonly sockets = new Set<Socket>();
+  private ready = 0;
+  private server: Server | undefined;
+  port = 0;
+
+  constructor(private readonly options: LinkListenerOptions) {}
+
+  async start(): Promise<number> {
+    const server = createServer((socket) => this.accept(socket));
+    this.server = server;
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(this.options.port, this.options.host, () => {
+        server.off('error', reject);
+        resolve();
+      });
+    });
+    // A listener error after start (none expected) is logged, never thrown into the process.
+    server.on('error', (err) => this.options.log.warn('node link listener error', { err }));
+    const addr = server.address();
+    this.port = typeof addr === 'object' && addr ? addr.port : this.options.port;
+    return this.port;
+  }
+
+  close(): void {
+    this.server?.close();
+    for (const s of this.sockets) s.destroy();
+  }
+
+  private accept(socket: Socket): void {
+    const o = this.options;
+    if (this.sockets.size >= o.maxInbound) {
+      o.events.failure('in', 'full');
+      socket.destroy();
+      return;
+    }
+    this.sockets.add(socket);
+    socket.setNoDelay(true);
+    socket.setKeepAlive(true, KEEPALIVE_MS);
+    const nonce = randomBytes(LINK_NONCE_SIZE);
+    socket.write(encodeChallenge(nonce));
+    let hello: Buffer | undefined = Buffer.alloc(0);
+    let decoder: FrameStreamDecoder | undefined;
+    let dialerId = '';
+    let ended = false;
+    let failed = false;
+    const fail = (reason: LinkFailure): void => {
+      if (failed) return;
+      failed = true;
+      o.events.failure('in', reason);
+      o.log.warn('node link refused or broken', { reason, from: socket.remoteAddress, dialer: dialerId || undefined });
+      socket.destroy();
+    };
+    const timer = setTimeout(() => fail('timeout'), o.handshakeTimeoutMs);
+    const deliver = (chunk: Buffer): void => {
+      let frames: Uint8Array[];
+      try {
+        frames = decoder!.push(chunk);
+      } catch {
+        fail('bad_frame');
+        return;
+      }
+      for (const f of frames) o.onFrame(Buffer.from(f.buffer, f.byteOffset, f.byteLength));
+    };
+    socket.on('data', (chunk: Buffer) => {
+      if (failed) return;
+      if (decoder) {
+        deliver(chunk);
+        return;
+      }
+      hello = hello!.length === 0 ? chunk : Buffer.concat([hello!, chunk]);
+      const parsed = parseHello(hello);
+      if (parsed.kind === 'more') return;
+      if (parsed.kind === 'bad') return fail('bad_hello');
+      dialerId = parsed.dialerId;
+      const expected = linkMac(o.key, nonce, o.nodeId, parsed.dialerId);
+      if (!timingSafeEqual(expected, parsed.mac)) return fail('bad_mac');
+      clearTimeout(timer);
+      const rest = hello.subarray(parsed.size);
+      hello = undefined;
+      decoder = new FrameStreamDecoder({ maxPayload: o.maxPayload });
+      this.ready++;
+      o.events.links('in', this.ready);
+      o.log.info('node link accepted', { dialer: dialerId });
+      socket.write(Buffer.from([LINK_ACCEPT]));
+      if (rest.length > 0) deliver(rest);
+    });
+    socket.on('end', () => {
+      ended = true;
+      socket.end();
+    });
+    socket.on('error', () => socket.destroy());
+    socket.on('close', () => {
+      clearTimeout(timer);
+      this.sockets.delete(socket);
+      if (!decoder) return;
+      this.ready--;
+      o.events.links('in', this.ready);
+      // A clean end with no partial frame left lost nothing; anything else may have.
+      if (!ended || failed || decoder.pendingBytes > 0) {
+        if (!failed) o.events.failure('in', 'lost');
+        o.log.info('node link lost', { dialer: dialerId });
+        o.onLost();
+      } else {
+        o.log.info('node link closed', { dialer: dialerId });
+      }
+    });
+  }
+}
+
+export interface LinkDialerOptions {
+  nodeId: string;
+  handshakeTimeoutMs: number;
+  /** RELAY_NODE_LINK_BUFFER_BYTES: most bytes a link may hold unsent before messages take pub/sub. */
+  bufferBytes: number;
+  /** Where a node accepts links, if it does and is live. */
+  addressOf(nodeId: string): LinkAddress | undefined;
+  log: Logger;
+  events: LinkEvents;
+}
+
+interface OutboundLink {
+  socket: Socket;
+  address: LinkAddress;
+  ready: boolean;
+}
+
+/** Dials other nodes' links and sends on them. */
+export class NodeLinkDialer {
+  private readonly links = new Map<string, OutboundLink>();
+  /** Node → when to dial again and how long the wait after the next failure is. */
+  private readonly retry = new Map<string, { at: number; waitMs: number }>();
+  private ready = 0;
+  private closed = false;
+
+  constructor(private readonly options: LinkDialerOptions) {}
+
+  /**
+   * Writes `message` (whole frames, bytes the caller no longer touches) on
+   * the link to `node` if one is ready and has room; false means the caller
+   * sends it some other way. Without a link, starts dialing one.
+   */
+  send(node: string, message: Buffer): boolean {
+    const link = this.links.get(node);
+    if (link === undefined) {
+      this.dial(node);
+      return false;
+    }
+    if (
+      !link.ready ||
+      link.socket.destroyed ||
+      link.socket.writableLength + message.length > this.options.bufferBytes
+    ) {
+      return false;
+    }
+    link.socket.write(message);
+    return true;
+  }
+
+  /** Closes links to nodes that are gone (`isLive` false). */
+  prune(isLive: (nodeId: string) => boolean): void {
+    for (const [node, link] of this.links) if (!isLive(node)) link.socket.destroy();
+    for (const node of this.retry.keys()) if (!isLive(node)) this.retry.delete(node);
+  }
+
+  /** Ends every link after what it holds is written. */
+  close(): void {
+    this.closed = true;
+    for (const link of this.links.values()) {
+      link.socket.end();
+      setTimeout(() => link.socket.destroy(), 2000).unref();
+    }
+  }
+
+  private dial(node: string): void {
+    if (this.closed) return;
+    const now = Date.now();
+    const retry = this.retry.get(node);
+    if (retry && retry.at > now) return;
+    const address = this.options.addressOf(node);
+    if (address === undefined) return;
+    const o = this.options;
+    const key = Buffer.from(address.key, 'base64url');
+    const socket = connect({ host: address.host, port: address.port });
+    const link: OutboundLink = { socket, address, ready: false };
+    this.links.set(node, link);
+    socket.setNoDelay(true);
+    socket.setKeepAlive(true, KEEPALIVE_MS);
+    let challenge: Buffer = Buffer.alloc(0);
+    let helloSent = false;
+    let failure: LinkFailure | undefined;
+    const fail = (reason: LinkFailure): void => {
+      failure ??= reason;
+      socket.destroy();
+    };
+    const timer = setTimeout(() => fail('timeout'), o.handshakeTimeoutMs);
+    socket.on('data', (chunk: Buffer) => {
+      if (link.ready) return fail('protocol'); // nothing may follow ACCEPT
+      challenge = challenge.length === 0 ? chunk : Buffer.concat([challenge, chunk]);
+      if (!helloSent) {
+        const known = Math.min(challenge.length, LINK_MAGIC.length);
+        if (!challenge.subarray(0, known).equals(LINK_MAGIC.subarray(0, known))) return fail('protocol');
+        if (challenge.length > LINK_MAGIC.length && challenge[LINK_MAGIC.length] !== LINK_VERSION) {
+          return fail('protocol');
+        }
+        if (challenge.length < LINK_CHALLENGE_SIZE) return;
+        const nonce = challenge.subarray(LINK_MAGIC.length + 1, LINK_CHALLENGE_SIZE);
+        socket.write(encodeHello(o.nodeId, linkMac(key, nonce, node, o.nodeId)));
+        helloSent = true;
+        challenge = challenge.subarray(LINK_CHALLENGE_SIZE);
+        if (challenge.length === 0) return;
+      }
+      if (challenge.length !== 1 || challenge[0] !== LINK_ACCEPT) return fail('protocol');
+      clearTimeout(timer);
+      link.ready = true;
+      this.ready++;
+      this.retry.delete(node);
+      o.events.links('out', this.ready);
+      o.log.info('node link open', { to: node, host: address.host, port: address.port });
+    });
+    socket.on('error', (err) => {
+      if (!link.ready && !helloSent) failure ??= 'dial';
+      o.log.debug('node link error', { to: node, err });
+    });
+    socket.on('end', () => socket.end());
+    socket.on('close', () => {
+      clearTimeout(timer);
+      if (this.links.get(node) === link) this.links.delete(node);
+      if (link.ready) {
+        this.ready--;
+        o.events.links('out', this.ready);
+        if (!this.closed) {
+          o.events.failure('out', 'lost');
+          o.log.info('node link to another node closed', { to: node });
+        }
+        // A link that worked is dialed again at the next message.
+        return;
+      }
+      if (this.closed) return;
+      const reason = failure ?? (helloSent ? 'refused' : 'dial');
+      o.events.failure('out', reason);
+      const waitMs = Math.min(RETRY_MAX_MS, (retry?.waitMs ?? RETRY_FIRST_MS / 2) * 2);
+      this.retry.set(node, { at: Date.now() + waitMs, waitMs });
+      o.log.warn('node link not established; frames for that node take pub/sub', {
+        to: node,
+        host: address.host,
+        port: address.port,
+        reason,
+        retryInMs: waitMs,
+      });
+    });
+  }
+}

@@ -1,0 +1,158 @@
+/**
+ * Node links between real relay processes on one real Redis: frames across
+ * nodes skip Redis once a link is up, a node with links off still gets its
+ * frames by pub/sub, and a stranger at the link port is refused while the
+ * honest traffic goes on.
+ */
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { connect } from 'node:net';
+import { after, before, describe, it } from 'node:test';
+import { Ed25519Identity } from '@libertaria/identity';
+import { type Frame, SendFlags } from '@libertaria/protocol';
+import { Redis } from 'ioredis';
+import { RawPeer } from '../../../test-support/raw-peer.js';
+import { type RedisHandle, startRedis } from '../../../test-support/redis.js';
+import { type RelayHandle, startRelay } from '../../../test-support/relay-process.js';
+import { encodeHello, LINK_CHALLENGE_SIZE } from '../src/node-link.js';
+
+const DEADLINE_MS = 20_000;
+
+function sendFrame(from: Ed25519Identity, to: Ed25519Identity, payload: Uint8Array, durable = false): Frame {
+  return {
+    type: 'SEND',
+    dest: to.hint,
+    source: from.hint,
+    sessionId: new Uint8Array(16),
+    messageId: randomBytes(16),
+    flags: durable ? SendFlags.DURABLE : 0,
+    ttl: 0,
+    position: 0,
+    payload,
+  };
+}
+
+async function peer(url: string): Promise<{ id: Ed25519Identity; p: RawPeer }> {
+  const id = Ed25519Identity.generate();
+  const p = await RawPeer.connect(url);
+  await p.authenticate(id);
+  return { id, p };
+}
+
+/** The sum of a metric's series on a relay's /metrics whose labels contain `labels`. */
+async function metric(relay: RelayHandle, name: string, labels = ''): Promise<number> {
+  const body = await (await fetch(`${relay.adminUrl}/metrics`)).text();
+  let n = 0;
+  for (const m of body.matchAll(new RegExp(`^${name}\\{([^}]*)\\} (\\S+)$`, 'gm'))) {
+    if (m[1]!.includes(labels)) n += Number(m[2]);
+  }
+  return n;
+}
+
+async function until(check: () => Promise<boolean>, what: string): Promise<void> {
+  const deadline = Date.now() + DEADLINE_MS;
+  while (!(await check())) {
+    if (Date.now() > deadline) assert.fail(`not within ${DEADLINE_MS} ms: ${what}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+describe('node links between relay processes', () => {
+  let redis: RedisHandle;
+  let r: Redis;
+  let a: RelayHandle;
+  let b: RelayHandle;
+  let off: RelayHandle;
+  const open: RawPeer[] = [];
+
+  before(async () => {
+    redis = await startRedis();
+    r = new Redis(redis.url);
+    [a, b, off] = await Promise.all([
+      startRelay({ redisUrl: redis.url }),
+      startRelay({ redisUrl: redis.url, env: { RELAY_NODE_LINK_HANDSHAKE_TIMEOUT_MS: '500' } }),
+      startRelay({ redisUrl: redis.url, env: { RELAY_NODE_LINKS: 'false' } }),
+    ]);
+  });
+  after(async () => {
+    for (const p of open) p.close();
+    r?.disconnect();
+    await Promise.all([a?.stop(), b?.stop(), off?.stop()]);
+    await redis?.stop();
+  });
+
+  const publishes = async () => Number(/cmdstat_publish:calls=(\d+)/.exec(await r.info('commandstats'))?.[1] ?? 0);
+
+  it('sends fast and durable frames for another node over a link, not through Redis, in order', async () => {
+    const alice = await peer(a.wsUrl);
+    const bob = await peer(b.tcpUrl);
+    open.push(alice.p, bob.p);
+    // Durable delivery starts at RESUME.
+    bob.p.send({ type: 'RESUME', lastAcked: 0 });
+    // The first frames for B take pub/sub while A learns B's link address and dials it.
+    await until(async () => {
+      alice.p.send(sendFrame(alice.id, bob.id, Buffer.from('warm')));
+      await bob.p.next('DELIVER');
+      return (await metric(a, 'relay_node_links', 'direction="out"')) === 1;
+    }, 'A dialed a link');
+    assert.equal(await metric(b, 'relay_node_links', 'direction="in"'), 1);
+    const before = await publishes();
+    const linkMessages = await metric(a, 'relay_cross_node_messages_total', 'path="link"');
+    for (let i = 0; i < 300; i++) alice.p.send(sendFrame(alice.id, bob.id, Buffer.alloc(700, i % 251)));
+    for (let i = 0; i < 300; i++) assert.equal((await bob.p.next('DELIVER')).payload[0], i % 251, `frame ${i}`);
+    // A durable frame: stored in Redis, announced to B over the link.
+    alice.p.send(sendFrame(alice.id, bob.id, Buffer.from('kept'), true));
+    const ack = await alice.p.next('ACK');
+    const kept = await bob.p.next('DELIVER');
+    assert.equal(Buffer.from(kept.payload).toString(), 'kept');
+    assert.equal(kept.position, ack.position);
+    assert.equal((await publishes()) - before, 0, 'no PUBLISH while the link is up');
+    assert.ok((await metric(a, 'relay_cross_node_messages_total', 'path="link"')) > linkMessages);
+    assert.equal(await metric(a, 'relay_node_link_failures_total'), 0);
+  });
+
+  it('reaches a node with links off through pub/sub', async () => {
+    const alice = await peer(a.wsUrl);
+    const carol = await peer(off.wsUrl);
+    open.push(alice.p, carol.p);
+    const before = await publishes();
+    for (let i = 0; i < 50; i++) alice.p.send(sendFrame(alice.id, carol.id, Buffer.from([i])));
+    for (let i = 0; i < 50; i++) assert.equal((await carol.p.next('DELIVER')).payload[0], i);
+    carol.p.send(sendFrame(carol.id, alice.id, Buffer.from('back')));
+    assert.equal(Buffer.from((await alice.p.next('DELIVER')).payload).toString(), 'back');
+    assert.ok((await publishes()) > before);
+    assert.equal(await metric(off, 'relay_node_links'), 0);
+    // The node with links off lists no link address; A does not try to dial it.
+    const entry = JSON.parse((await r.hget('lr:nodes', off.nodeId))!) as { link?: unknown };
+    assert.equal(entry.link, undefined);
+    assert.equal(await metric(a, 'relay_node_link_failures_total'), 0);
+  });
+
+  it('refuses a stranger at the link port and keeps the honest link going', async () => {
+    const entry = JSON.parse((await r.hget('lr:nodes', b.nodeId))!) as { link: { host: string; port: number } };
+    const alice = await peer(a.wsUrl);
+    const bob = await peer(b.wsUrl);
+    open.push(alice.p, bob.p);
+    const strangers = [
+      (s: ReturnType<typeof connect>) => s.write(encodeHello(a.nodeId, randomBytes(32))), // a forged mac
+      (s: ReturnType<typeof connect>) => s.write(randomBytes(64)), // noise
+      () => {}, // silence
+    ];
+    for (const act of strangers) {
+      const s = connect({ host: entry.link.host, port: entry.link.port });
+      s.on('error', () => {});
+      let got = 0;
+      s.on('data', (c: Buffer) => {
+        got += c.length;
+        if (got >= LINK_CHALLENGE_SIZE) act(s);
+      });
+      await new Promise<void>((resolve) => s.on('close', () => resolve()));
+      alice.p.send(sendFrame(alice.id, bob.id, Buffer.from('still here')));
+      assert.equal(Buffer.from((await bob.p.next('DELIVER')).payload).toString(), 'still here');
+    }
+    assert.equal(await metric(b, 'relay_node_link_failures_total', 'reason="bad_mac"'), 1);
+    assert.equal(await metric(b, 'relay_node_link_failures_total', 'reason="bad_hello"'), 1);
+    assert.equal(await metric(b, 'relay_node_link_failures_total', 'reason="timeout"'), 1);
+    assert.equal(await metric(b, 'relay_node_links', 'direction="in"'), 1);
+  });
+});
