@@ -155,6 +155,7 @@ export interface LinkListenerOptions {
 export class NodeLinkListener {
   private readonly sockets = new Set<Socket>();
   private ready = 0;
+  private refusals = 0;
   private server: Server | undefined;
   port = 0;
 
@@ -203,7 +204,15 @@ export class NodeLinkListener {
       if (failed) return;
       failed = true;
       o.events.failure('in', reason);
-      o.log.warn('node link refused or broken', { reason, from: socket.remoteAddress, dialer: dialerId || undefined });
+      // Strangers may knock often: the first few are logged, then every hundredth (all are counted).
+      if (this.refusals++ < 5 || this.refusals % 100 === 0) {
+        o.log.warn('node link refused or broken', {
+          reason,
+          from: socket.remoteAddress,
+          dialer: dialerId || undefined,
+          refusals: this.refusals,
+        });
+      }
       socket.destroy();
     };
     const timer = setTimeout(() => fail('timeout'), o.handshakeTimeoutMs);
@@ -301,14 +310,12 @@ export class NodeLinkDialer {
       this.dial(node);
       return false;
     }
-    if (
-      !link.ready ||
-      link.socket.destroyed ||
-      link.socket.writableLength + message.length > this.options.bufferBytes
-    ) {
+    const socket = link.socket;
+    // Not writable: destroyed, or ended by close() (a write after end would only be lost).
+    if (!link.ready || !socket.writable || socket.writableLength + message.length > this.options.bufferBytes) {
       return false;
     }
-    link.socket.write(message);
+    socket.write(message);
     return true;
   }
 

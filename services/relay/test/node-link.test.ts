@@ -5,6 +5,7 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { connect, type Socket } from 'node:net';
+import { networkInterfaces } from 'node:os';
 import { after, describe, it } from 'node:test';
 import { encodeFrame, FRAME_HEADER_SIZE, FrameType } from '@libertaria/protocol';
 import { silentLogger } from '../src/log.js';
@@ -18,6 +19,7 @@ import {
   NodeLinkListener,
   parseHello,
 } from '../src/node-link.js';
+import { nodeLinkHost } from '../src/relay-node.js';
 
 const DEADLINE_MS = 20_000;
 
@@ -145,7 +147,11 @@ describe('node links', () => {
     assert.equal(d.send('node-x', deliver(1)), false);
     // A clean close loses nothing: no resync on the acceptor's side.
     d.close();
+    // Closing: nothing more is written (the caller takes pub/sub), and nothing is dialed again.
+    assert.equal(d.send('node-b', deliver(2)), false);
     await until(() => b.ev.links.in === 0, 'the acceptor saw the close');
+    assert.equal(d.send('node-b', deliver(3)), false);
+    assert.equal(b.frames.length, frames.length);
     assert.equal(b.lost, 0);
   });
 
@@ -265,6 +271,20 @@ describe('node links', () => {
     await honestFrame();
     for (const s of idle) s.s.destroy();
     assert.deepEqual(honest.ev.failures, []);
+  });
+
+  it('announces RELAY_NODE_LINK_HOST, else RELAY_HOST when it names one address, else a non-internal IPv4 address', () => {
+    assert.equal(nodeLinkHost({ RELAY_NODE_LINK_HOST: '10.1.2.3', RELAY_HOST: '127.0.0.1' }), '10.1.2.3');
+    assert.equal(nodeLinkHost({ RELAY_NODE_LINK_HOST: undefined, RELAY_HOST: '127.0.0.1' }), '127.0.0.1');
+    const external = Object.values(networkInterfaces())
+      .flatMap((a) => a ?? [])
+      .find((a) => a.family === 'IPv4' && !a.internal);
+    for (const any of ['0.0.0.0', '::']) {
+      assert.equal(
+        nodeLinkHost({ RELAY_NODE_LINK_HOST: undefined, RELAY_HOST: any }),
+        external?.address ?? '127.0.0.1',
+      );
+    }
   });
 
   it('parses any bytes as a HELLO without throwing (fuzz)', () => {
