@@ -279,6 +279,8 @@ export interface LinkDialerOptions {
   bufferBytes: number;
   /** Where a node accepts links, if it does and is live. */
   addressOf(nodeId: string): LinkAddress | undefined;
+  /** A dial failed: the address may be stale (a restarted node), so the caller may read the registry again. */
+  onDialFailure?(nodeId: string): void;
   log: Logger;
   events: LinkEvents;
 }
@@ -293,7 +295,7 @@ interface OutboundLink {
 export class NodeLinkDialer {
   private readonly links = new Map<string, OutboundLink>();
   /** Node → when to dial again and how long the wait after the next failure is. */
-  private readonly retry = new Map<string, { at: number; waitMs: number }>();
+  private readonly retry = new Map<string, { at: number; waitMs: number; address: LinkAddress }>();
   private ready = 0;
   private closed = false;
 
@@ -338,9 +340,10 @@ export class NodeLinkDialer {
     if (this.closed) return;
     const now = Date.now();
     const retry = this.retry.get(node);
-    if (retry && retry.at > now) return;
     const address = this.options.addressOf(node);
     if (address === undefined) return;
+    // The wait applies to the address that failed: a node restarted since lists a new one, dialed at once.
+    if (retry && retry.at > now && sameAddress(retry.address, address)) return;
     const o = this.options;
     const key = Buffer.from(address.key, 'base64url');
     const socket = connect({ host: address.host, port: address.port });
@@ -402,7 +405,8 @@ export class NodeLinkDialer {
       const reason = failure ?? (helloSent ? 'refused' : 'dial');
       o.events.failure('out', reason);
       const waitMs = Math.min(RETRY_MAX_MS, (retry?.waitMs ?? RETRY_FIRST_MS / 2) * 2);
-      this.retry.set(node, { at: Date.now() + waitMs, waitMs });
+      this.retry.set(node, { at: Date.now() + waitMs, waitMs, address });
+      o.onDialFailure?.(node);
       o.log.warn('node link not established; frames for that node take pub/sub', {
         to: node,
         host: address.host,
@@ -412,4 +416,8 @@ export class NodeLinkDialer {
       });
     });
   }
+}
+
+function sameAddress(a: LinkAddress, b: LinkAddress): boolean {
+  return a.host === b.host && a.port === b.port && a.key === b.key;
 }

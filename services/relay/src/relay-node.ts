@@ -300,6 +300,10 @@ export class RelayNode {
       handshakeTimeoutMs: c.RELAY_NODE_LINK_HANDSHAKE_TIMEOUT_MS,
       bufferBytes: c.RELAY_NODE_LINK_BUFFER_BYTES,
       addressOf: (nodeId) => this.presence.linkOf(nodeId),
+      // A restarted node lists a new address; without this, the old one is dialed until the next heartbeat.
+      onDialFailure: () => {
+        this.presence.refresh().catch(() => this.metrics.redisErrors.labels('presence').inc());
+      },
       log: this.log,
       events,
     });

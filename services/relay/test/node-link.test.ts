@@ -158,7 +158,19 @@ describe('node links', () => {
   it('refuses a dialer with the wrong key, and dials again only after a wait', async () => {
     const b = await acceptor();
     const wrong = { ...b.address, key: randomBytes(32).toString('base64url') };
-    const { d, ev } = dialer(() => wrong);
+    let listed = wrong;
+    let refreshes = 0;
+    const ev = events();
+    const d = new NodeLinkDialer({
+      nodeId: 'node-a',
+      handshakeTimeoutMs: 5000,
+      bufferBytes: 1 << 20,
+      addressOf: () => listed,
+      onDialFailure: () => refreshes++,
+      log: silentLogger,
+      events: ev.sink,
+    });
+    open.push(d);
     assert.equal(d.send('node-b', deliver(0)), false);
     await until(() => ev.failures.length === 1, 'the dial failed');
     assert.deepEqual(ev.failures, ['out:refused']);
@@ -168,6 +180,13 @@ describe('node links', () => {
     await new Promise((r) => setTimeout(r, 100));
     assert.equal(ev.failures.length, 1);
     assert.equal(b.frames.length, 0);
+    assert.equal(refreshes, 1, 'a failed dial asks for the registry again');
+    // The registry now lists another address (a restarted node): dialed at once, the wait notwithstanding.
+    listed = b.address;
+    assert.equal(d.send('node-b', deliver(0)), false);
+    await until(() => ev.links.out === 1, 'the link to the new address is ready');
+    assert.equal(d.send('node-b', deliver(1)), true);
+    await until(() => b.frames.length === 1, 'the frame arrived');
   });
 
   it('falls back while the link is backed up past its buffer', async () => {

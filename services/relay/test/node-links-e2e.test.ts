@@ -32,8 +32,7 @@ function sendFrame(from: Ed25519Identity, to: Ed25519Identity, payload: Uint8Arr
   };
 }
 
-async function peer(url: string): Promise<{ id: Ed25519Identity; p: RawPeer }> {
-  const id = Ed25519Identity.generate();
+async function peer(url: string, id = Ed25519Identity.generate()): Promise<{ id: Ed25519Identity; p: RawPeer }> {
   const p = await RawPeer.connect(url);
   await p.authenticate(id);
   return { id, p };
@@ -126,6 +125,48 @@ describe('node links between relay processes', () => {
     const entry = JSON.parse((await r.hget('lr:nodes', off.nodeId))!) as { link?: unknown };
     assert.equal(entry.link, undefined);
     assert.equal(await metric(a, 'relay_node_link_failures_total'), 0);
+  });
+
+  it('carries on through pub/sub when the other node is killed, and links to it again after its restart', async () => {
+    const nodeId = `links-restart-${process.pid}`;
+    // A short lease, so A's view of D drops the killed process soon.
+    const env = { RELAY_HEARTBEAT_MS: '500', RELAY_PRESENCE_TTL_MS: '2000' };
+    let d = await startRelay({ redisUrl: redis.url, nodeId, env });
+    const stopD = () => d.stop();
+    try {
+      const alice = await peer(a.wsUrl);
+      open.push(alice.p);
+      let dave = await peer(d.wsUrl);
+      const linksOut = async () => metric(a, 'relay_node_links', 'direction="out"');
+      const before = await linksOut();
+      // Frames for D take pub/sub until A has dialed D's link.
+      await until(async () => {
+        alice.p.send(sendFrame(alice.id, dave.id, Buffer.from('warm')));
+        await dave.p.next('DELIVER');
+        return (await linksOut()) === before + 1;
+      }, 'A dialed a link to D');
+      const lost = await metric(a, 'relay_node_link_failures_total', 'reason="lost"');
+      d.kill('SIGKILL');
+      await d.exited;
+      await until(
+        async () => (await metric(a, 'relay_node_link_failures_total', 'reason="lost"')) === lost + 1,
+        'A saw the link go',
+      );
+      dave.p.close();
+      // The same node id comes back: another process, another link port and key.
+      d = await startRelay({ redisUrl: redis.url, nodeId, env });
+      dave = await peer(d.wsUrl, dave.id);
+      open.push(dave.p);
+      await until(async () => {
+        alice.p.send(sendFrame(alice.id, dave.id, Buffer.from('again')));
+        assert.equal(Buffer.from((await dave.p.next('DELIVER')).payload).toString(), 'again');
+        return (await linksOut()) === before + 1;
+      }, 'A linked to the restarted D');
+      for (let i = 0; i < 100; i++) alice.p.send(sendFrame(alice.id, dave.id, Buffer.from([i])));
+      for (let i = 0; i < 100; i++) assert.equal((await dave.p.next('DELIVER')).payload[0], i);
+    } finally {
+      await stopD();
+    }
   });
 
   it('refuses a stranger at the link port and keeps the honest link going', async () => {
