@@ -263,7 +263,7 @@ export class RelayMetrics {
     });
     this.nodeLinkFailures = new Counter({
       name: 'relay_node_link_failures_total',
-      help: 'Node links that failed, by direction and reason (dial, refused, protocol, lost, bad_hello, bad_mac, timeout, full, bad_frame)',
+      help: 'Node links that failed, by direction and reason (dial, refused, protocol, lost, stalled, moved, bad_hello, bad_mac, timeout, full, bad_frame)',
       labelNames: ['direction', 'reason'],
       registers: r,
     });

@@ -17,10 +17,14 @@
  *   dialer → accepting node   HELLO      "LLNK" | version 0x01 | n (1 byte, 1-64) | dialer's node id (n bytes, ASCII) | mac (32)
  *                             mac = HMAC-SHA256(accepting node's link key,
  *                                   "libertaria node link v1" | nonce | n' | accepting node's id | n | dialer's id)
- *   accepting node → dialer   ACCEPT     0x00
- *   dialer → accepting node   relay frames back to back (DELIVER, PREKEY_STATUS, MIGRATE), as a pub/sub message holds them
+ *   accepting node → dialer   ACCEPT     0x00 | mac (32): HMAC-SHA256(the same key, "libertaria node link v1 accept" | nonce | the same ids)
+ *   dialer → accepting node   relay frames back to back (DELIVER, PREKEY_STATUS, MIGRATE), as a pub/sub message holds them,
+ *                             then END (a PING frame) before an orderly close
  *
- * The accepting node sends nothing after ACCEPT. Anything that breaks these
+ * Both sides prove the key: a process that took over a dead node's port
+ * cannot accept a link in its name. The accepting node sends nothing after
+ * ACCEPT. A close counts as clean only after END with no partial frame left;
+ * otherwise the accepting node's connections re-read their queues. Anything that breaks these
  * rules (a wrong magic or version, a bad mac, a HELLO not complete within
  * RELAY_NODE_LINK_HANDSHAKE_TIMEOUT_MS, a frame the stream decoder refuses)
  * closes that link, counted in relay_node_link_failures_total; the frames
@@ -37,7 +41,7 @@
  */
 import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import { connect, createServer, type Server, type Socket } from 'node:net';
-import { FrameStreamDecoder } from '@libertaria/protocol';
+import { encodeFrame, FrameStreamDecoder, FrameType } from '@libertaria/protocol';
 import type { Logger } from './log.js';
 
 export const LINK_MAGIC = Buffer.from('LLNK', 'latin1');
@@ -54,6 +58,14 @@ const RETRY_MAX_MS = 30_000;
 const RETRY_FIRST_MS = 500;
 /** TCP keepalive on idle links, so a vanished peer machine is noticed. */
 const KEEPALIVE_MS = 15_000;
+const ACCEPT_MAC_LABEL = Buffer.from('libertaria node link v1 accept', 'latin1');
+export const LINK_ACCEPT_SIZE = 1 + LINK_MAC_SIZE;
+/** Handshakes one address may have open at once: strangers cannot hold every place (RELAY_NODE_LINK_MAX_INBOUND) from one host. */
+export const LINK_HANDSHAKES_PER_ADDRESS = 4;
+/** A link that closes sooner than this after it was ready is redialed only after the back-off, like a failed dial. */
+const LINK_STABLE_MS = 10_000;
+/** The END marker: a PING frame, which nothing else sends on a link. */
+export const LINK_END = Buffer.from(encodeFrame({ type: 'PING', data: new Uint8Array(8) }));
 
 /** Where a node accepts links, as its presence entry lists it. */
 export interface LinkAddress {
@@ -78,8 +90,12 @@ export type LinkFailure =
   | 'bad_mac'
   /** no complete handshake in time */
   | 'timeout'
-  /** accepting node: RELAY_NODE_LINK_MAX_INBOUND links open already */
+  /** accepting node: RELAY_NODE_LINK_MAX_INBOUND links open already, or LINK_HANDSHAKES_PER_ADDRESS handshakes from that address */
   | 'full'
+  /** dialer: unsent bytes waited a whole heartbeat without any being written (a peer that stopped reading, a partition) */
+  | 'stalled'
+  /** dialer: the registry lists another address or key for that node now (it restarted) */
+  | 'moved'
   /** accepting node: a frame the stream decoder refused (length, size) */
   | 'bad_frame';
 
@@ -89,9 +105,9 @@ export interface LinkEvents {
   links(side: 'in' | 'out', count: number): void;
 }
 
-export function linkMac(key: Buffer, nonce: Uint8Array, acceptorId: string, dialerId: string): Buffer {
+export function linkMac(key: Buffer, nonce: Uint8Array, acceptorId: string, dialerId: string, accept = false): Buffer {
   const hmac = createHmac('sha256', key);
-  hmac.update(MAC_LABEL);
+  hmac.update(accept ? ACCEPT_MAC_LABEL : MAC_LABEL);
   hmac.update(nonce);
   hmac.update(Buffer.from([acceptorId.length]));
   hmac.update(acceptorId, 'latin1');
@@ -154,8 +170,11 @@ export interface LinkListenerOptions {
 /** Accepts links from other nodes and hands their frames to the router. */
 export class NodeLinkListener {
   private readonly sockets = new Set<Socket>();
+  /** Handshakes in progress per remote address. */
+  private readonly handshaking = new Map<string, number>();
   private ready = 0;
   private refusals = 0;
+  private listenerErrors = 0;
   private server: Server | undefined;
   port = 0;
 
@@ -172,7 +191,11 @@ export class NodeLinkListener {
       });
     });
     // A listener error after start (none expected) is logged, never thrown into the process.
-    server.on('error', (err) => this.options.log.warn('node link listener error', { err }));
+    server.on('error', (err) => {
+      if (this.listenerErrors++ < 5 || this.listenerErrors % 100 === 0) {
+        this.options.log.warn('node link listener error', { err, errors: this.listenerErrors });
+      }
+    });
     const addr = server.address();
     this.port = typeof addr === 'object' && addr ? addr.port : this.options.port;
     return this.port;
@@ -185,12 +208,23 @@ export class NodeLinkListener {
 
   private accept(socket: Socket): void {
     const o = this.options;
-    if (this.sockets.size >= o.maxInbound) {
+    const from = socket.remoteAddress ?? 'unknown';
+    const pending = this.handshaking.get(from) ?? 0;
+    if (this.sockets.size >= o.maxInbound || pending >= LINK_HANDSHAKES_PER_ADDRESS) {
       o.events.failure('in', 'full');
       socket.destroy();
       return;
     }
     this.sockets.add(socket);
+    this.handshaking.set(from, pending + 1);
+    let handshakeDone = false;
+    const endHandshake = (): void => {
+      if (handshakeDone) return;
+      handshakeDone = true;
+      const n = (this.handshaking.get(from) ?? 1) - 1;
+      if (n > 0) this.handshaking.set(from, n);
+      else this.handshaking.delete(from);
+    };
     socket.setNoDelay(true);
     socket.setKeepAlive(true, KEEPALIVE_MS);
     const nonce = randomBytes(LINK_NONCE_SIZE);
@@ -198,7 +232,7 @@ export class NodeLinkListener {
     let hello: Buffer | undefined = Buffer.alloc(0);
     let decoder: FrameStreamDecoder | undefined;
     let dialerId = '';
-    let ended = false;
+    let endSeen = false;
     let failed = false;
     const fail = (reason: LinkFailure): void => {
       if (failed) return;
@@ -224,7 +258,11 @@ export class NodeLinkListener {
         fail('bad_frame');
         return;
       }
-      for (const f of frames) o.onFrame(Buffer.from(f.buffer, f.byteOffset, f.byteLength));
+      for (const f of frames) {
+        // END: the dialer wrote everything it meant to before closing.
+        if (f[1] === FrameType.PING) endSeen = true;
+        else o.onFrame(Buffer.from(f.buffer, f.byteOffset, f.byteLength));
+      }
     };
     socket.on('data', (chunk: Buffer) => {
       if (failed) return;
@@ -240,28 +278,27 @@ export class NodeLinkListener {
       const expected = linkMac(o.key, nonce, o.nodeId, parsed.dialerId);
       if (!timingSafeEqual(expected, parsed.mac)) return fail('bad_mac');
       clearTimeout(timer);
+      endHandshake();
       const rest = hello.subarray(parsed.size);
       hello = undefined;
       decoder = new FrameStreamDecoder({ maxPayload: o.maxPayload });
       this.ready++;
       o.events.links('in', this.ready);
       o.log.info('node link accepted', { dialer: dialerId });
-      socket.write(Buffer.from([LINK_ACCEPT]));
+      socket.write(Buffer.concat([Buffer.from([LINK_ACCEPT]), linkMac(o.key, nonce, o.nodeId, dialerId, true)]));
       if (rest.length > 0) deliver(rest);
     });
-    socket.on('end', () => {
-      ended = true;
-      socket.end();
-    });
+    socket.on('end', () => socket.end());
     socket.on('error', () => socket.destroy());
     socket.on('close', () => {
       clearTimeout(timer);
+      endHandshake();
       this.sockets.delete(socket);
       if (!decoder) return;
       this.ready--;
       o.events.links('in', this.ready);
-      // A clean end with no partial frame left lost nothing; anything else may have.
-      if (!ended || failed || decoder.pendingBytes > 0) {
+      // END with no partial frame after it lost nothing; anything else may have.
+      if (!endSeen || failed || decoder.pendingBytes > 0) {
         if (!failed) o.events.failure('in', 'lost');
         o.log.info('node link lost', { dialer: dialerId });
         o.onLost();
@@ -281,6 +318,8 @@ export interface LinkDialerOptions {
   addressOf(nodeId: string): LinkAddress | undefined;
   /** A dial failed: the address may be stale (a restarted node), so the caller may read the registry again. */
   onDialFailure?(nodeId: string): void;
+  /** The first wait before dialing again after a failure (500 ms; tests set it). */
+  retryFirstMs?: number;
   log: Logger;
   events: LinkEvents;
 }
@@ -289,6 +328,11 @@ interface OutboundLink {
   socket: Socket;
   address: LinkAddress;
   ready: boolean;
+  readyAt: number;
+  /** Bytes handed to the kernel at the last prune, while some waited: no progress by the next one is a stall. */
+  dispatchedAtPrune: number | undefined;
+  /** Why this node closed it, if it did. */
+  closedFor: LinkFailure | 'gone' | undefined;
 }
 
 /** Dials other nodes' links and sends on them. */
@@ -321,16 +365,48 @@ export class NodeLinkDialer {
     return true;
   }
 
-  /** Closes links to nodes that are gone (`isLive` false). */
+  /**
+   * Each heartbeat: closes links to nodes that are gone (`isLive` false),
+   * that the registry now lists elsewhere (a node restarted under the same
+   * id), and links whose unsent bytes made no progress since the last call
+   * (the other side stopped reading, or the network between dropped it):
+   * TCP alone would take minutes to give up, and what the link holds
+   * meanwhile is lost; frames take pub/sub until a new link is up.
+   */
   prune(isLive: (nodeId: string) => boolean): void {
-    for (const [node, link] of this.links) if (!isLive(node)) link.socket.destroy();
+    for (const [node, link] of this.links) {
+      if (!isLive(node)) {
+        this.closeLink(link, 'gone');
+        continue;
+      }
+      if (!link.ready) continue;
+      const listed = this.options.addressOf(node);
+      if (listed !== undefined && !sameAddress(listed, link.address)) {
+        this.closeLink(link, 'moved');
+        continue;
+      }
+      const socket = link.socket;
+      const dispatched = socket.bytesWritten - socket.writableLength;
+      if (socket.writableLength > 0 && link.dispatchedAtPrune === dispatched) {
+        this.closeLink(link, 'stalled');
+        continue;
+      }
+      link.dispatchedAtPrune = socket.writableLength > 0 ? dispatched : undefined;
+    }
     for (const node of this.retry.keys()) if (!isLive(node)) this.retry.delete(node);
+  }
+
+  private closeLink(link: OutboundLink, why: LinkFailure | 'gone'): void {
+    link.closedFor ??= why;
+    link.socket.destroy();
   }
 
   /** Ends every link after what it holds is written. */
   close(): void {
     this.closed = true;
     for (const link of this.links.values()) {
+      // END tells the other side it got everything; without it (the timer below) it re-reads its queues.
+      if (link.ready) link.socket.write(LINK_END);
       link.socket.end();
       setTimeout(() => link.socket.destroy(), 2000).unref();
     }
@@ -347,12 +423,20 @@ export class NodeLinkDialer {
     const o = this.options;
     const key = Buffer.from(address.key, 'base64url');
     const socket = connect({ host: address.host, port: address.port });
-    const link: OutboundLink = { socket, address, ready: false };
+    const link: OutboundLink = {
+      socket,
+      address,
+      ready: false,
+      readyAt: 0,
+      dispatchedAtPrune: undefined,
+      closedFor: undefined,
+    };
     this.links.set(node, link);
     socket.setNoDelay(true);
     socket.setKeepAlive(true, KEEPALIVE_MS);
     let challenge: Buffer = Buffer.alloc(0);
     let helloSent = false;
+    let nonce: Buffer | undefined;
     let failure: LinkFailure | undefined;
     const fail = (reason: LinkFailure): void => {
       failure ??= reason;
@@ -360,7 +444,7 @@ export class NodeLinkDialer {
     };
     const timer = setTimeout(() => fail('timeout'), o.handshakeTimeoutMs);
     socket.on('data', (chunk: Buffer) => {
-      if (link.ready) return fail('protocol'); // nothing may follow ACCEPT
+      if (link.ready) return this.closeLink(link, 'protocol'); // nothing may follow ACCEPT
       challenge = challenge.length === 0 ? chunk : Buffer.concat([challenge, chunk]);
       if (!helloSent) {
         const known = Math.min(challenge.length, LINK_MAGIC.length);
@@ -369,17 +453,21 @@ export class NodeLinkDialer {
           return fail('protocol');
         }
         if (challenge.length < LINK_CHALLENGE_SIZE) return;
-        const nonce = challenge.subarray(LINK_MAGIC.length + 1, LINK_CHALLENGE_SIZE);
+        nonce = Buffer.from(challenge.subarray(LINK_MAGIC.length + 1, LINK_CHALLENGE_SIZE));
         socket.write(encodeHello(o.nodeId, linkMac(key, nonce, node, o.nodeId)));
         helloSent = true;
         challenge = challenge.subarray(LINK_CHALLENGE_SIZE);
         if (challenge.length === 0) return;
       }
-      if (challenge.length !== 1 || challenge[0] !== LINK_ACCEPT) return fail('protocol');
+      if (challenge[0] !== LINK_ACCEPT || challenge.length > LINK_ACCEPT_SIZE) return fail('protocol');
+      if (challenge.length < LINK_ACCEPT_SIZE) return;
+      const expected = linkMac(key, nonce!, node, o.nodeId, true);
+      // Whoever answers on that port must hold the key too: not a process that took a dead node's port.
+      if (!timingSafeEqual(expected, challenge.subarray(1))) return fail('protocol');
       clearTimeout(timer);
       link.ready = true;
+      link.readyAt = Date.now();
       this.ready++;
-      this.retry.delete(node);
       o.events.links('out', this.ready);
       o.log.info('node link open', { to: node, host: address.host, port: address.port });
     });
@@ -391,21 +479,27 @@ export class NodeLinkDialer {
     socket.on('close', () => {
       clearTimeout(timer);
       if (this.links.get(node) === link) this.links.delete(node);
+      const firstMs = o.retryFirstMs ?? RETRY_FIRST_MS;
+      const backOff = (): number => {
+        const waitMs = Math.min(Math.max(RETRY_MAX_MS, firstMs), (this.retry.get(node)?.waitMs ?? firstMs / 2) * 2);
+        this.retry.set(node, { at: Date.now() + waitMs, waitMs, address });
+        return waitMs;
+      };
       if (link.ready) {
         this.ready--;
         o.events.links('out', this.ready);
-        if (!this.closed) {
-          o.events.failure('out', 'lost');
-          o.log.info('node link to another node closed', { to: node });
-        }
-        // A link that worked is dialed again at the next message.
+        if (this.closed || link.closedFor === 'gone') return;
+        o.events.failure('out', link.closedFor ?? 'lost');
+        // A link that held is dialed again at the next message; one that keeps breaking at once waits.
+        if (Date.now() - link.readyAt >= LINK_STABLE_MS) this.retry.delete(node);
+        else backOff();
+        o.log.info('node link to another node closed', { to: node, reason: link.closedFor ?? 'lost' });
         return;
       }
       if (this.closed) return;
       const reason = failure ?? (helloSent ? 'refused' : 'dial');
       o.events.failure('out', reason);
-      const waitMs = Math.min(RETRY_MAX_MS, (retry?.waitMs ?? RETRY_FIRST_MS / 2) * 2);
-      this.retry.set(node, { at: Date.now() + waitMs, waitMs, address });
+      const waitMs = backOff();
       o.onDialFailure?.(node);
       o.log.warn('node link not established; frames for that node take pub/sub', {
         to: node,

@@ -4,14 +4,16 @@
  */
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { connect, type Socket } from 'node:net';
+import { connect, createServer, type Socket } from 'node:net';
 import { networkInterfaces } from 'node:os';
 import { after, describe, it } from 'node:test';
 import { encodeFrame, FRAME_HEADER_SIZE, FrameType } from '@libertaria/protocol';
 import { silentLogger } from '../src/log.js';
 import {
   encodeHello,
+  LINK_ACCEPT_SIZE,
   LINK_CHALLENGE_SIZE,
+  LINK_HANDSHAKES_PER_ADDRESS,
   type LinkAddress,
   type LinkFailure,
   linkMac,
@@ -167,6 +169,8 @@ describe('node links', () => {
       bufferBytes: 1 << 20,
       addressOf: () => listed,
       onDialFailure: () => refreshes++,
+      // A wait no slow moment of the machine can outlast: no second dial to the same address here.
+      retryFirstMs: 60_000,
       log: silentLogger,
       events: ev.sink,
     });
@@ -189,16 +193,71 @@ describe('node links', () => {
     await until(() => b.frames.length === 1, 'the frame arrived');
   });
 
-  it('falls back while the link is backed up past its buffer', async () => {
-    const b = await acceptor();
-    const { d, ev } = dialer(() => b.address, 65536);
+  it('falls back while the link is backed up, and closes it once it makes no progress for a heartbeat', async () => {
+    // An acceptor that completes the handshake, then stops reading (a node stuck, or a partition).
+    const key = randomBytes(32);
+    let stuck: Socket | undefined;
+    const server = createServer((socket) => {
+      stuck = socket;
+      const nonce = randomBytes(32);
+      socket.write(Buffer.concat([Buffer.from('LLNK\x01', 'latin1'), nonce]));
+      socket.once('data', (hello: Buffer) => {
+        const parsed = parseHello(hello);
+        assert.equal(parsed.kind, 'hello');
+        socket.write(Buffer.concat([Buffer.from([0]), linkMac(key, nonce, 'node-b', 'node-a', true)]));
+        socket.pause();
+      });
+      socket.on('error', () => {});
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
+    open.push({ close: () => server.close() });
+    const port = (server.address() as { port: number }).port;
+    const { d, ev } = dialer(() => ({ host: '127.0.0.1', port, key: key.toString('base64url') }), 1 << 20);
     d.send('node-b', deliver(0));
     await until(() => ev.links.out === 1, 'the link is ready');
-    // One message larger than the buffer is refused; the caller sends it another way.
-    assert.equal(d.send('node-b', Buffer.alloc(65537)), false);
+    // Messages go on the link until it holds a buffer's worth the kernel could not take.
+    let accepted = 0;
+    const message = Buffer.concat(Array.from({ length: 50 }, (_, i) => deliver(i)));
+    while (d.send('node-b', message)) {
+      accepted++;
+      assert.ok(accepted < 10_000, 'the link never backed up');
+      if (accepted % 20 === 0) await new Promise((r) => setTimeout(r, 5));
+    }
+    assert.ok(accepted > 0);
+    // Two heartbeats without progress: closed as stalled, and the caller falls back until a new link is up.
+    d.prune(() => true);
+    assert.equal(ev.links.out, 1);
+    d.prune(() => true);
+    await until(() => ev.links.out === 0, 'the stalled link closed');
+    assert.deepEqual(ev.failures, ['out:stalled']);
+    assert.equal(d.send('node-b', message), false);
+    stuck?.destroy();
   });
 
-  it('counts a dial to a closed port and retries it later', async () => {
+  it('accepts no link from a process that answers on the port without the key', async () => {
+    // A stranger that took over a dead node's port answers CHALLENGE and ACCEPT without knowing the key.
+    const received: Buffer[] = [];
+    const server = createServer((socket) => {
+      socket.write(
+        Buffer.concat([Buffer.from('LLNK\x01', 'latin1'), randomBytes(32), Buffer.from([0]), randomBytes(32)]),
+      );
+      socket.on('data', (c: Buffer) => received.push(c));
+      socket.on('error', () => {});
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
+    open.push({ close: () => server.close() });
+    const port = (server.address() as { port: number }).port;
+    const { d, ev } = dialer(() => ({ host: '127.0.0.1', port, key: randomBytes(32).toString('base64url') }));
+    d.send('node-b', deliver(0));
+    await until(() => ev.failures.length === 1, 'the dialer gave up');
+    assert.deepEqual(ev.failures, ['out:protocol']);
+    assert.equal(ev.links.out, 0);
+    assert.equal(d.send('node-b', deliver(1)), false);
+    // It got the HELLO (which proves nothing to it without the key), and not one frame.
+    assert.ok(Buffer.concat(received).length <= 6 + 'node-a'.length + 32);
+  });
+
+  it('counts a dial to a closed port as a dial failure', async () => {
     const b = await acceptor();
     const address = b.address;
     b.listener.close();
@@ -208,26 +267,32 @@ describe('node links', () => {
     assert.deepEqual(ev.failures, ['out:dial']);
   });
 
-  it('has the acceptor re-read queues when a link breaks mid-frame', async () => {
-    const b = await acceptor();
-    const { d, ev } = dialer(() => b.address);
-    d.send('node-b', deliver(0));
-    await until(() => ev.links.out === 1, 'the link is ready');
-    const frame = deliver(1);
-    // Half a frame, then the dialer's process is gone (its socket reset).
-    d.send('node-b', frame.subarray(0, 500));
-    await new Promise((r) => setTimeout(r, 50));
-    d.prune(() => false);
-    await until(() => b.lost === 1, 'the acceptor noticed the loss');
-    assert.ok(b.ev.failures.includes('in:lost'));
-    assert.equal(b.frames.length, 0);
+  it('has the acceptor re-read queues when a link closes without END, mid-frame or between frames', async () => {
+    for (const cut of ['mid-frame', 'between frames'] as const) {
+      const b = await acceptor();
+      const { d, ev } = dialer(() => b.address);
+      d.send('node-b', deliver(0));
+      await until(() => ev.links.out === 1, 'the link is ready');
+      const frame = deliver(1);
+      assert.equal(d.send('node-b', cut === 'mid-frame' ? frame.subarray(0, 500) : frame), true);
+      await until(() => b.frames.length === (cut === 'mid-frame' ? 0 : 1), 'the bytes arrived');
+      await new Promise((r) => setTimeout(r, 50));
+      // The dialer's side goes away without END (its node is gone): an orderly FIN, but not a clean close.
+      d.prune(() => false);
+      await until(() => b.lost === 1, `the acceptor noticed the loss (${cut})`);
+      assert.ok(b.ev.failures.includes('in:lost'));
+    }
   });
 
   it('closes hostile dialers with a counted reason and keeps serving an honest one', async () => {
-    const b = await acceptor({ maxInbound: 4, handshakeTimeoutMs: 300 });
+    const b = await acceptor({ maxInbound: 4, handshakeTimeoutMs: 1000 });
     const honest = dialer(() => b.address);
     honest.d.send('node-b', deliver(0));
-    await until(() => honest.ev.links.out === 1, 'the honest link is ready');
+    await until(() => {
+      // A slow moment may time the first handshake out: the dialer tries again after its wait.
+      if (honest.ev.links.out === 0) honest.d.send('node-b', deliver(0));
+      return honest.ev.links.out === 1;
+    }, 'the honest link is ready');
     let sent = 0;
     const honestFrame = async () => {
       const n = b.frames.length;
@@ -263,7 +328,7 @@ describe('node links', () => {
     await until(() => x.got().length >= LINK_CHALLENGE_SIZE, 'the challenge');
     const nonce = x.got().subarray(5, LINK_CHALLENGE_SIZE);
     x.s.write(encodeHello('node-c', linkMac(Buffer.from(b.address.key, 'base64url'), nonce, 'node-b', 'node-c')));
-    await until(() => x.got().length === LINK_CHALLENGE_SIZE + 1, 'ACCEPT');
+    await until(() => x.got().length === LINK_CHALLENGE_SIZE + LINK_ACCEPT_SIZE, 'ACCEPT');
     const huge = Buffer.alloc(FRAME_HEADER_SIZE);
     huge[0] = 1;
     huge[1] = FrameType.DELIVER;
@@ -290,6 +355,40 @@ describe('node links', () => {
     await honestFrame();
     for (const s of idle) s.s.destroy();
     assert.deepEqual(honest.ev.failures, []);
+  });
+
+  it(`lets one address hold at most ${LINK_HANDSHAKES_PER_ADDRESS} handshakes at once`, async () => {
+    const b = await acceptor({ maxInbound: 64, handshakeTimeoutMs: 20_000 });
+    const idle = await Promise.all(
+      Array.from({ length: LINK_HANDSHAKES_PER_ADDRESS }, () => rawSocket(b.address.port)),
+    );
+    await until(() => idle.every((x) => x.got().length >= LINK_CHALLENGE_SIZE), 'every challenge');
+    const over = await rawSocket(b.address.port);
+    await over.closed;
+    assert.equal(over.got().length, 0);
+    assert.deepEqual(b.ev.failures, ['in:full']);
+    // A handshake that ended frees its place (once the listener has seen the close).
+    idle[0]!.s.destroy();
+    const deadline = Date.now() + DEADLINE_MS;
+    let next: Awaited<ReturnType<typeof rawSocket>>;
+    for (;;) {
+      next = await rawSocket(b.address.port);
+      const candidate = next;
+      const got = await new Promise<boolean>((resolve) => {
+        const poll = setInterval(() => {
+          if (candidate.got().length < LINK_CHALLENGE_SIZE) return;
+          clearInterval(poll);
+          resolve(true);
+        }, 10);
+        void candidate.closed.then(() => {
+          clearInterval(poll);
+          resolve(false);
+        });
+      });
+      if (got) break;
+      assert.ok(Date.now() < deadline, 'the freed place was never given to the next socket');
+    }
+    for (const x of [...idle, next]) x.s.destroy();
   });
 
   it('announces RELAY_NODE_LINK_HOST, else RELAY_HOST when it names one address, else a non-internal IPv4 address', () => {

@@ -129,9 +129,8 @@ describe('node links between relay processes', () => {
 
   it('carries on through pub/sub when the other node is killed, and links to it again after its restart', async () => {
     const nodeId = `links-restart-${process.pid}`;
-    // A short lease, so A's view of D drops the killed process soon.
-    const env = { RELAY_HEARTBEAT_MS: '500', RELAY_PRESENCE_TTL_MS: '2000' };
-    let d = await startRelay({ redisUrl: redis.url, nodeId, env });
+    // D keeps the default lease: A (heartbeat 5 s) must not see the live D as expired between its reads.
+    let d = await startRelay({ redisUrl: redis.url, nodeId });
     const stopD = () => d.stop();
     try {
       const alice = await peer(a.wsUrl);
@@ -154,7 +153,7 @@ describe('node links between relay processes', () => {
       );
       dave.p.close();
       // The same node id comes back: another process, another link port and key.
-      d = await startRelay({ redisUrl: redis.url, nodeId, env });
+      d = await startRelay({ redisUrl: redis.url, nodeId });
       dave = await peer(d.wsUrl, dave.id);
       open.push(dave.p);
       await until(async () => {
@@ -188,8 +187,10 @@ describe('node links between relay processes', () => {
         if (got >= LINK_CHALLENGE_SIZE) act(s);
       });
       await new Promise<void>((resolve) => s.on('close', () => resolve()));
+      const overLink = await metric(a, 'relay_cross_node_messages_total', 'path="link"');
       alice.p.send(sendFrame(alice.id, bob.id, Buffer.from('still here')));
       assert.equal(Buffer.from((await bob.p.next('DELIVER')).payload).toString(), 'still here');
+      assert.equal(await metric(a, 'relay_cross_node_messages_total', 'path="link"'), overLink + 1, 'over the link');
     }
     assert.equal(await metric(b, 'relay_node_link_failures_total', 'reason="bad_mac"'), 1);
     assert.equal(await metric(b, 'relay_node_link_failures_total', 'reason="bad_hello"'), 1);
