@@ -17,9 +17,31 @@ import {
   MAX_PAYLOAD_LIMIT,
   MAX_PROTOCOL_VERSION,
   MIN_PROTOCOL_VERSION,
+  SendFlags,
   type WelcomeFrame,
 } from '@libertaria/protocol';
 import WebSocket from 'ws';
+
+/** A SEND from `from` to `to` (fast unless `durable`), with a fresh message id unless one is given. */
+export function sendFrameOf(
+  from: Ed25519Identity,
+  to: Ed25519Identity,
+  payload: Uint8Array,
+  durable = false,
+  messageId: Uint8Array = randomBytes(16),
+): Frame {
+  return {
+    type: 'SEND',
+    dest: to.hint,
+    source: from.hint,
+    sessionId: new Uint8Array(16),
+    messageId,
+    flags: durable ? SendFlags.DURABLE : 0,
+    ttl: 0,
+    position: 0,
+    payload,
+  };
+}
 
 export class RawPeer {
   readonly frames: Frame[] = [];

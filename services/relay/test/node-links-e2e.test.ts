@@ -9,28 +9,13 @@ import { randomBytes } from 'node:crypto';
 import { connect } from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import { Ed25519Identity } from '@libertaria/identity';
-import { type Frame, SendFlags } from '@libertaria/protocol';
 import { Redis } from 'ioredis';
-import { RawPeer } from '../../../test-support/raw-peer.js';
+import { RawPeer, sendFrameOf as sendFrame } from '../../../test-support/raw-peer.js';
 import { type RedisHandle, startRedis } from '../../../test-support/redis.js';
 import { type RelayHandle, startRelay } from '../../../test-support/relay-process.js';
 import { encodeHello, LINK_CHALLENGE_SIZE } from '../src/node-link.js';
 
 const DEADLINE_MS = 20_000;
-
-function sendFrame(from: Ed25519Identity, to: Ed25519Identity, payload: Uint8Array, durable = false): Frame {
-  return {
-    type: 'SEND',
-    dest: to.hint,
-    source: from.hint,
-    sessionId: new Uint8Array(16),
-    messageId: randomBytes(16),
-    flags: durable ? SendFlags.DURABLE : 0,
-    ttl: 0,
-    position: 0,
-    payload,
-  };
-}
 
 async function peer(url: string, id = Ed25519Identity.generate()): Promise<{ id: Ed25519Identity; p: RawPeer }> {
   const p = await RawPeer.connect(url);
