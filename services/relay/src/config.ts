@@ -21,6 +21,9 @@ import {
 /** Every relay variable starts with this, except the shared `REDIS_URL`; unknown ones are rejected. */
 export const RELAY_ENV_PREFIX = 'RELAY_';
 
+/** A host name or IP address as the relay accepts one (listeners, node link addresses in the registry). */
+export const HOST_PATTERN = /^[A-Za-z0-9.:%_-]{1,253}$/;
+
 export const relayConfigSpec = {
   REDIS_URL: url({
     default: 'redis://127.0.0.1:6379',
@@ -41,7 +44,7 @@ export const relayConfigSpec = {
   }),
   RELAY_HOST: str({
     default: '0.0.0.0',
-    pattern: /^[A-Za-z0-9.:%_-]{1,253}$/,
+    pattern: HOST_PATTERN,
     accepted: 'a host name or IP address',
     doc: 'Address the WebSocket, TCP and admin listeners bind to.',
   }),
@@ -108,7 +111,7 @@ export const relayConfigSpec = {
   }),
   RELAY_NODE_LINK_HOST: str({
     default: undefined,
-    pattern: /^[A-Za-z0-9.:%_-]{1,253}$/,
+    pattern: HOST_PATTERN,
     accepted: 'an IP address or host name other nodes reach this node at',
     doc: "Address this node accepts node links on, and tells other nodes (through its presence entry) to dial. Unset: `RELAY_HOST` when that names one address, else this machine's first non-internal IPv4 address (a pod's IP in Kubernetes), else 127.0.0.1.",
   }),

@@ -53,13 +53,13 @@ export const LINK_MAX_NODE_ID = 64;
 export const LINK_CHALLENGE_SIZE = LINK_MAGIC.length + 1 + LINK_NONCE_SIZE;
 const LINK_ACCEPT = 0x00;
 const MAC_LABEL = Buffer.from('libertaria node link v1', 'latin1');
+const ACCEPT_MAC_LABEL = Buffer.from('libertaria node link v1 accept', 'latin1');
+export const LINK_ACCEPT_SIZE = 1 + LINK_MAC_SIZE;
 /** Longest a dialer waits before dialing a node again after a failure, and the first wait. */
 const RETRY_MAX_MS = 30_000;
 const RETRY_FIRST_MS = 500;
 /** TCP keepalive on idle links, so a vanished peer machine is noticed. */
 const KEEPALIVE_MS = 15_000;
-const ACCEPT_MAC_LABEL = Buffer.from('libertaria node link v1 accept', 'latin1');
-export const LINK_ACCEPT_SIZE = 1 + LINK_MAC_SIZE;
 /** Handshakes one address may have open at once: strangers cannot hold every place (RELAY_NODE_LINK_MAX_INBOUND) from one host. */
 export const LINK_HANDSHAKES_PER_ADDRESS = 4;
 /** A link that closes sooner than this after it was ready is redialed only after the back-off, like a failed dial. */
@@ -129,6 +129,13 @@ export function encodeHello(dialerId: string, mac: Uint8Array): Buffer {
   ]);
 }
 
+/** Whether the bytes so far (however few) could open a CHALLENGE or HELLO: the magic, then this version. */
+function opensLikeLink(bytes: Buffer): boolean {
+  const known = Math.min(bytes.length, LINK_MAGIC.length);
+  if (!bytes.subarray(0, known).equals(LINK_MAGIC.subarray(0, known))) return false;
+  return bytes.length <= LINK_MAGIC.length || bytes[LINK_MAGIC.length] === LINK_VERSION;
+}
+
 export type HelloParse =
   | { kind: 'more' }
   | { kind: 'bad' }
@@ -137,9 +144,7 @@ export type HelloParse =
 /** Reads a HELLO from the start of `bytes`: more bytes needed, not a HELLO, or the HELLO and its size. */
 export function parseHello(bytes: Buffer): HelloParse {
   const head = LINK_MAGIC.length + 2;
-  const known = Math.min(bytes.length, LINK_MAGIC.length);
-  if (!bytes.subarray(0, known).equals(LINK_MAGIC.subarray(0, known))) return { kind: 'bad' };
-  if (bytes.length > LINK_MAGIC.length && bytes[LINK_MAGIC.length] !== LINK_VERSION) return { kind: 'bad' };
+  if (!opensLikeLink(bytes)) return { kind: 'bad' };
   if (bytes.length < head) return { kind: 'more' };
   const n = bytes[head - 1]!;
   if (n < 1 || n > LINK_MAX_NODE_ID) return { kind: 'bad' };
@@ -447,11 +452,7 @@ export class NodeLinkDialer {
       if (link.ready) return this.closeLink(link, 'protocol'); // nothing may follow ACCEPT
       challenge = challenge.length === 0 ? chunk : Buffer.concat([challenge, chunk]);
       if (!helloSent) {
-        const known = Math.min(challenge.length, LINK_MAGIC.length);
-        if (!challenge.subarray(0, known).equals(LINK_MAGIC.subarray(0, known))) return fail('protocol');
-        if (challenge.length > LINK_MAGIC.length && challenge[LINK_MAGIC.length] !== LINK_VERSION) {
-          return fail('protocol');
-        }
+        if (!opensLikeLink(challenge)) return fail('protocol');
         if (challenge.length < LINK_CHALLENGE_SIZE) return;
         nonce = Buffer.from(challenge.subarray(LINK_MAGIC.length + 1, LINK_CHALLENGE_SIZE));
         socket.write(encodeHello(o.nodeId, linkMac(key, nonce, node, o.nodeId)));

@@ -36,6 +36,7 @@
 import { randomInt } from 'node:crypto';
 import { hintToHex } from '@libertaria/identity';
 import { LibertariaError, RelayError } from '@libertaria/protocol';
+import { HOST_PATTERN } from './config.js';
 import type { LinkAddress } from './node-link.js';
 import { type RedisClient, runEach } from './redis-connection.js';
 
@@ -155,7 +156,7 @@ function parseEntry(raw: string): NodeEntry | undefined {
 function parseLink(value: unknown): LinkAddress | undefined {
   if (typeof value !== 'object' || value === null) return undefined;
   const { host, port, key } = value as { host?: unknown; port?: unknown; key?: unknown };
-  if (typeof host !== 'string' || !/^[A-Za-z0-9.:%_-]{1,253}$/.test(host)) return undefined;
+  if (typeof host !== 'string' || !HOST_PATTERN.test(host)) return undefined;
   if (typeof port !== 'number' || !Number.isInteger(port) || port < 1 || port > 65535) return undefined;
   if (typeof key !== 'string' || !/^[A-Za-z0-9_-]{43}$/.test(key)) return undefined;
   return { host, port, key };

@@ -9,8 +9,8 @@ import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { after, before, describe, it } from 'node:test';
 import { Ed25519Identity } from '@libertaria/identity';
-import { type DeliverFrame, FRAME_HEADER_SIZE, type Frame, maxBodySize, SendFlags } from '@libertaria/protocol';
-import { RawPeer } from '../../../test-support/raw-peer.js';
+import { type DeliverFrame, FRAME_HEADER_SIZE, maxBodySize, SendFlags } from '@libertaria/protocol';
+import { RawPeer, sendFrameOf as sendFrame } from '../../../test-support/raw-peer.js';
 import { type RedisHandle, startRedis } from '../../../test-support/redis.js';
 import { type RelayHandle, startRelay } from '../../../test-support/relay-process.js';
 
@@ -28,20 +28,6 @@ const BUDGET = 4 * 1024 * 1024;
 const CEILING = BUDGET + 64 * 1024 + FRAME_HEADER_SIZE + maxBodySize(PAYLOAD);
 /** Waits for events, sized for a loaded 2-core machine. */
 const EVENT_WAIT_MS = 20_000;
-
-function sendFrame(from: Ed25519Identity, to: Ed25519Identity, payload: Uint8Array, durable: boolean): Frame {
-  return {
-    type: 'SEND',
-    dest: to.hint,
-    source: from.hint,
-    sessionId: new Uint8Array(16),
-    messageId: randomBytes(16),
-    flags: durable ? SendFlags.DURABLE : 0,
-    ttl: 0,
-    position: 0,
-    payload,
-  };
-}
 
 async function metricsText(relay: RelayHandle): Promise<string> {
   return (await fetch(`${relay.adminUrl}/metrics`)).text();

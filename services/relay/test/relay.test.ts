@@ -6,33 +6,13 @@ import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { after, before, describe, it } from 'node:test';
 import { Ed25519Identity } from '@libertaria/identity';
-import { encodeFrame, errorCodeFromWire, type Frame, FrameType, SendFlags } from '@libertaria/protocol';
+import { encodeFrame, errorCodeFromWire, FrameType, SendFlags } from '@libertaria/protocol';
 import { Redis } from 'ioredis';
-import { RawPeer } from '../../../test-support/raw-peer.js';
+import { RawPeer, sendFrameOf as sendFrame } from '../../../test-support/raw-peer.js';
 import { type RedisHandle, startRedis } from '../../../test-support/redis.js';
 import { type RelayHandle, startRelay } from '../../../test-support/relay-process.js';
 
 const text = (s: string) => new TextEncoder().encode(s);
-
-function sendFrame(
-  from: Ed25519Identity,
-  to: Ed25519Identity,
-  payload: Uint8Array,
-  durable: boolean,
-  messageId = randomBytes(16),
-): Frame {
-  return {
-    type: 'SEND',
-    dest: to.hint,
-    source: from.hint,
-    sessionId: new Uint8Array(16),
-    messageId,
-    flags: durable ? SendFlags.DURABLE : 0,
-    ttl: 0,
-    position: 0,
-    payload,
-  };
-}
 
 async function peer(url: string, id = Ed25519Identity.generate()): Promise<{ id: Ed25519Identity; p: RawPeer }> {
   const p = await RawPeer.connect(url);
