@@ -125,6 +125,12 @@ export const relayConfigSpec = {
     max: 268435456,
     doc: 'Most bytes one outbound node link may hold unsent (8 MiB); beyond it, messages for that node take Redis pub/sub until the link catches up.',
   }),
+  RELAY_NODE_LINK_MESSAGE_BYTES: int({
+    default: 262144,
+    min: 4096,
+    max: 8388608,
+    doc: 'Frames for one other node leave over its node link as one socket write per event-loop turn, or as soon as that write reaches this many bytes (256 KiB). The other node delivers from a link as it reads, so this only sets how many frames one write carries; a message that falls back to pub/sub is cut again at RELAY_CROSS_NODE_MESSAGE_BYTES (docs/relay.md#node-links).',
+  }),
   RELAY_NODE_LINK_MAX_INBOUND: int({
     default: 256,
     min: 1,
@@ -582,6 +588,12 @@ export function relayConfigProblems(config: RelayConfig): ConfigProblem[] {
     problems.push({
       variable: 'RELAY_PREKEY_LOW_WATER',
       message: `RELAY_PREKEY_LOW_WATER=${config.RELAY_PREKEY_LOW_WATER} is above RELAY_PREKEY_MAX_ONE_TIME=${config.RELAY_PREKEY_MAX_ONE_TIME}: peers would be told to refill a store they cannot fill`,
+    });
+  }
+  if (config.RELAY_NODE_LINK_MESSAGE_BYTES > config.RELAY_NODE_LINK_BUFFER_BYTES) {
+    problems.push({
+      variable: 'RELAY_NODE_LINK_MESSAGE_BYTES',
+      message: `RELAY_NODE_LINK_MESSAGE_BYTES=${config.RELAY_NODE_LINK_MESSAGE_BYTES} is above RELAY_NODE_LINK_BUFFER_BYTES=${config.RELAY_NODE_LINK_BUFFER_BYTES}: a full message could never be written to a link, and would always take pub/sub`,
     });
   }
   // 93 is the routed header of SEND/DELIVER and 6 the frame envelope: one largest frame must always fit.

@@ -295,7 +295,7 @@ export class RelayNode {
     });
     this.ports.link = port;
     this.presence.setLink({ host, port, key: key.toString('base64url') });
-    this.router.links = new NodeLinkDialer({
+    const dialer = new NodeLinkDialer({
       nodeId: this.nodeId,
       handshakeTimeoutMs: c.RELAY_NODE_LINK_HANDSHAKE_TIMEOUT_MS,
       bufferBytes: c.RELAY_NODE_LINK_BUFFER_BYTES,
@@ -307,6 +307,7 @@ export class RelayNode {
       log: this.log,
       events,
     });
+    this.router.useLinks(dialer, c.RELAY_NODE_LINK_MESSAGE_BYTES);
     this.log.info('accepting node links', { host, port });
   }
 

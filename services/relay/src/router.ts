@@ -7,9 +7,10 @@
  * same DELIVER bytes. Holders named by Redis scripts are filtered against
  * the presence registry's view of live nodes first.
  *
- * With node links on (node-link.ts), those same messages go straight to
- * the other node over a TCP link, and through pub/sub only while no link to
- * that node is ready or the link is backed up.
+ * With node links on (node-link.ts), those same frames go straight to
+ * the other node over a TCP link, cut at RELAY_NODE_LINK_MESSAGE_BYTES (a
+ * link is a stream, delivered from as it is read), and through pub/sub only
+ * while no link to that node is ready or the link is backed up.
  *
  * Fast frames prefer local connections and are never stored; when the
  * recipient is connected nowhere the sender gets PEER_GONE. Durable frames
@@ -64,6 +65,8 @@ export class Router {
   private outboxScheduled = false;
   /** Direct links to other nodes (RELAY_NODE_LINKS); messages take pub/sub where none is ready. */
   links: NodeLinkDialer | undefined;
+  /** A node's outbox leaves early once it holds this many bytes: the larger of the two paths' cuts. */
+  private outboxBytes: number;
 
   constructor(
     private readonly redis: RedisClient,
@@ -72,9 +75,24 @@ export class Router {
     private readonly prefix: string,
     private readonly metrics: RelayMetrics,
     private readonly log: Logger,
-    /** A node's outbox leaves early once it holds this many bytes (RELAY_CROSS_NODE_MESSAGE_BYTES). */
+    /** A pub/sub message leaves once it holds this many bytes (RELAY_CROSS_NODE_MESSAGE_BYTES). */
     private readonly messageBytes: number,
-  ) {}
+  ) {
+    this.outboxBytes = messageBytes;
+  }
+
+  /**
+   * Sends messages for other nodes over `dialer`'s links, cut at
+   * `linkMessageBytes` (RELAY_NODE_LINK_MESSAGE_BYTES) rather than at the
+   * pub/sub cut: a link is a stream the other node delivers from as it
+   * reads, so its cut only sets how many frames one socket write carries
+   * (docs/relay.md#node-links). A message that falls back to pub/sub is
+   * cut again there.
+   */
+  useLinks(dialer: NodeLinkDialer, linkMessageBytes: number): void {
+    this.links = dialer;
+    this.outboxBytes = Math.max(this.messageBytes, linkMessageBytes);
+  }
 
   /** Adds an authenticated connection; the first of its peer on this node registers presence. */
   async attach(conn: PeerConnection): Promise<void> {
@@ -224,7 +242,7 @@ export class Router {
         queued = { frames: [frame], bytes: frame.length };
         this.outbox.set(node, queued);
       }
-      if (queued.bytes >= this.messageBytes) {
+      if (queued.bytes >= this.outboxBytes) {
         this.outbox.delete(node);
         this.flushNode(node, queued.frames);
       }
@@ -242,12 +260,30 @@ export class Router {
   }
 
   private flushNode(node: string, frames: Buffer[]): void {
-    // ioredis may hold the message past this turn (a socket not yet writable): never an inbound slab's bytes.
+    // ioredis and the link's socket may hold the message past this turn (not yet writable): never an inbound slab's bytes.
     const message = frames.length === 1 ? retainFrame(frames[0]!) : Buffer.concat(frames);
     if (this.links?.send(node, message)) {
       this.metrics.crossNodeMessages.link.inc();
       return;
     }
+    if (message.length <= this.messageBytes || frames.length === 1) {
+      this.publishMessage(node, message);
+      return;
+    }
+    // Cut for a link, this message falls back to pub/sub: cut again as publish() cuts, once a part reaches the pub/sub size.
+    let from = 0;
+    let offset = 0;
+    while (from < frames.length) {
+      let to = from + 1;
+      let bytes = frames[from]!.length;
+      while (to < frames.length && bytes < this.messageBytes) bytes += frames[to++]!.length;
+      this.publishMessage(node, message.subarray(offset, offset + bytes));
+      offset += bytes;
+      from = to;
+    }
+  }
+
+  private publishMessage(node: string, message: Buffer): void {
     this.metrics.crossNodeMessages.pubsub.inc();
     publishBinary(this.redis, nodeChannel(this.prefix, node), message).catch((err: unknown) => {
       this.metrics.redisErrors.labels('publish').inc();

@@ -45,6 +45,7 @@ describe('loadRelayConfig', () => {
       RELAY_NODE_LINK_HOST: undefined,
       RELAY_NODE_LINK_PORT: 0,
       RELAY_NODE_LINK_BUFFER_BYTES: 8388608,
+      RELAY_NODE_LINK_MESSAGE_BYTES: 262144,
       RELAY_NODE_LINK_MAX_INBOUND: 256,
       RELAY_NODE_LINK_HANDSHAKE_TIMEOUT_MS: 5000,
       RELAY_HANDSHAKE_STEP_TIMEOUT_MS: 10000,
@@ -295,6 +296,19 @@ describe('relay cross-field checks on queue sizes', () => {
     assert.equal(
       loadRelayConfig({ RELAY_PREKEY_MAX_ONE_TIME: '10', RELAY_PREKEY_LOW_WATER: '10' }).RELAY_PREKEY_LOW_WATER,
       10,
+    );
+  });
+  it('refuses a node link message larger than what a link may hold unsent', () => {
+    assert.throws(
+      () => loadRelayConfig({ RELAY_NODE_LINK_BUFFER_BYTES: '65536', RELAY_NODE_LINK_MESSAGE_BYTES: '65537' }),
+      (err: unknown) =>
+        err instanceof ConfigValidationError &&
+        err.problems.some((p) => p.variable === 'RELAY_NODE_LINK_MESSAGE_BYTES'),
+    );
+    assert.equal(
+      loadRelayConfig({ RELAY_NODE_LINK_BUFFER_BYTES: '65536', RELAY_NODE_LINK_MESSAGE_BYTES: '65536' })
+        .RELAY_NODE_LINK_MESSAGE_BYTES,
+      65536,
     );
   });
   it('accepts a list of public URLs and refuses a bad one', () => {

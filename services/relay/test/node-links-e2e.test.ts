@@ -1,6 +1,7 @@
 /**
  * Node links between real relay processes on one real Redis: frames across
- * nodes skip Redis once a link is up, a node with links off still gets its
+ * nodes skip Redis once a link is up, cut at the link's size (and cut again
+ * at pub/sub's when they fall back), a node with links off still gets its
  * frames by pub/sub, and a stranger at the link port is refused while the
  * honest traffic goes on.
  */
@@ -9,6 +10,7 @@ import { randomBytes } from 'node:crypto';
 import { connect } from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import { Ed25519Identity } from '@libertaria/identity';
+import { encodeFrame } from '@libertaria/protocol';
 import { Redis } from 'ioredis';
 import { RawPeer, sendFrameOf as sendFrame } from '../../../test-support/raw-peer.js';
 import { type RedisHandle, startRedis } from '../../../test-support/redis.js';
@@ -16,6 +18,17 @@ import { type RelayHandle, startRelay } from '../../../test-support/relay-proces
 import { encodeHello, LINK_CHALLENGE_SIZE } from '../src/node-link.js';
 
 const DEADLINE_MS = 20_000;
+/** The defaults of RELAY_NODE_LINK_MESSAGE_BYTES and RELAY_CROSS_NODE_MESSAGE_BYTES. */
+const LINK_CUT = 256 * 1024;
+const PUBSUB_CUT = 64 * 1024;
+
+/** Groups of `n` frames of `size` bytes as a sender cuts them: a group leaves once it holds `cut` bytes. */
+function cutInto(n: number, size: number, cut: number): number[] {
+  const perGroup = Math.ceil(cut / size);
+  const groups: number[] = [];
+  for (let left = n; left > 0; left -= perGroup) groups.push(Math.min(perGroup, left));
+  return groups;
+}
 
 async function peer(url: string, id = Ed25519Identity.generate()): Promise<{ id: Ed25519Identity; p: RawPeer }> {
   const p = await RawPeer.connect(url);
@@ -93,6 +106,58 @@ describe('node links between relay processes', () => {
     assert.equal((await publishes()) - before, 0, 'no PUBLISH while the link is up');
     assert.ok((await metric(a, 'relay_cross_node_messages_total', 'path="link"')) > linkMessages);
     assert.equal(await metric(a, 'relay_node_link_failures_total'), 0);
+  });
+
+  it('cuts one turn of frames for a linked node at RELAY_NODE_LINK_MESSAGE_BYTES, in order', async () => {
+    const alice = await peer(a.wsUrl);
+    const bob = await peer(b.wsUrl);
+    open.push(alice.p, bob.p);
+    await until(async () => {
+      alice.p.send(sendFrame(alice.id, bob.id, Buffer.from('warm')));
+      await bob.p.next('DELIVER');
+      return (await metric(a, 'relay_node_links', 'direction="out"')) === 1;
+    }, 'A has a link to B');
+    const frames = Array.from({ length: 300 }, (_, i) =>
+      encodeFrame(sendFrame(alice.id, bob.id, Buffer.alloc(1000, i % 251))),
+    );
+    const link = await metric(a, 'relay_cross_node_messages_total', 'path="link"');
+    const pubsub = await metric(a, 'relay_cross_node_messages_total', 'path="pubsub"');
+    // One WebSocket message: relay A reads all 300 frames (330 KB) in one turn.
+    alice.p.send(Buffer.concat(frames));
+    for (let i = 0; i < frames.length; i++)
+      assert.equal((await bob.p.next('DELIVER')).payload[0], i % 251, `frame ${i}`);
+    // Two socket writes (256 KiB, then the rest), where pub/sub's cut would have made five messages.
+    assert.equal(
+      (await metric(a, 'relay_cross_node_messages_total', 'path="link"')) - link,
+      cutInto(frames.length, frames[0]!.length, LINK_CUT).length,
+    );
+    assert.equal(await metric(a, 'relay_cross_node_messages_total', 'path="pubsub"'), pubsub);
+  });
+
+  it('cuts a message that falls back from a link to pub/sub again at RELAY_CROSS_NODE_MESSAGE_BYTES, in order', async () => {
+    // A sends with links on, cutting at the link size; the node with links off can only be reached by pub/sub.
+    const alice = await peer(a.wsUrl);
+    const carol = await peer(off.wsUrl);
+    open.push(alice.p, carol.p);
+    alice.p.send(sendFrame(alice.id, carol.id, Buffer.from('warm')));
+    await carol.p.next('DELIVER');
+    const frames = Array.from({ length: 300 }, (_, i) =>
+      encodeFrame(sendFrame(alice.id, carol.id, Buffer.alloc(1000, i % 251))),
+    );
+    const pubsub = await metric(a, 'relay_cross_node_messages_total', 'path="pubsub"');
+    const before = await publishes();
+    alice.p.send(Buffer.concat(frames));
+    for (let i = 0; i < frames.length; i++)
+      assert.equal((await carol.p.next('DELIVER')).payload[0], i % 251, `frame ${i}`);
+    // 239 frames, then 61, cut for the link; each cut again for pub/sub: 60 + 60 + 60 + 59, then 60 + 1.
+    const size = frames[0]!.length;
+    const expected = cutInto(frames.length, size, LINK_CUT).reduce(
+      (n, group) => n + cutInto(group, size, PUBSUB_CUT).length,
+      0,
+    );
+    assert.equal(expected, 6);
+    assert.equal((await metric(a, 'relay_cross_node_messages_total', 'path="pubsub"')) - pubsub, expected);
+    assert.equal((await publishes()) - before, expected);
   });
 
   it('reaches a node with links off through pub/sub', async () => {
