@@ -123,7 +123,7 @@ export const relayConfigSpec = {
     default: 8388608,
     min: 65536,
     max: 268435456,
-    doc: 'Most bytes one outbound node link may hold unsent (8 MiB); beyond it, messages for that node take Redis pub/sub until the link catches up.',
+    doc: 'Most bytes one outbound node link may hold unsent (8 MiB); beyond it, messages for that node take Redis pub/sub until the link catches up. A link holding nothing unsent takes any one message.',
   }),
   RELAY_NODE_LINK_MESSAGE_BYTES: int({
     default: 262144,
@@ -588,12 +588,6 @@ export function relayConfigProblems(config: RelayConfig): ConfigProblem[] {
     problems.push({
       variable: 'RELAY_PREKEY_LOW_WATER',
       message: `RELAY_PREKEY_LOW_WATER=${config.RELAY_PREKEY_LOW_WATER} is above RELAY_PREKEY_MAX_ONE_TIME=${config.RELAY_PREKEY_MAX_ONE_TIME}: peers would be told to refill a store they cannot fill`,
-    });
-  }
-  if (config.RELAY_NODE_LINK_MESSAGE_BYTES > config.RELAY_NODE_LINK_BUFFER_BYTES) {
-    problems.push({
-      variable: 'RELAY_NODE_LINK_MESSAGE_BYTES',
-      message: `RELAY_NODE_LINK_MESSAGE_BYTES=${config.RELAY_NODE_LINK_MESSAGE_BYTES} is above RELAY_NODE_LINK_BUFFER_BYTES=${config.RELAY_NODE_LINK_BUFFER_BYTES}: a full message could never be written to a link, and would always take pub/sub`,
     });
   }
   // 93 is the routed header of SEND/DELIVER and 6 the frame envelope: one largest frame must always fit.

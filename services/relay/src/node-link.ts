@@ -363,9 +363,11 @@ export class NodeLinkDialer {
     }
     const socket = link.socket;
     // Not writable: destroyed, or ended by close() (a write after end would only be lost).
-    if (!link.ready || !socket.writable || socket.writableLength + message.length > this.options.bufferBytes) {
-      return false;
-    }
+    if (!link.ready || !socket.writable) return false;
+    // Backed up: the bound is on what waits unsent. A link with nothing waiting takes any message,
+    // so a message cut larger than the bound (RELAY_NODE_LINK_MESSAGE_BYTES) still goes over links.
+    const unsent = socket.writableLength;
+    if (unsent > 0 && unsent + message.length > this.options.bufferBytes) return false;
     socket.write(message);
     return true;
   }

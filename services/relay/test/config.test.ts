@@ -298,19 +298,6 @@ describe('relay cross-field checks on queue sizes', () => {
       10,
     );
   });
-  it('refuses a node link message larger than what a link may hold unsent', () => {
-    assert.throws(
-      () => loadRelayConfig({ RELAY_NODE_LINK_BUFFER_BYTES: '65536', RELAY_NODE_LINK_MESSAGE_BYTES: '65537' }),
-      (err: unknown) =>
-        err instanceof ConfigValidationError &&
-        err.problems.some((p) => p.variable === 'RELAY_NODE_LINK_MESSAGE_BYTES'),
-    );
-    assert.equal(
-      loadRelayConfig({ RELAY_NODE_LINK_BUFFER_BYTES: '65536', RELAY_NODE_LINK_MESSAGE_BYTES: '65536' })
-        .RELAY_NODE_LINK_MESSAGE_BYTES,
-      65536,
-    );
-  });
   it('accepts a list of public URLs and refuses a bad one', () => {
     assert.equal(loadRelayConfig({ RELAY_PUBLIC_URLS: 'ws://a:1,tcp://b:2' }).RELAY_PUBLIC_URLS, 'ws://a:1,tcp://b:2');
     assert.throws(() => loadRelayConfig({ RELAY_PUBLIC_URLS: 'http://a' }), ConfigValidationError);

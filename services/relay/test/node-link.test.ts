@@ -157,6 +157,21 @@ describe('node links', () => {
     assert.equal(b.lost, 0);
   });
 
+  it('bounds what a link holds unsent, but writes a message larger than the bound to a link holding nothing', async () => {
+    const b = await acceptor();
+    const { d, ev } = dialer((node) => (node === 'node-b' ? b.address : undefined), 64 * 1024);
+    d.send('node-b', deliver(0));
+    await until(() => ev.links.out === 1, 'the link is ready');
+    // 100 frames of about 2 KiB: three times the bound, in one message (a cut larger than the bound).
+    const frames = Array.from({ length: 100 }, (_, i) => deliver(i, 2000));
+    const large = Buffer.concat(frames);
+    assert.ok(large.length > 3 * 64 * 1024);
+    // Nothing was written yet (the first frame found no link): the link holds nothing unsent.
+    assert.equal(d.send('node-b', large), true);
+    await until(() => b.frames.length === frames.length, 'every frame arrived');
+    for (let i = 0; i < frames.length; i++) assert.deepEqual(b.frames[i], frames[i], `frame ${i}`);
+  });
+
   it('refuses a dialer with the wrong key, and dials again only after a wait', async () => {
     const b = await acceptor();
     const wrong = { ...b.address, key: randomBytes(32).toString('base64url') };
