@@ -34,7 +34,8 @@
  * frame's announcement is a shortcut (the queue in Redis is the truth), and
  * a receiving node whose link closed other than cleanly has its connections
  * re-read their queues, as after a pub/sub reconnect. A sender whose link is
- * not ready, or holds more than RELAY_NODE_LINK_BUFFER_BYTES unsent, uses
+ * not ready, or whose unsent bytes would pass RELAY_NODE_LINK_BUFFER_BYTES
+ * with this message (a link holding nothing takes any message), uses
  * pub/sub for that message: frames of one flow can then overtake each other
  * across the two paths, which fast frames may do and durable ones recover
  * from by position.
@@ -317,7 +318,7 @@ export class NodeLinkListener {
 export interface LinkDialerOptions {
   nodeId: string;
   handshakeTimeoutMs: number;
-  /** RELAY_NODE_LINK_BUFFER_BYTES: most bytes a link may hold unsent before messages take pub/sub. */
+  /** RELAY_NODE_LINK_BUFFER_BYTES: most bytes a link may hold unsent before messages take pub/sub (an empty link takes any one message). */
   bufferBytes: number;
   /** Where a node accepts links, if it does and is live. */
   addressOf(nodeId: string): LinkAddress | undefined;

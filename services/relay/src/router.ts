@@ -63,8 +63,8 @@ export class Router {
   /** Frames for each other node waiting for the end of this turn, and their bytes. */
   private readonly outbox = new Map<string, { frames: Buffer[]; bytes: number }>();
   private outboxScheduled = false;
-  /** Direct links to other nodes (RELAY_NODE_LINKS); messages take pub/sub where none is ready. */
-  links: NodeLinkDialer | undefined;
+  /** Direct links to other nodes (RELAY_NODE_LINKS, set by useLinks with their cut); messages take pub/sub where none is ready. */
+  private dialer: NodeLinkDialer | undefined;
   /** A node's outbox leaves early once it holds this many bytes: the larger of the two paths' cuts. */
   private outboxBytes: number;
 
@@ -90,8 +90,12 @@ export class Router {
    * cut again there.
    */
   useLinks(dialer: NodeLinkDialer, linkMessageBytes: number): void {
-    this.links = dialer;
+    this.dialer = dialer;
     this.outboxBytes = Math.max(this.messageBytes, linkMessageBytes);
+  }
+
+  get links(): NodeLinkDialer | undefined {
+    return this.dialer;
   }
 
   /** Adds an authenticated connection; the first of its peer on this node registers presence. */
@@ -262,7 +266,7 @@ export class Router {
   private flushNode(node: string, frames: Buffer[]): void {
     // ioredis and the link's socket may hold the message past this turn (not yet writable): never an inbound slab's bytes.
     const message = frames.length === 1 ? retainFrame(frames[0]!) : Buffer.concat(frames);
-    if (this.links?.send(node, message)) {
+    if (this.dialer?.send(node, message)) {
       this.metrics.crossNodeMessages.link.inc();
       return;
     }
