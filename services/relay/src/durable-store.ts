@@ -1,4 +1,4 @@
-// Size: about 1,850 lines, most of them the Lua scripts (enqueue in two forms, one text) with
+// Size: about 1,940 lines, most of them the Lua scripts (enqueue in two forms, one text) with
 // their KEYS/ARGV headers, each next to the method that calls it: a script and its caller change
 // together (key order, argument encoding, reply shape), so they are read and reviewed together.
 /**
@@ -52,7 +52,7 @@ import {
   writeRoutedPosition,
 } from '@libertaria/protocol';
 import calculateSlot from 'cluster-key-slot';
-import { type RedisOptions, ReplyError } from 'ioredis';
+import { type Pipeline, type RedisOptions, ReplyError } from 'ioredis';
 import { EncodedScript, type ScriptArg, sendEncoded, sendSilentHsetnx } from './encoded-script.js';
 import { type PackedAcks, PendingAcks } from './pending-acks.js';
 import { presenceKey } from './presence.js';
@@ -693,6 +693,31 @@ if pos then return tonumber(pos) end
 return 0
 `;
 
+const CONFIRM_LUA = `--[[
+  Before a WAIT (RELAY_DURABLE_WAIT_REPLICAS): which of one recipient's
+  members this server does not hold (neither queued nor acknowledged
+  recently: what enqueue calls a duplicate), and a write under the queue's
+  hash tag, so that this connection's replication offset is past every
+  member found. A WAIT on this connection right after it then counts the
+  replicas that hold them. Without the look, a WAIT answered by a server
+  that never stored the frame (a request resent after a failover to the
+  replica that took over, or to a restarted server) would confirm a frame
+  that is gone.
+  Input:
+    KEYS[1] z, KEYS[2] d, KEYS[3] x, KEYS[4] w   (w: the routing write's key)
+    ARGV[1] w's lifetime in ms
+    ARGV[2..] members: source (24 raw bytes) .. messageId (16)
+  Output: the indexes (1-based, in ARGV[2..]) of the members not here
+]]
+${COMMON_LUA}
+redis.call('SET', KEYS[4], '1', 'PX', ARGV[1])
+local missing = {}
+for i = 2, #ARGV do
+  if not duplicateOf(KEYS[1], KEYS[2], KEYS[3], ARGV[i]) then missing[#missing + 1] = i - 1 end
+end
+return missing
+`;
+
 const FETCH_LUA = `--[[
   Says which frames to read after a position, in position order, none
   expired: their positions and members. Used when the plain read of
@@ -903,6 +928,7 @@ const SCRIPT = {
   ackUpTo: new EncodedScript(ACK_UP_TO_LUA, 6),
   depth: new EncodedScript(DEPTH_LUA, 5),
   isStored: new EncodedScript(IS_STORED_LUA, 3),
+  confirm: new EncodedScript(CONFIRM_LUA, 4),
 } as const;
 
 /** Fewest frames of a call that go to Redis by the pre-write, by default (see enqueueCall). */
@@ -912,6 +938,17 @@ const PREWRITE_MIN_FRAMES = 16;
 const NOT_SUPPORTED = /unknown (sub)?command|wrong number of arguments|unsupported|syntax error|NOPERM|disabled/i;
 
 /** An enqueue, validated, with what its script call needs and who hears the outcome. */
+/** One recipient's frames waiting for replicas (DurableStore.replicated): `members[i]` is `waiters[i]`'s frame. */
+interface ReplicaWait {
+  /** z, d, x and the routing write's key w, all under the recipient's hash tag. */
+  keys: string[];
+  members: Buffer[];
+  waiters: Array<(err?: Error) => void>;
+}
+
+/** How long the confirm script's routing write (w) lives: it only has to exist until the WAIT after it. */
+const WAIT_KEY_LIFETIME_MS = 10_000;
+
 interface EnqueueJob {
   /** The DELIVER frame; the script reads its member (source ‖ messageId) from it, destOf() its recipient. */
   frame: Buffer;
@@ -1047,8 +1084,8 @@ export class DurableStore {
   private readonly metaRetentionMs: number;
   private readonly waitReplicas: number;
   private readonly waitTimeoutMs: number;
-  /** Enqueues waiting for replicas, by primary ('' on one server): one WAIT per primary per turn. */
-  private readonly waits = new Map<string, { key: string; waiters: Array<(err?: Error) => void> }>();
+  /** Enqueues waiting for replicas, by primary ('' on one server), then recipient: one WAIT per primary per turn. */
+  private readonly waits = new Map<string, Map<string, ReplicaWait>>();
   private waitsScheduled = false;
   /** This turn's enqueues, by the caller's nowMs ('turn': none given), in the order they came. */
   private readonly enqueues = new Map<number | 'turn', EnqueueJob[]>();
@@ -1376,36 +1413,62 @@ export class DurableStore {
   /** Redis answered stored or duplicate: settle now, or once replicas confirmed (RELAY_DURABLE_WAIT_REPLICAS). */
   private confirmed(job: EnqueueJob, result: EnqueueResult): void {
     if (this.waitReplicas === 0) return settle(job, result);
-    this.replicated(hintToHex(destOf(job))).then(
+    this.replicated(job).then(
       () => settle(job, result),
       (err: unknown) => settle(job, toStoreError(err)),
     );
   }
 
   /**
-   * Resolves once `waitReplicas` replicas hold every write this connection
-   * made to the primary of `destHex`'s queue (RELAY_DURABLE_WAIT_REPLICAS).
-   * Callers of one event-loop turn share one pipeline per primary: a small
-   * write under the queue's hash tag (it routes the pipeline to that primary
-   * on a Cluster, and moves this connection's replication offset past the
-   * original write of a duplicate stored through another connection), then
-   * WAIT. Fewer replicas in time: STORE_UNAVAILABLE (the frame may well be
-   * stored; the sender's retry is a duplicate and waits again).
+   * Resolves once `waitReplicas` replicas hold `job`'s frame
+   * (RELAY_DURABLE_WAIT_REPLICAS). Callers of one event-loop turn share one
+   * pipeline per primary: per recipient, the confirm script (CONFIRM_LUA:
+   * whether this server holds the frames, and a write under the queue's hash
+   * tag that routes the pipeline to that primary on a Cluster and moves this
+   * connection's replication offset past them, a duplicate stored through
+   * another connection included), then WAIT.
+   *
+   * The look is what makes the WAIT count for these frames: the WAIT counts
+   * replicas of the server and connection that answer it, which need not be
+   * the ones that stored the frame. A pipeline whose server died unanswered
+   * is resent by ioredis, whole, to whichever server holds the slot now (on
+   * a Cluster, the replica that took over; on one server, the server after a
+   * restart), and one that met a redirect may have its WAIT answered by
+   * another primary. Either could report replicas for a frame that is gone
+   * (a CI run of redis-cluster.test.ts lost five acknowledged frames that
+   * way). Only a whole pipeline is resent, never part of one (ioredis aborts
+   * the rest of a pipeline half answered when its connection closes), so a
+   * confirm and the WAIT after it were answered on one connection.
+   *
+   * Fewer replicas in time, a frame not found, or any error: STORE_UNAVAILABLE
+   * (the sender's retry stores the frame again, or is a duplicate and waits again).
    */
-  private replicated(destHex: string): Promise<void> {
-    const key = `${this.prefix}:w:{${destHex}}`;
+  private replicated(job: EnqueueJob): Promise<void> {
+    const dest = destOf(job);
+    const destHex = hintToHex(dest);
+    const [z, d, , , x] = this.keys(dest);
     let group = '';
     if (isCluster(this.redis)) {
-      const slot = calculateSlot(key);
+      const slot = calculateSlot(z);
       group = this.redis.slots[slot]?.[0] ?? `slot:${slot}`;
     }
+    const frame = job.frame;
+    const member = Buffer.allocUnsafe(HINT_SIZE + ID_SIZE);
+    frame.copy(member, 0, RoutedAt.SOURCE, RoutedAt.SOURCE + HINT_SIZE);
+    frame.copy(member, HINT_SIZE, RoutedAt.MESSAGE_ID, RoutedAt.MESSAGE_ID + ID_SIZE);
     return new Promise<void>((resolve, reject) => {
-      let batch = this.waits.get(group);
-      if (!batch) {
-        batch = { key, waiters: [] };
-        this.waits.set(group, batch);
+      let recipients = this.waits.get(group);
+      if (!recipients) {
+        recipients = new Map();
+        this.waits.set(group, recipients);
       }
-      batch.waiters.push((err) => (err ? reject(err) : resolve()));
+      let wait = recipients.get(destHex);
+      if (!wait) {
+        wait = { keys: [z, d, x, `${this.prefix}:w:{${destHex}}`], members: [], waiters: [] };
+        recipients.set(destHex, wait);
+      }
+      wait.members.push(member);
+      wait.waiters.push((err) => (err ? reject(err) : resolve()));
       if (!this.waitsScheduled) {
         this.waitsScheduled = true;
         setImmediate(() => this.flushWaits());
@@ -1415,30 +1478,53 @@ export class DurableStore {
 
   private flushWaits(): void {
     this.waitsScheduled = false;
-    const batches = [...this.waits.values()];
+    const groups = [...this.waits.values()];
     this.waits.clear();
-    for (const { key, waiters } of batches) {
-      const settle = (err?: Error): void => {
-        for (const w of waiters) w(err);
-      };
-      this.redis
-        .pipeline()
-        .set(key, '1', 'PX', 10_000)
-        .wait(this.waitReplicas, this.waitTimeoutMs)
-        .exec()
-        .then((replies) => {
-          const [err, acked] = replies?.[1] ?? [new Error('Redis discarded the pipeline'), 0];
-          if (err) throw err;
-          if (Number(acked) < this.waitReplicas) {
-            throw new RelayError(
-              'STORE_UNAVAILABLE',
-              `stored, but ${Number(acked)} of ${this.waitReplicas} replicas confirmed it within ${this.waitTimeoutMs} ms`,
-            );
-          }
-          settle();
-        })
-        .catch((err: unknown) => settle(toStoreError(err)));
+    for (const recipients of groups) {
+      const waits = [...recipients.values()];
+      // ioredis types pipeline() as its command interface; the object is a Pipeline, whose sendCommand takes the script.
+      const pipeline = this.redis.pipeline() as Pipeline;
+      for (const wait of waits) SCRIPT.confirm.addTo(pipeline, [...wait.keys, WAIT_KEY_LIFETIME_MS, ...wait.members]);
+      pipeline.wait(this.waitReplicas, this.waitTimeoutMs);
+      pipeline.exec().then(
+        (replies) => this.settleWaits(waits, replies),
+        (err: unknown) => {
+          const error = toStoreError(err);
+          for (const wait of waits) for (const w of wait.waiters) w(error);
+        },
+      );
     }
+  }
+
+  /** Settles each waiting frame from its recipient's confirm reply and the WAIT's (the last reply). */
+  private settleWaits(waits: readonly ReplicaWait[], replies: [Error | null, unknown][] | null): void {
+    let shared: LibertariaError | undefined;
+    const waitReply = replies?.length === waits.length + 1 ? replies[waits.length] : undefined;
+    if (!waitReply) shared = new RelayError('STORE_UNAVAILABLE', 'Redis discarded the WAIT pipeline');
+    else if (waitReply[0]) shared = toStoreError(waitReply[0]);
+    else if (Number(waitReply[1]) < this.waitReplicas) {
+      shared = new RelayError(
+        'STORE_UNAVAILABLE',
+        `stored, but ${Number(waitReply[1])} of ${this.waitReplicas} replicas confirmed it within ${this.waitTimeoutMs} ms`,
+      );
+    }
+    waits.forEach((wait, i) => {
+      const [err, missing] = replies?.[i] ?? [null, undefined];
+      let error = shared ?? (err ? toStoreError(err) : undefined);
+      if (!error && !Array.isArray(missing)) error = new RelayError('STORE_UNAVAILABLE', 'unexpected confirm reply');
+      const gone = error ? undefined : new Set((missing as unknown[]).map(Number));
+      wait.waiters.forEach((w, j) => {
+        if (error) w(error);
+        else if (gone?.has(j + 1)) {
+          w(
+            new RelayError(
+              'STORE_UNAVAILABLE',
+              'stored, but the primary answering the WAIT does not hold the frame (lost in a failover or restart before a replica had it); send it again',
+            ),
+          );
+        } else w();
+      });
+    });
   }
 
   /**

@@ -48,6 +48,15 @@ export class EncodedScript {
     });
   }
 
+  /**
+   * Adds a run of the script to `pipeline` (its reply comes with the
+   * pipeline's). A NOSCRIPT answer is not retried here: it fails that
+   * reply, and the connection gets the script (EVAL) next time.
+   */
+  addTo(pipeline: { sendCommand(command: Command): unknown }, args: readonly ScriptArg[]): void {
+    pipeline.sendCommand(new ScriptCommand(this, args, 'utf8'));
+  }
+
   private send(redis: RedisClient, args: readonly ScriptArg[], replyEncoding: ReplyEncoding): Promise<unknown> {
     const command = new ScriptCommand(this, args, replyEncoding === 'buffer' ? null : 'utf8');
     return redis.sendCommand(command) as Promise<unknown>;
