@@ -1509,20 +1509,21 @@ export class DurableStore {
       );
     }
     waits.forEach((wait, i) => {
+      // The confirm's answer comes first: a frame the server does not hold is said so, whatever the WAIT gave.
       const [err, missing] = replies?.[i] ?? [null, undefined];
-      let error = shared ?? (err ? toStoreError(err) : undefined);
-      if (!error && !Array.isArray(missing)) error = new RelayError('STORE_UNAVAILABLE', 'unexpected confirm reply');
+      let error = err ? toStoreError(err) : undefined;
+      if (!error && !Array.isArray(missing))
+        error = shared ?? new RelayError('STORE_UNAVAILABLE', 'unexpected confirm reply');
       const gone = error ? undefined : new Set((missing as unknown[]).map(Number));
       wait.waiters.forEach((w, j) => {
-        if (error) w(error);
-        else if (gone?.has(j + 1)) {
+        if (gone?.has(j + 1)) {
           w(
             new RelayError(
               'STORE_UNAVAILABLE',
               'stored, but the primary answering the WAIT does not hold the frame (lost in a failover or restart before a replica had it); send it again',
             ),
           );
-        } else w();
+        } else w(error ?? shared);
       });
     });
   }
