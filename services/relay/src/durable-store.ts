@@ -51,12 +51,13 @@ import {
   routedTtl,
   writeRoutedPosition,
 } from '@libertaria/protocol';
-import calculateSlot from 'cluster-key-slot';
-import { type Pipeline, type RedisOptions, ReplyError } from 'ioredis';
+import { type RedisOptions, ReplyError } from 'ioredis';
 import { EncodedScript, type ScriptArg, sendEncoded, sendSilentHsetnx } from './encoded-script.js';
 import { type PackedAcks, PendingAcks } from './pending-acks.js';
 import { presenceKey } from './presence.js';
 import { isCluster, type RedisClient } from './redis-connection.js';
+import { type ReplicaCheck, ReplicaWaiter, WAIT_KEY_LIFETIME_MS } from './replica-wait.js';
+import { toStoreError } from './store-error.js';
 
 export interface DurableStoreOptions {
   /** Key prefix (RELAY_REDIS_PREFIX). */
@@ -938,17 +939,6 @@ const PREWRITE_MIN_FRAMES = 16;
 const NOT_SUPPORTED = /unknown (sub)?command|wrong number of arguments|unsupported|syntax error|NOPERM|disabled/i;
 
 /** An enqueue, validated, with what its script call needs and who hears the outcome. */
-/** One recipient's frames waiting for replicas (DurableStore.replicated): `members[i]` is `waiters[i]`'s frame. */
-interface ReplicaWait {
-  /** z, d, x and the routing write's key w, all under the recipient's hash tag. */
-  keys: string[];
-  members: Buffer[];
-  waiters: Array<(err?: Error) => void>;
-}
-
-/** How long the confirm script's routing write (w) lives: it only has to exist until the WAIT after it. */
-const WAIT_KEY_LIFETIME_MS = 10_000;
-
 interface EnqueueJob {
   /** The DELIVER frame; the script reads its member (source ‖ messageId) from it, destOf() its recipient. */
   frame: Buffer;
@@ -1008,14 +998,6 @@ function scriptError(code: number, dest: string): RelayError {
     default:
       return new RelayError('INTERNAL', `durable queue script returned unknown code ${code}`);
   }
-}
-
-/** Anything Redis or ioredis throws means the operation is not confirmed: STORE_UNAVAILABLE. */
-export function toStoreError(err: unknown): LibertariaError {
-  // Our own refusals (limits, validation, INVALID_HINT) pass through unchanged.
-  if (err instanceof LibertariaError) return err;
-  const detail = err instanceof Error ? err.message : String(err);
-  return new RelayError('STORE_UNAVAILABLE', `Redis did not confirm: ${detail}`, { cause: err });
 }
 
 /** A Buffer view of the bytes (no copy): ioredis sends only Buffers binary, other views it would stringify. */
@@ -1082,11 +1064,8 @@ export class DurableStore {
   private readonly maxBytesPerSender: number;
   /** How long m (position counter) and x (acked ids) outlive the latest frame. */
   private readonly metaRetentionMs: number;
-  private readonly waitReplicas: number;
-  private readonly waitTimeoutMs: number;
-  /** Enqueues waiting for replicas, by primary ('' on one server), then recipient: one WAIT per primary per turn. */
-  private readonly waits = new Map<string, Map<string, ReplicaWait>>();
-  private waitsScheduled = false;
+  /** RELAY_DURABLE_WAIT_REPLICAS > 0: what confirms a stored frame to its sender. */
+  private readonly replicas: ReplicaWaiter | undefined;
   /** This turn's enqueues, by the caller's nowMs ('turn': none given), in the order they came. */
   private readonly enqueues = new Map<number | 'turn', EnqueueJob[]>();
   /** Script calls answering AGAIN one frame may take: each frees up to a purge batch. */
@@ -1111,8 +1090,9 @@ export class DurableStore {
     this.maxBytes = options.maxBytes;
     this.maxTtlSeconds = options.maxTtlSeconds;
     this.metaRetentionMs = options.maxTtlSeconds * 1000;
-    this.waitReplicas = options.waitReplicas ?? 0;
-    this.waitTimeoutMs = options.waitTimeoutMs ?? 1000;
+    const waitReplicas = options.waitReplicas ?? 0;
+    this.replicas =
+      waitReplicas > 0 ? new ReplicaWaiter(redis, waitReplicas, options.waitTimeoutMs ?? 1000) : undefined;
     this.maxAttempts = Math.ceil(this.maxFrames / ENQUEUE_PURGE_BATCH) + 1;
     this.framesPath = isCluster(redis) || options.framesPath === 'script' ? 'script' : undefined;
     this.prewriteMinFrames = options.prewriteMinFrames ?? PREWRITE_MIN_FRAMES;
@@ -1412,120 +1392,28 @@ export class DurableStore {
 
   /** Redis answered stored or duplicate: settle now, or once replicas confirmed (RELAY_DURABLE_WAIT_REPLICAS). */
   private confirmed(job: EnqueueJob, result: EnqueueResult): void {
-    if (this.waitReplicas === 0) return settle(job, result);
-    this.replicated(job).then(
+    if (!this.replicas) return settle(job, result);
+    const dest = destOf(job);
+    const frame = job.frame;
+    const member = Buffer.allocUnsafe(HINT_SIZE + ID_SIZE);
+    frame.copy(member, 0, RoutedAt.SOURCE, RoutedAt.SOURCE + HINT_SIZE);
+    frame.copy(member, HINT_SIZE, RoutedAt.MESSAGE_ID, RoutedAt.MESSAGE_ID + ID_SIZE);
+    // The frames of one recipient and turn share one run of the queue's check (CONFIRM_LUA).
+    this.replicas.wait(hintToHex(dest), this.queueCheck(dest), member).then(
       () => settle(job, result),
       (err: unknown) => settle(job, toStoreError(err)),
     );
   }
 
-  /**
-   * Resolves once `waitReplicas` replicas hold `job`'s frame
-   * (RELAY_DURABLE_WAIT_REPLICAS). Callers of one event-loop turn share one
-   * pipeline per primary: per recipient, the confirm script (CONFIRM_LUA:
-   * whether this server holds the frames, and a write under the queue's hash
-   * tag that routes the pipeline to that primary on a Cluster and moves this
-   * connection's replication offset past them, a duplicate stored through
-   * another connection included), then WAIT.
-   *
-   * The look is what makes the WAIT count for these frames: the WAIT counts
-   * replicas of the server and connection that answer it, which need not be
-   * the ones that stored the frame. A pipeline whose server died unanswered
-   * is resent by ioredis, whole, to whichever server holds the slot now (on
-   * a Cluster, the replica that took over; on one server, the server after a
-   * restart), and one that met a redirect may have its WAIT answered by
-   * another primary. Either could report replicas for a frame that is gone
-   * (a CI run of redis-cluster.test.ts lost five acknowledged frames that
-   * way). Only a whole pipeline is resent, never part of one (ioredis aborts
-   * the rest of a pipeline half answered when its connection closes), so a
-   * confirm and the WAIT after it were answered on one connection.
-   *
-   * Fewer replicas in time, a frame not found, or any error: STORE_UNAVAILABLE
-   * (the sender's retry stores the frame again, or is a duplicate and waits again).
-   */
-  private replicated(job: EnqueueJob): Promise<void> {
-    const dest = destOf(job);
-    const destHex = hintToHex(dest);
+  /** The replica wait's look at `dest`'s queue: which frames (members) this server holds. */
+  private queueCheck(dest: Uint8Array): ReplicaCheck {
     const [z, d, , , x] = this.keys(dest);
-    let group = '';
-    if (isCluster(this.redis)) {
-      const slot = calculateSlot(z);
-      group = this.redis.slots[slot]?.[0] ?? `slot:${slot}`;
-    }
-    const frame = job.frame;
-    const member = Buffer.allocUnsafe(HINT_SIZE + ID_SIZE);
-    frame.copy(member, 0, RoutedAt.SOURCE, RoutedAt.SOURCE + HINT_SIZE);
-    frame.copy(member, HINT_SIZE, RoutedAt.MESSAGE_ID, RoutedAt.MESSAGE_ID + ID_SIZE);
-    return new Promise<void>((resolve, reject) => {
-      let recipients = this.waits.get(group);
-      if (!recipients) {
-        recipients = new Map();
-        this.waits.set(group, recipients);
-      }
-      let wait = recipients.get(destHex);
-      if (!wait) {
-        wait = { keys: [z, d, x, `${this.prefix}:w:{${destHex}}`], members: [], waiters: [] };
-        recipients.set(destHex, wait);
-      }
-      wait.members.push(member);
-      wait.waiters.push((err) => (err ? reject(err) : resolve()));
-      if (!this.waitsScheduled) {
-        this.waitsScheduled = true;
-        setImmediate(() => this.flushWaits());
-      }
-    });
-  }
-
-  private flushWaits(): void {
-    this.waitsScheduled = false;
-    const groups = [...this.waits.values()];
-    this.waits.clear();
-    for (const recipients of groups) {
-      const waits = [...recipients.values()];
-      // ioredis types pipeline() as its command interface; the object is a Pipeline, whose sendCommand takes the script.
-      const pipeline = this.redis.pipeline() as Pipeline;
-      for (const wait of waits) SCRIPT.confirm.addTo(pipeline, [...wait.keys, WAIT_KEY_LIFETIME_MS, ...wait.members]);
-      pipeline.wait(this.waitReplicas, this.waitTimeoutMs);
-      pipeline.exec().then(
-        (replies) => this.settleWaits(waits, replies),
-        (err: unknown) => {
-          const error = toStoreError(err);
-          for (const wait of waits) for (const w of wait.waiters) w(error);
-        },
-      );
-    }
-  }
-
-  /** Settles each waiting frame from its recipient's confirm reply and the WAIT's (the last reply). */
-  private settleWaits(waits: readonly ReplicaWait[], replies: [Error | null, unknown][] | null): void {
-    let shared: LibertariaError | undefined;
-    const waitReply = replies?.length === waits.length + 1 ? replies[waits.length] : undefined;
-    if (!waitReply) shared = new RelayError('STORE_UNAVAILABLE', 'Redis discarded the WAIT pipeline');
-    else if (waitReply[0]) shared = toStoreError(waitReply[0]);
-    else if (Number(waitReply[1]) < this.waitReplicas) {
-      shared = new RelayError(
-        'STORE_UNAVAILABLE',
-        `stored, but ${Number(waitReply[1])} of ${this.waitReplicas} replicas confirmed it within ${this.waitTimeoutMs} ms`,
-      );
-    }
-    waits.forEach((wait, i) => {
-      // The confirm's answer comes first: a frame the server does not hold is said so, whatever the WAIT gave.
-      const [err, missing] = replies?.[i] ?? [null, undefined];
-      let error = err ? toStoreError(err) : undefined;
-      if (!error && !Array.isArray(missing))
-        error = shared ?? new RelayError('STORE_UNAVAILABLE', 'unexpected confirm reply');
-      const gone = error ? undefined : new Set((missing as unknown[]).map(Number));
-      wait.waiters.forEach((w, j) => {
-        if (gone?.has(j + 1)) {
-          w(
-            new RelayError(
-              'STORE_UNAVAILABLE',
-              'stored, but the primary answering the WAIT does not hold the frame (lost in a failover or restart before a replica had it); send it again',
-            ),
-          );
-        } else w(error ?? shared);
-      });
-    });
+    const w = `${this.prefix}:w:{${hintToHex(dest)}}`;
+    return {
+      script: SCRIPT.confirm,
+      routeKey: z,
+      args: (members) => [z, d, x, w, WAIT_KEY_LIFETIME_MS, ...members],
+    };
   }
 
   /**

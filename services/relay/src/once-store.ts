@@ -28,8 +28,8 @@
  */
 import { randomBytes } from 'node:crypto';
 import { ONCE_EPOCH_SIZE, RelayError } from '@libertaria/protocol';
-import { toStoreError } from './durable-store.js';
 import type { RedisClient } from './redis-connection.js';
+import { toStoreError } from './store-error.js';
 
 export interface OnceStoreOptions {
   prefix: string;

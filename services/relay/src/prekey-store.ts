@@ -44,9 +44,9 @@ import {
   RelayError,
   SIGNED_KEM_KEY_ENCODED_SIZE,
 } from '@libertaria/protocol';
-import { toStoreError } from './durable-store.js';
 import { presenceKey } from './presence.js';
 import type { RedisClient } from './redis-connection.js';
+import { toStoreError } from './store-error.js';
 
 export interface PrekeyStoreOptions {
   /** Key prefix (RELAY_REDIS_PREFIX). */

@@ -23,7 +23,8 @@ import {
   routedTtl,
   writeRoutedPosition,
 } from '@libertaria/protocol';
-import { type DurableStore, type EnqueueResult, type EnqueueSink, toStoreError } from './durable-store.js';
+import type { DurableStore, EnqueueResult, EnqueueSink } from './durable-store.js';
+import { toStoreError } from './store-error.js';
 
 /** Router.announceDurable: offers a stored frame to local connections and the holders' nodes (the frame names its recipient). */
 export interface DurableAnnouncer {

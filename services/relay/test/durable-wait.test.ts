@@ -2,7 +2,8 @@
  * RELAY_DURABLE_WAIT_REPLICAS against real redis-servers of its own (a
  * primary and a server made its replica with REPLICAOF): an enqueue resolves
  * only once a replica holds the frame, is refused when none confirms, and is
- * never confirmed by a WAIT that a server without the frame answered.
+ * never confirmed by a WAIT that a server without the frame answered; a
+ * hand-off to a bridge's BullMQ queue likewise (replica-wait.ts).
  *
  * The last case is the one a CI run of redis-cluster.test.ts hit (five
  * acknowledged frames lost): the primary died between answering the enqueue
@@ -16,10 +17,13 @@ import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { once } from 'node:events';
 import { after, before, it } from 'node:test';
+import type { BridgeRegistration } from '@libertaria/bridge-kit';
 import { encodeFrame, LibertariaError, SendFlags } from '@libertaria/protocol';
 import { Redis, type RedisOptions } from 'ioredis';
 import { type RedisHandle, startRedis } from '../../../test-support/redis.js';
 import { DURABLE_STORE_REDIS_OPTIONS, DurableStore } from '../src/durable-store.js';
+import { OutboundHandOff } from '../src/federation/handoff.js';
+import { ReplicaWaiter } from '../src/replica-wait.js';
 
 const SOURCE = new Uint8Array(24).fill(0x51);
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -182,9 +186,86 @@ it('never confirms a frame the answering server does not hold: a WAIT resent to 
     `the enqueue must not be confirmed: the restarted primary and its replica do not hold the frame (got ${JSON.stringify(result)})`,
   );
   assert.equal(result.code, 'STORE_UNAVAILABLE');
-  assert.match(result.message, /does not hold the frame/);
+  assert.match(result.message, /does not hold it/);
   assert.equal(await holds(s, primary.port, dest, id), false, 'the frame died with the killed primary');
   // The sender's retry stores it again, and this time a replica holds it before the ACK.
   assert.equal((await s.enqueue(dest, id, deliver(dest, id), 60)).status, 'stored');
   assert.ok(await holds(s, replica.port, dest, id));
+});
+
+const BRIDGE_HINT = 'b7'.repeat(24);
+const bridge: BridgeRegistration = {
+  network: 'nostr',
+  did: 'did:key:zbridge',
+  hint: BRIDGE_HINT,
+  queue: 'outbound-nostr',
+  attempts: 1,
+  backoffMs: 1000,
+  jitter: 0,
+  registeredAt: 0,
+};
+const retention = { keepCompleted: 100, keepCompletedSeconds: 3600, keepFailed: 100, keepFailedSeconds: 3600 };
+const toBridge = (id: Uint8Array): Buffer => Buffer.from(deliver(Buffer.from(BRIDGE_HINT, 'hex'), id));
+const jobKey = (prefix: string, id: Uint8Array): string =>
+  `${prefix}:${bridge.queue}:${Buffer.from(id).toString('hex')}`;
+
+it('confirms a hand-off to a bridge queue once a replica holds the job', { skip: external }, async () => {
+  await replicate();
+  const redis = await storeConnection(primary.port);
+  const prefix = `{h${randomBytes(3).toString('hex')}}`;
+  const handOff = new OutboundHandOff(redis, prefix, retention, new ReplicaWaiter(redis, 1, 5000));
+  try {
+    const id = new Uint8Array(randomBytes(16));
+    await handOff.handOff(toBridge(id), bridge);
+    assert.equal(await connect(replica.port).exists(jobKey(prefix, id)), 1, 'the replica holds the job');
+  } finally {
+    await handOff.close();
+  }
+});
+
+it('never confirms a hand-off whose job the answering server does not hold', { skip: external }, async () => {
+  await detach();
+  // As in the enqueue's case above: no command timeout, a resend whatever the reconnect attempts.
+  const redis = await storeConnection(primary.port, {
+    ...DURABLE_STORE_REDIS_OPTIONS,
+    commandTimeout: undefined,
+    maxRetriesPerRequest: null,
+    retryStrategy: () => 100,
+  });
+  const prefix = `{h${randomBytes(3).toString('hex')}}`;
+  const handOff = new OutboundHandOff(redis, prefix, retention, new ReplicaWaiter(redis, 1, 10_000));
+  try {
+    // The primary dies as the waiter makes its pipeline (BullMQ's own pipelines, for the add, come before).
+    const pipeline = redis.pipeline.bind(redis);
+    let killed = false;
+    redis.pipeline = ((...args: Parameters<typeof pipeline>) => {
+      if (!killed && new Error().stack?.includes('replica-wait')) {
+        killed = true;
+        primary.kill();
+      }
+      return pipeline(...args);
+    }) as typeof redis.pipeline;
+    const id = new Uint8Array(randomBytes(16));
+    const outcome = handOff.handOff(toBridge(id), bridge).then(
+      () => 'confirmed',
+      (err: unknown) => err,
+    );
+    const deadline = Date.now() + 30_000;
+    while (!killed && Date.now() < deadline) {
+      if (await Promise.race([outcome.then(() => true), sleep(5).then(() => false)])) break;
+    }
+    assert.ok(killed, `the waiter made no pipeline (hand-off: ${String(await Promise.race([outcome, 'pending']))})`);
+    await primary.restart();
+    await replicate();
+    const result = await outcome;
+    assert.ok(result instanceof LibertariaError, `the hand-off must not be confirmed (got ${String(result)})`);
+    assert.equal(result.code, 'STORE_UNAVAILABLE');
+    assert.match(result.message, /does not hold it/);
+    assert.equal(await connect(primary.port).exists(jobKey(prefix, id)), 0, 'the job died with the killed primary');
+    // The sender's retry adds the job again, confirmed once the replica holds it.
+    await handOff.handOff(toBridge(id), bridge);
+    assert.equal(await connect(replica.port).exists(jobKey(prefix, id)), 1);
+  } finally {
+    await handOff.close();
+  }
 });

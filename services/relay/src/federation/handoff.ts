@@ -4,7 +4,8 @@
  * frame's message id, so a SEND written again (after a reconnect) finds the
  * job already there and adds nothing, as long as the job is kept
  * (RELAY_FEDERATION_KEEP_COMPLETED / _FAILED). The sender is ACKed only once
- * BullMQ has the job in Redis.
+ * BullMQ has the job in Redis, and with RELAY_DURABLE_WAIT_REPLICAS once that
+ * many replicas hold it (replica-wait.ts), as for a frame stored in a queue.
  *
  * The producer connection fails fast (no offline queue): while Redis is down
  * the SEND is NACKed with STORE_UNAVAILABLE and the client writes it again,
@@ -14,6 +15,7 @@ import type { BridgeRegistration } from '@libertaria/bridge-kit';
 import { FrameType, routedDest, routedMessageId, toHex } from '@libertaria/protocol';
 import { type JobsOptions, Queue } from 'bullmq';
 import type { RedisClient } from '../redis-connection.js';
+import { keyCheck, type ReplicaWaiter } from '../replica-wait.js';
 
 export interface Retention {
   readonly keepCompleted: number;
@@ -29,6 +31,8 @@ export class OutboundHandOff {
     private readonly connection: RedisClient,
     private readonly prefix: string,
     private readonly retention: Retention,
+    /** RELAY_DURABLE_WAIT_REPLICAS > 0: a job is confirmed once replicas hold it. */
+    private readonly replicas?: ReplicaWaiter,
   ) {}
 
   private queue(name: string): Queue {
@@ -53,7 +57,13 @@ export class OutboundHandOff {
       removeOnComplete: { count: this.retention.keepCompleted, age: this.retention.keepCompletedSeconds },
       removeOnFail: { count: this.retention.keepFailed, age: this.retention.keepFailedSeconds },
     };
-    await this.queue(bridge.queue).add('frame', { frame: frame.toString('base64') }, options);
+    const queue = this.queue(bridge.queue);
+    await queue.add('frame', { frame: frame.toString('base64') }, options);
+    if (this.replicas) {
+      // The job's hash, under the queue's prefix (its hash tag on a Cluster), like the routing write beside it.
+      const job = queue.toKey(jobId);
+      await this.replicas.wait(job, keyCheck(job, `${this.prefix}:w`), 1);
+    }
   }
 
   async close(): Promise<void> {

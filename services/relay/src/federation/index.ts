@@ -12,6 +12,7 @@ import type { RelayConfig } from '../config.js';
 import type { DurableStore } from '../durable-store.js';
 import type { Logger } from '../log.js';
 import { createRedisClient, isCluster, type RedisClient, type SharedSubscriber } from '../redis-connection.js';
+import { ReplicaWaiter } from '../replica-wait.js';
 import type { DurableAnnouncer } from '../store-and-announce.js';
 import { type Dashboard, startDashboard } from './dashboard.js';
 import { OutboundHandOff } from './handoff.js';
@@ -87,7 +88,13 @@ export class RelayFederation implements FederationHook {
       keepFailed: config.RELAY_FEDERATION_KEEP_FAILED,
       keepFailedSeconds: config.RELAY_FEDERATION_KEEP_FAILED_SECONDS,
     };
-    const outbound = new OutboundHandOff(redis, prefix, retention);
+    const waitReplicas = config.RELAY_DURABLE_WAIT_REPLICAS;
+    const outbound = new OutboundHandOff(
+      redis,
+      prefix,
+      retention,
+      waitReplicas > 0 ? new ReplicaWaiter(redis, waitReplicas, config.RELAY_DURABLE_WAIT_TIMEOUT_MS) : undefined,
+    );
     // BullMQ's workers retry Redis commands forever (maxRetriesPerRequest null): a connection of their own.
     const workerConnection = isCluster(redis)
       ? createRedisClient(
