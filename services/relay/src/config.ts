@@ -318,7 +318,7 @@ export const relayConfigSpec = {
     default: 0,
     min: 0,
     max: 16,
-    doc: 'Replicas that must hold a durable frame (stored in a queue, or handed to a bridge as a BullMQ job) before the sender gets its ACK (Redis `WAIT`, one per primary and event-loop turn, covering every frame stored in that turn, after a look that the answering server holds them). 0: ACK once the primary holds it, so a primary that dies before replicating loses what it acknowledged (docs/redis.md measures that window). Fewer replicas within `RELAY_DURABLE_WAIT_TIMEOUT_MS`, or a frame the answering server does not hold: the SEND is NACKed with `STORE_UNAVAILABLE` and the sender retries (idempotent).',
+    doc: 'Replicas that must hold a durable frame (stored in a queue, or handed to a bridge as a BullMQ job) before the sender gets its ACK, and a single-use id before `ONCE_CHECK` answers it fresh (Redis `WAIT`, one per primary and event-loop turn, covering every write of that turn, after a look that the answering server holds them). 0: ACK once the primary holds it, so a primary that dies before replicating loses what it acknowledged (docs/redis.md measures that window). Fewer replicas within `RELAY_DURABLE_WAIT_TIMEOUT_MS`, or a write the answering server does not hold: `STORE_UNAVAILABLE`, and the peer retries (idempotent).',
   }),
   RELAY_DURABLE_WAIT_TIMEOUT_MS: int({
     default: 1000,

@@ -29,12 +29,18 @@
 import { randomBytes } from 'node:crypto';
 import { ONCE_EPOCH_SIZE, RelayError } from '@libertaria/protocol';
 import type { RedisClient } from './redis-connection.js';
+import { keyCheck, type ReplicaWaiter } from './replica-wait.js';
 import { toStoreError } from './store-error.js';
 
 export interface OnceStoreOptions {
   prefix: string;
   /** Longest retention a peer may ask for, in seconds. */
   maxRetentionSeconds: number;
+  /**
+   * RELAY_DURABLE_WAIT_REPLICAS > 0: "fresh" is answered only once replicas
+   * hold the id (replica-wait.ts), so a failover cannot answer it fresh twice.
+   */
+  replicas?: ReplicaWaiter;
 }
 
 export interface OnceAnswer {
@@ -86,11 +92,12 @@ export class OnceStore {
     }
     const tag = `{${Buffer.from(owner).toString('hex')}}`;
     const p = this.options.prefix;
+    const key = `${p}:once:${tag}:${Buffer.from(id).toString('hex')}`;
     let reply: [number, Buffer];
     try {
       reply = await this.commands.libertariaOnceConsumeBuffer(
         `${p}:once-epoch:${tag}`,
-        `${p}:once:${tag}:${Buffer.from(id).toString('hex')}`,
+        key,
         retentionSeconds,
         randomBytes(ONCE_EPOCH_SIZE),
       );
@@ -101,6 +108,11 @@ export class OnceStore {
     if (!Buffer.isBuffer(epoch) || epoch.length !== ONCE_EPOCH_SIZE) {
       // Someone else wrote the key: refuse rather than vouch for ids under a value we did not make.
       throw new RelayError('STORE_UNAVAILABLE', 'the single-use id epoch in Redis is malformed');
+    }
+    // "Seen" needs no wait (the peer refuses the id either way); "fresh" does: lost in a failover,
+    // the id would be answered fresh again. (A new epoch lost with it is the whole-data-set case.)
+    if (fresh === 1 && this.options.replicas) {
+      await this.options.replicas.wait(key, keyCheck(key, `${p}:w:${tag}`), 1);
     }
     return { fresh: fresh === 1, epoch };
   }

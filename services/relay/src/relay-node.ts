@@ -28,6 +28,7 @@ import { ConcurrencyLimit, ConnectionsPerAddress, HandshakeFailureLimiter, Waiti
 import { createRedisClient, type RedisClient, SharedSubscriber, SUBSCRIBER_OPTIONS } from './redis-connection.js';
 import { registerRedisMetrics } from './redis-metrics.js';
 import type { RelayContext } from './relay-context.js';
+import { ReplicaWaiter } from './replica-wait.js';
 import { nodeChannel, Router } from './router.js';
 import { TrustedProxies } from './transport/client-address.js';
 import { listenTcp } from './transport/tcp.js';
@@ -140,7 +141,19 @@ export class RelayNode {
     const ackHold = new AckHoldBudget(config.RELAY_DURABLE_ACK_HOLD);
     metrics.acksHeld = () => ackHold.held;
     registerRedisMetrics(metrics.registry, redis);
-    const once = new OnceStore(redis, { prefix, maxRetentionSeconds: config.RELAY_ONCE_MAX_RETENTION_SECONDS });
+    const once = new OnceStore(redis, {
+      prefix,
+      maxRetentionSeconds: config.RELAY_ONCE_MAX_RETENTION_SECONDS,
+      ...(config.RELAY_DURABLE_WAIT_REPLICAS > 0
+        ? {
+            replicas: new ReplicaWaiter(
+              redis,
+              config.RELAY_DURABLE_WAIT_REPLICAS,
+              config.RELAY_DURABLE_WAIT_TIMEOUT_MS,
+            ),
+          }
+        : {}),
+    });
     const authLimiter = new HandshakeFailureLimiter({
       perPeer: config.RELAY_AUTH_FAILURES_PER_MINUTE,
       perAddress: config.RELAY_AUTH_FAILURES_PER_ADDRESS_PER_MINUTE,

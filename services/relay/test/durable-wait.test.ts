@@ -3,7 +3,8 @@
  * primary and a server made its replica with REPLICAOF): an enqueue resolves
  * only once a replica holds the frame, is refused when none confirms, and is
  * never confirmed by a WAIT that a server without the frame answered; a
- * hand-off to a bridge's BullMQ queue likewise (replica-wait.ts).
+ * hand-off to a bridge's BullMQ queue, and a single-use id answered fresh,
+ * likewise (replica-wait.ts).
  *
  * The last case is the one a CI run of redis-cluster.test.ts hit (five
  * acknowledged frames lost): the primary died between answering the enqueue
@@ -23,6 +24,7 @@ import { Redis, type RedisOptions } from 'ioredis';
 import { type RedisHandle, startRedis } from '../../../test-support/redis.js';
 import { DURABLE_STORE_REDIS_OPTIONS, DurableStore } from '../src/durable-store.js';
 import { OutboundHandOff } from '../src/federation/handoff.js';
+import { OnceStore } from '../src/once-store.js';
 import { ReplicaWaiter } from '../src/replica-wait.js';
 
 const SOURCE = new Uint8Array(24).fill(0x51);
@@ -68,8 +70,14 @@ async function replicate(): Promise<void> {
   throw new Error('the replica did not sync within 30 s');
 }
 
+/**
+ * The relay's options without the 2 s command timeout: a WAIT that should succeed waits up to 10 s here
+ * (a replica's answer on a loaded test machine), where the relay allows 1.5 s.
+ */
+const WAIT_OPTIONS: RedisOptions = { ...DURABLE_STORE_REDIS_OPTIONS, commandTimeout: undefined };
+
 /** A store's connection, ready (the relay's options refuse commands until then: no offline queue). */
-async function storeConnection(port: number, options: RedisOptions = DURABLE_STORE_REDIS_OPTIONS): Promise<Redis> {
+async function storeConnection(port: number, options: RedisOptions = WAIT_OPTIONS): Promise<Redis> {
   const r = connect(port, options);
   await once(r, 'ready');
   return r;
@@ -79,9 +87,9 @@ async function detach(): Promise<void> {
   await connect(replica.port).call('REPLICAOF', 'NO', 'ONE');
 }
 
-function store(redis: Redis, waitTimeoutMs = 1000): DurableStore {
+function store(redis: Redis, waitTimeoutMs = 10_000, prefix = `w${randomBytes(3).toString('hex')}`): DurableStore {
   return new DurableStore(redis, {
-    prefix: `w${randomBytes(3).toString('hex')}`,
+    prefix,
     maxFrames: 1000,
     maxBytes: 1 << 20,
     maxTtlSeconds: 3600,
@@ -126,7 +134,9 @@ it('refuses with STORE_UNAVAILABLE when no replica confirms in time; the retry i
   skip: external,
 }, async () => {
   await detach();
-  const s = store(await storeConnection(primary.port), 200);
+  const redis = await storeConnection(primary.port);
+  const prefix = `w${randomBytes(3).toString('hex')}`;
+  const s = store(redis, 200, prefix);
   const dest = new Uint8Array(randomBytes(24));
   const id = new Uint8Array(randomBytes(16));
   await assert.rejects(s.enqueue(dest, id, deliver(dest, id), 60), (err: unknown) => {
@@ -137,7 +147,9 @@ it('refuses with STORE_UNAVAILABLE when no replica confirms in time; the retry i
   });
   assert.ok(await holds(s, primary.port, dest, id), 'the primary stored it all the same');
   await replicate();
-  assert.equal((await s.enqueue(dest, id, deliver(dest, id), 60)).status, 'duplicate');
+  // The retry through a store that gives the replica time to answer on a loaded machine.
+  const patient = store(redis, 10_000, prefix);
+  assert.equal((await patient.enqueue(dest, id, deliver(dest, id), 60)).status, 'duplicate');
   assert.ok(await holds(s, replica.port, dest, id), 'and the retry waited for the replica');
 });
 
@@ -213,7 +225,7 @@ it('confirms a hand-off to a bridge queue once a replica holds the job', { skip:
   await replicate();
   const redis = await storeConnection(primary.port);
   const prefix = `{h${randomBytes(3).toString('hex')}}`;
-  const handOff = new OutboundHandOff(redis, prefix, retention, new ReplicaWaiter(redis, 1, 5000));
+  const handOff = new OutboundHandOff(redis, prefix, retention, new ReplicaWaiter(redis, 1, 10_000));
   try {
     const id = new Uint8Array(randomBytes(16));
     await handOff.handOff(toBridge(id), bridge);
@@ -268,4 +280,75 @@ it('never confirms a hand-off whose job the answering server does not hold', { s
   } finally {
     await handOff.close();
   }
+});
+
+/** Makes the next pipeline the replica waiter builds on `redis` find its primary dead; says when it did. */
+function killPrimaryAtTheWait(redis: Redis): () => boolean {
+  const pipeline = redis.pipeline.bind(redis);
+  let killed = false;
+  redis.pipeline = ((...args: Parameters<typeof pipeline>) => {
+    if (!killed && new Error().stack?.includes('replica-wait')) {
+      killed = true;
+      primary.kill();
+    }
+    return pipeline(...args);
+  }) as typeof redis.pipeline;
+  return () => killed;
+}
+
+it('answers a single-use id fresh once a replica holds it, and never from a server that lost it', {
+  skip: external,
+}, async () => {
+  await replicate();
+  const prefix = `o${randomBytes(3).toString('hex')}`;
+  const owner = new Uint8Array(randomBytes(24));
+  const idKey = (id: Uint8Array) =>
+    `${prefix}:once:{${Buffer.from(owner).toString('hex')}}:${Buffer.from(id).toString('hex')}`;
+  {
+    const redis = await storeConnection(primary.port);
+    const once = new OnceStore(redis, {
+      prefix,
+      maxRetentionSeconds: 600,
+      replicas: new ReplicaWaiter(redis, 1, 10_000),
+    });
+    const id = new Uint8Array(randomBytes(16));
+    assert.equal((await once.consume(owner, id, 60)).fresh, true);
+    assert.equal(await connect(replica.port).exists(idKey(id)), 1, 'the replica holds the id');
+    assert.equal((await once.consume(owner, id, 60)).fresh, false);
+  }
+  await detach();
+  const redis = await storeConnection(primary.port, {
+    ...DURABLE_STORE_REDIS_OPTIONS,
+    commandTimeout: undefined,
+    maxRetriesPerRequest: null,
+    retryStrategy: () => 100,
+  });
+  const once = new OnceStore(redis, {
+    prefix,
+    maxRetentionSeconds: 600,
+    replicas: new ReplicaWaiter(redis, 1, 10_000),
+  });
+  const killed = killPrimaryAtTheWait(redis);
+  const id = new Uint8Array(randomBytes(16));
+  const outcome = once.consume(owner, id, 60).then(
+    (a) => a,
+    (err: unknown) => err,
+  );
+  const deadline = Date.now() + 30_000;
+  while (!killed() && Date.now() < deadline) {
+    if (await Promise.race([outcome.then(() => true), sleep(5).then(() => false)])) break;
+  }
+  assert.ok(
+    killed(),
+    `the waiter made no pipeline (check: ${JSON.stringify(await Promise.race([outcome, 'pending']))})`,
+  );
+  await primary.restart();
+  await replicate();
+  const result = await outcome;
+  assert.ok(result instanceof LibertariaError, `"fresh" must not be answered (got ${JSON.stringify(result)})`);
+  assert.equal(result.code, 'STORE_UNAVAILABLE');
+  assert.match(result.message, /does not hold it/);
+  // The peer asks again: the first answer it gets is "fresh", and a replica holds the id by then.
+  assert.equal((await once.consume(owner, id, 60)).fresh, true);
+  assert.equal(await connect(replica.port).exists(idKey(id)), 1);
 });

@@ -39,6 +39,9 @@ export class OutboundHandOff {
     let queue = this.queues.get(name);
     if (!queue) {
       queue = new Queue(name, { connection: this.connection, prefix: this.prefix });
+      // Its errors are the node's command connection's, logged there (relay-node.ts); without a listener
+      // BullMQ would print each one raw on stderr.
+      queue.on('error', () => {});
       this.queues.set(name, queue);
     }
     return queue;
