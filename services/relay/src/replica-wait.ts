@@ -65,7 +65,7 @@ return all
   2,
 );
 
-/** A look for `key` itself (a BullMQ job's hash); `writeKey` must share its slot. */
+/** A look for `key` itself (a BullMQ job's hash, a single-use id); `writeKey` must share its slot. */
 export function keyCheck(key: string, writeKey: string): ReplicaCheck {
   return { script: KEY_CHECK, routeKey: key, args: (items) => [key, writeKey, WAIT_KEY_LIFETIME_MS, ...items] };
 }
