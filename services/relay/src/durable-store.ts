@@ -1,4 +1,4 @@
-// Size: about 1,940 lines, most of them the Lua scripts (enqueue in two forms, one text) with
+// Size: about 1,830 lines, most of them the Lua scripts (enqueue in two forms, one text) with
 // their KEYS/ARGV headers, each next to the method that calls it: a script and its caller change
 // together (key order, argument encoding, reply shape), so they are read and reviewed together.
 /**
