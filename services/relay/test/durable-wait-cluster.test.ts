@@ -17,28 +17,15 @@ import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { once } from 'node:events';
 import { after, before, it } from 'node:test';
-import { encodeFrame, LibertariaError, SendFlags } from '@libertaria/protocol';
+import { LibertariaError } from '@libertaria/protocol';
 import { createRedisClient } from '@libertaria/redis';
 import { Redis } from 'ioredis';
 import { type RedisClusterHandle, startRedisCluster } from '../../../test-support/redis-cluster.js';
+import { durableFrame, killAtTheWait, SOURCE, untilKilled } from '../../../test-support/replica-wait.js';
 import { DURABLE_STORE_REDIS_OPTIONS, DurableStore } from '../src/durable-store.js';
 
-const SOURCE = new Uint8Array(24).fill(0x51);
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-function deliver(dest: Uint8Array, id: Uint8Array): Uint8Array {
-  return encodeFrame({
-    type: 'DELIVER',
-    dest,
-    source: SOURCE,
-    sessionId: new Uint8Array(16).fill(0x5e),
-    messageId: id,
-    flags: SendFlags.DURABLE,
-    ttl: 0,
-    position: 0,
-    payload: new Uint8Array([0x68, 0x69]),
-  });
-}
+const deliver = durableFrame;
 
 let cluster: RedisClusterHandle;
 const admins: Redis[] = [];
@@ -88,15 +75,7 @@ it('never confirms a frame lost with its primary: the WAIT resent to the replica
     assert.equal((await s.enqueue(dest, first, deliver(dest, first), 60)).status, 'stored');
 
     // The primary dies as the store makes the WAIT's pipeline (the enqueue was answered first).
-    const pipeline = redis.pipeline.bind(redis);
-    let killed = false;
-    redis.pipeline = ((...args: Parameters<typeof pipeline>) => {
-      if (!killed) {
-        killed = true;
-        primary.kill();
-      }
-      return pipeline(...args);
-    }) as typeof redis.pipeline;
+    const killed = killAtTheWait(redis, () => primary.kill());
     const id = new Uint8Array(randomBytes(16));
     const control = admin(primary.port);
     await control.call('ACL', 'SETUSER', 'default', `>${randomBytes(12).toString('hex')}`);
@@ -105,11 +84,8 @@ it('never confirms a frame lost with its primary: the WAIT resent to the replica
       (r) => r,
       (err: unknown) => err,
     );
+    await untilKilled(killed, outcome);
     const deadline = Date.now() + 60_000;
-    while (!killed && Date.now() < deadline) {
-      if (await Promise.race([outcome.then(() => true), sleep(5).then(() => false)])) break;
-    }
-    assert.ok(killed, `the store made no WAIT pipeline (enqueue: ${String(await Promise.race([outcome, 'pending']))})`);
 
     // The replica takes over (forced if no automatic failover comes, as in redis-cluster.test.ts), then
     // the killed server comes back as its replica: from then on a WAIT there answers 1.

@@ -19,30 +19,17 @@ import { randomBytes } from 'node:crypto';
 import { once } from 'node:events';
 import { after, before, it } from 'node:test';
 import type { BridgeRegistration } from '@libertaria/bridge-kit';
-import { encodeFrame, LibertariaError, SendFlags } from '@libertaria/protocol';
+import { LibertariaError } from '@libertaria/protocol';
 import { Redis, type RedisOptions } from 'ioredis';
 import { type RedisHandle, startRedis } from '../../../test-support/redis.js';
+import { durableFrame, killAtTheWait, SOURCE, untilKilled } from '../../../test-support/replica-wait.js';
 import { DURABLE_STORE_REDIS_OPTIONS, DurableStore } from '../src/durable-store.js';
 import { OutboundHandOff } from '../src/federation/handoff.js';
 import { OnceStore } from '../src/once-store.js';
 import { ReplicaWaiter } from '../src/replica-wait.js';
 
-const SOURCE = new Uint8Array(24).fill(0x51);
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-function deliver(dest: Uint8Array, id: Uint8Array): Uint8Array {
-  return encodeFrame({
-    type: 'DELIVER',
-    dest,
-    source: SOURCE,
-    sessionId: new Uint8Array(16).fill(0x5e),
-    messageId: id,
-    flags: SendFlags.DURABLE,
-    ttl: 0,
-    position: 0,
-    payload: new Uint8Array([0x68, 0x69]),
-  });
-}
+const deliver = durableFrame;
 
 // These tests kill and restart a server: they need servers of their own, not TEST_REDIS_URL's.
 const external = process.env.TEST_REDIS_URL !== undefined;
@@ -75,6 +62,13 @@ async function replicate(): Promise<void> {
  * (a replica's answer on a loaded test machine), where the relay allows 1.5 s.
  */
 const WAIT_OPTIONS: RedisOptions = { ...DURABLE_STORE_REDIS_OPTIONS, commandTimeout: undefined };
+
+/**
+ * For the cases where the primary dies under a WAIT pipeline: as WAIT_OPTIONS, and a resend whatever the
+ * number of reconnect attempts (the relay's maxRetriesPerRequest 1 resends only if the first attempt
+ * succeeds: a timing, not the case these tests make).
+ */
+const RESEND_OPTIONS: RedisOptions = { ...WAIT_OPTIONS, maxRetriesPerRequest: null, retryStrategy: () => 100 };
 
 /** A store's connection, ready (the relay's options refuse commands until then: no offline queue). */
 async function storeConnection(port: number, options: RedisOptions = WAIT_OPTIONS): Promise<Redis> {
@@ -157,39 +151,18 @@ it('never confirms a frame the answering server does not hold: a WAIT resent to 
   skip: external,
 }, async () => {
   await detach();
-  // The relay's options, except: no command timeout (the resent WAIT may wait for the new replica's
-  // sync, longer than 2 s on a loaded machine) and a resend whatever the number of reconnect attempts
-  // (the relay's maxRetriesPerRequest 1 resends only if the first one succeeds: a timing, not the case).
-  const redis = await storeConnection(primary.port, {
-    ...DURABLE_STORE_REDIS_OPTIONS,
-    commandTimeout: undefined,
-    maxRetriesPerRequest: null,
-    retryStrategy: () => 100,
-  });
+  const redis = await storeConnection(primary.port, RESEND_OPTIONS);
   const s = store(redis, 10_000);
   const dest = new Uint8Array(randomBytes(24));
   const id = new Uint8Array(randomBytes(16));
   // The primary dies as the store makes the WAIT's pipeline, after it stored the frame and before it
   // reads the pipeline: the pipeline is written to a dead server's socket, and resent after the reconnect.
-  const pipeline = redis.pipeline.bind(redis);
-  let killed = false;
-  redis.pipeline = ((...args: Parameters<typeof pipeline>) => {
-    if (!killed) {
-      killed = true;
-      primary.kill();
-    }
-    return pipeline(...args);
-  }) as typeof redis.pipeline;
+  const killed = killAtTheWait(redis, () => primary.kill());
   const outcome = s.enqueue(dest, id, deliver(dest, id), 60).then(
     (r) => r,
     (err: unknown) => err,
   );
-  // Until the store made the pipeline (the enqueue was answered first), or the enqueue failed before it.
-  const deadline = Date.now() + 30_000;
-  while (!killed && Date.now() < deadline) {
-    if (await Promise.race([outcome.then(() => true), sleep(5).then(() => false)])) break;
-  }
-  assert.ok(killed, `the store made no WAIT pipeline (enqueue: ${String(await Promise.race([outcome, 'pending']))})`);
+  await untilKilled(killed, outcome);
   await primary.restart();
   await replicate();
   const result = await outcome;
@@ -237,36 +210,18 @@ it('confirms a hand-off to a bridge queue once a replica holds the job', { skip:
 
 it('never confirms a hand-off whose job the answering server does not hold', { skip: external }, async () => {
   await detach();
-  // As in the enqueue's case above: no command timeout, a resend whatever the reconnect attempts.
-  const redis = await storeConnection(primary.port, {
-    ...DURABLE_STORE_REDIS_OPTIONS,
-    commandTimeout: undefined,
-    maxRetriesPerRequest: null,
-    retryStrategy: () => 100,
-  });
+  const redis = await storeConnection(primary.port, RESEND_OPTIONS);
   const prefix = `{h${randomBytes(3).toString('hex')}}`;
   const handOff = new OutboundHandOff(redis, prefix, retention, new ReplicaWaiter(redis, 1, 10_000));
   try {
     // The primary dies as the waiter makes its pipeline (BullMQ's own pipelines, for the add, come before).
-    const pipeline = redis.pipeline.bind(redis);
-    let killed = false;
-    redis.pipeline = ((...args: Parameters<typeof pipeline>) => {
-      if (!killed && new Error().stack?.includes('replica-wait')) {
-        killed = true;
-        primary.kill();
-      }
-      return pipeline(...args);
-    }) as typeof redis.pipeline;
+    const killed = killAtTheWait(redis, () => primary.kill());
     const id = new Uint8Array(randomBytes(16));
     const outcome = handOff.handOff(toBridge(id), bridge).then(
       () => 'confirmed',
       (err: unknown) => err,
     );
-    const deadline = Date.now() + 30_000;
-    while (!killed && Date.now() < deadline) {
-      if (await Promise.race([outcome.then(() => true), sleep(5).then(() => false)])) break;
-    }
-    assert.ok(killed, `the waiter made no pipeline (hand-off: ${String(await Promise.race([outcome, 'pending']))})`);
+    await untilKilled(killed, outcome);
     await primary.restart();
     await replicate();
     const result = await outcome;
@@ -281,20 +236,6 @@ it('never confirms a hand-off whose job the answering server does not hold', { s
     await handOff.close();
   }
 });
-
-/** Makes the next pipeline the replica waiter builds on `redis` find its primary dead; says when it did. */
-function killPrimaryAtTheWait(redis: Redis): () => boolean {
-  const pipeline = redis.pipeline.bind(redis);
-  let killed = false;
-  redis.pipeline = ((...args: Parameters<typeof pipeline>) => {
-    if (!killed && new Error().stack?.includes('replica-wait')) {
-      killed = true;
-      primary.kill();
-    }
-    return pipeline(...args);
-  }) as typeof redis.pipeline;
-  return () => killed;
-}
 
 it('answers a single-use id fresh once a replica holds it, and never from a server that lost it', {
   skip: external,
@@ -317,31 +258,19 @@ it('answers a single-use id fresh once a replica holds it, and never from a serv
     assert.equal((await once.consume(owner, id, 60)).fresh, false);
   }
   await detach();
-  const redis = await storeConnection(primary.port, {
-    ...DURABLE_STORE_REDIS_OPTIONS,
-    commandTimeout: undefined,
-    maxRetriesPerRequest: null,
-    retryStrategy: () => 100,
-  });
+  const redis = await storeConnection(primary.port, RESEND_OPTIONS);
   const once = new OnceStore(redis, {
     prefix,
     maxRetentionSeconds: 600,
     replicas: new ReplicaWaiter(redis, 1, 10_000),
   });
-  const killed = killPrimaryAtTheWait(redis);
+  const killed = killAtTheWait(redis, () => primary.kill());
   const id = new Uint8Array(randomBytes(16));
   const outcome = once.consume(owner, id, 60).then(
     (a) => a,
     (err: unknown) => err,
   );
-  const deadline = Date.now() + 30_000;
-  while (!killed() && Date.now() < deadline) {
-    if (await Promise.race([outcome.then(() => true), sleep(5).then(() => false)])) break;
-  }
-  assert.ok(
-    killed(),
-    `the waiter made no pipeline (check: ${JSON.stringify(await Promise.race([outcome, 'pending']))})`,
-  );
+  await untilKilled(killed, outcome);
   await primary.restart();
   await replicate();
   const result = await outcome;
