@@ -56,7 +56,7 @@ import { EncodedScript, type ScriptArg, sendEncoded, sendSilentHsetnx } from './
 import { type PackedAcks, PendingAcks } from './pending-acks.js';
 import { presenceKey } from './presence.js';
 import { isCluster, type RedisClient } from './redis-connection.js';
-import { type ReplicaCheck, ReplicaWaiter, WAIT_KEY_LIFETIME_MS } from './replica-wait.js';
+import { type ReplicaCheck, type ReplicaWaiter, WAIT_KEY_LIFETIME_MS } from './replica-wait.js';
 import { toStoreError } from './store-error.js';
 
 export interface DurableStoreOptions {
@@ -68,10 +68,12 @@ export interface DurableStoreOptions {
   maxBytes: number;
   /** Longest TTL a sender may ask for, and the TTL of a frame that asks for 0 (RELAY_QUEUE_TTL_SECONDS). */
   maxTtlSeconds: number;
-  /** Replicas that must confirm a stored frame before enqueue resolves (RELAY_DURABLE_WAIT_REPLICAS); 0: none. */
-  waitReplicas?: number;
-  /** Longest WAIT, in ms (RELAY_DURABLE_WAIT_TIMEOUT_MS). */
-  waitTimeoutMs?: number;
+  /**
+   * RELAY_DURABLE_WAIT_REPLICAS > 0: enqueue resolves once its replicas hold
+   * the frame. The node's one waiter, so one WAIT per primary and turn serves
+   * every kind of write (frames, hand-offs, single-use ids).
+   */
+  replicas?: ReplicaWaiter;
   /**
    * Most frames one sender (source hint) may hold in one recipient's queue
    * (RELAY_QUEUE_MAX_FRAMES_PER_SENDER); default maxFrames, i.e. no share of
@@ -1090,9 +1092,7 @@ export class DurableStore {
     this.maxBytes = options.maxBytes;
     this.maxTtlSeconds = options.maxTtlSeconds;
     this.metaRetentionMs = options.maxTtlSeconds * 1000;
-    const waitReplicas = options.waitReplicas ?? 0;
-    this.replicas =
-      waitReplicas > 0 ? new ReplicaWaiter(redis, waitReplicas, options.waitTimeoutMs ?? 1000) : undefined;
+    this.replicas = options.replicas;
     this.maxAttempts = Math.ceil(this.maxFrames / ENQUEUE_PURGE_BATCH) + 1;
     this.framesPath = isCluster(redis) || options.framesPath === 'script' ? 'script' : undefined;
     this.prewriteMinFrames = options.prewriteMinFrames ?? PREWRITE_MIN_FRAMES;

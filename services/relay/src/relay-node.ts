@@ -118,10 +118,14 @@ export class RelayNode {
       ),
     );
     const presence = new PresenceRegistry(redis, { prefix, nodeId, leaseMs: config.RELAY_PRESENCE_TTL_MS });
+    // One waiter for every write confirmed to a peer: one WAIT per primary and turn, whatever the kind.
+    const replicas =
+      config.RELAY_DURABLE_WAIT_REPLICAS > 0
+        ? new ReplicaWaiter(redis, config.RELAY_DURABLE_WAIT_REPLICAS, config.RELAY_DURABLE_WAIT_TIMEOUT_MS)
+        : undefined;
     const store = new DurableStore(redis, {
       prefix,
-      waitReplicas: config.RELAY_DURABLE_WAIT_REPLICAS,
-      waitTimeoutMs: config.RELAY_DURABLE_WAIT_TIMEOUT_MS,
+      ...(replicas ? { replicas } : {}),
       maxFrames: config.RELAY_QUEUE_MAX_FRAMES,
       maxBytes: config.RELAY_QUEUE_MAX_BYTES,
       maxTtlSeconds: config.RELAY_QUEUE_TTL_SECONDS,
@@ -144,15 +148,7 @@ export class RelayNode {
     const once = new OnceStore(redis, {
       prefix,
       maxRetentionSeconds: config.RELAY_ONCE_MAX_RETENTION_SECONDS,
-      ...(config.RELAY_DURABLE_WAIT_REPLICAS > 0
-        ? {
-            replicas: new ReplicaWaiter(
-              redis,
-              config.RELAY_DURABLE_WAIT_REPLICAS,
-              config.RELAY_DURABLE_WAIT_TIMEOUT_MS,
-            ),
-          }
-        : {}),
+      ...(replicas ? { replicas } : {}),
     });
     const authLimiter = new HandshakeFailureLimiter({
       perPeer: config.RELAY_AUTH_FAILURES_PER_MINUTE,
@@ -193,6 +189,7 @@ export class RelayNode {
           subscriber,
           store,
           router,
+          ...(replicas ? { replicas } : {}),
           log,
           registry: metrics.registry,
           codec: { maxPayload: config.RELAY_MAX_PAYLOAD_BYTES },

@@ -23,6 +23,7 @@ import { Redis } from 'ioredis';
 import { type RedisClusterHandle, startRedisCluster } from '../../../test-support/redis-cluster.js';
 import { durableFrame, killAtTheWait, SOURCE, untilKilled } from '../../../test-support/replica-wait.js';
 import { DURABLE_STORE_REDIS_OPTIONS, DurableStore } from '../src/durable-store.js';
+import { ReplicaWaiter } from '../src/replica-wait.js';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const deliver = durableFrame;
@@ -61,8 +62,7 @@ it('never confirms a frame lost with its primary: the WAIT resent to the replica
       maxFrames: 1000,
       maxBytes: 1 << 20,
       maxTtlSeconds: 3600,
-      waitReplicas: 1,
-      waitTimeoutMs: 10_000,
+      replicas: new ReplicaWaiter(redis, 1, 10_000),
     });
     const dest = new Uint8Array(randomBytes(24));
     const z = s.keys(dest)[0];

@@ -87,8 +87,7 @@ function store(redis: Redis, waitTimeoutMs = 10_000, prefix = `w${randomBytes(3)
     maxFrames: 1000,
     maxBytes: 1 << 20,
     maxTtlSeconds: 3600,
-    waitReplicas: 1,
-    waitTimeoutMs,
+    replicas: new ReplicaWaiter(redis, 1, waitTimeoutMs),
   });
 }
 

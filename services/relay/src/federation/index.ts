@@ -12,7 +12,7 @@ import type { RelayConfig } from '../config.js';
 import type { DurableStore } from '../durable-store.js';
 import type { Logger } from '../log.js';
 import { createRedisClient, isCluster, type RedisClient, type SharedSubscriber } from '../redis-connection.js';
-import { ReplicaWaiter } from '../replica-wait.js';
+import type { ReplicaWaiter } from '../replica-wait.js';
 import type { DurableAnnouncer } from '../store-and-announce.js';
 import { type Dashboard, startDashboard } from './dashboard.js';
 import { OutboundHandOff } from './handoff.js';
@@ -35,6 +35,8 @@ export interface FederationDeps {
   /** The node's subscriber (bridge announcements); shared, not closed here. */
   readonly subscriber: SharedSubscriber;
   readonly store: DurableStore;
+  /** RELAY_DURABLE_WAIT_REPLICAS > 0: the node's replica waiter; a hand-off is ACKed once replicas hold its job. */
+  readonly replicas?: ReplicaWaiter;
   /** The node's router; federation only announces what the inbound worker stored. */
   readonly router: DurableAnnouncer;
   readonly log: Logger;
@@ -88,13 +90,7 @@ export class RelayFederation implements FederationHook {
       keepFailed: config.RELAY_FEDERATION_KEEP_FAILED,
       keepFailedSeconds: config.RELAY_FEDERATION_KEEP_FAILED_SECONDS,
     };
-    const waitReplicas = config.RELAY_DURABLE_WAIT_REPLICAS;
-    const outbound = new OutboundHandOff(
-      redis,
-      prefix,
-      retention,
-      waitReplicas > 0 ? new ReplicaWaiter(redis, waitReplicas, config.RELAY_DURABLE_WAIT_TIMEOUT_MS) : undefined,
-    );
+    const outbound = new OutboundHandOff(redis, prefix, retention, deps.replicas);
     // BullMQ's workers retry Redis commands forever (maxRetriesPerRequest null): a connection of their own.
     const workerConnection = isCluster(redis)
       ? createRedisClient(
