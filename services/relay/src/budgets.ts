@@ -410,18 +410,15 @@ export class DurableBudgets {
   private readonly held = new Map<string, { until: number; budget: BudgetName }>();
   private readonly maxHeld: number;
   private readonly callPerSubject: boolean;
-  /** Charges of this turn, by window and weight (nearly always one batch). */
-  private readonly batches = new Map<string, ChargeBatch>();
+  /** Charges of this turn, by window and weight (nearly always one batch). Replaced at each flush, not cleared (transport/write-batch.ts says why). */
+  private batches = new Map<string, ChargeBatch>();
   private chargesScheduled = false;
   /** The batch the last charge went to, while this turn's batches are open. */
   private lastBatch: ChargeBatch | undefined;
   /** Subjects per sender hint object and address (subjectsOf); weak: gone with the connection's hint. */
   private readonly subjectCache = new WeakMap<Uint8Array, Map<string, Subject[]>>();
-  /** Refunds of this turn, summed per window key: one call per key. */
-  private readonly refunds = new Map<
-    string,
-    { frames: number; bytes: number; waiters: Array<(err?: unknown) => void> }
-  >();
+  /** Refunds of this turn, summed per window key: one call per key. Replaced at each flush, like batches. */
+  private refunds = new Map<string, { frames: number; bytes: number; waiters: Array<(err?: unknown) => void> }>();
   private refundsScheduled = false;
 
   constructor(
@@ -555,8 +552,8 @@ export class DurableBudgets {
 
   private flushRefunds(): void {
     this.refundsScheduled = false;
-    const refunds = [...this.refunds];
-    this.refunds.clear();
+    const refunds = this.refunds;
+    this.refunds = new Map();
     for (const [key, { frames, bytes, waiters }] of refunds) {
       this.commands[CMD.refund](key, bytes, frames).then(
         () => {
@@ -571,8 +568,8 @@ export class DurableBudgets {
 
   private flushCharges(): void {
     this.chargesScheduled = false;
-    const batches = [...this.batches.values()];
-    this.batches.clear();
+    const batches = this.batches.values();
+    this.batches = new Map();
     this.lastBatch = undefined;
     for (const batch of batches) {
       for (let i = 0; i < batch.items.length; i += CHARGE_BATCH) {

@@ -1069,7 +1069,8 @@ export class DurableStore {
   /** RELAY_DURABLE_WAIT_REPLICAS > 0: what confirms a stored frame to its sender. */
   private readonly replicas: ReplicaWaiter | undefined;
   /** This turn's enqueues, by the caller's nowMs ('turn': none given), in the order they came. */
-  private readonly enqueues = new Map<number | 'turn', EnqueueJob[]>();
+  // Replaced at each flush, not cleared (write-batch.ts says why: a cleared Map's old table keeps the next one's jobs alive).
+  private enqueues = new Map<number | 'turn', EnqueueJob[]>();
   /** Script calls answering AGAIN one frame may take: each frees up to a purge batch. */
   private readonly maxAttempts: number;
   private enqueuesScheduled = false;
@@ -1276,8 +1277,8 @@ export class DurableStore {
    */
   private flushEnqueues(): void {
     this.enqueuesScheduled = false;
-    const batches = [...this.enqueues];
-    this.enqueues.clear();
+    const batches = this.enqueues;
+    this.enqueues = new Map();
     for (const [key, waiting] of batches) {
       const nowMs = key === 'turn' ? Date.now() : key;
       // Grouped by recipient. A turn's frames mostly come in runs to one recipient (a message of

@@ -80,7 +80,8 @@ interface Pending {
 
 export class ReplicaWaiter {
   /** This turn's waits, by primary ('' on one server), then by check. */
-  private readonly groups = new Map<string, Map<string, Pending>>();
+  // Replaced at each flush, not cleared (transport/write-batch.ts says why).
+  private groups = new Map<string, Map<string, Pending>>();
   private scheduled = false;
 
   constructor(
@@ -121,8 +122,8 @@ export class ReplicaWaiter {
 
   private flush(): void {
     this.scheduled = false;
-    const groups = [...this.groups.values()];
-    this.groups.clear();
+    const groups = this.groups.values();
+    this.groups = new Map();
     for (const checks of groups) {
       const pending = [...checks.values()];
       // ioredis types pipeline() as its command interface; the object is a Pipeline, whose sendCommand takes the script.

@@ -61,7 +61,8 @@ export class Router {
   private readonly remoteCache = new Map<string, { nodes: string[]; expires: number }>();
   private readonly lookups = new Map<string, Promise<string[]>>();
   /** Frames for each other node waiting for the end of this turn, and their bytes. */
-  private readonly outbox = new Map<string, { frames: Buffer[]; bytes: number }>();
+  // Replaced at each flush, not cleared (write-batch.ts says why).
+  private outbox = new Map<string, { frames: Buffer[]; bytes: number }>();
   private outboxScheduled = false;
   /** Direct links to other nodes (RELAY_NODE_LINKS, set by useLinks with their cut); messages take pub/sub where none is ready. */
   private dialer: NodeLinkDialer | undefined;
@@ -259,8 +260,9 @@ export class Router {
 
   private flushOutbox(): void {
     this.outboxScheduled = false;
-    for (const [node, queued] of this.outbox) this.flushNode(node, queued.frames);
-    this.outbox.clear();
+    const outbox = this.outbox;
+    this.outbox = new Map();
+    for (const [node, queued] of outbox) this.flushNode(node, queued.frames);
   }
 
   private flushNode(node: string, frames: Buffer[]): void {

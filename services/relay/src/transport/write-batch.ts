@@ -9,7 +9,15 @@ export interface Flushable {
   flush(): void;
 }
 
-const dirty = new Set<Flushable>();
+/**
+ * The transports with writes queued this turn. Replaced, not cleared, at
+ * each flush: V8's Set and Map clear() keep the old table pointing at its
+ * replacement, so once one table has been promoted every later table (and
+ * what it holds) survives the scavenges until a full collection: a chain
+ * that promoted every durable frame's objects (docs/benchmarks.md, "a
+ * collection cleared every turn"). A fresh Set per turn dies young.
+ */
+let dirty = new Set<Flushable>();
 let scheduled = false;
 
 /** Flushes that threw (a socket closed under us); exposed for metrics and tests. */
@@ -34,9 +42,11 @@ function flushOne(t: Flushable): void {
 
 function flushAll(): void {
   scheduled = false;
+  // Swapped first: a transport queueing again during this flush is flushed next turn, not dropped.
+  const flushing = dirty;
+  dirty = new Set();
   // forEach with a function made once: a for-of loop allocates an iterator every turn.
-  dirty.forEach(flushOne);
-  dirty.clear();
+  flushing.forEach(flushOne);
 }
 
 /** Marks a transport as having queued writes; it is flushed later in this turn. */
