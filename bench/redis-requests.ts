@@ -22,6 +22,7 @@
  *    what the scripts add (the frames passing through Lua, the checks).
  *
  * BENCH_REDIS_FRAMES (default 100000), BENCH_REDIS_TRIALS (default 3),
+ * BENCH_REDIS_ACKED_IDS (default: as many as frames, the acknowledged ids remembered),
  * BENCH_REDIS_OUT (default bench/results/redis-requests-latest.json).
  * Prints a table and writes the figures as JSON there. CI runs a small
  * version (services/relay/test/bench-redis.test.ts) so the bench keeps
@@ -156,6 +157,8 @@ async function redisTrial(redis: Redis, inspect: Redis): Promise<Record<'enqueue
   const store = new DurableStore(redis, {
     prefix: `b${randomBytes(3).toString('hex')}`,
     maxFrames: FRAMES * 2,
+    // BENCH_REDIS_ACKED_IDS: how many acknowledged ids the queue remembers (RELAY_QUEUE_ACKED_IDS); default maxFrames.
+    ...(process.env.BENCH_REDIS_ACKED_IDS ? { maxAcked: Number(process.env.BENCH_REDIS_ACKED_IDS) } : {}),
     maxBytes: 2 ** 31,
     maxTtlSeconds: 86_400,
   });

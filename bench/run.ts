@@ -131,6 +131,9 @@ const config = {
    * Relay settings for the run: defaults except the per-connection rate limit
    * (5k frames/s by default would NACK a benchmark sender) and the durable
    * queue caps (10k frames / 64 MiB by default cannot hold a 100k backlog).
+   * The acknowledged ids a queue remembers stay at the default's 10k: they
+   * followed the frame cap until RELAY_QUEUE_ACKED_IDS, so the bench's queues
+   * remembered up to a million, 100x a default relay's (docs/benchmarks.md).
    * The durable budgets stay on, far above what a run stores, so every
    * durable frame pays its admission as in production (BENCH_DURABLE_BUDGETS=off
    * turns them off to measure that cost); every peer of a run comes from
@@ -140,6 +143,7 @@ const config = {
     RELAY_RATE_FRAMES_PER_SECOND: '1000000',
     RELAY_RATE_BURST: '10000000',
     RELAY_QUEUE_MAX_FRAMES: '1000000',
+    RELAY_QUEUE_ACKED_IDS: '10000',
     RELAY_QUEUE_MAX_BYTES: String(2 ** 30),
     RELAY_CONNECTIONS_PER_ADDRESS: '0',
     // The test harness poisons recycled inbound buffers (a check, with a cost); production does not.

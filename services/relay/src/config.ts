@@ -217,6 +217,12 @@ export const relayConfigSpec = {
     max: 17179869184,
     doc: 'Most bytes held in the durable queue of one recipient (64 MiB).',
   }),
+  RELAY_QUEUE_ACKED_IDS: int({
+    default: undefined,
+    min: 1,
+    max: 10000000,
+    doc: "How many acknowledged frames one recipient's queue remembers (the newest), so that a sender's retry of one of them is answered `duplicate` instead of being stored and delivered again. Unset: `RELAY_QUEUE_MAX_FRAMES`. Each costs Redis about 150 bytes per queue (a sorted set of 40-byte members), and a larger set makes every ACK a little dearer: raise `RELAY_QUEUE_MAX_FRAMES` for large mailboxes without raising this.",
+  }),
   // One sender's share of one recipient's queue (issue 12 item 5); relayQueueSenderShare() below applies the defaults.
   RELAY_QUEUE_MAX_FRAMES_PER_SENDER: int({
     default: undefined,

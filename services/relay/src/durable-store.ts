@@ -17,7 +17,7 @@
  *   ${prefix}:q:{hintHex}:e  ZSET  member → expiresAtMs  (per-frame TTL)
  *   ${prefix}:q:{hintHex}:m  HASH  seq → last position issued, bytes → sum of stored frame sizes,
  *                                    largest → largest frame stored since the queue was last empty
- *   ${prefix}:q:{hintHex}:x  ZSET  acknowledged member → position (≤ maxFrames newest)
+ *   ${prefix}:q:{hintHex}:x  ZSET  acknowledged member → position (≤ maxAcked newest)
  *   ${prefix}:q:{hintHex}:s  HASH  source‖"f" → frames, source‖"b" → bytes that sender has queued
  *
  * Every mutation is one Lua script, so idempotency on (source, messageId),
@@ -62,8 +62,16 @@ import { toStoreError } from './store-error.js';
 export interface DurableStoreOptions {
   /** Key prefix (RELAY_REDIS_PREFIX). */
   prefix: string;
-  /** Most frames one recipient's queue holds (RELAY_QUEUE_MAX_FRAMES); also how many acknowledged ids are remembered. */
+  /** Most frames one recipient's queue holds (RELAY_QUEUE_MAX_FRAMES). */
   maxFrames: number;
+  /**
+   * How many acknowledged members a queue remembers, the newest (x), so a
+   * retry of one is a duplicate (RELAY_QUEUE_ACKED_IDS); default maxFrames.
+   * Apart from maxFrames because x costs Redis memory per queue (about 150
+   * bytes a member) and its size adds to every ACK's ZADD: a cap raised for
+   * large mailboxes need not raise them too (docs/benchmarks.md).
+   */
+  maxAcked?: number;
   /** Most bytes (sum of stored frame sizes) one queue holds (RELAY_QUEUE_MAX_BYTES). */
   maxBytes: number;
   /** Longest TTL a sender may ask for, and the TTL of a frame that asks for 0 (RELAY_QUEUE_TTL_SECONDS). */
@@ -1060,6 +1068,7 @@ export class DurableStore {
   private readonly redis: RedisClient;
   private readonly prefix: string;
   private readonly maxFrames: number;
+  private readonly maxAcked: number;
   private readonly maxBytes: number;
   private readonly maxTtlSeconds: number;
   private readonly maxFramesPerSender: number;
@@ -1090,6 +1099,8 @@ export class DurableStore {
     this.redis = redis;
     this.prefix = options.prefix;
     this.maxFrames = options.maxFrames;
+    this.maxAcked = options.maxAcked ?? options.maxFrames;
+    checkCount(this.maxAcked, 'maxAcked', 1);
     this.maxBytes = options.maxBytes;
     this.maxTtlSeconds = options.maxTtlSeconds;
     this.metaRetentionMs = options.maxTtlSeconds * 1000;
@@ -1714,7 +1725,7 @@ export class DurableStore {
     try {
       for (let start = 0; start < count; start += ACK_BATCH) {
         const end = Math.min(count, start + ACK_BATCH);
-        const args: ScriptArg[] = [z, d, e, m, x, s, this.maxFrames];
+        const args: ScriptArg[] = [z, d, e, m, x, s, this.maxAcked];
         for (let i = start; i < end; i++) {
           args.push(ids.subarray(i * ID_SIZE, (i + 1) * ID_SIZE), positions[i]!);
         }
@@ -1745,9 +1756,7 @@ export class DurableStore {
     for (;;) {
       let result: unknown[];
       try {
-        result = reply(
-          await SCRIPT.ackUpTo.call(this.redis, [z, d, e, m, x, s, upTo, ACK_UP_TO_BATCH, this.maxFrames]),
-        );
+        result = reply(await SCRIPT.ackUpTo.call(this.redis, [z, d, e, m, x, s, upTo, ACK_UP_TO_BATCH, this.maxAcked]));
       } catch (err) {
         throw toStoreError(err);
       }

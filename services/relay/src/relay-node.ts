@@ -127,6 +127,7 @@ export class RelayNode {
       prefix,
       ...(replicas ? { replicas } : {}),
       maxFrames: config.RELAY_QUEUE_MAX_FRAMES,
+      ...(config.RELAY_QUEUE_ACKED_IDS !== undefined ? { maxAcked: config.RELAY_QUEUE_ACKED_IDS } : {}),
       maxBytes: config.RELAY_QUEUE_MAX_BYTES,
       maxTtlSeconds: config.RELAY_QUEUE_TTL_SECONDS,
       ...relayQueueSenderShare(config),

@@ -571,6 +571,28 @@ for (const framesPath of ['prewrite', 'script'] as const) {
       });
     });
 
+    it('remembers maxAcked acknowledged ids when set apart from maxFrames, on ACKs and on RESUME', async () => {
+      const s = store({ maxFrames: 100, maxAcked: 2 });
+      const dest = hint();
+      const ids = Array.from({ length: 6 }, messageId);
+      for (const id of ids) await s.enqueue(dest, id, deliver(dest, id), 0);
+      const [, , , , x] = s.keys(dest);
+      // Three by ACK, the rest by a cumulative ACK: both keep the two newest.
+      for (let i = 0; i < 3; i++) assert.equal(await s.ack(dest, ids[i]!, i + 1), true);
+      assert.equal(await redis.zcard(x), 2);
+      await s.ackUpTo(dest, 6);
+      assert.equal(await redis.zcard(x), 2);
+      assert.deepEqual(withoutDepth(await s.enqueue(dest, ids[5]!, deliver(dest, ids[5]!), 0)), {
+        status: 'duplicate',
+        position: 6,
+      });
+      assert.deepEqual(withoutDepth(await s.enqueue(dest, ids[3]!, deliver(dest, ids[3]!), 0)), {
+        status: 'stored',
+        position: 7,
+      });
+      assert.throws(() => store({ maxAcked: 0 }), /maxAcked/);
+    });
+
     it('refuses QUEUE_FULL exactly at maxFrames and evicts nothing', async () => {
       const s = store({ maxFrames: 4 });
       const dest = hint();
