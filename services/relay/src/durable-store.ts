@@ -1077,8 +1077,10 @@ export class DurableStore {
   private readonly metaRetentionMs: number;
   /** RELAY_DURABLE_WAIT_REPLICAS > 0: what confirms a stored frame to its sender. */
   private readonly replicas: ReplicaWaiter | undefined;
-  /** This turn's enqueues, by the caller's nowMs ('turn': none given), in the order they came. */
-  // Replaced at each flush, not cleared (write-batch.ts says why: a cleared Map's old table keeps the next one's jobs alive).
+  /**
+   * This turn's enqueues, by the caller's nowMs ('turn': none given), in the order they came.
+   * Replaced at each flush, not cleared (transport/write-batch.ts says why).
+   */
   private enqueues = new Map<number | 'turn', EnqueueJob[]>();
   /** Script calls answering AGAIN one frame may take: each frees up to a purge batch. */
   private readonly maxAttempts: number;

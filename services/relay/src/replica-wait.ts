@@ -79,8 +79,7 @@ interface Pending {
 }
 
 export class ReplicaWaiter {
-  /** This turn's waits, by primary ('' on one server), then by check. */
-  // Replaced at each flush, not cleared (transport/write-batch.ts says why).
+  /** This turn's waits, by primary ('' on one server), then by check. Replaced at each flush, not cleared (transport/write-batch.ts says why). */
   private groups = new Map<string, Map<string, Pending>>();
   private scheduled = false;
 

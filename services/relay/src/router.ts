@@ -60,8 +60,7 @@ export class Router {
   private readonly local = new Map<string, Set<PeerConnection>>();
   private readonly remoteCache = new Map<string, { nodes: string[]; expires: number }>();
   private readonly lookups = new Map<string, Promise<string[]>>();
-  /** Frames for each other node waiting for the end of this turn, and their bytes. */
-  // Replaced at each flush, not cleared (write-batch.ts says why).
+  /** Frames for each other node waiting for the end of this turn, and their bytes. Replaced at each flush, not cleared (transport/write-batch.ts says why). */
   private outbox = new Map<string, { frames: Buffer[]; bytes: number }>();
   private outboxScheduled = false;
   /** Direct links to other nodes (RELAY_NODE_LINKS, set by useLinks with their cut); messages take pub/sub where none is ready. */
