@@ -822,26 +822,39 @@ ${COMMON_LUA}
 local z, d, e, m, x, s = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local freed, acked, members, sizes = 0, {}, {}, {}
 -- A burst of ACKs is nearly always a run of consecutive positions: read the
--- members of the whole range in one call (position -> member) when it is
--- dense, else look each position up on its own.
-local lo, hi, n = math.huge, -math.huge, (#ARGV - 1) / 2
-for i = 3, #ARGV, 2 do
-  local p = tonumber(ARGV[i])
+-- members of the whole range in one call when it is dense, else look each
+-- position up on its own.
+local n = (#ARGV - 1) / 2
+local positions, lo, hi = {}, math.huge, -math.huge
+for i = 1, n do
+  local p = tonumber(ARGV[2 * i + 1])
+  positions[i] = p
   if p < lo then lo = p end
   if p > hi then hi = p end
 end
-local byPosition = nil
+-- inRange[p - lo + 1] is the member at position p when every position of
+-- the range is queued (the usual case): the rows come in position order,
+-- so Redis need not format a score per frame nor Lua parse it. A range
+-- with gaps is read again with its scores, into byPosition.
+local inRange, byPosition = nil, nil
 if n > 0 and hi - lo < 2 * n then
-  byPosition = {}
-  local rows = redis.call('ZRANGEBYSCORE', z, lo, hi, 'WITHSCORES')
-  for j = 1, #rows, 2 do byPosition[tonumber(rows[j + 1])] = rows[j] end
+  local rows = redis.call('ZRANGEBYSCORE', z, lo, hi)
+  if #rows == hi - lo + 1 then
+    inRange = rows
+  else
+    byPosition = {}
+    rows = redis.call('ZRANGEBYSCORE', z, lo, hi, 'WITHSCORES')
+    for j = 1, #rows, 2 do byPosition[tonumber(rows[j + 1])] = rows[j] end
+  end
 end
-local taken = {}
-for i = 2, #ARGV, 2 do
-  local id, at = ARGV[i], ARGV[i + 1]
+local taken, k = {}, 0
+for i = 1, n do
+  local id, at = ARGV[2 * i], ARGV[2 * i + 1]
   local member
-  if byPosition then
-    member = byPosition[tonumber(at)]
+  if inRange then
+    member = inRange[positions[i] - lo + 1]
+  elseif byPosition then
+    member = byPosition[positions[i]]
   else
     member = redis.call('ZRANGEBYSCORE', z, at, at, 'LIMIT', 0, 1)[1]
   end
@@ -851,10 +864,11 @@ for i = 2, #ARGV, 2 do
     taken[member] = true
     local size = redis.call('HSTRLEN', d, member)
     freed = freed + size
-    acked[#acked + 1] = at
-    acked[#acked + 1] = member
-    members[#members + 1] = member
-    sizes[#sizes + 1] = size
+    k = k + 1
+    acked[2 * k - 1] = at
+    acked[2 * k] = member
+    members[k] = member
+    sizes[k] = size
   end
 end
 if #members > 0 then

@@ -181,6 +181,46 @@ for (const framesPath of ['prewrite', 'script'] as const) {
       assert.equal((await s.depth(dest)).frames, 48);
     });
 
+    it('matches each ACK to its own position in a batch whose range has holes', async () => {
+      const s = store({ maxFrames: 1000 });
+      const dest = hint();
+      const ids = Array.from({ length: 20 }, messageId);
+      for (const id of ids) await s.enqueue(dest, id, deliver(dest, id), 0);
+      // Positions 3 and 7 go first: the batch below spans 1..10 with two of them gone, so its
+      // members cannot be told by their order in the range.
+      assert.equal(
+        await s.ackMany(dest, [
+          { messageId: ids[2]!, position: 3 },
+          { messageId: ids[6]!, position: 7 },
+        ]),
+        2,
+      );
+      const batch = ids.slice(0, 10).map((id, i) => ({ messageId: id, position: i + 1 }));
+      // One ACK names the frame after its own: it removes nothing.
+      batch[8] = { messageId: ids[9]!, position: 9 };
+      assert.equal(await s.ackMany(dest, batch), 7);
+      assert.deepEqual(
+        (await s.fetch(dest, 0, 100)).map((f) => f.position),
+        [9, ...Array.from({ length: 10 }, (_, i) => 11 + i)],
+      );
+      // With no hole, the same mismatch is refused as well.
+      assert.equal(
+        await s.ackMany(dest, [
+          { messageId: ids[11]!, position: 11 },
+          { messageId: ids[10]!, position: 12 },
+        ]),
+        0,
+      );
+      assert.equal(
+        await s.ackMany(dest, [
+          { messageId: ids[10]!, position: 11 },
+          { messageId: ids[11]!, position: 12 },
+        ]),
+        2,
+      );
+      assert.equal((await s.depth(dest)).frames, 9);
+    });
+
     it('refuses a batch of ACKs with a position that is no count before removing any of them', async () => {
       const s = store({ maxFrames: 1000 });
       const dest = hint();
