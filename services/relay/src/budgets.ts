@@ -25,6 +25,7 @@ import { isIP } from 'node:net';
 import { hintToHex } from '@libertaria/identity';
 import { type ErrorCode, RelayError } from '@libertaria/protocol';
 import { ipv6Groups, unmapped } from './ip-address.js';
+import { PerTurn } from './per-turn.js';
 import { isCluster, type RedisClient as Redis } from './redis-connection.js';
 
 /** What a refusal is counted under: relay_budget_refused_total{budget}. */
@@ -377,6 +378,9 @@ interface ChargeBatch {
   items: PendingCharge[];
 }
 
+/** One turn's refunds, summed per window key, with who waits on each. */
+type RefundSums = Map<string, { frames: number; bytes: number; waiters: Array<(err?: unknown) => void> }>;
+
 /**
  * Frames and bytes per sender DID (its routing hint) and per source address
  * in a sliding hour, counted in Redis:
@@ -410,16 +414,20 @@ export class DurableBudgets {
   private readonly held = new Map<string, { until: number; budget: BudgetName }>();
   private readonly maxHeld: number;
   private readonly callPerSubject: boolean;
-  /** Charges of this turn, by window and weight (nearly always one batch). Replaced at each flush, not cleared (transport/write-batch.ts says why). */
-  private batches = new Map<string, ChargeBatch>();
-  private chargesScheduled = false;
+  /** Charges of this turn, by window and weight (nearly always one batch). */
+  private readonly batches = new PerTurn<Map<string, ChargeBatch>>(
+    () => new Map(),
+    (batches) => this.flushCharges(batches),
+  );
   /** The batch the last charge went to, while this turn's batches are open. */
   private lastBatch: ChargeBatch | undefined;
   /** Subjects per sender hint object and address (subjectsOf); weak: gone with the connection's hint. */
   private readonly subjectCache = new WeakMap<Uint8Array, Map<string, Subject[]>>();
-  /** Refunds of this turn, summed per window key: one call per key. Replaced at each flush, like batches. */
-  private refunds = new Map<string, { frames: number; bytes: number; waiters: Array<(err?: unknown) => void> }>();
-  private refundsScheduled = false;
+  /** Refunds of this turn, summed per window key: one call per key. */
+  private readonly refunds = new PerTurn<RefundSums>(
+    () => new Map(),
+    (refunds) => this.flushRefunds(refunds),
+  );
 
   constructor(
     redis: Redis,
@@ -479,10 +487,11 @@ export class DurableBudgets {
     let batch = this.lastBatch;
     if (batch === undefined || batch.window !== window || batch.weight !== weight) {
       const id = `${window}:${weight}`;
-      batch = this.batches.get(id);
+      const batches = this.batches.open;
+      batch = batches.get(id);
       if (batch === undefined) {
         batch = { now, window, weight, items: [] };
-        this.batches.set(id, batch);
+        batches.set(id, batch);
       }
       this.lastBatch = batch;
     }
@@ -490,10 +499,7 @@ export class DurableBudgets {
     const pending = new Promise<ChargeResult>((resolve, reject) => {
       items.push({ subjects, frames, bytes, resolve, reject });
     });
-    if (!this.chargesScheduled) {
-      this.chargesScheduled = true;
-      setImmediate(() => this.flushCharges());
-    }
+    this.batches.schedule();
     return pending;
   }
 
@@ -535,25 +541,20 @@ export class DurableBudgets {
 
   private refundKey(key: string, frames: number, bytes: number): Promise<void> {
     return new Promise<void>((resolve, reject) => {
-      let r = this.refunds.get(key);
+      const refunds = this.refunds.open;
+      let r = refunds.get(key);
       if (r === undefined) {
         r = { frames: 0, bytes: 0, waiters: [] };
-        this.refunds.set(key, r);
+        refunds.set(key, r);
       }
       r.frames += frames;
       r.bytes += bytes;
       r.waiters.push((err) => (err === undefined ? resolve() : reject(err)));
-      if (!this.refundsScheduled) {
-        this.refundsScheduled = true;
-        setImmediate(() => this.flushRefunds());
-      }
+      this.refunds.schedule();
     });
   }
 
-  private flushRefunds(): void {
-    this.refundsScheduled = false;
-    const refunds = this.refunds;
-    this.refunds = new Map();
+  private flushRefunds(refunds: RefundSums): void {
     for (const [key, { frames, bytes, waiters }] of refunds) {
       this.commands[CMD.refund](key, bytes, frames).then(
         () => {
@@ -566,12 +567,9 @@ export class DurableBudgets {
     }
   }
 
-  private flushCharges(): void {
-    this.chargesScheduled = false;
-    const batches = this.batches.values();
-    this.batches = new Map();
+  private flushCharges(batches: Map<string, ChargeBatch>): void {
     this.lastBatch = undefined;
-    for (const batch of batches) {
+    for (const batch of batches.values()) {
       for (let i = 0; i < batch.items.length; i += CHARGE_BATCH) {
         const items = batch.items.slice(i, i + CHARGE_BATCH);
         this.runBatch(batch, items).catch((err: unknown) => {

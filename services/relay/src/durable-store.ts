@@ -54,6 +54,7 @@ import {
 import { type RedisOptions, ReplyError } from 'ioredis';
 import { EncodedScript, type ScriptArg, sendEncoded, sendSilentHsetnx } from './encoded-script.js';
 import { type PackedAcks, PendingAcks } from './pending-acks.js';
+import { PerTurn } from './per-turn.js';
 import { presenceKey } from './presence.js';
 import { isCluster, type RedisClient } from './redis-connection.js';
 import { type ReplicaCheck, type ReplicaWaiter, WAIT_KEY_LIFETIME_MS } from './replica-wait.js';
@@ -1091,14 +1092,13 @@ export class DurableStore {
   private readonly metaRetentionMs: number;
   /** RELAY_DURABLE_WAIT_REPLICAS > 0: what confirms a stored frame to its sender. */
   private readonly replicas: ReplicaWaiter | undefined;
-  /**
-   * This turn's enqueues, by the caller's nowMs ('turn': none given), in the order they came.
-   * Replaced at each flush, not cleared (transport/write-batch.ts says why).
-   */
-  private enqueues = new Map<number | 'turn', EnqueueJob[]>();
+  /** This turn's enqueues, by the caller's nowMs ('turn': none given), in the order they came. */
+  private readonly enqueues = new PerTurn<Map<number | 'turn', EnqueueJob[]>>(
+    () => new Map(),
+    (batches) => this.flushEnqueues(batches),
+  );
   /** Script calls answering AGAIN one frame may take: each frees up to a purge batch. */
   private readonly maxAttempts: number;
-  private enqueuesScheduled = false;
   /** 'prewrite' wanted; undefined until the server was asked whether it allows it (probeFramesPath). */
   private framesPath: 'prewrite' | 'script' | undefined;
   private readonly prewriteMinFrames: number;
@@ -1274,16 +1274,14 @@ export class DurableStore {
   /** Adds an enqueue to this event-loop turn's batch (sent at setImmediate, like the ACKs of a turn). */
   private inTurnBatch(job: EnqueueJob): void {
     const key = job.nowMs ?? 'turn';
-    let batch = this.enqueues.get(key);
+    const open = this.enqueues.open;
+    let batch = open.get(key);
     if (batch === undefined) {
       batch = [];
-      this.enqueues.set(key, batch);
+      open.set(key, batch);
     }
     batch.push(job);
-    if (!this.enqueuesScheduled) {
-      this.enqueuesScheduled = true;
-      setImmediate(() => this.flushEnqueues());
-    }
+    this.enqueues.schedule();
   }
 
   /**
@@ -1302,10 +1300,7 @@ export class DurableStore {
    * fails (a script error aborts it where it stands) fails only that
    * recipient's frames.
    */
-  private flushEnqueues(): void {
-    this.enqueuesScheduled = false;
-    const batches = this.enqueues;
-    this.enqueues = new Map();
+  private flushEnqueues(batches: Map<number | 'turn', EnqueueJob[]>): void {
     for (const [key, waiting] of batches) {
       const nowMs = key === 'turn' ? Date.now() : key;
       // Grouped by recipient. A turn's frames mostly come in runs to one recipient (a message of

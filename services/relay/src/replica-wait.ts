@@ -29,6 +29,7 @@ import { type LibertariaError, RelayError } from '@libertaria/protocol';
 import calculateSlot from 'cluster-key-slot';
 import type { Pipeline } from 'ioredis';
 import { EncodedScript, type ScriptArg } from './encoded-script.js';
+import { PerTurn } from './per-turn.js';
 import { isCluster, type RedisClient } from './redis-connection.js';
 import { toStoreError } from './store-error.js';
 
@@ -79,9 +80,11 @@ interface Pending {
 }
 
 export class ReplicaWaiter {
-  /** This turn's waits, by primary ('' on one server), then by check. Replaced at each flush, not cleared (transport/write-batch.ts says why). */
-  private groups = new Map<string, Map<string, Pending>>();
-  private scheduled = false;
+  /** This turn's waits, by primary ('' on one server), then by check. */
+  private readonly groups = new PerTurn<Map<string, Map<string, Pending>>>(
+    () => new Map(),
+    (groups) => this.flush(groups),
+  );
 
   constructor(
     private readonly redis: RedisClient,
@@ -100,10 +103,11 @@ export class ReplicaWaiter {
       group = this.redis.slots[slot]?.[0] ?? `slot:${slot}`;
     }
     return new Promise<void>((resolve, reject) => {
-      let checks = this.groups.get(group);
+      const groups = this.groups.open;
+      let checks = groups.get(group);
       if (!checks) {
         checks = new Map();
-        this.groups.set(group, checks);
+        groups.set(group, checks);
       }
       let pending = checks.get(checkId);
       if (!pending) {
@@ -112,18 +116,12 @@ export class ReplicaWaiter {
       }
       pending.items.push(item);
       pending.waiters.push((err) => (err ? reject(err) : resolve()));
-      if (!this.scheduled) {
-        this.scheduled = true;
-        setImmediate(() => this.flush());
-      }
+      this.groups.schedule();
     });
   }
 
-  private flush(): void {
-    this.scheduled = false;
-    const groups = this.groups.values();
-    this.groups = new Map();
-    for (const checks of groups) {
+  private flush(groups: Map<string, Map<string, Pending>>): void {
+    for (const checks of groups.values()) {
       const pending = [...checks.values()];
       // ioredis types pipeline() as its command interface; the object is a Pipeline, whose sendCommand takes the script.
       const pipeline = this.redis.pipeline() as Pipeline;

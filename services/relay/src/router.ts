@@ -44,6 +44,7 @@ import type { Logger } from './log.js';
 import type { RelayMetrics } from './metrics.js';
 import type { NodeLinkDialer } from './node-link.js';
 import type { PeerConnection } from './peer-connection.js';
+import { PerTurn } from './per-turn.js';
 import type { PresenceRegistry } from './presence.js';
 import { publishBinary, type RedisClient } from './redis-connection.js';
 import { retainFrame } from './transport/inbound-arena.js';
@@ -60,9 +61,13 @@ export class Router {
   private readonly local = new Map<string, Set<PeerConnection>>();
   private readonly remoteCache = new Map<string, { nodes: string[]; expires: number }>();
   private readonly lookups = new Map<string, Promise<string[]>>();
-  /** Frames for each other node waiting for the end of this turn, and their bytes. Replaced at each flush, not cleared (transport/write-batch.ts says why). */
-  private outbox = new Map<string, { frames: Buffer[]; bytes: number }>();
-  private outboxScheduled = false;
+  /** Frames for each other node waiting for the end of this turn, and their bytes. */
+  private readonly outbox = new PerTurn<Map<string, { frames: Buffer[]; bytes: number }>>(
+    () => new Map(),
+    (outbox) => {
+      for (const [node, queued] of outbox) this.flushNode(node, queued.frames);
+    },
+  );
   /** Direct links to other nodes (RELAY_NODE_LINKS, set by useLinks with their cut); messages take pub/sub where none is ready. */
   private dialer: NodeLinkDialer | undefined;
   /** A node's outbox leaves early once it holds this many bytes: the larger of the two paths' cuts. */
@@ -238,30 +243,21 @@ export class Router {
   /** Queues a frame for other nodes; frames for one node in one turn travel as one pub/sub message. */
   private publish(nodes: readonly string[], frame: Buffer): void {
     for (const node of nodes) {
-      let queued = this.outbox.get(node);
+      const outbox = this.outbox.open;
+      let queued = outbox.get(node);
       if (queued) {
         queued.frames.push(frame);
         queued.bytes += frame.length;
       } else {
         queued = { frames: [frame], bytes: frame.length };
-        this.outbox.set(node, queued);
+        outbox.set(node, queued);
       }
       if (queued.bytes >= this.outboxBytes) {
-        this.outbox.delete(node);
+        outbox.delete(node);
         this.flushNode(node, queued.frames);
       }
     }
-    if (nodes.length > 0 && !this.outboxScheduled) {
-      this.outboxScheduled = true;
-      setImmediate(() => this.flushOutbox());
-    }
-  }
-
-  private flushOutbox(): void {
-    this.outboxScheduled = false;
-    const outbox = this.outbox;
-    this.outbox = new Map();
-    for (const [node, queued] of outbox) this.flushNode(node, queued.frames);
+    if (nodes.length > 0) this.outbox.schedule();
   }
 
   private flushNode(node: string, frames: Buffer[]): void {
