@@ -151,3 +151,18 @@ export class AckBatcher {
 export function readPosition(buf: Buffer, frameStart: number): number {
   return buf.readUInt32BE(frameStart + AT.POSITION) * 0x1_0000_0000 + buf.readUInt32BE(frameStart + AT.POSITION + 4);
 }
+
+/** A DELIVER frame as the durable store keeps it (session id zero, TTL 0, position 0), for the Redis benchmarks. */
+export function durableDeliver(dest: Uint8Array, source: Uint8Array, id: Uint8Array, payload: Uint8Array): Uint8Array {
+  return encodeFrame({
+    type: 'DELIVER',
+    dest,
+    source,
+    sessionId: new Uint8Array(16),
+    messageId: id,
+    flags: SendFlags.DURABLE,
+    ttl: 0,
+    position: 0,
+    payload,
+  });
+}

@@ -32,9 +32,9 @@ import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
-import { encodeFrame, SendFlags } from '@libertaria/protocol';
 import { Redis } from 'ioredis';
 import { freePort } from '../test-support/redis.js';
+import { durableDeliver } from './frames.js';
 import { round } from './stats.js';
 
 const TURNS = Number(process.env.BENCH_REDIS_IR_TURNS || 30);
@@ -143,17 +143,7 @@ function turnFrames(dest: Uint8Array, t: number, tag: number): Array<{ id: Buffe
     const id = Buffer.alloc(16);
     id.writeUInt32BE(tag, 0);
     id.writeUInt32BE(t * FRAMES_PER_TURN + k, 12);
-    const frame = encodeFrame({
-      type: 'DELIVER',
-      dest,
-      source: sources[k % 2]!,
-      sessionId: new Uint8Array(16),
-      messageId: id,
-      flags: SendFlags.DURABLE,
-      ttl: 0,
-      position: 0,
-      payload,
-    });
+    const frame = durableDeliver(dest, sources[k % 2]!, id, payload);
     return { id, frame };
   });
 }

@@ -32,11 +32,11 @@ import { randomBytes } from 'node:crypto';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { cpus } from 'node:os';
 import { dirname } from 'node:path';
-import { encodeFrame, SendFlags } from '@libertaria/protocol';
 import { Command, Redis } from 'ioredis';
 import { DURABLE_STORE_REDIS_OPTIONS, DurableStore } from '../services/relay/src/durable-store.js';
 import { encodeRequest } from '../services/relay/src/encoded-script.js';
 import { startRedis } from '../test-support/redis.js';
+import { durableDeliver } from './frames.js';
 import { round, type Summary, summarize } from './stats.js';
 
 const envInt = (name: string, fallback: number): number => {
@@ -133,20 +133,6 @@ async function measured(
   return { usPerFrame: total / FRAMES, breakdown };
 }
 
-function deliverFrame(dest: Uint8Array, source: Uint8Array, id: Uint8Array, payload: Uint8Array): Uint8Array {
-  return encodeFrame({
-    type: 'DELIVER',
-    dest,
-    source,
-    sessionId: new Uint8Array(16),
-    messageId: id,
-    flags: SendFlags.DURABLE,
-    ttl: 0,
-    position: 0,
-    payload,
-  });
-}
-
 interface StepFigures {
   script: number;
   floor: number;
@@ -166,7 +152,7 @@ async function redisTrial(redis: Redis, inspect: Redis): Promise<Record<'enqueue
   const source = randomBytes(24);
   const payload = randomBytes(PAYLOAD);
   const ids = Array.from({ length: FRAMES }, () => randomBytes(16));
-  const frames = ids.map((id) => deliverFrame(dest, source, id, payload));
+  const frames = ids.map((id) => durableDeliver(dest, source, id, payload));
 
   const enqueue = await measured(inspect, async () => {
     for (let i = 0; i < FRAMES; i += BATCH) {

@@ -6,13 +6,11 @@
  * being counts at all (speed is shown by the benchmark, not by tests).
  */
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { it } from 'node:test';
-import { ownChild } from '../../../test-support/children.js';
-import { REPO_ROOT } from '../../../test-support/paths.js';
+import { runRepoScript } from '../../../test-support/bench-script.js';
 
 it('bench:redis-ir counts Redis instructions for a few turns and writes its figures', {
   timeout: 240_000,
@@ -20,21 +18,11 @@ it('bench:redis-ir counts Redis instructions for a few turns and writes its figu
   const dir = mkdtempSync(join(tmpdir(), 'bench-redis-ir-'));
   const out = join(dir, 'figures.json');
   try {
-    const child = spawn(process.execPath, ['--import', 'tsx', 'bench/redis-instructions.ts'], {
-      cwd: REPO_ROOT,
-      env: {
-        ...process.env,
-        BENCH_REDIS_IR_TURNS: '2',
-        BENCH_REDIS_IR_WARM_TURNS: '3',
-        BENCH_REDIS_IR_OUT: out,
-      },
-      stdio: ['ignore', 'pipe', 'pipe'],
+    const { code, output } = await runRepoScript('bench/redis-instructions.ts', {
+      BENCH_REDIS_IR_TURNS: '2',
+      BENCH_REDIS_IR_WARM_TURNS: '3',
+      BENCH_REDIS_IR_OUT: out,
     });
-    ownChild(child);
-    let output = '';
-    child.stdout.on('data', (d: Buffer) => (output += d.toString()));
-    child.stderr.on('data', (d: Buffer) => (output += d.toString()));
-    const code = await new Promise<number | null>((resolve) => child.once('exit', resolve));
     assert.equal(code, 0, output);
     const figures = JSON.parse(readFileSync(out, 'utf8')) as {
       turns: number;

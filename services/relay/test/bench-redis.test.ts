@@ -6,28 +6,21 @@
  * here (speed is shown by the benchmark, not by tests).
  */
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { it } from 'node:test';
-import { ownChild } from '../../../test-support/children.js';
-import { REPO_ROOT } from '../../../test-support/paths.js';
+import { runRepoScript } from '../../../test-support/bench-script.js';
 
 it('bench:redis runs on 2,048 frames and writes its figures', async () => {
   const dir = mkdtempSync(join(tmpdir(), 'bench-redis-'));
   const out = join(dir, 'figures.json');
   try {
-    const child = spawn(process.execPath, ['--import', 'tsx', 'bench/redis-requests.ts'], {
-      cwd: REPO_ROOT,
-      env: { ...process.env, BENCH_REDIS_FRAMES: '2048', BENCH_REDIS_TRIALS: '1', BENCH_REDIS_OUT: out },
-      stdio: ['ignore', 'pipe', 'pipe'],
+    const { code, output } = await runRepoScript('bench/redis-requests.ts', {
+      BENCH_REDIS_FRAMES: '2048',
+      BENCH_REDIS_TRIALS: '1',
+      BENCH_REDIS_OUT: out,
     });
-    ownChild(child);
-    let output = '';
-    child.stdout.on('data', (d: Buffer) => (output += d.toString()));
-    child.stderr.on('data', (d: Buffer) => (output += d.toString()));
-    const code = await new Promise<number | null>((resolve) => child.once('exit', resolve));
     assert.equal(code, 0, output);
     const figures = JSON.parse(readFileSync(out, 'utf8')) as {
       frames: number;
