@@ -35,10 +35,11 @@
  */
 import { randomInt } from 'node:crypto';
 import { hintToHex } from '@libertaria/identity';
-import { LibertariaError, RelayError } from '@libertaria/protocol';
+import { RelayError } from '@libertaria/protocol';
 import { HOST_PATTERN } from './config.js';
 import type { LinkAddress } from './node-link.js';
 import { type RedisClient, runEach } from './redis-connection.js';
+import { toStoreError } from './store-error.js';
 
 /**
  * The presence key of a hint (hex or bytes). Its hash tag is the hint's, as
@@ -122,12 +123,6 @@ const SWEEP_BATCH = 1000;
 const SWEEP_CLAIM_MS = 60_000;
 /** Least time between two reads of the registry prompted by an unknown holder. */
 const UNKNOWN_REFRESH_MS = 1000;
-
-function toStoreError(err: unknown): LibertariaError {
-  if (err instanceof LibertariaError) return err;
-  const detail = err instanceof Error ? err.message : String(err);
-  return new RelayError('STORE_UNAVAILABLE', `Redis did not confirm: ${detail}`, { cause: err });
-}
 
 /** A fresh incarnation: 2^52 plus 40 random bits, exact as a Lua number and above any clock. */
 export function newIncarnation(): string {
