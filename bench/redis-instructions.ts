@@ -4,7 +4,8 @@
  * machine moves by a third from hour to hour (docs/benchmarks.md: the same
  * scripts took Redis 10.0 µs a frame in one full run and 13.9 in the next);
  * an instruction count does not, so a change to the scripts shows here to
- * within about 2 %, where `npm run bench:redis` needs many trials to see 10 %.
+ * within a few per cent (the same build moved 2–4 % between runs here),
+ * where `npm run bench:redis` needs many trials to see 10 %.
  *
  * The workload is the durable benchmark's, in one process: one recipient,
  * turns of 170 frames (1 KiB payloads, two senders), each enqueued as
