@@ -242,8 +242,8 @@ export class Router {
 
   /** Queues a frame for other nodes; frames for one node in one turn travel as one pub/sub message. */
   private publish(nodes: readonly string[], frame: Buffer): void {
+    const outbox = this.outbox.open;
     for (const node of nodes) {
-      const outbox = this.outbox.open;
       let queued = outbox.get(node);
       if (queued) {
         queued.frames.push(frame);
