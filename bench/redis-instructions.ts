@@ -103,22 +103,27 @@ class CountedRedis {
     }
   }
 
-  /** Counting on or off (callgrind_control -i). */
-  count(on: boolean): void {
-    execFileSync('callgrind_control', ['-i', on ? 'on' : 'off', String(this.child.pid)], { stdio: 'ignore' });
-  }
-
-  /** Instructions counted since the last call: a dump (callgrind_control -d) holds them and zeroes the count. */
-  take(): number {
+  /**
+   * Runs `work`, counting Redis's instructions meanwhile when `on`. Counting
+   * starts before `work` is called, so what it sends at the end of this turn
+   * (the store's per-turn batches) is counted too.
+   */
+  async counted<T>(on: boolean, work: () => Promise<T>): Promise<{ value: T; instructions: number }> {
+    if (!on) return { value: await work(), instructions: 0 };
+    const pid = String(this.child.pid);
+    execFileSync('callgrind_control', ['-i', 'on', pid], { stdio: 'ignore' });
+    const value = await work();
+    execFileSync('callgrind_control', ['-i', 'off', pid], { stdio: 'ignore' });
+    // A dump (callgrind_control -d) holds what was counted since the last one, and zeroes the count.
     for (const f of readdirSync(this.dir)) if (f.startsWith('callgrind.out')) rmSync(join(this.dir, f));
-    execFileSync('callgrind_control', ['-d', String(this.child.pid)], { stdio: 'ignore' });
-    let total = 0;
+    execFileSync('callgrind_control', ['-d', pid], { stdio: 'ignore' });
+    let instructions = 0;
     for (const f of readdirSync(this.dir).filter((name) => name.startsWith('callgrind.out'))) {
       const m = /^totals:\s*(\d+)/m.exec(readFileSync(join(this.dir, f), 'utf8'));
       if (!m) throw new Error(`no totals line in callgrind dump ${f}`);
-      total += Number(m[1]);
+      instructions += Number(m[1]);
     }
-    return total;
+    return { value, instructions };
   }
 
   async stop(): Promise<void> {
@@ -137,15 +142,20 @@ interface Figures {
 type Acks = Array<{ messageId: Uint8Array; position: number }>;
 
 /** The frames of turn `t` (ids unique per run and prefix). */
-function turnFrames(dest: Uint8Array, t: number, tag: number): Array<{ id: Buffer; frame: Uint8Array }> {
+function turnFrames(
+  dest: Uint8Array,
+  t: number,
+  tag: number,
+): Array<{ id: Buffer; frame: Uint8Array; member: Buffer }> {
   const sources = [Buffer.alloc(24, 1), Buffer.alloc(24, 2)];
   const payload = Buffer.alloc(PAYLOAD, 3);
   return Array.from({ length: FRAMES_PER_TURN }, (_, k) => {
     const id = Buffer.alloc(16);
     id.writeUInt32BE(tag, 0);
     id.writeUInt32BE(t * FRAMES_PER_TURN + k, 12);
-    const frame = durableDeliver(dest, sources[k % 2]!, id, payload);
-    return { id, frame };
+    const source = sources[k % 2]!;
+    // member: the queue's name for the frame, source ‖ messageId (durable-store.ts), for the floor's commands.
+    return { id, frame: durableDeliver(dest, source, id, payload), member: Buffer.concat([source, id]) };
   });
 }
 
@@ -175,23 +185,17 @@ async function measureStore(redisServer: CountedRedis, tree: string, tag: number
   for (let t = 0; t < WARM_TURNS + TURNS; t++) {
     const counting = t >= WARM_TURNS;
     const frames = turnFrames(dest, t, tag);
-    // Counting starts before the turn's enqueues are flushed (they go at the end of this turn).
-    if (counting) redisServer.count(true);
-    const results = await Promise.all(frames.map((f) => store.enqueue(dest, f.id, f.frame, 0)));
-    if (counting) {
-      redisServer.count(false);
-      enqueueIr += redisServer.take();
-    }
+    const enqueued = await redisServer.counted(counting, () =>
+      Promise.all(frames.map((f) => store.enqueue(dest, f.id, f.frame, 0))),
+    );
+    enqueueIr += enqueued.instructions;
+    const results = enqueued.value;
     backlog.push(results.map((r, k) => ({ messageId: frames[k]!.id, position: r.position })));
     if (backlog.length > 2) {
       const acks = backlog.shift()!;
-      if (counting) redisServer.count(true);
-      const removed = await store.ackMany(dest, acks);
-      if (counting) {
-        redisServer.count(false);
-        ackIr += redisServer.take();
-        measured += acks.length;
-      }
+      const { value: removed, instructions } = await redisServer.counted(counting, () => store.ackMany(dest, acks));
+      ackIr += instructions;
+      if (counting) measured += acks.length;
       if (removed !== acks.length) throw new Error(`acknowledged ${removed} of ${acks.length} frames`);
     }
   }
@@ -216,44 +220,39 @@ async function measureFloor(redisServer: CountedRedis): Promise<Figures> {
     const z: Array<number | Buffer> = [];
     const e: Array<number | Buffer> = [];
     const turn: Array<{ member: Buffer; position: number }> = [];
-    for (const { frame } of frames) {
-      const member = Buffer.from(frame.subarray(6, 6 + 24 + 16));
+    for (const { frame, member } of frames) {
       position++;
       h.push(member, Buffer.from(frame));
       z.push(position, member);
       e.push(expiry, member);
       turn.push({ member, position });
     }
-    if (counting) redisServer.count(true);
-    await redis
-      .pipeline()
-      .hset('f:d', ...h)
-      .zadd('f:z', ...z)
-      .zadd('f:e', ...e)
-      .exec();
-    if (counting) {
-      redisServer.count(false);
-      enqueueIr += redisServer.take();
-    }
+    const enqueued = await redisServer.counted(counting, () =>
+      redis
+        .pipeline()
+        .hset('f:d', ...h)
+        .zadd('f:z', ...z)
+        .zadd('f:e', ...e)
+        .exec(),
+    );
+    enqueueIr += enqueued.instructions;
     backlog.push(turn);
     if (backlog.length > 2) {
       const acked = backlog.shift()!;
       const members = acked.map((a) => a.member);
       const x = acked.flatMap((a) => [a.position, a.member]);
-      if (counting) redisServer.count(true);
-      await redis
-        .pipeline()
-        .hdel('f:d', ...members)
-        .zrem('f:z', ...members)
-        .zrem('f:e', ...members)
-        .zadd('f:x', ...x)
-        .zremrangebyrank('f:x', 0, -(ACKED_IDS + 1))
-        .exec();
-      if (counting) {
-        redisServer.count(false);
-        ackIr += redisServer.take();
-        measured += acked.length;
-      }
+      const removed = await redisServer.counted(counting, () =>
+        redis
+          .pipeline()
+          .hdel('f:d', ...members)
+          .zrem('f:z', ...members)
+          .zrem('f:e', ...members)
+          .zadd('f:x', ...x)
+          .zremrangebyrank('f:x', 0, -(ACKED_IDS + 1))
+          .exec(),
+      );
+      ackIr += removed.instructions;
+      if (counting) measured += acked.length;
     }
   }
   redis.disconnect();
